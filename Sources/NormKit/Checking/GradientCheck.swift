@@ -1,0 +1,51 @@
+/// Numerical gradients and the relative error that compares them with
+/// analytic ones, as cs231n's `eval_numerical_gradient_array` and `rel_error`.
+public enum GradientCheck {
+    /// The gradient of `sum(f(x) * outputGradient)` with respect to `x` by
+    /// centred differences:
+    /// `grad[i] = Σ (f(x + h·e_i) - f(x - h·e_i)) * outputGradient / (2h)`.
+    ///
+    /// Evaluates `f` twice per element of `x`; accumulates in `Double`. Use
+    /// `Double` tensors and the default step for checks to about 1e-8.
+    /// - Parameters:
+    ///   - x: where to differentiate.
+    ///   - outputGradient: the upstream gradient, `f(x)`'s shape.
+    ///   - step: `h`.
+    ///   - f: the function; it may capture and mutate state (a layer in training mode).
+    /// - Complexity: `2 · x.count` evaluations of `f`.
+    public static func numericalGradient<Scalar: BLASScalar>(
+        at x: Tensor<Scalar>, outputGradient: Tensor<Scalar>, step: Scalar = 1e-5,
+        _ f: (Tensor<Scalar>) throws -> Tensor<Scalar>
+    ) rethrows -> Tensor<Scalar> {
+        var gradient = Tensor<Scalar>(zeros: x.shape)
+        var probe = x
+        let upstream = outputGradient.scalars
+        for index in 0..<x.count {
+            let original = x.scalars[index]
+            probe.withUnsafeMutableBufferPointer { $0[index] = original + step }
+            let plus = try f(probe).scalars
+            probe.withUnsafeMutableBufferPointer { $0[index] = original - step }
+            let minus = try f(probe).scalars
+            probe.withUnsafeMutableBufferPointer { $0[index] = original }
+            var sum = 0.0
+            for k in 0..<min(plus.count, upstream.count) {
+                sum += Double(plus[k] - minus[k]) * Double(upstream[k])
+            }
+            gradient.withUnsafeMutableBufferPointer { $0[index] = Scalar(sum / (2 * Double(step))) }
+        }
+        return gradient
+    }
+
+    /// `max_i |a_i - b_i| / max(1e-8, |a_i| + |b_i|)`, cs231n's `rel_error`.
+    /// Arrays of different lengths, or any NaN, give `.infinity`.
+    public static func relativeError<Scalar: BLASScalar>(_ a: [Scalar], _ b: [Scalar]) -> Scalar {
+        guard a.count == b.count else { return .infinity }
+        var worst: Scalar = 0
+        for (x, y) in zip(a, b) {
+            let error = abs(x - y) / max(1e-8, abs(x) + abs(y))
+            if error.isNaN { return .infinity }
+            worst = max(worst, error)
+        }
+        return worst
+    }
+}

@@ -1,0 +1,73 @@
+import CBLAS
+
+/// `Double` computes with OpenBLAS's double-precision routines (`cblas_d*`).
+extension Double: BLASScalar {
+    /// `cblas_dgemv`, row-major.
+    @inlinable
+    public static func gemv(
+        transpose: Bool, rows: Int, columns: Int, alpha: Double,
+        a: UnsafePointer<Double>, lda: Int, x: UnsafePointer<Double>, incx: Int,
+        beta: Double, y: UnsafeMutablePointer<Double>, incy: Int
+    ) {
+        cblas_dgemv(CblasRowMajor, transpose ? CblasTrans : CblasNoTrans,
+                    blasInt(rows), blasInt(columns), alpha, a, blasInt(lda),
+                    x, blasInt(incx), beta, y, blasInt(incy))
+    }
+
+    /// `cblas_daxpy`.
+    @inlinable
+    public static func axpy(
+        count: Int, alpha: Double, x: UnsafePointer<Double>, incx: Int,
+        y: UnsafeMutablePointer<Double>, incy: Int
+    ) {
+        cblas_daxpy(blasInt(count), alpha, x, blasInt(incx), y, blasInt(incy))
+    }
+
+    /// `cblas_dscal`.
+    @inlinable
+    public static func scal(count: Int, alpha: Double, x: UnsafeMutablePointer<Double>, incx: Int) {
+        cblas_dscal(blasInt(count), alpha, x, blasInt(incx))
+    }
+
+    /// `cblas_dcopy`.
+    @inlinable
+    public static func copy(
+        count: Int, x: UnsafePointer<Double>, incx: Int,
+        y: UnsafeMutablePointer<Double>, incy: Int
+    ) {
+        cblas_dcopy(blasInt(count), x, blasInt(incx), y, blasInt(incy))
+    }
+
+    /// `cblas_ddot`.
+    @inlinable
+    public static func dot(
+        count: Int, x: UnsafePointer<Double>, incx: Int,
+        y: UnsafePointer<Double>, incy: Int
+    ) -> Double {
+        cblas_ddot(blasInt(count), x, blasInt(incx), y, blasInt(incy))
+    }
+
+    /// `cblas_dger`, row-major.
+    @inlinable
+    public static func ger(
+        rows: Int, columns: Int, alpha: Double, x: UnsafePointer<Double>, incx: Int,
+        y: UnsafePointer<Double>, incy: Int, a: UnsafeMutablePointer<Double>, lda: Int
+    ) {
+        cblas_dger(CblasRowMajor, blasInt(rows), blasInt(columns), alpha,
+                   x, blasInt(incx), y, blasInt(incy), a, blasInt(lda))
+    }
+
+    /// `cblas_dgemm`, row-major.
+    @inlinable
+    public static func gemm(
+        transposeA: Bool, transposeB: Bool, rows: Int, columns: Int, inner: Int,
+        alpha: Double, a: UnsafePointer<Double>, lda: Int,
+        b: UnsafePointer<Double>, ldb: Int,
+        beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int
+    ) {
+        cblas_dgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans,
+                    transposeB ? CblasTrans : CblasNoTrans,
+                    blasInt(rows), blasInt(columns), blasInt(inner), alpha,
+                    a, blasInt(lda), b, blasInt(ldb), beta, c, blasInt(ldc))
+    }
+}

@@ -1,0 +1,73 @@
+import CBLAS
+
+/// `Float` computes with OpenBLAS's single-precision routines (`cblas_s*`).
+extension Float: BLASScalar {
+    /// `cblas_sgemv`, row-major.
+    @inlinable
+    public static func gemv(
+        transpose: Bool, rows: Int, columns: Int, alpha: Float,
+        a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>, incx: Int,
+        beta: Float, y: UnsafeMutablePointer<Float>, incy: Int
+    ) {
+        cblas_sgemv(CblasRowMajor, transpose ? CblasTrans : CblasNoTrans,
+                    blasInt(rows), blasInt(columns), alpha, a, blasInt(lda),
+                    x, blasInt(incx), beta, y, blasInt(incy))
+    }
+
+    /// `cblas_saxpy`.
+    @inlinable
+    public static func axpy(
+        count: Int, alpha: Float, x: UnsafePointer<Float>, incx: Int,
+        y: UnsafeMutablePointer<Float>, incy: Int
+    ) {
+        cblas_saxpy(blasInt(count), alpha, x, blasInt(incx), y, blasInt(incy))
+    }
+
+    /// `cblas_sscal`.
+    @inlinable
+    public static func scal(count: Int, alpha: Float, x: UnsafeMutablePointer<Float>, incx: Int) {
+        cblas_sscal(blasInt(count), alpha, x, blasInt(incx))
+    }
+
+    /// `cblas_scopy`.
+    @inlinable
+    public static func copy(
+        count: Int, x: UnsafePointer<Float>, incx: Int,
+        y: UnsafeMutablePointer<Float>, incy: Int
+    ) {
+        cblas_scopy(blasInt(count), x, blasInt(incx), y, blasInt(incy))
+    }
+
+    /// `cblas_sdot`.
+    @inlinable
+    public static func dot(
+        count: Int, x: UnsafePointer<Float>, incx: Int,
+        y: UnsafePointer<Float>, incy: Int
+    ) -> Float {
+        cblas_sdot(blasInt(count), x, blasInt(incx), y, blasInt(incy))
+    }
+
+    /// `cblas_sger`, row-major.
+    @inlinable
+    public static func ger(
+        rows: Int, columns: Int, alpha: Float, x: UnsafePointer<Float>, incx: Int,
+        y: UnsafePointer<Float>, incy: Int, a: UnsafeMutablePointer<Float>, lda: Int
+    ) {
+        cblas_sger(CblasRowMajor, blasInt(rows), blasInt(columns), alpha,
+                   x, blasInt(incx), y, blasInt(incy), a, blasInt(lda))
+    }
+
+    /// `cblas_sgemm`, row-major.
+    @inlinable
+    public static func gemm(
+        transposeA: Bool, transposeB: Bool, rows: Int, columns: Int, inner: Int,
+        alpha: Float, a: UnsafePointer<Float>, lda: Int,
+        b: UnsafePointer<Float>, ldb: Int,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans,
+                    transposeB ? CblasTrans : CblasNoTrans,
+                    blasInt(rows), blasInt(columns), blasInt(inner), alpha,
+                    a, blasInt(lda), b, blasInt(ldb), beta, c, blasInt(ldc))
+    }
+}

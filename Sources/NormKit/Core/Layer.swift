@@ -1,0 +1,92 @@
+/// Whether a forward pass normalizes with the batch's statistics (and updates
+/// running statistics) or with the running statistics.
+public enum Mode: Sendable {
+    /// Batch statistics; layers with running statistics update them.
+    case training
+    /// Running statistics; nothing changes.
+    case inference
+}
+
+/// Which implementation a layer computes with. Both give the same results
+/// (Double within 1e-12 relative, Float within 1e-5).
+public enum Backend: Sendable {
+    /// Reductions as BLAS calls (`gemv`, `axpy`, `scal`) over row blocks sized
+    /// to stay in L2, merged with Chan's formula. The default everywhere.
+    case blas
+    /// The textbook: nested loops, two passes for the variance, no blocking, no BLAS.
+    case naive
+}
+
+/// What the running variance is fed during training.
+public enum VarianceEstimator: Sendable {
+    /// The batch's biased variance `Σ(x - mean)² / N`: cs231n, Keras, ONNX.
+    case biased
+    /// The unbiased `Σ(x - mean)² / (N - 1)`, that is `N / (N - 1)` times the
+    /// biased one: PyTorch. Normalization itself always uses the biased variance.
+    case unbiased
+}
+
+/// The gradients of a normalization layer's loss with respect to its input and
+/// its parameters.
+public struct NormGradients<Scalar: BLASScalar>: Sendable, Equatable {
+    /// `dL/dx`, the shape of the forward input.
+    public var input: Tensor<Scalar>
+    /// `dL/dgamma`, one per feature or channel.
+    public var gamma: [Scalar]
+    /// `dL/dbeta`, one per feature or channel.
+    public var beta: [Scalar]
+
+    public init(input: Tensor<Scalar>, gamma: [Scalar], beta: [Scalar]) {
+        self.input = input
+        self.gamma = gamma
+        self.beta = beta
+    }
+
+    /// Empty gradients, to be sized by the first allocation-free backward call
+    /// that fills them and reused without allocation afterwards.
+    public init() {
+        self.init(input: Tensor(zeros: [0]), gamma: [], beta: [])
+    }
+
+    /// Sizes the buffers for an input of `shape` and `parameterCount` parameters,
+    /// reusing the storage when the sizes already match.
+    @usableFromInline
+    mutating func prepare(shape: [Int], parameterCount: Int) {
+        input.prepare(shape: shape)
+        gamma.resizeReusingStorage(to: parameterCount)
+        beta.resizeReusingStorage(to: parameterCount)
+    }
+}
+
+/// A normalization layer: a forward pass that returns its output and a cache,
+/// and a backward pass that turns the output's gradient and that cache into
+/// ``NormGradients``.
+///
+/// `gamma` starts at ones and `beta` at zeros; the cache holds what backward
+/// needs, including the `gamma` that forward used, so changing `gamma` between
+/// forward and backward does not change the gradient.
+public protocol NormalizationLayer<Scalar>: Sendable {
+    associatedtype Scalar: BLASScalar
+    associatedtype Cache: Sendable
+    /// The scale, one per feature or channel.
+    var gamma: [Scalar] { get set }
+    /// The shift, one per feature or channel.
+    var beta: [Scalar] { get set }
+    /// The implementation used by ``forward(_:mode:)`` and ``backward(_:cache:)``.
+    var backend: Backend { get set }
+    /// Normalizes `input`.
+    mutating func forward(_ input: Tensor<Scalar>, mode: Mode) throws(NormError)
+        -> (output: Tensor<Scalar>, cache: Cache)
+    /// Backpropagates `outputGradient` through the forward pass that made `cache`.
+    func backward(_ outputGradient: Tensor<Scalar>, cache: Cache) throws(NormError)
+        -> NormGradients<Scalar>
+}
+
+extension Array where Element: BLASScalar {
+    /// Gives the array `count` elements, reusing its storage when it already
+    /// has them (then it allocates nothing) and zero-filling otherwise.
+    @usableFromInline
+    mutating func resizeReusingStorage(to count: Int) {
+        if self.count != count { self = Array(repeating: 0, count: count) }
+    }
+}

@@ -1,0 +1,51 @@
+/// What a normalization layer's forward pass saves for its backward pass: the
+/// input, the statistics that normalized it and the `gamma` it used.
+///
+/// The statistics are one per normalized set: per feature for ``BatchNorm``,
+/// per sample for ``LayerNorm``.
+///
+/// Reuse one cache across calls of the allocation-free entry points: its
+/// storage is sized on first use and overwritten in place afterwards. After a
+/// call that threw, its contents are unspecified.
+public struct NormCache<Scalar: BLASScalar>: Sendable {
+    /// The forward input `x` (shared, not copied: tensors are copy-on-write).
+    public internal(set) var input: Tensor<Scalar>
+    /// The mean of each normalized set: for ``BatchNorm`` the batch mean in
+    /// training and the running mean in inference.
+    public var mean: [Scalar] { storedMean }
+    /// `1 / sqrt(var + epsilon)` of each normalized set.
+    public var inverseStandardDeviation: [Scalar] { storedInverseStandardDeviation }
+
+    @usableFromInline var storedMean: [Scalar]
+    @usableFromInline var storedInverseStandardDeviation: [Scalar]
+    /// The `gamma` the forward pass used.
+    public internal(set) var gamma: [Scalar]
+    /// The mode of the forward pass. After a ``BatchNorm`` inference pass the
+    /// statistics are constants, and backward returns the gradient of that
+    /// (affine) function.
+    public internal(set) var mode: Mode
+
+    /// An empty cache for the allocation-free entry points to fill.
+    public init() {
+        input = Tensor(zeros: [0])
+        storedMean = []
+        storedInverseStandardDeviation = []
+        gamma = []
+        mode = .training
+    }
+
+    /// Sizes the statistics vectors, records the input, copies `gamma` in place.
+    @usableFromInline
+    mutating func record(input: Tensor<Scalar>, gamma source: [Scalar], mode: Mode,
+                         statisticCount: Int) {
+        self.input = input
+        self.mode = mode
+        storedMean.resizeReusingStorage(to: statisticCount)
+        storedInverseStandardDeviation.resizeReusingStorage(to: statisticCount)
+        gamma.resizeReusingStorage(to: source.count)
+        gamma.withUnsafeMutableBufferPointer { target in
+            source.withUnsafeBufferPointer { _ = target.update(fromContentsOf: $0) }
+        }
+    }
+}
+

@@ -1,0 +1,65 @@
+/// Every way a NormKit call can refuse its input.
+///
+/// Each case's ``description`` names what was expected and what came. A call
+/// that throws has changed no state: running statistics, parameters and
+/// caller-owned outputs of the layer are as they were (outputs may be
+/// resized, never half-written with a result that looks valid).
+public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// A tensor's scalar count differs from the product of its shape.
+    case scalarCountMismatch(shape: [Int], scalarCount: Int)
+    /// A shape has a negative dimension.
+    case negativeDimension(shape: [Int])
+    /// An input has the wrong rank or shape for the layer.
+    case invalidShape(expected: String, actual: [Int])
+    /// A gradient's shape differs from the shape the cache recorded.
+    case gradientShapeMismatch(expected: [Int], actual: [Int])
+    /// A parameter or statistics vector (`gamma`, `beta`, `runningMean`, ...)
+    /// has a length other than the layer's feature or channel count.
+    case parameterCountMismatch(name: String, expected: Int, actual: Int)
+    /// A feature or channel count that is not positive.
+    case invalidFeatureCount(Int)
+    /// A group count that is not positive or does not divide the channel count.
+    case invalidGroupCount(groupCount: Int, channelCount: Int)
+    /// `epsilon` must be finite and greater than zero.
+    case invalidEpsilon(Double)
+    /// `momentum` must lie in `[0, 1]`.
+    case invalidMomentum(Double)
+    /// Training mode needs at least two values per statistic (as PyTorch
+    /// refuses a batch of one).
+    case insufficientValues(valuesPerStatistic: Int)
+    /// A batch statistic (mean or variance) came out NaN or infinite: the input
+    /// holds a NaN or an infinity, or overflows. `index` is the feature,
+    /// channel or sample (for per-sample statistics) where it happened.
+    case nonFiniteStatistics(index: Int)
+    /// A size does not fit OpenBLAS's 32-bit integers.
+    case sizeTooLarge(Int)
+
+    public var description: String {
+        switch self {
+        case let .scalarCountMismatch(shape, count):
+            return "shape \(shape) holds \(shape.reduce(1, *)) scalars, but \(count) were given"
+        case let .negativeDimension(shape):
+            return "shape \(shape) has a negative dimension"
+        case let .invalidShape(expected, actual):
+            return "expected an input of shape \(expected), got \(actual)"
+        case let .gradientShapeMismatch(expected, actual):
+            return "expected an output gradient of shape \(expected) (the forward pass's), got \(actual)"
+        case let .parameterCountMismatch(name, expected, actual):
+            return "expected \(name) to have \(expected) elements, got \(actual)"
+        case let .invalidFeatureCount(count):
+            return "expected a feature or channel count greater than 0, got \(count)"
+        case let .invalidGroupCount(groups, channels):
+            return "expected a group count that divides the channel count \(channels), got \(groups)"
+        case let .invalidEpsilon(value):
+            return "expected a finite epsilon greater than 0, got \(value)"
+        case let .invalidMomentum(value):
+            return "expected a momentum in [0, 1], got \(value)"
+        case let .insufficientValues(count):
+            return "training mode needs at least 2 values per statistic, got \(count)"
+        case let .nonFiniteStatistics(index):
+            return "the batch statistics at index \(index) are not finite (the input holds NaN or infinity, or overflows)"
+        case let .sizeTooLarge(size):
+            return "size \(size) exceeds OpenBLAS's limit of \(maximumBLASSize)"
+        }
+    }
+}

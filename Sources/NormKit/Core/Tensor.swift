@@ -1,0 +1,143 @@
+import Foundation
+
+/// A dense, row-major (C order) array of scalars with a shape.
+///
+/// `Tensor` is a value type with copy-on-write storage: passing one to a layer,
+/// keeping it in a cache or returning it copies no scalars. The last dimension
+/// varies fastest: a `(N, D)` tensor holds row `i` at `scalars[i*D ..< (i+1)*D]`,
+/// and a `(N, C, H, W)` tensor holds channel `c` of sample `n` as the
+/// contiguous slab `scalars[(n*C + c)*H*W ..< (n*C + c + 1)*H*W]`.
+public struct Tensor<Scalar: BLASScalar>: Sendable, Equatable {
+    /// The extent of each dimension.
+    public var shape: [Int] { storedShape }
+    /// The scalars in row-major order; `scalars.count == shape.reduce(1, *)`.
+    public var scalars: [Scalar] { storedScalars }
+
+    @usableFromInline var storedShape: [Int]
+    @usableFromInline var storedScalars: [Scalar]
+
+    /// Creates a tensor from a shape and its scalars in row-major order.
+    ///
+    /// - Throws: ``NormError/negativeDimension(shape:)`` for a negative
+    ///   dimension, ``NormError/scalarCountMismatch(shape:scalarCount:)`` when
+    ///   `scalars.count` is not the product of `shape`.
+    public init(shape: [Int], scalars: [Scalar]) throws(NormError) {
+        let count = try Tensor.elementCount(of: shape)
+        guard count == scalars.count else {
+            throw .scalarCountMismatch(shape: shape, scalarCount: scalars.count)
+        }
+        self.storedShape = shape
+        self.storedScalars = scalars
+    }
+
+    /// Creates a tensor of zeros.
+    ///
+    /// - Precondition: no dimension is negative (as `Array(repeating:count:)`).
+    public init(zeros shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "Tensor(zeros:): negative dimension in \(shape)")
+        self.storedShape = shape
+        self.storedScalars = Array(repeating: 0, count: shape.reduce(1, *))
+    }
+
+    /// Creates a tensor of independent normal samples, the same for the same seed
+    /// on every platform.
+    ///
+    /// The generator is SplitMix64 feeding the Box–Muller transform, computed in
+    /// `Double` and rounded to `Scalar`.
+    /// - Precondition: no dimension is negative.
+    public init(randomNormal shape: [Int], mean: Scalar = 0,
+                standardDeviation: Scalar = 1, seed: UInt64) {
+        self.init(zeros: shape)
+        var generator = SplitMix64(seed: seed)
+        let mu = Double(mean), sigma = Double(standardDeviation)
+        storedScalars.withUnsafeMutableBufferPointer { buffer in
+            var index = 0
+            while index < buffer.count {
+                let (z0, z1) = generator.nextGaussianPair()
+                buffer[index] = Scalar(mu + sigma * z0)
+                if index + 1 < buffer.count { buffer[index + 1] = Scalar(mu + sigma * z1) }
+                index += 2
+            }
+        }
+    }
+
+    /// The number of scalars, the product of ``shape``.
+    @inlinable public var count: Int { storedScalars.count }
+
+    /// Calls `body` with the scalars in row-major order.
+    @inlinable
+    public func withUnsafeBufferPointer<R, E: Error>(
+        _ body: (UnsafeBufferPointer<Scalar>) throws(E) -> R
+    ) throws(E) -> R {
+        try storedScalars.withUnsafeBufferPointer { (buffer) throws(E) -> R in try body(buffer) }
+    }
+
+    /// Calls `body` with mutable access to the scalars in row-major order. The
+    /// shape cannot change; writes are in place when the storage is unique.
+    @inlinable
+    public mutating func withUnsafeMutableBufferPointer<R, E: Error>(
+        _ body: (inout UnsafeMutableBufferPointer<Scalar>) throws(E) -> R
+    ) throws(E) -> R {
+        try storedScalars.withUnsafeMutableBufferPointer { (buffer) throws(E) -> R in
+            let base = buffer.baseAddress, count = buffer.count
+            var view = buffer
+            defer { precondition(view.baseAddress == base && view.count == count,
+                                 "Tensor: the buffer must not be replaced") }
+            return try body(&view)
+        }
+    }
+
+    /// Gives the tensor `shape`, reusing its storage when the element count
+    /// already matches (no allocation) and zero-filling new storage otherwise.
+    /// The one way caller-owned outputs are sized.
+    @usableFromInline
+    mutating func prepare(shape newShape: [Int]) {
+        if storedShape != newShape { storedShape = newShape }
+        let count = newShape.reduce(1, *)
+        if storedScalars.count != count { storedScalars = Array(repeating: 0, count: count) }
+    }
+
+    /// The product of `shape`, validated to be non-negative and to fit OpenBLAS.
+    @usableFromInline
+    static func elementCount(of shape: [Int]) throws(NormError) -> Int {
+        var count = 1
+        for extent in shape {
+            guard extent >= 0 else { throw .negativeDimension(shape: shape) }
+            let (product, overflow) = count.multipliedReportingOverflow(by: extent)
+            guard !overflow else { throw .sizeTooLarge(Int.max) }
+            count = product
+        }
+        return count
+    }
+}
+
+extension Tensor: CustomStringConvertible {
+    public var description: String { "Tensor<\(Scalar.self)>(shape: \(shape), \(count) scalars)" }
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): a small, fast, well-mixed 64-bit generator.
+struct SplitMix64 {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// A uniform double in (0, 1]: 53 random bits, never zero.
+    mutating func nextUnitInterval() -> Double {
+        Double((next() >> 11) + 1) * 0x1p-53
+    }
+
+    /// Two independent standard normal samples (Box–Muller).
+    mutating func nextGaussianPair() -> (Double, Double) {
+        let u1 = nextUnitInterval(), u2 = nextUnitInterval()
+        let radius = (-2 * log(u1)).squareRoot()
+        let angle = 2 * Double.pi * u2
+        return (radius * cos(angle), radius * sin(angle))
+    }
+}

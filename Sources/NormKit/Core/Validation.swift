@@ -1,0 +1,58 @@
+/// The checks every public entry point runs before it computes (DESIGN.md §3).
+@usableFromInline
+enum Validation {
+    /// A feature or channel count must be positive and fit OpenBLAS.
+    @inlinable
+    static func featureCount(_ count: Int) throws(NormError) {
+        guard count > 0 else { throw .invalidFeatureCount(count) }
+        guard count <= maximumBLASSize else { throw .sizeTooLarge(count) }
+    }
+
+    /// `epsilon` must be finite and greater than zero.
+    @inlinable
+    static func epsilon<Scalar: BLASScalar>(_ value: Scalar) throws(NormError) {
+        guard value.isFinite, value > 0 else { throw .invalidEpsilon(Double(value)) }
+    }
+
+    /// `momentum` must lie in `[0, 1]` (NaN does not).
+    @inlinable
+    static func momentum<Scalar: BLASScalar>(_ value: Scalar) throws(NormError) {
+        guard value >= 0, value <= 1 else { throw .invalidMomentum(Double(value)) }
+    }
+
+    /// A per-feature vector must have exactly `expected` elements.
+    @inlinable
+    static func count(_ name: String, _ actual: Int, expected: Int) throws(NormError) {
+        guard actual == expected else {
+            throw .parameterCountMismatch(name: name, expected: expected, actual: actual)
+        }
+    }
+
+    /// An `(N, D)` input with `D == columns` and `N >= 1` whose size fits
+    /// OpenBLAS. Returns `N`.
+    @inlinable
+    static func matrixRows<Scalar: BLASScalar>(
+        _ input: Tensor<Scalar>, columns: Int
+    ) throws(NormError) -> Int {
+        let shape = input.shape
+        guard shape.count == 2, shape[1] == columns, shape[0] >= 1 else {
+            throw .invalidShape(expected: "(N >= 1, \(columns))", actual: shape)
+        }
+        guard input.count <= maximumBLASSize else { throw .sizeTooLarge(input.count) }
+        return shape[0]
+    }
+
+    /// Training statistics need at least two values each.
+    @inlinable
+    static func valuesPerStatistic(_ count: Int) throws(NormError) {
+        guard count >= 2 else { throw .insufficientValues(valuesPerStatistic: count) }
+    }
+
+    /// The output gradient must have the shape the forward pass saw.
+    @inlinable
+    static func gradientShape(_ actual: [Int], expected: [Int]) throws(NormError) {
+        guard actual == expected else {
+            throw .gradientShapeMismatch(expected: expected, actual: actual)
+        }
+    }
+}

@@ -1,0 +1,328 @@
+/// The kernels of batch normalization over an `N x D` row-major matrix, where
+/// every statistic belongs to a column (a feature) and runs over the rows.
+///
+/// The BLAS kernels follow DESIGN.md §4: column sums are `gemv(Trans, X_b, 1)`
+/// on row blocks `X_b` sized to stay in L2, so that each pass reads the input
+/// from memory once; the naive kernels are the textbook's nested loops.
+/// Elementwise steps are plain loops over raw pointers (they vectorize), shared
+/// by both backends. None of these functions allocates or throws: the layers
+/// validate first and hand them sized buffers.
+@usableFromInline
+enum BatchNormKernels {
+    /// Scratch scalars ``columnMomentsBLAS`` needs beyond the ones vector of
+    /// `blockRows` elements: one block and three column vectors.
+    @inlinable
+    static func momentsScratch(blockRows: Int, columns: Int) -> Int {
+        blockRows * columns + 3 * columns
+    }
+
+    // MARK: Statistics
+
+    /// Column means and `M2 = Σ(x - mean)²` of `x` (`rows x columns`), blockwise:
+    /// per block, `mean_b = gemv(Trans, X_b, 1) / b`, the centred squares into
+    /// scratch, `M2_b = gemv(Trans, S_b, 1)`, merged by ``Moments/merge``.
+    /// Reads `x` from memory once.
+    ///
+    /// The centring loop also sums the residuals `r = Σ(x - mean_b)`, which
+    /// rounding leaves nonzero when `|mean| ≫ std`: the corrected two-pass
+    /// algorithm (Chan, Golub, LeVeque) then uses `mean_b + r/b` and
+    /// `M2_b - r²/b`, so a Float column with mean 1e4 keeps its mean to the
+    /// precision Float can represent.
+    ///
+    /// - Parameters:
+    ///   - ones: at least `blockRows` ones.
+    ///   - scratch: at least ``momentsScratch(blockRows:columns:)`` scalars.
+    @inlinable
+    static func columnMomentsBLAS<Scalar: BLASScalar>(
+        x: UnsafePointer<Scalar>, rows: Int, columns: Int, blockRows: Int,
+        mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>,
+        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+    ) {
+        let block = scratch
+        let blockMean = scratch + blockRows * columns
+        let blockM2 = blockMean + columns, residual = blockM2 + columns
+        mean.update(repeating: 0, count: columns)
+        m2.update(repeating: 0, count: columns)
+        var count = 0
+        var start = 0
+        while start < rows {
+            let b = min(blockRows, rows - start)
+            let xb = x + start * columns
+            Scalar.gemvTransposed(rows: b, columns: columns, alpha: 1 / Scalar(b),
+                                  a: xb, x: ones, beta: 0, y: blockMean)
+            residual.update(repeating: 0, count: columns)
+            for i in 0..<b {
+                let row = xb + i * columns, out = block + i * columns
+                for j in 0..<columns {
+                    let d = row[j] - blockMean[j]
+                    residual[j] += d
+                    out[j] = d * d
+                }
+            }
+            Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones,
+                                  beta: 0, y: blockM2)
+            let inverseCount = 1 / Scalar(b)
+            for j in 0..<columns {
+                let r = residual[j] * inverseCount
+                blockMean[j] += r
+                blockM2[j] -= r * residual[j]
+            }
+            count = Moments.merge(count: count, mean: mean, m2: m2, blockCount: b,
+                                  blockMean: blockMean, blockM2: blockM2, length: columns)
+            start += b
+        }
+    }
+
+    /// The textbook: one pass of nested loops for the column means, a second for
+    /// `M2 = Σ(x - mean)²`.
+    @inlinable
+    static func columnMomentsNaive<Scalar: BLASScalar>(
+        x: UnsafePointer<Scalar>, rows: Int, columns: Int,
+        mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>
+    ) {
+        columnSumsNaive(x, rows: rows, columns: columns, into: mean)
+        let n = Scalar(rows)
+        for j in 0..<columns { mean[j] /= n }
+        m2.update(repeating: 0, count: columns)
+        for i in 0..<rows {
+            let row = x + i * columns
+            for j in 0..<columns {
+                let d = row[j] - mean[j]
+                m2[j] += d * d
+            }
+        }
+    }
+
+    /// Column sums with nested loops (the naive backend's reduction).
+    @inlinable
+    static func columnSumsNaive<Scalar: BLASScalar>(
+        _ a: UnsafePointer<Scalar>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Scalar>
+    ) {
+        sums.update(repeating: 0, count: columns)
+        for i in 0..<rows {
+            let row = a + i * columns
+            for j in 0..<columns { sums[j] += row[j] }
+        }
+    }
+
+    /// Column sums `gemv(Trans, A, 1)` (BLAS) or nested loops (naive).
+    @inlinable
+    static func columnSums<Scalar: BLASScalar>(
+        _ a: UnsafePointer<Scalar>, rows: Int, columns: Int, backend: Backend,
+        ones: UnsafePointer<Scalar>, into sums: UnsafeMutablePointer<Scalar>
+    ) {
+        switch backend {
+        case .blas:
+            Scalar.gemvTransposed(rows: rows, columns: columns, a: a, x: ones, beta: 0, y: sums)
+        case .naive:
+            columnSumsNaive(a, rows: rows, columns: columns, into: sums)
+        }
+    }
+
+    // MARK: Forward
+
+    /// `y = (x - mean) * scale + shift` per column: the normalize pass, which
+    /// reads `x` once and writes `y` once. `scale = gamma / sqrt(var + eps)`.
+    /// Subtracting the mean first keeps Float accurate when `|mean| ≫ std`.
+    @inlinable
+    static func normalize<Scalar: BLASScalar>(
+        x: UnsafePointer<Scalar>, rows: Int, columns: Int,
+        mean: UnsafePointer<Scalar>, scale: UnsafePointer<Scalar>, shift: UnsafePointer<Scalar>,
+        y: UnsafeMutablePointer<Scalar>
+    ) {
+        for i in 0..<rows {
+            let row = x + i * columns, out = y + i * columns
+            for j in 0..<columns {
+                out[j] = (row[j] - mean[j]) * scale[j] + shift[j]
+            }
+        }
+    }
+
+    // MARK: Backward, closed form
+
+    /// Scratch scalars ``backwardBLAS`` needs beyond `blockRows` ones.
+    @inlinable
+    static func backwardScratch(blockRows: Int, columns: Int) -> Int {
+        blockRows * columns + 3 * columns
+    }
+
+    /// The closed-form backward (cs231n's `batchnorm_backward_alt`), blockwise.
+    ///
+    /// Pass 1, per block: `dbeta += gemv(Trans, dY_b, 1)`, `P_b = dY_b ∘ (X_b - mean)`,
+    /// `Σ dy·(x - mean) += gemv(Trans, P_b, 1)`; then `dgamma = invstd ∘ that`.
+    /// Pass 2: `dx = A∘dy + B∘(x - mean) + C` per column with
+    /// `A = gamma·invstd`, `B = -A·invstd·dgamma/N`, `C = -A·dbeta/N`
+    /// (with `frozen`, the statistics are constants: `B = C = 0`).
+    /// Reads `dy` and `x` twice and writes `dx` once: 20 bytes per Float element.
+    @inlinable
+    static func backwardBLAS<Scalar: BLASScalar>(
+        dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
+        blockRows: Int, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
+        gamma: UnsafePointer<Scalar>, frozen: Bool,
+        dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
+        dbeta: UnsafeMutablePointer<Scalar>,
+        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+    ) {
+        let block = scratch
+        dgamma.update(repeating: 0, count: columns)
+        dbeta.update(repeating: 0, count: columns)
+        var start = 0
+        while start < rows {
+            let b = min(blockRows, rows - start)
+            let offset = start * columns
+            let dyb = dy + offset, xb = x + offset
+            Scalar.gemvTransposed(rows: b, columns: columns, a: dyb, x: ones, beta: 1, y: dbeta)
+            for i in 0..<b {
+                let g = dyb + i * columns, row = xb + i * columns, out = block + i * columns
+                for j in 0..<columns { out[j] = g[j] * (row[j] - mean[j]) }
+            }
+            Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones, beta: 1, y: dgamma)
+            start += b
+        }
+        for j in 0..<columns { dgamma[j] *= invstd[j] }
+        combine(dy: dy, x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
+                gamma: gamma, dgamma: dgamma, dbeta: dbeta, frozen: frozen, dx: dx,
+                coefficients: scratch + blockRows * columns)
+    }
+
+    /// The closed-form backward with the textbook's loops: one pass for `dbeta`
+    /// and `dgamma = Σ dy·xhat`, one for `dx`.
+    @inlinable
+    static func backwardNaive<Scalar: BLASScalar>(
+        dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
+        mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
+        gamma: UnsafePointer<Scalar>, frozen: Bool,
+        dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
+        dbeta: UnsafeMutablePointer<Scalar>, coefficients: UnsafeMutablePointer<Scalar>
+    ) {
+        dgamma.update(repeating: 0, count: columns)
+        dbeta.update(repeating: 0, count: columns)
+        for i in 0..<rows {
+            let g = dy + i * columns, row = x + i * columns
+            for j in 0..<columns {
+                dbeta[j] += g[j]
+                dgamma[j] += g[j] * (row[j] - mean[j]) * invstd[j]
+            }
+        }
+        combine(dy: dy, x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
+                gamma: gamma, dgamma: dgamma, dbeta: dbeta, frozen: frozen, dx: dx,
+                coefficients: coefficients)
+    }
+
+    /// `dx = A∘dy + B∘(x - mean) + C`, the closed form's one pass over the data.
+    /// `coefficients` holds `3 * columns` scratch scalars.
+    @inlinable
+    static func combine<Scalar: BLASScalar>(
+        dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
+        mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>, gamma: UnsafePointer<Scalar>,
+        dgamma: UnsafePointer<Scalar>, dbeta: UnsafePointer<Scalar>, frozen: Bool,
+        dx: UnsafeMutablePointer<Scalar>, coefficients: UnsafeMutablePointer<Scalar>
+    ) {
+        let a = coefficients, b = coefficients + columns, c = coefficients + 2 * columns
+        let n = Scalar(rows)
+        for j in 0..<columns {
+            a[j] = gamma[j] * invstd[j]
+            b[j] = frozen ? 0 : -a[j] * invstd[j] * dgamma[j] / n
+            c[j] = frozen ? 0 : -a[j] * dbeta[j] / n
+        }
+        for i in 0..<rows {
+            let g = dy + i * columns, row = x + i * columns, out = dx + i * columns
+            for j in 0..<columns {
+                out[j] = a[j] * g[j] + b[j] * (row[j] - mean[j]) + c[j]
+            }
+        }
+    }
+
+    // MARK: Backward through the graph
+
+    /// Scratch scalars ``backwardThroughGraph`` needs beyond `rows` ones: a full
+    /// `N x D` intermediate and four column vectors.
+    @inlinable
+    static func graphScratch(rows: Int, columns: Int) -> Int {
+        rows * columns + 4 * columns
+    }
+
+    /// The staged backward, node by node as cs231n's `batchnorm_backward` walks
+    /// the computation graph of `xmu = x - mu`, `var`, `ivar = 1/sqrt(var + eps)`,
+    /// `xhat = xmu * ivar`, `y = gamma * xhat + beta`. Each column reduction is
+    /// `gemv(Trans, ·, 1)` (BLAS) or a loop (naive); `dx` serves as the buffer
+    /// of the `dxhat`, `dxmu` nodes. With `frozen` the statistics are constants.
+    @inlinable
+    static func backwardThroughGraph<Scalar: BLASScalar>(
+        dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
+        mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
+        gamma: UnsafePointer<Scalar>, frozen: Bool, backend: Backend,
+        dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
+        dbeta: UnsafeMutablePointer<Scalar>,
+        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+    ) {
+        let count = rows * columns
+        let node = scratch
+        let divar = scratch + count, dvar = divar + columns, dmu = dvar + columns
+        let n = Scalar(rows)
+        // dbeta = Σ dy.
+        columnSums(dy, rows: rows, columns: columns, backend: backend, ones: ones, into: dbeta)
+        // xhat node, then dgamma = Σ dy ∘ xhat.
+        for i in 0..<rows {
+            let row = x + i * columns, out = node + i * columns, g = dy + i * columns
+            for j in 0..<columns { out[j] = g[j] * ((row[j] - mean[j]) * invstd[j]) }
+        }
+        columnSums(node, rows: rows, columns: columns, backend: backend, ones: ones, into: dgamma)
+        // dxhat = dy ∘ gamma (into dx).
+        for i in 0..<rows {
+            let g = dy + i * columns, out = dx + i * columns
+            for j in 0..<columns { out[j] = g[j] * gamma[j] }
+        }
+        if frozen {
+            // dx = dxhat ∘ ivar.
+            for i in 0..<rows {
+                let out = dx + i * columns
+                for j in 0..<columns { out[j] *= invstd[j] }
+            }
+            return
+        }
+        // divar = Σ dxhat ∘ xmu.
+        for i in 0..<rows {
+            let row = x + i * columns, d = dx + i * columns, out = node + i * columns
+            for j in 0..<columns { out[j] = d[j] * (row[j] - mean[j]) }
+        }
+        columnSums(node, rows: rows, columns: columns, backend: backend, ones: ones, into: divar)
+        // dsqrtvar = -ivar² · divar;  dvar = 0.5 · ivar · dsqrtvar.
+        for j in 0..<columns {
+            let dsqrtvar = -invstd[j] * invstd[j] * divar[j]
+            dvar[j] = 0.5 * invstd[j] * dsqrtvar
+        }
+        // dxmu = dxhat ∘ ivar + 2 · xmu ∘ dvar / N  (dxmu1 + dxmu2 through dsq).
+        for i in 0..<rows {
+            let row = x + i * columns, out = dx + i * columns
+            for j in 0..<columns {
+                out[j] = out[j] * invstd[j] + 2 * (row[j] - mean[j]) * dvar[j] / n
+            }
+        }
+        // dmu = -Σ dxmu;  dx = dxmu + dmu / N.
+        columnSums(UnsafePointer(dx), rows: rows, columns: columns, backend: backend,
+                   ones: ones, into: dmu)
+        for i in 0..<rows {
+            let out = dx + i * columns
+            for j in 0..<columns { out[j] -= dmu[j] / n }
+        }
+    }
+
+    // MARK: Running statistics
+
+    /// `running = momentum · running + weight · batch`: `scal` then `axpy` (BLAS)
+    /// or a loop (naive).
+    @inlinable
+    static func updateRunning<Scalar: BLASScalar>(
+        _ running: UnsafeMutablePointer<Scalar>, momentum: Scalar,
+        batch: UnsafePointer<Scalar>, weight: Scalar, count: Int, backend: Backend
+    ) {
+        switch backend {
+        case .blas:
+            Scalar.scal(count: count, alpha: momentum, x: running, incx: 1)
+            Scalar.axpy(count: count, alpha: weight, x: batch, incx: 1, y: running, incy: 1)
+        case .naive:
+            for j in 0..<count { running[j] = momentum * running[j] + weight * batch[j] }
+        }
+    }
+}

@@ -1,0 +1,316 @@
+/// Batch normalization of an `(N, D)` input: each of the `D` features is
+/// normalized with statistics over the `N` rows of the batch (Ioffe and Szegedy
+/// 2015; cs231n's `batchnorm_forward`).
+///
+/// Training: `xhat = (x - mean) / sqrt(var + epsilon)` with the batch mean and
+/// the biased batch variance, `y = gamma * xhat + beta`, and then
+/// `running = momentum * running + (1 - momentum) * batchStatistic`
+/// (`.unbiased` feeds `var * N / (N - 1)` to the running variance).
+/// Inference: the same with the running statistics; nothing changes.
+///
+/// ```swift
+/// var bn = try BatchNorm<Float>(featureCount: 3)
+/// let x = Tensor<Float>(randomNormal: [8, 3], seed: 1)
+/// let (y, cache) = try bn.forward(x, mode: .training)
+/// let grads = try bn.backward(y, cache: cache)   // dL/dy = y, as an example
+/// ```
+///
+/// The BLAS backend reads `x` once for the statistics (row blocks in L2,
+/// `gemv(Trans, X_b, 1)` per block, Chan merges) and once for the normalize
+/// pass: 12 bytes per Float element in training, 8 in inference.
+public struct BatchNorm<Scalar: BLASScalar>: NormalizationLayer {
+    public typealias Cache = NormCache<Scalar>
+
+    /// `D`, the number of features.
+    public let featureCount: Int
+    /// The scale, one per feature; starts at ones.
+    public var gamma: [Scalar]
+    /// The shift, one per feature; starts at zeros.
+    public var beta: [Scalar]
+    /// The running mean; starts at zeros (cs231n).
+    public var runningMean: [Scalar]
+    /// The running variance; starts at zeros (cs231n; PyTorch starts at ones).
+    public var runningVariance: [Scalar]
+    /// Added to the variance before the square root; finite and positive.
+    public var epsilon: Scalar
+    /// The weight of the old running value, in `[0, 1]` (PyTorch's `momentum=0.1`
+    /// is NormKit's `0.9`).
+    public var momentum: Scalar
+    /// What the running variance is fed.
+    public var varianceEstimator: VarianceEstimator
+    /// The implementation used.
+    public var backend: Backend
+
+    /// Creates a batch-norm layer with `gamma` ones, `beta` zeros and running
+    /// statistics zeros.
+    ///
+    /// - Throws: ``NormError/invalidFeatureCount(_:)``, ``NormError/invalidEpsilon(_:)``,
+    ///   ``NormError/invalidMomentum(_:)``.
+    public init(featureCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
+                varianceEstimator: VarianceEstimator = .biased,
+                backend: Backend = .blas) throws(NormError) {
+        try Validation.featureCount(featureCount)
+        try Validation.epsilon(epsilon)
+        try Validation.momentum(momentum)
+        self.featureCount = featureCount
+        self.gamma = Array(repeating: 1, count: featureCount)
+        self.beta = Array(repeating: 0, count: featureCount)
+        self.runningMean = Array(repeating: 0, count: featureCount)
+        self.runningVariance = Array(repeating: 0, count: featureCount)
+        self.epsilon = epsilon
+        self.momentum = momentum
+        self.varianceEstimator = varianceEstimator
+        self.backend = backend
+    }
+
+    /// Re-validates the public `var`s that `forward` depends on.
+    @inlinable
+    func validateParameters() throws(NormError) {
+        try Validation.epsilon(epsilon)
+        try Validation.momentum(momentum)
+        try Validation.count("gamma", gamma.count, expected: featureCount)
+        try Validation.count("beta", beta.count, expected: featureCount)
+        try Validation.count("runningMean", runningMean.count, expected: featureCount)
+        try Validation.count("runningVariance", runningVariance.count, expected: featureCount)
+    }
+
+    // MARK: Forward
+
+    /// Normalizes an `(N, D)` batch; see the type's documentation for the formulas.
+    ///
+    /// - Throws: ``NormError/invalidShape(expected:actual:)`` for a shape other than
+    ///   `(N, D)`; ``NormError/insufficientValues(valuesPerStatistic:)`` for `N < 2`
+    ///   in training; ``NormError/nonFiniteStatistics(index:)`` when a batch
+    ///   statistic is NaN or infinite; the hyperparameter errors. A throwing call
+    ///   leaves the running statistics unchanged.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public mutating func forward(_ input: Tensor<Scalar>, mode: Mode) throws(NormError)
+        -> (output: Tensor<Scalar>, cache: Cache) {
+        var output = Tensor<Scalar>(zeros: [0])
+        var cache = Cache()
+        var workspace = Workspace<Scalar>()
+        try forward(input, mode: mode, into: &output, cache: &cache, workspace: &workspace)
+        return (output, cache)
+    }
+
+    /// The allocation-free forward: writes into caller-owned `output`, `cache`
+    /// and `workspace`, which are sized on first use and reused afterwards (then
+    /// this call allocates nothing). Same semantics and errors as
+    /// ``forward(_:mode:)``; after a throw, `output` and `cache` hold unspecified
+    /// values, and the layer's state is unchanged.
+    @inlinable
+    public mutating func forward(
+        _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
+        cache: inout Cache, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try validateParameters()
+        let rows = try Validation.matrixRows(input, columns: featureCount)
+        if mode == .training { try Validation.valuesPerStatistic(rows) }
+        let columns = featureCount
+        output.prepare(shape: input.shape)
+        cache.record(input: input, gamma: gamma, mode: mode, statisticCount: columns)
+
+        let blockRows = CacheGeometry.blockRows(
+            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
+        let momentsScratch = BatchNormKernels.momentsScratch(blockRows: blockRows, columns: columns)
+        let backend = self.backend, epsilon = self.epsilon
+        // Scratch: the moments' block and vectors, then variance and scale (D each).
+        let failure: Int? = workspace.withRegions(
+            ones: blockRows, scratch: momentsScratch + 2 * columns
+        ) { ones, scratch in
+            let variance = scratch + momentsScratch, scale = variance + columns
+            return input.withUnsafeBufferPointer { x in
+                cache.storedMean.withUnsafeMutableBufferPointer { meanBuffer in
+                    cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstdBuffer in
+                        let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
+                        switch mode {
+                        case .training:
+                            switch backend {
+                            case .blas:
+                                BatchNormKernels.columnMomentsBLAS(
+                                    x: x.baseAddress!, rows: rows, columns: columns,
+                                    blockRows: blockRows, mean: mean, m2: variance,
+                                    ones: ones, scratch: scratch)
+                            case .naive:
+                                BatchNormKernels.columnMomentsNaive(
+                                    x: x.baseAddress!, rows: rows, columns: columns,
+                                    mean: mean, m2: variance)
+                            }
+                            let n = Scalar(rows)
+                            for j in 0..<columns {
+                                guard mean[j].isFinite, variance[j].isFinite else { return j }
+                                variance[j] /= n
+                            }
+                        case .inference:
+                            runningMean.withUnsafeBufferPointer {
+                                mean.update(from: $0.baseAddress!, count: columns)
+                            }
+                            runningVariance.withUnsafeBufferPointer {
+                                variance.update(from: $0.baseAddress!, count: columns)
+                            }
+                        }
+                        for j in 0..<columns {
+                            invstd[j] = 1 / (variance[j] + epsilon).squareRoot()
+                            guard invstd[j].isFinite, mean[j].isFinite else { return j }
+                        }
+                        gamma.withUnsafeBufferPointer { g in
+                            for j in 0..<columns { scale[j] = g[j] * invstd[j] }
+                        }
+                        beta.withUnsafeBufferPointer { b in
+                            output.withUnsafeMutableBufferPointer { y in
+                                BatchNormKernels.normalize(
+                                    x: x.baseAddress!, rows: rows, columns: columns, mean: mean,
+                                    scale: scale, shift: b.baseAddress!, y: y.baseAddress!)
+                            }
+                        }
+                        return nil
+                    }
+                }
+            }
+        }
+        if let index = failure { throw .nonFiniteStatistics(index: index) }
+        guard mode == .training else { return }
+
+        // Everything succeeded: only now do the running statistics change.
+        let keep = momentum
+        let meanWeight = 1 - momentum
+        let varianceWeight = varianceEstimator == .unbiased
+            ? meanWeight * Scalar(rows) / Scalar(rows - 1) : meanWeight
+        workspace.withRegions(ones: blockRows, scratch: momentsScratch + 2 * columns) { _, scratch in
+            let variance = UnsafePointer(scratch + momentsScratch)
+            cache.mean.withUnsafeBufferPointer { batchMean in
+                runningMean.withUnsafeMutableBufferPointer {
+                    BatchNormKernels.updateRunning(
+                        $0.baseAddress!, momentum: keep, batch: batchMean.baseAddress!,
+                        weight: meanWeight, count: columns, backend: backend)
+                }
+            }
+            runningVariance.withUnsafeMutableBufferPointer {
+                BatchNormKernels.updateRunning(
+                    $0.baseAddress!, momentum: keep, batch: variance,
+                    weight: varianceWeight, count: columns, backend: backend)
+            }
+        }
+    }
+
+    // MARK: Backward
+
+    /// Checks that `cache` came from a forward pass of this layer's size and
+    /// that `outputGradient` has its input's shape; returns `N`.
+    @inlinable
+    func validateBackward(_ outputGradient: Tensor<Scalar>, cache: Cache) throws(NormError) -> Int {
+        try Validation.count("cache.mean", cache.mean.count, expected: featureCount)
+        try Validation.count("cache.gamma", cache.gamma.count, expected: featureCount)
+        try Validation.count("cache.inverseStandardDeviation",
+                             cache.inverseStandardDeviation.count, expected: featureCount)
+        try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
+        return try Validation.matrixRows(cache.input, columns: featureCount)
+    }
+
+    /// The closed-form backward (cs231n's `batchnorm_backward_alt`):
+    /// `dbeta = Σ dy`, `dgamma = Σ dy·xhat`,
+    /// `dx = gamma·invstd/N · (N·dy - dbeta - xhat·dgamma)`.
+    ///
+    /// Column sums are `gemv(Trans, ·, 1)` over row blocks (BLAS backend). After an
+    /// inference forward the statistics are constants and `dx = gamma·invstd·dy`.
+    /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
+    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a cache
+    ///   from a layer of another size.
+    @inlinable
+    public func backward(_ outputGradient: Tensor<Scalar>, cache: Cache) throws(NormError)
+        -> NormGradients<Scalar> {
+        var gradients = NormGradients<Scalar>()
+        var workspace = Workspace<Scalar>()
+        try backward(outputGradient, cache: cache, into: &gradients, workspace: &workspace)
+        return gradients
+    }
+
+    /// The allocation-free ``backward(_:cache:)`` into caller-owned buffers.
+    @inlinable
+    public func backward(
+        _ outputGradient: Tensor<Scalar>, cache: Cache,
+        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        let rows = try validateBackward(outputGradient, cache: cache)
+        try backward(outputGradient, cache: cache, rows: rows, graph: false,
+                     into: &gradients, workspace: &workspace)
+    }
+
+    /// The staged backward through the computation graph (cs231n's
+    /// `batchnorm_backward`): `xmu`, `var`, `sqrtvar`, `ivar`, `xhat`, node by node,
+    /// each column reduction a `gemv(Trans, ·, 1)` on the BLAS backend. Slower than
+    /// ``backward(_:cache:)`` (it keeps an `N x D` intermediate and makes more
+    /// passes) and equal to it within rounding; it is here to be compared.
+    @inlinable
+    public func backwardThroughGraph(_ outputGradient: Tensor<Scalar>,
+                                     cache: Cache) throws(NormError) -> NormGradients<Scalar> {
+        var gradients = NormGradients<Scalar>()
+        var workspace = Workspace<Scalar>()
+        try backwardThroughGraph(outputGradient, cache: cache, into: &gradients, workspace: &workspace)
+        return gradients
+    }
+
+    /// The allocation-free ``backwardThroughGraph(_:cache:)`` into caller-owned buffers.
+    @inlinable
+    public func backwardThroughGraph(
+        _ outputGradient: Tensor<Scalar>, cache: Cache,
+        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        let rows = try validateBackward(outputGradient, cache: cache)
+        try backward(outputGradient, cache: cache, rows: rows, graph: true,
+                     into: &gradients, workspace: &workspace)
+    }
+
+    /// Both backward forms over validated input.
+    @inlinable
+    func backward(
+        _ outputGradient: Tensor<Scalar>, cache: Cache, rows: Int, graph: Bool,
+        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        let columns = featureCount, backend = self.backend
+        let frozen = cache.mode == .inference
+        gradients.prepare(shape: cache.input.shape, parameterCount: columns)
+        let blockRows = CacheGeometry.blockRows(
+            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
+        let ones = graph ? rows : (backend == .blas ? blockRows : 0)
+        let scratch = graph
+            ? BatchNormKernels.graphScratch(rows: rows, columns: columns)
+            : BatchNormKernels.backwardScratch(blockRows: backend == .blas ? blockRows : 0,
+                                               columns: columns)
+        workspace.withRegions(ones: ones, scratch: scratch) { ones, scratch in
+            outputGradient.withUnsafeBufferPointer { dyBuffer in
+            cache.input.withUnsafeBufferPointer { xBuffer in
+            cache.mean.withUnsafeBufferPointer { meanBuffer in
+            cache.inverseStandardDeviation.withUnsafeBufferPointer { invstdBuffer in
+            cache.gamma.withUnsafeBufferPointer { gammaBuffer in
+            gradients.input.withUnsafeMutableBufferPointer { dxBuffer in
+            gradients.gamma.withUnsafeMutableBufferPointer { dgammaBuffer in
+            gradients.beta.withUnsafeMutableBufferPointer { dbetaBuffer in
+                let dy = dyBuffer.baseAddress!, x = xBuffer.baseAddress!
+                let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
+                let gamma = gammaBuffer.baseAddress!, dx = dxBuffer.baseAddress!
+                let dgamma = dgammaBuffer.baseAddress!, dbeta = dbetaBuffer.baseAddress!
+                if graph {
+                    BatchNormKernels.backwardThroughGraph(
+                        dy: dy, x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
+                        gamma: gamma, frozen: frozen, backend: backend, dx: dx,
+                        dgamma: dgamma, dbeta: dbeta, ones: ones, scratch: scratch)
+                    return
+                }
+                switch backend {
+                case .blas:
+                    BatchNormKernels.backwardBLAS(
+                        dy: dy, x: x, rows: rows, columns: columns, blockRows: blockRows,
+                        mean: mean, invstd: invstd, gamma: gamma, frozen: frozen, dx: dx,
+                        dgamma: dgamma, dbeta: dbeta, ones: ones, scratch: scratch)
+                case .naive:
+                    BatchNormKernels.backwardNaive(
+                        dy: dy, x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
+                        gamma: gamma, frozen: frozen, dx: dx, dgamma: dgamma, dbeta: dbeta,
+                        coefficients: scratch)
+                }
+            }}}}}}}}
+        }
+    }
+}

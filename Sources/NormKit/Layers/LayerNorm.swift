@@ -1,0 +1,177 @@
+/// Layer normalization of an `(N, D)` input: each sample (row) is normalized
+/// with statistics over its own `D` features (Ba, Kiros and Hinton 2016;
+/// cs231n's `layernorm_forward`).
+///
+/// `xhat = (x - mean_i) / sqrt(var_i + epsilon)` with the row's mean and biased
+/// variance, `y = gamma_j * xhat + beta_j`. There are no running statistics, and
+/// training and inference compute the same thing.
+///
+/// ```swift
+/// var ln = try LayerNorm<Double>(featureCount: 4)
+/// let (y, cache) = try ln.forward(Tensor(randomNormal: [2, 4], seed: 7), mode: .training)
+/// ```
+///
+/// The BLAS backend takes row sums as `gemv(NoTrans, X_b, 1)` on row blocks that
+/// stay in L2 and normalizes each block while it is there: it reads `x` once and
+/// writes `y` once (8 bytes per Float element).
+public struct LayerNorm<Scalar: BLASScalar>: NormalizationLayer {
+    public typealias Cache = NormCache<Scalar>
+
+    /// `D`, the number of features of a sample.
+    public let featureCount: Int
+    /// The scale, one per feature; starts at ones.
+    public var gamma: [Scalar]
+    /// The shift, one per feature; starts at zeros.
+    public var beta: [Scalar]
+    /// Added to the variance before the square root; finite and positive.
+    public var epsilon: Scalar
+    /// The implementation used.
+    public var backend: Backend
+
+    /// Creates a layer-norm layer with `gamma` ones and `beta` zeros.
+    ///
+    /// - Throws: ``NormError/invalidFeatureCount(_:)``, ``NormError/invalidEpsilon(_:)``.
+    public init(featureCount: Int, epsilon: Scalar = 1e-5, backend: Backend = .blas) throws(NormError) {
+        try Validation.featureCount(featureCount)
+        try Validation.epsilon(epsilon)
+        self.featureCount = featureCount
+        self.gamma = Array(repeating: 1, count: featureCount)
+        self.beta = Array(repeating: 0, count: featureCount)
+        self.epsilon = epsilon
+        self.backend = backend
+    }
+
+    // MARK: Forward
+
+    /// Normalizes each row of an `(N, D)` input.
+    ///
+    /// Both modes compute the same thing, so both apply the training checks: a
+    /// row needs at least two features (`D >= 2`) and finite statistics.
+    /// - Throws: ``NormError/invalidShape(expected:actual:)``,
+    ///   ``NormError/insufficientValues(valuesPerStatistic:)`` for `D < 2`,
+    ///   ``NormError/nonFiniteStatistics(index:)`` naming the first sample whose
+    ///   mean or variance is not finite, and the hyperparameter errors.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public mutating func forward(_ input: Tensor<Scalar>, mode: Mode) throws(NormError)
+        -> (output: Tensor<Scalar>, cache: Cache) {
+        var output = Tensor<Scalar>(zeros: [0])
+        var cache = Cache()
+        var workspace = Workspace<Scalar>()
+        try forward(input, mode: mode, into: &output, cache: &cache, workspace: &workspace)
+        return (output, cache)
+    }
+
+    /// The allocation-free forward into caller-owned `output`, `cache` and
+    /// `workspace` (sized on first use, then reused without allocation). After a
+    /// throw, `output` and `cache` hold unspecified values.
+    @inlinable
+    public mutating func forward(
+        _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
+        cache: inout Cache, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try Validation.epsilon(epsilon)
+        try Validation.count("gamma", gamma.count, expected: featureCount)
+        try Validation.count("beta", beta.count, expected: featureCount)
+        let rows = try Validation.matrixRows(input, columns: featureCount)
+        try Validation.valuesPerStatistic(featureCount)
+        let columns = featureCount, backend = self.backend, epsilon = self.epsilon
+        output.prepare(shape: input.shape)
+        cache.record(input: input, gamma: gamma, mode: mode, statisticCount: rows)
+        let blockRows = CacheGeometry.blockRows(
+            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
+        let onesCount = backend == .blas ? max(blockRows, columns) : 0
+        let scratch = backend == .blas
+            ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: columns) : 0
+        let failure: Int? = workspace.withRegions(ones: onesCount, scratch: scratch) { ones, scratch in
+            input.withUnsafeBufferPointer { xBuffer in
+            gamma.withUnsafeBufferPointer { gammaBuffer in
+            beta.withUnsafeBufferPointer { betaBuffer in
+            cache.storedMean.withUnsafeMutableBufferPointer { meanBuffer in
+            cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstdBuffer in
+            output.withUnsafeMutableBufferPointer { yBuffer in
+                let x = xBuffer.baseAddress!, y = yBuffer.baseAddress!
+                let g = gammaBuffer.baseAddress!, b = betaBuffer.baseAddress!
+                let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
+                switch backend {
+                case .blas:
+                    return LayerNormKernels.forwardBLAS(
+                        x: x, rows: rows, columns: columns, blockRows: blockRows, epsilon: epsilon,
+                        gamma: g, beta: b, mean: mean, invstd: invstd, y: y,
+                        ones: ones, scratch: scratch)
+                case .naive:
+                    return LayerNormKernels.forwardNaive(
+                        x: x, rows: rows, columns: columns, epsilon: epsilon,
+                        gamma: g, beta: b, mean: mean, invstd: invstd, y: y)
+                }
+            }}}}}}
+        }
+        if let index = failure { throw .nonFiniteStatistics(index: index) }
+    }
+
+    // MARK: Backward
+
+    /// The backward pass (cs231n's `layernorm_backward`):
+    /// `dx = invstd_i · (dxhat - mean_j(dxhat) - xhat · mean_j(dxhat·xhat))` with
+    /// `dxhat = gamma ∘ dy`; `dgamma = Σ_i dy·xhat`; `dbeta = Σ_i dy`.
+    ///
+    /// Row terms are `gemv(NoTrans, ·, gamma)`, column sums `gemv(Trans, ·, 1)`.
+    /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
+    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a cache
+    ///   from a layer of another size.
+    @inlinable
+    public func backward(_ outputGradient: Tensor<Scalar>, cache: Cache) throws(NormError)
+        -> NormGradients<Scalar> {
+        var gradients = NormGradients<Scalar>()
+        var workspace = Workspace<Scalar>()
+        try backward(outputGradient, cache: cache, into: &gradients, workspace: &workspace)
+        return gradients
+    }
+
+    /// The allocation-free ``backward(_:cache:)`` into caller-owned buffers.
+    @inlinable
+    public func backward(
+        _ outputGradient: Tensor<Scalar>, cache: Cache,
+        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try Validation.count("cache.gamma", cache.gamma.count, expected: featureCount)
+        try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
+        let rows = try Validation.matrixRows(cache.input, columns: featureCount)
+        try Validation.count("cache.mean", cache.mean.count, expected: rows)
+        try Validation.count("cache.inverseStandardDeviation",
+                             cache.inverseStandardDeviation.count, expected: rows)
+        let columns = featureCount, backend = self.backend
+        gradients.prepare(shape: cache.input.shape, parameterCount: columns)
+        let blockRows = CacheGeometry.blockRows(
+            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 4)
+        let onesCount = backend == .blas ? blockRows : 0
+        let scratch = backend == .blas
+            ? LayerNormKernels.backwardScratch(blockRows: blockRows, columns: columns) : 2 * rows
+        workspace.withRegions(ones: onesCount, scratch: scratch) { ones, scratch in
+            outputGradient.withUnsafeBufferPointer { dyBuffer in
+            cache.input.withUnsafeBufferPointer { xBuffer in
+            cache.mean.withUnsafeBufferPointer { meanBuffer in
+            cache.inverseStandardDeviation.withUnsafeBufferPointer { invstdBuffer in
+            cache.gamma.withUnsafeBufferPointer { gammaBuffer in
+            gradients.input.withUnsafeMutableBufferPointer { dxBuffer in
+            gradients.gamma.withUnsafeMutableBufferPointer { dgammaBuffer in
+            gradients.beta.withUnsafeMutableBufferPointer { dbetaBuffer in
+                let dy = dyBuffer.baseAddress!, x = xBuffer.baseAddress!
+                let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
+                let gamma = gammaBuffer.baseAddress!, dx = dxBuffer.baseAddress!
+                let dgamma = dgammaBuffer.baseAddress!, dbeta = dbetaBuffer.baseAddress!
+                switch backend {
+                case .blas:
+                    LayerNormKernels.backwardBLAS(
+                        dy: dy, x: x, rows: rows, columns: columns, blockRows: blockRows,
+                        mean: mean, invstd: invstd, gamma: gamma, dx: dx, dgamma: dgamma,
+                        dbeta: dbeta, ones: ones, scratch: scratch)
+                case .naive:
+                    LayerNormKernels.backwardNaive(
+                        dy: dy, x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
+                        gamma: gamma, dx: dx, dgamma: dgamma, dbeta: dbeta, scratch: scratch)
+                }
+            }}}}}}}}
+        }
+    }
+}
