@@ -1,0 +1,81 @@
+import Foundation
+import NormKit
+
+/// Monotonic time in seconds.
+func now() -> Double {
+    var spec = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &spec)
+    return Double(spec.tv_sec) + Double(spec.tv_nsec) * 1e-9
+}
+
+/// Timings of one case: at least `repetitions` runs and at least `minTime`
+/// seconds in all, after one warm-up run.
+struct Timing {
+    var samples: [Double]
+    var median: Double {
+        let sorted = samples.sorted()
+        let middle = sorted.count / 2
+        return sorted.count % 2 == 1 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2
+    }
+    var min: Double { samples.min() ?? .nan }
+    var max: Double { samples.max() ?? .nan }
+
+    init(repetitions: Int, minTime: Double, _ body: () throws -> Void) rethrows {
+        try body()
+        samples = []
+        let start = now()
+        while samples.count < repetitions || now() - start < minTime {
+            let t0 = now()
+            try body()
+            samples.append(now() - t0)
+        }
+    }
+}
+
+/// STREAM's triad `a = b + s·c` over `count` elements of `S`: the memory
+/// bandwidth a streaming kernel of that size can reach here, counted as
+/// 3 · count · size bytes per run (write-allocate traffic not counted, as STREAM).
+func triadBandwidth<S: BLASScalar>(_: S.Type, count: Int, repetitions: Int, minTime: Double) -> Double {
+    let a = UnsafeMutablePointer<S>.allocate(capacity: count)
+    let b = UnsafeMutablePointer<S>.allocate(capacity: count)
+    let c = UnsafeMutablePointer<S>.allocate(capacity: count)
+    defer { a.deallocate(); b.deallocate(); c.deallocate() }
+    b.initialize(repeating: 1, count: count)
+    c.initialize(repeating: 2, count: count)
+    a.initialize(repeating: 0, count: count)
+    let scalar: S = 3
+    let timing = Timing(repetitions: repetitions, minTime: minTime) {
+        for i in 0..<count { a[i] = b[i] + scalar * c[i] }
+    }
+    // Keep the result observable so the loop is not removed.
+    if a[count / 2] != 7 { fatalError("triad computed \(a[count / 2]), expected 7") }
+    return Double(3 * count * MemoryLayout<S>.stride) / timing.median / 1e9
+}
+
+/// What the benchmark knows about the machine it ran on.
+struct MachineInfo {
+    var cpu: String
+    var cores: Int
+    var blasThreads: Int
+    var libraryThreads: Int
+    var blasConfiguration: String
+    var blasCore: String
+    var build: String
+
+    static func current(libraryThreads: Int) -> MachineInfo {
+        let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let model = cpuinfo.split(separator: "\n")
+            .first { $0.hasPrefix("model name") }
+            .map { $0.split(separator: ":", maxSplits: 1).last!.trimmingCharacters(in: .whitespaces) }
+        #if DEBUG
+        let build = "debug"
+        #else
+        let build = "release"
+        #endif
+        return MachineInfo(
+            cpu: model ?? "unknown", cores: ProcessInfo.processInfo.activeProcessorCount,
+            blasThreads: BLASRuntime.threadCount, libraryThreads: libraryThreads,
+            blasConfiguration: BLASRuntime.configuration, blasCore: BLASRuntime.coreName,
+            build: build)
+    }
+}

@@ -1,0 +1,195 @@
+import ArgumentParser
+import Foundation
+import NormKit
+
+/// One line of `--json` output.
+struct Record: Codable {
+    var op: String
+    var pass: String
+    var backend: String
+    var dtype: String
+    var shape: [Int]
+    var threads: Int
+    var medianSeconds: Double
+    var minSeconds: Double
+    var maxSeconds: Double
+    var bytesPerElement: Int
+    var gbps: Double
+    var bandwidthGBps: Double
+    var speedupVsNaive: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case op, pass, backend, dtype, shape, threads, gbps
+        case medianSeconds = "median_s", minSeconds = "min_s", maxSeconds = "max_s"
+        case bytesPerElement = "bytes_per_element", bandwidthGBps = "bandwidth_gbps"
+        case speedupVsNaive = "speedup_vs_naive"
+    }
+}
+
+@main
+struct NormBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "normbench",
+        abstract: "Times NormKit's BLAS paths against naive loops and the in-run memory bandwidth.")
+
+    @Option(help: "Comma-separated layers: batchnorm, layernorm.")
+    var ops = "batchnorm,layernorm"
+
+    @Option(help: "Comma-separated (N, D) shapes, e.g. 64x1024,4096x1024.")
+    var shapes = "64x1024,4096x1024,32768x1024"
+
+    @Option(help: "Comma-separated dtypes: float, double.")
+    var dtypes = "float,double"
+
+    @Option(help: "Comma-separated backends: blas, naive.")
+    var backends = "blas,naive"
+
+    @Option(help: "OpenBLAS threads (NormKit's kernels run on the calling thread).")
+    var blasThreads = 1
+
+    @Option(help: "Minimum timed repetitions per case.")
+    var repetitions = 5
+
+    @Option(help: "Minimum timed seconds per case.")
+    var minTime = 0.2
+
+    @Option(help: "Write one JSON record per case to this path.")
+    var json: String?
+
+    @Flag(help: "Small shapes and few repetitions: a smoke test of a few seconds.")
+    var quick = false
+
+    mutating func run() throws {
+        if quick {
+            shapes = "64x256,512x128"
+            repetitions = 3
+            minTime = 0.01
+        }
+        BLASRuntime.threadCount = blasThreads
+        let machine = MachineInfo.current(libraryThreads: 1)
+        let opSet = Set(list(ops))
+        let parsedShapes = try list(shapes).map(parseShape)
+        let backendList = try list(backends).map(parseBackend)
+
+        print("normbench: NormKit BLAS paths vs naive loops vs in-run triad bandwidth")
+        print("CPU: \(machine.cpu), \(machine.cores) cores")
+        print("threads: NormKit \(machine.libraryThreads), OpenBLAS \(machine.blasThreads)"
+              + " (OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset"))")
+        print("OpenBLAS: \(machine.blasConfiguration); core \(machine.blasCore)")
+        print("build: \(machine.build); L2 \(CacheGeometry.level2Bytes / 1024) KiB per core")
+        if machine.build == "debug" {
+            print(String(repeating: "!", count: 72))
+            print("!! DEBUG BUILD: these timings mean nothing. Use `swift run -c release normbench`.")
+            print(String(repeating: "!", count: 72))
+        }
+        print("Times are medians over >= \(repetitions) runs and >= \(minTime) s per case;"
+              + " GB/s counts DESIGN.md's bytes per element.")
+
+        var records: [Record] = []
+        for dtype in list(dtypes) {
+            for shape in parsedShapes {
+                switch dtype {
+                case "float": records += try measure(Float.self, dtype: dtype, shape: shape,
+                                                      ops: opSet, backends: backendList, machine: machine)
+                case "double": records += try measure(Double.self, dtype: dtype, shape: shape,
+                                                       ops: opSet, backends: backendList, machine: machine)
+                default: throw ValidationError("unknown dtype '\(dtype)' (float, double)")
+                }
+            }
+        }
+        if let path = json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            try encoder.encode(records).write(to: URL(fileURLWithPath: path))
+            print("wrote \(records.count) records to \(path)")
+        }
+    }
+
+    func measure<S: BLASScalar>(
+        _: S.Type, dtype: String, shape: [Int], ops: Set<String>, backends: [Backend],
+        machine: MachineInfo
+    ) throws -> [Record] {
+        let elements = shape.reduce(1, *)
+        let bandwidth = triadBandwidth(S.self, count: elements, repetitions: repetitions, minTime: minTime)
+        let shapeText = shape.map(String.init).joined(separator: "x")
+        print("\n\(dtype) \(shapeText): triad bandwidth \(format(bandwidth, 1)) GB/s")
+        print(pad("op", 10) + pad("pass", 19) + pad("backend", 8) + padLeft("median ms", 11)
+              + padLeft("min ms", 10) + padLeft("max ms", 10) + padLeft("GB/s", 8)
+              + padLeft("% triad", 9) + padLeft("blas/naive", 12))
+        var byBackend: [Backend: [Case]] = [:]
+        for backend in backends {
+            byBackend[backend] = try matrixCases(S.self, rows: shape[0], columns: shape[1],
+                                                 backend: backend, ops: ops)
+        }
+        var records: [Record] = []
+        let caseCount = byBackend.values.first?.count ?? 0
+        for index in 0..<caseCount {
+            var medians: [Backend: Double] = [:]
+            var rows: [(Backend, Case, Timing)] = []
+            for backend in backends {
+                let item = byBackend[backend]![index]
+                progress("  timing \(item.op) \(item.pass) \(backend) \(dtype) \(shapeText)...")
+                let timing = try Timing(repetitions: repetitions, minTime: minTime, item.run)
+                medians[backend] = timing.median
+                rows.append((backend, item, timing))
+            }
+            for (backend, item, timing) in rows {
+                let bytes = item.bytesPerFloatElement * MemoryLayout<S>.stride / 4
+                let gbps = Double(bytes * elements) / timing.median / 1e9
+                var speedup: Double?
+                if backend == .blas, let naive = medians[.naive] { speedup = naive / timing.median }
+                records.append(Record(
+                    op: item.op, pass: item.pass, backend: "\(backend)", dtype: dtype, shape: shape,
+                    threads: machine.libraryThreads, medianSeconds: timing.median,
+                    minSeconds: timing.min, maxSeconds: timing.max, bytesPerElement: bytes,
+                    gbps: gbps, bandwidthGBps: bandwidth, speedupVsNaive: speedup))
+                print(pad(item.op, 10) + pad(item.pass, 19) + pad("\(backend)", 8)
+                      + padLeft(format(timing.median * 1e3, 3), 11)
+                      + padLeft(format(timing.min * 1e3, 3), 10)
+                      + padLeft(format(timing.max * 1e3, 3), 10)
+                      + padLeft(format(gbps, 1), 8)
+                      + padLeft(format(100 * gbps / bandwidth, 0) + "%", 9)
+                      + padLeft(speedup.map { format($0, 2) + "x" } ?? "", 12))
+            }
+        }
+        progress("")
+        return records
+    }
+}
+
+func list(_ text: String) -> [String] {
+    text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        .filter { !$0.isEmpty }
+}
+
+func parseShape(_ text: String) throws -> [Int] {
+    let parts = text.split(separator: "x").compactMap { Int($0) }
+    guard parts.count == 2, parts.allSatisfy({ $0 > 0 }) else {
+        throw ValidationError("shape '\(text)' is not NxD with positive N and D")
+    }
+    return parts
+}
+
+func parseBackend(_ text: String) throws -> Backend {
+    switch text {
+    case "blas": return .blas
+    case "naive": return .naive
+    default: throw ValidationError("unknown backend '\(text)' (blas, naive)")
+    }
+}
+
+func format(_ value: Double, _ digits: Int) -> String { String(format: "%.\(digits)f", value) }
+func pad(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text + " " : text + String(repeating: " ", count: width - text.count)
+}
+func padLeft(_ text: String, _ width: Int) -> String {
+    text.count >= width ? " " + text : String(repeating: " ", count: width - text.count) + text
+}
+
+/// A progress line on standard error, rewritten in place on a terminal and
+/// left out when standard error is a file (CI logs).
+func progress(_ text: String) {
+    guard isatty(2) != 0 else { return }
+    let line = text.padding(toLength: 72, withPad: " ", startingAt: 0) + "\r"
+    FileHandle.standardError.write(line.data(using: .utf8)!)
+}

@@ -1,0 +1,27 @@
+# NormKit: the README's commands. `make test` and `make bench` install OpenBLAS
+# and LAPACKE (Debian/Ubuntu) when their headers are missing.
+
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SWIFT ?= swift
+BENCH_ARGS ?=
+
+.PHONY: setup test bench bench-quick clean
+
+setup:
+	@if [ ! -f /usr/include/lapacke.h ] || ! pkg-config --exists openblas 2>/dev/null || ! pkg-config --exists lapacke 2>/dev/null; then \
+		echo "Installing libopenblas-dev, liblapacke-dev and pkg-config with apt-get"; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libopenblas-dev liblapacke-dev pkg-config; \
+	fi
+
+test: setup
+	$(SWIFT) test
+
+bench: setup
+	$(SWIFT) run -c release normbench $(BENCH_ARGS)
+
+bench-quick: setup
+	$(SWIFT) run -c release normbench --quick $(BENCH_ARGS)
+
+clean:
+	rm -rf .build

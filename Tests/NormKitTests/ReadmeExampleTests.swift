@@ -1,0 +1,31 @@
+import NormKit
+import Testing
+
+// The README's usage example, verbatim between the markers, so the build
+// proves it compiles and this test proves it runs.
+@Test("the README's usage example compiles and runs")
+func readmeExample() throws {
+    // README-EXAMPLE-BEGIN
+    // A batch of 64 samples with 128 features, cs231n-style: 5 * randn + 12.
+    let x = Tensor<Float>(randomNormal: [64, 128], mean: 12, standardDeviation: 5, seed: 42)
+
+    var bn = try BatchNorm<Float>(featureCount: 128)        // momentum 0.9, eps 1e-5, .blas
+    let (y, cache) = try bn.forward(x, mode: .training)     // updates the running statistics
+    let dy = Tensor<Float>(randomNormal: y.shape, seed: 7)  // the upstream gradient
+    let grads = try bn.backward(dy, cache: cache)           // grads.input, .gamma, .beta
+    let (yTest, _) = try bn.forward(x, mode: .inference)    // uses the running statistics
+
+    var ln = try LayerNorm<Float>(featureCount: 128)
+    let (z, lnCache) = try ln.forward(x, mode: .training)
+    let lnGrads = try ln.backward(dy, cache: lnCache)
+
+    // Bad input is a NormError, never a crash, and changes nothing.
+    do {
+        _ = try bn.forward(Tensor(zeros: [64, 100]), mode: .training)
+    } catch {
+        print(error)   // expected an input of shape (N >= 1, 128), got [64, 100]
+    }
+    // README-EXAMPLE-END
+    #expect(grads.input.shape == [64, 128] && grads.gamma.count == 128)
+    #expect(yTest.shape == y.shape && z.shape == x.shape && lnGrads.beta.count == 128)
+}
