@@ -36,6 +36,7 @@ public struct NormGradients<Scalar: BLASScalar>: Sendable, Equatable {
     /// `dL/dbeta`, one per feature or channel.
     public var beta: [Scalar]
 
+    /// Gradients from their parts.
     public init(input: Tensor<Scalar>, gamma: [Scalar], beta: [Scalar]) {
         self.input = input
         self.gamma = gamma

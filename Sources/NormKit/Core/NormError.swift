@@ -34,6 +34,7 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A size does not fit OpenBLAS's 32-bit integers.
     case sizeTooLarge(Int)
 
+    /// A sentence naming what was expected and what came.
     public var description: String {
         switch self {
         case let .scalarCountMismatch(shape, count):

@@ -112,6 +112,7 @@ public struct Tensor<Scalar: BLASScalar>: Sendable, Equatable {
 }
 
 extension Tensor: CustomStringConvertible {
+    /// The scalar type, shape and count (not the scalars).
     public var description: String { "Tensor<\(Scalar.self)>(shape: \(shape), \(count) scalars)" }
 }
 

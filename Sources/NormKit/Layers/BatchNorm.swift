@@ -19,6 +19,7 @@
 /// `gemv(Trans, X_b, 1)` per block, Chan merges) and once for the normalize
 /// pass: 12 bytes per Float element in training, 8 in inference.
 public struct BatchNorm<Scalar: BLASScalar>: NormalizationLayer {
+    /// The forward pass's saved input, batch (or running) statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 
     /// `D`, the number of features.

@@ -15,6 +15,7 @@
 /// stay in L2 and normalizes each block while it is there: it reads `x` once and
 /// writes `y` once (8 bytes per Float element).
 public struct LayerNorm<Scalar: BLASScalar>: NormalizationLayer {
+    /// The forward pass's saved input, per-sample statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 
     /// `D`, the number of features of a sample.
