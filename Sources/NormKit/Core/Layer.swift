@@ -91,3 +91,53 @@ extension Array where Element: BLASScalar {
         if self.count != count { self = Array(repeating: 0, count: count) }
     }
 }
+
+/// A normalization layer with allocation-free entry points over caller-owned
+/// buffers, from which its value API (``NormalizationLayer/forward(_:mode:)``,
+/// ``NormalizationLayer/backward(_:cache:)``) follows.
+///
+/// A conforming layer implements only the two buffer-taking methods; this
+/// protocol's extension implements the value API by calling them with fresh
+/// buffers. Keep one output, cache, gradients and workspace per layer in a
+/// training loop and the buffer-taking methods allocate nothing after the
+/// first call (or a change of shape).
+public protocol BufferedNormalizationLayer<Scalar>: NormalizationLayer
+where Cache == NormCache<Scalar> {
+    /// Normalizes `input` into `output`, saving what backward needs in `cache`.
+    /// All three buffers are sized on first use and reused afterwards. After a
+    /// throw, `output` and `cache` hold unspecified values and the layer's
+    /// state is unchanged.
+    mutating func forward(
+        _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
+        cache: inout Cache, workspace: inout Workspace<Scalar>) throws(NormError)
+
+    /// Backpropagates `outputGradient` through the forward pass that filled
+    /// `cache`, into `gradients` (sized on first use and reused afterwards).
+    func backward(
+        _ outputGradient: Tensor<Scalar>, cache: Cache,
+        into gradients: inout NormGradients<Scalar>,
+        workspace: inout Workspace<Scalar>) throws(NormError)
+}
+
+extension BufferedNormalizationLayer {
+    /// The value API: ``forward(_:mode:into:cache:workspace:)`` with fresh buffers.
+    @inlinable
+    public mutating func forward(_ input: Tensor<Scalar>, mode: Mode) throws(NormError)
+        -> (output: Tensor<Scalar>, cache: Cache) {
+        var output = Tensor<Scalar>(zeros: [0])
+        var cache = Cache()
+        var workspace = Workspace<Scalar>()
+        try forward(input, mode: mode, into: &output, cache: &cache, workspace: &workspace)
+        return (output, cache)
+    }
+
+    /// The value API: ``backward(_:cache:into:workspace:)`` with fresh buffers.
+    @inlinable
+    public func backward(_ outputGradient: Tensor<Scalar>, cache: Cache) throws(NormError)
+        -> NormGradients<Scalar> {
+        var gradients = NormGradients<Scalar>()
+        var workspace = Workspace<Scalar>()
+        try backward(outputGradient, cache: cache, into: &gradients, workspace: &workspace)
+        return gradients
+    }
+}

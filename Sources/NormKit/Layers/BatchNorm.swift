@@ -18,7 +18,7 @@
 /// The BLAS backend reads `x` once for the statistics (row blocks in L2,
 /// `gemv(Trans, X_b, 1)` per block, Chan merges) and once for the normalize
 /// pass: 12 bytes per Float element in training, 8 in inference.
-public struct BatchNorm<Scalar: BLASScalar>: NormalizationLayer {
+public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     /// The forward pass's saved input, batch (or running) statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 
@@ -85,21 +85,11 @@ public struct BatchNorm<Scalar: BLASScalar>: NormalizationLayer {
     ///   statistic is NaN or infinite; the hyperparameter errors. A throwing call
     ///   leaves the running statistics unchanged.
     /// - Complexity: O(N·D).
-    @inlinable
-    public mutating func forward(_ input: Tensor<Scalar>, mode: Mode) throws(NormError)
-        -> (output: Tensor<Scalar>, cache: Cache) {
-        var output = Tensor<Scalar>(zeros: [0])
-        var cache = Cache()
-        var workspace = Workspace<Scalar>()
-        try forward(input, mode: mode, into: &output, cache: &cache, workspace: &workspace)
-        return (output, cache)
-    }
-
-    /// The allocation-free forward: writes into caller-owned `output`, `cache`
-    /// and `workspace`, which are sized on first use and reused afterwards (then
-    /// this call allocates nothing). Same semantics and errors as
-    /// ``forward(_:mode:)``; after a throw, `output` and `cache` hold unspecified
-    /// values, and the layer's state is unchanged.
+    ///
+    /// Writes into caller-owned `output`, `cache` and `workspace`, sized on first
+    /// use and reused afterwards (then the call allocates nothing); after a throw
+    /// they hold unspecified values. `forward(_:mode:)`, from
+    /// ``BufferedNormalizationLayer``, calls this with fresh buffers.
     @inlinable
     public mutating func forward(
         _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
@@ -218,16 +208,10 @@ public struct BatchNorm<Scalar: BLASScalar>: NormalizationLayer {
     /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
     ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a cache
     ///   from a layer of another size.
-    @inlinable
-    public func backward(_ outputGradient: Tensor<Scalar>, cache: Cache) throws(NormError)
-        -> NormGradients<Scalar> {
-        var gradients = NormGradients<Scalar>()
-        var workspace = Workspace<Scalar>()
-        try backward(outputGradient, cache: cache, into: &gradients, workspace: &workspace)
-        return gradients
-    }
-
-    /// The allocation-free ``backward(_:cache:)`` into caller-owned buffers.
+    ///
+    /// Writes into caller-owned `gradients` and `workspace`, sized on first use and
+    /// reused afterwards. `backward(_:cache:)`, from ``BufferedNormalizationLayer``,
+    /// calls this with fresh buffers.
     @inlinable
     public func backward(
         _ outputGradient: Tensor<Scalar>, cache: Cache,

@@ -14,7 +14,7 @@
 /// The BLAS backend takes row sums as `gemv(NoTrans, X_b, 1)` on row blocks that
 /// stay in L2 and normalizes each block while it is there: it reads `x` once and
 /// writes `y` once (8 bytes per Float element).
-public struct LayerNorm<Scalar: BLASScalar>: NormalizationLayer {
+public struct LayerNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     /// The forward pass's saved input, per-sample statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 
@@ -53,19 +53,11 @@ public struct LayerNorm<Scalar: BLASScalar>: NormalizationLayer {
     ///   ``NormError/nonFiniteStatistics(index:)`` naming the first sample whose
     ///   mean or variance is not finite, and the hyperparameter errors.
     /// - Complexity: O(N·D).
-    @inlinable
-    public mutating func forward(_ input: Tensor<Scalar>, mode: Mode) throws(NormError)
-        -> (output: Tensor<Scalar>, cache: Cache) {
-        var output = Tensor<Scalar>(zeros: [0])
-        var cache = Cache()
-        var workspace = Workspace<Scalar>()
-        try forward(input, mode: mode, into: &output, cache: &cache, workspace: &workspace)
-        return (output, cache)
-    }
-
-    /// The allocation-free forward into caller-owned `output`, `cache` and
-    /// `workspace` (sized on first use, then reused without allocation). After a
-    /// throw, `output` and `cache` hold unspecified values.
+    ///
+    /// Writes into caller-owned `output`, `cache` and `workspace`, sized on first
+    /// use and reused afterwards (then the call allocates nothing); after a throw
+    /// they hold unspecified values. `forward(_:mode:)`, from
+    /// ``BufferedNormalizationLayer``, calls this with fresh buffers.
     @inlinable
     public mutating func forward(
         _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
@@ -120,16 +112,10 @@ public struct LayerNorm<Scalar: BLASScalar>: NormalizationLayer {
     /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
     ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a cache
     ///   from a layer of another size.
-    @inlinable
-    public func backward(_ outputGradient: Tensor<Scalar>, cache: Cache) throws(NormError)
-        -> NormGradients<Scalar> {
-        var gradients = NormGradients<Scalar>()
-        var workspace = Workspace<Scalar>()
-        try backward(outputGradient, cache: cache, into: &gradients, workspace: &workspace)
-        return gradients
-    }
-
-    /// The allocation-free ``backward(_:cache:)`` into caller-owned buffers.
+    ///
+    /// Writes into caller-owned `gradients` and `workspace`, sized on first use and
+    /// reused afterwards. `backward(_:cache:)`, from ``BufferedNormalizationLayer``,
+    /// calls this with fresh buffers.
     @inlinable
     public func backward(
         _ outputGradient: Tensor<Scalar>, cache: Cache,
