@@ -49,3 +49,45 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     }
 }
 
+
+/// The raw pointers a backward kernel reads and writes: the output gradient,
+/// the cache's input, statistics and `gamma`, and the gradients' buffers.
+@usableFromInline
+struct BackwardPointers<Scalar: BLASScalar> {
+    @usableFromInline let dy, x, mean, invstd, gamma: UnsafePointer<Scalar>
+    @usableFromInline let dx, dgamma, dbeta: UnsafeMutablePointer<Scalar>
+
+    @inlinable
+    init(dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, mean: UnsafePointer<Scalar>,
+         invstd: UnsafePointer<Scalar>, gamma: UnsafePointer<Scalar>,
+         dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
+         dbeta: UnsafeMutablePointer<Scalar>) {
+        self.dy = dy; self.x = x; self.mean = mean; self.invstd = invstd; self.gamma = gamma
+        self.dx = dx; self.dgamma = dgamma; self.dbeta = dbeta
+    }
+}
+
+extension NormCache {
+    /// Calls `body` with the pointers of a backward pass through this cache:
+    /// the one place every layer's backward opens its buffers. `gradients`
+    /// must already be sized (``NormGradients/prepare(shape:parameterCount:)``).
+    @inlinable
+    func withBackwardPointers<R>(
+        _ outputGradient: Tensor<Scalar>, into gradients: inout NormGradients<Scalar>,
+        _ body: (BackwardPointers<Scalar>) -> R
+    ) -> R {
+        outputGradient.withUnsafeBufferPointer { dy in
+        input.withUnsafeBufferPointer { x in
+        storedMean.withUnsafeBufferPointer { mean in
+        storedInverseStandardDeviation.withUnsafeBufferPointer { invstd in
+        gamma.withUnsafeBufferPointer { gamma in
+        gradients.input.withUnsafeMutableBufferPointer { dx in
+        gradients.gamma.withUnsafeMutableBufferPointer { dgamma in
+        gradients.beta.withUnsafeMutableBufferPointer { dbeta in
+            body(BackwardPointers(
+                dy: dy.baseAddress!, x: x.baseAddress!, mean: mean.baseAddress!,
+                invstd: invstd.baseAddress!, gamma: gamma.baseAddress!, dx: dx.baseAddress!,
+                dgamma: dgamma.baseAddress!, dbeta: dbeta.baseAddress!))
+        }}}}}}}}
+    }
+}

@@ -264,38 +264,27 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
             : BatchNormKernels.backwardScratch(blockRows: backend == .blas ? blockRows : 0,
                                                columns: columns)
         workspace.withRegions(ones: ones, scratch: scratch) { ones, scratch in
-            outputGradient.withUnsafeBufferPointer { dyBuffer in
-            cache.input.withUnsafeBufferPointer { xBuffer in
-            cache.mean.withUnsafeBufferPointer { meanBuffer in
-            cache.inverseStandardDeviation.withUnsafeBufferPointer { invstdBuffer in
-            cache.gamma.withUnsafeBufferPointer { gammaBuffer in
-            gradients.input.withUnsafeMutableBufferPointer { dxBuffer in
-            gradients.gamma.withUnsafeMutableBufferPointer { dgammaBuffer in
-            gradients.beta.withUnsafeMutableBufferPointer { dbetaBuffer in
-                let dy = dyBuffer.baseAddress!, x = xBuffer.baseAddress!
-                let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
-                let gamma = gammaBuffer.baseAddress!, dx = dxBuffer.baseAddress!
-                let dgamma = dgammaBuffer.baseAddress!, dbeta = dbetaBuffer.baseAddress!
+            cache.withBackwardPointers(outputGradient, into: &gradients) { p in
                 if graph {
                     BatchNormKernels.backwardThroughGraph(
-                        dy: dy, x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
-                        gamma: gamma, frozen: frozen, backend: backend, dx: dx,
-                        dgamma: dgamma, dbeta: dbeta, ones: ones, scratch: scratch)
+                        dy: p.dy, x: p.x, rows: rows, columns: columns, mean: p.mean,
+                        invstd: p.invstd, gamma: p.gamma, frozen: frozen, backend: backend,
+                        dx: p.dx, dgamma: p.dgamma, dbeta: p.dbeta, ones: ones, scratch: scratch)
                     return
                 }
                 switch backend {
                 case .blas:
                     BatchNormKernels.backwardBLAS(
-                        dy: dy, x: x, rows: rows, columns: columns, blockRows: blockRows,
-                        mean: mean, invstd: invstd, gamma: gamma, frozen: frozen, dx: dx,
-                        dgamma: dgamma, dbeta: dbeta, ones: ones, scratch: scratch)
+                        dy: p.dy, x: p.x, rows: rows, columns: columns, blockRows: blockRows,
+                        mean: p.mean, invstd: p.invstd, gamma: p.gamma, frozen: frozen, dx: p.dx,
+                        dgamma: p.dgamma, dbeta: p.dbeta, ones: ones, scratch: scratch)
                 case .naive:
                     BatchNormKernels.backwardNaive(
-                        dy: dy, x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
-                        gamma: gamma, frozen: frozen, dx: dx, dgamma: dgamma, dbeta: dbeta,
-                        coefficients: scratch)
+                        dy: p.dy, x: p.x, rows: rows, columns: columns, mean: p.mean,
+                        invstd: p.invstd, gamma: p.gamma, frozen: frozen, dx: p.dx,
+                        dgamma: p.dgamma, dbeta: p.dbeta, coefficients: scratch)
                 }
-            }}}}}}}}
+            }
         }
     }
 }

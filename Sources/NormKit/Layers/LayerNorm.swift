@@ -135,30 +135,20 @@ public struct LayerNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
         let scratch = backend == .blas
             ? LayerNormKernels.backwardScratch(blockRows: blockRows, columns: columns) : 2 * rows
         workspace.withRegions(ones: onesCount, scratch: scratch) { ones, scratch in
-            outputGradient.withUnsafeBufferPointer { dyBuffer in
-            cache.input.withUnsafeBufferPointer { xBuffer in
-            cache.mean.withUnsafeBufferPointer { meanBuffer in
-            cache.inverseStandardDeviation.withUnsafeBufferPointer { invstdBuffer in
-            cache.gamma.withUnsafeBufferPointer { gammaBuffer in
-            gradients.input.withUnsafeMutableBufferPointer { dxBuffer in
-            gradients.gamma.withUnsafeMutableBufferPointer { dgammaBuffer in
-            gradients.beta.withUnsafeMutableBufferPointer { dbetaBuffer in
-                let dy = dyBuffer.baseAddress!, x = xBuffer.baseAddress!
-                let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
-                let gamma = gammaBuffer.baseAddress!, dx = dxBuffer.baseAddress!
-                let dgamma = dgammaBuffer.baseAddress!, dbeta = dbetaBuffer.baseAddress!
+            cache.withBackwardPointers(outputGradient, into: &gradients) { p in
                 switch backend {
                 case .blas:
                     LayerNormKernels.backwardBLAS(
-                        dy: dy, x: x, rows: rows, columns: columns, blockRows: blockRows,
-                        mean: mean, invstd: invstd, gamma: gamma, dx: dx, dgamma: dgamma,
-                        dbeta: dbeta, ones: ones, scratch: scratch)
+                        dy: p.dy, x: p.x, rows: rows, columns: columns, blockRows: blockRows,
+                        mean: p.mean, invstd: p.invstd, gamma: p.gamma, dx: p.dx,
+                        dgamma: p.dgamma, dbeta: p.dbeta, ones: ones, scratch: scratch)
                 case .naive:
                     LayerNormKernels.backwardNaive(
-                        dy: dy, x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
-                        gamma: gamma, dx: dx, dgamma: dgamma, dbeta: dbeta, scratch: scratch)
+                        dy: p.dy, x: p.x, rows: rows, columns: columns, mean: p.mean,
+                        invstd: p.invstd, gamma: p.gamma, dx: p.dx, dgamma: p.dgamma,
+                        dbeta: p.dbeta, scratch: scratch)
                 }
-            }}}}}}}}
+            }
         }
     }
 }
