@@ -50,15 +50,8 @@ enum BatchNormKernels {
             let xb = x + start * columns
             Scalar.gemvTransposed(rows: b, columns: columns, alpha: 1 / Scalar(b),
                                   a: xb, x: ones, beta: 0, y: blockMean)
-            residual.update(repeating: 0, count: columns)
-            for i in 0..<b {
-                let row = xb + i * columns, out = block + i * columns
-                for j in 0..<columns {
-                    let d = row[j] - blockMean[j]
-                    residual[j] += d
-                    out[j] = d * d
-                }
-            }
+            centredSquares(xb, rows: b, columns: columns, mean: blockMean,
+                           squares: block, residual: residual)
             Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones,
                                   beta: 0, y: blockM2)
             let inverseCount = 1 / Scalar(b)
@@ -70,6 +63,43 @@ enum BatchNormKernels {
             count = Moments.merge(count: count, mean: mean, m2: m2, blockCount: b,
                                   blockMean: blockMean, blockM2: blockM2, length: columns)
             start += b
+        }
+    }
+
+    /// `squares = (x - mean)²` elementwise and `residual = Σ_rows (x - mean)`,
+    /// four rows at a time, so the residual vector is loaded and stored once
+    /// per four rows rather than once per row (row-major order keeps the
+    /// accesses sequential; column strips stride by a whole row and conflict
+    /// in L1).
+    @inlinable
+    static func centredSquares<Scalar: BLASScalar>(
+        _ x: UnsafePointer<Scalar>, rows: Int, columns: Int, mean: UnsafePointer<Scalar>,
+        squares: UnsafeMutablePointer<Scalar>, residual: UnsafeMutablePointer<Scalar>
+    ) {
+        residual.update(repeating: 0, count: columns)
+        var i = 0
+        while i + 4 <= rows {
+            let x0 = x + i * columns, x1 = x0 + columns, x2 = x1 + columns, x3 = x2 + columns
+            let s0 = squares + i * columns, s1 = s0 + columns, s2 = s1 + columns, s3 = s2 + columns
+            for j in 0..<columns {
+                let m = mean[j]
+                let d0 = x0[j] - m, d1 = x1[j] - m, d2 = x2[j] - m, d3 = x3[j] - m
+                residual[j] += (d0 + d1) + (d2 + d3)
+                s0[j] = d0 * d0
+                s1[j] = d1 * d1
+                s2[j] = d2 * d2
+                s3[j] = d3 * d3
+            }
+            i += 4
+        }
+        while i < rows {
+            let row = x + i * columns, out = squares + i * columns
+            for j in 0..<columns {
+                let d = row[j] - mean[j]
+                residual[j] += d
+                out[j] = d * d
+            }
+            i += 1
         }
     }
 
