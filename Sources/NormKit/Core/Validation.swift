@@ -55,4 +55,32 @@ enum Validation {
             throw .gradientShapeMismatch(expected: expected, actual: actual)
         }
     }
+
+    /// The hyperparameters and vectors of a layer with running statistics.
+    @inlinable
+    static func batchParameters<Scalar: BLASScalar>(
+        count: Int, gamma: [Scalar], beta: [Scalar], runningMean: [Scalar],
+        runningVariance: [Scalar], epsilon: Scalar, momentum: Scalar
+    ) throws(NormError) {
+        try Validation.epsilon(epsilon)
+        try Validation.momentum(momentum)
+        try Validation.count("gamma", gamma.count, expected: count)
+        try Validation.count("beta", beta.count, expected: count)
+        try Validation.count("runningMean", runningMean.count, expected: count)
+        try Validation.count("runningVariance", runningVariance.count, expected: count)
+    }
+
+    /// A rank-4 input with `channels` channels at `channelAxis` (1 for NCHW,
+    /// 3 for NHWC) and no empty dimension, whose size fits OpenBLAS.
+    @inlinable
+    static func imageShape<Scalar: BLASScalar>(
+        _ input: Tensor<Scalar>, channels: Int, channelAxis: Int, description: String
+    ) throws(NormError) -> [Int] {
+        let shape = input.shape
+        guard shape.count == 4, shape[channelAxis] == channels, shape.allSatisfy({ $0 >= 1 }) else {
+            throw .invalidShape(expected: description, actual: shape)
+        }
+        guard input.count <= maximumBLASSize else { throw .sizeTooLarge(input.count) }
+        return shape
+    }
 }

@@ -356,3 +356,253 @@ enum BatchNormKernels {
         }
     }
 }
+
+/// Where batch statistics run: `outer x channels x inner` values, one
+/// statistic per channel over `outer * inner` values.
+///
+/// `BatchNorm` is `(N, D, 1)`; `SpatialBatchNorm` is `(N, C, H*W)` in NCHW and
+/// `(N*H*W, C, 1)` in NHWC. With `inner == 1` the data is an `outer x channels`
+/// matrix and the column kernels (`gemv(Trans)` on row blocks) apply; otherwise
+/// each sample is a `channels x inner` slab and the channel kernels
+/// (`gemv(NoTrans, slab, 1)` accumulated over samples) apply.
+@usableFromInline
+struct ChannelGeometry: Sendable {
+    @usableFromInline let outer: Int
+    @usableFromInline let channels: Int
+    @usableFromInline let inner: Int
+
+    @inlinable
+    init(outer: Int, channels: Int, inner: Int) {
+        self.outer = outer
+        self.channels = channels
+        self.inner = inner
+    }
+
+    /// The number of values each statistic runs over.
+    @inlinable var valuesPerStatistic: Int { outer * inner }
+
+    /// Rows of a block (matrix: rows of `channels`; slabs: channels of `inner`)
+    /// such that `buffers` blocks fit in half of L2.
+    @inlinable
+    func block(bytesPerScalar: Int, buffers: Int) -> Int {
+        inner == 1
+            ? CacheGeometry.blockRows(rows: outer, columns: channels,
+                                      bytesPerScalar: bytesPerScalar, buffers: buffers)
+            : CacheGeometry.blockRows(rows: channels, columns: inner,
+                                      bytesPerScalar: bytesPerScalar, buffers: buffers)
+    }
+
+    /// The length of the ones vector the BLAS kernels need for `block`.
+    @inlinable func onesCount(block: Int) -> Int { inner == 1 ? block : inner }
+
+    /// Scratch for a block of `block` rows, plus `vectors` channel vectors.
+    @inlinable
+    func scratchCount(block: Int, vectors: Int) -> Int {
+        block * (inner == 1 ? channels : inner) + vectors * channels
+    }
+}
+
+extension BatchNormKernels {
+    // MARK: Geometry dispatch
+
+    /// Per-channel mean and `M2` over the geometry, by the backend's kernel.
+    /// `scratch` holds `geometry.scratchCount(block:vectors: 3)` scalars.
+    @inlinable
+    static func moments<Scalar: BLASScalar>(
+        x: UnsafePointer<Scalar>, geometry g: ChannelGeometry, block: Int, backend: Backend,
+        mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>,
+        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+    ) {
+        switch (backend, g.inner == 1) {
+        case (.blas, true):
+            columnMomentsBLAS(x: x, rows: g.outer, columns: g.channels, blockRows: block,
+                              mean: mean, m2: m2, ones: ones, scratch: scratch)
+        case (.naive, true):
+            columnMomentsNaive(x: x, rows: g.outer, columns: g.channels, mean: mean, m2: m2)
+        case (.blas, false):
+            channelMomentsBLAS(x: x, geometry: g, channelBlock: block, mean: mean, m2: m2,
+                               ones: ones, scratch: scratch)
+        case (.naive, false):
+            channelMomentsNaive(x: x, geometry: g, mean: mean, m2: m2)
+        }
+    }
+
+    /// `y = (x - mean_c) * scale_c + shift_c` over the geometry.
+    @inlinable
+    static func normalize<Scalar: BLASScalar>(
+        x: UnsafePointer<Scalar>, geometry g: ChannelGeometry,
+        mean: UnsafePointer<Scalar>, scale: UnsafePointer<Scalar>, shift: UnsafePointer<Scalar>,
+        y: UnsafeMutablePointer<Scalar>
+    ) {
+        if g.inner == 1 {
+            normalize(x: x, rows: g.outer, columns: g.channels, mean: mean, scale: scale,
+                      shift: shift, y: y)
+            return
+        }
+        for slab in 0..<(g.outer * g.channels) {
+            let c = slab % g.channels, offset = slab * g.inner
+            let m = mean[c], a = scale[c], b = shift[c]
+            let row = x + offset, out = y + offset
+            for t in 0..<g.inner { out[t] = (row[t] - m) * a + b }
+        }
+    }
+
+    /// The closed-form backward over the geometry, by the backend's kernel.
+    /// `scratch` holds `geometry.scratchCount(block:vectors: 3)` scalars.
+    @inlinable
+    static func backward<Scalar: BLASScalar>(
+        _ p: BackwardPointers<Scalar>, geometry g: ChannelGeometry, block: Int,
+        backend: Backend, frozen: Bool,
+        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+    ) {
+        switch (backend, g.inner == 1) {
+        case (.blas, true):
+            backwardBLAS(dy: p.dy, x: p.x, rows: g.outer, columns: g.channels, blockRows: block,
+                         mean: p.mean, invstd: p.invstd, gamma: p.gamma, frozen: frozen, dx: p.dx,
+                         dgamma: p.dgamma, dbeta: p.dbeta, ones: ones, scratch: scratch)
+        case (.naive, true):
+            backwardNaive(dy: p.dy, x: p.x, rows: g.outer, columns: g.channels, mean: p.mean,
+                          invstd: p.invstd, gamma: p.gamma, frozen: frozen, dx: p.dx,
+                          dgamma: p.dgamma, dbeta: p.dbeta, coefficients: scratch)
+        case (.blas, false), (.naive, false):
+            backwardChannels(p, geometry: g, channelBlock: block, backend: backend,
+                             frozen: frozen, ones: ones, scratch: scratch)
+        }
+    }
+
+    // MARK: Channels (NCHW)
+
+    /// Per-channel moments of NCHW data: for each sample and block of channels,
+    /// `mean_b = gemv(NoTrans, X_b, 1_HW) / HW` (one row per channel), the centred
+    /// values into scratch, their residual `gemv(NoTrans, ·, 1_HW)`, the squares
+    /// in place, `M2_b = gemv(NoTrans, S_b, 1_HW)`, and a Chan merge of the block
+    /// (count `HW` per channel) into the running per-channel totals.
+    @inlinable
+    static func channelMomentsBLAS<Scalar: BLASScalar>(
+        x: UnsafePointer<Scalar>, geometry g: ChannelGeometry, channelBlock: Int,
+        mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>,
+        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+    ) {
+        let hw = g.inner, channels = g.channels
+        let block = scratch
+        let blockMean = scratch + channelBlock * hw
+        let blockM2 = blockMean + channels, residual = blockM2 + channels
+        let inverseCount = 1 / Scalar(hw)
+        mean.update(repeating: 0, count: channels)
+        m2.update(repeating: 0, count: channels)
+        for n in 0..<g.outer {
+            var c0 = 0
+            while c0 < channels {
+                let cb = min(channelBlock, channels - c0)
+                let xb = x + (n * channels + c0) * hw
+                Scalar.gemvRows(rows: cb, columns: hw, alpha: inverseCount, a: xb, x: ones,
+                                beta: 0, y: blockMean)
+                for k in 0..<cb {
+                    let row = xb + k * hw, out = block + k * hw, m = blockMean[k]
+                    for t in 0..<hw { out[t] = row[t] - m }
+                }
+                Scalar.gemvRows(rows: cb, columns: hw, a: block, x: ones, beta: 0, y: residual)
+                for index in 0..<(cb * hw) { block[index] *= block[index] }
+                Scalar.gemvRows(rows: cb, columns: hw, a: block, x: ones, beta: 0, y: blockM2)
+                for k in 0..<cb {
+                    let r = residual[k] * inverseCount
+                    blockMean[k] += r
+                    blockM2[k] -= r * residual[k]
+                }
+                _ = Moments.merge(count: n * hw, mean: mean + c0, m2: m2 + c0, blockCount: hw,
+                                  blockMean: blockMean, blockM2: blockM2, length: cb)
+                c0 += cb
+            }
+        }
+    }
+
+    /// The textbook for NCHW: one pass of loops for the per-channel sums, a
+    /// second for `M2`.
+    @inlinable
+    static func channelMomentsNaive<Scalar: BLASScalar>(
+        x: UnsafePointer<Scalar>, geometry g: ChannelGeometry,
+        mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>
+    ) {
+        let hw = g.inner, channels = g.channels
+        mean.update(repeating: 0, count: channels)
+        m2.update(repeating: 0, count: channels)
+        for slab in 0..<(g.outer * channels) {
+            let row = x + slab * hw
+            var sum: Scalar = 0
+            for t in 0..<hw { sum += row[t] }
+            mean[slab % channels] += sum
+        }
+        let count = Scalar(g.valuesPerStatistic)
+        for c in 0..<channels { mean[c] /= count }
+        for slab in 0..<(g.outer * channels) {
+            let row = x + slab * hw, m = mean[slab % channels]
+            var sum: Scalar = 0
+            for t in 0..<hw {
+                let d = row[t] - m
+                sum += d * d
+            }
+            m2[slab % channels] += sum
+        }
+    }
+
+    /// The closed-form backward for NCHW. Pass 1, per sample and block of
+    /// channels: `dbeta += gemv(NoTrans, dY_b, 1_HW)`, `P_b = dY_b ∘ (X_b - mean_c)`,
+    /// `Σ dy·(x - mean) += gemv(NoTrans, P_b, 1_HW)` (loops on the naive backend).
+    /// Pass 2: `dx = A_c·dy + B_c·(x - mean_c) + C_c` per slab, as the matrix form.
+    @inlinable
+    static func backwardChannels<Scalar: BLASScalar>(
+        _ p: BackwardPointers<Scalar>, geometry g: ChannelGeometry, channelBlock: Int,
+        backend: Backend, frozen: Bool,
+        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+    ) {
+        let hw = g.inner, channels = g.channels
+        let block = scratch
+        let coefficients = scratch + channelBlock * hw
+        p.dgamma.update(repeating: 0, count: channels)
+        p.dbeta.update(repeating: 0, count: channels)
+        for n in 0..<g.outer {
+            var c0 = 0
+            while c0 < channels {
+                let cb = min(channelBlock, channels - c0)
+                let offset = (n * channels + c0) * hw
+                let dyb = p.dy + offset, xb = p.x + offset
+                for k in 0..<cb {
+                    let g = dyb + k * hw, row = xb + k * hw, out = block + k * hw
+                    let m = p.mean[c0 + k]
+                    for t in 0..<hw { out[t] = g[t] * (row[t] - m) }
+                }
+                switch backend {
+                case .blas:
+                    Scalar.gemvRows(rows: cb, columns: hw, a: dyb, x: ones, beta: 1, y: p.dbeta + c0)
+                    Scalar.gemvRows(rows: cb, columns: hw, a: block, x: ones, beta: 1,
+                                    y: p.dgamma + c0)
+                case .naive:
+                    for k in 0..<cb {
+                        var sumDy: Scalar = 0, sumP: Scalar = 0
+                        for t in 0..<hw {
+                            sumDy += dyb[k * hw + t]
+                            sumP += block[k * hw + t]
+                        }
+                        p.dbeta[c0 + k] += sumDy
+                        p.dgamma[c0 + k] += sumP
+                    }
+                }
+                c0 += cb
+            }
+        }
+        for c in 0..<channels { p.dgamma[c] *= p.invstd[c] }
+        let a = coefficients, b = coefficients + channels, c = coefficients + 2 * channels
+        let count = Scalar(g.valuesPerStatistic)
+        for j in 0..<channels {
+            a[j] = p.gamma[j] * p.invstd[j]
+            b[j] = frozen ? 0 : -a[j] * p.invstd[j] * p.dgamma[j] / count
+            c[j] = frozen ? 0 : -a[j] * p.dbeta[j] / count
+        }
+        for slab in 0..<(g.outer * channels) {
+            let j = slab % channels, offset = slab * hw
+            let g = p.dy + offset, row = p.x + offset, out = p.dx + offset
+            let aj = a[j], bj = b[j], cj = c[j], m = p.mean[j]
+            for t in 0..<hw { out[t] = aj * g[t] + bj * (row[t] - m) + cj }
+        }
+    }
+}

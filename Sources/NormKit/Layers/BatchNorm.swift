@@ -67,12 +67,9 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     /// Re-validates the public `var`s that `forward` depends on.
     @inlinable
     func validateParameters() throws(NormError) {
-        try Validation.epsilon(epsilon)
-        try Validation.momentum(momentum)
-        try Validation.count("gamma", gamma.count, expected: featureCount)
-        try Validation.count("beta", beta.count, expected: featureCount)
-        try Validation.count("runningMean", runningMean.count, expected: featureCount)
-        try Validation.count("runningVariance", runningVariance.count, expected: featureCount)
+        try Validation.batchParameters(
+            count: featureCount, gamma: gamma, beta: beta, runningMean: runningMean,
+            runningVariance: runningVariance, epsilon: epsilon, momentum: momentum)
     }
 
     // MARK: Forward
@@ -98,91 +95,12 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
         try validateParameters()
         let rows = try Validation.matrixRows(input, columns: featureCount)
         if mode == .training { try Validation.valuesPerStatistic(rows) }
-        let columns = featureCount
-        output.prepare(shape: input.shape)
-        cache.record(input: input, gamma: gamma, mode: mode, statisticCount: columns)
-
-        let blockRows = CacheGeometry.blockRows(
-            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
-        let momentsScratch = BatchNormKernels.momentsScratch(blockRows: blockRows, columns: columns)
-        let backend = self.backend, epsilon = self.epsilon
-        // Scratch: the moments' block and vectors, then variance and scale (D each).
-        let failure: Int? = workspace.withRegions(
-            ones: blockRows, scratch: momentsScratch + 2 * columns
-        ) { ones, scratch in
-            let variance = scratch + momentsScratch, scale = variance + columns
-            return input.withUnsafeBufferPointer { x in
-                cache.storedMean.withUnsafeMutableBufferPointer { meanBuffer in
-                    cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstdBuffer in
-                        let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
-                        switch mode {
-                        case .training:
-                            switch backend {
-                            case .blas:
-                                BatchNormKernels.columnMomentsBLAS(
-                                    x: x.baseAddress!, rows: rows, columns: columns,
-                                    blockRows: blockRows, mean: mean, m2: variance,
-                                    ones: ones, scratch: scratch)
-                            case .naive:
-                                BatchNormKernels.columnMomentsNaive(
-                                    x: x.baseAddress!, rows: rows, columns: columns,
-                                    mean: mean, m2: variance)
-                            }
-                            let n = Scalar(rows)
-                            for j in 0..<columns {
-                                guard mean[j].isFinite, variance[j].isFinite else { return j }
-                                variance[j] /= n
-                            }
-                        case .inference:
-                            runningMean.withUnsafeBufferPointer {
-                                mean.update(from: $0.baseAddress!, count: columns)
-                            }
-                            runningVariance.withUnsafeBufferPointer {
-                                variance.update(from: $0.baseAddress!, count: columns)
-                            }
-                        }
-                        for j in 0..<columns {
-                            invstd[j] = 1 / (variance[j] + epsilon).squareRoot()
-                            guard invstd[j].isFinite, mean[j].isFinite else { return j }
-                        }
-                        gamma.withUnsafeBufferPointer { g in
-                            for j in 0..<columns { scale[j] = g[j] * invstd[j] }
-                        }
-                        beta.withUnsafeBufferPointer { b in
-                            output.withUnsafeMutableBufferPointer { y in
-                                BatchNormKernels.normalize(
-                                    x: x.baseAddress!, rows: rows, columns: columns, mean: mean,
-                                    scale: scale, shift: b.baseAddress!, y: y.baseAddress!)
-                            }
-                        }
-                        return nil
-                    }
-                }
-            }
-        }
-        if let index = failure { throw .nonFiniteStatistics(index: index) }
-        guard mode == .training else { return }
-
-        // Everything succeeded: only now do the running statistics change.
-        let keep = momentum
-        let meanWeight = 1 - momentum
-        let varianceWeight = varianceEstimator == .unbiased
-            ? meanWeight * Scalar(rows) / Scalar(rows - 1) : meanWeight
-        workspace.withRegions(ones: blockRows, scratch: momentsScratch + 2 * columns) { _, scratch in
-            let variance = UnsafePointer(scratch + momentsScratch)
-            cache.mean.withUnsafeBufferPointer { batchMean in
-                runningMean.withUnsafeMutableBufferPointer {
-                    BatchNormKernels.updateRunning(
-                        $0.baseAddress!, momentum: keep, batch: batchMean.baseAddress!,
-                        weight: meanWeight, count: columns, backend: backend)
-                }
-            }
-            runningVariance.withUnsafeMutableBufferPointer {
-                BatchNormKernels.updateRunning(
-                    $0.baseAddress!, momentum: keep, batch: variance,
-                    weight: varianceWeight, count: columns, backend: backend)
-            }
-        }
+        try BatchStatistics.forward(
+            input, geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
+            mode: mode, gamma: gamma, beta: beta, runningMean: &runningMean,
+            runningVariance: &runningVariance, epsilon: epsilon, momentum: momentum,
+            estimator: varianceEstimator, backend: backend, output: &output, cache: &cache,
+            workspace: &workspace)
     }
 
     // MARK: Backward
@@ -191,11 +109,7 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     /// that `outputGradient` has its input's shape; returns `N`.
     @inlinable
     func validateBackward(_ outputGradient: Tensor<Scalar>, cache: Cache) throws(NormError) -> Int {
-        try Validation.count("cache.mean", cache.mean.count, expected: featureCount)
-        try Validation.count("cache.gamma", cache.gamma.count, expected: featureCount)
-        try Validation.count("cache.inverseStandardDeviation",
-                             cache.inverseStandardDeviation.count, expected: featureCount)
-        try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
+        try BatchStatistics.validateBackward(outputGradient, cache: cache, channels: featureCount)
         return try Validation.matrixRows(cache.input, columns: featureCount)
     }
 
@@ -253,38 +167,9 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
         _ outputGradient: Tensor<Scalar>, cache: Cache, rows: Int, graph: Bool,
         into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        let columns = featureCount, backend = self.backend
-        let frozen = cache.mode == .inference
-        gradients.prepare(shape: cache.input.shape, parameterCount: columns)
-        let blockRows = CacheGeometry.blockRows(
-            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
-        let ones = graph ? rows : (backend == .blas ? blockRows : 0)
-        let scratch = graph
-            ? BatchNormKernels.graphScratch(rows: rows, columns: columns)
-            : BatchNormKernels.backwardScratch(blockRows: backend == .blas ? blockRows : 0,
-                                               columns: columns)
-        workspace.withRegions(ones: ones, scratch: scratch) { ones, scratch in
-            cache.withBackwardPointers(outputGradient, into: &gradients) { p in
-                if graph {
-                    BatchNormKernels.backwardThroughGraph(
-                        dy: p.dy, x: p.x, rows: rows, columns: columns, mean: p.mean,
-                        invstd: p.invstd, gamma: p.gamma, frozen: frozen, backend: backend,
-                        dx: p.dx, dgamma: p.dgamma, dbeta: p.dbeta, ones: ones, scratch: scratch)
-                    return
-                }
-                switch backend {
-                case .blas:
-                    BatchNormKernels.backwardBLAS(
-                        dy: p.dy, x: p.x, rows: rows, columns: columns, blockRows: blockRows,
-                        mean: p.mean, invstd: p.invstd, gamma: p.gamma, frozen: frozen, dx: p.dx,
-                        dgamma: p.dgamma, dbeta: p.dbeta, ones: ones, scratch: scratch)
-                case .naive:
-                    BatchNormKernels.backwardNaive(
-                        dy: p.dy, x: p.x, rows: rows, columns: columns, mean: p.mean,
-                        invstd: p.invstd, gamma: p.gamma, frozen: frozen, dx: p.dx,
-                        dgamma: p.dgamma, dbeta: p.dbeta, coefficients: scratch)
-                }
-            }
-        }
+        BatchStatistics.backward(
+            outputGradient, cache: cache,
+            geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
+            backend: backend, graph: graph, into: &gradients, workspace: &workspace)
     }
 }

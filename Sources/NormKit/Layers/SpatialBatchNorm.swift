@@ -1,0 +1,140 @@
+/// How a rank-4 image tensor orders its dimensions.
+public enum ChannelLayout: Sendable {
+    /// `(N, C, H, W)`: each channel of a sample is a contiguous `H x W` slab
+    /// (cs231n, PyTorch's default).
+    case nchw
+    /// `(N, H, W, C)`: channels last (PyTorch's `channels_last` memory format),
+    /// where spatial batch norm is ``BatchNorm`` over an `(N·H·W, C)` matrix.
+    case nhwc
+}
+
+/// Spatial batch normalization of images: statistics per channel over the
+/// batch and both spatial dimensions, `N·H·W` values each (cs231n's
+/// `spatial_batchnorm_forward`).
+///
+/// Everything else is ``BatchNorm``'s: `xhat = (x - mean_c) / sqrt(var_c + epsilon)`
+/// with the biased variance, `y = gamma_c * xhat + beta_c`, running statistics
+/// `running = momentum * running + (1 - momentum) * batch` starting at zeros,
+/// `.unbiased` feeding `var * m / (m - 1)` with `m = N·H·W`.
+///
+/// ```swift
+/// var sbn = try SpatialBatchNorm<Float>(channelCount: 3)
+/// let images = Tensor<Float>(randomNormal: [2, 3, 4, 5], seed: 1)   // (N, C, H, W)
+/// let (y, cache) = try sbn.forward(images, mode: .training)
+/// ```
+///
+/// The BLAS backend in NCHW sums each channel with `gemv(NoTrans, slab_n, 1_HW)`
+/// on each sample's `C x H·W` slab (in channel blocks that stay in L2), two-pass
+/// inside each block, Chan-merged over samples; it never transposes the input.
+/// In NHWC it runs ``BatchNorm``'s column kernels on the `(N·H·W, C)` matrix.
+public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
+    /// The forward pass's saved input, batch (or running) statistics and `gamma`.
+    public typealias Cache = NormCache<Scalar>
+
+    /// `C`, the number of channels.
+    public let channelCount: Int
+    /// The scale, one per channel; starts at ones.
+    public var gamma: [Scalar]
+    /// The shift, one per channel; starts at zeros.
+    public var beta: [Scalar]
+    /// The running mean per channel; starts at zeros.
+    public var runningMean: [Scalar]
+    /// The running variance per channel; starts at zeros.
+    public var runningVariance: [Scalar]
+    /// Added to the variance before the square root; finite and positive.
+    public var epsilon: Scalar
+    /// The weight of the old running value, in `[0, 1]` (PyTorch's 0.1 is 0.9 here).
+    public var momentum: Scalar
+    /// What the running variance is fed.
+    public var varianceEstimator: VarianceEstimator
+    /// The dimension order of inputs: `(N, C, H, W)` or `(N, H, W, C)`.
+    public var layout: ChannelLayout
+    /// The implementation used.
+    public var backend: Backend
+
+    /// Creates a spatial batch-norm layer with `gamma` ones, `beta` zeros and
+    /// running statistics zeros.
+    ///
+    /// - Throws: ``NormError/invalidFeatureCount(_:)``, ``NormError/invalidEpsilon(_:)``,
+    ///   ``NormError/invalidMomentum(_:)``.
+    public init(channelCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
+                varianceEstimator: VarianceEstimator = .biased, layout: ChannelLayout = .nchw,
+                backend: Backend = .blas) throws(NormError) {
+        try Validation.featureCount(channelCount)
+        try Validation.epsilon(epsilon)
+        try Validation.momentum(momentum)
+        self.channelCount = channelCount
+        self.gamma = Array(repeating: 1, count: channelCount)
+        self.beta = Array(repeating: 0, count: channelCount)
+        self.runningMean = Array(repeating: 0, count: channelCount)
+        self.runningVariance = Array(repeating: 0, count: channelCount)
+        self.epsilon = epsilon
+        self.momentum = momentum
+        self.varianceEstimator = varianceEstimator
+        self.layout = layout
+        self.backend = backend
+    }
+
+    /// The geometry of a validated input of `shape`.
+    @inlinable
+    func geometry(_ input: Tensor<Scalar>) throws(NormError) -> ChannelGeometry {
+        switch layout {
+        case .nchw:
+            let s = try Validation.imageShape(input, channels: channelCount, channelAxis: 1,
+                                              description: "(N, \(channelCount), H, W)")
+            return ChannelGeometry(outer: s[0], channels: channelCount, inner: s[2] * s[3])
+        case .nhwc:
+            let s = try Validation.imageShape(input, channels: channelCount, channelAxis: 3,
+                                              description: "(N, H, W, \(channelCount))")
+            return ChannelGeometry(outer: s[0] * s[1] * s[2], channels: channelCount, inner: 1)
+        }
+    }
+
+    /// Normalizes a batch of images per channel.
+    ///
+    /// Writes into caller-owned `output`, `cache` and `workspace`, sized on first
+    /// use and reused afterwards; `forward(_:mode:)` calls this with fresh buffers.
+    /// - Throws: ``NormError/invalidShape(expected:actual:)`` for a rank other than 4,
+    ///   another channel count or an empty dimension;
+    ///   ``NormError/insufficientValues(valuesPerStatistic:)`` when `N·H·W < 2` in
+    ///   training; ``NormError/nonFiniteStatistics(index:)`` naming the channel;
+    ///   the hyperparameter errors. A throwing call changes no running statistic.
+    /// - Complexity: O(N·C·H·W).
+    @inlinable
+    public mutating func forward(
+        _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
+        cache: inout Cache, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try Validation.batchParameters(
+            count: channelCount, gamma: gamma, beta: beta, runningMean: runningMean,
+            runningVariance: runningVariance, epsilon: epsilon, momentum: momentum)
+        let g = try geometry(input)
+        if mode == .training { try Validation.valuesPerStatistic(g.valuesPerStatistic) }
+        try BatchStatistics.forward(
+            input, geometry: g, mode: mode, gamma: gamma, beta: beta,
+            runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
+            momentum: momentum, estimator: varianceEstimator, backend: backend,
+            output: &output, cache: &cache, workspace: &workspace)
+    }
+
+    /// The closed-form backward per channel (cs231n's `spatial_batchnorm_backward`):
+    /// `dbeta_c = Σ dy`, `dgamma_c = Σ dy·xhat` over `N·H·W`, and
+    /// `dx = gamma_c·invstd_c/m · (m·dy - dbeta_c - xhat·dgamma_c)`.
+    ///
+    /// Writes into caller-owned `gradients` and `workspace`; `backward(_:cache:)`
+    /// calls this with fresh buffers. Per-channel sums are `gemv(NoTrans, ·, 1_HW)`
+    /// accumulated over samples (NCHW) or `gemv(Trans, ·, 1)` (NHWC).
+    /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
+    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a cache
+    ///   from a layer of another size.
+    @inlinable
+    public func backward(
+        _ outputGradient: Tensor<Scalar>, cache: Cache,
+        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try BatchStatistics.validateBackward(outputGradient, cache: cache, channels: channelCount)
+        let g = try geometry(cache.input)
+        BatchStatistics.backward(outputGradient, cache: cache, geometry: g, backend: backend,
+                                 graph: false, into: &gradients, workspace: &workspace)
+    }
+}
