@@ -33,6 +33,9 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
     case nonFiniteStatistics(index: Int)
     /// A size does not fit OpenBLAS's 32-bit integers.
     case sizeTooLarge(Int)
+    /// A parameter holds a value the layer does not support (``RMSNorm``'s
+    /// `beta`, which must stay zeros).
+    case unsupportedParameter(name: String, expected: String)
 
     /// A sentence naming what was expected and what came.
     public var description: String {
@@ -61,6 +64,8 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
             return "the batch statistics at index \(index) are not finite (the input holds NaN or infinity, or overflows)"
         case let .sizeTooLarge(size):
             return "size \(size) exceeds OpenBLAS's limit of \(maximumBLASSize)"
+        case let .unsupportedParameter(name, expected):
+            return "expected \(name) to be \(expected)"
         }
     }
 }

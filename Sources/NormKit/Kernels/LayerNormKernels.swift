@@ -10,14 +10,82 @@
 enum LayerNormKernels {
     // MARK: Forward
 
-    /// Scratch scalars ``forwardBLAS`` needs beyond `max(blockRows, columns)` ones.
+    /// Scratch scalars ``rowStatisticsBLAS`` and ``forwardBLAS`` need beyond
+    /// `max(blockRows, columns)` ones.
     @inlinable
     static func forwardScratch(blockRows: Int, columns: Int) -> Int {
         blockRows * columns + blockRows
     }
 
-    /// Per block: `mean_b = gemv(NoTrans, X_b, 1) / D`, the centred squares into
-    /// scratch, `var_b = gemv(NoTrans, S_b, 1) / D`, then
+    /// The statistics of `rows` rows of `columns` values, one block of rows
+    /// that stays in L2: `mean = gemv(NoTrans, X_b, 1) / D` (zeros when not
+    /// `centred`, for RMSNorm), the centred squares into scratch, and
+    /// `invstd = 1 / sqrt(gemv(NoTrans, S_b, 1) / D + epsilon)`.
+    ///
+    /// - Returns: the first row (counted from 0 in this block) whose statistics
+    ///   are not finite, or `nil`.
+    @inlinable
+    static func rowStatisticsBLAS<Scalar: BLASScalar>(
+        x: UnsafePointer<Scalar>, rows: Int, columns: Int, epsilon: Scalar, centred: Bool,
+        mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
+        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+    ) -> Int? {
+        let block = scratch, variance = scratch + rows * columns
+        let inverseCount = 1 / Scalar(columns)
+        if centred {
+            Scalar.gemvRows(rows: rows, columns: columns, alpha: inverseCount, a: x, x: ones,
+                            beta: 0, y: mean)
+        } else {
+            mean.update(repeating: 0, count: rows)
+        }
+        for i in 0..<rows {
+            let row = x + i * columns, out = block + i * columns, m = mean[i]
+            for j in 0..<columns {
+                let d = row[j] - m
+                out[j] = d * d
+            }
+        }
+        Scalar.gemvRows(rows: rows, columns: columns, alpha: inverseCount, a: block, x: ones,
+                        beta: 0, y: variance)
+        for i in 0..<rows {
+            let s = 1 / (variance[i] + epsilon).squareRoot()
+            guard mean[i].isFinite, s.isFinite, variance[i].isFinite else { return i }
+            invstd[i] = s
+        }
+        return nil
+    }
+
+    /// The textbook statistics of `rows` rows: for every row a loop for the mean
+    /// (skipped when not `centred`) and a loop for the variance.
+    /// - Returns: the first row whose statistics are not finite, or `nil`.
+    @inlinable
+    static func rowStatisticsNaive<Scalar: BLASScalar>(
+        x: UnsafePointer<Scalar>, rows: Int, columns: Int, epsilon: Scalar, centred: Bool,
+        mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>
+    ) -> Int? {
+        let d = Scalar(columns)
+        for i in 0..<rows {
+            let row = x + i * columns
+            var m: Scalar = 0
+            if centred {
+                for j in 0..<columns { m += row[j] }
+                m /= d
+            }
+            var squares: Scalar = 0
+            for j in 0..<columns {
+                let centredValue = row[j] - m
+                squares += centredValue * centredValue
+            }
+            let variance = squares / d
+            let s = 1 / (variance + epsilon).squareRoot()
+            guard m.isFinite, variance.isFinite, s.isFinite else { return i }
+            mean[i] = m
+            invstd[i] = s
+        }
+        return nil
+    }
+
+    /// Per row block: ``rowStatisticsBLAS``, then
     /// `y = (x - mean_i) · invstd_i · gamma_j + beta_j` while the block is in L2.
     ///
     /// - Returns: the first row whose statistics are not finite, or `nil`. Rows
@@ -25,65 +93,38 @@ enum LayerNormKernels {
     @inlinable
     static func forwardBLAS<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, rows: Int, columns: Int, blockRows: Int, epsilon: Scalar,
-        gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
+        centred: Bool, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
         y: UnsafeMutablePointer<Scalar>,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) -> Int? {
-        let block = scratch, variance = scratch + blockRows * columns
-        let inverseCount = 1 / Scalar(columns)
         var start = 0
         while start < rows {
             let b = min(blockRows, rows - start)
-            let xb = x + start * columns, mb = mean + start
-            Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: xb, x: ones,
-                            beta: 0, y: mb)
-            for i in 0..<b {
-                let row = xb + i * columns, out = block + i * columns, m = mb[i]
-                for j in 0..<columns {
-                    let d = row[j] - m
-                    out[j] = d * d
-                }
+            let xb = x + start * columns
+            if let bad = rowStatisticsBLAS(x: xb, rows: b, columns: columns, epsilon: epsilon,
+                                           centred: centred, mean: mean + start,
+                                           invstd: invstd + start, ones: ones, scratch: scratch) {
+                return start + bad
             }
-            Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: block, x: ones,
-                            beta: 0, y: variance)
-            for i in 0..<b {
-                let s = 1 / (variance[i] + epsilon).squareRoot()
-                guard mb[i].isFinite, s.isFinite, variance[i].isFinite else { return start + i }
-                invstd[start + i] = s
-            }
-            affine(x: xb, rows: b, columns: columns, mean: mb, invstd: invstd + start,
+            affine(x: xb, rows: b, columns: columns, mean: mean + start, invstd: invstd + start,
                    gamma: gamma, beta: beta, y: y + start * columns)
             start += b
         }
         return nil
     }
 
-    /// The textbook: for every row a loop for the mean and a loop for the
-    /// variance, then the normalize pass over all rows.
+    /// The textbook: ``rowStatisticsNaive`` for all rows, then the normalize pass.
     @inlinable
     static func forwardNaive<Scalar: BLASScalar>(
-        x: UnsafePointer<Scalar>, rows: Int, columns: Int, epsilon: Scalar,
+        x: UnsafePointer<Scalar>, rows: Int, columns: Int, epsilon: Scalar, centred: Bool,
         gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
         y: UnsafeMutablePointer<Scalar>
     ) -> Int? {
-        let d = Scalar(columns)
-        for i in 0..<rows {
-            let row = x + i * columns
-            var sum: Scalar = 0
-            for j in 0..<columns { sum += row[j] }
-            let m = sum / d
-            var squares: Scalar = 0
-            for j in 0..<columns {
-                let centred = row[j] - m
-                squares += centred * centred
-            }
-            let variance = squares / d
-            let s = 1 / (variance + epsilon).squareRoot()
-            guard m.isFinite, variance.isFinite, s.isFinite else { return i }
-            mean[i] = m
-            invstd[i] = s
+        if let bad = rowStatisticsNaive(x: x, rows: rows, columns: columns, epsilon: epsilon,
+                                        centred: centred, mean: mean, invstd: invstd) {
+            return bad
         }
         affine(x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
                gamma: gamma, beta: beta, y: y)
@@ -119,10 +160,12 @@ enum LayerNormKernels {
     /// `dgamma += gemv(Trans, P_b, 1)`, the row terms
     /// `gemv(NoTrans, dY_b, gamma)` and `gemv(NoTrans, P_b, gamma)`, then `dx`
     /// while the block is in L2. Reads `dy` and `x` once, writes `dx` once.
+    /// Not `centred` (RMSNorm: `mean = 0`, no `beta`): the `Σ dxhat` term and
+    /// `dbeta` are zero and not computed.
     @inlinable
     static func backwardBLAS<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
-        blockRows: Int, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
+        blockRows: Int, centred: Bool, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
         gamma: UnsafePointer<Scalar>,
         dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
         dbeta: UnsafeMutablePointer<Scalar>,
@@ -138,15 +181,21 @@ enum LayerNormKernels {
             let b = min(blockRows, rows - start)
             let offset = start * columns
             let dyb = dy + offset, xb = x + offset
-            Scalar.gemvTransposed(rows: b, columns: columns, a: dyb, x: ones, beta: 1, y: dbeta)
+            if centred {
+                Scalar.gemvTransposed(rows: b, columns: columns, a: dyb, x: ones, beta: 1, y: dbeta)
+            }
             for i in 0..<b {
                 let g = dyb + i * columns, row = xb + i * columns, out = block + i * columns
                 let m = mean[start + i], s = invstd[start + i]
                 for j in 0..<columns { out[j] = g[j] * ((row[j] - m) * s) }
             }
             Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones, beta: 1, y: dgamma)
-            Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: dyb, x: gamma,
-                            beta: 0, y: sumDxhat)
+            if centred {
+                Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: dyb, x: gamma,
+                                beta: 0, y: sumDxhat)
+            } else {
+                sumDxhat.update(repeating: 0, count: b)
+            }
             Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: block, x: gamma,
                             beta: 0, y: sumDxhatXhat)
             combine(dy: dyb, x: xb, rows: b, columns: columns, mean: mean + start,
@@ -162,7 +211,7 @@ enum LayerNormKernels {
     @inlinable
     static func backwardNaive<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
-        mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
+        centred: Bool, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
         gamma: UnsafePointer<Scalar>,
         dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
         dbeta: UnsafeMutablePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
@@ -183,9 +232,10 @@ enum LayerNormKernels {
                 dbeta[j] += g[j]
                 dgamma[j] += g[j] * xhat
             }
-            meanDxhat[i] = sum / d
+            meanDxhat[i] = centred ? sum / d : 0
             meanDxhatXhat[i] = sumXhat / d
         }
+        if !centred { dbeta.update(repeating: 0, count: columns) }
         combine(dy: dy, x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
                 gamma: gamma, meanDxhat: meanDxhat, meanDxhatXhat: meanDxhatXhat, dx: dx)
     }

@@ -66,40 +66,10 @@ public struct LayerNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
         try Validation.epsilon(epsilon)
         try Validation.count("gamma", gamma.count, expected: featureCount)
         try Validation.count("beta", beta.count, expected: featureCount)
-        let rows = try Validation.matrixRows(input, columns: featureCount)
-        try Validation.valuesPerStatistic(featureCount)
-        let columns = featureCount, backend = self.backend, epsilon = self.epsilon
-        output.prepare(shape: input.shape)
-        cache.record(input: input, gamma: gamma, mode: mode, statisticCount: rows)
-        let blockRows = CacheGeometry.blockRows(
-            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
-        let onesCount = backend == .blas ? max(blockRows, columns) : 0
-        let scratch = backend == .blas
-            ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: columns) : 0
-        let failure: Int? = workspace.withRegions(ones: onesCount, scratch: scratch) { ones, scratch in
-            input.withUnsafeBufferPointer { xBuffer in
-            gamma.withUnsafeBufferPointer { gammaBuffer in
-            beta.withUnsafeBufferPointer { betaBuffer in
-            cache.storedMean.withUnsafeMutableBufferPointer { meanBuffer in
-            cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstdBuffer in
-            output.withUnsafeMutableBufferPointer { yBuffer in
-                let x = xBuffer.baseAddress!, y = yBuffer.baseAddress!
-                let g = gammaBuffer.baseAddress!, b = betaBuffer.baseAddress!
-                let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
-                switch backend {
-                case .blas:
-                    return LayerNormKernels.forwardBLAS(
-                        x: x, rows: rows, columns: columns, blockRows: blockRows, epsilon: epsilon,
-                        gamma: g, beta: b, mean: mean, invstd: invstd, y: y,
-                        ones: ones, scratch: scratch)
-                case .naive:
-                    return LayerNormKernels.forwardNaive(
-                        x: x, rows: rows, columns: columns, epsilon: epsilon,
-                        gamma: g, beta: b, mean: mean, invstd: invstd, y: y)
-                }
-            }}}}}}
-        }
-        if let index = failure { throw .nonFiniteStatistics(index: index) }
+        try RowNormalization.forward(
+            input, mode: mode, columns: featureCount, centred: true, gamma: gamma, beta: beta,
+            epsilon: epsilon, backend: backend, output: &output, cache: &cache,
+            workspace: &workspace)
     }
 
     // MARK: Backward
@@ -121,34 +91,8 @@ public struct LayerNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
         _ outputGradient: Tensor<Scalar>, cache: Cache,
         into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try Validation.count("cache.gamma", cache.gamma.count, expected: featureCount)
-        try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
-        let rows = try Validation.matrixRows(cache.input, columns: featureCount)
-        try Validation.count("cache.mean", cache.mean.count, expected: rows)
-        try Validation.count("cache.inverseStandardDeviation",
-                             cache.inverseStandardDeviation.count, expected: rows)
-        let columns = featureCount, backend = self.backend
-        gradients.prepare(shape: cache.input.shape, parameterCount: columns)
-        let blockRows = CacheGeometry.blockRows(
-            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 4)
-        let onesCount = backend == .blas ? blockRows : 0
-        let scratch = backend == .blas
-            ? LayerNormKernels.backwardScratch(blockRows: blockRows, columns: columns) : 2 * rows
-        workspace.withRegions(ones: onesCount, scratch: scratch) { ones, scratch in
-            cache.withBackwardPointers(outputGradient, into: &gradients) { p in
-                switch backend {
-                case .blas:
-                    LayerNormKernels.backwardBLAS(
-                        dy: p.dy, x: p.x, rows: rows, columns: columns, blockRows: blockRows,
-                        mean: p.mean, invstd: p.invstd, gamma: p.gamma, dx: p.dx,
-                        dgamma: p.dgamma, dbeta: p.dbeta, ones: ones, scratch: scratch)
-                case .naive:
-                    LayerNormKernels.backwardNaive(
-                        dy: p.dy, x: p.x, rows: rows, columns: columns, mean: p.mean,
-                        invstd: p.invstd, gamma: p.gamma, dx: p.dx, dgamma: p.dgamma,
-                        dbeta: p.dbeta, scratch: scratch)
-                }
-            }
-        }
+        try RowNormalization.backward(
+            outputGradient, cache: cache, columns: featureCount, centred: true,
+            backend: backend, into: &gradients, workspace: &workspace)
     }
 }

@@ -1,0 +1,88 @@
+/// Root-mean-square normalization of an `(N, D)` input, as PyTorch's
+/// `nn.RMSNorm` (Zhang and Sennrich 2019): no mean subtraction,
+/// `y = gamma_j * x / sqrt(mean_j(x²) + epsilon)`.
+///
+/// `beta` exists for the protocol and stays zeros; its gradient is zeros, and
+/// a forward pass with a nonzero `beta` throws. The cache's `mean` is zeros and
+/// its `inverseStandardDeviation` is `1 / rms`.
+///
+/// ```swift
+/// var rms = try RMSNorm<Float>(featureCount: 8)
+/// let (y, cache) = try rms.forward(Tensor(randomNormal: [4, 8], seed: 3), mode: .training)
+/// ```
+///
+/// Backward: with `xhat = x / rms` and `dxhat = gamma ∘ dy`,
+/// `dx = (dxhat - xhat · mean_j(dxhat · xhat)) / rms`, `dgamma = Σ_i dy·xhat`.
+/// The BLAS backend takes the row sums of squares with `gemv(NoTrans, S_b, 1)`
+/// on row blocks that stay in L2 (``LayerNorm``'s machinery without centring).
+public struct RMSNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
+    /// The forward pass's saved input, per-sample `1/rms` and `gamma`.
+    public typealias Cache = NormCache<Scalar>
+
+    /// `D`, the number of features of a sample.
+    public let featureCount: Int
+    /// The scale, one per feature; starts at ones.
+    public var gamma: [Scalar]
+    /// Zeros, always (RMSNorm has no shift); a nonzero value makes forward throw.
+    public var beta: [Scalar]
+    /// Added to the mean square before the square root; finite and positive.
+    public var epsilon: Scalar
+    /// The implementation used.
+    public var backend: Backend
+
+    /// Creates an RMS-norm layer with `gamma` ones.
+    ///
+    /// - Throws: ``NormError/invalidFeatureCount(_:)``, ``NormError/invalidEpsilon(_:)``.
+    public init(featureCount: Int, epsilon: Scalar = 1e-5, backend: Backend = .blas) throws(NormError) {
+        try Validation.featureCount(featureCount)
+        try Validation.epsilon(epsilon)
+        self.featureCount = featureCount
+        self.gamma = Array(repeating: 1, count: featureCount)
+        self.beta = Array(repeating: 0, count: featureCount)
+        self.epsilon = epsilon
+        self.backend = backend
+    }
+
+    /// Normalizes each row by its root mean square; both modes compute the same.
+    ///
+    /// Writes into caller-owned `output`, `cache` and `workspace`, sized on first
+    /// use and reused afterwards; `forward(_:mode:)` calls this with fresh buffers.
+    /// A single feature is allowed (its mean square needs one value).
+    /// - Throws: ``NormError/invalidShape(expected:actual:)``,
+    ///   ``NormError/nonFiniteStatistics(index:)`` naming the sample,
+    ///   ``NormError/unsupportedParameter(name:expected:)`` for a nonzero `beta`.
+    @inlinable
+    public mutating func forward(
+        _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
+        cache: inout Cache, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try Validation.epsilon(epsilon)
+        try Validation.count("gamma", gamma.count, expected: featureCount)
+        try Validation.count("beta", beta.count, expected: featureCount)
+        guard beta.allSatisfy({ $0 == 0 }) else {
+            throw .unsupportedParameter(name: "beta", expected: "all zeros (RMSNorm has no shift)")
+        }
+        try RowNormalization.forward(
+            input, mode: mode, columns: featureCount, centred: false, gamma: gamma, beta: beta,
+            epsilon: epsilon, backend: backend, output: &output, cache: &cache,
+            workspace: &workspace)
+    }
+
+    /// The backward pass; `dbeta` is zeros.
+    ///
+    /// Writes into caller-owned `gradients` and `workspace`; `backward(_:cache:)`
+    /// calls this with fresh buffers. Row terms are `gemv(NoTrans, dy∘xhat, gamma)`,
+    /// `dgamma` is `gemv(Trans, dy∘xhat, 1)` over row blocks.
+    /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
+    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a cache
+    ///   from a layer of another size.
+    @inlinable
+    public func backward(
+        _ outputGradient: Tensor<Scalar>, cache: Cache,
+        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try RowNormalization.backward(
+            outputGradient, cache: cache, columns: featureCount, centred: false,
+            backend: backend, into: &gradients, workspace: &workspace)
+    }
+}

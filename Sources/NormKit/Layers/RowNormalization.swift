@@ -1,0 +1,91 @@
+/// The forward and backward passes shared by the layers whose statistics are
+/// per row of an `(N, D)` input (``LayerNorm``, ``RMSNorm``): row blocks that
+/// stay in L2, `gemv(NoTrans, X_b, 1)` for the row statistics, and the
+/// normalize pass while the block is there.
+@usableFromInline
+enum RowNormalization {
+    /// Validates the input and computes `y = (x - mean_i) · invstd_i · gamma_j + beta_j`
+    /// (`mean_i = 0` when not `centred`).
+    /// - Throws: ``NormError/invalidShape(expected:actual:)``,
+    ///   ``NormError/insufficientValues(valuesPerStatistic:)`` for `D < 2` when `centred`,
+    ///   ``NormError/nonFiniteStatistics(index:)`` naming the sample.
+    @inlinable
+    static func forward<Scalar: BLASScalar>(
+        _ input: Tensor<Scalar>, mode: Mode, columns: Int, centred: Bool, gamma: [Scalar],
+        beta: [Scalar], epsilon: Scalar, backend: Backend, output: inout Tensor<Scalar>,
+        cache: inout NormCache<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        let rows = try Validation.matrixRows(input, columns: columns)
+        // A mean and a variance need two values; a mean square (RMSNorm) needs one.
+        if centred { try Validation.valuesPerStatistic(columns) }
+        output.prepare(shape: input.shape)
+        cache.record(input: input, gamma: gamma, mode: mode, statisticCount: rows)
+        let blockRows = CacheGeometry.blockRows(
+            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
+        let onesCount = backend == .blas ? max(blockRows, columns) : 0
+        let scratch = backend == .blas
+            ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: columns) : 0
+        let failure: Int? = workspace.withRegions(ones: onesCount, scratch: scratch) { ones, scratch in
+            input.withUnsafeBufferPointer { xBuffer in
+            gamma.withUnsafeBufferPointer { gammaBuffer in
+            beta.withUnsafeBufferPointer { betaBuffer in
+            cache.storedMean.withUnsafeMutableBufferPointer { meanBuffer in
+            cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstdBuffer in
+            output.withUnsafeMutableBufferPointer { yBuffer in
+                let x = xBuffer.baseAddress!, y = yBuffer.baseAddress!
+                let g = gammaBuffer.baseAddress!, b = betaBuffer.baseAddress!
+                let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
+                switch backend {
+                case .blas:
+                    return LayerNormKernels.forwardBLAS(
+                        x: x, rows: rows, columns: columns, blockRows: blockRows, epsilon: epsilon,
+                        centred: centred, gamma: g, beta: b, mean: mean, invstd: invstd, y: y,
+                        ones: ones, scratch: scratch)
+                case .naive:
+                    return LayerNormKernels.forwardNaive(
+                        x: x, rows: rows, columns: columns, epsilon: epsilon, centred: centred,
+                        gamma: g, beta: b, mean: mean, invstd: invstd, y: y)
+                }
+            }}}}}}
+        }
+        if let index = failure { throw .nonFiniteStatistics(index: index) }
+    }
+
+    /// Validates the gradient and cache and computes the backward pass (see
+    /// ``LayerNormKernels/backwardBLAS``).
+    @inlinable
+    static func backward<Scalar: BLASScalar>(
+        _ outputGradient: Tensor<Scalar>, cache: NormCache<Scalar>, columns: Int, centred: Bool,
+        backend: Backend, into gradients: inout NormGradients<Scalar>,
+        workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try Validation.count("cache.gamma", cache.gamma.count, expected: columns)
+        try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
+        let rows = try Validation.matrixRows(cache.input, columns: columns)
+        try Validation.count("cache.mean", cache.mean.count, expected: rows)
+        try Validation.count("cache.inverseStandardDeviation",
+                             cache.inverseStandardDeviation.count, expected: rows)
+        gradients.prepare(shape: cache.input.shape, parameterCount: columns)
+        let blockRows = CacheGeometry.blockRows(
+            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 4)
+        let onesCount = backend == .blas ? blockRows : 0
+        let scratch = backend == .blas
+            ? LayerNormKernels.backwardScratch(blockRows: blockRows, columns: columns) : 2 * rows
+        workspace.withRegions(ones: onesCount, scratch: scratch) { ones, scratch in
+            cache.withBackwardPointers(outputGradient, into: &gradients) { p in
+                switch backend {
+                case .blas:
+                    LayerNormKernels.backwardBLAS(
+                        dy: p.dy, x: p.x, rows: rows, columns: columns, blockRows: blockRows,
+                        centred: centred, mean: p.mean, invstd: p.invstd, gamma: p.gamma, dx: p.dx,
+                        dgamma: p.dgamma, dbeta: p.dbeta, ones: ones, scratch: scratch)
+                case .naive:
+                    LayerNormKernels.backwardNaive(
+                        dy: p.dy, x: p.x, rows: rows, columns: columns, centred: centred,
+                        mean: p.mean, invstd: p.invstd, gamma: p.gamma, dx: p.dx, dgamma: p.dgamma,
+                        dbeta: p.dbeta, scratch: scratch)
+                }
+            }
+        }
+    }
+}
