@@ -1,0 +1,187 @@
+/// The kernels of group normalization over NCHW data. Each sample's `C`
+/// channels form `G` groups of `C/G` contiguous channels; group `(n, g)` is the
+/// contiguous row `n·G + g` of an `(N·G) x L` matrix, `L = (C/G)·H·W`, and its
+/// channels are `C/G` slabs of `H·W` inside that row.
+///
+/// Statistics are per row (``LayerNormKernels/rowStatisticsBLAS``:
+/// `gemv(NoTrans, X_b, 1_L)` on row blocks that stay in L2); the affine step
+/// and the parameter gradients are per channel, with per-slab sums
+/// `gemv(NoTrans, ·, 1_HW)` over the block's `(C/G)` slabs per row.
+@usableFromInline
+enum GroupNormKernels {
+    /// The shape of a group-norm problem.
+    @usableFromInline
+    struct Geometry: Sendable {
+        @usableFromInline let samples: Int
+        @usableFromInline let channels: Int
+        @usableFromInline let groups: Int
+        @usableFromInline let spatial: Int
+
+        @inlinable
+        init(samples: Int, channels: Int, groups: Int, spatial: Int) {
+            self.samples = samples
+            self.channels = channels
+            self.groups = groups
+            self.spatial = spatial
+        }
+
+        /// Channels per group.
+        @inlinable var channelsPerGroup: Int { channels / groups }
+        /// Rows of the `(N·G) x L` view.
+        @inlinable var rows: Int { samples * groups }
+        /// `L = (C/G)·H·W`, the values per statistic.
+        @inlinable var rowLength: Int { channelsPerGroup * spatial }
+    }
+
+    // MARK: Forward
+
+    /// Statistics per row and `y = (x - mean_r)·invstd_r·gamma_c + beta_c`, by row
+    /// blocks (BLAS) or two textbook passes (naive).
+    ///
+    /// - Parameters:
+    ///   - ones: at least `L` ones (BLAS).
+    ///   - scratch: ``LayerNormKernels/forwardScratch(blockRows:columns:)`` with
+    ///     `columns = L` (BLAS).
+    /// - Returns: the first row `n·G + g` whose statistics are not finite, or `nil`.
+    @inlinable
+    static func forward<Scalar: BLASScalar>(
+        x: UnsafePointer<Scalar>, geometry g: Geometry, blockRows: Int, epsilon: Scalar,
+        backend: Backend, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
+        mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
+        y: UnsafeMutablePointer<Scalar>,
+        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+    ) -> Int? {
+        let length = g.rowLength
+        switch backend {
+        case .blas:
+            var start = 0
+            while start < g.rows {
+                let b = min(blockRows, g.rows - start)
+                if let bad = LayerNormKernels.rowStatisticsBLAS(
+                    x: x + start * length, rows: b, columns: length, epsilon: epsilon,
+                    centred: true, mean: mean + start, invstd: invstd + start,
+                    ones: ones, scratch: scratch) {
+                    return start + bad
+                }
+                affine(x: x, geometry: g, rows: start..<(start + b), mean: mean, invstd: invstd,
+                       gamma: gamma, beta: beta, y: y)
+                start += b
+            }
+            return nil
+        case .naive:
+            if let bad = LayerNormKernels.rowStatisticsNaive(
+                x: x, rows: g.rows, columns: length, epsilon: epsilon, centred: true,
+                mean: mean, invstd: invstd) {
+                return bad
+            }
+            affine(x: x, geometry: g, rows: 0..<g.rows, mean: mean, invstd: invstd,
+                   gamma: gamma, beta: beta, y: y)
+            return nil
+        }
+    }
+
+    /// `y = (x - mean_r) · invstd_r · gamma_c + beta_c` for the rows in `rows`.
+    @inlinable
+    static func affine<Scalar: BLASScalar>(
+        x: UnsafePointer<Scalar>, geometry g: Geometry, rows: Range<Int>,
+        mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
+        gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>, y: UnsafeMutablePointer<Scalar>
+    ) {
+        let perGroup = g.channelsPerGroup, hw = g.spatial
+        for r in rows {
+            let firstChannel = (r % g.groups) * perGroup
+            let m = mean[r], s = invstd[r]
+            for k in 0..<perGroup {
+                let c = firstChannel + k, offset = (r * perGroup + k) * hw
+                let a = s * gamma[c], shift = beta[c]
+                let row = x + offset, out = y + offset
+                for t in 0..<hw { out[t] = (row[t] - m) * a + shift }
+            }
+        }
+    }
+
+    // MARK: Backward
+
+    /// Scratch ``backward`` needs: the block's `P = dy ∘ xhat`, two per-slab sums
+    /// and two per-row terms.
+    @inlinable
+    static func backwardScratch(geometry g: Geometry, blockRows: Int) -> Int {
+        blockRows * g.rowLength + 2 * blockRows * g.channelsPerGroup + 2 * blockRows
+    }
+
+    /// With `xhat = (x - mean_r)·invstd_r` and `dxhat = gamma_c·dy`, per row:
+    /// `dx = invstd_r · (dxhat - mean_L(dxhat) - xhat · mean_L(dxhat·xhat))`;
+    /// `dgamma_c = Σ dy·xhat`, `dbeta_c = Σ dy` over samples and space.
+    ///
+    /// Per block of rows: the per-slab sums `s1 = gemv(NoTrans, dY_b, 1_HW)` and
+    /// `s2 = gemv(NoTrans, P_b, 1_HW)` (loops on the naive backend); `dbeta_c += s1`,
+    /// `dgamma_c += s2`, and the row terms `Σ_c gamma_c·s1 / L`, `Σ_c gamma_c·s2 / L`;
+    /// then `dx` while the block is in L2.
+    @inlinable
+    static func backward<Scalar: BLASScalar>(
+        _ p: BackwardPointers<Scalar>, geometry g: Geometry, blockRows: Int, backend: Backend,
+        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+    ) {
+        let perGroup = g.channelsPerGroup, hw = g.spatial, length = g.rowLength
+        let block = scratch
+        let slabDy = scratch + blockRows * length, slabP = slabDy + blockRows * perGroup
+        let rowDxhat = slabP + blockRows * perGroup, rowDxhatXhat = rowDxhat + blockRows
+        let inverseLength = 1 / Scalar(length)
+        p.dgamma.update(repeating: 0, count: g.channels)
+        p.dbeta.update(repeating: 0, count: g.channels)
+        var start = 0
+        while start < g.rows {
+            let b = min(blockRows, g.rows - start), slabs = b * perGroup
+            let offset = start * length
+            let dyb = p.dy + offset, xb = p.x + offset
+            for r in 0..<b {
+                let m = p.mean[start + r], s = p.invstd[start + r]
+                let dyRow = dyb + r * length, xRow = xb + r * length, out = block + r * length
+                for j in 0..<length { out[j] = dyRow[j] * ((xRow[j] - m) * s) }
+            }
+            switch backend {
+            case .blas:
+                Scalar.gemvRows(rows: slabs, columns: hw, a: dyb, x: ones, beta: 0, y: slabDy)
+                Scalar.gemvRows(rows: slabs, columns: hw, a: block, x: ones, beta: 0, y: slabP)
+            case .naive:
+                for slab in 0..<slabs {
+                    var sumDy: Scalar = 0, sumP: Scalar = 0
+                    for t in 0..<hw {
+                        sumDy += dyb[slab * hw + t]
+                        sumP += block[slab * hw + t]
+                    }
+                    slabDy[slab] = sumDy
+                    slabP[slab] = sumP
+                }
+            }
+            for r in 0..<b {
+                let firstChannel = ((start + r) % g.groups) * perGroup
+                var a: Scalar = 0, c: Scalar = 0
+                for k in 0..<perGroup {
+                    let channel = firstChannel + k, slab = r * perGroup + k
+                    p.dbeta[channel] += slabDy[slab]
+                    p.dgamma[channel] += slabP[slab]
+                    a += p.gamma[channel] * slabDy[slab]
+                    c += p.gamma[channel] * slabP[slab]
+                }
+                rowDxhat[r] = a * inverseLength
+                rowDxhatXhat[r] = c * inverseLength
+            }
+            for r in 0..<b {
+                let firstChannel = ((start + r) % g.groups) * perGroup
+                let m = p.mean[start + r], s = p.invstd[start + r]
+                let a = rowDxhat[r], c = rowDxhatXhat[r]
+                for k in 0..<perGroup {
+                    let gammaC = p.gamma[firstChannel + k]
+                    let slabOffset = offset + (r * perGroup + k) * hw
+                    let dyS = p.dy + slabOffset, xS = p.x + slabOffset, out = p.dx + slabOffset
+                    for t in 0..<hw {
+                        let xhat = (xS[t] - m) * s
+                        out[t] = s * (gammaC * dyS[t] - a - xhat * c)
+                    }
+                }
+            }
+            start += b
+        }
+    }
+}

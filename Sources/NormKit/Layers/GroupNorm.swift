@@ -1,0 +1,175 @@
+/// Group normalization of `(N, C, H, W)` images (Wu and He 2018; cs231n's
+/// `spatial_groupnorm_forward`): each sample's `C` channels are split into `G`
+/// contiguous groups of `C/G` channels, and each group is normalized over its
+/// `(C/G)·H·W` values; `gamma` and `beta` are per channel.
+///
+/// `xhat = (x - mean_{n,g}) / sqrt(var_{n,g} + epsilon)` (biased variance),
+/// `y = gamma_c * xhat + beta_c`. No running statistics; both modes compute the
+/// same thing, so both need at least two values per group.
+///
+/// ```swift
+/// var gn = try GroupNorm<Float>(channelCount: 6, groupCount: 2)
+/// let (y, cache) = try gn.forward(Tensor(randomNormal: [2, 6, 4, 5], seed: 1), mode: .training)
+/// ```
+///
+/// The BLAS backend views the input as an `(N·G) x ((C/G)·H·W)` matrix and takes
+/// its row sums with `gemv(NoTrans)` on row blocks that stay in L2.
+public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
+    /// The forward pass's saved input, per-(sample, group) statistics (`N·G` of
+    /// them, sample-major) and `gamma`.
+    public typealias Cache = NormCache<Scalar>
+
+    /// `C`, the number of channels.
+    public let channelCount: Int
+    /// `G`, the number of groups; it divides `C`.
+    public let groupCount: Int
+    /// The scale, one per channel; starts at ones.
+    public var gamma: [Scalar]
+    /// The shift, one per channel; starts at zeros.
+    public var beta: [Scalar]
+    /// Added to the variance before the square root; finite and positive.
+    public var epsilon: Scalar
+    /// The implementation used.
+    public var backend: Backend
+
+    /// Creates a group-norm layer with `gamma` ones and `beta` zeros.
+    ///
+    /// - Throws: ``NormError/invalidFeatureCount(_:)``,
+    ///   ``NormError/invalidGroupCount(groupCount:channelCount:)`` when `G` is not
+    ///   positive or does not divide `C`, ``NormError/invalidEpsilon(_:)``.
+    public init(channelCount: Int, groupCount: Int, epsilon: Scalar = 1e-5,
+                backend: Backend = .blas) throws(NormError) {
+        try Validation.featureCount(channelCount)
+        guard groupCount > 0, channelCount % groupCount == 0 else {
+            throw .invalidGroupCount(groupCount: groupCount, channelCount: channelCount)
+        }
+        try Validation.epsilon(epsilon)
+        self.channelCount = channelCount
+        self.groupCount = groupCount
+        self.gamma = Array(repeating: 1, count: channelCount)
+        self.beta = Array(repeating: 0, count: channelCount)
+        self.epsilon = epsilon
+        self.backend = backend
+    }
+
+    /// Normalizes each (sample, group).
+    ///
+    /// Writes into caller-owned `output`, `cache` and `workspace`, sized on first
+    /// use and reused afterwards; `forward(_:mode:)` calls this with fresh buffers.
+    /// - Throws: ``NormError/invalidShape(expected:actual:)`` for a rank other than 4
+    ///   or another channel count; ``NormError/insufficientValues(valuesPerStatistic:)``
+    ///   when `(C/G)·H·W < 2`; ``NormError/nonFiniteStatistics(index:)`` naming the
+    ///   row `n·G + g`; the hyperparameter errors.
+    /// - Complexity: O(N·C·H·W).
+    @inlinable
+    public mutating func forward(
+        _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
+        cache: inout Cache, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try GroupStatistics.forward(
+            input, mode: mode, channels: channelCount, groups: groupCount, gamma: gamma,
+            beta: beta, epsilon: epsilon, backend: backend, output: &output, cache: &cache,
+            workspace: &workspace)
+    }
+
+    /// The backward pass (cs231n's `spatial_groupnorm_backward`).
+    ///
+    /// Writes into caller-owned `gradients` and `workspace`; `backward(_:cache:)`
+    /// calls this with fresh buffers. See ``GroupNormKernels/backward``.
+    /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
+    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a cache
+    ///   from a layer of another size.
+    @inlinable
+    public func backward(
+        _ outputGradient: Tensor<Scalar>, cache: Cache,
+        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try GroupStatistics.backward(
+            outputGradient, cache: cache, channels: channelCount, groups: groupCount,
+            backend: backend, into: &gradients, workspace: &workspace)
+    }
+}
+
+/// The passes shared by ``GroupNorm`` and ``InstanceNorm`` (one channel per group).
+@usableFromInline
+enum GroupStatistics {
+    /// Validates an `(N, C, H, W)` input and returns its geometry.
+    @inlinable
+    static func geometry<Scalar: BLASScalar>(
+        _ input: Tensor<Scalar>, channels: Int, groups: Int
+    ) throws(NormError) -> GroupNormKernels.Geometry {
+        let s = try Validation.imageShape(input, channels: channels, channelAxis: 1,
+                                          description: "(N, \(channels), H, W)")
+        return GroupNormKernels.Geometry(samples: s[0], channels: channels, groups: groups,
+                                         spatial: s[2] * s[3])
+    }
+
+    /// The forward pass over `(N, C, H, W)` input.
+    @inlinable
+    static func forward<Scalar: BLASScalar>(
+        _ input: Tensor<Scalar>, mode: Mode, channels: Int, groups: Int,
+        gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
+        output: inout Tensor<Scalar>, cache: inout NormCache<Scalar>,
+        workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try Validation.epsilon(epsilon)
+        try Validation.count("gamma", gamma.count, expected: channels)
+        try Validation.count("beta", beta.count, expected: channels)
+        let g = try geometry(input, channels: channels, groups: groups)
+        try Validation.valuesPerStatistic(g.rowLength)
+        output.prepare(shape: input.shape)
+        cache.record(input: input, gamma: gamma, mode: mode, statisticCount: g.rows)
+        let blockRows = backend == .blas
+            ? CacheGeometry.blockRows(rows: g.rows, columns: g.rowLength,
+                                      bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
+            : g.rows
+        let onesCount = backend == .blas ? g.rowLength : 0
+        let scratch = backend == .blas
+            ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: g.rowLength) : 0
+        let failure: Int? = workspace.withRegions(ones: onesCount, scratch: scratch) { ones, scratch in
+            input.withUnsafeBufferPointer { x in
+            gamma.withUnsafeBufferPointer { gammaBuffer in
+            beta.withUnsafeBufferPointer { betaBuffer in
+            cache.storedMean.withUnsafeMutableBufferPointer { mean in
+            cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
+            output.withUnsafeMutableBufferPointer { y in
+                GroupNormKernels.forward(
+                    x: x.baseAddress!, geometry: g, blockRows: blockRows, epsilon: epsilon,
+                    backend: backend, gamma: gammaBuffer.baseAddress!, beta: betaBuffer.baseAddress!,
+                    mean: mean.baseAddress!, invstd: invstd.baseAddress!, y: y.baseAddress!,
+                    ones: ones, scratch: scratch)
+            }}}}}}
+        }
+        if let index = failure { throw .nonFiniteStatistics(index: index) }
+    }
+
+    /// The backward pass over a validated cache.
+    @inlinable
+    static func backward<Scalar: BLASScalar>(
+        _ outputGradient: Tensor<Scalar>, cache: NormCache<Scalar>, channels: Int, groups: Int,
+        backend: Backend, into gradients: inout NormGradients<Scalar>,
+        workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try Validation.count("cache.gamma", cache.gamma.count, expected: channels)
+        try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
+        let g = try geometry(cache.input, channels: channels, groups: groups)
+        try Validation.count("cache.mean", cache.mean.count, expected: g.rows)
+        try Validation.count("cache.inverseStandardDeviation",
+                             cache.inverseStandardDeviation.count, expected: g.rows)
+        gradients.prepare(shape: cache.input.shape, parameterCount: channels)
+        let blockRows = backend == .blas
+            ? CacheGeometry.blockRows(rows: g.rows, columns: g.rowLength,
+                                      bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 4)
+            : g.rows
+        let onesCount = backend == .blas ? g.spatial : 0
+        workspace.withRegions(
+            ones: onesCount,
+            scratch: GroupNormKernels.backwardScratch(geometry: g, blockRows: blockRows)
+        ) { ones, scratch in
+            cache.withBackwardPointers(outputGradient, into: &gradients) { p in
+                GroupNormKernels.backward(p, geometry: g, blockRows: blockRows, backend: backend,
+                                          ones: ones, scratch: scratch)
+            }
+        }
+    }
+}

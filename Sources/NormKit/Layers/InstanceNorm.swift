@@ -1,0 +1,69 @@
+/// Instance normalization of `(N, C, H, W)` images (Ulyanov et al. 2016): each
+/// channel of each sample is normalized over its own `H·W` values; `gamma` and
+/// `beta` are per channel. It is ``GroupNorm`` with one channel per group, as
+/// its own type.
+///
+/// ```swift
+/// var instance = try InstanceNorm<Double>(channelCount: 3)
+/// let (y, _) = try instance.forward(Tensor(randomNormal: [2, 3, 4, 4], seed: 5), mode: .training)
+/// ```
+///
+/// No running statistics (PyTorch's `track_running_stats=False`); both modes
+/// compute the same thing and need `H·W >= 2`.
+public struct InstanceNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
+    /// The forward pass's saved input, per-(sample, channel) statistics and `gamma`.
+    public typealias Cache = NormCache<Scalar>
+
+    /// `C`, the number of channels.
+    public let channelCount: Int
+    /// The scale, one per channel; starts at ones.
+    public var gamma: [Scalar]
+    /// The shift, one per channel; starts at zeros.
+    public var beta: [Scalar]
+    /// Added to the variance before the square root; finite and positive.
+    public var epsilon: Scalar
+    /// The implementation used.
+    public var backend: Backend
+
+    /// Creates an instance-norm layer with `gamma` ones and `beta` zeros.
+    ///
+    /// - Throws: ``NormError/invalidFeatureCount(_:)``, ``NormError/invalidEpsilon(_:)``.
+    public init(channelCount: Int, epsilon: Scalar = 1e-5, backend: Backend = .blas) throws(NormError) {
+        try Validation.featureCount(channelCount)
+        try Validation.epsilon(epsilon)
+        self.channelCount = channelCount
+        self.gamma = Array(repeating: 1, count: channelCount)
+        self.beta = Array(repeating: 0, count: channelCount)
+        self.epsilon = epsilon
+        self.backend = backend
+    }
+
+    /// Normalizes each (sample, channel) slab; the errors are ``GroupNorm``'s.
+    ///
+    /// Writes into caller-owned `output`, `cache` and `workspace`, sized on first
+    /// use and reused afterwards; `forward(_:mode:)` calls this with fresh buffers.
+    @inlinable
+    public mutating func forward(
+        _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
+        cache: inout Cache, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try GroupStatistics.forward(
+            input, mode: mode, channels: channelCount, groups: channelCount, gamma: gamma,
+            beta: beta, epsilon: epsilon, backend: backend, output: &output, cache: &cache,
+            workspace: &workspace)
+    }
+
+    /// The backward pass, ``GroupNorm``'s with one channel per group.
+    ///
+    /// Writes into caller-owned `gradients` and `workspace`; `backward(_:cache:)`
+    /// calls this with fresh buffers.
+    @inlinable
+    public func backward(
+        _ outputGradient: Tensor<Scalar>, cache: Cache,
+        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try GroupStatistics.backward(
+            outputGradient, cache: cache, channels: channelCount, groups: channelCount,
+            backend: backend, into: &gradients, workspace: &workspace)
+    }
+}
