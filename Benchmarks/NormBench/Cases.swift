@@ -10,49 +10,83 @@ struct Case {
     var run: () throws -> Void
 }
 
-/// The passes of every (N, D) layer at one shape, for one dtype and backend.
-/// Every closure calls the allocation-free entry point on preallocated buffers.
-func matrixCases<S: BLASScalar>(
-    _: S.Type, rows: Int, columns: Int, backend: Backend, ops: Set<String>
+/// The layers normbench knows, by the name `--ops` takes.
+let matrixOps = ["batchnorm", "layernorm", "rmsnorm"]
+let imageOps = ["spatialbatchnorm", "groupnorm", "instancenorm"]
+
+/// The forward and backward passes of `layer` over preallocated buffers, through
+/// the allocation-free entry points. Layers with running statistics get a
+/// training and an inference forward; the others one forward.
+func passes<L: BufferedNormalizationLayer>(
+    _ op: String, _ layer: L, x: Tensor<L.Scalar>, dy: Tensor<L.Scalar>,
+    runningStatistics: Bool
+) throws -> (cases: [Case], trainedCache: NormCache<L.Scalar>) {
+    var layer = layer
+    var output = Tensor<L.Scalar>(zeros: [0]), cache = NormCache<L.Scalar>()
+    var inferenceCache = NormCache<L.Scalar>(), workspace = Workspace<L.Scalar>()
+    var gradients = NormGradients<L.Scalar>()
+    try layer.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
+    let trained = cache
+    var cases: [Case] = []
+    cases.append(Case(op: op, pass: runningStatistics ? "forward-training" : "forward",
+                      bytesPerFloatElement: runningStatistics ? 12 : 8) {
+        try layer.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
+    })
+    if runningStatistics {
+        cases.append(Case(op: op, pass: "forward-inference", bytesPerFloatElement: 8) {
+            try layer.forward(x, mode: .inference, into: &output, cache: &inferenceCache,
+                              workspace: &workspace)
+        })
+    }
+    cases.append(Case(op: op, pass: "backward", bytesPerFloatElement: runningStatistics ? 20 : 12) {
+        try layer.backward(dy, cache: trained, into: &gradients, workspace: &workspace)
+    })
+    return (cases, trained)
+}
+
+/// Every requested layer's passes at one shape, for one dtype and backend.
+func cases<S: BLASScalar>(
+    _: S.Type, shape: [Int], backend: Backend, ops: Set<String>
 ) throws -> [Case] {
-    let shape = [rows, columns]
     let x = Tensor<S>(randomNormal: shape, mean: 12, standardDeviation: 5, seed: 1)
     let dy = Tensor<S>(randomNormal: shape, seed: 2)
-    var cases: [Case] = []
-
-    if ops.contains("batchnorm") {
-        var bn = try BatchNorm<S>(featureCount: columns, backend: backend)
-        var output = Tensor<S>(zeros: [0]), cache = NormCache<S>(), workspace = Workspace<S>()
-        var inferenceCache = NormCache<S>()
-        var gradients = NormGradients<S>()
-        try bn.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
-        let trained = cache
-        cases.append(Case(op: "batchnorm", pass: "forward-training", bytesPerFloatElement: 12) {
-            try bn.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
-        })
-        cases.append(Case(op: "batchnorm", pass: "forward-inference", bytesPerFloatElement: 8) {
-            try bn.forward(x, mode: .inference, into: &output, cache: &inferenceCache,
-                           workspace: &workspace)
-        })
-        cases.append(Case(op: "batchnorm", pass: "backward", bytesPerFloatElement: 20) {
-            try bn.backward(dy, cache: trained, into: &gradients, workspace: &workspace)
-        })
-        cases.append(Case(op: "batchnorm", pass: "backward-graph", bytesPerFloatElement: 20) {
-            try bn.backwardThroughGraph(dy, cache: trained, into: &gradients, workspace: &workspace)
-        })
+    var all: [Case] = []
+    if shape.count == 2 {
+        let features = shape[1]
+        if ops.contains("batchnorm") {
+            let bn = try BatchNorm<S>(featureCount: features, backend: backend)
+            let (found, trained) = try passes("batchnorm", bn, x: x, dy: dy, runningStatistics: true)
+            var gradients = NormGradients<S>(), workspace = Workspace<S>()
+            all += found
+            all.append(Case(op: "batchnorm", pass: "backward-graph", bytesPerFloatElement: 20) {
+                try bn.backwardThroughGraph(dy, cache: trained, into: &gradients, workspace: &workspace)
+            })
+        }
+        if ops.contains("layernorm") {
+            all += try passes("layernorm", LayerNorm<S>(featureCount: features, backend: backend),
+                              x: x, dy: dy, runningStatistics: false).cases
+        }
+        if ops.contains("rmsnorm") {
+            all += try passes("rmsnorm", RMSNorm<S>(featureCount: features, backend: backend),
+                              x: x, dy: dy, runningStatistics: false).cases
+        }
+    } else {
+        let channels = shape[1]
+        if ops.contains("spatialbatchnorm") {
+            all += try passes("spatialbatchnorm",
+                              SpatialBatchNorm<S>(channelCount: channels, backend: backend),
+                              x: x, dy: dy, runningStatistics: true).cases
+        }
+        if ops.contains("groupnorm") {
+            let groups = channels % 32 == 0 ? 32 : 1
+            all += try passes("groupnorm",
+                              GroupNorm<S>(channelCount: channels, groupCount: groups, backend: backend),
+                              x: x, dy: dy, runningStatistics: false).cases
+        }
+        if ops.contains("instancenorm") {
+            all += try passes("instancenorm", InstanceNorm<S>(channelCount: channels, backend: backend),
+                              x: x, dy: dy, runningStatistics: false).cases
+        }
     }
-    if ops.contains("layernorm") {
-        var ln = try LayerNorm<S>(featureCount: columns, backend: backend)
-        var output = Tensor<S>(zeros: [0]), cache = NormCache<S>(), workspace = Workspace<S>()
-        var gradients = NormGradients<S>()
-        try ln.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
-        let trained = cache
-        cases.append(Case(op: "layernorm", pass: "forward", bytesPerFloatElement: 8) {
-            try ln.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
-        })
-        cases.append(Case(op: "layernorm", pass: "backward", bytesPerFloatElement: 12) {
-            try ln.backward(dy, cache: trained, into: &gradients, workspace: &workspace)
-        })
-    }
-    return cases
+    return all
 }

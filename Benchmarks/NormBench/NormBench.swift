@@ -32,11 +32,11 @@ struct NormBench: ParsableCommand {
         commandName: "normbench",
         abstract: "Times NormKit's BLAS paths against naive loops and the in-run memory bandwidth.")
 
-    @Option(help: "Comma-separated layers: batchnorm, layernorm.")
-    var ops = "batchnorm,layernorm"
+    @Option(help: "Comma-separated layers: batchnorm, layernorm, rmsnorm (on (N, D) shapes); spatialbatchnorm, groupnorm (G = 32), instancenorm (on (N, C, H, W) shapes).")
+    var ops = "batchnorm,layernorm,rmsnorm,spatialbatchnorm,groupnorm,instancenorm"
 
-    @Option(help: "Comma-separated (N, D) shapes, e.g. 64x1024,4096x1024.")
-    var shapes = "64x1024,4096x1024,32768x1024"
+    @Option(help: "Comma-separated shapes, (N, D) or (N, C, H, W), e.g. 64x1024,8x256x56x56.")
+    var shapes = "64x1024,4096x1024,32768x1024,32x64x32x32,8x256x56x56"
 
     @Option(help: "Comma-separated dtypes: float, double.")
     var dtypes = "float,double"
@@ -61,13 +61,16 @@ struct NormBench: ParsableCommand {
 
     mutating func run() throws {
         if quick {
-            shapes = "64x256,512x128"
+            shapes = "64x256,512x128,4x32x8x8"
             repetitions = 3
             minTime = 0.01
         }
         BLASRuntime.threadCount = blasThreads
         let machine = MachineInfo.current(libraryThreads: 1)
         let opSet = Set(list(ops))
+        for op in opSet where !(matrixOps + imageOps).contains(op) {
+            throw ValidationError("unknown op '\(op)' (\((matrixOps + imageOps).joined(separator: ", ")))")
+        }
         let parsedShapes = try list(shapes).map(parseShape)
         let backendList = try list(backends).map(parseBackend)
 
@@ -109,20 +112,20 @@ struct NormBench: ParsableCommand {
         _: S.Type, dtype: String, shape: [Int], ops: Set<String>, backends: [Backend],
         machine: MachineInfo
     ) throws -> [Record] {
+        var byBackend: [Backend: [Case]] = [:]
+        for backend in backends {
+            byBackend[backend] = try cases(S.self, shape: shape, backend: backend, ops: ops)
+        }
+        let caseCount = byBackend.values.first?.count ?? 0
+        guard caseCount > 0 else { return [] }   // no requested layer takes this rank
         let elements = shape.reduce(1, *)
         let bandwidth = triadBandwidth(S.self, count: elements, repetitions: repetitions, minTime: minTime)
         let shapeText = shape.map(String.init).joined(separator: "x")
         print("\n\(dtype) \(shapeText): triad bandwidth \(format(bandwidth, 1)) GB/s")
-        print(pad("op", 10) + pad("pass", 19) + pad("backend", 8) + padLeft("median ms", 11)
+        print(pad("op", 17) + pad("pass", 19) + pad("backend", 8) + padLeft("median ms", 11)
               + padLeft("min ms", 10) + padLeft("max ms", 10) + padLeft("GB/s", 8)
               + padLeft("% triad", 9) + padLeft("blas/naive", 12))
-        var byBackend: [Backend: [Case]] = [:]
-        for backend in backends {
-            byBackend[backend] = try matrixCases(S.self, rows: shape[0], columns: shape[1],
-                                                 backend: backend, ops: ops)
-        }
         var records: [Record] = []
-        let caseCount = byBackend.values.first?.count ?? 0
         for index in 0..<caseCount {
             var medians: [Backend: Double] = [:]
             var rows: [(Backend, Case, Timing)] = []
@@ -143,7 +146,7 @@ struct NormBench: ParsableCommand {
                     threads: machine.libraryThreads, medianSeconds: timing.median,
                     minSeconds: timing.min, maxSeconds: timing.max, bytesPerElement: bytes,
                     gbps: gbps, bandwidthGBps: bandwidth, speedupVsNaive: speedup))
-                print(pad(item.op, 10) + pad(item.pass, 19) + pad("\(backend)", 8)
+                print(pad(item.op, 17) + pad(item.pass, 19) + pad("\(backend)", 8)
                       + padLeft(format(timing.median * 1e3, 3), 11)
                       + padLeft(format(timing.min * 1e3, 3), 10)
                       + padLeft(format(timing.max * 1e3, 3), 10)
@@ -164,8 +167,8 @@ func list(_ text: String) -> [String] {
 
 func parseShape(_ text: String) throws -> [Int] {
     let parts = text.split(separator: "x").compactMap { Int($0) }
-    guard parts.count == 2, parts.allSatisfy({ $0 > 0 }) else {
-        throw ValidationError("shape '\(text)' is not NxD with positive N and D")
+    guard parts.count == 2 || parts.count == 4, parts.allSatisfy({ $0 > 0 }) else {
+        throw ValidationError("shape '\(text)' is not NxD or NxCxHxW with positive sizes")
     }
     return parts
 }
