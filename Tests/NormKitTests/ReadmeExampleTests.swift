@@ -29,3 +29,25 @@ func readmeExample() throws {
     #expect(grads.input.shape == [64, 128] && grads.gamma.count == 128)
     #expect(yTest.shape == y.shape && z.shape == x.shape && lnGrads.beta.count == 128)
 }
+
+@Test("the README's one-line layer examples compile and run on their inputs")
+func readmeLayerTable() throws {
+    let matrix = Tensor<Float>(randomNormal: [8, 128], seed: 1)
+    let images = Tensor<Float>(randomNormal: [2, 64, 4, 4], seed: 2)
+    var bn = try BatchNorm<Float>(featureCount: 128)
+    var ln = try LayerNorm<Float>(featureCount: 128)
+    var rms = try RMSNorm<Float>(featureCount: 128)
+    var sbn = try SpatialBatchNorm<Float>(channelCount: 64)
+    var gn = try GroupNorm<Float>(channelCount: 64, groupCount: 32)
+    var instance = try InstanceNorm<Float>(channelCount: 64)
+    for output in [try bn.forward(matrix, mode: .training).output,
+                   try ln.forward(matrix, mode: .training).output,
+                   try rms.forward(matrix, mode: .training).output] {
+        #expect(output.shape == [8, 128])
+    }
+    for output in [try sbn.forward(images, mode: .training).output,
+                   try gn.forward(images, mode: .training).output,
+                   try instance.forward(images, mode: .training).output] {
+        #expect(output.shape == [2, 64, 4, 4])
+    }
+}
