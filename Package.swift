@@ -42,9 +42,13 @@ let package = Package(
         ),
 
         // MARK: Tests
+        .target(
+            name: "MallocCounter",
+            path: "Tests/MallocCounter"
+        ),
         .testTarget(
             name: "NormKitTests",
-            dependencies: ["NormKit"]
+            dependencies: ["NormKit", "MallocCounter"]
         ),
     ]
 )

@@ -1,0 +1,83 @@
+import MallocCounter
+import NormKit
+import Testing
+
+/// Whether this test binary was optimized. The allocation-free guarantee is for
+/// optimized builds: an unoptimized (debug) build of NormKit heap-allocates
+/// closure contexts and generic metadata on the way (two allocations per call
+/// were counted), as unoptimized Swift does. `make test` builds with `-c release`.
+#if DEBUG
+let optimizedBuild = false
+#else
+let optimizedBuild = true
+#endif
+
+/// The allocation-free entry points allocate nothing per call once their
+/// buffers are sized: counted with a malloc/calloc/realloc interposer
+/// (Tests/MallocCounter) on the calling thread.
+@Suite("Allocation-free entry points",
+       .enabled(if: optimizedBuild, "allocation freedom is a property of optimized builds; run make test"))
+struct AllocationTests {
+    /// Runs `body` once to size the buffers, then counts the allocations of ten
+    /// more calls.
+    func allocations(_ body: () throws -> Void) rethrows -> Int {
+        try body()
+        let before = normkit_thread_allocation_count()
+        for _ in 0..<10 { try body() }
+        return normkit_thread_allocation_count() - before
+    }
+
+    func check<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int]) throws {
+        var layer = layer
+        let x = Tensor<L.Scalar>(randomNormal: shape, mean: 3, standardDeviation: 2, seed: 1)
+        let dy = Tensor<L.Scalar>(randomNormal: shape, seed: 2)
+        var output = Tensor<L.Scalar>(zeros: [0]), cache = NormCache<L.Scalar>()
+        var workspace = Workspace<L.Scalar>(), gradients = NormGradients<L.Scalar>()
+        let forward = try allocations {
+            try layer.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
+        }
+        let inference = try allocations {
+            try layer.forward(x, mode: .inference, into: &output, cache: &cache, workspace: &workspace)
+        }
+        let backward = try allocations {
+            try layer.backward(dy, cache: cache, into: &gradients, workspace: &workspace)
+        }
+        #expect(forward == 0, "\(L.self) forward allocated \(forward) times in 10 calls")
+        #expect(inference == 0, "\(L.self) inference allocated \(inference) times in 10 calls")
+        #expect(backward == 0, "\(L.self) backward allocated \(backward) times in 10 calls")
+    }
+
+    @Test("the counter counts: the value API allocates")
+    func counterWorks() throws {
+        var bn = try BatchNorm<Float>(featureCount: 16)
+        let x = Tensor<Float>(randomNormal: [8, 16], seed: 1)
+        let count = try allocations { _ = try bn.forward(x, mode: .training) }
+        #expect(count >= 10)
+    }
+
+    @Test("every layer's buffered forward and backward allocate nothing", arguments: [Backend.blas, .naive])
+    func noAllocation(backend: Backend) throws {
+        try check(BatchNorm<Float>(featureCount: 33, backend: backend), shape: [70, 33])
+        try check(BatchNorm<Double>(featureCount: 33, backend: backend), shape: [70, 33])
+        try check(LayerNorm<Float>(featureCount: 33, backend: backend), shape: [70, 33])
+        try check(RMSNorm<Double>(featureCount: 33, backend: backend), shape: [70, 33])
+        try check(SpatialBatchNorm<Float>(channelCount: 6, backend: backend), shape: [3, 6, 5, 7])
+        try check(SpatialBatchNorm<Float>(channelCount: 6, layout: .nhwc, backend: backend),
+                  shape: [3, 5, 7, 6])
+        try check(GroupNorm<Double>(channelCount: 6, groupCount: 3, backend: backend), shape: [3, 6, 5, 7])
+        try check(InstanceNorm<Float>(channelCount: 6, backend: backend), shape: [3, 6, 5, 7])
+    }
+
+    @Test("BatchNorm's staged backward allocates nothing either")
+    func graphBackward() throws {
+        var bn = try BatchNorm<Double>(featureCount: 9)
+        let x = Tensor<Double>(randomNormal: [40, 9], seed: 3)
+        var output = Tensor<Double>(zeros: [0]), cache = NormCache<Double>()
+        var workspace = Workspace<Double>(), gradients = NormGradients<Double>()
+        try bn.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
+        let count = try allocations {
+            try bn.backwardThroughGraph(x, cache: cache, into: &gradients, workspace: &workspace)
+        }
+        #expect(count == 0)
+    }
+}
