@@ -7,6 +7,8 @@ let package = Package(
         // MARK: Products
         .library(name: "NormKit", targets: ["NormKit"]),
         .executable(name: "normbench", targets: ["NormBench"]),
+        .library(name: "NormLab", targets: ["NormLab"]),
+        .executable(name: "normlab", targets: ["NormLabCLI"]),
     ],
     dependencies: [
         // MARK: Dependencies (served from the local mirror)
@@ -31,6 +33,21 @@ let package = Package(
             dependencies: ["CBLAS", "CLAPACKE"]
         ),
 
+        // MARK: Training application
+        .target(
+            name: "NormLab",
+            dependencies: ["NormKit"],
+            exclude: ["Resources/digits-ATTRIBUTION.md"],
+            resources: [.copy("Resources/digits.bin")]
+        ),
+        .executableTarget(
+            name: "NormLabCLI",
+            dependencies: [
+                "NormLab",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
         // MARK: Benchmark
         .executableTarget(
             name: "NormBench",
@@ -49,6 +66,10 @@ let package = Package(
         .testTarget(
             name: "NormKitTests",
             dependencies: ["NormKit", "MallocCounter"]
+        ),
+        .testTarget(
+            name: "NormLabTests",
+            dependencies: ["NormLab", "NormKit"]
         ),
     ]
 )

@@ -116,29 +116,3 @@ extension Tensor: CustomStringConvertible {
     public var description: String { "Tensor<\(Scalar.self)>(shape: \(shape), \(count) scalars)" }
 }
 
-/// SplitMix64 (Steele, Lea, Flood 2014): a small, fast, well-mixed 64-bit generator.
-struct SplitMix64 {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// A uniform double in (0, 1]: 53 random bits, never zero.
-    mutating func nextUnitInterval() -> Double {
-        Double((next() >> 11) + 1) * 0x1p-53
-    }
-
-    /// Two independent standard normal samples (Box–Muller).
-    mutating func nextGaussianPair() -> (Double, Double) {
-        let u1 = nextUnitInterval(), u2 = nextUnitInterval()
-        let radius = (-2 * log(u1)).squareRoot()
-        let angle = 2 * Double.pi * u2
-        return (radius * cos(angle), radius * sin(angle))
-    }
-}
