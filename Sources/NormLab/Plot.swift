@@ -160,6 +160,11 @@ public struct LinePlot: Sendable {
             for segment in segments where segment.count > 1 {
                 out += "<polyline points=\"\(segment.joined(separator: " "))\" fill=\"none\" stroke=\"\(color)\" stroke-width=\"1.8\"\(dash)/>\n"
             }
+            // A point cut off by gaps on both sides would vanish as a line: mark it.
+            for segment in segments where segment.count == 1 && !s.markers {
+                let xy = segment[0].split(separator: ",")
+                out += "<circle cx=\"\(xy[0])\" cy=\"\(xy[1])\" r=\"3\" fill=\"\(color)\"/>\n"
+            }
             if s.markers || s.points.count == 1 {
                 for p in s.points where p.y.isFinite && (!logarithmicX || p.x > 0) {
                     out += "<circle cx=\"\(f(px(p.x)))\" cy=\"\(f(py(p.y)))\" r=\"3\" fill=\"\(color)\"/>\n"
