@@ -5,7 +5,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BENCH_ARGS ?=
 
-.PHONY: setup test bench bench-quick clean
+.PHONY: setup test bench bench-quick lab clean
 
 setup:
 	@if [ ! -f /usr/include/lapacke.h ] || ! pkg-config --exists openblas 2>/dev/null || ! pkg-config --exists lapacke 2>/dev/null; then \
@@ -24,6 +24,11 @@ bench: setup
 
 bench-quick: setup
 	$(SWIFT) run -c release normbench --quick $(BENCH_ARGS)
+
+# cs231n's batch-normalization experiments on the embedded digits: CSV and SVG
+# files in normlab-output/ (a few minutes on 2 cores).
+lab: setup
+	$(SWIFT) run -c release normlab all --output normlab-output
 
 clean:
 	rm -rf .build
