@@ -44,7 +44,10 @@ struct NormBench: ParsableCommand {
     @Option(help: "Comma-separated backends: blas, naive.")
     var backends = "blas,naive"
 
-    @Option(help: "OpenBLAS threads (NormKit's kernels run on the calling thread).")
+    @Option(help: "NormKit's threads (Threading.threadCount) for the BLAS paths; naive runs on one.")
+    var threads = 1
+
+    @Option(help: "OpenBLAS threads; keep 1 (NormKit's BLAS calls are on L2-sized blocks).")
     var blasThreads = 1
 
     @Option(help: "Minimum timed repetitions per case.")
@@ -65,8 +68,10 @@ struct NormBench: ParsableCommand {
             repetitions = 3
             minTime = 0.01
         }
+        guard threads >= 1, blasThreads >= 1 else { throw ValidationError("thread counts must be at least 1") }
         BLASRuntime.threadCount = blasThreads
-        let machine = MachineInfo.current(libraryThreads: 1)
+        Threading.threadCount = threads
+        let machine = MachineInfo.current(libraryThreads: threads)
         let opSet = Set(list(ops))
         for op in opSet where !(matrixOps + imageOps).contains(op) {
             throw ValidationError("unknown op '\(op)' (\((matrixOps + imageOps).joined(separator: ", ")))")
@@ -76,7 +81,7 @@ struct NormBench: ParsableCommand {
 
         print("normbench: NormKit BLAS paths vs naive loops vs in-run triad bandwidth")
         print("CPU: \(machine.cpu), \(machine.cores) cores")
-        print("threads: NormKit \(machine.libraryThreads), OpenBLAS \(machine.blasThreads)"
+        print("threads: NormKit \(machine.libraryThreads) (BLAS paths; naive uses 1), OpenBLAS \(machine.blasThreads)"
               + " (OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset"))")
         print("OpenBLAS: \(machine.blasConfiguration); core \(machine.blasCore)")
         print("build: \(machine.build); L2 \(CacheGeometry.level2Bytes / 1024) KiB per core")

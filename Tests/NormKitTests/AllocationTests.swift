@@ -12,9 +12,15 @@ let optimizedBuild = false
 let optimizedBuild = true
 #endif
 
+/// Tests that change or depend on the process-wide `Threading.threadCount` run
+/// one at a time, inside this suite.
+@Suite("Process-wide settings", .serialized)
+struct ProcessWideTests {}
+
+extension ProcessWideTests {
 /// The allocation-free entry points allocate nothing per call once their
 /// buffers are sized: counted with a malloc/calloc/realloc interposer
-/// (Tests/MallocCounter) on the calling thread.
+/// (Tests/MallocCounter) on the calling thread, with one thread.
 @Suite("Allocation-free entry points",
        .enabled(if: optimizedBuild, "allocation freedom is a property of optimized builds; run make test"))
 struct AllocationTests {
@@ -79,5 +85,44 @@ struct AllocationTests {
             try bn.backwardThroughGraph(x, cache: cache, into: &gradients, workspace: &workspace)
         }
         #expect(count == 0)
+    }
+}
+}
+
+extension ProcessWideTests {
+    /// With two threads, the BLAS backend splits the rows into chunks and merges
+    /// them; the results equal one thread's to rounding.
+    @Suite("Threads")
+    struct ThreadTests {
+        func compare<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int], tolerance: Double) throws {
+            let x = Tensor<L.Scalar>(randomNormal: shape, mean: 5, standardDeviation: 3, seed: 1)
+            let dy = Tensor<L.Scalar>(randomNormal: shape, seed: 2)
+            var results: [[[L.Scalar]]] = []
+            for threads in [1, 2] {
+                Threading.threadCount = threads
+                defer { Threading.threadCount = 1 }
+                var copy = layer
+                let (y, cache) = try copy.forward(x, mode: .training)
+                let g = try copy.backward(dy, cache: cache)
+                results.append([y.scalars, cache.mean, cache.inverseStandardDeviation,
+                                g.input.scalars, g.gamma, g.beta])
+            }
+            for (index, (one, two)) in zip(results[0], results[1]).enumerated() {
+                #expect(normwiseError(two, one) <= tolerance, "\(L.self) \(shape) quantity \(index)")
+            }
+        }
+
+        @Test("two threads give one thread's results (Double 1e-12, Float 1e-5)")
+        func twoThreads() throws {
+            try compare(BatchNorm<Double>(featureCount: 37), shape: [9001, 37], tolerance: 1e-12)
+            try compare(BatchNorm<Float>(featureCount: 256), shape: [1000, 256], tolerance: 1e-5)
+            try compare(SpatialBatchNorm<Double>(channelCount: 16), shape: [12, 16, 32, 32], tolerance: 1e-12)
+            try compare(SpatialBatchNorm<Float>(channelCount: 16, layout: .nhwc), shape: [12, 32, 32, 16],
+                        tolerance: 1e-5)
+            try compare(LayerNorm<Double>(featureCount: 300), shape: [999, 300], tolerance: 1e-12)
+            try compare(RMSNorm<Float>(featureCount: 300), shape: [999, 300], tolerance: 1e-5)
+            try compare(GroupNorm<Double>(channelCount: 16, groupCount: 4), shape: [12, 16, 32, 32],
+                        tolerance: 1e-12)
+        }
     }
 }

@@ -168,101 +168,6 @@ enum BatchNormKernels {
         }
     }
 
-    // MARK: Backward, closed form
-
-    /// Scratch scalars ``backwardBLAS`` needs beyond `blockRows` ones.
-    @inlinable
-    static func backwardScratch(blockRows: Int, columns: Int) -> Int {
-        blockRows * columns + 3 * columns
-    }
-
-    /// The closed-form backward (cs231n's `batchnorm_backward_alt`), blockwise.
-    ///
-    /// Pass 1, per block: `dbeta += gemv(Trans, dY_b, 1)`, `P_b = dY_b ∘ (X_b - mean)`,
-    /// `Σ dy·(x - mean) += gemv(Trans, P_b, 1)`; then `dgamma = invstd ∘ that`.
-    /// Pass 2: `dx = A∘dy + B∘(x - mean) + C` per column with
-    /// `A = gamma·invstd`, `B = -A·invstd·dgamma/N`, `C = -A·dbeta/N`
-    /// (with `frozen`, the statistics are constants: `B = C = 0`).
-    /// Reads `dy` and `x` twice and writes `dx` once: 20 bytes per Float element.
-    @inlinable
-    static func backwardBLAS<Scalar: BLASScalar>(
-        dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
-        blockRows: Int, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
-        gamma: UnsafePointer<Scalar>, frozen: Bool,
-        dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
-        dbeta: UnsafeMutablePointer<Scalar>,
-        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
-    ) {
-        let block = scratch
-        dgamma.update(repeating: 0, count: columns)
-        dbeta.update(repeating: 0, count: columns)
-        var start = 0
-        while start < rows {
-            let b = min(blockRows, rows - start)
-            let offset = start * columns
-            let dyb = dy + offset, xb = x + offset
-            Scalar.gemvTransposed(rows: b, columns: columns, a: dyb, x: ones, beta: 1, y: dbeta)
-            for i in 0..<b {
-                let g = dyb + i * columns, row = xb + i * columns, out = block + i * columns
-                for j in 0..<columns { out[j] = g[j] * (row[j] - mean[j]) }
-            }
-            Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones, beta: 1, y: dgamma)
-            start += b
-        }
-        for j in 0..<columns { dgamma[j] *= invstd[j] }
-        combine(dy: dy, x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
-                gamma: gamma, dgamma: dgamma, dbeta: dbeta, frozen: frozen, dx: dx,
-                coefficients: scratch + blockRows * columns)
-    }
-
-    /// The closed-form backward with the textbook's loops: one pass for `dbeta`
-    /// and `dgamma = Σ dy·xhat`, one for `dx`.
-    @inlinable
-    static func backwardNaive<Scalar: BLASScalar>(
-        dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
-        mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
-        gamma: UnsafePointer<Scalar>, frozen: Bool,
-        dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
-        dbeta: UnsafeMutablePointer<Scalar>, coefficients: UnsafeMutablePointer<Scalar>
-    ) {
-        dgamma.update(repeating: 0, count: columns)
-        dbeta.update(repeating: 0, count: columns)
-        for i in 0..<rows {
-            let g = dy + i * columns, row = x + i * columns
-            for j in 0..<columns {
-                dbeta[j] += g[j]
-                dgamma[j] += g[j] * (row[j] - mean[j]) * invstd[j]
-            }
-        }
-        combine(dy: dy, x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
-                gamma: gamma, dgamma: dgamma, dbeta: dbeta, frozen: frozen, dx: dx,
-                coefficients: coefficients)
-    }
-
-    /// `dx = A∘dy + B∘(x - mean) + C`, the closed form's one pass over the data.
-    /// `coefficients` holds `3 * columns` scratch scalars.
-    @inlinable
-    static func combine<Scalar: BLASScalar>(
-        dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
-        mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>, gamma: UnsafePointer<Scalar>,
-        dgamma: UnsafePointer<Scalar>, dbeta: UnsafePointer<Scalar>, frozen: Bool,
-        dx: UnsafeMutablePointer<Scalar>, coefficients: UnsafeMutablePointer<Scalar>
-    ) {
-        let a = coefficients, b = coefficients + columns, c = coefficients + 2 * columns
-        let n = Scalar(rows)
-        for j in 0..<columns {
-            a[j] = gamma[j] * invstd[j]
-            b[j] = frozen ? 0 : -a[j] * invstd[j] * dgamma[j] / n
-            c[j] = frozen ? 0 : -a[j] * dbeta[j] / n
-        }
-        for i in 0..<rows {
-            let g = dy + i * columns, row = x + i * columns, out = dx + i * columns
-            for j in 0..<columns {
-                out[j] = a[j] * g[j] + b[j] * (row[j] - mean[j]) + c[j]
-            }
-        }
-    }
-
     // MARK: Backward through the graph
 
     /// Scratch scalars ``backwardThroughGraph`` needs beyond `rows` ones: a full
@@ -447,26 +352,132 @@ extension BatchNormKernels {
         }
     }
 
-    /// The closed-form backward over the geometry, by the backend's kernel.
-    /// `scratch` holds `geometry.scratchCount(block:vectors: 3)` scalars.
+    // MARK: Backward, closed form
+
+    /// Pass 1 of the closed-form backward over the geometry: `dbeta = Σ dy` and
+    /// `dgammaRaw = Σ dy·(x - mean)` per channel (not yet scaled by `invstd`).
+    ///
+    /// BLAS, matrix geometry: per row block `dbeta += gemv(Trans, dY_b, 1)`,
+    /// `P_b = dY_b ∘ (X_b - mean)` into scratch, `dgammaRaw += gemv(Trans, P_b, 1)`.
+    /// BLAS, channel geometry: the same per (sample, channel block) with
+    /// `gemv(NoTrans, ·, 1_HW)`. Naive: the textbook's loops.
+    /// `scratch` holds `geometry.scratchCount(block:vectors: 0)` scalars.
     @inlinable
-    static func backward<Scalar: BLASScalar>(
-        _ p: BackwardPointers<Scalar>, geometry g: ChannelGeometry, block: Int,
-        backend: Backend, frozen: Bool,
+    static func parameterSums<Scalar: BLASScalar>(
+        dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, geometry g: ChannelGeometry,
+        block: Int, backend: Backend, mean: UnsafePointer<Scalar>,
+        dgammaRaw: UnsafeMutablePointer<Scalar>, dbeta: UnsafeMutablePointer<Scalar>,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) {
-        switch (backend, g.inner == 1) {
-        case (.blas, true):
-            backwardBLAS(dy: p.dy, x: p.x, rows: g.outer, columns: g.channels, blockRows: block,
-                         mean: p.mean, invstd: p.invstd, gamma: p.gamma, frozen: frozen, dx: p.dx,
-                         dgamma: p.dgamma, dbeta: p.dbeta, ones: ones, scratch: scratch)
-        case (.naive, true):
-            backwardNaive(dy: p.dy, x: p.x, rows: g.outer, columns: g.channels, mean: p.mean,
-                          invstd: p.invstd, gamma: p.gamma, frozen: frozen, dx: p.dx,
-                          dgamma: p.dgamma, dbeta: p.dbeta, coefficients: scratch)
-        case (.blas, false), (.naive, false):
-            backwardChannels(p, geometry: g, channelBlock: block, backend: backend,
-                             frozen: frozen, ones: ones, scratch: scratch)
+        let channels = g.channels
+        dgammaRaw.update(repeating: 0, count: channels)
+        dbeta.update(repeating: 0, count: channels)
+        if g.inner == 1 {
+            switch backend {
+            case .blas:
+                var start = 0
+                while start < g.outer {
+                    let b = min(block, g.outer - start)
+                    let dyb = dy + start * channels, xb = x + start * channels
+                    // The elementwise pass first: it streams dy and x from memory
+                    // together, and leaves dY_b in L2 for its gemv.
+                    for i in 0..<b {
+                        let gi = dyb + i * channels, row = xb + i * channels, out = scratch + i * channels
+                        for j in 0..<channels { out[j] = gi[j] * (row[j] - mean[j]) }
+                    }
+                    Scalar.gemvTransposed(rows: b, columns: channels, a: dyb, x: ones, beta: 1, y: dbeta)
+                    Scalar.gemvTransposed(rows: b, columns: channels, a: scratch, x: ones, beta: 1,
+                                          y: dgammaRaw)
+                    start += b
+                }
+            case .naive:
+                for i in 0..<g.outer {
+                    let gi = dy + i * channels, row = x + i * channels
+                    for j in 0..<channels {
+                        dbeta[j] += gi[j]
+                        dgammaRaw[j] += gi[j] * (row[j] - mean[j])
+                    }
+                }
+            }
+            return
+        }
+        let hw = g.inner
+        for n in 0..<g.outer {
+            var c0 = 0
+            while c0 < channels {
+                let cb = min(block, channels - c0)
+                let offset = (n * channels + c0) * hw
+                let dyb = dy + offset, xb = x + offset
+                for k in 0..<cb {
+                    let gk = dyb + k * hw, row = xb + k * hw, out = scratch + k * hw
+                    let m = mean[c0 + k]
+                    for t in 0..<hw { out[t] = gk[t] * (row[t] - m) }
+                }
+                switch backend {
+                case .blas:
+                    Scalar.gemvRows(rows: cb, columns: hw, a: dyb, x: ones, beta: 1, y: dbeta + c0)
+                    Scalar.gemvRows(rows: cb, columns: hw, a: scratch, x: ones, beta: 1, y: dgammaRaw + c0)
+                case .naive:
+                    for k in 0..<cb {
+                        var sumDy: Scalar = 0, sumP: Scalar = 0
+                        for t in 0..<hw {
+                            sumDy += dyb[k * hw + t]
+                            sumP += scratch[k * hw + t]
+                        }
+                        dbeta[c0 + k] += sumDy
+                        dgammaRaw[c0 + k] += sumP
+                    }
+                }
+                c0 += cb
+            }
+        }
+    }
+
+    /// From the parameter sums, `dgamma = invstd ∘ dgammaRaw` (in place) and the
+    /// per-channel coefficients of `dx = A∘dy + B∘(x - mean) + C`:
+    /// `A = gamma·invstd`, `B = -A·invstd·dgamma/m`, `C = -A·dbeta/m` with `m`
+    /// values per statistic (with `frozen` statistics, `B = C = 0`).
+    /// `coefficients` holds `3 * channels` scalars: A, then B, then C.
+    @inlinable
+    static func coefficients<Scalar: BLASScalar>(
+        _ p: BackwardPointers<Scalar>, channels: Int, count: Int, frozen: Bool,
+        coefficients: UnsafeMutablePointer<Scalar>
+    ) {
+        let a = coefficients, b = coefficients + channels, c = coefficients + 2 * channels
+        let m = Scalar(count)
+        for j in 0..<channels {
+            p.dgamma[j] *= p.invstd[j]
+            a[j] = p.gamma[j] * p.invstd[j]
+            b[j] = frozen ? 0 : -a[j] * p.invstd[j] * p.dgamma[j] / m
+            c[j] = frozen ? 0 : -a[j] * p.dbeta[j] / m
+        }
+    }
+
+    /// `dx = A∘dy + B∘(x - mean) + C` per channel over the geometry: the closed
+    /// form's one pass that writes `dx`.
+    @inlinable
+    static func combine<Scalar: BLASScalar>(
+        dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, geometry g: ChannelGeometry,
+        mean: UnsafePointer<Scalar>, coefficients: UnsafePointer<Scalar>,
+        dx: UnsafeMutablePointer<Scalar>
+    ) {
+        let channels = g.channels
+        let a = coefficients, b = coefficients + channels, c = coefficients + 2 * channels
+        if g.inner == 1 {
+            for i in 0..<g.outer {
+                let gi = dy + i * channels, row = x + i * channels, out = dx + i * channels
+                for j in 0..<channels {
+                    out[j] = a[j] * gi[j] + b[j] * (row[j] - mean[j]) + c[j]
+                }
+            }
+            return
+        }
+        let hw = g.inner
+        for slab in 0..<(g.outer * channels) {
+            let j = slab % channels, offset = slab * hw
+            let gs = dy + offset, row = x + offset, out = dx + offset
+            let aj = a[j], bj = b[j], cj = c[j], m = mean[j]
+            for t in 0..<hw { out[t] = aj * gs[t] + bj * (row[t] - m) + cj }
         }
     }
 
@@ -542,67 +553,6 @@ extension BatchNormKernels {
                 sum += d * d
             }
             m2[slab % channels] += sum
-        }
-    }
-
-    /// The closed-form backward for NCHW. Pass 1, per sample and block of
-    /// channels: `dbeta += gemv(NoTrans, dY_b, 1_HW)`, `P_b = dY_b ∘ (X_b - mean_c)`,
-    /// `Σ dy·(x - mean) += gemv(NoTrans, P_b, 1_HW)` (loops on the naive backend).
-    /// Pass 2: `dx = A_c·dy + B_c·(x - mean_c) + C_c` per slab, as the matrix form.
-    @inlinable
-    static func backwardChannels<Scalar: BLASScalar>(
-        _ p: BackwardPointers<Scalar>, geometry g: ChannelGeometry, channelBlock: Int,
-        backend: Backend, frozen: Bool,
-        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
-    ) {
-        let hw = g.inner, channels = g.channels
-        let block = scratch
-        let coefficients = scratch + channelBlock * hw
-        p.dgamma.update(repeating: 0, count: channels)
-        p.dbeta.update(repeating: 0, count: channels)
-        for n in 0..<g.outer {
-            var c0 = 0
-            while c0 < channels {
-                let cb = min(channelBlock, channels - c0)
-                let offset = (n * channels + c0) * hw
-                let dyb = p.dy + offset, xb = p.x + offset
-                for k in 0..<cb {
-                    let g = dyb + k * hw, row = xb + k * hw, out = block + k * hw
-                    let m = p.mean[c0 + k]
-                    for t in 0..<hw { out[t] = g[t] * (row[t] - m) }
-                }
-                switch backend {
-                case .blas:
-                    Scalar.gemvRows(rows: cb, columns: hw, a: dyb, x: ones, beta: 1, y: p.dbeta + c0)
-                    Scalar.gemvRows(rows: cb, columns: hw, a: block, x: ones, beta: 1,
-                                    y: p.dgamma + c0)
-                case .naive:
-                    for k in 0..<cb {
-                        var sumDy: Scalar = 0, sumP: Scalar = 0
-                        for t in 0..<hw {
-                            sumDy += dyb[k * hw + t]
-                            sumP += block[k * hw + t]
-                        }
-                        p.dbeta[c0 + k] += sumDy
-                        p.dgamma[c0 + k] += sumP
-                    }
-                }
-                c0 += cb
-            }
-        }
-        for c in 0..<channels { p.dgamma[c] *= p.invstd[c] }
-        let a = coefficients, b = coefficients + channels, c = coefficients + 2 * channels
-        let count = Scalar(g.valuesPerStatistic)
-        for j in 0..<channels {
-            a[j] = p.gamma[j] * p.invstd[j]
-            b[j] = frozen ? 0 : -a[j] * p.invstd[j] * p.dgamma[j] / count
-            c[j] = frozen ? 0 : -a[j] * p.dbeta[j] / count
-        }
-        for slab in 0..<(g.outer * channels) {
-            let j = slab % channels, offset = slab * hw
-            let g = p.dy + offset, row = p.x + offset, out = p.dx + offset
-            let aj = a[j], bj = b[j], cj = c[j], m = p.mean[j]
-            for t in 0..<hw { out[t] = aj * g[t] + bj * (row[t] - m) + cj }
         }
     }
 }

@@ -18,29 +18,50 @@ enum BatchStatistics {
         output: inout Tensor<Scalar>, cache: inout NormCache<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        let channels = g.channels
+        let channels = g.channels, rowStride = g.channels * g.inner
         output.prepare(shape: input.shape)
         cache.record(input: input, gamma: gamma, mode: mode, statisticCount: channels)
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
-        let momentsScratch = g.scratchCount(block: block, vectors: 3)
-        // Scratch: the moments' block and vectors, then variance and scale.
+        let chunks = Threading.chunkCount(outer: g.outer, scalarsPerRow: rowStride, backend: backend)
+        // Per chunk: the moments' block and vectors, then the chunk's mean and M2.
+        let perChunk = g.scratchCount(block: block, vectors: 3) + 2 * channels
+        // Then the batch variance and the scale, shared.
+        let shared = chunks * perChunk
         let failure: Int? = workspace.withRegions(
-            ones: g.onesCount(block: block), scratch: momentsScratch + 2 * channels
+            ones: g.onesCount(block: block), scratch: shared + 2 * channels
         ) { ones, scratch in
-            let variance = scratch + momentsScratch, scale = variance + channels
-            return input.withUnsafeBufferPointer { x in
+            let variance = scratch + shared, scale = variance + channels
+            return input.withUnsafeBufferPointer { xBuffer in
             cache.storedMean.withUnsafeMutableBufferPointer { meanBuffer in
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstdBuffer in
+                let x = xBuffer.baseAddress!
                 let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
                 switch mode {
                 case .training:
-                    BatchNormKernels.moments(x: x.baseAddress!, geometry: g, block: block,
-                                             backend: backend, mean: mean, m2: variance,
-                                             ones: ones, scratch: scratch)
-                    let count = Scalar(g.valuesPerStatistic)
+                    // Each chunk of rows (samples) its own moments, then Chan merges.
+                    Threading.run(chunks: chunks) { chunk in
+                        let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: g.outer)
+                        let own = scratch + chunk * perChunk, momentsEnd = perChunk - 2 * channels
+                        BatchNormKernels.moments(
+                            x: x + rows.lowerBound * rowStride,
+                            geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
+                            block: block, backend: backend, mean: own + momentsEnd,
+                            m2: own + momentsEnd + channels, ones: ones, scratch: own)
+                    }
+                    mean.update(repeating: 0, count: channels)
+                    variance.update(repeating: 0, count: channels)
+                    var count = 0
+                    for chunk in 0..<chunks {
+                        let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: g.outer)
+                        let own = scratch + chunk * perChunk + perChunk - 2 * channels
+                        count = Moments.merge(count: count, mean: mean, m2: variance,
+                                              blockCount: rows.count * g.inner, blockMean: own,
+                                              blockM2: own + channels, length: channels)
+                    }
+                    let values = Scalar(g.valuesPerStatistic)
                     for c in 0..<channels {
                         guard mean[c].isFinite, variance[c].isFinite else { return c }
-                        variance[c] /= count
+                        variance[c] /= values
                     }
                 case .inference:
                     runningMean.withUnsafeBufferPointer {
@@ -58,10 +79,16 @@ enum BatchStatistics {
                     for c in 0..<channels { scale[c] = gammaBuffer[c] * invstd[c] }
                 }
                 beta.withUnsafeBufferPointer { betaBuffer in
-                    output.withUnsafeMutableBufferPointer { y in
-                        BatchNormKernels.normalize(
-                            x: x.baseAddress!, geometry: g, mean: mean, scale: scale,
-                            shift: betaBuffer.baseAddress!, y: y.baseAddress!)
+                    output.withUnsafeMutableBufferPointer { yBuffer in
+                        let shift = betaBuffer.baseAddress!, y = yBuffer.baseAddress!
+                        Threading.run(chunks: chunks) { chunk in
+                            let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: g.outer)
+                            let offset = rows.lowerBound * rowStride
+                            BatchNormKernels.normalize(
+                                x: x + offset,
+                                geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
+                                mean: mean, scale: scale, shift: shift, y: y + offset)
+                        }
                     }
                 }
                 return nil
@@ -75,8 +102,8 @@ enum BatchStatistics {
         let meanWeight = 1 - momentum
         let varianceWeight = estimator == .unbiased
             ? meanWeight * Scalar(count) / Scalar(count - 1) : meanWeight
-        workspace.withRegions(ones: 0, scratch: momentsScratch + 2 * channels) { _, scratch in
-            let variance = UnsafePointer(scratch + momentsScratch)
+        workspace.withRegions(ones: 0, scratch: shared + 2 * channels) { _, scratch in
+            let variance = UnsafePointer(scratch + shared)
             cache.mean.withUnsafeBufferPointer { batchMean in
                 runningMean.withUnsafeMutableBufferPointer {
                     BatchNormKernels.updateRunning(
@@ -113,23 +140,52 @@ enum BatchStatistics {
         backend: Backend, graph: Bool,
         into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
     ) {
-        let frozen = cache.mode == .inference
-        gradients.prepare(shape: cache.input.shape, parameterCount: g.channels)
+        let frozen = cache.mode == .inference, channels = g.channels
+        let rowStride = g.channels * g.inner
+        gradients.prepare(shape: cache.input.shape, parameterCount: channels)
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
-        let ones = graph ? g.outer : g.onesCount(block: block)
-        let scratch = graph
-            ? BatchNormKernels.graphScratch(rows: g.outer, columns: g.channels)
-            : g.scratchCount(block: block, vectors: 3)
-        workspace.withRegions(ones: ones, scratch: scratch) { ones, scratch in
-            cache.withBackwardPointers(outputGradient, into: &gradients) { p in
-                if graph {
+        if graph {
+            workspace.withRegions(
+                ones: g.outer, scratch: BatchNormKernels.graphScratch(rows: g.outer, columns: channels)
+            ) { ones, scratch in
+                cache.withBackwardPointers(outputGradient, into: &gradients) { p in
                     BatchNormKernels.backwardThroughGraph(
-                        dy: p.dy, x: p.x, rows: g.outer, columns: g.channels, mean: p.mean,
+                        dy: p.dy, x: p.x, rows: g.outer, columns: channels, mean: p.mean,
                         invstd: p.invstd, gamma: p.gamma, frozen: frozen, backend: backend,
                         dx: p.dx, dgamma: p.dgamma, dbeta: p.dbeta, ones: ones, scratch: scratch)
-                } else {
-                    BatchNormKernels.backward(p, geometry: g, block: block, backend: backend,
-                                              frozen: frozen, ones: ones, scratch: scratch)
+                }
+            }
+            return
+        }
+        let chunks = Threading.chunkCount(outer: g.outer, scalarsPerRow: rowStride, backend: backend)
+        // Per chunk: a block of scratch and its partial dgammaRaw and dbeta; then A, B, C.
+        let perChunk = g.scratchCount(block: block, vectors: 2)
+        let shared = chunks * perChunk
+        workspace.withRegions(ones: g.onesCount(block: block), scratch: shared + 3 * channels) { ones, scratch in
+            cache.withBackwardPointers(outputGradient, into: &gradients) { p in
+                Threading.run(chunks: chunks) { chunk in
+                    let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: g.outer)
+                    let own = scratch + chunk * perChunk, partial = own + perChunk - 2 * channels
+                    let offset = rows.lowerBound * rowStride
+                    BatchNormKernels.parameterSums(
+                        dy: p.dy + offset, x: p.x + offset,
+                        geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
+                        block: block, backend: backend, mean: p.mean,
+                        dgammaRaw: partial, dbeta: partial + channels, ones: ones, scratch: own)
+                }
+                Threading.sumPartials(chunks: chunks, first: scratch + perChunk - 2 * channels,
+                                      stride: perChunk, count: channels,
+                                      dgamma: p.dgamma, dbeta: p.dbeta)
+                let coefficients = scratch + shared
+                BatchNormKernels.coefficients(p, channels: channels, count: g.valuesPerStatistic,
+                                              frozen: frozen, coefficients: coefficients)
+                Threading.run(chunks: chunks) { chunk in
+                    let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: g.outer)
+                    let offset = rows.lowerBound * rowStride
+                    BatchNormKernels.combine(
+                        dy: p.dy + offset, x: p.x + offset,
+                        geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
+                        mean: p.mean, coefficients: coefficients, dx: p.dx + offset)
                 }
             }
         }

@@ -124,20 +124,32 @@ enum GroupStatistics {
                                       bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
             : g.rows
         let onesCount = backend == .blas ? g.rowLength : 0
-        let scratch = backend == .blas
+        // Chunks of samples, so that a chunk's rows start at group 0.
+        let chunks = Threading.chunkCount(outer: g.samples, scalarsPerRow: channels * g.spatial,
+                                          backend: backend)
+        let perChunk = backend == .blas
             ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: g.rowLength) : 0
-        let failure: Int? = workspace.withRegions(ones: onesCount, scratch: scratch) { ones, scratch in
+        let failure: Int? = workspace.withRegions(ones: onesCount, scratch: chunks * perChunk) { ones, scratch in
             input.withUnsafeBufferPointer { x in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
             cache.storedMean.withUnsafeMutableBufferPointer { mean in
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
             output.withUnsafeMutableBufferPointer { y in
-                GroupNormKernels.forward(
-                    x: x.baseAddress!, geometry: g, blockRows: blockRows, epsilon: epsilon,
-                    backend: backend, gamma: gammaBuffer.baseAddress!, beta: betaBuffer.baseAddress!,
-                    mean: mean.baseAddress!, invstd: invstd.baseAddress!, y: y.baseAddress!,
-                    ones: ones, scratch: scratch)
+                Threading.firstFailure(chunks: chunks) { chunk in
+                    let samples = Threading.rows(ofChunk: chunk, count: chunks, outer: g.samples)
+                    let firstRow = samples.lowerBound * groups
+                    let offset = samples.lowerBound * channels * g.spatial
+                    return GroupNormKernels.forward(
+                        x: x.baseAddress! + offset,
+                        geometry: .init(samples: samples.count, channels: channels, groups: groups,
+                                        spatial: g.spatial),
+                        blockRows: blockRows, epsilon: epsilon, backend: backend,
+                        gamma: gammaBuffer.baseAddress!, beta: betaBuffer.baseAddress!,
+                        mean: mean.baseAddress! + firstRow, invstd: invstd.baseAddress! + firstRow,
+                        y: y.baseAddress! + offset, ones: ones, scratch: scratch + chunk * perChunk
+                    ).map { firstRow + $0 }
+                }
             }}}}}}
         }
         if let index = failure { throw .nonFiniteStatistics(index: index) }
@@ -162,13 +174,29 @@ enum GroupStatistics {
                                       bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 4)
             : g.rows
         let onesCount = backend == .blas ? g.spatial : 0
-        workspace.withRegions(
-            ones: onesCount,
-            scratch: GroupNormKernels.backwardScratch(geometry: g, blockRows: blockRows)
-        ) { ones, scratch in
+        let chunks = Threading.chunkCount(outer: g.samples, scalarsPerRow: channels * g.spatial,
+                                          backend: backend)
+        // Per chunk: the kernel's scratch, then its partial dgamma and dbeta.
+        let partials = GroupNormKernels.backwardScratch(geometry: g, blockRows: blockRows)
+        let perChunk = partials + 2 * channels
+        workspace.withRegions(ones: onesCount, scratch: chunks * perChunk) { ones, scratch in
             cache.withBackwardPointers(outputGradient, into: &gradients) { p in
-                GroupNormKernels.backward(p, geometry: g, blockRows: blockRows, backend: backend,
-                                          ones: ones, scratch: scratch)
+                Threading.run(chunks: chunks) { chunk in
+                    let samples = Threading.rows(ofChunk: chunk, count: chunks, outer: g.samples)
+                    let firstRow = samples.lowerBound * groups
+                    let offset = samples.lowerBound * channels * g.spatial
+                    let own = scratch + chunk * perChunk
+                    let part = BackwardPointers(
+                        dy: p.dy + offset, x: p.x + offset, mean: p.mean + firstRow,
+                        invstd: p.invstd + firstRow, gamma: p.gamma, dx: p.dx + offset,
+                        dgamma: own + partials, dbeta: own + partials + channels)
+                    GroupNormKernels.backward(
+                        part, geometry: .init(samples: samples.count, channels: channels, groups: groups,
+                                              spatial: g.spatial),
+                        blockRows: blockRows, backend: backend, ones: ones, scratch: own)
+                }
+                Threading.sumPartials(chunks: chunks, first: scratch + partials, stride: perChunk,
+                                      count: channels, dgamma: p.dgamma, dbeta: p.dbeta)
             }
         }
     }

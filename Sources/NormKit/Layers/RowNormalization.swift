@@ -23,9 +23,10 @@ enum RowNormalization {
         let blockRows = CacheGeometry.blockRows(
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
         let onesCount = backend == .blas ? max(blockRows, columns) : 0
-        let scratch = backend == .blas
+        let chunks = Threading.chunkCount(outer: rows, scalarsPerRow: columns, backend: backend)
+        let perChunk = backend == .blas
             ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: columns) : 0
-        let failure: Int? = workspace.withRegions(ones: onesCount, scratch: scratch) { ones, scratch in
+        let failure: Int? = workspace.withRegions(ones: onesCount, scratch: chunks * perChunk) { ones, scratch in
             input.withUnsafeBufferPointer { xBuffer in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
@@ -37,10 +38,17 @@ enum RowNormalization {
                 let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
                 switch backend {
                 case .blas:
-                    return LayerNormKernels.forwardBLAS(
-                        x: x, rows: rows, columns: columns, blockRows: blockRows, epsilon: epsilon,
-                        centred: centred, gamma: g, beta: b, mean: mean, invstd: invstd, y: y,
-                        ones: ones, scratch: scratch)
+                    // Rows are independent: each chunk of rows on its own thread.
+                    return Threading.firstFailure(chunks: chunks) { chunk in
+                        let part = Threading.rows(ofChunk: chunk, count: chunks, outer: rows)
+                        let first = part.lowerBound, offset = first * columns
+                        return LayerNormKernels.forwardBLAS(
+                            x: x + offset, rows: part.count, columns: columns, blockRows: blockRows,
+                            epsilon: epsilon, centred: centred, gamma: g, beta: b, mean: mean + first,
+                            invstd: invstd + first, y: y + offset, ones: ones,
+                            scratch: scratch + chunk * perChunk
+                        ).map { first + $0 }
+                    }
                 case .naive:
                     return LayerNormKernels.forwardNaive(
                         x: x, rows: rows, columns: columns, epsilon: epsilon, centred: centred,
@@ -69,16 +77,29 @@ enum RowNormalization {
         let blockRows = CacheGeometry.blockRows(
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 4)
         let onesCount = backend == .blas ? blockRows : 0
-        let scratch = backend == .blas
-            ? LayerNormKernels.backwardScratch(blockRows: blockRows, columns: columns) : 2 * rows
+        let chunks = Threading.chunkCount(outer: rows, scalarsPerRow: columns, backend: backend)
+        // Per chunk (BLAS): the kernel's scratch, then its partial dgamma and dbeta.
+        let perChunk = LayerNormKernels.backwardScratch(blockRows: blockRows, columns: columns)
+            + 2 * columns
+        let scratch = backend == .blas ? chunks * perChunk : 2 * rows
         workspace.withRegions(ones: onesCount, scratch: scratch) { ones, scratch in
             cache.withBackwardPointers(outputGradient, into: &gradients) { p in
                 switch backend {
                 case .blas:
-                    LayerNormKernels.backwardBLAS(
-                        dy: p.dy, x: p.x, rows: rows, columns: columns, blockRows: blockRows,
-                        centred: centred, mean: p.mean, invstd: p.invstd, gamma: p.gamma, dx: p.dx,
-                        dgamma: p.dgamma, dbeta: p.dbeta, ones: ones, scratch: scratch)
+                    let partials = perChunk - 2 * columns
+                    Threading.run(chunks: chunks) { chunk in
+                        let part = Threading.rows(ofChunk: chunk, count: chunks, outer: rows)
+                        let first = part.lowerBound, offset = first * columns
+                        let own = scratch + chunk * perChunk
+                        LayerNormKernels.backwardBLAS(
+                            dy: p.dy + offset, x: p.x + offset, rows: part.count, columns: columns,
+                            blockRows: blockRows, centred: centred, mean: p.mean + first,
+                            invstd: p.invstd + first, gamma: p.gamma, dx: p.dx + offset,
+                            dgamma: own + partials, dbeta: own + partials + columns,
+                            ones: ones, scratch: own)
+                    }
+                    Threading.sumPartials(chunks: chunks, first: scratch + partials, stride: perChunk,
+                                          count: columns, dgamma: p.dgamma, dbeta: p.dbeta)
                 case .naive:
                     LayerNormKernels.backwardNaive(
                         dy: p.dy, x: p.x, rows: rows, columns: columns, centred: centred,
