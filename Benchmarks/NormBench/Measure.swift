@@ -32,10 +32,17 @@ struct Timing {
     }
 }
 
-/// STREAM's triad `a = b + s·c` over `count` elements of `S`: the memory
-/// bandwidth a streaming kernel of that size can reach here, counted as
-/// 3 · count · size bytes per run (write-allocate traffic not counted, as STREAM).
-func triadBandwidth<S: BLASScalar>(_: S.Type, count: Int, repetitions: Int, minTime: Double) -> Double {
+/// Pointers that the triad's threads share; each writes its own range.
+struct TriadBuffers<S: BLASScalar>: @unchecked Sendable {
+    let a: UnsafeMutablePointer<S>, b: UnsafeMutablePointer<S>, c: UnsafeMutablePointer<S>
+}
+
+/// STREAM's triad `a = b + s·c` over `count` elements of `S`, split over
+/// `threads` threads as NormKit splits its rows: the memory bandwidth a
+/// streaming kernel of that size can reach here, counted as 3 · count · size
+/// bytes per run (write-allocate traffic not counted, as STREAM).
+func triadBandwidth<S: BLASScalar>(_: S.Type, count: Int, threads: Int, repetitions: Int,
+                                   minTime: Double) -> Double {
     let a = UnsafeMutablePointer<S>.allocate(capacity: count)
     let b = UnsafeMutablePointer<S>.allocate(capacity: count)
     let c = UnsafeMutablePointer<S>.allocate(capacity: count)
@@ -43,9 +50,14 @@ func triadBandwidth<S: BLASScalar>(_: S.Type, count: Int, repetitions: Int, minT
     b.initialize(repeating: 1, count: count)
     c.initialize(repeating: 2, count: count)
     a.initialize(repeating: 0, count: count)
-    let scalar: S = 3
+    let buffers = TriadBuffers(a: a, b: b, c: c)
     let timing = Timing(repetitions: repetitions, minTime: minTime) {
-        for i in 0..<count { a[i] = b[i] + scalar * c[i] }
+        DispatchQueue.concurrentPerform(iterations: threads) { chunk in
+            let scalar: S = 3
+            let range = (count * chunk / threads)..<(count * (chunk + 1) / threads)
+            let a = buffers.a, b = buffers.b, c = buffers.c
+            for i in range { a[i] = b[i] + scalar * c[i] }
+        }
     }
     // Keep the result observable so the loop is not removed.
     if a[count / 2] != 7 { fatalError("triad computed \(a[count / 2]), expected 7") }

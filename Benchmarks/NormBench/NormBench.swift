@@ -124,9 +124,10 @@ struct NormBench: ParsableCommand {
         let caseCount = byBackend.values.first?.count ?? 0
         guard caseCount > 0 else { return [] }   // no requested layer takes this rank
         let elements = shape.reduce(1, *)
-        let bandwidth = triadBandwidth(S.self, count: elements, repetitions: repetitions, minTime: minTime)
+        let bandwidth = triadBandwidth(S.self, count: elements, threads: threads,
+                                       repetitions: repetitions, minTime: minTime)
         let shapeText = shape.map(String.init).joined(separator: "x")
-        print("\n\(dtype) \(shapeText): triad bandwidth \(format(bandwidth, 1)) GB/s")
+        print("\n\(dtype) \(shapeText): triad bandwidth \(format(bandwidth, 1)) GB/s on \(threads) thread(s)")
         print(pad("op", 17) + pad("pass", 19) + pad("backend", 8) + padLeft("median ms", 11)
               + padLeft("min ms", 10) + padLeft("max ms", 10) + padLeft("GB/s", 8)
               + padLeft("% triad", 9) + padLeft("blas/naive", 12))
