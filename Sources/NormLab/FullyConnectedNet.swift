@@ -91,19 +91,14 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
             let a = Affine.forward(h, weights: weights(layer), bias: parameters["b\(layer)"]!)
             var normalized = a
             var normCache: NormCache<Scalar>?
+            let gamma = parameters["gamma\(layer)"] ?? [], beta = parameters["beta\(layer)"] ?? []
             switch normalization {
             case .batch:
-                batchNorms[layer - 1].gamma = parameters["gamma\(layer)"]!
-                batchNorms[layer - 1].beta = parameters["beta\(layer)"]!
-                let (y, cache) = try batchNorms[layer - 1].forward(a.tensor, mode: mode)
-                normalized = Matrix(y)
-                normCache = cache
+                (normalized, normCache) = try Self.normalize(a, with: &batchNorms[layer - 1], gamma: gamma,
+                                                            beta: beta, mode: mode)
             case .layer:
-                layerNorms[layer - 1].gamma = parameters["gamma\(layer)"]!
-                layerNorms[layer - 1].beta = parameters["beta\(layer)"]!
-                let (y, cache) = try layerNorms[layer - 1].forward(a.tensor, mode: mode)
-                normalized = Matrix(y)
-                normCache = cache
+                (normalized, normCache) = try Self.normalize(a, with: &layerNorms[layer - 1], gamma: gamma,
+                                                            beta: beta, mode: mode)
             case .none:
                 break
             }
@@ -113,6 +108,16 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
         let scores = Affine.forward(h, weights: weights(layerCount), bias: parameters["b\(layerCount)"]!)
         caches.append(HiddenCache(input: h, affine: scores, normCache: nil, normalized: scores))
         return (scores, caches)
+    }
+
+    /// Runs a hidden layer's normalization with the net's current `gamma` and `beta`.
+    static func normalize<Layer: NormalizationLayer<Scalar>>(
+        _ a: Matrix<Scalar>, with norm: inout Layer, gamma: [Scalar], beta: [Scalar], mode: Mode
+    ) throws -> (Matrix<Scalar>, NormCache<Scalar>?) where Layer.Cache == NormCache<Scalar> {
+        norm.gamma = gamma
+        norm.beta = beta
+        let (y, cache) = try norm.forward(a.tensor, mode: mode)
+        return (Matrix(y), cache)
     }
 
     /// The regularized softmax loss of a batch in training mode, and the

@@ -83,4 +83,16 @@ enum Validation {
         guard input.count <= maximumBLASSize else { throw .sizeTooLarge(input.count) }
         return shape
     }
+
+    /// A cache filled by a forward pass of a layer with `parameters` scale
+    /// parameters and `statistics` normalized sets.
+    @inlinable
+    static func cache<Scalar: BLASScalar>(
+        _ cache: NormCache<Scalar>, parameters: Int, statistics: Int
+    ) throws(NormError) {
+        try count("cache.mean", cache.mean.count, expected: statistics)
+        try count("cache.inverseStandardDeviation", cache.inverseStandardDeviation.count,
+                  expected: statistics)
+        try count("cache.gamma", cache.gamma.count, expected: parameters)
+    }
 }

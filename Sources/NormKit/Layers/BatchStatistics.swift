@@ -125,10 +125,7 @@ enum BatchStatistics {
     static func validateBackward<Scalar: BLASScalar>(
         _ outputGradient: Tensor<Scalar>, cache: NormCache<Scalar>, channels: Int
     ) throws(NormError) {
-        try Validation.count("cache.mean", cache.mean.count, expected: channels)
-        try Validation.count("cache.gamma", cache.gamma.count, expected: channels)
-        try Validation.count("cache.inverseStandardDeviation",
-                             cache.inverseStandardDeviation.count, expected: channels)
+        try Validation.cache(cache, parameters: channels, statistics: channels)
         try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
     }
 

@@ -162,12 +162,9 @@ enum GroupStatistics {
         backend: Backend, into gradients: inout NormGradients<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try Validation.count("cache.gamma", cache.gamma.count, expected: channels)
         try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
         let g = try geometry(cache.input, channels: channels, groups: groups)
-        try Validation.count("cache.mean", cache.mean.count, expected: g.rows)
-        try Validation.count("cache.inverseStandardDeviation",
-                             cache.inverseStandardDeviation.count, expected: g.rows)
+        try Validation.cache(cache, parameters: channels, statistics: g.rows)
         gradients.prepare(shape: cache.input.shape, parameterCount: channels)
         let blockRows = backend == .blas
             ? CacheGeometry.blockRows(rows: g.rows, columns: g.rowLength,

@@ -67,12 +67,9 @@ enum RowNormalization {
         backend: Backend, into gradients: inout NormGradients<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try Validation.count("cache.gamma", cache.gamma.count, expected: columns)
         try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
         let rows = try Validation.matrixRows(cache.input, columns: columns)
-        try Validation.count("cache.mean", cache.mean.count, expected: rows)
-        try Validation.count("cache.inverseStandardDeviation",
-                             cache.inverseStandardDeviation.count, expected: rows)
+        try Validation.cache(cache, parameters: columns, statistics: rows)
         gradients.prepare(shape: cache.input.shape, parameterCount: columns)
         let blockRows = CacheGeometry.blockRows(
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 4)
