@@ -2,7 +2,7 @@ import CBLAS
 
 /// The OpenBLAS library NormKit runs on: its build and its thread pool.
 ///
-/// NormKit parallelizes its own kernels over row blocks and calls BLAS on
+/// NormKit parallelizes its own kernels (``Threading``) and calls BLAS on
 /// blocks small enough to stay in L2, where OpenBLAS's own threads only add
 /// overhead and oversubscribe the cores. NormKit never changes OpenBLAS's
 /// thread count behind your back; set ``threadCount`` (or the environment
