@@ -124,5 +124,30 @@ extension ProcessWideTests {
             try compare(GroupNorm<Double>(channelCount: 16, groupCount: 4), shape: [12, 16, 32, 32],
                         tolerance: 1e-12)
         }
+
+        /// The staged backward splits each of its three stages into chunks and
+        /// adds the chunks' column sums between stages.
+        @Test("BatchNorm's staged backward on two threads gives one thread's gradients",
+              arguments: [Mode.training, .inference])
+        func stagedBackward(mode: Mode) throws {
+            var bn = try BatchNorm<Double>(featureCount: 37)
+            bn.runningMean = (0..<37).map { Double($0) / 7 }
+            bn.runningVariance = (0..<37).map { 1 + Double($0) / 5 }
+            let x = Tensor<Double>(randomNormal: [9001, 37], mean: 5, standardDeviation: 3, seed: 1)
+            let dy = Tensor<Double>(randomNormal: [9001, 37], seed: 2)
+            let cache = try bn.forward(x, mode: mode).cache
+            var results: [NormGradients<Double>] = []
+            for threads in [1, 2] {
+                Threading.threadCount = threads
+                defer { Threading.threadCount = 1 }
+                results.append(try bn.backwardThroughGraph(dy, cache: cache))
+            }
+            #expect(normwiseError(results[1].input.scalars, results[0].input.scalars) <= 1e-12)
+            #expect(normwiseError(results[1].gamma, results[0].gamma) <= 1e-12)
+            #expect(normwiseError(results[1].beta, results[0].beta) <= 1e-12)
+            // And the staged walk still agrees with the closed form.
+            let closed = try bn.backward(dy, cache: cache)
+            #expect(normwiseError(results[1].input.scalars, closed.input.scalars) <= 1e-10)
+        }
     }
 }

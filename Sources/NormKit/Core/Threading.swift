@@ -6,8 +6,9 @@ import Synchronization
 /// NormKit owns its parallelism: with `threadCount > 1`, the BLAS backend splits
 /// the samples (rows) of a large enough input into that many contiguous
 /// chunks, runs each chunk's blocks on its own thread, and merges the partial
-/// results (moments with Chan's formula, parameter gradients by summation). The
-/// naive backend and the staged `backwardThroughGraph` stay on the calling thread.
+/// results (moments with Chan's formula, parameter gradients and the staged
+/// backward's column sums by summation). The naive backend stays on the calling
+/// thread.
 ///
 /// Set OpenBLAS to one thread (``BLASRuntime/threadCount``) when you use more
 /// than one here: NormKit's BLAS calls are on L2-sized blocks, where OpenBLAS's
@@ -70,21 +71,30 @@ extension Threading {
 }
 
 extension Threading {
+    /// Sums the chunks' partial sums of one vector: chunk `k`'s `count` scalars
+    /// are at `first + k * stride`. The first chunk's are copied, the others
+    /// added by `axpy`.
+    @inlinable
+    static func sumPartials<Scalar: BLASScalar>(
+        chunks: Int, first: UnsafePointer<Scalar>, stride: Int, count: Int,
+        into sum: UnsafeMutablePointer<Scalar>
+    ) {
+        sum.update(from: first, count: count)
+        for chunk in 1..<max(chunks, 1) {
+            Scalar.axpy(count: count, alpha: 1, x: first + chunk * stride, incx: 1, y: sum, incy: 1)
+        }
+    }
+
     /// Sums the chunks' partial parameter gradients: chunk `k` holds its partial
     /// `dgamma` at `first + k * stride` and its partial `dbeta` right after it
-    /// (`count` each). The first chunk's are copied, the others added by `axpy`.
+    /// (`count` each).
     @inlinable
     static func sumPartials<Scalar: BLASScalar>(
         chunks: Int, first: UnsafePointer<Scalar>, stride: Int, count: Int,
         dgamma: UnsafeMutablePointer<Scalar>, dbeta: UnsafeMutablePointer<Scalar>
     ) {
-        dgamma.update(from: first, count: count)
-        dbeta.update(from: first + count, count: count)
-        for chunk in 1..<max(chunks, 1) {
-            let partial = first + chunk * stride
-            Scalar.axpy(count: count, alpha: 1, x: partial, incx: 1, y: dgamma, incy: 1)
-            Scalar.axpy(count: count, alpha: 1, x: partial + count, incx: 1, y: dbeta, incy: 1)
-        }
+        sumPartials(chunks: chunks, first: first, stride: stride, count: count, into: dgamma)
+        sumPartials(chunks: chunks, first: first + count, stride: stride, count: count, into: dbeta)
     }
 }
 

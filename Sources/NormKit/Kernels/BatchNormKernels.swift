@@ -170,31 +170,38 @@ enum BatchNormKernels {
 
     // MARK: Backward through the graph
 
-    /// Scratch scalars ``backwardThroughGraph`` needs beyond `rows` ones: a full
-    /// `N x D` intermediate and four column vectors.
+    /// Scratch scalars the staged backward needs beyond `rows` ones: a full
+    /// `N x D` intermediate node, four partial column vectors per chunk
+    /// (`dgamma`, `dbeta`, `divar`, `dmu`), then the batch's `divar` (later
+    /// `Σ dxmu`) and `dvar`.
     @inlinable
-    static func graphScratch(rows: Int, columns: Int) -> Int {
-        rows * columns + 4 * columns
+    static func graphScratch(rows: Int, columns: Int, chunks: Int) -> Int {
+        rows * columns + (4 * chunks + 2) * columns
     }
 
-    /// The staged backward, node by node as cs231n's `batchnorm_backward` walks
-    /// the computation graph of `xmu = x - mu`, `var`, `ivar = 1/sqrt(var + eps)`,
-    /// `xhat = xmu * ivar`, `y = gamma * xhat + beta`. Each column reduction is
-    /// `gemv(Trans, ·, 1)` (BLAS) or a loop (naive); `dx` serves as the buffer
-    /// of the `dxhat`, `dxmu` nodes. With `frozen` the statistics are constants.
+    // The staged backward walks cs231n's `batchnorm_backward` graph of
+    // `xmu = x - mu`, `var`, `ivar = 1/sqrt(var + eps)`, `xhat = xmu * ivar`,
+    // `y = gamma * xhat + beta` node by node, every node a full pass over its
+    // rows. Two nodes need column sums over the whole batch (`divar` and `dmu`),
+    // so the walk has three stages; the rows of each stage may be split into
+    // chunks on threads, with the chunks' partial column sums added between
+    // stages. Each column reduction is `gemv(Trans, ·, 1)` (BLAS) or a loop
+    // (naive). `dx` holds the `dxhat` and `dxmu` nodes on the way.
+
+    /// Stage 1 over `rows` rows: `dbeta = Σ dy`, the `dy ∘ xhat` node and
+    /// `dgamma = Σ dy ∘ xhat`, `dxhat = dy ∘ gamma` (into `dx`), and, unless the
+    /// statistics are `frozen`, the `dxhat ∘ xmu` node and `divar = Σ dxhat ∘ xmu`.
+    /// With `frozen` statistics `dx = dxhat ∘ ivar` and the walk ends here.
+    /// The sums are this chunk's partial sums.
     @inlinable
-    static func backwardThroughGraph<Scalar: BLASScalar>(
+    static func graphStageOne<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
         mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
         gamma: UnsafePointer<Scalar>, frozen: Bool, backend: Backend,
-        dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
-        dbeta: UnsafeMutablePointer<Scalar>,
-        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+        dx: UnsafeMutablePointer<Scalar>, node: UnsafeMutablePointer<Scalar>,
+        dgamma: UnsafeMutablePointer<Scalar>, dbeta: UnsafeMutablePointer<Scalar>,
+        divar: UnsafeMutablePointer<Scalar>, ones: UnsafePointer<Scalar>
     ) {
-        let count = rows * columns
-        let node = scratch
-        let divar = scratch + count, dvar = divar + columns, dmu = dvar + columns
-        let n = Scalar(rows)
         // dbeta = Σ dy.
         columnSums(dy, rows: rows, columns: columns, backend: backend, ones: ones, into: dbeta)
         // xhat node, then dgamma = Σ dy ∘ xhat.
@@ -222,24 +229,53 @@ enum BatchNormKernels {
             for j in 0..<columns { out[j] = d[j] * (row[j] - mean[j]) }
         }
         columnSums(node, rows: rows, columns: columns, backend: backend, ones: ones, into: divar)
-        // dsqrtvar = -ivar² · divar;  dvar = 0.5 · ivar · dsqrtvar.
+    }
+
+    /// Between stages 1 and 2, from the batch's `divar`:
+    /// `dsqrtvar = -ivar² · divar`, `dvar = 0.5 · ivar · dsqrtvar`.
+    @inlinable
+    static func graphVarianceNode<Scalar: BLASScalar>(
+        divar: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>, columns: Int,
+        dvar: UnsafeMutablePointer<Scalar>
+    ) {
         for j in 0..<columns {
             let dsqrtvar = -invstd[j] * invstd[j] * divar[j]
             dvar[j] = 0.5 * invstd[j] * dsqrtvar
         }
-        // dxmu = dxhat ∘ ivar + 2 · xmu ∘ dvar / N  (dxmu1 + dxmu2 through dsq).
+    }
+
+    /// Stage 2 over `rows` of a batch of `count` rows:
+    /// `dxmu = dxhat ∘ ivar + 2 · xmu ∘ dvar / N` (`dxmu1 + dxmu2` through
+    /// `dsq`) in place in `dx`, and this chunk's partial `dmu = Σ dxmu`.
+    @inlinable
+    static func graphStageTwo<Scalar: BLASScalar>(
+        x: UnsafePointer<Scalar>, rows: Int, columns: Int, count: Int,
+        mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>, dvar: UnsafePointer<Scalar>,
+        backend: Backend, dx: UnsafeMutablePointer<Scalar>, dmu: UnsafeMutablePointer<Scalar>,
+        ones: UnsafePointer<Scalar>
+    ) {
+        let n = Scalar(count)
         for i in 0..<rows {
             let row = x + i * columns, out = dx + i * columns
             for j in 0..<columns {
                 out[j] = out[j] * invstd[j] + 2 * (row[j] - mean[j]) * dvar[j] / n
             }
         }
-        // dmu = -Σ dxmu;  dx = dxmu + dmu / N.
         columnSums(UnsafePointer(dx), rows: rows, columns: columns, backend: backend,
                    ones: ones, into: dmu)
+    }
+
+    /// Stage 3 over `rows` of a batch of `count` rows, from the batch's
+    /// `Σ dxmu`: `dmu = -Σ dxmu`, `dx = dxmu + dmu / N`.
+    @inlinable
+    static func graphStageThree<Scalar: BLASScalar>(
+        rows: Int, columns: Int, count: Int, sumDxmu: UnsafePointer<Scalar>,
+        dx: UnsafeMutablePointer<Scalar>
+    ) {
+        let n = Scalar(count)
         for i in 0..<rows {
             let out = dx + i * columns
-            for j in 0..<columns { out[j] -= dmu[j] / n }
+            for j in 0..<columns { out[j] -= sumDxmu[j] / n }
         }
     }
 

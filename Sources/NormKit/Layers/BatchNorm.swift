@@ -140,7 +140,9 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     /// `batchnorm_backward`): `xmu`, `var`, `sqrtvar`, `ivar`, `xhat`, node by node,
     /// each column reduction a `gemv(Trans, ·, 1)` on the BLAS backend. Slower than
     /// ``backward(_:cache:)`` (it keeps an `N x D` intermediate and makes more
-    /// passes) and equal to it within rounding; it is here to be compared.
+    /// passes) and equal to it within rounding; it is here to be compared. With
+    /// ``Threading/threadCount`` above 1 (BLAS backend) each stage runs on
+    /// chunks of rows, and the chunks' column sums are added between stages.
     @inlinable
     public func backwardThroughGraph(_ outputGradient: Tensor<Scalar>,
                                      cache: Cache) throws(NormError) -> NormGradients<Scalar> {

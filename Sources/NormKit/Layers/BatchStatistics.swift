@@ -142,16 +142,8 @@ enum BatchStatistics {
         gradients.prepare(shape: cache.input.shape, parameterCount: channels)
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
         if graph {
-            workspace.withRegions(
-                ones: g.outer, scratch: BatchNormKernels.graphScratch(rows: g.outer, columns: channels)
-            ) { ones, scratch in
-                cache.withBackwardPointers(outputGradient, into: &gradients) { p in
-                    BatchNormKernels.backwardThroughGraph(
-                        dy: p.dy, x: p.x, rows: g.outer, columns: channels, mean: p.mean,
-                        invstd: p.invstd, gamma: p.gamma, frozen: frozen, backend: backend,
-                        dx: p.dx, dgamma: p.dgamma, dbeta: p.dbeta, ones: ones, scratch: scratch)
-                }
-            }
+            backwardThroughGraph(geometry: g, backend: backend, frozen: frozen, cache: cache,
+                                 outputGradient, into: &gradients, workspace: &workspace)
             return
         }
         let chunks = Threading.chunkCount(outer: g.outer, scalarsPerRow: rowStride, backend: backend)
@@ -183,6 +175,60 @@ enum BatchStatistics {
                         dy: p.dy + offset, x: p.x + offset,
                         geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
                         mean: p.mean, coefficients: coefficients, dx: p.dx + offset)
+                }
+            }
+        }
+    }
+
+    /// The staged backward (matrix geometry only): the three stages of
+    /// ``BatchNormKernels/graphStageOne(dy:x:rows:columns:mean:invstd:gamma:frozen:backend:dx:node:dgamma:dbeta:divar:ones:)``
+    /// and its successors, each over chunks of rows on ``Threading`` (BLAS), with
+    /// the chunks' partial column sums added by `axpy` between stages.
+    @inlinable
+    static func backwardThroughGraph<Scalar: BLASScalar>(
+        geometry g: ChannelGeometry, backend: Backend, frozen: Bool, cache: NormCache<Scalar>,
+        _ outputGradient: Tensor<Scalar>, into gradients: inout NormGradients<Scalar>,
+        workspace: inout Workspace<Scalar>
+    ) {
+        let channels = g.channels, count = g.outer
+        let chunks = Threading.chunkCount(outer: count, scalarsPerRow: channels, backend: backend)
+        let scratchCount = BatchNormKernels.graphScratch(rows: count, columns: channels, chunks: chunks)
+        workspace.withRegions(ones: count, scratch: scratchCount) { ones, scratch in
+            cache.withBackwardPointers(outputGradient, into: &gradients) { p in
+                // Chunk k's partials: dgamma, dbeta, divar, dmu.
+                let node = scratch, partials = scratch + count * channels, stride = 4 * channels
+                let batchSum = partials + chunks * stride, dvar = batchSum + channels
+                Threading.run(chunks: chunks) { chunk in
+                    let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: count)
+                    let offset = rows.lowerBound * channels, own = partials + chunk * stride
+                    BatchNormKernels.graphStageOne(
+                        dy: p.dy + offset, x: p.x + offset, rows: rows.count, columns: channels,
+                        mean: p.mean, invstd: p.invstd, gamma: p.gamma, frozen: frozen,
+                        backend: backend, dx: p.dx + offset, node: node + offset,
+                        dgamma: own, dbeta: own + channels, divar: own + 2 * channels, ones: ones)
+                }
+                Threading.sumPartials(chunks: chunks, first: partials, stride: stride, count: channels,
+                                      dgamma: p.dgamma, dbeta: p.dbeta)
+                if frozen { return }
+                Threading.sumPartials(chunks: chunks, first: partials + 2 * channels, stride: stride,
+                                      count: channels, into: batchSum)
+                BatchNormKernels.graphVarianceNode(divar: batchSum, invstd: p.invstd,
+                                                   columns: channels, dvar: dvar)
+                Threading.run(chunks: chunks) { chunk in
+                    let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: count)
+                    let offset = rows.lowerBound * channels, own = partials + chunk * stride
+                    BatchNormKernels.graphStageTwo(
+                        x: p.x + offset, rows: rows.count, columns: channels, count: count,
+                        mean: p.mean, invstd: p.invstd, dvar: dvar, backend: backend,
+                        dx: p.dx + offset, dmu: own + 3 * channels, ones: ones)
+                }
+                Threading.sumPartials(chunks: chunks, first: partials + 3 * channels, stride: stride,
+                                      count: channels, into: batchSum)
+                Threading.run(chunks: chunks) { chunk in
+                    let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: count)
+                    let offset = rows.lowerBound * channels
+                    BatchNormKernels.graphStageThree(rows: rows.count, columns: channels, count: count,
+                                                     sumDxmu: batchSum, dx: p.dx + offset)
                 }
             }
         }
