@@ -40,8 +40,8 @@ enum GroupNormKernels {
     ///
     /// - Parameters:
     ///   - ones: at least `L` ones (BLAS).
-    ///   - scratch: ``LayerNormKernels/forwardScratch(blockRows:columns:)`` with
-    ///     `columns = L` (BLAS).
+    ///   - scratch: ``LayerNormKernels/forwardScratch(blockRows:columns:centred:)``
+    ///     with `columns = L`, centred (BLAS).
     /// - Returns: the first row `n·G + g` whose statistics are not finite, or `nil`.
     @inlinable
     static func forward<Scalar: BLASScalar>(
@@ -60,7 +60,7 @@ enum GroupNormKernels {
                 if let bad = LayerNormKernels.rowStatisticsBLAS(
                     x: x + start * length, rows: b, columns: length, epsilon: epsilon,
                     centred: true, mean: mean + start, invstd: invstd + start,
-                    ones: ones, scratch: scratch) {
+                    squares: scratch, variance: scratch + blockRows * length, ones: ones) {
                     return start + bad
                 }
                 affine(x: x, geometry: g, rows: start..<(start + b), mean: mean, invstd: invstd,
@@ -102,11 +102,11 @@ enum GroupNormKernels {
 
     // MARK: Backward
 
-    /// Scratch ``backward`` needs: the block's `P = dy ∘ xhat`, two per-slab sums
-    /// and two per-row terms.
+    /// Scratch ``backward`` needs: two per-slab sums and two per-row terms per
+    /// row of a block (the block's `P = dy ∘ xhat` lives in `dx`'s block).
     @inlinable
     static func backwardScratch(geometry g: Geometry, blockRows: Int) -> Int {
-        blockRows * g.rowLength + 2 * blockRows * g.channelsPerGroup + 2 * blockRows
+        2 * blockRows * g.channelsPerGroup + 2 * blockRows
     }
 
     /// With `xhat = (x - mean_r)·invstd_r` and `dxhat = gamma_c·dy`, per row:
@@ -116,15 +116,15 @@ enum GroupNormKernels {
     /// Per block of rows: the per-slab sums `s1 = gemv(NoTrans, dY_b, 1_HW)` and
     /// `s2 = gemv(NoTrans, P_b, 1_HW)` (loops on the naive backend); `dbeta_c += s1`,
     /// `dgamma_c += s2`, and the row terms `Σ_c gamma_c·s1 / L`, `Σ_c gamma_c·s2 / L`;
-    /// then `dx` while the block is in L2.
+    /// then `dx` while the block is in L2. `P_b` is written into `dX_b`, which
+    /// `dx` then overwrites.
     @inlinable
     static func backward<Scalar: BLASScalar>(
         _ p: BackwardPointers<Scalar>, geometry g: Geometry, blockRows: Int, backend: Backend,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) {
         let perGroup = g.channelsPerGroup, hw = g.spatial, length = g.rowLength
-        let block = scratch
-        let slabDy = scratch + blockRows * length, slabP = slabDy + blockRows * perGroup
+        let slabDy = scratch, slabP = slabDy + blockRows * perGroup
         let rowDxhat = slabP + blockRows * perGroup, rowDxhatXhat = rowDxhat + blockRows
         let inverseLength = 1 / Scalar(length)
         p.dgamma.update(repeating: 0, count: g.channels)
@@ -133,7 +133,7 @@ enum GroupNormKernels {
         while start < g.rows {
             let b = min(blockRows, g.rows - start), slabs = b * perGroup
             let offset = start * length
-            let dyb = p.dy + offset, xb = p.x + offset
+            let dyb = p.dy + offset, xb = p.x + offset, block = p.dx + offset
             for r in 0..<b {
                 let m = p.mean[start + r], s = p.invstd[start + r]
                 let dyRow = dyb + r * length, xRow = xb + r * length, out = block + r * length

@@ -121,14 +121,16 @@ enum GroupStatistics {
         cache.record(input: input, gamma: gamma, mode: mode, statisticCount: g.rows)
         let blockRows = backend == .blas
             ? CacheGeometry.blockRows(rows: g.rows, columns: g.rowLength,
-                                      bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
+                                      bytesPerScalar: MemoryLayout<Scalar>.stride,
+                                      buffers: LayerNormKernels.forwardBuffers(centred: true))
             : g.rows
         let onesCount = backend == .blas ? g.rowLength : 0
         // Chunks of samples, so that a chunk's rows start at group 0.
         let chunks = Threading.chunkCount(outer: g.samples, scalarsPerRow: channels * g.spatial,
                                           backend: backend)
         let perChunk = backend == .blas
-            ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: g.rowLength) : 0
+            ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: g.rowLength, centred: true)
+            : 0
         let failure: Int? = workspace.withRegions(ones: onesCount, scratch: chunks * perChunk) { ones, scratch in
             input.withUnsafeBufferPointer { x in
             gamma.withUnsafeBufferPointer { gammaBuffer in
@@ -168,7 +170,7 @@ enum GroupStatistics {
         gradients.prepare(shape: cache.input.shape, parameterCount: channels)
         let blockRows = backend == .blas
             ? CacheGeometry.blockRows(rows: g.rows, columns: g.rowLength,
-                                      bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 4)
+                                      bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
             : g.rows
         let onesCount = backend == .blas ? g.spatial : 0
         let chunks = Threading.chunkCount(outer: g.samples, scalarsPerRow: channels * g.spatial,

@@ -21,11 +21,13 @@ enum RowNormalization {
         output.prepare(shape: input.shape)
         cache.record(input: input, gamma: gamma, mode: mode, statisticCount: rows)
         let blockRows = CacheGeometry.blockRows(
-            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
+            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride,
+            buffers: LayerNormKernels.forwardBuffers(centred: centred))
         let onesCount = backend == .blas ? max(blockRows, columns) : 0
         let chunks = Threading.chunkCount(outer: rows, scalarsPerRow: columns, backend: backend)
         let perChunk = backend == .blas
-            ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: columns) : 0
+            ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: columns, centred: centred)
+            : 0
         let failure: Int? = workspace.withRegions(ones: onesCount, scratch: chunks * perChunk) { ones, scratch in
             input.withUnsafeBufferPointer { xBuffer in
             gamma.withUnsafeBufferPointer { gammaBuffer in
@@ -72,12 +74,11 @@ enum RowNormalization {
         try Validation.cache(cache, parameters: columns, statistics: rows)
         gradients.prepare(shape: cache.input.shape, parameterCount: columns)
         let blockRows = CacheGeometry.blockRows(
-            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 4)
+            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
         let onesCount = backend == .blas ? blockRows : 0
         let chunks = Threading.chunkCount(outer: rows, scalarsPerRow: columns, backend: backend)
         // Per chunk (BLAS): the kernel's scratch, then its partial dgamma and dbeta.
-        let perChunk = LayerNormKernels.backwardScratch(blockRows: blockRows, columns: columns)
-            + 2 * columns
+        let perChunk = LayerNormKernels.backwardScratch(blockRows: blockRows) + 2 * columns
         let scratch = backend == .blas ? chunks * perChunk : 2 * rows
         workspace.withRegions(ones: onesCount, scratch: scratch) { ones, scratch in
             cache.withBackwardPointers(outputGradient, into: &gradients) { p in
