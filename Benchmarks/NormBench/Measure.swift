@@ -9,7 +9,7 @@ func now() -> Double {
 }
 
 /// Timings of one case: at least `repetitions` runs and at least `minTime`
-/// seconds in all, after one warm-up run.
+/// seconds of runs, after one warm-up run.
 struct Timing {
     var samples: [Double]
     var median: Double {
@@ -20,15 +20,39 @@ struct Timing {
     var min: Double { samples.min() ?? .nan }
     var max: Double { samples.max() ?? .nan }
 
+    init(samples: [Double]) { self.samples = samples }
+
     init(repetitions: Int, minTime: Double, _ body: () throws -> Void) rethrows {
-        try body()
-        samples = []
-        let start = now()
-        while samples.count < repetitions || now() - start < minTime {
-            let t0 = now()
-            try body()
-            samples.append(now() - t0)
+        self = try withoutActuallyEscaping(body) {
+            try Timing.interleaved([$0], repetitions: repetitions, minTime: minTime)[0]
         }
+    }
+
+    /// Times several cases in alternation: one warm-up run each, then rounds in
+    /// which every case takes a turn of runs (at least one, and at least
+    /// `turnTime` seconds, so that a case whose data fits in cache runs mostly
+    /// hot), until every case has at least `repetitions` runs and at least
+    /// `minTime` seconds of runs. On a shared machine a slow spell then falls on
+    /// all the cases alike, so their ratio holds even when absolute times drift.
+    static func interleaved(_ bodies: [() throws -> Void], repetitions: Int, minTime: Double,
+                            turnTime: Double = 0.02) throws -> [Timing] {
+        for body in bodies { try body() }
+        var samples = Array(repeating: [Double](), count: bodies.count)
+        var spent = Array(repeating: 0.0, count: bodies.count)
+        while samples.contains(where: { $0.count < repetitions }) || spent.contains(where: { $0 < minTime }) {
+            for (index, body) in bodies.enumerated() {
+                var turn = 0.0
+                repeat {
+                    let t0 = now()
+                    try body()
+                    let elapsed = now() - t0
+                    samples[index].append(elapsed)
+                    turn += elapsed
+                } while turn < turnTime
+                spent[index] += turn
+            }
+        }
+        return samples.map(Timing.init(samples:))
     }
 }
 

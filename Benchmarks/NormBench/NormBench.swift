@@ -90,7 +90,8 @@ struct NormBench: ParsableCommand {
             print("!! DEBUG BUILD: these timings mean nothing. Use `swift run -c release normbench`.")
             print(String(repeating: "!", count: 72))
         }
-        print("Times are medians over >= \(repetitions) runs and >= \(minTime) s per case;"
+        print("Times are medians over >= \(repetitions) runs and >= \(minTime) s per case, the"
+              + " backends' runs alternating in turns of >= 20 ms;"
               + " GB/s counts DESIGN.md's bytes per element.")
 
         var records: [Record] = []
@@ -133,12 +134,15 @@ struct NormBench: ParsableCommand {
               + padLeft("% triad", 9) + padLeft("blas/naive", 12))
         var records: [Record] = []
         for index in 0..<caseCount {
+            // The backends' runs alternate, so that their ratio is measured under
+            // the same conditions.
+            let items = backends.map { byBackend[$0]![index] }
+            progress("  timing \(items[0].op) \(items[0].pass) \(dtype) \(shapeText)...")
+            let timings = try Timing.interleaved(items.map(\.run), repetitions: repetitions,
+                                                 minTime: minTime)
             var medians: [Backend: Double] = [:]
             var rows: [(Backend, Case, Timing)] = []
-            for backend in backends {
-                let item = byBackend[backend]![index]
-                progress("  timing \(item.op) \(item.pass) \(backend) \(dtype) \(shapeText)...")
-                let timing = try Timing(repetitions: repetitions, minTime: minTime, item.run)
+            for (backend, (item, timing)) in zip(backends, zip(items, timings)) {
                 medians[backend] = timing.median
                 rows.append((backend, item, timing))
             }
