@@ -47,8 +47,8 @@ struct NormBench: ParsableCommand {
     @Option(help: "NormKit's threads (Threading.threadCount) for the BLAS paths; naive runs on one.")
     var threads = 1
 
-    @Option(help: "OpenBLAS threads; keep 1 (NormKit's BLAS calls are on L2-sized blocks).")
-    var blasThreads = 1
+    @Option(help: "OpenBLAS's threads outside NormKit's kernels (inside them NormKit runs OpenBLAS on one). Default: OpenBLAS's own setting.")
+    var blasThreads: Int?
 
     @Option(help: "Minimum timed repetitions per case.")
     var repetitions = 5
@@ -68,8 +68,10 @@ struct NormBench: ParsableCommand {
             repetitions = 3
             minTime = 0.01
         }
-        guard threads >= 1, blasThreads >= 1 else { throw ValidationError("thread counts must be at least 1") }
-        BLASRuntime.threadCount = blasThreads
+        guard threads >= 1, (blasThreads ?? 1) >= 1 else {
+            throw ValidationError("thread counts must be at least 1")
+        }
+        if let blasThreads { BLASRuntime.threadCount = blasThreads }
         Threading.threadCount = threads
         let machine = MachineInfo.current(libraryThreads: threads)
         let opSet = Set(list(ops))
@@ -81,7 +83,8 @@ struct NormBench: ParsableCommand {
 
         print("normbench: NormKit BLAS paths vs naive loops vs in-run triad bandwidth")
         print("CPU: \(machine.cpu), \(machine.cores) cores")
-        print("threads: NormKit \(machine.libraryThreads) (BLAS paths; naive uses 1), OpenBLAS \(machine.blasThreads)"
+        print("threads: NormKit \(machine.libraryThreads) (BLAS paths; naive uses 1), OpenBLAS"
+              + " \(machine.blasThreads) outside NormKit's kernels and 1 inside them"
               + " (OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset"))")
         print("OpenBLAS: \(machine.blasConfiguration); core \(machine.blasCore)")
         print("build: \(machine.build); L2 \(CacheGeometry.level2Bytes / 1024) KiB per core")

@@ -151,3 +151,38 @@ extension ProcessWideTests {
         }
     }
 }
+
+extension ProcessWideTests {
+    /// NormKit runs OpenBLAS on one thread while its kernels run and leaves the
+    /// caller's setting as it found it.
+    @Suite("OpenBLAS's threads")
+    struct BLASThreadTests {
+        @Test("a layer call leaves OpenBLAS's thread count as it was, and its results alone")
+        func restoresThreadCount() throws {
+            let before = BLASRuntime.threadCount
+            defer { BLASRuntime.threadCount = before }
+            let x = Tensor<Float>(randomNormal: [3000, 64], mean: 2, standardDeviation: 3, seed: 1)
+            let dy = Tensor<Float>(randomNormal: [3000, 64], seed: 2)
+            var results: [[[Float]]] = []
+            for (blasThreads, libraryThreads) in [(1, 1), (2, 1), (2, 2)] {
+                BLASRuntime.threadCount = blasThreads
+                Threading.threadCount = libraryThreads
+                defer { Threading.threadCount = 1 }
+                var bn = try BatchNorm<Float>(featureCount: 64)
+                var ln = try LayerNorm<Float>(featureCount: 64)
+                let (y, cache) = try bn.forward(x, mode: .training)
+                let g = try bn.backward(dy, cache: cache)
+                let (z, lnCache) = try ln.forward(x, mode: .training)
+                let h = try ln.backward(dy, cache: lnCache)
+                #expect(BLASRuntime.threadCount == blasThreads,
+                        "OpenBLAS had \(blasThreads) threads before the calls")
+                results.append([y.scalars, g.input.scalars, g.gamma, z.scalars, h.input.scalars, h.gamma])
+            }
+            for run in results.dropFirst() {
+                for (index, (a, b)) in zip(run, results[0]).enumerated() {
+                    #expect(normwiseError(a, b) <= 1e-5, "quantity \(index)")
+                }
+            }
+        }
+    }
+}

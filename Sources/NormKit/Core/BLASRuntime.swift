@@ -1,12 +1,17 @@
 import CBLAS
+import Synchronization
 
 /// The OpenBLAS library NormKit runs on: its build and its thread pool.
 ///
 /// NormKit parallelizes its own kernels (``Threading``) and calls BLAS on
-/// blocks small enough to stay in L2, where OpenBLAS's own threads only add
-/// overhead and oversubscribe the cores. NormKit never changes OpenBLAS's
-/// thread count behind your back; set ``threadCount`` (or the environment
-/// variable `OPENBLAS_NUM_THREADS`) yourself. `normbench` sets it to 1.
+/// blocks small enough to stay in L2. OpenBLAS splits any gemv of at least
+/// 9216 elements over its own threads, which for such blocks costs far more
+/// than it gains (BatchNorm forward at 32768x1024 took 2.3 times as long with
+/// OpenBLAS on 2 threads as on 1) and, beside NormKit's threads, oversubscribes
+/// the cores. So while NormKit's kernels run, OpenBLAS runs on one thread; the
+/// count it had is restored when they finish, so your own BLAS calls (a GEMM,
+/// say) keep OpenBLAS's threads. A call to OpenBLAS from another thread while
+/// a NormKit kernel runs gets one thread too.
 public enum BLASRuntime {
     /// The number of threads OpenBLAS uses (`openblas_get_num_threads` /
     /// `openblas_set_num_threads`). Process-wide.
@@ -27,5 +32,38 @@ public enum BLASRuntime {
     public static var coreName: String {
         guard let text = openblas_get_corename() else { return "unknown" }
         return String(cString: text)
+    }
+}
+
+extension BLASRuntime {
+    /// How many NormKit kernels are running, and OpenBLAS's thread count from
+    /// before the first of them began.
+    struct SingleThreadedScope {
+        var active = 0
+        var saved: Int32 = 1
+    }
+
+    static let scope = Mutex(SingleThreadedScope())
+
+    /// Called when a NormKit kernel begins: the first one sets OpenBLAS to one
+    /// thread and remembers its count (`openblas_get_num_threads`).
+    @usableFromInline
+    static func enterSingleThreaded() {
+        scope.withLock { state in
+            if state.active == 0 {
+                state.saved = openblas_get_num_threads()
+                if state.saved > 1 { openblas_set_num_threads(1) }
+            }
+            state.active += 1
+        }
+    }
+
+    /// Called when a NormKit kernel ends: the last one restores the count.
+    @usableFromInline
+    static func leaveSingleThreaded() {
+        scope.withLock { state in
+            state.active -= 1
+            if state.active == 0, state.saved > 1 { openblas_set_num_threads(state.saved) }
+        }
     }
 }

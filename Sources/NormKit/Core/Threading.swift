@@ -10,9 +10,8 @@ import Synchronization
 /// backward's column sums by summation). The naive backend stays on the calling
 /// thread.
 ///
-/// Set OpenBLAS to one thread (``BLASRuntime/threadCount``) when you use more
-/// than one here: NormKit's BLAS calls are on L2-sized blocks, where OpenBLAS's
-/// own threads only oversubscribe the cores. The default is 1.
+/// While the chunks run, OpenBLAS runs on one thread (``BLASRuntime``), so the
+/// two never oversubscribe the cores. The default is 1.
 public enum Threading {
     static let storage = Atomic<Int>(1)
 
@@ -40,9 +39,12 @@ public enum Threading {
     }
 
     /// Runs `body(chunk)` for every chunk in `0..<count`, in parallel when
-    /// `count > 1`, and returns when all have finished.
+    /// `count > 1`, and returns when all have finished. OpenBLAS runs on one
+    /// thread meanwhile (see ``BLASRuntime``).
     @inlinable
     static func run(chunks count: Int, _ body: (Int) -> Void) {
+        BLASRuntime.enterSingleThreaded()
+        defer { BLASRuntime.leaveSingleThreaded() }
         if count == 1 {
             body(0)
             return
