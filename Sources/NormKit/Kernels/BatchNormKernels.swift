@@ -135,20 +135,6 @@ enum BatchNormKernels {
         }
     }
 
-    /// Column sums `gemv(Trans, A, 1)` (BLAS) or nested loops (naive).
-    @inlinable
-    static func columnSums<Scalar: BLASScalar>(
-        _ a: UnsafePointer<Scalar>, rows: Int, columns: Int, backend: Backend,
-        ones: UnsafePointer<Scalar>, into sums: UnsafeMutablePointer<Scalar>
-    ) {
-        switch backend {
-        case .blas:
-            Scalar.gemvTransposed(rows: rows, columns: columns, a: a, x: ones, beta: 0, y: sums)
-        case .naive:
-            columnSumsNaive(a, rows: rows, columns: columns, into: sums)
-        }
-    }
-
     // MARK: Forward
 
     /// `y = (x - mean) * scale + shift` per column: the normalize pass, which
@@ -170,13 +156,19 @@ enum BatchNormKernels {
 
     // MARK: Backward through the graph
 
-    /// Scratch scalars the staged backward needs beyond `rows` ones: a full
-    /// `N x D` intermediate node, four partial column vectors per chunk
-    /// (`dgamma`, `dbeta`, `divar`, `dmu`), then the batch's `divar` (later
-    /// `Σ dxmu`) and `dvar`.
+    /// Scratch scalars the staged backward needs beyond `blockRows` ones: per
+    /// chunk an intermediate node of `blockRows x columns` and four partial
+    /// column vectors (`dgamma`, `dbeta`, `divar`, `dmu`); then the batch's
+    /// `divar` (later `Σ dxmu`) and `dvar`.
     @inlinable
-    static func graphScratch(rows: Int, columns: Int, chunks: Int) -> Int {
-        rows * columns + (4 * chunks + 2) * columns
+    static func graphScratch(blockRows: Int, columns: Int, chunks: Int) -> Int {
+        chunks * graphChunkScratch(blockRows: blockRows, columns: columns) + 2 * columns
+    }
+
+    /// One chunk's part of ``graphScratch(blockRows:columns:chunks:)``.
+    @inlinable
+    static func graphChunkScratch(blockRows: Int, columns: Int) -> Int {
+        (blockRows + 4) * columns
     }
 
     // The staged backward walks cs231n's `batchnorm_backward` graph of
@@ -187,48 +179,80 @@ enum BatchNormKernels {
     // chunks on threads, with the chunks' partial column sums added between
     // stages. Each column reduction is `gemv(Trans, ·, 1)` (BLAS) or a loop
     // (naive). `dx` holds the `dxhat` and `dxmu` nodes on the way.
+    //
+    // The BLAS backend walks the nodes of stages 1 and 2 block by block of
+    // `blockRows` rows that stay in L2, so that a stage reads its inputs from
+    // memory once however many nodes it has (the naive backend: one block).
 
-    /// Stage 1 over `rows` rows: `dbeta = Σ dy`, the `dy ∘ xhat` node and
-    /// `dgamma = Σ dy ∘ xhat`, `dxhat = dy ∘ gamma` (into `dx`), and, unless the
-    /// statistics are `frozen`, the `dxhat ∘ xmu` node and `divar = Σ dxhat ∘ xmu`.
-    /// With `frozen` statistics `dx = dxhat ∘ ivar` and the walk ends here.
-    /// The sums are this chunk's partial sums.
+    /// Adds the column sums of `a` (`rows x columns`) to `sums`:
+    /// `gemv(Trans, A, 1)` with `beta = 1` (BLAS) or nested loops (naive).
+    @inlinable
+    static func addColumnSums<Scalar: BLASScalar>(
+        _ a: UnsafePointer<Scalar>, rows: Int, columns: Int, backend: Backend,
+        ones: UnsafePointer<Scalar>, to sums: UnsafeMutablePointer<Scalar>
+    ) {
+        switch backend {
+        case .blas:
+            Scalar.gemvTransposed(rows: rows, columns: columns, a: a, x: ones, beta: 1, y: sums)
+        case .naive:
+            for i in 0..<rows {
+                let row = a + i * columns
+                for j in 0..<columns { sums[j] += row[j] }
+            }
+        }
+    }
+
+    /// Stage 1 over `rows` rows, per block: the `dy ∘ xhat` node and
+    /// `dgamma = Σ dy ∘ xhat`, `dbeta = Σ dy`, `dxhat = dy ∘ gamma` (into `dx`),
+    /// and, unless the statistics are `frozen`, the `dxhat ∘ xmu` node and
+    /// `divar = Σ dxhat ∘ xmu`. With `frozen` statistics `dx = dxhat ∘ ivar` and
+    /// the walk ends here. The sums are this chunk's partial sums; `node` holds
+    /// `blockRows x columns` scalars.
     @inlinable
     static func graphStageOne<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
-        mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
+        blockRows: Int, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
         gamma: UnsafePointer<Scalar>, frozen: Bool, backend: Backend,
         dx: UnsafeMutablePointer<Scalar>, node: UnsafeMutablePointer<Scalar>,
         dgamma: UnsafeMutablePointer<Scalar>, dbeta: UnsafeMutablePointer<Scalar>,
         divar: UnsafeMutablePointer<Scalar>, ones: UnsafePointer<Scalar>
     ) {
-        // dbeta = Σ dy.
-        columnSums(dy, rows: rows, columns: columns, backend: backend, ones: ones, into: dbeta)
-        // xhat node, then dgamma = Σ dy ∘ xhat.
-        for i in 0..<rows {
-            let row = x + i * columns, out = node + i * columns, g = dy + i * columns
-            for j in 0..<columns { out[j] = g[j] * ((row[j] - mean[j]) * invstd[j]) }
-        }
-        columnSums(node, rows: rows, columns: columns, backend: backend, ones: ones, into: dgamma)
-        // dxhat = dy ∘ gamma (into dx).
-        for i in 0..<rows {
-            let g = dy + i * columns, out = dx + i * columns
-            for j in 0..<columns { out[j] = g[j] * gamma[j] }
-        }
-        if frozen {
-            // dx = dxhat ∘ ivar.
-            for i in 0..<rows {
-                let out = dx + i * columns
-                for j in 0..<columns { out[j] *= invstd[j] }
+        dgamma.update(repeating: 0, count: columns)
+        dbeta.update(repeating: 0, count: columns)
+        divar.update(repeating: 0, count: columns)
+        var start = 0
+        while start < rows {
+            let b = min(blockRows, rows - start), offset = start * columns
+            let dy = dy + offset, x = x + offset, dx = dx + offset
+            // xhat node (it streams dy and x from memory together), then
+            // dgamma = Σ dy ∘ xhat and dbeta = Σ dy.
+            for i in 0..<b {
+                let row = x + i * columns, out = node + i * columns, g = dy + i * columns
+                for j in 0..<columns { out[j] = g[j] * ((row[j] - mean[j]) * invstd[j]) }
             }
-            return
+            addColumnSums(node, rows: b, columns: columns, backend: backend, ones: ones, to: dgamma)
+            addColumnSums(dy, rows: b, columns: columns, backend: backend, ones: ones, to: dbeta)
+            // dxhat = dy ∘ gamma (into dx).
+            for i in 0..<b {
+                let g = dy + i * columns, out = dx + i * columns
+                for j in 0..<columns { out[j] = g[j] * gamma[j] }
+            }
+            if frozen {
+                // dx = dxhat ∘ ivar.
+                for i in 0..<b {
+                    let out = dx + i * columns
+                    for j in 0..<columns { out[j] *= invstd[j] }
+                }
+            } else {
+                // divar = Σ dxhat ∘ xmu.
+                for i in 0..<b {
+                    let row = x + i * columns, d = dx + i * columns, out = node + i * columns
+                    for j in 0..<columns { out[j] = d[j] * (row[j] - mean[j]) }
+                }
+                addColumnSums(node, rows: b, columns: columns, backend: backend, ones: ones, to: divar)
+            }
+            start += b
         }
-        // divar = Σ dxhat ∘ xmu.
-        for i in 0..<rows {
-            let row = x + i * columns, d = dx + i * columns, out = node + i * columns
-            for j in 0..<columns { out[j] = d[j] * (row[j] - mean[j]) }
-        }
-        columnSums(node, rows: rows, columns: columns, backend: backend, ones: ones, into: divar)
     }
 
     /// Between stages 1 and 2, from the batch's `divar`:
@@ -244,25 +268,32 @@ enum BatchNormKernels {
         }
     }
 
-    /// Stage 2 over `rows` of a batch of `count` rows:
+    /// Stage 2 over `rows` of a batch of `count` rows, per block:
     /// `dxmu = dxhat ∘ ivar + 2 · xmu ∘ dvar / N` (`dxmu1 + dxmu2` through
     /// `dsq`) in place in `dx`, and this chunk's partial `dmu = Σ dxmu`.
     @inlinable
     static func graphStageTwo<Scalar: BLASScalar>(
-        x: UnsafePointer<Scalar>, rows: Int, columns: Int, count: Int,
+        x: UnsafePointer<Scalar>, rows: Int, columns: Int, blockRows: Int, count: Int,
         mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>, dvar: UnsafePointer<Scalar>,
         backend: Backend, dx: UnsafeMutablePointer<Scalar>, dmu: UnsafeMutablePointer<Scalar>,
         ones: UnsafePointer<Scalar>
     ) {
         let n = Scalar(count)
-        for i in 0..<rows {
-            let row = x + i * columns, out = dx + i * columns
-            for j in 0..<columns {
-                out[j] = out[j] * invstd[j] + 2 * (row[j] - mean[j]) * dvar[j] / n
+        dmu.update(repeating: 0, count: columns)
+        var start = 0
+        while start < rows {
+            let b = min(blockRows, rows - start), offset = start * columns
+            let x = x + offset, dx = dx + offset
+            for i in 0..<b {
+                let row = x + i * columns, out = dx + i * columns
+                for j in 0..<columns {
+                    out[j] = out[j] * invstd[j] + 2 * (row[j] - mean[j]) * dvar[j] / n
+                }
             }
+            addColumnSums(UnsafePointer(dx), rows: b, columns: columns, backend: backend,
+                          ones: ones, to: dmu)
+            start += b
         }
-        columnSums(UnsafePointer(dx), rows: rows, columns: columns, backend: backend,
-                   ones: ones, into: dmu)
     }
 
     /// Stage 3 over `rows` of a batch of `count` rows, from the batch's

@@ -138,9 +138,11 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
 
     /// The staged backward through the computation graph (cs231n's
     /// `batchnorm_backward`): `xmu`, `var`, `sqrtvar`, `ivar`, `xhat`, node by node,
-    /// each column reduction a `gemv(Trans, ·, 1)` on the BLAS backend. Slower than
-    /// ``backward(_:cache:)`` (it keeps an `N x D` intermediate and makes more
-    /// passes) and equal to it within rounding; it is here to be compared. With
+    /// each column reduction a `gemv(Trans, ·, 1)` on the BLAS backend, which walks
+    /// the nodes block by block of rows that stay in L2 (the naive backend walks
+    /// them over the whole `N x D` batch). Slower than ``backward(_:cache:)`` (it
+    /// makes more passes) and equal to it within rounding; it is here to be
+    /// compared. With
     /// ``Threading/threadCount`` above 1 (BLAS backend) each stage runs on
     /// chunks of rows, and the chunks' column sums are added between stages.
     @inlinable

@@ -181,9 +181,10 @@ enum BatchStatistics {
     }
 
     /// The staged backward (matrix geometry only): the three stages of
-    /// ``BatchNormKernels/graphStageOne(dy:x:rows:columns:mean:invstd:gamma:frozen:backend:dx:node:dgamma:dbeta:divar:ones:)``
-    /// and its successors, each over chunks of rows on ``Threading`` (BLAS), with
-    /// the chunks' partial column sums added by `axpy` between stages.
+    /// ``BatchNormKernels/graphStageOne(dy:x:rows:columns:blockRows:mean:invstd:gamma:frozen:backend:dx:node:dgamma:dbeta:divar:ones:)``
+    /// and its successors, each over chunks of rows on ``Threading`` (BLAS) and
+    /// row blocks that stay in L2 within a chunk, with the chunks' partial column
+    /// sums added by `axpy` between stages.
     @inlinable
     static func backwardThroughGraph<Scalar: BLASScalar>(
         geometry g: ChannelGeometry, backend: Backend, frozen: Bool, cache: NormCache<Scalar>,
@@ -192,38 +193,48 @@ enum BatchStatistics {
     ) {
         let channels = g.channels, count = g.outer
         let chunks = Threading.chunkCount(outer: count, scalarsPerRow: channels, backend: backend)
-        let scratchCount = BatchNormKernels.graphScratch(rows: count, columns: channels, chunks: chunks)
-        workspace.withRegions(ones: count, scratch: scratchCount) { ones, scratch in
+        // Blocks of dy, x, the node and dx in L2 (BLAS); one block (naive).
+        let blockRows = backend == .blas
+            ? g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 4) : count
+        let perChunk = BatchNormKernels.graphChunkScratch(blockRows: blockRows, columns: channels)
+        let scratchCount = BatchNormKernels.graphScratch(blockRows: blockRows, columns: channels,
+                                                         chunks: chunks)
+        workspace.withRegions(ones: backend == .blas ? blockRows : 0, scratch: scratchCount) { ones, scratch in
             cache.withBackwardPointers(outputGradient, into: &gradients) { p in
-                // Chunk k's partials: dgamma, dbeta, divar, dmu.
-                let node = scratch, partials = scratch + count * channels, stride = 4 * channels
-                let batchSum = partials + chunks * stride, dvar = batchSum + channels
+                // Chunk k's region: its node block, then its partial dgamma, dbeta,
+                // divar and dmu.
+                let partials = perChunk - 4 * channels
+                let batchSum = scratch + chunks * perChunk, dvar = batchSum + channels
                 Threading.run(chunks: chunks) { chunk in
                     let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: count)
-                    let offset = rows.lowerBound * channels, own = partials + chunk * stride
+                    let offset = rows.lowerBound * channels, own = scratch + chunk * perChunk
+                    let sums = own + partials
                     BatchNormKernels.graphStageOne(
                         dy: p.dy + offset, x: p.x + offset, rows: rows.count, columns: channels,
-                        mean: p.mean, invstd: p.invstd, gamma: p.gamma, frozen: frozen,
-                        backend: backend, dx: p.dx + offset, node: node + offset,
-                        dgamma: own, dbeta: own + channels, divar: own + 2 * channels, ones: ones)
+                        blockRows: blockRows, mean: p.mean, invstd: p.invstd, gamma: p.gamma,
+                        frozen: frozen, backend: backend, dx: p.dx + offset, node: own,
+                        dgamma: sums, dbeta: sums + channels, divar: sums + 2 * channels,
+                        ones: ones)
                 }
-                Threading.sumPartials(chunks: chunks, first: partials, stride: stride, count: channels,
-                                      dgamma: p.dgamma, dbeta: p.dbeta)
+                let firstSums = scratch + partials
+                Threading.sumPartials(chunks: chunks, first: firstSums, stride: perChunk,
+                                      count: channels, dgamma: p.dgamma, dbeta: p.dbeta)
                 if frozen { return }
-                Threading.sumPartials(chunks: chunks, first: partials + 2 * channels, stride: stride,
-                                      count: channels, into: batchSum)
+                Threading.sumPartials(chunks: chunks, first: firstSums + 2 * channels,
+                                      stride: perChunk, count: channels, into: batchSum)
                 BatchNormKernels.graphVarianceNode(divar: batchSum, invstd: p.invstd,
                                                    columns: channels, dvar: dvar)
                 Threading.run(chunks: chunks) { chunk in
                     let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: count)
-                    let offset = rows.lowerBound * channels, own = partials + chunk * stride
+                    let offset = rows.lowerBound * channels
+                    let sums = scratch + chunk * perChunk + partials
                     BatchNormKernels.graphStageTwo(
-                        x: p.x + offset, rows: rows.count, columns: channels, count: count,
-                        mean: p.mean, invstd: p.invstd, dvar: dvar, backend: backend,
-                        dx: p.dx + offset, dmu: own + 3 * channels, ones: ones)
+                        x: p.x + offset, rows: rows.count, columns: channels, blockRows: blockRows,
+                        count: count, mean: p.mean, invstd: p.invstd, dvar: dvar, backend: backend,
+                        dx: p.dx + offset, dmu: sums + 3 * channels, ones: ones)
                 }
-                Threading.sumPartials(chunks: chunks, first: partials + 3 * channels, stride: stride,
-                                      count: channels, into: batchSum)
+                Threading.sumPartials(chunks: chunks, first: firstSums + 3 * channels,
+                                      stride: perChunk, count: channels, into: batchSum)
                 Threading.run(chunks: chunks) { chunk in
                     let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: count)
                     let offset = rows.lowerBound * channels
