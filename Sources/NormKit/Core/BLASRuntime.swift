@@ -13,11 +13,22 @@ import Synchronization
 /// say) keep OpenBLAS's threads. A call to OpenBLAS from another thread while
 /// a NormKit kernel runs gets one thread too.
 public enum BLASRuntime {
-    /// The number of threads OpenBLAS uses (`openblas_get_num_threads` /
-    /// `openblas_set_num_threads`). Process-wide.
+    /// The number of threads OpenBLAS uses outside NormKit's kernels
+    /// (`openblas_get_num_threads` / `openblas_set_num_threads`). Process-wide.
+    /// Set while a NormKit kernel runs on another thread, it takes effect
+    /// when the last running kernel finishes.
     public static var threadCount: Int {
-        get { Int(openblas_get_num_threads()) }
-        set { openblas_set_num_threads(Int32(clamping: max(1, newValue))) }
+        get {
+            scope.withLock { state in
+                Int(state.active > 0 ? state.saved : openblas_get_num_threads())
+            }
+        }
+        set {
+            let count = Int32(clamping: max(1, newValue))
+            scope.withLock { state in
+                if state.active > 0 { state.saved = count } else { openblas_set_num_threads(count) }
+            }
+        }
     }
 
     /// OpenBLAS's build configuration string (`openblas_get_config`),
@@ -37,7 +48,7 @@ public enum BLASRuntime {
 
 extension BLASRuntime {
     /// How many NormKit kernels are running, and OpenBLAS's thread count from
-    /// before the first of them began.
+    /// before the first of them began (or as ``threadCount`` set it since).
     struct SingleThreadedScope {
         var active = 0
         var saved: Int32 = 1
