@@ -26,11 +26,13 @@ let package = Package(
             pkgConfig: "lapacke",
             providers: [.apt(["liblapacke-dev"])]
         ),
+        // Header only: streaming stores, inlined into NormKit's output passes.
+        .systemLibrary(name: "CStreamingStore"),
 
         // MARK: Library
         .target(
             name: "NormKit",
-            dependencies: ["CBLAS", "CLAPACKE"]
+            dependencies: ["CBLAS", "CLAPACKE", "CStreamingStore"]
         ),
 
         // MARK: Training application

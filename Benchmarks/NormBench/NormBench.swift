@@ -87,7 +87,8 @@ struct NormBench: ParsableCommand {
               + " \(machine.blasThreads) outside NormKit's kernels and 1 inside them"
               + " (OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset"))")
         print("OpenBLAS: \(machine.blasConfiguration); core \(machine.blasCore)")
-        print("build: \(machine.build); L2 \(CacheGeometry.level2Bytes / 1024) KiB per core")
+        print("build: \(machine.build); L2 \(CacheGeometry.level2Bytes / 1024) KiB per core,"
+              + " last-level cache \(CacheGeometry.lastLevelBytes / 1024) KiB")
         if machine.build == "debug" {
             print(String(repeating: "!", count: 72))
             print("!! DEBUG BUILD: these timings mean nothing. Use `swift run -c release normbench`.")

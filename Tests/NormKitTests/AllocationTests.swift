@@ -174,6 +174,8 @@ extension ProcessWideTests {
                 let g = try bn.backward(dy, cache: cache)
                 let (z, lnCache) = try ln.forward(x, mode: .training)
                 let h = try ln.backward(dy, cache: lnCache)
+                // Other suites may run NormKit kernels meanwhile; threadCount
+                // reports the count outside kernels all the same.
                 #expect(BLASRuntime.threadCount == blasThreads,
                         "OpenBLAS had \(blasThreads) threads before the calls")
                 results.append([y.scalars, g.input.scalars, g.gamma, z.scalars, h.input.scalars, h.gamma])
@@ -183,6 +185,67 @@ extension ProcessWideTests {
                     #expect(normwiseError(a, b) <= 1e-5, "quantity \(index)")
                 }
             }
+        }
+    }
+}
+
+extension ProcessWideTests {
+    /// Outputs larger than `StreamingStores.minimumBytes` are written with
+    /// streaming stores; the values must not change.
+    @Suite("Streaming stores")
+    struct StreamingTests {
+        func results<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int]) throws -> [[L.Scalar]] {
+            var layer = layer
+            let count = layer.gamma.count
+            layer.gamma = Tensor<L.Scalar>(randomNormal: [count], mean: 1, seed: 7).scalars
+            if !(layer is RMSNorm<L.Scalar>) {   // RMSNorm's beta stays zeros
+                layer.beta = Tensor<L.Scalar>(randomNormal: [count], seed: 8).scalars
+            }
+            let x = Tensor<L.Scalar>(randomNormal: shape, mean: 3, standardDeviation: 2, seed: 5)
+            let dy = Tensor<L.Scalar>(randomNormal: shape, seed: 6)
+            let (y, cache) = try layer.forward(x, mode: .training)
+            let (inference, _) = try layer.forward(x, mode: .inference)
+            let g = try layer.backward(dy, cache: cache)
+            return [y.scalars, inference.scalars, g.input.scalars, g.gamma, g.beta]
+        }
+
+        /// Odd extents, so that rows start at every alignment and the aligned
+        /// middle of each row has a head and a tail.
+        func check<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int]) throws {
+            let before = StreamingStores.minimumBytes
+            defer { StreamingStores.minimumBytes = before }
+            StreamingStores.minimumBytes = .max
+            let stored = try results(layer, shape: shape)
+            StreamingStores.minimumBytes = 0
+            let streamed = try results(layer, shape: shape)
+            for (index, (a, b)) in zip(streamed, stored).enumerated() {
+                let differing = zip(bits(a), bits(b)).filter { $0 != $1 }.count
+                #expect(a.count == b.count && differing == 0,
+                        "\(L.self) \(shape) quantity \(index): \(differing) of \(b.count) values differ")
+            }
+        }
+
+        @Test("streamed outputs equal stored ones bit for bit", arguments: [Backend.blas, .naive])
+        func bitForBit(backend: Backend) throws {
+            try check(BatchNorm<Float>(featureCount: 37, backend: backend), shape: [45, 37])
+            try check(BatchNorm<Double>(featureCount: 37, backend: backend), shape: [45, 37])
+            try check(LayerNorm<Float>(featureCount: 29, backend: backend), shape: [31, 29])
+            try check(LayerNorm<Double>(featureCount: 29, backend: backend), shape: [31, 29])
+            try check(RMSNorm<Float>(featureCount: 29, backend: backend), shape: [31, 29])
+            try check(SpatialBatchNorm<Float>(channelCount: 5, backend: backend), shape: [3, 5, 7, 9])
+            try check(SpatialBatchNorm<Double>(channelCount: 5, layout: .nhwc, backend: backend),
+                      shape: [3, 7, 9, 5])
+            try check(GroupNorm<Float>(channelCount: 6, groupCount: 3, backend: backend), shape: [3, 6, 7, 5])
+            try check(InstanceNorm<Double>(channelCount: 6, backend: backend), shape: [3, 6, 7, 5])
+        }
+
+        @Test("the threshold defaults to the last-level cache and clamps at 0")
+        func threshold() {
+            let before = StreamingStores.minimumBytes
+            defer { StreamingStores.minimumBytes = before }
+            #expect(before == CacheGeometry.lastLevelBytes)
+            StreamingStores.minimumBytes = -5
+            #expect(StreamingStores.minimumBytes == 0)
         }
     }
 }

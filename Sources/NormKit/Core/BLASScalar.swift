@@ -7,7 +7,11 @@
 /// Sizes are `Int`; the conformances convert them to OpenBLAS's 32-bit
 /// `blasint` through ``blasInt(_:)``, the one place that conversion happens.
 /// Callers validate sizes first (see ``NormError/sizeTooLarge(_:)``).
-public protocol BLASScalar: BinaryFloatingPoint, Sendable {
+///
+/// A `BLASScalar` is also a `SIMDScalar` (and so `Codable`, as `SIMDScalar`'s
+/// storage types are), so that NormKit's output passes can write
+/// `SIMD4<Scalar>` values with streaming stores.
+public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
     /// Matrix-vector product `y = alpha * op(A) * x + beta * y` (`?gemv`).
     ///
     /// - Parameters:

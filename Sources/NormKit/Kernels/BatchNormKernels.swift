@@ -138,20 +138,23 @@ enum BatchNormKernels {
     // MARK: Forward
 
     /// `y = (x - mean) * scale + shift` per column: the normalize pass, which
-    /// reads `x` once and writes `y` once. `scale = gamma / sqrt(var + eps)`.
+    /// reads `x` once and writes `y` once (with streaming stores when
+    /// `streaming`, see ``StreamingStores``). `scale = gamma / sqrt(var + eps)`.
     /// Subtracting the mean first keeps Float accurate when `|mean| ≫ std`.
     @inlinable
     static func normalize<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, rows: Int, columns: Int,
         mean: UnsafePointer<Scalar>, scale: UnsafePointer<Scalar>, shift: UnsafePointer<Scalar>,
-        y: UnsafeMutablePointer<Scalar>
+        y: UnsafeMutablePointer<Scalar>, streaming: Bool
     ) {
+        typealias S = StreamingStores
         for i in 0..<rows {
-            let row = x + i * columns, out = y + i * columns
-            for j in 0..<columns {
-                out[j] = (row[j] - mean[j]) * scale[j] + shift[j]
-            }
+            let row = x + i * columns
+            S.write(y + i * columns, count: columns, streaming: streaming,
+                    value: { j in (row[j] - mean[j]) * scale[j] + shift[j] },
+                    vector: { j in (S.load(row + j) - S.load(mean + j)) * S.load(scale + j) + S.load(shift + j) })
         }
+        S.fence(streaming)
     }
 
     // MARK: Backward through the graph
@@ -404,19 +407,23 @@ extension BatchNormKernels {
     static func normalize<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, geometry g: ChannelGeometry,
         mean: UnsafePointer<Scalar>, scale: UnsafePointer<Scalar>, shift: UnsafePointer<Scalar>,
-        y: UnsafeMutablePointer<Scalar>
+        y: UnsafeMutablePointer<Scalar>, streaming: Bool
     ) {
         if g.inner == 1 {
             normalize(x: x, rows: g.outer, columns: g.channels, mean: mean, scale: scale,
-                      shift: shift, y: y)
+                      shift: shift, y: y, streaming: streaming)
             return
         }
+        typealias S = StreamingStores
         for slab in 0..<(g.outer * g.channels) {
             let c = slab % g.channels, offset = slab * g.inner
             let m = mean[c], a = scale[c], b = shift[c]
-            let row = x + offset, out = y + offset
-            for t in 0..<g.inner { out[t] = (row[t] - m) * a + b }
+            let row = x + offset
+            S.write(y + offset, count: g.inner, streaming: streaming,
+                    value: { t in (row[t] - m) * a + b },
+                    vector: { t in (S.load(row + t) - m) * a + b })
         }
+        S.fence(streaming)
     }
 
     // MARK: Backward, closed form
@@ -521,31 +528,39 @@ extension BatchNormKernels {
     }
 
     /// `dx = A∘dy + B∘(x - mean) + C` per channel over the geometry: the closed
-    /// form's one pass that writes `dx`.
+    /// form's one pass that writes `dx` (with streaming stores when `streaming`).
     @inlinable
     static func combine<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, geometry g: ChannelGeometry,
         mean: UnsafePointer<Scalar>, coefficients: UnsafePointer<Scalar>,
-        dx: UnsafeMutablePointer<Scalar>
+        dx: UnsafeMutablePointer<Scalar>, streaming: Bool
     ) {
+        typealias S = StreamingStores
         let channels = g.channels
         let a = coefficients, b = coefficients + channels, c = coefficients + 2 * channels
         if g.inner == 1 {
             for i in 0..<g.outer {
-                let gi = dy + i * channels, row = x + i * channels, out = dx + i * channels
-                for j in 0..<channels {
-                    out[j] = a[j] * gi[j] + b[j] * (row[j] - mean[j]) + c[j]
-                }
+                let gi = dy + i * channels, row = x + i * channels
+                S.write(dx + i * channels, count: channels, streaming: streaming,
+                        value: { j in a[j] * gi[j] + b[j] * (row[j] - mean[j]) + c[j] },
+                        vector: { j in
+                            S.load(a + j) * S.load(gi + j) + S.load(b + j) * (S.load(row + j) - S.load(mean + j))
+                                + S.load(c + j)
+                        })
             }
+            S.fence(streaming)
             return
         }
         let hw = g.inner
         for slab in 0..<(g.outer * channels) {
             let j = slab % channels, offset = slab * hw
-            let gs = dy + offset, row = x + offset, out = dx + offset
+            let gs = dy + offset, row = x + offset
             let aj = a[j], bj = b[j], cj = c[j], m = mean[j]
-            for t in 0..<hw { out[t] = aj * gs[t] + bj * (row[t] - m) + cj }
+            S.write(dx + offset, count: hw, streaming: streaming,
+                    value: { t in aj * gs[t] + bj * (row[t] - m) + cj },
+                    vector: { t in aj * S.load(gs + t) + bj * (S.load(row + t) - m) + cj })
         }
+        S.fence(streaming)
     }
 
     // MARK: Channels (NCHW)

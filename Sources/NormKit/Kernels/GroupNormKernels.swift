@@ -48,7 +48,7 @@ enum GroupNormKernels {
         x: UnsafePointer<Scalar>, geometry g: Geometry, blockRows: Int, epsilon: Scalar,
         backend: Backend, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
-        y: UnsafeMutablePointer<Scalar>,
+        y: UnsafeMutablePointer<Scalar>, streaming: Bool,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) -> Int? {
         let length = g.rowLength
@@ -64,7 +64,7 @@ enum GroupNormKernels {
                     return start + bad
                 }
                 affine(x: x, geometry: g, rows: start..<(start + b), mean: mean, invstd: invstd,
-                       gamma: gamma, beta: beta, y: y)
+                       gamma: gamma, beta: beta, y: y, streaming: streaming)
                 start += b
             }
             return nil
@@ -75,18 +75,21 @@ enum GroupNormKernels {
                 return bad
             }
             affine(x: x, geometry: g, rows: 0..<g.rows, mean: mean, invstd: invstd,
-                   gamma: gamma, beta: beta, y: y)
+                   gamma: gamma, beta: beta, y: y, streaming: streaming)
             return nil
         }
     }
 
-    /// `y = (x - mean_r) · invstd_r · gamma_c + beta_c` for the rows in `rows`.
+    /// `y = (x - mean_r) · invstd_r · gamma_c + beta_c` for the rows in `rows`,
+    /// with streaming stores when `streaming` (see ``StreamingStores``).
     @inlinable
     static func affine<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, geometry g: Geometry, rows: Range<Int>,
         mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
-        gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>, y: UnsafeMutablePointer<Scalar>
+        gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>, y: UnsafeMutablePointer<Scalar>,
+        streaming: Bool
     ) {
+        typealias S = StreamingStores
         let perGroup = g.channelsPerGroup, hw = g.spatial
         for r in rows {
             let firstChannel = (r % g.groups) * perGroup
@@ -94,10 +97,13 @@ enum GroupNormKernels {
             for k in 0..<perGroup {
                 let c = firstChannel + k, offset = (r * perGroup + k) * hw
                 let a = s * gamma[c], shift = beta[c]
-                let row = x + offset, out = y + offset
-                for t in 0..<hw { out[t] = (row[t] - m) * a + shift }
+                let row = x + offset
+                S.write(y + offset, count: hw, streaming: streaming,
+                        value: { t in (row[t] - m) * a + shift },
+                        vector: { t in (S.load(row + t) - m) * a + shift })
             }
         }
+        S.fence(streaming)
     }
 
     // MARK: Backward

@@ -121,7 +121,7 @@ enum LayerNormKernels {
         x: UnsafePointer<Scalar>, rows: Int, columns: Int, blockRows: Int, epsilon: Scalar,
         centred: Bool, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
-        y: UnsafeMutablePointer<Scalar>,
+        y: UnsafeMutablePointer<Scalar>, streaming: Bool,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) -> Int? {
         let squaresCount = centred ? blockRows * columns : 0
@@ -136,8 +136,9 @@ enum LayerNormKernels {
                                            variance: scratch + squaresCount, ones: ones) {
                 return start + bad
             }
+            // Y_b's lines are in cache already when it held the squares.
             affine(x: xb, rows: b, columns: columns, mean: mean + start, invstd: invstd + start,
-                   gamma: gamma, beta: beta, y: yb)
+                   gamma: gamma, beta: beta, y: yb, streaming: streaming && centred)
             start += b
         }
         return nil
@@ -149,29 +150,35 @@ enum LayerNormKernels {
         x: UnsafePointer<Scalar>, rows: Int, columns: Int, epsilon: Scalar, centred: Bool,
         gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
-        y: UnsafeMutablePointer<Scalar>
+        y: UnsafeMutablePointer<Scalar>, streaming: Bool
     ) -> Int? {
         if let bad = rowStatisticsNaive(x: x, rows: rows, columns: columns, epsilon: epsilon,
                                         centred: centred, mean: mean, invstd: invstd) {
             return bad
         }
         affine(x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
-               gamma: gamma, beta: beta, y: y)
+               gamma: gamma, beta: beta, y: y, streaming: streaming)
         return nil
     }
 
-    /// `y = (x - mean_i) · invstd_i · gamma_j + beta_j`.
+    /// `y = (x - mean_i) · invstd_i · gamma_j + beta_j`, with streaming stores
+    /// when `streaming` (see ``StreamingStores``).
     @inlinable
     static func affine<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, rows: Int, columns: Int,
         mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
-        gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>, y: UnsafeMutablePointer<Scalar>
+        gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>, y: UnsafeMutablePointer<Scalar>,
+        streaming: Bool
     ) {
+        typealias S = StreamingStores
         for i in 0..<rows {
-            let row = x + i * columns, out = y + i * columns
+            let row = x + i * columns
             let m = mean[i], s = invstd[i]
-            for j in 0..<columns { out[j] = (row[j] - m) * s * gamma[j] + beta[j] }
+            S.write(y + i * columns, count: columns, streaming: streaming,
+                    value: { j in (row[j] - m) * s * gamma[j] + beta[j] },
+                    vector: { j in (S.load(row + j) - m) * s * S.load(gamma + j) + S.load(beta + j) })
         }
+        S.fence(streaming)
     }
 
     // MARK: Backward
@@ -230,9 +237,10 @@ enum LayerNormKernels {
             }
             Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: block, x: gamma,
                             beta: 0, y: sumDxhatXhat)
+            // dX_b held P_b: its lines are in cache, so no streaming stores.
             combine(dy: dyb, x: xb, rows: b, columns: columns, mean: mean + start,
                     invstd: invstd + start, gamma: gamma, meanDxhat: sumDxhat,
-                    meanDxhatXhat: sumDxhatXhat, dx: dx + offset)
+                    meanDxhatXhat: sumDxhatXhat, dx: dx + offset, streaming: false)
             start += b
         }
     }
@@ -246,7 +254,7 @@ enum LayerNormKernels {
         centred: Bool, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
         gamma: UnsafePointer<Scalar>,
         dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
-        dbeta: UnsafeMutablePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+        dbeta: UnsafeMutablePointer<Scalar>, streaming: Bool, scratch: UnsafeMutablePointer<Scalar>
     ) {
         let meanDxhat = scratch, meanDxhatXhat = scratch + rows
         let d = Scalar(columns)
@@ -269,24 +277,29 @@ enum LayerNormKernels {
         }
         if !centred { dbeta.update(repeating: 0, count: columns) }
         combine(dy: dy, x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
-                gamma: gamma, meanDxhat: meanDxhat, meanDxhatXhat: meanDxhatXhat, dx: dx)
+                gamma: gamma, meanDxhat: meanDxhat, meanDxhatXhat: meanDxhatXhat, dx: dx,
+                streaming: streaming)
     }
 
-    /// `dx = invstd_i · (gamma_j·dy - mean(dxhat)_i - xhat · mean(dxhat·xhat)_i)`.
+    /// `dx = invstd_i · (gamma_j·dy - mean(dxhat)_i - xhat · mean(dxhat·xhat)_i)`,
+    /// with streaming stores when `streaming`.
     @inlinable
     static func combine<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
         mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>, gamma: UnsafePointer<Scalar>,
         meanDxhat: UnsafePointer<Scalar>, meanDxhatXhat: UnsafePointer<Scalar>,
-        dx: UnsafeMutablePointer<Scalar>
+        dx: UnsafeMutablePointer<Scalar>, streaming: Bool
     ) {
+        typealias S = StreamingStores
         for i in 0..<rows {
-            let g = dy + i * columns, row = x + i * columns, out = dx + i * columns
+            let g = dy + i * columns, row = x + i * columns
             let m = mean[i], s = invstd[i], a = meanDxhat[i], b = meanDxhatXhat[i]
-            for j in 0..<columns {
-                let xhat = (row[j] - m) * s
-                out[j] = s * (gamma[j] * g[j] - a - xhat * b)
-            }
+            S.write(dx + i * columns, count: columns, streaming: streaming,
+                    value: { j in s * (gamma[j] * g[j] - a - (row[j] - m) * s * b) },
+                    vector: { j in
+                        s * (S.load(gamma + j) * S.load(g + j) - a - (S.load(row + j) - m) * s * b)
+                    })
         }
+        S.fence(streaming)
     }
 }

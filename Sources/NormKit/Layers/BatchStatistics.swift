@@ -23,6 +23,7 @@ enum BatchStatistics {
         cache.record(input: input, gamma: gamma, mode: mode, statisticCount: channels)
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
         let chunks = Threading.chunkCount(outer: g.outer, scalarsPerRow: rowStride, backend: backend)
+        let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
         // Per chunk: the moments' block and vectors, then the chunk's mean and M2.
         let perChunk = g.scratchCount(block: block, vectors: 3) + 2 * channels
         // Then the batch variance and the scale, shared.
@@ -87,7 +88,8 @@ enum BatchStatistics {
                             BatchNormKernels.normalize(
                                 x: x + offset,
                                 geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
-                                mean: mean, scale: scale, shift: shift, y: y + offset)
+                                mean: mean, scale: scale, shift: shift, y: y + offset,
+                                streaming: streaming)
                         }
                     }
                 }
@@ -147,6 +149,7 @@ enum BatchStatistics {
             return
         }
         let chunks = Threading.chunkCount(outer: g.outer, scalarsPerRow: rowStride, backend: backend)
+        let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
         // Per chunk: a block of scratch and its partial dgammaRaw and dbeta; then A, B, C.
         let perChunk = g.scratchCount(block: block, vectors: 2)
         let shared = chunks * perChunk
@@ -174,7 +177,8 @@ enum BatchStatistics {
                     BatchNormKernels.combine(
                         dy: p.dy + offset, x: p.x + offset,
                         geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
-                        mean: p.mean, coefficients: coefficients, dx: p.dx + offset)
+                        mean: p.mean, coefficients: coefficients, dx: p.dx + offset,
+                        streaming: streaming)
                 }
             }
         }

@@ -131,6 +131,7 @@ enum GroupStatistics {
         let perChunk = backend == .blas
             ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: g.rowLength, centred: true)
             : 0
+        let streaming = StreamingStores.shouldStream(count: g.rows * g.rowLength, of: Scalar.self)
         let failure: Int? = workspace.withRegions(ones: onesCount, scratch: chunks * perChunk) { ones, scratch in
             input.withUnsafeBufferPointer { x in
             gamma.withUnsafeBufferPointer { gammaBuffer in
@@ -149,7 +150,8 @@ enum GroupStatistics {
                         blockRows: blockRows, epsilon: epsilon, backend: backend,
                         gamma: gammaBuffer.baseAddress!, beta: betaBuffer.baseAddress!,
                         mean: mean.baseAddress! + firstRow, invstd: invstd.baseAddress! + firstRow,
-                        y: y.baseAddress! + offset, ones: ones, scratch: scratch + chunk * perChunk
+                        y: y.baseAddress! + offset, streaming: streaming, ones: ones,
+                        scratch: scratch + chunk * perChunk
                     ).map { firstRow + $0 }
                 }
             }}}}}}

@@ -28,6 +28,7 @@ enum RowNormalization {
         let perChunk = backend == .blas
             ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: columns, centred: centred)
             : 0
+        let streaming = StreamingStores.shouldStream(count: rows * columns, of: Scalar.self)
         let failure: Int? = workspace.withRegions(ones: onesCount, scratch: chunks * perChunk) { ones, scratch in
             input.withUnsafeBufferPointer { xBuffer in
             gamma.withUnsafeBufferPointer { gammaBuffer in
@@ -47,14 +48,14 @@ enum RowNormalization {
                         return LayerNormKernels.forwardBLAS(
                             x: x + offset, rows: part.count, columns: columns, blockRows: blockRows,
                             epsilon: epsilon, centred: centred, gamma: g, beta: b, mean: mean + first,
-                            invstd: invstd + first, y: y + offset, ones: ones,
+                            invstd: invstd + first, y: y + offset, streaming: streaming, ones: ones,
                             scratch: scratch + chunk * perChunk
                         ).map { first + $0 }
                     }
                 case .naive:
                     return LayerNormKernels.forwardNaive(
                         x: x, rows: rows, columns: columns, epsilon: epsilon, centred: centred,
-                        gamma: g, beta: b, mean: mean, invstd: invstd, y: y)
+                        gamma: g, beta: b, mean: mean, invstd: invstd, y: y, streaming: streaming)
                 }
             }}}}}}
         }
@@ -102,7 +103,9 @@ enum RowNormalization {
                     LayerNormKernels.backwardNaive(
                         dy: p.dy, x: p.x, rows: rows, columns: columns, centred: centred,
                         mean: p.mean, invstd: p.invstd, gamma: p.gamma, dx: p.dx, dgamma: p.dgamma,
-                        dbeta: p.dbeta, scratch: scratch)
+                        dbeta: p.dbeta,
+                        streaming: StreamingStores.shouldStream(count: rows * columns, of: Scalar.self),
+                        scratch: scratch)
                 }
             }
         }
