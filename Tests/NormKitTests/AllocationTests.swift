@@ -74,6 +74,17 @@ struct AllocationTests {
         try check(InstanceNorm<Float>(channelCount: 6, backend: backend), shape: [3, 6, 5, 7])
     }
 
+    @Test("with streaming stores too, nothing is allocated", arguments: [Backend.blas, .naive])
+    func noAllocationStreaming(backend: Backend) throws {
+        let before = StreamingStores.minimumBytes
+        defer { StreamingStores.minimumBytes = before }
+        StreamingStores.minimumBytes = 0
+        try check(BatchNorm<Float>(featureCount: 33, backend: backend), shape: [70, 33])
+        try check(LayerNorm<Double>(featureCount: 33, backend: backend), shape: [70, 33])
+        try check(SpatialBatchNorm<Double>(channelCount: 6, backend: backend), shape: [3, 6, 5, 7])
+        try check(GroupNorm<Float>(channelCount: 6, groupCount: 3, backend: backend), shape: [3, 6, 5, 7])
+    }
+
     @Test("BatchNorm's staged backward allocates nothing either")
     func graphBackward() throws {
         var bn = try BatchNorm<Double>(featureCount: 9)
