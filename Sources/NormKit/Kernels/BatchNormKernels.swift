@@ -129,6 +129,14 @@ enum BatchNormKernels {
         _ a: UnsafePointer<Scalar>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Scalar>
     ) {
         sums.update(repeating: 0, count: columns)
+        addColumnSumsNaive(a, rows: rows, columns: columns, to: sums)
+    }
+
+    /// Adds the column sums of `a` to `sums` with nested loops.
+    @inlinable
+    static func addColumnSumsNaive<Scalar: BLASScalar>(
+        _ a: UnsafePointer<Scalar>, rows: Int, columns: Int, to sums: UnsafeMutablePointer<Scalar>
+    ) {
         for i in 0..<rows {
             let row = a + i * columns
             for j in 0..<columns { sums[j] += row[j] }
@@ -198,10 +206,7 @@ enum BatchNormKernels {
         case .blas:
             Scalar.gemvTransposed(rows: rows, columns: columns, a: a, x: ones, beta: 1, y: sums)
         case .naive:
-            for i in 0..<rows {
-                let row = a + i * columns
-                for j in 0..<columns { sums[j] += row[j] }
-            }
+            addColumnSumsNaive(a, rows: rows, columns: columns, to: sums)
         }
     }
 
