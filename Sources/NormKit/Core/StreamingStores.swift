@@ -13,8 +13,9 @@ import Synchronization
 /// last-level cache unless you set it) and store smaller ones normally; and
 /// only where the output's lines are not in cache already (not where a block
 /// of the output served as scratch first). Both backends share the output
-/// passes, so the choice never favours one of them. The results are the same
-/// bit for bit either way.
+/// passes, so the choice favours neither, except in GroupNorm's backward, whose
+/// naive intermediate spans the whole batch and so stays in `dx`, unstreamed.
+/// The results are the same bit for bit either way.
 ///
 /// Swift has no streaming store; the header-only `CStreamingStore` module
 /// provides one (`__builtin_nontemporal_store`) for Swift to inline.
