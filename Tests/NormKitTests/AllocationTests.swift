@@ -61,8 +61,14 @@ struct AllocationTests {
         #expect(count >= 10)
     }
 
-    @Test("every layer's buffered forward and backward allocate nothing", arguments: [Backend.blas, .naive])
-    func noAllocation(backend: Backend) throws {
+    /// Each layer once with ordinary stores and once with every output streamed
+    /// (`StreamingStores.minimumBytes = 0`).
+    @Test("every layer's buffered forward and backward allocate nothing",
+          arguments: [Backend.blas, .naive], [Int.max, 0])
+    func noAllocation(backend: Backend, streamAbove: Int) throws {
+        let before = StreamingStores.minimumBytes
+        defer { StreamingStores.minimumBytes = before }
+        StreamingStores.minimumBytes = streamAbove
         try check(BatchNorm<Float>(featureCount: 33, backend: backend), shape: [70, 33])
         try check(BatchNorm<Double>(featureCount: 33, backend: backend), shape: [70, 33])
         try check(LayerNorm<Float>(featureCount: 33, backend: backend), shape: [70, 33])
@@ -72,17 +78,6 @@ struct AllocationTests {
                   shape: [3, 5, 7, 6])
         try check(GroupNorm<Double>(channelCount: 6, groupCount: 3, backend: backend), shape: [3, 6, 5, 7])
         try check(InstanceNorm<Float>(channelCount: 6, backend: backend), shape: [3, 6, 5, 7])
-    }
-
-    @Test("with streaming stores too, nothing is allocated", arguments: [Backend.blas, .naive])
-    func noAllocationStreaming(backend: Backend) throws {
-        let before = StreamingStores.minimumBytes
-        defer { StreamingStores.minimumBytes = before }
-        StreamingStores.minimumBytes = 0
-        try check(BatchNorm<Float>(featureCount: 33, backend: backend), shape: [70, 33])
-        try check(LayerNorm<Double>(featureCount: 33, backend: backend), shape: [70, 33])
-        try check(SpatialBatchNorm<Double>(channelCount: 6, backend: backend), shape: [3, 6, 5, 7])
-        try check(GroupNorm<Float>(channelCount: 6, groupCount: 3, backend: backend), shape: [3, 6, 5, 7])
     }
 
     @Test("BatchNorm's staged backward allocates nothing either")
