@@ -32,9 +32,9 @@ struct BatchNormTests {
         }
         for gradients in [try bn.backward(dout, cache: cache),
                           try bn.backwardThroughGraph(dout, cache: cache)] {
-            #expect(GradientCheck.relativeError(gradients.input.scalars, dxNumeric.scalars) <= 1e-8)
-            #expect(GradientCheck.relativeError(gradients.gamma, dgammaNumeric.scalars) <= 1e-8)
-            #expect(GradientCheck.relativeError(gradients.beta, dbetaNumeric.scalars) <= 1e-8)
+            #expect(GradientCheck.relativeError(gradients.input.scalars, dxNumeric.scalars, floor: 1e-3) <= 1e-8)
+            #expect(GradientCheck.relativeError(gradients.gamma, dgammaNumeric.scalars, floor: 1e-3) <= 1e-8)
+            #expect(GradientCheck.relativeError(gradients.beta, dbetaNumeric.scalars, floor: 1e-3) <= 1e-8)
         }
     }
 
@@ -205,7 +205,7 @@ struct BatchNormTests {
         }
         for gradients in [try bn.backward(dout, cache: cache),
                           try bn.backwardThroughGraph(dout, cache: cache)] {
-            #expect(GradientCheck.relativeError(gradients.input.scalars, numeric.scalars) <= 1e-8)
+            #expect(GradientCheck.relativeError(gradients.input.scalars, numeric.scalars, floor: 1e-3) <= 1e-8)
         }
     }
 

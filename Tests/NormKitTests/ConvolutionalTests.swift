@@ -103,15 +103,15 @@ struct ConvolutionalTests {
             let dgamma = try referenceGradient(
                 at: Tensor(shape: [layer.gamma.count], scalars: layer.gamma), outputGradient: dout
             ) { g in try layer.with(g.scalars, layer.beta).forward(x).0 }
-            #expect(GradientCheck.relativeError(gradients.input.scalars, dx.scalars) <= 1e-8, "\(shape)")
-            #expect(GradientCheck.relativeError(gradients.gamma, dgamma.scalars) <= 1e-8, "\(shape)")
+            #expect(GradientCheck.relativeError(gradients.input.scalars, dx.scalars, floor: 1e-3) <= 1e-8, "\(shape)")
+            #expect(GradientCheck.relativeError(gradients.gamma, dgamma.scalars, floor: 1e-3) <= 1e-8, "\(shape)")
             if kind == .rms {
                 #expect(gradients.beta.allSatisfy { $0 == 0 })
             } else {
                 let dbeta = try referenceGradient(
                     at: Tensor(shape: [layer.beta.count], scalars: layer.beta), outputGradient: dout
                 ) { b in try layer.with(layer.gamma, b.scalars).forward(x).0 }
-                #expect(GradientCheck.relativeError(gradients.beta, dbeta.scalars) <= 1e-8)
+                #expect(GradientCheck.relativeError(gradients.beta, dbeta.scalars, floor: 1e-3) <= 1e-8)
             }
         }
     }

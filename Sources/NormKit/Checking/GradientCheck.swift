@@ -48,4 +48,30 @@ public enum GradientCheck {
         }
         return worst
     }
+
+    /// `max_i |a_i - b_i| / max(|a_i| + |b_i|, floor · max_k |b_k|, 1e-8)`:
+    /// ``relativeError(_:_:)`` with the denominator of the entries that are
+    /// tiny next to the largest one held at `floor` times its size.
+    ///
+    /// Centred differences carry an absolute round-off of about `ε·|f|/h` on
+    /// every entry, so on an entry a thousand times smaller than the largest
+    /// their plain relative error measures that round-off, not the analytic
+    /// gradient; `floor: 1e-3` judges such entries against a thousandth of the
+    /// largest. With `floor` 0 this is ``relativeError(_:_:)``.
+    /// - Complexity: O(n).
+    public static func relativeError<Scalar: BLASScalar>(
+        _ a: [Scalar], _ b: [Scalar], floor: Scalar
+    ) -> Scalar {
+        guard a.count == b.count else { return .infinity }
+        var largest: Scalar = 0
+        for y in b { largest = max(largest, abs(y)) }
+        let minimum = max(1e-8, floor * largest)
+        var worst: Scalar = 0
+        for (x, y) in zip(a, b) {
+            let error = abs(x - y) / max(minimum, abs(x) + abs(y))
+            if error.isNaN { return .infinity }
+            worst = max(worst, error)
+        }
+        return worst
+    }
 }

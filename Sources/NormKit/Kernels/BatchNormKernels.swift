@@ -10,24 +10,21 @@
 @usableFromInline
 enum BatchNormKernels {
     /// Scratch scalars ``columnMomentsBLAS`` needs beyond the ones vector of
-    /// `blockRows` elements: one block and three column vectors.
+    /// `blockRows` elements: one block and two column vectors.
     @inlinable
     static func momentsScratch(blockRows: Int, columns: Int) -> Int {
-        blockRows * columns + 3 * columns
+        blockRows * columns + 2 * columns
     }
 
     // MARK: Statistics
 
-    /// Column means and `M2 = Σ(x - mean)²` of `x` (`rows x columns`), blockwise:
-    /// per block, `mean_b = gemv(Trans, X_b, 1) / b`, the centred squares into
-    /// scratch, `M2_b = gemv(Trans, S_b, 1)`, merged by ``Moments/merge``.
-    /// Reads `x` from memory once.
-    ///
-    /// The centring loop also sums the residuals `r = Σ(x - mean_b)`, which
-    /// rounding leaves nonzero when `|mean| ≫ std`: the corrected two-pass
-    /// algorithm (Chan, Golub, LeVeque) then uses `mean_b + r/b` and
-    /// `M2_b - r²/b`, so a Float column with mean 1e4 keeps its mean to the
-    /// precision Float can represent.
+    /// Column means and `M2 = Σ(x - mean)²` of `x` (`rows x columns`), blockwise
+    /// by the shifted two-pass algorithm (see ``Moments``): per block, with `k`
+    /// the block's first row, `t = x - k` into scratch,
+    /// `m'_b = gemv(Trans, T_b, 1) / b`, `(t - m'_b)²` in place,
+    /// `M2_b = gemv(Trans, S_b, 1)`, `mean_b = k + m'_b`, merged by
+    /// ``Moments/merge``. Reads `x` from memory once. A constant column has
+    /// `t = 0` exactly, so its mean is its value and its `M2` is 0.
     ///
     /// - Parameters:
     ///   - ones: at least `blockRows` ones.
@@ -40,7 +37,7 @@ enum BatchNormKernels {
     ) {
         let block = scratch
         let blockMean = scratch + blockRows * columns
-        let blockM2 = blockMean + columns, residual = blockM2 + columns
+        let blockM2 = blockMean + columns
         mean.update(repeating: 0, count: columns)
         m2.update(repeating: 0, count: columns)
         var count = 0
@@ -48,79 +45,54 @@ enum BatchNormKernels {
         while start < rows {
             let b = min(blockRows, rows - start)
             let xb = x + start * columns
+            for i in 0..<b {
+                let row = xb + i * columns, out = block + i * columns
+                for j in 0..<columns { out[j] = row[j] - xb[j] }
+            }
             Scalar.gemvTransposed(rows: b, columns: columns, alpha: 1 / Scalar(b),
-                                  a: xb, x: ones, beta: 0, y: blockMean)
-            centredSquares(xb, rows: b, columns: columns, mean: blockMean,
-                           squares: block, residual: residual)
+                                  a: block, x: ones, beta: 0, y: blockMean)
+            for i in 0..<b {
+                let out = block + i * columns
+                for j in 0..<columns {
+                    let d = out[j] - blockMean[j]
+                    out[j] = d * d
+                }
+            }
             Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones,
                                   beta: 0, y: blockM2)
-            let inverseCount = 1 / Scalar(b)
-            for j in 0..<columns {
-                let r = residual[j] * inverseCount
-                blockMean[j] += r
-                blockM2[j] -= r * residual[j]
-            }
+            for j in 0..<columns { blockMean[j] += xb[j] }
             count = Moments.merge(count: count, mean: mean, m2: m2, blockCount: b,
                                   blockMean: blockMean, blockM2: blockM2, length: columns)
             start += b
         }
     }
 
-    /// `squares = (x - mean)²` elementwise and `residual = Σ_rows (x - mean)`,
-    /// four rows at a time, so the residual vector is loaded and stored once
-    /// per four rows rather than once per row (row-major order keeps the
-    /// accesses sequential; column strips stride by a whole row and conflict
-    /// in L1).
-    @inlinable
-    static func centredSquares<Scalar: BLASScalar>(
-        _ x: UnsafePointer<Scalar>, rows: Int, columns: Int, mean: UnsafePointer<Scalar>,
-        squares: UnsafeMutablePointer<Scalar>, residual: UnsafeMutablePointer<Scalar>
-    ) {
-        residual.update(repeating: 0, count: columns)
-        var i = 0
-        while i + 4 <= rows {
-            let x0 = x + i * columns, x1 = x0 + columns, x2 = x1 + columns, x3 = x2 + columns
-            let s0 = squares + i * columns, s1 = s0 + columns, s2 = s1 + columns, s3 = s2 + columns
-            for j in 0..<columns {
-                let m = mean[j]
-                let d0 = x0[j] - m, d1 = x1[j] - m, d2 = x2[j] - m, d3 = x3[j] - m
-                residual[j] += (d0 + d1) + (d2 + d3)
-                s0[j] = d0 * d0
-                s1[j] = d1 * d1
-                s2[j] = d2 * d2
-                s3[j] = d3 * d3
-            }
-            i += 4
-        }
-        while i < rows {
-            let row = x + i * columns, out = squares + i * columns
-            for j in 0..<columns {
-                let d = row[j] - mean[j]
-                residual[j] += d
-                out[j] = d * d
-            }
-            i += 1
-        }
-    }
-
-    /// The textbook: one pass of nested loops for the column means, a second for
-    /// `M2 = Σ(x - mean)²`.
+    /// The textbook, shifted by the first row `k` (see ``Moments``): one pass
+    /// of nested loops for the shifted means `m' = Σ(x - k) / N`, a second for
+    /// `M2 = Σ((x - k) - m')²`; `mean = k + m'`. A constant column has
+    /// `x - k = 0` exactly: its mean is its value and its `M2` is 0.
     @inlinable
     static func columnMomentsNaive<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, rows: Int, columns: Int,
         mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>
     ) {
-        columnSumsNaive(x, rows: rows, columns: columns, into: mean)
+        let k = x
+        mean.update(repeating: 0, count: columns)
+        for i in 0..<rows {
+            let row = x + i * columns
+            for j in 0..<columns { mean[j] += row[j] - k[j] }
+        }
         let n = Scalar(rows)
         for j in 0..<columns { mean[j] /= n }
         m2.update(repeating: 0, count: columns)
         for i in 0..<rows {
             let row = x + i * columns
             for j in 0..<columns {
-                let d = row[j] - mean[j]
+                let d = (row[j] - k[j]) - mean[j]
                 m2[j] += d * d
             }
         }
+        for j in 0..<columns { mean[j] += k[j] }
     }
 
     /// Column sums with nested loops (the naive backend's reduction).
@@ -386,7 +358,7 @@ extension BatchNormKernels {
     // MARK: Geometry dispatch
 
     /// Per-channel mean and `M2` over the geometry, by the backend's kernel.
-    /// `scratch` holds `geometry.scratchCount(block:vectors: 3)` scalars.
+    /// `scratch` holds `geometry.scratchCount(block:vectors: 2)` scalars.
     @inlinable
     static func moments<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, geometry g: ChannelGeometry, block: Int, backend: Backend,
@@ -570,11 +542,13 @@ extension BatchNormKernels {
 
     // MARK: Channels (NCHW)
 
-    /// Per-channel moments of NCHW data: for each sample and block of channels,
-    /// `mean_b = gemv(NoTrans, X_b, 1_HW) / HW` (one row per channel), the centred
-    /// values into scratch, their residual `gemv(NoTrans, ·, 1_HW)`, the squares
-    /// in place, `M2_b = gemv(NoTrans, S_b, 1_HW)`, and a Chan merge of the block
-    /// (count `HW` per channel) into the running per-channel totals.
+    /// Per-channel moments of NCHW data by the shifted two-pass algorithm (see
+    /// ``Moments``): for each sample and block of channels, with `k_c` the
+    /// first value of each slab, `t = x - k_c` into scratch,
+    /// `m'_b = gemv(NoTrans, T_b, 1_HW) / HW` (one row per channel), the squares
+    /// `(t - m'_b)²` in place, `M2_b = gemv(NoTrans, S_b, 1_HW)`,
+    /// `mean_b = k_c + m'_b`, and a Chan merge of the block (count `HW` per
+    /// channel) into the running per-channel totals.
     @inlinable
     static func channelMomentsBLAS<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, geometry g: ChannelGeometry, channelBlock: Int,
@@ -584,7 +558,7 @@ extension BatchNormKernels {
         let hw = g.inner, channels = g.channels
         let block = scratch
         let blockMean = scratch + channelBlock * hw
-        let blockM2 = blockMean + channels, residual = blockM2 + channels
+        let blockM2 = blockMean + channels
         let inverseCount = 1 / Scalar(hw)
         mean.update(repeating: 0, count: channels)
         m2.update(repeating: 0, count: channels)
@@ -593,20 +567,21 @@ extension BatchNormKernels {
             while c0 < channels {
                 let cb = min(channelBlock, channels - c0)
                 let xb = x + (n * channels + c0) * hw
-                Scalar.gemvRows(rows: cb, columns: hw, alpha: inverseCount, a: xb, x: ones,
+                for k in 0..<cb {
+                    let row = xb + k * hw, out = block + k * hw, shift = row[0]
+                    for t in 0..<hw { out[t] = row[t] - shift }
+                }
+                Scalar.gemvRows(rows: cb, columns: hw, alpha: inverseCount, a: block, x: ones,
                                 beta: 0, y: blockMean)
                 for k in 0..<cb {
-                    let row = xb + k * hw, out = block + k * hw, m = blockMean[k]
-                    for t in 0..<hw { out[t] = row[t] - m }
+                    let out = block + k * hw, m = blockMean[k]
+                    for t in 0..<hw {
+                        let d = out[t] - m
+                        out[t] = d * d
+                    }
+                    blockMean[k] += xb[k * hw]
                 }
-                Scalar.gemvRows(rows: cb, columns: hw, a: block, x: ones, beta: 0, y: residual)
-                for index in 0..<(cb * hw) { block[index] *= block[index] }
                 Scalar.gemvRows(rows: cb, columns: hw, a: block, x: ones, beta: 0, y: blockM2)
-                for k in 0..<cb {
-                    let r = residual[k] * inverseCount
-                    blockMean[k] += r
-                    blockM2[k] -= r * residual[k]
-                }
                 _ = Moments.merge(count: n * hw, mean: mean + c0, m2: m2 + c0, blockCount: hw,
                                   blockMean: blockMean, blockM2: blockM2, length: cb)
                 c0 += cb
@@ -614,8 +589,9 @@ extension BatchNormKernels {
         }
     }
 
-    /// The textbook for NCHW: one pass of loops for the per-channel sums, a
-    /// second for `M2`.
+    /// The textbook for NCHW, shifted by each channel's first value `k_c` (of
+    /// sample 0; see ``Moments``): one pass of loops for the shifted sums
+    /// `Σ(x - k_c)`, a second for `M2 = Σ((x - k_c) - m'_c)²`; `mean = k_c + m'_c`.
     @inlinable
     static func channelMomentsNaive<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, geometry g: ChannelGeometry,
@@ -625,21 +601,22 @@ extension BatchNormKernels {
         mean.update(repeating: 0, count: channels)
         m2.update(repeating: 0, count: channels)
         for slab in 0..<(g.outer * channels) {
-            let row = x + slab * hw
+            let row = x + slab * hw, k = x[(slab % channels) * hw]
             var sum: Scalar = 0
-            for t in 0..<hw { sum += row[t] }
+            for t in 0..<hw { sum += row[t] - k }
             mean[slab % channels] += sum
         }
         let count = Scalar(g.valuesPerStatistic)
         for c in 0..<channels { mean[c] /= count }
         for slab in 0..<(g.outer * channels) {
-            let row = x + slab * hw, m = mean[slab % channels]
+            let row = x + slab * hw, c = slab % channels, k = x[c * hw], m = mean[c]
             var sum: Scalar = 0
             for t in 0..<hw {
-                let d = row[t] - m
+                let d = (row[t] - k) - m
                 sum += d * d
             }
-            m2[slab % channels] += sum
+            m2[c] += sum
         }
+        for c in 0..<channels { mean[c] += x[c * hw] }
     }
 }

@@ -41,9 +41,14 @@ enum LayerNormKernels {
     static func forwardBuffers(centred: Bool) -> Int { centred ? 3 : 2 }
 
     /// The statistics of `rows` rows of `columns` values, one block of rows
-    /// that stays in L2: `mean = gemv(NoTrans, X_b, 1) / D` (zeros when not
-    /// `centred`, for RMSNorm), the centred squares into `squares`, and
-    /// `invstd = 1 / sqrt(gemv(NoTrans, S_b, 1) / D + epsilon)`.
+    /// that stays in L2, by the shifted two-pass algorithm (see
+    /// ``Moments``): with `k_i = x_i0`, the row's first value,
+    /// `t = x - k_i` into `squares`, `m'_i = gemv(NoTrans, T_b, 1) / D`,
+    /// `mean_i = k_i + m'_i`, then `(t - m'_i)²` in place and
+    /// `invstd_i = 1 / sqrt(gemv(NoTrans, S_b, 1) / D + epsilon)`.
+    /// A constant row has `t = 0` exactly, so its mean is its value and its
+    /// variance 0, whatever the value and `D`. Not `centred` (RMSNorm): the mean
+    /// is 0 and the squares are of `x` itself.
     ///
     /// - Parameters:
     ///   - squares: `rows x columns` scalars to overwrite (a scratch block, or the
@@ -60,16 +65,26 @@ enum LayerNormKernels {
     ) -> Int? {
         let inverseCount = 1 / Scalar(columns)
         if centred {
-            Scalar.gemvRows(rows: rows, columns: columns, alpha: inverseCount, a: x, x: ones,
-                            beta: 0, y: mean)
+            for i in 0..<rows {
+                let row = x + i * columns, out = block + i * columns, k = row[0]
+                for j in 0..<columns { out[j] = row[j] - k }
+            }
+            // The shifted means m', in `variance` until the squares' sums replace them.
+            Scalar.gemvRows(rows: rows, columns: columns, alpha: inverseCount, a: block, x: ones,
+                            beta: 0, y: variance)
+            for i in 0..<rows {
+                let out = block + i * columns, m = variance[i]
+                for j in 0..<columns {
+                    let d = out[j] - m
+                    out[j] = d * d
+                }
+                mean[i] = x[i * columns] + m
+            }
         } else {
             mean.update(repeating: 0, count: rows)
-        }
-        for i in 0..<rows {
-            let row = x + i * columns, out = block + i * columns, m = mean[i]
-            for j in 0..<columns {
-                let d = row[j] - m
-                out[j] = d * d
+            for i in 0..<rows {
+                let row = x + i * columns, out = block + i * columns
+                for j in 0..<columns { out[j] = row[j] * row[j] }
             }
         }
         Scalar.gemvRows(rows: rows, columns: columns, alpha: inverseCount, a: block, x: ones,
@@ -82,8 +97,10 @@ enum LayerNormKernels {
         return nil
     }
 
-    /// The textbook statistics of `rows` rows: for every row a loop for the mean
-    /// (skipped when not `centred`) and a loop for the variance.
+    /// The textbook statistics of `rows` rows, shifted by each row's first
+    /// value `k` as ``rowStatisticsBLAS`` is: a loop for the shifted mean
+    /// `m' = Σ(x - k) / D` (skipped when not `centred`, where `k = m' = 0`) and
+    /// a loop for `Σ((x - k) - m')²`; `mean = k + m'`.
     /// - Returns: the first row whose statistics are not finite, or `nil`.
     @inlinable
     static func rowStatisticsNaive<Scalar: BLASScalar>(
@@ -93,20 +110,22 @@ enum LayerNormKernels {
         let d = Scalar(columns)
         for i in 0..<rows {
             let row = x + i * columns
+            let k: Scalar = centred ? row[0] : 0
             var m: Scalar = 0
             if centred {
-                for j in 0..<columns { m += row[j] }
+                for j in 0..<columns { m += row[j] - k }
                 m /= d
             }
             var squares: Scalar = 0
             for j in 0..<columns {
-                let centredValue = row[j] - m
+                let centredValue = (row[j] - k) - m
                 squares += centredValue * centredValue
             }
             let variance = squares / d
             let s = 1 / (variance + epsilon).squareRoot()
-            guard m.isFinite, variance.isFinite, s.isFinite else { return i }
-            mean[i] = m
+            let rowMean = k + m
+            guard rowMean.isFinite, variance.isFinite, s.isFinite else { return i }
+            mean[i] = rowMean
             invstd[i] = s
         }
         return nil

@@ -6,6 +6,17 @@
 /// `M2 = M2A + M2B + δ²·na·nb/n`. It is exact in exact arithmetic and stable
 /// in floating point when each part was computed two-pass, so row blocks,
 /// threads and (later) processes all combine through this one function.
+///
+/// Every part, on both backends, is computed by the same shifted two-pass
+/// algorithm: with `k` the part's first value, `m' = Σ(x - k) / n`,
+/// `mean = k + m'`, `M2 = Σ((x - k) - m')²`. When the values of a part lie
+/// within a factor of two of `k`, `x - k` is exact (Sterbenz), so the mean is
+/// accurate to the precision `Scalar` can represent whatever the offset, and
+/// a constant part has `x - k = 0`: its mean is its value and its `M2` is 0,
+/// bit for bit, for any value and length (a plain `Σx / n` is off by a few
+/// units in the last place, which a constant feature then turns into a
+/// variance of `δ²` and an output of `±1` instead of `beta`). Merging parts
+/// with `δ = 0` changes neither.
 @usableFromInline
 enum Moments {
     /// Merges the block moments `(blockCount, blockMean, blockM2)` into the
