@@ -102,10 +102,12 @@ struct BadInputTests {
             _ = try bn.backwardThroughGraph(Tensor(zeros: [5, 3]), cache: cache)
         }
         let other = try BatchNorm<S>(featureCount: 5)
-        #expect(throws: NormError.parameterCountMismatch(name: "cache.mean", expected: 5, actual: 3)) {
+        #expect(throws: NormError.cacheMismatch(expected: "BatchNorm(featureCount: 5)",
+                                                actual: "BatchNorm(featureCount: 3)")) {
             _ = try other.backward(good, cache: cache)
         }
-        #expect(throws: NormError.parameterCountMismatch(name: "cache.mean", expected: 3, actual: 0)) {
+        #expect(throws: NormError.cacheMismatch(expected: "BatchNorm(featureCount: 3)",
+                                                actual: CacheOrigin.none.description)) {
             _ = try bn.backward(good, cache: NormCache<S>())
         }
     }

@@ -313,7 +313,8 @@ struct ConvolutionalTests {
             _ = try gn.backward(Tensor(zeros: [2, 4, 3, 4]), cache: cache)
         }
         let other = try GroupNorm<Float>(channelCount: 4, groupCount: 4)
-        #expect(throws: NormError.parameterCountMismatch(name: "cache.mean", expected: 8, actual: 4)) {
+        #expect(throws: NormError.cacheMismatch(expected: "GroupNorm(channelCount: 4, groupCount: 4)",
+                                                actual: "GroupNorm(channelCount: 4, groupCount: 2)")) {
             _ = try other.backward(Tensor(zeros: [2, 4, 3, 3]), cache: cache)
         }
 

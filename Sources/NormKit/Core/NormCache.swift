@@ -24,6 +24,10 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     /// statistics are constants, and backward returns the gradient of that
     /// (affine) function.
     public internal(set) var mode: Mode
+    /// The layer whose forward pass filled this cache; ``CacheOrigin/none``
+    /// when none did or the last one threw. Backward refuses a cache whose
+    /// origin is not its own layer.
+    public internal(set) var origin: CacheOrigin
 
     /// An empty cache for the allocation-free entry points to fill.
     public init() {
@@ -32,14 +36,17 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
         storedInverseStandardDeviation = []
         gamma = []
         mode = .training
+        origin = .none
     }
 
-    /// Sizes the statistics vectors, records the input, copies `gamma` in place.
+    /// Sizes the statistics vectors, records the input and the layer, copies
+    /// `gamma` in place. A forward pass that then throws calls ``invalidate()``.
     @usableFromInline
     mutating func record(input: Tensor<Scalar>, gamma source: [Scalar], mode: Mode,
-                         statisticCount: Int) {
+                         statisticCount: Int, origin: CacheOrigin) {
         self.input = input
         self.mode = mode
+        self.origin = origin
         storedMean.resizeReusingStorage(to: statisticCount)
         storedInverseStandardDeviation.resizeReusingStorage(to: statisticCount)
         gamma.resizeReusingStorage(to: source.count)
@@ -47,6 +54,10 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
             source.withUnsafeBufferPointer { _ = target.update(fromContentsOf: $0) }
         }
     }
+
+    /// Marks the cache as filled by no forward pass (its statistics are partial).
+    @usableFromInline
+    mutating func invalidate() { origin = .none }
 }
 
 

@@ -31,6 +31,10 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
     /// holds a NaN or an infinity, or overflows. `index` is the feature,
     /// channel or sample (for per-sample statistics) where it happened.
     case nonFiniteStatistics(index: Int)
+    /// Backward was given a cache that another layer's forward pass filled (or
+    /// a layer of another size, layout or group count, or a forward pass that
+    /// threw). `expected` and `actual` name the layers, as ``CacheOrigin`` does.
+    case cacheMismatch(expected: String, actual: String)
     /// A size does not fit OpenBLAS's 32-bit integers.
     case sizeTooLarge(Int)
     /// A parameter holds a value the layer does not support (``RMSNorm``'s
@@ -62,6 +66,8 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
             return "training mode needs at least 2 values per statistic, got \(count)"
         case let .nonFiniteStatistics(index):
             return "the batch statistics at index \(index) are not finite (the input holds NaN or infinity, or overflows)"
+        case let .cacheMismatch(expected, actual):
+            return "expected a cache filled by the forward pass of \(expected), got one from \(actual)"
         case let .sizeTooLarge(size):
             return "size \(size) exceeds OpenBLAS's limit of \(maximumBLASSize)"
         case let .unsupportedParameter(name, expected):

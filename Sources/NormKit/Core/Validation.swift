@@ -84,8 +84,20 @@ enum Validation {
         return shape
     }
 
-    /// A cache filled by a forward pass of a layer with `parameters` scale
-    /// parameters and `statistics` normalized sets.
+    /// A cache filled by a forward pass of the layer `origin`, the first check
+    /// of every backward pass.
+    @inlinable
+    static func origin<Scalar: BLASScalar>(
+        _ cache: NormCache<Scalar>, expected origin: CacheOrigin
+    ) throws(NormError) {
+        guard cache.origin == origin else {
+            throw .cacheMismatch(expected: origin.description, actual: cache.origin.description)
+        }
+    }
+
+    /// A cache whose vectors hold `parameters` scale parameters and
+    /// `statistics` normalized sets (after ``origin(_:expected:)``, a check
+    /// that the cache was not altered).
     @inlinable
     static func cache<Scalar: BLASScalar>(
         _ cache: NormCache<Scalar>, parameters: Int, statistics: Int

@@ -97,7 +97,8 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
         if mode == .training { try Validation.valuesPerStatistic(rows) }
         try BatchStatistics.forward(
             input, geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
-            mode: mode, gamma: gamma, beta: beta, runningMean: &runningMean,
+            mode: mode, origin: .batchNorm(featureCount: featureCount), gamma: gamma, beta: beta,
+            runningMean: &runningMean,
             runningVariance: &runningVariance, epsilon: epsilon, momentum: momentum,
             estimator: varianceEstimator, backend: backend, output: &output, cache: &cache,
             workspace: &workspace)
@@ -109,7 +110,8 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     /// that `outputGradient` has its input's shape; returns `N`.
     @inlinable
     func validateBackward(_ outputGradient: Tensor<Scalar>, cache: Cache) throws(NormError) -> Int {
-        try BatchStatistics.validateBackward(outputGradient, cache: cache, channels: featureCount)
+        try BatchStatistics.validateBackward(outputGradient, cache: cache, channels: featureCount,
+                                             origin: .batchNorm(featureCount: featureCount))
         return try Validation.matrixRows(cache.input, columns: featureCount)
     }
 
@@ -120,8 +122,9 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     /// Column sums are `gemv(Trans, ·, 1)` over row blocks (BLAS backend). After an
     /// inference forward the statistics are constants and `dx = gamma·invstd·dy`.
     /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
-    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a cache
-    ///   from a layer of another size.
+    ///   ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer, size, layout or group count, or from a forward pass
+    ///   that threw.
     ///
     /// Writes into caller-owned `gradients` and `workspace`, sized on first use and
     /// reused afterwards. `backward(_:cache:)`, from ``BufferedNormalizationLayer``,

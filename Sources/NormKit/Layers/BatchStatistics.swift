@@ -11,7 +11,7 @@ enum BatchStatistics {
     /// - Throws: ``NormError/nonFiniteStatistics(index:)`` naming the channel.
     @inlinable
     static func forward<Scalar: BLASScalar>(
-        _ input: Tensor<Scalar>, geometry g: ChannelGeometry, mode: Mode,
+        _ input: Tensor<Scalar>, geometry g: ChannelGeometry, mode: Mode, origin: CacheOrigin,
         gamma: [Scalar], beta: [Scalar],
         runningMean: inout [Scalar], runningVariance: inout [Scalar],
         epsilon: Scalar, momentum: Scalar, estimator: VarianceEstimator, backend: Backend,
@@ -20,7 +20,8 @@ enum BatchStatistics {
     ) throws(NormError) {
         let channels = g.channels, rowStride = g.channels * g.inner
         output.prepare(shape: input.shape)
-        cache.record(input: input, gamma: gamma, mode: mode, statisticCount: channels)
+        cache.record(input: input, gamma: gamma, mode: mode, statisticCount: channels,
+                     origin: origin)
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
         let chunks = Threading.chunkCount(outer: g.outer, scalarsPerRow: rowStride, backend: backend)
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
@@ -96,7 +97,10 @@ enum BatchStatistics {
                 return nil
             }}}
         }
-        if let index = failure { throw .nonFiniteStatistics(index: index) }
+        if let index = failure {
+            cache.invalidate()
+            throw .nonFiniteStatistics(index: index)
+        }
         guard mode == .training else { return }
 
         // Everything succeeded: only now do the running statistics change.
@@ -121,12 +125,15 @@ enum BatchStatistics {
         }
     }
 
-    /// Checks that `cache` holds statistics for `channels` channels and that
-    /// `outputGradient` has the shape of the cached input.
+    /// Checks that `cache` came from the layer `origin`, holds statistics for
+    /// `channels` channels, and that `outputGradient` has the shape of the
+    /// cached input.
     @inlinable
     static func validateBackward<Scalar: BLASScalar>(
-        _ outputGradient: Tensor<Scalar>, cache: NormCache<Scalar>, channels: Int
+        _ outputGradient: Tensor<Scalar>, cache: NormCache<Scalar>, channels: Int,
+        origin: CacheOrigin
     ) throws(NormError) {
+        try Validation.origin(cache, expected: origin)
         try Validation.cache(cache, parameters: channels, statistics: channels)
         try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
     }

@@ -67,7 +67,8 @@ public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try GroupStatistics.forward(
-            input, mode: mode, channels: channelCount, groups: groupCount, gamma: gamma,
+            input, mode: mode, channels: channelCount, groups: groupCount,
+            origin: .groupNorm(channelCount: channelCount, groupCount: groupCount), gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, output: &output, cache: &cache,
             workspace: &workspace)
     }
@@ -77,8 +78,9 @@ public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     /// Writes into caller-owned `gradients` and `workspace`; `backward(_:cache:)`
     /// calls this with fresh buffers. See ``GroupNormKernels/backward``.
     /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
-    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a cache
-    ///   from a layer of another size.
+    ///   ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer, size, layout or group count, or from a forward pass
+    ///   that threw.
     @inlinable
     public func backward(
         _ outputGradient: Tensor<Scalar>, cache: Cache,
@@ -86,7 +88,7 @@ public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     ) throws(NormError) {
         try GroupStatistics.backward(
             outputGradient, cache: cache, channels: channelCount, groups: groupCount,
-            backend: backend, into: &gradients, workspace: &workspace)
+            origin: .groupNorm(channelCount: channelCount, groupCount: groupCount), backend: backend, into: &gradients, workspace: &workspace)
     }
 }
 
@@ -107,7 +109,7 @@ enum GroupStatistics {
     /// The forward pass over `(N, C, H, W)` input.
     @inlinable
     static func forward<Scalar: BLASScalar>(
-        _ input: Tensor<Scalar>, mode: Mode, channels: Int, groups: Int,
+        _ input: Tensor<Scalar>, mode: Mode, channels: Int, groups: Int, origin: CacheOrigin,
         gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
         output: inout Tensor<Scalar>, cache: inout NormCache<Scalar>,
         workspace: inout Workspace<Scalar>
@@ -118,7 +120,8 @@ enum GroupStatistics {
         let g = try geometry(input, channels: channels, groups: groups)
         try Validation.valuesPerStatistic(g.rowLength)
         output.prepare(shape: input.shape)
-        cache.record(input: input, gamma: gamma, mode: mode, statisticCount: g.rows)
+        cache.record(input: input, gamma: gamma, mode: mode, statisticCount: g.rows,
+                     origin: origin)
         let blockRows = backend == .blas
             ? CacheGeometry.blockRows(rows: g.rows, columns: g.rowLength,
                                       bytesPerScalar: MemoryLayout<Scalar>.stride,
@@ -156,16 +159,20 @@ enum GroupStatistics {
                 }
             }}}}}}
         }
-        if let index = failure { throw .nonFiniteStatistics(index: index) }
+        if let index = failure {
+            cache.invalidate()
+            throw .nonFiniteStatistics(index: index)
+        }
     }
 
     /// The backward pass over a validated cache.
     @inlinable
     static func backward<Scalar: BLASScalar>(
         _ outputGradient: Tensor<Scalar>, cache: NormCache<Scalar>, channels: Int, groups: Int,
-        backend: Backend, into gradients: inout NormGradients<Scalar>,
+        origin: CacheOrigin, backend: Backend, into gradients: inout NormGradients<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        try Validation.origin(cache, expected: origin)
         try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
         let g = try geometry(cache.input, channels: channels, groups: groups)
         try Validation.cache(cache, parameters: channels, statistics: g.rows)

@@ -48,7 +48,8 @@ public struct InstanceNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try GroupStatistics.forward(
-            input, mode: mode, channels: channelCount, groups: channelCount, gamma: gamma,
+            input, mode: mode, channels: channelCount, groups: channelCount,
+            origin: .instanceNorm(channelCount: channelCount), gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, output: &output, cache: &cache,
             workspace: &workspace)
     }
@@ -64,6 +65,6 @@ public struct InstanceNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     ) throws(NormError) {
         try GroupStatistics.backward(
             outputGradient, cache: cache, channels: channelCount, groups: channelCount,
-            backend: backend, into: &gradients, workspace: &workspace)
+            origin: .instanceNorm(channelCount: channelCount), backend: backend, into: &gradients, workspace: &workspace)
     }
 }

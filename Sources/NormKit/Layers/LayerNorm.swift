@@ -80,8 +80,9 @@ public struct LayerNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     ///
     /// Row terms are `gemv(NoTrans, ·, gamma)`, column sums `gemv(Trans, ·, 1)`.
     /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
-    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a cache
-    ///   from a layer of another size.
+    ///   ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer, size, layout or group count, or from a forward pass
+    ///   that threw.
     ///
     /// Writes into caller-owned `gradients` and `workspace`, sized on first use and
     /// reused afterwards. `backward(_:cache:)`, from ``BufferedNormalizationLayer``,

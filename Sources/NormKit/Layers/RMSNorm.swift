@@ -74,8 +74,9 @@ public struct RMSNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     /// calls this with fresh buffers. Row terms are `gemv(NoTrans, dy∘xhat, gamma)`,
     /// `dgamma` is `gemv(Trans, dy∘xhat, 1)` over row blocks.
     /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
-    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a cache
-    ///   from a layer of another size.
+    ///   ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer, size, layout or group count, or from a forward pass
+    ///   that threw.
     @inlinable
     public func backward(
         _ outputGradient: Tensor<Scalar>, cache: Cache,

@@ -19,7 +19,8 @@ enum RowNormalization {
         // A mean and a variance need two values; a mean square (RMSNorm) needs one.
         if centred { try Validation.valuesPerStatistic(columns) }
         output.prepare(shape: input.shape)
-        cache.record(input: input, gamma: gamma, mode: mode, statisticCount: rows)
+        cache.record(input: input, gamma: gamma, mode: mode, statisticCount: rows,
+                     origin: origin(columns: columns, centred: centred))
         let blockRows = CacheGeometry.blockRows(
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride,
             buffers: LayerNormKernels.forwardBuffers(centred: centred))
@@ -59,7 +60,16 @@ enum RowNormalization {
                 }
             }}}}}}
         }
-        if let index = failure { throw .nonFiniteStatistics(index: index) }
+        if let index = failure {
+            cache.invalidate()
+            throw .nonFiniteStatistics(index: index)
+        }
+    }
+
+    /// ``LayerNorm`` when `centred`, ``RMSNorm`` otherwise.
+    @inlinable
+    static func origin(columns: Int, centred: Bool) -> CacheOrigin {
+        centred ? .layerNorm(featureCount: columns) : .rmsNorm(featureCount: columns)
     }
 
     /// Validates the gradient and cache and computes the backward pass (see
@@ -70,6 +80,7 @@ enum RowNormalization {
         backend: Backend, into gradients: inout NormGradients<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        try Validation.origin(cache, expected: origin(columns: columns, centred: centred))
         try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
         let rows = try Validation.matrixRows(cache.input, columns: columns)
         try Validation.cache(cache, parameters: columns, statistics: rows)

@@ -111,7 +111,9 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
         let g = try geometry(input)
         if mode == .training { try Validation.valuesPerStatistic(g.valuesPerStatistic) }
         try BatchStatistics.forward(
-            input, geometry: g, mode: mode, gamma: gamma, beta: beta,
+            input, geometry: g, mode: mode,
+            origin: .spatialBatchNorm(channelCount: channelCount, layout: layout),
+            gamma: gamma, beta: beta,
             runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
             momentum: momentum, estimator: varianceEstimator, backend: backend,
             output: &output, cache: &cache, workspace: &workspace)
@@ -125,14 +127,17 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     /// calls this with fresh buffers. Per-channel sums are `gemv(NoTrans, ·, 1_HW)`
     /// accumulated over samples (NCHW) or `gemv(Trans, ·, 1)` (NHWC).
     /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
-    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a cache
-    ///   from a layer of another size.
+    ///   ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer, size, layout or group count, or from a forward pass
+    ///   that threw.
     @inlinable
     public func backward(
         _ outputGradient: Tensor<Scalar>, cache: Cache,
         into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try BatchStatistics.validateBackward(outputGradient, cache: cache, channels: channelCount)
+        try BatchStatistics.validateBackward(
+            outputGradient, cache: cache, channels: channelCount,
+            origin: .spatialBatchNorm(channelCount: channelCount, layout: layout))
         let g = try geometry(cache.input)
         BatchStatistics.backward(outputGradient, cache: cache, geometry: g, backend: backend,
                                  graph: false, into: &gradients, workspace: &workspace)
