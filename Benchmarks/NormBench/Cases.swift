@@ -22,7 +22,7 @@ func passes<L: BufferedNormalizationLayer>(
     runningStatistics: Bool
 ) throws -> (cases: [Case], trainedCache: NormCache<L.Scalar>) {
     var layer = layer
-    var output = Tensor<L.Scalar>(zeros: [0]), cache = NormCache<L.Scalar>()
+    var output = try Tensor<L.Scalar>(zeros: [0]), cache = NormCache<L.Scalar>()
     var inferenceCache = NormCache<L.Scalar>(), workspace = Workspace<L.Scalar>()
     var gradients = NormGradients<L.Scalar>()
     try layer.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
@@ -48,8 +48,8 @@ func passes<L: BufferedNormalizationLayer>(
 func cases<S: BLASScalar>(
     _: S.Type, shape: [Int], backend: Backend, ops: Set<String>
 ) throws -> [Case] {
-    let x = Tensor<S>(randomNormal: shape, mean: 12, standardDeviation: 5, seed: 1)
-    let dy = Tensor<S>(randomNormal: shape, seed: 2)
+    let x = try Tensor<S>(randomNormal: shape, mean: 12, standardDeviation: 5, seed: 1)
+    let dy = try Tensor<S>(randomNormal: shape, seed: 2)
     var all: [Case] = []
     if shape.count == 2 {
         let features = shape[1]

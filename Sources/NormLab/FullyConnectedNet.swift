@@ -49,7 +49,7 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
         layerNorms = []
         for layer in 1...(dimensions.count - 1) {
             let (rows, columns) = (dimensions[layer - 1], dimensions[layer])
-            parameters["W\(layer)"] = Tensor<Scalar>(
+            parameters["W\(layer)"] = try Tensor<Scalar>(
                 randomNormal: [rows, columns], standardDeviation: weightScale,
                 seed: seed &+ UInt64(layer)).scalars
             parameters["b\(layer)"] = Array(repeating: 0, count: columns)

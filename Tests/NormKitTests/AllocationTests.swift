@@ -35,9 +35,9 @@ struct AllocationTests {
 
     func check<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int]) throws {
         var layer = layer
-        let x = Tensor<L.Scalar>(randomNormal: shape, mean: 3, standardDeviation: 2, seed: 1)
-        let dy = Tensor<L.Scalar>(randomNormal: shape, seed: 2)
-        var output = Tensor<L.Scalar>(zeros: [0]), cache = NormCache<L.Scalar>()
+        let x = try Tensor<L.Scalar>(randomNormal: shape, mean: 3, standardDeviation: 2, seed: 1)
+        let dy = try Tensor<L.Scalar>(randomNormal: shape, seed: 2)
+        var output = try Tensor<L.Scalar>(zeros: [0]), cache = NormCache<L.Scalar>()
         var workspace = Workspace<L.Scalar>(), gradients = NormGradients<L.Scalar>()
         let forward = try allocations {
             try layer.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
@@ -56,7 +56,7 @@ struct AllocationTests {
     @Test("the counter counts: the value API allocates")
     func counterWorks() throws {
         var bn = try BatchNorm<Float>(featureCount: 16)
-        let x = Tensor<Float>(randomNormal: [8, 16], seed: 1)
+        let x = try Tensor<Float>(randomNormal: [8, 16], seed: 1)
         let count = try allocations { _ = try bn.forward(x, mode: .training) }
         #expect(count >= 10)
     }
@@ -83,8 +83,8 @@ struct AllocationTests {
     @Test("BatchNorm's staged backward allocates nothing either")
     func graphBackward() throws {
         var bn = try BatchNorm<Double>(featureCount: 9)
-        let x = Tensor<Double>(randomNormal: [40, 9], seed: 3)
-        var output = Tensor<Double>(zeros: [0]), cache = NormCache<Double>()
+        let x = try Tensor<Double>(randomNormal: [40, 9], seed: 3)
+        var output = try Tensor<Double>(zeros: [0]), cache = NormCache<Double>()
         var workspace = Workspace<Double>(), gradients = NormGradients<Double>()
         try bn.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
         let count = try allocations {
@@ -101,8 +101,8 @@ extension ProcessWideTests {
     @Suite("Threads")
     struct ThreadTests {
         func compare<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int], tolerance: Double) throws {
-            let x = Tensor<L.Scalar>(randomNormal: shape, mean: 5, standardDeviation: 3, seed: 1)
-            let dy = Tensor<L.Scalar>(randomNormal: shape, seed: 2)
+            let x = try Tensor<L.Scalar>(randomNormal: shape, mean: 5, standardDeviation: 3, seed: 1)
+            let dy = try Tensor<L.Scalar>(randomNormal: shape, seed: 2)
             var results: [[[L.Scalar]]] = []
             for threads in [1, 2] {
                 Threading.threadCount = threads
@@ -139,8 +139,8 @@ extension ProcessWideTests {
             var bn = try BatchNorm<Double>(featureCount: 37)
             bn.runningMean = (0..<37).map { Double($0) / 7 }
             bn.runningVariance = (0..<37).map { 1 + Double($0) / 5 }
-            let x = Tensor<Double>(randomNormal: [9001, 37], mean: 5, standardDeviation: 3, seed: 1)
-            let dy = Tensor<Double>(randomNormal: [9001, 37], seed: 2)
+            let x = try Tensor<Double>(randomNormal: [9001, 37], mean: 5, standardDeviation: 3, seed: 1)
+            let dy = try Tensor<Double>(randomNormal: [9001, 37], seed: 2)
             let cache = try bn.forward(x, mode: mode).cache
             var results: [NormGradients<Double>] = []
             for threads in [1, 2] {
@@ -167,8 +167,8 @@ extension ProcessWideTests {
         func restoresThreadCount() throws {
             let before = BLASRuntime.threadCount
             defer { BLASRuntime.threadCount = before }
-            let x = Tensor<Float>(randomNormal: [3000, 64], mean: 2, standardDeviation: 3, seed: 1)
-            let dy = Tensor<Float>(randomNormal: [3000, 64], seed: 2)
+            let x = try Tensor<Float>(randomNormal: [3000, 64], mean: 2, standardDeviation: 3, seed: 1)
+            let dy = try Tensor<Float>(randomNormal: [3000, 64], seed: 2)
             var results: [[[Float]]] = []
             for (blasThreads, libraryThreads) in [(1, 1), (2, 1), (2, 2)] {
                 BLASRuntime.threadCount = blasThreads
@@ -203,12 +203,12 @@ extension ProcessWideTests {
         func results<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int]) throws -> [[L.Scalar]] {
             var layer = layer
             let count = layer.gamma.count
-            layer.gamma = Tensor<L.Scalar>(randomNormal: [count], mean: 1, seed: 7).scalars
+            layer.gamma = try Tensor<L.Scalar>(randomNormal: [count], mean: 1, seed: 7).scalars
             if !(layer is RMSNorm<L.Scalar>) {   // RMSNorm's beta stays zeros
-                layer.beta = Tensor<L.Scalar>(randomNormal: [count], seed: 8).scalars
+                layer.beta = try Tensor<L.Scalar>(randomNormal: [count], seed: 8).scalars
             }
-            let x = Tensor<L.Scalar>(randomNormal: shape, mean: 3, standardDeviation: 2, seed: 5)
-            let dy = Tensor<L.Scalar>(randomNormal: shape, seed: 6)
+            let x = try Tensor<L.Scalar>(randomNormal: shape, mean: 3, standardDeviation: 2, seed: 5)
+            let dy = try Tensor<L.Scalar>(randomNormal: shape, seed: 6)
             let (y, cache) = try layer.forward(x, mode: .training)
             let (inference, _) = try layer.forward(x, mode: .inference)
             let g = try layer.backward(dy, cache: cache)

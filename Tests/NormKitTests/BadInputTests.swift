@@ -88,7 +88,7 @@ struct BadInputTests {
         scalars[4] = .infinity
         let withInfinity = try Tensor(shape: [4, 3], scalars: scalars)
         expectRefusal(bn, .nonFiniteStatistics(index: 1)) {
-            var output = Tensor<S>(zeros: [0]), cache = NormCache<S>(), workspace = Workspace<S>()
+            var output = try Tensor<S>(zeros: [0]), cache = NormCache<S>(), workspace = Workspace<S>()
             try $0.forward(withInfinity, mode: .training, into: &output, cache: &cache,
                            workspace: &workspace)
         }
@@ -174,5 +174,50 @@ struct BadInputTests {
         #expect(error.description == "expected an input of shape (N >= 1, 3), got [4, 2]")
         #expect(NormError.invalidMomentum(1.5).description.contains("1.5"))
         #expect(NormError.insufficientValues(valuesPerStatistic: 1).description.contains("at least 2"))
+    }
+
+    @Test("tensors refuse negative and overflowing shapes instead of trapping")
+    func tensorShapes() throws {
+        for shape in [[Int.max, 2], [1 << 62, 4], [2, Int.max], [1 << 32, 1 << 32]] {
+            #expect(throws: NormError.shapeOverflow(shape: shape)) { _ = try Tensor<Float>(zeros: shape) }
+            #expect(throws: NormError.shapeOverflow(shape: shape)) {
+                _ = try Tensor<Double>(randomNormal: shape, seed: 1)
+            }
+            #expect(throws: NormError.shapeOverflow(shape: shape)) {
+                _ = try Tensor<Float>(shape: shape, scalars: [1, 2])
+            }
+        }
+        for shape in [[-1, 4], [0, -1], [Int.min, 2]] {
+            #expect(throws: NormError.negativeDimension(shape: shape)) { _ = try Tensor<Float>(zeros: shape) }
+            #expect(throws: NormError.negativeDimension(shape: shape)) {
+                _ = try Tensor<Float>(randomNormal: shape, seed: 1)
+            }
+        }
+        // A zero dimension holds no scalars whatever the others and their order.
+        for shape in [[0, Int.max, 2], [Int.max, 2, 0], [Int.max, 0, Int.max]] {
+            let t = try Tensor<Float>(zeros: shape)
+            #expect(t.count == 0 && t.shape == shape)
+            #expect(try Tensor<Float>(shape: shape, scalars: []).count == 0)
+        }
+        // Such tensors are refused by every layer, as any wrong shape is.
+        var ln = try LayerNorm<Float>(featureCount: 2)
+        #expect(throws: NormError.invalidShape(expected: "(N >= 1, 2)", actual: [Int.max, 0])) {
+            _ = try ln.forward(Tensor(zeros: [Int.max, 0]), mode: .training)
+        }
+        var gn = try GroupNorm<Float>(channelCount: 2, groupCount: 1)
+        #expect(throws: NormError.self) {
+            _ = try gn.forward(Tensor(zeros: [0, 2, Int.max, 2]), mode: .training)
+        }
+    }
+
+    @Test("error descriptions are safe for any shape")
+    func descriptionsOfExtremeShapes() {
+        #expect(NormError.scalarCountMismatch(shape: [Int.max, 2], scalarCount: 3).description
+                == "shape [\(Int.max), 2] holds more than Int.max scalars, but 3 were given")
+        #expect(NormError.scalarCountMismatch(shape: [-1, 2], scalarCount: 3).description
+                == "shape [-1, 2] holds no scalars, but 3 were given")
+        #expect(NormError.scalarCountMismatch(shape: [Int.max, 0], scalarCount: 3).description
+                == "shape [\(Int.max), 0] holds 0 scalars, but 3 were given")
+        #expect(NormError.shapeOverflow(shape: [1 << 62, 4]).description.contains("more than Int.max"))
     }
 }

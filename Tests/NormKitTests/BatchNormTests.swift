@@ -215,7 +215,7 @@ struct BatchNormTests {
     func callerOwnedBuffers() throws {
         var a = try BatchNorm<Float>(featureCount: 33)
         var b = a
-        var output = Tensor<Float>(zeros: [0])
+        var output = try Tensor<Float>(zeros: [0])
         var cache = NormCache<Float>()
         var workspace = Workspace<Float>()
         var gradients = NormGradients<Float>()

@@ -100,7 +100,7 @@ struct LayerNormTests {
     @Test("the allocation-free entry point equals the value API")
     func callerOwnedBuffers() throws {
         var ln = try LayerNorm<Double>(featureCount: 40)
-        var output = Tensor<Double>(zeros: [0])
+        var output = try Tensor<Double>(zeros: [0])
         var cache = NormCache<Double>()
         var workspace = Workspace<Double>()
         var gradients = NormGradients<Double>()

@@ -7,11 +7,11 @@ import Testing
 func readmeExample() throws {
     // README-EXAMPLE-BEGIN
     // A batch of 64 samples with 128 features, cs231n-style: 5 * randn + 12.
-    let x = Tensor<Float>(randomNormal: [64, 128], mean: 12, standardDeviation: 5, seed: 42)
+    let x = try Tensor<Float>(randomNormal: [64, 128], mean: 12, standardDeviation: 5, seed: 42)
 
     var bn = try BatchNorm<Float>(featureCount: 128)        // momentum 0.9, eps 1e-5, .blas
     let (y, cache) = try bn.forward(x, mode: .training)     // updates the running statistics
-    let dy = Tensor<Float>(randomNormal: y.shape, seed: 7)  // the upstream gradient
+    let dy = try Tensor<Float>(randomNormal: y.shape, seed: 7)  // the upstream gradient
     let grads = try bn.backward(dy, cache: cache)           // grads.input, .gamma, .beta
     let (yTest, _) = try bn.forward(x, mode: .inference)    // uses the running statistics
 
@@ -32,8 +32,8 @@ func readmeExample() throws {
 
 @Test("the README's one-line layer examples compile and run on their inputs")
 func readmeLayerTable() throws {
-    let matrix = Tensor<Float>(randomNormal: [8, 128], seed: 1)
-    let images = Tensor<Float>(randomNormal: [2, 64, 4, 4], seed: 2)
+    let matrix = try Tensor<Float>(randomNormal: [8, 128], seed: 1)
+    let images = try Tensor<Float>(randomNormal: [2, 64, 4, 4], seed: 2)
     var bn = try BatchNorm<Float>(featureCount: 128)
     var ln = try LayerNorm<Float>(featureCount: 128)
     var rms = try RMSNorm<Float>(featureCount: 128)

@@ -29,7 +29,7 @@ struct NormLabTests {
           arguments: [Normalization.batch, .layer], [0.0, 3.14])
     func gradientCheck(normalization: Normalization, regularization: Double) throws {
         let (n, d, classes) = (2, 15, 10)
-        let x = Matrix(Tensor<Double>(randomNormal: [n, d], seed: 231))
+        let x = Matrix(try Tensor<Double>(randomNormal: [n, d], seed: 231))
         let labels = (0..<n).map { ($0 * 7 + 3) % classes }
         let net = try FullyConnectedNet<Double>(
             inputDimension: d, hiddenDimensions: [20, 30], classCount: classes,

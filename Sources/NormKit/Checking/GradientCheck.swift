@@ -17,7 +17,8 @@ public enum GradientCheck {
         at x: Tensor<Scalar>, outputGradient: Tensor<Scalar>, step: Scalar = 1e-5,
         _ f: (Tensor<Scalar>) throws -> Tensor<Scalar>
     ) rethrows -> Tensor<Scalar> {
-        var gradient = Tensor<Scalar>(zeros: x.shape)
+        var gradient = Tensor<Scalar>(validatedShape: x.shape,
+                                      scalars: Array(repeating: 0, count: x.count))
         var probe = x
         let upstream = outputGradient.scalars
         for index in 0..<x.count {

@@ -46,7 +46,7 @@ public struct NormGradients<Scalar: BLASScalar>: Sendable, Equatable {
     /// Empty gradients, to be sized by the first allocation-free backward call
     /// that fills them and reused without allocation afterwards.
     public init() {
-        self.init(input: Tensor(zeros: [0]), gamma: [], beta: [])
+        self.init(input: .empty, gamma: [], beta: [])
     }
 
     /// Sizes the buffers for an input of `shape` and `parameterCount` parameters,
@@ -124,7 +124,7 @@ extension BufferedNormalizationLayer {
     @inlinable
     public mutating func forward(_ input: Tensor<Scalar>, mode: Mode) throws(NormError)
         -> (output: Tensor<Scalar>, cache: Cache) {
-        var output = Tensor<Scalar>(zeros: [0])
+        var output = Tensor<Scalar>.empty
         var cache = Cache()
         var workspace = Workspace<Scalar>()
         try forward(input, mode: mode, into: &output, cache: &cache, workspace: &workspace)

@@ -31,7 +31,7 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
 
     /// An empty cache for the allocation-free entry points to fill.
     public init() {
-        input = Tensor(zeros: [0])
+        input = .empty
         storedMean = []
         storedInverseStandardDeviation = []
         gamma = []

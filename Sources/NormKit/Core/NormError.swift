@@ -9,6 +9,8 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
     case scalarCountMismatch(shape: [Int], scalarCount: Int)
     /// A shape has a negative dimension.
     case negativeDimension(shape: [Int])
+    /// The product of a shape's dimensions does not fit in `Int`.
+    case shapeOverflow(shape: [Int])
     /// An input has the wrong rank or shape for the layer.
     case invalidShape(expected: String, actual: [Int])
     /// A gradient's shape differs from the shape the cache recorded.
@@ -45,9 +47,14 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case let .scalarCountMismatch(shape, count):
-            return "shape \(shape) holds \(shape.reduce(1, *)) scalars, but \(count) were given"
+            let held = shape.allSatisfy { $0 >= 0 }
+                ? Tensor<Double>.checkedProduct(shape).map { "\($0)" } ?? "more than Int.max"
+                : "no"
+            return "shape \(shape) holds \(held) scalars, but \(count) were given"
         case let .negativeDimension(shape):
             return "shape \(shape) has a negative dimension"
+        case let .shapeOverflow(shape):
+            return "shape \(shape) holds more than Int.max scalars"
         case let .invalidShape(expected, actual):
             return "expected an input of shape \(expected), got \(actual)"
         case let .gradientShapeMismatch(expected, actual):

@@ -32,22 +32,38 @@ public struct Tensor<Scalar: BLASScalar>: Sendable, Equatable {
 
     /// Creates a tensor of zeros.
     ///
-    /// - Precondition: no dimension is negative (as `Array(repeating:count:)`).
-    public init(zeros shape: [Int]) {
-        precondition(shape.allSatisfy { $0 >= 0 }, "Tensor(zeros:): negative dimension in \(shape)")
-        self.storedShape = shape
-        self.storedScalars = Array(repeating: 0, count: shape.reduce(1, *))
+    /// - Throws: ``NormError/negativeDimension(shape:)`` for a negative
+    ///   dimension, ``NormError/shapeOverflow(shape:)`` when the product of
+    ///   `shape` does not fit in `Int`.
+    /// - Complexity: O(product of `shape`).
+    public init(zeros shape: [Int]) throws(NormError) {
+        let count = try Tensor.elementCount(of: shape)
+        self.init(validatedShape: shape, scalars: Array(repeating: 0, count: count))
     }
+
+    /// A tensor from a shape already validated by ``elementCount(of:)`` (or
+    /// known to be valid, as `[0]`) and its scalars.
+    @usableFromInline
+    init(validatedShape shape: [Int], scalars: [Scalar]) {
+        self.storedShape = shape
+        self.storedScalars = scalars
+    }
+
+    /// An empty tensor of shape `[0]`, what unfilled caches and outputs hold.
+    @inlinable
+    static var empty: Tensor<Scalar> { Tensor(validatedShape: [0], scalars: []) }
 
     /// Creates a tensor of independent normal samples, the same for the same seed
     /// on every platform.
     ///
     /// The generator is SplitMix64 feeding the Box–Muller transform, computed in
     /// `Double` and rounded to `Scalar`.
-    /// - Precondition: no dimension is negative.
+    /// - Throws: ``NormError/negativeDimension(shape:)``,
+    ///   ``NormError/shapeOverflow(shape:)``, as ``init(zeros:)``.
+    /// - Complexity: O(product of `shape`).
     public init(randomNormal shape: [Int], mean: Scalar = 0,
-                standardDeviation: Scalar = 1, seed: UInt64) {
-        self.init(zeros: shape)
+                standardDeviation: Scalar = 1, seed: UInt64) throws(NormError) {
+        try self.init(zeros: shape)
         var generator = SplitMix64(seed: seed)
         let mu = Double(mean), sigma = Double(standardDeviation)
         storedScalars.withUnsafeMutableBufferPointer { buffer in
@@ -97,14 +113,25 @@ public struct Tensor<Scalar: BLASScalar>: Sendable, Equatable {
         if storedScalars.count != count { storedScalars = Array(repeating: 0, count: count) }
     }
 
-    /// The product of `shape`, validated to be non-negative and to fit OpenBLAS.
+    /// The product of `shape`: every dimension non-negative, 0 when any
+    /// dimension is 0 (whatever the others), and otherwise a product that fits
+    /// in `Int`, so that the order of the dimensions never matters.
     @usableFromInline
     static func elementCount(of shape: [Int]) throws(NormError) -> Int {
+        guard shape.allSatisfy({ $0 >= 0 }) else { throw .negativeDimension(shape: shape) }
+        guard let count = checkedProduct(shape) else { throw .shapeOverflow(shape: shape) }
+        return count
+    }
+
+    /// The product of non-negative `extents`, or `nil` when it overflows `Int`
+    /// (0 when any extent is 0).
+    @usableFromInline
+    static func checkedProduct(_ extents: [Int]) -> Int? {
+        if extents.contains(0) { return 0 }
         var count = 1
-        for extent in shape {
-            guard extent >= 0 else { throw .negativeDimension(shape: shape) }
+        for extent in extents {
             let (product, overflow) = count.multipliedReportingOverflow(by: extent)
-            guard !overflow else { throw .sizeTooLarge(Int.max) }
+            if overflow { return nil }
             count = product
         }
         return count
