@@ -99,7 +99,7 @@ struct ExactStatisticsTests {
             let shape = layer.shape(length: length)
             let count = shape.reduce(1, *)
             let x = try Tensor<S>(shape: shape, scalars: Array(repeating: S(value), count: count))
-            var l = try layer.make(S.self, shape: shape, backend: backend, seed: UInt64(length))
+            let l = try layer.make(S.self, shape: shape, backend: backend, seed: UInt64(length))
             let (y, cache) = try l.forward(x)
             let expected = (0..<count).map { l.beta[layer.parameter(of: $0, shape: shape)] }
             #expect(bits(y.scalars) == bits(expected),
@@ -167,5 +167,44 @@ struct ExactStatisticsTests {
                         "\(layer) \(backend) offset \(offset) statistic \(s): mean \(mean(values))")
             }
         }
+    }
+
+    /// A statistic whose first value lies far from its mean (an outlier
+    /// feature first in a row, say) makes the shifted sums cancel; the BLAS
+    /// kernels then take the second pass, and the variance stays within 1e-5
+    /// of the Double reference in Float (1e-12 in Double), as the naive one.
+    func outlierFirst<S: BLASScalar>(_: S.Type, layer: CentredLayer, backend: Backend,
+                                     tolerance: Double) throws {
+        let shape = layer.shape(length: 1001)
+        var scalars: [S] = try Tensor<S>(randomNormal: shape, mean: 100, standardDeviation: 1,
+                                         seed: 31).scalars
+        var seen = Set<Int>()
+        for k in scalars.indices where seen.insert(layer.statistic(of: k, shape: shape)).inserted {
+            scalars[k] = 100 + 500   // 500 standard deviations: Σt²/M2 ≈ 250 000
+        }
+        let x = try Tensor<S>(shape: shape, scalars: scalars)
+        let l = try layer.make(S.self, shape: shape, backend: backend, seed: 2)
+        let (_, cache) = try l.forward(x)
+        var groups = [Int: [Double]]()
+        for k in scalars.indices {
+            groups[layer.statistic(of: k, shape: shape), default: []].append(Double(scalars[k]))
+        }
+        for (s, values) in groups {
+            let sd = standardDeviation(values)
+            let reference = 1 / (sd * sd + Double(S(1e-5))).squareRoot()
+            let invstd = Double(cache.inverseStandardDeviation[s])
+            #expect(abs(invstd - reference) <= tolerance * reference,
+                    "\(layer) \(backend) \(S.self) statistic \(s): \(invstd) vs \(reference)")
+            // The mean to the tolerance relative to the largest value summed.
+            #expect(abs(Double(cache.mean[s]) - mean(values)) <= tolerance * 600,
+                    "\(layer) \(backend) \(S.self) mean of statistic \(s)")
+        }
+    }
+
+    @Test("a first value far from the mean keeps the variance accurate",
+          arguments: CentredLayer.allCases, [Backend.blas, .naive])
+    func outlier(layer: CentredLayer, backend: Backend) throws {
+        try outlierFirst(Float.self, layer: layer, backend: backend, tolerance: 1e-5)
+        try outlierFirst(Double.self, layer: layer, backend: backend, tolerance: 1e-12)
     }
 }

@@ -10,21 +10,26 @@
 @usableFromInline
 enum BatchNormKernels {
     /// Scratch scalars ``columnMomentsBLAS`` needs beyond the ones vector of
-    /// `blockRows` elements: one block and two column vectors.
+    /// `blockRows` elements: one block and three column vectors.
     @inlinable
     static func momentsScratch(blockRows: Int, columns: Int) -> Int {
-        blockRows * columns + 2 * columns
+        blockRows * columns + 3 * columns
     }
 
     // MARK: Statistics
 
-    /// Column means and `M2 = Σ(x - mean)²` of `x` (`rows x columns`), blockwise
-    /// by the shifted two-pass algorithm (see ``Moments``): per block, with `k`
-    /// the block's first row, `t = x - k` into scratch,
-    /// `m'_b = gemv(Trans, T_b, 1) / b`, `(t - m'_b)²` in place,
-    /// `M2_b = gemv(Trans, S_b, 1)`, `mean_b = k + m'_b`, merged by
-    /// ``Moments/merge``. Reads `x` from memory once. A constant column has
-    /// `t = 0` exactly, so its mean is its value and its `M2` is 0.
+    /// Column means and `M2 = Σ(x - mean)²` of `x` (`rows x columns`), blockwise:
+    /// per block, `mean_b = gemv(Trans, X_b, 1) / b`, the centred squares into
+    /// scratch, `M2_b = gemv(Trans, S_b, 1)`, merged by ``Moments/merge``.
+    /// Reads `x` from memory once.
+    ///
+    /// The centring loop also sums the residuals `r = Σ(x - mean_b)`, which
+    /// rounding leaves nonzero when `|mean| ≫ std`: the corrected two-pass
+    /// algorithm (Chan, Golub, LeVeque) then uses `mean_b + r/b` and
+    /// `M2_b - r²/b`, so a Float column with mean 1e4 keeps its mean to the
+    /// precision Float can represent. A column whose variance is still within
+    /// the error of its mean (a constant column, say) is recomputed exactly
+    /// (``Moments/exact(_:count:stride:scratch:ones:)``).
     ///
     /// - Parameters:
     ///   - ones: at least `blockRows` ones.
@@ -37,7 +42,7 @@ enum BatchNormKernels {
     ) {
         let block = scratch
         let blockMean = scratch + blockRows * columns
-        let blockM2 = blockMean + columns
+        let blockM2 = blockMean + columns, residual = blockM2 + columns
         mean.update(repeating: 0, count: columns)
         m2.update(repeating: 0, count: columns)
         var count = 0
@@ -45,25 +50,65 @@ enum BatchNormKernels {
         while start < rows {
             let b = min(blockRows, rows - start)
             let xb = x + start * columns
-            for i in 0..<b {
-                let row = xb + i * columns, out = block + i * columns
-                for j in 0..<columns { out[j] = row[j] - xb[j] }
-            }
             Scalar.gemvTransposed(rows: b, columns: columns, alpha: 1 / Scalar(b),
-                                  a: block, x: ones, beta: 0, y: blockMean)
-            for i in 0..<b {
-                let out = block + i * columns
-                for j in 0..<columns {
-                    let d = out[j] - blockMean[j]
-                    out[j] = d * d
-                }
-            }
+                                  a: xb, x: ones, beta: 0, y: blockMean)
+            centredSquares(xb, rows: b, columns: columns, mean: blockMean,
+                           squares: block, residual: residual)
             Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones,
                                   beta: 0, y: blockM2)
-            for j in 0..<columns { blockMean[j] += xb[j] }
+            let inverseCount = 1 / Scalar(b)
+            for j in 0..<columns {
+                let r = residual[j] * inverseCount
+                blockMean[j] += r
+                blockM2[j] -= r * residual[j]
+            }
+            for j in 0..<columns
+            where Moments.isDegenerate(mean: blockMean[j], m2: blockM2[j], count: b) {
+                // A constant (or nearly constant) column of the block: exactly,
+                // in the squares block, which its gemv has consumed.
+                (blockMean[j], blockM2[j]) = Moments.exact(xb + j, count: b, stride: columns,
+                                                           scratch: block, ones: ones)
+            }
             count = Moments.merge(count: count, mean: mean, m2: m2, blockCount: b,
                                   blockMean: blockMean, blockM2: blockM2, length: columns)
             start += b
+        }
+    }
+
+    /// `squares = (x - mean)²` elementwise and `residual = Σ_rows (x - mean)`,
+    /// four rows at a time, so the residual vector is loaded and stored once
+    /// per four rows rather than once per row (row-major order keeps the
+    /// accesses sequential; column strips stride by a whole row and conflict
+    /// in L1).
+    @inlinable
+    static func centredSquares<Scalar: BLASScalar>(
+        _ x: UnsafePointer<Scalar>, rows: Int, columns: Int, mean: UnsafePointer<Scalar>,
+        squares: UnsafeMutablePointer<Scalar>, residual: UnsafeMutablePointer<Scalar>
+    ) {
+        residual.update(repeating: 0, count: columns)
+        var i = 0
+        while i + 4 <= rows {
+            let x0 = x + i * columns, x1 = x0 + columns, x2 = x1 + columns, x3 = x2 + columns
+            let s0 = squares + i * columns, s1 = s0 + columns, s2 = s1 + columns, s3 = s2 + columns
+            for j in 0..<columns {
+                let m = mean[j]
+                let d0 = x0[j] - m, d1 = x1[j] - m, d2 = x2[j] - m, d3 = x3[j] - m
+                residual[j] += (d0 + d1) + (d2 + d3)
+                s0[j] = d0 * d0
+                s1[j] = d1 * d1
+                s2[j] = d2 * d2
+                s3[j] = d3 * d3
+            }
+            i += 4
+        }
+        while i < rows {
+            let row = x + i * columns, out = squares + i * columns
+            for j in 0..<columns {
+                let d = row[j] - mean[j]
+                residual[j] += d
+                out[j] = d * d
+            }
+            i += 1
         }
     }
 
@@ -358,7 +403,7 @@ extension BatchNormKernels {
     // MARK: Geometry dispatch
 
     /// Per-channel mean and `M2` over the geometry, by the backend's kernel.
-    /// `scratch` holds `geometry.scratchCount(block:vectors: 2)` scalars.
+    /// `scratch` holds `geometry.scratchCount(block:vectors: 3)` scalars.
     @inlinable
     static func moments<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, geometry g: ChannelGeometry, block: Int, backend: Backend,
@@ -542,13 +587,13 @@ extension BatchNormKernels {
 
     // MARK: Channels (NCHW)
 
-    /// Per-channel moments of NCHW data by the shifted two-pass algorithm (see
-    /// ``Moments``): for each sample and block of channels, with `k_c` the
-    /// first value of each slab, `t = x - k_c` into scratch,
-    /// `m'_b = gemv(NoTrans, T_b, 1_HW) / HW` (one row per channel), the squares
-    /// `(t - m'_b)²` in place, `M2_b = gemv(NoTrans, S_b, 1_HW)`,
-    /// `mean_b = k_c + m'_b`, and a Chan merge of the block (count `HW` per
-    /// channel) into the running per-channel totals.
+    /// Per-channel moments of NCHW data: for each sample and block of channels,
+    /// `mean_b = gemv(NoTrans, X_b, 1_HW) / HW` (one row per channel), the centred
+    /// values into scratch, their residual `gemv(NoTrans, ·, 1_HW)`, the squares
+    /// in place, `M2_b = gemv(NoTrans, S_b, 1_HW)`, and a Chan merge of the block
+    /// (count `HW` per channel) into the running per-channel totals. A slab
+    /// whose variance is within the error of its mean is recomputed exactly
+    /// (``Moments/exact(_:count:stride:scratch:ones:)``).
     @inlinable
     static func channelMomentsBLAS<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, geometry g: ChannelGeometry, channelBlock: Int,
@@ -558,7 +603,7 @@ extension BatchNormKernels {
         let hw = g.inner, channels = g.channels
         let block = scratch
         let blockMean = scratch + channelBlock * hw
-        let blockM2 = blockMean + channels
+        let blockM2 = blockMean + channels, residual = blockM2 + channels
         let inverseCount = 1 / Scalar(hw)
         mean.update(repeating: 0, count: channels)
         m2.update(repeating: 0, count: channels)
@@ -567,21 +612,25 @@ extension BatchNormKernels {
             while c0 < channels {
                 let cb = min(channelBlock, channels - c0)
                 let xb = x + (n * channels + c0) * hw
-                for k in 0..<cb {
-                    let row = xb + k * hw, out = block + k * hw, shift = row[0]
-                    for t in 0..<hw { out[t] = row[t] - shift }
-                }
-                Scalar.gemvRows(rows: cb, columns: hw, alpha: inverseCount, a: block, x: ones,
+                Scalar.gemvRows(rows: cb, columns: hw, alpha: inverseCount, a: xb, x: ones,
                                 beta: 0, y: blockMean)
                 for k in 0..<cb {
-                    let out = block + k * hw, m = blockMean[k]
-                    for t in 0..<hw {
-                        let d = out[t] - m
-                        out[t] = d * d
-                    }
-                    blockMean[k] += xb[k * hw]
+                    let row = xb + k * hw, out = block + k * hw, m = blockMean[k]
+                    for t in 0..<hw { out[t] = row[t] - m }
                 }
+                Scalar.gemvRows(rows: cb, columns: hw, a: block, x: ones, beta: 0, y: residual)
+                for index in 0..<(cb * hw) { block[index] *= block[index] }
                 Scalar.gemvRows(rows: cb, columns: hw, a: block, x: ones, beta: 0, y: blockM2)
+                for k in 0..<cb {
+                    let r = residual[k] * inverseCount
+                    blockMean[k] += r
+                    blockM2[k] -= r * residual[k]
+                }
+                for k in 0..<cb
+                where Moments.isDegenerate(mean: blockMean[k], m2: blockM2[k], count: hw) {
+                    (blockMean[k], blockM2[k]) = Moments.exact(xb + k * hw, count: hw, stride: 1,
+                                                               scratch: block + k * hw, ones: ones)
+                }
                 _ = Moments.merge(count: n * hw, mean: mean + c0, m2: m2 + c0, blockCount: hw,
                                   blockMean: blockMean, blockM2: blockM2, length: cb)
                 c0 += cb

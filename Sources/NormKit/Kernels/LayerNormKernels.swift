@@ -41,14 +41,12 @@ enum LayerNormKernels {
     static func forwardBuffers(centred: Bool) -> Int { centred ? 3 : 2 }
 
     /// The statistics of `rows` rows of `columns` values, one block of rows
-    /// that stays in L2, by the shifted two-pass algorithm (see
-    /// ``Moments``): with `k_i = x_i0`, the row's first value,
-    /// `t = x - k_i` into `squares`, `m'_i = gemv(NoTrans, T_b, 1) / D`,
-    /// `mean_i = k_i + m'_i`, then `(t - m'_i)²` in place and
-    /// `invstd_i = 1 / sqrt(gemv(NoTrans, S_b, 1) / D + epsilon)`.
-    /// A constant row has `t = 0` exactly, so its mean is its value and its
-    /// variance 0, whatever the value and `D`. Not `centred` (RMSNorm): the mean
-    /// is 0 and the squares are of `x` itself.
+    /// that stays in L2: `mean = gemv(NoTrans, X_b, 1) / D` (zeros when not
+    /// `centred`, for RMSNorm), the centred squares into `squares`, and
+    /// `invstd = 1 / sqrt(gemv(NoTrans, S_b, 1) / D + epsilon)`. A row whose
+    /// variance is within the error of that mean (a constant row, say) is
+    /// recomputed exactly (``Moments/exact(_:count:stride:scratch:ones:)``).
+    /// `ones` holds at least `max(rows, columns)` ones when `centred`.
     ///
     /// - Parameters:
     ///   - squares: `rows x columns` scalars to overwrite (a scratch block, or the
@@ -65,30 +63,29 @@ enum LayerNormKernels {
     ) -> Int? {
         let inverseCount = 1 / Scalar(columns)
         if centred {
-            for i in 0..<rows {
-                let row = x + i * columns, out = block + i * columns, k = row[0]
-                for j in 0..<columns { out[j] = row[j] - k }
-            }
-            // The shifted means m', in `variance` until the squares' sums replace them.
-            Scalar.gemvRows(rows: rows, columns: columns, alpha: inverseCount, a: block, x: ones,
-                            beta: 0, y: variance)
-            for i in 0..<rows {
-                let out = block + i * columns, m = variance[i]
-                for j in 0..<columns {
-                    let d = out[j] - m
-                    out[j] = d * d
-                }
-                mean[i] = x[i * columns] + m
-            }
+            Scalar.gemvRows(rows: rows, columns: columns, alpha: inverseCount, a: x, x: ones,
+                            beta: 0, y: mean)
         } else {
             mean.update(repeating: 0, count: rows)
-            for i in 0..<rows {
-                let row = x + i * columns, out = block + i * columns
-                for j in 0..<columns { out[j] = row[j] * row[j] }
+        }
+        for i in 0..<rows {
+            let row = x + i * columns, out = block + i * columns, m = mean[i]
+            for j in 0..<columns {
+                let d = row[j] - m
+                out[j] = d * d
             }
         }
         Scalar.gemvRows(rows: rows, columns: columns, alpha: inverseCount, a: block, x: ones,
                         beta: 0, y: variance)
+        for i in 0..<rows where centred
+            && Moments.isDegenerate(mean: mean[i], m2: variance[i] * Scalar(columns), count: columns) {
+            // A constant (or nearly constant) row: the exact shifted two-pass,
+            // in this row of the squares block, which its gemv has consumed.
+            let (m, m2) = Moments.exact(x + i * columns, count: columns, stride: 1,
+                                        scratch: block + i * columns, ones: ones)
+            mean[i] = m
+            variance[i] = m2 * inverseCount
+        }
         for i in 0..<rows {
             let s = 1 / (variance[i] + epsilon).squareRoot()
             guard mean[i].isFinite, s.isFinite, variance[i].isFinite else { return i }

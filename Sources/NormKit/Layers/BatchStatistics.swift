@@ -26,7 +26,7 @@ enum BatchStatistics {
         let chunks = Threading.chunkCount(outer: g.outer, scalarsPerRow: rowStride, backend: backend)
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
         // Per chunk: the moments' block and vectors, then the chunk's mean and M2.
-        let perChunk = g.scratchCount(block: block, vectors: 2) + 2 * channels
+        let perChunk = g.scratchCount(block: block, vectors: 3) + 2 * channels
         // Then the batch variance and the scale, shared.
         let shared = chunks * perChunk
         let failure: Int? = workspace.withRegions(
