@@ -13,6 +13,7 @@ let package = Package(
     dependencies: [
         // MARK: Dependencies (served from the local mirror)
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/x-sheep/swift-property-based", from: "2.0.1"),
     ],
     targets: [
         // MARK: System libraries
@@ -67,7 +68,10 @@ let package = Package(
         ),
         .testTarget(
             name: "NormKitTests",
-            dependencies: ["NormKit", "MallocCounter"]
+            dependencies: [
+                "NormKit", "MallocCounter",
+                .product(name: "PropertyBased", package: "swift-property-based"),
+            ]
         ),
         .testTarget(
             name: "NormLabTests",
