@@ -12,6 +12,10 @@ let optimizedBuild = false
 let optimizedBuild = true
 #endif
 
+/// Whether the malloc interposer counts (it compiles out under ASan and TSan,
+/// whose runtimes own malloc; `make sanitize` runs without it).
+let allocationCounterActive = normkit_allocation_counter_active() != 0
+
 /// Tests that change or depend on the process-wide `Threading.threadCount` run
 /// one at a time, inside this suite.
 @Suite("Process-wide settings", .serialized)
@@ -22,7 +26,8 @@ extension ProcessWideTests {
 /// buffers are sized: counted with a malloc/calloc/realloc interposer
 /// (Tests/MallocCounter) on the calling thread, with one thread.
 @Suite("Allocation-free entry points",
-       .enabled(if: optimizedBuild, "allocation freedom is a property of optimized builds; run make test"))
+       .enabled(if: optimizedBuild, "allocation freedom is a property of optimized builds; run make test"),
+       .enabled(if: allocationCounterActive, "the malloc interposer is compiled out under sanitizers"))
 struct AllocationTests {
     /// Runs `body` once to size the buffers, then counts the allocations of ten
     /// more calls.

@@ -1,9 +1,13 @@
 // Counts the heap allocations of the calling thread, by interposing malloc,
 // calloc and realloc (forwarded to glibc's __libc_* entry points). Linked into
 // the test binary only, to prove that NormKit's allocation-free entry points
-// allocate nothing.
+// allocate nothing. Compiled out under AddressSanitizer and ThreadSanitizer,
+// whose runtimes own malloc.
 #pragma once
 
 /// The number of malloc, calloc and realloc calls this thread has made since
 /// the process started (or since the counter was read as a baseline).
 long normkit_thread_allocation_count(void);
+
+/// 1 when the interposer is linked in and counting; 0 under a sanitizer.
+int normkit_allocation_counter_active(void);
