@@ -40,14 +40,7 @@ public enum GradientCheck {
     /// `max_i |a_i - b_i| / max(1e-8, |a_i| + |b_i|)`, cs231n's `rel_error`.
     /// Arrays of different lengths, or any NaN, give `.infinity`.
     public static func relativeError<Scalar: BLASScalar>(_ a: [Scalar], _ b: [Scalar]) -> Scalar {
-        guard a.count == b.count else { return .infinity }
-        var worst: Scalar = 0
-        for (x, y) in zip(a, b) {
-            let error = abs(x - y) / max(1e-8, abs(x) + abs(y))
-            if error.isNaN { return .infinity }
-            worst = max(worst, error)
-        }
-        return worst
+        relativeError(a, b, floor: 0)
     }
 
     /// `max_i |a_i - b_i| / max(|a_i| + |b_i|, floor · max_k |b_k|, 1e-8)`:

@@ -48,7 +48,7 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
         switch self {
         case let .scalarCountMismatch(shape, count):
             let held = shape.allSatisfy { $0 >= 0 }
-                ? Tensor<Double>.checkedProduct(shape).map { "\($0)" } ?? "more than Int.max"
+                ? Validation.checkedProduct(shape).map { "\($0)" } ?? "more than Int.max"
                 : "no"
             return "shape \(shape) holds \(held) scalars, but \(count) were given"
         case let .negativeDimension(shape):

@@ -119,21 +119,7 @@ public struct Tensor<Scalar: BLASScalar>: Sendable, Equatable {
     @usableFromInline
     static func elementCount(of shape: [Int]) throws(NormError) -> Int {
         guard shape.allSatisfy({ $0 >= 0 }) else { throw .negativeDimension(shape: shape) }
-        guard let count = checkedProduct(shape) else { throw .shapeOverflow(shape: shape) }
-        return count
-    }
-
-    /// The product of non-negative `extents`, or `nil` when it overflows `Int`
-    /// (0 when any extent is 0).
-    @usableFromInline
-    static func checkedProduct(_ extents: [Int]) -> Int? {
-        if extents.contains(0) { return 0 }
-        var count = 1
-        for extent in extents {
-            let (product, overflow) = count.multipliedReportingOverflow(by: extent)
-            if overflow { return nil }
-            count = product
-        }
+        guard let count = Validation.checkedProduct(shape) else { throw .shapeOverflow(shape: shape) }
         return count
     }
 }

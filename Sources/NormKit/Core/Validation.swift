@@ -1,4 +1,5 @@
-/// The checks every public entry point runs before it computes (DESIGN.md §3).
+/// The checks every public entry point runs before it computes (the
+/// contract in the Architecture article).
 @usableFromInline
 enum Validation {
     /// A feature or channel count must be positive and fit OpenBLAS.
@@ -106,5 +107,19 @@ enum Validation {
         try count("cache.inverseStandardDeviation", cache.inverseStandardDeviation.count,
                   expected: statistics)
         try count("cache.gamma", cache.gamma.count, expected: parameters)
+    }
+
+    /// The product of non-negative `extents`, or `nil` when it overflows `Int`
+    /// (0 when any extent is 0).
+    @usableFromInline
+    static func checkedProduct(_ extents: [Int]) -> Int? {
+        if extents.contains(0) { return 0 }
+        var count = 1
+        for extent in extents {
+            let (product, overflow) = count.multipliedReportingOverflow(by: extent)
+            if overflow { return nil }
+            count = product
+        }
+        return count
     }
 }

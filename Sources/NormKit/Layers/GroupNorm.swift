@@ -88,7 +88,8 @@ public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     ) throws(NormError) {
         try GroupStatistics.backward(
             outputGradient, cache: cache, channels: channelCount, groups: groupCount,
-            origin: .groupNorm(channelCount: channelCount, groupCount: groupCount), backend: backend, into: &gradients, workspace: &workspace)
+            origin: .groupNorm(channelCount: channelCount, groupCount: groupCount),
+            backend: backend, into: &gradients, workspace: &workspace)
     }
 }
 
