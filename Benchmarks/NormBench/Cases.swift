@@ -4,7 +4,8 @@ import NormKit
 struct Case {
     var op: String
     var pass: String
-    /// DESIGN.md §4's memory traffic per Float element for this pass (scaled by
+    /// The memory traffic per Float element of this pass, as NormKit's
+    /// Architecture article (Sources/NormKit/NormKit.docc) counts it (scaled by
     /// the scalar size for Double): the least the pass must move.
     var bytesPerFloatElement: Int
     var run: () throws -> Void

@@ -96,7 +96,7 @@ struct NormBench: ParsableCommand {
         }
         print("Times are medians over >= \(repetitions) runs and >= \(minTime) s per case, the"
               + " backends' runs alternating in turns of >= 20 ms;"
-              + " GB/s counts DESIGN.md's bytes per element.")
+              + " GB/s counts the bytes per element of NormKit's Architecture article.")
 
         var records: [Record] = []
         for dtype in list(dtypes) {

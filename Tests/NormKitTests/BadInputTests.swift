@@ -1,7 +1,8 @@
 import NormKit
 import Testing
 
-/// DESIGN.md §3: every bad input throws the matching `NormError` and changes no state.
+/// The contract of every entry point (the Architecture article): every bad
+/// input throws the matching `NormError` and changes no state.
 @Suite("Bad input")
 struct BadInputTests {
     /// A layer whose running statistics are not at their initial zeros, so that

@@ -1,7 +1,7 @@
 /// The kernels of batch normalization over an `N x D` row-major matrix, where
 /// every statistic belongs to a column (a feature) and runs over the rows.
 ///
-/// The BLAS kernels follow DESIGN.md §4: column sums are `gemv(Trans, X_b, 1)`
+/// The BLAS kernels follow the Architecture article: column sums are `gemv(Trans, X_b, 1)`
 /// on row blocks `X_b` sized to stay in L2, so that each pass reads the input
 /// from memory once; the naive kernels are the textbook's nested loops.
 /// Elementwise steps are plain loops over raw pointers (they vectorize), shared
