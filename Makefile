@@ -5,7 +5,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BENCH_ARGS ?=
 
-.PHONY: setup test test-long sanitize bench bench-quick lab clean
+.PHONY: setup test test-long sanitize fuzz fuzz-merge bench bench-quick lab clean
 
 setup:
 	@if [ ! -f /usr/include/lapacke.h ] || ! pkg-config --exists openblas 2>/dev/null || ! pkg-config --exists lapacke 2>/dev/null; then \
@@ -39,6 +39,30 @@ sanitize: setup
 	$(SANITIZER_ENV) $(SWIFT) test --skip-build --scratch-path .build-asan --sanitize=address
 	$(SWIFT) build --build-tests --scratch-path .build-tsan --sanitize=thread
 	$(SANITIZER_ENV) $(SWIFT) test --skip-build --scratch-path .build-tsan --sanitize=thread
+
+# libFuzzer with AddressSanitizer over every layer, both APIs, odd shapes,
+# parameters and values (Fuzz/Harness). New inputs go to .build-fuzz/corpus and
+# a crash to .build-fuzz/artifacts/; `make fuzz-merge` keeps the inputs that add
+# coverage in Fuzz/Corpus, which make test replays. (SwiftPM passes each
+# --sanitize to the compiler as its own flag and the last one wins, so both
+# sanitizers go in one -Xswiftc flag; --sanitize=fuzzer tells SwiftPM that
+# libFuzzer provides main.)
+FUZZ_SECONDS ?= 60
+FUZZ_ARGS ?=
+FUZZ_BUILD := $(SWIFT) build -c release --scratch-path .build-fuzz --sanitize=fuzzer \
+	-Xswiftc -sanitize=fuzzer,address -Xswiftc -DNORMKIT_FUZZ --product normfuzz
+FUZZ_ENV := SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Sanitizers/lsan.supp:print_suppressions=0
+fuzz: setup
+	$(FUZZ_BUILD)
+	mkdir -p .build-fuzz/corpus .build-fuzz/artifacts
+	$(FUZZ_ENV) .build-fuzz/release/normfuzz -max_total_time=$(FUZZ_SECONDS) -max_len=512 \
+		-print_final_stats=1 -artifact_prefix=.build-fuzz/artifacts/ $(FUZZ_ARGS) \
+		.build-fuzz/corpus Fuzz/Corpus
+
+fuzz-merge: setup
+	$(FUZZ_BUILD)
+	$(FUZZ_ENV) .build-fuzz/release/normfuzz -merge=1 -max_len=512 Fuzz/Corpus .build-fuzz/corpus
 
 bench: setup
 	$(SWIFT) run -c release normbench $(BENCH_ARGS)

@@ -9,6 +9,7 @@ let package = Package(
         .executable(name: "normbench", targets: ["NormBench"]),
         .library(name: "NormLab", targets: ["NormLab"]),
         .executable(name: "normlab", targets: ["NormLabCLI"]),
+        .executable(name: "normfuzz", targets: ["NormFuzz"]),
     ],
     dependencies: [
         // MARK: Dependencies (served from the local mirror)
@@ -61,6 +62,18 @@ let package = Package(
             path: "Benchmarks/NormBench"
         ),
 
+        // MARK: Fuzzing (make fuzz; FuzzCorpusTests replays the corpus)
+        .target(
+            name: "NormFuzzHarness",
+            dependencies: ["NormKit"],
+            path: "Fuzz/Harness"
+        ),
+        .executableTarget(
+            name: "NormFuzz",
+            dependencies: ["NormFuzzHarness"],
+            path: "Fuzz/NormFuzz"
+        ),
+
         // MARK: Tests
         .target(
             name: "MallocCounter",
@@ -69,7 +82,7 @@ let package = Package(
         .testTarget(
             name: "NormKitTests",
             dependencies: [
-                "NormKit", "MallocCounter",
+                "NormKit", "MallocCounter", "NormFuzzHarness",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ]
         ),

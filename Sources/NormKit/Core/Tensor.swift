@@ -34,7 +34,8 @@ public struct Tensor<Scalar: BLASScalar>: Sendable, Equatable {
     ///
     /// - Throws: ``NormError/negativeDimension(shape:)`` for a negative
     ///   dimension, ``NormError/shapeOverflow(shape:)`` when the product of
-    ///   `shape` does not fit in `Int`.
+    ///   `shape` does not fit in `Int`. A shape with a zero extent has no
+    ///   scalars and is valid whatever its other extents.
     /// - Complexity: O(product of `shape`).
     public init(zeros shape: [Int]) throws(NormError) {
         let count = try Tensor.elementCount(of: shape)

@@ -1,0 +1,43 @@
+import Foundation
+import NormFuzzHarness
+import Testing
+
+/// Replays the fuzzer's committed corpus (`Fuzz/Corpus`, grown by `make fuzz`
+/// and `make fuzz-merge`) through the same harness, in an ordinary build, so a
+/// case the fuzzer once found keeps being checked by `make test`: both APIs
+/// agree bit for bit, a throw changes no state, and so on (``FuzzHarness``).
+extension ProcessWideTests {
+/// (In the process-wide suite: the harness sets `Threading.threadCount`.)
+@Suite("Fuzz corpus")
+struct FuzzCorpusTests {
+    static let corpus = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fuzz/Corpus")
+
+    @Test("every corpus input runs without a violation")
+    func replay() throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.corpus.path).sorted()
+        // The corpus is committed; an empty one would make this test vacuous.
+        #expect(files.count >= 100, "Fuzz/Corpus holds \(files.count) inputs")
+        for name in files {
+            let data = try Data(contentsOf: Self.corpus.appendingPathComponent(name))
+            let violations = data.withUnsafeBytes { FuzzHarness.run($0) }
+            #expect(violations.isEmpty, "Fuzz/Corpus/\(name): \(violations)")
+        }
+    }
+
+    @Test("the corpus covers every layer, scalar type, backend and mode")
+    func coverage() throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.corpus.path)
+        var seen = Set<String>()
+        for name in files {
+            let data = try Data(contentsOf: Self.corpus.appendingPathComponent(name))
+            seen.insert(data.withUnsafeBytes { FuzzHarness.summary($0) })
+        }
+        let expected = FuzzHarness.allSummaries
+        #expect(expected.count == 7 * 2 * 2 * 2)
+        #expect(expected.subtracting(seen).isEmpty,
+                "not in Fuzz/Corpus: \(expected.subtracting(seen).sorted())")
+    }
+}
+}
