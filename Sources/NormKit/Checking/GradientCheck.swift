@@ -18,7 +18,7 @@ public enum GradientCheck {
         _ f: (Tensor<Scalar>) throws -> Tensor<Scalar>
     ) rethrows -> Tensor<Scalar> {
         var gradient = Tensor<Scalar>(validatedShape: x.shape,
-                                      scalars: Array(repeating: 0, count: x.count))
+                                      scalars: .zeros(count: x.count))
         var probe = x
         let upstream = outputGradient.scalars
         for index in 0..<x.count {

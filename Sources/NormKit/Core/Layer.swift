@@ -83,15 +83,6 @@ public protocol NormalizationLayer<Scalar>: Sendable {
         -> NormGradients<Scalar>
 }
 
-extension Array where Element: BLASScalar {
-    /// Gives the array `count` elements, reusing its storage when it already
-    /// has them (then it allocates nothing) and zero-filling otherwise.
-    @usableFromInline
-    mutating func resizeReusingStorage(to count: Int) {
-        if self.count != count { self = Array(repeating: 0, count: count) }
-    }
-}
-
 /// A normalization layer with allocation-free entry points over caller-owned
 /// buffers, from which its value API (``NormalizationLayer/forward(_:mode:)``,
 /// ``NormalizationLayer/backward(_:cache:)``) follows.

@@ -39,7 +39,7 @@ public struct Tensor<Scalar: BLASScalar>: Sendable, Equatable {
     /// - Complexity: O(product of `shape`).
     public init(zeros shape: [Int]) throws(NormError) {
         let count = try Tensor.elementCount(of: shape)
-        self.init(validatedShape: shape, scalars: Array(repeating: 0, count: count))
+        self.init(validatedShape: shape, scalars: .zeros(count: count))
     }
 
     /// A tensor from a shape already validated by ``elementCount(of:)`` (or
@@ -105,13 +105,14 @@ public struct Tensor<Scalar: BLASScalar>: Sendable, Equatable {
     }
 
     /// Gives the tensor `shape`, reusing its storage when the element count
-    /// already matches (no allocation) and zero-filling new storage otherwise.
-    /// The one way caller-owned outputs are sized.
+    /// already matches (no allocation) and allocating storage of unspecified
+    /// values otherwise, which the caller then overwrites in full. The one way
+    /// caller-owned outputs and gradients are sized.
     @usableFromInline
     mutating func prepare(shape newShape: [Int]) {
         if storedShape != newShape { storedShape = newShape }
         let count = newShape.reduce(1, *)
-        if storedScalars.count != count { storedScalars = Array(repeating: 0, count: count) }
+        if storedScalars.count != count { storedScalars = .unspecified(count: count) }
     }
 
     /// The product of `shape`: every dimension non-negative, 0 when any

@@ -28,7 +28,7 @@ public struct Workspace<Scalar: BLASScalar>: Sendable {
             let newOnes = max(ones, onesCount)
             // At least one scratch scalar, so the base address always exists.
             let newScratch = max(1, scratch, storage.count - onesCount)
-            var grown = [Scalar](repeating: 0, count: newOnes + newScratch)
+            var grown = [Scalar].zeros(count: newOnes + newScratch)
             for index in 0..<newOnes { grown[index] = 1 }
             storage = grown
             onesCount = newOnes
