@@ -31,10 +31,13 @@ let package = Package(
         // Header only: streaming stores, inlined into NormKit's output passes.
         .systemLibrary(name: "CStreamingStore"),
 
+        // Operating-system queries Swift's Glibc module lacks (CPU affinity).
+        .target(name: "CNormKitSupport"),
+
         // MARK: Library
         .target(
             name: "NormKit",
-            dependencies: ["CBLAS", "CLAPACKE", "CStreamingStore"]
+            dependencies: ["CBLAS", "CLAPACKE", "CStreamingStore", "CNormKitSupport"]
         ),
 
         // MARK: Training application

@@ -1,3 +1,4 @@
+import Foundation
 import MallocCounter
 import NormKit
 import Testing
@@ -101,64 +102,84 @@ struct AllocationTests {
 }
 
 extension ProcessWideTests {
-    /// With two threads, the BLAS backend splits the rows into chunks and merges
-    /// them; the results equal one thread's to rounding.
+    /// The BLAS backend splits the rows into chunks fixed by the shape and
+    /// merges them in chunk order, whatever the thread count: the results are
+    /// the same bits at any `Threading.threadCount`.
     @Suite("Threads")
     struct ThreadTests {
-        func compare<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int], tolerance: Double) throws {
+        /// Every result of a training forward, an inference forward and a
+        /// backward (closed form, or BatchNorm's staged one with `graph`), with
+        /// the running statistics `state` reads.
+        func results<L: BufferedNormalizationLayer>(
+            _ layer: L, x: Tensor<L.Scalar>, dy: Tensor<L.Scalar>, threads: Int,
+            state: (L) -> [[L.Scalar]], backward: (L, Tensor<L.Scalar>, NormCache<L.Scalar>) throws
+                -> NormGradients<L.Scalar>
+        ) throws -> [[L.Scalar]] {
+            let before = Threading.threadCount
+            defer { Threading.threadCount = before }
+            Threading.threadCount = threads
+            var copy = layer
+            let (y, cache) = try copy.forward(x, mode: .training)
+            let g = try backward(copy, dy, cache)
+            let (yInference, inferenceCache) = try copy.forward(x, mode: .inference)
+            let gInference = try backward(copy, dy, inferenceCache)
+            return [y.scalars, cache.mean, cache.inverseStandardDeviation, g.input.scalars, g.gamma,
+                    g.beta, yInference.scalars, gInference.input.scalars, gInference.gamma]
+                + state(copy)
+        }
+
+        func expectSameBits<L: BufferedNormalizationLayer>(
+            _ layer: L, shape: [Int], state: (L) -> [[L.Scalar]] = { _ in [] },
+            backward: (L, Tensor<L.Scalar>, NormCache<L.Scalar>) throws -> NormGradients<L.Scalar>
+                = { try $0.backward($1, cache: $2) },
+            sourceLocation: SourceLocation = #_sourceLocation
+        ) throws {
             let x = try Tensor<L.Scalar>(randomNormal: shape, mean: 5, standardDeviation: 3, seed: 1)
             let dy = try Tensor<L.Scalar>(randomNormal: shape, seed: 2)
-            var results: [[[L.Scalar]]] = []
-            for threads in [1, 2] {
-                Threading.threadCount = threads
-                defer { Threading.threadCount = 1 }
-                var copy = layer
-                let (y, cache) = try copy.forward(x, mode: .training)
-                let g = try copy.backward(dy, cache: cache)
-                results.append([y.scalars, cache.mean, cache.inverseStandardDeviation,
-                                g.input.scalars, g.gamma, g.beta])
-            }
-            for (index, (one, two)) in zip(results[0], results[1]).enumerated() {
-                #expect(normwiseError(two, one) <= tolerance, "\(L.self) \(shape) quantity \(index)")
+            let one = try results(layer, x: x, dy: dy, threads: 1, state: state, backward: backward)
+            for threads in [2, 3, 7] {
+                let many = try results(layer, x: x, dy: dy, threads: threads, state: state,
+                                       backward: backward)
+                for (index, (a, b)) in zip(one, many).enumerated() {
+                    let same = sameBits(a, b)
+                    #expect(same, "\(L.self) \(shape): quantity \(index) differs at \(threads) threads",
+                            sourceLocation: sourceLocation)
+                }
             }
         }
 
-        @Test("two threads give one thread's results (Double 1e-12, Float 1e-5)")
-        func twoThreads() throws {
-            try compare(BatchNorm<Double>(featureCount: 37), shape: [9001, 37], tolerance: 1e-12)
-            try compare(BatchNorm<Float>(featureCount: 256), shape: [1000, 256], tolerance: 1e-5)
-            try compare(SpatialBatchNorm<Double>(channelCount: 16), shape: [12, 16, 32, 32], tolerance: 1e-12)
-            try compare(SpatialBatchNorm<Float>(channelCount: 16, layout: .nhwc), shape: [12, 32, 32, 16],
-                        tolerance: 1e-5)
-            try compare(LayerNorm<Double>(featureCount: 300), shape: [999, 300], tolerance: 1e-12)
-            try compare(RMSNorm<Float>(featureCount: 300), shape: [999, 300], tolerance: 1e-5)
-            try compare(GroupNorm<Double>(channelCount: 16, groupCount: 4), shape: [12, 16, 32, 32],
-                        tolerance: 1e-12)
+        @Test("every layer gives the same bits at 1, 2, 3 and 7 threads")
+        func sameBitsAtAnyThreadCount() throws {
+            let running: (BatchNorm<Double>) -> [[Double]] = { [$0.runningMean, $0.runningVariance] }
+            // 9 chunks: more than 7 threads have.
+            try expectSameBits(BatchNorm<Double>(featureCount: 37), shape: [16001, 37], state: running)
+            try expectSameBits(BatchNorm<Float>(featureCount: 150), shape: [4001, 150],
+                               state: { [$0.runningMean, $0.runningVariance] })
+            try expectSameBits(BatchNorm<Double>(featureCount: 37), shape: [9001, 37], state: running,
+                               backward: { try $0.backwardThroughGraph($1, cache: $2) })
+            try expectSameBits(SpatialBatchNorm<Double>(channelCount: 16), shape: [12, 16, 32, 32],
+                               state: { [$0.runningMean, $0.runningVariance] })
+            try expectSameBits(SpatialBatchNorm<Float>(channelCount: 16, layout: .nhwc),
+                               shape: [13, 31, 33, 16], state: { [$0.runningMean, $0.runningVariance] })
+            try expectSameBits(LayerNorm<Double>(featureCount: 300), shape: [2001, 300])
+            try expectSameBits(LayerNorm<Float>(featureCount: 1000), shape: [611, 1000])
+            try expectSameBits(RMSNorm<Float>(featureCount: 300), shape: [999, 300])
+            try expectSameBits(GroupNorm<Double>(channelCount: 16, groupCount: 4), shape: [12, 16, 32, 32])
+            try expectSameBits(InstanceNorm<Float>(channelCount: 16), shape: [17, 16, 31, 29])
         }
 
-        /// The staged backward splits each of its three stages into chunks and
-        /// adds the chunks' column sums between stages.
-        @Test("BatchNorm's staged backward on two threads gives one thread's gradients",
-              arguments: [Mode.training, .inference])
-        func stagedBackward(mode: Mode) throws {
-            var bn = try BatchNorm<Double>(featureCount: 37)
-            bn.runningMean = (0..<37).map { Double($0) / 7 }
-            bn.runningVariance = (0..<37).map { 1 + Double($0) / 5 }
-            let x = try Tensor<Double>(randomNormal: [9001, 37], mean: 5, standardDeviation: 3, seed: 1)
-            let dy = try Tensor<Double>(randomNormal: [9001, 37], seed: 2)
-            let cache = try bn.forward(x, mode: mode).cache
-            var results: [NormGradients<Double>] = []
-            for threads in [1, 2] {
-                Threading.threadCount = threads
-                defer { Threading.threadCount = 1 }
-                results.append(try bn.backwardThroughGraph(dy, cache: cache))
-            }
-            #expect(normwiseError(results[1].input.scalars, results[0].input.scalars) <= 1e-12)
-            #expect(normwiseError(results[1].gamma, results[0].gamma) <= 1e-12)
-            #expect(normwiseError(results[1].beta, results[0].beta) <= 1e-12)
-            // And the staged walk still agrees with the closed form.
-            let closed = try bn.backward(dy, cache: cache)
-            #expect(normwiseError(results[1].input.scalars, closed.input.scalars) <= 1e-10)
+        /// The kernel's own account of the affinity mask, `Cpus_allowed` in
+        /// /proc/self/status (hexadecimal words separated by commas).
+        func allowedCPUs() throws -> Int {
+            let status = try String(contentsOfFile: "/proc/self/status", encoding: .utf8)
+            let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("Cpus_allowed:") })
+            let mask = line.dropFirst("Cpus_allowed:".count).filter { $0.isHexDigit }
+            return mask.reduce(0) { $0 + Int($1.hexDigitValue!).nonzeroBitCount }
+        }
+
+        @Test("the default is the cores this process may run on")
+        func defaultThreadCount() throws {
+            #expect(Threading.defaultThreadCount == (try allowedCPUs()))
         }
     }
 }
@@ -178,7 +199,7 @@ extension ProcessWideTests {
             for (blasThreads, libraryThreads) in [(1, 1), (2, 1), (2, 2)] {
                 BLASRuntime.threadCount = blasThreads
                 Threading.threadCount = libraryThreads
-                defer { Threading.threadCount = 1 }
+                defer { Threading.threadCount = Threading.defaultThreadCount }
                 var bn = try BatchNorm<Float>(featureCount: 64)
                 var ln = try LayerNorm<Float>(featureCount: 64)
                 let (y, cache) = try bn.forward(x, mode: .training)

@@ -87,3 +87,11 @@ func referenceGradient<S: BLASScalar>(
                                                      step: 2 * step, f)
     return try Tensor(shape: x.shape, scalars: zip(fine.scalars, coarse.scalars).map { (4 * $0 - $1) / 3 })
 }
+
+/// Bitwise equality of two arrays of scalars (NaNs and signed zeros included).
+func sameBits<S: BLASScalar>(_ a: [S], _ b: [S]) -> Bool {
+    a.count == b.count && zip(a, b).allSatisfy {
+        $0.sign == $1.sign && $0.exponentBitPattern == $1.exponentBitPattern
+            && $0.significandBitPattern == $1.significandBitPattern
+    }
+}

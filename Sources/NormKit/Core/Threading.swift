@@ -1,35 +1,92 @@
+internal import CNormKitSupport
 import Dispatch
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// How many threads NormKit's BLAS kernels use.
+/// How many threads NormKit's BLAS kernels use, and how they split the work.
 ///
-/// NormKit owns its parallelism: with `threadCount > 1`, the BLAS backend splits
-/// the samples (rows) of a large enough input into that many contiguous
-/// chunks, runs each chunk's blocks on its own thread, and merges the partial
-/// results (moments with Chan's formula, parameter gradients and the staged
-/// backward's column sums by summation). The naive backend stays on the calling
-/// thread.
+/// NormKit owns its parallelism. The BLAS backend splits the samples (rows) of
+/// an input into chunks fixed by the input's shape alone (``Split``), runs the
+/// chunks on up to `threadCount` threads, and merges the chunks' partial
+/// results in chunk order (moments with Chan's formula, parameter gradients
+/// and the staged backward's column sums by summation). The reduction tree is
+/// therefore the same at every thread count, and so are the results, bit for
+/// bit; only which thread computes which chunk changes. The naive backend
+/// stays on the calling thread.
 ///
 /// While the chunks run, OpenBLAS runs on one thread (``BLASRuntime``), so the
-/// two never oversubscribe the cores. The default is 1.
+/// two never oversubscribe the cores. The default is the number of cores this
+/// process may run on (its CPU affinity mask, not the host's core count).
 public enum Threading {
-    static let storage = Atomic<Int>(1)
+    static let storage = Atomic<Int>(defaultThreadCount)
+
+    /// The default ``threadCount``: the cores in this process's CPU affinity
+    /// mask when NormKit first read it (what `taskset`, cgroup cpusets and
+    /// container CPU sets allow), not the host's core count.
+    public static let defaultThreadCount = affinityCoreCount()
 
     /// The number of threads the BLAS kernels may use, at least 1. Process-wide.
+    /// Defaults to the cores in this process's CPU affinity mask.
+    ///
+    /// Results do not depend on it: see ``Threading``.
     public static var threadCount: Int {
         get { storage.load(ordering: .relaxed) }
         set { storage.store(max(1, newValue), ordering: .relaxed) }
     }
 
-    /// The smallest number of scalars worth a thread of its own.
+    /// The cores this process may run on: `sched_getaffinity`'s mask (what
+    /// `taskset`, cgroups' cpusets and container limits set), or the online
+    /// processors when the mask cannot be read.
+    static func affinityCoreCount() -> Int {
+        let count = Int(normkit_affinity_cpu_count())
+        return count > 0 ? count : max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
+    }
+
+    /// The smallest number of scalars worth a chunk (and a thread) of its own.
     @usableFromInline static let minimumScalarsPerChunk = 1 << 16
 
-    /// How many chunks to split `outer` rows of `scalarsPerRow` scalars into.
+    /// The most chunks an input is split into: enough to balance 16 or more
+    /// threads, few enough that merging the chunks' partials stays a small
+    /// fraction of the work.
+    @usableFromInline static let maximumChunks = 64
+
+    /// A split of `outer` rows into chunks fixed by the shape, run by `workers`
+    /// threads (each a contiguous run of chunks).
+    @usableFromInline
+    struct Split: Sendable {
+        /// The number of chunks: fixed by the shape and the backend.
+        @usableFromInline let chunks: Int
+        /// The number of threads that run them: `min(threadCount, chunks)`.
+        @usableFromInline let workers: Int
+        /// The rows split.
+        @usableFromInline let outer: Int
+
+        @inlinable
+        init(chunks: Int, workers: Int, outer: Int) {
+            self.chunks = chunks
+            self.workers = workers
+            self.outer = outer
+        }
+
+        /// The rows of chunk `index`.
+        @inlinable
+        func rows(ofChunk index: Int) -> Range<Int> {
+            Threading.rows(ofChunk: index, count: chunks, outer: outer)
+        }
+    }
+
+    /// The split of `outer` rows of `scalarsPerRow` scalars: one chunk per
+    /// ``minimumScalarsPerChunk`` scalars, at most ``maximumChunks`` and at
+    /// most one per row (the naive backend: one chunk); workers read
+    /// ``threadCount`` once, here.
     @inlinable
-    static func chunkCount(outer: Int, scalarsPerRow: Int, backend: Backend) -> Int {
-        guard backend == .blas else { return 1 }
+    static func split(outer: Int, scalarsPerRow: Int, backend: Backend) -> Split {
+        guard backend == .blas else { return Split(chunks: 1, workers: 1, outer: outer) }
         let byWork = outer * scalarsPerRow / minimumScalarsPerChunk
-        return max(1, min(threadCount, outer, byWork))
+        let chunks = max(1, min(maximumChunks, outer, byWork))
+        return Split(chunks: chunks, workers: min(threadCount, chunks), outer: outer)
     }
 
     /// The rows of chunk `index` of `count` chunks over `outer` rows.
@@ -38,34 +95,41 @@ public enum Threading {
         (outer * index / count)..<(outer * (index + 1) / count)
     }
 
-    /// Runs `body(chunk)` for every chunk in `0..<count`, in parallel when
-    /// `count > 1`, and returns when all have finished. OpenBLAS runs on one
-    /// thread meanwhile (see ``BLASRuntime``).
+    /// Runs `body(chunk, worker)` for every chunk of `split`, worker `w` taking
+    /// a contiguous run of chunks in order, in parallel when there is more than
+    /// one worker, and returns when all have finished. `worker` indexes
+    /// per-thread scratch; `chunk` indexes per-chunk partial results. OpenBLAS
+    /// runs on one thread meanwhile (see ``BLASRuntime``).
     @inlinable
-    static func run(chunks count: Int, _ body: (Int) -> Void) {
+    static func run(_ split: Split, _ body: (_ chunk: Int, _ worker: Int) -> Void) {
         BLASRuntime.enterSingleThreaded()
         defer { BLASRuntime.leaveSingleThreaded() }
-        if count == 1 {
-            body(0)
+        if split.workers == 1 {
+            for chunk in 0..<split.chunks { body(chunk, 0) }
             return
         }
         // The chunks write disjoint memory through raw pointers, which Swift
         // cannot see; the box states that the closure may cross threads.
         withoutActuallyEscaping(body) { escapable in
             let box = UncheckedSendableBody(body: escapable)
-            DispatchQueue.concurrentPerform(iterations: count) { box.body($0) }
+            let chunks = split.chunks, workers = split.workers
+            DispatchQueue.concurrentPerform(iterations: workers) { worker in
+                for chunk in rows(ofChunk: worker, count: workers, outer: chunks) {
+                    box.body(chunk, worker)
+                }
+            }
         }
     }
 }
 
 extension Threading {
-    /// Runs `body(chunk)` for every chunk as ``run(chunks:_:)`` does and returns
-    /// the smallest non-`nil` result (the first failing row), or `nil`. The
-    /// per-chunk results live on the stack: nothing is allocated.
+    /// Runs `body(chunk, worker)` for every chunk as ``run(_:_:)`` does and
+    /// returns the smallest non-`nil` result (the first failing row), or `nil`.
+    /// The per-chunk results live on the stack: nothing is allocated.
     @inlinable
-    static func firstFailure(chunks count: Int, _ body: (Int) -> Int?) -> Int? {
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: count) { results in
-            run(chunks: count) { chunk in results[chunk] = body(chunk) ?? Int.max }
+    static func firstFailure(_ split: Split, _ body: (_ chunk: Int, _ worker: Int) -> Int?) -> Int? {
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: split.chunks) { results in
+            run(split) { chunk, worker in results[chunk] = body(chunk, worker) ?? Int.max }
             let first = results.min()!
             return first == Int.max ? nil : first
         }
@@ -100,10 +164,10 @@ extension Threading {
     }
 }
 
-/// A closure that ``Threading/run(chunks:_:)`` runs on several threads; every
+/// A closure that ``Threading/run(_:_:)`` runs on several threads; every
 /// caller writes only its own chunk's memory.
 @usableFromInline
 struct UncheckedSendableBody: @unchecked Sendable {
-    @usableFromInline let body: (Int) -> Void
-    @inlinable init(body: @escaping (Int) -> Void) { self.body = body }
+    @usableFromInline let body: (Int, Int) -> Void
+    @inlinable init(body: @escaping (Int, Int) -> Void) { self.body = body }
 }

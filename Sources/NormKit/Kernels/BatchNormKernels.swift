@@ -185,18 +185,12 @@ enum BatchNormKernels {
     // MARK: Backward through the graph
 
     /// Scratch scalars the staged backward needs beyond `blockRows` ones: per
-    /// chunk an intermediate node of `blockRows x columns` and four partial
-    /// column vectors (`dgamma`, `dbeta`, `divar`, `dmu`); then the batch's
-    /// `divar` (later `Σ dxmu`) and `dvar`.
+    /// worker an intermediate node of `blockRows x columns`; per chunk four
+    /// partial column vectors (`dgamma`, `dbeta`, `divar`, `dmu`); then the
+    /// batch's `divar` (later `Σ dxmu`) and `dvar`.
     @inlinable
-    static func graphScratch(blockRows: Int, columns: Int, chunks: Int) -> Int {
-        chunks * graphChunkScratch(blockRows: blockRows, columns: columns) + 2 * columns
-    }
-
-    /// One chunk's part of ``graphScratch(blockRows:columns:chunks:)``.
-    @inlinable
-    static func graphChunkScratch(blockRows: Int, columns: Int) -> Int {
-        (blockRows + 4) * columns
+    static func graphScratch(blockRows: Int, columns: Int, workers: Int, chunks: Int) -> Int {
+        workers * blockRows * columns + chunks * 4 * columns + 2 * columns
     }
 
     // The staged backward walks cs231n's `batchnorm_backward` graph of

@@ -23,12 +23,12 @@ enum BatchStatistics {
         cache.record(input: input, gamma: gamma, mode: mode, statisticCount: channels,
                      origin: origin)
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
-        let chunks = Threading.chunkCount(outer: g.outer, scalarsPerRow: rowStride, backend: backend)
+        let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, backend: backend)
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
-        // Per chunk: the moments' block and vectors, then the chunk's mean and M2.
-        let perChunk = g.scratchCount(block: block, vectors: 3) + 2 * channels
+        // Per worker: the moments' block and vectors; per chunk: its mean and M2.
+        let perWorker = g.scratchCount(block: block, vectors: 3)
         // Then the batch variance and the scale, shared.
-        let shared = chunks * perChunk
+        let shared = split.workers * perWorker + split.chunks * 2 * channels
         let failure: Int? = workspace.withRegions(
             ones: g.onesCount(block: block), scratch: shared + 2 * channels
         ) { ones, scratch in
@@ -40,22 +40,24 @@ enum BatchStatistics {
                 let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
                 switch mode {
                 case .training:
-                    // Each chunk of rows (samples) its own moments, then Chan merges.
-                    Threading.run(chunks: chunks) { chunk in
-                        let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: g.outer)
-                        let own = scratch + chunk * perChunk, momentsEnd = perChunk - 2 * channels
+                    // Each chunk of rows (samples) its own moments, then Chan
+                    // merges in chunk order.
+                    let partials = scratch + split.workers * perWorker
+                    Threading.run(split) { chunk, worker in
+                        let rows = split.rows(ofChunk: chunk)
+                        let own = partials + chunk * 2 * channels
                         BatchNormKernels.moments(
                             x: x + rows.lowerBound * rowStride,
                             geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
-                            block: block, backend: backend, mean: own + momentsEnd,
-                            m2: own + momentsEnd + channels, ones: ones, scratch: own)
+                            block: block, backend: backend, mean: own, m2: own + channels, ones: ones,
+                            scratch: scratch + worker * perWorker)
                     }
                     mean.update(repeating: 0, count: channels)
                     variance.update(repeating: 0, count: channels)
                     var count = 0
-                    for chunk in 0..<chunks {
-                        let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: g.outer)
-                        let own = scratch + chunk * perChunk + perChunk - 2 * channels
+                    for chunk in 0..<split.chunks {
+                        let rows = split.rows(ofChunk: chunk)
+                        let own = partials + chunk * 2 * channels
                         count = Moments.merge(count: count, mean: mean, m2: variance,
                                               blockCount: rows.count * g.inner, blockMean: own,
                                               blockM2: own + channels, length: channels)
@@ -83,8 +85,8 @@ enum BatchStatistics {
                 beta.withUnsafeBufferPointer { betaBuffer in
                     output.withUnsafeMutableBufferPointer { yBuffer in
                         let shift = betaBuffer.baseAddress!, y = yBuffer.baseAddress!
-                        Threading.run(chunks: chunks) { chunk in
-                            let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: g.outer)
+                        Threading.run(split) { chunk, _ in
+                            let rows = split.rows(ofChunk: chunk)
                             let offset = rows.lowerBound * rowStride
                             BatchNormKernels.normalize(
                                 x: x + offset,
@@ -155,31 +157,33 @@ enum BatchStatistics {
                                  outputGradient, into: &gradients, workspace: &workspace)
             return
         }
-        let chunks = Threading.chunkCount(outer: g.outer, scalarsPerRow: rowStride, backend: backend)
+        let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, backend: backend)
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
-        // Per chunk: a block of scratch and its partial dgammaRaw and dbeta; then A, B, C.
-        let perChunk = g.scratchCount(block: block, vectors: 2)
-        let shared = chunks * perChunk
+        // Per worker: a block of scratch; per chunk: its partial dgammaRaw and
+        // dbeta; then A, B, C.
+        let perWorker = g.scratchCount(block: block, vectors: 0)
+        let shared = split.workers * perWorker + split.chunks * 2 * channels
         workspace.withRegions(ones: g.onesCount(block: block), scratch: shared + 3 * channels) { ones, scratch in
             cache.withBackwardPointers(outputGradient, into: &gradients) { p in
-                Threading.run(chunks: chunks) { chunk in
-                    let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: g.outer)
-                    let own = scratch + chunk * perChunk, partial = own + perChunk - 2 * channels
+                let partials = scratch + split.workers * perWorker
+                Threading.run(split) { chunk, worker in
+                    let rows = split.rows(ofChunk: chunk)
+                    let partial = partials + chunk * 2 * channels
                     let offset = rows.lowerBound * rowStride
                     BatchNormKernels.parameterSums(
                         dy: p.dy + offset, x: p.x + offset,
                         geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
                         block: block, backend: backend, mean: p.mean,
-                        dgammaRaw: partial, dbeta: partial + channels, ones: ones, scratch: own)
+                        dgammaRaw: partial, dbeta: partial + channels, ones: ones,
+                        scratch: scratch + worker * perWorker)
                 }
-                Threading.sumPartials(chunks: chunks, first: scratch + perChunk - 2 * channels,
-                                      stride: perChunk, count: channels,
-                                      dgamma: p.dgamma, dbeta: p.dbeta)
+                Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * channels,
+                                      count: channels, dgamma: p.dgamma, dbeta: p.dbeta)
                 let coefficients = scratch + shared
                 BatchNormKernels.coefficients(p, channels: channels, count: g.valuesPerStatistic,
                                               frozen: frozen, coefficients: coefficients)
-                Threading.run(chunks: chunks) { chunk in
-                    let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: g.outer)
+                Threading.run(split) { chunk, _ in
+                    let rows = split.rows(ofChunk: chunk)
                     let offset = rows.lowerBound * rowStride
                     BatchNormKernels.combine(
                         dy: p.dy + offset, x: p.x + offset,
@@ -203,51 +207,51 @@ enum BatchStatistics {
         workspace: inout Workspace<Scalar>
     ) {
         let channels = g.channels, count = g.outer
-        let chunks = Threading.chunkCount(outer: count, scalarsPerRow: channels, backend: backend)
+        let split = Threading.split(outer: count, scalarsPerRow: channels, backend: backend)
         // Blocks of dy, x, the node and dx in L2 (BLAS); one block (naive).
         let blockRows = backend == .blas
             ? g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 4) : count
-        let perChunk = BatchNormKernels.graphChunkScratch(blockRows: blockRows, columns: channels)
         let scratchCount = BatchNormKernels.graphScratch(blockRows: blockRows, columns: channels,
-                                                         chunks: chunks)
+                                                         workers: split.workers, chunks: split.chunks)
         workspace.withRegions(ones: backend == .blas ? blockRows : 0, scratch: scratchCount) { ones, scratch in
             cache.withBackwardPointers(outputGradient, into: &gradients) { p in
-                // Chunk k's region: its node block, then its partial dgamma, dbeta,
-                // divar and dmu.
-                let partials = perChunk - 4 * channels
-                let batchSum = scratch + chunks * perChunk, dvar = batchSum + channels
-                Threading.run(chunks: chunks) { chunk in
-                    let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: count)
-                    let offset = rows.lowerBound * channels, own = scratch + chunk * perChunk
-                    let sums = own + partials
+                // Worker w's node block, then chunk k's partial dgamma, dbeta,
+                // divar and dmu, then the batch's sums.
+                let node = blockRows * channels
+                let firstSums = scratch + split.workers * node, stride = 4 * channels
+                let batchSum = firstSums + split.chunks * stride, dvar = batchSum + channels
+                Threading.run(split) { chunk, worker in
+                    let rows = split.rows(ofChunk: chunk)
+                    let offset = rows.lowerBound * channels
+                    let sums = firstSums + chunk * stride
                     BatchNormKernels.graphStageOne(
                         dy: p.dy + offset, x: p.x + offset, rows: rows.count, columns: channels,
                         blockRows: blockRows, mean: p.mean, invstd: p.invstd, gamma: p.gamma,
-                        frozen: frozen, backend: backend, dx: p.dx + offset, node: own,
+                        frozen: frozen, backend: backend, dx: p.dx + offset,
+                        node: scratch + worker * node,
                         dgamma: sums, dbeta: sums + channels, divar: sums + 2 * channels,
                         ones: ones)
                 }
-                let firstSums = scratch + partials
-                Threading.sumPartials(chunks: chunks, first: firstSums, stride: perChunk,
+                Threading.sumPartials(chunks: split.chunks, first: firstSums, stride: stride,
                                       count: channels, dgamma: p.dgamma, dbeta: p.dbeta)
                 if frozen { return }
-                Threading.sumPartials(chunks: chunks, first: firstSums + 2 * channels,
-                                      stride: perChunk, count: channels, into: batchSum)
+                Threading.sumPartials(chunks: split.chunks, first: firstSums + 2 * channels,
+                                      stride: stride, count: channels, into: batchSum)
                 BatchNormKernels.graphVarianceNode(divar: batchSum, invstd: p.invstd,
                                                    columns: channels, dvar: dvar)
-                Threading.run(chunks: chunks) { chunk in
-                    let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: count)
+                Threading.run(split) { chunk, _ in
+                    let rows = split.rows(ofChunk: chunk)
                     let offset = rows.lowerBound * channels
-                    let sums = scratch + chunk * perChunk + partials
+                    let sums = firstSums + chunk * stride
                     BatchNormKernels.graphStageTwo(
                         x: p.x + offset, rows: rows.count, columns: channels, blockRows: blockRows,
                         count: count, mean: p.mean, invstd: p.invstd, dvar: dvar, backend: backend,
                         dx: p.dx + offset, dmu: sums + 3 * channels, ones: ones)
                 }
-                Threading.sumPartials(chunks: chunks, first: firstSums + 3 * channels,
-                                      stride: perChunk, count: channels, into: batchSum)
-                Threading.run(chunks: chunks) { chunk in
-                    let rows = Threading.rows(ofChunk: chunk, count: chunks, outer: count)
+                Threading.sumPartials(chunks: split.chunks, first: firstSums + 3 * channels,
+                                      stride: stride, count: channels, into: batchSum)
+                Threading.run(split) { chunk, _ in
+                    let rows = split.rows(ofChunk: chunk)
                     let offset = rows.lowerBound * channels
                     BatchNormKernels.graphStageThree(rows: rows.count, columns: channels, count: count,
                                                      sumDxmu: batchSum, dx: p.dx + offset)

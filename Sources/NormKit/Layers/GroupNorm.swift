@@ -130,21 +130,21 @@ enum GroupStatistics {
             : g.rows
         let onesCount = backend == .blas ? g.rowLength : 0
         // Chunks of samples, so that a chunk's rows start at group 0.
-        let chunks = Threading.chunkCount(outer: g.samples, scalarsPerRow: channels * g.spatial,
-                                          backend: backend)
-        let perChunk = backend == .blas
+        let split = Threading.split(outer: g.samples, scalarsPerRow: channels * g.spatial,
+                                    backend: backend)
+        let perWorker = backend == .blas
             ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: g.rowLength, centred: true)
             : 0
         let streaming = StreamingStores.shouldStream(count: g.rows * g.rowLength, of: Scalar.self)
-        let failure: Int? = workspace.withRegions(ones: onesCount, scratch: chunks * perChunk) { ones, scratch in
+        let failure: Int? = workspace.withRegions(ones: onesCount, scratch: split.workers * perWorker) { ones, scratch in
             input.withUnsafeBufferPointer { x in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
             cache.storedMean.withUnsafeMutableBufferPointer { mean in
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
             output.withUnsafeMutableBufferPointer { y in
-                Threading.firstFailure(chunks: chunks) { chunk in
-                    let samples = Threading.rows(ofChunk: chunk, count: chunks, outer: g.samples)
+                Threading.firstFailure(split) { chunk, worker in
+                    let samples = split.rows(ofChunk: chunk)
                     let firstRow = samples.lowerBound * groups
                     let offset = samples.lowerBound * channels * g.spatial
                     return GroupNormKernels.forward(
@@ -155,7 +155,7 @@ enum GroupStatistics {
                         gamma: gammaBuffer.baseAddress!, beta: betaBuffer.baseAddress!,
                         mean: mean.baseAddress! + firstRow, invstd: invstd.baseAddress! + firstRow,
                         y: y.baseAddress! + offset, streaming: streaming, ones: ones,
-                        scratch: scratch + chunk * perChunk
+                        scratch: scratch + worker * perWorker
                     ).map { firstRow + $0 }
                 }
             }}}}}}
@@ -183,28 +183,30 @@ enum GroupStatistics {
                                       bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
             : g.rows
         let onesCount = backend == .blas ? g.spatial : 0
-        let chunks = Threading.chunkCount(outer: g.samples, scalarsPerRow: channels * g.spatial,
-                                          backend: backend)
-        // Per chunk: the kernel's scratch, then its partial dgamma and dbeta.
-        let partials = GroupNormKernels.backwardScratch(geometry: g, blockRows: blockRows)
-        let perChunk = partials + 2 * channels
-        workspace.withRegions(ones: onesCount, scratch: chunks * perChunk) { ones, scratch in
+        let split = Threading.split(outer: g.samples, scalarsPerRow: channels * g.spatial,
+                                    backend: backend)
+        // The kernel's scratch per worker, then each chunk's partial dgamma and dbeta.
+        let perWorker = GroupNormKernels.backwardScratch(geometry: g, blockRows: blockRows)
+        let scratchCount = split.workers * perWorker + split.chunks * 2 * channels
+        workspace.withRegions(ones: onesCount, scratch: scratchCount) { ones, scratch in
             cache.withBackwardPointers(outputGradient, into: &gradients) { p in
-                Threading.run(chunks: chunks) { chunk in
-                    let samples = Threading.rows(ofChunk: chunk, count: chunks, outer: g.samples)
+                let partials = scratch + split.workers * perWorker
+                Threading.run(split) { chunk, worker in
+                    let samples = split.rows(ofChunk: chunk)
                     let firstRow = samples.lowerBound * groups
                     let offset = samples.lowerBound * channels * g.spatial
-                    let own = scratch + chunk * perChunk
+                    let sums = partials + chunk * 2 * channels
                     let part = BackwardPointers(
                         dy: p.dy + offset, x: p.x + offset, mean: p.mean + firstRow,
                         invstd: p.invstd + firstRow, gamma: p.gamma, dx: p.dx + offset,
-                        dgamma: own + partials, dbeta: own + partials + channels)
+                        dgamma: sums, dbeta: sums + channels)
                     GroupNormKernels.backward(
                         part, geometry: .init(samples: samples.count, channels: channels, groups: groups,
                                               spatial: g.spatial),
-                        blockRows: blockRows, backend: backend, ones: ones, scratch: own)
+                        blockRows: blockRows, backend: backend, ones: ones,
+                        scratch: scratch + worker * perWorker)
                 }
-                Threading.sumPartials(chunks: chunks, first: scratch + partials, stride: perChunk,
+                Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * channels,
                                       count: channels, dgamma: p.dgamma, dbeta: p.dbeta)
             }
         }

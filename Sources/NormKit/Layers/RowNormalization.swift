@@ -25,12 +25,12 @@ enum RowNormalization {
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride,
             buffers: LayerNormKernels.forwardBuffers(centred: centred))
         let onesCount = backend == .blas ? max(blockRows, columns) : 0
-        let chunks = Threading.chunkCount(outer: rows, scalarsPerRow: columns, backend: backend)
-        let perChunk = backend == .blas
+        let split = Threading.split(outer: rows, scalarsPerRow: columns, backend: backend)
+        let perWorker = backend == .blas
             ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: columns, centred: centred)
             : 0
         let streaming = StreamingStores.shouldStream(count: rows * columns, of: Scalar.self)
-        let failure: Int? = workspace.withRegions(ones: onesCount, scratch: chunks * perChunk) { ones, scratch in
+        let failure: Int? = workspace.withRegions(ones: onesCount, scratch: split.workers * perWorker) { ones, scratch in
             input.withUnsafeBufferPointer { xBuffer in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
@@ -42,15 +42,15 @@ enum RowNormalization {
                 let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
                 switch backend {
                 case .blas:
-                    // Rows are independent: each chunk of rows on its own thread.
-                    return Threading.firstFailure(chunks: chunks) { chunk in
-                        let part = Threading.rows(ofChunk: chunk, count: chunks, outer: rows)
+                    // Rows are independent: the chunks of rows on the workers.
+                    return Threading.firstFailure(split) { chunk, worker in
+                        let part = split.rows(ofChunk: chunk)
                         let first = part.lowerBound, offset = first * columns
                         return LayerNormKernels.forwardBLAS(
                             x: x + offset, rows: part.count, columns: columns, blockRows: blockRows,
                             epsilon: epsilon, centred: centred, gamma: g, beta: b, mean: mean + first,
                             invstd: invstd + first, y: y + offset, streaming: streaming, ones: ones,
-                            scratch: scratch + chunk * perChunk
+                            scratch: scratch + worker * perWorker
                         ).map { first + $0 }
                     }
                 case .naive:
@@ -88,27 +88,29 @@ enum RowNormalization {
         let blockRows = CacheGeometry.blockRows(
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
         let onesCount = backend == .blas ? blockRows : 0
-        let chunks = Threading.chunkCount(outer: rows, scalarsPerRow: columns, backend: backend)
-        // Per chunk (BLAS): the kernel's scratch, then its partial dgamma and dbeta.
-        let perChunk = LayerNormKernels.backwardScratch(blockRows: blockRows) + 2 * columns
-        let scratch = backend == .blas ? chunks * perChunk : 2 * rows
-        workspace.withRegions(ones: onesCount, scratch: scratch) { ones, scratch in
+        let split = Threading.split(outer: rows, scalarsPerRow: columns, backend: backend)
+        // BLAS: the kernel's scratch per worker, then each chunk's partial dgamma
+        // and dbeta.
+        let perWorker = LayerNormKernels.backwardScratch(blockRows: blockRows)
+        let scratchCount = backend == .blas
+            ? split.workers * perWorker + split.chunks * 2 * columns : 2 * rows
+        workspace.withRegions(ones: onesCount, scratch: scratchCount) { ones, scratch in
             cache.withBackwardPointers(outputGradient, into: &gradients) { p in
                 switch backend {
                 case .blas:
-                    let partials = perChunk - 2 * columns
-                    Threading.run(chunks: chunks) { chunk in
-                        let part = Threading.rows(ofChunk: chunk, count: chunks, outer: rows)
+                    let partials = scratch + split.workers * perWorker
+                    Threading.run(split) { chunk, worker in
+                        let part = split.rows(ofChunk: chunk)
                         let first = part.lowerBound, offset = first * columns
-                        let own = scratch + chunk * perChunk
+                        let sums = partials + chunk * 2 * columns
                         LayerNormKernels.backwardBLAS(
                             dy: p.dy + offset, x: p.x + offset, rows: part.count, columns: columns,
                             blockRows: blockRows, centred: centred, mean: p.mean + first,
                             invstd: p.invstd + first, gamma: p.gamma, dx: p.dx + offset,
-                            dgamma: own + partials, dbeta: own + partials + columns,
-                            ones: ones, scratch: own)
+                            dgamma: sums, dbeta: sums + columns,
+                            ones: ones, scratch: scratch + worker * perWorker)
                     }
-                    Threading.sumPartials(chunks: chunks, first: scratch + partials, stride: perChunk,
+                    Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * columns,
                                           count: columns, dgamma: p.dgamma, dbeta: p.dbeta)
                 case .naive:
                     LayerNormKernels.backwardNaive(
