@@ -86,6 +86,20 @@ struct AllocationTests {
         try check(InstanceNorm<Float>(channelCount: 6, backend: backend), shape: [3, 6, 5, 7])
     }
 
+    /// Below `Threading.minimumBytesPerWorker` of input a kernel stays on the
+    /// calling thread whatever `threadCount` is, so it allocates nothing even
+    /// when the input has several chunks ([1000, 300] Float: 1.2 MB, 4 chunks).
+    @Test("below the worker grain, any thread count allocates nothing", arguments: [2, 7])
+    func belowGrain(threads: Int) throws {
+        let before = Threading.threadCount
+        defer { Threading.threadCount = before }
+        Threading.threadCount = threads
+        #expect(Threading.minimumBytesPerWorker > 1000 * 300 * 4)
+        try check(BatchNorm<Float>(featureCount: 300), shape: [1000, 300])
+        try check(LayerNorm<Float>(featureCount: 300), shape: [1000, 300])
+        try check(GroupNorm<Float>(channelCount: 6, groupCount: 3), shape: [40, 6, 35, 36])
+    }
+
     @Test("BatchNorm's staged backward allocates nothing either")
     func graphBackward() throws {
         var bn = try BatchNorm<Double>(featureCount: 9)
@@ -115,9 +129,14 @@ extension ProcessWideTests {
             state: (L) -> [[L.Scalar]], backward: (L, Tensor<L.Scalar>, NormCache<L.Scalar>) throws
                 -> NormGradients<L.Scalar>
         ) throws -> [[L.Scalar]] {
-            let before = Threading.threadCount
-            defer { Threading.threadCount = before }
+            let before = Threading.threadCount, grain = Threading.minimumBytesPerWorker
+            defer {
+                Threading.threadCount = before
+                Threading.minimumBytesPerWorker = grain
+            }
             Threading.threadCount = threads
+            // Every chunk may get its own worker, however small the input.
+            Threading.minimumBytesPerWorker = 0
             var copy = layer
             let (y, cache) = try copy.forward(x, mode: .training)
             let g = try backward(copy, dy, cache)

@@ -52,6 +52,23 @@ public enum Threading {
     /// fraction of the work.
     @usableFromInline static let maximumChunks = 64
 
+    static let minimumBytesStorage = Atomic<Int>(2 << 20)
+
+    /// The least input, in bytes, worth a worker thread of its own (default 2
+    /// MiB). Process-wide.
+    ///
+    /// Waking a thread costs tens of microseconds, so a kernel uses
+    /// `min(threadCount, chunks, inputBytes / minimumBytesPerWorker)` threads.
+    /// The default comes from normbench's scaling table on a 2-core AMD EPYC
+    /// guest, where two threads lost to one below about 3 MB of Float input
+    /// and won from 4 MB. A machine that wakes threads faster may gain from a
+    /// smaller value. Which thread runs a chunk never changes the results, so
+    /// this decides speed only.
+    public static var minimumBytesPerWorker: Int {
+        get { minimumBytesStorage.load(ordering: .relaxed) }
+        set { minimumBytesStorage.store(max(0, newValue), ordering: .relaxed) }
+    }
+
     /// A split of `outer` rows into chunks fixed by the shape, run by `workers`
     /// threads (each a contiguous run of chunks).
     @usableFromInline
@@ -77,16 +94,19 @@ public enum Threading {
         }
     }
 
-    /// The split of `outer` rows of `scalarsPerRow` scalars: one chunk per
-    /// ``minimumScalarsPerChunk`` scalars, at most ``maximumChunks`` and at
-    /// most one per row (the naive backend: one chunk); workers read
-    /// ``threadCount`` once, here.
+    /// The split of `outer` rows of `scalarsPerRow` scalars of `Scalar`: one
+    /// chunk per ``minimumScalarsPerChunk`` scalars, at most ``maximumChunks``
+    /// and at most one per row (the naive backend: one chunk), all fixed by the
+    /// shape; then up to ``threadCount`` workers (read once, here), one per
+    /// ``minimumBytesPerWorker`` bytes of input.
     @inlinable
-    static func split(outer: Int, scalarsPerRow: Int, backend: Backend) -> Split {
+    static func split<Scalar>(outer: Int, scalarsPerRow: Int, of _: Scalar.Type,
+                              backend: Backend) -> Split {
         guard backend == .blas else { return Split(chunks: 1, workers: 1, outer: outer) }
-        let byWork = outer * scalarsPerRow / minimumScalarsPerChunk
-        let chunks = max(1, min(maximumChunks, outer, byWork))
-        return Split(chunks: chunks, workers: min(threadCount, chunks), outer: outer)
+        let scalars = outer * scalarsPerRow
+        let chunks = max(1, min(maximumChunks, outer, scalars / minimumScalarsPerChunk))
+        let byBytes = scalars / max(1, minimumBytesPerWorker / MemoryLayout<Scalar>.stride)
+        return Split(chunks: chunks, workers: max(1, min(threadCount, chunks, byBytes)), outer: outer)
     }
 
     /// The rows of chunk `index` of `count` chunks over `outer` rows.

@@ -23,7 +23,8 @@ enum BatchStatistics {
         cache.record(input: input, gamma: gamma, mode: mode, statisticCount: channels,
                      origin: origin)
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
-        let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, backend: backend)
+        let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
+                                    backend: backend)
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
         // Per worker: the moments' block and vectors; per chunk: its mean and M2.
         let perWorker = g.scratchCount(block: block, vectors: 3)
@@ -157,7 +158,8 @@ enum BatchStatistics {
                                  outputGradient, into: &gradients, workspace: &workspace)
             return
         }
-        let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, backend: backend)
+        let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
+                                    backend: backend)
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
         // Per worker: a block of scratch; per chunk: its partial dgammaRaw and
         // dbeta; then A, B, C.
@@ -207,7 +209,8 @@ enum BatchStatistics {
         workspace: inout Workspace<Scalar>
     ) {
         let channels = g.channels, count = g.outer
-        let split = Threading.split(outer: count, scalarsPerRow: channels, backend: backend)
+        let split = Threading.split(outer: count, scalarsPerRow: channels, of: Scalar.self,
+                                    backend: backend)
         // Blocks of dy, x, the node and dx in L2 (BLAS); one block (naive).
         let blockRows = backend == .blas
             ? g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 4) : count

@@ -131,7 +131,7 @@ enum GroupStatistics {
         let onesCount = backend == .blas ? g.rowLength : 0
         // Chunks of samples, so that a chunk's rows start at group 0.
         let split = Threading.split(outer: g.samples, scalarsPerRow: channels * g.spatial,
-                                    backend: backend)
+                                    of: Scalar.self, backend: backend)
         let perWorker = backend == .blas
             ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: g.rowLength, centred: true)
             : 0
@@ -184,7 +184,7 @@ enum GroupStatistics {
             : g.rows
         let onesCount = backend == .blas ? g.spatial : 0
         let split = Threading.split(outer: g.samples, scalarsPerRow: channels * g.spatial,
-                                    backend: backend)
+                                    of: Scalar.self, backend: backend)
         // The kernel's scratch per worker, then each chunk's partial dgamma and dbeta.
         let perWorker = GroupNormKernels.backwardScratch(geometry: g, blockRows: blockRows)
         let scratchCount = split.workers * perWorker + split.chunks * 2 * channels

@@ -25,7 +25,8 @@ enum RowNormalization {
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride,
             buffers: LayerNormKernels.forwardBuffers(centred: centred))
         let onesCount = backend == .blas ? max(blockRows, columns) : 0
-        let split = Threading.split(outer: rows, scalarsPerRow: columns, backend: backend)
+        let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Scalar.self,
+                                    backend: backend)
         let perWorker = backend == .blas
             ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: columns, centred: centred)
             : 0
@@ -88,7 +89,8 @@ enum RowNormalization {
         let blockRows = CacheGeometry.blockRows(
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
         let onesCount = backend == .blas ? blockRows : 0
-        let split = Threading.split(outer: rows, scalarsPerRow: columns, backend: backend)
+        let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Scalar.self,
+                                    backend: backend)
         // BLAS: the kernel's scratch per worker, then each chunk's partial dgamma
         // and dbeta.
         let perWorker = LayerNormKernels.backwardScratch(blockRows: blockRows)
