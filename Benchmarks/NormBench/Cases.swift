@@ -8,7 +8,11 @@ struct Case {
     /// Architecture article (Sources/NormKit/NormKit.docc) counts it (scaled by
     /// the scalar size for Double): the least the pass must move.
     var bytesPerFloatElement: Int
+    /// The pass through the allocation-free entry points, into buffers sized once.
     var run: () throws -> Void
+    /// The same pass through the value API (`forward(_:mode:)`,
+    /// `backward(_:cache:)`), which allocates its results on every call.
+    var runValue: () throws -> Void
 }
 
 /// The layers normbench knows, by the name `--ops` takes.
@@ -29,19 +33,20 @@ func passes<L: BufferedNormalizationLayer>(
     try layer.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
     let trained = cache
     var cases: [Case] = []
+    var valueLayer = layer
     cases.append(Case(op: op, pass: runningStatistics ? "forward-training" : "forward",
-                      bytesPerFloatElement: runningStatistics ? 12 : 8) {
+                      bytesPerFloatElement: runningStatistics ? 12 : 8, run: {
         try layer.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
-    })
+    }, runValue: { _ = try valueLayer.forward(x, mode: .training) }))
     if runningStatistics {
-        cases.append(Case(op: op, pass: "forward-inference", bytesPerFloatElement: 8) {
+        cases.append(Case(op: op, pass: "forward-inference", bytesPerFloatElement: 8, run: {
             try layer.forward(x, mode: .inference, into: &output, cache: &inferenceCache,
                               workspace: &workspace)
-        })
+        }, runValue: { _ = try valueLayer.forward(x, mode: .inference) }))
     }
-    cases.append(Case(op: op, pass: "backward", bytesPerFloatElement: runningStatistics ? 20 : 12) {
+    cases.append(Case(op: op, pass: "backward", bytesPerFloatElement: runningStatistics ? 20 : 12, run: {
         try layer.backward(dy, cache: trained, into: &gradients, workspace: &workspace)
-    })
+    }, runValue: { [layer] in _ = try layer.backward(dy, cache: trained) }))
     return (cases, trained)
 }
 
@@ -59,9 +64,9 @@ func cases<S: BLASScalar>(
             let (found, trained) = try passes("batchnorm", bn, x: x, dy: dy, runningStatistics: true)
             var gradients = NormGradients<S>(), workspace = Workspace<S>()
             all += found
-            all.append(Case(op: "batchnorm", pass: "backward-graph", bytesPerFloatElement: 20) {
+            all.append(Case(op: "batchnorm", pass: "backward-graph", bytesPerFloatElement: 20, run: {
                 try bn.backwardThroughGraph(dy, cache: trained, into: &gradients, workspace: &workspace)
-            })
+            }, runValue: { _ = try bn.backwardThroughGraph(dy, cache: trained) }))
         }
         if ops.contains("layernorm") {
             all += try passes("layernorm", LayerNorm<S>(featureCount: features, backend: backend),

@@ -10,6 +10,7 @@ struct Record: Codable {
     var dtype: String
     var shape: [Int]
     var threads: Int
+    var api: String
     var medianSeconds: Double
     var minSeconds: Double
     var maxSeconds: Double
@@ -17,12 +18,13 @@ struct Record: Codable {
     var gbps: Double
     var bandwidthGBps: Double
     var speedupVsNaive: Double?
+    var valueOverBuffered: Double?
 
     enum CodingKeys: String, CodingKey {
-        case op, pass, backend, dtype, shape, threads, gbps
+        case op, pass, backend, dtype, shape, threads, api, gbps
         case medianSeconds = "median_s", minSeconds = "min_s", maxSeconds = "max_s"
         case bytesPerElement = "bytes_per_element", bandwidthGBps = "bandwidth_gbps"
-        case speedupVsNaive = "speedup_vs_naive"
+        case speedupVsNaive = "speedup_vs_naive", valueOverBuffered = "value_over_buffered"
     }
 }
 
@@ -44,8 +46,11 @@ struct NormBench: ParsableCommand {
     @Option(help: "Comma-separated backends: blas, naive.")
     var backends = "blas,naive"
 
-    @Option(help: "NormKit's threads (Threading.threadCount) for the BLAS paths; naive runs on one.")
-    var threads = 1
+    @Option(help: "Comma-separated thread counts (Threading.threadCount) for the BLAS paths, timed in alternation with a scaling table when there are several; naive runs on one. Default: 1 and the cores this process may use.")
+    var threads = Threading.defaultThreadCount > 1 ? "1,\(Threading.defaultThreadCount)" : "1"
+
+    @Option(help: "Comma-separated APIs to time on the BLAS paths: buffered (the allocation-free entry points), value (forward(_:mode:) and backward(_:cache:), which allocate their results).")
+    var apis = "buffered,value"
 
     @Option(help: "OpenBLAS's threads outside NormKit's kernels (inside them NormKit runs OpenBLAS on one). Default: OpenBLAS's own setting.")
     var blasThreads: Int?
@@ -62,28 +67,55 @@ struct NormBench: ParsableCommand {
     @Flag(help: "Small shapes and few repetitions: a smoke test of a few seconds.")
     var quick = false
 
+    /// `--threads` without repeats (checked by `validate()`).
+    var threadList: [Int] {
+        var seen: [Int] = []
+        for count in list(threads).compactMap({ Int($0) }) where !seen.contains(count) {
+            seen.append(count)
+        }
+        return seen
+    }
+
+    /// `--apis` (checked by `validate()`).
+    var apiList: [API] { list(apis).compactMap(API.init(rawValue:)) }
+
+    /// `--backends` (checked by `validate()`).
+    var backendList: [Backend] { list(backends).compactMap { try? parseBackend($0) } }
+
+    func validate() throws {
+        for text in list(threads) where (Int(text) ?? 0) < 1 {
+            throw ValidationError("thread count '\(text)' is not a positive integer")
+        }
+        guard !threadList.isEmpty, (blasThreads ?? 1) >= 1 else {
+            throw ValidationError("thread counts must be at least 1")
+        }
+        for text in list(apis) where API(rawValue: text) == nil {
+            throw ValidationError("unknown API '\(text)' (buffered, value)")
+        }
+        guard apiList.contains(.buffered) else {
+            throw ValidationError("--apis must include buffered (the value API is timed against it)")
+        }
+        for text in list(backends) { _ = try parseBackend(text) }
+    }
+
     mutating func run() throws {
         if quick {
             shapes = "64x256,512x128,4x32x8x8"
             repetitions = 3
             minTime = 0.01
         }
-        guard threads >= 1, (blasThreads ?? 1) >= 1 else {
-            throw ValidationError("thread counts must be at least 1")
-        }
         if let blasThreads { BLASRuntime.threadCount = blasThreads }
-        Threading.threadCount = threads
-        let machine = MachineInfo.current(libraryThreads: threads)
+        Threading.threadCount = threadList[0]
+        let machine = MachineInfo.current(libraryThreads: threadList[0])
         let opSet = Set(list(ops))
         for op in opSet where !(matrixOps + imageOps).contains(op) {
             throw ValidationError("unknown op '\(op)' (\((matrixOps + imageOps).joined(separator: ", ")))")
         }
         let parsedShapes = try list(shapes).map(parseShape)
-        let backendList = try list(backends).map(parseBackend)
 
         print("normbench: NormKit BLAS paths vs naive loops vs in-run triad bandwidth")
         print("CPU: \(machine.cpu), \(machine.cores) cores")
-        print("threads: NormKit \(machine.libraryThreads) (BLAS paths; naive uses 1), OpenBLAS"
+        print("threads: NormKit \(threadList.map(String.init).joined(separator: ", ")) (BLAS paths; naive uses 1; default \(Threading.defaultThreadCount), this process's cores), OpenBLAS"
               + " \(machine.blasThreads) outside NormKit's kernels and 1 inside them"
               + " (OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset"))")
         print("OpenBLAS: \(machine.blasConfiguration); core \(machine.blasCore)")
@@ -118,6 +150,29 @@ struct NormBench: ParsableCommand {
         }
     }
 
+    /// One timed variant of a case: a backend, an API and a thread count.
+    struct Variant {
+        var backend: Backend
+        var api: API
+        var threads: Int
+    }
+
+    /// The variants timed in alternation for each case: every backend on the
+    /// first thread count, then the BLAS backend on the others; each BLAS
+    /// variant through the buffered API and, if asked, the value API.
+    var variants: [Variant] {
+        var all: [Variant] = []
+        for threads in threadList {
+            for backend in backendList where backend == .blas || threads == threadList[0] {
+                all.append(Variant(backend: backend, api: .buffered, threads: threads))
+                if backend == .blas, apiList.contains(.value) {
+                    all.append(Variant(backend: backend, api: .value, threads: threads))
+                }
+            }
+        }
+        return all
+    }
+
     func measure<S: BLASScalar>(
         _: S.Type, dtype: String, shape: [Int], ops: Set<String>, backends: [Backend],
         machine: MachineInfo
@@ -129,49 +184,96 @@ struct NormBench: ParsableCommand {
         let caseCount = byBackend.values.first?.count ?? 0
         guard caseCount > 0 else { return [] }   // no requested layer takes this rank
         let elements = shape.reduce(1, *)
-        let bandwidth = triadBandwidth(S.self, count: elements, threads: threads,
-                                       repetitions: repetitions, minTime: minTime)
+        var bandwidth: [Int: Double] = [:]
+        for threads in threadList {
+            bandwidth[threads] = triadBandwidth(S.self, count: elements, threads: threads,
+                                                repetitions: repetitions, minTime: minTime)
+        }
         let shapeText = shape.map(String.init).joined(separator: "x")
-        print("\n\(dtype) \(shapeText): triad bandwidth \(format(bandwidth, 1)) GB/s on \(threads) thread(s)")
-        print(pad("op", 17) + pad("pass", 19) + pad("backend", 8) + padLeft("median ms", 11)
-              + padLeft("min ms", 10) + padLeft("max ms", 10) + padLeft("GB/s", 8)
-              + padLeft("% triad", 9) + padLeft("blas/naive", 12))
+        print("\n\(dtype) \(shapeText): triad bandwidth "
+              + threadList.map { "\(format(bandwidth[$0]!, 1)) GB/s on \($0) thread(s)" }
+                .joined(separator: ", "))
+        print(pad("op", 17) + pad("pass", 19) + pad("backend", 8) + pad("api", 9) + padLeft("thr", 4)
+              + padLeft("median ms", 11) + padLeft("min ms", 10) + padLeft("max ms", 10)
+              + padLeft("GB/s", 8) + padLeft("% triad", 9) + padLeft("blas/naive", 12)
+              + padLeft("value/buf", 11))
         var records: [Record] = []
+        var scaling: [(Case, [Double])] = []
+        let variants = self.variants
         for index in 0..<caseCount {
-            // The backends' runs alternate, so that their ratio is measured under
-            // the same conditions.
-            let items = backends.map { byBackend[$0]![index] }
-            progress("  timing \(items[0].op) \(items[0].pass) \(dtype) \(shapeText)...")
-            let timings = try Timing.interleaved(items.map(\.run), repetitions: repetitions,
-                                                 minTime: minTime)
-            var medians: [Backend: Double] = [:]
-            var rows: [(Backend, Case, Timing)] = []
-            for (backend, (item, timing)) in zip(backends, zip(items, timings)) {
-                medians[backend] = timing.median
-                rows.append((backend, item, timing))
+            // Every variant's runs alternate, so that their ratios are measured
+            // under the same conditions.
+            let items = variants.map { byBackend[$0.backend]![index] }
+            let bodies: [() throws -> Void] = zip(variants, items).map { variant, item in
+                let run = variant.api == .value ? item.runValue : item.run
+                let threads = variant.threads
+                return {
+                    Threading.threadCount = threads
+                    try run()
+                }
             }
-            for (backend, item, timing) in rows {
+            progress("  timing \(items[0].op) \(items[0].pass) \(dtype) \(shapeText)...")
+            let timings = try Timing.interleaved(bodies, repetitions: repetitions, minTime: minTime)
+            Threading.threadCount = threadList[0]
+            func median(_ backend: Backend, _ api: API, _ threads: Int) -> Double? {
+                zip(variants, timings).first {
+                    $0.0.backend == backend && $0.0.api == api && $0.0.threads == threads
+                }?.1.median
+            }
+            for (variant, (item, timing)) in zip(variants, zip(items, timings)) {
                 let bytes = item.bytesPerFloatElement * MemoryLayout<S>.stride / 4
                 let gbps = Double(bytes * elements) / timing.median / 1e9
-                var speedup: Double?
-                if backend == .blas, let naive = medians[.naive] { speedup = naive / timing.median }
+                var speedup: Double?, valueRatio: Double?
+                if variant.backend == .blas, variant.api == .buffered,
+                   let naive = median(.naive, .buffered, threadList[0]) {
+                    speedup = naive / timing.median
+                }
+                if variant.api == .value, let buffered = median(variant.backend, .buffered, variant.threads) {
+                    valueRatio = timing.median / buffered
+                }
+                let triad = bandwidth[variant.threads]!
                 records.append(Record(
-                    op: item.op, pass: item.pass, backend: "\(backend)", dtype: dtype, shape: shape,
-                    threads: machine.libraryThreads, medianSeconds: timing.median,
+                    op: item.op, pass: item.pass, backend: "\(variant.backend)", dtype: dtype,
+                    shape: shape, threads: variant.backend == .naive ? 1 : variant.threads,
+                    api: variant.api.rawValue, medianSeconds: timing.median,
                     minSeconds: timing.min, maxSeconds: timing.max, bytesPerElement: bytes,
-                    gbps: gbps, bandwidthGBps: bandwidth, speedupVsNaive: speedup))
-                print(pad(item.op, 17) + pad(item.pass, 19) + pad("\(backend)", 8)
+                    gbps: gbps, bandwidthGBps: triad, speedupVsNaive: speedup,
+                    valueOverBuffered: valueRatio))
+                print(pad(item.op, 17) + pad(item.pass, 19) + pad("\(variant.backend)", 8)
+                      + pad(variant.api.rawValue, 9)
+                      + padLeft("\(variant.backend == .naive ? 1 : variant.threads)", 4)
                       + padLeft(format(timing.median * 1e3, 3), 11)
                       + padLeft(format(timing.min * 1e3, 3), 10)
                       + padLeft(format(timing.max * 1e3, 3), 10)
                       + padLeft(format(gbps, 1), 8)
-                      + padLeft(format(100 * gbps / bandwidth, 0) + "%", 9)
-                      + padLeft(speedup.map { format($0, 2) + "x" } ?? "", 12))
+                      + padLeft(format(100 * gbps / triad, 0) + "%", 9)
+                      + padLeft(speedup.map { format($0, 2) + "x" } ?? "", 12)
+                      + padLeft(valueRatio.map { format($0, 2) + "x" } ?? "", 11))
+            }
+            if threadList.count > 1 {
+                scaling.append((items[0], threadList.compactMap { median(.blas, .buffered, $0) }))
+            }
+        }
+        if !scaling.isEmpty {
+            print("scaling, \(dtype) \(shapeText), BLAS buffered: median ms by NormKit threads"
+                  + " (results are the same bits at every count)")
+            print(pad("op", 17) + pad("pass", 19)
+                  + threadList.map { padLeft("\($0) thr", 10) }.joined()
+                  + padLeft("speedup", 10))
+            for (item, medians) in scaling {
+                print(pad(item.op, 17) + pad(item.pass, 19)
+                      + medians.map { padLeft(format($0 * 1e3, 3), 10) }.joined()
+                      + padLeft(format(medians[0] / medians[medians.count - 1], 2) + "x", 10))
             }
         }
         progress("")
         return records
     }
+}
+
+/// The API a variant times.
+enum API: String {
+    case buffered, value
 }
 
 func list(_ text: String) -> [String] {
