@@ -19,6 +19,10 @@ public struct Workspace<Scalar: BLASScalar>: Sendable {
 
     /// Calls `body` with at least `ones` ones and a scratch region of at least
     /// `scratch` scalars, growing the storage only when it is too small.
+    ///
+    /// Every BLAS call of a layer's pass happens inside such a call, kernels,
+    /// merges and running-statistics updates alike, so OpenBLAS runs on one
+    /// thread for all of them (``BLASRuntime``).
     @inlinable
     mutating func withRegions<R>(
         ones: Int, scratch: Int,
@@ -34,6 +38,8 @@ public struct Workspace<Scalar: BLASScalar>: Sendable {
             onesCount = newOnes
         }
         let onesCount = self.onesCount
+        BLASRuntime.enterSingleThreaded()
+        defer { BLASRuntime.leaveSingleThreaded() }
         return storage.withUnsafeMutableBufferPointer { buffer in
             let base = buffer.baseAddress!
             return body(UnsafePointer(base), base + onesCount)
