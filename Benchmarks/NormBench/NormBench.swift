@@ -30,6 +30,14 @@ struct Record: Codable {
 
 @main
 struct NormBench: ParsableCommand {
+    /// Restarts once with a better `OPENBLAS_CORETYPE` when OpenBLAS chose
+    /// kernels older than the CPU supports (the header then names both), then
+    /// parses and runs.
+    static func main() {
+        BLASRuntime.restartWithAdvisedCoreIfNeeded(tool: "normbench")
+        main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "normbench",
         abstract: "Times NormKit's BLAS paths against naive loops and the in-run memory bandwidth.")
@@ -118,7 +126,9 @@ struct NormBench: ParsableCommand {
         print("threads: NormKit \(threadList.map(String.init).joined(separator: ", ")) (BLAS paths; naive uses 1; default \(Threading.defaultThreadCount), this process's cores), OpenBLAS"
               + " \(machine.blasThreads) outside NormKit's kernels and 1 inside them"
               + " (OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset"))")
-        print("OpenBLAS: \(machine.blasConfiguration); core \(machine.blasCore)")
+        print("OpenBLAS: \(machine.blasConfiguration); core \(machine.blasCore); CPU vector level"
+              + " \(BLASRuntime.cpuVectorLevel)"
+              + (BLASRuntime.coreAdvice.map { " (advice: \($0))" } ?? ""))
         print("build: \(machine.build); L2 \(CacheGeometry.level2Bytes / 1024) KiB per core,"
               + " last-level cache \(CacheGeometry.lastLevelBytes / 1024) KiB")
         if machine.build == "debug" {

@@ -1,5 +1,6 @@
-// What NormKit asks of the operating system that Swift's Glibc module does not
-// show: sched_getaffinity and CPU_COUNT need _GNU_SOURCE.
+// What NormKit asks of the operating system and the CPU that Swift's Glibc
+// module does not show: sched_getaffinity and CPU_COUNT need _GNU_SOURCE, and
+// the CPU's features come from GCC/Clang's __builtin_cpu_supports.
 #define _GNU_SOURCE
 #include <sched.h>
 #include "normkit_support.h"
@@ -9,4 +10,17 @@ int normkit_affinity_cpu_count(void) {
     CPU_ZERO(&set);
     if (sched_getaffinity(0, sizeof set, &set) != 0) return 0;
     return CPU_COUNT(&set);
+}
+
+int normkit_cpu_vector_tier(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512cd")
+        && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq")
+        && __builtin_cpu_supports("avx512vl"))
+        return 3;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 2;
+    if (__builtin_cpu_supports("avx")) return 1;
+#endif
+    return 0;
 }

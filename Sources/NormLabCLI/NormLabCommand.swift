@@ -5,6 +5,13 @@ import NormLab
 
 @main
 struct NormLabCommand: ParsableCommand {
+    /// Restarts once with a better `OPENBLAS_CORETYPE` when OpenBLAS chose
+    /// kernels older than the CPU supports, then parses and runs.
+    static func main() {
+        BLASRuntime.restartWithAdvisedCoreIfNeeded(tool: "normlab")
+        main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "normlab",
         abstract: "Reproduces cs231n's batch-normalization experiments with NormKit, with CSV and SVG plots.",

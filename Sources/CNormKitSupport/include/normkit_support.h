@@ -5,4 +5,10 @@
 /// 0 when it cannot be read.
 int normkit_affinity_cpu_count(void);
 
+/// The widest vector instruction set this CPU and its operating system support
+/// (GCC's __builtin_cpu_supports): 3 for AVX-512 (F, CD, BW, DQ and VL, what
+/// OpenBLAS's SkylakeX kernels use), 2 for AVX2 with FMA, 1 for AVX, 0 for
+/// anything older (SSE only). 0 on other architectures.
+int normkit_cpu_vector_tier(void);
+
 #endif

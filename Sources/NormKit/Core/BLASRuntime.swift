@@ -1,5 +1,9 @@
 import CBLAS
+internal import CNormKitSupport
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The OpenBLAS library NormKit runs on: its build and its thread pool.
 ///
@@ -76,5 +80,126 @@ extension BLASRuntime {
             state.active -= 1
             if state.active == 0, state.saved > 1 { openblas_set_num_threads(state.saved) }
         }
+    }
+}
+
+// MARK: - OpenBLAS's kernel choice
+
+extension BLASRuntime {
+    /// The widest vector instruction set of an x86-64 CPU, or of the kernels an
+    /// OpenBLAS core type uses.
+    public enum VectorLevel: Int, Sendable, Comparable, CustomStringConvertible {
+        /// SSE2/SSE3 only (OpenBLAS's Prescott, Core2, Nehalem, …), or not x86-64.
+        case sse = 0
+        /// AVX (OpenBLAS's Sandybridge, Bulldozer, Piledriver, Steamroller).
+        case avx = 1
+        /// AVX2 with FMA (OpenBLAS's Haswell, Zen, Excavator).
+        case avx2 = 2
+        /// AVX-512 F, CD, BW, DQ and VL (OpenBLAS's SkylakeX, Cooperlake,
+        /// SapphireRapids).
+        case avx512 = 3
+
+        public static func < (a: VectorLevel, b: VectorLevel) -> Bool { a.rawValue < b.rawValue }
+
+        public var description: String {
+            switch self {
+            case .sse: "SSE"
+            case .avx: "AVX"
+            case .avx2: "AVX2"
+            case .avx512: "AVX-512"
+            }
+        }
+
+        /// The `OPENBLAS_CORETYPE` whose kernels use this level.
+        public var openBLASCoreType: String {
+            switch self {
+            case .sse: "Prescott"
+            case .avx: "Sandybridge"
+            case .avx2: "Haswell"
+            case .avx512: "SkylakeX"
+            }
+        }
+
+        /// The level of an OpenBLAS core type's kernels (case-insensitive), or
+        /// `nil` for a name this table does not know (another architecture's,
+        /// or a newer one).
+        public init?(openBLASCore name: String) {
+            switch name.lowercased() {
+            case "skylakex", "cooperlake", "sapphirerapids": self = .avx512
+            case "haswell", "zen", "excavator": self = .avx2
+            case "sandybridge", "bulldozer", "piledriver", "steamroller": self = .avx
+            case "prescott", "core2", "penryn", "dunnington", "nehalem", "atom", "athlon",
+                 "opteron", "opteron_sse3", "barcelona", "bobcat", "katmai", "coppermine",
+                 "northwood", "banias", "nano": self = .sse
+            default: return nil
+            }
+        }
+    }
+
+    /// Advice to set `OPENBLAS_CORETYPE`: OpenBLAS chose kernels older than
+    /// the CPU supports.
+    public struct CoreAdvice: Sendable, Equatable, CustomStringConvertible {
+        /// The core type OpenBLAS chose (``coreName``).
+        public let chosen: String
+        /// The CPU's vector level.
+        public let cpu: VectorLevel
+        /// The `OPENBLAS_CORETYPE` to set before the process starts.
+        public let recommended: String
+
+        public var description: String {
+            "OpenBLAS chose its \(chosen) kernels on a CPU with \(cpu);"
+                + " start the process with OPENBLAS_CORETYPE=\(recommended) to use \(cpu) kernels"
+        }
+    }
+
+    /// This CPU's vector level, as the CPU and the operating system report it
+    /// (`__builtin_cpu_supports`).
+    public static var cpuVectorLevel: VectorLevel {
+        VectorLevel(rawValue: Int(normkit_cpu_vector_tier())) ?? .sse
+    }
+
+    /// Advice when OpenBLAS chose an older kernel family than this CPU
+    /// supports (OpenBLAS 0.3.21 takes a CPU it does not recognise, such as a
+    /// recent Xeon, for a Prescott and runs SSE3 kernels on it); `nil` when its
+    /// choice is as good as the CPU allows or its core is not known.
+    ///
+    /// `OPENBLAS_CORETYPE` is read when OpenBLAS loads, so it must be set
+    /// before the process starts; ``restartWithAdvisedCoreIfNeeded(tool:)``
+    /// does that for a command-line tool.
+    public static var coreAdvice: CoreAdvice? {
+        coreAdvice(cpu: cpuVectorLevel, openBLASCore: coreName)
+    }
+
+    /// The advice for a CPU of level `cpu` on which OpenBLAS chose
+    /// `openBLASCore`: `nil` unless the core's level is known and lower.
+    public static func coreAdvice(cpu: VectorLevel, openBLASCore: String) -> CoreAdvice? {
+        guard let chosen = VectorLevel(openBLASCore: openBLASCore), chosen < cpu else { return nil }
+        return CoreAdvice(chosen: openBLASCore, cpu: cpu, recommended: cpu.openBLASCoreType)
+    }
+
+    /// For command-line tools: when ``coreAdvice`` has advice and
+    /// `OPENBLAS_CORETYPE` is unset, says so on standard error and re-executes
+    /// this process once (`/proc/self/exe`, same arguments) with
+    /// `OPENBLAS_CORETYPE` set to the advice. When the variable is already set,
+    /// or after the restart, it only prints the advice. Returns when there is
+    /// nothing to do or the restart failed.
+    public static func restartWithAdvisedCoreIfNeeded(tool: String) {
+        guard let advice = coreAdvice else { return }
+        let alreadySet = getenv("OPENBLAS_CORETYPE") != nil
+        let restarted = getenv("NORMKIT_CORETYPE_RESTARTED") != nil
+        if alreadySet || restarted {
+            writeError("\(tool): \(advice)\n")
+            return
+        }
+        writeError("\(tool): \(advice); restarting with OPENBLAS_CORETYPE=\(advice.recommended)\n")
+        setenv("OPENBLAS_CORETYPE", advice.recommended, 1)
+        setenv("NORMKIT_CORETYPE_RESTARTED", "1", 1)
+        execv("/proc/self/exe", CommandLine.unsafeArgv)
+        writeError("\(tool): the restart failed (errno \(errno)); continuing with \(advice.chosen)\n")
+    }
+
+    static func writeError(_ text: String) {
+        var text = text
+        text.withUTF8 { bytes in _ = write(2, bytes.baseAddress, bytes.count) }
     }
 }
