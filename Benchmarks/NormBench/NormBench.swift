@@ -60,6 +60,9 @@ struct NormBench: ParsableCommand {
     @Option(help: "Comma-separated APIs to time on the BLAS paths: buffered (the allocation-free entry points), value (forward(_:mode:) and backward(_:cache:), which allocate their results).")
     var apis = "buffered,value"
 
+    @Option(help: "Threading.minimumBytesPerWorker: the least input per worker thread (default: NormKit's, 2 MiB). 0 gives every chunk a worker, to measure where threads pay.")
+    var minBytesPerWorker: Int?
+
     @Option(help: "OpenBLAS's threads outside NormKit's kernels (inside them NormKit runs OpenBLAS on one). Default: OpenBLAS's own setting.")
     var blasThreads: Int?
 
@@ -104,6 +107,9 @@ struct NormBench: ParsableCommand {
             throw ValidationError("--apis must include buffered (the value API is timed against it)")
         }
         for text in list(backends) { _ = try parseBackend(text) }
+        guard (minBytesPerWorker ?? 0) >= 0 else {
+            throw ValidationError("--min-bytes-per-worker must not be negative")
+        }
     }
 
     mutating func run() throws {
@@ -113,6 +119,7 @@ struct NormBench: ParsableCommand {
             minTime = 0.01
         }
         if let blasThreads { BLASRuntime.threadCount = blasThreads }
+        if let minBytesPerWorker { Threading.minimumBytesPerWorker = minBytesPerWorker }
         Threading.threadCount = threadList[0]
         let machine = MachineInfo.current(libraryThreads: threadList[0])
         let opSet = Set(list(ops))
@@ -123,7 +130,7 @@ struct NormBench: ParsableCommand {
 
         print("normbench: NormKit BLAS paths vs naive loops vs in-run triad bandwidth")
         print("CPU: \(machine.cpu), \(machine.cores) cores")
-        print("threads: NormKit \(threadList.map(String.init).joined(separator: ", ")) (BLAS paths; naive uses 1; default \(Threading.defaultThreadCount), this process's cores), OpenBLAS"
+        print("threads: NormKit \(threadList.map(String.init).joined(separator: ", ")) (BLAS paths; naive uses 1; default \(Threading.defaultThreadCount), this process's cores; a worker per \(Threading.minimumBytesPerWorker) bytes of input), OpenBLAS"
               + " \(machine.blasThreads) outside NormKit's kernels and 1 inside them"
               + " (OPENBLAS_CORETYPE=\(ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset"))")
         print("OpenBLAS: \(machine.blasConfiguration); core \(machine.blasCore); CPU vector level"

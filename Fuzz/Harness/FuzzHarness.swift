@@ -31,9 +31,15 @@ public enum FuzzHarness {
     public static func run(_ data: UnsafeRawBufferPointer) -> [String] {
         var reader = ByteReader(data)
         let header = Header(kind: reader.byte(), flags: reader.byte(), options: reader.byte())
-        let previousThreads = Threading.threadCount
+        let previousThreads = Threading.threadCount, previousGrain = Threading.minimumBytesPerWorker
         Threading.threadCount = header.threadCount
-        defer { Threading.threadCount = previousThreads }
+        // Every chunk may get a worker of its own, so that the small inputs a
+        // fuzzer makes reach the threaded paths too.
+        Threading.minimumBytesPerWorker = 0
+        defer {
+            Threading.threadCount = previousThreads
+            Threading.minimumBytesPerWorker = previousGrain
+        }
         var report = Report()
         if header.isDouble {
             var fuzzCase = FuzzCase<Double>(header: header)
@@ -188,29 +194,29 @@ struct FuzzCase<Scalar: BLASScalar> {
             case .layerNorm:
                 var layer = try LayerNorm<Scalar>(featureCount: features, backend: backend)
                 layer.epsilon = epsilon
-                setParameters(&layer.gamma, &layer.beta, from: parameterPool)
-                exercise(layer, state: { [$0.gamma, $0.beta] }, input: input, gradient: gradient,
-                         small: small, smallGradient: smallGradient, &report)
+                exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: input,
+                                                 gradient: gradient, small: small,
+                                                 smallGradient: smallGradient, &report)
             case .rmsNorm:
                 var layer = try RMSNorm<Scalar>(featureCount: features, backend: backend)
                 layer.epsilon = epsilon
-                setParameters(&layer.gamma, &layer.beta, from: parameterPool)
-                exercise(layer, state: { [$0.gamma, $0.beta] }, input: input, gradient: gradient,
-                         small: small, smallGradient: smallGradient, &report)
+                exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: input,
+                                                 gradient: gradient, small: small,
+                                                 smallGradient: smallGradient, &report)
             case .groupNorm:
                 var layer = try GroupNorm<Scalar>(channelCount: features,
                                                   groupCount: groupCount(groupByte, features, &reader),
                                                   backend: backend)
                 layer.epsilon = epsilon
-                setParameters(&layer.gamma, &layer.beta, from: parameterPool)
-                exercise(layer, state: { [$0.gamma, $0.beta] }, input: input, gradient: gradient,
-                         small: small, smallGradient: smallGradient, &report)
+                exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: input,
+                                                 gradient: gradient, small: small,
+                                                 smallGradient: smallGradient, &report)
             case .instanceNorm:
                 var layer = try InstanceNorm<Scalar>(channelCount: features, backend: backend)
                 layer.epsilon = epsilon
-                setParameters(&layer.gamma, &layer.beta, from: parameterPool)
-                exercise(layer, state: { [$0.gamma, $0.beta] }, input: input, gradient: gradient,
-                         small: small, smallGradient: smallGradient, &report)
+                exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: input,
+                                                 gradient: gradient, small: small,
+                                                 smallGradient: smallGradient, &report)
             }
         } catch {
             // An initializer refused its arguments; its description must print.
@@ -219,6 +225,20 @@ struct FuzzCase<Scalar: BLASScalar> {
     }
 
     // MARK: The checks
+
+    /// ``exercise`` for a layer whose state is its `gamma` and `beta`, which
+    /// it first sets from `parameters`.
+    func exerciseWithoutRunningStatistics<Layer: BufferedNormalizationLayer>(
+        _ layer: Layer, parameters: [Scalar], input: Tensor<Scalar>, gradient: Tensor<Scalar>?,
+        small: Tensor<Scalar>?, smallGradient: Tensor<Scalar>?, _ report: inout Report
+    ) where Layer.Scalar == Scalar {
+        var layer = layer, gamma = layer.gamma, beta = layer.beta
+        setParameters(&gamma, &beta, from: parameters)
+        layer.gamma = gamma
+        layer.beta = beta
+        exercise(layer, state: { [$0.gamma, $0.beta] }, input: input, gradient: gradient,
+                 small: small, smallGradient: smallGradient, &report)
+    }
 
     /// Forward and backward through both APIs, compared bit for bit.
     func exercise<Layer: BufferedNormalizationLayer>(

@@ -1,5 +1,4 @@
 internal import CNormKitSupport
-import Dispatch
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -44,26 +43,26 @@ public enum Threading {
         return count > 0 ? count : max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
     }
 
-    /// The smallest number of scalars worth a chunk (and a thread) of its own.
-    @usableFromInline static let minimumScalarsPerChunk = 1 << 16
+    /// The scalars per chunk: 32768, so that a 64x1024 input has two.
+    @usableFromInline static let minimumScalarsPerChunk = 1 << 15
 
     /// The most chunks an input is split into: enough to balance 16 or more
     /// threads, few enough that merging the chunks' partials stays a small
     /// fraction of the work.
     @usableFromInline static let maximumChunks = 64
 
-    static let minimumBytesStorage = Atomic<Int>(2 << 20)
+    static let minimumBytesStorage = Atomic<Int>(128 << 10)
 
-    /// The least input, in bytes, worth a worker thread of its own (default 2
-    /// MiB). Process-wide.
+    /// The least input, in bytes, worth a worker thread of its own (default
+    /// 128 KiB, one chunk of Float). Process-wide.
     ///
-    /// Waking a thread costs tens of microseconds, so a kernel uses
-    /// `min(threadCount, chunks, inputBytes / minimumBytesPerWorker)` threads.
-    /// The default comes from normbench's scaling table on a 2-core AMD EPYC
-    /// guest, where two threads lost to one below about 3 MB of Float input
-    /// and won from 4 MB. A machine that wakes threads faster may gain from a
-    /// smaller value. Which thread runs a chunk never changes the results, so
-    /// this decides speed only.
+    /// A kernel uses `min(threadCount, chunks, inputBytes / minimumBytesPerWorker)`
+    /// threads. NormKit's workers (``WorkerPool``) wake in microseconds, and on
+    /// the development machine (2-core AMD EPYC guest) two threads already
+    /// gained 1.5x to 1.9x on every pass at 64x1024 Float (256 KiB, two
+    /// chunks). A machine where waking threads costs more may want a larger
+    /// value. Which thread runs a chunk never changes the results, so this
+    /// decides speed only.
     public static var minimumBytesPerWorker: Int {
         get { minimumBytesStorage.load(ordering: .relaxed) }
         set { minimumBytesStorage.store(max(0, newValue), ordering: .relaxed) }
@@ -116,10 +115,10 @@ public enum Threading {
     }
 
     /// Runs `body(chunk, worker)` for every chunk of `split`, worker `w` taking
-    /// a contiguous run of chunks in order, in parallel when there is more than
-    /// one worker, and returns when all have finished. `worker` indexes
-    /// per-thread scratch; `chunk` indexes per-chunk partial results. OpenBLAS
-    /// runs on one thread meanwhile (see ``BLASRuntime``).
+    /// a contiguous run of chunks in order, on ``WorkerPool``'s threads when
+    /// there is more than one worker, and returns when all have finished.
+    /// `worker` indexes per-thread scratch; `chunk` indexes per-chunk partial
+    /// results. OpenBLAS runs on one thread meanwhile (see ``BLASRuntime``).
     @inlinable
     static func run(_ split: Split, _ body: (_ chunk: Int, _ worker: Int) -> Void) {
         BLASRuntime.enterSingleThreaded()
@@ -128,16 +127,13 @@ public enum Threading {
             for chunk in 0..<split.chunks { body(chunk, 0) }
             return
         }
-        // The chunks write disjoint memory through raw pointers, which Swift
-        // cannot see; the box states that the closure may cross threads.
-        withoutActuallyEscaping(body) { escapable in
-            let box = UncheckedSendableBody(body: escapable)
-            let chunks = split.chunks, workers = split.workers
-            DispatchQueue.concurrentPerform(iterations: workers) { worker in
-                for chunk in rows(ofChunk: worker, count: workers, outer: chunks) {
-                    box.body(chunk, worker)
-                }
-            }
+        let chunks = split.chunks, workers = split.workers
+        let ran = WorkerPool.shared.run(workers: workers) { worker in
+            for chunk in rows(ofChunk: worker, count: workers, outer: chunks) { body(chunk, worker) }
+        }
+        if !ran {
+            // Another thread's kernel holds the pool: this one runs alone.
+            for chunk in 0..<chunks { body(chunk, 0) }
         }
     }
 }
@@ -182,12 +178,4 @@ extension Threading {
         sumPartials(chunks: chunks, first: first, stride: stride, count: count, into: dgamma)
         sumPartials(chunks: chunks, first: first + count, stride: stride, count: count, into: dbeta)
     }
-}
-
-/// A closure that ``Threading/run(_:_:)`` runs on several threads; every
-/// caller writes only its own chunk's memory.
-@usableFromInline
-struct UncheckedSendableBody: @unchecked Sendable {
-    @usableFromInline let body: (Int, Int) -> Void
-    @inlinable init(body: @escaping (Int, Int) -> Void) { self.body = body }
 }
