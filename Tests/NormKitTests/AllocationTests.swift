@@ -39,7 +39,9 @@ struct AllocationTests {
         return normkit_thread_allocation_count() - before
     }
 
-    func check<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int]) throws {
+    /// Checks that ten training forwards, inference forwards and backwards
+    /// each allocate at most `atMost` times (after a first call of each).
+    func check<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int], atMost: Int = 0) throws {
         var layer = layer
         let x = try Tensor<L.Scalar>(randomNormal: shape, mean: 3, standardDeviation: 2, seed: 1)
         let dy = try Tensor<L.Scalar>(randomNormal: shape, seed: 2)
@@ -54,9 +56,9 @@ struct AllocationTests {
         let backward = try allocations {
             try layer.backward(dy, cache: cache, into: &gradients, workspace: &workspace)
         }
-        #expect(forward == 0, "\(L.self) forward allocated \(forward) times in 10 calls")
-        #expect(inference == 0, "\(L.self) inference allocated \(inference) times in 10 calls")
-        #expect(backward == 0, "\(L.self) backward allocated \(backward) times in 10 calls")
+        #expect(forward <= atMost, "\(L.self) forward allocated \(forward) times in 10 calls")
+        #expect(inference <= atMost, "\(L.self) inference allocated \(inference) times in 10 calls")
+        #expect(backward <= atMost, "\(L.self) backward allocated \(backward) times in 10 calls")
     }
 
     @Test("the counter counts: the value API allocates")
@@ -86,8 +88,6 @@ struct AllocationTests {
         try check(InstanceNorm<Float>(channelCount: 6, backend: backend), shape: [3, 6, 5, 7])
     }
 
-    /// Runs `body` once to size the buffers and start the workers, then
-    /// returns the allocations of ten more calls.
     /// On several workers each parallel phase of a pass costs one allocation
     /// (the heap context `withoutActuallyEscaping` gives the job's closure;
     /// Dispatch's `concurrentPerform`, which the pool replaced, cost
@@ -100,24 +100,9 @@ struct AllocationTests {
         defer { Threading.threadCount = before }
         Threading.threadCount = threads
         #expect(Threading.minimumBytesPerWorker * threads <= 1000 * 300 * 4)
-        func expectAtMostTwoPerCall<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int]) throws {
-            var layer = layer
-            let x = try Tensor<L.Scalar>(randomNormal: shape, mean: 3, standardDeviation: 2, seed: 1)
-            let dy = try Tensor<L.Scalar>(randomNormal: shape, seed: 2)
-            var output = try Tensor<L.Scalar>(zeros: [0]), cache = NormCache<L.Scalar>()
-            var workspace = Workspace<L.Scalar>(), gradients = NormGradients<L.Scalar>()
-            let forward = try allocations {
-                try layer.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
-            }
-            let backward = try allocations {
-                try layer.backward(dy, cache: cache, into: &gradients, workspace: &workspace)
-            }
-            #expect(forward <= 20, "\(L.self) forward allocated \(forward) times in 10 calls")
-            #expect(backward <= 20, "\(L.self) backward allocated \(backward) times in 10 calls")
-        }
-        try expectAtMostTwoPerCall(BatchNorm<Float>(featureCount: 300), shape: [1000, 300])
-        try expectAtMostTwoPerCall(LayerNorm<Float>(featureCount: 300), shape: [1000, 300])
-        try expectAtMostTwoPerCall(GroupNorm<Float>(channelCount: 6, groupCount: 3), shape: [40, 6, 35, 36])
+        try check(BatchNorm<Float>(featureCount: 300), shape: [1000, 300], atMost: 20)
+        try check(LayerNorm<Float>(featureCount: 300), shape: [1000, 300], atMost: 20)
+        try check(GroupNorm<Float>(channelCount: 6, groupCount: 3), shape: [40, 6, 35, 36], atMost: 20)
     }
 
     @Test("BatchNorm's staged backward allocates nothing either")
@@ -285,7 +270,9 @@ extension ProcessWideTests {
 
         /// Odd extents, so that rows start at every alignment and the aligned
         /// middle of each row has a head and a tail.
-        func check<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int]) throws {
+        /// Checks that ten training forwards, inference forwards and backwards
+    /// each allocate at most `atMost` times (after a first call of each).
+    func check<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int], atMost: Int = 0) throws {
             let before = StreamingStores.minimumBytes
             defer { StreamingStores.minimumBytes = before }
             StreamingStores.minimumBytes = .max
