@@ -91,7 +91,9 @@ public protocol NormalizationLayer<Scalar>: Sendable {
 /// protocol's extension implements the value API by calling them with fresh
 /// buffers. Keep one output, cache, gradients and workspace per layer in a
 /// training loop and the buffer-taking methods allocate nothing after the
-/// first call (or a change of shape).
+/// first call (or a change of shape), on one thread; split over several
+/// threads (``Threading``) a pass allocates once per parallel phase, at most
+/// twice.
 public protocol BufferedNormalizationLayer<Scalar>: NormalizationLayer
 where Cache == NormCache<Scalar> {
     /// Normalizes `input` into `output`, saving what backward needs in `cache`.
