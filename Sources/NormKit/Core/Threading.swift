@@ -76,7 +76,8 @@ public enum Threading {
     struct Split: Sendable {
         /// The number of chunks: fixed by the shape and the backend.
         @usableFromInline let chunks: Int
-        /// The number of threads that run them: `min(threadCount, chunks)`.
+        /// The number of threads that run them: at most `threadCount` and
+        /// `chunks`, and one per ``Threading/minimumBytesPerWorker`` of input.
         @usableFromInline let workers: Int
         /// The rows split.
         @usableFromInline let outer: Int
@@ -120,11 +121,10 @@ public enum Threading {
     /// a contiguous run of chunks in order, on ``WorkerPool``'s threads when
     /// there is more than one worker, and returns when all have finished.
     /// `worker` indexes per-thread scratch; `chunk` indexes per-chunk partial
-    /// results. OpenBLAS runs on one thread meanwhile (see ``BLASRuntime``).
+    /// results. Every caller runs inside ``Workspace``'s `withRegions`, which
+    /// holds OpenBLAS on one thread meanwhile (see ``BLASRuntime``).
     @inlinable
     static func run(_ split: Split, _ body: (_ chunk: Int, _ worker: Int) -> Void) {
-        BLASRuntime.enterSingleThreaded()
-        defer { BLASRuntime.leaveSingleThreaded() }
         if split.workers == 1 {
             for chunk in 0..<split.chunks { body(chunk, 0) }
             return
