@@ -60,7 +60,7 @@ struct NormBench: ParsableCommand {
     @Option(help: "Comma-separated APIs to time on the BLAS paths: buffered (the allocation-free entry points), value (forward(_:mode:) and backward(_:cache:), which allocate their results).")
     var apis = "buffered,value"
 
-    @Option(help: "Threading.minimumBytesPerWorker: the least input per worker thread (default: NormKit's, 2 MiB). 0 gives every chunk a worker, to measure where threads pay.")
+    @Option(help: "Threading.minimumBytesPerWorker: the least input per worker thread (default: NormKit's, 128 KiB). 0 gives every chunk a worker, to measure where threads pay.")
     var minBytesPerWorker: Int?
 
     @Option(help: "OpenBLAS's threads outside NormKit's kernels (inside them NormKit runs OpenBLAS on one). Default: OpenBLAS's own setting.")

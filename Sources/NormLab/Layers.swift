@@ -1,5 +1,5 @@
 import Foundation
-import NormKit
+@_spi(BLAS) import NormKit
 
 /// A row-major `rows x columns` matrix of a training net: a batch of
 /// activations, a weight matrix or a gradient.

@@ -12,11 +12,13 @@ public enum GradientCheck {
     ///   - outputGradient: the upstream gradient, `f(x)`'s shape.
     ///   - step: `h`.
     ///   - f: the function; it may capture and mutate state (a layer in training mode).
+    /// - Throws: what `f` throws, typed: inside a `throws(NormError)` function a
+    ///   closure of layer calls needs neither `as!` nor a `do`/`catch`.
     /// - Complexity: `2 · x.count` evaluations of `f`.
-    public static func numericalGradient<Scalar: BLASScalar>(
+    public static func numericalGradient<Scalar: BLASScalar, Failure: Error>(
         at x: Tensor<Scalar>, outputGradient: Tensor<Scalar>, step: Scalar = 1e-5,
-        _ f: (Tensor<Scalar>) throws -> Tensor<Scalar>
-    ) rethrows -> Tensor<Scalar> {
+        _ f: (Tensor<Scalar>) throws(Failure) -> Tensor<Scalar>
+    ) throws(Failure) -> Tensor<Scalar> {
         var gradient = Tensor<Scalar>(validatedShape: x.shape,
                                       scalars: .zeros(count: x.count))
         var probe = x

@@ -1,4 +1,4 @@
-import CBLAS
+internal import CBLAS
 internal import CNormKitSupport
 import Synchronization
 #if canImport(Glibc)

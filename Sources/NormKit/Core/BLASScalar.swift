@@ -1,16 +1,24 @@
 /// A floating-point type that OpenBLAS computes with: `Float` (the `cblas_s*`
 /// routines) and `Double` (the `cblas_d*` routines).
 ///
-/// The static requirements are named after the mathematics, not after the C
-/// routines, so that code above this layer reads `Scalar.gemv(...)` and is
-/// written once for both precisions. Every matrix is row-major (C order).
-/// Sizes are `Int`; the conformances convert them to OpenBLAS's 32-bit
-/// `blasint` through ``blasInt(_:)``, the one place that conversion happens.
-/// Callers validate sizes first (see ``NormError/sizeTooLarge(_:)``).
+/// The layers are generic over `BLASScalar` and written once for both
+/// precisions. Every matrix is row-major (C order).
+///
+/// The BLAS routines themselves are requirements of this protocol named after
+/// the mathematics (`gemv`, `axpy`, `scal`, `copy`, `dot`, `ger`, `gemm`), one
+/// per C routine, and are not public API: they are System Programming
+/// Interface `@_spi(BLAS)`, which NormKit's own tools (NormLab, normbench)
+/// import with `@_spi(BLAS) import NormKit`. Sizes are `Int`; the conformances
+/// convert them to OpenBLAS's 32-bit `blasint` in one place, after the layers
+/// have validated them (see ``NormError/sizeTooLarge(_:)``).
 ///
 /// A `BLASScalar` is also a `SIMDScalar` (and so `Codable`, as `SIMDScalar`'s
 /// storage types are), so that NormKit's output passes can write
 /// `SIMD4<Scalar>` values with streaming stores.
+///
+/// `Float16` is not a `BLASScalar`: OpenBLAS 0.3.21 has no half-precision
+/// `gemv`, `axpy` or `dot`, and statistics of half-precision data must be
+/// accumulated in `Float` anyway.
 public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
     /// Matrix-vector product `y = alpha * op(A) * x + beta * y` (`?gemv`).
     ///
@@ -22,48 +30,58 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
     ///   - a: `A`, row-major with leading dimension `lda >= columns`.
     ///   - x: length `columns` (no transpose) or `rows` (transpose).
     ///   - y: length `rows` (no transpose) or `columns` (transpose).
-    static func gemv(
+    @_spi(BLAS) static func gemv(
         transpose: Bool, rows: Int, columns: Int, alpha: Self,
         a: UnsafePointer<Self>, lda: Int, x: UnsafePointer<Self>, incx: Int,
         beta: Self, y: UnsafeMutablePointer<Self>, incy: Int)
 
     /// `y = alpha * x + y` over `count` elements (`?axpy`).
-    static func axpy(
+    @_spi(BLAS) static func axpy(
         count: Int, alpha: Self, x: UnsafePointer<Self>, incx: Int,
         y: UnsafeMutablePointer<Self>, incy: Int)
 
     /// `x = alpha * x` over `count` elements (`?scal`).
-    static func scal(count: Int, alpha: Self, x: UnsafeMutablePointer<Self>, incx: Int)
+    @_spi(BLAS) static func scal(count: Int, alpha: Self, x: UnsafeMutablePointer<Self>, incx: Int)
 
     /// `y = x` over `count` elements (`?copy`).
-    static func copy(
+    @_spi(BLAS) static func copy(
         count: Int, x: UnsafePointer<Self>, incx: Int,
         y: UnsafeMutablePointer<Self>, incy: Int)
 
     /// The dot product `xᵀy` over `count` elements (`?dot`).
-    static func dot(
+    @_spi(BLAS) static func dot(
         count: Int, x: UnsafePointer<Self>, incx: Int,
         y: UnsafePointer<Self>, incy: Int) -> Self
 
     /// Rank-one update `A = alpha * x yᵀ + A`, row-major `rows x columns` (`?ger`).
-    static func ger(
+    @_spi(BLAS) static func ger(
         rows: Int, columns: Int, alpha: Self, x: UnsafePointer<Self>, incx: Int,
         y: UnsafePointer<Self>, incy: Int, a: UnsafeMutablePointer<Self>, lda: Int)
 
     /// Matrix product `C = alpha * op(A) op(B) + beta * C`, row-major (`?gemm`).
     ///
     /// `op(A)` is `rows x inner`, `op(B)` is `inner x columns`, `C` is `rows x columns`.
-    static func gemm(
+    @_spi(BLAS) static func gemm(
         transposeA: Bool, transposeB: Bool, rows: Int, columns: Int, inner: Int,
         alpha: Self, a: UnsafePointer<Self>, lda: Int,
         b: UnsafePointer<Self>, ldb: Int,
         beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
 }
 
+// MARK: Unit-stride helpers for the kernels
+
+// The kernels are `@inlinable` (so that a client's `BatchNorm<Float>` is
+// specialized in the client), and `@inlinable` code cannot name `@_spi`
+// declarations. They call these internal helpers instead, which forward to the
+// requirements; the exported specializations give clients a direct Float and
+// Double entry point.
 extension BLASScalar {
     /// Column sums (or a weighted combination of rows): `y = alpha * Aᵀ x + beta * y`
-    /// with unit strides. `A` is `rows x columns`, row-major, `lda == columns`.
-    @inlinable @inline(__always)
+    /// with unit strides (`?gemv`, transposed). `A` is `rows x columns`,
+    /// row-major, `lda == columns`.
+    @usableFromInline
+    @_specialize(exported: true, where Self == Float)
+    @_specialize(exported: true, where Self == Double)
     static func gemvTransposed(
         rows: Int, columns: Int, alpha: Self = 1, a: UnsafePointer<Self>,
         x: UnsafePointer<Self>, beta: Self, y: UnsafeMutablePointer<Self>
@@ -73,8 +91,10 @@ extension BLASScalar {
     }
 
     /// Row sums (or row dot products with one vector): `y = alpha * A x + beta * y`
-    /// with unit strides. `A` is `rows x columns`, row-major, `lda == columns`.
-    @inlinable @inline(__always)
+    /// with unit strides (`?gemv`). `A` is `rows x columns`, row-major, `lda == columns`.
+    @usableFromInline
+    @_specialize(exported: true, where Self == Float)
+    @_specialize(exported: true, where Self == Double)
     static func gemvRows(
         rows: Int, columns: Int, alpha: Self = 1, a: UnsafePointer<Self>,
         x: UnsafePointer<Self>, beta: Self, y: UnsafeMutablePointer<Self>
@@ -82,13 +102,37 @@ extension BLASScalar {
         gemv(transpose: false, rows: rows, columns: columns, alpha: alpha,
              a: a, lda: columns, x: x, incx: 1, beta: beta, y: y, incy: 1)
     }
+
+    /// `y = alpha * x + y` with unit strides (`?axpy`).
+    @usableFromInline
+    @_specialize(exported: true, where Self == Float)
+    @_specialize(exported: true, where Self == Double)
+    static func axpy(count: Int, alpha: Self, x: UnsafePointer<Self>, y: UnsafeMutablePointer<Self>) {
+        axpy(count: count, alpha: alpha, x: x, incx: 1, y: y, incy: 1)
+    }
+
+    /// `x = alpha * x` with unit stride (`?scal`).
+    @usableFromInline
+    @_specialize(exported: true, where Self == Float)
+    @_specialize(exported: true, where Self == Double)
+    static func scal(count: Int, alpha: Self, x: UnsafeMutablePointer<Self>) {
+        scal(count: count, alpha: alpha, x: x, incx: 1)
+    }
+
+    /// `xᵀy` with unit strides (`?dot`).
+    @usableFromInline
+    @_specialize(exported: true, where Self == Float)
+    @_specialize(exported: true, where Self == Double)
+    static func dot(count: Int, x: UnsafePointer<Self>, y: UnsafePointer<Self>) -> Self {
+        dot(count: count, x: x, incx: 1, y: y, incy: 1)
+    }
 }
 
 /// The largest size (rows, columns, element count of one BLAS operand) that
 /// OpenBLAS's 32-bit `blasint` can take.
-public let maximumBLASSize = Int(Int32.max)
+@usableFromInline let maximumBLASSize = Int(Int32.max)
 
-/// Converts a size that was validated against ``maximumBLASSize`` to OpenBLAS's
+/// Converts a size that was validated against `maximumBLASSize` to OpenBLAS's
 /// `blasint`. The one place in NormKit where that conversion happens.
 @inlinable @inline(__always)
 func blasInt(_ value: Int) -> Int32 {

@@ -57,7 +57,7 @@ public enum CacheGeometry {
     /// half is left to parameters, vectors and the hardware's prefetching).
     /// At least 1 and at most `rows`.
     @inlinable
-    public static func blockRows(rows: Int, columns: Int, bytesPerScalar: Int, buffers: Int) -> Int {
+    static func blockRows(rows: Int, columns: Int, bytesPerScalar: Int, buffers: Int) -> Int {
         let budget = level2Bytes / 2
         let perRow = max(1, columns * bytesPerScalar * buffers)
         return max(1, min(rows, budget / perRow))

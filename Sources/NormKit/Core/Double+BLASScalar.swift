@@ -1,9 +1,9 @@
-import CBLAS
+internal import CBLAS
 
 /// `Double` computes with OpenBLAS's double-precision routines (`cblas_d*`).
 extension Double: BLASScalar {
     /// `cblas_dgemv`, row-major.
-    @inlinable
+    @_spi(BLAS)
     public static func gemv(
         transpose: Bool, rows: Int, columns: Int, alpha: Double,
         a: UnsafePointer<Double>, lda: Int, x: UnsafePointer<Double>, incx: Int,
@@ -15,7 +15,7 @@ extension Double: BLASScalar {
     }
 
     /// `cblas_daxpy`.
-    @inlinable
+    @_spi(BLAS)
     public static func axpy(
         count: Int, alpha: Double, x: UnsafePointer<Double>, incx: Int,
         y: UnsafeMutablePointer<Double>, incy: Int
@@ -24,13 +24,13 @@ extension Double: BLASScalar {
     }
 
     /// `cblas_dscal`.
-    @inlinable
+    @_spi(BLAS)
     public static func scal(count: Int, alpha: Double, x: UnsafeMutablePointer<Double>, incx: Int) {
         cblas_dscal(blasInt(count), alpha, x, blasInt(incx))
     }
 
     /// `cblas_dcopy`.
-    @inlinable
+    @_spi(BLAS)
     public static func copy(
         count: Int, x: UnsafePointer<Double>, incx: Int,
         y: UnsafeMutablePointer<Double>, incy: Int
@@ -39,7 +39,7 @@ extension Double: BLASScalar {
     }
 
     /// `cblas_ddot`.
-    @inlinable
+    @_spi(BLAS)
     public static func dot(
         count: Int, x: UnsafePointer<Double>, incx: Int,
         y: UnsafePointer<Double>, incy: Int
@@ -48,7 +48,7 @@ extension Double: BLASScalar {
     }
 
     /// `cblas_dger`, row-major.
-    @inlinable
+    @_spi(BLAS)
     public static func ger(
         rows: Int, columns: Int, alpha: Double, x: UnsafePointer<Double>, incx: Int,
         y: UnsafePointer<Double>, incy: Int, a: UnsafeMutablePointer<Double>, lda: Int
@@ -58,7 +58,7 @@ extension Double: BLASScalar {
     }
 
     /// `cblas_dgemm`, row-major.
-    @inlinable
+    @_spi(BLAS)
     public static func gemm(
         transposeA: Bool, transposeB: Bool, rows: Int, columns: Int, inner: Int,
         alpha: Double, a: UnsafePointer<Double>, lda: Int,

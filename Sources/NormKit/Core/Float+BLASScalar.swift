@@ -1,9 +1,9 @@
-import CBLAS
+internal import CBLAS
 
 /// `Float` computes with OpenBLAS's single-precision routines (`cblas_s*`).
 extension Float: BLASScalar {
     /// `cblas_sgemv`, row-major.
-    @inlinable
+    @_spi(BLAS)
     public static func gemv(
         transpose: Bool, rows: Int, columns: Int, alpha: Float,
         a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>, incx: Int,
@@ -15,7 +15,7 @@ extension Float: BLASScalar {
     }
 
     /// `cblas_saxpy`.
-    @inlinable
+    @_spi(BLAS)
     public static func axpy(
         count: Int, alpha: Float, x: UnsafePointer<Float>, incx: Int,
         y: UnsafeMutablePointer<Float>, incy: Int
@@ -24,13 +24,13 @@ extension Float: BLASScalar {
     }
 
     /// `cblas_sscal`.
-    @inlinable
+    @_spi(BLAS)
     public static func scal(count: Int, alpha: Float, x: UnsafeMutablePointer<Float>, incx: Int) {
         cblas_sscal(blasInt(count), alpha, x, blasInt(incx))
     }
 
     /// `cblas_scopy`.
-    @inlinable
+    @_spi(BLAS)
     public static func copy(
         count: Int, x: UnsafePointer<Float>, incx: Int,
         y: UnsafeMutablePointer<Float>, incy: Int
@@ -39,7 +39,7 @@ extension Float: BLASScalar {
     }
 
     /// `cblas_sdot`.
-    @inlinable
+    @_spi(BLAS)
     public static func dot(
         count: Int, x: UnsafePointer<Float>, incx: Int,
         y: UnsafePointer<Float>, incy: Int
@@ -48,7 +48,7 @@ extension Float: BLASScalar {
     }
 
     /// `cblas_sger`, row-major.
-    @inlinable
+    @_spi(BLAS)
     public static func ger(
         rows: Int, columns: Int, alpha: Float, x: UnsafePointer<Float>, incx: Int,
         y: UnsafePointer<Float>, incy: Int, a: UnsafeMutablePointer<Float>, lda: Int
@@ -58,7 +58,7 @@ extension Float: BLASScalar {
     }
 
     /// `cblas_sgemm`, row-major.
-    @inlinable
+    @_spi(BLAS)
     public static func gemm(
         transposeA: Bool, transposeB: Bool, rows: Int, columns: Int, inner: Int,
         alpha: Float, a: UnsafePointer<Float>, lda: Int,

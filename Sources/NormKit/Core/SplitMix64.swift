@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// SplitMix64 (Steele, Lea, Flood 2014): a small, fast, well-mixed 64-bit
 /// generator, the same sequence for the same seed on every platform.

@@ -165,7 +165,7 @@ extension Threading {
     ) {
         sum.update(from: first, count: count)
         for chunk in 1..<max(chunks, 1) {
-            Scalar.axpy(count: count, alpha: 1, x: first + chunk * stride, incx: 1, y: sum, incy: 1)
+            Scalar.axpy(count: count, alpha: 1, x: first + chunk * stride, y: sum)
         }
     }
 

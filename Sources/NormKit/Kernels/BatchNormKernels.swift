@@ -340,8 +340,8 @@ enum BatchNormKernels {
     ) {
         switch backend {
         case .blas:
-            Scalar.scal(count: count, alpha: momentum, x: running, incx: 1)
-            Scalar.axpy(count: count, alpha: weight, x: batch, incx: 1, y: running, incy: 1)
+            Scalar.scal(count: count, alpha: momentum, x: running)
+            Scalar.axpy(count: count, alpha: weight, x: batch, y: running)
         case .naive:
             for j in 0..<count { running[j] = momentum * running[j] + weight * batch[j] }
         }

@@ -49,9 +49,9 @@ enum Moments {
     ) -> (mean: Scalar, m2: Scalar) {
         let k = x[0]
         for i in 0..<count { scratch[i] = x[i * stride] - k }
-        let shifted = Scalar.dot(count: count, x: scratch, incx: 1, y: ones, incy: 1) / Scalar(count)
+        let shifted = Scalar.dot(count: count, x: scratch, y: ones) / Scalar(count)
         for i in 0..<count { scratch[i] -= shifted }
-        return (k + shifted, Scalar.dot(count: count, x: scratch, incx: 1, y: scratch, incy: 1))
+        return (k + shifted, Scalar.dot(count: count, x: scratch, y: scratch))
     }
 
     /// Merges the block moments `(blockCount, blockMean, blockM2)` into the
@@ -68,10 +68,10 @@ enum Moments {
         let total = count + blockCount
         let n = Scalar(total)
         // δ = meanB - meanA, in place in blockMean.
-        Scalar.axpy(count: length, alpha: -1, x: mean, incx: 1, y: blockMean, incy: 1)
+        Scalar.axpy(count: length, alpha: -1, x: mean, y: blockMean)
         // mean += δ·nb/n;  M2 += M2B.
-        Scalar.axpy(count: length, alpha: Scalar(blockCount) / n, x: blockMean, incx: 1, y: mean, incy: 1)
-        Scalar.axpy(count: length, alpha: 1, x: blockM2, incx: 1, y: m2, incy: 1)
+        Scalar.axpy(count: length, alpha: Scalar(blockCount) / n, x: blockMean, y: mean)
+        Scalar.axpy(count: length, alpha: 1, x: blockM2, y: m2)
         // M2 += δ²·na·nb/n (an elementwise square: a loop, not BLAS).
         let weight = Scalar(count) * Scalar(blockCount) / n
         if weight != 0 {
