@@ -75,6 +75,14 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
         self.backend = backend
     }
 
+    /// Re-validates the public `var`s that `forward` depends on.
+    @inlinable
+    func validateParameters() throws(NormError) {
+        try Validation.batchParameters(
+            count: channelCount, gamma: gamma, beta: beta, runningMean: runningMean,
+            runningVariance: runningVariance, epsilon: epsilon, momentum: momentum)
+    }
+
     /// The geometry of a validated input of `shape`.
     @inlinable
     func geometry(_ input: Tensor<Scalar>) throws(NormError) -> ChannelGeometry {
@@ -105,9 +113,7 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
         _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try Validation.batchParameters(
-            count: channelCount, gamma: gamma, beta: beta, runningMean: runningMean,
-            runningVariance: runningVariance, epsilon: epsilon, momentum: momentum)
+        try validateParameters()
         let g = try geometry(input)
         if mode == .training { try Validation.valuesPerStatistic(g.valuesPerStatistic) }
         try BatchStatistics.forward(
