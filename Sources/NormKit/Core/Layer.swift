@@ -1,6 +1,6 @@
 /// Whether a forward pass normalizes with the batch's statistics (and updates
 /// running statistics) or with the running statistics.
-public enum Mode: Sendable {
+public enum Mode: String, Sendable, Hashable, Codable {
     /// Batch statistics; layers with running statistics update them.
     case training
     /// Running statistics; nothing changes.
@@ -9,7 +9,7 @@ public enum Mode: Sendable {
 
 /// Which implementation a layer computes with. Both give the same results
 /// (Double within 1e-12 relative, Float within 1e-5).
-public enum Backend: Sendable {
+public enum Backend: String, Sendable, Hashable, Codable {
     /// Reductions as BLAS calls (`gemv`, `axpy`, `scal`) over row blocks sized
     /// to stay in L2, merged with Chan's formula. The default everywhere.
     case blas
@@ -18,7 +18,7 @@ public enum Backend: Sendable {
 }
 
 /// What the running variance is fed during training.
-public enum VarianceEstimator: Sendable {
+public enum VarianceEstimator: String, Sendable, Hashable, Codable {
     /// The batch's biased variance `Σ(x - mean)² / N`: cs231n, Keras, ONNX.
     case biased
     /// The unbiased `Σ(x - mean)² / (N - 1)`, that is `N / (N - 1)` times the

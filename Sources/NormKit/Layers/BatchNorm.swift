@@ -18,7 +18,7 @@
 /// The BLAS backend reads `x` once for the statistics (row blocks in L2,
 /// `gemv(Trans, X_b, 1)` per block, Chan merges) and once for the normalize
 /// pass: 12 bytes per Float element in training, 8 in inference.
-public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
+public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable {
     /// The forward pass's saved input, batch (or running) statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 

@@ -14,7 +14,7 @@
 ///
 /// The BLAS backend views the input as an `(N·G) x ((C/G)·H·W)` matrix and takes
 /// its row sums with `gemv(NoTrans)` on row blocks that stay in L2.
-public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
+public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable {
     /// The forward pass's saved input, per-(sample, group) statistics (`N·G` of
     /// them, sample-major) and `gamma`.
     public typealias Cache = NormCache<Scalar>

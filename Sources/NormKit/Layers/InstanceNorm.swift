@@ -10,7 +10,7 @@
 ///
 /// No running statistics (PyTorch's `track_running_stats=False`); both modes
 /// compute the same thing and need `H·W >= 2`.
-public struct InstanceNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
+public struct InstanceNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable {
     /// The forward pass's saved input, per-(sample, channel) statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 

@@ -14,7 +14,7 @@
 /// The BLAS backend takes row sums as `gemv(NoTrans, X_b, 1)` on row blocks that
 /// stay in L2 and normalizes each block while it is there: it reads `x` once and
 /// writes `y` once (8 bytes per Float element).
-public struct LayerNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
+public struct LayerNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable {
     /// The forward pass's saved input, per-sample statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 

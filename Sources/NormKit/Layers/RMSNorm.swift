@@ -15,7 +15,7 @@
 /// `dx = (dxhat - xhat · mean_j(dxhat · xhat)) / rms`, `dgamma = Σ_i dy·xhat`.
 /// The BLAS backend takes the row sums of squares with `gemv(NoTrans, S_b, 1)`
 /// on row blocks that stay in L2 (``LayerNorm``'s machinery without centring).
-public struct RMSNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
+public struct RMSNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable {
     /// The forward pass's saved input, per-sample `1/rms` and `gamma`.
     public typealias Cache = NormCache<Scalar>
 

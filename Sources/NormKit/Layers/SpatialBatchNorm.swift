@@ -1,5 +1,5 @@
 /// How a rank-4 image tensor orders its dimensions.
-public enum ChannelLayout: Sendable {
+public enum ChannelLayout: String, Sendable, Hashable, Codable {
     /// `(N, C, H, W)`: each channel of a sample is a contiguous `H x W` slab
     /// (cs231n, PyTorch's default).
     case nchw
@@ -27,7 +27,7 @@ public enum ChannelLayout: Sendable {
 /// on each sample's `C x H·W` slab (in channel blocks that stay in L2), two-pass
 /// inside each block, Chan-merged over samples; it never transposes the input.
 /// In NHWC it runs ``BatchNorm``'s column kernels on the `(N·H·W, C)` matrix.
-public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
+public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable {
     /// The forward pass's saved input, batch (or running) statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 

@@ -1,0 +1,243 @@
+// Every layer is Codable: its hyperparameters, gamma and beta, and running
+// statistics, under the names of its properties. Decoding goes through the
+// layer's validating initializer and re-checks what `forward` checks, so a
+// decoded layer is one that `init` could have made; anything else is a
+// `DecodingError.dataCorrupted` whose description is the `NormError`'s.
+
+/// Runs `make`, which builds a layer from decoded values, and turns its
+/// `NormError` into `DecodingError.dataCorrupted`.
+private func validated<Layer>(
+    _ codingPath: [any CodingKey], _ make: () throws(NormError) -> Layer
+) throws -> Layer {
+    do {
+        return try make()
+    } catch {
+        throw DecodingError.dataCorrupted(.init(codingPath: codingPath,
+                                                debugDescription: error.description))
+    }
+}
+
+/// The checks a decoded layer without running statistics passes (those of its `forward`).
+private func checkAffine<Scalar: BLASScalar>(
+    gamma: [Scalar], beta: [Scalar], count: Int
+) throws(NormError) {
+    try Validation.count("gamma", gamma.count, expected: count)
+    try Validation.count("beta", beta.count, expected: count)
+}
+
+extension BatchNorm: Codable {
+    private enum CodingKeys: String, CodingKey {
+        case featureCount, gamma, beta, runningMean, runningVariance, epsilon, momentum
+        case varianceEstimator, backend
+    }
+
+    /// Decodes a layer encoded by ``encode(to:)`` and validates it as
+    /// ``init(featureCount:epsilon:momentum:varianceEstimator:backend:)`` and
+    /// `forward` do.
+    /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let count = try c.decode(Int.self, forKey: .featureCount)
+        let epsilon = try c.decode(Scalar.self, forKey: .epsilon)
+        let momentum = try c.decode(Scalar.self, forKey: .momentum)
+        let estimator = try c.decode(VarianceEstimator.self, forKey: .varianceEstimator)
+        let backend = try c.decode(Backend.self, forKey: .backend)
+        let gamma = try c.decode([Scalar].self, forKey: .gamma)
+        let beta = try c.decode([Scalar].self, forKey: .beta)
+        let mean = try c.decode([Scalar].self, forKey: .runningMean)
+        let variance = try c.decode([Scalar].self, forKey: .runningVariance)
+        self = try validated(c.codingPath) { () throws(NormError) in
+            var layer = try BatchNorm(featureCount: count, epsilon: epsilon, momentum: momentum,
+                                      varianceEstimator: estimator, backend: backend)
+            (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) = (gamma, beta, mean, variance)
+            try layer.validateParameters()
+            return layer
+        }
+    }
+
+    /// Encodes the hyperparameters, `gamma`, `beta` and the running statistics.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(featureCount, forKey: .featureCount)
+        try c.encode(gamma, forKey: .gamma)
+        try c.encode(beta, forKey: .beta)
+        try c.encode(runningMean, forKey: .runningMean)
+        try c.encode(runningVariance, forKey: .runningVariance)
+        try c.encode(epsilon, forKey: .epsilon)
+        try c.encode(momentum, forKey: .momentum)
+        try c.encode(varianceEstimator, forKey: .varianceEstimator)
+        try c.encode(backend, forKey: .backend)
+    }
+}
+
+extension SpatialBatchNorm: Codable {
+    private enum CodingKeys: String, CodingKey {
+        case channelCount, gamma, beta, runningMean, runningVariance, epsilon, momentum
+        case varianceEstimator, layout, backend
+    }
+
+    /// Decodes a layer encoded by ``encode(to:)`` and validates it as
+    /// ``init(channelCount:epsilon:momentum:varianceEstimator:layout:backend:)``
+    /// and `forward` do.
+    /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let count = try c.decode(Int.self, forKey: .channelCount)
+        let epsilon = try c.decode(Scalar.self, forKey: .epsilon)
+        let momentum = try c.decode(Scalar.self, forKey: .momentum)
+        let estimator = try c.decode(VarianceEstimator.self, forKey: .varianceEstimator)
+        let layout = try c.decode(ChannelLayout.self, forKey: .layout)
+        let backend = try c.decode(Backend.self, forKey: .backend)
+        let gamma = try c.decode([Scalar].self, forKey: .gamma)
+        let beta = try c.decode([Scalar].self, forKey: .beta)
+        let mean = try c.decode([Scalar].self, forKey: .runningMean)
+        let variance = try c.decode([Scalar].self, forKey: .runningVariance)
+        self = try validated(c.codingPath) { () throws(NormError) in
+            var layer = try SpatialBatchNorm(channelCount: count, epsilon: epsilon, momentum: momentum,
+                                             varianceEstimator: estimator, layout: layout,
+                                             backend: backend)
+            (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) = (gamma, beta, mean, variance)
+            try layer.validateParameters()
+            return layer
+        }
+    }
+
+    /// Encodes the hyperparameters, `gamma`, `beta` and the running statistics.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(channelCount, forKey: .channelCount)
+        try c.encode(gamma, forKey: .gamma)
+        try c.encode(beta, forKey: .beta)
+        try c.encode(runningMean, forKey: .runningMean)
+        try c.encode(runningVariance, forKey: .runningVariance)
+        try c.encode(epsilon, forKey: .epsilon)
+        try c.encode(momentum, forKey: .momentum)
+        try c.encode(varianceEstimator, forKey: .varianceEstimator)
+        try c.encode(layout, forKey: .layout)
+        try c.encode(backend, forKey: .backend)
+    }
+}
+
+/// The keys of the layers without running statistics; `groupCount` only for
+/// ``GroupNorm``, `featureCount` or `channelCount` by the layer's input.
+private enum AffineCodingKeys: String, CodingKey {
+    case featureCount, channelCount, groupCount, gamma, beta, epsilon, backend
+}
+
+/// Decodes `gamma`, `beta`, `epsilon` and `backend`.
+private func decodeAffine<Scalar: BLASScalar>(
+    _ c: KeyedDecodingContainer<AffineCodingKeys>
+) throws -> (gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend) {
+    (try c.decode([Scalar].self, forKey: .gamma), try c.decode([Scalar].self, forKey: .beta),
+     try c.decode(Scalar.self, forKey: .epsilon), try c.decode(Backend.self, forKey: .backend))
+}
+
+/// Encodes `gamma`, `beta`, `epsilon` and `backend`.
+private func encodeAffine<Scalar: BLASScalar>(
+    _ c: inout KeyedEncodingContainer<AffineCodingKeys>, gamma: [Scalar], beta: [Scalar],
+    epsilon: Scalar, backend: Backend
+) throws {
+    try c.encode(gamma, forKey: .gamma)
+    try c.encode(beta, forKey: .beta)
+    try c.encode(epsilon, forKey: .epsilon)
+    try c.encode(backend, forKey: .backend)
+}
+
+extension LayerNorm: Codable {
+    /// Decodes a layer encoded by ``encode(to:)`` and validates it as
+    /// ``init(featureCount:epsilon:backend:)`` and `forward` do.
+    /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: AffineCodingKeys.self)
+        let count = try c.decode(Int.self, forKey: .featureCount)
+        let v: (gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend) = try decodeAffine(c)
+        self = try validated(c.codingPath) { () throws(NormError) in
+            var layer = try LayerNorm(featureCount: count, epsilon: v.epsilon, backend: v.backend)
+            try checkAffine(gamma: v.gamma, beta: v.beta, count: count)
+            (layer.gamma, layer.beta) = (v.gamma, v.beta)
+            return layer
+        }
+    }
+
+    /// Encodes `featureCount`, `gamma`, `beta`, `epsilon` and `backend`.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: AffineCodingKeys.self)
+        try c.encode(featureCount, forKey: .featureCount)
+        try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend)
+    }
+}
+
+extension RMSNorm: Codable {
+    /// Decodes a layer encoded by ``encode(to:)`` and validates it as
+    /// ``init(featureCount:epsilon:backend:)`` and `forward` do.
+    /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: AffineCodingKeys.self)
+        let count = try c.decode(Int.self, forKey: .featureCount)
+        let v: (gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend) = try decodeAffine(c)
+        self = try validated(c.codingPath) { () throws(NormError) in
+            var layer = try RMSNorm(featureCount: count, epsilon: v.epsilon, backend: v.backend)
+            try checkAffine(gamma: v.gamma, beta: v.beta, count: count)
+            (layer.gamma, layer.beta) = (v.gamma, v.beta)
+            return layer
+        }
+    }
+
+    /// Encodes `featureCount`, `gamma`, `beta`, `epsilon` and `backend`.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: AffineCodingKeys.self)
+        try c.encode(featureCount, forKey: .featureCount)
+        try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend)
+    }
+}
+
+extension GroupNorm: Codable {
+    /// Decodes a layer encoded by ``encode(to:)`` and validates it as
+    /// ``init(channelCount:groupCount:epsilon:backend:)`` and `forward` do.
+    /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: AffineCodingKeys.self)
+        let count = try c.decode(Int.self, forKey: .channelCount)
+        let groups = try c.decode(Int.self, forKey: .groupCount)
+        let v: (gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend) = try decodeAffine(c)
+        self = try validated(c.codingPath) { () throws(NormError) in
+            var layer = try GroupNorm(channelCount: count, groupCount: groups, epsilon: v.epsilon,
+                                      backend: v.backend)
+            try checkAffine(gamma: v.gamma, beta: v.beta, count: count)
+            (layer.gamma, layer.beta) = (v.gamma, v.beta)
+            return layer
+        }
+    }
+
+    /// Encodes `channelCount`, `groupCount`, `gamma`, `beta`, `epsilon` and `backend`.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: AffineCodingKeys.self)
+        try c.encode(channelCount, forKey: .channelCount)
+        try c.encode(groupCount, forKey: .groupCount)
+        try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend)
+    }
+}
+
+extension InstanceNorm: Codable {
+    /// Decodes a layer encoded by ``encode(to:)`` and validates it as
+    /// ``init(channelCount:epsilon:backend:)`` and `forward` do.
+    /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: AffineCodingKeys.self)
+        let count = try c.decode(Int.self, forKey: .channelCount)
+        let v: (gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend) = try decodeAffine(c)
+        self = try validated(c.codingPath) { () throws(NormError) in
+            var layer = try InstanceNorm(channelCount: count, epsilon: v.epsilon, backend: v.backend)
+            try checkAffine(gamma: v.gamma, beta: v.beta, count: count)
+            (layer.gamma, layer.beta) = (v.gamma, v.beta)
+            return layer
+        }
+    }
+
+    /// Encodes `channelCount`, `gamma`, `beta`, `epsilon` and `backend`.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: AffineCodingKeys.self)
+        try c.encode(channelCount, forKey: .channelCount)
+        try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend)
+    }
+}
