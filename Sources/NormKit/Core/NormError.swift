@@ -42,6 +42,12 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A parameter holds a value the layer does not support (``RMSNorm``'s
     /// `beta`, which must stay zeros).
     case unsupportedParameter(name: String, expected: String)
+    /// Bytes that are not what a NumPy `.npy` or `.npz` reader accepts:
+    /// `expected` names what was, `found` what came.
+    case invalidNumPyData(expected: String, found: String)
+    /// A file could not be opened, read or written; `reason` is the C
+    /// library's message (`strerror`).
+    case fileError(path: String, reason: String)
 
     /// A sentence naming what was expected and what came.
     public var description: String {
@@ -79,6 +85,10 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
             return "size \(size) exceeds OpenBLAS's limit of \(maximumBLASSize)"
         case let .unsupportedParameter(name, expected):
             return "expected \(name) to be \(expected)"
+        case let .invalidNumPyData(expected, found):
+            return "expected \(expected), found \(found)"
+        case let .fileError(path, reason):
+            return "could not access \(path): \(reason)"
         }
     }
 }

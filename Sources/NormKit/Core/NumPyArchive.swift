@@ -1,0 +1,272 @@
+/// A NumPy `.npz` archive: named arrays, each a `.npy` file in a zip archive,
+/// as `numpy.savez` writes and `numpy.load` reads them.
+///
+/// ```swift
+/// var archive = NumPyArchive()
+/// archive["weight"] = NumPyArray(bn.gamma)   // any Tensor or [Scalar]
+/// try archive.write(to: "bn.npz")
+/// let gamma: Tensor<Float> = try NumPyArchive(contentsOf: "bn.npz").tensor("weight")
+/// ```
+///
+/// Entries must be stored (`numpy.savez`), not deflated (`numpy.savez_compressed`):
+/// NormKit has no inflater. Zip64 records, which `numpy.savez` writes, are read.
+/// Each entry's CRC-32 is checked. The writer stores entries without
+/// compression, and refuses archives of 4 GiB or more.
+public struct NumPyArchive: Sendable, Hashable {
+    /// The array names in the order they were added or stored.
+    public private(set) var names: [String] = []
+    private var arrays: [String: NumPyArray] = [:]
+
+    /// An empty archive.
+    public init() {}
+
+    /// The array named `name` (its entry is `name.npy`), or `nil`. Setting a
+    /// new name appends it to ``names``; setting `nil` removes it.
+    public subscript(name: String) -> NumPyArray? {
+        get { arrays[name] }
+        set {
+            if newValue == nil { names.removeAll { $0 == name } }
+            else if arrays[name] == nil { names.append(name) }
+            arrays[name] = newValue
+        }
+    }
+
+    /// The tensor named `name`.
+    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` when there is
+    ///   no such array or it is not of `Scalar`'s type (`<f4`, `<f8`).
+    public func tensor<Scalar: BLASScalar>(_ name: String, as _: Scalar.Type = Scalar.self)
+        throws(NormError) -> Tensor<Scalar> {
+        guard let array = arrays[name] else {
+            throw .invalidNumPyData(expected: "an array named '\(name)'", found: "\(names)")
+        }
+        return try Tensor(array)
+    }
+
+    // MARK: Reading
+
+    /// Parses the bytes of an `.npz` file.
+    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` naming what
+    ///   is wrong: no end-of-central-directory record, a compressed entry, a
+    ///   CRC-32 that does not match, a truncated entry, or an entry that is not
+    ///   a `.npy` file.
+    /// - Complexity: O(bytes).
+    public init(npz bytes: [UInt8]) throws(NormError) {
+        let zip = ZipReader(bytes)
+        for entry in try zip.entries() {
+            let name = entry.name.hasSuffix(".npy") ? String(entry.name.dropLast(4)) : entry.name
+            self[name] = try NumPyArray(npy: zip.contents(of: entry))
+        }
+    }
+
+    /// Reads an `.npz` file.
+    /// - Throws: ``NormError/fileError(path:reason:)``, and the errors of ``init(npz:)``.
+    public init(contentsOf path: String) throws(NormError) {
+        try self.init(npz: FileBytes.read(path))
+    }
+
+    // MARK: Writing
+
+    /// The bytes of an `.npz` file holding the arrays, stored uncompressed.
+    /// - Throws: ``NormError/sizeTooLarge(_:)`` for an archive of 4 GiB or
+    ///   more (NormKit writes no zip64 records).
+    /// - Complexity: O(bytes).
+    public func npz() throws(NormError) -> [UInt8] {
+        var zip = ZipWriter()
+        for name in names { try zip.append(name: name + ".npy", contents: arrays[name]!.npy) }
+        return try zip.finish()
+    }
+
+    /// Writes the archive to an `.npz` file, replacing any file at `path`.
+    /// - Throws: ``NormError/fileError(path:reason:)``, ``NormError/sizeTooLarge(_:)``.
+    public func write(to path: String) throws(NormError) {
+        try FileBytes.write(npz(), to: path)
+    }
+}
+
+extension NumPyArray {
+    /// A one-dimensional array of scalars, `<f4` or `<f8`.
+    /// - Complexity: O(count).
+    public init<Scalar: BLASScalar>(_ scalars: [Scalar]) {
+        self.init(Tensor(scalars))
+    }
+}
+
+// MARK: - Zip, stored entries only
+
+/// CRC-32 (ISO 3309, the zip and gzip checksum), table-driven.
+enum CRC32 {
+    static let table: [UInt32] = (0..<256).map { n in
+        var c = UInt32(n)
+        for _ in 0..<8 { c = c & 1 == 1 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        return c
+    }
+
+    static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt32 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        table.withUnsafeBufferPointer { t in
+            for byte in bytes { crc = t[Int((crc ^ UInt32(byte)) & 0xFF)] ^ (crc >> 8) }
+        }
+        return crc ^ 0xFFFF_FFFF
+    }
+}
+
+/// Reads the central directory of a zip archive and the stored entries it names.
+struct ZipReader {
+    struct Entry {
+        var name: String
+        var method: Int
+        var crc: UInt32
+        var size: Int
+        var compressedSize: Int
+        var localHeaderOffset: Int
+    }
+
+    let bytes: [UInt8]
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    private func bad(_ expected: String, _ found: String) -> NormError {
+        .invalidNumPyData(expected: expected, found: found)
+    }
+
+    /// The little-endian integer of `width` bytes at `offset`.
+    private func integer(_ offset: Int, _ width: Int) throws(NormError) -> Int {
+        guard offset >= 0, offset + width <= bytes.count else {
+            throw bad("a zip record at byte \(offset)", "an archive of \(bytes.count) bytes")
+        }
+        var value: UInt64 = 0
+        for k in 0..<width { value |= UInt64(bytes[offset + k]) << (8 * UInt64(k)) }
+        guard value <= UInt64(Int.max) else { throw bad("a size that fits Int", "\(value)") }
+        return Int(value)
+    }
+
+    func entries() throws(NormError) -> [Entry] {
+        // The end-of-central-directory record: its signature, searched from
+        // the end over at most a 65,535-byte comment.
+        var eocd = -1
+        if bytes.count >= 22 {
+            for offset in stride(from: bytes.count - 22, through: max(0, bytes.count - 22 - 65535), by: -1)
+            where try integer(offset, 4) == 0x0605_4B50 {
+                eocd = offset
+                break
+            }
+        }
+        guard eocd >= 0 else { throw bad("a zip archive (.npz)", "no end-of-central-directory record") }
+        var count = try integer(eocd + 10, 2)
+        var directory = try integer(eocd + 16, 4)
+        if count == 0xFFFF || directory == 0xFFFF_FFFF {
+            // Zip64: the locator just before the record points at the zip64 record.
+            guard eocd >= 20, try integer(eocd - 20, 4) == 0x0706_4B50 else {
+                throw bad("a zip64 end-of-central-directory locator", "none")
+            }
+            let record = try integer(eocd - 20 + 8, 8)
+            guard try integer(record, 4) == 0x0606_4B50 else {
+                throw bad("a zip64 end-of-central-directory record", "none at byte \(record)")
+            }
+            count = try integer(record + 32, 8)
+            directory = try integer(record + 48, 8)
+        }
+        var entries: [Entry] = []
+        var offset = directory
+        for _ in 0..<count {
+            guard try integer(offset, 4) == 0x0201_4B50 else {
+                throw bad("a central directory entry", "none at byte \(offset)")
+            }
+            let nameLength = try integer(offset + 28, 2), extraLength = try integer(offset + 30, 2)
+            let commentLength = try integer(offset + 32, 2)
+            guard offset + 46 + nameLength <= bytes.count else { throw bad("an entry name", "a truncated archive") }
+            var entry = Entry(
+                name: String(decoding: bytes[(offset + 46) ..< (offset + 46 + nameLength)], as: UTF8.self),
+                method: try integer(offset + 10, 2), crc: UInt32(try integer(offset + 16, 4)),
+                size: try integer(offset + 24, 4), compressedSize: try integer(offset + 20, 4),
+                localHeaderOffset: try integer(offset + 42, 4))
+            // The zip64 extra field holds, in this order, the values whose
+            // 32-bit fields are saturated.
+            var extra = offset + 46 + nameLength
+            let extraEnd = extra + extraLength
+            while extra + 4 <= extraEnd {
+                let id = try integer(extra, 2), length = try integer(extra + 2, 2)
+                if id == 0x0001 {
+                    var field = extra + 4
+                    if entry.size == 0xFFFF_FFFF { entry.size = try integer(field, 8); field += 8 }
+                    if entry.compressedSize == 0xFFFF_FFFF { entry.compressedSize = try integer(field, 8); field += 8 }
+                    if entry.localHeaderOffset == 0xFFFF_FFFF { entry.localHeaderOffset = try integer(field, 8) }
+                }
+                extra += 4 + length
+            }
+            entries.append(entry)
+            offset = extraEnd + commentLength
+        }
+        return entries
+    }
+
+    /// The bytes of a stored entry, checked against its CRC-32.
+    func contents(of entry: Entry) throws(NormError) -> [UInt8] {
+        guard entry.method == 0 else {
+            throw bad("stored entries (numpy.savez)",
+                      "'\(entry.name)' compressed with method \(entry.method) (numpy.savez_compressed)")
+        }
+        let header = entry.localHeaderOffset
+        guard try integer(header, 4) == 0x0403_4B50 else {
+            throw bad("a local file header for '\(entry.name)'", "none at byte \(header)")
+        }
+        let start = header + 30 + (try integer(header + 26, 2)) + (try integer(header + 28, 2))
+        guard entry.size == entry.compressedSize, start + entry.size <= bytes.count else {
+            throw bad("\(entry.size) bytes of '\(entry.name)'", "a truncated archive")
+        }
+        let data = bytes[start ..< start + entry.size]
+        let crc = CRC32.checksum(data)
+        guard crc == entry.crc else {
+            throw bad("CRC-32 \(entry.crc) for '\(entry.name)'", "\(crc)")
+        }
+        return Array(data)
+    }
+}
+
+/// Writes a zip archive of stored entries (no compression, no zip64).
+struct ZipWriter {
+    private var bytes: [UInt8] = []
+    private var directory: [UInt8] = []
+    private var count = 0
+
+    private static func append(_ value: Int, _ width: Int, to bytes: inout [UInt8]) {
+        for k in 0..<width { bytes.append(UInt8(truncatingIfNeeded: value >> (8 * k))) }
+    }
+
+    mutating func append(name: String, contents: [UInt8]) throws(NormError) {
+        let nameBytes = Array(name.utf8)
+        let offset = bytes.count
+        guard offset + 30 + nameBytes.count + contents.count < 0xFFFF_FFFF else {
+            throw .sizeTooLarge(offset + contents.count)
+        }
+        let crc = Int(CRC32.checksum(contents[...]))
+        // Version 2.0, no flags, stored, time 00:00, date 1980-01-01.
+        let common: [(Int, Int)] = [(20, 2), (0, 2), (0, 2), (0, 2), (0x21, 2), (crc, 4),
+                                    (contents.count, 4), (contents.count, 4), (nameBytes.count, 2), (0, 2)]
+        Self.append(0x0403_4B50, 4, to: &bytes)
+        for (value, width) in common { Self.append(value, width, to: &bytes) }
+        bytes += nameBytes
+        bytes += contents
+
+        Self.append(0x0201_4B50, 4, to: &directory)
+        Self.append(20, 2, to: &directory)                       // made by: version 2.0
+        for (value, width) in common { Self.append(value, width, to: &directory) }
+        for (value, width) in [(0, 2), (0, 2), (0, 2), (0, 4), (offset, 4)] {
+            Self.append(value, width, to: &directory)            // comment, disk, attributes, offset
+        }
+        directory += nameBytes
+        count += 1
+    }
+
+    func finish() throws(NormError) -> [UInt8] {
+        guard count < 0xFFFF, bytes.count + directory.count < 0xFFFF_FFFF else {
+            throw .sizeTooLarge(bytes.count + directory.count)
+        }
+        var out = bytes + directory
+        Self.append(0x0605_4B50, 4, to: &out)
+        for (value, width) in [(0, 2), (0, 2), (count, 2), (count, 2),
+                               (directory.count, 4), (bytes.count, 4), (0, 2)] {
+            Self.append(value, width, to: &out)
+        }
+        return out
+    }
+}

@@ -1,0 +1,250 @@
+/// One array in NumPy's `.npy` format: a data-type descriptor, a shape and the
+/// raw bytes in C order, so that arrays of any type (a PyTorch `state_dict`'s
+/// `int64` counter next to its `float32` weights) pass through an `.npz`
+/// archive; ``Tensor/init(_:)-(NumPyArray)`` reads the `<f4` and `<f8` ones.
+///
+/// Reads formats 1.0 and 2.0 (the header length in 2 or 4 bytes) and writes
+/// 1.0, or 2.0 for a header longer than 65,535 bytes, as `numpy.save` does.
+/// Fortran order, big-endian data and malformed headers are a
+/// ``NormError/invalidNumPyData(expected:found:)``.
+public struct NumPyArray: Sendable, Hashable {
+    /// NumPy's type string: byte order (`<` little-endian, `|` not applicable),
+    /// kind and item size, e.g. `<f4` (`float32`), `<f8`, `<i8` (`int64`).
+    public let descriptor: String
+    /// The extent of each dimension; `[]` for a NumPy scalar (one item).
+    public let shape: [Int]
+    /// The items in C order, `itemSize * product(shape)` bytes.
+    public let data: [UInt8]
+
+    /// The bytes per item, from ``descriptor``.
+    public var itemSize: Int { Int(descriptor.dropFirst(2)) ?? 0 }
+
+    /// An array from its parts.
+    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` for a
+    ///   descriptor that is not a little-endian (or byte-order-free) NumPy type
+    ///   string, or a byte count other than `itemSize * product(shape)`;
+    ///   ``NormError/negativeDimension(shape:)``, ``NormError/shapeOverflow(shape:)``.
+    /// - Complexity: O(1); the bytes are not copied.
+    public init(descriptor: String, shape: [Int], data: [UInt8]) throws(NormError) {
+        let characters = Array(descriptor)
+        guard characters.count >= 3, characters[0] == "<" || characters[0] == "|",
+              characters[1].isLetter, let size = Int(String(characters[2...])), size > 0 else {
+            throw .invalidNumPyData(expected: "a little-endian type such as '<f4'",
+                                    found: "'\(descriptor)'")
+        }
+        let count = try Tensor<Float>.elementCount(of: shape)
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
+        guard !overflow, bytes == data.count else {
+            throw .invalidNumPyData(expected: "\(overflow ? -1 : bytes) bytes of data for shape \(shape)",
+                                    found: "\(data.count)")
+        }
+        self.descriptor = descriptor
+        self.shape = shape
+        self.data = data
+    }
+
+    /// The array of a tensor: descriptor `<f4` or `<f8`, its shape and scalars.
+    /// - Complexity: O(count).
+    public init<Scalar: BLASScalar>(_ tensor: Tensor<Scalar>) {
+        descriptor = NumPyArray.descriptor(of: Scalar.self)
+        shape = tensor.shape
+        data = tensor.scalars.withUnsafeBytes { Array($0) }
+    }
+
+    /// The descriptor of `Scalar`'s IEEE format, `<f4` or `<f8`.
+    static func descriptor<Scalar: BLASScalar>(of _: Scalar.Type) -> String {
+        "<f\(MemoryLayout<Scalar>.size)"
+    }
+
+    // MARK: .npy bytes
+
+    /// Parses the bytes of a `.npy` file.
+    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` naming what
+    ///   is wrong: the magic string, the version, the header, Fortran order,
+    ///   the descriptor or the data length.
+    /// - Complexity: O(bytes).
+    public init(npy bytes: [UInt8]) throws(NormError) {
+        let magic: [UInt8] = [0x93] + Array("NUMPY".utf8)
+        guard bytes.count >= 10, Array(bytes[0..<6]) == magic else {
+            throw .invalidNumPyData(expected: "the magic string \\x93NUMPY", found: "\(bytes.prefix(6))")
+        }
+        let major = bytes[6]
+        let headerStart: Int, headerLength: Int
+        switch major {
+        case 1:
+            headerStart = 10
+            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
+        case 2:
+            guard bytes.count >= 12 else {
+                throw .invalidNumPyData(expected: "a 12-byte preamble", found: "\(bytes.count) bytes")
+            }
+            headerStart = 12
+            headerLength = (0..<4).reduce(0) { $0 | Int(bytes[8 + $1]) << (8 * $1) }
+        default:
+            throw .invalidNumPyData(expected: "format version 1.0 or 2.0", found: "\(major).\(bytes[7])")
+        }
+        guard headerStart + headerLength <= bytes.count else {
+            throw .invalidNumPyData(expected: "a header of \(headerLength) bytes", found: "\(bytes.count - headerStart)")
+        }
+        let header = String(decoding: bytes[headerStart ..< headerStart + headerLength], as: UTF8.self)
+        let parsed = try NumPyHeader(parsing: header)
+        guard !parsed.fortranOrder else {
+            throw .invalidNumPyData(expected: "C order", found: "'fortran_order': True")
+        }
+        try self.init(descriptor: parsed.descriptor, shape: parsed.shape,
+                      data: Array(bytes[(headerStart + headerLength)...]))
+    }
+
+    /// The bytes of a `.npy` file holding this array, as `numpy.save` writes them.
+    /// - Complexity: O(bytes).
+    public var npy: [UInt8] {
+        let dimensions = shape.map(String.init).joined(separator: ", ")
+        let tuple = shape.count == 1 ? "(\(dimensions),)" : "(\(dimensions))"
+        var header = Array("{'descr': '\(descriptor)', 'fortran_order': False, 'shape': \(tuple), }".utf8)
+        let version: UInt8 = header.count + 11 > 65535 ? 2 : 1
+        let preamble = version == 1 ? 10 : 12
+        // Pad with spaces so that the data starts on a 64-byte boundary; end with a newline.
+        let total = (preamble + header.count + 1 + 63) / 64 * 64
+        header += Array(repeating: UInt8(ascii: " "), count: total - preamble - header.count - 1)
+        header.append(UInt8(ascii: "\n"))
+        var bytes: [UInt8] = [0x93] + Array("NUMPY".utf8) + [version, 0]
+        for k in 0..<(version == 1 ? 2 : 4) { bytes.append(UInt8(truncatingIfNeeded: header.count >> (8 * k))) }
+        bytes.reserveCapacity(bytes.count + header.count + data.count)
+        return bytes + header + data
+    }
+
+    // MARK: Files
+
+    /// Reads a `.npy` file.
+    /// - Throws: ``NormError/fileError(path:reason:)``, and the errors of ``init(npy:)``.
+    public init(contentsOf path: String) throws(NormError) {
+        try self.init(npy: FileBytes.read(path))
+    }
+
+    /// Writes this array to a `.npy` file, replacing any file at `path`.
+    /// - Throws: ``NormError/fileError(path:reason:)``.
+    public func write(to path: String) throws(NormError) {
+        try FileBytes.write(npy, to: path)
+    }
+
+    // MARK: Integers
+
+    /// The items of an integer array (`<i8`, `<i4`, `<i2`, `|i1`, `<u4`,
+    /// `<u2`, `|u1`), such as a `state_dict`'s `num_batches_tracked`.
+    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` for another
+    ///   type, or a value outside `Int`.
+    /// - Complexity: O(count).
+    public func integers() throws(NormError) -> [Int] {
+        let kind = Array(descriptor)[1], size = itemSize
+        guard (kind == "i" && [1, 2, 4, 8].contains(size)) || (kind == "u" && [1, 2, 4].contains(size)) else {
+            throw .invalidNumPyData(expected: "an integer array", found: "'\(descriptor)'")
+        }
+        return stride(from: 0, to: data.count, by: size).map { start in
+            var value: UInt64 = 0
+            for k in 0..<size { value |= UInt64(data[start + k]) << (8 * UInt64(k)) }
+            if kind == "i" && size < 8 && value >> (8 * UInt64(size) - 1) & 1 == 1 {
+                value |= ~0 << (8 * UInt64(size))   // sign-extend
+            }
+            return Int(Int64(bitPattern: value))
+        }
+    }
+}
+
+extension Tensor {
+    /// The tensor of a NumPy array of this scalar type: `<f4` for `Float`,
+    /// `<f8` for `Double`, with its shape (a NumPy scalar becomes shape `[]`).
+    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` for another
+    ///   type (convert in NumPy with `astype`; NormKit does not round silently).
+    /// - Complexity: O(count).
+    public init(_ array: NumPyArray) throws(NormError) {
+        let expected = NumPyArray.descriptor(of: Scalar.self)
+        guard array.descriptor == expected else {
+            throw .invalidNumPyData(expected: "'\(expected)' for Tensor<\(Scalar.self)>",
+                                    found: "'\(array.descriptor)'")
+        }
+        var scalars = [Scalar].unspecified(count: array.data.count / MemoryLayout<Scalar>.size)
+        scalars.withUnsafeMutableBytes { $0.copyBytes(from: array.data) }
+        self.init(validatedShape: array.shape, scalars: scalars)
+    }
+
+    /// Reads a `.npy` file of this scalar type.
+    /// - Throws: ``NormError/fileError(path:reason:)``,
+    ///   ``NormError/invalidNumPyData(expected:found:)``.
+    public init(npyFile path: String) throws(NormError) {
+        try self.init(NumPyArray(contentsOf: path))
+    }
+
+    /// Writes the tensor to a `.npy` file that `numpy.load` reads.
+    /// - Throws: ``NormError/fileError(path:reason:)``.
+    public func writeNPY(to path: String) throws(NormError) {
+        try NumPyArray(self).write(to: path)
+    }
+}
+
+/// The three keys of a `.npy` header, a Python dictionary literal such as
+/// `{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }`.
+struct NumPyHeader {
+    var descriptor: String
+    var fortranOrder: Bool
+    var shape: [Int]
+
+    init(parsing header: String) throws(NormError) {
+        let text = Array(header.unicodeScalars)
+        func bad(_ what: String) -> NormError {
+            .invalidNumPyData(expected: what, found: "the header \(header.debugDescription)")
+        }
+        /// The index just after `key` and its colon.
+        func value(of key: String) throws(NormError) -> Int {
+            for quote in ["'", "\""] {
+                let needle = Array((quote + key + quote).unicodeScalars)
+                guard needle.count <= text.count else { continue }
+                for start in 0...(text.count - needle.count) where Array(text[start ..< start + needle.count]) == needle {
+                    var i = start + needle.count
+                    while i < text.count, text[i] == " " { i += 1 }
+                    guard i < text.count, text[i] == ":" else { continue }
+                    i += 1
+                    while i < text.count, text[i] == " " { i += 1 }
+                    return i
+                }
+            }
+            throw bad("a '\(key)' entry")
+        }
+        var i = try value(of: "descr")
+        guard i < text.count, text[i] == "'" || text[i] == "\"" else { throw bad("a quoted 'descr'") }
+        let quote = text[i]
+        i += 1
+        var descriptor = ""
+        while i < text.count, text[i] != quote { descriptor.unicodeScalars.append(text[i]); i += 1 }
+        guard i < text.count else { throw bad("a quoted 'descr'") }
+        self.descriptor = descriptor
+
+        i = try value(of: "fortran_order")
+        let rest = String(String.UnicodeScalarView(text[i...]))
+        if rest.hasPrefix("False") { fortranOrder = false }
+        else if rest.hasPrefix("True") { fortranOrder = true }
+        else { throw bad("'fortran_order': True or False") }
+
+        i = try value(of: "shape")
+        guard i < text.count, text[i] == "(" else { throw bad("a 'shape' tuple") }
+        i += 1
+        var shape: [Int] = [], digits = ""
+        while i < text.count, text[i] != ")" {
+            let c = text[i]
+            if c.properties.numericType != nil { digits.unicodeScalars.append(c) }
+            else if c == "," || c == " " || c == "L" {
+                if c == ",", !digits.isEmpty {
+                    guard let n = Int(digits) else { throw bad("integer dimensions") }
+                    shape.append(n)
+                    digits = ""
+                }
+            } else { throw bad("integer dimensions") }
+            i += 1
+        }
+        guard i < text.count else { throw bad("a closed 'shape' tuple") }
+        if !digits.isEmpty {
+            guard let n = Int(digits) else { throw bad("integer dimensions") }
+            shape.append(n)
+        }
+        self.shape = shape
+    }
+}
