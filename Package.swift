@@ -87,7 +87,9 @@ let package = Package(
             dependencies: [
                 "NormKit", "MallocCounter", "NormFuzzHarness",
                 .product(name: "PropertyBased", package: "swift-property-based"),
-            ]
+            ],
+            // Read from the source tree (#filePath); made by make_pytorch_fixture.py.
+            exclude: ["Fixtures"]
         ),
         .testTarget(
             name: "NormLabTests",
