@@ -87,32 +87,146 @@ public protocol NormalizationLayer<Scalar>: Sendable {
 /// buffers, from which its value API (``NormalizationLayer/forward(_:mode:)``,
 /// ``NormalizationLayer/backward(_:cache:)``) follows.
 ///
-/// A conforming layer implements only the two buffer-taking methods; this
-/// protocol's extension implements the value API by calling them with fresh
-/// buffers. Keep one output, cache, gradients and workspace per layer in a
-/// training loop and the buffer-taking methods allocate nothing after the
-/// first call (or a change of shape), on one thread; split over several
-/// threads (``Threading``) a pass allocates once per parallel phase, at most
-/// twice.
+/// A conforming layer implements the two entry points over borrowed memory
+/// (`UnsafeBufferPointer`s and a shape) and ``cacheOrigin``; this protocol's
+/// extension implements everything else on top of them, once: the entry points
+/// over `Tensor` buffers, those over `Span`s, and the value API.
+///
+/// Keep one output, cache, gradients and workspace per layer in a training
+/// loop (or one ``NormalizationStep``) and the entry points allocate nothing
+/// after the first call (or a change of shape), on one thread; split over
+/// several threads (``Threading``) a pass allocates once per parallel phase, at
+/// most twice.
 public protocol BufferedNormalizationLayer<Scalar>: NormalizationLayer
 where Cache == NormCache<Scalar> {
-    /// Normalizes `input` into `output`, saving what backward needs in `cache`.
-    /// All three buffers are sized on first use and reused afterwards. After a
+    /// The layer a cache filled by this layer's forward pass records; its
+    /// backward pass refuses a cache with another origin.
+    var cacheOrigin: CacheOrigin { get }
+
+    /// Normalizes `input`, of `shape` (row-major), into `output`, which holds
+    /// as many scalars, saving what backward needs in `cache`.
+    ///
+    /// The cache copies `input` into its own storage (reused from call to
+    /// call), so it never refers to the caller's memory afterwards, and
+    /// `output` may be `input`'s own memory (normalization in place). After a
     /// throw, `output` and `cache` hold unspecified values and the layer's
     /// state is unchanged.
+    /// - Throws: ``NormError/bufferCountMismatch(name:expected:actual:)`` when
+    ///   `input` or `output` does not hold `product(shape)` scalars,
+    ///   ``NormError/negativeDimension(shape:)``, ``NormError/shapeOverflow(shape:)``,
+    ///   and the layer's errors for its `Tensor` entry point.
+    /// - Complexity: O(product of `shape`).
     mutating func forward(
-        _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>) throws(NormError)
 
-    /// Backpropagates `outputGradient` through the forward pass that filled
-    /// `cache`, into `gradients` (sized on first use and reused afterwards).
+    /// Backpropagates `outputGradient` (the shape of the cached input)
+    /// through the forward pass that filled `cache`, into `inputGradient` (as
+    /// many scalars) and `gammaGradient` and `betaGradient` (one per feature or
+    /// channel each).
+    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer, size, layout or group count, or from a forward pass
+    ///   that threw; ``NormError/bufferCountMismatch(name:expected:actual:)``
+    ///   for a buffer of another size.
+    /// - Complexity: O(count of the cached input).
     func backward(
-        _ outputGradient: Tensor<Scalar>, cache: Cache,
-        into gradients: inout NormGradients<Scalar>,
+        _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
+        inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
+        betaGradient: UnsafeMutableBufferPointer<Scalar>,
         workspace: inout Workspace<Scalar>) throws(NormError)
 }
 
 extension BufferedNormalizationLayer {
+    /// Normalizes `input` into `output`, saving what backward needs in `cache`.
+    /// All three buffers are sized on first use and reused afterwards. The
+    /// cache shares `input` (no copy); writing the next batch into the same
+    /// tensor while the cache holds it then copies it (copy-on-write), so a
+    /// loop that refills one tensor should use the entry point over borrowed
+    /// memory or a ``NormalizationStep``. After a throw, `output` and `cache`
+    /// hold unspecified values and the layer's state is unchanged.
+    /// - Throws: the layer's errors (see its type).
+    /// - Complexity: O(count of `input`).
+    @inlinable
+    public mutating func forward(
+        _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
+        cache: inout Cache, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        cache.share(input)
+        output.prepare(shape: input.shape)
+        try input.withUnsafeBufferPointer { (x) throws(NormError) in
+            try output.withUnsafeMutableBufferPointer { (y) throws(NormError) in
+                try forward(x, shape: input.shape, mode: mode, into: y, cache: &cache,
+                            workspace: &workspace)
+            }
+        }
+    }
+
+    /// Backpropagates `outputGradient` through the forward pass that filled
+    /// `cache`, into `gradients` (sized on first use and reused afterwards).
+    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer, size, layout or group count, or from a forward pass
+    ///   that threw; ``NormError/gradientShapeMismatch(expected:actual:)`` when
+    ///   `outputGradient`'s shape is not the cached input's.
+    /// - Complexity: O(count of the cached input).
+    @inlinable
+    public func backward(
+        _ outputGradient: Tensor<Scalar>, cache: Cache,
+        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try Validation.origin(cache, expected: cacheOrigin)
+        try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
+        gradients.prepare(shape: cache.input.shape, parameterCount: cache.gamma.count)
+        try outputGradient.withUnsafeBufferPointer { (dy) throws(NormError) in
+            try gradients.input.withUnsafeMutableBufferPointer { (dx) throws(NormError) in
+                try gradients.gamma.withUnsafeMutableBufferPointer { (dgamma) throws(NormError) in
+                    try gradients.beta.withUnsafeMutableBufferPointer { (dbeta) throws(NormError) in
+                        try backward(dy, cache: cache, inputGradient: dx, gammaGradient: dgamma,
+                                     betaGradient: dbeta, workspace: &workspace)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The entry point over borrowed memory for `Span`s:
+    /// ``forward(_:shape:mode:into:cache:workspace:)-(UnsafeBufferPointer<Scalar>,_,_,_,_,_)``.
+    /// - Throws: as that entry point.
+    /// - Complexity: O(product of `shape`).
+    @inlinable
+    public mutating func forward(
+        _ input: Span<Scalar>, shape: [Int], mode: Mode, into output: inout MutableSpan<Scalar>,
+        cache: inout Cache, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try input.withUnsafeBufferPointer { (x) throws(NormError) in
+            try output.withUnsafeMutableBufferPointer { (y) throws(NormError) in
+                try forward(x, shape: shape, mode: mode, into: y, cache: &cache, workspace: &workspace)
+            }
+        }
+    }
+
+    /// The backward entry point over borrowed memory for `Span`s.
+    /// - Throws: as the entry point over `UnsafeBufferPointer`s.
+    /// - Complexity: O(count of the cached input).
+    @inlinable
+    public func backward(
+        _ outputGradient: Span<Scalar>, cache: Cache,
+        inputGradient: inout MutableSpan<Scalar>, gammaGradient: inout MutableSpan<Scalar>,
+        betaGradient: inout MutableSpan<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try outputGradient.withUnsafeBufferPointer { (dy) throws(NormError) in
+            try inputGradient.withUnsafeMutableBufferPointer { (dx) throws(NormError) in
+                try gammaGradient.withUnsafeMutableBufferPointer { (dgamma) throws(NormError) in
+                    try betaGradient.withUnsafeMutableBufferPointer { (dbeta) throws(NormError) in
+                        try backward(dy, cache: cache, inputGradient: dx, gammaGradient: dgamma,
+                                     betaGradient: dbeta, workspace: &workspace)
+                    }
+                }
+            }
+        }
+    }
+
     /// The value API: ``forward(_:mode:into:cache:workspace:)`` with fresh buffers.
     @inlinable
     public mutating func forward(_ input: Tensor<Scalar>, mode: Mode) throws(NormError)

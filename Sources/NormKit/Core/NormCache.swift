@@ -7,8 +7,14 @@
 /// Reuse one cache across calls of the allocation-free entry points: its
 /// storage is sized on first use and overwritten in place afterwards. After a
 /// call that threw, its contents are unspecified.
+///
+/// A forward pass over a `Tensor` shares that tensor (no copy: tensors are
+/// copy-on-write). A forward pass over borrowed memory copies the input into
+/// the cache's own storage, reused from call to call, so the cache never
+/// refers to the caller's memory.
 public struct NormCache<Scalar: BLASScalar>: Sendable {
-    /// The forward input `x` (shared, not copied: tensors are copy-on-write).
+    /// The forward input `x`: the caller's tensor, shared, or the cache's copy
+    /// of borrowed memory.
     public internal(set) var input: Tensor<Scalar>
     /// The mean of each normalized set: for ``BatchNorm`` the batch mean in
     /// training and the running mean in inference.
@@ -39,12 +45,44 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
         origin = .none
     }
 
-    /// Sizes the statistics vectors, records the input and the layer, copies
-    /// `gamma` in place. A forward pass that then throws calls ``invalidate()``.
+    /// Shares a tensor as the forward input (the `Tensor` entry points), and
+    /// marks the cache as filled by no forward pass until one succeeds.
     @usableFromInline
-    mutating func record(input: Tensor<Scalar>, gamma source: [Scalar], mode: Mode,
+    mutating func share(_ tensor: Tensor<Scalar>) {
+        origin = .none
+        input = tensor
+    }
+
+    /// Makes `x`, of `shape`, the forward input: copied into the cache's own
+    /// storage (reused when the count matches), unless `x` already is that
+    /// storage (the `Tensor` entry points, after ``share(_:)``). Marks the
+    /// cache as filled by no forward pass until one succeeds.
+    /// - Throws: ``NormError/negativeDimension(shape:)``,
+    ///   ``NormError/shapeOverflow(shape:)``,
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``.
+    @usableFromInline
+    mutating func adopt(_ x: UnsafeBufferPointer<Scalar>, shape: [Int]) throws(NormError) {
+        origin = .none
+        let count = try Tensor<Scalar>.elementCount(of: shape)
+        try Validation.buffer("input", x.count, expected: count)
+        let isOwn = input.shape == shape && input.withUnsafeBufferPointer {
+            $0.baseAddress == x.baseAddress && $0.count == x.count
+        }
+        if isOwn { return }
+        input.prepare(shape: shape)
+        input.withUnsafeMutableBufferPointer { target in
+            guard let source = x.baseAddress, let destination = target.baseAddress else { return }
+            UnsafeMutableRawPointer(destination).copyMemory(
+                from: source, byteCount: count * MemoryLayout<Scalar>.stride)
+        }
+    }
+
+    /// Sizes the statistics vectors, records the mode and the layer, copies
+    /// `gamma` in place (the input is already recorded: ``share(_:)``,
+    /// ``adopt(_:shape:)``). A forward pass that then throws calls ``invalidate()``.
+    @usableFromInline
+    mutating func record(gamma source: [Scalar], mode: Mode,
                          statisticCount: Int, origin: CacheOrigin) {
-        self.input = input
         self.mode = mode
         self.origin = origin
         storedMean.resizeReusingStorage(to: statisticCount)
@@ -60,6 +98,20 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     mutating func invalidate() { origin = .none }
 }
 
+
+/// The caller's buffers of a backward pass: the output gradient it reads, the
+/// gradients it writes.
+@usableFromInline
+struct GradientBuffers<Scalar: BLASScalar> {
+    @usableFromInline let dy: UnsafeBufferPointer<Scalar>
+    @usableFromInline let dx, dgamma, dbeta: UnsafeMutableBufferPointer<Scalar>
+
+    @inlinable
+    init(dy: UnsafeBufferPointer<Scalar>, dx: UnsafeMutableBufferPointer<Scalar>,
+         dgamma: UnsafeMutableBufferPointer<Scalar>, dbeta: UnsafeMutableBufferPointer<Scalar>) {
+        self.dy = dy; self.dx = dx; self.dgamma = dgamma; self.dbeta = dbeta
+    }
+}
 
 /// The raw pointers a backward kernel reads and writes: the output gradient,
 /// the cache's input, statistics and `gamma`, and the gradients' buffers.
@@ -80,25 +132,21 @@ struct BackwardPointers<Scalar: BLASScalar> {
 
 extension NormCache {
     /// Calls `body` with the pointers of a backward pass through this cache:
-    /// the one place every layer's backward opens its buffers. `gradients`
-    /// must already be sized (``NormGradients/prepare(shape:parameterCount:)``).
+    /// the one place every layer's backward opens its buffers. The buffers
+    /// were validated (``Validation/gradientBuffers(_:cache:parameters:)``), so
+    /// none is empty.
     @inlinable
     func withBackwardPointers<R>(
-        _ outputGradient: Tensor<Scalar>, into gradients: inout NormGradients<Scalar>,
-        _ body: (BackwardPointers<Scalar>) -> R
+        _ buffers: GradientBuffers<Scalar>, _ body: (BackwardPointers<Scalar>) -> R
     ) -> R {
-        outputGradient.withUnsafeBufferPointer { dy in
         input.withUnsafeBufferPointer { x in
         storedMean.withUnsafeBufferPointer { mean in
         storedInverseStandardDeviation.withUnsafeBufferPointer { invstd in
         gamma.withUnsafeBufferPointer { gamma in
-        gradients.input.withUnsafeMutableBufferPointer { dx in
-        gradients.gamma.withUnsafeMutableBufferPointer { dgamma in
-        gradients.beta.withUnsafeMutableBufferPointer { dbeta in
             body(BackwardPointers(
-                dy: dy.baseAddress!, x: x.baseAddress!, mean: mean.baseAddress!,
-                invstd: invstd.baseAddress!, gamma: gamma.baseAddress!, dx: dx.baseAddress!,
-                dgamma: dgamma.baseAddress!, dbeta: dbeta.baseAddress!))
-        }}}}}}}}
+                dy: buffers.dy.baseAddress!, x: x.baseAddress!, mean: mean.baseAddress!,
+                invstd: invstd.baseAddress!, gamma: gamma.baseAddress!, dx: buffers.dx.baseAddress!,
+                dgamma: buffers.dgamma.baseAddress!, dbeta: buffers.dbeta.baseAddress!))
+        }}}}
     }
 }

@@ -13,6 +13,10 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
     case shapeOverflow(shape: [Int])
     /// An input has the wrong rank or shape for the layer.
     case invalidShape(expected: String, actual: [Int])
+    /// A caller's buffer (`input`, `output`, `outputGradient`, `inputGradient`,
+    /// `gammaGradient`, `betaGradient`) of the entry points over borrowed memory
+    /// holds another number of scalars than the shape or the cache calls for.
+    case bufferCountMismatch(name: String, expected: Int, actual: Int)
     /// A gradient's shape differs from the shape the cache recorded.
     case gradientShapeMismatch(expected: [Int], actual: [Int])
     /// A parameter or statistics vector (`gamma`, `beta`, `runningMean`, ...)
@@ -85,6 +89,8 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
             return "size \(size) exceeds OpenBLAS's limit of \(maximumBLASSize)"
         case let .unsupportedParameter(name, expected):
             return "expected \(name) to be \(expected)"
+        case let .bufferCountMismatch(name, expected, actual):
+            return "expected \(name) to hold \(expected) scalars, got \(actual)"
         case let .invalidNumPyData(expected, found):
             return "expected \(expected), found \(found)"
         case let .fileError(path, reason):

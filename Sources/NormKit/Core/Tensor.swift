@@ -210,14 +210,16 @@ public struct Tensor<Scalar: BLASScalar>: Sendable, Hashable {
         }
     }
 
-    /// Gives the tensor `shape`, reusing its storage when the element count
-    /// already matches (no allocation) and allocating storage of unspecified
-    /// values otherwise, which the caller then overwrites in full. The one way
-    /// caller-owned outputs and gradients are sized.
+    /// Gives the tensor `shape` (a valid tensor's: ``elementCount(of:)`` does
+    /// not throw), reusing its storage when the element count already matches
+    /// (no allocation) and allocating storage of unspecified values otherwise,
+    /// which the caller then overwrites in full. The one way caller-owned
+    /// outputs and gradients are sized.
     @usableFromInline
     mutating func prepare(shape newShape: [Int]) {
         if storedShape != newShape { storedShape = newShape }
-        let count = newShape.reduce(1, *)
+        // Not `reduce(1, *)`: [Int.max, 2, 0] is valid and its running product overflows.
+        let count = Validation.checkedProduct(newShape) ?? 0
         if storedScalars.count != count { storedScalars = .unspecified(count: count) }
     }
 

@@ -49,6 +49,27 @@ enum Validation {
         guard count >= 2 else { throw .insufficientValues(valuesPerStatistic: count) }
     }
 
+    /// A caller's buffer must hold exactly `expected` scalars.
+    @inlinable
+    static func buffer(_ name: String, _ actual: Int, expected: Int) throws(NormError) {
+        guard actual == expected else {
+            throw .bufferCountMismatch(name: name, expected: expected, actual: actual)
+        }
+    }
+
+    /// The buffers of a backward pass over borrowed memory: the output and
+    /// input gradients hold the cached input's count, the parameter gradients
+    /// `parameters` each.
+    @inlinable
+    static func gradientBuffers<Scalar: BLASScalar>(
+        _ b: GradientBuffers<Scalar>, cache: NormCache<Scalar>, parameters: Int
+    ) throws(NormError) {
+        try buffer("outputGradient", b.dy.count, expected: cache.input.count)
+        try buffer("inputGradient", b.dx.count, expected: cache.input.count)
+        try buffer("gammaGradient", b.dgamma.count, expected: parameters)
+        try buffer("betaGradient", b.dbeta.count, expected: parameters)
+    }
+
     /// The output gradient must have the shape the forward pass saw.
     @inlinable
     static func gradientShape(_ actual: [Int], expected: [Int]) throws(NormError) {

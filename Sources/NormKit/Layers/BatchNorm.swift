@@ -72,71 +72,72 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
             runningVariance: runningVariance, epsilon: epsilon, momentum: momentum)
     }
 
+    /// The origin its forward passes record in a cache: `.batchNorm(featureCount:)`.
+    @inlinable
+    public var cacheOrigin: CacheOrigin { .batchNorm(featureCount: featureCount) }
+
     // MARK: Forward
 
-    /// Normalizes an `(N, D)` batch; see the type's documentation for the formulas.
+    /// Normalizes an `(N, D)` batch in borrowed memory; see the type's
+    /// documentation for the formulas. The `Tensor` and `Span` entry points and
+    /// the value API (from ``BufferedNormalizationLayer``) call this.
     ///
     /// - Throws: ``NormError/invalidShape(expected:actual:)`` for a shape other than
     ///   `(N, D)`; ``NormError/insufficientValues(valuesPerStatistic:)`` for `N < 2`
     ///   in training; ``NormError/nonFiniteStatistics(index:)`` when a batch
-    ///   statistic is NaN or infinite; the hyperparameter errors. A throwing call
-    ///   leaves the running statistics unchanged.
+    ///   statistic is NaN or infinite; ``NormError/bufferCountMismatch(name:expected:actual:)``;
+    ///   the hyperparameter errors. A throwing call leaves the running
+    ///   statistics unchanged.
     /// - Complexity: O(N·D).
     ///
-    /// Writes into caller-owned `output`, `cache` and `workspace`, sized on first
-    /// use and reused afterwards (then the call allocates nothing); after a throw
-    /// they hold unspecified values. `forward(_:mode:)`, from
-    /// ``BufferedNormalizationLayer``, calls this with fresh buffers.
+    /// The cache copies the input (see
+    /// ``BufferedNormalizationLayer/forward(_:shape:mode:into:cache:workspace:)``);
+    /// `cache` and `workspace` are sized on first use and reused afterwards
+    /// (then the call allocates nothing); after a throw they hold unspecified values.
     @inlinable
     public mutating func forward(
-        _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try validateParameters()
-        let rows = try Validation.matrixRows(input, columns: featureCount)
+        try cache.adopt(input, shape: shape)
+        try Validation.buffer("output", output.count, expected: input.count)
+        let rows = try Validation.matrixRows(cache.input, columns: featureCount)
         if mode == .training { try Validation.valuesPerStatistic(rows) }
         try BatchStatistics.forward(
-            input, geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
-            mode: mode, origin: .batchNorm(featureCount: featureCount), gamma: gamma, beta: beta,
+            geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
+            mode: mode, origin: cacheOrigin, gamma: gamma, beta: beta,
             runningMean: &runningMean,
             runningVariance: &runningVariance, epsilon: epsilon, momentum: momentum,
-            estimator: varianceEstimator, backend: backend, output: &output, cache: &cache,
+            estimator: varianceEstimator, backend: backend, output: output, cache: &cache,
             workspace: &workspace)
     }
 
     // MARK: Backward
 
-    /// Checks that `cache` came from a forward pass of this layer's size and
-    /// that `outputGradient` has its input's shape; returns `N`.
-    @inlinable
-    func validateBackward(_ outputGradient: Tensor<Scalar>, cache: Cache) throws(NormError) -> Int {
-        try BatchStatistics.validateBackward(outputGradient, cache: cache, channels: featureCount,
-                                             origin: .batchNorm(featureCount: featureCount))
-        return try Validation.matrixRows(cache.input, columns: featureCount)
-    }
-
-    /// The closed-form backward (cs231n's `batchnorm_backward_alt`):
-    /// `dbeta = Σ dy`, `dgamma = Σ dy·xhat`,
-    /// `dx = gamma·invstd/N · (N·dy - dbeta - xhat·dgamma)`.
+    /// The closed-form backward (cs231n's `batchnorm_backward_alt`) over
+    /// borrowed memory: `dbeta = Σ dy`, `dgamma = Σ dy·xhat`,
+    /// `dx = gamma·invstd/N · (N·dy - dbeta - xhat·dgamma)`. The `Tensor` and
+    /// `Span` entry points and the value API call this.
     ///
     /// Column sums are `gemv(Trans, ·, 1)` over row blocks (BLAS backend). After an
     /// inference forward the statistics are constants and `dx = gamma·invstd·dy`.
-    /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
-    ///   ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
     ///   from another layer, size, layout or group count, or from a forward pass
-    ///   that threw.
-    ///
-    /// Writes into caller-owned `gradients` and `workspace`, sized on first use and
-    /// reused afterwards. `backward(_:cache:)`, from ``BufferedNormalizationLayer``,
-    /// calls this with fresh buffers.
+    ///   that threw; ``NormError/bufferCountMismatch(name:expected:actual:)``.
+    /// - Complexity: O(N·D).
     @inlinable
     public func backward(
-        _ outputGradient: Tensor<Scalar>, cache: Cache,
-        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+        _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
+        inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
+        betaGradient: UnsafeMutableBufferPointer<Scalar>,
+        workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        let rows = try validateBackward(outputGradient, cache: cache)
-        try backward(outputGradient, cache: cache, rows: rows, graph: false,
-                     into: &gradients, workspace: &workspace)
+        try backward(GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
+                                     dbeta: betaGradient),
+                     cache: cache, graph: false, workspace: &workspace)
     }
 
     /// The staged backward through the computation graph (cs231n's
@@ -148,6 +149,8 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     /// compared. With
     /// ``Threading/threadCount`` above 1 (BLAS backend) each stage runs on
     /// chunks of rows, and the chunks' column sums are added between stages.
+    /// - Throws: as ``backward(_:cache:)``.
+    /// - Complexity: O(N·D).
     @inlinable
     public func backwardThroughGraph(_ outputGradient: Tensor<Scalar>,
                                      cache: Cache) throws(NormError) -> NormGradients<Scalar> {
@@ -158,25 +161,40 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     }
 
     /// The allocation-free ``backwardThroughGraph(_:cache:)`` into caller-owned buffers.
+    /// - Throws: as ``backward(_:cache:)``.
+    /// - Complexity: O(N·D).
     @inlinable
     public func backwardThroughGraph(
         _ outputGradient: Tensor<Scalar>, cache: Cache,
         into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        let rows = try validateBackward(outputGradient, cache: cache)
-        try backward(outputGradient, cache: cache, rows: rows, graph: true,
-                     into: &gradients, workspace: &workspace)
+        try Validation.origin(cache, expected: cacheOrigin)
+        try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
+        gradients.prepare(shape: cache.input.shape, parameterCount: cache.gamma.count)
+        try outputGradient.withUnsafeBufferPointer { (dy) throws(NormError) in
+            try gradients.input.withUnsafeMutableBufferPointer { (dx) throws(NormError) in
+                try gradients.gamma.withUnsafeMutableBufferPointer { (dgamma) throws(NormError) in
+                    try gradients.beta.withUnsafeMutableBufferPointer { (dbeta) throws(NormError) in
+                        try backward(GradientBuffers(dy: dy, dx: dx, dgamma: dgamma, dbeta: dbeta),
+                                     cache: cache, graph: true, workspace: &workspace)
+                    }
+                }
+            }
+        }
     }
 
-    /// Both backward forms over validated input.
+    /// Both backward forms over borrowed buffers, validated here.
     @inlinable
     func backward(
-        _ outputGradient: Tensor<Scalar>, cache: Cache, rows: Int, graph: Bool,
-        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+        _ buffers: GradientBuffers<Scalar>, cache: Cache, graph: Bool,
+        workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        try BatchStatistics.validateBackward(buffers, cache: cache, channels: featureCount,
+                                             origin: cacheOrigin)
+        let rows = try Validation.matrixRows(cache.input, columns: featureCount)
         BatchStatistics.backward(
-            outputGradient, cache: cache,
+            buffers, cache: cache,
             geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
-            backend: backend, graph: graph, into: &gradients, workspace: &workspace)
+            backend: backend, graph: graph, workspace: &workspace)
     }
 }

@@ -4,24 +4,25 @@
 /// to the kernels of a ``ChannelGeometry``.
 @usableFromInline
 enum BatchStatistics {
-    /// The training or inference forward pass over validated input.
+    /// The training or inference forward pass over the validated input the
+    /// cache holds.
     ///
-    /// Writes `output` and `cache`; updates the running statistics only after
-    /// every statistic was found finite and the output was written.
+    /// Writes `output` (validated to hold the input's count) and `cache`;
+    /// updates the running statistics only after every statistic was found
+    /// finite and the output was written.
     /// - Throws: ``NormError/nonFiniteStatistics(index:)`` naming the channel.
     @inlinable
     static func forward<Scalar: BLASScalar>(
-        _ input: Tensor<Scalar>, geometry g: ChannelGeometry, mode: Mode, origin: CacheOrigin,
+        geometry g: ChannelGeometry, mode: Mode, origin: CacheOrigin,
         gamma: [Scalar], beta: [Scalar],
         runningMean: inout [Scalar], runningVariance: inout [Scalar],
         epsilon: Scalar, momentum: Scalar, estimator: VarianceEstimator, backend: Backend,
-        output: inout Tensor<Scalar>, cache: inout NormCache<Scalar>,
+        output: UnsafeMutableBufferPointer<Scalar>, cache: inout NormCache<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         let channels = g.channels, rowStride = g.channels * g.inner
-        output.prepare(shape: input.shape)
-        cache.record(input: input, gamma: gamma, mode: mode, statisticCount: channels,
-                     origin: origin)
+        let input = cache.input
+        cache.record(gamma: gamma, mode: mode, statisticCount: channels, origin: origin)
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
         let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
                                     backend: backend)
@@ -84,17 +85,15 @@ enum BatchStatistics {
                     for c in 0..<channels { scale[c] = gammaBuffer[c] * invstd[c] }
                 }
                 beta.withUnsafeBufferPointer { betaBuffer in
-                    output.withUnsafeMutableBufferPointer { yBuffer in
-                        let shift = betaBuffer.baseAddress!, y = yBuffer.baseAddress!
-                        Threading.run(split) { chunk, _ in
-                            let rows = split.rows(ofChunk: chunk)
-                            let offset = rows.lowerBound * rowStride
-                            BatchNormKernels.normalize(
-                                x: x + offset,
-                                geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
-                                mean: mean, scale: scale, shift: shift, y: y + offset,
-                                streaming: streaming)
-                        }
+                    let shift = betaBuffer.baseAddress!, y = output.baseAddress!
+                    Threading.run(split) { chunk, _ in
+                        let rows = split.rows(ofChunk: chunk)
+                        let offset = rows.lowerBound * rowStride
+                        BatchNormKernels.normalize(
+                            x: x + offset,
+                            geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
+                            mean: mean, scale: scale, shift: shift, y: y + offset,
+                            streaming: streaming)
                     }
                 }
                 return nil
@@ -128,34 +127,31 @@ enum BatchStatistics {
         }
     }
 
-    /// Checks that `cache` came from the layer `origin`, holds statistics for
-    /// `channels` channels, and that `outputGradient` has the shape of the
-    /// cached input.
+    /// Checks that `cache` came from the layer `origin` and holds statistics
+    /// for `channels` channels, and that the caller's buffers fit it.
     @inlinable
     static func validateBackward<Scalar: BLASScalar>(
-        _ outputGradient: Tensor<Scalar>, cache: NormCache<Scalar>, channels: Int,
+        _ buffers: GradientBuffers<Scalar>, cache: NormCache<Scalar>, channels: Int,
         origin: CacheOrigin
     ) throws(NormError) {
         try Validation.origin(cache, expected: origin)
         try Validation.cache(cache, parameters: channels, statistics: channels)
-        try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
+        try Validation.gradientBuffers(buffers, cache: cache, parameters: channels)
     }
 
     /// The closed-form backward (or, with `graph`, the staged one, which exists
     /// for the matrix geometry only) over validated input.
     @inlinable
     static func backward<Scalar: BLASScalar>(
-        _ outputGradient: Tensor<Scalar>, cache: NormCache<Scalar>, geometry g: ChannelGeometry,
-        backend: Backend, graph: Bool,
-        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+        _ buffers: GradientBuffers<Scalar>, cache: NormCache<Scalar>, geometry g: ChannelGeometry,
+        backend: Backend, graph: Bool, workspace: inout Workspace<Scalar>
     ) {
         let frozen = cache.mode == .inference, channels = g.channels
         let rowStride = g.channels * g.inner
-        gradients.prepare(shape: cache.input.shape, parameterCount: channels)
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
         if graph {
             backwardThroughGraph(geometry: g, backend: backend, frozen: frozen, cache: cache,
-                                 outputGradient, into: &gradients, workspace: &workspace)
+                                 buffers, workspace: &workspace)
             return
         }
         let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
@@ -166,7 +162,7 @@ enum BatchStatistics {
         let perWorker = g.scratchCount(block: block, vectors: 0)
         let shared = split.workers * perWorker + split.chunks * 2 * channels
         workspace.withRegions(ones: g.onesCount(block: block), scratch: shared + 3 * channels) { ones, scratch in
-            cache.withBackwardPointers(outputGradient, into: &gradients) { p in
+            cache.withBackwardPointers(buffers) { p in
                 let partials = scratch + split.workers * perWorker
                 Threading.run(split) { chunk, worker in
                     let rows = split.rows(ofChunk: chunk)
@@ -205,8 +201,7 @@ enum BatchStatistics {
     @inlinable
     static func backwardThroughGraph<Scalar: BLASScalar>(
         geometry g: ChannelGeometry, backend: Backend, frozen: Bool, cache: NormCache<Scalar>,
-        _ outputGradient: Tensor<Scalar>, into gradients: inout NormGradients<Scalar>,
-        workspace: inout Workspace<Scalar>
+        _ buffers: GradientBuffers<Scalar>, workspace: inout Workspace<Scalar>
     ) {
         let channels = g.channels, count = g.outer
         let split = Threading.split(outer: count, scalarsPerRow: channels, of: Scalar.self,
@@ -217,7 +212,7 @@ enum BatchStatistics {
         let scratchCount = BatchNormKernels.graphScratch(blockRows: blockRows, columns: channels,
                                                          workers: split.workers, chunks: split.chunks)
         workspace.withRegions(ones: backend == .blas ? blockRows : 0, scratch: scratchCount) { ones, scratch in
-            cache.withBackwardPointers(outputGradient, into: &gradients) { p in
+            cache.withBackwardPointers(buffers) { p in
                 // Worker w's node block, then chunk k's partial dgamma, dbeta,
                 // divar and dmu, then the batch's sums.
                 let node = blockRows * channels

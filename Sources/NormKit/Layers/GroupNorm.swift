@@ -52,10 +52,15 @@ public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
         self.backend = backend
     }
 
+    /// The origin its forward passes record in a cache: `.groupNorm(channelCount:groupCount:)`.
+    @inlinable
+    public var cacheOrigin: CacheOrigin { .groupNorm(channelCount: channelCount, groupCount: groupCount) }
+
     /// Normalizes each (sample, group).
     ///
-    /// Writes into caller-owned `output`, `cache` and `workspace`, sized on first
-    /// use and reused afterwards; `forward(_:mode:)` calls this with fresh buffers.
+    /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
+    /// API call this. The cache copies the input; `cache` and `workspace` are
+    /// sized on first use and reused afterwards.
     /// - Throws: ``NormError/invalidShape(expected:actual:)`` for a rank other than 4
     ///   or another channel count; ``NormError/insufficientValues(valuesPerStatistic:)``
     ///   when `(C/G)·H·W < 2`; ``NormError/nonFiniteStatistics(index:)`` naming the
@@ -63,33 +68,37 @@ public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     /// - Complexity: O(N·C·H·W).
     @inlinable
     public mutating func forward(
-        _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try GroupStatistics.forward(
-            input, mode: mode, channels: channelCount, groups: groupCount,
-            origin: .groupNorm(channelCount: channelCount, groupCount: groupCount), gamma: gamma,
-            beta: beta, epsilon: epsilon, backend: backend, output: &output, cache: &cache,
-            workspace: &workspace)
+            input, shape: shape, mode: mode, channels: channelCount, groups: groupCount,
+            origin: cacheOrigin, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            output: output, cache: &cache, workspace: &workspace)
     }
 
     /// The backward pass (cs231n's `spatial_groupnorm_backward`).
     ///
-    /// Writes into caller-owned `gradients` and `workspace`; `backward(_:cache:)`
-    /// calls this with fresh buffers. See ``GroupNormKernels/backward``.
-    /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
+    /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
+    /// API call this. See ``GroupNormKernels/backward``.
+    /// - Throws: ``NormError/bufferCountMismatch(name:expected:actual:)``, or
     ///   ``NormError/cacheMismatch(expected:actual:)`` for a cache
     ///   from another layer, size, layout or group count, or from a forward pass
     ///   that threw.
     @inlinable
     public func backward(
-        _ outputGradient: Tensor<Scalar>, cache: Cache,
-        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+        _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
+        inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
+        betaGradient: UnsafeMutableBufferPointer<Scalar>,
+        workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
+                                      dbeta: betaGradient)
         try GroupStatistics.backward(
-            outputGradient, cache: cache, channels: channelCount, groups: groupCount,
-            origin: .groupNorm(channelCount: channelCount, groupCount: groupCount),
-            backend: backend, into: &gradients, workspace: &workspace)
+            buffers, cache: cache, channels: channelCount, groups: groupCount,
+            origin: cacheOrigin, backend: backend, workspace: &workspace)
     }
 }
 
@@ -110,19 +119,20 @@ enum GroupStatistics {
     /// The forward pass over `(N, C, H, W)` input.
     @inlinable
     static func forward<Scalar: BLASScalar>(
-        _ input: Tensor<Scalar>, mode: Mode, channels: Int, groups: Int, origin: CacheOrigin,
-        gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
-        output: inout Tensor<Scalar>, cache: inout NormCache<Scalar>,
+        _ x: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode, channels: Int, groups: Int,
+        origin: CacheOrigin, gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
+        output: UnsafeMutableBufferPointer<Scalar>, cache: inout NormCache<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try Validation.epsilon(epsilon)
         try Validation.count("gamma", gamma.count, expected: channels)
         try Validation.count("beta", beta.count, expected: channels)
+        try cache.adopt(x, shape: shape)
+        try Validation.buffer("output", output.count, expected: x.count)
+        let input = cache.input
         let g = try geometry(input, channels: channels, groups: groups)
         try Validation.valuesPerStatistic(g.rowLength)
-        output.prepare(shape: input.shape)
-        cache.record(input: input, gamma: gamma, mode: mode, statisticCount: g.rows,
-                     origin: origin)
+        cache.record(gamma: gamma, mode: mode, statisticCount: g.rows, origin: origin)
         let blockRows = backend == .blas
             ? CacheGeometry.blockRows(rows: g.rows, columns: g.rowLength,
                                       bytesPerScalar: MemoryLayout<Scalar>.stride,
@@ -142,7 +152,6 @@ enum GroupStatistics {
             beta.withUnsafeBufferPointer { betaBuffer in
             cache.storedMean.withUnsafeMutableBufferPointer { mean in
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
-            output.withUnsafeMutableBufferPointer { y in
                 Threading.firstFailure(split) { chunk, worker in
                     let samples = split.rows(ofChunk: chunk)
                     let firstRow = samples.lowerBound * groups
@@ -154,11 +163,11 @@ enum GroupStatistics {
                         blockRows: blockRows, epsilon: epsilon, backend: backend,
                         gamma: gammaBuffer.baseAddress!, beta: betaBuffer.baseAddress!,
                         mean: mean.baseAddress! + firstRow, invstd: invstd.baseAddress! + firstRow,
-                        y: y.baseAddress! + offset, streaming: streaming, ones: ones,
+                        y: output.baseAddress! + offset, streaming: streaming, ones: ones,
                         scratch: scratch + worker * perWorker
                     ).map { firstRow + $0 }
                 }
-            }}}}}}
+            }}}}}
         }
         if let index = failure {
             cache.invalidate()
@@ -169,15 +178,13 @@ enum GroupStatistics {
     /// The backward pass over a validated cache.
     @inlinable
     static func backward<Scalar: BLASScalar>(
-        _ outputGradient: Tensor<Scalar>, cache: NormCache<Scalar>, channels: Int, groups: Int,
-        origin: CacheOrigin, backend: Backend, into gradients: inout NormGradients<Scalar>,
-        workspace: inout Workspace<Scalar>
+        _ buffers: GradientBuffers<Scalar>, cache: NormCache<Scalar>, channels: Int, groups: Int,
+        origin: CacheOrigin, backend: Backend, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try Validation.origin(cache, expected: origin)
-        try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
         let g = try geometry(cache.input, channels: channels, groups: groups)
         try Validation.cache(cache, parameters: channels, statistics: g.rows)
-        gradients.prepare(shape: cache.input.shape, parameterCount: channels)
+        try Validation.gradientBuffers(buffers, cache: cache, parameters: channels)
         let blockRows = backend == .blas
             ? CacheGeometry.blockRows(rows: g.rows, columns: g.rowLength,
                                       bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
@@ -189,7 +196,7 @@ enum GroupStatistics {
         let perWorker = GroupNormKernels.backwardScratch(geometry: g, blockRows: blockRows)
         let scratchCount = split.workers * perWorker + split.chunks * 2 * channels
         workspace.withRegions(ones: onesCount, scratch: scratchCount) { ones, scratch in
-            cache.withBackwardPointers(outputGradient, into: &gradients) { p in
+            cache.withBackwardPointers(buffers) { p in
                 let partials = scratch + split.workers * perWorker
                 Threading.run(split) { chunk, worker in
                     let samples = split.rows(ofChunk: chunk)

@@ -38,33 +38,43 @@ public struct InstanceNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equa
         self.backend = backend
     }
 
+    /// The origin its forward passes record in a cache: `.instanceNorm(channelCount:)`.
+    @inlinable
+    public var cacheOrigin: CacheOrigin { .instanceNorm(channelCount: channelCount) }
+
     /// Normalizes each (sample, channel) slab; the errors are ``GroupNorm``'s.
     ///
-    /// Writes into caller-owned `output`, `cache` and `workspace`, sized on first
-    /// use and reused afterwards; `forward(_:mode:)` calls this with fresh buffers.
+    /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
+    /// API call this. The cache copies the input; `cache` and `workspace` are
+    /// sized on first use and reused afterwards.
     @inlinable
     public mutating func forward(
-        _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try GroupStatistics.forward(
-            input, mode: mode, channels: channelCount, groups: channelCount,
-            origin: .instanceNorm(channelCount: channelCount), gamma: gamma,
-            beta: beta, epsilon: epsilon, backend: backend, output: &output, cache: &cache,
-            workspace: &workspace)
+            input, shape: shape, mode: mode, channels: channelCount, groups: channelCount,
+            origin: cacheOrigin, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            output: output, cache: &cache, workspace: &workspace)
     }
 
     /// The backward pass, ``GroupNorm``'s with one channel per group.
     ///
-    /// Writes into caller-owned `gradients` and `workspace`; `backward(_:cache:)`
-    /// calls this with fresh buffers.
+    /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
+    /// API call this.
     @inlinable
     public func backward(
-        _ outputGradient: Tensor<Scalar>, cache: Cache,
-        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+        _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
+        inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
+        betaGradient: UnsafeMutableBufferPointer<Scalar>,
+        workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
+                                      dbeta: betaGradient)
         try GroupStatistics.backward(
-            outputGradient, cache: cache, channels: channelCount, groups: channelCount,
-            origin: .instanceNorm(channelCount: channelCount), backend: backend, into: &gradients, workspace: &workspace)
+            buffers, cache: cache, channels: channelCount, groups: channelCount,
+            origin: cacheOrigin, backend: backend, workspace: &workspace)
     }
 }

@@ -44,6 +44,10 @@ public struct LayerNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
 
     // MARK: Forward
 
+    /// The origin its forward passes record in a cache: `.layerNorm(featureCount:)`.
+    @inlinable
+    public var cacheOrigin: CacheOrigin { .layerNorm(featureCount: featureCount) }
+
     /// Normalizes each row of an `(N, D)` input.
     ///
     /// Both modes compute the same thing, so both apply the training checks: a
@@ -54,21 +58,22 @@ public struct LayerNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     ///   mean or variance is not finite, and the hyperparameter errors.
     /// - Complexity: O(N·D).
     ///
-    /// Writes into caller-owned `output`, `cache` and `workspace`, sized on first
-    /// use and reused afterwards (then the call allocates nothing); after a throw
-    /// they hold unspecified values. `forward(_:mode:)`, from
-    /// ``BufferedNormalizationLayer``, calls this with fresh buffers.
+    /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
+    /// API call this. The cache copies the input; `cache` and `workspace` are
+    /// sized on first use and reused afterwards (then the call allocates
+    /// nothing); after a throw they hold unspecified values.
     @inlinable
     public mutating func forward(
-        _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try Validation.epsilon(epsilon)
         try Validation.count("gamma", gamma.count, expected: featureCount)
         try Validation.count("beta", beta.count, expected: featureCount)
         try RowNormalization.forward(
-            input, mode: mode, columns: featureCount, centred: true, gamma: gamma, beta: beta,
-            epsilon: epsilon, backend: backend, output: &output, cache: &cache,
+            input, shape: shape, mode: mode, columns: featureCount, centred: true, gamma: gamma,
+            beta: beta, epsilon: epsilon, backend: backend, output: output, cache: &cache,
             workspace: &workspace)
     }
 
@@ -79,21 +84,25 @@ public struct LayerNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     /// `dxhat = gamma ∘ dy`; `dgamma = Σ_i dy·xhat`; `dbeta = Σ_i dy`.
     ///
     /// Row terms are `gemv(NoTrans, ·, gamma)`, column sums `gemv(Trans, ·, 1)`.
-    /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
+    /// - Throws: ``NormError/bufferCountMismatch(name:expected:actual:)``, or
     ///   ``NormError/cacheMismatch(expected:actual:)`` for a cache
     ///   from another layer, size, layout or group count, or from a forward pass
     ///   that threw.
     ///
-    /// Writes into caller-owned `gradients` and `workspace`, sized on first use and
-    /// reused afterwards. `backward(_:cache:)`, from ``BufferedNormalizationLayer``,
-    /// calls this with fresh buffers.
+    /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
+    /// API call this.
     @inlinable
     public func backward(
-        _ outputGradient: Tensor<Scalar>, cache: Cache,
-        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+        _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
+        inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
+        betaGradient: UnsafeMutableBufferPointer<Scalar>,
+        workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
+                                      dbeta: betaGradient)
         try RowNormalization.backward(
-            outputGradient, cache: cache, columns: featureCount, centred: true,
-            backend: backend, into: &gradients, workspace: &workspace)
+            buffers, cache: cache, columns: featureCount, centred: true,
+            backend: backend, workspace: &workspace)
     }
 }

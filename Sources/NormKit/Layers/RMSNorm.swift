@@ -43,17 +43,23 @@ public struct RMSNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable
         self.backend = backend
     }
 
+    /// The origin its forward passes record in a cache: `.rmsNorm(featureCount:)`.
+    @inlinable
+    public var cacheOrigin: CacheOrigin { .rmsNorm(featureCount: featureCount) }
+
     /// Normalizes each row by its root mean square; both modes compute the same.
     ///
-    /// Writes into caller-owned `output`, `cache` and `workspace`, sized on first
-    /// use and reused afterwards; `forward(_:mode:)` calls this with fresh buffers.
+    /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
+    /// API call this. The cache copies the input; `cache` and `workspace` are
+    /// sized on first use and reused afterwards.
     /// A single feature is allowed (its mean square needs one value).
     /// - Throws: ``NormError/invalidShape(expected:actual:)``,
     ///   ``NormError/nonFiniteStatistics(index:)`` naming the sample,
     ///   ``NormError/unsupportedParameter(name:expected:)`` for a nonzero `beta`.
     @inlinable
     public mutating func forward(
-        _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try Validation.epsilon(epsilon)
@@ -63,27 +69,32 @@ public struct RMSNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable
             throw .unsupportedParameter(name: "beta", expected: "all zeros (RMSNorm has no shift)")
         }
         try RowNormalization.forward(
-            input, mode: mode, columns: featureCount, centred: false, gamma: gamma, beta: beta,
-            epsilon: epsilon, backend: backend, output: &output, cache: &cache,
+            input, shape: shape, mode: mode, columns: featureCount, centred: false, gamma: gamma,
+            beta: beta, epsilon: epsilon, backend: backend, output: output, cache: &cache,
             workspace: &workspace)
     }
 
     /// The backward pass; `dbeta` is zeros.
     ///
-    /// Writes into caller-owned `gradients` and `workspace`; `backward(_:cache:)`
-    /// calls this with fresh buffers. Row terms are `gemv(NoTrans, dy∘xhat, gamma)`,
+    /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
+    /// API call this. Row terms are `gemv(NoTrans, dy∘xhat, gamma)`,
     /// `dgamma` is `gemv(Trans, dy∘xhat, 1)` over row blocks.
-    /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
+    /// - Throws: ``NormError/bufferCountMismatch(name:expected:actual:)``, or
     ///   ``NormError/cacheMismatch(expected:actual:)`` for a cache
     ///   from another layer, size, layout or group count, or from a forward pass
     ///   that threw.
     @inlinable
     public func backward(
-        _ outputGradient: Tensor<Scalar>, cache: Cache,
-        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+        _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
+        inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
+        betaGradient: UnsafeMutableBufferPointer<Scalar>,
+        workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
+                                      dbeta: betaGradient)
         try RowNormalization.backward(
-            outputGradient, cache: cache, columns: featureCount, centred: false,
-            backend: backend, into: &gradients, workspace: &workspace)
+            buffers, cache: cache, columns: featureCount, centred: false,
+            backend: backend, workspace: &workspace)
     }
 }

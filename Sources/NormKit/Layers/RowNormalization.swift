@@ -4,22 +4,27 @@
 /// normalize pass while the block is there.
 @usableFromInline
 enum RowNormalization {
-    /// Validates the input and computes `y = (x - mean_i) · invstd_i · gamma_j + beta_j`
-    /// (`mean_i = 0` when not `centred`).
+    /// Validates the input (copied into the cache unless it is the cache's
+    /// own) and computes `y = (x - mean_i) · invstd_i · gamma_j + beta_j`
+    /// (`mean_i = 0` when not `centred`) into `output`.
     /// - Throws: ``NormError/invalidShape(expected:actual:)``,
     ///   ``NormError/insufficientValues(valuesPerStatistic:)`` for `D < 2` when `centred`,
-    ///   ``NormError/nonFiniteStatistics(index:)`` naming the sample.
+    ///   ``NormError/nonFiniteStatistics(index:)`` naming the sample,
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``.
     @inlinable
     static func forward<Scalar: BLASScalar>(
-        _ input: Tensor<Scalar>, mode: Mode, columns: Int, centred: Bool, gamma: [Scalar],
-        beta: [Scalar], epsilon: Scalar, backend: Backend, output: inout Tensor<Scalar>,
+        _ x: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode, columns: Int, centred: Bool,
+        gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
+        output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout NormCache<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        try cache.adopt(x, shape: shape)
+        try Validation.buffer("output", output.count, expected: x.count)
+        let input = cache.input
         let rows = try Validation.matrixRows(input, columns: columns)
         // A mean and a variance need two values; a mean square (RMSNorm) needs one.
         if centred { try Validation.valuesPerStatistic(columns) }
-        output.prepare(shape: input.shape)
-        cache.record(input: input, gamma: gamma, mode: mode, statisticCount: rows,
+        cache.record(gamma: gamma, mode: mode, statisticCount: rows,
                      origin: origin(columns: columns, centred: centred))
         let blockRows = CacheGeometry.blockRows(
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride,
@@ -37,8 +42,7 @@ enum RowNormalization {
             beta.withUnsafeBufferPointer { betaBuffer in
             cache.storedMean.withUnsafeMutableBufferPointer { meanBuffer in
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstdBuffer in
-            output.withUnsafeMutableBufferPointer { yBuffer in
-                let x = xBuffer.baseAddress!, y = yBuffer.baseAddress!
+                let x = xBuffer.baseAddress!, y = output.baseAddress!
                 let g = gammaBuffer.baseAddress!, b = betaBuffer.baseAddress!
                 let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
                 switch backend {
@@ -59,7 +63,7 @@ enum RowNormalization {
                         x: x, rows: rows, columns: columns, epsilon: epsilon, centred: centred,
                         gamma: g, beta: b, mean: mean, invstd: invstd, y: y, streaming: streaming)
                 }
-            }}}}}}
+            }}}}}
         }
         if let index = failure {
             cache.invalidate()
@@ -73,19 +77,17 @@ enum RowNormalization {
         centred ? .layerNorm(featureCount: columns) : .rmsNorm(featureCount: columns)
     }
 
-    /// Validates the gradient and cache and computes the backward pass (see
-    /// ``LayerNormKernels/backwardBLAS``).
+    /// Validates the cache and the caller's buffers and computes the backward
+    /// pass (see ``LayerNormKernels/backwardBLAS``).
     @inlinable
     static func backward<Scalar: BLASScalar>(
-        _ outputGradient: Tensor<Scalar>, cache: NormCache<Scalar>, columns: Int, centred: Bool,
-        backend: Backend, into gradients: inout NormGradients<Scalar>,
-        workspace: inout Workspace<Scalar>
+        _ buffers: GradientBuffers<Scalar>, cache: NormCache<Scalar>, columns: Int, centred: Bool,
+        backend: Backend, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try Validation.origin(cache, expected: origin(columns: columns, centred: centred))
-        try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
         let rows = try Validation.matrixRows(cache.input, columns: columns)
         try Validation.cache(cache, parameters: columns, statistics: rows)
-        gradients.prepare(shape: cache.input.shape, parameterCount: columns)
+        try Validation.gradientBuffers(buffers, cache: cache, parameters: columns)
         let blockRows = CacheGeometry.blockRows(
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
         let onesCount = backend == .blas ? blockRows : 0
@@ -97,7 +99,7 @@ enum RowNormalization {
         let scratchCount = backend == .blas
             ? split.workers * perWorker + split.chunks * 2 * columns : 2 * rows
         workspace.withRegions(ones: onesCount, scratch: scratchCount) { ones, scratch in
-            cache.withBackwardPointers(outputGradient, into: &gradients) { p in
+            cache.withBackwardPointers(buffers) { p in
                 switch backend {
                 case .blas:
                     let partials = scratch + split.workers * perWorker

@@ -98,54 +98,66 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, 
         }
     }
 
-    /// Normalizes a batch of images per channel.
+    /// The origin its forward passes record in a cache:
+    /// `.spatialBatchNorm(channelCount:layout:)`.
+    @inlinable
+    public var cacheOrigin: CacheOrigin { .spatialBatchNorm(channelCount: channelCount, layout: layout) }
+
+    /// Normalizes a batch of images per channel, in borrowed memory. The
+    /// `Tensor` and `Span` entry points and the value API call this.
     ///
-    /// Writes into caller-owned `output`, `cache` and `workspace`, sized on first
-    /// use and reused afterwards; `forward(_:mode:)` calls this with fresh buffers.
+    /// The cache copies the input; `cache` and `workspace` are sized on first
+    /// use and reused afterwards.
     /// - Throws: ``NormError/invalidShape(expected:actual:)`` for a rank other than 4,
     ///   another channel count or an empty dimension;
     ///   ``NormError/insufficientValues(valuesPerStatistic:)`` when `N·H·W < 2` in
     ///   training; ``NormError/nonFiniteStatistics(index:)`` naming the channel;
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``;
     ///   the hyperparameter errors. A throwing call changes no running statistic.
     /// - Complexity: O(N·C·H·W).
     @inlinable
     public mutating func forward(
-        _ input: Tensor<Scalar>, mode: Mode, into output: inout Tensor<Scalar>,
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try validateParameters()
-        let g = try geometry(input)
+        try cache.adopt(input, shape: shape)
+        try Validation.buffer("output", output.count, expected: input.count)
+        let g = try geometry(cache.input)
         if mode == .training { try Validation.valuesPerStatistic(g.valuesPerStatistic) }
         try BatchStatistics.forward(
-            input, geometry: g, mode: mode,
-            origin: .spatialBatchNorm(channelCount: channelCount, layout: layout),
-            gamma: gamma, beta: beta,
+            geometry: g, mode: mode, origin: cacheOrigin, gamma: gamma, beta: beta,
             runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
             momentum: momentum, estimator: varianceEstimator, backend: backend,
-            output: &output, cache: &cache, workspace: &workspace)
+            output: output, cache: &cache, workspace: &workspace)
     }
 
-    /// The closed-form backward per channel (cs231n's `spatial_batchnorm_backward`):
-    /// `dbeta_c = Σ dy`, `dgamma_c = Σ dy·xhat` over `N·H·W`, and
-    /// `dx = gamma_c·invstd_c/m · (m·dy - dbeta_c - xhat·dgamma_c)`.
+    /// The closed-form backward per channel (cs231n's `spatial_batchnorm_backward`)
+    /// over borrowed memory: `dbeta_c = Σ dy`, `dgamma_c = Σ dy·xhat` over `N·H·W`,
+    /// and `dx = gamma_c·invstd_c/m · (m·dy - dbeta_c - xhat·dgamma_c)`. The
+    /// `Tensor` and `Span` entry points and the value API call this.
     ///
-    /// Writes into caller-owned `gradients` and `workspace`; `backward(_:cache:)`
-    /// calls this with fresh buffers. Per-channel sums are `gemv(NoTrans, ·, 1_HW)`
-    /// accumulated over samples (NCHW) or `gemv(Trans, ·, 1)` (NHWC).
-    /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)``, or
-    ///   ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    /// Per-channel sums are `gemv(NoTrans, ·, 1_HW)` accumulated over samples
+    /// (NCHW) or `gemv(Trans, ·, 1)` (NHWC).
+    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
     ///   from another layer, size, layout or group count, or from a forward pass
-    ///   that threw.
+    ///   that threw; ``NormError/bufferCountMismatch(name:expected:actual:)``.
+    /// - Complexity: O(N·C·H·W).
     @inlinable
     public func backward(
-        _ outputGradient: Tensor<Scalar>, cache: Cache,
-        into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
+        _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
+        inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
+        betaGradient: UnsafeMutableBufferPointer<Scalar>,
+        workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try BatchStatistics.validateBackward(
-            outputGradient, cache: cache, channels: channelCount,
-            origin: .spatialBatchNorm(channelCount: channelCount, layout: layout))
+        let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
+                                      dbeta: betaGradient)
+        try BatchStatistics.validateBackward(buffers, cache: cache, channels: channelCount,
+                                             origin: cacheOrigin)
         let g = try geometry(cache.input)
-        BatchStatistics.backward(outputGradient, cache: cache, geometry: g, backend: backend,
-                                 graph: false, into: &gradients, workspace: &workspace)
+        BatchStatistics.backward(buffers, cache: cache, geometry: g, backend: backend,
+                                 graph: false, workspace: &workspace)
     }
 }
