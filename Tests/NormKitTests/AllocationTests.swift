@@ -310,3 +310,44 @@ extension ProcessWideTests {
         }
     }
 }
+
+extension ProcessWideTests.AllocationTests {
+    /// The README's training loop over memory the app owns, verbatim between
+    /// the markers (`ReadmeTextTests` checks the README holds the same text).
+    func readmeLoop() throws -> NormalizationStep<BatchNorm<Float>> {
+        // README-LOOP-BEGIN
+        var step = NormalizationStep(try BatchNorm<Float>(featureCount: 128))
+        let shape = [64, 128]
+        var x = [Float](repeating: 0, count: 64 * 128)    // the app's activations, reused
+        var dy = [Float](repeating: 0, count: 64 * 128)   // the upstream gradient, reused
+        for iteration in 1...100 {
+            for i in x.indices { x[i] = Float((i * 7 + iteration) % 13) * 0.3 }   // the next batch
+            try x.withUnsafeBufferPointer { try step.forward($0, shape: shape) }
+            step.output.withUnsafeBufferPointer { y in    // the loss sum(y²)/2 has dL/dy = y
+                for i in dy.indices { dy[i] = y[i] }
+            }
+            try dy.withUnsafeBufferPointer { try step.backward($0) }
+            for j in 0..<128 { step.layer.gamma[j] -= 0.01 * step.gradients.gamma[j] }   // SGD
+        }
+        // README-LOOP-END
+        return step
+    }
+
+    @Test("the README's NormalizationStep loop allocates nothing per step, on one thread and on two")
+    func readmeLoopAllocations() throws {
+        let before = Threading.threadCount
+        defer { Threading.threadCount = before }
+        _ = try readmeLoop()   // the process's one-time set-up (cache sizes from sysfs, ...)
+        for threads in [1, 2] {
+            Threading.threadCount = threads
+            let start = normkit_thread_allocation_count()
+            let step = try readmeLoop()
+            let count = normkit_thread_allocation_count() - start
+            // The first step sizes the buffers (15 allocations when this was
+            // written); one allocation per step would make a hundred more. 64x128 Float is one
+            // chunk, so two threads run it on one.
+            #expect(count <= 30, "\(count) allocations in 100 steps on \(threads) thread(s)")
+            #expect(step.output.shape == [64, 128] && step.layer.gamma.allSatisfy(\.isFinite))
+        }
+    }
+}

@@ -1,0 +1,131 @@
+/// A normalization layer bundled with everything its training loop reuses:
+/// the output, the cache, the gradients and the workspace.
+///
+/// ```swift
+/// var step = NormalizationStep(try LayerNorm<Float>(featureCount: 128))
+/// for batch in batches {                       // [Float] buffers the app owns
+///     try batch.withUnsafeBufferPointer { x in
+///         try step.forward(x, shape: [64, 128])
+///     }
+///     // ... step.output is y; the loss gives dy ...
+///     try step.backward(dy)
+///     // step.gradients.input, .gamma, .beta
+/// }
+/// ```
+///
+/// After the first call (or a change of shape) a step allocates nothing, on
+/// one thread; split over several threads (``Threading``) a pass allocates
+/// once per parallel phase. The forward pass copies its input into the
+/// cache's own storage, so the step never refers to the caller's memory: the
+/// next batch may be written into the same buffer or tensor. Reading
+/// ``output`` or ``gradients`` hands out a copy-on-write reference; keep it past
+/// the next pass and that pass copies (allocates) instead of overwriting it.
+public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
+    /// The scalar type of the layer.
+    public typealias Scalar = Layer.Scalar
+
+    /// The layer: its parameters, running statistics and settings, which the
+    /// training loop updates in place (`step.layer.gamma[j] -= ...`).
+    public var layer: Layer
+    /// The output of the last forward pass (unspecified after one that threw).
+    public var output: Tensor<Scalar> { storedOutput }
+    /// The gradients of the last backward pass (unspecified after one that threw).
+    public var gradients: NormGradients<Scalar> { storedGradients }
+    /// What the last forward pass saved for backward.
+    public var cache: NormCache<Scalar> { storedCache }
+
+    @usableFromInline var storedOutput: Tensor<Scalar>
+    @usableFromInline var storedGradients: NormGradients<Scalar>
+    @usableFromInline var storedCache: NormCache<Scalar>
+    @usableFromInline var workspace: Workspace<Scalar>
+
+    /// A step around `layer`, with empty buffers that the first pass sizes.
+    public init(_ layer: Layer) {
+        self.layer = layer
+        storedOutput = .empty
+        storedGradients = NormGradients()
+        storedCache = NormCache()
+        workspace = Workspace()
+    }
+
+    /// Normalizes `input`, of `shape`, into ``output``, saving what backward
+    /// needs in ``cache`` (a copy of the input, in storage reused from step to
+    /// step).
+    /// - Throws: the layer's errors, ``NormError/negativeDimension(shape:)``,
+    ///   ``NormError/shapeOverflow(shape:)``,
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``. The layer's
+    ///   state is unchanged after a throw.
+    /// - Complexity: O(product of `shape`).
+    @inlinable
+    public mutating func forward(_ input: UnsafeBufferPointer<Scalar>, shape: [Int],
+                                 mode: Mode = .training) throws(NormError) {
+        _ = try Tensor<Scalar>.elementCount(of: shape)
+        storedOutput.prepare(shape: shape)
+        try storedOutput.withUnsafeMutableBufferPointer { (y) throws(NormError) in
+            try layer.forward(input, shape: shape, mode: mode, into: y, cache: &storedCache,
+                              workspace: &workspace)
+        }
+    }
+
+    /// Normalizes a tensor; see ``forward(_:shape:mode:)-(UnsafeBufferPointer<Scalar>,_,_)``.
+    /// The step copies it, so the caller may overwrite the tensor afterwards
+    /// without a copy-on-write copy.
+    /// - Throws: the layer's errors.
+    /// - Complexity: O(count of `input`).
+    @inlinable
+    public mutating func forward(_ input: Tensor<Scalar>, mode: Mode = .training) throws(NormError) {
+        try input.withUnsafeBufferPointer { (x) throws(NormError) in
+            try forward(x, shape: input.shape, mode: mode)
+        }
+    }
+
+    /// Normalizes a `Span`; see ``forward(_:shape:mode:)-(UnsafeBufferPointer<Scalar>,_,_)``.
+    /// - Throws: as that method.
+    /// - Complexity: O(product of `shape`).
+    @inlinable
+    public mutating func forward(_ input: Span<Scalar>, shape: [Int], mode: Mode = .training) throws(NormError) {
+        try input.withUnsafeBufferPointer { (x) throws(NormError) in
+            try forward(x, shape: shape, mode: mode)
+        }
+    }
+
+    /// Backpropagates `outputGradient` (as many scalars as the last forward
+    /// input, in its shape) through the last forward pass into ``gradients``.
+    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` when the last
+    ///   forward pass threw or none ran;
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``.
+    /// - Complexity: O(count of the last forward input).
+    @inlinable
+    public mutating func backward(_ outputGradient: UnsafeBufferPointer<Scalar>) throws(NormError) {
+        try Validation.origin(storedCache, expected: layer.cacheOrigin)
+        storedGradients.prepare(shape: storedCache.input.shape, parameterCount: storedCache.gamma.count)
+        try storedGradients.input.withUnsafeMutableBufferPointer { (dx) throws(NormError) in
+            try storedGradients.gamma.withUnsafeMutableBufferPointer { (dgamma) throws(NormError) in
+                try storedGradients.beta.withUnsafeMutableBufferPointer { (dbeta) throws(NormError) in
+                    try layer.backward(outputGradient, cache: storedCache, inputGradient: dx,
+                                       gammaGradient: dgamma, betaGradient: dbeta,
+                                       workspace: &workspace)
+                }
+            }
+        }
+    }
+
+    /// Backpropagates a tensor of the last forward input's shape.
+    /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)`` for
+    ///   another shape, and the errors of the buffer form.
+    /// - Complexity: O(count of the last forward input).
+    @inlinable
+    public mutating func backward(_ outputGradient: Tensor<Scalar>) throws(NormError) {
+        try Validation.origin(storedCache, expected: layer.cacheOrigin)
+        try Validation.gradientShape(outputGradient.shape, expected: storedCache.input.shape)
+        try outputGradient.withUnsafeBufferPointer { (dy) throws(NormError) in try backward(dy) }
+    }
+
+    /// Backpropagates a `Span`; see the buffer form.
+    /// - Throws: as the buffer form.
+    /// - Complexity: O(count of the last forward input).
+    @inlinable
+    public mutating func backward(_ outputGradient: Span<Scalar>) throws(NormError) {
+        try outputGradient.withUnsafeBufferPointer { (dy) throws(NormError) in try backward(dy) }
+    }
+}
