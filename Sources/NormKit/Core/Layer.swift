@@ -155,12 +155,17 @@ extension BufferedNormalizationLayer {
     ) throws(NormError) {
         cache.share(input)
         output.prepare(shape: input.shape)
-        try input.withUnsafeBufferPointer { (x) throws(NormError) in
-            try output.withUnsafeMutableBufferPointer { (y) throws(NormError) in
-                try forward(x, shape: input.shape, mode: mode, into: y, cache: &cache,
-                            workspace: &workspace)
+        // Errors leave the closures as values (see `NormalizationStep.forward`).
+        let failure: NormError? = input.withUnsafeBufferPointer { x in
+            output.withUnsafeMutableBufferPointer { y in
+                do throws(NormError) {
+                    try forward(x, shape: input.shape, mode: mode, into: y, cache: &cache,
+                                workspace: &workspace)
+                    return nil
+                } catch { return error }
             }
         }
+        if let failure { throw failure }
     }
 
     /// Backpropagates `outputGradient` through the forward pass that filled
@@ -178,16 +183,20 @@ extension BufferedNormalizationLayer {
         try Validation.origin(cache, expected: cacheOrigin)
         try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
         gradients.prepare(shape: cache.input.shape, parameterCount: cache.gamma.count)
-        try outputGradient.withUnsafeBufferPointer { (dy) throws(NormError) in
-            try gradients.input.withUnsafeMutableBufferPointer { (dx) throws(NormError) in
-                try gradients.gamma.withUnsafeMutableBufferPointer { (dgamma) throws(NormError) in
-                    try gradients.beta.withUnsafeMutableBufferPointer { (dbeta) throws(NormError) in
-                        try backward(dy, cache: cache, inputGradient: dx, gammaGradient: dgamma,
-                                     betaGradient: dbeta, workspace: &workspace)
+        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
+            gradients.input.withUnsafeMutableBufferPointer { dx in
+                gradients.gamma.withUnsafeMutableBufferPointer { dgamma in
+                    gradients.beta.withUnsafeMutableBufferPointer { dbeta in
+                        do throws(NormError) {
+                            try backward(dy, cache: cache, inputGradient: dx, gammaGradient: dgamma,
+                                         betaGradient: dbeta, workspace: &workspace)
+                            return nil
+                        } catch { return error }
                     }
                 }
             }
         }
+        if let failure { throw failure }
     }
 
     /// The entry point over borrowed memory for `Span`s:
@@ -199,11 +208,15 @@ extension BufferedNormalizationLayer {
         _ input: Span<Scalar>, shape: [Int], mode: Mode, into output: inout MutableSpan<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try input.withUnsafeBufferPointer { (x) throws(NormError) in
-            try output.withUnsafeMutableBufferPointer { (y) throws(NormError) in
-                try forward(x, shape: shape, mode: mode, into: y, cache: &cache, workspace: &workspace)
+        let failure: NormError? = input.withUnsafeBufferPointer { x in
+            output.withUnsafeMutableBufferPointer { y in
+                do throws(NormError) {
+                    try forward(x, shape: shape, mode: mode, into: y, cache: &cache, workspace: &workspace)
+                    return nil
+                } catch { return error }
             }
         }
+        if let failure { throw failure }
     }
 
     /// The backward entry point over borrowed memory for `Span`s.
@@ -215,16 +228,20 @@ extension BufferedNormalizationLayer {
         inputGradient: inout MutableSpan<Scalar>, gammaGradient: inout MutableSpan<Scalar>,
         betaGradient: inout MutableSpan<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try outputGradient.withUnsafeBufferPointer { (dy) throws(NormError) in
-            try inputGradient.withUnsafeMutableBufferPointer { (dx) throws(NormError) in
-                try gammaGradient.withUnsafeMutableBufferPointer { (dgamma) throws(NormError) in
-                    try betaGradient.withUnsafeMutableBufferPointer { (dbeta) throws(NormError) in
-                        try backward(dy, cache: cache, inputGradient: dx, gammaGradient: dgamma,
-                                     betaGradient: dbeta, workspace: &workspace)
+        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
+            inputGradient.withUnsafeMutableBufferPointer { dx in
+                gammaGradient.withUnsafeMutableBufferPointer { dgamma in
+                    betaGradient.withUnsafeMutableBufferPointer { dbeta in
+                        do throws(NormError) {
+                            try backward(dy, cache: cache, inputGradient: dx, gammaGradient: dgamma,
+                                         betaGradient: dbeta, workspace: &workspace)
+                            return nil
+                        } catch { return error }
                     }
                 }
             }
         }
+        if let failure { throw failure }
     }
 
     /// The value API: ``forward(_:mode:into:cache:workspace:)`` with fresh buffers.

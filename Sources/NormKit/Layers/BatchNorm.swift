@@ -171,16 +171,21 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
         try Validation.origin(cache, expected: cacheOrigin)
         try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
         gradients.prepare(shape: cache.input.shape, parameterCount: cache.gamma.count)
-        try outputGradient.withUnsafeBufferPointer { (dy) throws(NormError) in
-            try gradients.input.withUnsafeMutableBufferPointer { (dx) throws(NormError) in
-                try gradients.gamma.withUnsafeMutableBufferPointer { (dgamma) throws(NormError) in
-                    try gradients.beta.withUnsafeMutableBufferPointer { (dbeta) throws(NormError) in
-                        try backward(GradientBuffers(dy: dy, dx: dx, dgamma: dgamma, dbeta: dbeta),
-                                     cache: cache, graph: true, workspace: &workspace)
+        // Errors leave the closures as values (see `NormalizationStep.forward`).
+        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
+            gradients.input.withUnsafeMutableBufferPointer { dx in
+                gradients.gamma.withUnsafeMutableBufferPointer { dgamma in
+                    gradients.beta.withUnsafeMutableBufferPointer { dbeta in
+                        do throws(NormError) {
+                            try backward(GradientBuffers(dy: dy, dx: dx, dgamma: dgamma, dbeta: dbeta),
+                                         cache: cache, graph: true, workspace: &workspace)
+                            return nil
+                        } catch { return error }
                     }
                 }
             }
         }
+        if let failure { throw failure }
     }
 
     /// Both backward forms over borrowed buffers, validated here.

@@ -61,32 +61,47 @@ public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
                                  mode: Mode = .training) throws(NormError) {
         _ = try Tensor<Scalar>.elementCount(of: shape)
         storedOutput.prepare(shape: shape)
-        try storedOutput.withUnsafeMutableBufferPointer { (y) throws(NormError) in
-            try layer.forward(input, shape: shape, mode: mode, into: y, cache: &storedCache,
-                              workspace: &workspace)
+        // The error leaves the closure as a value, not thrown through it: with
+        // the thrown form inlined into an app's top-level code (main.swift),
+        // Swift 6.3.1's release build failed LLVM's verifier ("swifterror value
+        // can only be loaded and stored from, or as a swifterror argument").
+        // Every @inlinable entry point that opens buffers does the same.
+        let failure: NormError? = storedOutput.withUnsafeMutableBufferPointer { y in
+            do throws(NormError) {
+                try layer.forward(input, shape: shape, mode: mode, into: y, cache: &storedCache,
+                                  workspace: &workspace)
+                return nil
+            } catch {
+                return error
+            }
         }
+        if let failure { throw failure }
     }
 
-    /// Normalizes a tensor; see ``forward(_:shape:mode:)-(UnsafeBufferPointer<Scalar>,_,_)``.
+    /// Normalizes a tensor, as the form over an `UnsafeBufferPointer` does.
     /// The step copies it, so the caller may overwrite the tensor afterwards
     /// without a copy-on-write copy.
     /// - Throws: the layer's errors.
     /// - Complexity: O(count of `input`).
     @inlinable
     public mutating func forward(_ input: Tensor<Scalar>, mode: Mode = .training) throws(NormError) {
-        try input.withUnsafeBufferPointer { (x) throws(NormError) in
-            try forward(x, shape: input.shape, mode: mode)
+        let failure: NormError? = input.withUnsafeBufferPointer { x in
+            do throws(NormError) { try forward(x, shape: input.shape, mode: mode); return nil }
+            catch { return error }
         }
+        if let failure { throw failure }
     }
 
-    /// Normalizes a `Span`; see ``forward(_:shape:mode:)-(UnsafeBufferPointer<Scalar>,_,_)``.
+    /// Normalizes a `Span`, as the form over an `UnsafeBufferPointer` does.
     /// - Throws: as that method.
     /// - Complexity: O(product of `shape`).
     @inlinable
     public mutating func forward(_ input: Span<Scalar>, shape: [Int], mode: Mode = .training) throws(NormError) {
-        try input.withUnsafeBufferPointer { (x) throws(NormError) in
-            try forward(x, shape: shape, mode: mode)
+        let failure: NormError? = input.withUnsafeBufferPointer { x in
+            do throws(NormError) { try forward(x, shape: shape, mode: mode); return nil }
+            catch { return error }
         }
+        if let failure { throw failure }
     }
 
     /// Backpropagates `outputGradient` (as many scalars as the last forward
@@ -99,15 +114,19 @@ public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
     public mutating func backward(_ outputGradient: UnsafeBufferPointer<Scalar>) throws(NormError) {
         try Validation.origin(storedCache, expected: layer.cacheOrigin)
         storedGradients.prepare(shape: storedCache.input.shape, parameterCount: storedCache.gamma.count)
-        try storedGradients.input.withUnsafeMutableBufferPointer { (dx) throws(NormError) in
-            try storedGradients.gamma.withUnsafeMutableBufferPointer { (dgamma) throws(NormError) in
-                try storedGradients.beta.withUnsafeMutableBufferPointer { (dbeta) throws(NormError) in
-                    try layer.backward(outputGradient, cache: storedCache, inputGradient: dx,
-                                       gammaGradient: dgamma, betaGradient: dbeta,
-                                       workspace: &workspace)
+        let failure: NormError? = storedGradients.input.withUnsafeMutableBufferPointer { dx in
+            storedGradients.gamma.withUnsafeMutableBufferPointer { dgamma in
+                storedGradients.beta.withUnsafeMutableBufferPointer { dbeta in
+                    do throws(NormError) {
+                        try layer.backward(outputGradient, cache: storedCache, inputGradient: dx,
+                                           gammaGradient: dgamma, betaGradient: dbeta,
+                                           workspace: &workspace)
+                        return nil
+                    } catch { return error }
                 }
             }
         }
+        if let failure { throw failure }
     }
 
     /// Backpropagates a tensor of the last forward input's shape.
@@ -118,7 +137,10 @@ public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
     public mutating func backward(_ outputGradient: Tensor<Scalar>) throws(NormError) {
         try Validation.origin(storedCache, expected: layer.cacheOrigin)
         try Validation.gradientShape(outputGradient.shape, expected: storedCache.input.shape)
-        try outputGradient.withUnsafeBufferPointer { (dy) throws(NormError) in try backward(dy) }
+        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
+            do throws(NormError) { try backward(dy); return nil } catch { return error }
+        }
+        if let failure { throw failure }
     }
 
     /// Backpropagates a `Span`; see the buffer form.
@@ -126,6 +148,9 @@ public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
     /// - Complexity: O(count of the last forward input).
     @inlinable
     public mutating func backward(_ outputGradient: Span<Scalar>) throws(NormError) {
-        try outputGradient.withUnsafeBufferPointer { (dy) throws(NormError) in try backward(dy) }
+        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
+            do throws(NormError) { try backward(dy); return nil } catch { return error }
+        }
+        if let failure { throw failure }
     }
 }
