@@ -7,7 +7,7 @@ import Glibc
 /// How many threads NormKit's BLAS kernels use, and how they split the work.
 ///
 /// NormKit owns its parallelism. The BLAS backend splits the samples (rows) of
-/// an input into chunks fixed by the input's shape alone (``Split``), runs the
+/// an input into chunks fixed by the input's shape alone (`Threading.Split`), runs the
 /// chunks on up to `threadCount` threads, and merges the chunks' partial
 /// results in chunk order (moments with Chan's formula, parameter gradients
 /// and the staged backward's column sums by summation). The reduction tree is
@@ -59,7 +59,7 @@ public enum Threading {
     /// 128 KiB, one chunk of Float). Process-wide.
     ///
     /// A kernel uses `min(threadCount, chunks, inputBytes / minimumBytesPerWorker)`
-    /// threads. NormKit's workers (``WorkerPool``) wake in microseconds, and on
+    /// threads. NormKit's workers (`WorkerPool`) wake in microseconds, and on
     /// the development machine (2-core AMD EPYC guest) two threads already
     /// gained 1.5x to 1.9x on every pass at 64x1024 Float (256 KiB, two
     /// chunks). A machine where waking threads costs more may want a larger
@@ -118,7 +118,7 @@ public enum Threading {
     }
 
     /// Runs `body(chunk, worker)` for every chunk of `split`, worker `w` taking
-    /// a contiguous run of chunks in order, on ``WorkerPool``'s threads when
+    /// a contiguous run of chunks in order, on `WorkerPool`'s threads when
     /// there is more than one worker, and returns when all have finished.
     /// `worker` indexes per-thread scratch; `chunk` indexes per-chunk partial
     /// results. Every caller runs inside ``Workspace``'s `withRegions`, which

@@ -44,8 +44,13 @@ extension SpatialBatchNorm {
     /// describes (momentum `1 - pytorchMomentum`, ``VarianceEstimator/unbiased``).
     ///
     /// - Parameters:
+    ///   - state: the archive.
+    ///   - prefix: the module's prefix in a whole model's `state_dict`, e.g. `"bn1."`.
+    ///   - epsilon: the module's `eps` (the `state_dict` does not hold it).
+    ///   - pytorchMomentum: the module's `momentum`, in PyTorch's convention.
     ///   - layout: the layout of the inputs this layer will see; PyTorch's
     ///     `channels_last` tensors are ``ChannelLayout/nhwc`` here.
+    ///   - backend: the implementation to use.
     /// - Throws: as ``BatchNorm/init(pytorch:prefix:epsilon:pytorchMomentum:backend:)``.
     /// - Complexity: O(C).
     public init(pytorch state: NumPyArchive, prefix: String = "", epsilon: Scalar = 1e-5,

@@ -81,7 +81,7 @@ public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     /// The backward pass (cs231n's `spatial_groupnorm_backward`).
     ///
     /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
-    /// API call this. See ``GroupNormKernels/backward``.
+    /// API call this. The kernel is `GroupNormKernels.backward`.
     /// - Throws: ``NormError/bufferCountMismatch(name:expected:actual:)``, or
     ///   ``NormError/cacheMismatch(expected:actual:)`` for a cache
     ///   from another layer, size, layout or group count, or from a forward pass
