@@ -5,7 +5,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BENCH_ARGS ?=
 
-.PHONY: setup test test-long sanitize fuzz fuzz-merge bench bench-quick lab clean
+.PHONY: setup test test-long sanitize fuzz fuzz-merge bench bench-quick lab docs example clean
 
 setup:
 	@if [ ! -f /usr/include/lapacke.h ] || ! pkg-config --exists openblas 2>/dev/null || ! pkg-config --exists lapacke 2>/dev/null; then \
@@ -75,5 +75,15 @@ bench-quick: setup
 lab: setup
 	$(SWIFT) run -c release normlab all --output normlab-output
 
+# NormKit's DocC catalog (Sources/NormKit/NormKit.docc); any DocC warning fails.
+docs: setup
+	$(SWIFT) package --disable-sandbox generate-documentation --target NormKit --warnings-as-errors
+
+# Examples/Consumer: a separate package that depends on NormKit by path, built
+# in release (top-level code that once crashed the compiler) and in debug, and run.
+example: setup
+	cd Examples/Consumer && $(SWIFT) build -c release && .build/release/Consumer
+	cd Examples/Consumer && $(SWIFT) build && .build/debug/Consumer
+
 clean:
-	rm -rf .build
+	rm -rf .build Examples/Consumer/.build

@@ -1,0 +1,18 @@
+// swift-tools-version: 6.1
+// A separate package that depends on NormKit as an app would (CI builds and
+// runs it): the README's training loop over memory the app owns, layer state
+// through .npz, a PyTorch state_dict, and bad input.
+import PackageDescription
+
+let package = Package(
+    name: "Consumer",
+    dependencies: [
+        .package(name: "NormKit", path: "../.."),
+    ],
+    targets: [
+        .executableTarget(
+            name: "Consumer",
+            dependencies: [.product(name: "NormKit", package: "NormKit")]
+        ),
+    ]
+)
