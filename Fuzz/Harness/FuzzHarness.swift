@@ -353,6 +353,9 @@ struct FuzzCase<Scalar: BLASScalar> {
                 report.fail("tame input gave a non-finite output")
             }
         }
+        exerciseStep(layer, state: state, input: input, gradient: gradient, small: small,
+                     smallGradient: smallGradient, valueLayer: valueLayer, valueForward: valueForward,
+                     valueError: valueError, &report)
         guard let gradient, let (_, valueCache) = valueForward else { return }
 
         let stateBeforeBackward = state(bufferedLayer)
@@ -391,6 +394,67 @@ struct FuzzCase<Scalar: BLASScalar> {
             if tameRun, !(value.input.scalars + value.gamma + value.beta).allSatisfy(\.isFinite) {
                 report.fail("tame input gave non-finite gradients")
             }
+        }
+    }
+
+    /// The entry points over borrowed memory, through a ``NormalizationStep``
+    /// (whose cache copies the input) that a pass of another shape used first:
+    /// the value API's bits or error, and the closed-form backward's gradients.
+    func exerciseStep<Layer: BufferedNormalizationLayer>(
+        _ layer: Layer, state: (Layer) -> [[Scalar]], input: Tensor<Scalar>,
+        gradient: Tensor<Scalar>?, small: Tensor<Scalar>?, smallGradient: Tensor<Scalar>?,
+        valueLayer: Layer, valueForward: (output: Tensor<Scalar>, cache: NormCache<Scalar>)?,
+        valueError: NormError?, _ report: inout Report
+    ) where Layer.Scalar == Scalar {
+        let before = state(layer)
+        var step = NormalizationStep(layer)
+        if let small {
+            try? step.forward(small, mode: header.mode)
+            if let smallGradient { try? step.backward(smallGradient) }
+            step.layer = layer
+        }
+        do {
+            try input.withUnsafeBufferPointer { (x) throws(NormError) in
+                try step.forward(x, shape: input.shape, mode: header.mode)
+            }
+        } catch {
+            if !sameState(state(step.layer), before) {
+                report.fail("borrowed-memory forward threw \(error) and changed the layer's state")
+            }
+            if valueError?.description != error.description {
+                report.fail("borrowed-memory forward threw \(error), the value forward "
+                            + "\(valueError.map(String.init(describing:)) ?? "nothing")")
+            }
+            return
+        }
+        guard let value = valueForward else {
+            report.fail("borrowed-memory forward succeeded but the value forward threw \(valueError!)")
+            return
+        }
+        if value.output.shape != step.output.shape || !sameBits(value.output.scalars, step.output.scalars)
+            || !sameState(state(step.layer), state(valueLayer)) {
+            report.fail("the borrowed-memory forward's output or running statistics differ")
+        }
+        guard let gradient else { return }
+        let expected: Result<NormGradients<Scalar>, NormError> = Result { () throws(NormError) in
+            try valueLayer.backward(gradient, cache: value.cache)
+        }
+        let stepResult: Result<NormGradients<Scalar>, NormError> = Result { () throws(NormError) in
+            try step.backward(gradient)   // checks the shape, then the buffer form
+            return step.gradients
+        }
+        switch (expected, stepResult) {
+        case let (.success(a), .success(b)):
+            if !sameBits(a.input.scalars, b.input.scalars) || !sameBits(a.gamma, b.gamma)
+                || !sameBits(a.beta, b.beta) {
+                report.fail("the borrowed-memory backward's gradients differ")
+            }
+        case let (.failure(a), .failure(b)):
+            if a.description != b.description {
+                report.fail("the backwards threw different errors: \(a) and \(b)")
+            }
+        default:
+            report.fail("one backward threw and the other did not: \(expected) and \(stepResult)")
         }
     }
 
