@@ -57,6 +57,26 @@ public struct NormGradients<Scalar: BLASScalar>: Sendable, Equatable {
         gamma.resizeReusingStorage(to: parameterCount)
         beta.resizeReusingStorage(to: parameterCount)
     }
+
+    /// Sizes the gradients for an input of `shape` and `parameterCount`
+    /// parameters and calls `body` with them and `outputGradient` as the
+    /// buffers of a backward pass: the one place the `Tensor` forms and
+    /// ``NormalizationStep`` open them. `body` returns its error rather than
+    /// throwing it (see `NormalizationStep.forward`).
+    @inlinable
+    mutating func withBuffers(
+        outputGradient: UnsafeBufferPointer<Scalar>, shape: [Int], parameterCount: Int,
+        _ body: (GradientBuffers<Scalar>) -> NormError?
+    ) -> NormError? {
+        prepare(shape: shape, parameterCount: parameterCount)
+        return input.withUnsafeMutableBufferPointer { dx in
+            gamma.withUnsafeMutableBufferPointer { dgamma in
+                beta.withUnsafeMutableBufferPointer { dbeta in
+                    body(GradientBuffers(dy: outputGradient, dx: dx, dgamma: dgamma, dbeta: dbeta))
+                }
+            }
+        }
+    }
 }
 
 /// A normalization layer: a forward pass that returns its output and a cache,
@@ -182,18 +202,14 @@ extension BufferedNormalizationLayer {
     ) throws(NormError) {
         try Validation.origin(cache, expected: cacheOrigin)
         try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
-        gradients.prepare(shape: cache.input.shape, parameterCount: cache.gamma.count)
         let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
-            gradients.input.withUnsafeMutableBufferPointer { dx in
-                gradients.gamma.withUnsafeMutableBufferPointer { dgamma in
-                    gradients.beta.withUnsafeMutableBufferPointer { dbeta in
-                        do throws(NormError) {
-                            try backward(dy, cache: cache, inputGradient: dx, gammaGradient: dgamma,
-                                         betaGradient: dbeta, workspace: &workspace)
-                            return nil
-                        } catch { return error }
-                    }
-                }
+            gradients.withBuffers(outputGradient: dy, shape: cache.input.shape,
+                                  parameterCount: cache.gamma.count) { b in
+                do throws(NormError) {
+                    try backward(b.dy, cache: cache, inputGradient: b.dx, gammaGradient: b.dgamma,
+                                 betaGradient: b.dbeta, workspace: &workspace)
+                    return nil
+                } catch { return error }
             }
         }
         if let failure { throw failure }

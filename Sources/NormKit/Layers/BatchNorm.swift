@@ -170,19 +170,14 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     ) throws(NormError) {
         try Validation.origin(cache, expected: cacheOrigin)
         try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
-        gradients.prepare(shape: cache.input.shape, parameterCount: cache.gamma.count)
         // Errors leave the closures as values (see `NormalizationStep.forward`).
         let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
-            gradients.input.withUnsafeMutableBufferPointer { dx in
-                gradients.gamma.withUnsafeMutableBufferPointer { dgamma in
-                    gradients.beta.withUnsafeMutableBufferPointer { dbeta in
-                        do throws(NormError) {
-                            try backward(GradientBuffers(dy: dy, dx: dx, dgamma: dgamma, dbeta: dbeta),
-                                         cache: cache, graph: true, workspace: &workspace)
-                            return nil
-                        } catch { return error }
-                    }
-                }
+            gradients.withBuffers(outputGradient: dy, shape: cache.input.shape,
+                                  parameterCount: cache.gamma.count) { buffers in
+                do throws(NormError) {
+                    try backward(buffers, cache: cache, graph: true, workspace: &workspace)
+                    return nil
+                } catch { return error }
             }
         }
         if let failure { throw failure }

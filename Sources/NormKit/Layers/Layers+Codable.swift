@@ -124,12 +124,25 @@ private enum AffineCodingKeys: String, CodingKey {
     case featureCount, channelCount, groupCount, gamma, beta, epsilon, backend
 }
 
-/// Decodes `gamma`, `beta`, `epsilon` and `backend`.
-private func decodeAffine<Scalar: BLASScalar>(
-    _ c: KeyedDecodingContainer<AffineCodingKeys>
-) throws -> (gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend) {
-    (try c.decode([Scalar].self, forKey: .gamma), try c.decode([Scalar].self, forKey: .beta),
-     try c.decode(Scalar.self, forKey: .epsilon), try c.decode(Backend.self, forKey: .backend))
+/// Decodes a layer without running statistics: its size under `countKey`,
+/// then `make` (the layer's validating initializer) with the size, `epsilon`
+/// and `backend`, then `gamma` and `beta`, checked against the size.
+private func decodeAffineLayer<Layer: NormalizationLayer>(
+    _ decoder: any Decoder, countKey: AffineCodingKeys,
+    _ make: (Int, Layer.Scalar, Backend) throws(NormError) -> Layer
+) throws -> Layer {
+    let c = try decoder.container(keyedBy: AffineCodingKeys.self)
+    let count = try c.decode(Int.self, forKey: countKey)
+    let gamma = try c.decode([Layer.Scalar].self, forKey: .gamma)
+    let beta = try c.decode([Layer.Scalar].self, forKey: .beta)
+    let epsilon = try c.decode(Layer.Scalar.self, forKey: .epsilon)
+    let backend = try c.decode(Backend.self, forKey: .backend)
+    return try validated(c.codingPath) { () throws(NormError) in
+        var layer = try make(count, epsilon, backend)
+        try checkAffine(gamma: gamma, beta: beta, count: count)
+        (layer.gamma, layer.beta) = (gamma, beta)
+        return layer
+    }
 }
 
 /// Encodes `gamma`, `beta`, `epsilon` and `backend`.
@@ -148,14 +161,8 @@ extension LayerNorm: Codable {
     /// ``init(featureCount:epsilon:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: AffineCodingKeys.self)
-        let count = try c.decode(Int.self, forKey: .featureCount)
-        let v: (gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend) = try decodeAffine(c)
-        self = try validated(c.codingPath) { () throws(NormError) in
-            var layer = try LayerNorm(featureCount: count, epsilon: v.epsilon, backend: v.backend)
-            try checkAffine(gamma: v.gamma, beta: v.beta, count: count)
-            (layer.gamma, layer.beta) = (v.gamma, v.beta)
-            return layer
+        self = try decodeAffineLayer(decoder, countKey: .featureCount) { (count, epsilon, backend) throws(NormError) in
+            try LayerNorm(featureCount: count, epsilon: epsilon, backend: backend)
         }
     }
 
@@ -172,14 +179,8 @@ extension RMSNorm: Codable {
     /// ``init(featureCount:epsilon:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: AffineCodingKeys.self)
-        let count = try c.decode(Int.self, forKey: .featureCount)
-        let v: (gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend) = try decodeAffine(c)
-        self = try validated(c.codingPath) { () throws(NormError) in
-            var layer = try RMSNorm(featureCount: count, epsilon: v.epsilon, backend: v.backend)
-            try checkAffine(gamma: v.gamma, beta: v.beta, count: count)
-            (layer.gamma, layer.beta) = (v.gamma, v.beta)
-            return layer
+        self = try decodeAffineLayer(decoder, countKey: .featureCount) { (count, epsilon, backend) throws(NormError) in
+            try RMSNorm(featureCount: count, epsilon: epsilon, backend: backend)
         }
     }
 
@@ -196,16 +197,9 @@ extension GroupNorm: Codable {
     /// ``init(channelCount:groupCount:epsilon:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: AffineCodingKeys.self)
-        let count = try c.decode(Int.self, forKey: .channelCount)
-        let groups = try c.decode(Int.self, forKey: .groupCount)
-        let v: (gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend) = try decodeAffine(c)
-        self = try validated(c.codingPath) { () throws(NormError) in
-            var layer = try GroupNorm(channelCount: count, groupCount: groups, epsilon: v.epsilon,
-                                      backend: v.backend)
-            try checkAffine(gamma: v.gamma, beta: v.beta, count: count)
-            (layer.gamma, layer.beta) = (v.gamma, v.beta)
-            return layer
+        let groups = try decoder.container(keyedBy: AffineCodingKeys.self).decode(Int.self, forKey: .groupCount)
+        self = try decodeAffineLayer(decoder, countKey: .channelCount) { (count, epsilon, backend) throws(NormError) in
+            try GroupNorm(channelCount: count, groupCount: groups, epsilon: epsilon, backend: backend)
         }
     }
 
@@ -223,14 +217,8 @@ extension InstanceNorm: Codable {
     /// ``init(channelCount:epsilon:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: AffineCodingKeys.self)
-        let count = try c.decode(Int.self, forKey: .channelCount)
-        let v: (gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend) = try decodeAffine(c)
-        self = try validated(c.codingPath) { () throws(NormError) in
-            var layer = try InstanceNorm(channelCount: count, epsilon: v.epsilon, backend: v.backend)
-            try checkAffine(gamma: v.gamma, beta: v.beta, count: count)
-            (layer.gamma, layer.beta) = (v.gamma, v.beta)
-            return layer
+        self = try decodeAffineLayer(decoder, countKey: .channelCount) { (count, epsilon, backend) throws(NormError) in
+            try InstanceNorm(channelCount: count, epsilon: epsilon, backend: backend)
         }
     }
 

@@ -113,18 +113,16 @@ public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
     @inlinable
     public mutating func backward(_ outputGradient: UnsafeBufferPointer<Scalar>) throws(NormError) {
         try Validation.origin(storedCache, expected: layer.cacheOrigin)
-        storedGradients.prepare(shape: storedCache.input.shape, parameterCount: storedCache.gamma.count)
-        let failure: NormError? = storedGradients.input.withUnsafeMutableBufferPointer { dx in
-            storedGradients.gamma.withUnsafeMutableBufferPointer { dgamma in
-                storedGradients.beta.withUnsafeMutableBufferPointer { dbeta in
-                    do throws(NormError) {
-                        try layer.backward(outputGradient, cache: storedCache, inputGradient: dx,
-                                           gammaGradient: dgamma, betaGradient: dbeta,
-                                           workspace: &workspace)
-                        return nil
-                    } catch { return error }
-                }
-            }
+        let failure = storedGradients.withBuffers(
+            outputGradient: outputGradient, shape: storedCache.input.shape,
+            parameterCount: storedCache.gamma.count
+        ) { b in
+            do throws(NormError) {
+                try layer.backward(b.dy, cache: storedCache, inputGradient: b.dx,
+                                   gammaGradient: b.dgamma, betaGradient: b.dbeta,
+                                   workspace: &workspace)
+                return nil
+            } catch { return error }
         }
         if let failure { throw failure }
     }
