@@ -4,9 +4,9 @@
 /// The layers are generic over `BLASScalar` and written once for both
 /// precisions. Every matrix is row-major (C order).
 ///
-/// The BLAS routines themselves are requirements of this protocol named after
-/// the mathematics (`gemv`, `axpy`, `scal`, `copy`, `dot`, `ger`, `gemm`), one
-/// per C routine, and are not public API: they are System Programming
+/// The BLAS and LAPACK routines themselves are requirements of this protocol
+/// (`gemv`, `axpy`, `scal`, `copy`, `dot`, `ger`, `gemm`, `syrk`; LAPACKE's
+/// `syevd`, `potrf`, `trtri`), one per C routine, and are not public API: they are System Programming
 /// Interface `@_spi(BLAS)`, which NormKit's own tools (NormLab, normbench)
 /// import with `@_spi(BLAS) import NormKit`. Sizes are `Int`; the conformances
 /// convert them to OpenBLAS's 32-bit `blasint` in one place, after the layers
@@ -66,6 +66,34 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
         alpha: Self, a: UnsafePointer<Self>, lda: Int,
         b: UnsafePointer<Self>, ldb: Int,
         beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
+
+    /// Symmetric rank-k update of the upper triangle, `C = alpha * AᵀA + beta * C`
+    /// (`?syrk`, upper, transposed), `A` row-major `inner x order` with leading
+    /// dimension `lda`, `C` `order x order`. The strict lower triangle of `C` is
+    /// not written.
+    @_spi(BLAS) static func syrk(
+        order: Int, inner: Int, alpha: Self, a: UnsafePointer<Self>, lda: Int,
+        beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
+
+    /// The eigenvalues (ascending, into `values`) and eigenvectors (the columns
+    /// of `a`, overwritten) of the symmetric row-major `order x order` matrix
+    /// `a`, from its upper triangle (LAPACKE `?syevd`, divide and conquer).
+    /// Returns LAPACK's `info`: 0 on success.
+    @_spi(BLAS) static func syevd(
+        order: Int, a: UnsafeMutablePointer<Self>, lda: Int,
+        values: UnsafeMutablePointer<Self>) -> Int
+
+    /// The Cholesky factor `L` (`A = L Lᵀ`) of the symmetric positive definite
+    /// row-major matrix `a`, written over its lower triangle (LAPACKE `?potrf`,
+    /// lower); the strict upper triangle is not referenced. Returns LAPACK's
+    /// `info`: 0 on success, `k > 0` when the leading minor of order `k` is
+    /// not positive definite.
+    @_spi(BLAS) static func potrf(order: Int, a: UnsafeMutablePointer<Self>, lda: Int) -> Int
+
+    /// The inverse of the lower-triangular (non-unit) row-major matrix `a`, in
+    /// place (LAPACKE `?trtri`, lower). Returns LAPACK's `info`: 0 on
+    /// success, `k > 0` when `a[k-1][k-1]` is zero.
+    @_spi(BLAS) static func trtri(order: Int, a: UnsafeMutablePointer<Self>, lda: Int) -> Int
 }
 
 // MARK: Unit-stride helpers for the kernels

@@ -1,4 +1,5 @@
 internal import CBLAS
+internal import CLAPACKE
 
 /// `Double` computes with OpenBLAS's double-precision routines (`cblas_d*`).
 extension Double: BLASScalar {
@@ -69,5 +70,37 @@ extension Double: BLASScalar {
                     transposeB ? CblasTrans : CblasNoTrans,
                     blasInt(rows), blasInt(columns), blasInt(inner), alpha,
                     a, blasInt(lda), b, blasInt(ldb), beta, c, blasInt(ldc))
+    }
+
+    /// `cblas_dsyrk`, row-major, upper, transposed.
+    @_spi(BLAS)
+    public static func syrk(
+        order: Int, inner: Int, alpha: Double, a: UnsafePointer<Double>, lda: Int,
+        beta: Double, c: UnsafeMutablePointer<Double>, ldc: Int
+    ) {
+        cblas_dsyrk(CblasRowMajor, CblasUpper, CblasTrans, blasInt(order), blasInt(inner),
+                    alpha, a, blasInt(lda), beta, c, blasInt(ldc))
+    }
+
+    /// `LAPACKE_dsyevd`, row-major, eigenvectors, upper.
+    @_spi(BLAS)
+    public static func syevd(
+        order: Int, a: UnsafeMutablePointer<Double>, lda: Int, values: UnsafeMutablePointer<Double>
+    ) -> Int {
+        Int(LAPACKE_dsyevd(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "U")),
+                           blasInt(order), a, blasInt(lda), values))
+    }
+
+    /// `LAPACKE_dpotrf`, row-major, lower.
+    @_spi(BLAS)
+    public static func potrf(order: Int, a: UnsafeMutablePointer<Double>, lda: Int) -> Int {
+        Int(LAPACKE_dpotrf(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "L")), blasInt(order), a, blasInt(lda)))
+    }
+
+    /// `LAPACKE_dtrtri`, row-major, lower, non-unit diagonal.
+    @_spi(BLAS)
+    public static func trtri(order: Int, a: UnsafeMutablePointer<Double>, lda: Int) -> Int {
+        Int(LAPACKE_dtrtri(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "N")),
+                           blasInt(order), a, blasInt(lda)))
     }
 }

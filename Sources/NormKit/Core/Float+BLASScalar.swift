@@ -1,4 +1,5 @@
 internal import CBLAS
+internal import CLAPACKE
 
 /// `Float` computes with OpenBLAS's single-precision routines (`cblas_s*`).
 extension Float: BLASScalar {
@@ -69,5 +70,37 @@ extension Float: BLASScalar {
                     transposeB ? CblasTrans : CblasNoTrans,
                     blasInt(rows), blasInt(columns), blasInt(inner), alpha,
                     a, blasInt(lda), b, blasInt(ldb), beta, c, blasInt(ldc))
+    }
+
+    /// `cblas_ssyrk`, row-major, upper, transposed.
+    @_spi(BLAS)
+    public static func syrk(
+        order: Int, inner: Int, alpha: Float, a: UnsafePointer<Float>, lda: Int,
+        beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        cblas_ssyrk(CblasRowMajor, CblasUpper, CblasTrans, blasInt(order), blasInt(inner),
+                    alpha, a, blasInt(lda), beta, c, blasInt(ldc))
+    }
+
+    /// `LAPACKE_ssyevd`, row-major, eigenvectors, upper.
+    @_spi(BLAS)
+    public static func syevd(
+        order: Int, a: UnsafeMutablePointer<Float>, lda: Int, values: UnsafeMutablePointer<Float>
+    ) -> Int {
+        Int(LAPACKE_ssyevd(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "V")), CChar(UInt8(ascii: "U")),
+                           blasInt(order), a, blasInt(lda), values))
+    }
+
+    /// `LAPACKE_spotrf`, row-major, lower.
+    @_spi(BLAS)
+    public static func potrf(order: Int, a: UnsafeMutablePointer<Float>, lda: Int) -> Int {
+        Int(LAPACKE_spotrf(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "L")), blasInt(order), a, blasInt(lda)))
+    }
+
+    /// `LAPACKE_strtri`, row-major, lower, non-unit diagonal.
+    @_spi(BLAS)
+    public static func trtri(order: Int, a: UnsafeMutablePointer<Float>, lda: Int) -> Int {
+        Int(LAPACKE_strtri(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "N")),
+                           blasInt(order), a, blasInt(lda)))
     }
 }

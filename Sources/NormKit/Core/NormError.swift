@@ -46,6 +46,18 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A parameter holds a value the layer does not support (``RMSNorm``'s
     /// `beta`, which must stay zeros).
     case unsupportedParameter(name: String, expected: String)
+    /// A whitening group size that is below 1 or does not divide the feature count.
+    case invalidGroupSize(groupSize: Int, featureCount: Int)
+    /// A Newton–Schulz iteration count below 1.
+    case invalidIterationCount(Int)
+    /// A PCA component count outside `1...featureCount`.
+    case invalidComponentCount(components: Int, featureCount: Int)
+    /// A Cholesky factorization met a leading minor of order `minor` that is
+    /// not positive definite, in the whitening group `group` (possible with
+    /// `epsilon` 0 or nearly singular covariance).
+    case notPositiveDefinite(group: Int, minor: Int)
+    /// A LAPACK routine returned `info != 0` for another reason.
+    case lapackFailure(routine: String, info: Int)
     /// Bytes that are not what a NumPy `.npy` or `.npz` reader accepts:
     /// `expected` names what was, `found` what came.
     case invalidNumPyData(expected: String, found: String)
@@ -91,6 +103,17 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
             return "expected \(name) to be \(expected)"
         case let .bufferCountMismatch(name, expected, actual):
             return "expected \(name) to hold \(expected) scalars, got \(actual)"
+        case let .invalidGroupSize(groupSize, featureCount):
+            return "expected a group size of at least 1 that divides the feature count \(featureCount), got \(groupSize)"
+        case let .invalidIterationCount(count):
+            return "expected at least 1 Newton–Schulz iteration, got \(count)"
+        case let .invalidComponentCount(components, featureCount):
+            return "expected between 1 and \(featureCount) components, got \(components)"
+        case let .notPositiveDefinite(group, minor):
+            return "expected a positive definite covariance (plus epsilon) in group \(group), "
+                + "but its leading minor of order \(minor) is not"
+        case let .lapackFailure(routine, info):
+            return "expected LAPACK's \(routine) to succeed, got info \(info)"
         case let .invalidNumPyData(expected, found):
             return "expected \(expected), found \(found)"
         case let .fileError(path, reason):
