@@ -1,0 +1,427 @@
+/// The linear algebra of whitening (``DecorrelatedBatchNorm``, ``Whitening``):
+/// products, the symmetric eigendecomposition, the Cholesky factor and its
+/// inverse, each on the BLAS/LAPACK backend or in textbook loops (a cyclic
+/// Jacobi eigensolver, a plain Cholesky, forward substitution, triple loops),
+/// and each method's whitening matrix with the adjoint of its computation.
+///
+/// Matrices are row-major. The small ones (a group's `m x m` covariance,
+/// whitening matrix and factors) are arrays; the `N x D` ones are pointers with
+/// a leading dimension, so that a group's columns are used in place.
+enum WhiteningKernels {
+    // MARK: Products
+
+    /// `C = alpha * op(A) op(B) + beta * C`, `op(A)` `rows x inner`, `op(B)`
+    /// `inner x columns`: `gemm` or a triple loop.
+    static func multiply<Scalar: BLASScalar>(
+        rows: Int, columns: Int, inner: Int, alpha: Scalar = 1,
+        a: UnsafePointer<Scalar>, lda: Int, transposeA: Bool,
+        b: UnsafePointer<Scalar>, ldb: Int, transposeB: Bool,
+        beta: Scalar, c: UnsafeMutablePointer<Scalar>, ldc: Int, backend: Backend
+    ) {
+        switch backend {
+        case .blas:
+            Scalar.gemm(transposeA: transposeA, transposeB: transposeB, rows: rows, columns: columns,
+                        inner: inner, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta,
+                        c: c, ldc: ldc)
+        case .naive:
+            for i in 0..<rows {
+                for j in 0..<columns {
+                    var sum: Scalar = 0
+                    for k in 0..<inner {
+                        let x = transposeA ? a[k * lda + i] : a[i * lda + k]
+                        let y = transposeB ? b[j * ldb + k] : b[k * ldb + j]
+                        sum += x * y
+                    }
+                    c[i * ldc + j] = alpha * sum + (beta == 0 ? 0 : beta * c[i * ldc + j])
+                }
+            }
+        }
+    }
+
+    /// `alpha * op(A) op(B)` of two `n x n` matrices.
+    static func product<Scalar: BLASScalar>(
+        _ a: [Scalar], _ transposeA: Bool, _ b: [Scalar], _ transposeB: Bool, order n: Int,
+        alpha: Scalar = 1, backend: Backend
+    ) -> [Scalar] {
+        var c = [Scalar](repeating: 0, count: n * n)
+        a.withUnsafeBufferPointer { a in
+            b.withUnsafeBufferPointer { b in
+                c.withUnsafeMutableBufferPointer { c in
+                    multiply(rows: n, columns: n, inner: n, alpha: alpha, a: a.baseAddress!, lda: n,
+                             transposeA: transposeA, b: b.baseAddress!, ldb: n, transposeB: transposeB,
+                             beta: 0, c: c.baseAddress!, ldc: n, backend: backend)
+                }
+            }
+        }
+        return c
+    }
+
+    static func transpose<Scalar: BLASScalar>(_ a: [Scalar], order n: Int) -> [Scalar] {
+        var t = a
+        for i in 0..<n { for j in 0..<n { t[i * n + j] = a[j * n + i] } }
+        return t
+    }
+
+    // MARK: The N x D parts
+
+    /// The column sums of a row-major `rows x columns` matrix:
+    /// `gemv(Trans, A, 1)` or a loop.
+    static func columnSums<Scalar: BLASScalar>(
+        _ a: [Scalar], rows: Int, columns: Int, into sums: inout [Scalar], backend: Backend
+    ) {
+        switch backend {
+        case .blas:
+            let ones = [Scalar](repeating: 1, count: rows)
+            a.withUnsafeBufferPointer { a in
+                ones.withUnsafeBufferPointer { ones in
+                    sums.withUnsafeMutableBufferPointer { y in
+                        Scalar.gemvTransposed(rows: rows, columns: columns, a: a.baseAddress!,
+                                              x: ones.baseAddress!, beta: 0, y: y.baseAddress!)
+                    }
+                }
+            }
+        case .naive:
+            for j in 0..<columns {
+                var sum: Scalar = 0
+                for i in 0..<rows { sum += a[i * columns + j] }
+                sums[j] = sum
+            }
+        }
+    }
+
+    /// Group `group`'s covariance `Xc_gᵀ Xc_g / divisor`, `groupSize x
+    /// groupSize`, from the centred `rows x columns` matrix: `?syrk` (upper,
+    /// then mirrored) or a triple loop.
+    static func groupCovariance<Scalar: BLASScalar>(
+        _ centred: [Scalar], rows: Int, columns: Int, group: Int, groupSize m: Int,
+        divisor: Scalar, backend: Backend
+    ) -> [Scalar] {
+        var sigma = [Scalar](repeating: 0, count: m * m)
+        switch backend {
+        case .blas:
+            centred.withUnsafeBufferPointer { x in
+                sigma.withUnsafeMutableBufferPointer { c in
+                    Scalar.syrk(order: m, inner: rows, alpha: 1 / divisor, a: x.baseAddress! + group * m,
+                                lda: columns, beta: 0, c: c.baseAddress!, ldc: m)
+                }
+            }
+        case .naive:
+            for i in 0..<m {
+                for j in i..<m {
+                    var sum: Scalar = 0
+                    for k in 0..<rows { sum += centred[k * columns + group * m + i] * centred[k * columns + group * m + j] }
+                    sigma[i * m + j] = sum / divisor
+                }
+            }
+        }
+        for i in 0..<m { for j in 0..<i { sigma[i * m + j] = sigma[j * m + i] } }
+        return sigma
+    }
+
+    /// `out_g = alpha * A_g op(W) (+ out_g when accumulating)` for the columns
+    /// of group `group` of the `rows x columns` matrices `a` and `out`, with
+    /// the `groupSize x groupSize` matrix `w` (transposed when asked).
+    static func applyGroup<Scalar: BLASScalar>(
+        _ a: [Scalar], _ w: [Scalar], transposed: Bool = false, rows: Int, columns: Int,
+        group: Int, groupSize m: Int, into out: inout [Scalar], alpha: Scalar = 1,
+        accumulate: Bool = false, backend: Backend
+    ) {
+        a.withUnsafeBufferPointer { a in
+            w.withUnsafeBufferPointer { w in
+                out.withUnsafeMutableBufferPointer { c in
+                    multiply(rows: rows, columns: m, inner: m, alpha: alpha, a: a.baseAddress! + group * m,
+                             lda: columns, transposeA: false, b: w.baseAddress!, ldb: m,
+                             transposeB: transposed, beta: accumulate ? 1 : 0,
+                             c: c.baseAddress! + group * m, ldc: columns, backend: backend)
+                }
+            }
+        }
+    }
+
+    /// `A_gᵀ B_g`, `groupSize x groupSize`, for the columns of group `group`
+    /// of two `rows x columns` matrices.
+    static func groupCrossProduct<Scalar: BLASScalar>(
+        _ a: [Scalar], _ b: [Scalar], rows: Int, columns: Int, group: Int, groupSize m: Int,
+        backend: Backend
+    ) -> [Scalar] {
+        var c = [Scalar](repeating: 0, count: m * m)
+        a.withUnsafeBufferPointer { a in
+            b.withUnsafeBufferPointer { b in
+                c.withUnsafeMutableBufferPointer { c in
+                    multiply(rows: m, columns: m, inner: rows, a: a.baseAddress! + group * m, lda: columns,
+                             transposeA: true, b: b.baseAddress! + group * m, ldb: columns,
+                             transposeB: false, beta: 0, c: c.baseAddress!, ldc: m, backend: backend)
+                }
+            }
+        }
+        return c
+    }
+
+    // MARK: Factorizations
+
+    /// The eigenvalues, ascending, and the eigenvectors (columns) of the
+    /// symmetric `n x n` matrix `a`: LAPACK's `?syevd`, or cyclic Jacobi sweeps.
+    /// - Throws: ``NormError/lapackFailure(routine:info:)``.
+    static func eigen<Scalar: BLASScalar>(
+        _ a: [Scalar], order n: Int, backend: Backend
+    ) throws(NormError) -> (values: [Scalar], vectors: [Scalar]) {
+        switch backend {
+        case .blas:
+            var vectors = a, values = [Scalar](repeating: 0, count: n)
+            let info = vectors.withUnsafeMutableBufferPointer { v in
+                values.withUnsafeMutableBufferPointer { w in
+                    Scalar.syevd(order: n, a: v.baseAddress!, lda: n, values: w.baseAddress!)
+                }
+            }
+            guard info == 0 else { throw .lapackFailure(routine: "syevd", info: info) }
+            return (values, vectors)
+        case .naive:
+            return jacobiEigen(a, order: n)
+        }
+    }
+
+    /// Cyclic Jacobi (Golub and Van Loan, Algorithm 8.5.3): rotations that zero
+    /// each off-diagonal entry in turn, sweep after sweep, until the
+    /// off-diagonal part is below the rounding of the matrix's norm.
+    static func jacobiEigen<Scalar: BLASScalar>(
+        _ input: [Scalar], order n: Int
+    ) -> (values: [Scalar], vectors: [Scalar]) {
+        var a = input
+        var v = [Scalar](repeating: 0, count: n * n)
+        for i in 0..<n { v[i * n + i] = 1 }
+        var norm: Scalar = 0
+        for x in a { norm += x * x }
+        let tolerance = Scalar.ulpOfOne * Scalar.ulpOfOne * norm
+        for _ in 0..<100 {
+            var off: Scalar = 0
+            for i in 0..<n { for j in 0..<n where j != i { off += a[i * n + j] * a[i * n + j] } }
+            if !(off > tolerance) { break }
+            for p in 0..<n {
+                for q in (p + 1)..<max(p + 1, n) where a[p * n + q] != 0 {
+                    let tau = (a[q * n + q] - a[p * n + p]) / (2 * a[p * n + q])
+                    let t = (tau >= 0 ? 1 : -1) / (abs(tau) + (1 + tau * tau).squareRoot())
+                    let c = 1 / (1 + t * t).squareRoot(), s = t * c
+                    for k in 0..<n {
+                        let akp = a[k * n + p], akq = a[k * n + q]
+                        a[k * n + p] = c * akp - s * akq
+                        a[k * n + q] = s * akp + c * akq
+                    }
+                    for k in 0..<n {
+                        let apk = a[p * n + k], aqk = a[q * n + k]
+                        a[p * n + k] = c * apk - s * aqk
+                        a[q * n + k] = s * apk + c * aqk
+                    }
+                    for k in 0..<n {
+                        let vkp = v[k * n + p], vkq = v[k * n + q]
+                        v[k * n + p] = c * vkp - s * vkq
+                        v[k * n + q] = s * vkp + c * vkq
+                    }
+                }
+            }
+        }
+        let order = (0..<n).sorted { a[$0 * n + $0] < a[$1 * n + $1] }
+        var values = [Scalar](repeating: 0, count: n), vectors = v
+        for (column, source) in order.enumerated() {
+            values[column] = a[source * n + source]
+            for k in 0..<n { vectors[k * n + column] = v[k * n + source] }
+        }
+        return (values, vectors)
+    }
+
+    /// The lower Cholesky factor of the symmetric `n x n` matrix `a` (zeros
+    /// above the diagonal): LAPACK's `?potrf`, or the textbook column by column.
+    /// - Throws: ``NormError/notPositiveDefinite(group:minor:)``,
+    ///   ``NormError/lapackFailure(routine:info:)``.
+    static func cholesky<Scalar: BLASScalar>(
+        _ a: [Scalar], order n: Int, group: Int, backend: Backend
+    ) throws(NormError) -> [Scalar] {
+        var l = a
+        switch backend {
+        case .blas:
+            let info = l.withUnsafeMutableBufferPointer { Scalar.potrf(order: n, a: $0.baseAddress!, lda: n) }
+            if info > 0 { throw .notPositiveDefinite(group: group, minor: info) }
+            guard info == 0 else { throw .lapackFailure(routine: "potrf", info: info) }
+        case .naive:
+            for j in 0..<n {
+                var d = a[j * n + j]
+                for k in 0..<j { d -= l[j * n + k] * l[j * n + k] }
+                guard d > 0 else { throw .notPositiveDefinite(group: group, minor: j + 1) }
+                let root = d.squareRoot()
+                l[j * n + j] = root
+                for i in (j + 1)..<max(j + 1, n) {
+                    var x = a[i * n + j]
+                    for k in 0..<j { x -= l[i * n + k] * l[j * n + k] }
+                    l[i * n + j] = x / root
+                }
+            }
+        }
+        for i in 0..<n { for j in (i + 1)..<max(i + 1, n) { l[i * n + j] = 0 } }
+        return l
+    }
+
+    /// The inverse of the lower-triangular `n x n` matrix `l`: LAPACK's
+    /// `?trtri`, or forward substitution.
+    /// - Throws: ``NormError/lapackFailure(routine:info:)`` for a zero pivot.
+    static func lowerInverse<Scalar: BLASScalar>(
+        _ l: [Scalar], order n: Int, backend: Backend
+    ) throws(NormError) -> [Scalar] {
+        var m = l
+        switch backend {
+        case .blas:
+            let info = m.withUnsafeMutableBufferPointer { Scalar.trtri(order: n, a: $0.baseAddress!, lda: n) }
+            guard info == 0 else { throw .lapackFailure(routine: "trtri", info: info) }
+        case .naive:
+            m = [Scalar](repeating: 0, count: n * n)
+            for j in 0..<n {
+                m[j * n + j] = 1 / l[j * n + j]
+                for i in (j + 1)..<max(j + 1, n) {
+                    var sum: Scalar = 0
+                    for k in j..<i { sum += l[i * n + k] * m[k * n + j] }
+                    m[i * n + j] = -sum / l[i * n + i]
+                }
+            }
+        }
+        for i in 0..<n { for j in (i + 1)..<max(i + 1, n) { m[i * n + j] = 0 } }
+        return m
+    }
+
+    // MARK: Whitening matrices and their adjoints
+
+    /// What a group's whitening matrix was computed from, kept for backward.
+    struct Factors<Scalar: BLASScalar>: Sendable {
+        /// `W`, `m x m`: `xhat = Xc W`.
+        var whitening: [Scalar]
+        /// `.eigen`: the eigenvalues of the covariance (ascending) and its
+        /// eigenvectors (columns).
+        var values: [Scalar] = []
+        var vectors: [Scalar] = []
+        /// `.cholesky`: `L` of `Sigma + eps I = L Lᵀ`, and `L⁻¹`.
+        var lower: [Scalar] = []
+        var lowerInverse: [Scalar] = []
+        /// `.newtonSchulz`: the iterates `P_0 ... P_T`, the normalized
+        /// `S / tr(S)` and `tr(S)`.
+        var iterates: [[Scalar]] = []
+        var normalized: [Scalar] = []
+        var trace: Scalar = 0
+    }
+
+    /// The whitening matrix of a group's `m x m` covariance `sigma` by `method`.
+    /// - Throws: ``NormError/notPositiveDefinite(group:minor:)``,
+    ///   ``NormError/lapackFailure(routine:info:)``.
+    static func whiten<Scalar: BLASScalar>(
+        covariance sigma: [Scalar], order n: Int, method: WhiteningMethod, epsilon: Scalar,
+        group: Int, backend: Backend
+    ) throws(NormError) -> Factors<Scalar> {
+        switch method {
+        case .eigen:
+            let (values, vectors) = try eigen(sigma, order: n, backend: backend)
+            // W = U diag(1/sqrt(l + eps)) Uᵀ.
+            var scaled = vectors
+            for i in 0..<n { for j in 0..<n { scaled[i * n + j] *= 1 / (values[j] + epsilon).squareRoot() } }
+            let w = product(scaled, false, vectors, true, order: n, backend: backend)
+            return Factors(whitening: w, values: values, vectors: vectors)
+        case .cholesky:
+            var s = sigma
+            for i in 0..<n { s[i * n + i] += epsilon }
+            let l = try cholesky(s, order: n, group: group, backend: backend)
+            let m = try lowerInverse(l, order: n, backend: backend)
+            return Factors(whitening: transpose(m, order: n), lower: l, lowerInverse: m)
+        case .newtonSchulz(let iterations):
+            var s = sigma
+            for i in 0..<n { s[i * n + i] += epsilon }
+            var trace: Scalar = 0
+            for i in 0..<n { trace += s[i * n + i] }
+            let normalized = s.map { $0 / trace }
+            var p = [Scalar](repeating: 0, count: n * n)
+            for i in 0..<n { p[i * n + i] = 1 }
+            var iterates = [p]
+            for _ in 0..<iterations {
+                let p2 = product(p, false, p, false, order: n, backend: backend)
+                let p3 = product(p2, false, p, false, order: n, backend: backend)
+                let p3s = product(p3, false, normalized, false, order: n, backend: backend)
+                for k in 0..<(n * n) { p[k] = 1.5 * p[k] - 0.5 * p3s[k] }
+                iterates.append(p)
+            }
+            let scale = 1 / trace.squareRoot()
+            return Factors(whitening: p.map { $0 * scale }, iterates: iterates,
+                           normalized: normalized, trace: trace)
+        }
+    }
+
+    /// The adjoint of ``whiten(covariance:order:method:epsilon:group:backend:)``:
+    /// from `g = dL/dW` the `m x m` matrix `D` with `dL = <D, dSigma>` for every
+    /// symmetric `dSigma` (only `D + Dᵀ` matters to the caller).
+    ///
+    /// - `.eigen`: Daleckii–Krein, `D = U (F ∘ (Uᵀ g U)) Uᵀ` with the divided
+    ///   differences of `f(l) = (l + eps)^(-1/2)` written as
+    ///   `F_ij = -1 / (a_i a_j (a_i + a_j))`, `a = sqrt(l + eps)`, which is also
+    ///   `f'` on the diagonal and stays finite for equal eigenvalues.
+    /// - `.cholesky`: `W = L⁻ᵀ`, so `Lbar = tril(-L⁻ᵀ gᵀ L⁻ᵀ)`, then Murray's
+    ///   adjoint of the factorization, `D = L⁻ᵀ Φ(Lᵀ Lbar) L⁻¹` (`Φ`: the lower
+    ///   triangle with the diagonal halved).
+    /// - `.newtonSchulz`: each iteration `P' = 1.5 P - 0.5 P³ SN` in reverse,
+    ///   then `SN = S / tr(S)` and `W = P_T / sqrt(tr(S))`.
+    static func covarianceAdjoint<Scalar: BLASScalar>(
+        _ g: [Scalar], factors f: Factors<Scalar>, order n: Int, method: WhiteningMethod,
+        epsilon: Scalar, backend: Backend
+    ) -> [Scalar] {
+        switch method {
+        case .eigen:
+            var inner = product(product(f.vectors, true, g, false, order: n, backend: backend),
+                                false, f.vectors, false, order: n, backend: backend)
+            let roots = f.values.map { ($0 + epsilon).squareRoot() }
+            for i in 0..<n {
+                for j in 0..<n { inner[i * n + j] *= -1 / (roots[i] * roots[j] * (roots[i] + roots[j])) }
+            }
+            return product(product(f.vectors, false, inner, false, order: n, backend: backend),
+                           false, f.vectors, true, order: n, backend: backend)
+        case .cholesky:
+            // dL/dM = gᵀ (W = Mᵀ); dL/dL = -Mᵀ gᵀ Mᵀ, restricted to the lower triangle.
+            var lowerBar = product(product(f.lowerInverse, true, g, true, order: n, backend: backend),
+                                   false, f.lowerInverse, true, order: n, alpha: -1, backend: backend)
+            for i in 0..<n { for j in (i + 1)..<max(i + 1, n) { lowerBar[i * n + j] = 0 } }
+            var phi = product(f.lower, true, lowerBar, false, order: n, backend: backend)
+            for i in 0..<n {
+                phi[i * n + i] *= 0.5
+                for j in (i + 1)..<max(i + 1, n) { phi[i * n + j] = 0 }
+            }
+            return product(product(f.lowerInverse, true, phi, false, order: n, backend: backend),
+                           false, f.lowerInverse, false, order: n, backend: backend)
+        case .newtonSchulz:
+            let t = f.trace, root = t.squareRoot()
+            var pBar = g.map { $0 / root }
+            var tBar: Scalar = 0
+            let last = f.iterates[f.iterates.count - 1]
+            for k in 0..<(n * n) { tBar += g[k] * last[k] }
+            tBar *= -0.5 / (t * root)
+            var snBar = [Scalar](repeating: 0, count: n * n)
+            let sn = f.normalized
+            for step in stride(from: f.iterates.count - 2, through: 0, by: -1) {
+                let p = f.iterates[step]
+                let p2 = product(p, false, p, false, order: n, backend: backend)
+                let p3 = product(p2, false, p, false, order: n, backend: backend)
+                let ps = product(p, false, sn, false, order: n, backend: backend)
+                let p2s = product(p2, false, sn, false, order: n, backend: backend)
+                let b = pBar
+                // d(P³ SN) = dP P² SN + P dP P SN + P² dP SN + P³ dSN.
+                let t1 = product(b, false, p2s, true, order: n, backend: backend)
+                let t2 = product(product(p, true, b, false, order: n, backend: backend),
+                                 false, ps, true, order: n, backend: backend)
+                let t3 = product(product(p2, true, b, false, order: n, backend: backend),
+                                 false, sn, true, order: n, backend: backend)
+                let s4 = product(p3, true, b, false, order: n, backend: backend)
+                for k in 0..<(n * n) {
+                    pBar[k] = 1.5 * b[k] - 0.5 * (t1[k] + t2[k] + t3[k])
+                    snBar[k] -= 0.5 * s4[k]
+                }
+            }
+            // SN = S / t and t = tr(S): dS = SNbar / t + (tBar - <SNbar, S> / t²) I.
+            var inner: Scalar = 0
+            for k in 0..<(n * n) { inner += snBar[k] * sn[k] }
+            tBar -= inner / t   // <SNbar, S> / t² = <SNbar, SN> / t
+            var d = snBar.map { $0 / t }
+            for i in 0..<n { d[i * n + i] += tBar }
+            return d
+        }
+    }
+}
