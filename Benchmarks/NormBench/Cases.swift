@@ -11,13 +11,52 @@ struct Case {
     /// The pass through the allocation-free entry points, into buffers sized once.
     var run: () throws -> Void
     /// The same pass through the value API (`forward(_:mode:)`,
-    /// `backward(_:cache:)`), which allocates its results on every call.
-    var runValue: () throws -> Void
+    /// `backward(_:cache:)`), which allocates its results on every call; `nil`
+    /// for a layer that has only the value API (then `run` is it).
+    var runValue: (() throws -> Void)?
 }
 
 /// The layers normbench knows, by the name `--ops` takes.
 let matrixOps = ["batchnorm", "layernorm", "rmsnorm"]
 let imageOps = ["spatialbatchnorm", "groupnorm", "instancenorm"]
+/// Whitening, on (N, D) shapes, opt-in (not in the default `--ops`): the
+/// decorrelated batch norm's passes for each `--methods` and `--group-sizes`,
+/// and `Whitening.fit` (ZCA).
+let whiteningOps = ["decorrelated", "whitening-fit"]
+
+/// `DecorrelatedBatchNorm`'s passes (it has the value API only) for each
+/// method and group size that divides `D`.
+func decorrelatedCases<S: BLASScalar>(
+    x: Tensor<S>, dy: Tensor<S>, backend: Backend, methods: [WhiteningMethod], groupSizes: [Int]
+) throws -> [Case] {
+    var all: [Case] = []
+    for method in methods {
+        for groupSize in groupSizes where x.shape[1] % groupSize == 0 {
+            var layer = try DecorrelatedBatchNorm<S>(featureCount: x.shape[1], groupSize: groupSize,
+                                                     method: method, backend: backend)
+            let (_, trained) = try layer.forward(x, mode: .training)
+            let name: String
+            switch method {
+            case .eigen: name = "dbn-eigen"
+            case .cholesky: name = "dbn-chol"
+            case .newtonSchulz(let t): name = "dbn-ns\(t)"
+            }
+            let op = "\(name)-g\(groupSize)"
+            // Traffic: x read, Xc, xhat and y written (forward); dy, Xc, xhat
+            // read and dx written, plus dXhat (backward).
+            all.append(Case(op: op, pass: "forward-training", bytesPerFloatElement: 16, run: {
+                _ = try layer.forward(x, mode: .training)
+            }, runValue: nil))
+            all.append(Case(op: op, pass: "forward-inference", bytesPerFloatElement: 16, run: {
+                _ = try layer.forward(x, mode: .inference)
+            }, runValue: nil))
+            all.append(Case(op: op, pass: "backward", bytesPerFloatElement: 24, run: { [layer] in
+                _ = try layer.backward(dy, cache: trained)
+            }, runValue: nil))
+        }
+    }
+    return all
+}
 
 /// The forward and backward passes of `layer` over preallocated buffers, through
 /// the allocation-free entry points. Layers with running statistics get a
@@ -52,7 +91,8 @@ func passes<L: BufferedNormalizationLayer>(
 
 /// Every requested layer's passes at one shape, for one dtype and backend.
 func cases<S: BLASScalar>(
-    _: S.Type, shape: [Int], backend: Backend, ops: Set<String>
+    _: S.Type, shape: [Int], backend: Backend, ops: Set<String>,
+    methods: [WhiteningMethod] = [], groupSizes: [Int] = []
 ) throws -> [Case] {
     let x = try Tensor<S>(randomNormal: shape, mean: 12, standardDeviation: 5, seed: 1)
     let dy = try Tensor<S>(randomNormal: shape, seed: 2)
@@ -75,6 +115,16 @@ func cases<S: BLASScalar>(
         if ops.contains("rmsnorm") {
             all += try passes("rmsnorm", RMSNorm<S>(featureCount: features, backend: backend),
                               x: x, dy: dy, runningStatistics: false).cases
+        }
+        if ops.contains("decorrelated") {
+            all += try decorrelatedCases(x: x, dy: dy, backend: backend, methods: methods,
+                                         groupSizes: groupSizes)
+        }
+        if ops.contains("whitening-fit") {
+            // Reads the data twice (mean, covariance) and writes Xc: 12 bytes.
+            all.append(Case(op: "whitening-fit", pass: "zca", bytesPerFloatElement: 12, run: {
+                _ = try Whitening.fit(x, kind: .zca, epsilon: 1e-5, backend: backend)
+            }, runValue: nil))
         }
     } else {
         let channels = shape[1]

@@ -42,8 +42,14 @@ struct NormBench: ParsableCommand {
         commandName: "normbench",
         abstract: "Times NormKit's BLAS paths against naive loops and the in-run memory bandwidth.")
 
-    @Option(help: "Comma-separated layers: batchnorm, layernorm, rmsnorm (on (N, D) shapes); spatialbatchnorm, groupnorm (G = 32), instancenorm (on (N, C, H, W) shapes).")
+    @Option(help: "Comma-separated layers: batchnorm, layernorm, rmsnorm (on (N, D) shapes); spatialbatchnorm, groupnorm (G = 32), instancenorm (on (N, C, H, W) shapes); opt-in, on (N, D) shapes: decorrelated (DecorrelatedBatchNorm, see --methods and --group-sizes), whitening-fit (Whitening.fit, ZCA).")
     var ops = "batchnorm,layernorm,rmsnorm,spatialbatchnorm,groupnorm,instancenorm"
+
+    @Option(help: "Comma-separated whitening methods for --ops decorrelated: eigen, cholesky, ns<T> (Newton–Schulz, T iterations).")
+    var methods = "eigen,cholesky,ns5"
+
+    @Option(help: "Comma-separated group sizes for --ops decorrelated (each that divides D).")
+    var groupSizes = "16,64,256"
 
     @Option(help: "Comma-separated shapes, (N, D) or (N, C, H, W), e.g. 64x1024,8x256x56x56.")
     var shapes = "64x1024,4096x1024,32768x1024,32x64x32x32,8x256x56x56"
@@ -107,6 +113,10 @@ struct NormBench: ParsableCommand {
             throw ValidationError("--apis must include buffered (the value API is timed against it)")
         }
         for text in list(backends) { _ = try parseBackend(text) }
+        for text in list(methods) { _ = try parseMethod(text) }
+        for text in list(groupSizes) where (Int(text) ?? 0) < 1 {
+            throw ValidationError("group size '\(text)' is not a positive integer")
+        }
         guard (minBytesPerWorker ?? 0) >= 0 else {
             throw ValidationError("--min-bytes-per-worker must not be negative")
         }
@@ -123,8 +133,9 @@ struct NormBench: ParsableCommand {
         Threading.threadCount = threadList[0]
         let machine = MachineInfo.current(libraryThreads: threadList[0])
         let opSet = Set(list(ops))
-        for op in opSet where !(matrixOps + imageOps).contains(op) {
-            throw ValidationError("unknown op '\(op)' (\((matrixOps + imageOps).joined(separator: ", ")))")
+        let knownOps = matrixOps + imageOps + whiteningOps
+        for op in opSet where !knownOps.contains(op) {
+            throw ValidationError("unknown op '\(op)' (\(knownOps.joined(separator: ", ")))")
         }
         let parsedShapes = try list(shapes).map(parseShape)
 
@@ -196,7 +207,9 @@ struct NormBench: ParsableCommand {
     ) throws -> [Record] {
         var byBackend: [Backend: [Case]] = [:]
         for backend in backends {
-            byBackend[backend] = try cases(S.self, shape: shape, backend: backend, ops: ops)
+            byBackend[backend] = try cases(S.self, shape: shape, backend: backend, ops: ops,
+                                           methods: list(methods).compactMap { try? parseMethod($0) },
+                                           groupSizes: list(groupSizes).compactMap { Int($0) })
         }
         let caseCount = byBackend.values.first?.count ?? 0
         guard caseCount > 0 else { return [] }   // no requested layer takes this rank
@@ -222,7 +235,7 @@ struct NormBench: ParsableCommand {
             // under the same conditions.
             let items = variants.map { byBackend[$0.backend]![index] }
             let bodies: [() throws -> Void] = zip(variants, items).map { variant, item in
-                let run = variant.api == .value ? item.runValue : item.run
+                let run = variant.api == .value ? item.runValue ?? item.run : item.run
                 let threads = variant.threads
                 return {
                     Threading.threadCount = threads
@@ -245,7 +258,8 @@ struct NormBench: ParsableCommand {
                    let naive = median(.naive, .buffered, threadList[0]) {
                     speedup = naive / timing.median
                 }
-                if variant.api == .value, let buffered = median(variant.backend, .buffered, variant.threads) {
+                if variant.api == .value, item.runValue != nil,
+                   let buffered = median(variant.backend, .buffered, variant.threads) {
                     valueRatio = timing.median / buffered
                 }
                 let triad = bandwidth[variant.threads]!
@@ -311,6 +325,16 @@ func parseBackend(_ text: String) throws -> Backend {
     case "blas": return .blas
     case "naive": return .naive
     default: throw ValidationError("unknown backend '\(text)' (blas, naive)")
+    }
+}
+
+func parseMethod(_ text: String) throws -> WhiteningMethod {
+    switch text {
+    case "eigen": return .eigen
+    case "cholesky": return .cholesky
+    default:
+        if text.hasPrefix("ns"), let t = Int(text.dropFirst(2)), t >= 1 { return .newtonSchulz(iterations: t) }
+        throw ValidationError("unknown whitening method '\(text)' (eigen, cholesky, ns<T>)")
     }
 }
 

@@ -18,7 +18,7 @@ public enum WhiteningKind: Sendable, Hashable, Codable {
 /// let z = try pca.transform(data)          // (500, 3), unit variance per component
 /// ```
 ///
-/// The covariance is `Xc ᵀ Xc / (N - 1)` (`?syrk`), decomposed by LAPACKE
+/// The covariance is `Xcᵀ Xc / (N - 1)` (`?syrk`), decomposed by LAPACKE
 /// `?syevd`; transforms are `?gemm`s.
 public struct Whitening<Scalar: BLASScalar>: Sendable, Hashable {
     /// The kind fitted.
@@ -44,8 +44,11 @@ public struct Whitening<Scalar: BLASScalar>: Sendable, Hashable {
     ///   eigenvalue plus `epsilon` is not finite (a zero eigenvalue with
     ///   `epsilon` 0: data of lower rank); ``NormError/lapackFailure(routine:info:)``.
     /// - Complexity: O(N·D² + D³).
+    ///
+    /// `backend` `.naive` computes the covariance with a triple loop and
+    /// decomposes it by cyclic Jacobi sweeps: the textbook, for comparison.
     public static func fit(_ data: Tensor<Scalar>, kind: WhiteningKind,
-                           epsilon: Scalar = 0) throws(NormError) -> Whitening<Scalar> {
+                           epsilon: Scalar = 0, backend: Backend = .blas) throws(NormError) -> Whitening<Scalar> {
         let shape = data.shape
         guard shape.count == 2, shape[0] >= 1, shape[1] >= 1 else {
             throw .invalidShape(expected: "(N >= 2, D >= 1)", actual: shape)
@@ -62,7 +65,7 @@ public struct Whitening<Scalar: BLASScalar>: Sendable, Hashable {
         var centred = [Scalar](repeating: 0, count: n * d), mean = [Scalar](repeating: 0, count: d)
         for i in 0..<n { for j in 0..<d { centred[i * d + j] = x[i * d + j] - x[j] } }
         var sums = [Scalar](repeating: 0, count: d)
-        WhiteningKernels.columnSums(centred, rows: n, columns: d, into: &sums, backend: .blas)
+        WhiteningKernels.columnSums(centred, rows: n, columns: d, into: &sums, backend: backend)
         for j in 0..<d {
             let shift = sums[j] / Scalar(n)
             mean[j] = x[j] + shift
@@ -70,8 +73,8 @@ public struct Whitening<Scalar: BLASScalar>: Sendable, Hashable {
         }
         if let bad = mean.firstIndex(where: { !$0.isFinite }) { throw .nonFiniteStatistics(index: bad) }
         let sigma = WhiteningKernels.groupCovariance(centred, rows: n, columns: d, group: 0, groupSize: d,
-                                                     divisor: Scalar(n - 1), backend: .blas)
-        let (ascending, vectors) = try WhiteningKernels.eigen(sigma, order: d, backend: .blas)
+                                                     divisor: Scalar(n - 1), backend: backend)
+        let (ascending, vectors) = try WhiteningKernels.eigen(sigma, order: d, backend: backend)
         var values = [Scalar](repeating: 0, count: d), rows = [Scalar](repeating: 0, count: d * d)
         for j in 0..<d {
             let source = d - 1 - j
