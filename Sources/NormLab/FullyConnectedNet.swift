@@ -8,10 +8,25 @@ public enum Normalization: String, Sendable, CaseIterable {
     case batch
     /// ``NormKit/LayerNorm``: `affine - layer norm - relu`.
     case layer
+    /// ``NormKit/DecorrelatedBatchNorm`` with ``NormKit/WhiteningMethod/eigen``
+    /// (ZCA) on groups of ``FullyConnectedNet/whiteningGroupSize`` features.
+    case decorrelated
+    /// ``NormKit/DecorrelatedBatchNorm`` with five Newton–Schulz iterations
+    /// (IterNorm) on groups of ``FullyConnectedNet/whiteningGroupSize`` features.
+    case iterative
+
+    /// The decorrelated normalizations' whitening method, `nil` for the others.
+    var whiteningMethod: WhiteningMethod? {
+        switch self {
+        case .decorrelated: .eigen
+        case .iterative: .newtonSchulz(iterations: 5)
+        case .none, .batch, .layer: nil
+        }
+    }
 }
 
 /// cs231n's `FullyConnectedNet`:
-/// `{affine - [batch norm | layer norm | none] - relu} x (L - 1) - affine - softmax`.
+/// `{affine - [batch norm | layer norm | decorrelated batch norm | none] - relu} x (L - 1) - affine - softmax`.
 ///
 /// Parameters are named as in cs231n: `W1`, `b1`, `gamma1`, `beta1`, ..., `WL`, `bL`.
 /// Weights start as `weightScale * randn`, biases and betas at zeros, gammas at
@@ -30,16 +45,22 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
     public var batchNorms: [BatchNorm<Scalar>]
     /// The hidden layers' layer norms, when `.layer`.
     public var layerNorms: [LayerNorm<Scalar>]
+    /// The hidden layers' decorrelated batch norms, when `.decorrelated` or `.iterative`.
+    public var decorrelatedNorms: [DecorrelatedBatchNorm<Scalar>]
+    /// The whitening groups' size for `.decorrelated` and `.iterative`; it
+    /// divides every hidden width.
+    public let whiteningGroupSize: Int
 
     /// The number of affine layers, `L`.
     public var layerCount: Int { dimensions.count - 1 }
 
     /// Creates a net with seeded random weights.
     ///
-    /// - Throws: a `NormError` for a non-positive width.
+    /// - Throws: a `NormError` for a non-positive width, or a hidden width
+    ///   that `whiteningGroupSize` does not divide (decorrelated normalizations).
     public init(inputDimension: Int, hiddenDimensions: [Int], classCount: Int,
                 normalization: Normalization = .none, weightScale: Scalar = 1e-2,
-                regularization: Scalar = 0, seed: UInt64 = 0) throws {
+                regularization: Scalar = 0, whiteningGroupSize: Int = 16, seed: UInt64 = 0) throws {
         dimensions = [inputDimension] + hiddenDimensions + [classCount]
         for width in dimensions where width <= 0 { throw NormError.invalidFeatureCount(width) }
         self.normalization = normalization
@@ -47,6 +68,8 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
         parameters = [:]
         batchNorms = []
         layerNorms = []
+        decorrelatedNorms = []
+        self.whiteningGroupSize = whiteningGroupSize
         for layer in 1...(dimensions.count - 1) {
             let (rows, columns) = (dimensions[layer - 1], dimensions[layer])
             parameters["W\(layer)"] = try Tensor<Scalar>(
@@ -59,6 +82,10 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
             switch normalization {
             case .batch: batchNorms.append(try BatchNorm(featureCount: columns))
             case .layer: layerNorms.append(try LayerNorm(featureCount: columns))
+            case .decorrelated, .iterative:
+                decorrelatedNorms.append(try DecorrelatedBatchNorm(
+                    featureCount: columns, groupSize: whiteningGroupSize,
+                    method: normalization.whiteningMethod!))
             case .none: break
             }
         }
@@ -80,6 +107,7 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
         var input: Matrix<Scalar>
         var affine: Matrix<Scalar>
         var normCache: NormCache<Scalar>?
+        var decorrelatedCache: DecorrelatedCache<Scalar>?
         var normalized: Matrix<Scalar>
     }
 
@@ -91,6 +119,7 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
             let a = Affine.forward(h, weights: weights(layer), bias: parameters["b\(layer)"]!)
             var normalized = a
             var normCache: NormCache<Scalar>?
+            var decorrelatedCache: DecorrelatedCache<Scalar>?
             let gamma = parameters["gamma\(layer)"] ?? [], beta = parameters["beta\(layer)"] ?? []
             switch normalization {
             case .batch:
@@ -99,14 +128,21 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
             case .layer:
                 (normalized, normCache) = try Self.normalize(a, with: &layerNorms[layer - 1], gamma: gamma,
                                                             beta: beta, mode: mode)
+            case .decorrelated, .iterative:
+                decorrelatedNorms[layer - 1].gamma = gamma
+                decorrelatedNorms[layer - 1].beta = beta
+                let (y, cache) = try decorrelatedNorms[layer - 1].forward(a.tensor, mode: mode)
+                (normalized, decorrelatedCache) = (Matrix(y), cache)
             case .none:
                 break
             }
-            caches.append(HiddenCache(input: h, affine: a, normCache: normCache, normalized: normalized))
+            caches.append(HiddenCache(input: h, affine: a, normCache: normCache,
+                                      decorrelatedCache: decorrelatedCache, normalized: normalized))
             h = ReLU.forward(normalized)
         }
         let scores = Affine.forward(h, weights: weights(layerCount), bias: parameters["b\(layerCount)"]!)
-        caches.append(HiddenCache(input: h, affine: scores, normCache: nil, normalized: scores))
+        caches.append(HiddenCache(input: h, affine: scores, normCache: nil, decorrelatedCache: nil,
+                                  normalized: scores))
         return (scores, caches)
     }
 
@@ -131,12 +167,14 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
             let cache = caches[layer - 1]
             if layer < layerCount {
                 dout = ReLU.backward(dout, input: cache.normalized)
-                if let normCache = cache.normCache {
+                if normalization != .none {
                     let g: NormGradients<Scalar>
                     switch normalization {
-                    case .batch: g = try batchNorms[layer - 1].backward(dout.tensor, cache: normCache)
-                    case .layer: g = try layerNorms[layer - 1].backward(dout.tensor, cache: normCache)
-                    case .none: fatalError("a normalization cache without a normalization")
+                    case .batch: g = try batchNorms[layer - 1].backward(dout.tensor, cache: cache.normCache!)
+                    case .layer: g = try layerNorms[layer - 1].backward(dout.tensor, cache: cache.normCache!)
+                    case .decorrelated, .iterative:
+                        g = try decorrelatedNorms[layer - 1].backward(dout.tensor, cache: cache.decorrelatedCache!)
+                    case .none: fatalError("unreachable: no normalization")
                     }
                     gradients["gamma\(layer)"] = g.gamma
                     gradients["beta\(layer)"] = g.beta

@@ -15,7 +15,7 @@ struct NormLabCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "normlab",
         abstract: "Reproduces cs231n's batch-normalization experiments with NormKit, with CSV and SVG plots.",
-        subcommands: [Compare.self, WeightScale.self, BatchSize.self, All.self],
+        subcommands: [Compare.self, WeightScale.self, BatchSize.self, WhiteningExperiment.self, All.self],
         defaultSubcommand: All.self)
 }
 
@@ -106,14 +106,17 @@ struct Compare: ParsableCommand {
     static func run(_ options: CommonOptions, data: DataSplits<Double>) throws {
         note("compare: Adam lr 1e-3, weight scale 2e-2, batch 50, \(options.epochs) epochs")
         var histories: [(Normalization, TrainingHistory)] = []
-        for normalization in Normalization.allCases {
+        for normalization in [Normalization.none, .batch, .layer] {
             histories.append((normalization, try train(
                 data, hidden: Array(repeating: 100, count: 5), normalization: normalization,
                 weightScale: 2e-2, batchSize: 50, epochs: options.epochs, seed: options.seed,
                 label: "compare \(normalization.rawValue)")))
         }
         func name(_ n: Normalization) -> String {
-            switch n { case .none: "no normalization"; case .batch: "batch norm"; case .layer: "layer norm" }
+            switch n {
+            case .none: "no normalization"; case .batch: "batch norm"; case .layer: "layer norm"
+            case .decorrelated: "decorrelated (eigen)"; case .iterative: "decorrelated (Newton–Schulz)"
+            }
         }
         try LinePlot(title: "Training loss (mean of 10 iterations), \(data.name)", xLabel: "iteration",
                      yLabel: "loss",
@@ -272,8 +275,79 @@ struct BatchSize: ParsableCommand {
     }
 }
 
+struct WhiteningExperiment: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "whitening",
+        abstract: "The 6-layer net ([96]*5) without normalization, with batch norm, with decorrelated batch norm (eigen and Newton–Schulz, groups of 16), and without normalization on ZCA-whitened inputs.")
+    @OptionGroup var options: CommonOptions
+
+    func run() throws { try WhiteningExperiment.run(options, data: try options.prepare()) }
+
+    /// ZCA's epsilon for the inputs: the digits' pixels are in [0, 1] minus the
+    /// mean image, and some are constant (zero variance).
+    static let zcaEpsilon = 1e-2
+
+    static func run(_ options: CommonOptions, data: DataSplits<Double>) throws {
+        note("whitening: 6-layer net [96]*5, Adam lr 1e-3, weight scale 2e-2, batch 50, \(options.epochs) epochs")
+        let hidden = Array(repeating: 96, count: 5)   // a multiple of the groups of 16
+        let zca = try Whitening.fit(data.training.inputs.tensor, kind: .zca, epsilon: zcaEpsilon)
+        var whitened = data
+        whitened.training.inputs = Matrix(try zca.transform(data.training.inputs.tensor))
+        whitened.validation.inputs = Matrix(try zca.transform(data.validation.inputs.tensor))
+        let runs: [(slug: String, name: String, data: DataSplits<Double>, normalization: Normalization)] = [
+            ("none", "no normalization", data, .none),
+            ("batch", "batch norm", data, .batch),
+            ("decorrelated-eigen", "decorrelated BN, eigen, groups of 16", data, .decorrelated),
+            ("decorrelated-ns5", "decorrelated BN, Newton–Schulz 5, groups of 16", data, .iterative),
+            ("zca-inputs", "no normalization, ZCA-whitened inputs", whitened, .none),
+        ]
+        var histories: [(String, String, TrainingHistory)] = []
+        let start = Date()
+        for run in runs {
+            let began = Date()
+            let h = try train(run.data, hidden: hidden, normalization: run.normalization, weightScale: 2e-2,
+                              batchSize: 50, epochs: options.epochs, seed: options.seed,
+                              label: "whitening \(run.slug)")
+            note(String(format: "  whitening %@: %.1f s", run.slug, Date().timeIntervalSince(began)))
+            histories.append((run.slug, run.name, h))
+        }
+        try LinePlot(title: "Training loss (mean of 10 iterations), \(data.name)", xLabel: "iteration",
+                     yLabel: "loss",
+                     series: histories.map { .init(name: $0.1, points: smoothed($0.2.loss, window: 10)) })
+            .write(to: options.path("whitening-loss.svg"))
+        try LinePlot(title: "Validation accuracy, \(data.name)", xLabel: "epoch", yLabel: "accuracy",
+                     series: histories.map { h in
+                         .init(name: h.1, points: h.2.validationAccuracy.enumerated().map { (Double($0), $1) },
+                               markers: true) })
+            .write(to: options.path("whitening-validation-accuracy.svg"))
+        try LinePlot(title: "Training accuracy, \(data.name)", xLabel: "epoch", yLabel: "accuracy",
+                     series: histories.map { h in
+                         .init(name: h.1, points: h.2.trainAccuracy.enumerated().map { (Double($0), $1) },
+                               markers: true) })
+            .write(to: options.path("whitening-train-accuracy.svg"))
+        try writeCSV(options.path("whitening-epochs.csv"),
+                     header: ["run", "epoch", "train_accuracy", "validation_accuracy"],
+                     rows: histories.flatMap { h in h.2.trainAccuracy.indices.map {
+                         [h.0, "\($0)", "\(h.2.trainAccuracy[$0])", "\(h.2.validationAccuracy[$0])"] } })
+        try writeCSV(options.path("whitening-loss.csv"), header: ["run", "iteration", "loss"],
+                     rows: histories.flatMap { h in h.2.loss.enumerated().map { [h.0, "\($0 + 1)", "\($1)"] } })
+        print("\nwhitening (\(data.name)): 6-layer net [96]*5, Adam 1e-3, weight scale 2e-2, batch 50"
+              + String(format: " (%.0f s)", Date().timeIntervalSince(start)))
+        print("run                                               final loss (last 20)  train acc  best val acc  diverged")
+        for (_, name, h) in histories {
+            let tail = h.loss.suffix(20)
+            let finalLoss = tail.reduce(0, +) / Double(max(tail.count, 1))
+            print(name.padding(toLength: 50, withPad: " ", startingAt: 0)
+                  + String(format: "%20.4f", finalLoss)
+                  + percent(h.trainAccuracy.last ?? 0).leftPadded(11)
+                  + percent(h.bestValidationAccuracy).leftPadded(14)
+                  + (h.diverged ? "yes" : "no").leftPadded(10))
+        }
+    }
+}
+
 struct All: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "compare, weight-scale and batch-size.")
+    static let configuration = CommandConfiguration(abstract: "compare, weight-scale, batch-size and whitening.")
     @OptionGroup var options: CommonOptions
 
     func run() throws {
@@ -282,6 +356,7 @@ struct All: ParsableCommand {
         try Compare.run(options, data: data)
         try WeightScale.run(options, data: data)
         try BatchSize.run(options, data: data)
+        try WhiteningExperiment.run(options, data: data)
         print(String(format: "\nall experiments took %.0f s; CSV and SVG files are in %@",
                      Date().timeIntervalSince(start), options.output))
     }
