@@ -51,3 +51,25 @@ func readmeLayerTable() throws {
         #expect(output.shape == [2, 64, 4, 4])
     }
 }
+
+@Test("the README's whitening example compiles and runs")
+func readmeWhiteningExample() throws {
+    // README-WHITENING-BEGIN
+    // Decorrelated batch norm: 64 features in groups of 16, each group whitened over the batch.
+    var dbn = try DecorrelatedBatchNorm<Double>(featureCount: 64, groupSize: 16, method: .eigen)
+    let batch = try Tensor<Double>(randomNormal: [256, 64], mean: 3, standardDeviation: 2, seed: 1)
+    let (white, dbnCache) = try dbn.forward(batch, mode: .training)   // each group's covariance ≈ I
+    let dbnGrads = try dbn.backward(white, cache: dbnCache)           // exact, through the eigendecomposition
+    var iterNorm = try DecorrelatedBatchNorm<Double>(featureCount: 64, groupSize: 16,
+                                                     method: .newtonSchulz(iterations: 5))   // GEMMs only
+    _ = try iterNorm.forward(batch, mode: .training)
+
+    // cs231n's PCA and ZCA preprocessing, fitted once on a data set.
+    let pca = try Whitening.fit(batch, kind: .pca(components: 8))   // = scikit-learn's PCA(8, whiten=True)
+    let scores = try pca.transform(batch)                              // (256, 8), unit variance each
+    let zca = try Whitening.fit(batch, kind: .zca, epsilon: 1e-5)
+    let restored = try zca.inverseTransform(zca.transform(batch))      // == batch, within rounding
+    // README-WHITENING-END
+    #expect(white.shape == [256, 64] && dbnGrads.input.shape == [256, 64] && scores.shape == [256, 8])
+    #expect(normwiseError(restored.scalars, batch.scalars) < 1e-12)
+}

@@ -22,7 +22,8 @@ private let readme = tests.deletingLastPathComponent().deletingLastPathComponent
 /// that "it compiles and runs" and "it allocates nothing" are about the text
 /// a reader copies.
 @Test("the README's examples are the code the tests compile and run",
-      arguments: [("README-EXAMPLE", "ReadmeExampleTests.swift"), ("README-LOOP", "AllocationTests.swift")])
+      arguments: [("README-EXAMPLE", "ReadmeExampleTests.swift"), ("README-LOOP", "AllocationTests.swift"),
+                  ("README-WHITENING", "ReadmeExampleTests.swift")])
 func readmeExamplesMatchTests(marker: String, file: String) throws {
     let code = try marked(marker, in: tests.appendingPathComponent(file).path)
     let text = try String(contentsOfFile: readme, encoding: .utf8)

@@ -8,6 +8,19 @@
 /// whitening matrix and factors) are arrays; the `N x D` ones are pointers with
 /// a leading dimension, so that a group's columns are used in place.
 enum WhiteningKernels {
+    // MARK: Threads
+
+    /// Runs a whitening pass. Its parallelism is OpenBLAS's, in its BLAS-3 and
+    /// LAPACK calls (``BLASRuntime/threadCount`` threads); with
+    /// ``Threading/threadCount`` 1 the pass keeps OpenBLAS on one thread too,
+    /// so that "one thread" means one thread.
+    static func withThreadPolicy<R>(_ body: () throws(NormError) -> R) throws(NormError) -> R {
+        let single = Threading.threadCount == 1
+        if single { BLASRuntime.enterSingleThreaded() }
+        defer { if single { BLASRuntime.leaveSingleThreaded() } }
+        return try body()
+    }
+
     // MARK: Products
 
     /// `C = alpha * op(A) op(B) + beta * C`, `op(A)` `rows x inner`, `op(B)`
@@ -63,6 +76,23 @@ enum WhiteningKernels {
     }
 
     // MARK: The N x D parts
+
+    /// `out[i][j] = a[i][j] - row[j]` for `rows` rows of `row.count` columns
+    /// (`out` may be `a`).
+    static func subtractRow<Scalar: BLASScalar>(
+        _ a: UnsafeBufferPointer<Scalar>, row: UnsafeBufferPointer<Scalar>, rows: Int,
+        into out: UnsafeMutableBufferPointer<Scalar>
+    ) {
+        let d = row.count
+        for i in 0..<rows { for j in 0..<d { out[i * d + j] = a[i * d + j] - row[j] } }
+    }
+
+    static func subtractRow<Scalar: BLASScalar>(
+        _ a: UnsafeBufferPointer<Scalar>, row: UnsafeBufferPointer<Scalar>, rows: Int,
+        into out: inout [Scalar]
+    ) {
+        out.withUnsafeMutableBufferPointer { subtractRow(a, row: row, rows: rows, into: $0) }
+    }
 
     /// The column sums of a row-major `rows x columns` matrix:
     /// `gemv(Trans, A, 1)` or a loop.

@@ -65,7 +65,9 @@ public struct DecorrelatedCache<Scalar: BLASScalar>: Sendable {
 /// Newton–Schulz iteration. The BLAS backend uses `?syrk` for the covariance,
 /// LAPACKE `?syevd`, `?potrf` and `?trtri`, and `?gemm` for every product; the
 /// naive backend is the textbook: triple loops, a cyclic Jacobi eigensolver, a
-/// plain Cholesky and forward substitution.
+/// plain Cholesky and forward substitution. The passes' parallelism is
+/// OpenBLAS's (``BLASRuntime/threadCount``), in its BLAS-3 and LAPACK calls;
+/// with ``Threading/threadCount`` 1 they keep OpenBLAS on one thread.
 public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equatable {
     /// The forward pass's centred input, output and whitening factors.
     public typealias Cache = DecorrelatedCache<Scalar>
@@ -157,7 +159,15 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
     ///   hyperparameter errors. A throwing call changes no state.
     /// - Complexity: O(N·D·groupSize + D·groupSize²), and `.newtonSchulz`'s
     ///   `3 · iterations` products of `groupSize x groupSize` matrices per group.
+    @_specialize(exported: true, where Scalar == Float)
+    @_specialize(exported: true, where Scalar == Double)
     public mutating func forward(_ input: Tensor<Scalar>, mode: Mode) throws(NormError)
+        -> (output: Tensor<Scalar>, cache: Cache) {
+        try WhiteningKernels.withThreadPolicy { () throws(NormError) in try whiten(input, mode: mode) }
+    }
+
+    /// ``forward(_:mode:)`` inside the thread policy.
+    mutating func whiten(_ input: Tensor<Scalar>, mode: Mode) throws(NormError)
         -> (output: Tensor<Scalar>, cache: Cache) {
         try validateParameters()
         let n = try Validation.matrixRows(input, columns: featureCount)
@@ -168,28 +178,33 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
         cache.mode = mode
         cache.gamma = gamma
         var mean = [Scalar](repeating: 0, count: d)
-        var centred = [Scalar](repeating: 0, count: n * d)
-        input.withUnsafeBufferPointer { x in
-            switch mode {
-            case .training:
-                // Shifted by the first row, so that a constant feature has its
-                // value as mean and exact zeros as deviations.
-                for i in 0..<n { for j in 0..<d { centred[i * d + j] = x[i * d + j] - x[j] } }
-                var sums = [Scalar](repeating: 0, count: d)
-                WhiteningKernels.columnSums(centred, rows: n, columns: d, into: &sums, backend: backend)
-                for j in 0..<d {
-                    let shift = sums[j] / Scalar(n)
-                    mean[j] = x[j] + shift
-                    for i in 0..<n { centred[i * d + j] -= shift }
-                }
-            case .inference:
-                mean = runningMean
-                for i in 0..<n { for j in 0..<d { centred[i * d + j] = x[i * d + j] - mean[j] } }
+        var centred = [Scalar].unspecified(count: n * d)
+        switch mode {
+        case .training:
+            // Shifted by the first row, so that a constant feature has its
+            // value as mean and exact zeros as deviations.
+            input.withUnsafeBufferPointer { x in
+                WhiteningKernels.subtractRow(x, row: UnsafeBufferPointer(rebasing: x[0..<d]), rows: n,
+                                             into: &centred)
+            }
+            var sums = [Scalar](repeating: 0, count: d)
+            WhiteningKernels.columnSums(centred, rows: n, columns: d, into: &sums, backend: backend)
+            for j in 0..<d { sums[j] /= Scalar(n) }
+            input.withUnsafeBufferPointer { x in
+                for j in 0..<d { mean[j] = x[j] + sums[j] }
+            }
+            centred.withUnsafeMutableBufferPointer { c in
+                sums.withUnsafeBufferPointer { WhiteningKernels.subtractRow(UnsafeBufferPointer(c), row: $0, rows: n, into: c) }
+            }
+        case .inference:
+            mean = runningMean
+            input.withUnsafeBufferPointer { x in
+                mean.withUnsafeBufferPointer { WhiteningKernels.subtractRow(x, row: $0, rows: n, into: &centred) }
             }
         }
         if let bad = mean.firstIndex(where: { !$0.isFinite }) { throw .nonFiniteStatistics(index: bad) }
 
-        var normalized = [Scalar](repeating: 0, count: n * d)
+        var normalized = [Scalar].unspecified(count: n * d)
         var factors: [WhiteningKernels.Factors<Scalar>] = []
         for g in 0..<groupCount {
             let f: WhiteningKernels.Factors<Scalar>
@@ -207,8 +222,16 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
                                         into: &normalized, backend: backend)
             factors.append(f)
         }
-        var output = [Scalar](repeating: 0, count: n * d)
-        for i in 0..<n { for j in 0..<d { output[i * d + j] = gamma[j] * normalized[i * d + j] + beta[j] } }
+        var output = [Scalar].unspecified(count: n * d)
+        output.withUnsafeMutableBufferPointer { y in
+            normalized.withUnsafeBufferPointer { xhat in
+                gamma.withUnsafeBufferPointer { g in
+                    beta.withUnsafeBufferPointer { b in
+                        for i in 0..<n { for j in 0..<d { y[i * d + j] = g[j] * xhat[i * d + j] + b[j] } }
+                    }
+                }
+            }
+        }
 
         if mode == .training {
             let keep = momentum, take = 1 - momentum
@@ -238,7 +261,17 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
     ///   another layer or a forward pass that threw;
     ///   ``NormError/gradientShapeMismatch(expected:actual:)``.
     /// - Complexity: as forward.
+    @_specialize(exported: true, where Scalar == Float)
+    @_specialize(exported: true, where Scalar == Double)
     public func backward(_ outputGradient: Tensor<Scalar>, cache: Cache) throws(NormError)
+        -> NormGradients<Scalar> {
+        try WhiteningKernels.withThreadPolicy { () throws(NormError) in
+            try backpropagate(outputGradient, cache: cache)
+        }
+    }
+
+    /// ``backward(_:cache:)`` inside the thread policy.
+    func backpropagate(_ outputGradient: Tensor<Scalar>, cache: Cache) throws(NormError)
         -> NormGradients<Scalar> {
         let expected = "DecorrelatedBatchNorm(featureCount: \(featureCount), groupSize: \(groupSize), "
             + "method: \(method))"
@@ -253,17 +286,27 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
         let n = cache.shape[0], d = featureCount, m = groupSize, backend = self.backend
         let dy = outputGradient.scalars
         var dgamma = [Scalar](repeating: 0, count: d), dbeta = [Scalar](repeating: 0, count: d)
-        var product = [Scalar](repeating: 0, count: n * d), dxhat = product
-        for i in 0..<n {
-            for j in 0..<d {
-                product[i * d + j] = dy[i * d + j] * cache.normalized[i * d + j]
-                dxhat[i * d + j] = dy[i * d + j] * cache.gamma[j]
+        var product = [Scalar].unspecified(count: n * d), dxhat = [Scalar].unspecified(count: n * d)
+        product.withUnsafeMutableBufferPointer { p in
+            dxhat.withUnsafeMutableBufferPointer { h in
+                dy.withUnsafeBufferPointer { dy in
+                    cache.normalized.withUnsafeBufferPointer { xhat in
+                        cache.gamma.withUnsafeBufferPointer { g in
+                            for i in 0..<n {
+                                for j in 0..<d {
+                                    p[i * d + j] = dy[i * d + j] * xhat[i * d + j]
+                                    h[i * d + j] = dy[i * d + j] * g[j]
+                                }
+                            }
+                        }
+                    }
+                }
             }
         }
         WhiteningKernels.columnSums(dy, rows: n, columns: d, into: &dbeta, backend: backend)
         WhiteningKernels.columnSums(product, rows: n, columns: d, into: &dgamma, backend: backend)
 
-        var dx = [Scalar](repeating: 0, count: n * d)
+        var dx = [Scalar].unspecified(count: n * d)
         for g in 0..<groupCount {
             let f = cache.factors[g]
             // dXc_g = dXhat_g Wᵀ.
@@ -283,9 +326,9 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
         if cache.mode == .training {
             var sums = [Scalar](repeating: 0, count: d)
             WhiteningKernels.columnSums(dx, rows: n, columns: d, into: &sums, backend: backend)
-            for j in 0..<d {
-                let shift = sums[j] / Scalar(n)
-                for i in 0..<n { dx[i * d + j] -= shift }
+            for j in 0..<d { sums[j] /= Scalar(n) }
+            dx.withUnsafeMutableBufferPointer { c in
+                sums.withUnsafeBufferPointer { WhiteningKernels.subtractRow(UnsafeBufferPointer(c), row: $0, rows: n, into: c) }
             }
         }
         return NormGradients(input: Tensor(validatedShape: cache.shape, scalars: dx), gamma: dgamma, beta: dbeta)

@@ -47,8 +47,18 @@ public struct Whitening<Scalar: BLASScalar>: Sendable, Hashable {
     ///
     /// `backend` `.naive` computes the covariance with a triple loop and
     /// decomposes it by cyclic Jacobi sweeps: the textbook, for comparison.
+    @_specialize(exported: true, where Scalar == Float)
+    @_specialize(exported: true, where Scalar == Double)
     public static func fit(_ data: Tensor<Scalar>, kind: WhiteningKind,
                            epsilon: Scalar = 0, backend: Backend = .blas) throws(NormError) -> Whitening<Scalar> {
+        try WhiteningKernels.withThreadPolicy { () throws(NormError) in
+            try fitting(data, kind: kind, epsilon: epsilon, backend: backend)
+        }
+    }
+
+    /// ``fit(_:kind:epsilon:backend:)`` inside the thread policy.
+    static func fitting(_ data: Tensor<Scalar>, kind: WhiteningKind,
+                        epsilon: Scalar, backend: Backend) throws(NormError) -> Whitening<Scalar> {
         let shape = data.shape
         guard shape.count == 2, shape[0] >= 1, shape[1] >= 1 else {
             throw .invalidShape(expected: "(N >= 2, D >= 1)", actual: shape)
@@ -112,6 +122,8 @@ public struct Whitening<Scalar: BLASScalar>: Sendable, Hashable {
     /// Whitens `x`, `(M, D)`: `(M, k)` for PCA, `(M, D)` for ZCA.
     /// - Throws: ``NormError/invalidShape(expected:actual:)`` for another shape.
     /// - Complexity: O(M·D·k) (PCA), O(M·D²) (ZCA).
+    @_specialize(exported: true, where Scalar == Float)
+    @_specialize(exported: true, where Scalar == Double)
     public func transform(_ x: Tensor<Scalar>) throws(NormError) -> Tensor<Scalar> {
         let d = featureCount, k = keptCount
         let m = try Validation.matrixRows(x, columns: d)
@@ -132,6 +144,8 @@ public struct Whitening<Scalar: BLASScalar>: Sendable, Hashable {
     /// ZCA (the result is the input, within rounding).
     /// - Throws: ``NormError/invalidShape(expected:actual:)`` for another shape.
     /// - Complexity: as ``transform(_:)``.
+    @_specialize(exported: true, where Scalar == Float)
+    @_specialize(exported: true, where Scalar == Double)
     public func inverseTransform(_ z: Tensor<Scalar>) throws(NormError) -> Tensor<Scalar> {
         let d = featureCount, k = keptCount
         let m = try Validation.matrixRows(z, columns: k)
