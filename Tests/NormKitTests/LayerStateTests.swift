@@ -42,6 +42,9 @@ struct LayerStateTests {
         #expect(try roundTrip(gn) == gn)
         let inorm = try InstanceNorm<S>(channelCount: 2, epsilon: 0.25)
         #expect(try roundTrip(inorm) == inorm)
+        var dbn = try DecorrelatedBatchNorm<S>(featureCount: 6, groupSize: 3, method: .newtonSchulz(iterations: 4))
+        _ = try dbn.forward(randomInput([9, 6], scale: 2, shift: 0.3, seed: 9), mode: .training)
+        #expect(try roundTrip(dbn) == dbn)
         // A decoded layer computes what the original does.
         var a = bn, b = bnBack
         let x: Tensor<S> = randomInput([4, 5], seed: 8)
@@ -72,6 +75,12 @@ struct LayerStateTests {
         let ln = try LayerNorm<Float>(featureCount: 3)
         #expect(throws: DecodingError.self) {
             try decoder.decode(LayerNorm<Float>.self, from: json(ln, replacing: "beta", with: [0.5]))
+        }
+        let dbn = try DecorrelatedBatchNorm<Double>(featureCount: 4, groupSize: 2)
+        for (key, value) in [("groupSize", 3 as Any), ("runningWhitening", [1.0, 0.0] as Any)] {
+            #expect(throws: DecodingError.self) {
+                try decoder.decode(DecorrelatedBatchNorm<Double>.self, from: json(dbn, replacing: key, with: value))
+            }
         }
     }
 }

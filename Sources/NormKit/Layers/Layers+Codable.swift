@@ -229,3 +229,50 @@ extension InstanceNorm: Codable {
         try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend)
     }
 }
+
+extension DecorrelatedBatchNorm: Codable {
+    private enum CodingKeys: String, CodingKey {
+        case featureCount, groupSize, method, gamma, beta, runningMean, runningWhitening
+        case epsilon, momentum, backend
+    }
+
+    /// Decodes a layer encoded by ``encode(to:)`` and validates it as
+    /// ``init(featureCount:groupSize:method:epsilon:momentum:backend:)`` and
+    /// `forward` do.
+    /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let count = try c.decode(Int.self, forKey: .featureCount)
+        let groupSize = try c.decode(Int.self, forKey: .groupSize)
+        let method = try c.decode(WhiteningMethod.self, forKey: .method)
+        let epsilon = try c.decode(Scalar.self, forKey: .epsilon)
+        let momentum = try c.decode(Scalar.self, forKey: .momentum)
+        let backend = try c.decode(Backend.self, forKey: .backend)
+        let gamma = try c.decode([Scalar].self, forKey: .gamma)
+        let beta = try c.decode([Scalar].self, forKey: .beta)
+        let mean = try c.decode([Scalar].self, forKey: .runningMean)
+        let whitening = try c.decode([Scalar].self, forKey: .runningWhitening)
+        self = try validated(c.codingPath) { () throws(NormError) in
+            var layer = try DecorrelatedBatchNorm(featureCount: count, groupSize: groupSize, method: method,
+                                                  epsilon: epsilon, momentum: momentum, backend: backend)
+            (layer.gamma, layer.beta, layer.runningMean, layer.runningWhitening) = (gamma, beta, mean, whitening)
+            try layer.validateParameters()
+            return layer
+        }
+    }
+
+    /// Encodes the hyperparameters, `gamma`, `beta` and the running statistics.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(featureCount, forKey: .featureCount)
+        try c.encode(groupSize, forKey: .groupSize)
+        try c.encode(method, forKey: .method)
+        try c.encode(gamma, forKey: .gamma)
+        try c.encode(beta, forKey: .beta)
+        try c.encode(runningMean, forKey: .runningMean)
+        try c.encode(runningWhitening, forKey: .runningWhitening)
+        try c.encode(epsilon, forKey: .epsilon)
+        try c.encode(momentum, forKey: .momentum)
+        try c.encode(backend, forKey: .backend)
+    }
+}
