@@ -231,11 +231,12 @@ struct NormBench: ParsableCommand {
         var scaling: [(Case, [Double])] = []
         let variants = self.variants
         // Layers with the value API only (the whitening ones) allocate their
-        // results on every call, and the first cases of a process ran up to
-        // 4.5x slower than the same cases later (measured: DecorrelatedBatchNorm
+        // results on every call, and the first cases of a process ran about
+        // 4.4x slower than the same cases later (measured: DecorrelatedBatchNorm
         // inference at 4096x256, 6.2 ms first against 1.4 ms after other
-        // cases), until glibc's heap had grown to the passes' working set. So
-        // every such case runs twice before any is timed.
+        // cases), however often the first case repeated; most likely until
+        // glibc's heap had grown to the passes' working set (not proved). Two
+        // untimed runs of every such case first removed it.
         for index in 0..<caseCount where byBackend.values.contains(where: { $0[index].runValue == nil }) {
             for variant in variants {
                 Threading.threadCount = variant.threads
