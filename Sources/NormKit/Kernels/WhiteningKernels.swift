@@ -94,6 +94,26 @@ enum WhiteningKernels {
         out.withUnsafeMutableBufferPointer { subtractRow(a, row: row, rows: rows, into: $0) }
     }
 
+    /// The column means of a row-major `rows x columns` matrix and the matrix
+    /// centred by them, shifted by the first row: `t = x - x[0]`,
+    /// `mean = x[0] + Σt / rows`, `centred = t - Σt / rows`, so that a constant
+    /// column has its value as mean and exact zeros as deviations. The sums
+    /// are ``columnSums(_:rows:columns:into:backend:)``.
+    static func centre<Scalar: BLASScalar>(
+        _ x: UnsafeBufferPointer<Scalar>, rows: Int, columns: Int, backend: Backend
+    ) -> (mean: [Scalar], centred: [Scalar]) {
+        var centred = [Scalar].unspecified(count: rows * columns)
+        subtractRow(x, row: UnsafeBufferPointer(rebasing: x[0..<columns]), rows: rows, into: &centred)
+        var shift = [Scalar](repeating: 0, count: columns)
+        columnSums(centred, rows: rows, columns: columns, into: &shift, backend: backend)
+        for j in 0..<columns { shift[j] /= Scalar(rows) }
+        let mean = (0..<columns).map { x[$0] + shift[$0] }
+        centred.withUnsafeMutableBufferPointer { c in
+            shift.withUnsafeBufferPointer { subtractRow(UnsafeBufferPointer(c), row: $0, rows: rows, into: c) }
+        }
+        return (mean, centred)
+    }
+
     /// The column sums of a row-major `rows x columns` matrix:
     /// `gemv(Trans, A, 1)` or a loop.
     static func columnSums<Scalar: BLASScalar>(

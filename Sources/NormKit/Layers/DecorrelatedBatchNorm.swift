@@ -177,27 +177,16 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
         cache.shape = input.shape
         cache.mode = mode
         cache.gamma = gamma
-        var mean = [Scalar](repeating: 0, count: d)
-        var centred = [Scalar].unspecified(count: n * d)
+        let mean: [Scalar]
+        var centred: [Scalar]
         switch mode {
         case .training:
-            // Shifted by the first row, so that a constant feature has its
-            // value as mean and exact zeros as deviations.
-            input.withUnsafeBufferPointer { x in
-                WhiteningKernels.subtractRow(x, row: UnsafeBufferPointer(rebasing: x[0..<d]), rows: n,
-                                             into: &centred)
-            }
-            var sums = [Scalar](repeating: 0, count: d)
-            WhiteningKernels.columnSums(centred, rows: n, columns: d, into: &sums, backend: backend)
-            for j in 0..<d { sums[j] /= Scalar(n) }
-            input.withUnsafeBufferPointer { x in
-                for j in 0..<d { mean[j] = x[j] + sums[j] }
-            }
-            centred.withUnsafeMutableBufferPointer { c in
-                sums.withUnsafeBufferPointer { WhiteningKernels.subtractRow(UnsafeBufferPointer(c), row: $0, rows: n, into: c) }
+            (mean, centred) = input.withUnsafeBufferPointer {
+                WhiteningKernels.centre($0, rows: n, columns: d, backend: backend)
             }
         case .inference:
             mean = runningMean
+            centred = [Scalar].unspecified(count: n * d)
             input.withUnsafeBufferPointer { x in
                 mean.withUnsafeBufferPointer { WhiteningKernels.subtractRow(x, row: $0, rows: n, into: &centred) }
             }

@@ -71,15 +71,8 @@ public struct Whitening<Scalar: BLASScalar>: Sendable, Hashable {
         }
         guard epsilon.isFinite, epsilon >= 0 else { throw .invalidEpsilon(Double(epsilon)) }
 
-        let x = data.scalars
-        var centred = [Scalar](repeating: 0, count: n * d), mean = [Scalar](repeating: 0, count: d)
-        for i in 0..<n { for j in 0..<d { centred[i * d + j] = x[i * d + j] - x[j] } }
-        var sums = [Scalar](repeating: 0, count: d)
-        WhiteningKernels.columnSums(centred, rows: n, columns: d, into: &sums, backend: backend)
-        for j in 0..<d {
-            let shift = sums[j] / Scalar(n)
-            mean[j] = x[j] + shift
-            for i in 0..<n { centred[i * d + j] -= shift }
+        let (mean, centred) = data.withUnsafeBufferPointer {
+            WhiteningKernels.centre($0, rows: n, columns: d, backend: backend)
         }
         if let bad = mean.firstIndex(where: { !$0.isFinite }) { throw .nonFiniteStatistics(index: bad) }
         let sigma = WhiteningKernels.groupCovariance(centred, rows: n, columns: d, group: 0, groupSize: d,
