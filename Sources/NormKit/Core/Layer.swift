@@ -200,17 +200,30 @@ extension BufferedNormalizationLayer {
         _ outputGradient: Tensor<Scalar>, cache: Cache,
         into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        try withGradientBuffers(outputGradient, cache: cache, into: &gradients) { b in
+            do throws(NormError) {
+                try backward(b.dy, cache: cache, inputGradient: b.dx, gammaGradient: b.dgamma,
+                             betaGradient: b.dbeta, workspace: &workspace)
+                return nil
+            } catch { return error }
+        }
+    }
+
+    /// The `Tensor` forms of backward (the closed form here, BatchNorm's
+    /// staged one): checks that `cache` is this layer's and `outputGradient`
+    /// has its input's shape, sizes `gradients`, and runs `body` on the
+    /// buffers, which returns its error rather than throwing it (see
+    /// `NormalizationStep.forward`).
+    @inlinable
+    func withGradientBuffers(
+        _ outputGradient: Tensor<Scalar>, cache: Cache, into gradients: inout NormGradients<Scalar>,
+        _ body: (GradientBuffers<Scalar>) -> NormError?
+    ) throws(NormError) {
         try Validation.origin(cache, expected: cacheOrigin)
         try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
         let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
             gradients.withBuffers(outputGradient: dy, shape: cache.input.shape,
-                                  parameterCount: cache.gamma.count) { b in
-                do throws(NormError) {
-                    try backward(b.dy, cache: cache, inputGradient: b.dx, gammaGradient: b.dgamma,
-                                 betaGradient: b.dbeta, workspace: &workspace)
-                    return nil
-                } catch { return error }
-            }
+                                  parameterCount: cache.gamma.count, body)
         }
         if let failure { throw failure }
     }

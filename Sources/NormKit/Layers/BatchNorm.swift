@@ -168,19 +168,12 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
         _ outputGradient: Tensor<Scalar>, cache: Cache,
         into gradients: inout NormGradients<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try Validation.origin(cache, expected: cacheOrigin)
-        try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
-        // Errors leave the closures as values (see `NormalizationStep.forward`).
-        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
-            gradients.withBuffers(outputGradient: dy, shape: cache.input.shape,
-                                  parameterCount: cache.gamma.count) { buffers in
-                do throws(NormError) {
-                    try backward(buffers, cache: cache, graph: true, workspace: &workspace)
-                    return nil
-                } catch { return error }
-            }
+        try withGradientBuffers(outputGradient, cache: cache, into: &gradients) { buffers in
+            do throws(NormError) {
+                try backward(buffers, cache: cache, graph: true, workspace: &workspace)
+                return nil
+            } catch { return error }
         }
-        if let failure { throw failure }
     }
 
     /// Both backward forms over borrowed buffers, validated here.

@@ -133,12 +133,7 @@ public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
     /// - Complexity: O(count of the last forward input).
     @inlinable
     public mutating func backward(_ outputGradient: Tensor<Scalar>) throws(NormError) {
-        try Validation.origin(storedCache, expected: layer.cacheOrigin)
-        try Validation.gradientShape(outputGradient.shape, expected: storedCache.input.shape)
-        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
-            do throws(NormError) { try backward(dy); return nil } catch { return error }
-        }
-        if let failure { throw failure }
+        try layer.backward(outputGradient, cache: storedCache, into: &storedGradients, workspace: &workspace)
     }
 
     /// Backpropagates a `Span`; see the buffer form.
