@@ -25,31 +25,63 @@ private func checkAffine<Scalar: BLASScalar>(
     try Validation.count("beta", beta.count, expected: count)
 }
 
-extension BatchNorm: Codable {
-    private enum CodingKeys: String, CodingKey {
-        case featureCount, gamma, beta, runningMean, runningVariance, epsilon, momentum
-        case varianceEstimator, backend
+/// The keys of ``BatchNorm`` and ``SpatialBatchNorm`` (`featureCount` or
+/// `channelCount` by the layer's input; `layout` for SpatialBatchNorm only).
+private enum RunningCodingKeys: String, CodingKey {
+    case featureCount, channelCount, layout, gamma, beta, runningMean, runningVariance, epsilon, momentum
+    case varianceEstimator, backend
+}
+
+/// What ``BatchNorm`` and ``SpatialBatchNorm`` encode besides their size and layout.
+private struct RunningState<Scalar: BLASScalar> {
+    var gamma, beta, runningMean, runningVariance: [Scalar]
+    var epsilon, momentum: Scalar
+    var estimator: VarianceEstimator
+    var backend: Backend
+
+    init(_ c: KeyedDecodingContainer<RunningCodingKeys>) throws {
+        epsilon = try c.decode(Scalar.self, forKey: .epsilon)
+        momentum = try c.decode(Scalar.self, forKey: .momentum)
+        estimator = try c.decode(VarianceEstimator.self, forKey: .varianceEstimator)
+        backend = try c.decode(Backend.self, forKey: .backend)
+        gamma = try c.decode([Scalar].self, forKey: .gamma)
+        beta = try c.decode([Scalar].self, forKey: .beta)
+        runningMean = try c.decode([Scalar].self, forKey: .runningMean)
+        runningVariance = try c.decode([Scalar].self, forKey: .runningVariance)
     }
 
+    init(gamma: [Scalar], beta: [Scalar], runningMean: [Scalar], runningVariance: [Scalar],
+         epsilon: Scalar, momentum: Scalar, estimator: VarianceEstimator, backend: Backend) {
+        (self.gamma, self.beta, self.runningMean, self.runningVariance) = (gamma, beta, runningMean, runningVariance)
+        (self.epsilon, self.momentum, self.estimator, self.backend) = (epsilon, momentum, estimator, backend)
+    }
+
+    func encode(to c: inout KeyedEncodingContainer<RunningCodingKeys>) throws {
+        try c.encode(gamma, forKey: .gamma)
+        try c.encode(beta, forKey: .beta)
+        try c.encode(runningMean, forKey: .runningMean)
+        try c.encode(runningVariance, forKey: .runningVariance)
+        try c.encode(epsilon, forKey: .epsilon)
+        try c.encode(momentum, forKey: .momentum)
+        try c.encode(estimator, forKey: .varianceEstimator)
+        try c.encode(backend, forKey: .backend)
+    }
+}
+
+extension BatchNorm: Codable {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
     /// ``init(featureCount:epsilon:momentum:varianceEstimator:backend:)`` and
     /// `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let c = try decoder.container(keyedBy: RunningCodingKeys.self)
         let count = try c.decode(Int.self, forKey: .featureCount)
-        let epsilon = try c.decode(Scalar.self, forKey: .epsilon)
-        let momentum = try c.decode(Scalar.self, forKey: .momentum)
-        let estimator = try c.decode(VarianceEstimator.self, forKey: .varianceEstimator)
-        let backend = try c.decode(Backend.self, forKey: .backend)
-        let gamma = try c.decode([Scalar].self, forKey: .gamma)
-        let beta = try c.decode([Scalar].self, forKey: .beta)
-        let mean = try c.decode([Scalar].self, forKey: .runningMean)
-        let variance = try c.decode([Scalar].self, forKey: .runningVariance)
+        let v = try RunningState<Scalar>(c)
         self = try validated(c.codingPath) { () throws(NormError) in
-            var layer = try BatchNorm(featureCount: count, epsilon: epsilon, momentum: momentum,
-                                      varianceEstimator: estimator, backend: backend)
-            (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) = (gamma, beta, mean, variance)
+            var layer = try BatchNorm(featureCount: count, epsilon: v.epsilon, momentum: v.momentum,
+                                      varianceEstimator: v.estimator, backend: v.backend)
+            (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) =
+                (v.gamma, v.beta, v.runningMean, v.runningVariance)
             try layer.validateParameters()
             return layer
         }
@@ -57,46 +89,30 @@ extension BatchNorm: Codable {
 
     /// Encodes the hyperparameters, `gamma`, `beta` and the running statistics.
     public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
+        var c = encoder.container(keyedBy: RunningCodingKeys.self)
         try c.encode(featureCount, forKey: .featureCount)
-        try c.encode(gamma, forKey: .gamma)
-        try c.encode(beta, forKey: .beta)
-        try c.encode(runningMean, forKey: .runningMean)
-        try c.encode(runningVariance, forKey: .runningVariance)
-        try c.encode(epsilon, forKey: .epsilon)
-        try c.encode(momentum, forKey: .momentum)
-        try c.encode(varianceEstimator, forKey: .varianceEstimator)
-        try c.encode(backend, forKey: .backend)
+        try RunningState(gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+                         epsilon: epsilon, momentum: momentum, estimator: varianceEstimator,
+                         backend: backend).encode(to: &c)
     }
 }
 
 extension SpatialBatchNorm: Codable {
-    private enum CodingKeys: String, CodingKey {
-        case channelCount, gamma, beta, runningMean, runningVariance, epsilon, momentum
-        case varianceEstimator, layout, backend
-    }
-
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
     /// ``init(channelCount:epsilon:momentum:varianceEstimator:layout:backend:)``
     /// and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
+        let c = try decoder.container(keyedBy: RunningCodingKeys.self)
         let count = try c.decode(Int.self, forKey: .channelCount)
-        let epsilon = try c.decode(Scalar.self, forKey: .epsilon)
-        let momentum = try c.decode(Scalar.self, forKey: .momentum)
-        let estimator = try c.decode(VarianceEstimator.self, forKey: .varianceEstimator)
         let layout = try c.decode(ChannelLayout.self, forKey: .layout)
-        let backend = try c.decode(Backend.self, forKey: .backend)
-        let gamma = try c.decode([Scalar].self, forKey: .gamma)
-        let beta = try c.decode([Scalar].self, forKey: .beta)
-        let mean = try c.decode([Scalar].self, forKey: .runningMean)
-        let variance = try c.decode([Scalar].self, forKey: .runningVariance)
+        let v = try RunningState<Scalar>(c)
         self = try validated(c.codingPath) { () throws(NormError) in
-            var layer = try SpatialBatchNorm(channelCount: count, epsilon: epsilon, momentum: momentum,
-                                             varianceEstimator: estimator, layout: layout,
-                                             backend: backend)
-            (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) = (gamma, beta, mean, variance)
+            var layer = try SpatialBatchNorm(channelCount: count, epsilon: v.epsilon, momentum: v.momentum,
+                                             varianceEstimator: v.estimator, layout: layout,
+                                             backend: v.backend)
+            (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) =
+                (v.gamma, v.beta, v.runningMean, v.runningVariance)
             try layer.validateParameters()
             return layer
         }
@@ -104,17 +120,12 @@ extension SpatialBatchNorm: Codable {
 
     /// Encodes the hyperparameters, `gamma`, `beta` and the running statistics.
     public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
+        var c = encoder.container(keyedBy: RunningCodingKeys.self)
         try c.encode(channelCount, forKey: .channelCount)
-        try c.encode(gamma, forKey: .gamma)
-        try c.encode(beta, forKey: .beta)
-        try c.encode(runningMean, forKey: .runningMean)
-        try c.encode(runningVariance, forKey: .runningVariance)
-        try c.encode(epsilon, forKey: .epsilon)
-        try c.encode(momentum, forKey: .momentum)
-        try c.encode(varianceEstimator, forKey: .varianceEstimator)
         try c.encode(layout, forKey: .layout)
-        try c.encode(backend, forKey: .backend)
+        try RunningState(gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+                         epsilon: epsilon, momentum: momentum, estimator: varianceEstimator,
+                         backend: backend).encode(to: &c)
     }
 }
 
