@@ -12,6 +12,10 @@ public enum CacheOrigin: Sendable, Hashable, CustomStringConvertible {
     case batchNorm(featureCount: Int)
     /// ``SpatialBatchNorm`` with `channelCount` channels in `layout`.
     case spatialBatchNorm(channelCount: Int, layout: ChannelLayout)
+    /// ``SyncBatchNorm`` with `featureCount` features.
+    case syncBatchNorm(featureCount: Int)
+    /// ``SyncSpatialBatchNorm`` with `channelCount` channels in `layout`.
+    case syncSpatialBatchNorm(channelCount: Int, layout: ChannelLayout)
     /// ``LayerNorm`` with `featureCount` features.
     case layerNorm(featureCount: Int)
     /// ``RMSNorm`` with `featureCount` features.
@@ -27,6 +31,8 @@ public enum CacheOrigin: Sendable, Hashable, CustomStringConvertible {
         case .none: "no forward pass (an empty cache, or one whose forward pass threw)"
         case let .batchNorm(d): "BatchNorm(featureCount: \(d))"
         case let .spatialBatchNorm(c, layout): "SpatialBatchNorm(channelCount: \(c), layout: .\(layout))"
+        case let .syncBatchNorm(d): "SyncBatchNorm(featureCount: \(d))"
+        case let .syncSpatialBatchNorm(c, layout): "SyncSpatialBatchNorm(channelCount: \(c), layout: .\(layout))"
         case let .layerNorm(d): "LayerNorm(featureCount: \(d))"
         case let .rmsNorm(d): "RMSNorm(featureCount: \(d))"
         case let .groupNorm(c, g): "GroupNorm(channelCount: \(c), groupCount: \(g))"

@@ -156,9 +156,34 @@ where Cache == NormCache<Scalar> {
         gammaGradient: UnsafeMutableBufferPointer<Scalar>,
         betaGradient: UnsafeMutableBufferPointer<Scalar>,
         workspace: inout Workspace<Scalar>) throws(NormError)
+
+    /// What a forward call refused before its pass over borrowed memory (a
+    /// shape with a negative or overflowing extent) throws. A layer whose
+    /// training forward is collective across processes (``SyncBatchNorm``,
+    /// ``SyncSpatialBatchNorm``) first takes part in that pass's status
+    /// exchange, so the other ranks throw too instead of waiting for it; the
+    /// default returns `error`.
+    /// - Complexity: O(1), or one collective of 3 Doubles per rank.
+    func refusingForward(_ error: NormError, mode: Mode) -> NormError
+
+    /// What a backward call refused before its pass over borrowed memory (a
+    /// cache from another layer, a gradient of another shape) throws; as
+    /// ``refusingForward(_:mode:)``.
+    /// - Complexity: O(1), or one collective of 3 Doubles per rank.
+    func refusingBackward(_ error: NormError, cache: Cache) -> NormError
 }
 
 extension BufferedNormalizationLayer {
+    /// `error`: a layer of one process has no one to tell.
+    /// - Complexity: O(1).
+    @inlinable
+    public func refusingForward(_ error: NormError, mode: Mode) -> NormError { error }
+
+    /// `error`: a layer of one process has no one to tell.
+    /// - Complexity: O(1).
+    @inlinable
+    public func refusingBackward(_ error: NormError, cache: Cache) -> NormError { error }
+
     /// Normalizes `input` into `output`, saving what backward needs in `cache`.
     /// All three buffers are sized on first use and reused afterwards. The
     /// cache shares `input` (no copy); writing the next batch into the same
@@ -219,8 +244,12 @@ extension BufferedNormalizationLayer {
         _ outputGradient: Tensor<Scalar>, cache: Cache, into gradients: inout NormGradients<Scalar>,
         _ body: (GradientBuffers<Scalar>) -> NormError?
     ) throws(NormError) {
-        try Validation.origin(cache, expected: cacheOrigin)
-        try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
+        do throws(NormError) {
+            try Validation.origin(cache, expected: cacheOrigin)
+            try Validation.gradientShape(outputGradient.shape, expected: cache.input.shape)
+        } catch {
+            throw refusingBackward(error, cache: cache)
+        }
         let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
             gradients.withBuffers(outputGradient: dy, shape: cache.input.shape,
                                   parameterCount: cache.gamma.count, body)

@@ -143,9 +143,13 @@ extension NormCache {
         storedMean.withUnsafeBufferPointer { mean in
         storedInverseStandardDeviation.withUnsafeBufferPointer { invstd in
         gamma.withUnsafeBufferPointer { gamma in
-            body(BackwardPointers(
-                dy: buffers.dy.baseAddress!, x: x.baseAddress!, mean: mean.baseAddress!,
-                invstd: invstd.baseAddress!, gamma: gamma.baseAddress!, dx: buffers.dx.baseAddress!,
+            // An empty shard's caller may pass buffers without an address;
+            // nothing reads or writes them then, so the cache's own stands in.
+            let own = x.baseAddress!
+            return body(BackwardPointers(
+                dy: buffers.dy.baseAddress ?? own, x: own, mean: mean.baseAddress!,
+                invstd: invstd.baseAddress!, gamma: gamma.baseAddress!,
+                dx: buffers.dx.baseAddress ?? UnsafeMutablePointer(mutating: own),
                 dgamma: buffers.dgamma.baseAddress!, dbeta: buffers.dbeta.baseAddress!))
         }}}}
     }

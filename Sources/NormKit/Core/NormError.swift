@@ -64,6 +64,14 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
     /// A file could not be opened, read or written; `reason` is the C
     /// library's message (`strerror`).
     case fileError(path: String, reason: String)
+    /// A collective call of a layer synchronized across processes
+    /// (``SyncBatchNorm``, ``SyncSpatialBatchNorm``) was refused on another
+    /// rank (the lowest such `rank` is named; it threw its own error), so every
+    /// rank throws and none waits for it. This rank's state is unchanged.
+    case rankFailed(rank: Int)
+    /// A collective operation of a ``Communicator`` failed: `operation` names
+    /// it (e.g. `MPI_Allgather`), `reason` is the transport's message.
+    case communicationFailure(operation: String, reason: String)
 
     /// A sentence naming what was expected and what came.
     public var description: String {
@@ -118,6 +126,10 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
             return "expected \(expected), found \(found)"
         case let .fileError(path, reason):
             return "could not access \(path): \(reason)"
+        case let .rankFailed(rank):
+            return "expected every rank to take part in the synchronized call, but rank \(rank) refused its input or state"
+        case let .communicationFailure(operation, reason):
+            return "expected \(operation) to succeed, got: \(reason)"
         }
     }
 }

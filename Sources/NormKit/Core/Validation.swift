@@ -29,15 +29,15 @@ enum Validation {
         }
     }
 
-    /// An `(N, D)` input with `D == columns` and `N >= 1` whose size fits
-    /// OpenBLAS. Returns `N`.
+    /// An `(N, D)` input with `D == columns` and `N >= minimumRows` (1; 0 for
+    /// a shard of a synchronized layer) whose size fits OpenBLAS. Returns `N`.
     @inlinable
     static func matrixRows<Scalar: BLASScalar>(
-        _ input: Tensor<Scalar>, columns: Int
+        _ input: Tensor<Scalar>, columns: Int, minimumRows: Int = 1
     ) throws(NormError) -> Int {
         let shape = input.shape
-        guard shape.count == 2, shape[1] == columns, shape[0] >= 1 else {
-            throw .invalidShape(expected: "(N >= 1, \(columns))", actual: shape)
+        guard shape.count == 2, shape[1] == columns, shape[0] >= minimumRows else {
+            throw .invalidShape(expected: "(N >= \(minimumRows), \(columns))", actual: shape)
         }
         guard input.count <= maximumBLASSize else { throw .sizeTooLarge(input.count) }
         return shape[0]
@@ -93,13 +93,16 @@ enum Validation {
     }
 
     /// A rank-4 input with `channels` channels at `channelAxis` (1 for NCHW,
-    /// 3 for NHWC) and no empty dimension, whose size fits OpenBLAS.
+    /// 3 for NHWC), at least `minimumBatch` samples (1; 0 for a shard of a
+    /// synchronized layer) and no other empty dimension, whose size fits OpenBLAS.
     @inlinable
     static func imageShape<Scalar: BLASScalar>(
-        _ input: Tensor<Scalar>, channels: Int, channelAxis: Int, description: String
+        _ input: Tensor<Scalar>, channels: Int, channelAxis: Int, description: String,
+        minimumBatch: Int = 1
     ) throws(NormError) -> [Int] {
         let shape = input.shape
-        guard shape.count == 4, shape[channelAxis] == channels, shape.allSatisfy({ $0 >= 1 }) else {
+        guard shape.count == 4, shape[channelAxis] == channels, shape[0] >= minimumBatch,
+              shape.dropFirst().allSatisfy({ $0 >= 1 }) else {
             throw .invalidShape(expected: description, actual: shape)
         }
         guard input.count <= maximumBLASSize else { throw .sizeTooLarge(input.count) }

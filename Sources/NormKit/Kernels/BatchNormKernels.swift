@@ -526,20 +526,24 @@ extension BatchNormKernels {
     /// From the parameter sums, `dgamma = invstd ∘ dgammaRaw` (in place) and the
     /// per-channel coefficients of `dx = A∘dy + B∘(x - mean) + C`:
     /// `A = gamma·invstd`, `B = -A·invstd·dgamma/m`, `C = -A·dbeta/m` with `m`
-    /// values per statistic (with `frozen` statistics, `B = C = 0`).
-    /// `coefficients` holds `3 * channels` scalars: A, then B, then C.
+    /// values per statistic in the batch and `dgamma`, `dbeta` the batch's sums
+    /// `sums` (`Σ dy·(x - mean)`, then `Σ dy`: this process's, or all ranks'),
+    /// while `p.dgamma` (this process's `Σ dy·(x - mean)`) becomes `Σ dy·xhat`.
+    /// With `frozen` statistics, `B = C = 0`. `coefficients` holds
+    /// `3 * channels` scalars: A, then B, then C.
     @inlinable
     static func coefficients<Scalar: BLASScalar>(
-        _ p: BackwardPointers<Scalar>, channels: Int, count: Int, frozen: Bool,
-        coefficients: UnsafeMutablePointer<Scalar>
+        _ p: BackwardPointers<Scalar>, sums: UnsafePointer<Scalar>, channels: Int, count: Int,
+        frozen: Bool, coefficients: UnsafeMutablePointer<Scalar>
     ) {
         let a = coefficients, b = coefficients + channels, c = coefficients + 2 * channels
         let m = Scalar(count)
         for j in 0..<channels {
             p.dgamma[j] *= p.invstd[j]
+            let dgamma = sums[j] * p.invstd[j]
             a[j] = p.gamma[j] * p.invstd[j]
-            b[j] = frozen ? 0 : -a[j] * p.invstd[j] * p.dgamma[j] / m
-            c[j] = frozen ? 0 : -a[j] * p.dbeta[j] / m
+            b[j] = frozen ? 0 : -a[j] * p.invstd[j] * dgamma / m
+            c[j] = frozen ? 0 : -a[j] * sums[channels + j] / m
         }
     }
 

@@ -106,6 +106,7 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
         let rows = try Validation.matrixRows(cache.input, columns: featureCount)
         if mode == .training { try Validation.valuesPerStatistic(rows) }
         try BatchStatistics.forward(
+            exchange: LocalStatistics(),
             geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
             mode: mode, origin: cacheOrigin, gamma: gamma, beta: beta,
             runningMean: &runningMean,
@@ -185,9 +186,9 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
         try BatchStatistics.validateBackward(buffers, cache: cache, channels: featureCount,
                                              origin: cacheOrigin)
         let rows = try Validation.matrixRows(cache.input, columns: featureCount)
-        BatchStatistics.backward(
+        _ = BatchStatistics.backward(
             buffers, cache: cache,
             geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
-            backend: backend, graph: graph, workspace: &workspace)
+            backend: backend, graph: graph, exchange: LocalStatistics(), workspace: &workspace)
     }
 }

@@ -1,7 +1,9 @@
 /// The forward and backward passes shared by the layers with batch statistics
-/// and running statistics (``BatchNorm``, ``SpatialBatchNorm``): validation of
-/// the results, the running-statistics update after success, and the dispatch
-/// to the kernels of a ``ChannelGeometry``.
+/// and running statistics (``BatchNorm``, ``SpatialBatchNorm`` and their
+/// synchronized twins): validation of the results, the running-statistics
+/// update after success, and the dispatch to the kernels of a
+/// ``ChannelGeometry``. A ``StatisticsExchange`` turns this process's sums into
+/// the batch's: the identity for one process, collectives across ranks.
 @usableFromInline
 enum BatchStatistics {
     /// The training or inference forward pass over the validated input the
@@ -9,10 +11,13 @@ enum BatchStatistics {
     ///
     /// Writes `output` (validated to hold the input's count) and `cache`;
     /// updates the running statistics only after every statistic was found
-    /// finite and the output was written.
-    /// - Throws: ``NormError/nonFiniteStatistics(index:)`` naming the channel.
+    /// finite and the output was written. The geometry may have no rows (an
+    /// empty shard of a synchronized layer: its moments have count 0).
+    /// - Throws: ``NormError/nonFiniteStatistics(index:)`` naming the channel;
+    ///   the exchange's transport errors.
     @inlinable
     static func forward<Scalar: BLASScalar>(
+        exchange: some StatisticsExchange,
         geometry g: ChannelGeometry, mode: Mode, origin: CacheOrigin,
         gamma: [Scalar], beta: [Scalar],
         runningMean: inout [Scalar], runningVariance: inout [Scalar],
@@ -29,10 +34,12 @@ enum BatchStatistics {
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
         // Per worker: the moments' block and vectors; per chunk: its mean and M2.
         let perWorker = g.scratchCount(block: block, vectors: 3)
-        // Then the batch variance and the scale, shared.
+        // Then the batch variance and the scale, shared, then the exchange's.
         let shared = split.workers * perWorker + split.chunks * 2 * channels
-        let failure: Int? = workspace.withRegions(
-            ones: g.onesCount(block: block), scratch: shared + 2 * channels
+        let count = exchange.totalCount(local: g.valuesPerStatistic)
+        let failure: NormError? = workspace.withRegions(
+            ones: g.onesCount(block: block),
+            scratch: shared + 2 * channels + exchange.scratchCount(channels: channels)
         ) { ones, scratch in
             let variance = scratch + shared, scale = variance + channels
             return input.withUnsafeBufferPointer { xBuffer in
@@ -45,7 +52,7 @@ enum BatchStatistics {
                     // Each chunk of rows (samples) its own moments, then Chan
                     // merges in chunk order.
                     let partials = scratch + split.workers * perWorker
-                    Threading.run(split) { chunk, worker in
+                    if g.outer > 0 { Threading.run(split) { chunk, worker in
                         let rows = split.rows(ofChunk: chunk)
                         let own = partials + chunk * 2 * channels
                         BatchNormKernels.moments(
@@ -53,20 +60,24 @@ enum BatchStatistics {
                             geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
                             block: block, backend: backend, mean: own, m2: own + channels, ones: ones,
                             scratch: scratch + worker * perWorker)
-                    }
+                    }}
                     mean.update(repeating: 0, count: channels)
                     variance.update(repeating: 0, count: channels)
-                    var count = 0
-                    for chunk in 0..<split.chunks {
+                    var merged = 0
+                    for chunk in 0..<split.chunks where g.outer > 0 {
                         let rows = split.rows(ofChunk: chunk)
                         let own = partials + chunk * 2 * channels
-                        count = Moments.merge(count: count, mean: mean, m2: variance,
-                                              blockCount: rows.count * g.inner, blockMean: own,
-                                              blockM2: own + channels, length: channels)
+                        merged = Moments.merge(count: merged, mean: mean, m2: variance,
+                                               blockCount: rows.count * g.inner, blockMean: own,
+                                               blockM2: own + channels, length: channels)
                     }
-                    let values = Scalar(g.valuesPerStatistic)
+                    if let error = exchange.mergeMoments(local: merged, mean: mean, m2: variance,
+                                                         channels: channels, scratch: scale + channels) {
+                        return error
+                    }
+                    let values = Scalar(count)
                     for c in 0..<channels {
-                        guard mean[c].isFinite, variance[c].isFinite else { return c }
+                        guard mean[c].isFinite, variance[c].isFinite else { return .nonFiniteStatistics(index: c) }
                         variance[c] /= values
                     }
                 case .inference:
@@ -79,13 +90,14 @@ enum BatchStatistics {
                 }
                 for c in 0..<channels {
                     invstd[c] = 1 / (variance[c] + epsilon).squareRoot()
-                    guard invstd[c].isFinite, mean[c].isFinite else { return c }
+                    guard invstd[c].isFinite, mean[c].isFinite else { return .nonFiniteStatistics(index: c) }
                 }
                 gamma.withUnsafeBufferPointer { gammaBuffer in
                     for c in 0..<channels { scale[c] = gammaBuffer[c] * invstd[c] }
                 }
                 beta.withUnsafeBufferPointer { betaBuffer in
-                    let shift = betaBuffer.baseAddress!, y = output.baseAddress!
+                    guard g.outer > 0, let y = output.baseAddress else { return }
+                    let shift = betaBuffer.baseAddress!
                     Threading.run(split) { chunk, _ in
                         let rows = split.rows(ofChunk: chunk)
                         let offset = rows.lowerBound * rowStride
@@ -99,18 +111,17 @@ enum BatchStatistics {
                 return nil
             }}}
         }
-        if let index = failure {
+        if let failure {
             cache.invalidate()
-            throw .nonFiniteStatistics(index: index)
+            throw failure
         }
         guard mode == .training else { return }
 
         // Everything succeeded: only now do the running statistics change.
-        let count = g.valuesPerStatistic
         let meanWeight = 1 - momentum
         let varianceWeight = estimator == .unbiased
             ? meanWeight * Scalar(count) / Scalar(count - 1) : meanWeight
-        workspace.withRegions(ones: 0, scratch: shared + 2 * channels) { _, scratch in
+        workspace.withRegions(ones: 0, scratch: shared + 2 * channels + exchange.scratchCount(channels: channels)) { _, scratch in
             let variance = UnsafePointer(scratch + shared)
             cache.mean.withUnsafeBufferPointer { batchMean in
                 runningMean.withUnsafeMutableBufferPointer {
@@ -140,31 +151,35 @@ enum BatchStatistics {
     }
 
     /// The closed-form backward (or, with `graph`, the staged one, which exists
-    /// for the matrix geometry only) over validated input.
+    /// for the matrix geometry and one process only) over validated input. The
+    /// geometry may have no rows (an empty shard): its sums are zeros.
+    /// - Returns: the exchange's transport error, or `nil`.
     @inlinable
     static func backward<Scalar: BLASScalar>(
         _ buffers: GradientBuffers<Scalar>, cache: NormCache<Scalar>, geometry g: ChannelGeometry,
-        backend: Backend, graph: Bool, workspace: inout Workspace<Scalar>
-    ) {
+        backend: Backend, graph: Bool, exchange: some StatisticsExchange,
+        workspace: inout Workspace<Scalar>
+    ) -> NormError? {
         let frozen = cache.mode == .inference, channels = g.channels
         let rowStride = g.channels * g.inner
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
         if graph {
             backwardThroughGraph(geometry: g, backend: backend, frozen: frozen, cache: cache,
                                  buffers, workspace: &workspace)
-            return
+            return nil
         }
         let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
                                     backend: backend)
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
         // Per worker: a block of scratch; per chunk: its partial dgammaRaw and
-        // dbeta; then A, B, C.
+        // dbeta; then A, B, C; then the batch's sums of both.
         let perWorker = g.scratchCount(block: block, vectors: 0)
         let shared = split.workers * perWorker + split.chunks * 2 * channels
-        workspace.withRegions(ones: g.onesCount(block: block), scratch: shared + 3 * channels) { ones, scratch in
+        let count = exchange.totalCount(local: g.valuesPerStatistic)
+        return workspace.withRegions(ones: g.onesCount(block: block), scratch: shared + 5 * channels) { ones, scratch in
             cache.withBackwardPointers(buffers) { p in
                 let partials = scratch + split.workers * perWorker
-                Threading.run(split) { chunk, worker in
+                if g.outer > 0 { Threading.run(split) { chunk, worker in
                     let rows = split.rows(ofChunk: chunk)
                     let partial = partials + chunk * 2 * channels
                     let offset = rows.lowerBound * rowStride
@@ -174,13 +189,22 @@ enum BatchStatistics {
                         block: block, backend: backend, mean: p.mean,
                         dgammaRaw: partial, dbeta: partial + channels, ones: ones,
                         scratch: scratch + worker * perWorker)
+                }}
+                if g.outer > 0 {
+                    Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * channels,
+                                          count: channels, dgamma: p.dgamma, dbeta: p.dbeta)
+                } else {
+                    p.dgamma.update(repeating: 0, count: channels)
+                    p.dbeta.update(repeating: 0, count: channels)
                 }
-                Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * channels,
-                                      count: channels, dgamma: p.dgamma, dbeta: p.dbeta)
-                let coefficients = scratch + shared
-                BatchNormKernels.coefficients(p, channels: channels, count: g.valuesPerStatistic,
+                // The batch's sums: this process's, then summed over the exchange.
+                let coefficients = scratch + shared, sums = coefficients + 3 * channels
+                sums.update(from: p.dgamma, count: channels)
+                (sums + channels).update(from: p.dbeta, count: channels)
+                if !frozen, let error = exchange.sumGradients(sums, channels: channels) { return error }
+                BatchNormKernels.coefficients(p, sums: sums, channels: channels, count: count,
                                               frozen: frozen, coefficients: coefficients)
-                Threading.run(split) { chunk, _ in
+                if g.outer > 0 { Threading.run(split) { chunk, _ in
                     let rows = split.rows(ofChunk: chunk)
                     let offset = rows.lowerBound * rowStride
                     BatchNormKernels.combine(
@@ -188,7 +212,8 @@ enum BatchStatistics {
                         geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
                         mean: p.mean, coefficients: coefficients, dx: p.dx + offset,
                         streaming: streaming)
-                }
+                }}
+                return nil
             }
         }
     }

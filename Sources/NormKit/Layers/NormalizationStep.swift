@@ -59,7 +59,11 @@ public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
     @inlinable
     public mutating func forward(_ input: UnsafeBufferPointer<Scalar>, shape: [Int],
                                  mode: Mode = .training) throws(NormError) {
-        _ = try Tensor<Scalar>.elementCount(of: shape)
+        do throws(NormError) {
+            _ = try Tensor<Scalar>.elementCount(of: shape)
+        } catch {
+            throw layer.refusingForward(error, mode: mode)
+        }
         storedOutput.prepare(shape: shape)
         // The error leaves the closure as a value, not thrown through it: with
         // the thrown form inlined into an app's top-level code (main.swift),
@@ -112,7 +116,11 @@ public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
     /// - Complexity: O(count of the last forward input).
     @inlinable
     public mutating func backward(_ outputGradient: UnsafeBufferPointer<Scalar>) throws(NormError) {
-        try Validation.origin(storedCache, expected: layer.cacheOrigin)
+        do throws(NormError) {
+            try Validation.origin(storedCache, expected: layer.cacheOrigin)
+        } catch {
+            throw layer.refusingBackward(error, cache: storedCache)
+        }
         let failure = storedGradients.withBuffers(
             outputGradient: outputGradient, shape: storedCache.input.shape,
             parameterCount: storedCache.gamma.count

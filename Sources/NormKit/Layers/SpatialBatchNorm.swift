@@ -83,17 +83,20 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, 
             runningVariance: runningVariance, epsilon: epsilon, momentum: momentum)
     }
 
-    /// The geometry of a validated input of `shape`.
+    /// The geometry of a validated input of `shape`, with at least
+    /// `minimumBatch` samples (0 for a shard of ``SyncSpatialBatchNorm``).
     @inlinable
-    func geometry(_ input: Tensor<Scalar>) throws(NormError) -> ChannelGeometry {
+    func geometry(_ input: Tensor<Scalar>, minimumBatch: Int = 1) throws(NormError) -> ChannelGeometry {
         switch layout {
         case .nchw:
             let s = try Validation.imageShape(input, channels: channelCount, channelAxis: 1,
-                                              description: "(N, \(channelCount), H, W)")
+                                              description: "(N, \(channelCount), H, W)",
+                                              minimumBatch: minimumBatch)
             return ChannelGeometry(outer: s[0], channels: channelCount, inner: s[2] * s[3])
         case .nhwc:
             let s = try Validation.imageShape(input, channels: channelCount, channelAxis: 3,
-                                              description: "(N, H, W, \(channelCount))")
+                                              description: "(N, H, W, \(channelCount))",
+                                              minimumBatch: minimumBatch)
             return ChannelGeometry(outer: s[0] * s[1] * s[2], channels: channelCount, inner: 1)
         }
     }
@@ -127,6 +130,7 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, 
         let g = try geometry(cache.input)
         if mode == .training { try Validation.valuesPerStatistic(g.valuesPerStatistic) }
         try BatchStatistics.forward(
+            exchange: LocalStatistics(),
             geometry: g, mode: mode, origin: cacheOrigin, gamma: gamma, beta: beta,
             runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
             momentum: momentum, estimator: varianceEstimator, backend: backend,
@@ -157,7 +161,7 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, 
         try BatchStatistics.validateBackward(buffers, cache: cache, channels: channelCount,
                                              origin: cacheOrigin)
         let g = try geometry(cache.input)
-        BatchStatistics.backward(buffers, cache: cache, geometry: g, backend: backend,
-                                 graph: false, workspace: &workspace)
+        _ = BatchStatistics.backward(buffers, cache: cache, geometry: g, backend: backend,
+                                     graph: false, exchange: LocalStatistics(), workspace: &workspace)
     }
 }

@@ -1,0 +1,183 @@
+/// ``BatchNorm`` over a batch split across processes (data-parallel
+/// training): each rank passes its own rows, and every rank normalizes with
+/// the statistics of the whole batch, as `BatchNorm` on the ranks' rows
+/// concatenated in rank order would (DESIGN §2.2).
+///
+/// Training forward: each rank's ``Moments`` (its row count may differ from
+/// the others' and may be 0) are all-gathered and merged with Chan's formula in
+/// rank order, so every rank holds bit-identical batch statistics and running
+/// statistics; `.unbiased` uses the batch's count. Backward all-reduces the
+/// per-feature sums `Σ dy` and `Σ dy·(x - mean)`, and `dx` uses the batch's
+/// count; `gammaGradient` and `betaGradient` are this rank's share (their sum
+/// over the ranks is the batch's gradient), for the trainer to all-reduce with
+/// the other parameters' gradients. Inference uses the running statistics and
+/// is each rank's alone: no collective, so ranks may run different numbers of
+/// inference batches.
+///
+/// ```swift
+/// var bn = try SyncBatchNorm<Double>(featureCount: 4, communicator: SingleProcess())
+/// let x = try Tensor<Double>(randomNormal: [6, 4], seed: 1)
+/// let (y, cache) = try bn.forward(x, mode: .training)
+/// let grads = try bn.backward(y, cache: cache)
+/// ```
+///
+/// Every training forward and every backward after one is a collective: all
+/// ranks call it, in the same order. A call whose input one rank refuses makes
+/// every rank throw (that rank its own error, the others
+/// ``NormError/rankFailed(rank:)``), after one exchange of status words, so no
+/// rank waits for another; no rank's state changes. With ``SingleProcess``
+/// the results are ``BatchNorm``'s, bit for bit.
+///
+/// The options, parameters and running statistics are those of ``batchNorm``,
+/// read and written through it (`bn.runningMean`, `bn.momentum`, ...); save it,
+/// or use it alone for inference on one process.
+@dynamicMemberLookup
+public struct SyncBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
+    /// The forward pass's saved input (this rank's rows), the batch's
+    /// statistics and `gamma`.
+    public typealias Cache = NormCache<Scalar>
+
+    /// The layer's state: parameters, running statistics and options.
+    public var batchNorm: BatchNorm<Scalar>
+    /// The ranks that share each batch.
+    public let communicator: any Communicator
+
+    /// Creates a synchronized batch-norm layer with `gamma` ones, `beta` zeros
+    /// and running statistics zeros; the options are ``BatchNorm``'s.
+    /// - Throws: ``NormError/invalidFeatureCount(_:)``, ``NormError/invalidEpsilon(_:)``,
+    ///   ``NormError/invalidMomentum(_:)``.
+    public init(featureCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
+                varianceEstimator: VarianceEstimator = .biased, communicator: any Communicator,
+                backend: Backend = .blas) throws(NormError) {
+        self.batchNorm = try BatchNorm(featureCount: featureCount, epsilon: epsilon, momentum: momentum,
+                                       varianceEstimator: varianceEstimator, backend: backend)
+        self.communicator = communicator
+    }
+
+    /// Synchronizes `batchNorm` (its parameters, running statistics and
+    /// options) over `communicator`.
+    public init(_ batchNorm: BatchNorm<Scalar>, communicator: any Communicator) {
+        self.batchNorm = batchNorm
+        self.communicator = communicator
+    }
+
+    /// ``batchNorm``'s properties: `featureCount`, `runningMean`,
+    /// `runningVariance`, `epsilon`, `momentum`, `varianceEstimator`.
+    public subscript<Value>(dynamicMember path: WritableKeyPath<BatchNorm<Scalar>, Value>) -> Value {
+        get { batchNorm[keyPath: path] }
+        set { batchNorm[keyPath: path] = newValue }
+    }
+
+    /// ``batchNorm``'s read-only properties (`featureCount`).
+    public subscript<Value>(dynamicMember path: KeyPath<BatchNorm<Scalar>, Value>) -> Value {
+        batchNorm[keyPath: path]
+    }
+
+    /// The scale, one per feature (``batchNorm``'s).
+    public var gamma: [Scalar] {
+        get { batchNorm.gamma }
+        set { batchNorm.gamma = newValue }
+    }
+
+    /// The shift, one per feature (``batchNorm``'s).
+    public var beta: [Scalar] {
+        get { batchNorm.beta }
+        set { batchNorm.beta = newValue }
+    }
+
+    /// The implementation used (``batchNorm``'s).
+    public var backend: Backend {
+        get { batchNorm.backend }
+        set { batchNorm.backend = newValue }
+    }
+
+    /// The origin its forward passes record in a cache: `.syncBatchNorm(featureCount:)`.
+    @inlinable
+    public var cacheOrigin: CacheOrigin { .syncBatchNorm(featureCount: batchNorm.featureCount) }
+
+    /// Normalizes this rank's `(N, D)` rows (`N` may be 0) in borrowed memory
+    /// with the whole batch's statistics; see the type's documentation.
+    ///
+    /// - Throws: as ``BatchNorm/forward(_:shape:mode:into:cache:workspace:)``
+    ///   (with `N >= 0` per rank, and the batch's count at least 2 in training);
+    ///   ``NormError/rankFailed(rank:)`` when another rank refused its call;
+    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` when
+    ///   another rank has another feature count; the communicator's errors.
+    ///   A throwing call leaves the running statistics unchanged, on every rank.
+    /// - Complexity: O(N·D) here, plus an all-gather of 3 Doubles and one of
+    ///   `2·D` scalars per rank (training).
+    @inlinable
+    public mutating func forward(
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Scalar>,
+        cache: inout Cache, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        let d = batchNorm.featureCount
+        let prepared: Result<ChannelGeometry, NormError>
+        do throws(NormError) {
+            try batchNorm.validateParameters()
+            try cache.adopt(input, shape: shape)
+            try Validation.buffer("output", output.count, expected: input.count)
+            let rows = try Validation.matrixRows(cache.input, columns: d, minimumRows: 0)
+            prepared = .success(ChannelGeometry(outer: rows, channels: d, inner: 1))
+        } catch {
+            prepared = .failure(error)
+        }
+        try RankStatistics.forward(
+            communicator: communicator, prepared: prepared, channels: d, mode: mode,
+            origin: cacheOrigin, gamma: batchNorm.gamma, beta: batchNorm.beta,
+            runningMean: &batchNorm.runningMean, runningVariance: &batchNorm.runningVariance,
+            epsilon: batchNorm.epsilon, momentum: batchNorm.momentum,
+            estimator: batchNorm.varianceEstimator, backend: batchNorm.backend, output: output,
+            cache: &cache, workspace: &workspace)
+    }
+
+    /// The closed-form backward of this rank's rows: `dbeta` and `dgamma` sums
+    /// all-reduced over the ranks for `dx`, which uses the batch's count;
+    /// `gammaGradient` and `betaGradient` receive this rank's share.
+    /// - Throws: as ``BatchNorm/backward(_:cache:inputGradient:gammaGradient:betaGradient:workspace:)``;
+    ///   ``NormError/rankFailed(rank:)``; the communicator's errors.
+    /// - Complexity: O(N·D) here, plus an all-gather of 3 Doubles and an
+    ///   all-reduce of `2·D` scalars (after a training forward).
+    @inlinable
+    public func backward(
+        _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
+        inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
+        betaGradient: UnsafeMutableBufferPointer<Scalar>,
+        workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        let d = batchNorm.featureCount
+        let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
+                                      dbeta: betaGradient)
+        let checked: Result<ChannelGeometry, NormError>
+        do throws(NormError) {
+            try BatchStatistics.validateBackward(buffers, cache: cache, channels: d, origin: cacheOrigin)
+            let rows = try Validation.matrixRows(cache.input, columns: d, minimumRows: 0)
+            checked = .success(ChannelGeometry(outer: rows, channels: d, inner: 1))
+        } catch {
+            checked = .failure(error)
+        }
+        try RankStatistics.backward(communicator: communicator, checked: checked, channels: d,
+                                    origin: cacheOrigin, buffers, cache: cache,
+                                    backend: batchNorm.backend, workspace: &workspace)
+    }
+
+    /// Tells the other ranks (in a training forward) that this rank's call
+    /// was refused, and returns `error`.
+    /// - Complexity: one all-gather of 3 Doubles per rank in training, else O(1).
+    @inlinable
+    public func refusingForward(_ error: NormError, mode: Mode) -> NormError {
+        RankStatistics.refusing(error, communicator: communicator, channels: batchNorm.featureCount,
+                                collective: mode == .training)
+    }
+
+    /// Tells the other ranks (unless `cache` is from an inference forward of
+    /// this layer) that this rank's backward was refused, and returns `error`.
+    /// - Complexity: one all-gather of 3 Doubles per rank, or O(1).
+    @inlinable
+    public func refusingBackward(_ error: NormError, cache: Cache) -> NormError {
+        RankStatistics.refusing(error, communicator: communicator, channels: batchNorm.featureCount,
+                                collective: !(cache.origin == cacheOrigin && cache.mode == .inference))
+    }
+}

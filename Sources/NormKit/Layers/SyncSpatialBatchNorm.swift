@@ -1,0 +1,175 @@
+/// ``SpatialBatchNorm`` over a batch of images split across processes: each
+/// rank passes its own samples (NCHW or NHWC), and every rank normalizes each
+/// channel with the statistics of the whole batch, as `SpatialBatchNorm` on
+/// the ranks' samples concatenated in rank order would.
+///
+/// Everything else is ``SyncBatchNorm``'s: the ranks' moments (`N·H·W` values
+/// per channel on each rank, which may be 0) merged in rank order, the batch's
+/// count for `.unbiased` and for `dx`, the per-channel sums all-reduced in
+/// backward, `gammaGradient` and `betaGradient` this rank's share, inference
+/// local, and every rank throwing when one refuses its call. With
+/// ``SingleProcess`` the results are ``SpatialBatchNorm``'s, bit for bit.
+///
+/// ```swift
+/// var sbn = try SyncSpatialBatchNorm<Float>(channelCount: 3, communicator: SingleProcess())
+/// let images = try Tensor<Float>(randomNormal: [2, 3, 4, 5], seed: 1)
+/// let (y, cache) = try sbn.forward(images, mode: .training)
+/// ```
+///
+/// The options, parameters and running statistics are those of
+/// ``spatialBatchNorm``, read and written through it.
+@dynamicMemberLookup
+public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
+    /// The forward pass's saved input (this rank's samples), the batch's
+    /// statistics and `gamma`.
+    public typealias Cache = NormCache<Scalar>
+
+    /// The layer's state: parameters, running statistics and options.
+    public var spatialBatchNorm: SpatialBatchNorm<Scalar>
+    /// The ranks that share each batch.
+    public let communicator: any Communicator
+
+    /// Creates a synchronized spatial batch-norm layer with `gamma` ones,
+    /// `beta` zeros and running statistics zeros; the options are
+    /// ``SpatialBatchNorm``'s.
+    /// - Throws: ``NormError/invalidFeatureCount(_:)``, ``NormError/invalidEpsilon(_:)``,
+    ///   ``NormError/invalidMomentum(_:)``.
+    public init(channelCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
+                varianceEstimator: VarianceEstimator = .biased, layout: ChannelLayout = .nchw,
+                communicator: any Communicator, backend: Backend = .blas) throws(NormError) {
+        self.spatialBatchNorm = try SpatialBatchNorm(
+            channelCount: channelCount, epsilon: epsilon, momentum: momentum,
+            varianceEstimator: varianceEstimator, layout: layout, backend: backend)
+        self.communicator = communicator
+    }
+
+    /// Synchronizes `spatialBatchNorm` (its parameters, running statistics
+    /// and options) over `communicator`.
+    public init(_ spatialBatchNorm: SpatialBatchNorm<Scalar>, communicator: any Communicator) {
+        self.spatialBatchNorm = spatialBatchNorm
+        self.communicator = communicator
+    }
+
+    /// ``spatialBatchNorm``'s properties: `runningMean`, `runningVariance`,
+    /// `epsilon`, `momentum`, `varianceEstimator`, `layout`.
+    public subscript<Value>(dynamicMember path: WritableKeyPath<SpatialBatchNorm<Scalar>, Value>) -> Value {
+        get { spatialBatchNorm[keyPath: path] }
+        set { spatialBatchNorm[keyPath: path] = newValue }
+    }
+
+    /// ``spatialBatchNorm``'s read-only properties (`channelCount`).
+    public subscript<Value>(dynamicMember path: KeyPath<SpatialBatchNorm<Scalar>, Value>) -> Value {
+        spatialBatchNorm[keyPath: path]
+    }
+
+    /// The scale, one per channel (``spatialBatchNorm``'s).
+    public var gamma: [Scalar] {
+        get { spatialBatchNorm.gamma }
+        set { spatialBatchNorm.gamma = newValue }
+    }
+
+    /// The shift, one per channel (``spatialBatchNorm``'s).
+    public var beta: [Scalar] {
+        get { spatialBatchNorm.beta }
+        set { spatialBatchNorm.beta = newValue }
+    }
+
+    /// The implementation used (``spatialBatchNorm``'s).
+    public var backend: Backend {
+        get { spatialBatchNorm.backend }
+        set { spatialBatchNorm.backend = newValue }
+    }
+
+    /// The origin its forward passes record in a cache:
+    /// `.syncSpatialBatchNorm(channelCount:layout:)`.
+    @inlinable
+    public var cacheOrigin: CacheOrigin {
+        .syncSpatialBatchNorm(channelCount: spatialBatchNorm.channelCount, layout: spatialBatchNorm.layout)
+    }
+
+    /// Normalizes this rank's images (`N` may be 0) in borrowed memory with
+    /// the whole batch's per-channel statistics.
+    ///
+    /// - Throws: as ``SpatialBatchNorm/forward(_:shape:mode:into:cache:workspace:)``
+    ///   (with `N >= 0` per rank, and the batch's `N·H·W` at least 2 in
+    ///   training); ``NormError/rankFailed(rank:)``;
+    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` when
+    ///   another rank has another channel count; the communicator's errors. A
+    ///   throwing call leaves the running statistics unchanged, on every rank.
+    /// - Complexity: O(N·C·H·W) here, plus an all-gather of 3 Doubles and one
+    ///   of `2·C` scalars per rank (training).
+    @inlinable
+    public mutating func forward(
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Scalar>,
+        cache: inout Cache, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        let c = spatialBatchNorm.channelCount
+        let prepared: Result<ChannelGeometry, NormError>
+        do throws(NormError) {
+            try spatialBatchNorm.validateParameters()
+            try cache.adopt(input, shape: shape)
+            try Validation.buffer("output", output.count, expected: input.count)
+            prepared = .success(try spatialBatchNorm.geometry(cache.input, minimumBatch: 0))
+        } catch {
+            prepared = .failure(error)
+        }
+        try RankStatistics.forward(
+            communicator: communicator, prepared: prepared, channels: c, mode: mode,
+            origin: cacheOrigin, gamma: spatialBatchNorm.gamma, beta: spatialBatchNorm.beta,
+            runningMean: &spatialBatchNorm.runningMean,
+            runningVariance: &spatialBatchNorm.runningVariance,
+            epsilon: spatialBatchNorm.epsilon, momentum: spatialBatchNorm.momentum,
+            estimator: spatialBatchNorm.varianceEstimator, backend: spatialBatchNorm.backend,
+            output: output, cache: &cache, workspace: &workspace)
+    }
+
+    /// The closed-form backward of this rank's images: per-channel sums
+    /// all-reduced over the ranks for `dx`, which uses the batch's count;
+    /// `gammaGradient` and `betaGradient` receive this rank's share.
+    /// - Throws: as ``SpatialBatchNorm/backward(_:cache:inputGradient:gammaGradient:betaGradient:workspace:)``;
+    ///   ``NormError/rankFailed(rank:)``; the communicator's errors.
+    /// - Complexity: O(N·C·H·W) here, plus an all-gather of 3 Doubles and an
+    ///   all-reduce of `2·C` scalars (after a training forward).
+    @inlinable
+    public func backward(
+        _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
+        inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
+        betaGradient: UnsafeMutableBufferPointer<Scalar>,
+        workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        let c = spatialBatchNorm.channelCount
+        let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
+                                      dbeta: betaGradient)
+        let checked: Result<ChannelGeometry, NormError>
+        do throws(NormError) {
+            try BatchStatistics.validateBackward(buffers, cache: cache, channels: c, origin: cacheOrigin)
+            checked = .success(try spatialBatchNorm.geometry(cache.input, minimumBatch: 0))
+        } catch {
+            checked = .failure(error)
+        }
+        try RankStatistics.backward(communicator: communicator, checked: checked, channels: c,
+                                    origin: cacheOrigin, buffers, cache: cache,
+                                    backend: spatialBatchNorm.backend, workspace: &workspace)
+    }
+
+    /// Tells the other ranks (in a training forward) that this rank's call
+    /// was refused, and returns `error`.
+    /// - Complexity: one all-gather of 3 Doubles per rank in training, else O(1).
+    @inlinable
+    public func refusingForward(_ error: NormError, mode: Mode) -> NormError {
+        RankStatistics.refusing(error, communicator: communicator,
+                                channels: spatialBatchNorm.channelCount, collective: mode == .training)
+    }
+
+    /// Tells the other ranks (unless `cache` is from an inference forward of
+    /// this layer) that this rank's backward was refused, and returns `error`.
+    /// - Complexity: one all-gather of 3 Doubles per rank, or O(1).
+    @inlinable
+    public func refusingBackward(_ error: NormError, cache: Cache) -> NormError {
+        RankStatistics.refusing(error, communicator: communicator,
+                                channels: spatialBatchNorm.channelCount,
+                                collective: !(cache.origin == cacheOrigin && cache.mode == .inference))
+    }
+}
