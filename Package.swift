@@ -6,6 +6,8 @@ let package = Package(
     products: [
         // MARK: Products
         .library(name: "NormKit", targets: ["NormKit"]),
+        // Data-parallel training over MPI (Open MPI); NormKit alone needs no MPI.
+        .library(name: "NormKitMPI", targets: ["NormKitMPI"]),
         .executable(name: "normbench", targets: ["NormBench"]),
         .library(name: "NormLab", targets: ["NormLab"]),
         .executable(name: "normlab", targets: ["NormLabCLI"]),
@@ -30,6 +32,12 @@ let package = Package(
             pkgConfig: "lapacke",
             providers: [.apt(["liblapacke-dev"])]
         ),
+        // Open MPI, for NormKitMPI only (static inline wrappers of its handle macros).
+        .systemLibrary(
+            name: "CMPI",
+            pkgConfig: "ompi-c",
+            providers: [.apt(["libopenmpi-dev"])]
+        ),
         // Header only: streaming stores, inlined into NormKit's output passes.
         .systemLibrary(name: "CStreamingStore"),
 
@@ -40,6 +48,11 @@ let package = Package(
         .target(
             name: "NormKit",
             dependencies: ["CBLAS", "CLAPACKE", "CStreamingStore", "CNormKitSupport"]
+        ),
+
+        .target(
+            name: "NormKitMPI",
+            dependencies: ["NormKit", "CMPI"]
         ),
 
         // MARK: Training application
@@ -92,6 +105,17 @@ let package = Package(
             ],
             // Read from the source tree (#filePath); made by make_pytorch_fixture.py.
             exclude: ["Fixtures"]
+        ),
+        // The synchronized layers under mpirun: NormKitMPITests starts this
+        // executable with 1, 2 and 3 ranks.
+        .executableTarget(
+            name: "NormKitMPIChecks",
+            dependencies: ["NormKit", "NormKitMPI"],
+            path: "Tests/NormKitMPIChecks"
+        ),
+        .testTarget(
+            name: "NormKitMPITests",
+            dependencies: ["NormKitMPIChecks"]
         ),
         .testTarget(
             name: "NormLabTests",

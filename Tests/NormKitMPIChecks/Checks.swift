@@ -1,0 +1,259 @@
+// Run under mpirun with any number of ranks (NormKitMPITests starts 1, 2 and
+// 3): every rank checks its synchronized layers against the single-process
+// layers on the whole batch, which every rank can compute (the data is
+// deterministic). Exit status 0 when every rank passed every check.
+import Glibc
+import NormKit
+import NormKitMPI
+
+@main
+enum NormKitMPIChecks {
+    static func main() {
+        let world: MPICommunicator
+        do {
+            world = try MPICommunicator.world()
+        } catch {
+            print("MPICommunicator.world() failed: \(error)")
+            exit(2)
+        }
+        var checks = Checker(world: world)
+        checks.run()
+        var failed = [Double(checks.failures)]
+        do { try world.allReduceSum(&failed) } catch {
+            print("rank \(world.rank): allReduceSum failed: \(error)")
+            exit(2)
+        }
+        if world.rank == 0 {
+            print("\(world.size) rank(s): \(checks.count) checks per rank, "
+                  + (failed[0] == 0 ? "all passed" : "\(Int(failed[0])) failed"))
+        }
+        exit(failed[0] == 0 ? 0 : 1)
+    }
+}
+
+/// Which synchronized layer a case runs, and how its input is shaped.
+enum Family: CaseIterable {
+    case matrix, nchw, nhwc
+
+    /// The shape of `n` samples.
+    func shape(_ n: Int) -> [Int] {
+        switch self {
+        case .matrix: [n, 7]
+        case .nchw: [n, 3, 2, 5]
+        case .nhwc: [n, 2, 5, 3]
+        }
+    }
+    var channels: Int { self == .matrix ? 7 : 3 }
+}
+
+struct Checker {
+    let world: MPICommunicator
+    var failures = 0
+    var count = 0
+
+    mutating func expect(_ condition: Bool, _ what: @autoclosure () -> String) {
+        count += 1
+        if !condition {
+            failures += 1
+            print("rank \(world.rank) of \(world.size): FAILED \(what())")
+        }
+    }
+
+    /// The uneven splits of the batch for this many ranks, each with an
+    /// empty shard where there are several ranks.
+    var splits: [[Int]] {
+        switch world.size {
+        case 1: [[17]]
+        case 2: [[5, 12], [0, 17]]
+        case 3: [[5, 0, 12], [12, 5, 0]]
+        default: [Array(repeating: 3, count: world.size - 1) + [0]]
+        }
+    }
+
+    mutating func run() {
+        for split in splits {
+            for family in Family.allCases {
+                // Float's inputs sit at 100.1, not 10000.1: at 1e4 a Float's
+                // spacing (1e-3) is already 3e-4 of the spread (3), so any two
+                // orders of summation differ by more than 1e-5 there.
+                agreement(Double.self, family: family, split: split, shift: 10000.1, tolerance: 1e-12)
+                agreement(Float.self, family: family, split: split, shift: 100.1, tolerance: 1e-5)
+            }
+        }
+        badInput(Double.self)
+        badInput(Float.self)
+    }
+
+    // MARK: Agreement with the single-process layer on the whole batch
+
+    func tensor<S: BLASScalar>(_ shape: [Int], seed: UInt64, shift: S = 0) -> Tensor<S> {
+        try! Tensor<S>(randomNormal: shape, mean: shift, standardDeviation: 3, seed: seed)
+    }
+
+    /// Samples `range` of a tensor whose first dimension is the batch.
+    func samples<S: BLASScalar>(_ t: Tensor<S>, _ range: Range<Int>) -> Tensor<S> {
+        let per = t.shape.dropFirst().reduce(1, *)
+        return try! Tensor(Array(t.scalars[(range.lowerBound * per)..<(range.upperBound * per)]),
+                           shape: [range.count] + t.shape.dropFirst())
+    }
+
+    func sameBits<S: BLASScalar>(_ a: S, _ b: S) -> Bool {
+        a.sign == b.sign && a.exponentBitPattern == b.exponentBitPattern
+            && a.significandBitPattern == b.significandBitPattern
+    }
+
+    /// `max|a - b| / max|b|`.
+    func error<S: BLASScalar>(_ a: [S], _ b: [S]) -> Double {
+        guard a.count == b.count else { return .infinity }
+        var difference = 0.0, size = 1e-30
+        for (x, y) in zip(a, b) {
+            let d = abs(Double(x) - Double(y))
+            if d.isNaN { return .infinity }
+            difference = max(difference, d)
+            size = max(size, abs(Double(y)))
+        }
+        return difference / size
+    }
+
+    func makeLayers<S: BLASScalar>(_ family: Family, _: S.Type)
+        -> (reference: any BufferedNormalizationLayer<S>, sync: any BufferedNormalizationLayer<S>) {
+        let c = family.channels
+        let gamma: [S] = (0..<c).map { (j: Int) -> S in 1.5 - S(j) / 4 }
+        let beta: [S] = (0..<c).map { (j: Int) -> S in S(j) / 3 - 1 }
+        switch family {
+        case .matrix:
+            var reference = try! BatchNorm<S>(featureCount: c, momentum: 0.8, varianceEstimator: .unbiased)
+            reference.gamma = gamma
+            reference.beta = beta
+            return (reference, SyncBatchNorm(reference, communicator: world))
+        case .nchw, .nhwc:
+            var reference = try! SpatialBatchNorm<S>(channelCount: c, momentum: 0.8,
+                                                     varianceEstimator: .unbiased,
+                                                     layout: family == .nchw ? .nchw : .nhwc)
+            reference.gamma = gamma
+            reference.beta = beta
+            return (reference, SyncSpatialBatchNorm(reference, communicator: world))
+        }
+    }
+
+    func runningStatistics<S: BLASScalar>(_ layer: any BufferedNormalizationLayer<S>) -> [S] {
+        switch layer {
+        case let l as BatchNorm<S>: l.runningMean + l.runningVariance
+        case let l as SpatialBatchNorm<S>: l.runningMean + l.runningVariance
+        case let l as SyncBatchNorm<S>: l.runningMean + l.runningVariance
+        case let l as SyncSpatialBatchNorm<S>: l.runningMean + l.runningVariance
+        default: []
+        }
+    }
+
+    /// Two training steps and an inference step: each rank's outputs, input
+    /// gradients and running statistics equal its rows of the single-process
+    /// layer's on the concatenated batch, its parameter gradients summed over
+    /// the ranks equal the batch's, and the running statistics are the same
+    /// bits on every rank.
+    mutating func agreement<S: BLASScalar>(_: S.Type, family: Family, split: [Int], shift: S,
+                                           tolerance: Double) {
+        let label = "\(S.self) \(family) split \(split)"
+        let total = split.reduce(0, +)
+        let first = split.prefix(world.rank).reduce(0, +)
+        let mine = first..<(first + split[world.rank])
+        var (reference, sync) = makeLayers(family, S.self)
+        for (step, mode) in [Mode.training, .training, .inference].enumerated() {
+            let x: Tensor<S> = tensor(family.shape(total), seed: UInt64(10 + step), shift: shift)
+            let dy: Tensor<S> = tensor(family.shape(total), seed: UInt64(20 + step))
+            do {
+                let (y, cache) = try reference.forward(x, mode: mode)
+                let grads = try reference.backward(dy, cache: cache)
+                let (myY, myCache) = try sync.forward(samples(x, mine), mode: mode)
+                let myGrads = try sync.backward(samples(dy, mine), cache: myCache)
+                let outputError = error(myY.scalars, samples(y, mine).scalars)
+                expect(outputError <= tolerance, "\(label) step \(step): output, error \(outputError)")
+                let dxError = error(myGrads.input.scalars, samples(grads.input, mine).scalars)
+                expect(dxError <= tolerance, "\(label) step \(step): dx, error \(dxError)")
+                var parameters = myGrads.gamma + myGrads.beta
+                try world.allReduceSum(&parameters)
+                let parameterError = error(parameters, grads.gamma + grads.beta)
+                expect(parameterError <= tolerance,
+                       "\(label) step \(step): summed dgamma, dbeta, error \(parameterError)")
+                let running = runningStatistics(sync)
+                let runningError = error(running, runningStatistics(reference))
+                expect(runningError <= tolerance, "\(label) step \(step): running statistics, error \(runningError)")
+                let everyRank = try world.allGather(running)
+                var same = true
+                for r in 0..<world.size {
+                    for (j, value) in running.enumerated() {
+                        same = same && sameBits(everyRank[r * running.count + j], value)
+                    }
+                }
+                expect(same, "\(label) step \(step): running statistics identical bits on every rank")
+            } catch {
+                expect(false, "\(label) step \(step) threw \(error)")
+            }
+        }
+    }
+
+    // MARK: Bad input on one rank
+
+    /// A refused call on the last rank makes every rank throw (that rank its
+    /// own error, the others `rankFailed`), changes no running statistic, and
+    /// leaves the ranks in step for the next call.
+    mutating func badInput<S: BLASScalar>(_: S.Type) {
+        let last = world.size - 1, isLast = world.rank == last
+        var layer = try! SyncBatchNorm<S>(featureCount: 7, communicator: world)
+        let good: Tensor<S> = tensor([4, 7], seed: 31, shift: S(10000.1))
+        let wrong: Tensor<S> = tensor([4, 6], seed: 32)
+        _ = try? layer.forward(good, mode: .training)
+        let before = layer.runningMean + layer.runningVariance
+
+        // Forward: a wrong shape on the last rank.
+        let shape = isLast ? wrong : good
+        let expected: NormError = isLast
+            ? .invalidShape(expected: "(N >= 0, 7)", actual: [4, 6]) : .rankFailed(rank: last)
+        do {
+            _ = try layer.forward(shape, mode: .training)
+            expect(false, "\(S.self): forward with a wrong shape on rank \(last) did not throw")
+        } catch {
+            expect(error == expected, "\(S.self): forward threw \(error), expected \(expected)")
+        }
+        expect(layer.runningMean + layer.runningVariance == before,
+               "\(S.self): running statistics unchanged after a refused forward")
+
+        // Backward (Tensor form, refused before its buffers): a gradient of
+        // the wrong shape on the last rank.
+        do {
+            let (_, cache) = try layer.forward(good, mode: .training)
+            let dy: Tensor<S> = isLast ? wrong : tensor([4, 7], seed: 33)
+            let expectedBackward: NormError = isLast
+                ? .gradientShapeMismatch(expected: [4, 7], actual: [4, 6]) : .rankFailed(rank: last)
+            do {
+                _ = try layer.backward(dy, cache: cache)
+                expect(false, "\(S.self): backward with a wrong gradient on rank \(last) did not throw")
+            } catch {
+                expect(error == expectedBackward, "\(S.self): backward threw \(error), expected \(expectedBackward)")
+            }
+            // Still in step: a good backward on every rank.
+            _ = try layer.backward(tensor([4, 7], seed: 33), cache: cache)
+        } catch {
+            expect(false, "\(S.self): a good step after a refused one threw \(error)")
+        }
+
+        // Too few values in the whole batch (1 row on rank 0, none elsewhere).
+        let tiny: Tensor<S> = tensor([world.rank == 0 ? 1 : 0, 7], seed: 34)
+        do {
+            _ = try layer.forward(tiny, mode: .training)
+            expect(false, "\(S.self): a batch of one row did not throw")
+        } catch {
+            expect(error == .insufficientValues(valuesPerStatistic: 1), "\(S.self): one row threw \(error)")
+        }
+
+        // A NaN on the last rank: the merged statistics are NaN on every rank.
+        var poisoned: Tensor<S> = good
+        if isLast { poisoned.scalars[9] = .nan }
+        do {
+            _ = try layer.forward(poisoned, mode: .training)
+            expect(false, "\(S.self): a NaN on rank \(last) did not throw")
+        } catch {
+            expect(error == .nonFiniteStatistics(index: 2), "\(S.self): a NaN threw \(error)")
+        }
+    }
+}

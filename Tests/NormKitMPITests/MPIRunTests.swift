@@ -1,0 +1,36 @@
+import Foundation
+import Testing
+
+/// The synchronized layers across processes: `NormKitMPIChecks` (in
+/// Tests/NormKitMPIChecks) under `mpirun` with 1, 2 and 3 ranks, each with a
+/// time limit, so a rank that waits forever fails the test (mpirun reports
+/// the limit and aborts the job) instead of hanging the suite. Skipped when NORMKIT_SKIP_MPI is set (the sanitizer runs: Open
+/// MPI's own allocations are not ours to chase).
+@Suite("mpirun")
+struct MPIRunTests {
+    /// The checks executable, built beside this test bundle.
+    static var checks: URL {
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        return exe.deletingLastPathComponent().appendingPathComponent("NormKitMPIChecks")
+    }
+
+    @Test("SyncBatchNorm and SyncSpatialBatchNorm agree with the single-process layers", arguments: [1, 2, 3])
+    func ranks(_ count: Int) throws {
+        if ProcessInfo.processInfo.environment["NORMKIT_SKIP_MPI"] != nil { return }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        // mpirun's own --timeout aborts every rank of a job that outlives it
+        // (a rank left waiting); the outer timeout is a backstop for mpirun.
+        let limit = Int(ProcessInfo.processInfo.environment["NORMKIT_MPI_TIMEOUT"] ?? "") ?? 180
+        process.arguments = ["--kill-after=10", "\(limit + 30)", "mpirun", "--allow-run-as-root",
+                             "--oversubscribe", "--timeout", "\(limit)", "-np", "\(count)", Self.checks.path]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "mpirun -np \(count) exited \(process.terminationStatus):\n\(output)")
+        #expect(output.contains("\(count) rank(s):") && output.contains("all passed"), "\(output)")
+    }
+}
