@@ -7,11 +7,15 @@ BENCH_ARGS ?=
 
 .PHONY: setup test test-long sanitize fuzz fuzz-merge bench bench-quick lab docs example clean
 
+# OpenBLAS and LAPACKE for NormKit; Open MPI (headers, libraries and mpirun)
+# for NormKitMPI and its mpirun tests.
 setup:
-	@if [ ! -f /usr/include/lapacke.h ] || ! pkg-config --exists openblas 2>/dev/null || ! pkg-config --exists lapacke 2>/dev/null; then \
-		echo "Installing libopenblas-dev, liblapacke-dev and pkg-config with apt-get"; \
+	@if [ ! -f /usr/include/lapacke.h ] || ! pkg-config --exists openblas 2>/dev/null || ! pkg-config --exists lapacke 2>/dev/null \
+		|| ! pkg-config --exists ompi-c 2>/dev/null || ! command -v mpirun >/dev/null; then \
+		echo "Installing libopenblas-dev, liblapacke-dev, libopenmpi-dev, openmpi-bin and pkg-config with apt-get"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libopenblas-dev liblapacke-dev pkg-config; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libopenblas-dev liblapacke-dev \
+			libopenmpi-dev openmpi-bin pkg-config; \
 	fi
 
 # Release mode: the allocation-free entry points are proved allocation-free in
@@ -30,8 +34,11 @@ test-long: setup
 # undefined operations: overflow, out-of-bounds, force-unwraps.) Any report fails
 # the run (halt_on_error), except the documented false positives in
 # Tests/Sanitizers/*.supp. The malloc interposer compiles out and the
-# allocation tests skip (they are for optimized builds anyway).
-SANITIZER_ENV := ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 \
+# allocation tests skip (they are for optimized builds anyway); the mpirun
+# tests skip (NORMKIT_SKIP_MPI): Open MPI's own allocations and threads are
+# not ours to chase, and SyncBatchNorm's code runs under the sanitizers through
+# SingleProcess.
+SANITIZER_ENV := NORMKIT_SKIP_MPI=1 ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Sanitizers/lsan.supp:print_suppressions=0 \
 	TSAN_OPTIONS=halt_on_error=1:suppressions=$(CURDIR)/Tests/Sanitizers/tsan.supp:print_suppressions=0
 sanitize: setup
@@ -71,9 +78,13 @@ bench-quick: setup
 	$(SWIFT) run -c release normbench --quick $(BENCH_ARGS)
 
 # cs231n's batch-normalization experiments on the embedded digits: CSV and SVG
-# files in normlab-output/ (a few minutes on 2 cores).
+# files in normlab-output/ (a few minutes on 2 cores), then the comparison
+# split over 2 MPI ranks (SyncBatchNorm vs local BatchNorm vs one process).
+MPIRUN := mpirun --allow-run-as-root --oversubscribe
 lab: setup
-	$(SWIFT) run -c release normlab all --output normlab-output
+	$(SWIFT) build -c release --product normlab
+	.build/release/normlab all --output normlab-output
+	$(MPIRUN) -np 2 .build/release/normlab compare --data-parallel --output normlab-output/data-parallel
 
 # NormKit's DocC catalog (Sources/NormKit/NormKit.docc); any DocC warning fails.
 docs: setup

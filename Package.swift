@@ -65,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "NormLabCLI",
             dependencies: [
-                "NormLab",
+                "NormLab", "NormKitMPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -119,7 +119,8 @@ let package = Package(
         ),
         .testTarget(
             name: "NormLabTests",
-            dependencies: ["NormLab", "NormKit"]
+            // NormLabCLI: the data-parallel test runs normlab under mpirun.
+            dependencies: ["NormLab", "NormKit", "NormLabCLI"]
         ),
     ]
 )

@@ -43,6 +43,10 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
     public var parameters: [String: [Scalar]]
     /// The hidden layers' batch norms (with their running statistics), when `.batch`.
     public var batchNorms: [BatchNorm<Scalar>]
+    /// When set, the batch norms run as ``NormKit/SyncBatchNorm`` over these
+    /// ranks (data-parallel training with synchronized statistics); when
+    /// `nil`, as ``NormKit/BatchNorm`` on this process's rows alone.
+    public var batchNormCommunicator: (any Communicator)?
     /// The hidden layers' layer norms, when `.layer`.
     public var layerNorms: [LayerNorm<Scalar>]
     /// The hidden layers' decorrelated batch norms, when `.decorrelated` or `.iterative`.
@@ -67,6 +71,7 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
         self.regularization = regularization
         parameters = [:]
         batchNorms = []
+        batchNormCommunicator = nil
         layerNorms = []
         decorrelatedNorms = []
         self.whiteningGroupSize = whiteningGroupSize
@@ -123,8 +128,15 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
             let gamma = parameters["gamma\(layer)"] ?? [], beta = parameters["beta\(layer)"] ?? []
             switch normalization {
             case .batch:
-                (normalized, normCache) = try Self.normalize(a, with: &batchNorms[layer - 1], gamma: gamma,
-                                                            beta: beta, mode: mode)
+                if let communicator = batchNormCommunicator {
+                    var synchronized = SyncBatchNorm(batchNorms[layer - 1], communicator: communicator)
+                    (normalized, normCache) = try Self.normalize(a, with: &synchronized, gamma: gamma,
+                                                                beta: beta, mode: mode)
+                    batchNorms[layer - 1] = synchronized.batchNorm
+                } else {
+                    (normalized, normCache) = try Self.normalize(a, with: &batchNorms[layer - 1], gamma: gamma,
+                                                                beta: beta, mode: mode)
+                }
             case .layer:
                 (normalized, normCache) = try Self.normalize(a, with: &layerNorms[layer - 1], gamma: gamma,
                                                             beta: beta, mode: mode)
@@ -158,10 +170,16 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
 
     /// The regularized softmax loss of a batch in training mode, and the
     /// gradient of every parameter (cs231n's `loss(X, y)`).
-    public mutating func loss(_ x: Matrix<Scalar>, labels: [Int]) throws
+    ///
+    /// For one process's share of a batch split across processes, pass the
+    /// whole batch's `batchCount` and a `regularizationShare` of 1 on one
+    /// process and 0 on the others: the shares' losses and gradients then sum
+    /// to the batch's.
+    public mutating func loss(_ x: Matrix<Scalar>, labels: [Int], batchCount: Int? = nil,
+                              regularizationShare: Scalar = 1) throws
         -> (loss: Scalar, gradients: [String: [Scalar]]) {
         let (scores, caches) = try forward(x, mode: .training)
-        var (loss, dout) = SoftmaxLoss.evaluate(scores: scores, labels: labels)
+        var (loss, dout) = SoftmaxLoss.evaluate(scores: scores, labels: labels, batchCount: batchCount)
         var gradients: [String: [Scalar]] = [:]
         for layer in stride(from: layerCount, through: 1, by: -1) {
             let cache = caches[layer - 1]
@@ -170,7 +188,13 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
                 if normalization != .none {
                     let g: NormGradients<Scalar>
                     switch normalization {
-                    case .batch: g = try batchNorms[layer - 1].backward(dout.tensor, cache: cache.normCache!)
+                    case .batch:
+                        if let communicator = batchNormCommunicator {
+                            g = try SyncBatchNorm(batchNorms[layer - 1], communicator: communicator)
+                                .backward(dout.tensor, cache: cache.normCache!)
+                        } else {
+                            g = try batchNorms[layer - 1].backward(dout.tensor, cache: cache.normCache!)
+                        }
                     case .layer: g = try layerNorms[layer - 1].backward(dout.tensor, cache: cache.normCache!)
                     case .decorrelated, .iterative:
                         g = try decorrelatedNorms[layer - 1].backward(dout.tensor, cache: cache.decorrelatedCache!)
@@ -184,7 +208,7 @@ public struct FullyConnectedNet<Scalar: BLASScalar>: Sendable {
             let w = weights(layer)
             let (dx, dw, db) = Affine.backward(dout, input: cache.input, weights: w)
             var dW = dw.values
-            let reg = regularization
+            let reg = regularization * regularizationShare
             var squares: Scalar = 0
             for k in dW.indices {
                 dW[k] += reg * w.values[k]

@@ -117,9 +117,12 @@ public enum ReLU {
 /// Softmax cross-entropy, cs231n's `softmax_loss`.
 public enum SoftmaxLoss {
     /// The mean of `-log softmax(scores)[y_i]` and its gradient with respect to
-    /// the scores, computed with the row maximum subtracted.
+    /// the scores, computed with the row maximum subtracted. The mean is over
+    /// `batchCount` rows (these rows by default; the whole batch's count when
+    /// these rows are one process's share of it, so that the shares' losses
+    /// and gradients sum to the batch's).
     public static func evaluate<Scalar: BLASScalar>(
-        scores: Matrix<Scalar>, labels: [Int]
+        scores: Matrix<Scalar>, labels: [Int], batchCount: Int? = nil
     ) -> (loss: Scalar, dscores: Matrix<Scalar>) {
         let n = scores.rows, c = scores.columns
         var dscores = scores
@@ -138,7 +141,7 @@ public enum SoftmaxLoss {
             loss -= Scalar(log(Double(dscores.values[row + labels[i]])))
             dscores.values[row + labels[i]] -= 1
         }
-        let scale = 1 / Scalar(n)
+        let scale = 1 / Scalar(batchCount ?? n)
         for k in dscores.values.indices { dscores.values[k] *= scale }
         return (loss * scale, dscores)
     }

@@ -63,9 +63,20 @@ public struct TrainingHistory: Sendable {
 ///
 /// Normalization layers run in training mode for the training steps and in
 /// inference mode for the accuracy checks.
+///
+/// Data-parallel training: with a ``communicator``, every rank draws the same
+/// minibatch, computes the loss and gradients of its share of the rows (rank
+/// `r` of `K` takes rows `B·r/K ..< B·(r+1)/K`), and one all-reduce per step
+/// sums every gradient and the loss over the ranks, flattened into one buffer
+/// in parameter-name order; every rank then takes the same step. The model's
+/// ``FullyConnectedNet/batchNormCommunicator`` decides whether its batch norms
+/// see the whole batch (`SyncBatchNorm`) or each rank's rows (ghost batch norm).
 public struct Solver<Scalar: BLASScalar> {
     /// The model; after ``train(progress:)`` it holds the best parameters.
     public var model: FullyConnectedNet<Scalar>
+    /// The ranks that share every minibatch (data-parallel training), or `nil`
+    /// for one process. Every rank must hold the same model, data and configuration.
+    public var communicator: (any Communicator)?
     /// The training data.
     public let training: Dataset<Scalar>
     /// The validation data.
@@ -80,6 +91,7 @@ public struct Solver<Scalar: BLASScalar> {
         self.training = training
         self.validation = validation
         self.configuration = configuration
+        self.communicator = nil
     }
 
     /// Trains for the configured epochs and returns what happened.
@@ -113,8 +125,12 @@ public struct Solver<Scalar: BLASScalar> {
                 let indices = (0..<batch).map { _ in Int.random(in: 0..<count, using: &generator) }
                 let loss: Scalar, gradients: [String: [Scalar]]
                 do {
-                    (loss, gradients) = try model.loss(training.inputs.rows(indices),
-                                                       labels: indices.map { training.labels[$0] })
+                    if let communicator {
+                        (loss, gradients) = try dataParallelLoss(indices, communicator: communicator)
+                    } else {
+                        (loss, gradients) = try model.loss(training.inputs.rows(indices),
+                                                           labels: indices.map { training.labels[$0] })
+                    }
                 } catch {
                     history.diverged = true   // a batch statistic came out non-finite
                     break epochs
@@ -143,6 +159,37 @@ public struct Solver<Scalar: BLASScalar> {
         }
         model.parameters = bestParameters
         return history
+    }
+
+    /// This rank's share of the minibatch `indices`, its loss and gradients
+    /// (as fractions of the whole batch's), summed over the ranks by one
+    /// all-reduce of a flat buffer: the gradients in parameter-name order, then
+    /// the loss. A rank whose share throws (a non-finite batch statistic)
+    /// contributes NaN, so every rank sees a NaN loss and stops together.
+    mutating func dataParallelLoss(_ indices: [Int], communicator: any Communicator) throws
+        -> (loss: Scalar, gradients: [String: [Scalar]]) {
+        let (rank, size, batch) = (communicator.rank, communicator.size, indices.count)
+        let mine = Array(indices[(batch * rank / size)..<(batch * (rank + 1) / size)])
+        let names = model.parameters.keys.sorted()
+        let total = names.reduce(1) { $0 + model.parameters[$1]!.count }
+        var flat: [Scalar] = []
+        flat.reserveCapacity(total)
+        if let (loss, gradients) = try? model.loss(training.inputs.rows(mine),
+                                                  labels: mine.map { training.labels[$0] },
+                                                  batchCount: batch, regularizationShare: rank == 0 ? 1 : 0) {
+            for name in names { flat += gradients[name]! }
+            flat.append(loss)
+        } else {
+            flat = Array(repeating: .nan, count: total)
+        }
+        try communicator.allReduceSum(&flat)
+        var gradients: [String: [Scalar]] = [:], offset = 0
+        for name in names {
+            let length = model.parameters[name]!.count
+            gradients[name] = Array(flat[offset..<(offset + length)])
+            offset += length
+        }
+        return (flat[offset], gradients)
     }
 
     /// Applies one update to every parameter.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NormKit
+import NormKitMPI
 import NormLab
 
 @main
@@ -53,23 +54,40 @@ struct CommonOptions: ParsableArguments {
     func path(_ name: String) -> String { (output as NSString).appendingPathComponent(name) }
 }
 
+/// Whether this process prints and writes: not the ranks other than 0 of a
+/// data-parallel run (set once, before any experiment runs).
+nonisolated(unsafe) var isReportingProcess = true
+
 /// A line on standard error (progress), so standard output keeps the tables.
 func note(_ text: String) {
+    guard isReportingProcess else { return }
     FileHandle.standardError.write((text + "\n").data(using: .utf8)!)
 }
 
-/// One training run.
+/// How a data-parallel run's batch norms see the batch.
+enum BatchNormScope: String, ExpressibleByArgument, CaseIterable {
+    /// SyncBatchNorm: the statistics of the whole batch, across the ranks.
+    case synchronized
+    /// BatchNorm on each rank's rows alone ("ghost" batch norm).
+    case local
+}
+
+/// One training run; with `communicator`, data-parallel across its ranks, the
+/// batch norms `scope`d as asked.
 func train(_ data: DataSplits<Double>, hidden: [Int], normalization: Normalization,
            weightScale: Double, batchSize: Int, epochs: Int, seed: UInt64,
-           label: String) throws -> TrainingHistory {
-    let model = try FullyConnectedNet<Double>(
+           label: String, communicator: (any Communicator)? = nil,
+           scope: BatchNormScope = .synchronized) throws -> TrainingHistory {
+    var model = try FullyConnectedNet<Double>(
         inputDimension: data.training.inputs.columns, hiddenDimensions: hidden,
         classCount: data.classCount, normalization: normalization, weightScale: weightScale,
         seed: seed)
+    if scope == .synchronized { model.batchNormCommunicator = communicator }
     var solver = Solver(model: model, training: data.training, validation: data.validation,
                         configuration: SolverConfiguration(
                             updateRule: .adam(), learningRate: 1e-3, batchSize: batchSize,
                             epochs: epochs, seed: seed &+ 1))
+    solver.communicator = communicator
     let history = solver.train { note("  \(label): \($0)") }
     if history.diverged { note("  \(label): diverged") }
     return history
@@ -98,20 +116,50 @@ func percent(_ value: Double) -> String { String(format: "%.1f%%", 100 * value) 
 
 struct Compare: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "The 6-layer net ([100]*5) without normalization, with batch norm and with layer norm.")
+        abstract: "The 6-layer net ([100]*5) without normalization, with batch norm and with layer norm.",
+        discussion: """
+            With --data-parallel, run under `mpirun -np K`: every batch of 50 is split across \
+            the K ranks, the gradients are summed with one MPI_Allreduce per step, and the batch \
+            norms are SyncBatchNorm (--bn synchronized) or each rank's own BatchNorm (--bn local). \
+            It also trains the batch-norm net on one process and with the other --bn choice, and \
+            plots the three loss curves together (compare-data-parallel-loss.svg and .csv).
+            """)
     @OptionGroup var options: CommonOptions
 
-    func run() throws { try Compare.run(options, data: try options.prepare()) }
+    @Flag(help: "Split every batch across the MPI ranks (run under mpirun -np K).")
+    var dataParallel = false
 
-    static func run(_ options: CommonOptions, data: DataSplits<Double>) throws {
-        note("compare: Adam lr 1e-3, weight scale 2e-2, batch 50, \(options.epochs) epochs")
+    @Option(help: "With --data-parallel: batch statistics of the whole batch (synchronized) or of each rank's rows (local).")
+    var bn: BatchNormScope = .synchronized
+
+    func run() throws {
+        guard dataParallel else { return try Compare.run(options, data: try options.prepare()) }
+        let world = try MPICommunicator.world()
+        isReportingProcess = world.rank == 0
+        try Compare.run(options, data: try options.prepare(), dataParallel: (world, bn))
+    }
+
+    static func run(_ options: CommonOptions, data: DataSplits<Double>,
+                    dataParallel: (communicator: any Communicator, scope: BatchNormScope)? = nil) throws {
+        let batch = 50
+        if let ranks = dataParallel?.communicator.size, ranks > batch {
+            throw ValidationError("--data-parallel needs at most \(batch) ranks (one row each), got \(ranks)")
+        }
+        let how = dataParallel.map { " on \($0.communicator.size) ranks, batch norm \($0.scope.rawValue)" } ?? ""
+        note("compare: Adam lr 1e-3, weight scale 2e-2, batch \(batch), \(options.epochs) epochs\(how)")
         var histories: [(Normalization, TrainingHistory)] = []
         for normalization in [Normalization.none, .batch, .layer] {
             histories.append((normalization, try train(
                 data, hidden: Array(repeating: 100, count: 5), normalization: normalization,
-                weightScale: 2e-2, batchSize: 50, epochs: options.epochs, seed: options.seed,
-                label: "compare \(normalization.rawValue)")))
+                weightScale: 2e-2, batchSize: batch, epochs: options.epochs, seed: options.seed,
+                label: "compare \(normalization.rawValue)", communicator: dataParallel?.communicator,
+                scope: dataParallel?.scope ?? .synchronized)))
         }
+        if let dataParallel {
+            try compareDataParallel(options, data: data, batch: batch, dataParallel: dataParallel,
+                                    batchNorm: histories[1].1)
+        }
+        guard isReportingProcess else { return }
         func name(_ n: Normalization) -> String {
             switch n {
             case .none: "no normalization"; case .batch: "batch norm"; case .layer: "layer norm"
@@ -138,7 +186,7 @@ struct Compare: ParsableCommand {
                          [h.0.rawValue, "\($0)", "\(h.1.trainAccuracy[$0])", "\(h.1.validationAccuracy[$0])"] } })
         try writeCSV(options.path("compare-loss.csv"), header: ["normalization", "iteration", "loss"],
                      rows: histories.flatMap { h in h.1.loss.enumerated().map { [h.0.rawValue, "\($0 + 1)", "\($1)"] } })
-        print("\ncompare (\(data.name)): 6-layer net, Adam 1e-3, weight scale 2e-2, batch 50")
+        print("\ncompare (\(data.name)): 6-layer net, Adam 1e-3, weight scale 2e-2, batch \(batch)\(how)")
         print("normalization     final loss (last 20)  train acc  best val acc  diverged")
         for (n, h) in histories {
             let tail = h.loss.suffix(20)
@@ -148,6 +196,62 @@ struct Compare: ParsableCommand {
                   + percent(h.trainAccuracy.last ?? 0).leftPadded(11)
                   + percent(h.bestValidationAccuracy).leftPadded(14)
                   + (h.diverged ? "yes" : "no").leftPadded(10))
+        }
+    }
+}
+
+extension Compare {
+    /// The batch-norm net three ways with the same global batches and seed:
+    /// on one process (every rank computes it alone), data-parallel with
+    /// SyncBatchNorm, and data-parallel with each rank's own BatchNorm; one
+    /// of the two data-parallel runs is `batchNorm`, already trained. Writes
+    /// their loss curves (CSV and SVG) and prints how far each is from the
+    /// single-process curve.
+    static func compareDataParallel(
+        _ options: CommonOptions, data: DataSplits<Double>, batch: Int,
+        dataParallel: (communicator: any Communicator, scope: BatchNormScope), batchNorm: TrainingHistory
+    ) throws {
+        let ranks = dataParallel.communicator.size
+        func run(_ label: String, _ communicator: (any Communicator)?, _ scope: BatchNormScope) throws -> TrainingHistory {
+            try train(data, hidden: Array(repeating: 100, count: 5), normalization: .batch,
+                      weightScale: 2e-2, batchSize: batch, epochs: options.epochs, seed: options.seed,
+                      label: label, communicator: communicator, scope: scope)
+        }
+        let single = try run("batch norm, one process", nil, .synchronized)
+        let other: BatchNormScope = dataParallel.scope == .synchronized ? .local : .synchronized
+        let otherHistory = try run("batch norm \(other.rawValue), \(ranks) ranks", dataParallel.communicator, other)
+        let (synchronized, local) = dataParallel.scope == .synchronized
+            ? (batchNorm, otherHistory) : (otherHistory, batchNorm)
+        guard isReportingProcess else { return }
+        func largestRelativeDifference(_ a: [Double], _ b: [Double]) -> Double {
+            guard a.count == b.count else { return .infinity }
+            return zip(a, b).map { abs($0 - $1) / max(abs($1), 1e-300) }.max() ?? 0
+        }
+        let syncDifference = largestRelativeDifference(synchronized.loss, single.loss)
+        let localDifference = largestRelativeDifference(local.loss, single.loss)
+        try writeCSV(options.path("compare-data-parallel-loss.csv"),
+                     header: ["iteration", "single_process", "synchronized", "local"],
+                     rows: single.loss.indices.map { i in
+                         ["\(i + 1)", "\(single.loss[i])",
+                          i < synchronized.loss.count ? "\(synchronized.loss[i])" : "",
+                          i < local.loss.count ? "\(local.loss[i])" : ""] })
+        try LinePlot(title: "Batch-norm net, batch \(batch) split over \(ranks) ranks, \(data.name)",
+                     xLabel: "iteration", yLabel: "loss (mean of 10 iterations)",
+                     series: [
+                        .init(name: "one process", points: smoothed(single.loss, window: 10)),
+                        .init(name: "\(ranks) ranks, SyncBatchNorm", points: smoothed(synchronized.loss, window: 10)),
+                        .init(name: "\(ranks) ranks, local BatchNorm", points: smoothed(local.loss, window: 10)),
+                     ])
+            .write(to: options.path("compare-data-parallel-loss.svg"))
+        print("\ndata-parallel batch norm (\(data.name)): batch \(batch) over \(ranks) ranks, \(single.loss.count) iterations")
+        print("run                       final loss (last 20)  best val acc  largest relative loss difference from one process")
+        for (name, h, difference) in [("one process", single, 0.0), ("SyncBatchNorm", synchronized, syncDifference),
+                                      ("local BatchNorm", local, localDifference)] {
+            let tail = h.loss.suffix(20)
+            print(name.padding(toLength: 26, withPad: " ", startingAt: 0)
+                  + String(format: "%20.4f", tail.reduce(0, +) / Double(max(tail.count, 1)))
+                  + percent(h.bestValidationAccuracy).leftPadded(14)
+                  + String(format: "%14.2e", difference))
         }
     }
 }
