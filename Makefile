@@ -4,8 +4,11 @@
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SWIFT ?= swift
 BENCH_ARGS ?=
+# Open MPI refuses root without --allow-run-as-root; --oversubscribe lets the
+# tests start more ranks than this machine has cores.
+MPIRUN := mpirun --allow-run-as-root --oversubscribe
 
-.PHONY: setup test test-long sanitize fuzz fuzz-merge bench bench-quick lab docs example clean
+.PHONY: setup test test-long sanitize fuzz fuzz-merge bench bench-mpi bench-quick lab docs example clean
 
 # OpenBLAS and LAPACKE for NormKit; Open MPI (headers, libraries and mpirun)
 # for NormKitMPI and its mpirun tests.
@@ -71,8 +74,14 @@ fuzz-merge: setup
 	$(FUZZ_BUILD)
 	$(FUZZ_ENV) .build-fuzz/release/normfuzz -merge=1 -max_len=512 Fuzz/Corpus .build-fuzz/corpus
 
+# normbench, then SyncBatchNorm's cost on 2 MPI ranks (normbench-mpi).
 bench: setup
 	$(SWIFT) run -c release normbench $(BENCH_ARGS)
+	$(MAKE) bench-mpi
+
+bench-mpi: setup
+	$(SWIFT) build -c release --product normbench-mpi
+	$(MPIRUN) -np 2 .build/release/normbench-mpi --dtypes float,double
 
 bench-quick: setup
 	$(SWIFT) run -c release normbench --quick $(BENCH_ARGS)
@@ -80,7 +89,6 @@ bench-quick: setup
 # cs231n's batch-normalization experiments on the embedded digits: CSV and SVG
 # files in normlab-output/ (a few minutes on 2 cores), then the comparison
 # split over 2 MPI ranks (SyncBatchNorm vs local BatchNorm vs one process).
-MPIRUN := mpirun --allow-run-as-root --oversubscribe
 lab: setup
 	$(SWIFT) build -c release --product normlab
 	.build/release/normlab all --output normlab-output

@@ -9,6 +9,7 @@ let package = Package(
         // Data-parallel training over MPI (Open MPI); NormKit alone needs no MPI.
         .library(name: "NormKitMPI", targets: ["NormKitMPI"]),
         .executable(name: "normbench", targets: ["NormBench"]),
+        .executable(name: "normbench-mpi", targets: ["NormBenchMPI"]),
         .library(name: "NormLab", targets: ["NormLab"]),
         .executable(name: "normlab", targets: ["NormLabCLI"]),
         .executable(name: "normfuzz", targets: ["NormFuzz"]),
@@ -78,6 +79,15 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/NormBench"
+        ),
+        // SyncBatchNorm's cost, under mpirun -np K.
+        .executableTarget(
+            name: "NormBenchMPI",
+            dependencies: [
+                "NormKit", "NormKitMPI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/NormBenchMPI"
         ),
 
         // MARK: Fuzzing (make fuzz; FuzzCorpusTests replays the corpus)
