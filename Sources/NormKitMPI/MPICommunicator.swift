@@ -127,7 +127,7 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
         return result
     }
 
-    /// The elementwise sum over the ranks, in place (``allReduceSum(_:)-(UnsafeMutableBufferPointer<Scalar>)``).
+    /// The elementwise sum over the ranks, in place (the `MPI_Allreduce` of the buffer form).
     /// - Throws: as that method.
     /// - Complexity: one `MPI_Allreduce`.
     public func allReduceSum<Scalar: BLASScalar>(_ values: inout [Scalar]) throws(NormError) {

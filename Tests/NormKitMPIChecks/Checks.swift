@@ -82,6 +82,29 @@ struct Checker {
         }
         badInput(Double.self)
         badInput(Float.self)
+        do { try readmeExample() } catch { expect(false, "the README's example threw \(error)") }
+    }
+
+    /// The README's data-parallel example (ReadmeTextTests checks the README
+    /// holds this text), run on every rank.
+    mutating func readmeExample() throws {
+        // README-MPI-BEGIN
+        let world = try MPICommunicator.world()   // MPI_Init_thread once per process
+        var bn = try SyncBatchNorm<Float>(featureCount: 256, communicator: world)
+        // Each rank passes its own rows of the batch: any count, 0 included.
+        let rows = world.rank == 0 ? 5 : 12
+        let shard = try Tensor<Float>(randomNormal: [rows, 256], seed: UInt64(world.rank))
+        let (y, cache) = try bn.forward(shard, mode: .training)   // the whole batch's statistics
+        let grads = try bn.backward(y, cache: cache)   // dx as one process would; gamma, beta: this rank's share
+        var parameterGradients = grads.gamma + grads.beta
+        try world.allReduceSum(&parameterGradients)    // sum the shares, as for every other parameter
+        // README-MPI-END
+        expect(y.shape == [rows, 256] && grads.input.shape == [rows, 256] && parameterGradients.count == 512,
+               "the README's example: shapes")
+        var total = [Double(rows)]
+        try world.allReduceSum(&total)
+        expect(bn.runningMean.allSatisfy(\.isFinite) && total[0] == Double(5 + 12 * (world.size - 1)),
+               "the README's example: running statistics and rows")
     }
 
     // MARK: Agreement with the single-process layer on the whole batch

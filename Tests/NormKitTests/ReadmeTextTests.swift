@@ -23,7 +23,8 @@ private let readme = tests.deletingLastPathComponent().deletingLastPathComponent
 /// a reader copies.
 @Test("the README's examples are the code the tests compile and run",
       arguments: [("README-EXAMPLE", "ReadmeExampleTests.swift"), ("README-LOOP", "AllocationTests.swift"),
-                  ("README-WHITENING", "ReadmeExampleTests.swift")])
+                  ("README-WHITENING", "ReadmeExampleTests.swift"),
+                  ("README-MPI", "../NormKitMPIChecks/Checks.swift")])
 func readmeExamplesMatchTests(marker: String, file: String) throws {
     let code = try marked(marker, in: tests.appendingPathComponent(file).path)
     let text = try String(contentsOfFile: readme, encoding: .utf8)

@@ -32,8 +32,9 @@ public protocol Communicator: Sendable {
 }
 
 extension Communicator {
-    /// The buffer form through ``allGather(_:)-(_)``: copies into an array and back.
-    /// - Throws: as ``allGather(_:into:)``.
+    /// The buffer form through the array form of `allGather`: copies into an array and back.
+    /// - Throws: ``NormError/bufferCountMismatch(name:expected:actual:)`` when
+    ///   `result` does not hold `size * local.count` scalars; what the array form throws.
     /// - Complexity: O(`size * local.count`), and two allocations.
     public func allGather<Scalar: BLASScalar>(
         _ local: UnsafeBufferPointer<Scalar>, into result: UnsafeMutableBufferPointer<Scalar>
@@ -44,9 +45,9 @@ extension Communicator {
         _ = result.update(fromContentsOf: gathered)
     }
 
-    /// The buffer form through ``allReduceSum(_:)-(inout [Scalar])``: copies
+    /// The buffer form through the array form of `allReduceSum`: copies
     /// into an array and back.
-    /// - Throws: as ``allReduceSum(_:)-(UnsafeMutableBufferPointer<Scalar>)``.
+    /// - Throws: what the array form throws.
     /// - Complexity: O(`values.count`), and one allocation.
     public func allReduceSum<Scalar: BLASScalar>(_ values: UnsafeMutableBufferPointer<Scalar>) throws(NormError) {
         var copy = Array(values)
