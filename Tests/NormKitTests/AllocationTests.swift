@@ -86,6 +86,12 @@ struct AllocationTests {
                   shape: [3, 5, 7, 6])
         try check(GroupNorm<Double>(channelCount: 6, groupCount: 3, backend: backend), shape: [3, 6, 5, 7])
         try check(InstanceNorm<Float>(channelCount: 6, backend: backend), shape: [3, 6, 5, 7])
+        // The synchronized twins on one process: the status header lives on
+        // the stack, the moments in the workspace.
+        try check(SyncBatchNorm<Float>(featureCount: 33, communicator: SingleProcess(), backend: backend),
+                  shape: [70, 33])
+        try check(SyncSpatialBatchNorm<Double>(channelCount: 6, layout: .nhwc, communicator: SingleProcess(),
+                                               backend: backend), shape: [3, 5, 7, 6])
     }
 
     /// On several workers each parallel phase of a pass costs one allocation
@@ -103,6 +109,8 @@ struct AllocationTests {
         try check(BatchNorm<Float>(featureCount: 300), shape: [1000, 300], atMost: 20)
         try check(LayerNorm<Float>(featureCount: 300), shape: [1000, 300], atMost: 20)
         try check(GroupNorm<Float>(channelCount: 6, groupCount: 3), shape: [40, 6, 35, 36], atMost: 20)
+        try check(SyncBatchNorm<Float>(featureCount: 300, communicator: SingleProcess()), shape: [1000, 300],
+                  atMost: 20)
     }
 
     @Test("BatchNorm's staged backward allocates nothing either")
@@ -193,6 +201,10 @@ extension ProcessWideTests {
             try expectSameBits(RMSNorm<Float>(featureCount: 300), shape: [n(999), 300])
             try expectSameBits(GroupNorm<Double>(channelCount: 16, groupCount: 4), shape: [n(12), 16, 32, 32])
             try expectSameBits(InstanceNorm<Float>(channelCount: 16), shape: [n(17), 16, 31, 29])
+            try expectSameBits(SyncBatchNorm<Double>(featureCount: 37, communicator: SingleProcess()),
+                               shape: [n(16001), 37], state: { [$0.runningMean, $0.runningVariance] })
+            try expectSameBits(SyncSpatialBatchNorm<Float>(channelCount: 16, communicator: SingleProcess()),
+                               shape: [n(13), 16, 31, 33], state: { [$0.runningMean, $0.runningVariance] })
         }
 
         /// The kernel's own account of the affinity mask, `Cpus_allowed` in
