@@ -10,7 +10,11 @@ extension Array where Element: BLASScalar {
     /// - Complexity: O(`count`), one `memset`.
     @usableFromInline
     static func zeros(count: Int) -> [Element] {
-        Array(unsafeUninitializedCapacity: count) { buffer, initializedCount in
+        // With count 0, `init(unsafeUninitializedCapacity:)` writes the count
+        // into the shared empty-array singleton, a write that two threads
+        // making empty tensors at once race on (ThreadSanitizer saw it).
+        guard count > 0 else { return [] }
+        return Array(unsafeUninitializedCapacity: count) { buffer, initializedCount in
             UnsafeMutableRawBufferPointer(buffer).initializeMemory(as: UInt8.self, repeating: 0)
             initializedCount = count
         }
@@ -24,7 +28,8 @@ extension Array where Element: BLASScalar {
     /// - Complexity: O(1) besides the allocation.
     @usableFromInline
     static func unspecified(count: Int) -> [Element] {
-        Array(unsafeUninitializedCapacity: count) { _, initializedCount in
+        guard count > 0 else { return [] }    // as in `zeros(count:)`
+        return Array(unsafeUninitializedCapacity: count) { _, initializedCount in
             initializedCount = count
         }
     }
