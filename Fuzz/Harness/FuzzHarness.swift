@@ -179,6 +179,10 @@ struct FuzzCase<Scalar: BLASScalar> {
                     exercise(layer, state: { [$0.gamma, $0.beta, $0.runningMean, $0.runningVariance] },
                              input: input, gradient: gradient, small: small, smallGradient: smallGradient,
                              &report)
+                    checkSynchronizedTwin(layer, SyncBatchNorm(layer, communicator: SingleProcess()),
+                                          plainState: { [$0.runningMean, $0.runningVariance] },
+                                          twinState: { [$0.runningMean, $0.runningVariance] },
+                                          input: input, gradient: gradient, &report)
                 }
             case .spatialNCHW, .spatialNHWC:
                 var layer = try SpatialBatchNorm<Scalar>(
@@ -191,6 +195,10 @@ struct FuzzCase<Scalar: BLASScalar> {
                 exercise(layer, state: { [$0.gamma, $0.beta, $0.runningMean, $0.runningVariance] },
                          input: input, gradient: gradient, small: small, smallGradient: smallGradient,
                          &report)
+                checkSynchronizedTwin(layer, SyncSpatialBatchNorm(layer, communicator: SingleProcess()),
+                                      plainState: { [$0.runningMean, $0.runningVariance] },
+                                      twinState: { [$0.runningMean, $0.runningVariance] },
+                                      input: input, gradient: gradient, &report)
             case .layerNorm:
                 var layer = try LayerNorm<Scalar>(featureCount: features, backend: backend)
                 layer.epsilon = epsilon
