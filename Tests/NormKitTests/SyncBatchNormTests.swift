@@ -93,6 +93,11 @@ struct SyncBatchNormTests {
         #expect(throws: NormError.invalidShape(expected: "(N, H, W, 2)", actual: [1, 0, 3, 2])) {
             try sbn.forward(Tensor<Double>([], shape: [1, 0, 3, 2]), mode: .inference)
         }
+        // No samples, but a sample's extents overflow (found by the fuzzer).
+        var nchw = try SyncSpatialBatchNorm<Float>(channelCount: 2, communicator: SingleProcess())
+        #expect(throws: NormError.sizeTooLarge(Int.max)) {
+            try nchw.forward(Tensor<Float>([], shape: [0, 2, Int.max / 2, 3]), mode: .inference)
+        }
     }
 
     @Test("bad input throws the single-process error and changes nothing; caches are not interchangeable")

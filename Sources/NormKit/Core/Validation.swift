@@ -106,6 +106,10 @@ enum Validation {
             throw .invalidShape(expected: description, actual: shape)
         }
         guard input.count <= maximumBLASSize else { throw .sizeTooLarge(input.count) }
+        // A sample's extents must fit on their own too: with no samples the
+        // count is 0 whatever they are.
+        let sample = checkedProduct(Array(shape.dropFirst())) ?? Int.max
+        guard sample <= maximumBLASSize else { throw .sizeTooLarge(sample) }
         return shape
     }
 
