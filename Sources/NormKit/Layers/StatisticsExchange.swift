@@ -40,7 +40,7 @@ struct LocalStatistics: StatisticsExchange {
 }
 
 /// The ranks of a ``Communicator`` after their status words were exchanged
-/// (``exchangeStatus(_:status:channels:count:header:)``): each rank's count is
+/// (``exchangeStatus(_:shard:channels:header:)``): each rank's count is
 /// known, every rank's call is going ahead, and the moments and gradient sums
 /// cross the ranks in one collective each.
 ///
@@ -70,14 +70,32 @@ struct RankStatistics: StatisticsExchange {
     /// input still takes part, and every rank learns of it).
     ///
     /// - Parameters:
-    ///   - status: this rank's error, or `nil` when its call can go ahead.
+    ///   - shard: this rank's validated geometry, or the error its validation threw.
     ///   - header: `headerStride · size` Doubles to fill.
-    /// - Returns: the batch's values per statistic, or the error this rank
-    ///   throws: its own, ``NormError/rankFailed(rank:)`` naming the lowest rank
-    ///   that refused, ``NormError/parameterCountMismatch(name:expected:actual:)``
-    ///   for a rank with another channel count, or a transport error.
+    /// - Returns: the shard's geometry and the batch's values per statistic,
+    ///   or the error this rank throws: its own, ``NormError/rankFailed(rank:)``
+    ///   naming the lowest rank that refused,
+    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a rank
+    ///   with another channel count, or a transport error.
     @inlinable
     static func exchangeStatus(
+        _ communicator: any Communicator, shard: Result<ChannelGeometry, NormError>, channels: Int,
+        header: UnsafeMutableBufferPointer<Double>
+    ) -> Result<(geometry: ChannelGeometry, total: Int), NormError> {
+        let (status, count): (NormError?, Int)
+        switch shard {
+        case let .success(g): (status, count) = (nil, g.valuesPerStatistic)
+        case let .failure(error): (status, count) = (error, 0)
+        }
+        return exchange(communicator, status: status, channels: channels, count: count, header: header)
+            .flatMap { total in shard.map { ($0, total) } }
+    }
+
+    /// The all-gather of the status header and its reading: the batch's
+    /// values per statistic, or the error this rank throws (`status` itself
+    /// when it is not `nil`).
+    @inlinable
+    static func exchange(
         _ communicator: any Communicator, status: NormError?, channels: Int, count: Int,
         header: UnsafeMutableBufferPointer<Double>
     ) -> Result<Int, NormError> {
@@ -178,19 +196,12 @@ extension RankStatistics {
         let failure: NormError? = withUnsafeTemporaryAllocation(
             of: Double.self, capacity: communicator.size * headerStride
         ) { header in
-            let status: NormError?, count: Int
-            switch prepared {
-            case let .success(g): (status, count) = (nil, g.valuesPerStatistic)
-            case let .failure(error): (status, count) = (error, 0)
-            }
-            let total: Int
-            switch exchangeStatus(communicator, status: status, channels: channels, count: count,
-                                  header: header) {
+            let g: ChannelGeometry, total: Int
+            switch exchangeStatus(communicator, shard: prepared, channels: channels, header: header) {
             case let .failure(error): return error
-            case let .success(value): total = value
+            case let .success(value): (g, total) = value
             }
             guard total >= 2 else { return .insufficientValues(valuesPerStatistic: total) }
-            guard case let .success(g) = prepared else { return status }
             do throws(NormError) {
                 try BatchStatistics.forward(
                     exchange: RankStatistics(communicator: communicator,
@@ -231,18 +242,11 @@ extension RankStatistics {
         let failure: NormError? = withUnsafeTemporaryAllocation(
             of: Double.self, capacity: communicator.size * headerStride
         ) { header in
-            let status: NormError?, count: Int
-            switch checked {
-            case let .success(g): (status, count) = (nil, g.valuesPerStatistic)
-            case let .failure(error): (status, count) = (error, 0)
-            }
-            let total: Int
-            switch exchangeStatus(communicator, status: status, channels: channels, count: count,
-                                  header: header) {
+            let g: ChannelGeometry, total: Int
+            switch exchangeStatus(communicator, shard: checked, channels: channels, header: header) {
             case let .failure(error): return error
-            case let .success(value): total = value
+            case let .success(value): (g, total) = value
             }
-            guard case let .success(g) = checked else { return status }
             return BatchStatistics.backward(
                 buffers, cache: cache, geometry: g, backend: backend, graph: false,
                 exchange: RankStatistics(communicator: communicator,
@@ -262,9 +266,9 @@ extension RankStatistics {
         guard collective else { return error }
         return withUnsafeTemporaryAllocation(of: Double.self, capacity: communicator.size * headerStride) {
             header in
-            if case let .failure(exchanged) = exchangeStatus(communicator, status: error, channels: channels,
-                                                              count: 0, header: header) {
-                return exchanged
+            if case let .failure(thrown) = exchangeStatus(communicator, shard: .failure(error),
+                                                          channels: channels, header: header) {
+                return thrown
             }
             return error
         }
