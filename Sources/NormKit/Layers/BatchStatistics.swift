@@ -172,11 +172,11 @@ enum BatchStatistics {
                                     backend: backend)
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
         // Per worker: a block of scratch; per chunk: its partial dgammaRaw and
-        // dbeta; then A, B, C; then the batch's sums of both.
+        // dbeta (chunk 0's then holds the batch's sums of both); then A, B, C.
         let perWorker = g.scratchCount(block: block, vectors: 0)
         let shared = split.workers * perWorker + split.chunks * 2 * channels
         let count = exchange.totalCount(local: g.valuesPerStatistic)
-        return workspace.withRegions(ones: g.onesCount(block: block), scratch: shared + 5 * channels) { ones, scratch in
+        return workspace.withRegions(ones: g.onesCount(block: block), scratch: shared + 3 * channels) { ones, scratch in
             cache.withBackwardPointers(buffers) { p in
                 let partials = scratch + split.workers * perWorker
                 if g.outer > 0 { Threading.run(split) { chunk, worker in
@@ -197,8 +197,9 @@ enum BatchStatistics {
                     p.dgamma.update(repeating: 0, count: channels)
                     p.dbeta.update(repeating: 0, count: channels)
                 }
-                // The batch's sums: this process's, then summed over the exchange.
-                let coefficients = scratch + shared, sums = coefficients + 3 * channels
+                // The batch's sums: this process's, then summed over the
+                // exchange, where chunk 0's partials were (merged already).
+                let coefficients = scratch + shared, sums = partials
                 sums.update(from: p.dgamma, count: channels)
                 (sums + channels).update(from: p.dbeta, count: channels)
                 if !frozen, let error = exchange.sumGradients(sums, channels: channels) { return error }
