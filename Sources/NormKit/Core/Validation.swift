@@ -108,7 +108,11 @@ enum Validation {
         guard input.count <= maximumBLASSize else { throw .sizeTooLarge(input.count) }
         // A sample's extents must fit on their own too: with no samples the
         // count is 0 whatever they are.
-        let sample = checkedProduct(Array(shape.dropFirst())) ?? Int.max
+        var sample = 1
+        for extent in shape.dropFirst() {
+            let (product, overflow) = sample.multipliedReportingOverflow(by: extent)
+            sample = overflow ? Int.max : product
+        }
         guard sample <= maximumBLASSize else { throw .sizeTooLarge(sample) }
         return shape
     }
