@@ -37,9 +37,9 @@ enum BatchStatistics {
         // Then the batch variance and the scale, shared, then the exchange's.
         let shared = split.workers * perWorker + split.chunks * 2 * channels
         let count = exchange.totalCount(local: g.valuesPerStatistic)
+        let scratchCount = shared + 2 * channels + exchange.scratchCount(channels: channels)
         let failure: NormError? = workspace.withRegions(
-            ones: g.onesCount(block: block),
-            scratch: shared + 2 * channels + exchange.scratchCount(channels: channels)
+            ones: g.onesCount(block: block), scratch: scratchCount
         ) { ones, scratch in
             let variance = scratch + shared, scale = variance + channels
             return input.withUnsafeBufferPointer { xBuffer in
@@ -121,7 +121,7 @@ enum BatchStatistics {
         let meanWeight = 1 - momentum
         let varianceWeight = estimator == .unbiased
             ? meanWeight * Scalar(count) / Scalar(count - 1) : meanWeight
-        workspace.withRegions(ones: 0, scratch: shared + 2 * channels + exchange.scratchCount(channels: channels)) { _, scratch in
+        workspace.withRegions(ones: 0, scratch: scratchCount) { _, scratch in
             let variance = UnsafePointer(scratch + shared)
             cache.mean.withUnsafeBufferPointer { batchMean in
                 runningMean.withUnsafeMutableBufferPointer {
