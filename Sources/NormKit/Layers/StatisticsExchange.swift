@@ -164,6 +164,27 @@ struct RankStatistics: StatisticsExchange {
 // MARK: The synchronized passes
 
 extension RankStatistics {
+    /// Exchanges the status header (in stack memory for up to 42 ranks), then,
+    /// when every rank's call goes ahead, runs `body` with this rank's
+    /// geometry and the exchange over the ranks.
+    /// - Returns: the error this rank throws (see
+    ///   ``exchangeStatus(_:shard:channels:header:)``), or `body`'s.
+    @inlinable
+    static func synchronized(
+        _ communicator: any Communicator, shard: Result<ChannelGeometry, NormError>, channels: Int,
+        _ body: (ChannelGeometry, RankStatistics) -> NormError?
+    ) -> NormError? {
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: communicator.size * headerStride) { header in
+            switch exchangeStatus(communicator, shard: shard, channels: channels, header: header) {
+            case let .failure(error):
+                return error
+            case let .success((g, total)):
+                return body(g, RankStatistics(communicator: communicator, header: UnsafeBufferPointer(header),
+                                              total: total))
+            }
+        }
+    }
+
     /// The forward pass of ``SyncBatchNorm`` and ``SyncSpatialBatchNorm``
     /// over this rank's `prepared` shard (its geometry, or the error its
     /// validation threw). Inference is this rank's alone, as in
@@ -183,35 +204,23 @@ extension RankStatistics {
         output: UnsafeMutableBufferPointer<Scalar>, cache: inout NormCache<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        guard mode == .training else {
-            let g = try prepared.get()
-            try BatchStatistics.forward(
-                exchange: LocalStatistics(), geometry: g, mode: mode, origin: origin,
-                gamma: gamma, beta: beta, runningMean: &runningMean,
-                runningVariance: &runningVariance, epsilon: epsilon, momentum: momentum,
-                estimator: estimator, backend: backend, output: output, cache: &cache,
-                workspace: &workspace)
-            return
-        }
-        let failure: NormError? = withUnsafeTemporaryAllocation(
-            of: Double.self, capacity: communicator.size * headerStride
-        ) { header in
-            let g: ChannelGeometry, total: Int
-            switch exchangeStatus(communicator, shard: prepared, channels: channels, header: header) {
-            case let .failure(error): return error
-            case let .success(value): (g, total) = value
-            }
-            guard total >= 2 else { return .insufficientValues(valuesPerStatistic: total) }
+        func pass(_ g: ChannelGeometry, _ exchange: some StatisticsExchange) -> NormError? {
             do throws(NormError) {
                 try BatchStatistics.forward(
-                    exchange: RankStatistics(communicator: communicator,
-                                             header: UnsafeBufferPointer(header), total: total),
-                    geometry: g, mode: mode, origin: origin, gamma: gamma, beta: beta,
+                    exchange: exchange, geometry: g, mode: mode, origin: origin, gamma: gamma, beta: beta,
                     runningMean: &runningMean, runningVariance: &runningVariance,
                     epsilon: epsilon, momentum: momentum, estimator: estimator, backend: backend,
                     output: output, cache: &cache, workspace: &workspace)
                 return nil
             } catch { return error }
+        }
+        let failure: NormError?
+        if mode == .training {
+            failure = synchronized(communicator, shard: prepared, channels: channels) { g, ranks in
+                ranks.total >= 2 ? pass(g, ranks) : .insufficientValues(valuesPerStatistic: ranks.total)
+            }
+        } else {
+            failure = pass(try prepared.get(), LocalStatistics())
         }
         if let failure {
             cache.invalidate()
@@ -232,45 +241,28 @@ extension RankStatistics {
         channels: Int, origin: CacheOrigin, _ buffers: GradientBuffers<Scalar>,
         cache: NormCache<Scalar>, backend: Backend, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        if cache.origin == origin, cache.mode == .inference {
-            let g = try checked.get()
-            _ = BatchStatistics.backward(buffers, cache: cache, geometry: g, backend: backend,
-                                         graph: false, exchange: LocalStatistics(),
-                                         workspace: &workspace)
-            return
+        func pass(_ g: ChannelGeometry, _ exchange: some StatisticsExchange) -> NormError? {
+            BatchStatistics.backward(buffers, cache: cache, geometry: g, backend: backend, graph: false,
+                                     exchange: exchange, workspace: &workspace)
         }
-        let failure: NormError? = withUnsafeTemporaryAllocation(
-            of: Double.self, capacity: communicator.size * headerStride
-        ) { header in
-            let g: ChannelGeometry, total: Int
-            switch exchangeStatus(communicator, shard: checked, channels: channels, header: header) {
-            case let .failure(error): return error
-            case let .success(value): (g, total) = value
-            }
-            return BatchStatistics.backward(
-                buffers, cache: cache, geometry: g, backend: backend, graph: false,
-                exchange: RankStatistics(communicator: communicator,
-                                         header: UnsafeBufferPointer(header), total: total),
-                workspace: &workspace)
+        let failure: NormError?
+        if cache.origin == origin, cache.mode == .inference {
+            failure = pass(try checked.get(), LocalStatistics())
+        } else {
+            failure = synchronized(communicator, shard: checked, channels: channels, pass)
         }
         if let failure { throw failure }
     }
 
     /// Takes part, for a call refused before its pass, in the status exchange
     /// that pass would have made (a training forward, or a backward that is
-    /// not after an inference forward), and returns `error`.
+    /// not after an inference forward), and returns `error` (or a transport
+    /// error).
     @inlinable
     static func refusing(
         _ error: NormError, communicator: any Communicator, channels: Int, collective: Bool
     ) -> NormError {
         guard collective else { return error }
-        return withUnsafeTemporaryAllocation(of: Double.self, capacity: communicator.size * headerStride) {
-            header in
-            if case let .failure(thrown) = exchangeStatus(communicator, shard: .failure(error),
-                                                          channels: channels, header: header) {
-                return thrown
-            }
-            return error
-        }
+        return synchronized(communicator, shard: .failure(error), channels: channels) { _, _ in nil } ?? error
     }
 }
