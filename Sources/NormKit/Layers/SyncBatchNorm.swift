@@ -1,7 +1,7 @@
 /// ``BatchNorm`` over a batch split across processes (data-parallel
 /// training): each rank passes its own rows, and every rank normalizes with
 /// the statistics of the whole batch, as `BatchNorm` on the ranks' rows
-/// concatenated in rank order would (DESIGN §2.2).
+/// concatenated in rank order would (<doc:Architecture>, "Across processes").
 ///
 /// Training forward: each rank's ``Moments`` (its row count may differ from
 /// the others' and may be 0) are all-gathered and merged with Chan's formula in
