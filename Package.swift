@@ -45,10 +45,14 @@ let package = Package(
         // Operating-system queries Swift's Glibc module lacks (CPU affinity).
         .target(name: "CNormKitSupport"),
 
+        // The elementwise passes of the row kernels, multiversioned for
+        // AVX-512, AVX2 and baseline x86-64 (target_clones).
+        .target(name: "CNormKitPasses"),
+
         // MARK: Library
         .target(
             name: "NormKit",
-            dependencies: ["CBLAS", "CLAPACKE", "CStreamingStore", "CNormKitSupport"]
+            dependencies: ["CBLAS", "CLAPACKE", "CStreamingStore", "CNormKitSupport", "CNormKitPasses"]
         ),
 
         .target(

@@ -94,6 +94,34 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
     /// place (LAPACKE `?trtri`, lower). Returns LAPACK's `info`: 0 on
     /// success, `k > 0` when `a[k-1][k-1]` is zero.
     @_spi(BLAS) static func trtri(order: Int, a: UnsafeMutablePointer<Self>, lda: Int) -> Int
+
+    // The elementwise passes of the row kernels (`CNormKitPasses`: C compiled
+    // for AVX-512, AVX2 and baseline x86-64, one clone picked per process,
+    // with no fused multiply-adds, so every clone gives the same bits).
+
+    /// `c[j] = x[j] - mean` over `count` elements (`normkit_centre_*`).
+    @_spi(BLAS) static func centre(
+        count: Int, x: UnsafePointer<Self>, mean: Self, c: UnsafeMutablePointer<Self>)
+
+    /// `y[j] = c[j]·scale·gamma[j] + beta[j]` over `count` elements, with
+    /// streaming stores when `streaming` (`normkit_scale_shift_*`).
+    @_spi(BLAS) static func scaleShift(
+        count: Int, c: UnsafePointer<Self>, scale: Self, gamma: UnsafePointer<Self>,
+        beta: UnsafePointer<Self>, y: UnsafeMutablePointer<Self>, streaming: Bool)
+
+    /// `p[j] = dy[j]·((x[j] - mean)·invstd)` over `count` elements
+    /// (`normkit_product_*`).
+    @_spi(BLAS) static func product(
+        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: Self, invstd: Self,
+        p: UnsafeMutablePointer<Self>)
+
+    /// `dx[j] = invstd·(gamma[j]·dy[j] - a - (x[j] - mean)·invstd·b)` over
+    /// `count` elements, with streaming stores when `streaming`
+    /// (`normkit_combine_*`).
+    @_spi(BLAS) static func combine(
+        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: Self, invstd: Self,
+        a: Self, b: Self, gamma: UnsafePointer<Self>, dx: UnsafeMutablePointer<Self>,
+        streaming: Bool)
 }
 
 // MARK: Unit-stride helpers for the kernels
@@ -153,6 +181,46 @@ extension BLASScalar {
     @_specialize(exported: true, where Self == Double)
     static func dot(count: Int, x: UnsafePointer<Self>, y: UnsafePointer<Self>) -> Self {
         dot(count: count, x: x, incx: 1, y: y, incy: 1)
+    }
+
+    /// `c = x - mean` over one row (``centre(count:x:mean:c:)``).
+    @usableFromInline @inline(__always)
+    static func centreRow(
+        count: Int, x: UnsafePointer<Self>, mean: Self, into c: UnsafeMutablePointer<Self>
+    ) {
+        centre(count: count, x: x, mean: mean, c: c)
+    }
+
+    /// `y = c·scale·gamma + beta` over one row
+    /// (``scaleShift(count:c:scale:gamma:beta:y:streaming:)``).
+    @usableFromInline @inline(__always)
+    static func scaleShiftRow(
+        count: Int, c: UnsafePointer<Self>, scale: Self, gamma: UnsafePointer<Self>,
+        beta: UnsafePointer<Self>, into y: UnsafeMutablePointer<Self>, streaming: Bool
+    ) {
+        scaleShift(count: count, c: c, scale: scale, gamma: gamma, beta: beta, y: y,
+                   streaming: streaming)
+    }
+
+    /// `p = dy·xhat` over one row (``product(count:dy:x:mean:invstd:p:)``).
+    @usableFromInline @inline(__always)
+    static func productRow(
+        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: Self, invstd: Self,
+        into p: UnsafeMutablePointer<Self>
+    ) {
+        product(count: count, dy: dy, x: x, mean: mean, invstd: invstd, p: p)
+    }
+
+    /// LayerNorm's `dx` over one row
+    /// (``combine(count:dy:x:mean:invstd:a:b:gamma:dx:streaming:)``).
+    @usableFromInline @inline(__always)
+    static func combineRow(
+        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: Self, invstd: Self,
+        a: Self, b: Self, gamma: UnsafePointer<Self>, into dx: UnsafeMutablePointer<Self>,
+        streaming: Bool
+    ) {
+        combine(count: count, dy: dy, x: x, mean: mean, invstd: invstd, a: a, b: b,
+                gamma: gamma, dx: dx, streaming: streaming)
     }
 }
 

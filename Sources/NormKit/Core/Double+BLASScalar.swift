@@ -1,5 +1,6 @@
 internal import CBLAS
 internal import CLAPACKE
+internal import CNormKitPasses
 
 /// `Double` computes with OpenBLAS's double-precision routines (`cblas_d*`).
 extension Double: BLASScalar {
@@ -102,5 +103,41 @@ extension Double: BLASScalar {
     public static func trtri(order: Int, a: UnsafeMutablePointer<Double>, lda: Int) -> Int {
         Int(LAPACKE_dtrtri(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "N")),
                            blasInt(order), a, blasInt(lda)))
+    }
+
+    /// `normkit_centre_d`.
+    @_spi(BLAS)
+    public static func centre(
+        count: Int, x: UnsafePointer<Double>, mean: Double, c: UnsafeMutablePointer<Double>
+    ) {
+        normkit_centre_d(x, c, count, mean)
+    }
+
+    /// `normkit_scale_shift_d`.
+    @_spi(BLAS)
+    public static func scaleShift(
+        count: Int, c: UnsafePointer<Double>, scale: Double, gamma: UnsafePointer<Double>,
+        beta: UnsafePointer<Double>, y: UnsafeMutablePointer<Double>, streaming: Bool
+    ) {
+        normkit_scale_shift_d(c, y, count, scale, gamma, beta, streaming ? 1 : 0)
+    }
+
+    /// `normkit_product_d`.
+    @_spi(BLAS)
+    public static func product(
+        count: Int, dy: UnsafePointer<Double>, x: UnsafePointer<Double>, mean: Double, invstd: Double,
+        p: UnsafeMutablePointer<Double>
+    ) {
+        normkit_product_d(dy, x, p, count, mean, invstd)
+    }
+
+    /// `normkit_combine_d`.
+    @_spi(BLAS)
+    public static func combine(
+        count: Int, dy: UnsafePointer<Double>, x: UnsafePointer<Double>, mean: Double, invstd: Double,
+        a: Double, b: Double, gamma: UnsafePointer<Double>, dx: UnsafeMutablePointer<Double>,
+        streaming: Bool
+    ) {
+        normkit_combine_d(dy, x, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0)
     }
 }

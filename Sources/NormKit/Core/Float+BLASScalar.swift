@@ -1,5 +1,6 @@
 internal import CBLAS
 internal import CLAPACKE
+internal import CNormKitPasses
 
 /// `Float` computes with OpenBLAS's single-precision routines (`cblas_s*`).
 extension Float: BLASScalar {
@@ -102,5 +103,41 @@ extension Float: BLASScalar {
     public static func trtri(order: Int, a: UnsafeMutablePointer<Float>, lda: Int) -> Int {
         Int(LAPACKE_strtri(LAPACK_ROW_MAJOR, CChar(UInt8(ascii: "L")), CChar(UInt8(ascii: "N")),
                            blasInt(order), a, blasInt(lda)))
+    }
+
+    /// `normkit_centre_f`.
+    @_spi(BLAS)
+    public static func centre(
+        count: Int, x: UnsafePointer<Float>, mean: Float, c: UnsafeMutablePointer<Float>
+    ) {
+        normkit_centre_f(x, c, count, mean)
+    }
+
+    /// `normkit_scale_shift_f`.
+    @_spi(BLAS)
+    public static func scaleShift(
+        count: Int, c: UnsafePointer<Float>, scale: Float, gamma: UnsafePointer<Float>,
+        beta: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, streaming: Bool
+    ) {
+        normkit_scale_shift_f(c, y, count, scale, gamma, beta, streaming ? 1 : 0)
+    }
+
+    /// `normkit_product_f`.
+    @_spi(BLAS)
+    public static func product(
+        count: Int, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, mean: Float, invstd: Float,
+        p: UnsafeMutablePointer<Float>
+    ) {
+        normkit_product_f(dy, x, p, count, mean, invstd)
+    }
+
+    /// `normkit_combine_f`.
+    @_spi(BLAS)
+    public static func combine(
+        count: Int, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, mean: Float, invstd: Float,
+        a: Float, b: Float, gamma: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
+        streaming: Bool
+    ) {
+        normkit_combine_f(dy, x, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0)
     }
 }

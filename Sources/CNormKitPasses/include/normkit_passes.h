@@ -1,0 +1,59 @@
+#ifndef NORMKIT_PASSES_H
+#define NORMKIT_PASSES_H
+
+/* NormKit's elementwise passes over one row (a run of n contiguous values),
+   in C so that they run AVX-512 or AVX2 code where the CPU has it: each
+   function is compiled three times (x86-64-v4, x86-64-v3 and baseline
+   x86-64, GCC/Clang target_clones) and the dynamic loader picks one clone
+   for the process. Floating-point contraction is off, so every clone
+   computes the same bits: a product and a sum are each rounded, as in the
+   formulas below, never fused into an FMA. The reductions around them are
+   BLAS calls, in Swift (Sources/NormKit/Kernels).
+
+   `streaming` != 0 writes the output with non-temporal stores (see NormKit's
+   StreamingStores); the values are the same either way. */
+
+/* c[j] = x[j] - m */
+void normkit_centre_f(const float *x, float *c, long n, float m);
+void normkit_centre_d(const double *x, double *c, long n, double m);
+
+/* y[j] = c[j] * s * g[j] + b[j]   ((c·s)·g, then + b) */
+void normkit_scale_shift_f(const float *c, float *y, long n, float s,
+                           const float *g, const float *b, int streaming);
+void normkit_scale_shift_d(const double *c, double *y, long n, double s,
+                           const double *g, const double *b, int streaming);
+
+/* p[j] = dy[j] * ((x[j] - m) * s)   (the gradient times x̂) */
+void normkit_product_f(const float *dy, const float *x, float *p, long n, float m, float s);
+void normkit_product_d(const double *dy, const double *x, double *p, long n, double m, double s);
+
+/* dx[j] = s * (g[j] * dy[j] - a - (x[j] - m) * s * b) */
+void normkit_combine_f(const float *dy, const float *x, float *dx, long n, float m, float s,
+                       float a, float b, const float *g, int streaming);
+void normkit_combine_d(const double *dy, const double *x, double *dx, long n, double m, double s,
+                       double a, double b, const double *g, int streaming);
+
+/* Batch normalization's passes over one row of n features, with a value per
+   feature (column) in each vector argument. */
+
+/* y[j] = (x[j] - mean[j]) * scale[j] + shift[j] */
+void normkit_normalize_columns_f(const float *x, float *y, long n, const float *mean,
+                                 const float *scale, const float *shift, int streaming);
+void normkit_normalize_columns_d(const double *x, double *y, long n, const double *mean,
+                                 const double *scale, const double *shift, int streaming);
+
+/* p[j] = dy[j] * (x[j] - mean[j]) */
+void normkit_centred_product_columns_f(const float *dy, const float *x, float *p, long n,
+                                       const float *mean);
+void normkit_centred_product_columns_d(const double *dy, const double *x, double *p, long n,
+                                       const double *mean);
+
+/* dx[j] = a[j] * dy[j] + b[j] * (x[j] - mean[j]) + c[j] */
+void normkit_combine_columns_f(const float *dy, const float *x, float *dx, long n,
+                               const float *mean, const float *a, const float *b,
+                               const float *c, int streaming);
+void normkit_combine_columns_d(const double *dy, const double *x, double *dx, long n,
+                               const double *mean, const double *a, const double *b,
+                               const double *c, int streaming);
+
+#endif

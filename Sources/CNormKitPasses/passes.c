@@ -1,0 +1,95 @@
+// The elementwise passes of normkit_passes.h. Each is one loop written once
+// per scalar type by a macro; the compiler vectorizes it for each clone. The
+// streaming forms write the 16-byte-aligned middle of the row four (Float) or
+// two (Double) values at a time with __builtin_nontemporal_store.
+#include "normkit_passes.h"
+
+#pragma STDC FP_CONTRACT OFF
+
+#if defined(__x86_64__) && defined(__linux__)
+#define NORMKIT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define NORMKIT_CLONES
+#endif
+
+// Stores `count` values VALUE(j) at `out`, with streaming stores on the
+// 16-byte-aligned middle when `streaming`. VECTOR is a 16-byte vector type of
+// T; VALUE is an expression in j that also works on vectors of T.
+#define NORMKIT_WRITE(T, VECTOR, out, count, streaming, LOAD_VALUE, VALUE)               \
+    do {                                                                                  \
+        long j = 0;                                                                       \
+        if (streaming) {                                                                  \
+            const long lanes = (long)(16 / sizeof(T));                                    \
+            long head = (long)((16 - ((unsigned long)(out) & 15)) & 15) / (long)sizeof(T); \
+            if (((unsigned long)(out) & (sizeof(T) - 1)) != 0) head = count;              \
+            if (head > count) head = count;                                               \
+            for (; j < head; j++) { (out)[j] = (VALUE); }                                 \
+            for (; j + lanes <= count; j += lanes) {                                      \
+                VECTOR v = LOAD_VALUE;                                                    \
+                __builtin_nontemporal_store(v, (VECTOR *)((out) + j));                    \
+            }                                                                             \
+        }                                                                                 \
+        for (; j < count; j++) { (out)[j] = (VALUE); }                                    \
+    } while (0)
+
+#define NORMKIT_LOAD(VECTOR, p) ({ VECTOR _v; __builtin_memcpy(&_v, (p), sizeof _v); _v; })
+
+#define NORMKIT_PASSES(T, SUFFIX, VECTOR)                                                 \
+    NORMKIT_CLONES void normkit_centre_##SUFFIX(const T *x, T *c, long n, T m) {          \
+        for (long j = 0; j < n; j++) c[j] = x[j] - m;                                     \
+    }                                                                                     \
+    NORMKIT_CLONES void normkit_scale_shift_##SUFFIX(const T *c, T *y, long n, T s,       \
+                                                     const T *g, const T *b,              \
+                                                     int streaming) {                     \
+        NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
+            NORMKIT_LOAD(VECTOR, c + j) * s * NORMKIT_LOAD(VECTOR, g + j)                 \
+                + NORMKIT_LOAD(VECTOR, b + j),                                            \
+            c[j] * s * g[j] + b[j]);                                                      \
+    }                                                                                     \
+    NORMKIT_CLONES void normkit_product_##SUFFIX(const T *dy, const T *x, T *p, long n,   \
+                                                 T m, T s) {                              \
+        for (long j = 0; j < n; j++) p[j] = dy[j] * ((x[j] - m) * s);                     \
+    }                                                                                     \
+    NORMKIT_CLONES void normkit_combine_##SUFFIX(const T *dy, const T *x, T *dx, long n,  \
+                                                 T m, T s, T a, T b, const T *g,          \
+                                                 int streaming) {                         \
+        NORMKIT_WRITE(T, VECTOR, dx, n, streaming,                                        \
+            s * (NORMKIT_LOAD(VECTOR, g + j) * NORMKIT_LOAD(VECTOR, dy + j) - a           \
+                 - (NORMKIT_LOAD(VECTOR, x + j) - m) * s * b),                            \
+            s * (g[j] * dy[j] - a - (x[j] - m) * s * b));                                 \
+    }
+
+#define NORMKIT_COLUMN_PASSES(T, SUFFIX, VECTOR)                                          \
+    NORMKIT_CLONES void normkit_normalize_columns_##SUFFIX(const T *x, T *y, long n,      \
+                                                           const T *mean, const T *scale, \
+                                                           const T *shift,                \
+                                                           int streaming) {               \
+        NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
+            (NORMKIT_LOAD(VECTOR, x + j) - NORMKIT_LOAD(VECTOR, mean + j))                \
+                * NORMKIT_LOAD(VECTOR, scale + j) + NORMKIT_LOAD(VECTOR, shift + j),      \
+            (x[j] - mean[j]) * scale[j] + shift[j]);                                      \
+    }                                                                                     \
+    NORMKIT_CLONES void normkit_centred_product_columns_##SUFFIX(const T *dy, const T *x, \
+                                                                 T *p, long n,            \
+                                                                 const T *mean) {         \
+        for (long j = 0; j < n; j++) p[j] = dy[j] * (x[j] - mean[j]);                     \
+    }                                                                                     \
+    NORMKIT_CLONES void normkit_combine_columns_##SUFFIX(const T *dy, const T *x, T *dx,  \
+                                                         long n, const T *mean,           \
+                                                         const T *a, const T *b,          \
+                                                         const T *c, int streaming) {     \
+        NORMKIT_WRITE(T, VECTOR, dx, n, streaming,                                        \
+            NORMKIT_LOAD(VECTOR, a + j) * NORMKIT_LOAD(VECTOR, dy + j)                    \
+                + NORMKIT_LOAD(VECTOR, b + j)                                             \
+                    * (NORMKIT_LOAD(VECTOR, x + j) - NORMKIT_LOAD(VECTOR, mean + j))      \
+                + NORMKIT_LOAD(VECTOR, c + j),                                            \
+            a[j] * dy[j] + b[j] * (x[j] - mean[j]) + c[j]);                               \
+    }
+
+typedef float normkit_float4 __attribute__((vector_size(16)));
+typedef double normkit_double2 __attribute__((vector_size(16)));
+
+NORMKIT_PASSES(float, f, normkit_float4)
+NORMKIT_PASSES(double, d, normkit_double2)
+NORMKIT_COLUMN_PASSES(float, f, normkit_float4)
+NORMKIT_COLUMN_PASSES(double, d, normkit_double2)
