@@ -128,6 +128,92 @@ enum LayerNormKernels {
         return nil
     }
 
+    /// Rows of at least this many columns take the per-row kernels
+    /// (``forwardRowsBLAS``); shorter rows the row blocks, whose one `gemv`
+    /// per block costs less than two `dot` calls per row when a row is short.
+    @inlinable
+    static var rowKernelMinimumColumns: Int { 64 }
+
+    /// ``forwardRowsBLAS`` when a row has at least ``rowKernelMinimumColumns``
+    /// columns, ``forwardBlocksBLAS`` otherwise. `scratch` holds
+    /// ``forwardScratch(blockRows:columns:centred:)`` scalars, which covers both.
+    ///
+    /// - Returns: the first row whose statistics are not finite, or `nil`. Rows
+    ///   before it have been written.
+    @inlinable
+    static func forwardBLAS<Scalar: BLASScalar>(
+        x: UnsafePointer<Scalar>, rows: Int, columns: Int, blockRows: Int, epsilon: Scalar,
+        centred: Bool, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
+        mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
+        y: UnsafeMutablePointer<Scalar>, streaming: Bool,
+        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+    ) -> Int? {
+        if columns >= rowKernelMinimumColumns {
+            return forwardRowsBLAS(
+                x: x, rows: rows, columns: columns, epsilon: epsilon, centred: centred,
+                gamma: gamma, beta: beta, mean: mean, invstd: invstd, y: y, streaming: streaming,
+                ones: ones, row: scratch)
+        }
+        return forwardBlocksBLAS(
+            x: x, rows: rows, columns: columns, blockRows: blockRows, epsilon: epsilon,
+            centred: centred, gamma: gamma, beta: beta, mean: mean, invstd: invstd, y: y,
+            streaming: streaming, ones: ones, scratch: scratch)
+    }
+
+    /// One row at a time, so that a row stays in L1 from its first read to its
+    /// output: `mean = dot(x_i, 1) / D` (0 when not `centred`, for RMSNorm),
+    /// `c = x_i - mean` into `row` (C, ``BLASScalar/centre(count:x:mean:c:)``;
+    /// `c = x_i` when not `centred`), `invstd = 1 / sqrt(dot(c, c) / D + epsilon)`,
+    /// then `y_i = c · invstd · gamma + beta` (C,
+    /// ``BLASScalar/scaleShift(count:c:scale:gamma:beta:y:streaming:)``). A
+    /// row whose variance is within the error of its mean (a constant row)
+    /// is recomputed exactly (``Moments/exact(_:count:stride:scratch:ones:)``)
+    /// and centred again. Reads `x` once from memory and writes `y` once.
+    ///
+    /// - Parameters:
+    ///   - ones: at least `columns` ones when `centred`.
+    ///   - row: `columns` scalars of scratch when `centred`.
+    /// - Returns: the first row whose statistics are not finite, or `nil`. Rows
+    ///   before it have been written.
+    @inlinable
+    static func forwardRowsBLAS<Scalar: BLASScalar>(
+        x: UnsafePointer<Scalar>, rows: Int, columns: Int, epsilon: Scalar, centred: Bool,
+        gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
+        mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
+        y: UnsafeMutablePointer<Scalar>, streaming: Bool,
+        ones: UnsafePointer<Scalar>, row: UnsafeMutablePointer<Scalar>
+    ) -> Int? {
+        let inverseCount = 1 / Scalar(columns)
+        for i in 0..<rows {
+            let xi = x + i * columns
+            var m: Scalar = 0
+            if centred {
+                m = Scalar.dot(count: columns, x: xi, y: ones) * inverseCount
+                Scalar.centreRow(count: columns, x: xi, mean: m, into: row)
+            }
+            let c = centred ? UnsafePointer(row) : xi
+            var variance = Scalar.dot(count: columns, x: c, y: c) * inverseCount
+            if centred
+                && Moments.isDegenerate(mean: m, m2: variance * Scalar(columns), count: columns) {
+                let exact = Moments.exact(xi, count: columns, stride: 1, scratch: row, ones: ones)
+                m = exact.mean
+                variance = exact.m2 * inverseCount
+                Scalar.centreRow(count: columns, x: xi, mean: m, into: row)
+            }
+            let s = 1 / (variance + epsilon).squareRoot()
+            guard m.isFinite, s.isFinite, variance.isFinite else {
+                StreamingStores.fence(streaming)
+                return i
+            }
+            mean[i] = m
+            invstd[i] = s
+            Scalar.scaleShiftRow(count: columns, c: c, scale: s, gamma: gamma, beta: beta,
+                                 into: y + i * columns, streaming: streaming)
+        }
+        StreamingStores.fence(streaming)
+        return nil
+    }
+
     /// Per row block: ``rowStatisticsBLAS`` (the squares in scratch when
     /// `centred`, in `Y_b` otherwise), then
     /// `y = (x - mean_i) · invstd_i · gamma_j + beta_j` while the block is in L2.
@@ -136,7 +222,7 @@ enum LayerNormKernels {
     /// - Returns: the first row whose statistics are not finite, or `nil`. Rows
     ///   before it have been written.
     @inlinable
-    static func forwardBLAS<Scalar: BLASScalar>(
+    static func forwardBlocksBLAS<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, rows: Int, columns: Int, blockRows: Int, epsilon: Scalar,
         centred: Bool, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
@@ -242,7 +328,7 @@ enum LayerNormKernels {
             for i in 0..<b {
                 let g = dyb + i * columns, row = xb + i * columns, out = block + i * columns
                 let m = mean[start + i], s = invstd[start + i]
-                for j in 0..<columns { out[j] = g[j] * ((row[j] - m) * s) }
+                Scalar.productRow(count: columns, dy: g, x: row, mean: m, invstd: s, into: out)
             }
             if centred {
                 Scalar.gemvTransposed(rows: b, columns: columns, a: dyb, x: ones, beta: 1, y: dbeta)
@@ -257,9 +343,12 @@ enum LayerNormKernels {
             Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: block, x: gamma,
                             beta: 0, y: sumDxhatXhat)
             // dX_b held P_b: its lines are in cache, so no streaming stores.
-            combine(dy: dyb, x: xb, rows: b, columns: columns, mean: mean + start,
-                    invstd: invstd + start, gamma: gamma, meanDxhat: sumDxhat,
-                    meanDxhatXhat: sumDxhatXhat, dx: dx + offset, streaming: false)
+            for i in 0..<b {
+                Scalar.combineRow(count: columns, dy: dyb + i * columns, x: xb + i * columns,
+                                  mean: mean[start + i], invstd: invstd[start + i],
+                                  a: sumDxhat[i], b: sumDxhatXhat[i], gamma: gamma,
+                                  into: block + i * columns, streaming: false)
+            }
             start += b
         }
     }
