@@ -7,7 +7,7 @@
 #pragma STDC FP_CONTRACT OFF
 
 #if defined(__x86_64__) && defined(__linux__)
-#define NORMKIT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#define NORMKIT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define NORMKIT_CLONES
 #endif
