@@ -122,6 +122,26 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
         count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: Self, invstd: Self,
         a: Self, b: Self, gamma: UnsafePointer<Self>, dx: UnsafeMutablePointer<Self>,
         streaming: Bool)
+
+    /// `y[j] = (x[j] - mean[j])·scale[j] + shift[j]` over `count` features,
+    /// with streaming stores when `streaming` (`normkit_normalize_columns_*`).
+    @_spi(BLAS) static func normalizeColumns(
+        count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
+        scale: UnsafePointer<Self>, shift: UnsafePointer<Self>, y: UnsafeMutablePointer<Self>,
+        streaming: Bool)
+
+    /// `p[j] = dy[j]·(x[j] - mean[j])` over `count` features
+    /// (`normkit_centred_product_columns_*`).
+    @_spi(BLAS) static func centredProductColumns(
+        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
+        p: UnsafeMutablePointer<Self>)
+
+    /// `dx[j] = a[j]·dy[j] + b[j]·(x[j] - mean[j]) + c[j]` over `count`
+    /// features, with streaming stores when `streaming` (`normkit_combine_columns_*`).
+    @_spi(BLAS) static func combineColumns(
+        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
+        a: UnsafePointer<Self>, b: UnsafePointer<Self>, c: UnsafePointer<Self>,
+        dx: UnsafeMutablePointer<Self>, streaming: Bool)
 }
 
 // MARK: Unit-stride helpers for the kernels
@@ -221,6 +241,39 @@ extension BLASScalar {
     ) {
         combine(count: count, dy: dy, x: x, mean: mean, invstd: invstd, a: a, b: b,
                 gamma: gamma, dx: dx, streaming: streaming)
+    }
+
+    /// BatchNorm's normalize pass over one row
+    /// (``normalizeColumns(count:x:mean:scale:shift:y:streaming:)``).
+    @usableFromInline @inline(__always)
+    static func normalizeRow(
+        count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
+        scale: UnsafePointer<Self>, shift: UnsafePointer<Self>,
+        into y: UnsafeMutablePointer<Self>, streaming: Bool
+    ) {
+        normalizeColumns(count: count, x: x, mean: mean, scale: scale, shift: shift, y: y,
+                         streaming: streaming)
+    }
+
+    /// `p = dy·(x - mean)` over one row (``centredProductColumns(count:dy:x:mean:p:)``).
+    @usableFromInline @inline(__always)
+    static func centredProductRow(
+        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
+        into p: UnsafeMutablePointer<Self>
+    ) {
+        centredProductColumns(count: count, dy: dy, x: x, mean: mean, p: p)
+    }
+
+    /// BatchNorm's `dx` over one row
+    /// (``combineColumns(count:dy:x:mean:a:b:c:dx:streaming:)``).
+    @usableFromInline @inline(__always)
+    static func combineColumnsRow(
+        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
+        a: UnsafePointer<Self>, b: UnsafePointer<Self>, c: UnsafePointer<Self>,
+        into dx: UnsafeMutablePointer<Self>, streaming: Bool
+    ) {
+        combineColumns(count: count, dy: dy, x: x, mean: mean, a: a, b: b, c: c, dx: dx,
+                       streaming: streaming)
     }
 }
 

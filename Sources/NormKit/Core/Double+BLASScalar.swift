@@ -140,4 +140,33 @@ extension Double: BLASScalar {
     ) {
         normkit_combine_d(dy, x, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0)
     }
+
+    /// `normkit_normalize_columns_d`.
+    @_spi(BLAS)
+    public static func normalizeColumns(
+        count: Int, x: UnsafePointer<Double>, mean: UnsafePointer<Double>,
+        scale: UnsafePointer<Double>, shift: UnsafePointer<Double>, y: UnsafeMutablePointer<Double>,
+        streaming: Bool
+    ) {
+        normkit_normalize_columns_d(x, y, count, mean, scale, shift, streaming ? 1 : 0)
+    }
+
+    /// `normkit_centred_product_columns_d`.
+    @_spi(BLAS)
+    public static func centredProductColumns(
+        count: Int, dy: UnsafePointer<Double>, x: UnsafePointer<Double>, mean: UnsafePointer<Double>,
+        p: UnsafeMutablePointer<Double>
+    ) {
+        normkit_centred_product_columns_d(dy, x, p, count, mean)
+    }
+
+    /// `normkit_combine_columns_d`.
+    @_spi(BLAS)
+    public static func combineColumns(
+        count: Int, dy: UnsafePointer<Double>, x: UnsafePointer<Double>, mean: UnsafePointer<Double>,
+        a: UnsafePointer<Double>, b: UnsafePointer<Double>, c: UnsafePointer<Double>,
+        dx: UnsafeMutablePointer<Double>, streaming: Bool
+    ) {
+        normkit_combine_columns_d(dy, x, dx, count, mean, a, b, c, streaming ? 1 : 0)
+    }
 }

@@ -140,4 +140,33 @@ extension Float: BLASScalar {
     ) {
         normkit_combine_f(dy, x, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0)
     }
+
+    /// `normkit_normalize_columns_f`.
+    @_spi(BLAS)
+    public static func normalizeColumns(
+        count: Int, x: UnsafePointer<Float>, mean: UnsafePointer<Float>,
+        scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+        streaming: Bool
+    ) {
+        normkit_normalize_columns_f(x, y, count, mean, scale, shift, streaming ? 1 : 0)
+    }
+
+    /// `normkit_centred_product_columns_f`.
+    @_spi(BLAS)
+    public static func centredProductColumns(
+        count: Int, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, mean: UnsafePointer<Float>,
+        p: UnsafeMutablePointer<Float>
+    ) {
+        normkit_centred_product_columns_f(dy, x, p, count, mean)
+    }
+
+    /// `normkit_combine_columns_f`.
+    @_spi(BLAS)
+    public static func combineColumns(
+        count: Int, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, mean: UnsafePointer<Float>,
+        a: UnsafePointer<Float>, b: UnsafePointer<Float>, c: UnsafePointer<Float>,
+        dx: UnsafeMutablePointer<Float>, streaming: Bool
+    ) {
+        normkit_combine_columns_f(dy, x, dx, count, mean, a, b, c, streaming ? 1 : 0)
+    }
 }

@@ -172,14 +172,11 @@ enum BatchNormKernels {
         mean: UnsafePointer<Scalar>, scale: UnsafePointer<Scalar>, shift: UnsafePointer<Scalar>,
         y: UnsafeMutablePointer<Scalar>, streaming: Bool
     ) {
-        typealias S = StreamingStores
         for i in 0..<rows {
-            let row = x + i * columns
-            S.write(y + i * columns, count: columns, streaming: streaming,
-                    value: { j in (row[j] - mean[j]) * scale[j] + shift[j] },
-                    vector: { j in (S.load(row + j) - S.load(mean + j)) * S.load(scale + j) + S.load(shift + j) })
+            Scalar.normalizeRow(count: columns, x: x + i * columns, mean: mean, scale: scale,
+                                shift: shift, into: y + i * columns, streaming: streaming)
         }
-        S.fence(streaming)
+        StreamingStores.fence(streaming)
     }
 
     // MARK: Backward through the graph
@@ -472,8 +469,9 @@ extension BatchNormKernels {
                     // The elementwise pass first: it streams dy and x from memory
                     // together, and leaves dY_b in L2 for its gemv.
                     for i in 0..<b {
-                        let gi = dyb + i * channels, row = xb + i * channels, out = scratch + i * channels
-                        for j in 0..<channels { out[j] = gi[j] * (row[j] - mean[j]) }
+                        Scalar.centredProductRow(count: channels, dy: dyb + i * channels,
+                                                 x: xb + i * channels, mean: mean,
+                                                 into: scratch + i * channels)
                     }
                     Scalar.gemvTransposed(rows: b, columns: channels, a: dyb, x: ones, beta: 1, y: dbeta)
                     Scalar.gemvTransposed(rows: b, columns: channels, a: scratch, x: ones, beta: 1,
@@ -560,13 +558,9 @@ extension BatchNormKernels {
         let a = coefficients, b = coefficients + channels, c = coefficients + 2 * channels
         if g.inner == 1 {
             for i in 0..<g.outer {
-                let gi = dy + i * channels, row = x + i * channels
-                S.write(dx + i * channels, count: channels, streaming: streaming,
-                        value: { j in a[j] * gi[j] + b[j] * (row[j] - mean[j]) + c[j] },
-                        vector: { j in
-                            S.load(a + j) * S.load(gi + j) + S.load(b + j) * (S.load(row + j) - S.load(mean + j))
-                                + S.load(c + j)
-                        })
+                Scalar.combineColumnsRow(count: channels, dy: dy + i * channels,
+                                         x: x + i * channels, mean: mean, a: a, b: b, c: c,
+                                         into: dx + i * channels, streaming: streaming)
             }
             S.fence(streaming)
             return
