@@ -1,10 +1,14 @@
 /// The kernels of layer normalization over an `N x D` row-major matrix, where
 /// every statistic belongs to a row (a sample) and runs over its `D` features.
 ///
-/// The BLAS kernels work on row blocks sized so that the block's input and
-/// output stay in L2: the statistics (`gemv(NoTrans, X_b, 1)`) and the
-/// normalize pass then share one read of the input from memory (8 bytes per
-/// Float element forward, 12 backward).
+/// Forward, rows of at least ``rowKernelMinimumColumns`` columns go one at a
+/// time (``forwardRowsBLAS``): two `dot`s and two C passes while the row is in
+/// L1. Shorter rows, and the backward, work on row blocks sized so that the
+/// block's input and output stay in L2: the statistics (`gemv(NoTrans, X_b, 1)`)
+/// and the normalize pass then share one read of the input from memory (8 bytes
+/// per Float element forward, 12 backward). The per-row forward's and the
+/// backward's elementwise passes are C (`CNormKitPasses`, through
+/// ``BLASScalar``'s SPI).
 ///
 /// A block-sized intermediate that a gemv reduces (`dy ∘ xhat` backward, the
 /// squares of RMSNorm's forward) is written into the output's block, which the

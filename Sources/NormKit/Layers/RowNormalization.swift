@@ -1,7 +1,7 @@
 /// The forward and backward passes shared by the layers whose statistics are
-/// per row of an `(N, D)` input (``LayerNorm``, ``RMSNorm``): row blocks that
-/// stay in L2, `gemv(NoTrans, X_b, 1)` for the row statistics, and the
-/// normalize pass while the block is there.
+/// per row of an `(N, D)` input (``LayerNorm``, ``RMSNorm``): the rows in
+/// chunks over ``Threading``'s workers, each chunk through
+/// ``LayerNormKernels`` (one row at a time forward, L2 row blocks backward).
 @usableFromInline
 enum RowNormalization {
     /// Validates the input (copied into the cache unless it is the cache's
