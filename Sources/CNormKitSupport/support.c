@@ -1,7 +1,9 @@
 // What NormKit asks of the operating system and the CPU that Swift's Glibc
-// module does not show: sched_getaffinity and CPU_COUNT need _GNU_SOURCE, and
+// module does not show: sched_getaffinity, CPU_COUNT and pthread_setname_np
+// need _GNU_SOURCE, and
 // the CPU's features come from GCC/Clang's __builtin_cpu_supports.
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <sched.h>
 #include "normkit_support.h"
 
@@ -23,4 +25,8 @@ int normkit_cpu_vector_tier(void) {
     if (__builtin_cpu_supports("avx")) return 1;
 #endif
     return 0;
+}
+
+void normkit_name_this_thread(const char *name) {
+    pthread_setname_np(pthread_self(), name);
 }

@@ -11,4 +11,8 @@ int normkit_affinity_cpu_count(void);
 /// anything older (SSE only). 0 on other architectures.
 int normkit_cpu_vector_tier(void);
 
+/// Names the calling thread (pthread_setname_np, at most 15 bytes), as
+/// profilers, debuggers and /proc/self/task/<tid>/comm show it.
+void normkit_name_this_thread(const char *name);
+
 #endif

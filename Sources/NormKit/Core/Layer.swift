@@ -114,9 +114,8 @@ public protocol NormalizationLayer<Scalar>: Sendable {
 ///
 /// Keep one output, cache, gradients and workspace per layer in a training
 /// loop (or one ``NormalizationStep``) and the entry points allocate nothing
-/// after the first call (or a change of shape), on one thread; split over
-/// several threads (``Threading``) a pass allocates once per parallel phase, at
-/// most twice.
+/// after the first call (or a change of shape), on one thread or split over
+/// several (``Threading``), on the calling thread and on the workers alike.
 public protocol BufferedNormalizationLayer<Scalar>: NormalizationLayer
 where Cache == NormCache<Scalar> {
     /// The layer a cache filled by this layer's forward pass records; its

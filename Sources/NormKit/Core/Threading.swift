@@ -117,37 +117,87 @@ public enum Threading {
         (outer * index / count)..<(outer * (index + 1) / count)
     }
 
-    /// Runs `body(chunk, worker)` for every chunk of `split`, worker `w` taking
-    /// a contiguous run of chunks in order, on `WorkerPool`'s threads when
-    /// there is more than one worker, and returns when all have finished.
-    /// `worker` indexes per-thread scratch; `chunk` indexes per-chunk partial
-    /// results. Every caller runs inside ``Workspace``'s `withRegions`, which
-    /// holds OpenBLAS on one thread meanwhile (see ``BLASRuntime``).
+    /// Runs `body(context, chunk, worker)` for every chunk of `split`, worker
+    /// `w` taking a contiguous run of chunks in order, on `WorkerPool`'s
+    /// threads when there is more than one worker, and returns when all have
+    /// finished. `worker` indexes per-thread scratch; `chunk` indexes per-chunk
+    /// partial results. Every caller runs inside ``Workspace``'s `withRegions`,
+    /// which holds OpenBLAS on one thread meanwhile (see ``BLASRuntime``).
+    ///
+    /// `body` captures nothing: what it needs comes through `context` (a tuple
+    /// of the caller's pointers and sizes, which lives on the caller's stack).
+    /// A closure without captures has no context of its own, so handing it to
+    /// the worker threads allocates nothing; a capturing one would allocate
+    /// its context once per call (which the allocation tests would show).
     @inlinable
-    static func run(_ split: Split, _ body: (_ chunk: Int, _ worker: Int) -> Void) {
-        if split.workers == 1 {
-            for chunk in 0..<split.chunks { body(chunk, 0) }
-            return
+    static func run<Context>(
+        _ split: Split, _ context: Context,
+        _ body: @escaping (_ context: UnsafePointer<Context>, _ chunk: Int, _ worker: Int) -> Void
+    ) {
+        withUnsafePointer(to: context) { context in
+            if split.workers == 1 {
+                for chunk in 0..<split.chunks { body(context, chunk, 0) }
+                return
+            }
+            let job = ChunkJob(split: split, context: context, body: body)
+            let ran = withUnsafePointer(to: job) { job in
+                WorkerPool.shared.run(workers: split.workers, job: WorkerJobReference(job: job))
+            }
+            if !ran {
+                // Another thread's kernel holds the pool: this one runs alone.
+                for chunk in 0..<split.chunks { body(context, chunk, 0) }
+            }
         }
-        let chunks = split.chunks, workers = split.workers
-        let ran = WorkerPool.shared.run(workers: workers) { worker in
-            for chunk in rows(ofChunk: worker, count: workers, outer: chunks) { body(chunk, worker) }
+    }
+
+    /// One parallel phase as `WorkerPool` runs it: worker `w`'s contiguous
+    /// run of chunks.
+    @usableFromInline
+    struct ChunkJob<Context>: WorkerJob {
+        @usableFromInline let split: Split
+        @usableFromInline let context: UnsafePointer<Context>
+        @usableFromInline let body: (UnsafePointer<Context>, Int, Int) -> Void
+
+        @inlinable
+        init(split: Split, context: UnsafePointer<Context>,
+             body: @escaping (UnsafePointer<Context>, Int, Int) -> Void) {
+            self.split = split
+            self.context = context
+            self.body = body
         }
-        if !ran {
-            // Another thread's kernel holds the pool: this one runs alone.
-            for chunk in 0..<chunks { body(chunk, 0) }
+
+        @inlinable
+        func run(worker: Int) {
+            for chunk in Threading.rows(ofChunk: worker, count: split.workers, outer: split.chunks) {
+                body(context, chunk, worker)
+            }
         }
     }
 }
 
 extension Threading {
-    /// Runs `body(chunk, worker)` for every chunk as ``run(_:_:)`` does and
-    /// returns the smallest non-`nil` result (the first failing row), or `nil`.
-    /// The per-chunk results live on the stack: nothing is allocated.
+    /// Runs `body(context, chunk, worker)` for every chunk as
+    /// ``run(_:_:_:)`` does and returns the smallest non-`nil` result (the
+    /// first failing row), or `nil`. The per-chunk results live on the stack:
+    /// nothing is allocated. `body` captures nothing, as in ``run(_:_:_:)``.
     @inlinable
-    static func firstFailure(_ split: Split, _ body: (_ chunk: Int, _ worker: Int) -> Int?) -> Int? {
+    static func firstFailure<Context>(
+        _ split: Split, _ context: Context,
+        _ body: @escaping (_ context: UnsafePointer<Context>, _ chunk: Int, _ worker: Int) -> Int?
+    ) -> Int? {
         withUnsafeTemporaryAllocation(of: Int.self, capacity: split.chunks) { results in
-            run(split) { chunk, worker in results[chunk] = body(chunk, worker) ?? Int.max }
+            withUnsafePointer(to: context) { context in
+                let job = FirstFailureJob(split: split, context: context, body: body,
+                                          results: results.baseAddress!)
+                if split.workers == 1 {
+                    job.run(worker: 0, of: 1)
+                    return
+                }
+                let ran = withUnsafePointer(to: job) { job in
+                    WorkerPool.shared.run(workers: split.workers, job: WorkerJobReference(job: job))
+                }
+                if !ran { job.run(worker: 0, of: 1) }
+            }
             let first = results.min()!
             return first == Int.max ? nil : first
         }
@@ -155,6 +205,37 @@ extension Threading {
 }
 
 extension Threading {
+    /// ``firstFailure(_:_:_:)``'s phase: each chunk's result (`Int.max` for
+    /// `nil`) into `results[chunk]`.
+    @usableFromInline
+    struct FirstFailureJob<Context>: WorkerJob {
+        @usableFromInline let split: Split
+        @usableFromInline let context: UnsafePointer<Context>
+        @usableFromInline let body: (UnsafePointer<Context>, Int, Int) -> Int?
+        @usableFromInline let results: UnsafeMutablePointer<Int>
+
+        @inlinable
+        init(split: Split, context: UnsafePointer<Context>,
+             body: @escaping (UnsafePointer<Context>, Int, Int) -> Int?,
+             results: UnsafeMutablePointer<Int>) {
+            self.split = split
+            self.context = context
+            self.body = body
+            self.results = results
+        }
+
+        /// Worker `worker` of `workers`: its contiguous run of chunks.
+        @inlinable
+        func run(worker: Int, of workers: Int) {
+            for chunk in Threading.rows(ofChunk: worker, count: workers, outer: split.chunks) {
+                results[chunk] = body(context, chunk, worker) ?? Int.max
+            }
+        }
+
+        @inlinable
+        func run(worker: Int) { run(worker: worker, of: split.workers) }
+    }
+
     /// Sums the chunks' partial sums of one vector: chunk `k`'s `count` scalars
     /// are at `first + k * stride`. The first chunk's are copied, the others
     /// added by `axpy`.

@@ -1,3 +1,4 @@
+internal import CNormKitSupport
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -10,8 +11,8 @@ import Glibc
 /// workers. These threads are started once, when a kernel first needs them,
 /// and then wait for work: they spin for a short while after each job (so
 /// back-to-back passes find them awake) and then sleep on a condition
-/// variable. Posting a job allocates once, the heap context that
-/// `withoutActuallyEscaping` gives the caller's closure.
+/// variable. A job is a ``WorkerJob`` value the caller keeps on its stack and
+/// the pool holds as a one-word reference, so posting it allocates nothing.
 ///
 /// One job runs at a time. A caller that finds the pool busy (another thread's
 /// kernel is using it) runs its chunks alone; since chunks, not threads, fix
@@ -28,10 +29,10 @@ final class WorkerPool: @unchecked Sendable {
     private let pending = Atomic<Int>(0)
     /// Whether a caller holds the pool.
     private let busy = Atomic<Bool>(false)
-    /// The current job's body; written before `state` is published (release)
-    /// and cleared after every worker finished (acquire), read by the job's
+    /// The current job; written before `state` is published (release) and
+    /// cleared after every worker finished (acquire), read by the job's
     /// workers only.
-    private var job: ((Int) -> Void)?
+    private var job: (any WorkerJob)?
     /// Started workers; guarded by `lock`.
     private var started = 0
     private let lock: UnsafeMutablePointer<pthread_mutex_t>
@@ -47,34 +48,30 @@ final class WorkerPool: @unchecked Sendable {
         pthread_cond_init(wake, nil)
     }
 
-    /// Runs `body(worker)` for `worker` in `0..<workers`, worker 0 on the
+    /// Runs `job.run(worker:)` for `worker` in `0..<workers`, worker 0 on the
     /// calling thread, and returns when all have finished; `false` (having
     /// run nothing) when the pool is busy.
     @usableFromInline
-    func run(workers: Int, _ body: (Int) -> Void) -> Bool {
+    func run(workers: Int, job: some WorkerJob) -> Bool {
         precondition(workers >= 2 && workers < 1 << 16)
         guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
         else { return false }
         defer { busy.store(false, ordering: .releasing) }
         startWorkers(workers - 1)
-        // The one allocation a job costs: withoutActuallyEscaping gives the
-        // caller's closure a heap context, which the workers may retain.
-        withoutActuallyEscaping(body) { body in
-            job = body
-            pending.store(workers - 1, ordering: .relaxed)
-            pthread_mutex_lock(lock)
-            let number = (state.load(ordering: .relaxed) >> 16) + 1
-            state.store(number << 16 | workers, ordering: .releasing)
-            pthread_cond_broadcast(wake)
-            pthread_mutex_unlock(lock)
-            body(0)
-            var spins = 0
-            while pending.load(ordering: .acquiring) > 0 {
-                spins += 1
-                if spins > 1000 { sched_yield() }
-            }
-            job = nil
+        self.job = job
+        pending.store(workers - 1, ordering: .relaxed)
+        pthread_mutex_lock(lock)
+        let number = (state.load(ordering: .relaxed) >> 16) + 1
+        state.store(number << 16 | workers, ordering: .releasing)
+        pthread_cond_broadcast(wake)
+        pthread_mutex_unlock(lock)
+        job.run(worker: 0)
+        var spins = 0
+        while pending.load(ordering: .acquiring) > 0 {
+            spins += 1
+            if spins > 1000 { sched_yield() }
         }
+        self.job = nil
         return true
     }
 
@@ -107,6 +104,9 @@ final class WorkerPool: @unchecked Sendable {
     /// A worker: waits for each job after the last one it saw and runs its
     /// share when its index is below the job's worker count.
     private func workerLoop(index: Int, seen first: Int) {
+        // Named for profilers and debuggers (and the allocation tests, which
+        // count what threads of this name allocate), before anything else.
+        normkit_name_this_thread("normkit-worker")
         var seen = first
         while true {
             var current = state.load(ordering: .acquiring)
@@ -125,7 +125,7 @@ final class WorkerPool: @unchecked Sendable {
             }
             seen = current >> 16
             if index < current & 0xFFFF {
-                job!(index)
+                job!.run(worker: index)
                 pending.subtract(1, ordering: .releasing)
             }
         }
@@ -141,4 +141,24 @@ final class WorkerPool: @unchecked Sendable {
             self.seen = seen
         }
     }
+}
+
+/// A parallel phase's work for `WorkerPool`: `run(worker:)` is called once per
+/// worker index, concurrently.
+@usableFromInline
+protocol WorkerJob {
+    func run(worker: Int)
+}
+
+/// A job the caller keeps on its stack, seen by the pool through a pointer: a
+/// one-word value, so that holding it as `any WorkerJob` needs no box.
+@usableFromInline
+struct WorkerJobReference<Job: WorkerJob>: WorkerJob {
+    @usableFromInline let job: UnsafePointer<Job>
+
+    @inlinable
+    init(job: UnsafePointer<Job>) { self.job = job }
+
+    @inlinable
+    func run(worker: Int) { job.pointee.run(worker: worker) }
 }

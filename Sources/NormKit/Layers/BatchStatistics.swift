@@ -52,14 +52,18 @@ enum BatchStatistics {
                     // Each chunk of rows (samples) its own moments, then Chan
                     // merges in chunk order.
                     let partials = scratch + split.workers * perWorker
-                    if g.outer > 0 { Threading.run(split) { chunk, worker in
-                        let rows = split.rows(ofChunk: chunk)
-                        let own = partials + chunk * 2 * channels
+                    let context = (split: split, g: g, x: x, partials: partials, block: block,
+                                   backend: backend, ones: ones, scratch: scratch,
+                                   perWorker: perWorker)
+                    if g.outer > 0 { Threading.run(split, context) { c, chunk, worker in
+                        let c = c.pointee, channels = c.g.channels
+                        let rows = c.split.rows(ofChunk: chunk)
+                        let own = c.partials + chunk * 2 * channels
                         BatchNormKernels.moments(
-                            x: x + rows.lowerBound * rowStride,
-                            geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
-                            block: block, backend: backend, mean: own, m2: own + channels, ones: ones,
-                            scratch: scratch + worker * perWorker)
+                            x: c.x + rows.lowerBound * channels * c.g.inner,
+                            geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: c.g.inner),
+                            block: c.block, backend: c.backend, mean: own, m2: own + channels,
+                            ones: c.ones, scratch: c.scratch + worker * c.perWorker)
                     }}
                     mean.update(repeating: 0, count: channels)
                     variance.update(repeating: 0, count: channels)
@@ -98,14 +102,18 @@ enum BatchStatistics {
                 beta.withUnsafeBufferPointer { betaBuffer in
                     guard g.outer > 0, let y = output.baseAddress else { return }
                     let shift = betaBuffer.baseAddress!
-                    Threading.run(split) { chunk, _ in
-                        let rows = split.rows(ofChunk: chunk)
-                        let offset = rows.lowerBound * rowStride
+                    let context = (split: split, g: g, x: x, y: y, mean: UnsafePointer(mean),
+                                   scale: UnsafePointer(scale), shift: shift, streaming: streaming)
+                    Threading.run(split, context) { c, chunk, _ in
+                        let c = c.pointee
+                        let rows = c.split.rows(ofChunk: chunk)
+                        let offset = rows.lowerBound * c.g.channels * c.g.inner
                         BatchNormKernels.normalize(
-                            x: x + offset,
-                            geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
-                            mean: mean, scale: scale, shift: shift, y: y + offset,
-                            streaming: streaming)
+                            x: c.x + offset,
+                            geometry: ChannelGeometry(outer: rows.count, channels: c.g.channels,
+                                                      inner: c.g.inner),
+                            mean: c.mean, scale: c.scale, shift: c.shift, y: c.y + offset,
+                            streaming: c.streaming)
                     }
                 }
                 return nil
@@ -179,16 +187,19 @@ enum BatchStatistics {
         return workspace.withRegions(ones: g.onesCount(block: block), scratch: shared + 3 * channels) { ones, scratch in
             cache.withBackwardPointers(buffers) { p in
                 let partials = scratch + split.workers * perWorker
-                if g.outer > 0 { Threading.run(split) { chunk, worker in
-                    let rows = split.rows(ofChunk: chunk)
-                    let partial = partials + chunk * 2 * channels
-                    let offset = rows.lowerBound * rowStride
+                let context = (split: split, g: g, p: p, partials: partials, block: block,
+                               backend: backend, ones: ones, scratch: scratch, perWorker: perWorker)
+                if g.outer > 0 { Threading.run(split, context) { c, chunk, worker in
+                    let c = c.pointee, p = c.p, channels = c.g.channels
+                    let rows = c.split.rows(ofChunk: chunk)
+                    let partial = c.partials + chunk * 2 * channels
+                    let offset = rows.lowerBound * channels * c.g.inner
                     BatchNormKernels.parameterSums(
                         dy: p.dy + offset, x: p.x + offset,
-                        geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
-                        block: block, backend: backend, mean: p.mean,
-                        dgammaRaw: partial, dbeta: partial + channels, ones: ones,
-                        scratch: scratch + worker * perWorker)
+                        geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: c.g.inner),
+                        block: c.block, backend: c.backend, mean: p.mean,
+                        dgammaRaw: partial, dbeta: partial + channels, ones: c.ones,
+                        scratch: c.scratch + worker * c.perWorker)
                 }}
                 if g.outer > 0 {
                     Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * channels,
@@ -205,14 +216,18 @@ enum BatchStatistics {
                 if !frozen, let error = exchange.sumGradients(sums, channels: channels) { return error }
                 BatchNormKernels.coefficients(p, sums: sums, channels: channels, count: count,
                                               frozen: frozen, coefficients: coefficients)
-                if g.outer > 0 { Threading.run(split) { chunk, _ in
-                    let rows = split.rows(ofChunk: chunk)
-                    let offset = rows.lowerBound * rowStride
+                let combineContext = (split: split, g: g, p: p, coefficients: UnsafePointer(coefficients),
+                                      streaming: streaming)
+                if g.outer > 0 { Threading.run(split, combineContext) { c, chunk, _ in
+                    let c = c.pointee, p = c.p
+                    let rows = c.split.rows(ofChunk: chunk)
+                    let offset = rows.lowerBound * c.g.channels * c.g.inner
                     BatchNormKernels.combine(
                         dy: p.dy + offset, x: p.x + offset,
-                        geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
-                        mean: p.mean, coefficients: coefficients, dx: p.dx + offset,
-                        streaming: streaming)
+                        geometry: ChannelGeometry(outer: rows.count, channels: c.g.channels,
+                                                  inner: c.g.inner),
+                        mean: p.mean, coefficients: c.coefficients, dx: p.dx + offset,
+                        streaming: c.streaming)
                 }}
                 return nil
             }
@@ -244,17 +259,21 @@ enum BatchStatistics {
                 let node = blockRows * channels
                 let firstSums = scratch + split.workers * node, stride = 4 * channels
                 let batchSum = firstSums + split.chunks * stride, dvar = batchSum + channels
-                Threading.run(split) { chunk, worker in
-                    let rows = split.rows(ofChunk: chunk)
+                let context = (split: split, p: p, channels: channels, firstSums: firstSums,
+                               stride: stride, blockRows: blockRows, frozen: frozen, backend: backend,
+                               scratch: scratch, node: node, ones: ones)
+                Threading.run(split, context) { c, chunk, worker in
+                    let c = c.pointee, p = c.p, channels = c.channels
+                    let rows = c.split.rows(ofChunk: chunk)
                     let offset = rows.lowerBound * channels
-                    let sums = firstSums + chunk * stride
+                    let sums = c.firstSums + chunk * c.stride
                     BatchNormKernels.graphStageOne(
                         dy: p.dy + offset, x: p.x + offset, rows: rows.count, columns: channels,
-                        blockRows: blockRows, mean: p.mean, invstd: p.invstd, gamma: p.gamma,
-                        frozen: frozen, backend: backend, dx: p.dx + offset,
-                        node: scratch + worker * node,
+                        blockRows: c.blockRows, mean: p.mean, invstd: p.invstd, gamma: p.gamma,
+                        frozen: c.frozen, backend: c.backend, dx: p.dx + offset,
+                        node: c.scratch + worker * c.node,
                         dgamma: sums, dbeta: sums + channels, divar: sums + 2 * channels,
-                        ones: ones)
+                        ones: c.ones)
                 }
                 Threading.sumPartials(chunks: split.chunks, first: firstSums, stride: stride,
                                       count: channels, dgamma: p.dgamma, dbeta: p.dbeta)
@@ -263,22 +282,30 @@ enum BatchStatistics {
                                       stride: stride, count: channels, into: batchSum)
                 BatchNormKernels.graphVarianceNode(divar: batchSum, invstd: p.invstd,
                                                    columns: channels, dvar: dvar)
-                Threading.run(split) { chunk, _ in
-                    let rows = split.rows(ofChunk: chunk)
+                let stageTwo = (split: split, p: p, channels: channels, firstSums: firstSums,
+                                stride: stride, blockRows: blockRows, count: count,
+                                dvar: UnsafePointer(dvar), backend: backend, ones: ones)
+                Threading.run(split, stageTwo) { c, chunk, _ in
+                    let c = c.pointee, p = c.p, channels = c.channels
+                    let rows = c.split.rows(ofChunk: chunk)
                     let offset = rows.lowerBound * channels
-                    let sums = firstSums + chunk * stride
+                    let sums = c.firstSums + chunk * c.stride
                     BatchNormKernels.graphStageTwo(
-                        x: p.x + offset, rows: rows.count, columns: channels, blockRows: blockRows,
-                        count: count, mean: p.mean, invstd: p.invstd, dvar: dvar, backend: backend,
-                        dx: p.dx + offset, dmu: sums + 3 * channels, ones: ones)
+                        x: p.x + offset, rows: rows.count, columns: channels, blockRows: c.blockRows,
+                        count: c.count, mean: p.mean, invstd: p.invstd, dvar: c.dvar,
+                        backend: c.backend, dx: p.dx + offset, dmu: sums + 3 * channels, ones: c.ones)
                 }
                 Threading.sumPartials(chunks: split.chunks, first: firstSums + 3 * channels,
                                       stride: stride, count: channels, into: batchSum)
-                Threading.run(split) { chunk, _ in
-                    let rows = split.rows(ofChunk: chunk)
-                    let offset = rows.lowerBound * channels
-                    BatchNormKernels.graphStageThree(rows: rows.count, columns: channels, count: count,
-                                                     sumDxmu: batchSum, dx: p.dx + offset)
+                let stageThree = (split: split, p: p, channels: channels, count: count,
+                                  batchSum: UnsafePointer(batchSum))
+                Threading.run(split, stageThree) { c, chunk, _ in
+                    let c = c.pointee
+                    let rows = c.split.rows(ofChunk: chunk)
+                    let offset = rows.lowerBound * c.channels
+                    BatchNormKernels.graphStageThree(rows: rows.count, columns: c.channels,
+                                                     count: c.count, sumDxmu: c.batchSum,
+                                                     dx: c.p.dx + offset)
                 }
             }
         }

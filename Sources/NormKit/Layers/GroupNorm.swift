@@ -152,19 +152,27 @@ enum GroupStatistics {
             beta.withUnsafeBufferPointer { betaBuffer in
             cache.storedMean.withUnsafeMutableBufferPointer { mean in
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
-                Threading.firstFailure(split) { chunk, worker in
-                    let samples = split.rows(ofChunk: chunk)
-                    let firstRow = samples.lowerBound * groups
-                    let offset = samples.lowerBound * channels * g.spatial
+                // Addresses unwrapped in the chunks, which an empty batch has none of.
+                let context = (split: split, x: x.baseAddress, y: output.baseAddress,
+                               gamma: gammaBuffer.baseAddress, beta: betaBuffer.baseAddress,
+                               mean: mean.baseAddress, invstd: invstd.baseAddress,
+                               channels: channels, groups: groups, spatial: g.spatial,
+                               blockRows: blockRows, epsilon: epsilon, backend: backend,
+                               streaming: streaming, ones: ones, scratch: scratch,
+                               perWorker: perWorker)
+                return Threading.firstFailure(split, context) { c, chunk, worker in
+                    let c = c.pointee
+                    let samples = c.split.rows(ofChunk: chunk)
+                    let firstRow = samples.lowerBound * c.groups
+                    let offset = samples.lowerBound * c.channels * c.spatial
                     return GroupNormKernels.forward(
-                        x: x.baseAddress! + offset,
-                        geometry: .init(samples: samples.count, channels: channels, groups: groups,
-                                        spatial: g.spatial),
-                        blockRows: blockRows, epsilon: epsilon, backend: backend,
-                        gamma: gammaBuffer.baseAddress!, beta: betaBuffer.baseAddress!,
-                        mean: mean.baseAddress! + firstRow, invstd: invstd.baseAddress! + firstRow,
-                        y: output.baseAddress! + offset, streaming: streaming, ones: ones,
-                        scratch: scratch + worker * perWorker
+                        x: c.x! + offset,
+                        geometry: .init(samples: samples.count, channels: c.channels,
+                                        groups: c.groups, spatial: c.spatial),
+                        blockRows: c.blockRows, epsilon: c.epsilon, backend: c.backend,
+                        gamma: c.gamma!, beta: c.beta!, mean: c.mean! + firstRow,
+                        invstd: c.invstd! + firstRow, y: c.y! + offset, streaming: c.streaming,
+                        ones: c.ones, scratch: c.scratch + worker * c.perWorker
                     ).map { firstRow + $0 }
                 }
             }}}}}
@@ -198,20 +206,24 @@ enum GroupStatistics {
         workspace.withRegions(ones: onesCount, scratch: scratchCount) { ones, scratch in
             cache.withBackwardPointers(buffers) { p in
                 let partials = scratch + split.workers * perWorker
-                Threading.run(split) { chunk, worker in
-                    let samples = split.rows(ofChunk: chunk)
-                    let firstRow = samples.lowerBound * groups
-                    let offset = samples.lowerBound * channels * g.spatial
-                    let sums = partials + chunk * 2 * channels
+                let context = (split: split, p: p, partials: partials, channels: channels,
+                               groups: groups, spatial: g.spatial, blockRows: blockRows,
+                               backend: backend, ones: ones, scratch: scratch, perWorker: perWorker)
+                Threading.run(split, context) { c, chunk, worker in
+                    let c = c.pointee, p = c.p, channels = c.channels
+                    let samples = c.split.rows(ofChunk: chunk)
+                    let firstRow = samples.lowerBound * c.groups
+                    let offset = samples.lowerBound * channels * c.spatial
+                    let sums = c.partials + chunk * 2 * channels
                     let part = BackwardPointers(
                         dy: p.dy + offset, x: p.x + offset, mean: p.mean + firstRow,
                         invstd: p.invstd + firstRow, gamma: p.gamma, dx: p.dx + offset,
                         dgamma: sums, dbeta: sums + channels)
                     GroupNormKernels.backward(
-                        part, geometry: .init(samples: samples.count, channels: channels, groups: groups,
-                                              spatial: g.spatial),
-                        blockRows: blockRows, backend: backend, ones: ones,
-                        scratch: scratch + worker * perWorker)
+                        part, geometry: .init(samples: samples.count, channels: channels,
+                                              groups: c.groups, spatial: c.spatial),
+                        blockRows: c.blockRows, backend: c.backend, ones: c.ones,
+                        scratch: c.scratch + worker * c.perWorker)
                 }
                 Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * channels,
                                       count: channels, dgamma: p.dgamma, dbeta: p.dbeta)

@@ -14,8 +14,7 @@
 /// ```
 ///
 /// After the first call (or a change of shape) a step allocates nothing, on
-/// one thread; split over several threads (``Threading``) a pass allocates
-/// once per parallel phase. The forward pass copies its input into the
+/// one thread or split over several (``Threading``). The forward pass copies its input into the
 /// cache's own storage, so the step never refers to the caller's memory: the
 /// next batch may be written into the same buffer or tensor. Reading
 /// ``output`` or ``gradients`` hands out a copy-on-write reference; keep it past

@@ -48,14 +48,20 @@ enum RowNormalization {
                 switch backend {
                 case .blas:
                     // Rows are independent: the chunks of rows on the workers.
-                    return Threading.firstFailure(split) { chunk, worker in
-                        let part = split.rows(ofChunk: chunk)
-                        let first = part.lowerBound, offset = first * columns
+                    let context = (split: split, x: x, y: y, g: g, b: b, mean: mean, invstd: invstd,
+                                   columns: columns, blockRows: blockRows, epsilon: epsilon,
+                                   centred: centred, streaming: streaming, ones: ones,
+                                   scratch: scratch, perWorker: perWorker)
+                    return Threading.firstFailure(split, context) { c, chunk, worker in
+                        let c = c.pointee
+                        let part = c.split.rows(ofChunk: chunk)
+                        let first = part.lowerBound, offset = first * c.columns
                         return LayerNormKernels.forwardBLAS(
-                            x: x + offset, rows: part.count, columns: columns, blockRows: blockRows,
-                            epsilon: epsilon, centred: centred, gamma: g, beta: b, mean: mean + first,
-                            invstd: invstd + first, y: y + offset, streaming: streaming, ones: ones,
-                            scratch: scratch + worker * perWorker
+                            x: c.x + offset, rows: part.count, columns: c.columns,
+                            blockRows: c.blockRows, epsilon: c.epsilon, centred: c.centred,
+                            gamma: c.g, beta: c.b, mean: c.mean + first, invstd: c.invstd + first,
+                            y: c.y + offset, streaming: c.streaming, ones: c.ones,
+                            scratch: c.scratch + worker * c.perWorker
                         ).map { first + $0 }
                     }
                 case .naive:
@@ -103,16 +109,20 @@ enum RowNormalization {
                 switch backend {
                 case .blas:
                     let partials = scratch + split.workers * perWorker
-                    Threading.run(split) { chunk, worker in
-                        let part = split.rows(ofChunk: chunk)
-                        let first = part.lowerBound, offset = first * columns
-                        let sums = partials + chunk * 2 * columns
+                    let context = (split: split, p: p, columns: columns, blockRows: blockRows,
+                                   centred: centred, partials: partials, ones: ones,
+                                   scratch: scratch, perWorker: perWorker)
+                    Threading.run(split, context) { c, chunk, worker in
+                        let c = c.pointee, p = c.p
+                        let part = c.split.rows(ofChunk: chunk)
+                        let first = part.lowerBound, offset = first * c.columns
+                        let sums = c.partials + chunk * 2 * c.columns
                         LayerNormKernels.backwardBLAS(
-                            dy: p.dy + offset, x: p.x + offset, rows: part.count, columns: columns,
-                            blockRows: blockRows, centred: centred, mean: p.mean + first,
+                            dy: p.dy + offset, x: p.x + offset, rows: part.count, columns: c.columns,
+                            blockRows: c.blockRows, centred: c.centred, mean: p.mean + first,
                             invstd: p.invstd + first, gamma: p.gamma, dx: p.dx + offset,
-                            dgamma: sums, dbeta: sums + columns,
-                            ones: ones, scratch: scratch + worker * perWorker)
+                            dgamma: sums, dbeta: sums + c.columns,
+                            ones: c.ones, scratch: c.scratch + worker * c.perWorker)
                     }
                     Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * columns,
                                           count: columns, dgamma: p.dgamma, dbeta: p.dbeta)

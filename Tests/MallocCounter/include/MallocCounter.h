@@ -9,5 +9,14 @@
 /// the process started (or since the counter was read as a baseline).
 long normkit_thread_allocation_count(void);
 
+/// The number of malloc, calloc and realloc calls made on NormKit's worker
+/// threads (named "normkit-worker"), all of them together, since the process
+/// started.
+long normkit_worker_allocation_count(void);
+
+/// Names the calling thread (pthread_setname_np), for the test that the
+/// worker counter counts.
+void normkit_counter_name_this_thread(const char *name);
+
 /// 1 when the interposer is linked in and counting; 0 under a sanitizer.
 int normkit_allocation_counter_active(void);
