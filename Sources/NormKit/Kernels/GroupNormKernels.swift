@@ -3,8 +3,11 @@
 /// contiguous row `n·G + g` of an `(N·G) x L` matrix, `L = (C/G)·H·W`, and its
 /// channels are `C/G` slabs of `H·W` inside that row.
 ///
-/// Statistics are per row (``LayerNormKernels/rowStatisticsBLAS``:
-/// `gemv(NoTrans, X_b, 1_L)` on row blocks that stay in L2); the affine step
+/// Statistics are per row: one row at a time with two `dot`s
+/// (``LayerNormKernels/statistics(ofRow:columns:epsilon:centred:ones:row:)``) when a
+/// row has at least ``LayerNormKernels/rowKernelMinimumColumns`` values,
+/// otherwise ``LayerNormKernels/rowStatisticsBLAS`` (`gemv(NoTrans, X_b, 1_L)`
+/// on row blocks that stay in L2); the affine step
 /// and the parameter gradients are per channel, with per-slab sums
 /// `gemv(NoTrans, ·, 1_HW)` over the block's `(C/G)` slabs per row.
 @usableFromInline
@@ -35,8 +38,9 @@ enum GroupNormKernels {
 
     // MARK: Forward
 
-    /// Statistics per row and `y = (x - mean_r)·invstd_r·gamma_c + beta_c`, by row
-    /// blocks (BLAS) or two textbook passes (naive).
+    /// Statistics per row and `y = (x - mean_r)·invstd_r·gamma_c + beta_c`: one
+    /// row at a time, or by row blocks for short rows (BLAS), or two textbook
+    /// passes (naive).
     ///
     /// - Parameters:
     ///   - ones: at least `L` ones (BLAS).
@@ -53,6 +57,18 @@ enum GroupNormKernels {
     ) -> Int? {
         let length = g.rowLength
         switch backend {
+        case .blas where length >= LayerNormKernels.rowKernelMinimumColumns:
+            // One row (group) at a time, as LayerNorm's forward.
+            for r in 0..<g.rows {
+                guard let (m, s) = LayerNormKernels.statistics(
+                    ofRow: x + r * length, columns: length, epsilon: epsilon, centred: true,
+                    ones: ones, row: scratch) else { return r }
+                mean[r] = m
+                invstd[r] = s
+                affine(x: x, geometry: g, rows: r..<(r + 1), mean: mean, invstd: invstd,
+                       gamma: gamma, beta: beta, y: y, streaming: streaming)
+            }
+            return nil
         case .blas:
             var start = 0
             while start < g.rows {

@@ -187,35 +187,51 @@ enum LayerNormKernels {
         y: UnsafeMutablePointer<Scalar>, streaming: Bool,
         ones: UnsafePointer<Scalar>, row: UnsafeMutablePointer<Scalar>
     ) -> Int? {
-        let inverseCount = 1 / Scalar(columns)
         for i in 0..<rows {
             let xi = x + i * columns
-            var m: Scalar = 0
-            if centred {
-                m = Scalar.dot(count: columns, x: xi, y: ones) * inverseCount
-                Scalar.centreRow(count: columns, x: xi, mean: m, into: row)
-            }
-            let c = centred ? UnsafePointer(row) : xi
-            var variance = Scalar.dot(count: columns, x: c, y: c) * inverseCount
-            if centred
-                && Moments.isDegenerate(mean: m, m2: variance * Scalar(columns), count: columns) {
-                let exact = Moments.exact(xi, count: columns, stride: 1, scratch: row, ones: ones)
-                m = exact.mean
-                variance = exact.m2 * inverseCount
-                Scalar.centreRow(count: columns, x: xi, mean: m, into: row)
-            }
-            let s = 1 / (variance + epsilon).squareRoot()
-            guard m.isFinite, s.isFinite, variance.isFinite else {
+            guard let (m, s) = statistics(ofRow: xi, columns: columns, epsilon: epsilon,
+                                          centred: centred, ones: ones, row: row) else {
                 StreamingStores.fence(streaming)
                 return i
             }
             mean[i] = m
             invstd[i] = s
-            Scalar.scaleShiftRow(count: columns, c: c, scale: s, gamma: gamma, beta: beta,
-                                 into: y + i * columns, streaming: streaming)
+            Scalar.scaleShiftRow(count: columns, c: centred ? UnsafePointer(row) : xi, scale: s,
+                                 gamma: gamma, beta: beta, into: y + i * columns,
+                                 streaming: streaming)
         }
         StreamingStores.fence(streaming)
         return nil
+    }
+
+    /// The statistics of one row of `columns` values, as ``forwardRowsBLAS``
+    /// takes them: `mean = dot(x, 1) / D` (0 when not `centred`), `c = x - mean`
+    /// into `row` when `centred`, `invstd = 1 / sqrt(dot(c, c) / D + epsilon)`
+    /// (`c = x` when not `centred`), the exact moments for a degenerate row.
+    /// - Returns: `(mean, invstd)`, or `nil` when either is not finite.
+    @inlinable @inline(__always)
+    static func statistics<Scalar: BLASScalar>(
+        ofRow x: UnsafePointer<Scalar>, columns: Int, epsilon: Scalar, centred: Bool,
+        ones: UnsafePointer<Scalar>, row: UnsafeMutablePointer<Scalar>
+    ) -> (mean: Scalar, invstd: Scalar)? {
+        let inverseCount = 1 / Scalar(columns)
+        var m: Scalar = 0
+        if centred {
+            m = Scalar.dot(count: columns, x: x, y: ones) * inverseCount
+            Scalar.centreRow(count: columns, x: x, mean: m, into: row)
+        }
+        let c = centred ? UnsafePointer(row) : x
+        var variance = Scalar.dot(count: columns, x: c, y: c) * inverseCount
+        if centred
+            && Moments.isDegenerate(mean: m, m2: variance * Scalar(columns), count: columns) {
+            let exact = Moments.exact(x, count: columns, stride: 1, scratch: row, ones: ones)
+            m = exact.mean
+            variance = exact.m2 * inverseCount
+            Scalar.centreRow(count: columns, x: x, mean: m, into: row)
+        }
+        let s = 1 / (variance + epsilon).squareRoot()
+        guard m.isFinite, s.isFinite, variance.isFinite else { return nil }
+        return (m, s)
     }
 
     /// Per row block: ``rowStatisticsBLAS`` (the squares in scratch when
