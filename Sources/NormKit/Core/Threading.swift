@@ -135,25 +135,39 @@ public enum Threading {
         _ body: @escaping (_ context: UnsafePointer<Context>, _ chunk: Int, _ worker: Int) -> Void
     ) {
         withUnsafePointer(to: context) { context in
-            if split.workers == 1 {
-                for chunk in 0..<split.chunks { body(context, chunk, 0) }
-                return
-            }
-            let job = ChunkJob(split: split, context: context, body: body)
-            let ran = withUnsafePointer(to: job) { job in
-                WorkerPool.shared.run(workers: split.workers, job: WorkerJobReference(job: job))
-            }
-            if !ran {
-                // Another thread's kernel holds the pool: this one runs alone.
-                for chunk in 0..<split.chunks { body(context, chunk, 0) }
-            }
+            perform(ChunkJob(split: split, context: context, body: body))
         }
     }
 
-    /// One parallel phase as `WorkerPool` runs it: worker `w`'s contiguous
-    /// run of chunks.
+    /// Runs `job` on `job.split.workers` workers: on the calling thread alone
+    /// when that is one, or when another thread's kernel holds the pool;
+    /// otherwise on `WorkerPool`, which sees the job through a pointer to this
+    /// stack frame.
+    @inlinable
+    static func perform<Job: ChunkedJob>(_ job: Job) {
+        let workers = job.split.workers
+        if workers == 1 {
+            job.run(worker: 0, of: 1)
+            return
+        }
+        let ran = withUnsafePointer(to: job) { job in
+            WorkerPool.shared.run(workers: workers, job: WorkerJobReference(job: job))
+        }
+        // Another thread's kernel holds the pool: this one runs alone.
+        if !ran { job.run(worker: 0, of: 1) }
+    }
+
+    /// A parallel phase over a split's chunks: worker `w` of `workers` runs a
+    /// contiguous run of them.
     @usableFromInline
-    struct ChunkJob<Context>: WorkerJob {
+    protocol ChunkedJob: WorkerJob {
+        var split: Split { get }
+        func run(worker: Int, of workers: Int)
+    }
+
+    /// ``run(_:_:_:)``'s phase.
+    @usableFromInline
+    struct ChunkJob<Context>: ChunkedJob {
         @usableFromInline let split: Split
         @usableFromInline let context: UnsafePointer<Context>
         @usableFromInline let body: (UnsafePointer<Context>, Int, Int) -> Void
@@ -167,11 +181,14 @@ public enum Threading {
         }
 
         @inlinable
-        func run(worker: Int) {
-            for chunk in Threading.rows(ofChunk: worker, count: split.workers, outer: split.chunks) {
+        func run(worker: Int, of workers: Int) {
+            for chunk in Threading.rows(ofChunk: worker, count: workers, outer: split.chunks) {
                 body(context, chunk, worker)
             }
         }
+
+        @inlinable
+        func run(worker: Int) { run(worker: worker, of: split.workers) }
     }
 }
 
@@ -187,16 +204,8 @@ extension Threading {
     ) -> Int? {
         withUnsafeTemporaryAllocation(of: Int.self, capacity: split.chunks) { results in
             withUnsafePointer(to: context) { context in
-                let job = FirstFailureJob(split: split, context: context, body: body,
-                                          results: results.baseAddress!)
-                if split.workers == 1 {
-                    job.run(worker: 0, of: 1)
-                    return
-                }
-                let ran = withUnsafePointer(to: job) { job in
-                    WorkerPool.shared.run(workers: split.workers, job: WorkerJobReference(job: job))
-                }
-                if !ran { job.run(worker: 0, of: 1) }
+                perform(FirstFailureJob(split: split, context: context, body: body,
+                                        results: results.baseAddress!))
             }
             let first = results.min()!
             return first == Int.max ? nil : first
@@ -208,7 +217,7 @@ extension Threading {
     /// ``firstFailure(_:_:_:)``'s phase: each chunk's result (`Int.max` for
     /// `nil`) into `results[chunk]`.
     @usableFromInline
-    struct FirstFailureJob<Context>: WorkerJob {
+    struct FirstFailureJob<Context>: ChunkedJob {
         @usableFromInline let split: Split
         @usableFromInline let context: UnsafePointer<Context>
         @usableFromInline let body: (UnsafePointer<Context>, Int, Int) -> Int?
