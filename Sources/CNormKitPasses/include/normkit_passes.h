@@ -2,13 +2,13 @@
 #define NORMKIT_PASSES_H
 
 /* NormKit's elementwise passes over one row (a run of n contiguous values),
-   in C so that they run AVX-512 or AVX2 code where the CPU has it: each
-   function is compiled three times (x86-64-v4, x86-64-v3 and baseline
-   x86-64, GCC/Clang target_clones) and the dynamic loader picks one clone
-   for the process. Floating-point contraction is off, so every clone
-   computes the same bits: a product and a sum are each rounded, as in the
-   formulas below, never fused into an FMA. The reductions around them are
-   BLAS calls, in Swift (Sources/NormKit/Kernels).
+   in C so that they run AVX2 code where the CPU has it: each function is
+   compiled twice (x86-64-v3 and baseline x86-64, GCC/Clang target_clones; the
+   Architecture article of NormKit says why there is no x86-64-v4 clone) and
+   the dynamic loader picks one clone for the process. Floating-point
+   contraction is off, so every clone computes the same bits: a product and a
+   sum are each rounded, as in the formulas below, never fused into an FMA.
+   The reductions around them are BLAS calls, in Swift (Sources/NormKit/Kernels).
 
    `streaming` != 0 writes the output with non-temporal stores (see NormKit's
    StreamingStores); the values are the same either way. */

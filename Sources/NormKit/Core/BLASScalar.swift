@@ -96,8 +96,8 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
     @_spi(BLAS) static func trtri(order: Int, a: UnsafeMutablePointer<Self>, lda: Int) -> Int
 
     // The elementwise passes of the row kernels (`CNormKitPasses`: C compiled
-    // for AVX-512, AVX2 and baseline x86-64, one clone picked per process,
-    // with no fused multiply-adds, so every clone gives the same bits).
+    // for AVX2 and baseline x86-64, one clone picked per process, with no
+    // fused multiply-adds, so every clone gives the same bits).
 
     /// `c[j] = x[j] - mean` over `count` elements (`normkit_centre_*`).
     @_spi(BLAS) static func centre(
