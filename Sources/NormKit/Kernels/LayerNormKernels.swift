@@ -31,12 +31,15 @@
 enum LayerNormKernels {
     // MARK: Forward
 
-    /// Scratch scalars ``rowStatisticsBLAS`` and ``forwardBLAS`` need beyond
-    /// `max(blockRows, columns)` ones: the block of squares when `centred`
-    /// (otherwise they go into the output), then one per row of a block.
+    /// Scratch scalars ``forwardBLAS`` needs beyond `max(blockRows, columns)`
+    /// ones. One row at a time (at least ``rowKernelMinimumColumns`` columns):
+    /// one row of centred values when `centred`, none otherwise. In row blocks
+    /// (``rowStatisticsBLAS``): the block of squares when `centred` (otherwise
+    /// they go into the output), then one per row of a block.
     @inlinable
     static func forwardScratch(blockRows: Int, columns: Int, centred: Bool) -> Int {
-        blockRows + (centred ? blockRows * columns : 0)
+        if columns >= rowKernelMinimumColumns { return centred ? columns : 0 }
+        return blockRows + (centred ? blockRows * columns : 0)
     }
 
     /// The row blocks' working set in blocks: input and output, and the squares
@@ -140,7 +143,7 @@ enum LayerNormKernels {
 
     /// ``forwardRowsBLAS`` when a row has at least ``rowKernelMinimumColumns``
     /// columns, ``forwardBlocksBLAS`` otherwise. `scratch` holds
-    /// ``forwardScratch(blockRows:columns:centred:)`` scalars, which covers both.
+    /// ``forwardScratch(blockRows:columns:centred:)`` scalars, sized for the path it takes.
     ///
     /// - Returns: the first row whose statistics are not finite, or `nil`. Rows
     ///   before it have been written.
