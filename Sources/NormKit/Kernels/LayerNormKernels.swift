@@ -366,12 +366,9 @@ enum LayerNormKernels {
             Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: block, x: gamma,
                             beta: 0, y: sumDxhatXhat)
             // dX_b held P_b: its lines are in cache, so no streaming stores.
-            for i in 0..<b {
-                Scalar.combineRow(count: columns, dy: dyb + i * columns, x: xb + i * columns,
-                                  mean: mean[start + i], invstd: invstd[start + i],
-                                  a: sumDxhat[i], b: sumDxhatXhat[i], gamma: gamma,
-                                  into: block + i * columns, streaming: false)
-            }
+            combine(dy: dyb, x: xb, rows: b, columns: columns, mean: mean + start,
+                    invstd: invstd + start, gamma: gamma, meanDxhat: sumDxhat,
+                    meanDxhatXhat: sumDxhatXhat, dx: block, streaming: false)
             start += b
         }
     }
@@ -413,7 +410,8 @@ enum LayerNormKernels {
     }
 
     /// `dx = invstd_i · (gamma_j·dy - mean(dxhat)_i - xhat · mean(dxhat·xhat)_i)`,
-    /// with streaming stores when `streaming`.
+    /// with streaming stores when `streaming`: the output pass of both
+    /// backends, in C (``BLASScalar/combine(count:dy:x:mean:invstd:a:b:gamma:dx:streaming:)``).
     @inlinable
     static func combine<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
@@ -421,16 +419,12 @@ enum LayerNormKernels {
         meanDxhat: UnsafePointer<Scalar>, meanDxhatXhat: UnsafePointer<Scalar>,
         dx: UnsafeMutablePointer<Scalar>, streaming: Bool
     ) {
-        typealias S = StreamingStores
         for i in 0..<rows {
-            let g = dy + i * columns, row = x + i * columns
-            let m = mean[i], s = invstd[i], a = meanDxhat[i], b = meanDxhatXhat[i]
-            S.write(dx + i * columns, count: columns, streaming: streaming,
-                    value: { j in s * (gamma[j] * g[j] - a - (row[j] - m) * s * b) },
-                    vector: { j in
-                        s * (S.load(gamma + j) * S.load(g + j) - a - (S.load(row + j) - m) * s * b)
-                    })
+            Scalar.combineRow(count: columns, dy: dy + i * columns, x: x + i * columns,
+                              mean: mean[i], invstd: invstd[i], a: meanDxhat[i],
+                              b: meanDxhatXhat[i], gamma: gamma, into: dx + i * columns,
+                              streaming: streaming)
         }
-        S.fence(streaming)
+        StreamingStores.fence(streaming)
     }
 }
