@@ -86,6 +86,42 @@ struct BorrowedMemoryTests {
         try compare(InstanceNorm<Float>(channelCount: 4), shape: [3, 4, 5, 3])
     }
 
+    @Test("a copied workspace gives the same bits wherever its copy's storage lands")
+    func copiedWorkspace() throws {
+        // The workspace puts its ones and scratch on 64-byte lines: a copy
+        // (copy-on-write, at its first use) lands at another offset from a
+        // line, where the ones must be written again. Small allocations kept
+        // alive between the copies move where the next one lands.
+        var layerNorm = try LayerNorm<Float>(featureCount: 100)
+        let batchNorm = try BatchNorm<Float>(featureCount: 7)
+        let x: Tensor<Float> = randomInput([6, 100], scale: 3, shift: 10000.1, seed: 11)
+        let columns: Tensor<Float> = randomInput([13, 7], scale: 3, shift: 10000.1, seed: 12)
+        var workspace = Workspace<Float>(), output = try Tensor<Float>(zeros: [0])
+        var cache = NormCache<Float>()
+        try layerNorm.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
+        let expected = bits(output.scalars)
+        var bnWorkspace = Workspace<Float>()
+        var bnLayer = batchNorm
+        try bnLayer.forward(columns, mode: .training, into: &output, cache: &cache,
+                            workspace: &bnWorkspace)
+        let expectedColumns = bits(output.scalars)
+        var pads: [[Float]] = []
+        for k in 1...8 {
+            pads.append([Float](repeating: 0, count: k))
+            var copy = workspace
+            try layerNorm.forward(x, mode: .training, into: &output, cache: &cache, workspace: &copy)
+            let sameRows = bits(output.scalars) == expected
+            #expect(sameRows, "LayerNorm, copy \(k)")
+            var bnCopy = bnWorkspace
+            bnLayer = batchNorm
+            try bnLayer.forward(columns, mode: .training, into: &output, cache: &cache,
+                                workspace: &bnCopy)
+            let sameColumns = bits(output.scalars) == expectedColumns
+            #expect(sameColumns, "BatchNorm, copy \(k)")
+        }
+        #expect(pads.count == 8)
+    }
+
     @Test("buffers of the wrong size are refused, and the layer's state is unchanged")
     func wrongSizes() throws {
         var bn = try BatchNorm<Double>(featureCount: 4)

@@ -4,21 +4,97 @@
 /// reused: a training loop or a benchmark that keeps one workspace per layer
 /// allocates only on its first call (or when a shape grows). It holds a vector
 /// of ones (the `x` of the column- and row-sum `gemv` calls) followed by
-/// scratch space for the row blocks.
+/// scratch space for the row blocks, each starting on a 64-byte boundary.
 ///
 /// A workspace is a value; give each concurrent caller its own.
 public struct Workspace<Scalar: BLASScalar>: Sendable {
     @usableFromInline var storage: [Scalar] = []
     @usableFromInline var onesCount = 0
+    /// Where the ones start, in scalars from the storage's first element (the
+    /// first 64-byte boundary); -1 when they must be written again (new
+    /// storage, or a copy whose elements sit at another offset from a line).
+    @usableFromInline var onesOffset = -1
 
     /// An empty workspace; the first call that uses it sizes it.
     public init() {}
 
-    /// The number of scalars currently held (ones and scratch).
+    /// The number of scalars currently held (ones, scratch, and the slack
+    /// that puts both on 64-byte boundaries).
     public var capacity: Int { storage.count }
 
+    /// The scalars in one 64-byte cache line.
+    @inlinable
+    static var lineScalars: Int { 64 / MemoryLayout<Scalar>.stride }
+
+    /// `count` rounded up to whole 64-byte lines. A kernel that carves the
+    /// scratch region into parts of such sizes (one per worker, say) gets
+    /// every part on a line boundary.
+    @inlinable
+    static func lines(_ count: Int) -> Int {
+        (count + lineScalars - 1) / lineScalars * lineScalars
+    }
+
+    /// The scalars in one 4 KiB page: the slack a vector needs in scratch for
+    /// ``placed(_:awayFrom:by:)``.
+    @inlinable
+    static var pageScalars: Int { 4096 / MemoryLayout<Scalar>.stride }
+
+    /// The first address from `region` (on a 64-byte line, with
+    /// ``pageScalars`` scalars of slack after it) that lies on a 64-byte line
+    /// `bytes` bytes (rounded down to the line) past `anchor` within a 4 KiB
+    /// page. A scratch row that a pass stores while it loads the input, or
+    /// loads while it stores the output, then sits far from their offsets in
+    /// the page, where a load would otherwise wait on an unrelated store
+    /// whose address matches in its low 12 bits (4K aliasing): 20-30% of
+    /// LayerNorm's forward on the development machine (the Architecture article).
+    @inlinable
+    static func placed(
+        _ region: UnsafeMutablePointer<Scalar>, awayFrom anchor: UnsafePointer<Scalar>, by bytes: Int
+    ) -> UnsafeMutablePointer<Scalar> {
+        let target = (Int(bitPattern: anchor) + bytes) % 4096 & ~63
+        let distance = (target - Int(bitPattern: region) % 4096 + 4096) % 4096
+        return region + distance / MemoryLayout<Scalar>.stride
+    }
+
+    /// The scratch ``spread(_:of:in:awayFrom:)`` needs for `vectors` vectors of
+    /// `count` scalars.
+    @inlinable
+    static func spreadScratch(_ vectors: Int, of count: Int) -> Int {
+        vectors * spreadStride(vectors, of: count) + pageScalars
+    }
+
+    /// The distance in scalars between consecutive vectors of
+    /// ``spread(_:of:in:awayFrom:)``: whole lines, and `4096 / (vectors + 1)`
+    /// bytes (rounded down to a line) more than a multiple of a page.
+    @inlinable
+    static func spreadStride(_ vectors: Int, of count: Int) -> Int {
+        let step = 4096 / (vectors + 1) / 64 * 64
+        let bytes = lines(count) * MemoryLayout<Scalar>.stride
+        return (bytes + ((step - bytes) % 4096 + 4096) % 4096) / MemoryLayout<Scalar>.stride
+    }
+
+    /// Room in `region` (on a line, ``spreadScratch(_:of:)`` scalars) for
+    /// `vectors` vectors of `count` scalars that a pass reads for every row
+    /// (gamma, beta, a mean, coefficients): each on a line, the first
+    /// `4096 / (vectors + 1)` bytes past `anchor`'s offset in a page and each
+    /// next as far again (``placed(_:awayFrom:by:)``), so that the vectors and
+    /// the rows at `anchor`'s offset sit at evenly spaced offsets.
+    /// - Returns: the first vector and the stride to the next.
+    @inlinable
+    static func spread(
+        _ vectors: Int, of count: Int, in region: UnsafeMutablePointer<Scalar>,
+        awayFrom anchor: UnsafePointer<Scalar>
+    ) -> (first: UnsafeMutablePointer<Scalar>, stride: Int) {
+        let step = 4096 / (vectors + 1) / 64 * 64
+        return (placed(region, awayFrom: anchor, by: step), spreadStride(vectors, of: count))
+    }
+
     /// Calls `body` with at least `ones` ones and a scratch region of at least
-    /// `scratch` scalars, growing the storage only when it is too small.
+    /// `scratch` scalars, growing the storage only when it is too small. Both
+    /// regions start on a 64-byte boundary, whatever the allocator returned:
+    /// an AVX2 load from an address 16 bytes off a 32-byte boundary splits a
+    /// cache line every other time, and the kernels read their scratch rows
+    /// several times each (see the Architecture article).
     ///
     /// Every BLAS call of a layer's pass happens inside such a call, kernels,
     /// merges and running-statistics updates alike, so OpenBLAS runs on one
@@ -28,21 +104,29 @@ public struct Workspace<Scalar: BLASScalar>: Sendable {
         ones: Int, scratch: Int,
         _ body: (UnsafePointer<Scalar>, UnsafeMutablePointer<Scalar>) -> R
     ) -> R {
-        if storage.isEmpty || ones > onesCount || storage.count - onesCount < scratch {
+        // The ones start at most a line minus one scalar into the storage.
+        let slack = Self.lineScalars - 1
+        let scratchCapacity = storage.count - slack - Self.lines(onesCount)
+        if storage.isEmpty || ones > onesCount || scratchCapacity < scratch {
             let newOnes = max(ones, onesCount)
             // At least one scratch scalar, so the base address always exists.
-            let newScratch = max(1, scratch, storage.count - onesCount)
-            var grown = [Scalar].zeros(count: newOnes + newScratch)
-            for index in 0..<newOnes { grown[index] = 1 }
-            storage = grown
+            let newScratch = max(1, scratch, scratchCapacity)
+            storage = [Scalar].zeros(count: slack + Self.lines(newOnes) + newScratch)
             onesCount = newOnes
+            onesOffset = -1
         }
-        let onesCount = self.onesCount
+        let onesCount = self.onesCount, written = onesOffset
         BLASRuntime.enterSingleThreaded()
         defer { BLASRuntime.leaveSingleThreaded() }
-        return storage.withUnsafeMutableBufferPointer { buffer in
+        var offset = 0
+        let result = storage.withUnsafeMutableBufferPointer { buffer in
             let base = buffer.baseAddress!
-            return body(UnsafePointer(base), base + onesCount)
+            let address = Int(bitPattern: base)
+            offset = ((64 - address % 64) % 64) / MemoryLayout<Scalar>.stride
+            if offset != written { (base + offset).update(repeating: 1, count: onesCount) }
+            return body(UnsafePointer(base + offset), base + offset + Self.lines(onesCount))
         }
+        onesOffset = offset
+        return result
     }
 }

@@ -33,7 +33,7 @@ enum BatchStatistics {
                                     backend: backend)
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
         // Per worker: the moments' block and vectors; per chunk: its mean and M2.
-        let perWorker = g.scratchCount(block: block, vectors: 3)
+        let perWorker = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 3))
         // Then the batch variance and the scale, shared, then the exchange's.
         let shared = split.workers * perWorker + split.chunks * 2 * channels
         let count = exchange.totalCount(local: g.valuesPerStatistic)
@@ -181,7 +181,7 @@ enum BatchStatistics {
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
         // Per worker: a block of scratch; per chunk: its partial dgammaRaw and
         // dbeta (chunk 0's then holds the batch's sums of both); then A, B, C.
-        let perWorker = g.scratchCount(block: block, vectors: 0)
+        let perWorker = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
         let shared = split.workers * perWorker + split.chunks * 2 * channels
         let count = exchange.totalCount(local: g.valuesPerStatistic)
         return workspace.withRegions(ones: g.onesCount(block: block), scratch: shared + 3 * channels) { ones, scratch in

@@ -201,7 +201,8 @@ enum GroupStatistics {
         let split = Threading.split(outer: g.samples, scalarsPerRow: channels * g.spatial,
                                     of: Scalar.self, backend: backend)
         // The kernel's scratch per worker, then each chunk's partial dgamma and dbeta.
-        let perWorker = GroupNormKernels.backwardScratch(geometry: g, blockRows: blockRows)
+        let perWorker = Workspace<Scalar>.lines(
+            GroupNormKernels.backwardScratch(geometry: g, blockRows: blockRows))
         let scratchCount = split.workers * perWorker + split.chunks * 2 * channels
         workspace.withRegions(ones: onesCount, scratch: scratchCount) { ones, scratch in
             cache.withBackwardPointers(buffers) { p in

@@ -101,7 +101,8 @@ enum RowNormalization {
                                     backend: backend)
         // BLAS: the kernel's scratch per worker, then each chunk's partial dgamma
         // and dbeta.
-        let perWorker = LayerNormKernels.backwardScratch(blockRows: blockRows)
+        let perWorker = Workspace<Scalar>.lines(
+            LayerNormKernels.backwardScratch(blockRows: blockRows))
         let scratchCount = backend == .blas
             ? split.workers * perWorker + split.chunks * 2 * columns : 2 * rows
         workspace.withRegions(ones: onesCount, scratch: scratchCount) { ones, scratch in
