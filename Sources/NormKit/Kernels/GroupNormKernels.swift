@@ -59,10 +59,11 @@ enum GroupNormKernels {
         switch backend {
         case .blas where length >= LayerNormKernels.rowKernelMinimumColumns:
             // One row (group) at a time, as LayerNorm's forward.
+            let row = LayerNormKernels.rowScratch(scratch, input: x)
             for r in 0..<g.rows {
                 guard let (m, s) = LayerNormKernels.statistics(
                     ofRow: x + r * length, columns: length, epsilon: epsilon, centred: true,
-                    ones: ones, row: scratch) else { return r }
+                    ones: ones, row: row) else { return r }
                 mean[r] = m
                 invstd[r] = s
                 affine(x: x, geometry: g, rows: r..<(r + 1), mean: mean, invstd: invstd,

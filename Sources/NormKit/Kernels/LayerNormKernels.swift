@@ -33,12 +33,17 @@ enum LayerNormKernels {
 
     /// Scratch scalars ``forwardBLAS`` needs beyond `max(blockRows, columns)`
     /// ones. One row at a time (at least ``rowKernelMinimumColumns`` columns):
-    /// one row of centred values when `centred`, none otherwise. In row blocks
+    /// one row of centred values when `centred`, with a page of slack to place
+    /// it (``rowScratch(_:input:)``), none otherwise. In row blocks
     /// (``rowStatisticsBLAS``): the block of squares when `centred` (otherwise
     /// they go into the output), then one per row of a block.
     @inlinable
-    static func forwardScratch(blockRows: Int, columns: Int, centred: Bool) -> Int {
-        if columns >= rowKernelMinimumColumns { return centred ? columns : 0 }
+    static func forwardScratch<Scalar: BLASScalar>(
+        blockRows: Int, columns: Int, centred: Bool, of _: Scalar.Type
+    ) -> Int {
+        if columns >= rowKernelMinimumColumns {
+            return centred ? columns + Workspace<Scalar>.pageScalars : 0
+        }
         return blockRows + (centred ? blockRows * columns : 0)
     }
 
@@ -159,12 +164,24 @@ enum LayerNormKernels {
             return forwardRowsBLAS(
                 x: x, rows: rows, columns: columns, epsilon: epsilon, centred: centred,
                 gamma: gamma, beta: beta, mean: mean, invstd: invstd, y: y, streaming: streaming,
-                ones: ones, row: scratch)
+                ones: ones, row: rowScratch(scratch, input: x))
         }
         return forwardBlocksBLAS(
             x: x, rows: rows, columns: columns, blockRows: blockRows, epsilon: epsilon,
             centred: centred, gamma: gamma, beta: beta, mean: mean, invstd: invstd, y: y,
             streaming: streaming, ones: ones, scratch: scratch)
+    }
+
+    /// The scratch row of the one-row-at-a-time path in `scratch` (on a line,
+    /// a page of slack after it): half a page from the input's offset in a
+    /// page, so that neither `centre`'s loads of `x` nor `scaleShift`'s
+    /// loads of the row wait on the other pass's stores
+    /// (``Workspace/placed(_:awayFrom:by:)``).
+    @inlinable
+    static func rowScratch<Scalar: BLASScalar>(
+        _ scratch: UnsafeMutablePointer<Scalar>, input x: UnsafePointer<Scalar>
+    ) -> UnsafeMutablePointer<Scalar> {
+        Workspace<Scalar>.placed(scratch, awayFrom: x, by: 2048)
     }
 
     /// One row at a time, so that a row stays in L1 from its first read to its

@@ -142,8 +142,10 @@ enum GroupStatistics {
         // Chunks of samples, so that a chunk's rows start at group 0.
         let split = Threading.split(outer: g.samples, scalarsPerRow: channels * g.spatial,
                                     of: Scalar.self, backend: backend)
+        // Per worker, on whole cache lines (so that each starts on one).
         let perWorker = backend == .blas
-            ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: g.rowLength, centred: true)
+            ? Workspace<Scalar>.lines(LayerNormKernels.forwardScratch(
+                blockRows: blockRows, columns: g.rowLength, centred: true, of: Scalar.self))
             : 0
         let streaming = StreamingStores.shouldStream(count: g.rows * g.rowLength, of: Scalar.self)
         let failure: Int? = workspace.withRegions(ones: onesCount, scratch: split.workers * perWorker) { ones, scratch in

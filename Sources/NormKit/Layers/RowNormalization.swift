@@ -32,21 +32,35 @@ enum RowNormalization {
         let onesCount = backend == .blas ? max(blockRows, columns) : 0
         let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Scalar.self,
                                     backend: backend)
+        // Per worker, on whole cache lines (so that each starts on one).
         let perWorker = backend == .blas
-            ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: columns, centred: centred)
+            ? Workspace<Scalar>.lines(LayerNormKernels.forwardScratch(
+                blockRows: blockRows, columns: columns, centred: centred, of: Scalar.self))
             : 0
+        // Then gamma and beta, copied onto cache lines away from the input's
+        // offset in a page (the layer's arrays sit wherever the allocator put
+        // them; see `Workspace.spread`), read once per row.
+        let parameters = backend == .blas ? Workspace<Scalar>.spreadScratch(2, of: columns) : 0
         let streaming = StreamingStores.shouldStream(count: rows * columns, of: Scalar.self)
-        let failure: Int? = workspace.withRegions(ones: onesCount, scratch: split.workers * perWorker) { ones, scratch in
+        let failure: Int? = workspace.withRegions(
+            ones: onesCount, scratch: split.workers * perWorker + parameters
+        ) { ones, scratch in
             input.withUnsafeBufferPointer { xBuffer in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
             cache.storedMean.withUnsafeMutableBufferPointer { meanBuffer in
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstdBuffer in
                 let x = xBuffer.baseAddress!, y = output.baseAddress!
-                let g = gammaBuffer.baseAddress!, b = betaBuffer.baseAddress!
+                var g = gammaBuffer.baseAddress!, b = betaBuffer.baseAddress!
                 let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
                 switch backend {
                 case .blas:
+                    let (lines, stride) = Workspace<Scalar>.spread(
+                        2, of: columns, in: scratch + split.workers * perWorker, awayFrom: x)
+                    lines.update(from: g, count: columns)
+                    (lines + stride).update(from: b, count: columns)
+                    g = UnsafePointer(lines)
+                    b = UnsafePointer(lines + stride)
                     // Rows are independent: the chunks of rows on the workers.
                     let context = (split: split, x: x, y: y, g: g, b: b, mean: mean, invstd: invstd,
                                    columns: columns, blockRows: blockRows, epsilon: epsilon,
