@@ -37,7 +37,11 @@ enum BatchStatistics {
         // Then the batch variance and the scale, shared, then the exchange's.
         let shared = split.workers * perWorker + split.chunks * 2 * channels
         let count = exchange.totalCount(local: g.valuesPerStatistic)
-        let scratchCount = shared + 2 * channels + exchange.scratchCount(channels: channels)
+        // Last, the normalize pass's mean, scale and shift on lines spread
+        // away from the input's offset in a page (`Workspace.spread`).
+        let vectors = backend == .blas ? Workspace<Scalar>.spreadScratch(3, of: channels) : 0
+        let tail = shared + 2 * channels + exchange.scratchCount(channels: channels)
+        let scratchCount = tail + vectors
         let failure: NormError? = workspace.withRegions(
             ones: g.onesCount(block: block), scratch: scratchCount
         ) { ones, scratch in
@@ -101,9 +105,20 @@ enum BatchStatistics {
                 }
                 beta.withUnsafeBufferPointer { betaBuffer in
                     guard g.outer > 0, let y = output.baseAddress else { return }
-                    let shift = betaBuffer.baseAddress!
-                    let context = (split: split, g: g, x: x, y: y, mean: UnsafePointer(mean),
-                                   scale: UnsafePointer(scale), shift: shift, streaming: streaming)
+                    var mean = UnsafePointer(mean), scale = UnsafePointer(scale)
+                    var shift = betaBuffer.baseAddress!
+                    if backend == .blas {
+                        let (lines, stride) = Workspace<Scalar>.spread(
+                            3, of: channels, in: scratch + tail, awayFrom: x)
+                        lines.update(from: mean, count: channels)
+                        (lines + stride).update(from: scale, count: channels)
+                        (lines + 2 * stride).update(from: shift, count: channels)
+                        mean = UnsafePointer(lines)
+                        scale = UnsafePointer(lines + stride)
+                        shift = UnsafePointer(lines + 2 * stride)
+                    }
+                    let context = (split: split, g: g, x: x, y: y, mean: mean,
+                                   scale: scale, shift: shift, streaming: streaming)
                     Threading.run(split, context) { c, chunk, _ in
                         let c = c.pointee
                         let rows = c.split.rows(ofChunk: chunk)
