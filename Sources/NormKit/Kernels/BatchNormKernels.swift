@@ -448,7 +448,9 @@ extension BatchNormKernels {
     /// `P_b = dY_b ∘ (X_b - mean)` into scratch, `dgammaRaw += gemv(Trans, P_b, 1)`.
     /// BLAS, channel geometry: the same per (sample, channel block) with
     /// `gemv(NoTrans, ·, 1_HW)`. Naive: the textbook's loops.
-    /// `scratch` holds `geometry.scratchCount(block:vectors: 0)` scalars.
+    /// `scratch` holds `geometry.scratchCount(block:vectors: 0)` scalars and,
+    /// for the matrix geometry, a page more: `P_b` goes half a page from `x`'s
+    /// offset in a page (``Workspace/placed(_:awayFrom:by:)``).
     @inlinable
     static func parameterSums<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, geometry g: ChannelGeometry,
@@ -462,6 +464,7 @@ extension BatchNormKernels {
         if g.inner == 1 {
             switch backend {
             case .blas:
+                let scratch = Workspace<Scalar>.placed(scratch, awayFrom: x, by: 2048)
                 var start = 0
                 while start < g.outer {
                     let b = min(block, g.outer - start)
@@ -527,14 +530,14 @@ extension BatchNormKernels {
     /// values per statistic in the batch and `dgamma`, `dbeta` the batch's sums
     /// `sums` (`Σ dy·(x - mean)`, then `Σ dy`: this process's, or all ranks'),
     /// while `p.dgamma` (this process's `Σ dy·(x - mean)`) becomes `Σ dy·xhat`.
-    /// With `frozen` statistics, `B = C = 0`. `coefficients` holds
-    /// `3 * channels` scalars: A, then B, then C.
+    /// With `frozen` statistics, `B = C = 0`. `coefficients` holds A, then B
+    /// at `stride` scalars, then C at `2 * stride` (each `channels` scalars).
     @inlinable
     static func coefficients<Scalar: BLASScalar>(
         _ p: BackwardPointers<Scalar>, sums: UnsafePointer<Scalar>, channels: Int, count: Int,
-        frozen: Bool, coefficients: UnsafeMutablePointer<Scalar>
+        frozen: Bool, coefficients: UnsafeMutablePointer<Scalar>, stride: Int
     ) {
-        let a = coefficients, b = coefficients + channels, c = coefficients + 2 * channels
+        let a = coefficients, b = coefficients + stride, c = coefficients + 2 * stride
         let m = Scalar(count)
         for j in 0..<channels {
             p.dgamma[j] *= p.invstd[j]
@@ -547,15 +550,16 @@ extension BatchNormKernels {
 
     /// `dx = A∘dy + B∘(x - mean) + C` per channel over the geometry: the closed
     /// form's one pass that writes `dx` (with streaming stores when `streaming`).
+    /// A, B and C are ``coefficients(_:sums:channels:count:frozen:coefficients:stride:)``'s.
     @inlinable
     static func combine<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, geometry g: ChannelGeometry,
-        mean: UnsafePointer<Scalar>, coefficients: UnsafePointer<Scalar>,
+        mean: UnsafePointer<Scalar>, coefficients: UnsafePointer<Scalar>, stride: Int,
         dx: UnsafeMutablePointer<Scalar>, streaming: Bool
     ) {
         typealias S = StreamingStores
         let channels = g.channels
-        let a = coefficients, b = coefficients + channels, c = coefficients + 2 * channels
+        let a = coefficients, b = coefficients + stride, c = coefficients + 2 * stride
         if g.inner == 1 {
             for i in 0..<g.outer {
                 Scalar.combineColumnsRow(count: channels, dy: dy + i * channels,

@@ -194,16 +194,26 @@ enum BatchStatistics {
         let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
                                     backend: backend)
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
-        // Per worker: a block of scratch; per chunk: its partial dgammaRaw and
-        // dbeta (chunk 0's then holds the batch's sums of both); then A, B, C.
+        // Per worker: a block of scratch (with a page to place it); per chunk:
+        // its partial dgammaRaw and dbeta (chunk 0's then holds the batch's
+        // sums of both).
         let perWorker = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
+            + Workspace<Scalar>.pageScalars
         let shared = split.workers * perWorker + split.chunks * 2 * channels
         let count = exchange.totalCount(local: g.valuesPerStatistic)
-        return workspace.withRegions(ones: g.onesCount(block: block), scratch: shared + 3 * channels) { ones, scratch in
+        // Last, A, B, C and a copy of the mean, read for every row, on lines
+        // spread away from the input's offset in a page (`Workspace.spread`).
+        let vectors = Workspace<Scalar>.spreadScratch(4, of: channels)
+        return workspace.withRegions(ones: g.onesCount(block: block), scratch: shared + vectors) { ones, scratch in
             cache.withBackwardPointers(buffers) { p in
+                let (lines, stride) = Workspace<Scalar>.spread(
+                    4, of: channels, in: scratch + shared, awayFrom: p.x)
+                let mean = lines + 3 * stride
+                mean.update(from: p.mean, count: channels)
                 let partials = scratch + split.workers * perWorker
                 let context = (split: split, g: g, p: p, partials: partials, block: block,
-                               backend: backend, ones: ones, scratch: scratch, perWorker: perWorker)
+                               backend: backend, ones: ones, scratch: scratch, perWorker: perWorker,
+                               mean: UnsafePointer(mean))
                 if g.outer > 0 { Threading.run(split, context) { c, chunk, worker in
                     let c = c.pointee, p = c.p, channels = c.g.channels
                     let rows = c.split.rows(ofChunk: chunk)
@@ -212,7 +222,7 @@ enum BatchStatistics {
                     BatchNormKernels.parameterSums(
                         dy: p.dy + offset, x: p.x + offset,
                         geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: c.g.inner),
-                        block: c.block, backend: c.backend, mean: p.mean,
+                        block: c.block, backend: c.backend, mean: c.mean,
                         dgammaRaw: partial, dbeta: partial + channels, ones: c.ones,
                         scratch: c.scratch + worker * c.perWorker)
                 }}
@@ -225,14 +235,14 @@ enum BatchStatistics {
                 }
                 // The batch's sums: this process's, then summed over the
                 // exchange, where chunk 0's partials were (merged already).
-                let coefficients = scratch + shared, sums = partials
+                let sums = partials
                 sums.update(from: p.dgamma, count: channels)
                 (sums + channels).update(from: p.dbeta, count: channels)
                 if !frozen, let error = exchange.sumGradients(sums, channels: channels) { return error }
                 BatchNormKernels.coefficients(p, sums: sums, channels: channels, count: count,
-                                              frozen: frozen, coefficients: coefficients)
-                let combineContext = (split: split, g: g, p: p, coefficients: UnsafePointer(coefficients),
-                                      streaming: streaming)
+                                              frozen: frozen, coefficients: lines, stride: stride)
+                let combineContext = (split: split, g: g, p: p, coefficients: UnsafePointer(lines),
+                                      stride: stride, streaming: streaming)
                 if g.outer > 0 { Threading.run(split, combineContext) { c, chunk, _ in
                     let c = c.pointee, p = c.p
                     let rows = c.split.rows(ofChunk: chunk)
@@ -241,7 +251,8 @@ enum BatchStatistics {
                         dy: p.dy + offset, x: p.x + offset,
                         geometry: ChannelGeometry(outer: rows.count, channels: c.g.channels,
                                                   inner: c.g.inner),
-                        mean: p.mean, coefficients: c.coefficients, dx: p.dx + offset,
+                        mean: c.coefficients + 3 * c.stride, coefficients: c.coefficients,
+                        stride: c.stride, dx: p.dx + offset,
                         streaming: c.streaming)
                 }}
                 return nil
