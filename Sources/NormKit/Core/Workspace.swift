@@ -39,19 +39,19 @@ public struct Workspace<Scalar: BLASScalar>: Sendable {
     @inlinable
     static var pageScalars: Int { 4096 / MemoryLayout<Scalar>.stride }
 
-    /// The first address from `region` (on a 64-byte line, with
-    /// ``pageScalars`` scalars of slack after it) that lies on a 64-byte line
-    /// `bytes` bytes (rounded down to the line) past `anchor` within a 4 KiB
-    /// page. A scratch row that a pass stores while it loads the input, or
-    /// loads while it stores the output, then sits far from their offsets in
-    /// the page, where a load would otherwise wait on an unrelated store
-    /// whose address matches in its low 12 bits (4K aliasing): 20-30% of
-    /// LayerNorm's forward on the development machine (the Architecture article).
+    /// The first address from `region` (with ``pageScalars`` scalars of slack
+    /// after what the caller uses) whose offset in a 4 KiB page is `anchor`'s
+    /// plus `bytes`, rounded down to a 64-byte line. A scratch row that a pass
+    /// stores while it loads the input, or loads while it stores the output,
+    /// then sits far from their offsets in the page, where a load would
+    /// otherwise wait on an unrelated store whose address matches in its low
+    /// 12 bits (4K aliasing; the Architecture article has the measurements).
+    /// - Complexity: O(1).
     @inlinable
     static func placed(
         _ region: UnsafeMutablePointer<Scalar>, awayFrom anchor: UnsafePointer<Scalar>, by bytes: Int
     ) -> UnsafeMutablePointer<Scalar> {
-        let target = (Int(bitPattern: anchor) + bytes) % 4096 & ~63
+        let target = ((Int(bitPattern: anchor) + bytes) % 4096) & ~63
         let distance = (target - Int(bitPattern: region) % 4096 + 4096) % 4096
         return region + distance / MemoryLayout<Scalar>.stride
     }
@@ -73,7 +73,7 @@ public struct Workspace<Scalar: BLASScalar>: Sendable {
         return (bytes + ((step - bytes) % 4096 + 4096) % 4096) / MemoryLayout<Scalar>.stride
     }
 
-    /// Room in `region` (on a line, ``spreadScratch(_:of:)`` scalars) for
+    /// Room in `region` (``spreadScratch(_:of:)`` scalars) for
     /// `vectors` vectors of `count` scalars that a pass reads for every row
     /// (gamma, beta, a mean, coefficients): each on a line, the first
     /// `4096 / (vectors + 1)` bytes past `anchor`'s offset in a page and each
