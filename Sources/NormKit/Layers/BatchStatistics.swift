@@ -34,23 +34,26 @@ enum BatchStatistics {
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
         // Per worker: the moments' block and vectors; per chunk: its mean and M2.
         let perWorker = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 3))
-        // Then the batch variance and the scale, shared, then the exchange's.
+        // Then the batch variance, then the exchange's scratch.
         let shared = split.workers * perWorker + split.chunks * 2 * channels
         let count = exchange.totalCount(local: g.valuesPerStatistic)
-        // Last, the normalize pass's mean, scale and shift on lines spread
-        // away from the input's offset in a page (`Workspace.spread`).
-        let vectors = backend == .blas ? Workspace<Scalar>.spreadScratch(3, of: channels) : 0
-        let tail = shared + 2 * channels + exchange.scratchCount(channels: channels)
-        let scratchCount = tail + vectors
+        // Last, the normalize pass's mean, scale and shift, read for every
+        // row, on lines spread away from the input's offset in a page
+        // (`Workspace.spread`).
+        let tail = shared + channels + exchange.scratchCount(channels: channels)
+        let scratchCount = tail + Workspace<Scalar>.spreadScratch(3, of: channels)
         let failure: NormError? = workspace.withRegions(
             ones: g.onesCount(block: block), scratch: scratchCount
         ) { ones, scratch in
-            let variance = scratch + shared, scale = variance + channels
+            let variance = scratch + shared
             return input.withUnsafeBufferPointer { xBuffer in
             cache.storedMean.withUnsafeMutableBufferPointer { meanBuffer in
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstdBuffer in
                 let x = xBuffer.baseAddress!
                 let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
+                let (lines, stride) = Workspace<Scalar>.spread(
+                    3, of: channels, in: scratch + tail, awayFrom: x)
+                let scale = lines + stride
                 switch mode {
                 case .training:
                     // Each chunk of rows (samples) its own moments, then Chan
@@ -80,7 +83,7 @@ enum BatchStatistics {
                                                blockM2: own + channels, length: channels)
                     }
                     if let error = exchange.mergeMoments(local: merged, mean: mean, m2: variance,
-                                                         channels: channels, scratch: scale + channels) {
+                                                         channels: channels, scratch: variance + channels) {
                         return error
                     }
                     let values = Scalar(count)
@@ -105,20 +108,11 @@ enum BatchStatistics {
                 }
                 beta.withUnsafeBufferPointer { betaBuffer in
                     guard g.outer > 0, let y = output.baseAddress else { return }
-                    var mean = UnsafePointer(mean), scale = UnsafePointer(scale)
-                    var shift = betaBuffer.baseAddress!
-                    if backend == .blas {
-                        let (lines, stride) = Workspace<Scalar>.spread(
-                            3, of: channels, in: scratch + tail, awayFrom: x)
-                        lines.update(from: mean, count: channels)
-                        (lines + stride).update(from: scale, count: channels)
-                        (lines + 2 * stride).update(from: shift, count: channels)
-                        mean = UnsafePointer(lines)
-                        scale = UnsafePointer(lines + stride)
-                        shift = UnsafePointer(lines + 2 * stride)
-                    }
-                    let context = (split: split, g: g, x: x, y: y, mean: mean,
-                                   scale: scale, shift: shift, streaming: streaming)
+                    lines.update(from: mean, count: channels)
+                    (lines + 2 * stride).update(from: betaBuffer.baseAddress!, count: channels)
+                    let context = (split: split, g: g, x: x, y: y, mean: UnsafePointer(lines),
+                                   scale: UnsafePointer(scale),
+                                   shift: UnsafePointer(lines + 2 * stride), streaming: streaming)
                     Threading.run(split, context) { c, chunk, _ in
                         let c = c.pointee
                         let rows = c.split.rows(ofChunk: chunk)
