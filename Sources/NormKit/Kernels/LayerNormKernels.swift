@@ -164,7 +164,7 @@ enum LayerNormKernels {
             return forwardRowsBLAS(
                 x: x, rows: rows, columns: columns, epsilon: epsilon, centred: centred,
                 gamma: gamma, beta: beta, mean: mean, invstd: invstd, y: y, streaming: streaming,
-                ones: ones, row: rowScratch(scratch, input: x))
+                ones: ones, row: centred ? rowScratch(scratch, input: x) : scratch)
         }
         return forwardBlocksBLAS(
             x: x, rows: rows, columns: columns, blockRows: blockRows, epsilon: epsilon,
