@@ -10,8 +10,11 @@
 ///
 /// Entries must be stored (`numpy.savez`), not deflated (`numpy.savez_compressed`):
 /// NormKit has no inflater. Zip64 records, which `numpy.savez` writes, are read.
-/// Each entry's CRC-32 is checked. The writer stores entries without
-/// compression, and refuses archives of 4 GiB or more.
+/// Each entry's CRC-32 is checked. The reader treats the file as hostile:
+/// every offset and size is checked against the file's length, and entries
+/// that share bytes are refused, so reading takes memory in proportion to the
+/// file. The writer stores entries without compression, and refuses archives
+/// of 4 GiB or more and names or entry counts a zip field cannot hold.
 public struct NumPyArchive: Sendable, Hashable {
     /// The array names in the order they were added or stored.
     public private(set) var names: [String] = []
@@ -60,15 +63,27 @@ public struct NumPyArchive: Sendable, Hashable {
 
     /// Reads an `.npz` file.
     /// - Throws: ``NormError/fileError(path:reason:)``, and the errors of ``init(npz:)``.
+    ///   The first four bytes are read first: a file that does not start as a
+    ///   zip archive does (a local file header, or the end record of an empty
+    ///   archive) is refused without reading the rest.
     public init(contentsOf path: String) throws(NormError) {
-        try self.init(npz: FileBytes.read(path))
+        let file = try FileBytes.open(path)
+        let signature = try file.read(upTo: 4)
+        guard signature == [0x50, 0x4B, 0x03, 0x04] || signature == [0x50, 0x4B, 0x05, 0x06] else {
+            throw .invalidNumPyData(expected: "a zip archive (.npz) starting with PK\\x03\\x04",
+                                    found: "\(signature)")
+        }
+        try self.init(npz: signature + file.read(upTo: file.remaining ?? Int.max))
     }
 
     // MARK: Writing
 
     /// The bytes of an `.npz` file holding the arrays, stored uncompressed.
     /// - Throws: ``NormError/sizeTooLarge(_:)`` for an archive of 4 GiB or
-    ///   more (NormKit writes no zip64 records).
+    ///   more (NormKit writes no zip64 records);
+    ///   ``NormError/invalidNumPyData(expected:found:)`` for a name of more
+    ///   than 65,531 bytes (65,535 with `.npy`) or more than 65,534 arrays,
+    ///   which a zip archive without zip64 records cannot hold.
     /// - Complexity: O(bytes).
     public func npz() throws(NormError) -> [UInt8] {
         var zip = ZipWriter()
@@ -111,6 +126,13 @@ enum CRC32 {
 }
 
 /// Reads the central directory of a zip archive and the stored entries it names.
+///
+/// Every offset and size read from the archive is checked against its length
+/// before any arithmetic, so no field can overflow; each entry's local header
+/// and data must lie inside the archive, and no two entries may share bytes
+/// (a directory whose records all point at one large entry would otherwise
+/// copy it once per record). So the entries' bytes add up to at most the
+/// archive's size.
 struct ZipReader {
     struct Entry {
         var name: String
@@ -119,6 +141,8 @@ struct ZipReader {
         var size: Int
         var compressedSize: Int
         var localHeaderOffset: Int
+        /// Where the data starts, after the local header (set by ``ZipReader/entries()``).
+        var dataOffset = 0
     }
 
     let bytes: [UInt8]
@@ -128,15 +152,25 @@ struct ZipReader {
         .invalidNumPyData(expected: expected, found: found)
     }
 
-    /// The little-endian integer of `width` bytes at `offset`.
+    /// The little-endian integer of `width` bytes at `offset`, which must lie
+    /// inside the archive.
     private func integer(_ offset: Int, _ width: Int) throws(NormError) -> Int {
-        guard offset >= 0, offset + width <= bytes.count else {
+        guard offset >= 0, width <= bytes.count, offset <= bytes.count - width else {
             throw bad("a zip record at byte \(offset)", "an archive of \(bytes.count) bytes")
         }
         var value: UInt64 = 0
         for k in 0..<width { value |= UInt64(bytes[offset + k]) << (8 * UInt64(k)) }
         guard value <= UInt64(Int.max) else { throw bad("a size that fits Int", "\(value)") }
         return Int(value)
+    }
+
+    /// An offset or size read from the archive, which must not exceed its length
+    /// (so that adding a record's fixed fields to it cannot overflow).
+    private func within(_ value: Int, _ what: String) throws(NormError) -> Int {
+        guard value <= bytes.count else {
+            throw bad("\(what) within the archive's \(bytes.count) bytes", "\(value)")
+        }
+        return value
     }
 
     func entries() throws(NormError) -> [Entry] {
@@ -158,12 +192,17 @@ struct ZipReader {
             guard eocd >= 20, try integer(eocd - 20, 4) == 0x0706_4B50 else {
                 throw bad("a zip64 end-of-central-directory locator", "none")
             }
-            let record = try integer(eocd - 20 + 8, 8)
+            let record = try within(integer(eocd - 20 + 8, 8), "the zip64 record's offset")
             guard try integer(record, 4) == 0x0606_4B50 else {
                 throw bad("a zip64 end-of-central-directory record", "none at byte \(record)")
             }
             count = try integer(record + 32, 8)
             directory = try integer(record + 48, 8)
+        }
+        directory = try within(directory, "the central directory's offset")
+        // Each directory record takes at least 46 bytes.
+        guard count <= (bytes.count - directory) / 46 else {
+            throw bad("at most \((bytes.count - directory) / 46) directory records in the archive", "\(count)")
         }
         var entries: [Entry] = []
         var offset = directory
@@ -193,8 +232,27 @@ struct ZipReader {
                 }
                 extra += 4 + length
             }
+            entry.size = try within(entry.size, "the size of '\(entry.name)'")
+            entry.compressedSize = try within(entry.compressedSize, "the stored size of '\(entry.name)'")
+            let header = try within(entry.localHeaderOffset, "the local header of '\(entry.name)'")
+            guard try integer(header, 4) == 0x0403_4B50 else {
+                throw bad("a local file header for '\(entry.name)'", "none at byte \(header)")
+            }
+            entry.dataOffset = header + 30 + (try integer(header + 26, 2)) + (try integer(header + 28, 2))
+            guard entry.dataOffset <= bytes.count, entry.compressedSize <= bytes.count - entry.dataOffset else {
+                throw bad("\(entry.compressedSize) bytes of '\(entry.name)'", "a truncated archive")
+            }
             entries.append(entry)
             offset = extraEnd + commentLength
+        }
+        // No two entries share bytes, and no name comes twice.
+        let byOffset = entries.sorted { $0.localHeaderOffset < $1.localHeaderOffset }
+        for (a, b) in zip(byOffset, byOffset.dropFirst()) where b.localHeaderOffset < a.dataOffset + a.compressedSize {
+            throw bad("entries that do not overlap", "'\(b.name)' at byte \(b.localHeaderOffset) inside '\(a.name)'")
+        }
+        var names = Set<String>()
+        for entry in entries where !names.insert(entry.name).inserted {
+            throw bad("one entry named '\(entry.name)'", "two")
         }
         return entries
     }
@@ -205,15 +263,10 @@ struct ZipReader {
             throw bad("stored entries (numpy.savez)",
                       "'\(entry.name)' compressed with method \(entry.method) (numpy.savez_compressed)")
         }
-        let header = entry.localHeaderOffset
-        guard try integer(header, 4) == 0x0403_4B50 else {
-            throw bad("a local file header for '\(entry.name)'", "none at byte \(header)")
+        guard entry.size == entry.compressedSize else {
+            throw bad("\(entry.size) bytes of '\(entry.name)'", "\(entry.compressedSize) stored")
         }
-        let start = header + 30 + (try integer(header + 26, 2)) + (try integer(header + 28, 2))
-        guard entry.size == entry.compressedSize, start + entry.size <= bytes.count else {
-            throw bad("\(entry.size) bytes of '\(entry.name)'", "a truncated archive")
-        }
-        let data = bytes[start ..< start + entry.size]
+        let data = bytes[entry.dataOffset ..< entry.dataOffset + entry.size]
         let crc = CRC32.checksum(data)
         guard crc == entry.crc else {
             throw bad("CRC-32 \(entry.crc) for '\(entry.name)'", "\(crc)")
@@ -234,6 +287,14 @@ struct ZipWriter {
 
     mutating func append(name: String, contents: [UInt8]) throws(NormError) {
         let nameBytes = Array(name.utf8)
+        // The name's length and the entry count are 16-bit fields.
+        guard nameBytes.count <= 0xFFFF else {
+            throw .invalidNumPyData(expected: "an entry name of at most 65,535 bytes",
+                                    found: "\(nameBytes.count) bytes")
+        }
+        guard count < 0xFFFE else {   // 0xFFFF in the end record means zip64
+            throw .invalidNumPyData(expected: "at most 65,534 entries", found: "more")
+        }
         let offset = bytes.count
         guard offset + 30 + nameBytes.count + contents.count < 0xFFFF_FFFF else {
             throw .sizeTooLarge(offset + contents.count)
@@ -258,7 +319,7 @@ struct ZipWriter {
     }
 
     func finish() throws(NormError) -> [UInt8] {
-        guard count < 0xFFFF, bytes.count + directory.count < 0xFFFF_FFFF else {
+        guard bytes.count + directory.count < 0xFFFF_FFFF else {
             throw .sizeTooLarge(bytes.count + directory.count)
         }
         var out = bytes + directory

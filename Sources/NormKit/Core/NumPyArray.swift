@@ -26,6 +26,19 @@ public struct NumPyArray: Sendable, Hashable {
     ///   ``NormError/negativeDimension(shape:)``, ``NormError/shapeOverflow(shape:)``.
     /// - Complexity: O(1); the bytes are not copied.
     public init(descriptor: String, shape: [Int], data: [UInt8]) throws(NormError) {
+        let bytes = try NumPyArray.byteCount(descriptor: descriptor, shape: shape)
+        guard bytes == data.count else {
+            throw .invalidNumPyData(expected: "\(bytes) bytes of data for shape \(shape)", found: "\(data.count)")
+        }
+        self.descriptor = descriptor
+        self.shape = shape
+        self.data = data
+    }
+
+    /// The bytes of data that `descriptor` and `shape` call for.
+    /// - Throws: as ``init(descriptor:shape:data:)``, for a descriptor that is
+    ///   not a little-endian NumPy type string or a size that overflows `Int`.
+    static func byteCount(descriptor: String, shape: [Int]) throws(NormError) -> Int {
         let characters = Array(descriptor)
         guard characters.count >= 3, characters[0] == "<" || characters[0] == "|",
               characters[1].isLetter, let size = Int(String(characters[2...])), size > 0 else {
@@ -34,13 +47,11 @@ public struct NumPyArray: Sendable, Hashable {
         }
         let count = try Tensor<Float>.elementCount(of: shape)
         let (bytes, overflow) = count.multipliedReportingOverflow(by: size)
-        guard !overflow, bytes == data.count else {
-            throw .invalidNumPyData(expected: "\(overflow ? -1 : bytes) bytes of data for shape \(shape)",
-                                    found: "\(data.count)")
+        guard !overflow else {
+            throw .invalidNumPyData(expected: "a data size that fits Int for shape \(shape)",
+                                    found: "\(count) items of \(size) bytes")
         }
-        self.descriptor = descriptor
-        self.shape = shape
-        self.data = data
+        return bytes
     }
 
     /// The array of a tensor: descriptor `<f4` or `<f8`, its shape and scalars.
@@ -64,35 +75,77 @@ public struct NumPyArray: Sendable, Hashable {
     ///   the descriptor or the data length.
     /// - Complexity: O(bytes).
     public init(npy bytes: [UInt8]) throws(NormError) {
-        let magic: [UInt8] = [0x93] + Array("NUMPY".utf8)
-        guard bytes.count >= 10, Array(bytes[0..<6]) == magic else {
-            throw .invalidNumPyData(expected: "the magic string \\x93NUMPY", found: "\(bytes.prefix(6))")
+        var offset = 0
+        try self.init(available: bytes.count) { (count: Int) throws(NormError) -> [UInt8] in
+            let end = offset + min(count, bytes.count - offset)
+            defer { offset = end }
+            return Array(bytes[offset..<end])
         }
-        let major = bytes[6]
+    }
+
+    /// The longest header read, 1 MiB: `numpy.save` writes a few hundred
+    /// bytes (and `numpy.load` refuses more than 10,000 by default).
+    static let maximumHeaderLength = 1 << 20
+
+    /// Reads a `.npy` file's parts from `read(count)` (which returns up to
+    /// `count` further bytes): the magic string and preamble first, then the
+    /// header, then exactly the data the header declares. `available` is the
+    /// number of bytes the source holds, when known: a declared size larger
+    /// than that is refused before anything is read, and so are bytes past
+    /// the data.
+    private init(
+        available: Int?, read: (Int) throws(NormError) -> [UInt8]
+    ) throws(NormError) {
+        let magic: [UInt8] = [0x93] + Array("NUMPY".utf8)
+        let preamble = try read(10)
+        guard preamble.count == 10, Array(preamble[0..<6]) == magic else {
+            throw .invalidNumPyData(expected: "the magic string \\x93NUMPY", found: "\(preamble.prefix(6))")
+        }
+        let major = preamble[6]
         let headerStart: Int, headerLength: Int
         switch major {
         case 1:
             headerStart = 10
-            headerLength = Int(bytes[8]) | Int(bytes[9]) << 8
+            headerLength = Int(preamble[8]) | Int(preamble[9]) << 8
         case 2:
-            guard bytes.count >= 12 else {
-                throw .invalidNumPyData(expected: "a 12-byte preamble", found: "\(bytes.count) bytes")
+            let rest = try read(2)
+            guard rest.count == 2 else {
+                throw .invalidNumPyData(expected: "a 12-byte preamble", found: "\(10 + rest.count) bytes")
             }
             headerStart = 12
-            headerLength = (0..<4).reduce(0) { $0 | Int(bytes[8 + $1]) << (8 * $1) }
+            let lengthBytes: [UInt8] = [preamble[8], preamble[9], rest[0], rest[1]]
+            headerLength = (0..<4).reduce(0) { $0 | Int(lengthBytes[$1]) << (8 * $1) }
         default:
-            throw .invalidNumPyData(expected: "format version 1.0 or 2.0", found: "\(major).\(bytes[7])")
+            throw .invalidNumPyData(expected: "format version 1.0 or 2.0", found: "\(major).\(preamble[7])")
         }
-        guard headerStart + headerLength <= bytes.count else {
-            throw .invalidNumPyData(expected: "a header of \(headerLength) bytes", found: "\(bytes.count - headerStart)")
+        guard headerLength <= NumPyArray.maximumHeaderLength else {
+            throw .invalidNumPyData(expected: "a header of at most \(NumPyArray.maximumHeaderLength) bytes",
+                                    found: "\(headerLength) bytes")
         }
-        let header = String(decoding: bytes[headerStart ..< headerStart + headerLength], as: UTF8.self)
-        let parsed = try NumPyHeader(parsing: header)
+        if let available, headerStart + headerLength > available {
+            throw .invalidNumPyData(expected: "a header of \(headerLength) bytes", found: "\(available - headerStart)")
+        }
+        let headerBytes = try read(headerLength)
+        guard headerBytes.count == headerLength else {
+            throw .invalidNumPyData(expected: "a header of \(headerLength) bytes", found: "\(headerBytes.count)")
+        }
+        let parsed = try NumPyHeader(parsing: String(decoding: headerBytes, as: UTF8.self))
         guard !parsed.fortranOrder else {
             throw .invalidNumPyData(expected: "C order", found: "'fortran_order': True")
         }
-        try self.init(descriptor: parsed.descriptor, shape: parsed.shape,
-                      data: Array(bytes[(headerStart + headerLength)...]))
+        // The data's size, from the descriptor and shape alone, before any of it is read.
+        let declared = try NumPyArray.byteCount(descriptor: parsed.descriptor, shape: parsed.shape)
+        if let available, available - headerStart - headerLength != declared {
+            throw .invalidNumPyData(expected: "\(declared) bytes of data for shape \(parsed.shape)",
+                                    found: "\(available - headerStart - headerLength)")
+        }
+        let data = try read(declared)
+        let trailing = available == nil && data.count == declared ? try read(1) : []
+        guard data.count == declared, trailing.isEmpty else {
+            throw .invalidNumPyData(expected: "\(declared) bytes of data for shape \(parsed.shape)",
+                                    found: data.count < declared ? "\(data.count)" : "more")
+        }
+        try self.init(descriptor: parsed.descriptor, shape: parsed.shape, data: data)
     }
 
     /// The bytes of a `.npy` file holding this array, as `numpy.save` writes them.
@@ -117,8 +170,14 @@ public struct NumPyArray: Sendable, Hashable {
 
     /// Reads a `.npy` file.
     /// - Throws: ``NormError/fileError(path:reason:)``, and the errors of ``init(npy:)``.
+    ///   The magic string and header are read first, then only the data the
+    ///   header declares: a file that is not a `.npy`, or declares more data
+    ///   than it holds, is refused after a few bytes.
     public init(contentsOf path: String) throws(NormError) {
-        try self.init(npy: FileBytes.read(path))
+        let file = try FileBytes.open(path)
+        try self.init(available: file.size) { (count: Int) throws(NormError) -> [UInt8] in
+            try file.read(upTo: count)
+        }
     }
 
     /// Writes this array to a `.npy` file, replacing any file at `path`.
