@@ -237,10 +237,16 @@ public struct Tensor<Scalar: BLASScalar>: Sendable, Hashable {
 extension Tensor: CustomStringConvertible {
     /// The scalars nested by dimension, as numpy prints them, with the shape:
     /// `Tensor<Float>([[1.0, 2.0], [3.0, 4.0]], shape: [2, 2])`. Past 1,000
-    /// scalars each dimension shows its first and last three entries around `...`.
-    /// - Complexity: O(count) up to 1,000 scalars, then O(6^rank).
+    /// scalars, or 1,000 rows (empty ones too: shape `[Int.max, 0]`), each
+    /// dimension shows its first and last three entries around `...`.
+    /// - Complexity: O(count) up to 1,000 scalars and rows, then O(6^rank).
     public var description: String {
-        let elide = count > 1000
+        var rows = 1
+        for extent in storedShape.dropLast() {
+            let (product, overflow) = rows.multipliedReportingOverflow(by: extent)
+            rows = overflow ? Int.max : product
+        }
+        let elide = count > 1000 || rows > 1000
         var text = ""
         func write(dimension: Int, offset: Int) {
             if dimension == storedShape.count {
@@ -250,16 +256,13 @@ extension Tensor: CustomStringConvertible {
             let extent = storedShape[dimension]
             let stride = storedShape[(dimension + 1)...].reduce(1, &*)
             text += "["
-            var first = true
-            for index in 0..<extent {
-                if elide && extent > 6 && index == 3 {
-                    text += ", ..."
-                    continue
+            let shown: [Range<Int>] = elide && extent > 6 ? [0..<3, (extent - 3)..<extent] : [0..<extent]
+            for (part, indices) in shown.enumerated() {
+                if part > 0 { text += ", ..." }
+                for index in indices {
+                    if index > 0 { text += ", " }
+                    write(dimension: dimension + 1, offset: offset + index * stride)
                 }
-                if elide && extent > 6 && index > 3 && index < extent - 3 { continue }
-                if !first { text += ", " }
-                first = false
-                write(dimension: dimension + 1, offset: offset + index * stride)
             }
             text += "]"
         }

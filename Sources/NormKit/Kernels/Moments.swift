@@ -43,7 +43,7 @@ public struct Moments<Scalar: BLASScalar>: Sendable, Hashable, Codable {
         guard x.shape.count == 2 else { throw .invalidShape(expected: "(N, D)", actual: x.shape) }
         let (n, d) = (x.shape[0], x.shape[1])
         var mean = [Scalar](repeating: 0, count: d), m2 = [Scalar](repeating: 0, count: d)
-        if n > 0 {
+        if n > 0 && d > 0 {
             let ones = [Scalar](repeating: 1, count: n)
             var scratch = [Scalar](repeating: 0, count: n)
             x.withUnsafeBufferPointer { x in
@@ -66,11 +66,16 @@ public struct Moments<Scalar: BLASScalar>: Sendable, Hashable, Codable {
     /// Merges `other` into these moments (Chan's formula; `other` last). Count
     /// 0 on either side is the identity, bit for bit.
     /// - Throws: ``NormError/parameterCountMismatch(name:expected:actual:)`` for
-    ///   moments of another number of features.
+    ///   moments of another number of features; ``NormError/countOverflow(_:_:)``
+    ///   when the two counts add up to more than `Int.max`. A throwing merge
+    ///   changes nothing.
     /// - Complexity: O(D), three `axpy`s.
     public mutating func merge(_ other: Moments<Scalar>) throws(NormError) {
         try Validation.count("mean", other.mean.count, expected: mean.count)
         try Validation.count("m2", other.m2.count, expected: m2.count)
+        guard !count.addingReportingOverflow(other.count).overflow else {
+            throw .countOverflow(count, other.count)
+        }
         if other.count == 0 { return }
         if count == 0 {
             self = other
