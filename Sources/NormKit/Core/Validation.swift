@@ -29,6 +29,15 @@ enum Validation {
         }
     }
 
+    /// Every value of a parameter or statistics vector must be finite (what a
+    /// decoded layer holds).
+    @inlinable
+    static func finite<Scalar: BLASScalar>(_ name: String, _ values: [Scalar]) throws(NormError) {
+        guard values.allSatisfy(\.isFinite) else {
+            throw .unsupportedParameter(name: name, expected: "finite values")
+        }
+    }
+
     /// An `(N, D)` input with `D == columns` and `N >= minimumRows` (1; 0 for
     /// a shard of a synchronized layer) whose size fits OpenBLAS. Returns `N`.
     @inlinable

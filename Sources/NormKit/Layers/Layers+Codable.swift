@@ -17,12 +17,17 @@ private func validated<Layer>(
     }
 }
 
-/// The checks a decoded layer without running statistics passes (those of its `forward`).
+/// The checks a decoded layer's `gamma` and `beta` pass, before the layer is
+/// built (so a count that the arrays do not back allocates nothing): their
+/// lengths (as `forward` checks), and finite values.
 private func checkAffine<Scalar: BLASScalar>(
     gamma: [Scalar], beta: [Scalar], count: Int
 ) throws(NormError) {
+    try Validation.featureCount(count)
     try Validation.count("gamma", gamma.count, expected: count)
     try Validation.count("beta", beta.count, expected: count)
+    try Validation.finite("gamma", gamma)
+    try Validation.finite("beta", beta)
 }
 
 /// The keys of ``BatchNorm`` and ``SpatialBatchNorm`` (`featureCount` or
@@ -56,6 +61,19 @@ private struct RunningState<Scalar: BLASScalar> {
         (self.epsilon, self.momentum, self.estimator, self.backend) = (epsilon, momentum, estimator, backend)
     }
 
+    /// What a decoded layer of `count` features must hold, checked before it
+    /// is built: `forward`'s length checks, finite values, and a running
+    /// variance that is not negative.
+    func check(count: Int) throws(NormError) {
+        try checkAffine(gamma: gamma, beta: beta, count: count)
+        try Validation.count("runningMean", runningMean.count, expected: count)
+        try Validation.count("runningVariance", runningVariance.count, expected: count)
+        try Validation.finite("runningMean", runningMean)
+        guard runningVariance.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
+            throw .unsupportedParameter(name: "runningVariance", expected: "finite and not negative")
+        }
+    }
+
     func encode(to c: inout KeyedEncodingContainer<RunningCodingKeys>) throws {
         try c.encode(gamma, forKey: .gamma)
         try c.encode(beta, forKey: .beta)
@@ -78,6 +96,7 @@ extension BatchNorm: Codable {
         let count = try c.decode(Int.self, forKey: .featureCount)
         let v = try RunningState<Scalar>(c)
         self = try validated(c.codingPath) { () throws(NormError) in
+            try v.check(count: count)
             var layer = try BatchNorm(featureCount: count, epsilon: v.epsilon, momentum: v.momentum,
                                       varianceEstimator: v.estimator, backend: v.backend)
             (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) =
@@ -108,6 +127,7 @@ extension SpatialBatchNorm: Codable {
         let layout = try c.decode(ChannelLayout.self, forKey: .layout)
         let v = try RunningState<Scalar>(c)
         self = try validated(c.codingPath) { () throws(NormError) in
+            try v.check(count: count)
             var layer = try SpatialBatchNorm(channelCount: count, epsilon: v.epsilon, momentum: v.momentum,
                                              varianceEstimator: v.estimator, layout: layout,
                                              backend: v.backend)
@@ -140,6 +160,7 @@ private enum AffineCodingKeys: String, CodingKey {
 /// and `backend`, then `gamma` and `beta`, checked against the size.
 private func decodeAffineLayer<Layer: NormalizationLayer>(
     _ decoder: any Decoder, countKey: AffineCodingKeys,
+    checkBeta: ([Layer.Scalar]) throws(NormError) -> Void = { _ in },
     _ make: (Int, Layer.Scalar, Backend) throws(NormError) -> Layer
 ) throws -> Layer {
     let c = try decoder.container(keyedBy: AffineCodingKeys.self)
@@ -149,8 +170,9 @@ private func decodeAffineLayer<Layer: NormalizationLayer>(
     let epsilon = try c.decode(Layer.Scalar.self, forKey: .epsilon)
     let backend = try c.decode(Backend.self, forKey: .backend)
     return try validated(c.codingPath) { () throws(NormError) in
-        var layer = try make(count, epsilon, backend)
         try checkAffine(gamma: gamma, beta: beta, count: count)
+        try checkBeta(beta)
+        var layer = try make(count, epsilon, backend)
         (layer.gamma, layer.beta) = (gamma, beta)
         return layer
     }
@@ -190,7 +212,8 @@ extension RMSNorm: Codable {
     /// ``init(featureCount:epsilon:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
-        self = try decodeAffineLayer(decoder, countKey: .featureCount) { (count, epsilon, backend) throws(NormError) in
+        self = try decodeAffineLayer(decoder, countKey: .featureCount, checkBeta: RMSNorm.checkBeta) {
+            (count, epsilon, backend) throws(NormError) in
             try RMSNorm(featureCount: count, epsilon: epsilon, backend: backend)
         }
     }
@@ -264,6 +287,11 @@ extension DecorrelatedBatchNorm: Codable {
         let mean = try c.decode([Scalar].self, forKey: .runningMean)
         let whitening = try c.decode([Scalar].self, forKey: .runningWhitening)
         self = try validated(c.codingPath) { () throws(NormError) in
+            // The arrays' lengths first: a size they do not back allocates nothing.
+            try checkAffine(gamma: gamma, beta: beta, count: count)
+            try Validation.count("runningMean", mean.count, expected: count)
+            let (blocks, overflow) = count.multipliedReportingOverflow(by: groupSize)
+            try Validation.count("runningWhitening", whitening.count, expected: overflow ? -1 : blocks)
             var layer = try DecorrelatedBatchNorm(featureCount: count, groupSize: groupSize, method: method,
                                                   epsilon: epsilon, momentum: momentum, backend: backend)
             (layer.gamma, layer.beta, layer.runningMean, layer.runningWhitening) = (gamma, beta, mean, whitening)

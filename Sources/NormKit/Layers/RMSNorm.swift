@@ -65,9 +65,7 @@ public struct RMSNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable
         try Validation.epsilon(epsilon)
         try Validation.count("gamma", gamma.count, expected: featureCount)
         try Validation.count("beta", beta.count, expected: featureCount)
-        guard beta.allSatisfy({ $0 == 0 }) else {
-            throw .unsupportedParameter(name: "beta", expected: "all zeros (RMSNorm has no shift)")
-        }
+        try RMSNorm.checkBeta(beta)
         try RowNormalization.forward(
             input, shape: shape, mode: mode, columns: featureCount, centred: false, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, output: output, cache: &cache,
@@ -96,5 +94,18 @@ public struct RMSNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable
         try RowNormalization.backward(
             buffers, cache: cache, columns: featureCount, centred: false,
             backend: backend, workspace: &workspace)
+    }
+
+    /// `beta` must stay zeros: RMSNorm has no shift (its forward pass and
+    /// decoding check this).
+    /// - Throws: ``NormError/unsupportedParameter(name:expected:)``.
+    /// - Complexity: O(D); inlinable, so that the forward pass's specialized
+    ///   code checks without allocating (unspecialized, `allSatisfy` boxes
+    ///   each scalar).
+    @inlinable
+    static func checkBeta(_ beta: [Scalar]) throws(NormError) {
+        guard beta.allSatisfy({ $0 == 0 }) else {
+            throw .unsupportedParameter(name: "beta", expected: "all zeros (RMSNorm has no shift)")
+        }
     }
 }
