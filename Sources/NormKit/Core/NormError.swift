@@ -69,6 +69,17 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
     /// rank (the lowest such `rank` is named; it threw its own error), so every
     /// rank throws and none waits for it. This rank's state is unchanged.
     case rankFailed(rank: Int)
+    /// Two counts of values (``Moments``' `count`) add up to more than `Int.max`.
+    case countOverflow(Int, Int)
+    /// A whitening layer whose matrices would hold more than `maximum`
+    /// scalars (`featureCount · groupSize`), refused before anything is allocated.
+    case whiteningTooLarge(featureCount: Int, groupSize: Int, maximum: Int)
+    /// Newton–Schulz iteration diverged in whitening group `group`: the
+    /// residual `‖P Sₙ P − I‖` of iteration `iteration` grew past its start
+    /// (round-off amplified by an ill-conditioned covariance, or more
+    /// iterations than convergence needs). Fewer iterations, a larger
+    /// `epsilon`, or `.eigen` avoid it.
+    case whiteningDiverged(group: Int, iteration: Int)
     /// A collective operation of a ``Communicator`` failed: `operation` names
     /// it (e.g. `MPI_Allgather`), `reason` is the transport's message.
     case communicationFailure(operation: String, reason: String)
@@ -128,6 +139,13 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
             return "could not access \(path): \(reason)"
         case let .rankFailed(rank):
             return "expected every rank to take part in the synchronized call, but rank \(rank) refused its input or state"
+        case let .countOverflow(a, b):
+            return "expected counts whose sum fits Int, got \(a) and \(b)"
+        case let .whiteningTooLarge(featureCount, groupSize, maximum):
+            return "expected featureCount · groupSize of at most \(maximum) scalars, got \(featureCount) · \(groupSize)"
+        case let .whiteningDiverged(group, iteration):
+            return "expected Newton–Schulz iteration to converge in group \(group), but its residual grew at "
+                + "iteration \(iteration) (use fewer iterations, a larger epsilon, or .eigen)"
         case let .communicationFailure(operation, reason):
             return "expected \(operation) to succeed, got: \(reason)"
         }

@@ -10,14 +10,16 @@
 enum WhiteningKernels {
     // MARK: Threads
 
-    /// Runs a whitening pass. Its parallelism is OpenBLAS's, in its BLAS-3 and
-    /// LAPACK calls (``BLASRuntime/threadCount`` threads); with
-    /// ``Threading/threadCount`` 1 the pass keeps OpenBLAS on one thread too,
-    /// so that "one thread" means one thread.
+    /// Runs a whitening pass with OpenBLAS on one thread (``BLASRuntime``'s
+    /// single-threaded scope), whatever ``Threading/threadCount`` and
+    /// ``BLASRuntime/threadCount`` are and whatever other threads run: OpenBLAS
+    /// splits `?gemm`, `?syrk` and LAPACK's blocked routines by its thread
+    /// count, which changes the order of their sums, so the results would
+    /// depend on the thread setting and on other threads' kernels. On one
+    /// thread they are the same bits in every setting, as every other layer's.
     static func withThreadPolicy<R>(_ body: () throws(NormError) -> R) throws(NormError) -> R {
-        let single = Threading.threadCount == 1
-        if single { BLASRuntime.enterSingleThreaded() }
-        defer { if single { BLASRuntime.leaveSingleThreaded() } }
+        BLASRuntime.enterSingleThreaded()
+        defer { BLASRuntime.leaveSingleThreaded() }
         return try body()
     }
 
@@ -348,11 +350,78 @@ enum WhiteningKernels {
         /// `.cholesky`: `L` of `Sigma + eps I = L Lᵀ`, and `L⁻¹`.
         var lower: [Scalar] = []
         var lowerInverse: [Scalar] = []
-        /// `.newtonSchulz`: the iterates `P_0 ... P_T`, the normalized
-        /// `S / tr(S)` and `tr(S)`.
-        var iterates: [[Scalar]] = []
+        /// `.newtonSchulz`: the normalized `S / tr(S)`, `tr(S)` and the
+        /// iterations taken (at most the method's, fewer once converged);
+        /// backward recomputes the iterates from them (the same products, so
+        /// the same bits) rather than forward keeping them.
         var normalized: [Scalar] = []
         var trace: Scalar = 0
+        var iterations = 0
+
+        /// Whether the group's whitening is well defined and backward's
+        /// adjoint stays finite. For `.eigen`: the smallest eigenvalue plus
+        /// `epsilon` must exceed the eigensolver's accuracy, `m · ulp` times the
+        /// largest eigenvalue (below it the sign and size of an eigenvalue are
+        /// round-off, and the two backends' eigensolvers round a zero one
+        /// differently), and the largest divided difference, `1 / (2 a³)` with
+        /// `a = sqrt(l_min + eps)`, must be finite. The other methods' factors
+        /// are checked through `W`.
+        func isDifferentiable(epsilon: Scalar) -> Bool {
+            guard let smallest = values.min(), let largest = values.max() else { return true }
+            let a = (smallest + epsilon).squareRoot()
+            return smallest + epsilon > Scalar(values.count) * Scalar.ulpOfOne * largest
+                && (1 / (2 * a * a * a)).isFinite
+        }
+    }
+
+    /// The most Newton–Schulz iterations ``WhiteningMethod/newtonSchulz(iterations:)``
+    /// takes: convergence is quadratic once close, so more only lets
+    /// round-off grow (IterNorm uses 5).
+    static let maximumNewtonSchulzIterations = 64
+
+    /// The Newton–Schulz iterates `P_0 = I`, `P_(k+1) = 1.5 P_k - 0.5 P_k³ SN`
+    /// of the `n x n` normalized covariance `sn`, `P_0 ... P_K`, or only
+    /// `P_K` (in a one-element array) unless `keepingAll`, and `K`, at most
+    /// `iterations`.
+    ///
+    /// Each step's residual `r_k = ‖P_k³ SN - P_k‖_F / ‖P_k‖_F` (zero exactly
+    /// when `P_k² SN = I`) decreases in exact arithmetic, quadratically once
+    /// small; in floating point the uncoupled iteration is unstable, and past
+    /// convergence round-off grows geometrically (in Double, after about 17
+    /// iterations on well-conditioned data). So the iteration stops one step
+    /// after `r_k` falls to `sqrt(ulp)` (that step brings it to round-off),
+    /// and a residual above `sqrt(ulp)` and ten times the smallest so far is
+    /// divergence:
+    /// - Throws: ``NormError/whiteningDiverged(group:iteration:)``.
+    static func newtonSchulzIterates<Scalar: BLASScalar>(
+        _ sn: [Scalar], order n: Int, iterations: Int, group: Int, keepingAll: Bool, backend: Backend
+    ) throws(NormError) -> (iterates: [[Scalar]], taken: Int) {
+        var p = [Scalar](repeating: 0, count: n * n)
+        for i in 0..<n { p[i * n + i] = 1 }
+        var iterates = [p], taken = 0
+        var smallest = Scalar.infinity
+        let floor = Scalar.ulpOfOne.squareRoot()
+        for step in 0...iterations {
+            let p3s = product(product(product(p, false, p, false, order: n, backend: backend),
+                                      false, p, false, order: n, backend: backend),
+                              false, sn, false, order: n, backend: backend)
+            var residual: Scalar = 0, size: Scalar = 0
+            for k in 0..<(n * n) {
+                residual += (p3s[k] - p[k]) * (p3s[k] - p[k])
+                size += p[k] * p[k]
+            }
+            let r = (residual / size).squareRoot()
+            guard r.isFinite, !(r > floor && r > 10 * smallest) else {
+                throw .whiteningDiverged(group: group, iteration: step)
+            }
+            smallest = min(smallest, r)
+            if step == iterations { break }
+            for k in 0..<(n * n) { p[k] = 1.5 * p[k] - 0.5 * p3s[k] }
+            if keepingAll { iterates.append(p) } else { iterates[0] = p }
+            taken += 1
+            if r <= floor { break }   // converged: this step reached round-off
+        }
+        return (iterates, taken)
     }
 
     /// The whitening matrix of a group's `m x m` covariance `sigma` by `method`.
@@ -382,19 +451,11 @@ enum WhiteningKernels {
             var trace: Scalar = 0
             for i in 0..<n { trace += s[i * n + i] }
             let normalized = s.map { $0 / trace }
-            var p = [Scalar](repeating: 0, count: n * n)
-            for i in 0..<n { p[i * n + i] = 1 }
-            var iterates = [p]
-            for _ in 0..<iterations {
-                let p2 = product(p, false, p, false, order: n, backend: backend)
-                let p3 = product(p2, false, p, false, order: n, backend: backend)
-                let p3s = product(p3, false, normalized, false, order: n, backend: backend)
-                for k in 0..<(n * n) { p[k] = 1.5 * p[k] - 0.5 * p3s[k] }
-                iterates.append(p)
-            }
+            let (last, taken) = try newtonSchulzIterates(normalized, order: n, iterations: iterations,
+                                                         group: group, keepingAll: false, backend: backend)
             let scale = 1 / trace.squareRoot()
-            return Factors(whitening: p.map { $0 * scale }, iterates: iterates,
-                           normalized: normalized, trace: trace)
+            return Factors(whitening: last[0].map { $0 * scale }, normalized: normalized, trace: trace,
+                           iterations: taken)
         }
     }
 
@@ -411,10 +472,12 @@ enum WhiteningKernels {
     ///   triangle with the diagonal halved).
     /// - `.newtonSchulz`: each iteration `P' = 1.5 P - 0.5 P³ SN` in reverse,
     ///   then `SN = S / tr(S)` and `W = P_T / sqrt(tr(S))`.
+    /// - Throws: ``NormError/whiteningDiverged(group:iteration:)`` only as
+    ///   forward would have (the recomputed iterates are forward's).
     static func covarianceAdjoint<Scalar: BLASScalar>(
         _ g: [Scalar], factors f: Factors<Scalar>, order n: Int, method: WhiteningMethod,
-        epsilon: Scalar, backend: Backend
-    ) -> [Scalar] {
+        epsilon: Scalar, group: Int, backend: Backend
+    ) throws(NormError) -> [Scalar] {
         switch method {
         case .eigen:
             var inner = product(product(f.vectors, true, g, false, order: n, backend: backend),
@@ -439,15 +502,17 @@ enum WhiteningKernels {
                            false, f.lowerInverse, false, order: n, backend: backend)
         case .newtonSchulz:
             let t = f.trace, root = t.squareRoot()
+            let iterates = try newtonSchulzIterates(f.normalized, order: n, iterations: f.iterations,
+                                                    group: group, keepingAll: true, backend: backend).iterates
             var pBar = g.map { $0 / root }
             var tBar: Scalar = 0
-            let last = f.iterates[f.iterates.count - 1]
+            let last = iterates[iterates.count - 1]
             for k in 0..<(n * n) { tBar += g[k] * last[k] }
             tBar *= -0.5 / (t * root)
             var snBar = [Scalar](repeating: 0, count: n * n)
             let sn = f.normalized
-            for step in stride(from: f.iterates.count - 2, through: 0, by: -1) {
-                let p = f.iterates[step]
+            for step in stride(from: iterates.count - 2, through: 0, by: -1) {
+                let p = iterates[step]
                 let p2 = product(p, false, p, false, order: n, backend: backend)
                 let p3 = product(p2, false, p, false, order: n, backend: backend)
                 let ps = product(p, false, sn, false, order: n, backend: backend)

@@ -102,8 +102,10 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
     ///   ``NormError/invalidGroupSize(groupSize:featureCount:)`` when
     ///   `groupSize < 1` or it does not divide `featureCount`,
     ///   ``NormError/invalidIterationCount(_:)`` for `.newtonSchulz` with fewer
-    ///   than one iteration, ``NormError/invalidEpsilon(_:)``,
-    ///   ``NormError/invalidMomentum(_:)``.
+    ///   than 1 or more than 64 iterations, ``NormError/whiteningTooLarge(featureCount:groupSize:maximum:)``
+    ///   when the running whitening matrices would hold more than
+    ///   ``maximumWhiteningScalars`` scalars (checked before anything is
+    ///   allocated), ``NormError/invalidEpsilon(_:)``, ``NormError/invalidMomentum(_:)``.
     /// - Complexity: O(D · groupSize).
     public init(featureCount: Int, groupSize: Int, method: WhiteningMethod = .eigen,
                 epsilon: Scalar = 1e-5, momentum: Scalar = 0.9, backend: Backend = .blas) throws(NormError) {
@@ -111,7 +113,13 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
         guard groupSize >= 1, featureCount % groupSize == 0 else {
             throw .invalidGroupSize(groupSize: groupSize, featureCount: featureCount)
         }
-        if case .newtonSchulz(let iterations) = method, iterations < 1 {
+        let (scalars, overflow) = featureCount.multipliedReportingOverflow(by: groupSize)
+        guard !overflow, scalars <= Self.maximumWhiteningScalars else {
+            throw .whiteningTooLarge(featureCount: featureCount, groupSize: groupSize,
+                                     maximum: Self.maximumWhiteningScalars)
+        }
+        if case .newtonSchulz(let iterations) = method,
+           !(1...WhiteningKernels.maximumNewtonSchulzIterations).contains(iterations) {
             throw .invalidIterationCount(iterations)
         }
         try Validation.epsilon(epsilon)
@@ -135,6 +143,38 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
 
     /// The number of groups, `D / groupSize`.
     public var groupCount: Int { featureCount / groupSize }
+
+    /// The most scalars the running whitening matrices may hold,
+    /// `featureCount · groupSize`: 2²⁶ (256 MiB of Float, 512 MiB of Double;
+    /// for example 65,536 features in groups of 1,024).
+    public static var maximumWhiteningScalars: Int { 1 << 26 }
+
+    /// Checks group `g`'s running whitening matrix before inference uses it:
+    /// finite, and of the form ``method`` produces: for `.cholesky` upper
+    /// triangular with a positive diagonal (`L⁻ᵀ`), otherwise symmetric
+    /// positive definite (its symmetric part has a Cholesky factor). A zero,
+    /// indefinite or non-finite matrix would whiten nothing, or silently.
+    /// - Throws: ``NormError/nonFiniteStatistics(index:)``,
+    ///   ``NormError/notPositiveDefinite(group:minor:)``,
+    ///   ``NormError/unsupportedParameter(name:expected:)``.
+    func checkRunningWhitening(group g: Int, _ w: ArraySlice<Scalar>) throws(NormError) {
+        let m = groupSize, w = Array(w)
+        guard w.allSatisfy(\.isFinite) else { throw .nonFiniteStatistics(index: g * m) }
+        switch method {
+        case .cholesky:
+            for i in 0..<m {
+                guard w[i * m + i] > 0 else { throw .notPositiveDefinite(group: g, minor: i + 1) }
+                for j in 0..<i where w[i * m + j] != 0 {
+                    throw .unsupportedParameter(name: "runningWhitening",
+                                                expected: "upper triangular blocks (L⁻ᵀ, .cholesky)")
+                }
+            }
+        case .eigen, .newtonSchulz:
+            var symmetric = w
+            for i in 0..<m { for j in 0..<m { symmetric[i * m + j] = (w[i * m + j] + w[j * m + i]) / 2 } }
+            _ = try WhiteningKernels.cholesky(symmetric, order: m, group: g, backend: .naive)
+        }
+    }
 
     /// Re-validates the public `var`s that `forward` depends on.
     func validateParameters() throws(NormError) {
@@ -201,11 +241,18 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
             case .training:
                 let sigma = WhiteningKernels.groupCovariance(centred, rows: n, columns: d, group: g,
                                                              groupSize: m, divisor: Scalar(n), backend: backend)
+                // An overflowing covariance is refused on both backends, before a
+                // factorization can turn it into zeros.
+                guard sigma.allSatisfy(\.isFinite) else { throw .nonFiniteStatistics(index: g * m) }
                 f = try WhiteningKernels.whiten(covariance: sigma, order: m, method: method,
                                                 epsilon: epsilon, group: g, backend: backend)
-                guard f.whitening.allSatisfy(\.isFinite) else { throw .nonFiniteStatistics(index: g * m) }
+                guard f.whitening.allSatisfy(\.isFinite), f.isDifferentiable(epsilon: epsilon) else {
+                    throw .nonFiniteStatistics(index: g * m)
+                }
             case .inference:
-                f = WhiteningKernels.Factors(whitening: Array(runningWhitening[(g * m * m)..<((g + 1) * m * m)]))
+                let w = runningWhitening[(g * m * m)..<((g + 1) * m * m)]
+                try checkRunningWhitening(group: g, w)
+                f = WhiteningKernels.Factors(whitening: Array(w))
             }
             WhiteningKernels.applyGroup(centred, f.whitening, rows: n, columns: d, group: g, groupSize: m,
                                         into: &normalized, backend: backend)
@@ -304,8 +351,8 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
             guard cache.mode == .training else { continue }
             let g2 = WhiteningKernels.groupCrossProduct(cache.centred, dxhat, rows: n, columns: d, group: g,
                                                         groupSize: m, backend: backend)
-            let adjoint = WhiteningKernels.covarianceAdjoint(g2, factors: f, order: m, method: method,
-                                                            epsilon: epsilon, backend: backend)
+            let adjoint = try WhiteningKernels.covarianceAdjoint(g2, factors: f, order: m, method: method,
+                                                                epsilon: epsilon, group: g, backend: backend)
             var symmetric = adjoint
             for i in 0..<m { for j in 0..<m { symmetric[i * m + j] = adjoint[i * m + j] + adjoint[j * m + i] } }
             // dXc_g += Xc_g (D + Dᵀ) / N.
