@@ -30,3 +30,14 @@ int normkit_cpu_vector_tier(void) {
 void normkit_name_this_thread(const char *name) {
     pthread_setname_np(pthread_self(), name);
 }
+
+#if defined(__x86_64__)
+#include <xmmintrin.h>
+unsigned normkit_floating_point_mode(void) { return _mm_getcsr(); }
+void normkit_set_floating_point_mode(unsigned mode) { _mm_setcsr(mode); }
+unsigned normkit_flushing_subnormals(unsigned mode) { return mode | 0x8040u; }
+#else
+unsigned normkit_floating_point_mode(void) { return 0; }
+void normkit_set_floating_point_mode(unsigned mode) { (void)mode; }
+unsigned normkit_flushing_subnormals(unsigned mode) { return mode; }
+#endif

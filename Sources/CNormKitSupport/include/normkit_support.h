@@ -15,4 +15,16 @@ int normkit_cpu_vector_tier(void);
 /// profilers, debuggers and /proc/self/task/<tid>/comm show it.
 void normkit_name_this_thread(const char *name);
 
+/// The calling thread's SSE control and status register (MXCSR) on x86-64,
+/// 0 elsewhere.
+unsigned normkit_floating_point_mode(void);
+
+/// Sets the calling thread's MXCSR to `mode` (as normkit_floating_point_mode
+/// returned it); does nothing elsewhere.
+void normkit_set_floating_point_mode(unsigned mode);
+
+/// `mode` with flush-to-zero (FTZ, bit 15) and denormals-are-zero (DAZ,
+/// bit 6) set: subnormal results and operands become zero.
+unsigned normkit_flushing_subnormals(unsigned mode);
+
 #endif

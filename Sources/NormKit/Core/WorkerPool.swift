@@ -33,6 +33,9 @@ final class WorkerPool: @unchecked Sendable {
     /// cleared after every worker finished (acquire), read by the job's
     /// workers only.
     private var job: (any WorkerJob)?
+    /// The caller's floating-point mode (MXCSR), which the workers run the
+    /// job in (``Subnormals``); published with `job`.
+    private var floatingPointMode: UInt32 = 0
     /// Started workers; guarded by `lock`.
     private var started = 0
     private let lock: UnsafeMutablePointer<pthread_mutex_t>
@@ -59,6 +62,7 @@ final class WorkerPool: @unchecked Sendable {
         defer { busy.store(false, ordering: .releasing) }
         startWorkers(workers - 1)
         self.job = job
+        floatingPointMode = Subnormals.threadMode
         pending.store(workers - 1, ordering: .relaxed)
         pthread_mutex_lock(lock)
         let number = (state.load(ordering: .relaxed) >> 16) + 1
@@ -125,7 +129,7 @@ final class WorkerPool: @unchecked Sendable {
             }
             seen = current >> 16
             if index < current & 0xFFFF {
-                job!.run(worker: index)
+                Subnormals.with(threadMode: floatingPointMode) { job!.run(worker: index) }
                 pending.subtract(1, ordering: .releasing)
             }
         }
