@@ -8,7 +8,7 @@ BENCH_ARGS ?=
 # tests start more ranks than this machine has cores.
 MPIRUN := mpirun --allow-run-as-root --oversubscribe
 
-.PHONY: setup test test-long sanitize fuzz fuzz-merge bench bench-mpi bench-quick lab docs example clean
+.PHONY: setup test test-long sanitize fuzz fuzz-merge fuzz-numpy bench bench-mpi bench-quick lab docs example clean
 
 # OpenBLAS and LAPACKE for NormKit; Open MPI (headers, libraries and mpirun)
 # for NormKitMPI and its mpirun tests.
@@ -73,6 +73,16 @@ fuzz: setup
 fuzz-merge: setup
 	$(FUZZ_BUILD)
 	$(FUZZ_ENV) .build-fuzz/release/normfuzz -merge=1 -max_len=512 Fuzz/Corpus .build-fuzz/corpus
+
+# The same binary on the file readers (Fuzz/Harness/NumPyFuzz.swift): the
+# fuzzer's bytes straight into NumPyArray(npy:) and NumPyArchive(npz:), from
+# the seeds in Fuzz/CorpusNumPy (make_numpy_seeds.py), which make test replays.
+fuzz-numpy: setup
+	$(FUZZ_BUILD)
+	mkdir -p .build-fuzz/corpus-numpy .build-fuzz/artifacts
+	NORMFUZZ_TARGET=numpy $(FUZZ_ENV) .build-fuzz/release/normfuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
+		-print_final_stats=1 -artifact_prefix=.build-fuzz/artifacts/ $(FUZZ_ARGS) \
+		.build-fuzz/corpus-numpy Fuzz/CorpusNumPy
 
 # normbench, then SyncBatchNorm's cost on 2 MPI ranks (normbench-mpi).
 bench: setup

@@ -25,7 +25,8 @@ struct Replay {
                 bytes += buffer[0..<read]
             }
             fclose(file)
-            let violations = bytes.withUnsafeBytes { FuzzHarness.run($0) }
+            let numPy = getenv("NORMFUZZ_TARGET").map { String(cString: $0) == "numpy" } ?? false
+            let violations = bytes.withUnsafeBytes { numPy ? NumPyFuzz.run($0) : FuzzHarness.run($0) }
             for violation in violations { print("\(path): \(violation)") }
             failed = failed || !violations.isEmpty
         }

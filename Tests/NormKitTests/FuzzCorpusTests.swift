@@ -1,5 +1,6 @@
 import Foundation
 import NormFuzzHarness
+import NormKit
 import Testing
 
 /// Replays the fuzzer's committed corpus (`Fuzz/Corpus`, grown by `make fuzz`
@@ -28,6 +29,25 @@ struct FuzzCorpusTests {
             let violations = data.withUnsafeBytes { FuzzHarness.run($0) }
             #expect(violations.isEmpty, "Fuzz/Corpus/\(name): \(violations)")
         }
+    }
+
+    static let numPyCorpus = corpus.deletingLastPathComponent().appendingPathComponent("CorpusNumPy")
+
+    @Test("every input of the file readers' corpus runs without a violation")
+    func replayNumPy() throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.numPyCorpus.path).sorted()
+        #expect(files.count >= 12, "Fuzz/CorpusNumPy holds \(files.count) inputs")
+        var accepted = 0
+        for name in files {
+            let data = try Data(contentsOf: Self.numPyCorpus.appendingPathComponent(name))
+            let violations = data.withUnsafeBytes { NumPyFuzz.run($0) }
+            #expect(violations.isEmpty, "Fuzz/CorpusNumPy/\(name): \(violations)")
+            if (try? NumPyArray(npy: Array(data))) != nil || (try? NumPyArchive(npz: Array(data))) != nil {
+                accepted += 1
+            }
+        }
+        // The seeds hold readable files as well as hostile ones.
+        #expect(accepted >= 6)
     }
 
     @Test("the corpus covers every layer, scalar type, backend and mode")
