@@ -10,9 +10,13 @@ public enum WhiteningMethod: Sendable, Hashable, Codable {
     /// Iterative normalization (Huang et al., CVPR 2019): `S = Sigma + eps I`,
     /// `SN = S / tr(S)`, `P_0 = I`, `P_(k+1) = 1.5 P_k - 0.5 P_k³ SN`,
     /// `W = P_T / sqrt(tr(S))`; matrix products only. It approaches `.eigen`'s
-    /// `W` as `iterations` grows, quadratically once close; iterating far
-    /// past convergence lets round-off grow again, and more so the worse the
-    /// covariance is conditioned (IterNorm uses 5 iterations).
+    /// `W` as `iterations` grows, quadratically once close. `iterations` is
+    /// 1...64 and a most: the iteration stops one step after its residual
+    /// `‖P³ SN − P‖ / ‖P‖` falls to `sqrt(ulp)`, because past convergence
+    /// this (uncoupled) iteration lets round-off grow geometrically, the
+    /// faster the worse the covariance is conditioned; a residual that grows
+    /// before then throws ``NormError/whiteningDiverged(group:iteration:)``
+    /// (IterNorm uses 5 iterations).
     case newtonSchulz(iterations: Int)
 }
 
@@ -65,9 +69,10 @@ public struct DecorrelatedCache<Scalar: BLASScalar>: Sendable {
 /// Newton–Schulz iteration. The BLAS backend uses `?syrk` for the covariance,
 /// LAPACKE `?syevd`, `?potrf` and `?trtri`, and `?gemm` for every product; the
 /// naive backend is the textbook: triple loops, a cyclic Jacobi eigensolver, a
-/// plain Cholesky and forward substitution. The passes' parallelism is
-/// OpenBLAS's (``BLASRuntime/threadCount``), in its BLAS-3 and LAPACK calls;
-/// with ``Threading/threadCount`` 1 they keep OpenBLAS on one thread.
+/// plain Cholesky and forward substitution. The passes run OpenBLAS on one
+/// thread, whatever ``Threading/threadCount`` and ``BLASRuntime/threadCount``
+/// say, so that the results are the same bits in every setting (OpenBLAS's
+/// threaded BLAS-3 and LAPACK sum in an order that depends on its thread count).
 public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equatable {
     /// The forward pass's centred input, output and whitening factors.
     public typealias Cache = DecorrelatedCache<Scalar>
@@ -172,7 +177,7 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
         case .eigen, .newtonSchulz:
             var symmetric = w
             for i in 0..<m { for j in 0..<m { symmetric[i * m + j] = (w[i * m + j] + w[j * m + i]) / 2 } }
-            _ = try WhiteningKernels.cholesky(symmetric, order: m, group: g, backend: .naive)
+            _ = try WhiteningKernels.cholesky(symmetric, order: m, group: g, backend: backend)
         }
     }
 
@@ -194,11 +199,19 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
     ///   than `(N, D)`; ``NormError/insufficientValues(valuesPerStatistic:)`` for
     ///   `N < 2` in training; ``NormError/nonFiniteStatistics(index:)`` (the
     ///   feature, or a group's first feature) for a non-finite mean or whitening
-    ///   matrix; ``NormError/notPositiveDefinite(group:minor:)`` and
-    ///   ``NormError/lapackFailure(routine:info:)`` from the factorizations; the
+    ///   matrix, an overflowing covariance, or (`.eigen`) a group whose smallest
+    ///   eigenvalue plus `epsilon` is below the eigensolver's accuracy;
+    ///   ``NormError/notPositiveDefinite(group:minor:)`` and
+    ///   ``NormError/lapackFailure(routine:info:)`` from the factorizations;
+    ///   ``NormError/whiteningDiverged(group:iteration:)`` (`.newtonSchulz`);
+    ///   in inference, the errors of a running whitening block that is not
+    ///   finite or not of its method's form (see the type's documentation); the
     ///   hyperparameter errors. A throwing call changes no state.
     /// - Complexity: O(N·D·groupSize + D·groupSize²), and `.newtonSchulz`'s
     ///   `3 · iterations` products of `groupSize x groupSize` matrices per group.
+    ///   Inference also checks each running whitening block (for `.eigen` and
+    ///   `.newtonSchulz` a Cholesky factorization of its symmetric part,
+    ///   O(D·groupSize²)).
     @_specialize(exported: true, where Scalar == Float)
     @_specialize(exported: true, where Scalar == Double)
     public mutating func forward(_ input: Tensor<Scalar>, mode: Mode) throws(NormError)
