@@ -8,7 +8,7 @@ BENCH_ARGS ?=
 # tests start more ranks than this machine has cores.
 MPIRUN := mpirun --allow-run-as-root --oversubscribe
 
-.PHONY: setup test test-long sanitize fuzz fuzz-merge fuzz-numpy bench bench-mpi bench-quick lab docs example clean
+.PHONY: setup test test-long sanitize fuzz fuzz-merge fuzz-numpy fuzz-numpy-merge bench bench-mpi bench-quick lab docs example clean
 
 # OpenBLAS and LAPACKE for NormKit; Open MPI (headers, libraries and mpirun)
 # for NormKitMPI and its mpirun tests.
@@ -83,6 +83,11 @@ fuzz-numpy: setup
 	NORMFUZZ_TARGET=numpy $(FUZZ_ENV) .build-fuzz/release/normfuzz -max_total_time=$(FUZZ_SECONDS) -max_len=4096 \
 		-print_final_stats=1 -artifact_prefix=.build-fuzz/artifacts/ $(FUZZ_ARGS) \
 		.build-fuzz/corpus-numpy Fuzz/CorpusNumPy
+
+fuzz-numpy-merge: setup
+	$(FUZZ_BUILD)
+	NORMFUZZ_TARGET=numpy $(FUZZ_ENV) .build-fuzz/release/normfuzz -merge=1 -max_len=4096 \
+		Fuzz/CorpusNumPy .build-fuzz/corpus-numpy
 
 # normbench, then SyncBatchNorm's cost on 2 MPI ranks (normbench-mpi).
 bench: setup
