@@ -159,16 +159,16 @@ where Cache == NormCache<Scalar> {
     /// What a forward call refused before its pass over borrowed memory (a
     /// shape with a negative or overflowing extent) throws. A layer whose
     /// training forward is collective across processes (``SyncBatchNorm``,
-    /// ``SyncSpatialBatchNorm``) first takes part in that pass's status
-    /// exchange, so the other ranks throw too instead of waiting for it; the
-    /// default returns `error`.
-    /// - Complexity: O(1), or one collective of 3 Doubles per rank.
+    /// ``SyncSpatialBatchNorm``) first takes part in that pass's exchange with
+    /// a status word that says so, so the other ranks throw too instead of
+    /// waiting for it; the default returns `error`.
+    /// - Complexity: O(1), or the pass's one collective.
     func refusingForward(_ error: NormError, mode: Mode) -> NormError
 
     /// What a backward call refused before its pass over borrowed memory (a
     /// cache from another layer, a gradient of another shape) throws; as
     /// ``refusingForward(_:mode:)``.
-    /// - Complexity: O(1), or one collective of 3 Doubles per rank.
+    /// - Complexity: O(1), or the pass's one collective.
     func refusingBackward(_ error: NormError, cache: Cache) -> NormError
 }
 

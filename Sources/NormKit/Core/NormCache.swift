@@ -22,6 +22,10 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     /// `1 / sqrt(var + epsilon)` of each normalized set.
     public var inverseStandardDeviation: [Scalar] { storedInverseStandardDeviation }
 
+    /// The number of the synchronized training forward that filled the cache
+    /// (``SyncBatchNorm``, ``SyncSpatialBatchNorm``), which its backward
+    /// sends with its status word; 0 otherwise.
+    @usableFromInline var call = 0
     @usableFromInline var storedMean: [Scalar]
     @usableFromInline var storedInverseStandardDeviation: [Scalar]
     /// The `gamma` the forward pass used.

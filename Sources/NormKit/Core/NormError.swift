@@ -80,6 +80,12 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
     /// iterations than convergence needs). Fewer iterations, a larger
     /// `epsilon`, or `.eigen` avoid it.
     case whiteningDiverged(group: Int, iteration: Int)
+    /// The ranks of a synchronized call were not all in the same call: rank
+    /// `rank` (the lowest such) made `actual` (`"backward #12"`: the pass and
+    /// its ``Communicator/nextCallNumber()``) while this rank made `expected`.
+    /// A rank skipped a call, or called another pass. Every rank throws; no
+    /// state changes.
+    case callMismatch(rank: Int, expected: String, actual: String)
     /// A collective operation of a ``Communicator`` failed: `operation` names
     /// it (e.g. `MPI_Allgather`), `reason` is the transport's message.
     case communicationFailure(operation: String, reason: String)
@@ -146,6 +152,8 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .whiteningDiverged(group, iteration):
             return "expected Newton–Schulz iteration to converge in group \(group), but its residual grew at "
                 + "iteration \(iteration) (use fewer iterations, a larger epsilon, or .eigen)"
+        case let .callMismatch(rank, expected, actual):
+            return "expected every rank in this rank's synchronized \(expected), but rank \(rank) made \(actual)"
         case let .communicationFailure(operation, reason):
             return "expected \(operation) to succeed, got: \(reason)"
         }

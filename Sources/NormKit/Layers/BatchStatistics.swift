@@ -36,7 +36,8 @@ enum BatchStatistics {
         let perWorker = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 3))
         // Then the batch variance, then the exchange's scratch.
         let shared = split.workers * perWorker + split.chunks * 2 * channels
-        let count = exchange.totalCount(local: g.valuesPerStatistic)
+        // The batch's values per statistic: this process's, or the exchange's total.
+        var count = g.valuesPerStatistic
         // Last, the normalize pass's mean, scale and shift, read for every
         // row, on lines spread away from the input's offset in a page
         // (`Workspace.spread`).
@@ -82,9 +83,10 @@ enum BatchStatistics {
                                                blockCount: rows.count * g.inner, blockMean: own,
                                                blockM2: own + channels, length: channels)
                     }
-                    if let error = exchange.mergeMoments(local: merged, mean: mean, m2: variance,
-                                                         channels: channels, scratch: variance + channels) {
-                        return error
+                    switch exchange.mergeMoments(local: merged, mean: mean, m2: variance,
+                                                 channels: channels, scratch: variance + channels) {
+                    case let .success(total): count = total
+                    case let .failure(error): return error
                     }
                     let values = Scalar(count)
                     for c in 0..<channels {
@@ -194,11 +196,13 @@ enum BatchStatistics {
         let perWorker = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
             + Workspace<Scalar>.pageScalars
         let shared = split.workers * perWorker + split.chunks * 2 * channels
-        let count = exchange.totalCount(local: g.valuesPerStatistic)
-        // Last, A, B, C and a copy of the mean, read for every row, on lines
-        // spread away from the input's offset in a page (`Workspace.spread`).
+        var count = g.valuesPerStatistic
+        // Then A, B, C and a copy of the mean, read for every row, on lines
+        // spread away from the input's offset in a page (`Workspace.spread`);
+        // last, the exchange's scratch.
         let vectors = Workspace<Scalar>.spreadScratch(4, of: channels)
-        return workspace.withRegions(ones: g.onesCount(block: block), scratch: shared + vectors) { ones, scratch in
+        let scratchCount = shared + vectors + exchange.scratchCount(channels: channels)
+        return workspace.withRegions(ones: g.onesCount(block: block), scratch: scratchCount) { ones, scratch in
             cache.withBackwardPointers(buffers) { p in
                 let (lines, stride) = Workspace<Scalar>.spread(
                     4, of: channels, in: scratch + shared, awayFrom: p.x)
@@ -232,7 +236,13 @@ enum BatchStatistics {
                 let sums = partials
                 sums.update(from: p.dgamma, count: channels)
                 (sums + channels).update(from: p.dbeta, count: channels)
-                if !frozen, let error = exchange.sumGradients(sums, channels: channels) { return error }
+                if !frozen {
+                    switch exchange.sumGradients(sums, channels: channels, local: g.valuesPerStatistic,
+                                                 scratch: scratch + shared + vectors) {
+                    case let .success(total): count = total
+                    case let .failure(error): return error
+                    }
+                }
                 BatchNormKernels.coefficients(p, sums: sums, channels: channels, count: count,
                                               frozen: frozen, coefficients: lines, stride: stride)
                 let combineContext = (split: split, g: g, p: p, coefficients: UnsafePointer(lines),

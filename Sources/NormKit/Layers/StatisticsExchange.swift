@@ -6,263 +6,323 @@
 /// that uses their results, so both families share every other line.
 @usableFromInline
 protocol StatisticsExchange {
-    /// The values per statistic over the whole batch, given this process's.
-    func totalCount(local: Int) -> Int
-    /// The workspace scalars ``mergeMoments(local:mean:m2:channels:scratch:)``
-    /// needs for `channels` statistics.
+    /// The workspace scalars the exchange needs for `channels` statistics.
     func scratchCount(channels: Int) -> Int
     /// Replaces this process's moments (`local` values per statistic, `mean`
     /// and `m2` over `channels`) with the whole batch's.
-    /// - Returns: the error of a failed transport, or `nil`.
+    /// - Returns: the batch's values per statistic, or the error every rank throws.
     func mergeMoments<Scalar: BLASScalar>(
         local: Int, mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>,
         channels: Int, scratch: UnsafeMutablePointer<Scalar>
-    ) -> NormError?
+    ) -> Result<Int, NormError>
     /// Sums the closed-form backward's `2·channels` per-channel sums
     /// (`Σ dy·(x - mean)`, then `Σ dy`) over the processes, in place.
-    /// - Returns: the error of a failed transport, or `nil`.
-    func sumGradients<Scalar: BLASScalar>(_ sums: UnsafeMutablePointer<Scalar>, channels: Int) -> NormError?
+    /// - Returns: the batch's values per statistic, or the error every rank throws.
+    func sumGradients<Scalar: BLASScalar>(
+        _ sums: UnsafeMutablePointer<Scalar>, channels: Int, local: Int, scratch: UnsafeMutablePointer<Scalar>
+    ) -> Result<Int, NormError>
 }
 
 /// One process's statistics are the batch's: every step is the identity.
 @usableFromInline
 struct LocalStatistics: StatisticsExchange {
     @inlinable init() {}
-    @inlinable func totalCount(local: Int) -> Int { local }
     @inlinable func scratchCount(channels: Int) -> Int { 0 }
     @inlinable func mergeMoments<Scalar: BLASScalar>(
         local: Int, mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>,
         channels: Int, scratch: UnsafeMutablePointer<Scalar>
-    ) -> NormError? { nil }
+    ) -> Result<Int, NormError> { .success(local) }
     @inlinable func sumGradients<Scalar: BLASScalar>(
-        _ sums: UnsafeMutablePointer<Scalar>, channels: Int
-    ) -> NormError? { nil }
+        _ sums: UnsafeMutablePointer<Scalar>, channels: Int, local: Int, scratch: UnsafeMutablePointer<Scalar>
+    ) -> Result<Int, NormError> { .success(local) }
 }
 
-/// The ranks of a ``Communicator`` after their status words were exchanged
-/// (``exchangeStatus(_:shard:channels:header:)``): each rank's count is
-/// known, every rank's call is going ahead, and the moments and gradient sums
-/// cross the ranks in one collective each.
+/// The ranks of a ``Communicator``, one collective per pass: each rank's
+/// message is its status word and its sums, all-gathered once.
 ///
-/// Forward all-gathers each rank's `(mean, M2)` (`2·D` scalars) and merges them
-/// with ``Moments``' merge in rank order from count 0, so every rank computes
-/// the same bits, and a single process's merge is `0 + local`, which is the
-/// local moments exactly. Backward all-reduces the `2·D` sums.
+/// A message is ``headerCount`` scalars, then `2·channels`:
+/// - the status (0: going ahead; 1: this rank refused its input, its sums are zeros);
+/// - the call: ``Call`` (forward or backward) and its number: the layer's
+///   count of its synchronized training forwards, which a backward takes
+///   from its cache;
+/// - the channel count and this rank's values per statistic;
+/// - `(mean, M2)` in forward, `(Σ dy·(x - mean), Σ dy)` in backward.
+///
+/// Integers travel as three 16-bit pieces, exact in Float and Double. Every
+/// rank reads the same gathered messages, so every rank reaches the same
+/// verdict: a rank in another call (forward against backward, which is what
+/// a rank that skipped a call pairs with, or another number: a backward of
+/// another step's forward) is
+/// ``NormError/callMismatch(rank:expected:actual:)`` on every rank, a rank
+/// that refused is ``NormError/rankFailed(rank:)``. Forward merges the moments
+/// with ``Moments``' merge in rank order from count 0 and backward adds the
+/// sums in rank order, so every rank computes the same bits, and one process's
+/// result is its local one exactly.
 @usableFromInline
 struct RankStatistics: StatisticsExchange {
+    /// What a synchronized call is: the pass its message belongs to.
+    @usableFromInline
+    enum Call: Int, Sendable {
+        case forward = 1
+        case backward = 2
+
+        @usableFromInline var name: String { self == .forward ? "forward" : "backward" }
+    }
+
     @usableFromInline let communicator: any Communicator
-    /// The exchanged header: per rank, `headerStride` Doubles.
-    @usableFromInline let header: UnsafeBufferPointer<Double>
-    @usableFromInline let total: Int
+    @usableFromInline let call: Call
+    @usableFromInline let number: Int
 
     @inlinable
-    init(communicator: any Communicator, header: UnsafeBufferPointer<Double>, total: Int) {
+    init(communicator: any Communicator, call: Call, number: Int) {
         self.communicator = communicator
-        self.header = header
-        self.total = total
+        self.call = call
+        self.number = number
     }
 
-    /// Doubles per rank in the status header: status, channel count, count.
-    @inlinable static var headerStride: Int { 3 }
+    /// Scalars before the sums: status, call, number (3), channels (3), count (3).
+    @inlinable static var headerCount: Int { 11 }
 
-    /// Every rank's status word, channel count and count, exchanged before any
-    /// other collective of a synchronized call (so a rank that refuses its
-    /// input still takes part, and every rank learns of it).
-    ///
-    /// - Parameters:
-    ///   - shard: this rank's validated geometry, or the error its validation threw.
-    ///   - header: `headerStride · size` Doubles to fill.
-    /// - Returns: the shard's geometry and the batch's values per statistic,
-    ///   or the error this rank throws: its own, ``NormError/rankFailed(rank:)``
-    ///   naming the lowest rank that refused,
+    @inlinable func scratchCount(channels: Int) -> Int {
+        (communicator.size + 1) * (Self.headerCount + 2 * channels)
+    }
+
+    /// Writes `value` (0 ..< 2⁴⁸) as three 16-bit pieces.
+    @inlinable
+    static func write<Scalar: BLASScalar>(_ value: Int, to p: UnsafeMutablePointer<Scalar>) {
+        for k in 0..<3 { p[k] = Scalar((value >> (16 * k)) & 0xFFFF) }
+    }
+
+    /// Reads what ``write(_:to:)`` wrote, or -1 for pieces that are not 16-bit integers.
+    @inlinable
+    static func read<Scalar: BLASScalar>(_ p: UnsafePointer<Scalar>) -> Int {
+        var value = 0
+        for k in 0..<3 {
+            guard let piece = Int(exactly: p[k]), (0...0xFFFF).contains(piece) else { return -1 }
+            value |= piece << (16 * k)
+        }
+        return value
+    }
+
+    /// The one collective of a synchronized call: writes this rank's header
+    /// (`status`, `call`, `number`, `channels`, `count`) at `scratch`, before
+    /// the `2·channels` scalars the caller wrote at `scratch + headerCount`,
+    /// all-gathers the ranks' messages after it, and reads their headers.
+    /// - Returns: the gathered messages (rank `r`'s at `r · (headerCount + 2·channels)`)
+    ///   and the batch's values per statistic; or the error this rank throws:
+    ///   its own `status`, a transport error, ``NormError/callMismatch(rank:expected:actual:)``,
+    ///   ``NormError/rankFailed(rank:)``, or
     ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a rank
-    ///   with another channel count, or a transport error.
+    ///   with another channel count.
     @inlinable
-    static func exchangeStatus(
-        _ communicator: any Communicator, shard: Result<ChannelGeometry, NormError>, channels: Int,
-        header: UnsafeMutableBufferPointer<Double>
-    ) -> Result<(geometry: ChannelGeometry, total: Int), NormError> {
-        let (status, count): (NormError?, Int)
-        switch shard {
-        case let .success(g): (status, count) = (nil, g.valuesPerStatistic)
-        case let .failure(error): (status, count) = (error, 0)
-        }
-        return exchange(communicator, status: status, channels: channels, count: count, header: header)
-            .flatMap { total in shard.map { ($0, total) } }
-    }
-
-    /// The all-gather of the status header and its reading: the batch's
-    /// values per statistic, or the error this rank throws (`status` itself
-    /// when it is not `nil`).
-    @inlinable
-    static func exchange(
-        _ communicator: any Communicator, status: NormError?, channels: Int, count: Int,
-        header: UnsafeMutableBufferPointer<Double>
-    ) -> Result<Int, NormError> {
-        let local: (Double, Double, Double) = (status == nil ? 0 : 1, Double(channels), Double(count))
-        let exchanged: NormError? = withUnsafeBytes(of: local) { raw in
-            do throws(NormError) {
-                try communicator.allGather(raw.bindMemory(to: Double.self), into: header)
-                return nil
-            } catch { return error }
-        }
-        if let exchanged { return .failure(exchanged) }
+    static func exchange<Scalar: BLASScalar>(
+        _ communicator: any Communicator, status: NormError?, call: Call, number: Int, channels: Int,
+        count: Int, scratch: UnsafeMutablePointer<Scalar>
+    ) -> Result<(gathered: UnsafePointer<Scalar>, total: Int), NormError> {
+        let length = headerCount + 2 * channels, size = communicator.size
+        scratch[0] = status == nil ? 0 : 1
+        scratch[1] = Scalar(call.rawValue)
+        write(number, to: scratch + 2)
+        write(channels, to: scratch + 5)
+        write(count, to: scratch + 8)
+        let gathered = scratch + length
+        do throws(NormError) {
+            try communicator.allGather(UnsafeBufferPointer(start: scratch, count: length),
+                                       into: UnsafeMutableBufferPointer(start: gathered, count: size * length))
+        } catch { return .failure(error) }
         if let status { return .failure(status) }
-        var total = 0
-        for rank in 0..<communicator.size {
-            let entry = rank * headerStride
-            guard header[entry] == 0 else { return .failure(.rankFailed(rank: rank)) }
-            guard header[entry + 1] == Double(channels) else {
-                return .failure(.parameterCountMismatch(
-                    name: "the channel count of rank \(rank)", expected: channels,
-                    actual: Int(exactly: header[entry + 1]) ?? -1))
+        // Every rank reads the same messages in the same order.
+        for rank in 0..<size {
+            let message = UnsafePointer(gathered + rank * length)
+            let theirs = Call(rawValue: Int(exactly: message[1]) ?? 0), theirNumber = read(message + 2)
+            guard theirs == call, theirNumber == number else {
+                return .failure(.callMismatch(
+                    rank: rank, expected: "\(call.name) #\(number)",
+                    actual: "\(theirs?.name ?? "another call") #\(theirNumber)"))
             }
-            total += Int(header[entry + 2])
         }
-        return .success(total)
+        var total = 0
+        for rank in 0..<size {
+            let message = UnsafePointer(gathered + rank * length)
+            guard message[0] == 0 else { return .failure(.rankFailed(rank: rank)) }
+            guard read(message + 5) == channels else {
+                return .failure(.parameterCountMismatch(
+                    name: "the channel count of rank \(rank)", expected: channels, actual: read(message + 5)))
+            }
+            total += read(message + 8)
+        }
+        return .success((UnsafePointer(gathered), total))
     }
-
-    @inlinable func totalCount(local: Int) -> Int { total }
-
-    @inlinable func scratchCount(channels: Int) -> Int { (communicator.size + 1) * 2 * channels }
 
     @inlinable
     func mergeMoments<Scalar: BLASScalar>(
         local: Int, mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>,
         channels: Int, scratch: UnsafeMutablePointer<Scalar>
-    ) -> NormError? {
-        let size = communicator.size, part = 2 * channels
-        scratch.update(from: mean, count: channels)
-        (scratch + channels).update(from: m2, count: channels)
-        let gathered = scratch + part
-        do throws(NormError) {
-            try communicator.allGather(UnsafeBufferPointer(start: scratch, count: part),
-                                       into: UnsafeMutableBufferPointer(start: gathered, count: size * part))
-        } catch { return error }
+    ) -> Result<Int, NormError> {
+        // This rank's message: (mean, M2) after the header.
+        let payload = scratch + Self.headerCount
+        payload.update(from: mean, count: channels)
+        (payload + channels).update(from: m2, count: channels)
+        let exchanged = Self.exchange(communicator, status: nil, call: call, number: number, channels: channels,
+                                      count: local, scratch: scratch)
+        guard case let .success((gathered, total)) = exchanged else { return exchanged.map { $0.total } }
+        guard total >= 2 else { return .failure(.insufficientValues(valuesPerStatistic: total)) }
         mean.update(repeating: 0, count: channels)
         m2.update(repeating: 0, count: channels)
+        let length = Self.headerCount + 2 * channels
         var count = 0
-        for rank in 0..<size {
-            let rankCount = Int(header[rank * RankStatistics.headerStride + 2])
+        for rank in 0..<communicator.size {
+            let message = gathered + rank * length
+            let rankCount = Self.read(message + 8)
             guard rankCount > 0 else { continue }    // count 0: the identity
-            let own = gathered + rank * part
+            // Chan's merge overwrites the block's mean with δ: a copy, where
+            // this rank's message was before the gather.
+            payload.update(from: message + Self.headerCount, count: 2 * channels)
             count = Moments.merge(count: count, mean: mean, m2: m2, blockCount: rankCount,
-                                  blockMean: own, blockM2: own + channels, length: channels)
+                                  blockMean: payload, blockM2: payload + channels, length: channels)
         }
-        return nil
+        return .success(total)
     }
 
     @inlinable
-    func sumGradients<Scalar: BLASScalar>(_ sums: UnsafeMutablePointer<Scalar>, channels: Int) -> NormError? {
-        do throws(NormError) {
-            try communicator.allReduceSum(UnsafeMutableBufferPointer(start: sums, count: 2 * channels))
-            return nil
-        } catch { return error }
+    func sumGradients<Scalar: BLASScalar>(
+        _ sums: UnsafeMutablePointer<Scalar>, channels: Int, local: Int, scratch: UnsafeMutablePointer<Scalar>
+    ) -> Result<Int, NormError> {
+        (scratch + Self.headerCount).update(from: sums, count: 2 * channels)
+        let exchanged = Self.exchange(communicator, status: nil, call: call, number: number, channels: channels,
+                                      count: local, scratch: scratch)
+        guard case let .success((gathered, total)) = exchanged else { return exchanged.map { $0.total } }
+        let length = Self.headerCount + 2 * channels
+        sums.update(from: gathered + Self.headerCount, count: 2 * channels)
+        for rank in 1..<max(1, communicator.size) {
+            Scalar.axpy(count: 2 * channels, alpha: 1, x: gathered + rank * length + Self.headerCount, y: sums)
+        }
+        return .success(total)
     }
 }
 
 // MARK: The synchronized passes
 
 extension RankStatistics {
-    /// Exchanges the status header (in stack memory for up to 42 ranks), then,
-    /// when every rank's call goes ahead, runs `body` with this rank's
-    /// geometry and the exchange over the ranks.
-    /// - Returns: the error this rank throws (see
-    ///   ``exchangeStatus(_:shard:channels:header:)``), or `body`'s.
-    @inlinable
-    static func synchronized(
-        _ communicator: any Communicator, shard: Result<ChannelGeometry, NormError>, channels: Int,
-        _ body: (ChannelGeometry, RankStatistics) -> NormError?
-    ) -> NormError? {
-        withUnsafeTemporaryAllocation(of: Double.self, capacity: communicator.size * headerStride) { header in
-            switch exchangeStatus(communicator, shard: shard, channels: channels, header: header) {
-            case let .failure(error):
-                return error
-            case let .success((g, total)):
-                return body(g, RankStatistics(communicator: communicator, header: UnsafeBufferPointer(header),
-                                              total: total))
-            }
-        }
-    }
-
     /// The forward pass of ``SyncBatchNorm`` and ``SyncSpatialBatchNorm``
     /// over this rank's `prepared` shard (its geometry, or the error its
     /// validation threw). Inference is this rank's alone, as in
-    /// ``BatchStatistics``; training exchanges the status words, then merges
-    /// the ranks' moments, then normalizes and updates the running statistics
-    /// with the batch's.
+    /// ``BatchStatistics``; training (the layer's `number`th) computes this
+    /// rank's moments, exchanges them with the status word in one all-gather,
+    /// merges them, then normalizes and updates the running statistics with
+    /// the batch's. The cache records `number` for backward.
     /// - Throws: this rank's error; ``NormError/rankFailed(rank:)``;
+    ///   ``NormError/callMismatch(rank:expected:actual:)``;
     ///   ``NormError/insufficientValues(valuesPerStatistic:)`` when the batch
     ///   holds fewer than 2 values per statistic; the errors of
     ///   ``BatchStatistics``. Every rank throws when one does.
     @inlinable
     static func forward<Scalar: BLASScalar>(
         communicator: any Communicator, prepared: Result<ChannelGeometry, NormError>,
-        channels: Int, mode: Mode, origin: CacheOrigin, gamma: [Scalar], beta: [Scalar],
+        channels: Int, mode: Mode, number: Int, origin: CacheOrigin, gamma: [Scalar], beta: [Scalar],
         runningMean: inout [Scalar], runningVariance: inout [Scalar],
         epsilon: Scalar, momentum: Scalar, estimator: VarianceEstimator, backend: Backend,
         output: UnsafeMutableBufferPointer<Scalar>, cache: inout NormCache<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        func pass(_ g: ChannelGeometry, _ exchange: some StatisticsExchange) -> NormError? {
-            do throws(NormError) {
+        let exchange: RankStatistics? = mode == .training
+            ? RankStatistics(communicator: communicator, call: .forward, number: number)
+            : nil
+        let g: ChannelGeometry
+        switch prepared {
+        case let .success(geometry): g = geometry
+        case let .failure(error):
+            cache.invalidate()
+            guard let exchange else { throw error }
+            throw exchange.refusing(error, channels: channels, of: Scalar.self)
+        }
+        do throws(NormError) {
+            if let exchange {
                 try BatchStatistics.forward(
                     exchange: exchange, geometry: g, mode: mode, origin: origin, gamma: gamma, beta: beta,
-                    runningMean: &runningMean, runningVariance: &runningVariance,
+                    runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
+                    momentum: momentum, estimator: estimator, backend: backend, output: output,
+                    cache: &cache, workspace: &workspace)
+            } else {
+                try BatchStatistics.forward(
+                    exchange: LocalStatistics(), geometry: g, mode: mode, origin: origin, gamma: gamma,
+                    beta: beta, runningMean: &runningMean, runningVariance: &runningVariance,
                     epsilon: epsilon, momentum: momentum, estimator: estimator, backend: backend,
                     output: output, cache: &cache, workspace: &workspace)
-                return nil
-            } catch { return error }
-        }
-        let failure: NormError?
-        if mode == .training {
-            failure = synchronized(communicator, shard: prepared, channels: channels) { g, ranks in
-                ranks.total >= 2 ? pass(g, ranks) : .insufficientValues(valuesPerStatistic: ranks.total)
             }
-        } else {
-            failure = pass(try prepared.get(), LocalStatistics())
-        }
-        if let failure {
+        } catch {
             cache.invalidate()
-            throw failure
+            throw error
         }
+        cache.call = exchange == nil ? 0 : number
     }
 
     /// The closed-form backward of the synchronized layers over this rank's
     /// `checked` shard (its geometry, or the error its validation threw).
     /// After an inference forward (frozen statistics) it is this rank's alone;
-    /// otherwise the ranks exchange status words, then all-reduce the `2·D`
-    /// per-channel sums, and `dx` uses the batch's count.
-    /// - Throws: this rank's error; ``NormError/rankFailed(rank:)``; a
-    ///   transport error. Every rank throws when one does.
+    /// otherwise the ranks exchange their status words (with `number`, the
+    /// forward's) and `2·D` per-channel sums in one all-gather; `dx` uses the
+    /// batch's count.
+    /// - Throws: this rank's error; ``NormError/rankFailed(rank:)``;
+    ///   ``NormError/callMismatch(rank:expected:actual:)``; a transport error.
+    ///   Every rank throws when one does.
     @inlinable
     static func backward<Scalar: BLASScalar>(
         communicator: any Communicator, checked: Result<ChannelGeometry, NormError>,
-        channels: Int, origin: CacheOrigin, _ buffers: GradientBuffers<Scalar>,
+        channels: Int, number: Int, origin: CacheOrigin, _ buffers: GradientBuffers<Scalar>,
         cache: NormCache<Scalar>, backend: Backend, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        func pass(_ g: ChannelGeometry, _ exchange: some StatisticsExchange) -> NormError? {
-            BatchStatistics.backward(buffers, cache: cache, geometry: g, backend: backend, graph: false,
-                                     exchange: exchange, workspace: &workspace)
-        }
         let failure: NormError?
         if cache.origin == origin, cache.mode == .inference {
-            failure = pass(try checked.get(), LocalStatistics())
+            failure = BatchStatistics.backward(buffers, cache: cache, geometry: try checked.get(),
+                                               backend: backend, graph: false, exchange: LocalStatistics(),
+                                               workspace: &workspace)
         } else {
-            failure = synchronized(communicator, shard: checked, channels: channels, pass)
+            let exchange = RankStatistics(communicator: communicator, call: .backward, number: number)
+            switch checked {
+            case let .success(g):
+                failure = BatchStatistics.backward(buffers, cache: cache, geometry: g, backend: backend,
+                                                   graph: false, exchange: exchange, workspace: &workspace)
+            case let .failure(error):
+                failure = exchange.refusing(error, channels: channels, of: Scalar.self)
+            }
         }
         if let failure { throw failure }
     }
 
-    /// Takes part, for a call refused before its pass, in the status exchange
-    /// that pass would have made (a training forward, or a backward that is
-    /// not after an inference forward), and returns `error` (or a transport
-    /// error).
+    /// Takes part, for a call this rank refused, in the one exchange of the
+    /// call (with status 1 and zero sums), and returns `error` (or a transport
+    /// error). The message lives in memory allocated here: a refused call
+    /// may allocate.
     @inlinable
-    static func refusing(
-        _ error: NormError, communicator: any Communicator, channels: Int, collective: Bool
+    func refusing<Scalar: BLASScalar>(_ error: NormError, channels: Int, of _: Scalar.Type) -> NormError {
+        withUnsafeTemporaryAllocation(of: Scalar.self, capacity: scratchCount(channels: channels)) { scratch in
+            scratch.initialize(repeating: 0)
+            let exchanged = Self.exchange(communicator, status: error, call: call, number: number,
+                                          channels: channels, count: 0, scratch: scratch.baseAddress!)
+            if case let .failure(failure) = exchanged { return failure }
+            return error
+        }
+    }
+
+    /// What a call refused before its pass throws (``BufferedNormalizationLayer/refusingForward(_:mode:)``
+    /// and `refusingBackward`): `error`, after taking part in the call's
+    /// exchange when the call is collective (a training forward, or a
+    /// backward that does not follow an inference forward).
+    @inlinable
+    static func refusing<Scalar: BLASScalar>(
+        _ error: NormError, communicator: any Communicator, channels: Int, of type: Scalar.Type,
+        collective call: Call?, number: Int
     ) -> NormError {
-        guard collective else { return error }
-        return synchronized(communicator, shard: .failure(error), channels: channels) { _, _ in nil } ?? error
+        guard let call else { return error }
+        return RankStatistics(communicator: communicator, call: call, number: number)
+            .refusing(error, channels: channels, of: type)
+    }
+
+    /// The number a backward sends: its cache's forward's when the cache is
+    /// this layer's, else the layer's last training forward's.
+    @inlinable
+    static func number<Scalar: BLASScalar>(of cache: NormCache<Scalar>, origin: CacheOrigin, last: Int) -> Int {
+        cache.origin == origin && cache.call > 0 ? cache.call : last
     }
 }

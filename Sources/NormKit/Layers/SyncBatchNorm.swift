@@ -6,8 +6,9 @@
 /// Training forward: each rank's ``Moments`` (its row count may differ from
 /// the others' and may be 0) are all-gathered and merged with Chan's formula in
 /// rank order, so every rank holds bit-identical batch statistics and running
-/// statistics; `.unbiased` uses the batch's count. Backward all-reduces the
-/// per-feature sums `Σ dy` and `Σ dy·(x - mean)`, and `dx` uses the batch's
+/// statistics; `.unbiased` uses the batch's count. Backward all-gathers the
+/// per-feature sums `Σ dy` and `Σ dy·(x - mean)` and adds them in rank order
+/// (the same bits on every rank), and `dx` uses the batch's
 /// count; `gammaGradient` and `betaGradient` are this rank's share (their sum
 /// over the ranks is the batch's gradient), for the trainer to all-reduce with
 /// the other parameters' gradients. Inference uses the running statistics and
@@ -22,11 +23,19 @@
 /// ```
 ///
 /// Every training forward and every backward after one is a collective: all
-/// ranks call it, in the same order. A call whose input one rank refuses makes
-/// every rank throw (that rank its own error, the others
-/// ``NormError/rankFailed(rank:)``), after one exchange of status words, so no
-/// rank waits for another; no rank's state changes. With ``SingleProcess``
-/// the results are ``BatchNorm``'s, bit for bit.
+/// ranks call it, in the same order, and it makes one all-gather, whose
+/// message carries a status word with the sums. A call whose input one rank
+/// refuses makes every rank throw (that rank its own error, the others
+/// ``NormError/rankFailed(rank:)``), so no rank waits for another; no rank's
+/// state changes. The status word also names the call (forward or backward)
+/// and its number (the layer's count of training forwards; a backward sends
+/// its forward's): ranks in different calls (a rank that skipped a backward
+/// pairs its next forward with the others' backward; a rank may backpropagate
+/// another step's cache) all throw
+/// ``NormError/callMismatch(rank:expected:actual:)`` instead of pairing
+/// silently. A rank that never calls at all leaves the others waiting, unless
+/// the communicator has a deadline (`MPICommunicator.deadline`). With
+/// ``SingleProcess`` the results are ``BatchNorm``'s, bit for bit.
 ///
 /// The options, parameters and running statistics are those of ``batchNorm``,
 /// read and written through it (`bn.runningMean`, `bn.momentum`, ...); save it,
@@ -41,6 +50,10 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     public var batchNorm: BatchNorm<Scalar>
     /// The ranks that share each batch.
     public let communicator: any Communicator
+    /// The training forwards this layer has completed: the next one sends
+    /// this plus one with its status word, and its backward the same. A call
+    /// that throws (on every rank alike) does not count.
+    @usableFromInline var trainingCalls = 0
 
     /// Creates a synchronized batch-norm layer with `gamma` ones, `beta` zeros
     /// and running statistics zeros; the options are ``BatchNorm``'s.
@@ -104,8 +117,8 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` when
     ///   another rank has another feature count; the communicator's errors.
     ///   A throwing call leaves the running statistics unchanged, on every rank.
-    /// - Complexity: O(N·D) here, plus an all-gather of 3 Doubles and one of
-    ///   `2·D` scalars per rank (training).
+    /// - Complexity: O(N·D) here, plus one all-gather of `11 + 2·D` scalars
+    ///   per rank in training: the status word and the moments.
     @inlinable
     public mutating func forward(
         _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
@@ -125,20 +138,24 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
         }
         try RankStatistics.forward(
             communicator: communicator, prepared: prepared, channels: d, mode: mode,
+            number: trainingCalls + 1,
             origin: cacheOrigin, gamma: batchNorm.gamma, beta: batchNorm.beta,
             runningMean: &batchNorm.runningMean, runningVariance: &batchNorm.runningVariance,
             epsilon: batchNorm.epsilon, momentum: batchNorm.momentum,
             estimator: batchNorm.varianceEstimator, backend: batchNorm.backend, output: output,
             cache: &cache, workspace: &workspace)
+        // Every rank's call succeeded or every rank's threw: the counts stay in step.
+        if mode == .training { trainingCalls += 1 }
     }
 
     /// The closed-form backward of this rank's rows: `dbeta` and `dgamma` sums
-    /// all-reduced over the ranks for `dx`, which uses the batch's count;
+    /// added over the ranks for `dx`, which uses the batch's count;
     /// `gammaGradient` and `betaGradient` receive this rank's share.
     /// - Throws: as ``BatchNorm/backward(_:cache:inputGradient:gammaGradient:betaGradient:workspace:)``;
     ///   ``NormError/rankFailed(rank:)``; the communicator's errors.
-    /// - Complexity: O(N·D) here, plus an all-gather of 3 Doubles and an
-    ///   all-reduce of `2·D` scalars (after a training forward).
+    /// - Complexity: O(N·D) here, plus one all-gather of `11 + 2·D` scalars
+    ///   per rank after a training forward: the status word and the sums,
+    ///   added in rank order.
     @inlinable
     public func backward(
         _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
@@ -158,26 +175,29 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
         } catch {
             checked = .failure(error)
         }
-        try RankStatistics.backward(communicator: communicator, checked: checked, channels: d,
+        let number = RankStatistics.number(of: cache, origin: cacheOrigin, last: trainingCalls)
+        try RankStatistics.backward(communicator: communicator, checked: checked, channels: d, number: number,
                                     origin: cacheOrigin, buffers, cache: cache,
                                     backend: batchNorm.backend, workspace: &workspace)
     }
 
     /// Tells the other ranks (in a training forward) that this rank's call
     /// was refused, and returns `error`.
-    /// - Complexity: one all-gather of 3 Doubles per rank in training, else O(1).
+    /// - Complexity: one all-gather of the call's message per rank in training, else O(1).
     @inlinable
     public func refusingForward(_ error: NormError, mode: Mode) -> NormError {
-        RankStatistics.refusing(error, communicator: communicator, channels: batchNorm.featureCount,
-                                collective: mode == .training)
+        guard mode == .training else { return error }
+        return RankStatistics.refusing(error, communicator: communicator, channels: batchNorm.featureCount, of: Scalar.self,
+                                       collective: .forward, number: trainingCalls + 1)
     }
 
     /// Tells the other ranks (unless `cache` is from an inference forward of
     /// this layer) that this rank's backward was refused, and returns `error`.
-    /// - Complexity: one all-gather of 3 Doubles per rank, or O(1).
+    /// - Complexity: one all-gather of the call's message per rank, or O(1).
     @inlinable
     public func refusingBackward(_ error: NormError, cache: Cache) -> NormError {
-        RankStatistics.refusing(error, communicator: communicator, channels: batchNorm.featureCount,
-                                collective: !(cache.origin == cacheOrigin && cache.mode == .inference))
+        RankStatistics.refusing(error, communicator: communicator, channels: batchNorm.featureCount, of: Scalar.self,
+                                collective: cache.origin == cacheOrigin && cache.mode == .inference ? nil : .backward,
+                                number: RankStatistics.number(of: cache, origin: cacheOrigin, last: trainingCalls))
     }
 }

@@ -5,9 +5,10 @@
 ///
 /// Everything else is ``SyncBatchNorm``'s: the ranks' moments (`N·H·W` values
 /// per channel on each rank, which may be 0) merged in rank order, the batch's
-/// count for `.unbiased` and for `dx`, the per-channel sums all-reduced in
-/// backward, `gammaGradient` and `betaGradient` this rank's share, inference
-/// local, and every rank throwing when one refuses its call. With
+/// count for `.unbiased` and for `dx`, the per-channel sums added in rank
+/// order in backward, one all-gather per collective call, `gammaGradient` and
+/// `betaGradient` this rank's share, inference local, and every rank throwing
+/// when one refuses its call or the ranks are in different calls. With
 /// ``SingleProcess`` the results are ``SpatialBatchNorm``'s, bit for bit.
 ///
 /// ```swift
@@ -28,6 +29,10 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLay
     public var spatialBatchNorm: SpatialBatchNorm<Scalar>
     /// The ranks that share each batch.
     public let communicator: any Communicator
+    /// The training forwards this layer has completed: the next one sends
+    /// this plus one with its status word, and its backward the same. A call
+    /// that throws (on every rank alike) does not count.
+    @usableFromInline var trainingCalls = 0
 
     /// Creates a synchronized spatial batch-norm layer with `gamma` ones,
     /// `beta` zeros and running statistics zeros; the options are
@@ -96,8 +101,8 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLay
     ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` when
     ///   another rank has another channel count; the communicator's errors. A
     ///   throwing call leaves the running statistics unchanged, on every rank.
-    /// - Complexity: O(N·C·H·W) here, plus an all-gather of 3 Doubles and one
-    ///   of `2·C` scalars per rank (training).
+    /// - Complexity: O(N·C·H·W) here, plus one all-gather of `11 + 2·C`
+    ///   scalars per rank in training: the status word and the moments.
     @inlinable
     public mutating func forward(
         _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
@@ -116,21 +121,25 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLay
         }
         try RankStatistics.forward(
             communicator: communicator, prepared: prepared, channels: c, mode: mode,
+            number: trainingCalls + 1,
             origin: cacheOrigin, gamma: spatialBatchNorm.gamma, beta: spatialBatchNorm.beta,
             runningMean: &spatialBatchNorm.runningMean,
             runningVariance: &spatialBatchNorm.runningVariance,
             epsilon: spatialBatchNorm.epsilon, momentum: spatialBatchNorm.momentum,
             estimator: spatialBatchNorm.varianceEstimator, backend: spatialBatchNorm.backend,
             output: output, cache: &cache, workspace: &workspace)
+        // Every rank's call succeeded or every rank's threw: the counts stay in step.
+        if mode == .training { trainingCalls += 1 }
     }
 
     /// The closed-form backward of this rank's images: per-channel sums
-    /// all-reduced over the ranks for `dx`, which uses the batch's count;
+    /// added over the ranks for `dx`, which uses the batch's count;
     /// `gammaGradient` and `betaGradient` receive this rank's share.
     /// - Throws: as ``SpatialBatchNorm/backward(_:cache:inputGradient:gammaGradient:betaGradient:workspace:)``;
     ///   ``NormError/rankFailed(rank:)``; the communicator's errors.
-    /// - Complexity: O(N·C·H·W) here, plus an all-gather of 3 Doubles and an
-    ///   all-reduce of `2·C` scalars (after a training forward).
+    /// - Complexity: O(N·C·H·W) here, plus one all-gather of `11 + 2·C`
+    ///   scalars per rank after a training forward: the status word and the
+    ///   sums, added in rank order.
     @inlinable
     public func backward(
         _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
@@ -149,27 +158,31 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLay
         } catch {
             checked = .failure(error)
         }
-        try RankStatistics.backward(communicator: communicator, checked: checked, channels: c,
+        let number = RankStatistics.number(of: cache, origin: cacheOrigin, last: trainingCalls)
+        try RankStatistics.backward(communicator: communicator, checked: checked, channels: c, number: number,
                                     origin: cacheOrigin, buffers, cache: cache,
                                     backend: spatialBatchNorm.backend, workspace: &workspace)
     }
 
     /// Tells the other ranks (in a training forward) that this rank's call
     /// was refused, and returns `error`.
-    /// - Complexity: one all-gather of 3 Doubles per rank in training, else O(1).
+    /// - Complexity: one all-gather of the call's message per rank in training, else O(1).
     @inlinable
     public func refusingForward(_ error: NormError, mode: Mode) -> NormError {
-        RankStatistics.refusing(error, communicator: communicator,
-                                channels: spatialBatchNorm.channelCount, collective: mode == .training)
+        guard mode == .training else { return error }
+        return RankStatistics.refusing(error, communicator: communicator,
+                                       channels: spatialBatchNorm.channelCount, of: Scalar.self,
+                                       collective: .forward, number: trainingCalls + 1)
     }
 
     /// Tells the other ranks (unless `cache` is from an inference forward of
     /// this layer) that this rank's backward was refused, and returns `error`.
-    /// - Complexity: one all-gather of 3 Doubles per rank, or O(1).
+    /// - Complexity: one all-gather of the call's message per rank, or O(1).
     @inlinable
     public func refusingBackward(_ error: NormError, cache: Cache) -> NormError {
         RankStatistics.refusing(error, communicator: communicator,
-                                channels: spatialBatchNorm.channelCount,
-                                collective: !(cache.origin == cacheOrigin && cache.mode == .inference))
+                                channels: spatialBatchNorm.channelCount, of: Scalar.self,
+                                collective: cache.origin == cacheOrigin && cache.mode == .inference ? nil : .backward,
+                                number: RankStatistics.number(of: cache, origin: cacheOrigin, last: trainingCalls))
     }
 }
