@@ -15,6 +15,7 @@ static inline MPI_Datatype normkit_mpi_double(void) { return MPI_DOUBLE; }
 static inline MPI_Op normkit_mpi_sum(void) { return MPI_SUM; }
 static inline void *normkit_mpi_in_place(void) { return MPI_IN_PLACE; }
 static inline int normkit_mpi_success(void) { return MPI_SUCCESS; }
+static inline MPI_Status *normkit_mpi_status_ignore(void) { return MPI_STATUS_IGNORE; }
 
 static void normkit_mpi_finalize_at_exit(void) {
     int finalized = 0;

@@ -1,5 +1,9 @@
 internal import CMPI
 public import NormKit
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The ranks of `MPI_COMM_WORLD` as a NormKit ``Communicator``: the processes
 /// that `mpirun -np K` started (Open MPI). ``SyncBatchNorm`` and
@@ -17,14 +21,42 @@ public import NormKit
 /// handler aborts the whole job on a transport failure, so no rank is left
 /// waiting; a nonzero return code that does come back becomes
 /// ``NormError/communicationFailure(operation:reason:)``.
+///
+/// A rank that never makes a collective call (it crashed, or left its loop
+/// early) leaves the others waiting in it. With a ``deadline``, the
+/// collectives are non-blocking (`MPI_Iallgather`, `MPI_Iallreduce`) and
+/// polled: the ranks still waiting when it passes throw
+/// ``NormError/communicationFailure(operation:reason:)`` instead of hanging.
+/// The abandoned request stays pending inside Open MPI, so the job cannot go
+/// on communicating: report the error and end it (`MPI_Abort`, or exit and
+/// let `mpirun` end the others).
 public final class MPICommunicator: Communicator, @unchecked Sendable {
     // @unchecked: `communicator` is an immutable handle; MPI itself
-    // serializes the calls (MPI_THREAD_SERIALIZED).
+    // serializes the calls (MPI_THREAD_SERIALIZED); the deadline is an atomic.
     let communicator: MPI_Comm?
     /// This process's rank in `MPI_COMM_WORLD`.
     public let rank: Int
     /// The number of processes in `MPI_COMM_WORLD`.
     public let size: Int
+    /// The deadline in nanoseconds, 0 for none.
+    private let deadlineNanoseconds = Atomic<Int64>(0)
+
+    /// How long a collective may wait for the other ranks before it throws,
+    /// or `nil` (the default) to wait as long as it takes. Process-wide, for
+    /// this communicator; set it on every rank. A deadline costs a polling
+    /// loop instead of a blocking call; after one passes, end the job (see
+    /// the type's documentation).
+    public var deadline: Duration? {
+        get {
+            let nanoseconds = deadlineNanoseconds.load(ordering: .relaxed)
+            return nanoseconds == 0 ? nil : .nanoseconds(nanoseconds)
+        }
+        set {
+            let nanoseconds = newValue.map { max(1, $0.components.seconds * 1_000_000_000
+                                                    + $0.components.attoseconds / 1_000_000_000) } ?? 0
+            deadlineNanoseconds.store(nanoseconds, ordering: .relaxed)
+        }
+    }
 
     private init(communicator: MPI_Comm?, rank: Int, size: Int) {
         self.communicator = communicator
@@ -90,9 +122,38 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             throw .bufferCountMismatch(name: "result", expected: size * local.count, actual: result.count)
         }
         let bytes = try Self.mpiCount(local.count * MemoryLayout<Scalar>.stride)
+        if let limit = deadline {
+            var request: MPI_Request? = nil
+            try Self.check(MPI_Iallgather(local.baseAddress, bytes, normkit_mpi_byte(), result.baseAddress,
+                                          bytes, normkit_mpi_byte(), communicator, &request),
+                           "MPI_Iallgather")
+            try wait(for: &request, within: limit, "MPI_Iallgather")
+            return
+        }
         try Self.check(MPI_Allgather(local.baseAddress, bytes, normkit_mpi_byte(),
                                      result.baseAddress, bytes, normkit_mpi_byte(), communicator),
                        "MPI_Allgather")
+    }
+
+    /// Polls `request` (`MPI_Test`) until it completes or `limit` has passed.
+    /// - Throws: ``NormError/communicationFailure(operation:reason:)`` when the
+    ///   deadline passes first, or MPI fails.
+    private func wait(for request: inout MPI_Request?, within limit: Duration, _ operation: String) throws(NormError) {
+        let clock = ContinuousClock(), start = clock.now
+        var done: Int32 = 0, polls = 0
+        while true {
+            try Self.check(MPI_Test(&request, &done, normkit_mpi_status_ignore()), operation)
+            if done != 0 { return }
+            if clock.now - start > limit {
+                throw .communicationFailure(
+                    operation: operation,
+                    reason: "not every rank called it within the deadline of \(limit) (a rank that never "
+                        + "calls leaves the request pending: end the job)")
+            }
+            polls += 1
+            // Spin briefly (a collective usually completes in microseconds), then yield the core.
+            if polls > 1000 { usleep(polls > 100_000 ? 1000 : 50) }
+        }
     }
 
     /// `MPI_Allreduce` with `MPI_SUM`, in place (`MPI_IN_PLACE`), as
@@ -107,6 +168,14 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
                                         reason: "no MPI datatype for \(Scalar.self)")
         }
         let count = try Self.mpiCount(values.count)
+        if let limit = deadline {
+            var request: MPI_Request? = nil
+            try Self.check(MPI_Iallreduce(normkit_mpi_in_place(), values.baseAddress, count, type,
+                                          normkit_mpi_sum(), communicator, &request),
+                           "MPI_Iallreduce")
+            try wait(for: &request, within: limit, "MPI_Iallreduce")
+            return
+        }
         try Self.check(MPI_Allreduce(normkit_mpi_in_place(), values.baseAddress, count, type,
                                      normkit_mpi_sum(), communicator),
                        "MPI_Allreduce")
@@ -136,6 +205,13 @@ public final class MPICommunicator: Communicator, @unchecked Sendable {
             catch { return error }
         }
         if let failure { throw failure }
+    }
+
+    /// Ends every process of the job (`MPI_Abort`), with `code` as `mpirun`'s
+    /// exit status: what to do after a collective's ``deadline`` passed.
+    public func abort(code: Int32) -> Never {
+        _ = MPI_Abort(communicator, code)
+        exit(code)
     }
 
     /// Waits until every rank has called it (`MPI_Barrier`).
