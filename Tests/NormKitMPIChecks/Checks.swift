@@ -16,6 +16,7 @@ enum NormKitMPIChecks {
             print("MPICommunicator.world() failed: \(error)")
             exit(2)
         }
+        if CommandLine.arguments.dropFirst().first == "deadline" { deadline(world) }
         var checks = Checker(world: world)
         checks.run()
         var failed = [Double(checks.failures)]
@@ -29,6 +30,35 @@ enum NormKitMPIChecks {
         }
         exit(failed[0] == 0 ? 0 : 1)
     }
+}
+
+/// `NormKitMPIChecks deadline`: rank 0 makes a training forward that no
+/// other rank makes, with a deadline of 0.3 s; it must throw
+/// `communicationFailure` instead of waiting forever. Its request then stays
+/// pending, so it ends the job (MPI_Abort with code 3, which the test
+/// expects) while the other ranks wait in a barrier rank 0 never enters.
+func deadline(_ world: MPICommunicator) -> Never {
+    if world.rank == 0 {
+        world.deadline = .milliseconds(300)
+        var bn = try! SyncBatchNorm<Float>(featureCount: 5, communicator: world)
+        let clock = ContinuousClock(), start = clock.now
+        do {
+            _ = try bn.forward(try Tensor<Float>(randomNormal: [4, 5], seed: 1), mode: .training)
+            print("deadline: the forward returned")
+        } catch {
+            let waited = clock.now - start
+            let ok = waited >= .milliseconds(300) && waited < .seconds(10)
+            if case .communicationFailure = error, ok {
+                print("deadline: rank 0 threw after \(waited): \(error)")
+            } else {
+                print("deadline: rank 0 threw \(error) after \(waited)")
+            }
+        }
+        fflush(nil)
+        world.abort(code: 3)
+    }
+    try? world.barrier()
+    exit(1)
 }
 
 /// Which synchronized layer a case runs, and how its input is shaped.
@@ -82,6 +112,10 @@ struct Checker {
         }
         badInput(Double.self)
         badInput(Float.self)
+        if world.size > 1 {
+            callMismatch(Double.self)
+            callMismatch(Float.self)
+        }
         do { try readmeExample() } catch { expect(false, "the README's example threw \(error)") }
     }
 
@@ -277,6 +311,57 @@ struct Checker {
             expect(false, "\(S.self): a NaN on rank \(last) did not throw")
         } catch {
             expect(error == .nonFiniteStatistics(index: 2), "\(S.self): a NaN threw \(error)")
+        }
+    }
+
+    // MARK: Ranks in different calls
+
+    /// A rank that skips a backward pairs its next forward with the others'
+    /// backward, and a rank may backpropagate another step's cache: every rank
+    /// throws `callMismatch`, no running statistic changes, and the ranks are
+    /// in step for the next call.
+    mutating func callMismatch<S: BLASScalar>(_: S.Type) {
+        let last = world.size - 1, isLast = world.rank == last
+        var layer = try! SyncBatchNorm<S>(featureCount: 7, communicator: world)
+        let x: Tensor<S> = tensor([4, 7], seed: 41, shift: S(10000.1))
+        let dy: Tensor<S> = tensor([4, 7], seed: 42)
+        do {
+            // Two good steps: forward #1 and #2 (caches kept), backward #2.
+            let (_, first) = try layer.forward(x, mode: .training)
+            let (_, second) = try layer.forward(x, mode: .training)
+            _ = try layer.backward(dy, cache: second)
+            let before = layer.runningMean + layer.runningVariance
+
+            // The last rank skips its backward of #2 and goes on to forward #3.
+            do {
+                if isLast { _ = try layer.forward(x, mode: .training) } else { _ = try layer.backward(dy, cache: second) }
+                expect(false, "\(S.self): a skipped backward was not found out")
+            } catch {
+                let expected: NormError = isLast
+                    ? .callMismatch(rank: 0, expected: "forward #3", actual: "backward #2")
+                    : .callMismatch(rank: last, expected: "backward #2", actual: "forward #3")
+                expect(error == expected, "\(S.self): a skipped backward threw \(error), expected \(expected)")
+            }
+            expect(layer.runningMean + layer.runningVariance == before,
+                   "\(S.self): running statistics unchanged after a call mismatch")
+
+            // The last rank backpropagates forward #1's cache, the others #2's.
+            do {
+                _ = try layer.backward(dy, cache: isLast ? first : second)
+                expect(false, "\(S.self): backward of another step's cache was not found out")
+            } catch {
+                let expected: NormError = isLast
+                    ? .callMismatch(rank: 0, expected: "backward #1", actual: "backward #2")
+                    : .callMismatch(rank: last, expected: "backward #2", actual: "backward #1")
+                expect(error == expected, "\(S.self): another step's backward threw \(error), expected \(expected)")
+            }
+
+            // In step again: forward #3 and its backward on every rank.
+            let (_, third) = try layer.forward(x, mode: .training)
+            _ = try layer.backward(dy, cache: third)
+            expect(layer.runningMean != Array(before.prefix(7)), "\(S.self): the next step updated the statistics")
+        } catch {
+            expect(false, "\(S.self): a step in step threw \(error)")
         }
     }
 }

@@ -33,4 +33,23 @@ struct MPIRunTests {
         #expect(process.terminationStatus == 0, "mpirun -np \(count) exited \(process.terminationStatus):\n\(output)")
         #expect(output.contains("\(count) rank(s):") && output.contains("all passed"), "\(output)")
     }
+
+    @Test("a rank left alone in a collective throws when MPICommunicator's deadline passes")
+    func deadline() throws {
+        if ProcessInfo.processInfo.environment["NORMKIT_SKIP_MPI"] != nil { return }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        process.arguments = ["--kill-after=10", "120", "mpirun", "--allow-run-as-root", "--oversubscribe",
+                             "--timeout", "90", "-np", "2", Self.checks.path, "deadline"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        // Rank 0 ends the job with MPI_Abort(3) after its forward threw.
+        #expect(process.terminationStatus == 3, "mpirun exited \(process.terminationStatus):\n\(output)")
+        #expect(output.contains("deadline: rank 0 threw after") && output.contains("within the deadline"),
+                "\(output)")
+    }
 }
