@@ -15,8 +15,11 @@ enum WhiteningKernels {
     /// ``BLASRuntime/threadCount`` are and whatever other threads run: OpenBLAS
     /// splits `?gemm`, `?syrk` and LAPACK's blocked routines by its thread
     /// count, which changes the order of their sums, so the results would
-    /// depend on the thread setting and on other threads' kernels. On one
-    /// thread they are the same bits in every setting, as every other layer's.
+    /// depend on the thread setting and on other threads' kernels. The
+    /// `N x D` products split instead over NormKit's threads, in chunks of
+    /// rows fixed by the shape (``rowSplit(rows:columns:backend:of:)``), their
+    /// partial sums added in chunk order: the same bits in every setting, as
+    /// every other layer's.
     static func withThreadPolicy<R>(_ body: () throws(NormError) -> R) throws(NormError) -> R {
         BLASRuntime.enterSingleThreaded()
         defer { BLASRuntime.leaveSingleThreaded() }
@@ -151,10 +154,24 @@ enum WhiteningKernels {
         var sigma = [Scalar](repeating: 0, count: m * m)
         switch backend {
         case .blas:
+            // Each chunk's `?syrk` into its own partial, then the partials
+            // added in chunk order: fixed by the shape, whoever runs them.
+            let split = rowSplit(rows: rows, columns: columns, backend: backend, of: Scalar.self)
+            var partials = [Scalar](repeating: 0, count: split.chunks * m * m)
             centred.withUnsafeBufferPointer { x in
-                sigma.withUnsafeMutableBufferPointer { c in
-                    Scalar.syrk(order: m, inner: rows, alpha: 1 / divisor, a: x.baseAddress! + group * m,
-                                lda: columns, beta: 0, c: c.baseAddress!, ldc: m)
+                partials.withUnsafeMutableBufferPointer { p in
+                    let context = (split: split, x: x.baseAddress! + group * m, columns: columns, m: m,
+                                   alpha: 1 / divisor, partials: p.baseAddress!)
+                    Threading.run(split, context) { c, chunk, _ in
+                        let c = c.pointee, range = c.split.rows(ofChunk: chunk)
+                        Scalar.syrk(order: c.m, inner: range.count, alpha: c.alpha,
+                                    a: c.x + range.lowerBound * c.columns, lda: c.columns, beta: 0,
+                                    c: c.partials + chunk * c.m * c.m, ldc: c.m)
+                    }
+                    sigma.withUnsafeMutableBufferPointer { sum in
+                        Threading.sumPartials(chunks: split.chunks, first: p.baseAddress!, stride: m * m,
+                                              count: m * m, into: sum.baseAddress!)
+                    }
                 }
             }
         case .naive:
@@ -173,21 +190,41 @@ enum WhiteningKernels {
     /// `out_g = alpha * A_g op(W) (+ out_g when accumulating)` for the columns
     /// of group `group` of the `rows x columns` matrices `a` and `out`, with
     /// the `groupSize x groupSize` matrix `w` (transposed when asked).
+    /// Each chunk of rows (``rowSplit(rows:columns:backend:)``) is one product
+    /// of its own, on NormKit's threads.
     static func applyGroup<Scalar: BLASScalar>(
         _ a: [Scalar], _ w: [Scalar], transposed: Bool = false, rows: Int, columns: Int,
         group: Int, groupSize m: Int, into out: inout [Scalar], alpha: Scalar = 1,
         accumulate: Bool = false, backend: Backend
     ) {
+        let split = rowSplit(rows: rows, columns: columns, backend: backend, of: Scalar.self)
         a.withUnsafeBufferPointer { a in
             w.withUnsafeBufferPointer { w in
                 out.withUnsafeMutableBufferPointer { c in
-                    multiply(rows: rows, columns: m, inner: m, alpha: alpha, a: a.baseAddress! + group * m,
-                             lda: columns, transposeA: false, b: w.baseAddress!, ldb: m,
-                             transposeB: transposed, beta: accumulate ? 1 : 0,
-                             c: c.baseAddress! + group * m, ldc: columns, backend: backend)
+                    let context = (split: split, a: a.baseAddress! + group * m, w: w.baseAddress!,
+                                   c: c.baseAddress! + group * m, columns: columns, m: m, alpha: alpha,
+                                   transposed: transposed, beta: accumulate ? Scalar(1) : 0, backend: backend)
+                    Threading.run(split, context) { c, chunk, _ in
+                        let c = c.pointee, range = c.split.rows(ofChunk: chunk)
+                        let offset = range.lowerBound * c.columns
+                        multiply(rows: range.count, columns: c.m, inner: c.m, alpha: c.alpha, a: c.a + offset,
+                                 lda: c.columns, transposeA: false, b: c.w, ldb: c.m,
+                                 transposeB: c.transposed, beta: c.beta, c: c.c + offset, ldc: c.columns,
+                                 backend: c.backend)
+                    }
                 }
             }
         }
+    }
+
+    /// The chunks of rows the `N x D` products split into: fixed by the shape
+    /// (``Threading/split(outer:scalarsPerRow:of:backend:)``, one chunk on the
+    /// naive backend), so the results are the same bits at every thread
+    /// count, with OpenBLAS on one thread inside each.
+    static func rowSplit<Scalar: BLASScalar>(
+        rows: Int, columns: Int, backend: Backend, of _: Scalar.Type
+    ) -> Threading.Split {
+        Threading.split(outer: rows, scalarsPerRow: columns, of: Scalar.self, backend: backend)
     }
 
     /// `A_gᵀ B_g`, `groupSize x groupSize`, for the columns of group `group`
@@ -196,13 +233,26 @@ enum WhiteningKernels {
         _ a: [Scalar], _ b: [Scalar], rows: Int, columns: Int, group: Int, groupSize m: Int,
         backend: Backend
     ) -> [Scalar] {
+        // Each chunk of rows its partial product, added in chunk order.
+        let split = rowSplit(rows: rows, columns: columns, backend: backend, of: Scalar.self)
+        var partials = [Scalar](repeating: 0, count: split.chunks * m * m)
         var c = [Scalar](repeating: 0, count: m * m)
         a.withUnsafeBufferPointer { a in
             b.withUnsafeBufferPointer { b in
-                c.withUnsafeMutableBufferPointer { c in
-                    multiply(rows: m, columns: m, inner: rows, a: a.baseAddress! + group * m, lda: columns,
-                             transposeA: true, b: b.baseAddress! + group * m, ldb: columns,
-                             transposeB: false, beta: 0, c: c.baseAddress!, ldc: m, backend: backend)
+                partials.withUnsafeMutableBufferPointer { p in
+                    let context = (split: split, a: a.baseAddress! + group * m, b: b.baseAddress! + group * m,
+                                   columns: columns, m: m, partials: p.baseAddress!, backend: backend)
+                    Threading.run(split, context) { c, chunk, _ in
+                        let c = c.pointee, range = c.split.rows(ofChunk: chunk)
+                        let offset = range.lowerBound * c.columns
+                        multiply(rows: c.m, columns: c.m, inner: range.count, a: c.a + offset, lda: c.columns,
+                                 transposeA: true, b: c.b + offset, ldb: c.columns, transposeB: false,
+                                 beta: 0, c: c.partials + chunk * c.m * c.m, ldc: c.m, backend: c.backend)
+                    }
+                    c.withUnsafeMutableBufferPointer { sum in
+                        Threading.sumPartials(chunks: split.chunks, first: p.baseAddress!, stride: m * m,
+                                              count: m * m, into: sum.baseAddress!)
+                    }
                 }
             }
         }

@@ -69,10 +69,12 @@ public struct DecorrelatedCache<Scalar: BLASScalar>: Sendable {
 /// Newton–Schulz iteration. The BLAS backend uses `?syrk` for the covariance,
 /// LAPACKE `?syevd`, `?potrf` and `?trtri`, and `?gemm` for every product; the
 /// naive backend is the textbook: triple loops, a cyclic Jacobi eigensolver, a
-/// plain Cholesky and forward substitution. The passes run OpenBLAS on one
-/// thread, whatever ``Threading/threadCount`` and ``BLASRuntime/threadCount``
-/// say, so that the results are the same bits in every setting (OpenBLAS's
-/// threaded BLAS-3 and LAPACK sum in an order that depends on its thread count).
+/// plain Cholesky and forward substitution. The `N x D` products (the
+/// covariance, `Xc W`, and backward's) split over NormKit's threads
+/// (``Threading/threadCount``) in chunks of rows fixed by the shape, with
+/// OpenBLAS on one thread in each, so that the results are the same bits at
+/// every thread count (OpenBLAS's own threads sum in an order that depends on
+/// their count); the factorizations run on the calling thread.
 public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equatable {
     /// The forward pass's centred input, output and whitening factors.
     public typealias Cache = DecorrelatedCache<Scalar>
