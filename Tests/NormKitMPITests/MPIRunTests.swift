@@ -14,41 +14,39 @@ struct MPIRunTests {
         return exe.deletingLastPathComponent().appendingPathComponent("NormKitMPIChecks")
     }
 
-    @Test("SyncBatchNorm and SyncSpatialBatchNorm agree with the single-process layers", arguments: [1, 2, 3])
-    func ranks(_ count: Int) throws {
-        if ProcessInfo.processInfo.environment["NORMKIT_SKIP_MPI"] != nil { return }
+    /// Runs the checks under `mpirun -np ranks` with `arguments`, and returns
+    /// mpirun's exit status and output. mpirun's own --timeout aborts every
+    /// rank of a job that outlives it (a rank left waiting); the outer
+    /// timeout is a backstop for mpirun.
+    static func mpirun(ranks: Int, _ arguments: [String] = []) throws -> (status: Int32, output: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        // mpirun's own --timeout aborts every rank of a job that outlives it
-        // (a rank left waiting); the outer timeout is a backstop for mpirun.
         let limit = Int(ProcessInfo.processInfo.environment["NORMKIT_MPI_TIMEOUT"] ?? "") ?? 180
         process.arguments = ["--kill-after=10", "\(limit + 30)", "mpirun", "--allow-run-as-root",
-                             "--oversubscribe", "--timeout", "\(limit)", "-np", "\(count)", Self.checks.path]
+                             "--oversubscribe", "--timeout", "\(limit)", "-np", "\(ranks)", checks.path] + arguments
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
         try process.run()
         let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "mpirun -np \(count) exited \(process.terminationStatus):\n\(output)")
+        return (process.terminationStatus, output)
+    }
+
+    @Test("SyncBatchNorm and SyncSpatialBatchNorm agree with the single-process layers", arguments: [1, 2, 3])
+    func ranks(_ count: Int) throws {
+        if ProcessInfo.processInfo.environment["NORMKIT_SKIP_MPI"] != nil { return }
+        let (status, output) = try Self.mpirun(ranks: count)
+        #expect(status == 0, "mpirun -np \(count) exited \(status):\n\(output)")
         #expect(output.contains("\(count) rank(s):") && output.contains("all passed"), "\(output)")
     }
 
     @Test("a rank left alone in a collective throws when MPICommunicator's deadline passes")
     func deadline() throws {
         if ProcessInfo.processInfo.environment["NORMKIT_SKIP_MPI"] != nil { return }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        process.arguments = ["--kill-after=10", "120", "mpirun", "--allow-run-as-root", "--oversubscribe",
-                             "--timeout", "90", "-np", "2", Self.checks.path, "deadline"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
+        let (status, output) = try Self.mpirun(ranks: 2, ["deadline"])
         // Rank 0 ends the job with MPI_Abort(3) after its forward threw.
-        #expect(process.terminationStatus == 3, "mpirun exited \(process.terminationStatus):\n\(output)")
+        #expect(status == 3, "mpirun exited \(status):\n\(output)")
         #expect(output.contains("deadline: rank 0 threw after") && output.contains("within the deadline"),
                 "\(output)")
     }

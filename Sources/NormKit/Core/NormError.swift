@@ -82,9 +82,10 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
     case whiteningDiverged(group: Int, iteration: Int)
     /// The ranks of a synchronized call were not all in the same call: rank
     /// `rank` (the lowest such) made `actual` (`"backward #12"`: the pass and
-    /// its ``Communicator/nextCallNumber()``) while this rank made `expected`.
-    /// A rank skipped a call, or called another pass. Every rank throws; no
-    /// state changes.
+    /// its number, the layer's count of training forwards) while this rank
+    /// made `expected`: a rank skipped a call, called another pass, or
+    /// backpropagated another step's cache. Every rank throws; no state
+    /// changes.
     case callMismatch(rank: Int, expected: String, actual: String)
     /// A collective operation of a ``Communicator`` failed: `operation` names
     /// it (e.g. `MPI_Allgather`), `reason` is the transport's message.
