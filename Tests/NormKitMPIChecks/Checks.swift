@@ -17,6 +17,7 @@ enum NormKitMPIChecks {
             exit(2)
         }
         if CommandLine.arguments.dropFirst().first == "deadline" { deadline(world) }
+        if CommandLine.arguments.dropFirst().first == "channels" { channels(world) }
         var checks = Checker(world: world)
         checks.run()
         var failed = [Double(checks.failures)]
@@ -59,6 +60,21 @@ func deadline(_ world: MPICommunicator) -> Never {
     }
     try? world.barrier()
     exit(1)
+}
+
+/// `NormKitMPIChecks channels`: each rank's layer has another feature count
+/// (5 + rank), so the ranks' messages differ in size. Open MPI's default
+/// error handler ends the job (no rank waits); mpirun then exits nonzero.
+/// Not part of the test suite (it ends in an abort); for checking by hand.
+func channels(_ world: MPICommunicator) -> Never {
+    var bn = try! SyncBatchNorm<Float>(featureCount: 5 + world.rank, communicator: world)
+    do {
+        _ = try bn.forward(try Tensor<Float>(randomNormal: [4, 5 + world.rank], seed: 1), mode: .training)
+        print("channels: rank \(world.rank)'s forward returned")
+    } catch {
+        print("channels: rank \(world.rank) threw \(error)")
+    }
+    exit(0)
 }
 
 /// Which synchronized layer a case runs, and how its input is shaped.

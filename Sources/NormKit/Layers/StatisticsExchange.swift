@@ -113,7 +113,9 @@ struct RankStatistics: StatisticsExchange {
     ///   its own `status`, a transport error, ``NormError/callMismatch(rank:expected:actual:)``,
     ///   ``NormError/rankFailed(rank:)``, or
     ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a rank
-    ///   with another channel count.
+    ///   whose header names another channel count (a message of this length
+    ///   from a layer of another size cannot arrive: the transport refuses
+    ///   messages of another size).
     @inlinable
     static func exchange<Scalar: BLASScalar>(
         _ communicator: any Communicator, status: NormError?, call: Call, number: Int, channels: Int,

@@ -114,9 +114,15 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     /// - Throws: as ``BatchNorm/forward(_:shape:mode:into:cache:workspace:)``
     ///   (with `N >= 0` per rank, and the batch's count at least 2 in training);
     ///   ``NormError/rankFailed(rank:)`` when another rank refused its call;
-    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` when
-    ///   another rank has another feature count; the communicator's errors.
-    ///   A throwing call leaves the running statistics unchanged, on every rank.
+    ///   ``NormError/callMismatch(rank:expected:actual:)`` when another rank is
+    ///   in another call; the communicator's errors. A throwing call leaves the
+    ///   running statistics unchanged, on every rank. Every rank's layer must
+    ///   have the same feature count: the message's size depends on it, and
+    ///   with `MPICommunicator` a rank with another count makes the all-gather
+    ///   a size mismatch, which Open MPI's default error handler turns into the
+    ///   end of the job (`MPI_ERR_TRUNCATE`), not a wait; a rank that received
+    ///   the shorter message may first throw
+    ///   ``NormError/parameterCountMismatch(name:expected:actual:)``.
     /// - Complexity: O(N·D) here, plus one all-gather of `11 + 2·D` scalars
     ///   per rank in training: the status word and the moments.
     @inlinable
