@@ -156,6 +156,23 @@ where Cache == NormCache<Scalar> {
         betaGradient: UnsafeMutableBufferPointer<Scalar>,
         workspace: inout Workspace<Scalar>) throws(NormError)
 
+    /// Normalizes `input`, of `shape`, into `output` for inference and keeps
+    /// nothing for backward: non-mutating, no cache, `output` may be `input`'s
+    /// own memory (in place). Equals `forward(mode: .inference)`'s output bit
+    /// for bit and changes no state; layers with running statistics use them
+    /// (the synchronized layers communicate nothing), the others compute the
+    /// input's statistics as their forward does, and ``activation`` (where a
+    /// layer has one) applies.
+    /// - Throws: ``NormError/bufferCountMismatch(name:expected:actual:)`` when
+    ///   `input` or `output` does not hold `product(shape)` scalars, and the
+    ///   layer's forward errors.
+    /// - Complexity: O(product of `shape`); allocation-free once `workspace`
+    ///   is sized.
+    func infer(
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Scalar>,
+        workspace: inout Workspace<Scalar>) throws(NormError)
+
     /// What a forward call refused before its pass over borrowed memory (a
     /// shape with a negative or overflowing extent) throws. A layer whose
     /// training forward is collective across processes (``SyncBatchNorm``,

@@ -26,6 +26,12 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     /// (``SyncBatchNorm``, ``SyncSpatialBatchNorm``), which its backward
     /// sends with its status word; 0 otherwise.
     @usableFromInline var call = 0
+    /// The activation of the forward pass that filled the cache (its
+    /// layer's ``FusedActivation``); with `.relu`, ``storedOutput`` holds that
+    /// pass's output, by whose sign backward masks the gradient.
+    @usableFromInline var activation: FusedActivation = .none
+    /// A copy of the forward output when ``activation`` is `.relu`; empty otherwise.
+    @usableFromInline var storedOutput: [Scalar] = []
     @usableFromInline var storedMean: [Scalar]
     @usableFromInline var storedInverseStandardDeviation: [Scalar]
     /// The `gamma` the forward pass used.
@@ -81,6 +87,48 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
         }
     }
 
+    /// Swaps the cached input with `tensor` (a residual `Tensor` form hands
+    /// its sum's storage to the cache, which then writes it in place), and
+    /// marks the cache as filled by no forward pass until one succeeds.
+    @usableFromInline
+    mutating func exchangeInput(_ tensor: inout Tensor<Scalar>) {
+        origin = .none
+        swap(&input, &tensor)
+    }
+
+    /// Sizes the input to `shape` (a valid shape) in the cache's own storage,
+    /// to be written by the forward pass (a residual form's sum), and marks
+    /// the cache as filled by no forward pass until one succeeds.
+    @usableFromInline
+    mutating func prepareInput(shape: [Int]) {
+        origin = .none
+        input.prepare(shape: shape)
+    }
+
+    /// Calls `body` with the input (writable when `writable`: a residual
+    /// form's sum is written there) and the statistics vectors, sized by
+    /// ``record(gamma:mode:statisticCount:origin:)``.
+    @usableFromInline
+    mutating func withInputAndStatistics<R>(
+        writable: Bool,
+        _ body: (UnsafeMutablePointer<Scalar>, UnsafeMutablePointer<Scalar>,
+                 UnsafeMutablePointer<Scalar>) -> R
+    ) -> R {
+        storedMean.withUnsafeMutableBufferPointer { mean in
+            storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
+                if writable {
+                    return input.withUnsafeMutableBufferPointer { x in
+                        body(x.baseAddress!, mean.baseAddress!, invstd.baseAddress!)
+                    }
+                }
+                return input.withUnsafeBufferPointer { x in
+                    body(UnsafeMutablePointer(mutating: x.baseAddress!), mean.baseAddress!,
+                         invstd.baseAddress!)
+                }
+            }
+        }
+    }
+
     /// Sizes the statistics vectors, records the mode and the layer, copies
     /// `gamma` in place (the input is already recorded: ``share(_:)``,
     /// ``adopt(_:shape:)``). A forward pass that then throws calls ``invalidate()``.
@@ -89,12 +137,21 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
                          statisticCount: Int, origin: CacheOrigin) {
         self.mode = mode
         self.origin = origin
+        self.activation = .none
         storedMean.resizeReusingStorage(to: statisticCount)
         storedInverseStandardDeviation.resizeReusingStorage(to: statisticCount)
         gamma.resizeReusingStorage(to: source.count)
         gamma.withUnsafeMutableBufferPointer { target in
             source.withUnsafeBufferPointer { _ = target.update(fromContentsOf: $0) }
         }
+    }
+
+    /// Records the forward pass's `activation` and sizes the copy of its
+    /// output that a ReLU's backward reads (`count` scalars; none without one).
+    @usableFromInline
+    mutating func prepareOutput(activation: FusedActivation, count: Int) {
+        self.activation = activation
+        storedOutput.resizeReusingStorage(to: activation == .relu ? count : 0)
     }
 
     /// Marks the cache as filled by no forward pass (its statistics are partial).

@@ -44,11 +44,18 @@ enum Validation {
     static func matrixRows<Scalar: BLASScalar>(
         _ input: Tensor<Scalar>, columns: Int, minimumRows: Int = 1
     ) throws(NormError) -> Int {
-        let shape = input.shape
+        try matrixRows(shape: input.shape, count: input.count, columns: columns,
+                       minimumRows: minimumRows)
+    }
+
+    /// ``matrixRows(_:columns:minimumRows:)`` for a shape of `count` scalars.
+    @inlinable
+    static func matrixRows(shape: [Int], count: Int, columns: Int, minimumRows: Int = 1)
+        throws(NormError) -> Int {
         guard shape.count == 2, shape[1] == columns, shape[0] >= minimumRows else {
             throw .invalidShape(expected: "(N >= \(minimumRows), \(columns))", actual: shape)
         }
-        guard input.count <= maximumBLASSize else { throw .sizeTooLarge(input.count) }
+        guard count <= maximumBLASSize else { throw .sizeTooLarge(count) }
         return shape[0]
     }
 
@@ -77,6 +84,34 @@ enum Validation {
         try buffer("inputGradient", b.dx.count, expected: cache.input.count)
         try buffer("gammaGradient", b.dgamma.count, expected: parameters)
         try buffer("betaGradient", b.dbeta.count, expected: parameters)
+    }
+
+    /// The buffers of an `infer` call: `input` and `output` hold `product(shape)` scalars.
+    /// - Returns: that count.
+    @inlinable
+    static func inferBuffers<Scalar: BLASScalar>(
+        _ x: UnsafeBufferPointer<Scalar>, _ y: UnsafeMutableBufferPointer<Scalar>, shape: [Int]
+    ) throws(NormError) -> Int {
+        let count = try Tensor<Scalar>.elementCount(of: shape)
+        try buffer("input", x.count, expected: count)
+        try buffer("output", y.count, expected: count)
+        return count
+    }
+
+    /// A residual buffer, when there is one, holds the input's count.
+    @inlinable
+    static func residual<Scalar: BLASScalar>(_ r: UnsafeBufferPointer<Scalar>?, count: Int)
+        throws(NormError) {
+        if let r { try buffer("residual", r.count, expected: count) }
+    }
+
+    /// A residual (or a `sum`'s gradient) must have the input's shape.
+    @inlinable
+    static func residualShape(_ actual: [Int], expected: [Int], name: String = "residual")
+        throws(NormError) {
+        guard actual == expected else {
+            throw .invalidShape(expected: "\(name) of the input's shape \(expected)", actual: actual)
+        }
     }
 
     /// The output gradient must have the shape the forward pass saw.
@@ -109,7 +144,18 @@ enum Validation {
         _ input: Tensor<Scalar>, channels: Int, channelAxis: Int, description: String,
         minimumBatch: Int = 1
     ) throws(NormError) -> [Int] {
-        let shape = input.shape
+        try imageShape(shape: input.shape, count: input.count, channels: channels,
+                       channelAxis: channelAxis, description: description, minimumBatch: minimumBatch)
+    }
+
+    /// ``imageShape(_:channels:channelAxis:description:minimumBatch:)`` for a
+    /// shape of `count` scalars.
+    @inlinable
+    static func imageShape(
+        shape: [Int], count: Int, channels: Int, channelAxis: Int, description: String,
+        minimumBatch: Int = 1
+    ) throws(NormError) -> [Int] {
+        let input = (count: count, shape: shape)
         guard shape.count == 4, shape[channelAxis] == channels, shape[0] >= minimumBatch,
               shape.dropFirst().allSatisfy({ $0 >= 1 }) else {
             throw .invalidShape(expected: description, actual: shape)

@@ -14,6 +14,9 @@ public struct Workspace<Scalar: BLASScalar>: Sendable {
     /// first 64-byte boundary); -1 when they must be written again (new
     /// storage, or a copy whose elements sit at another offset from a line).
     @usableFromInline var onesOffset = -1
+    /// The gradient through a fused ReLU when the caller passes no residual
+    /// gradient to hold it (`NormCache.withActivationGradient`).
+    @usableFromInline var gradient: [Scalar] = []
 
     /// An empty workspace; the first call that uses it sizes it.
     public init() {}

@@ -415,26 +415,47 @@ extension BatchNormKernels {
         }
     }
 
-    /// `y = (x - mean_c) * scale_c + shift_c` over the geometry.
+    /// `y = act((x - mean_c) * scale_c + shift_c + residual)` over the
+    /// geometry (the `epilogue`'s residual and activation, applied while a row
+    /// of the matrix geometry is in L1: through `row`, `channels` scalars of
+    /// scratch, so that `y` is written once).
     @inlinable
     static func normalize<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, geometry g: ChannelGeometry,
         mean: UnsafePointer<Scalar>, scale: UnsafePointer<Scalar>, shift: UnsafePointer<Scalar>,
-        y: UnsafeMutablePointer<Scalar>, streaming: Bool
+        y: UnsafeMutablePointer<Scalar>, streaming: Bool,
+        epilogue: Epilogue<Scalar> = .identity, row scratchRow: UnsafeMutablePointer<Scalar>? = nil
     ) {
+        typealias S = StreamingStores
         if g.inner == 1 {
-            normalize(x: x, rows: g.outer, columns: g.channels, mean: mean, scale: scale,
-                      shift: shift, y: y, streaming: streaming)
+            guard !epilogue.isIdentity, let scratchRow else {
+                normalize(x: x, rows: g.outer, columns: g.channels, mean: mean, scale: scale,
+                          shift: shift, y: y, streaming: streaming)
+                return
+            }
+            for i in 0..<g.outer {
+                let offset = i * g.channels
+                Scalar.normalizeRow(count: g.channels, x: x + offset, mean: mean, scale: scale,
+                                    shift: shift, into: scratchRow, streaming: false)
+                epilogue.advanced(by: offset).apply(scratchRow, count: g.channels,
+                                                    into: y + offset, streaming: streaming)
+            }
+            S.fence(streaming)
             return
         }
-        typealias S = StreamingStores
         for slab in 0..<(g.outer * g.channels) {
             let c = slab % g.channels, offset = slab * g.inner
             let m = mean[c], a = scale[c], b = shift[c]
             let row = x + offset
-            S.write(y + offset, count: g.inner, streaming: streaming,
-                    value: { t in (row[t] - m) * a + b },
-                    vector: { t in (S.load(row + t) - m) * a + b })
+            if epilogue.isIdentity {
+                S.write(y + offset, count: g.inner, streaming: streaming,
+                        value: { t in (row[t] - m) * a + b },
+                        vector: { t in (S.load(row + t) - m) * a + b })
+            } else {
+                epilogue.advanced(by: offset).write(
+                    y + offset, count: g.inner, streaming: streaming,
+                    z: { t in (row[t] - m) * a + b }, zv: { t in (S.load(row + t) - m) * a + b })
+            }
         }
         S.fence(streaming)
     }

@@ -52,7 +52,7 @@ enum GroupNormKernels {
         x: UnsafePointer<Scalar>, geometry g: Geometry, blockRows: Int, epsilon: Scalar,
         backend: Backend, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
-        y: UnsafeMutablePointer<Scalar>, streaming: Bool,
+        y: UnsafeMutablePointer<Scalar>, streaming: Bool, epilogue: Epilogue<Scalar> = .identity,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) -> Int? {
         let length = g.rowLength
@@ -67,7 +67,7 @@ enum GroupNormKernels {
                 mean[r] = m
                 invstd[r] = s
                 affine(x: x, geometry: g, rows: r..<(r + 1), mean: mean, invstd: invstd,
-                       gamma: gamma, beta: beta, y: y, streaming: streaming)
+                       gamma: gamma, beta: beta, y: y, streaming: streaming, epilogue: epilogue)
             }
             return nil
         case .blas:
@@ -81,7 +81,7 @@ enum GroupNormKernels {
                     return start + bad
                 }
                 affine(x: x, geometry: g, rows: start..<(start + b), mean: mean, invstd: invstd,
-                       gamma: gamma, beta: beta, y: y, streaming: streaming)
+                       gamma: gamma, beta: beta, y: y, streaming: streaming, epilogue: epilogue)
                 start += b
             }
             return nil
@@ -92,7 +92,7 @@ enum GroupNormKernels {
                 return bad
             }
             affine(x: x, geometry: g, rows: 0..<g.rows, mean: mean, invstd: invstd,
-                   gamma: gamma, beta: beta, y: y, streaming: streaming)
+                   gamma: gamma, beta: beta, y: y, streaming: streaming, epilogue: epilogue)
             return nil
         }
     }
@@ -104,7 +104,7 @@ enum GroupNormKernels {
         x: UnsafePointer<Scalar>, geometry g: Geometry, rows: Range<Int>,
         mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
         gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>, y: UnsafeMutablePointer<Scalar>,
-        streaming: Bool
+        streaming: Bool, epilogue: Epilogue<Scalar> = .identity
     ) {
         typealias S = StreamingStores
         let perGroup = g.channelsPerGroup, hw = g.spatial
@@ -115,9 +115,16 @@ enum GroupNormKernels {
                 let c = firstChannel + k, offset = (r * perGroup + k) * hw
                 let a = s * gamma[c], shift = beta[c]
                 let row = x + offset
-                S.write(y + offset, count: hw, streaming: streaming,
-                        value: { t in (row[t] - m) * a + shift },
-                        vector: { t in (S.load(row + t) - m) * a + shift })
+                if epilogue.isIdentity {
+                    S.write(y + offset, count: hw, streaming: streaming,
+                            value: { t in (row[t] - m) * a + shift },
+                            vector: { t in (S.load(row + t) - m) * a + shift })
+                } else {
+                    epilogue.advanced(by: offset).write(
+                        y + offset, count: hw, streaming: streaming,
+                        z: { t in (row[t] - m) * a + shift },
+                        zv: { t in (S.load(row + t) - m) * a + shift })
+                }
             }
         }
         S.fence(streaming)

@@ -39,12 +39,13 @@ enum LayerNormKernels {
     /// they go into the output), then one per row of a block.
     @inlinable
     static func forwardScratch<Scalar: BLASScalar>(
-        blockRows: Int, columns: Int, centred: Bool, of _: Scalar.Type
+        blockRows: Int, columns: Int, centred: Bool, separateSquares: Bool = false,
+        of _: Scalar.Type
     ) -> Int {
         if columns >= rowKernelMinimumColumns {
             return centred ? columns + Workspace<Scalar>.pageScalars : 0
         }
-        return blockRows + (centred ? blockRows * columns : 0)
+        return blockRows + (centred || separateSquares ? blockRows * columns : 0)
     }
 
     /// The row blocks' working set in blocks: input and output, and the squares
@@ -157,7 +158,7 @@ enum LayerNormKernels {
         x: UnsafePointer<Scalar>, rows: Int, columns: Int, blockRows: Int, epsilon: Scalar,
         centred: Bool, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
-        y: UnsafeMutablePointer<Scalar>, streaming: Bool,
+        y: UnsafeMutablePointer<Scalar>, streaming: Bool, separateSquares: Bool = false,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) -> Int? {
         if columns >= rowKernelMinimumColumns {
@@ -169,7 +170,7 @@ enum LayerNormKernels {
         return forwardBlocksBLAS(
             x: x, rows: rows, columns: columns, blockRows: blockRows, epsilon: epsilon,
             centred: centred, gamma: gamma, beta: beta, mean: mean, invstd: invstd, y: y,
-            streaming: streaming, ones: ones, scratch: scratch)
+            streaming: streaming, separateSquares: separateSquares, ones: ones, scratch: scratch)
     }
 
     /// The scratch row of the one-row-at-a-time path in `scratch` (on a line,
@@ -266,10 +267,12 @@ enum LayerNormKernels {
         x: UnsafePointer<Scalar>, rows: Int, columns: Int, blockRows: Int, epsilon: Scalar,
         centred: Bool, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
-        y: UnsafeMutablePointer<Scalar>, streaming: Bool,
+        y: UnsafeMutablePointer<Scalar>, streaming: Bool, separateSquares: Bool = false,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) -> Int? {
-        let squaresCount = centred ? blockRows * columns : 0
+        // RMSNorm's squares go into Y_b unless `y` is `x` (inference in place).
+        let scratchSquares = centred || separateSquares
+        let squaresCount = scratchSquares ? blockRows * columns : 0
         var start = 0
         while start < rows {
             let b = min(blockRows, rows - start)
@@ -277,13 +280,13 @@ enum LayerNormKernels {
             if let bad = rowStatisticsBLAS(x: xb, rows: b, columns: columns, epsilon: epsilon,
                                            centred: centred, mean: mean + start,
                                            invstd: invstd + start,
-                                           squares: centred ? scratch : yb,
+                                           squares: scratchSquares ? scratch : yb,
                                            variance: scratch + squaresCount, ones: ones) {
                 return start + bad
             }
             // Y_b's lines are in cache already when it held the squares.
             affine(x: xb, rows: b, columns: columns, mean: mean + start, invstd: invstd + start,
-                   gamma: gamma, beta: beta, y: yb, streaming: streaming && centred)
+                   gamma: gamma, beta: beta, y: yb, streaming: streaming && scratchSquares)
             start += b
         }
         return nil
@@ -353,7 +356,7 @@ enum LayerNormKernels {
         blockRows: Int, centred: Bool, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
         gamma: UnsafePointer<Scalar>,
         dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
-        dbeta: UnsafeMutablePointer<Scalar>,
+        dbeta: UnsafeMutablePointer<Scalar>, sumGradient: UnsafePointer<Scalar>? = nil,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) {
         let sumDxhat = scratch, sumDxhatXhat = sumDxhat + blockRows
@@ -386,6 +389,10 @@ enum LayerNormKernels {
             combine(dy: dyb, x: xb, rows: b, columns: columns, mean: mean + start,
                     invstd: invstd + start, gamma: gamma, meanDxhat: sumDxhat,
                     meanDxhatXhat: sumDxhatXhat, dx: block, streaming: false)
+            // A residual form's sum gradient, added while dX_b is in L2.
+            if let sumGradient {
+                Fused.accumulate(sumGradient + offset, count: b * columns, into: block)
+            }
             start += b
         }
     }
@@ -399,7 +406,8 @@ enum LayerNormKernels {
         centred: Bool, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
         gamma: UnsafePointer<Scalar>,
         dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
-        dbeta: UnsafeMutablePointer<Scalar>, streaming: Bool, scratch: UnsafeMutablePointer<Scalar>
+        dbeta: UnsafeMutablePointer<Scalar>, streaming: Bool, sumGradient: UnsafePointer<Scalar>? = nil,
+        scratch: UnsafeMutablePointer<Scalar>
     ) {
         let meanDxhat = scratch, meanDxhatXhat = scratch + rows
         let d = Scalar(columns)
@@ -423,7 +431,8 @@ enum LayerNormKernels {
         if !centred { dbeta.update(repeating: 0, count: columns) }
         combine(dy: dy, x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
                 gamma: gamma, meanDxhat: meanDxhat, meanDxhatXhat: meanDxhatXhat, dx: dx,
-                streaming: streaming)
+                streaming: streaming && sumGradient == nil)
+        if let sumGradient { Fused.accumulate(sumGradient, count: rows * columns, into: dx) }
     }
 
     /// `dx = invstd_i · (gamma_j·dy - mean(dxhat)_i - xhat · mean(dxhat·xhat)_i)`,

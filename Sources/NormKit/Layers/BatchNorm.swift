@@ -18,7 +18,7 @@
 /// The BLAS backend reads `x` once for the statistics (row blocks in L2,
 /// `gemv(Trans, X_b, 1)` per block, Chan merges) and once for the normalize
 /// pass: 12 bytes per Float element in training, 8 in inference.
-public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable {
+public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equatable {
     /// The forward pass's saved input, batch (or running) statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 
@@ -39,6 +39,8 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     public var momentum: Scalar
     /// What the running variance is fed.
     public var varianceEstimator: VarianceEstimator
+    /// Applied to `gamma·xhat + beta` (plus a residual) in the output pass.
+    public var activation: FusedActivation
     /// The implementation used.
     public var backend: Backend
 
@@ -49,7 +51,7 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     ///   ``NormError/invalidMomentum(_:)``.
     public init(featureCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
                 varianceEstimator: VarianceEstimator = .biased,
-                backend: Backend = .blas) throws(NormError) {
+                activation: FusedActivation = .none, backend: Backend = .blas) throws(NormError) {
         try Validation.featureCount(featureCount)
         try Validation.epsilon(epsilon)
         try Validation.momentum(momentum)
@@ -61,6 +63,7 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
         self.epsilon = epsilon
         self.momentum = momentum
         self.varianceEstimator = varianceEstimator
+        self.activation = activation
         self.backend = backend
     }
 
@@ -94,15 +97,19 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     /// ``BufferedNormalizationLayer/forward(_:shape:mode:into:cache:workspace:)``);
     /// `cache` and `workspace` are sized on first use and reused afterwards
     /// (then the call allocates nothing); after a throw they hold unspecified values.
+    ///
+    /// With a `residual` (ResNet's block end) the output is
+    /// `act(gamma·xhat + beta + residual)`, in the same pass.
     @inlinable
     public mutating func forward(
-        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
-        into output: UnsafeMutableBufferPointer<Scalar>,
+        _ input: UnsafeBufferPointer<Scalar>, residual: UnsafeBufferPointer<Scalar>?,
+        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try validateParameters()
         try cache.adopt(input, shape: shape)
         try Validation.buffer("output", output.count, expected: input.count)
+        try Validation.residual(residual, count: input.count)
         let rows = try Validation.matrixRows(cache.input, columns: featureCount)
         if mode == .training { try Validation.valuesPerStatistic(rows) }
         try BatchStatistics.forward(
@@ -111,8 +118,32 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
             mode: mode, origin: cacheOrigin, gamma: gamma, beta: beta,
             runningMean: &runningMean,
             runningVariance: &runningVariance, epsilon: epsilon, momentum: momentum,
-            estimator: varianceEstimator, backend: backend, output: output, cache: &cache,
+            estimator: varianceEstimator, backend: backend, output: output,
+            residual: residual?.baseAddress, activation: activation, cache: &cache,
             workspace: &workspace)
+    }
+
+    /// Inference with the running statistics, keeping nothing:
+    /// `y = act(gamma·(x - runningMean)/sqrt(runningVariance + epsilon) + beta)`,
+    /// the same bits as `forward(mode: .inference)`'s output. `output` may be
+    /// `input`'s memory.
+    /// - Throws: ``NormError/invalidShape(expected:actual:)``,
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``,
+    ///   ``NormError/nonFiniteStatistics(index:)``, the hyperparameter errors.
+    /// - Complexity: O(N·D); allocation-free once `workspace` is sized.
+    @inlinable
+    public func infer(
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try validateParameters()
+        let count = try Validation.inferBuffers(input, output, shape: shape)
+        let rows = try Validation.matrixRows(shape: shape, count: count, columns: featureCount)
+        try BatchStatistics.infer(
+            input.baseAddress!, geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
+            gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+            epsilon: epsilon, backend: backend, output: output.baseAddress!,
+            epilogue: Epilogue(residual: nil, activation: activation), workspace: &workspace)
     }
 
     // MARK: Backward
@@ -128,17 +159,23 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     ///   from another layer, size, layout or group count, or from a forward pass
     ///   that threw; ``NormError/bufferCountMismatch(name:expected:actual:)``.
     /// - Complexity: O(N·D).
+    ///
+    /// After a forward with ``activation`` `.relu`, `dy` is first masked by
+    /// the output's sign; `residualGradient` (when given) receives that
+    /// gradient, the residual's.
     @inlinable
     public func backward(
         _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
         inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        residualGradient: UnsafeMutableBufferPointer<Scalar>?,
         gammaGradient: UnsafeMutableBufferPointer<Scalar>,
         betaGradient: UnsafeMutableBufferPointer<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try backward(GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
                                      dbeta: betaGradient),
-                     cache: cache, graph: false, workspace: &workspace)
+                     residualGradient: residualGradient, cache: cache, graph: false,
+                     workspace: &workspace)
     }
 
     /// The staged backward through the computation graph (cs231n's
@@ -171,24 +208,30 @@ public struct BatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     ) throws(NormError) {
         try withGradientBuffers(outputGradient, cache: cache, into: &gradients) { buffers in
             do throws(NormError) {
-                try backward(buffers, cache: cache, graph: true, workspace: &workspace)
+                try backward(buffers, residualGradient: nil, cache: cache, graph: true,
+                             workspace: &workspace)
                 return nil
             } catch { return error }
         }
     }
 
-    /// Both backward forms over borrowed buffers, validated here.
+    /// Both backward forms over borrowed buffers (through the ReLU's mask
+    /// first, after a ReLU forward), validated here.
     @inlinable
     func backward(
-        _ buffers: GradientBuffers<Scalar>, cache: Cache, graph: Bool,
-        workspace: inout Workspace<Scalar>
+        _ buffers: GradientBuffers<Scalar>, residualGradient: UnsafeMutableBufferPointer<Scalar>?,
+        cache: Cache, graph: Bool, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try BatchStatistics.validateBackward(buffers, cache: cache, channels: featureCount,
-                                             origin: cacheOrigin)
-        let rows = try Validation.matrixRows(cache.input, columns: featureCount)
-        _ = BatchStatistics.backward(
-            buffers, cache: cache,
-            geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
-            backend: backend, graph: graph, exchange: LocalStatistics(), workspace: &workspace)
+        try cache.backwardThroughActivation(
+            buffers, residualGradient: residualGradient, workspace: &workspace
+        ) { buffers, workspace throws(NormError) in
+            try BatchStatistics.validateBackward(buffers, cache: cache, channels: featureCount,
+                                                 origin: cacheOrigin)
+            let rows = try Validation.matrixRows(cache.input, columns: featureCount)
+            _ = BatchStatistics.backward(
+                buffers, cache: cache,
+                geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
+                backend: backend, graph: graph, exchange: LocalStatistics(), workspace: &workspace)
+        }
     }
 }

@@ -22,12 +22,14 @@ enum BatchStatistics {
         gamma: [Scalar], beta: [Scalar],
         runningMean: inout [Scalar], runningVariance: inout [Scalar],
         epsilon: Scalar, momentum: Scalar, estimator: VarianceEstimator, backend: Backend,
-        output: UnsafeMutableBufferPointer<Scalar>, cache: inout NormCache<Scalar>,
+        output: UnsafeMutableBufferPointer<Scalar>, residual: UnsafePointer<Scalar>? = nil,
+        activation: FusedActivation = .none, cache: inout NormCache<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         let channels = g.channels, rowStride = g.channels * g.inner
         let input = cache.input
         cache.record(gamma: gamma, mode: mode, statisticCount: channels, origin: origin)
+        cache.prepareOutput(activation: activation, count: g.outer * rowStride)
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
         let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
                                     backend: backend)
@@ -50,6 +52,8 @@ enum BatchStatistics {
             return input.withUnsafeBufferPointer { xBuffer in
             cache.storedMean.withUnsafeMutableBufferPointer { meanBuffer in
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstdBuffer in
+            cache.storedOutput.withUnsafeMutableBufferPointer { keptBuffer in
+                let keep = activation == .relu ? keptBuffer.baseAddress : nil
                 let x = xBuffer.baseAddress!
                 let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
                 let (lines, stride) = Workspace<Scalar>.spread(
@@ -112,23 +116,14 @@ enum BatchStatistics {
                     guard g.outer > 0, let y = output.baseAddress else { return }
                     lines.update(from: mean, count: channels)
                     (lines + 2 * stride).update(from: betaBuffer.baseAddress!, count: channels)
-                    let context = (split: split, g: g, x: x, y: y, mean: UnsafePointer(lines),
-                                   scale: UnsafePointer(scale),
-                                   shift: UnsafePointer(lines + 2 * stride), streaming: streaming)
-                    Threading.run(split, context) { c, chunk, _ in
-                        let c = c.pointee
-                        let rows = c.split.rows(ofChunk: chunk)
-                        let offset = rows.lowerBound * c.g.channels * c.g.inner
-                        BatchNormKernels.normalize(
-                            x: c.x + offset,
-                            geometry: ChannelGeometry(outer: rows.count, channels: c.g.channels,
-                                                      inner: c.g.inner),
-                            mean: c.mean, scale: c.scale, shift: c.shift, y: c.y + offset,
-                            streaming: c.streaming)
-                    }
+                    normalizePass(split: split, geometry: g, x: x, y: y, vectors: lines,
+                                  stride: stride, streaming: streaming,
+                                  epilogue: Epilogue(residual: residual, activation: activation,
+                                                     keep: keep),
+                                  rows: scratch, perWorker: perWorker)
                 }
                 return nil
-            }}}
+            }}}}
         }
         if let failure {
             cache.invalidate()
@@ -155,6 +150,73 @@ enum BatchStatistics {
                     weight: varianceWeight, count: channels, backend: backend)
             }
         }
+    }
+
+    /// The normalize pass over the chunks of `split`:
+    /// `y = act((x - mean) * scale + shift + residual)` (the epilogue's), with
+    /// the mean, scale and shift at `vectors`, `vectors + stride` and
+    /// `vectors + 2 * stride`, and a scratch row for each worker at `rows`
+    /// (`perWorker` scalars apart, each at least `channels`).
+    @inlinable
+    static func normalizePass<Scalar: BLASScalar>(
+        split: Threading.Split, geometry g: ChannelGeometry, x: UnsafePointer<Scalar>,
+        y: UnsafeMutablePointer<Scalar>, vectors: UnsafeMutablePointer<Scalar>, stride: Int,
+        streaming: Bool, epilogue: Epilogue<Scalar>, rows: UnsafeMutablePointer<Scalar>,
+        perWorker: Int
+    ) {
+        let context = (split: split, g: g, x: x, y: y, vectors: UnsafePointer(vectors),
+                       stride: stride, streaming: streaming, epilogue: epilogue, rows: rows,
+                       perWorker: perWorker)
+        Threading.run(split, context) { c, chunk, worker in
+            let c = c.pointee
+            let rows = c.split.rows(ofChunk: chunk)
+            let offset = rows.lowerBound * c.g.channels * c.g.inner
+            BatchNormKernels.normalize(
+                x: c.x + offset,
+                geometry: ChannelGeometry(outer: rows.count, channels: c.g.channels, inner: c.g.inner),
+                mean: c.vectors, scale: c.vectors + c.stride, shift: c.vectors + 2 * c.stride,
+                y: c.y + offset, streaming: c.streaming, epilogue: c.epilogue.advanced(by: offset),
+                row: c.rows + worker * c.perWorker)
+        }
+    }
+
+    /// Inference with the running statistics and nothing kept:
+    /// `y = act((x - runningMean)·gamma/sqrt(runningVariance + epsilon) + beta + residual)`,
+    /// the same bits as the inference forward's output. `x` and `y` may be
+    /// the same memory.
+    /// - Throws: ``NormError/nonFiniteStatistics(index:)`` naming the channel.
+    @inlinable
+    static func infer<Scalar: BLASScalar>(
+        _ x: UnsafePointer<Scalar>, geometry g: ChannelGeometry, gamma: [Scalar], beta: [Scalar],
+        runningMean: [Scalar], runningVariance: [Scalar], epsilon: Scalar, backend: Backend,
+        output y: UnsafeMutablePointer<Scalar>, epilogue: Epilogue<Scalar>,
+        workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        let channels = g.channels, rowStride = g.channels * g.inner
+        let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
+                                    backend: backend)
+        let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
+        let perWorker = Workspace<Scalar>.lines(channels)
+        let vectorsAt = split.workers * perWorker
+        let scratchCount = vectorsAt + Workspace<Scalar>.spreadScratch(3, of: channels)
+        let failure: NormError? = workspace.withRegions(ones: 0, scratch: scratchCount) { _, scratch in
+            let (lines, stride) = Workspace<Scalar>.spread(3, of: channels, in: scratch + vectorsAt,
+                                                           awayFrom: x)
+            let scale = lines + stride, shift = lines + 2 * stride
+            for c in 0..<channels {
+                let invstd = 1 / (runningVariance[c] + epsilon).squareRoot()
+                guard invstd.isFinite, runningMean[c].isFinite else { return .nonFiniteStatistics(index: c) }
+                lines[c] = runningMean[c]
+                scale[c] = gamma[c] * invstd
+                shift[c] = beta[c]
+            }
+            guard g.outer > 0 else { return nil }
+            normalizePass(split: split, geometry: g, x: x, y: y, vectors: lines, stride: stride,
+                          streaming: streaming, epilogue: epilogue, rows: scratch,
+                          perWorker: perWorker)
+            return nil
+        }
+        if let failure { throw failure }
     }
 
     /// Checks that `cache` came from the layer `origin` and holds statistics

@@ -221,6 +221,17 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
         try WhiteningKernels.withThreadPolicy { () throws(NormError) in try whiten(input, mode: mode) }
     }
 
+    /// Inference with the running mean and whitening, keeping nothing for
+    /// backward: `forward(input, mode: .inference).output`, bit for bit, with
+    /// no state changed (the layer has the value API only, so the
+    /// intermediates it computes are allocated per call).
+    /// - Throws: as ``forward(_:mode:)`` in inference.
+    /// - Complexity: as ``forward(_:mode:)``.
+    public func infer(_ input: Tensor<Scalar>) throws(NormError) -> Tensor<Scalar> {
+        var layer = self
+        return try layer.forward(input, mode: .inference).output
+    }
+
     /// ``forward(_:mode:)`` inside the thread policy.
     mutating func whiten(_ input: Tensor<Scalar>, mode: Mode) throws(NormError)
         -> (output: Tensor<Scalar>, cache: Cache) {

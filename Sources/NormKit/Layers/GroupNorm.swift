@@ -14,7 +14,7 @@
 ///
 /// The BLAS backend views the input as an `(N·G) x ((C/G)·H·W)` matrix and takes
 /// its row sums with `gemv(NoTrans)` on row blocks that stay in L2.
-public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable {
+public struct GroupNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equatable {
     /// The forward pass's saved input, per-(sample, group) statistics (`N·G` of
     /// them, sample-major) and `gamma`.
     public typealias Cache = NormCache<Scalar>
@@ -29,6 +29,8 @@ public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     public var beta: [Scalar]
     /// Added to the variance before the square root; finite and positive.
     public var epsilon: Scalar
+    /// Applied to `gamma·xhat + beta` (plus a residual) in the output pass.
+    public var activation: FusedActivation
     /// The implementation used.
     public var backend: Backend
 
@@ -38,7 +40,7 @@ public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     ///   ``NormError/invalidGroupCount(groupCount:channelCount:)`` when `G` is not
     ///   positive or does not divide `C`, ``NormError/invalidEpsilon(_:)``.
     public init(channelCount: Int, groupCount: Int, epsilon: Scalar = 1e-5,
-                backend: Backend = .blas) throws(NormError) {
+                activation: FusedActivation = .none, backend: Backend = .blas) throws(NormError) {
         try Validation.featureCount(channelCount)
         guard groupCount > 0, channelCount % groupCount == 0 else {
             throw .invalidGroupCount(groupCount: groupCount, channelCount: channelCount)
@@ -49,6 +51,7 @@ public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
         self.gamma = Array(repeating: 1, count: channelCount)
         self.beta = Array(repeating: 0, count: channelCount)
         self.epsilon = epsilon
+        self.activation = activation
         self.backend = backend
     }
 
@@ -66,16 +69,35 @@ public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     ///   when `(C/G)·H·W < 2`; ``NormError/nonFiniteStatistics(index:)`` naming the
     ///   row `n·G + g`; the hyperparameter errors.
     /// - Complexity: O(N·C·H·W).
+    ///
+    /// With a `residual`, the output is `act(gamma·xhat + beta + residual)`
+    /// in the same pass.
     @inlinable
     public mutating func forward(
-        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
-        into output: UnsafeMutableBufferPointer<Scalar>,
+        _ input: UnsafeBufferPointer<Scalar>, residual: UnsafeBufferPointer<Scalar>?,
+        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try GroupStatistics.forward(
             input, shape: shape, mode: mode, channels: channelCount, groups: groupCount,
             origin: cacheOrigin, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
-            output: output, cache: &cache, workspace: &workspace)
+            output: output, residual: residual, activation: activation, cache: &cache,
+            workspace: &workspace)
+    }
+
+    /// Normalizes each (sample, group) for inference, keeping nothing: the
+    /// forward's output bit for bit. `output` may be `input`'s memory.
+    /// - Throws: as the forward pass.
+    /// - Complexity: O(N·C·H·W); allocation-free once `workspace` is sized.
+    @inlinable
+    public func infer(
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try GroupStatistics.infer(
+            input, shape: shape, channels: channelCount, groups: groupCount, gamma: gamma,
+            beta: beta, epsilon: epsilon, backend: backend, activation: activation,
+            output: output, workspace: &workspace)
     }
 
     /// The backward pass (cs231n's `spatial_groupnorm_backward`).
@@ -86,19 +108,23 @@ public struct GroupNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
     ///   ``NormError/cacheMismatch(expected:actual:)`` for a cache
     ///   from another layer, size, layout or group count, or from a forward pass
     ///   that threw.
+    ///
+    /// After a ReLU forward, `dy` is masked by the output's sign first;
+    /// `residualGradient` (when given) receives that gradient.
     @inlinable
     public func backward(
         _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
         inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        residualGradient: UnsafeMutableBufferPointer<Scalar>?,
         gammaGradient: UnsafeMutableBufferPointer<Scalar>,
         betaGradient: UnsafeMutableBufferPointer<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
-                                      dbeta: betaGradient)
         try GroupStatistics.backward(
-            buffers, cache: cache, channels: channelCount, groups: groupCount,
-            origin: cacheOrigin, backend: backend, workspace: &workspace)
+            GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
+                            dbeta: betaGradient),
+            residualGradient: residualGradient, cache: cache, channels: channelCount,
+            groups: groupCount, origin: cacheOrigin, backend: backend, workspace: &workspace)
     }
 }
 
@@ -116,12 +142,15 @@ enum GroupStatistics {
                                          spatial: s[2] * s[3])
     }
 
-    /// The forward pass over `(N, C, H, W)` input.
+    /// The forward pass over `(N, C, H, W)` input, with the epilogue's
+    /// residual and activation in the output pass (the cache keeps the output
+    /// after a ReLU).
     @inlinable
     static func forward<Scalar: BLASScalar>(
         _ x: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode, channels: Int, groups: Int,
         origin: CacheOrigin, gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
-        output: UnsafeMutableBufferPointer<Scalar>, cache: inout NormCache<Scalar>,
+        output: UnsafeMutableBufferPointer<Scalar>, residual: UnsafeBufferPointer<Scalar>?,
+        activation: FusedActivation, cache: inout NormCache<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try Validation.epsilon(epsilon)
@@ -129,10 +158,70 @@ enum GroupStatistics {
         try Validation.count("beta", beta.count, expected: channels)
         try cache.adopt(x, shape: shape)
         try Validation.buffer("output", output.count, expected: x.count)
+        try Validation.residual(residual, count: x.count)
         let input = cache.input
         let g = try geometry(input, channels: channels, groups: groups)
         try Validation.valuesPerStatistic(g.rowLength)
         cache.record(gamma: gamma, mode: mode, statisticCount: g.rows, origin: origin)
+        cache.prepareOutput(activation: activation, count: x.count)
+        let failure: Int? = input.withUnsafeBufferPointer { x in
+            cache.storedMean.withUnsafeMutableBufferPointer { mean in
+            cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
+            cache.storedOutput.withUnsafeMutableBufferPointer { kept in
+                pass(x.baseAddress, geometry: g, gamma: gamma, beta: beta, epsilon: epsilon,
+                     backend: backend, statistics: (mean.baseAddress, invstd.baseAddress),
+                     y: output.baseAddress,
+                     epilogue: Epilogue(residual: residual?.baseAddress, activation: activation,
+                                        keep: activation == .relu ? kept.baseAddress : nil),
+                     workspace: &workspace)
+            }}}
+        }
+        if let index = failure {
+            cache.invalidate()
+            throw .nonFiniteStatistics(index: index)
+        }
+    }
+
+    /// Inference that keeps nothing: the forward's output, bit for bit, with
+    /// the statistics in the workspace. `output` may be `input`'s memory.
+    @inlinable
+    static func infer<Scalar: BLASScalar>(
+        _ x: UnsafeBufferPointer<Scalar>, shape: [Int], channels: Int, groups: Int,
+        gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
+        activation: FusedActivation, output: UnsafeMutableBufferPointer<Scalar>,
+        workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try Validation.epsilon(epsilon)
+        try Validation.count("gamma", gamma.count, expected: channels)
+        try Validation.count("beta", beta.count, expected: channels)
+        let count = try Validation.inferBuffers(x, output, shape: shape)
+        let s = try Validation.imageShape(shape: shape, count: count, channels: channels,
+                                          channelAxis: 1, description: "(N, \(channels), H, W)")
+        let g = GroupNormKernels.Geometry(samples: s[0], channels: channels, groups: groups,
+                                          spatial: s[2] * s[3])
+        try Validation.valuesPerStatistic(g.rowLength)
+        if let index = pass(x.baseAddress, geometry: g, gamma: gamma, beta: beta, epsilon: epsilon,
+                            backend: backend, statistics: nil, y: output.baseAddress,
+                            epilogue: Epilogue(residual: nil, activation: activation),
+                            workspace: &workspace) {
+            throw .nonFiniteStatistics(index: index)
+        }
+    }
+
+    /// The statistics and output pass over a validated geometry: chunks of
+    /// samples on ``Threading``'s workers, each through
+    /// ``GroupNormKernels/forward``. The statistics go to `statistics` (the
+    /// cache's) or, when `nil`, to the workspace.
+    /// - Returns: the first row `n·G + g` whose statistics are not finite, or `nil`.
+    @inlinable
+    static func pass<Scalar: BLASScalar>(
+        _ x: UnsafePointer<Scalar>?, geometry g: GroupNormKernels.Geometry, gamma: [Scalar],
+        beta: [Scalar], epsilon: Scalar, backend: Backend,
+        statistics: (mean: UnsafeMutablePointer<Scalar>?, invstd: UnsafeMutablePointer<Scalar>?)?,
+        y: UnsafeMutablePointer<Scalar>?, epilogue: Epilogue<Scalar>,
+        workspace: inout Workspace<Scalar>
+    ) -> Int? {
+        let channels = g.channels
         let blockRows = backend == .blas
             ? CacheGeometry.blockRows(rows: g.rows, columns: g.rowLength,
                                       bytesPerScalar: MemoryLayout<Scalar>.stride,
@@ -142,50 +231,64 @@ enum GroupStatistics {
         // Chunks of samples, so that a chunk's rows start at group 0.
         let split = Threading.split(outer: g.samples, scalarsPerRow: channels * g.spatial,
                                     of: Scalar.self, backend: backend)
-        // Per worker, on whole cache lines (so that each starts on one).
+        // Per worker, on whole cache lines (so that each starts on one); then
+        // the statistics when the caller keeps none.
         let perWorker = backend == .blas
             ? Workspace<Scalar>.lines(LayerNormKernels.forwardScratch(
                 blockRows: blockRows, columns: g.rowLength, centred: true, of: Scalar.self))
             : 0
+        let statisticsAt = split.workers * perWorker
+        let own = statistics == nil ? 2 * Workspace<Scalar>.lines(g.rows) : 0
         let streaming = StreamingStores.shouldStream(count: g.rows * g.rowLength, of: Scalar.self)
-        let failure: Int? = workspace.withRegions(ones: onesCount, scratch: split.workers * perWorker) { ones, scratch in
-            input.withUnsafeBufferPointer { x in
+        return workspace.withRegions(ones: onesCount, scratch: statisticsAt + own) { ones, scratch in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
-            cache.storedMean.withUnsafeMutableBufferPointer { mean in
-            cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
+                let mean = statistics?.mean ?? scratch + statisticsAt
+                let invstd = statistics?.invstd ?? scratch + statisticsAt + own / 2
                 // Addresses unwrapped in the chunks, which an empty batch has none of.
-                let context = (split: split, x: x.baseAddress, y: output.baseAddress,
+                let context = (split: split, x: x, y: y,
                                gamma: gammaBuffer.baseAddress, beta: betaBuffer.baseAddress,
-                               mean: mean.baseAddress, invstd: invstd.baseAddress,
-                               channels: channels, groups: groups, spatial: g.spatial,
+                               mean: mean, invstd: invstd, g: g,
                                blockRows: blockRows, epsilon: epsilon, backend: backend,
-                               streaming: streaming, ones: ones, scratch: scratch,
-                               perWorker: perWorker)
+                               streaming: streaming, epilogue: epilogue, ones: ones,
+                               scratch: scratch, perWorker: perWorker)
                 return Threading.firstFailure(split, context) { c, chunk, worker in
-                    let c = c.pointee
+                    let c = c.pointee, g = c.g
                     let samples = c.split.rows(ofChunk: chunk)
-                    let firstRow = samples.lowerBound * c.groups
-                    let offset = samples.lowerBound * c.channels * c.spatial
+                    let firstRow = samples.lowerBound * g.groups
+                    let offset = samples.lowerBound * g.channels * g.spatial
                     return GroupNormKernels.forward(
                         x: c.x! + offset,
-                        geometry: .init(samples: samples.count, channels: c.channels,
-                                        groups: c.groups, spatial: c.spatial),
+                        geometry: .init(samples: samples.count, channels: g.channels,
+                                        groups: g.groups, spatial: g.spatial),
                         blockRows: c.blockRows, epsilon: c.epsilon, backend: c.backend,
-                        gamma: c.gamma!, beta: c.beta!, mean: c.mean! + firstRow,
-                        invstd: c.invstd! + firstRow, y: c.y! + offset, streaming: c.streaming,
+                        gamma: c.gamma!, beta: c.beta!, mean: c.mean + firstRow,
+                        invstd: c.invstd + firstRow, y: c.y! + offset, streaming: c.streaming,
+                        epilogue: c.epilogue.advanced(by: offset),
                         ones: c.ones, scratch: c.scratch + worker * c.perWorker
                     ).map { firstRow + $0 }
                 }
-            }}}}}
-        }
-        if let index = failure {
-            cache.invalidate()
-            throw .nonFiniteStatistics(index: index)
+            }}
         }
     }
 
     /// The backward pass over a validated cache.
+    @inlinable
+    static func backward<Scalar: BLASScalar>(
+        _ buffers: GradientBuffers<Scalar>, residualGradient: UnsafeMutableBufferPointer<Scalar>?,
+        cache: NormCache<Scalar>, channels: Int, groups: Int,
+        origin: CacheOrigin, backend: Backend, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try cache.backwardThroughActivation(
+            buffers, residualGradient: residualGradient, workspace: &workspace
+        ) { buffers, workspace throws(NormError) in
+            try backward(buffers, cache: cache, channels: channels, groups: groups, origin: origin,
+                         backend: backend, workspace: &workspace)
+        }
+    }
+
+    /// The backward pass of ``backward(_:residualGradient:cache:channels:groups:origin:backend:workspace:)``
+    /// once the gradient reaches the affine map.
     @inlinable
     static func backward<Scalar: BLASScalar>(
         _ buffers: GradientBuffers<Scalar>, cache: NormCache<Scalar>, channels: Int, groups: Int,

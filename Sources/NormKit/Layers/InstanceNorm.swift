@@ -10,7 +10,7 @@
 ///
 /// No running statistics (PyTorch's `track_running_stats=False`); both modes
 /// compute the same thing and need `H·W >= 2`.
-public struct InstanceNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable {
+public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equatable {
     /// The forward pass's saved input, per-(sample, channel) statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 
@@ -22,19 +22,23 @@ public struct InstanceNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equa
     public var beta: [Scalar]
     /// Added to the variance before the square root; finite and positive.
     public var epsilon: Scalar
+    /// Applied to `gamma·xhat + beta` (plus a residual) in the output pass.
+    public var activation: FusedActivation
     /// The implementation used.
     public var backend: Backend
 
     /// Creates an instance-norm layer with `gamma` ones and `beta` zeros.
     ///
     /// - Throws: ``NormError/invalidFeatureCount(_:)``, ``NormError/invalidEpsilon(_:)``.
-    public init(channelCount: Int, epsilon: Scalar = 1e-5, backend: Backend = .blas) throws(NormError) {
+    public init(channelCount: Int, epsilon: Scalar = 1e-5, activation: FusedActivation = .none,
+                backend: Backend = .blas) throws(NormError) {
         try Validation.featureCount(channelCount)
         try Validation.epsilon(epsilon)
         self.channelCount = channelCount
         self.gamma = Array(repeating: 1, count: channelCount)
         self.beta = Array(repeating: 0, count: channelCount)
         self.epsilon = epsilon
+        self.activation = activation
         self.backend = backend
     }
 
@@ -49,14 +53,30 @@ public struct InstanceNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equa
     /// sized on first use and reused afterwards.
     @inlinable
     public mutating func forward(
-        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
-        into output: UnsafeMutableBufferPointer<Scalar>,
+        _ input: UnsafeBufferPointer<Scalar>, residual: UnsafeBufferPointer<Scalar>?,
+        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try GroupStatistics.forward(
             input, shape: shape, mode: mode, channels: channelCount, groups: channelCount,
             origin: cacheOrigin, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
-            output: output, cache: &cache, workspace: &workspace)
+            output: output, residual: residual, activation: activation, cache: &cache,
+            workspace: &workspace)
+    }
+
+    /// Inference, keeping nothing: the forward's output bit for bit.
+    /// `output` may be `input`'s memory.
+    /// - Throws: as the forward pass.
+    /// - Complexity: O(N·C·H·W); allocation-free once `workspace` is sized.
+    @inlinable
+    public func infer(
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try GroupStatistics.infer(
+            input, shape: shape, channels: channelCount, groups: channelCount, gamma: gamma,
+            beta: beta, epsilon: epsilon, backend: backend, activation: activation,
+            output: output, workspace: &workspace)
     }
 
     /// The backward pass, ``GroupNorm``'s with one channel per group.
@@ -67,14 +87,15 @@ public struct InstanceNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equa
     public func backward(
         _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
         inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        residualGradient: UnsafeMutableBufferPointer<Scalar>?,
         gammaGradient: UnsafeMutableBufferPointer<Scalar>,
         betaGradient: UnsafeMutableBufferPointer<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
-                                      dbeta: betaGradient)
         try GroupStatistics.backward(
-            buffers, cache: cache, channels: channelCount, groups: channelCount,
-            origin: cacheOrigin, backend: backend, workspace: &workspace)
+            GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
+                            dbeta: betaGradient),
+            residualGradient: residualGradient, cache: cache, channels: channelCount,
+            groups: channelCount, origin: cacheOrigin, backend: backend, workspace: &workspace)
     }
 }

@@ -14,7 +14,7 @@
 /// The BLAS backend takes row sums as `gemv(NoTrans, X_b, 1)` on row blocks that
 /// stay in L2 and normalizes each block while it is there: it reads `x` once and
 /// writes `y` once (8 bytes per Float element).
-public struct LayerNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable {
+public struct LayerNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable {
     /// The forward pass's saved input, per-sample statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 
@@ -79,6 +79,50 @@ public struct LayerNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
 
     // MARK: Backward
 
+    /// Normalizes `s = input + residual` (a transformer block's
+    /// `norm(x + residual)`), writing `s` to `sum` in the same pass; see
+    /// ``ResidualNormalizationLayer``.
+    /// - Throws: as ``forward(_:shape:mode:into:cache:workspace:)``, and
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)`` naming
+    ///   `residual` or `sum`.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public mutating func forward(
+        _ input: UnsafeBufferPointer<Scalar>, residual: UnsafeBufferPointer<Scalar>,
+        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
+        sum: UnsafeMutableBufferPointer<Scalar>?, cache: inout Cache,
+        workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try validateParameters()
+        try RowNormalization.forward(
+            input, shape: shape, mode: mode, columns: featureCount, centred: true, gamma: gamma,
+            beta: beta, epsilon: epsilon, backend: backend, output: output,
+            residual: (residual, sum), cache: &cache, workspace: &workspace)
+    }
+
+    /// Normalizes each row for inference, keeping nothing: the forward's
+    /// output bit for bit. `output` may be `input`'s memory.
+    /// - Throws: as ``forward(_:shape:mode:into:cache:workspace:)``.
+    /// - Complexity: O(N·D); allocation-free once `workspace` is sized.
+    @inlinable
+    public func infer(
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try validateParameters()
+        try RowNormalization.infer(
+            input, shape: shape, columns: featureCount, centred: true, gamma: gamma, beta: beta,
+            epsilon: epsilon, backend: backend, output: output, workspace: &workspace)
+    }
+
+    /// Checks the public `var`s the forward passes depend on.
+    @inlinable
+    func validateParameters() throws(NormError) {
+        try Validation.epsilon(epsilon)
+        try Validation.count("gamma", gamma.count, expected: featureCount)
+        try Validation.count("beta", beta.count, expected: featureCount)
+    }
+
     /// The backward pass (cs231n's `layernorm_backward`):
     /// `dx = invstd_i · (dxhat - mean_j(dxhat) - xhat · mean_j(dxhat·xhat))` with
     /// `dxhat = gamma ∘ dy`; `dgamma = Σ_i dy·xhat`; `dbeta = Σ_i dy`.
@@ -99,10 +143,29 @@ public struct LayerNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatab
         betaGradient: UnsafeMutableBufferPointer<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        try backward(outputGradient, sumGradient: nil, cache: cache, inputGradient: inputGradient,
+                     gammaGradient: gammaGradient, betaGradient: betaGradient,
+                     workspace: &workspace)
+    }
+
+    /// The backward pass of a residual forward: the plain backward's
+    /// `dx` plus `sumGradient` (the gradient reaching `sum` from later
+    /// blocks), added while each block of `dx` is in L2.
+    /// - Throws: as ``backward(_:cache:inputGradient:gammaGradient:betaGradient:workspace:)``,
+    ///   and ``NormError/bufferCountMismatch(name:expected:actual:)`` naming `sumGradient`.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public func backward(
+        _ outputGradient: UnsafeBufferPointer<Scalar>, sumGradient: UnsafeBufferPointer<Scalar>?,
+        cache: Cache, inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
+        betaGradient: UnsafeMutableBufferPointer<Scalar>,
+        workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
         let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
                                       dbeta: betaGradient)
         try RowNormalization.backward(
-            buffers, cache: cache, columns: featureCount, centred: true,
-            backend: backend, workspace: &workspace)
+            buffers, sumGradient: sumGradient, cache: cache, columns: featureCount,
+            centred: true, backend: backend, workspace: &workspace)
     }
 }

@@ -34,7 +34,7 @@ private func checkAffine<Scalar: BLASScalar>(
 /// `channelCount` by the layer's input; `layout` for SpatialBatchNorm only).
 private enum RunningCodingKeys: String, CodingKey {
     case featureCount, channelCount, layout, gamma, beta, runningMean, runningVariance, epsilon, momentum
-    case varianceEstimator, backend
+    case varianceEstimator, backend, activation
 }
 
 /// What ``BatchNorm`` and ``SpatialBatchNorm`` encode besides their size and layout.
@@ -88,17 +88,19 @@ private struct RunningState<Scalar: BLASScalar> {
 
 extension BatchNorm: Codable {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(featureCount:epsilon:momentum:varianceEstimator:backend:)`` and
+    /// ``init(featureCount:epsilon:momentum:varianceEstimator:activation:backend:)`` and
     /// `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: RunningCodingKeys.self)
         let count = try c.decode(Int.self, forKey: .featureCount)
         let v = try RunningState<Scalar>(c)
+        let activation = try c.decodeIfPresent(FusedActivation.self, forKey: .activation) ?? .none
         self = try validated(c.codingPath) { () throws(NormError) in
             try v.check(count: count)
             var layer = try BatchNorm(featureCount: count, epsilon: v.epsilon, momentum: v.momentum,
-                                      varianceEstimator: v.estimator, backend: v.backend)
+                                      varianceEstimator: v.estimator, activation: activation,
+                                      backend: v.backend)
             (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) =
                 (v.gamma, v.beta, v.runningMean, v.runningVariance)
             try layer.validateParameters()
@@ -110,6 +112,7 @@ extension BatchNorm: Codable {
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: RunningCodingKeys.self)
         try c.encode(featureCount, forKey: .featureCount)
+        if activation != .none { try c.encode(activation, forKey: .activation) }
         try RunningState(gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
                          epsilon: epsilon, momentum: momentum, estimator: varianceEstimator,
                          backend: backend).encode(to: &c)
@@ -118,7 +121,7 @@ extension BatchNorm: Codable {
 
 extension SpatialBatchNorm: Codable {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(channelCount:epsilon:momentum:varianceEstimator:layout:backend:)``
+    /// ``init(channelCount:epsilon:momentum:varianceEstimator:layout:activation:backend:)``
     /// and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
@@ -126,11 +129,12 @@ extension SpatialBatchNorm: Codable {
         let count = try c.decode(Int.self, forKey: .channelCount)
         let layout = try c.decode(ChannelLayout.self, forKey: .layout)
         let v = try RunningState<Scalar>(c)
+        let activation = try c.decodeIfPresent(FusedActivation.self, forKey: .activation) ?? .none
         self = try validated(c.codingPath) { () throws(NormError) in
             try v.check(count: count)
             var layer = try SpatialBatchNorm(channelCount: count, epsilon: v.epsilon, momentum: v.momentum,
                                              varianceEstimator: v.estimator, layout: layout,
-                                             backend: v.backend)
+                                             activation: activation, backend: v.backend)
             (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) =
                 (v.gamma, v.beta, v.runningMean, v.runningVariance)
             try layer.validateParameters()
@@ -143,6 +147,7 @@ extension SpatialBatchNorm: Codable {
         var c = encoder.container(keyedBy: RunningCodingKeys.self)
         try c.encode(channelCount, forKey: .channelCount)
         try c.encode(layout, forKey: .layout)
+        if activation != .none { try c.encode(activation, forKey: .activation) }
         try RunningState(gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
                          epsilon: epsilon, momentum: momentum, estimator: varianceEstimator,
                          backend: backend).encode(to: &c)
@@ -152,7 +157,7 @@ extension SpatialBatchNorm: Codable {
 /// The keys of the layers without running statistics; `groupCount` only for
 /// ``GroupNorm``, `featureCount` or `channelCount` by the layer's input.
 private enum AffineCodingKeys: String, CodingKey {
-    case featureCount, channelCount, groupCount, gamma, beta, epsilon, backend
+    case featureCount, channelCount, groupCount, gamma, beta, epsilon, backend, activation
 }
 
 /// Decodes a layer without running statistics: its size under `countKey`,
@@ -228,12 +233,15 @@ extension RMSNorm: Codable {
 
 extension GroupNorm: Codable {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(channelCount:groupCount:epsilon:backend:)`` and `forward` do.
+    /// ``init(channelCount:groupCount:epsilon:activation:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
-        let groups = try decoder.container(keyedBy: AffineCodingKeys.self).decode(Int.self, forKey: .groupCount)
+        let c = try decoder.container(keyedBy: AffineCodingKeys.self)
+        let groups = try c.decode(Int.self, forKey: .groupCount)
+        let activation = try c.decodeIfPresent(FusedActivation.self, forKey: .activation) ?? .none
         self = try decodeAffineLayer(decoder, countKey: .channelCount) { (count, epsilon, backend) throws(NormError) in
-            try GroupNorm(channelCount: count, groupCount: groups, epsilon: epsilon, backend: backend)
+            try GroupNorm(channelCount: count, groupCount: groups, epsilon: epsilon,
+                          activation: activation, backend: backend)
         }
     }
 
@@ -242,17 +250,21 @@ extension GroupNorm: Codable {
         var c = encoder.container(keyedBy: AffineCodingKeys.self)
         try c.encode(channelCount, forKey: .channelCount)
         try c.encode(groupCount, forKey: .groupCount)
+        if activation != .none { try c.encode(activation, forKey: .activation) }
         try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend)
     }
 }
 
 extension InstanceNorm: Codable {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(channelCount:epsilon:backend:)`` and `forward` do.
+    /// ``init(channelCount:epsilon:activation:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
+        let activation = try decoder.container(keyedBy: AffineCodingKeys.self)
+            .decodeIfPresent(FusedActivation.self, forKey: .activation) ?? .none
         self = try decodeAffineLayer(decoder, countKey: .channelCount) { (count, epsilon, backend) throws(NormError) in
-            try InstanceNorm(channelCount: count, epsilon: epsilon, backend: backend)
+            try InstanceNorm(channelCount: count, epsilon: epsilon, activation: activation,
+                             backend: backend)
         }
     }
 
@@ -260,6 +272,7 @@ extension InstanceNorm: Codable {
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: AffineCodingKeys.self)
         try c.encode(channelCount, forKey: .channelCount)
+        if activation != .none { try c.encode(activation, forKey: .activation) }
         try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend)
     }
 }

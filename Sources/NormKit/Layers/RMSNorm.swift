@@ -15,7 +15,7 @@
 /// `dx = (dxhat - xhat · mean_j(dxhat · xhat)) / rms`, `dgamma = Σ_i dy·xhat`.
 /// The BLAS backend takes the row sums of squares with `gemv(NoTrans, S_b, 1)`
 /// on row blocks that stay in L2 (``LayerNorm``'s machinery without centring).
-public struct RMSNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable {
+public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable {
     /// The forward pass's saved input, per-sample `1/rms` and `gamma`.
     public typealias Cache = NormCache<Scalar>
 
@@ -72,6 +72,51 @@ public struct RMSNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable
             workspace: &workspace)
     }
 
+    /// Normalizes `s = input + residual` (a transformer block's
+    /// `norm(x + residual)`), writing `s` to `sum` in the same pass; see
+    /// ``ResidualNormalizationLayer``.
+    /// - Throws: as ``forward(_:shape:mode:into:cache:workspace:)``, and
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)`` naming
+    ///   `residual` or `sum`.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public mutating func forward(
+        _ input: UnsafeBufferPointer<Scalar>, residual: UnsafeBufferPointer<Scalar>,
+        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
+        sum: UnsafeMutableBufferPointer<Scalar>?, cache: inout Cache,
+        workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try validateParameters()
+        try RowNormalization.forward(
+            input, shape: shape, mode: mode, columns: featureCount, centred: false, gamma: gamma,
+            beta: beta, epsilon: epsilon, backend: backend, output: output,
+            residual: (residual, sum), cache: &cache, workspace: &workspace)
+    }
+
+    /// Normalizes each row for inference, keeping nothing: the forward's
+    /// output bit for bit. `output` may be `input`'s memory.
+    /// - Throws: as ``forward(_:shape:mode:into:cache:workspace:)``.
+    /// - Complexity: O(N·D); allocation-free once `workspace` is sized.
+    @inlinable
+    public func infer(
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try validateParameters()
+        try RowNormalization.infer(
+            input, shape: shape, columns: featureCount, centred: false, gamma: gamma, beta: beta,
+            epsilon: epsilon, backend: backend, output: output, workspace: &workspace)
+    }
+
+    /// Checks the public `var`s the forward passes depend on.
+    @inlinable
+    func validateParameters() throws(NormError) {
+        try Validation.epsilon(epsilon)
+        try Validation.count("gamma", gamma.count, expected: featureCount)
+        try Validation.count("beta", beta.count, expected: featureCount)
+        try RMSNorm.checkBeta(beta)
+    }
+
     /// The backward pass; `dbeta` is zeros.
     ///
     /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
@@ -89,11 +134,30 @@ public struct RMSNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable
         betaGradient: UnsafeMutableBufferPointer<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        try backward(outputGradient, sumGradient: nil, cache: cache, inputGradient: inputGradient,
+                     gammaGradient: gammaGradient, betaGradient: betaGradient,
+                     workspace: &workspace)
+    }
+
+    /// The backward pass of a residual forward: the plain backward's
+    /// `dx` plus `sumGradient` (the gradient reaching `sum` from later
+    /// blocks), added while each block of `dx` is in L2.
+    /// - Throws: as ``backward(_:cache:inputGradient:gammaGradient:betaGradient:workspace:)``,
+    ///   and ``NormError/bufferCountMismatch(name:expected:actual:)`` naming `sumGradient`.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public func backward(
+        _ outputGradient: UnsafeBufferPointer<Scalar>, sumGradient: UnsafeBufferPointer<Scalar>?,
+        cache: Cache, inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
+        betaGradient: UnsafeMutableBufferPointer<Scalar>,
+        workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
         let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
                                       dbeta: betaGradient)
         try RowNormalization.backward(
-            buffers, cache: cache, columns: featureCount, centred: false,
-            backend: backend, workspace: &workspace)
+            buffers, sumGradient: sumGradient, cache: cache, columns: featureCount,
+            centred: false, backend: backend, workspace: &workspace)
     }
 
     /// `beta` must stay zeros: RMSNorm has no shift (its forward pass and

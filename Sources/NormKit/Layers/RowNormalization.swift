@@ -6,7 +6,11 @@
 enum RowNormalization {
     /// Validates the input (copied into the cache unless it is the cache's
     /// own) and computes `y = (x - mean_i) · invstd_i · gamma_j + beta_j`
-    /// (`mean_i = 0` when not `centred`) into `output`.
+    /// (`mean_i = 0` when not `centred`) into `output`. With a `residual`,
+    /// the layer's input is `s = x + residual`: written into the cache's
+    /// storage and into `sum` (unless `sum` is `nil`: the `Tensor` form,
+    /// whose cache then shares the caller's sum), block by block while the
+    /// block is in L2, and normalized there.
     /// - Throws: ``NormError/invalidShape(expected:actual:)``,
     ///   ``NormError/insufficientValues(valuesPerStatistic:)`` for `D < 2` when `centred`,
     ///   ``NormError/nonFiniteStatistics(index:)`` naming the sample,
@@ -16,43 +20,122 @@ enum RowNormalization {
         _ x: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode, columns: Int, centred: Bool,
         gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
         output: UnsafeMutableBufferPointer<Scalar>,
+        residual: (r: UnsafeBufferPointer<Scalar>, sum: UnsafeMutableBufferPointer<Scalar>?)? = nil,
         cache: inout NormCache<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try cache.adopt(x, shape: shape)
+        if let residual {
+            let count = try Tensor<Scalar>.elementCount(of: shape)
+            try Validation.buffer("input", x.count, expected: count)
+            try Validation.buffer("residual", residual.r.count, expected: count)
+            if let sum = residual.sum { try Validation.buffer("sum", sum.count, expected: count) }
+            cache.prepareInput(shape: shape)
+        } else {
+            try cache.adopt(x, shape: shape)
+        }
         try Validation.buffer("output", output.count, expected: x.count)
-        let input = cache.input
-        let rows = try Validation.matrixRows(input, columns: columns)
+        let rows = try Validation.matrixRows(cache.input, columns: columns)
         // A mean and a variance need two values; a mean square (RMSNorm) needs one.
         if centred { try Validation.valuesPerStatistic(columns) }
         cache.record(gamma: gamma, mode: mode, statisticCount: rows,
                      origin: origin(columns: columns, centred: centred))
+        let failure: Int? = cache.withInputAndStatistics(writable: residual != nil) { own, mean, invstd in
+            // With a residual, `own` is written by the prologue before it is read.
+            pass(own, rows: rows, columns: columns, centred: centred, gamma: gamma, beta: beta,
+                 epsilon: epsilon, backend: backend, statistics: (mean, invstd), y: output.baseAddress!,
+                 prologue: residual.map {
+                     Prologue(x: x.baseAddress!, r: $0.r.baseAddress!, s: own, sum: $0.sum?.baseAddress)
+                 },
+                 workspace: &workspace)
+        }
+        if let index = failure {
+            cache.invalidate()
+            throw .nonFiniteStatistics(index: index)
+        }
+    }
+
+    /// Inference that keeps nothing: the forward's output bit for bit, the
+    /// statistics in the workspace. `output` may be `input`'s memory.
+    @inlinable
+    static func infer<Scalar: BLASScalar>(
+        _ x: UnsafeBufferPointer<Scalar>, shape: [Int], columns: Int, centred: Bool,
+        gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
+        output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        let count = try Validation.inferBuffers(x, output, shape: shape)
+        let rows = try Validation.matrixRows(shape: shape, count: count, columns: columns)
+        if centred { try Validation.valuesPerStatistic(columns) }
+        if let index = pass(x.baseAddress!, rows: rows, columns: columns, centred: centred,
+                            gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+                            statistics: nil, y: output.baseAddress!, workspace: &workspace) {
+            throw .nonFiniteStatistics(index: index)
+        }
+    }
+
+    /// The residual sum ahead of a row pass: `s = x + r` into `s` (the
+    /// layer's input from then on) and `sum`.
+    @usableFromInline
+    struct Prologue<Scalar: BLASScalar> {
+        @usableFromInline let x, r: UnsafePointer<Scalar>
+        @usableFromInline let s: UnsafeMutablePointer<Scalar>
+        @usableFromInline let sum: UnsafeMutablePointer<Scalar>?
+
+        @inlinable
+        init(x: UnsafePointer<Scalar>, r: UnsafePointer<Scalar>, s: UnsafeMutablePointer<Scalar>,
+             sum: UnsafeMutablePointer<Scalar>?) {
+            self.x = x; self.r = r; self.s = s; self.sum = sum
+        }
+
+        /// Writes the rows `first ..< first + rows` of `columns` values.
+        @inlinable
+        func run(first: Int, rows: Int, columns: Int, streaming: Bool) {
+            let offset = first * columns
+            Fused.sum(x + offset, r + offset, count: rows * columns, into: s + offset,
+                      copy: sum.map { $0 + offset }, streaming: streaming)
+        }
+    }
+
+    /// The statistics and output pass over `rows` rows at `x` (after the
+    /// prologue, when there is one, has written them): chunks of rows on
+    /// ``Threading``'s workers through ``LayerNormKernels``. The statistics go
+    /// to `statistics`, or, when `nil`, to the workspace.
+    /// - Returns: the first row whose statistics are not finite, or `nil`.
+    @inlinable
+    static func pass<Scalar: BLASScalar>(
+        _ x: UnsafePointer<Scalar>, rows: Int, columns: Int, centred: Bool,
+        gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
+        statistics: (mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>)?,
+        y: UnsafeMutablePointer<Scalar>, prologue: Prologue<Scalar>? = nil,
+        workspace: inout Workspace<Scalar>
+    ) -> Int? {
         let blockRows = CacheGeometry.blockRows(
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride,
             buffers: LayerNormKernels.forwardBuffers(centred: centred))
         let onesCount = backend == .blas ? max(blockRows, columns) : 0
         let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Scalar.self,
                                     backend: backend)
+        // RMSNorm's row blocks keep their squares in the output, unless it is
+        // the input (inference in place).
+        let separateSquares = UnsafePointer(y) == x
         // Per worker, on whole cache lines (so that each starts on one).
         let perWorker = backend == .blas
             ? Workspace<Scalar>.lines(LayerNormKernels.forwardScratch(
-                blockRows: blockRows, columns: columns, centred: centred, of: Scalar.self))
+                blockRows: blockRows, columns: columns, centred: centred,
+                separateSquares: separateSquares, of: Scalar.self))
             : 0
         // Then gamma and beta, copied onto cache lines away from the input's
         // offset in a page (the layer's arrays sit wherever the allocator put
-        // them; see `Workspace.spread`), read once per row.
+        // them; see `Workspace.spread`), read once per row; then the
+        // statistics when the caller keeps none.
         let parameters = backend == .blas ? Workspace<Scalar>.spreadScratch(2, of: columns) : 0
+        let statisticsAt = split.workers * perWorker + parameters
+        let own = statistics == nil ? 2 * Workspace<Scalar>.lines(rows) : 0
         let streaming = StreamingStores.shouldStream(count: rows * columns, of: Scalar.self)
-        let failure: Int? = workspace.withRegions(
-            ones: onesCount, scratch: split.workers * perWorker + parameters
-        ) { ones, scratch in
-            input.withUnsafeBufferPointer { xBuffer in
+        return workspace.withRegions(ones: onesCount, scratch: statisticsAt + own) { ones, scratch in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
-            cache.storedMean.withUnsafeMutableBufferPointer { meanBuffer in
-            cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstdBuffer in
-                let x = xBuffer.baseAddress!, y = output.baseAddress!
                 var g = gammaBuffer.baseAddress!, b = betaBuffer.baseAddress!
-                let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
+                let mean = statistics?.mean ?? scratch + statisticsAt
+                let invstd = statistics?.invstd ?? scratch + statisticsAt + own / 2
                 switch backend {
                 case .blas:
                     let (lines, stride) = Workspace<Scalar>.spread(
@@ -65,29 +148,39 @@ enum RowNormalization {
                     let context = (split: split, x: x, y: y, g: g, b: b, mean: mean, invstd: invstd,
                                    columns: columns, blockRows: blockRows, epsilon: epsilon,
                                    centred: centred, streaming: streaming, ones: ones,
-                                   scratch: scratch, perWorker: perWorker)
+                                   scratch: scratch, perWorker: perWorker, prologue: prologue,
+                                   separateSquares: separateSquares)
                     return Threading.firstFailure(split, context) { c, chunk, worker in
                         let c = c.pointee
                         let part = c.split.rows(ofChunk: chunk)
-                        let first = part.lowerBound, offset = first * c.columns
-                        return LayerNormKernels.forwardBLAS(
-                            x: c.x + offset, rows: part.count, columns: c.columns,
-                            blockRows: c.blockRows, epsilon: c.epsilon, centred: c.centred,
-                            gamma: c.g, beta: c.b, mean: c.mean + first, invstd: c.invstd + first,
-                            y: c.y + offset, streaming: c.streaming, ones: c.ones,
-                            scratch: c.scratch + worker * c.perWorker
-                        ).map { first + $0 }
+                        // With a prologue, block by block: the sum, then its rows.
+                        let step = c.prologue == nil ? max(1, part.count) : c.blockRows
+                        var first = part.lowerBound
+                        while first < part.upperBound {
+                            let count = min(step, part.upperBound - first)
+                            c.prologue?.run(first: first, rows: count, columns: c.columns,
+                                            streaming: c.streaming)
+                            let offset = first * c.columns
+                            if let bad = LayerNormKernels.forwardBLAS(
+                                x: c.x + offset, rows: count, columns: c.columns,
+                                blockRows: c.blockRows, epsilon: c.epsilon, centred: c.centred,
+                                gamma: c.g, beta: c.b, mean: c.mean + first,
+                                invstd: c.invstd + first, y: c.y + offset, streaming: c.streaming,
+                                separateSquares: c.separateSquares, ones: c.ones,
+                                scratch: c.scratch + worker * c.perWorker) {
+                                return first + bad
+                            }
+                            first += count
+                        }
+                        return nil
                     }
                 case .naive:
+                    prologue?.run(first: 0, rows: rows, columns: columns, streaming: streaming)
                     return LayerNormKernels.forwardNaive(
                         x: x, rows: rows, columns: columns, epsilon: epsilon, centred: centred,
                         gamma: g, beta: b, mean: mean, invstd: invstd, y: y, streaming: streaming)
                 }
-            }}}}}
-        }
-        if let index = failure {
-            cache.invalidate()
-            throw .nonFiniteStatistics(index: index)
+            }}
         }
     }
 
@@ -101,13 +194,18 @@ enum RowNormalization {
     /// pass (see ``LayerNormKernels/backwardBLAS``).
     @inlinable
     static func backward<Scalar: BLASScalar>(
-        _ buffers: GradientBuffers<Scalar>, cache: NormCache<Scalar>, columns: Int, centred: Bool,
+        _ buffers: GradientBuffers<Scalar>, sumGradient: UnsafeBufferPointer<Scalar>? = nil,
+        cache: NormCache<Scalar>, columns: Int, centred: Bool,
         backend: Backend, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try Validation.origin(cache, expected: origin(columns: columns, centred: centred))
         let rows = try Validation.matrixRows(cache.input, columns: columns)
         try Validation.cache(cache, parameters: columns, statistics: rows)
         try Validation.gradientBuffers(buffers, cache: cache, parameters: columns)
+        if let sumGradient {
+            try Validation.buffer("sumGradient", sumGradient.count, expected: cache.input.count)
+        }
+        let ds = sumGradient?.baseAddress
         let blockRows = CacheGeometry.blockRows(
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
         let onesCount = backend == .blas ? blockRows : 0
@@ -126,7 +224,7 @@ enum RowNormalization {
                     let partials = scratch + split.workers * perWorker
                     let context = (split: split, p: p, columns: columns, blockRows: blockRows,
                                    centred: centred, partials: partials, ones: ones,
-                                   scratch: scratch, perWorker: perWorker)
+                                   scratch: scratch, perWorker: perWorker, ds: ds)
                     Threading.run(split, context) { c, chunk, worker in
                         let c = c.pointee, p = c.p
                         let part = c.split.rows(ofChunk: chunk)
@@ -137,6 +235,7 @@ enum RowNormalization {
                             blockRows: c.blockRows, centred: c.centred, mean: p.mean + first,
                             invstd: p.invstd + first, gamma: p.gamma, dx: p.dx + offset,
                             dgamma: sums, dbeta: sums + c.columns,
+                            sumGradient: c.ds.map { $0 + offset },
                             ones: c.ones, scratch: c.scratch + worker * c.perWorker)
                     }
                     Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * columns,
@@ -147,7 +246,7 @@ enum RowNormalization {
                         mean: p.mean, invstd: p.invstd, gamma: p.gamma, dx: p.dx, dgamma: p.dgamma,
                         dbeta: p.dbeta,
                         streaming: StreamingStores.shouldStream(count: rows * columns, of: Scalar.self),
-                        scratch: scratch)
+                        sumGradient: ds, scratch: scratch)
                 }
             }
         }

@@ -27,7 +27,7 @@ public enum ChannelLayout: String, Sendable, Hashable, Codable {
 /// on each sample's `C x H·W` slab (in channel blocks that stay in L2), two-pass
 /// inside each block, Chan-merged over samples; it never transposes the input.
 /// In NHWC it runs ``BatchNorm``'s column kernels on the `(N·H·W, C)` matrix.
-public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable {
+public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equatable {
     /// The forward pass's saved input, batch (or running) statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 
@@ -49,6 +49,8 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, 
     public var varianceEstimator: VarianceEstimator
     /// The dimension order of inputs: `(N, C, H, W)` or `(N, H, W, C)`.
     public var layout: ChannelLayout
+    /// Applied to `gamma·xhat + beta` (plus a residual) in the output pass.
+    public var activation: FusedActivation
     /// The implementation used.
     public var backend: Backend
 
@@ -59,7 +61,7 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, 
     ///   ``NormError/invalidMomentum(_:)``.
     public init(channelCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
                 varianceEstimator: VarianceEstimator = .biased, layout: ChannelLayout = .nchw,
-                backend: Backend = .blas) throws(NormError) {
+                activation: FusedActivation = .none, backend: Backend = .blas) throws(NormError) {
         try Validation.featureCount(channelCount)
         try Validation.epsilon(epsilon)
         try Validation.momentum(momentum)
@@ -72,6 +74,7 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, 
         self.momentum = momentum
         self.varianceEstimator = varianceEstimator
         self.layout = layout
+        self.activation = activation
         self.backend = backend
     }
 
@@ -87,14 +90,22 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, 
     /// `minimumBatch` samples (0 for a shard of ``SyncSpatialBatchNorm``).
     @inlinable
     func geometry(_ input: Tensor<Scalar>, minimumBatch: Int = 1) throws(NormError) -> ChannelGeometry {
+        try geometry(shape: input.shape, count: input.count, minimumBatch: minimumBatch)
+    }
+
+    /// ``geometry(_:minimumBatch:)`` of a shape of `count` scalars.
+    @inlinable
+    func geometry(shape: [Int], count: Int, minimumBatch: Int = 1) throws(NormError) -> ChannelGeometry {
         switch layout {
         case .nchw:
-            let s = try Validation.imageShape(input, channels: channelCount, channelAxis: 1,
+            let s = try Validation.imageShape(shape: shape, count: count, channels: channelCount,
+                                              channelAxis: 1,
                                               description: "(N, \(channelCount), H, W)",
                                               minimumBatch: minimumBatch)
             return ChannelGeometry(outer: s[0], channels: channelCount, inner: s[2] * s[3])
         case .nhwc:
-            let s = try Validation.imageShape(input, channels: channelCount, channelAxis: 3,
+            let s = try Validation.imageShape(shape: shape, count: count, channels: channelCount,
+                                              channelAxis: 3,
                                               description: "(N, H, W, \(channelCount))",
                                               minimumBatch: minimumBatch)
             return ChannelGeometry(outer: s[0] * s[1] * s[2], channels: channelCount, inner: 1)
@@ -118,15 +129,19 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, 
     ///   ``NormError/bufferCountMismatch(name:expected:actual:)``;
     ///   the hyperparameter errors. A throwing call changes no running statistic.
     /// - Complexity: O(N·C·H·W).
+    ///
+    /// With a `residual`, the output is `act(gamma·xhat + beta + residual)`
+    /// in the same pass.
     @inlinable
     public mutating func forward(
-        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
-        into output: UnsafeMutableBufferPointer<Scalar>,
+        _ input: UnsafeBufferPointer<Scalar>, residual: UnsafeBufferPointer<Scalar>?,
+        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try validateParameters()
         try cache.adopt(input, shape: shape)
         try Validation.buffer("output", output.count, expected: input.count)
+        try Validation.residual(residual, count: input.count)
         let g = try geometry(cache.input)
         if mode == .training { try Validation.valuesPerStatistic(g.valuesPerStatistic) }
         try BatchStatistics.forward(
@@ -134,7 +149,26 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, 
             geometry: g, mode: mode, origin: cacheOrigin, gamma: gamma, beta: beta,
             runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
             momentum: momentum, estimator: varianceEstimator, backend: backend,
-            output: output, cache: &cache, workspace: &workspace)
+            output: output, residual: residual?.baseAddress, activation: activation,
+            cache: &cache, workspace: &workspace)
+    }
+
+    /// Inference with the running statistics, keeping nothing; the same bits
+    /// as `forward(mode: .inference)`'s output. `output` may be `input`'s memory.
+    /// - Throws: as the forward pass, except the training checks.
+    /// - Complexity: O(N·C·H·W); allocation-free once `workspace` is sized.
+    @inlinable
+    public func infer(
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try validateParameters()
+        let count = try Validation.inferBuffers(input, output, shape: shape)
+        try BatchStatistics.infer(
+            input.baseAddress!, geometry: geometry(shape: shape, count: count), gamma: gamma,
+            beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+            epsilon: epsilon, backend: backend, output: output.baseAddress!,
+            epilogue: Epilogue(residual: nil, activation: activation), workspace: &workspace)
     }
 
     /// The closed-form backward per channel (cs231n's `spatial_batchnorm_backward`)
@@ -148,20 +182,29 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, 
     ///   from another layer, size, layout or group count, or from a forward pass
     ///   that threw; ``NormError/bufferCountMismatch(name:expected:actual:)``.
     /// - Complexity: O(N·C·H·W).
+    ///
+    /// After a ReLU forward, `dy` is masked by the output's sign first;
+    /// `residualGradient` (when given) receives that gradient.
     @inlinable
     public func backward(
         _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
         inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        residualGradient: UnsafeMutableBufferPointer<Scalar>?,
         gammaGradient: UnsafeMutableBufferPointer<Scalar>,
         betaGradient: UnsafeMutableBufferPointer<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
-                                      dbeta: betaGradient)
-        try BatchStatistics.validateBackward(buffers, cache: cache, channels: channelCount,
-                                             origin: cacheOrigin)
-        let g = try geometry(cache.input)
-        _ = BatchStatistics.backward(buffers, cache: cache, geometry: g, backend: backend,
-                                     graph: false, exchange: LocalStatistics(), workspace: &workspace)
+        try cache.backwardThroughActivation(
+            GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
+                            dbeta: betaGradient),
+            residualGradient: residualGradient, workspace: &workspace
+        ) { buffers, workspace throws(NormError) in
+            try BatchStatistics.validateBackward(buffers, cache: cache, channels: channelCount,
+                                                 origin: cacheOrigin)
+            let g = try geometry(cache.input)
+            _ = BatchStatistics.backward(buffers, cache: cache, geometry: g, backend: backend,
+                                         graph: false, exchange: LocalStatistics(),
+                                         workspace: &workspace)
+        }
     }
 }

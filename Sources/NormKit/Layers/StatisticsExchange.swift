@@ -224,7 +224,8 @@ extension RankStatistics {
         channels: Int, mode: Mode, number: Int, origin: CacheOrigin, gamma: [Scalar], beta: [Scalar],
         runningMean: inout [Scalar], runningVariance: inout [Scalar],
         epsilon: Scalar, momentum: Scalar, estimator: VarianceEstimator, backend: Backend,
-        output: UnsafeMutableBufferPointer<Scalar>, cache: inout NormCache<Scalar>,
+        output: UnsafeMutableBufferPointer<Scalar>, residual: UnsafePointer<Scalar>?,
+        activation: FusedActivation, cache: inout NormCache<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         let exchange: RankStatistics? = mode == .training
@@ -244,13 +245,14 @@ extension RankStatistics {
                     exchange: exchange, geometry: g, mode: mode, origin: origin, gamma: gamma, beta: beta,
                     runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
                     momentum: momentum, estimator: estimator, backend: backend, output: output,
-                    cache: &cache, workspace: &workspace)
+                    residual: residual, activation: activation, cache: &cache, workspace: &workspace)
             } else {
                 try BatchStatistics.forward(
                     exchange: LocalStatistics(), geometry: g, mode: mode, origin: origin, gamma: gamma,
                     beta: beta, runningMean: &runningMean, runningVariance: &runningVariance,
                     epsilon: epsilon, momentum: momentum, estimator: estimator, backend: backend,
-                    output: output, cache: &cache, workspace: &workspace)
+                    output: output, residual: residual, activation: activation, cache: &cache,
+                    workspace: &workspace)
             }
         } catch {
             cache.invalidate()
@@ -268,6 +270,39 @@ extension RankStatistics {
     /// - Throws: this rank's error; ``NormError/rankFailed(rank:)``;
     ///   ``NormError/callMismatch(rank:expected:actual:)``; a transport error.
     ///   Every rank throws when one does.
+    @inlinable
+    static func backward<Scalar: BLASScalar>(
+        communicator: any Communicator, checked: Result<ChannelGeometry, NormError>,
+        channels: Int, number: Int, origin: CacheOrigin, _ buffers: GradientBuffers<Scalar>,
+        residualGradient: UnsafeMutableBufferPointer<Scalar>?,
+        cache: NormCache<Scalar>, backend: Backend, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        // A residual gradient of another count is this rank's refusal, told
+        // to the others; a checked call goes through the ReLU's mask first.
+        var checked = checked
+        if case .success = checked, let residualGradient,
+           residualGradient.count != cache.input.count {
+            checked = .failure(.bufferCountMismatch(name: "residualGradient",
+                                                    expected: cache.input.count,
+                                                    actual: residualGradient.count))
+        }
+        guard case .success = checked else {
+            try backward(communicator: communicator, checked: checked, channels: channels,
+                         number: number, origin: origin, buffers, cache: cache, backend: backend,
+                         workspace: &workspace)
+            return
+        }
+        try cache.backwardThroughActivation(
+            buffers, residualGradient: residualGradient, workspace: &workspace
+        ) { buffers, workspace throws(NormError) in
+            try backward(communicator: communicator, checked: checked, channels: channels,
+                         number: number, origin: origin, buffers, cache: cache, backend: backend,
+                         workspace: &workspace)
+        }
+    }
+
+    /// ``backward(communicator:checked:channels:number:origin:_:residualGradient:cache:backend:workspace:)``
+    /// once the gradient reaches the affine map.
     @inlinable
     static func backward<Scalar: BLASScalar>(
         communicator: any Communicator, checked: Result<ChannelGeometry, NormError>,

@@ -41,7 +41,7 @@
 /// read and written through it (`bn.runningMean`, `bn.momentum`, ...); save it,
 /// or use it alone for inference on one process.
 @dynamicMemberLookup
-public struct SyncBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
+public struct SyncBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer {
     /// The forward pass's saved input (this rank's rows), the batch's
     /// statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
@@ -104,6 +104,25 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
         set { batchNorm.backend = newValue }
     }
 
+    /// Applied after the affine map (and a residual) in the output pass
+    /// (``batchNorm``'s).
+    public var activation: FusedActivation {
+        get { batchNorm.activation }
+        set { batchNorm.activation = newValue }
+    }
+
+    /// Inference with ``batchNorm``'s running statistics, keeping nothing and
+    /// communicating nothing: ``BatchNorm/infer(_:shape:into:workspace:)``.
+    /// - Throws: as that method.
+    /// - Complexity: O(count of `input`), no collective.
+    @inlinable
+    public func infer(
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try batchNorm.infer(input, shape: shape, into: output, workspace: &workspace)
+    }
+
     /// The origin its forward passes record in a cache: `.syncBatchNorm(featureCount:)`.
     @inlinable
     public var cacheOrigin: CacheOrigin { .syncBatchNorm(featureCount: batchNorm.featureCount) }
@@ -127,8 +146,8 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     ///   per rank in training: the status word and the moments.
     @inlinable
     public mutating func forward(
-        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
-        into output: UnsafeMutableBufferPointer<Scalar>,
+        _ input: UnsafeBufferPointer<Scalar>, residual: UnsafeBufferPointer<Scalar>?,
+        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         let d = batchNorm.featureCount
@@ -137,6 +156,7 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
             try batchNorm.validateParameters()
             try cache.adopt(input, shape: shape)
             try Validation.buffer("output", output.count, expected: input.count)
+            try Validation.residual(residual, count: input.count)
             let rows = try Validation.matrixRows(cache.input, columns: d, minimumRows: 0)
             prepared = .success(ChannelGeometry(outer: rows, channels: d, inner: 1))
         } catch {
@@ -149,6 +169,7 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
             runningMean: &batchNorm.runningMean, runningVariance: &batchNorm.runningVariance,
             epsilon: batchNorm.epsilon, momentum: batchNorm.momentum,
             estimator: batchNorm.varianceEstimator, backend: batchNorm.backend, output: output,
+            residual: residual?.baseAddress, activation: batchNorm.activation,
             cache: &cache, workspace: &workspace)
         // Every rank's call succeeded or every rank's threw: the counts stay in step.
         if mode == .training { trainingCalls += 1 }
@@ -166,6 +187,7 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
     public func backward(
         _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
         inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        residualGradient: UnsafeMutableBufferPointer<Scalar>?,
         gammaGradient: UnsafeMutableBufferPointer<Scalar>,
         betaGradient: UnsafeMutableBufferPointer<Scalar>,
         workspace: inout Workspace<Scalar>
@@ -183,7 +205,8 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
         }
         let number = RankStatistics.number(of: cache, origin: cacheOrigin, last: trainingCalls)
         try RankStatistics.backward(communicator: communicator, checked: checked, channels: d, number: number,
-                                    origin: cacheOrigin, buffers, cache: cache,
+                                    origin: cacheOrigin, buffers,
+                                    residualGradient: residualGradient, cache: cache,
                                     backend: batchNorm.backend, workspace: &workspace)
     }
 

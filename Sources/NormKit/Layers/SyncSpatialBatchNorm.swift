@@ -20,7 +20,7 @@
 /// The options, parameters and running statistics are those of
 /// ``spatialBatchNorm``, read and written through it.
 @dynamicMemberLookup
-public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer {
+public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer {
     /// The forward pass's saved input (this rank's samples), the batch's
     /// statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
@@ -85,6 +85,25 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLay
         set { spatialBatchNorm.backend = newValue }
     }
 
+    /// Applied after the affine map (and a residual) in the output pass
+    /// (``spatialBatchNorm``'s).
+    public var activation: FusedActivation {
+        get { spatialBatchNorm.activation }
+        set { spatialBatchNorm.activation = newValue }
+    }
+
+    /// Inference with ``spatialBatchNorm``'s running statistics, keeping nothing and
+    /// communicating nothing: ``SpatialBatchNorm/infer(_:shape:into:workspace:)``.
+    /// - Throws: as that method.
+    /// - Complexity: O(count of `input`), no collective.
+    @inlinable
+    public func infer(
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try spatialBatchNorm.infer(input, shape: shape, into: output, workspace: &workspace)
+    }
+
     /// The origin its forward passes record in a cache:
     /// `.syncSpatialBatchNorm(channelCount:layout:)`.
     @inlinable
@@ -106,8 +125,8 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLay
     ///   scalars per rank in training: the status word and the moments.
     @inlinable
     public mutating func forward(
-        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
-        into output: UnsafeMutableBufferPointer<Scalar>,
+        _ input: UnsafeBufferPointer<Scalar>, residual: UnsafeBufferPointer<Scalar>?,
+        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         let c = spatialBatchNorm.channelCount
@@ -116,6 +135,7 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLay
             try spatialBatchNorm.validateParameters()
             try cache.adopt(input, shape: shape)
             try Validation.buffer("output", output.count, expected: input.count)
+            try Validation.residual(residual, count: input.count)
             prepared = .success(try spatialBatchNorm.geometry(cache.input, minimumBatch: 0))
         } catch {
             prepared = .failure(error)
@@ -128,7 +148,8 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLay
             runningVariance: &spatialBatchNorm.runningVariance,
             epsilon: spatialBatchNorm.epsilon, momentum: spatialBatchNorm.momentum,
             estimator: spatialBatchNorm.varianceEstimator, backend: spatialBatchNorm.backend,
-            output: output, cache: &cache, workspace: &workspace)
+            output: output, residual: residual?.baseAddress, activation: spatialBatchNorm.activation,
+            cache: &cache, workspace: &workspace)
         // Every rank's call succeeded or every rank's threw: the counts stay in step.
         if mode == .training { trainingCalls += 1 }
     }
@@ -145,6 +166,7 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLay
     public func backward(
         _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
         inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        residualGradient: UnsafeMutableBufferPointer<Scalar>?,
         gammaGradient: UnsafeMutableBufferPointer<Scalar>,
         betaGradient: UnsafeMutableBufferPointer<Scalar>,
         workspace: inout Workspace<Scalar>
@@ -161,7 +183,8 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLay
         }
         let number = RankStatistics.number(of: cache, origin: cacheOrigin, last: trainingCalls)
         try RankStatistics.backward(communicator: communicator, checked: checked, channels: c, number: number,
-                                    origin: cacheOrigin, buffers, cache: cache,
+                                    origin: cacheOrigin, buffers,
+                                    residualGradient: residualGradient, cache: cache,
                                     backend: spatialBatchNorm.backend, workspace: &workspace)
     }
 
