@@ -86,7 +86,70 @@ func passes<L: BufferedNormalizationLayer>(
     cases.append(Case(op: op, pass: "backward", bytesPerFloatElement: runningStatistics ? 20 : 12, run: {
         try layer.backward(dy, cache: trained, into: &gradients, workspace: &workspace)
     }, runValue: { [layer] in _ = try layer.backward(dy, cache: trained) }))
+    // Inference that keeps nothing (no cache): reads x, writes y.
+    var inferred = try Tensor<L.Scalar>(zeros: [0]), inferWorkspace = Workspace<L.Scalar>()
+    cases.append(Case(op: op, pass: "infer", bytesPerFloatElement: 8, run: { [layer] in
+        try layer.infer(x, into: &inferred, workspace: &inferWorkspace)
+    }, runValue: { [layer] in _ = try layer.infer(x) }))
     return (cases, trained)
+}
+
+/// LayerNorm's or RMSNorm's residual form (a transformer block's
+/// `norm(x + r)`): the forward reads x and r and writes the sum and y; the
+/// backward with a sum gradient reads dy, x (the sum) and ds and writes dx.
+func residualPasses<L: ResidualNormalizationLayer>(
+    _ op: String, _ layer: L, x: Tensor<L.Scalar>, dy: Tensor<L.Scalar>
+) throws -> [Case] {
+    var layer = layer
+    let r = try Tensor<L.Scalar>(randomNormal: x.shape, seed: 3)
+    var output = try Tensor<L.Scalar>(zeros: [0]), sum = try Tensor<L.Scalar>(zeros: [0])
+    var cache = NormCache<L.Scalar>(), workspace = Workspace<L.Scalar>()
+    var gradients = NormGradients<L.Scalar>()
+    try layer.forward(x, residual: r, mode: .training, into: &output, sum: &sum, cache: &cache,
+                      workspace: &workspace)
+    let trained = cache
+    var valueLayer = layer
+    return [
+        Case(op: op, pass: "forward-residual", bytesPerFloatElement: 16, run: {
+            try layer.forward(x, residual: r, mode: .training, into: &output, sum: &sum, cache: &cache,
+                              workspace: &workspace)
+        }, runValue: { _ = try valueLayer.forward(x, residual: r, mode: .training) }),
+        Case(op: op, pass: "backward-residual", bytesPerFloatElement: 16, run: { [layer] in
+            try layer.backward(dy, sumGradient: r, cache: trained, into: &gradients, workspace: &workspace)
+        }, runValue: { [layer] in _ = try layer.backward(dy, sumGradient: r, cache: trained) }),
+    ]
+}
+
+/// A per-channel layer with its fused ReLU (a CNN block's `relu(bn(x))`):
+/// training and inference forwards (training also keeps the output for the
+/// mask: 4 bytes more), the backward through the mask, and `infer`.
+func reluPasses<L: ActivatedNormalizationLayer>(
+    _ op: String, _ layer: L, x: Tensor<L.Scalar>, dy: Tensor<L.Scalar>
+) throws -> [Case] {
+    var layer = layer
+    layer.activation = .relu
+    var output = try Tensor<L.Scalar>(zeros: [0]), cache = NormCache<L.Scalar>()
+    var inferenceCache = NormCache<L.Scalar>(), workspace = Workspace<L.Scalar>()
+    var gradients = NormGradients<L.Scalar>()
+    try layer.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
+    let trained = cache
+    var valueLayer = layer
+    var inferred = try Tensor<L.Scalar>(zeros: [0]), inferWorkspace = Workspace<L.Scalar>()
+    return [
+        Case(op: op, pass: "forward-training-relu", bytesPerFloatElement: 16, run: {
+            try layer.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
+        }, runValue: { _ = try valueLayer.forward(x, mode: .training) }),
+        Case(op: op, pass: "forward-inference-relu", bytesPerFloatElement: 8, run: {
+            try layer.forward(x, mode: .inference, into: &output, cache: &inferenceCache,
+                              workspace: &workspace)
+        }, runValue: { _ = try valueLayer.forward(x, mode: .inference) }),
+        Case(op: op, pass: "infer-relu", bytesPerFloatElement: 8, run: { [layer] in
+            try layer.infer(x, into: &inferred, workspace: &inferWorkspace)
+        }, runValue: { [layer] in _ = try layer.infer(x) }),
+        Case(op: op, pass: "backward-relu", bytesPerFloatElement: 24, run: { [layer] in
+            try layer.backward(dy, cache: trained, into: &gradients, workspace: &workspace)
+        }, runValue: { [layer] in _ = try layer.backward(dy, cache: trained) }),
+    ]
 }
 
 /// Every requested layer's passes at one shape, for one dtype and backend.
@@ -104,17 +167,20 @@ func cases<S: BLASScalar>(
             let (found, trained) = try passes("batchnorm", bn, x: x, dy: dy, runningStatistics: true)
             var gradients = NormGradients<S>(), workspace = Workspace<S>()
             all += found
+            all += try reluPasses("batchnorm", bn, x: x, dy: dy)
             all.append(Case(op: "batchnorm", pass: "backward-graph", bytesPerFloatElement: 20, run: {
                 try bn.backwardThroughGraph(dy, cache: trained, into: &gradients, workspace: &workspace)
             }, runValue: { _ = try bn.backwardThroughGraph(dy, cache: trained) }))
         }
         if ops.contains("layernorm") {
-            all += try passes("layernorm", LayerNorm<S>(featureCount: features, backend: backend),
-                              x: x, dy: dy, runningStatistics: false).cases
+            let ln = try LayerNorm<S>(featureCount: features, backend: backend)
+            all += try passes("layernorm", ln, x: x, dy: dy, runningStatistics: false).cases
+            all += try residualPasses("layernorm", ln, x: x, dy: dy)
         }
         if ops.contains("rmsnorm") {
-            all += try passes("rmsnorm", RMSNorm<S>(featureCount: features, backend: backend),
-                              x: x, dy: dy, runningStatistics: false).cases
+            let rms = try RMSNorm<S>(featureCount: features, backend: backend)
+            all += try passes("rmsnorm", rms, x: x, dy: dy, runningStatistics: false).cases
+            all += try residualPasses("rmsnorm", rms, x: x, dy: dy)
         }
         if ops.contains("decorrelated") {
             all += try decorrelatedCases(x: x, dy: dy, backend: backend, methods: methods,
@@ -135,9 +201,9 @@ func cases<S: BLASScalar>(
         }
         if ops.contains("groupnorm") {
             let groups = channels % 32 == 0 ? 32 : 1
-            all += try passes("groupnorm",
-                              GroupNorm<S>(channelCount: channels, groupCount: groups, backend: backend),
-                              x: x, dy: dy, runningStatistics: false).cases
+            let gn = try GroupNorm<S>(channelCount: channels, groupCount: groups, backend: backend)
+            all += try passes("groupnorm", gn, x: x, dy: dy, runningStatistics: false).cases
+            all += try reluPasses("groupnorm", gn, x: x, dy: dy)
         }
         if ops.contains("instancenorm") {
             all += try passes("instancenorm", InstanceNorm<S>(channelCount: channels, backend: backend),
