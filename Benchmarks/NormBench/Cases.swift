@@ -105,18 +105,20 @@ func residualPasses<L: ResidualNormalizationLayer>(
     var output = try Tensor<L.Scalar>(zeros: [0]), sum = try Tensor<L.Scalar>(zeros: [0])
     var cache = NormCache<L.Scalar>(), workspace = Workspace<L.Scalar>()
     var gradients = NormGradients<L.Scalar>()
-    try layer.forward(x, residual: r, mode: .training, into: &output, sum: &sum, cache: &cache,
-                      workspace: &workspace)
-    let trained = cache
+    // The backward's cache is its own (sharing the timed forward's would
+    // make each forward copy the sum, copy-on-write).
+    var trained = NormCache<L.Scalar>(), trainedSum = try Tensor<L.Scalar>(zeros: [0])
+    try layer.forward(x, residual: r, mode: .training, into: &output, sum: &trainedSum,
+                      cache: &trained, workspace: &workspace)
     var valueLayer = layer
     return [
         Case(op: op, pass: "forward-residual", bytesPerFloatElement: 16, run: {
             try layer.forward(x, residual: r, mode: .training, into: &output, sum: &sum, cache: &cache,
                               workspace: &workspace)
         }, runValue: { _ = try valueLayer.forward(x, residual: r, mode: .training) }),
-        Case(op: op, pass: "backward-residual", bytesPerFloatElement: 16, run: { [layer] in
+        Case(op: op, pass: "backward-residual", bytesPerFloatElement: 16, run: { [layer, trained] in
             try layer.backward(dy, sumGradient: r, cache: trained, into: &gradients, workspace: &workspace)
-        }, runValue: { [layer] in _ = try layer.backward(dy, sumGradient: r, cache: trained) }),
+        }, runValue: { [layer, trained] in _ = try layer.backward(dy, sumGradient: r, cache: trained) }),
     ]
 }
 
@@ -131,8 +133,10 @@ func reluPasses<L: ActivatedNormalizationLayer>(
     var output = try Tensor<L.Scalar>(zeros: [0]), cache = NormCache<L.Scalar>()
     var inferenceCache = NormCache<L.Scalar>(), workspace = Workspace<L.Scalar>()
     var gradients = NormGradients<L.Scalar>()
-    try layer.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
-    let trained = cache
+    // The backward's cache is its own: the timed forward's cache, shared
+    // with it, would copy its kept output on every call (copy-on-write).
+    var trained = NormCache<L.Scalar>()
+    try layer.forward(x, mode: .training, into: &output, cache: &trained, workspace: &workspace)
     var valueLayer = layer
     var inferred = try Tensor<L.Scalar>(zeros: [0]), inferWorkspace = Workspace<L.Scalar>()
     return [
@@ -146,9 +150,9 @@ func reluPasses<L: ActivatedNormalizationLayer>(
         Case(op: op, pass: "infer-relu", bytesPerFloatElement: 8, run: { [layer] in
             try layer.infer(x, into: &inferred, workspace: &inferWorkspace)
         }, runValue: { [layer] in _ = try layer.infer(x) }),
-        Case(op: op, pass: "backward-relu", bytesPerFloatElement: 24, run: { [layer] in
+        Case(op: op, pass: "backward-relu", bytesPerFloatElement: 24, run: { [layer, trained] in
             try layer.backward(dy, cache: trained, into: &gradients, workspace: &workspace)
-        }, runValue: { [layer] in _ = try layer.backward(dy, cache: trained) }),
+        }, runValue: { [layer, trained] in _ = try layer.backward(dy, cache: trained) }),
     ]
 }
 

@@ -102,3 +102,61 @@ NORMKIT_PASSES(float, f, normkit_float4)
 NORMKIT_PASSES(double, d, normkit_double2)
 NORMKIT_COLUMN_PASSES(float, f, normkit_float4)
 NORMKIT_COLUMN_PASSES(double, d, normkit_double2)
+
+// The fused epilogue: y[j] = act(z[j] + r[j]) (r optional), written to y and,
+// when keep is not NULL, to keep. relu(v) = v > 0 || v is NaN ? v : +0, by a
+// mask of the bits, so that -0 becomes +0 and NaN passes. z may be y: that case
+// has its own loops reading y, which the compiler vectorizes without the
+// overlap check that sends z == y to its scalar loop.
+#define NORMKIT_EPILOGUE_BODY(T, SUFFIX, VECTOR, SRC)                                     \
+    if (r && relu) {                                                                      \
+        if (keep) NORMKIT_WRITE(T, VECTOR, keep, n, streaming,                            \
+            normkit_relu_v_##SUFFIX(NORMKIT_LOAD(VECTOR, SRC + j) + NORMKIT_LOAD(VECTOR, r + j)), \
+            normkit_relu_##SUFFIX(SRC[j] + r[j]));                                        \
+        NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
+            normkit_relu_v_##SUFFIX(NORMKIT_LOAD(VECTOR, SRC + j) + NORMKIT_LOAD(VECTOR, r + j)), \
+            normkit_relu_##SUFFIX(SRC[j] + r[j]));                                        \
+    } else if (r) {                                                                       \
+        if (keep) NORMKIT_WRITE(T, VECTOR, keep, n, streaming,                            \
+            NORMKIT_LOAD(VECTOR, SRC + j) + NORMKIT_LOAD(VECTOR, r + j), SRC[j] + r[j]);  \
+        NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
+            NORMKIT_LOAD(VECTOR, SRC + j) + NORMKIT_LOAD(VECTOR, r + j), SRC[j] + r[j]);  \
+    } else if (relu) {                                                                    \
+        if (keep) NORMKIT_WRITE(T, VECTOR, keep, n, streaming,                            \
+            normkit_relu_v_##SUFFIX(NORMKIT_LOAD(VECTOR, SRC + j)), normkit_relu_##SUFFIX(SRC[j])); \
+        NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
+            normkit_relu_v_##SUFFIX(NORMKIT_LOAD(VECTOR, SRC + j)), normkit_relu_##SUFFIX(SRC[j])); \
+    } else {                                                                              \
+        if (keep) NORMKIT_WRITE(T, VECTOR, keep, n, streaming,                            \
+            NORMKIT_LOAD(VECTOR, SRC + j), SRC[j]);                                       \
+        NORMKIT_WRITE(T, VECTOR, y, n, streaming, NORMKIT_LOAD(VECTOR, SRC + j), SRC[j]); \
+    }
+
+#define NORMKIT_EPILOGUE(T, SUFFIX, VECTOR, MASK)                                         \
+    static inline T normkit_relu_##SUFFIX(T v) { return (v > 0 || v != v) ? v : (T)0; }   \
+    static inline VECTOR normkit_relu_v_##SUFFIX(VECTOR v) {                             \
+        MASK m = (v > (VECTOR){0}) | (v != v);                                           \
+        return (VECTOR)((MASK)v & m);                                                    \
+    }                                                                                     \
+    NORMKIT_CLONES void normkit_relu_mask_##SUFFIX(const T *dy, const T *y, T *g, long n) { \
+        for (long j = 0; j < n; j++) g[j] = y[j] > 0 ? dy[j] : (T)0;                      \
+    }                                                                                     \
+    NORMKIT_CLONES void normkit_epilogue_##SUFFIX(const T *z, const T *r, T *y, T *keep,  \
+                                                  long n, int relu, int streaming) {      \
+        if (z == y && !keep) {                                                            \
+            NORMKIT_EPILOGUE_BODY(T, SUFFIX, VECTOR, y)                                   \
+        } else if (z == y) {                                                              \
+            /* keep from y, then y from keep: neither loop reads what it writes */       \
+            T *out = y; y = keep; keep = 0;                                               \
+            NORMKIT_EPILOGUE_BODY(T, SUFFIX, VECTOR, z)                                   \
+            NORMKIT_WRITE(T, VECTOR, out, n, streaming, NORMKIT_LOAD(VECTOR, y + j), y[j]); \
+        } else {                                                                          \
+            NORMKIT_EPILOGUE_BODY(T, SUFFIX, VECTOR, z)                                   \
+        }                                                                                 \
+    }
+
+typedef int normkit_int4 __attribute__((vector_size(16)));
+typedef long long normkit_long2 __attribute__((vector_size(16)));
+
+NORMKIT_EPILOGUE(float, f, normkit_float4, normkit_int4)
+NORMKIT_EPILOGUE(double, d, normkit_double2, normkit_long2)

@@ -56,4 +56,16 @@ void normkit_combine_columns_d(const double *dy, const double *x, double *dx, lo
                                const double *mean, const double *a, const double *b,
                                const double *c, int streaming);
 
+/* The fused epilogue of a layer's output pass: y[j] = act(z[j] + r[j]), r
+   optional (NULL), act the identity or, when relu != 0, relu(v) = v > 0 or NaN
+   ? v : +0; also written to keep when keep is not NULL. z may be y. */
+void normkit_epilogue_f(const float *z, const float *r, float *y, float *keep, long n, int relu,
+                        int streaming);
+void normkit_epilogue_d(const double *z, const double *r, double *y, double *keep, long n,
+                        int relu, int streaming);
+
+/* g[j] = y[j] > 0 ? dy[j] : 0: the gradient through a ReLU whose output was y. */
+void normkit_relu_mask_f(const float *dy, const float *y, float *g, long n);
+void normkit_relu_mask_d(const double *dy, const double *y, double *g, long n);
+
 #endif

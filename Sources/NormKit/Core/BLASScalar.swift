@@ -123,6 +123,19 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
         a: Self, b: Self, gamma: UnsafePointer<Self>, dx: UnsafeMutablePointer<Self>,
         streaming: Bool)
 
+    /// The fused epilogue `y[j] = act(z[j] + r[j])` (`r` optional; `act` the
+    /// identity or ReLU), also written to `keep` when given, with streaming
+    /// stores when `streaming` (`normkit_epilogue_*`). `z` may be `y`.
+    @_spi(BLAS) static func epilogue(
+        count: Int, z: UnsafePointer<Self>, residual: UnsafePointer<Self>?,
+        y: UnsafeMutablePointer<Self>, keep: UnsafeMutablePointer<Self>?, relu: Bool,
+        streaming: Bool)
+
+    /// `g[j] = y[j] > 0 ? dy[j] : 0`, the gradient through a ReLU whose output
+    /// was `y` (`normkit_relu_mask_*`).
+    @_spi(BLAS) static func reluMask(
+        count: Int, dy: UnsafePointer<Self>, y: UnsafePointer<Self>, g: UnsafeMutablePointer<Self>)
+
     /// `y[j] = (x[j] - mean[j])·scale[j] + shift[j]` over `count` features,
     /// with streaming stores when `streaming` (`normkit_normalize_columns_*`).
     @_spi(BLAS) static func normalizeColumns(
@@ -241,6 +254,26 @@ extension BLASScalar {
     ) {
         combine(count: count, dy: dy, x: x, mean: mean, invstd: invstd, a: a, b: b,
                 gamma: gamma, dx: dx, streaming: streaming)
+    }
+
+    /// The fused epilogue over one run
+    /// (``epilogue(count:z:residual:y:keep:relu:streaming:)``).
+    @usableFromInline @inline(__always)
+    static func epilogueRow(
+        count: Int, z: UnsafePointer<Self>, residual: UnsafePointer<Self>?,
+        into y: UnsafeMutablePointer<Self>, keep: UnsafeMutablePointer<Self>?, relu: Bool,
+        streaming: Bool
+    ) {
+        epilogue(count: count, z: z, residual: residual, y: y, keep: keep, relu: relu,
+                 streaming: streaming)
+    }
+
+    /// The gradient through a ReLU over one run (``reluMask(count:dy:y:g:)``).
+    @usableFromInline @inline(__always)
+    static func reluMaskRow(
+        count: Int, dy: UnsafePointer<Self>, y: UnsafePointer<Self>, into g: UnsafeMutablePointer<Self>
+    ) {
+        reluMask(count: count, dy: dy, y: y, g: g)
     }
 
     /// BatchNorm's normalize pass over one row

@@ -141,6 +141,24 @@ extension Double: BLASScalar {
         normkit_combine_d(dy, x, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0)
     }
 
+    /// `normkit_epilogue_d`.
+    @_spi(BLAS)
+    public static func epilogue(
+        count: Int, z: UnsafePointer<Double>, residual: UnsafePointer<Double>?,
+        y: UnsafeMutablePointer<Double>, keep: UnsafeMutablePointer<Double>?, relu: Bool,
+        streaming: Bool
+    ) {
+        normkit_epilogue_d(z, residual, y, keep, count, relu ? 1 : 0, streaming ? 1 : 0)
+    }
+
+    /// `normkit_relu_mask_d`.
+    @_spi(BLAS)
+    public static func reluMask(
+        count: Int, dy: UnsafePointer<Double>, y: UnsafePointer<Double>, g: UnsafeMutablePointer<Double>
+    ) {
+        normkit_relu_mask_d(dy, y, g, count)
+    }
+
     /// `normkit_normalize_columns_d`.
     @_spi(BLAS)
     public static func normalizeColumns(

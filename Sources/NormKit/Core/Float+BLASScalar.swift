@@ -141,6 +141,24 @@ extension Float: BLASScalar {
         normkit_combine_f(dy, x, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0)
     }
 
+    /// `normkit_epilogue_f`.
+    @_spi(BLAS)
+    public static func epilogue(
+        count: Int, z: UnsafePointer<Float>, residual: UnsafePointer<Float>?,
+        y: UnsafeMutablePointer<Float>, keep: UnsafeMutablePointer<Float>?, relu: Bool,
+        streaming: Bool
+    ) {
+        normkit_epilogue_f(z, residual, y, keep, count, relu ? 1 : 0, streaming ? 1 : 0)
+    }
+
+    /// `normkit_relu_mask_f`.
+    @_spi(BLAS)
+    public static func reluMask(
+        count: Int, dy: UnsafePointer<Float>, y: UnsafePointer<Float>, g: UnsafeMutablePointer<Float>
+    ) {
+        normkit_relu_mask_f(dy, y, g, count)
+    }
+
     /// `normkit_normalize_columns_f`.
     @_spi(BLAS)
     public static func normalizeColumns(

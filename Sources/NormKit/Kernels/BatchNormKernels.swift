@@ -418,7 +418,7 @@ extension BatchNormKernels {
     /// `y = act((x - mean_c) * scale_c + shift_c + residual)` over the
     /// geometry (the `epilogue`'s residual and activation, applied while a row
     /// of the matrix geometry is in L1: through `row`, `channels` scalars of
-    /// scratch, so that `y` is written once).
+    /// scratch and a page of slack to place them, so that `y` is written once).
     @inlinable
     static func normalize<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, geometry g: ChannelGeometry,
@@ -433,11 +433,13 @@ extension BatchNormKernels {
                           shift: shift, y: y, streaming: streaming)
                 return
             }
+            // Half a page from x's offset in a page (4K aliasing; see `Workspace.placed`).
+            let row = Workspace<Scalar>.placed(scratchRow, awayFrom: x, by: 2048)
             for i in 0..<g.outer {
                 let offset = i * g.channels
                 Scalar.normalizeRow(count: g.channels, x: x + offset, mean: mean, scale: scale,
-                                    shift: shift, into: scratchRow, streaming: false)
-                epilogue.advanced(by: offset).apply(scratchRow, count: g.channels,
+                                    shift: shift, into: row, streaming: false)
+                epilogue.advanced(by: offset).apply(row, count: g.channels,
                                                     into: y + offset, streaming: streaming)
             }
             S.fence(streaming)
@@ -454,7 +456,7 @@ extension BatchNormKernels {
             } else {
                 epilogue.advanced(by: offset).write(
                     y + offset, count: g.inner, streaming: streaming,
-                    z: { t in (row[t] - m) * a + b }, zv: { t in (S.load(row + t) - m) * a + b })
+                    z: { t in (row[t] - m) * a + b })
             }
         }
         S.fence(streaming)

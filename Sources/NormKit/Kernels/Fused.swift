@@ -46,61 +46,39 @@ struct Epilogue<Scalar: BLASScalar> {
                  keep: keep.map { $0 + offset })
     }
 
-    /// `relu(v)`: `v` when `v > 0` or NaN, `+0` otherwise.
-    @inlinable @inline(__always)
-    static func relu(_ v: Scalar) -> Scalar { v > 0 || v.isNaN ? v : 0 }
-
-    /// ``relu(_:)-(Scalar)`` lane by lane.
-    @inlinable @inline(__always)
-    static func relu(_ v: SIMD4<Scalar>) -> SIMD4<Scalar> {
-        v.replacing(with: 0, where: .!(v .> 0) .& (v .== v))
-    }
-
-    /// `act(z + residual[t])` for the value `z` at index `t` of the run.
-    @inlinable @inline(__always)
-    func value(_ z: Scalar, at t: Int) -> Scalar {
-        var v = z
-        if let r = residual { v += r[t] }
-        return relu ? Self.relu(v) : v
-    }
-
-    /// ``value(_:at:)`` for the four values at `t ..< t + 4`.
-    @inlinable @inline(__always)
-    func vector(_ z: SIMD4<Scalar>, at t: Int) -> SIMD4<Scalar> {
-        var v = z
-        if let r = residual { v += StreamingStores.load(r + t) }
-        return relu ? Self.relu(v) : v
-    }
-
     /// `y[t] = act(z[t] + residual[t])` for `t < count` (and the same into
     /// `keep`), with streaming stores when `streaming`; `z` may be `y` (in
-    /// place) when there is nothing to keep.
+    /// place) when there is nothing to keep. One C pass
+    /// (``BLASScalar/epilogue(count:z:residual:y:keep:relu:streaming:)``).
     @inlinable
     func apply(_ z: UnsafePointer<Scalar>, count: Int, into y: UnsafeMutablePointer<Scalar>,
                streaming: Bool) {
-        typealias S = StreamingStores
-        if let keep {
-            S.write(keep, count: count, streaming: streaming,
-                    value: { t in value(z[t], at: t) },
-                    vector: { t in vector(S.load(z + t), at: t) })
-        }
-        S.write(y, count: count, streaming: streaming,
-                value: { t in value(z[t], at: t) },
-                vector: { t in vector(S.load(z + t), at: t) })
+        Scalar.epilogueRow(count: count, z: z, residual: residual, into: y, keep: keep, relu: relu,
+                           streaming: streaming)
     }
 
     /// ``apply(_:count:into:streaming:)`` for a run whose values come from a
-    /// closure (the slab paths' affine maps): `z(t)` and `zv(t)` for four.
+    /// closure (the slab paths' affine maps): `z(t)` is computed into a
+    /// stack piece of 512 values at a time (in L1), which the C pass reads.
     @inlinable @inline(__always)
     func write(_ y: UnsafeMutablePointer<Scalar>, count: Int, streaming: Bool,
-               z: (Int) -> Scalar, zv: (Int) -> SIMD4<Scalar>) {
-        typealias S = StreamingStores
-        if let keep {
-            S.write(keep, count: count, streaming: streaming,
-                    value: { t in value(z(t), at: t) }, vector: { t in vector(zv(t), at: t) })
+               z: (Int) -> Scalar) {
+        if !streaming {
+            // y's lines come into cache anyway: z there, then the C pass in place.
+            for t in 0..<count { y[t] = z(t) }
+            apply(y, count: count, into: y, streaming: false)
+            return
         }
-        S.write(y, count: count, streaming: streaming,
-                value: { t in value(z(t), at: t) }, vector: { t in vector(zv(t), at: t) })
+        withUnsafeTemporaryAllocation(of: Scalar.self, capacity: 512) { piece in
+            let p = piece.baseAddress!
+            var start = 0
+            while start < count {
+                let n = min(512, count - start)
+                for t in 0..<n { p[t] = z(start + t) }
+                advanced(by: start).apply(p, count: n, into: y + start, streaming: streaming)
+                start += n
+            }
+        }
     }
 }
 
@@ -125,13 +103,13 @@ enum Fused {
     }
 
     /// `g = y > 0 ? dy : 0`: the gradient through a ReLU whose output was `y`
-    /// (0 where the ReLU's input was 0, negative or NaN).
+    /// (0 where the ReLU's input was 0, negative or NaN); one C pass.
     @inlinable
     static func mask<Scalar: BLASScalar>(
         _ dy: UnsafePointer<Scalar>, output y: UnsafePointer<Scalar>, count: Int,
         into g: UnsafeMutablePointer<Scalar>
     ) {
-        for j in 0..<count { g[j] = y[j] > 0 ? dy[j] : 0 }
+        Scalar.reluMaskRow(count: count, dy: dy, y: y, into: g)
     }
 
     /// `dx += ds`, `count` values.

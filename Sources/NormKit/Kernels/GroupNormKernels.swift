@@ -122,8 +122,7 @@ enum GroupNormKernels {
                 } else {
                     epilogue.advanced(by: offset).write(
                         y + offset, count: hw, streaming: streaming,
-                        z: { t in (row[t] - m) * a + shift },
-                        zv: { t in (S.load(row + t) - m) * a + shift })
+                        z: { t in (row[t] - m) * a + shift })
                 }
             }
         }

@@ -35,7 +35,10 @@ enum BatchStatistics {
                                     backend: backend)
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
         // Per worker: the moments' block and vectors; per chunk: its mean and M2.
-        let perWorker = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 3))
+        // A fused epilogue's scratch row, with a page to place it, fits too.
+        let fused = residual != nil || activation != .none
+        let perWorker = max(Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 3)),
+                            fused ? Workspace<Scalar>.lines(channels) + Workspace<Scalar>.pageScalars : 0)
         // Then the batch variance, then the exchange's scratch.
         let shared = split.workers * perWorker + split.chunks * 2 * channels
         // The batch's values per statistic: this process's, or the exchange's total.
@@ -196,7 +199,7 @@ enum BatchStatistics {
         let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
                                     backend: backend)
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
-        let perWorker = Workspace<Scalar>.lines(channels)
+        let perWorker = Workspace<Scalar>.lines(channels) + Workspace<Scalar>.pageScalars
         let vectorsAt = split.workers * perWorker
         let scratchCount = vectorsAt + Workspace<Scalar>.spreadScratch(3, of: channels)
         let failure: NormError? = workspace.withRegions(ones: 0, scratch: scratchCount) { _, scratch in
