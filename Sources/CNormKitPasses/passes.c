@@ -108,29 +108,35 @@ NORMKIT_COLUMN_PASSES(double, d, normkit_double2)
 // mask of the bits, so that -0 becomes +0 and NaN passes. z may be y: that case
 // has its own loops reading y, which the compiler vectorizes without the
 // overlap check that sends z == y to its scalar loop.
-#define NORMKIT_EPILOGUE_BODY(T, SUFFIX, VECTOR, SRC)                                     \
+#define NORMKIT_EPILOGUE_EXPR(T, SUFFIX, VECTOR, ZV, ZS)                                  \
     if (r && relu) {                                                                      \
         if (keep) NORMKIT_WRITE(T, VECTOR, keep, n, streaming,                            \
-            normkit_relu_v_##SUFFIX(NORMKIT_LOAD(VECTOR, SRC + j) + NORMKIT_LOAD(VECTOR, r + j)), \
-            normkit_relu_##SUFFIX(SRC[j] + r[j]));                                        \
+            normkit_relu_v_##SUFFIX((ZV) + NORMKIT_LOAD(VECTOR, r + j)),                  \
+            normkit_relu_##SUFFIX((ZS) + r[j]));                                          \
         NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
-            normkit_relu_v_##SUFFIX(NORMKIT_LOAD(VECTOR, SRC + j) + NORMKIT_LOAD(VECTOR, r + j)), \
-            normkit_relu_##SUFFIX(SRC[j] + r[j]));                                        \
+            normkit_relu_v_##SUFFIX((ZV) + NORMKIT_LOAD(VECTOR, r + j)),                  \
+            normkit_relu_##SUFFIX((ZS) + r[j]));                                          \
     } else if (r) {                                                                       \
         if (keep) NORMKIT_WRITE(T, VECTOR, keep, n, streaming,                            \
-            NORMKIT_LOAD(VECTOR, SRC + j) + NORMKIT_LOAD(VECTOR, r + j), SRC[j] + r[j]);  \
+            (ZV) + NORMKIT_LOAD(VECTOR, r + j), (ZS) + r[j]);                             \
         NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
-            NORMKIT_LOAD(VECTOR, SRC + j) + NORMKIT_LOAD(VECTOR, r + j), SRC[j] + r[j]);  \
+            (ZV) + NORMKIT_LOAD(VECTOR, r + j), (ZS) + r[j]);                             \
     } else if (relu) {                                                                    \
         if (keep) NORMKIT_WRITE(T, VECTOR, keep, n, streaming,                            \
-            normkit_relu_v_##SUFFIX(NORMKIT_LOAD(VECTOR, SRC + j)), normkit_relu_##SUFFIX(SRC[j])); \
+            normkit_relu_v_##SUFFIX(ZV), normkit_relu_##SUFFIX(ZS));                      \
         NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
-            normkit_relu_v_##SUFFIX(NORMKIT_LOAD(VECTOR, SRC + j)), normkit_relu_##SUFFIX(SRC[j])); \
+            normkit_relu_v_##SUFFIX(ZV), normkit_relu_##SUFFIX(ZS));                      \
     } else {                                                                              \
-        if (keep) NORMKIT_WRITE(T, VECTOR, keep, n, streaming,                            \
-            NORMKIT_LOAD(VECTOR, SRC + j), SRC[j]);                                       \
-        NORMKIT_WRITE(T, VECTOR, y, n, streaming, NORMKIT_LOAD(VECTOR, SRC + j), SRC[j]); \
+        if (keep) NORMKIT_WRITE(T, VECTOR, keep, n, streaming, ZV, ZS);                   \
+        NORMKIT_WRITE(T, VECTOR, y, n, streaming, ZV, ZS);                                \
     }
+
+#define NORMKIT_EPILOGUE_BODY(T, SUFFIX, VECTOR, SRC)                                     \
+    NORMKIT_EPILOGUE_EXPR(T, SUFFIX, VECTOR, NORMKIT_LOAD(VECTOR, SRC + j), SRC[j])
+
+#define NORMKIT_NORMALIZE_Z(VECTOR, X)                                                    \
+    (NORMKIT_LOAD(VECTOR, X + j) - NORMKIT_LOAD(VECTOR, mean + j)) * NORMKIT_LOAD(VECTOR, scale + j) \
+        + NORMKIT_LOAD(VECTOR, shift + j)
 
 #define NORMKIT_EPILOGUE(T, SUFFIX, VECTOR, MASK)                                         \
     static inline T normkit_relu_##SUFFIX(T v) { return (v > 0 || v != v) ? v : (T)0; }   \
@@ -140,6 +146,17 @@ NORMKIT_COLUMN_PASSES(double, d, normkit_double2)
     }                                                                                     \
     NORMKIT_CLONES void normkit_relu_mask_##SUFFIX(const T *dy, const T *y, T *g, long n) { \
         for (long j = 0; j < n; j++) g[j] = y[j] > 0 ? dy[j] : (T)0;                      \
+    }                                                                                     \
+    NORMKIT_CLONES void normkit_normalize_columns_epilogue_##SUFFIX(                      \
+            const T *x, T *y, long n, const T *mean, const T *scale, const T *shift,      \
+            const T *r, T *keep, int relu, int streaming) {                               \
+        if (x == y && !keep) {                                                            \
+            NORMKIT_EPILOGUE_EXPR(T, SUFFIX, VECTOR, NORMKIT_NORMALIZE_Z(VECTOR, y),      \
+                                  (y[j] - mean[j]) * scale[j] + shift[j])                 \
+        } else {                                                                          \
+            NORMKIT_EPILOGUE_EXPR(T, SUFFIX, VECTOR, NORMKIT_NORMALIZE_Z(VECTOR, x),      \
+                                  (x[j] - mean[j]) * scale[j] + shift[j])                 \
+        }                                                                                 \
     }                                                                                     \
     NORMKIT_CLONES void normkit_epilogue_##SUFFIX(const T *z, const T *r, T *y, T *keep,  \
                                                   long n, int relu, int streaming) {      \

@@ -64,6 +64,15 @@ void normkit_epilogue_f(const float *z, const float *r, float *y, float *keep, l
 void normkit_epilogue_d(const double *z, const double *r, double *y, double *keep, long n,
                         int relu, int streaming);
 
+/* y[j] = act((x[j] - mean[j]) * scale[j] + shift[j] + r[j]): BatchNorm's
+   normalize pass and the epilogue in one loop; r, keep optional as above. x may be y. */
+void normkit_normalize_columns_epilogue_f(const float *x, float *y, long n, const float *mean,
+                                          const float *scale, const float *shift, const float *r,
+                                          float *keep, int relu, int streaming);
+void normkit_normalize_columns_epilogue_d(const double *x, double *y, long n, const double *mean,
+                                          const double *scale, const double *shift,
+                                          const double *r, double *keep, int relu, int streaming);
+
 /* g[j] = y[j] > 0 ? dy[j] : 0: the gradient through a ReLU whose output was y. */
 void normkit_relu_mask_f(const float *dy, const float *y, float *g, long n);
 void normkit_relu_mask_d(const double *dy, const double *y, double *g, long n);

@@ -131,6 +131,15 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
         y: UnsafeMutablePointer<Self>, keep: UnsafeMutablePointer<Self>?, relu: Bool,
         streaming: Bool)
 
+    /// ``normalizeColumns(count:x:mean:scale:shift:y:streaming:)`` followed by
+    /// ``epilogue(count:z:residual:y:keep:relu:streaming:)`` in one loop
+    /// (`normkit_normalize_columns_epilogue_*`). `x` may be `y`.
+    @_spi(BLAS) static func normalizeColumnsEpilogue(
+        count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
+        scale: UnsafePointer<Self>, shift: UnsafePointer<Self>, residual: UnsafePointer<Self>?,
+        y: UnsafeMutablePointer<Self>, keep: UnsafeMutablePointer<Self>?, relu: Bool,
+        streaming: Bool)
+
     /// `g[j] = y[j] > 0 ? dy[j] : 0`, the gradient through a ReLU whose output
     /// was `y` (`normkit_relu_mask_*`).
     @_spi(BLAS) static func reluMask(
@@ -266,6 +275,20 @@ extension BLASScalar {
     ) {
         epilogue(count: count, z: z, residual: residual, y: y, keep: keep, relu: relu,
                  streaming: streaming)
+    }
+
+    /// BatchNorm's normalize pass and the fused epilogue over one row
+    /// (``normalizeColumnsEpilogue(count:x:mean:scale:shift:residual:y:keep:relu:streaming:)``).
+    @usableFromInline @inline(__always)
+    static func normalizeEpilogueRow(
+        count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
+        scale: UnsafePointer<Self>, shift: UnsafePointer<Self>, residual: UnsafePointer<Self>?,
+        into y: UnsafeMutablePointer<Self>, keep: UnsafeMutablePointer<Self>?, relu: Bool,
+        streaming: Bool
+    ) {
+        normalizeColumnsEpilogue(count: count, x: x, mean: mean, scale: scale, shift: shift,
+                                 residual: residual, y: y, keep: keep, relu: relu,
+                                 streaming: streaming)
     }
 
     /// The gradient through a ReLU over one run (``reluMask(count:dy:y:g:)``).

@@ -151,6 +151,18 @@ extension Double: BLASScalar {
         normkit_epilogue_d(z, residual, y, keep, count, relu ? 1 : 0, streaming ? 1 : 0)
     }
 
+    /// `normkit_normalize_columns_epilogue_d`.
+    @_spi(BLAS)
+    public static func normalizeColumnsEpilogue(
+        count: Int, x: UnsafePointer<Double>, mean: UnsafePointer<Double>,
+        scale: UnsafePointer<Double>, shift: UnsafePointer<Double>, residual: UnsafePointer<Double>?,
+        y: UnsafeMutablePointer<Double>, keep: UnsafeMutablePointer<Double>?, relu: Bool,
+        streaming: Bool
+    ) {
+        normkit_normalize_columns_epilogue_d(x, y, count, mean, scale, shift, residual, keep,
+                                                relu ? 1 : 0, streaming ? 1 : 0)
+    }
+
     /// `normkit_relu_mask_d`.
     @_spi(BLAS)
     public static func reluMask(

@@ -151,6 +151,18 @@ extension Float: BLASScalar {
         normkit_epilogue_f(z, residual, y, keep, count, relu ? 1 : 0, streaming ? 1 : 0)
     }
 
+    /// `normkit_normalize_columns_epilogue_f`.
+    @_spi(BLAS)
+    public static func normalizeColumnsEpilogue(
+        count: Int, x: UnsafePointer<Float>, mean: UnsafePointer<Float>,
+        scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, residual: UnsafePointer<Float>?,
+        y: UnsafeMutablePointer<Float>, keep: UnsafeMutablePointer<Float>?, relu: Bool,
+        streaming: Bool
+    ) {
+        normkit_normalize_columns_epilogue_f(x, y, count, mean, scale, shift, residual, keep,
+                                                relu ? 1 : 0, streaming ? 1 : 0)
+    }
+
     /// `normkit_relu_mask_f`.
     @_spi(BLAS)
     public static func reluMask(

@@ -416,31 +416,28 @@ extension BatchNormKernels {
     }
 
     /// `y = act((x - mean_c) * scale_c + shift_c + residual)` over the
-    /// geometry (the `epilogue`'s residual and activation, applied while a row
-    /// of the matrix geometry is in L1: through `row`, `channels` scalars of
-    /// scratch and a page of slack to place them, so that `y` is written once).
+    /// geometry (the `epilogue`'s residual and activation: in the same C loop
+    /// for the matrix geometry, through a piece in L1 for the slabs).
     @inlinable
     static func normalize<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, geometry g: ChannelGeometry,
         mean: UnsafePointer<Scalar>, scale: UnsafePointer<Scalar>, shift: UnsafePointer<Scalar>,
         y: UnsafeMutablePointer<Scalar>, streaming: Bool,
-        epilogue: Epilogue<Scalar> = .identity, row scratchRow: UnsafeMutablePointer<Scalar>? = nil
+        epilogue: Epilogue<Scalar> = .identity
     ) {
         typealias S = StreamingStores
         if g.inner == 1 {
-            guard !epilogue.isIdentity, let scratchRow else {
+            guard !epilogue.isIdentity else {
                 normalize(x: x, rows: g.outer, columns: g.channels, mean: mean, scale: scale,
                           shift: shift, y: y, streaming: streaming)
                 return
             }
-            // Half a page from x's offset in a page (4K aliasing; see `Workspace.placed`).
-            let row = Workspace<Scalar>.placed(scratchRow, awayFrom: x, by: 2048)
             for i in 0..<g.outer {
-                let offset = i * g.channels
-                Scalar.normalizeRow(count: g.channels, x: x + offset, mean: mean, scale: scale,
-                                    shift: shift, into: row, streaming: false)
-                epilogue.advanced(by: offset).apply(row, count: g.channels,
-                                                    into: y + offset, streaming: streaming)
+                let offset = i * g.channels, e = epilogue.advanced(by: offset)
+                Scalar.normalizeEpilogueRow(count: g.channels, x: x + offset, mean: mean,
+                                            scale: scale, shift: shift, residual: e.residual,
+                                            into: y + offset, keep: e.keep, relu: e.relu,
+                                            streaming: streaming)
             }
             S.fence(streaming)
             return

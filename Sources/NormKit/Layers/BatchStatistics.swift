@@ -35,10 +35,7 @@ enum BatchStatistics {
                                     backend: backend)
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
         // Per worker: the moments' block and vectors; per chunk: its mean and M2.
-        // A fused epilogue's scratch row, with a page to place it, fits too.
-        let fused = residual != nil || activation != .none
-        let perWorker = max(Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 3)),
-                            fused ? Workspace<Scalar>.lines(channels) + Workspace<Scalar>.pageScalars : 0)
+        let perWorker = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 3))
         // Then the batch variance, then the exchange's scratch.
         let shared = split.workers * perWorker + split.chunks * 2 * channels
         // The batch's values per statistic: this process's, or the exchange's total.
@@ -122,8 +119,7 @@ enum BatchStatistics {
                     normalizePass(split: split, geometry: g, x: x, y: y, vectors: lines,
                                   stride: stride, streaming: streaming,
                                   epilogue: Epilogue(residual: residual, activation: activation,
-                                                     keep: keep),
-                                  rows: scratch, perWorker: perWorker)
+                                                     keep: keep))
                 }
                 return nil
             }}}}
@@ -158,19 +154,16 @@ enum BatchStatistics {
     /// The normalize pass over the chunks of `split`:
     /// `y = act((x - mean) * scale + shift + residual)` (the epilogue's), with
     /// the mean, scale and shift at `vectors`, `vectors + stride` and
-    /// `vectors + 2 * stride`, and a scratch row for each worker at `rows`
-    /// (`perWorker` scalars apart, each at least `channels`).
+    /// `vectors + 2 * stride`.
     @inlinable
     static func normalizePass<Scalar: BLASScalar>(
         split: Threading.Split, geometry g: ChannelGeometry, x: UnsafePointer<Scalar>,
         y: UnsafeMutablePointer<Scalar>, vectors: UnsafeMutablePointer<Scalar>, stride: Int,
-        streaming: Bool, epilogue: Epilogue<Scalar>, rows: UnsafeMutablePointer<Scalar>,
-        perWorker: Int
+        streaming: Bool, epilogue: Epilogue<Scalar>
     ) {
         let context = (split: split, g: g, x: x, y: y, vectors: UnsafePointer(vectors),
-                       stride: stride, streaming: streaming, epilogue: epilogue, rows: rows,
-                       perWorker: perWorker)
-        Threading.run(split, context) { c, chunk, worker in
+                       stride: stride, streaming: streaming, epilogue: epilogue)
+        Threading.run(split, context) { c, chunk, _ in
             let c = c.pointee
             let rows = c.split.rows(ofChunk: chunk)
             let offset = rows.lowerBound * c.g.channels * c.g.inner
@@ -178,8 +171,7 @@ enum BatchStatistics {
                 x: c.x + offset,
                 geometry: ChannelGeometry(outer: rows.count, channels: c.g.channels, inner: c.g.inner),
                 mean: c.vectors, scale: c.vectors + c.stride, shift: c.vectors + 2 * c.stride,
-                y: c.y + offset, streaming: c.streaming, epilogue: c.epilogue.advanced(by: offset),
-                row: c.rows + worker * c.perWorker)
+                y: c.y + offset, streaming: c.streaming, epilogue: c.epilogue.advanced(by: offset))
         }
     }
 
@@ -199,12 +191,9 @@ enum BatchStatistics {
         let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
                                     backend: backend)
         let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
-        let perWorker = Workspace<Scalar>.lines(channels) + Workspace<Scalar>.pageScalars
-        let vectorsAt = split.workers * perWorker
-        let scratchCount = vectorsAt + Workspace<Scalar>.spreadScratch(3, of: channels)
+        let scratchCount = Workspace<Scalar>.spreadScratch(3, of: channels)
         let failure: NormError? = workspace.withRegions(ones: 0, scratch: scratchCount) { _, scratch in
-            let (lines, stride) = Workspace<Scalar>.spread(3, of: channels, in: scratch + vectorsAt,
-                                                           awayFrom: x)
+            let (lines, stride) = Workspace<Scalar>.spread(3, of: channels, in: scratch, awayFrom: x)
             let scale = lines + stride, shift = lines + 2 * stride
             for c in 0..<channels {
                 let invstd = 1 / (runningVariance[c] + epsilon).squareRoot()
@@ -215,8 +204,7 @@ enum BatchStatistics {
             }
             guard g.outer > 0 else { return nil }
             normalizePass(split: split, geometry: g, x: x, y: y, vectors: lines, stride: stride,
-                          streaming: streaming, epilogue: epilogue, rows: scratch,
-                          perWorker: perWorker)
+                          streaming: streaming, epilogue: epilogue)
             return nil
         }
         if let failure { throw failure }
