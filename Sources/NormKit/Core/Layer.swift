@@ -161,8 +161,8 @@ where Cache == NormCache<Scalar> {
     /// own memory (in place). Equals `forward(mode: .inference)`'s output bit
     /// for bit and changes no state; layers with running statistics use them
     /// (the synchronized layers communicate nothing), the others compute the
-    /// input's statistics as their forward does, and ``activation`` (where a
-    /// layer has one) applies.
+    /// input's statistics as their forward does, and the layer's `activation`
+    /// (where it has one) applies.
     /// - Throws: ``NormError/bufferCountMismatch(name:expected:actual:)`` when
     ///   `input` or `output` does not hold `product(shape)` scalars, and the
     ///   layer's forward errors.

@@ -37,10 +37,13 @@ public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
     @usableFromInline var storedGradients: NormGradients<Scalar>
     @usableFromInline var storedCache: NormCache<Scalar>
     @usableFromInline var workspace: Workspace<Scalar>
+    /// The sum of a residual forward (``ResidualNormalizationLayer``); empty until one runs.
+    @usableFromInline var storedSum: Tensor<Scalar>
 
     /// A step around `layer`, with empty buffers that the first pass sizes.
     public init(_ layer: Layer) {
         self.layer = layer
+        storedSum = .empty
         storedOutput = .empty
         storedGradients = NormGradients()
         storedCache = NormCache()
@@ -150,6 +153,69 @@ public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
     public mutating func backward(_ outputGradient: Span<Scalar>) throws(NormError) {
         let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
             do throws(NormError) { try backward(dy); return nil } catch { return error }
+        }
+        if let failure { throw failure }
+    }
+}
+
+extension NormalizationStep where Layer: ResidualNormalizationLayer {
+    /// `input + residual` of the last residual forward pass (the next
+    /// block's residual); empty before one, unspecified after one that threw.
+    public var sum: Tensor<Scalar> { storedSum }
+
+    /// Normalizes `input + residual` (both of `shape`) into ``output``,
+    /// writing the sum into ``sum``, with the layer's residual forward pass.
+    /// - Throws: the layer's errors, and
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)`` naming the
+    ///   buffer of the wrong size. The layer's state is unchanged after a throw.
+    /// - Complexity: O(product of `shape`).
+    @inlinable
+    public mutating func forward(_ input: UnsafeBufferPointer<Scalar>,
+                                 residual: UnsafeBufferPointer<Scalar>, shape: [Int],
+                                 mode: Mode = .training) throws(NormError) {
+        do throws(NormError) {
+            _ = try Tensor<Scalar>.elementCount(of: shape)
+        } catch {
+            throw layer.refusingForward(error, mode: mode)
+        }
+        storedOutput.prepare(shape: shape)
+        storedSum.prepare(shape: shape)
+        let failure: NormError? = storedOutput.withUnsafeMutableBufferPointer { y in
+            storedSum.withUnsafeMutableBufferPointer { s in
+                do throws(NormError) {
+                    try layer.forward(input, residual: residual, shape: shape, mode: mode, into: y,
+                                      sum: s, cache: &storedCache, workspace: &workspace)
+                    return nil
+                } catch { return error }
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Backpropagates `outputGradient` through the last forward pass and adds
+    /// `sumGradient` (the gradient reaching ``sum`` from later blocks) into
+    /// ``gradients``' input gradient, which is also the residual's.
+    /// - Throws: as ``backward(_:)-(UnsafeBufferPointer<Scalar>)``, and
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)`` naming `sumGradient`.
+    /// - Complexity: O(count of the last forward input).
+    @inlinable
+    public mutating func backward(_ outputGradient: UnsafeBufferPointer<Scalar>,
+                                  sumGradient: UnsafeBufferPointer<Scalar>) throws(NormError) {
+        do throws(NormError) {
+            try Validation.origin(storedCache, expected: layer.cacheOrigin)
+        } catch {
+            throw layer.refusingBackward(error, cache: storedCache)
+        }
+        let failure = storedGradients.withBuffers(
+            outputGradient: outputGradient, shape: storedCache.input.shape,
+            parameterCount: storedCache.gamma.count
+        ) { b in
+            do throws(NormError) {
+                try layer.backward(b.dy, sumGradient: sumGradient, cache: storedCache,
+                                   inputGradient: b.dx, gammaGradient: b.dgamma,
+                                   betaGradient: b.dbeta, workspace: &workspace)
+                return nil
+            } catch { return error }
         }
         if let failure { throw failure }
     }
