@@ -433,3 +433,124 @@ struct FusedTests {
                     .activation == .relu)
     }
 }
+
+extension FusedTests {
+    @Test("a NormalizationStep of LayerNorm takes a residual and a sum gradient")
+    func residualStep() throws {
+        let shape = [33, 70]
+        let x: Tensor<Float> = randomInput(shape, scale: 2, shift: 3, seed: 1)
+        let r: Tensor<Float> = randomInput(shape, scale: 1, shift: 0.1, seed: 2)
+        let dy: Tensor<Float> = randomInput(shape, seed: 3)
+        var step = NormalizationStep(try LayerNorm<Float>(featureCount: 70))
+        try x.withUnsafeBufferPointer { xb in
+            try r.withUnsafeBufferPointer { rb in try step.forward(xb, residual: rb, shape: shape) }
+        }
+        try dy.withUnsafeBufferPointer { g in try step.backward(g, sumGradient: g) }
+        var ln = try LayerNorm<Float>(featureCount: 70)
+        let (y, s, cache) = try ln.forward(x, residual: r, mode: .training)
+        let grads = try ln.backward(dy, sumGradient: dy, cache: cache)
+        #expect(sameBits(step.output.scalars, y.scalars) && sameBits(step.sum.scalars, s.scalars))
+        #expect(sameBits(step.gradients.input.scalars, grads.input.scalars))
+    }
+}
+
+extension ProcessWideTests {
+    /// The fused forms split over threads as the plain ones do: the same bits
+    /// at 1, 2, 3 and 7 threads, and nothing allocated per call once sized.
+    @Suite("Fused passes over threads")
+    struct FusedThreadTests {
+        func run<L: ActivatedNormalizationLayer>(_ layer: L, shape: [Int], threads: Int) throws -> [[L.Scalar]] {
+            let before = Threading.threadCount, grain = Threading.minimumBytesPerWorker
+            defer { Threading.threadCount = before; Threading.minimumBytesPerWorker = grain }
+            Threading.threadCount = threads
+            Threading.minimumBytesPerWorker = 0
+            var layer = layer
+            layer.activation = .relu
+            let x: Tensor<L.Scalar> = randomInput(shape, scale: 3, shift: 5, seed: 1)
+            let r: Tensor<L.Scalar> = randomInput(shape, scale: 1, seed: 2)
+            let (y, cache) = try layer.forward(x, residual: r, mode: .training)
+            var g = NormGradients<L.Scalar>(), dr = try Tensor<L.Scalar>(zeros: [0])
+            var workspace = Workspace<L.Scalar>()
+            try layer.backward(r, cache: cache, into: &g, residualGradient: &dr, workspace: &workspace)
+            return [y.scalars, g.input.scalars, g.gamma, g.beta, dr.scalars, try layer.infer(x).scalars]
+        }
+
+        func runResidual<L: ResidualNormalizationLayer>(_ layer: L, shape: [Int], threads: Int) throws -> [[L.Scalar]] {
+            let before = Threading.threadCount, grain = Threading.minimumBytesPerWorker
+            defer { Threading.threadCount = before; Threading.minimumBytesPerWorker = grain }
+            Threading.threadCount = threads
+            Threading.minimumBytesPerWorker = 0
+            var layer = layer
+            let x: Tensor<L.Scalar> = randomInput(shape, scale: 3, shift: 5, seed: 1)
+            let r: Tensor<L.Scalar> = randomInput(shape, scale: 1, seed: 2)
+            let (y, s, cache) = try layer.forward(x, residual: r, mode: .training)
+            let g = try layer.backward(r, sumGradient: x, cache: cache)
+            return [y.scalars, s.scalars, g.input.scalars, g.gamma, g.beta, try layer.infer(x).scalars]
+        }
+
+        @Test("fused forms and infer give the same bits at 1, 2, 3 and 7 threads")
+        func sameBits() throws {
+            let n = { (samples: Int) in optimizedBuild ? samples : max(2, samples / 4) }
+            func same<S: BLASScalar>(_ make: (Int) throws -> [[S]], _ name: String) throws {
+                let one = try make(1)
+                for threads in [2, 3, 7] {
+                    for (index, (a, b)) in zip(one, try make(threads)).enumerated() {
+                        let same = bits(a) == bits(b)
+                        #expect(same, "\(name): quantity \(index) at \(threads) threads")
+                    }
+                }
+            }
+            try same({ try run(BatchNorm<Double>(featureCount: 37), shape: [n(9001), 37], threads: $0) }, "BatchNorm")
+            try same({ try run(SpatialBatchNorm<Float>(channelCount: 16), shape: [n(12), 16, 32, 32], threads: $0) },
+                     "SpatialBatchNorm")
+            try same({ try run(GroupNorm<Double>(channelCount: 16, groupCount: 4), shape: [n(12), 16, 32, 32],
+                               threads: $0) }, "GroupNorm")
+            try same({ try runResidual(LayerNorm<Float>(featureCount: 300), shape: [n(2001), 300], threads: $0) },
+                     "LayerNorm")
+            try same({ try runResidual(RMSNorm<Double>(featureCount: 37), shape: [n(3001), 37], threads: $0) },
+                     "RMSNorm")
+        }
+    }
+}
+
+extension ProcessWideTests.AllocationTests {
+    @Test("infer and the fused forms allocate nothing once their buffers are sized",
+          arguments: [1, 2])
+    func fusedAllocateNothing(threads: Int) throws {
+        let before = Threading.threadCount
+        defer { Threading.threadCount = before }
+        Threading.threadCount = threads
+        let shape = [512, 300]
+        let x = try Tensor<Float>(randomNormal: shape, mean: 3, standardDeviation: 2, seed: 1)
+        let r = try Tensor<Float>(randomNormal: shape, seed: 2)
+        var output = try Tensor<Float>(zeros: [0]), sum = try Tensor<Float>(zeros: [0])
+        var dr = try Tensor<Float>(zeros: [0])
+        var cache = NormCache<Float>(), workspace = Workspace<Float>(), gradients = NormGradients<Float>()
+
+        var bn = try BatchNorm<Float>(featureCount: 300, activation: .relu)
+        let bnForward = try allocations {
+            try bn.forward(x, residual: r, mode: .training, into: &output, cache: &cache, workspace: &workspace)
+        }
+        let bnBackward = try allocations {
+            try bn.backward(r, cache: cache, into: &gradients, residualGradient: &dr, workspace: &workspace)
+        }
+        let bnPlainBackward = try allocations {
+            try bn.backward(r, cache: cache, into: &gradients, workspace: &workspace)
+        }
+        let bnInfer = try allocations { try bn.infer(x, into: &output, workspace: &workspace) }
+        var ln = try LayerNorm<Float>(featureCount: 300)
+        var lnCache = NormCache<Float>()
+        let lnForward = try allocations {
+            try ln.forward(x, residual: r, mode: .training, into: &output, sum: &sum, cache: &lnCache,
+                           workspace: &workspace)
+        }
+        let lnBackward = try allocations {
+            try ln.backward(r, sumGradient: x, cache: lnCache, into: &gradients, workspace: &workspace)
+        }
+        let gn = try GroupNorm<Float>(channelCount: 300, groupCount: 30, activation: .relu)
+        let image = try Tensor<Float>(randomNormal: [4, 300, 3, 5], seed: 3)
+        let gnInfer = try allocations { try gn.infer(image, into: &output, workspace: &workspace) }
+        let counts: [Int] = [bnForward, bnBackward, bnPlainBackward, bnInfer, lnForward, lnBackward, gnInfer]
+        #expect(counts == [0, 0, 0, 0, 0, 0, 0], "allocations per 10 calls")
+    }
+}

@@ -73,3 +73,33 @@ func readmeWhiteningExample() throws {
     #expect(white.shape == [256, 64] && dbnGrads.input.shape == [256, 64] && scores.shape == [256, 8])
     #expect(normwiseError(restored.scalars, batch.scalars) < 1e-12)
 }
+
+@Test("the README's fused-pass example compiles and runs")
+func readmeFusedExample() throws {
+    // README-FUSED-BEGIN
+    let x = try Tensor<Float>(randomNormal: [64, 128], seed: 1)
+    let shortcut = try Tensor<Float>(randomNormal: [64, 128], seed: 2)
+    let dy = try Tensor<Float>(randomNormal: [64, 128], seed: 3)
+
+    // A transformer block's end: s = x + shortcut, y = LayerNorm(s), in one pass.
+    var ln = try LayerNorm<Float>(featureCount: 128)
+    let (y, s, lnCache) = try ln.forward(x, residual: shortcut, mode: .training)
+    // dx (= d shortcut) = LayerNorm's gradient + the gradient reaching s from later blocks.
+    let lnGrads = try ln.backward(dy, sumGradient: dy, cache: lnCache)
+
+    // A CNN block's end: relu(bn(x) + shortcut), and its gradients.
+    var bn = try BatchNorm<Float>(featureCount: 128, activation: .relu)
+    let (out, bnCache) = try bn.forward(x, residual: shortcut, mode: .training)
+    var grads = NormGradients<Float>(), shortcutGrad = try Tensor<Float>(zeros: [0])
+    var workspace = Workspace<Float>()
+    try bn.backward(dy, cache: bnCache, into: &grads, residualGradient: &shortcutGrad,
+                    workspace: &workspace)
+
+    // Inference that keeps nothing for backward (no cache, `let` layer).
+    let frozen = bn
+    let served = try frozen.infer(x)    // = relu(bn(x)) with the running statistics
+    // README-FUSED-END
+    #expect(y.shape == x.shape && s.shape == x.shape && lnGrads.input.shape == x.shape)
+    #expect(out.scalars.allSatisfy { $0 >= 0 } && served.scalars.allSatisfy { $0 >= 0 })
+    #expect(shortcutGrad.shape == x.shape && grads.gamma.count == 128)
+}

@@ -24,6 +24,7 @@ private let readme = tests.deletingLastPathComponent().deletingLastPathComponent
 @Test("the README's examples are the code the tests compile and run",
       arguments: [("README-EXAMPLE", "ReadmeExampleTests.swift"), ("README-LOOP", "AllocationTests.swift"),
                   ("README-WHITENING", "ReadmeExampleTests.swift"),
+                  ("README-FUSED", "ReadmeExampleTests.swift"),
                   ("README-MPI", "../NormKitMPIChecks/Checks.swift")])
 func readmeExamplesMatchTests(marker: String, file: String) throws {
     let code = try marked(marker, in: tests.appendingPathComponent(file).path)
