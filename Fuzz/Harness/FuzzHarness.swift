@@ -183,6 +183,9 @@ struct FuzzCase<Scalar: BLASScalar> {
                                           plainState: { [$0.runningMean, $0.runningVariance] },
                                           twinState: { [$0.runningMean, $0.runningVariance] },
                                           input: input, gradient: gradient, &report)
+                    let running: (BatchNorm<Scalar>) -> [[Scalar]] = { [$0.runningMean, $0.runningVariance] }
+                    checkInfer(layer, state: running, input: input, &report)
+                    checkFused(layer, state: running, input: input, residual: gradient, &report)
                 }
             case .spatialNCHW, .spatialNHWC:
                 var layer = try SpatialBatchNorm<Scalar>(
@@ -199,18 +202,25 @@ struct FuzzCase<Scalar: BLASScalar> {
                                       plainState: { [$0.runningMean, $0.runningVariance] },
                                       twinState: { [$0.runningMean, $0.runningVariance] },
                                       input: input, gradient: gradient, &report)
+                let running: (SpatialBatchNorm<Scalar>) -> [[Scalar]] = { [$0.runningMean, $0.runningVariance] }
+                checkInfer(layer, state: running, input: input, &report)
+                checkFused(layer, state: running, input: input, residual: gradient, &report)
             case .layerNorm:
                 var layer = try LayerNorm<Scalar>(featureCount: features, backend: backend)
                 layer.epsilon = epsilon
                 exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: input,
                                                  gradient: gradient, small: small,
                                                  smallGradient: smallGradient, &report)
+                checkInfer(layer, state: { [$0.gamma] }, input: input, &report)
+                checkResidual(layer, input: input, residual: gradient, &report)
             case .rmsNorm:
                 var layer = try RMSNorm<Scalar>(featureCount: features, backend: backend)
                 layer.epsilon = epsilon
                 exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: input,
                                                  gradient: gradient, small: small,
                                                  smallGradient: smallGradient, &report)
+                checkInfer(layer, state: { [$0.gamma] }, input: input, &report)
+                checkResidual(layer, input: input, residual: gradient, &report)
             case .groupNorm:
                 var layer = try GroupNorm<Scalar>(channelCount: features,
                                                   groupCount: groupCount(groupByte, features, &reader),
@@ -219,12 +229,16 @@ struct FuzzCase<Scalar: BLASScalar> {
                 exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: input,
                                                  gradient: gradient, small: small,
                                                  smallGradient: smallGradient, &report)
+                checkInfer(layer, state: { [$0.gamma] }, input: input, &report)
+                checkFused(layer, state: { [$0.gamma] }, input: input, residual: gradient, &report)
             case .instanceNorm:
                 var layer = try InstanceNorm<Scalar>(channelCount: features, backend: backend)
                 layer.epsilon = epsilon
                 exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: input,
                                                  gradient: gradient, small: small,
                                                  smallGradient: smallGradient, &report)
+                checkInfer(layer, state: { [$0.gamma] }, input: input, &report)
+                checkFused(layer, state: { [$0.gamma] }, input: input, residual: gradient, &report)
             }
         } catch {
             // An initializer refused its arguments; its description must print.
