@@ -7,7 +7,7 @@
 extension BufferedNormalizationLayer {
     /// Inference into `output` (sized on first use and reused afterwards),
     /// keeping nothing for backward:
-    /// ``infer(_:shape:into:workspace:)-(UnsafeBufferPointer<Scalar>,_,_,_)``.
+    /// `infer(_:shape:into:workspace:)` over buffers.
     /// - Throws: as that entry point.
     /// - Complexity: O(count of `input`).
     @inlinable
@@ -27,7 +27,7 @@ extension BufferedNormalizationLayer {
 
     /// Inference that returns its output and keeps nothing for backward: the
     /// value form of ``infer(_:into:workspace:)``.
-    /// - Throws: as ``infer(_:shape:into:workspace:)-(UnsafeBufferPointer<Scalar>,_,_,_)``.
+    /// - Throws: as `infer(_:shape:into:workspace:)` over buffers.
     /// - Complexity: O(count of `input`).
     @inlinable
     public func infer(_ input: Tensor<Scalar>) throws(NormError) -> Tensor<Scalar> {
@@ -37,7 +37,7 @@ extension BufferedNormalizationLayer {
         return output
     }
 
-    /// ``infer(_:shape:into:workspace:)-(UnsafeBufferPointer<Scalar>,_,_,_)`` over `Span`s.
+    /// `infer(_:shape:into:workspace:)` over buffers over `Span`s.
     /// `output` may not be `input` here (Swift's exclusivity); use the
     /// entry point over buffers to normalize in place.
     /// - Throws: as that entry point.

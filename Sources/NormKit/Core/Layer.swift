@@ -274,7 +274,7 @@ extension BufferedNormalizationLayer {
     }
 
     /// The entry point over borrowed memory for `Span`s:
-    /// ``forward(_:shape:mode:into:cache:workspace:)-(UnsafeBufferPointer<Scalar>,_,_,_,_,_)``.
+    /// `forward(_:shape:mode:into:cache:workspace:)` over buffers.
     /// - Throws: as that entry point.
     /// - Complexity: O(product of `shape`).
     @inlinable

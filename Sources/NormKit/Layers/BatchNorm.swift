@@ -94,7 +94,7 @@ public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
     /// - Complexity: O(N·D).
     ///
     /// The cache copies the input (see
-    /// ``BufferedNormalizationLayer/forward(_:shape:mode:into:cache:workspace:)``);
+    /// `forward(_:shape:mode:into:cache:workspace:)` of ``BufferedNormalizationLayer``);
     /// `cache` and `workspace` are sized on first use and reused afterwards
     /// (then the call allocates nothing); after a throw they hold unspecified values.
     ///

@@ -195,7 +195,7 @@ extension NormalizationStep where Layer: ResidualNormalizationLayer {
     /// Backpropagates `outputGradient` through the last forward pass and adds
     /// `sumGradient` (the gradient reaching ``sum`` from later blocks) into
     /// ``gradients``' input gradient, which is also the residual's.
-    /// - Throws: as ``backward(_:)-(UnsafeBufferPointer<Scalar>)``, and
+    /// - Throws: as `backward(_:)` over a buffer, and
     ///   ``NormError/bufferCountMismatch(name:expected:actual:)`` naming `sumGradient`.
     /// - Complexity: O(count of the last forward input).
     @inlinable

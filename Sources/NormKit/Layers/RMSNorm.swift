@@ -75,7 +75,7 @@ public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable
     /// Normalizes `s = input + residual` (a transformer block's
     /// `norm(x + residual)`), writing `s` to `sum` in the same pass; see
     /// ``ResidualNormalizationLayer``.
-    /// - Throws: as ``forward(_:shape:mode:into:cache:workspace:)``, and
+    /// - Throws: as `forward(_:shape:mode:into:cache:workspace:)`, and
     ///   ``NormError/bufferCountMismatch(name:expected:actual:)`` naming
     ///   `residual` or `sum`.
     /// - Complexity: O(N·D).
@@ -95,7 +95,7 @@ public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable
 
     /// Normalizes each row for inference, keeping nothing: the forward's
     /// output bit for bit. `output` may be `input`'s memory.
-    /// - Throws: as ``forward(_:shape:mode:into:cache:workspace:)``.
+    /// - Throws: as `forward(_:shape:mode:into:cache:workspace:)`.
     /// - Complexity: O(N·D); allocation-free once `workspace` is sized.
     @inlinable
     public func infer(
