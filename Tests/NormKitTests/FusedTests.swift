@@ -351,7 +351,7 @@ struct FusedTests {
         var bn = try BatchNorm<Double>(featureCount: 3, activation: .relu)
         let x: Tensor<Double> = randomInput([5, 3], seed: 1)
         let before = bn
-        #expect(throws: NormError.invalidShape(expected: "residual of the input's shape [5, 3]",
+        #expect(throws: NormError.invalidShape(expected: "[5, 3] (residual must have the input's shape)",
                                                actual: [4, 3])) {
             _ = try bn.forward(x, residual: try Tensor(zeros: [4, 3]), mode: .training)
         }
@@ -401,7 +401,7 @@ struct FusedTests {
             }
         }
         let (_, lnCache) = try ln.forward(x, mode: .training)
-        #expect(throws: NormError.invalidShape(expected: "sumGradient of the input's shape [5, 3]",
+        #expect(throws: NormError.invalidShape(expected: "[5, 3] (sumGradient must have the input's shape)",
                                                actual: [3, 5])) {
             _ = try ln.backward(x, sumGradient: try Tensor(zeros: [3, 5]), cache: lnCache)
         }

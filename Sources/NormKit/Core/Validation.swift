@@ -110,7 +110,8 @@ enum Validation {
     static func residualShape(_ actual: [Int], expected: [Int], name: String = "residual")
         throws(NormError) {
         guard actual == expected else {
-            throw .invalidShape(expected: "\(name) of the input's shape \(expected)", actual: actual)
+            throw .invalidShape(expected: "\(expected) (\(name) must have the input's shape)",
+                                actual: actual)
         }
     }
 
