@@ -12,8 +12,9 @@ public enum FusedActivation: String, Sendable, Hashable, Codable {
 
 /// What a fused output pass does to each value `z` its affine map computed:
 /// adds the residual's value at the same index, then applies the activation.
-/// The sum and the ReLU are each exact IEEE operations, so a fused pass gives
-/// the same bits as the layer, an add and a ReLU run one after another.
+/// The sum is one rounded IEEE addition and the ReLU is exact, the same
+/// operations in the same order as the layer, an add and a ReLU run one after
+/// another, so a fused pass gives their bits.
 @usableFromInline
 struct Epilogue<Scalar: BLASScalar> {
     /// The residual at the first value of the current run, or `nil`.
@@ -48,7 +49,7 @@ struct Epilogue<Scalar: BLASScalar> {
 
     /// `y[t] = act(z[t] + residual[t])` for `t < count` (and the same into
     /// `keep`), with streaming stores when `streaming`; `z` may be `y` (in
-    /// place) when there is nothing to keep. One C pass
+    /// place; the C pass then fills `keep` first and copies it to `y`). One C pass
     /// (``BLASScalar/epilogue(count:z:residual:y:keep:relu:streaming:)``).
     @inlinable
     func apply(_ z: UnsafePointer<Scalar>, count: Int, into y: UnsafeMutablePointer<Scalar>,
