@@ -58,6 +58,23 @@ struct FusedTests {
             // The plain backward of a ReLU forward masks too.
             let again = try fused.backward(dy, cache: cache)
             #expect(sameBits(again.input.scalars, reference.input.scalars), sourceLocation: sourceLocation)
+            // The value form, and the Span form.
+            let valued = try fused.backwardWithResidual(dy, cache: cache)
+            #expect(sameBits(valued.gradients.input.scalars, reference.input.scalars),
+                    sourceLocation: sourceLocation)
+            #expect(sameBits(valued.residualGradient.scalars, masked.scalars), sourceLocation: sourceLocation)
+            #expect(valued.residualGradient.shape == shape, sourceLocation: sourceLocation)
+            var dxs = [L.Scalar](repeating: 0, count: dy.count), drs = dxs
+            var dgs = [L.Scalar](repeating: 0, count: layer.gamma.count), dbs = dgs
+            var dxSpan = dxs.mutableSpan, drSpan = drs.mutableSpan
+            var dgSpan = dgs.mutableSpan, dbSpan = dbs.mutableSpan
+            try fused.backward(dy.scalars.span, cache: cache, inputGradient: &dxSpan,
+                               residualGradient: &drSpan, gammaGradient: &dgSpan,
+                               betaGradient: &dbSpan, workspace: &workspace)
+            _ = consume dxSpan; _ = consume drSpan; _ = consume dgSpan; _ = consume dbSpan
+            #expect(sameBits(dxs, reference.input.scalars), sourceLocation: sourceLocation)
+            #expect(sameBits(drs, masked.scalars), sourceLocation: sourceLocation)
+            #expect(sameBits(dgs + dbs, reference.gamma + reference.beta), sourceLocation: sourceLocation)
         }
         #expect(sameBits(state(fused), state(plain)), "state", sourceLocation: sourceLocation)
     }
@@ -151,6 +168,16 @@ struct FusedTests {
         #expect(sameBits(fused.input.scalars, zip(plain.input.scalars, ds.scalars).map { $0 + $1 }),
                 sourceLocation: sourceLocation)
         #expect(sameBits(fused.gamma + fused.beta, plain.gamma + plain.beta), sourceLocation: sourceLocation)
+        // The Span form.
+        var dxs = [L.Scalar](repeating: 0, count: dy.count)
+        var dgs = [L.Scalar](repeating: 0, count: layer.gamma.count), dbs = dgs
+        var dxSpan = dxs.mutableSpan, dgSpan = dgs.mutableSpan, dbSpan = dbs.mutableSpan
+        try layer.backward(dy.scalars.span, sumGradient: ds.scalars.span, cache: cache,
+                           inputGradient: &dxSpan, gammaGradient: &dgSpan, betaGradient: &dbSpan,
+                           workspace: &workspace)
+        _ = consume dxSpan; _ = consume dgSpan; _ = consume dbSpan
+        #expect(sameBits(dxs, fused.input.scalars), sourceLocation: sourceLocation)
+        #expect(sameBits(dgs + dbs, fused.gamma + fused.beta), sourceLocation: sourceLocation)
         // The plain backward accepts a residual forward's cache.
         let withoutSum = try layer.backward(dy, cache: cache)
         #expect(sameBits(withoutSum.input.scalars, plain.input.scalars), sourceLocation: sourceLocation)

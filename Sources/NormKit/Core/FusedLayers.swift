@@ -64,9 +64,9 @@ extension BufferedNormalizationLayer {
 /// `y = act(gamma·xhat + beta + residual)` in the same pass that writes `y`
 /// (ResNet's block end, `relu(bn(x) + shortcut)`), equal bit for bit to the
 /// layer, an add and a ReLU run one after another. With ``activation``
-/// `.relu` the cache keeps a copy of the output, and every backward form
-/// masks the output gradient by its sign first (gradient 0 where the output
-/// is 0: PyTorch's convention at `relu(0)`).
+/// `.relu` the cache keeps one byte per output (whether it is positive),
+/// and every backward form masks the output gradient by it (gradient 0
+/// where the output is 0: PyTorch's convention at `relu(0)`).
 public protocol ActivatedNormalizationLayer<Scalar>: BufferedNormalizationLayer {
     /// Applied after the affine map (and the residual) in the output pass;
     /// `.none` by default.
@@ -196,6 +196,51 @@ extension ActivatedNormalizationLayer {
                 } catch { return error }
             }
         }
+    }
+
+    /// The value form of ``backward(_:cache:into:residualGradient:workspace:)``:
+    /// the layer's gradients and the residual's (`dy` masked by the output's
+    /// sign after a ReLU, `dy` itself otherwise), in fresh tensors.
+    /// - Throws: as that form.
+    /// - Complexity: O(count of the cached input).
+    @inlinable
+    public func backwardWithResidual(_ outputGradient: Tensor<Scalar>, cache: Cache)
+        throws(NormError) -> (gradients: NormGradients<Scalar>, residualGradient: Tensor<Scalar>) {
+        var gradients = NormGradients<Scalar>()
+        var residualGradient = Tensor<Scalar>.empty
+        var workspace = Workspace<Scalar>()
+        try backward(outputGradient, cache: cache, into: &gradients,
+                     residualGradient: &residualGradient, workspace: &workspace)
+        return (gradients, residualGradient)
+    }
+
+    /// ``backward(_:cache:inputGradient:residualGradient:gammaGradient:betaGradient:workspace:)``
+    /// over `Span`s.
+    /// - Throws: as that entry point.
+    /// - Complexity: O(count of the cached input).
+    @inlinable
+    public func backward(
+        _ outputGradient: Span<Scalar>, cache: Cache, inputGradient: inout MutableSpan<Scalar>,
+        residualGradient: inout MutableSpan<Scalar>, gammaGradient: inout MutableSpan<Scalar>,
+        betaGradient: inout MutableSpan<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
+            inputGradient.withUnsafeMutableBufferPointer { dx in
+                residualGradient.withUnsafeMutableBufferPointer { dr in
+                    gammaGradient.withUnsafeMutableBufferPointer { dgamma in
+                        betaGradient.withUnsafeMutableBufferPointer { dbeta in
+                            do throws(NormError) {
+                                try backward(dy, cache: cache, inputGradient: dx,
+                                             residualGradient: dr, gammaGradient: dgamma,
+                                             betaGradient: dbeta, workspace: &workspace)
+                                return nil
+                            } catch { return error }
+                        }
+                    }
+                }
+            }
+        }
+        if let failure { throw failure }
     }
 
     /// ``forward(_:residual:shape:mode:into:cache:workspace:)`` over `Span`s.
@@ -369,6 +414,35 @@ extension ResidualNormalizationLayer {
                                         cache: &cache, workspace: &workspace)
                             return nil
                         } catch { return error }
+                    }
+                }
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// ``backward(_:sumGradient:cache:inputGradient:gammaGradient:betaGradient:workspace:)``
+    /// over `Span`s (`sumGradient` of the input's count).
+    /// - Throws: as that entry point.
+    /// - Complexity: O(count of the cached input).
+    @inlinable
+    public func backward(
+        _ outputGradient: Span<Scalar>, sumGradient: Span<Scalar>, cache: Cache,
+        inputGradient: inout MutableSpan<Scalar>, gammaGradient: inout MutableSpan<Scalar>,
+        betaGradient: inout MutableSpan<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
+            sumGradient.withUnsafeBufferPointer { ds in
+                inputGradient.withUnsafeMutableBufferPointer { dx in
+                    gammaGradient.withUnsafeMutableBufferPointer { dgamma in
+                        betaGradient.withUnsafeMutableBufferPointer { dbeta in
+                            do throws(NormError) {
+                                try backward(dy, sumGradient: ds, cache: cache, inputGradient: dx,
+                                             gammaGradient: dgamma, betaGradient: dbeta,
+                                             workspace: &workspace)
+                                return nil
+                            } catch { return error }
+                        }
                     }
                 }
             }
