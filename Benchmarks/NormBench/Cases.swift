@@ -123,8 +123,8 @@ func residualPasses<L: ResidualNormalizationLayer>(
 }
 
 /// A per-channel layer with its fused ReLU (a CNN block's `relu(bn(x))`):
-/// training and inference forwards (training also keeps the output for the
-/// mask: 4 bytes more), the backward through the mask, and `infer`.
+/// training and inference forwards (which also write the ReLU's mask, a
+/// byte per element), the backward through the mask, and `infer`.
 func reluPasses<L: ActivatedNormalizationLayer>(
     _ op: String, _ layer: L, x: Tensor<L.Scalar>, dy: Tensor<L.Scalar>
 ) throws -> [Case] {
@@ -134,13 +134,13 @@ func reluPasses<L: ActivatedNormalizationLayer>(
     var inferenceCache = NormCache<L.Scalar>(), workspace = Workspace<L.Scalar>()
     var gradients = NormGradients<L.Scalar>()
     // The backward's cache is its own: the timed forward's cache, shared
-    // with it, would copy its kept output on every call (copy-on-write).
+    // with it, would copy its mask on every call (copy-on-write).
     var trained = NormCache<L.Scalar>()
     try layer.forward(x, mode: .training, into: &output, cache: &trained, workspace: &workspace)
     var valueLayer = layer
     var inferred = try Tensor<L.Scalar>(zeros: [0]), inferWorkspace = Workspace<L.Scalar>()
     return [
-        Case(op: op, pass: "forward-training-relu", bytesPerFloatElement: 16, run: {
+        Case(op: op, pass: "forward-training-relu", bytesPerFloatElement: 13, run: {
             try layer.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
         }, runValue: { _ = try valueLayer.forward(x, mode: .training) }),
         Case(op: op, pass: "forward-inference-relu", bytesPerFloatElement: 8, run: {
@@ -150,7 +150,7 @@ func reluPasses<L: ActivatedNormalizationLayer>(
         Case(op: op, pass: "infer-relu", bytesPerFloatElement: 8, run: { [layer] in
             try layer.infer(x, into: &inferred, workspace: &inferWorkspace)
         }, runValue: { [layer] in _ = try layer.infer(x) }),
-        Case(op: op, pass: "backward-relu", bytesPerFloatElement: 24, run: { [layer, trained] in
+        Case(op: op, pass: "backward-relu", bytesPerFloatElement: 22, run: { [layer, trained] in
             try layer.backward(dy, cache: trained, into: &gradients, workspace: &workspace)
         }, runValue: { [layer, trained] in _ = try layer.backward(dy, cache: trained) }),
     ]

@@ -103,31 +103,27 @@ NORMKIT_PASSES(double, d, normkit_double2)
 NORMKIT_COLUMN_PASSES(float, f, normkit_float4)
 NORMKIT_COLUMN_PASSES(double, d, normkit_double2)
 
-// The fused epilogue: y[j] = act(z[j] + r[j]) (r optional), written to y and,
-// when keep is not NULL, to keep. relu(v) = v > 0 || v is NaN ? v : +0, by a
-// mask of the bits, so that -0 becomes +0 and NaN passes. z may be y: that case
-// has its own loops reading y, which the compiler vectorizes without the
-// overlap check that sends z == y to its scalar loop.
+// The fused epilogue: y[j] = act(z[j] + r[j]) (r optional). relu(v) = v > 0 ||
+// v is NaN ? v : +0, by a mask of the bits, so that -0 becomes +0 and NaN
+// passes. With a ReLU and a mask, mask[j] = (z[j] + r[j] > 0) first, in a loop
+// of its own over the same values (FP_CONTRACT is off: the same expression
+// gives the same bits in both loops), so z may be y. z == y also has its own
+// loops reading y, which the compiler vectorizes without the overlap check
+// that sends z == y to its scalar loop.
 #define NORMKIT_EPILOGUE_EXPR(T, SUFFIX, VECTOR, ZV, ZS)                                  \
     if (r && relu) {                                                                      \
-        if (keep) NORMKIT_WRITE(T, VECTOR, keep, n, streaming,                            \
-            normkit_relu_v_##SUFFIX((ZV) + NORMKIT_LOAD(VECTOR, r + j)),                  \
-            normkit_relu_##SUFFIX((ZS) + r[j]));                                          \
+        if (mask) for (long j = 0; j < n; j++) mask[j] = ((ZS) + r[j]) > 0;               \
         NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
             normkit_relu_v_##SUFFIX((ZV) + NORMKIT_LOAD(VECTOR, r + j)),                  \
             normkit_relu_##SUFFIX((ZS) + r[j]));                                          \
     } else if (r) {                                                                       \
-        if (keep) NORMKIT_WRITE(T, VECTOR, keep, n, streaming,                            \
-            (ZV) + NORMKIT_LOAD(VECTOR, r + j), (ZS) + r[j]);                             \
         NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
             (ZV) + NORMKIT_LOAD(VECTOR, r + j), (ZS) + r[j]);                             \
     } else if (relu) {                                                                    \
-        if (keep) NORMKIT_WRITE(T, VECTOR, keep, n, streaming,                            \
-            normkit_relu_v_##SUFFIX(ZV), normkit_relu_##SUFFIX(ZS));                      \
+        if (mask) for (long j = 0; j < n; j++) mask[j] = (ZS) > 0;                        \
         NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
             normkit_relu_v_##SUFFIX(ZV), normkit_relu_##SUFFIX(ZS));                      \
     } else {                                                                              \
-        if (keep) NORMKIT_WRITE(T, VECTOR, keep, n, streaming, ZV, ZS);                   \
         NORMKIT_WRITE(T, VECTOR, y, n, streaming, ZV, ZS);                                \
     }
 
@@ -140,17 +136,39 @@ NORMKIT_COLUMN_PASSES(double, d, normkit_double2)
 
 #define NORMKIT_EPILOGUE(T, SUFFIX, VECTOR, MASK)                                         \
     static inline T normkit_relu_##SUFFIX(T v) { return (v > 0 || v != v) ? v : (T)0; }   \
-    static inline VECTOR normkit_relu_v_##SUFFIX(VECTOR v) {                             \
-        MASK m = (v > (VECTOR){0}) | (v != v);                                           \
-        return (VECTOR)((MASK)v & m);                                                    \
+    static inline VECTOR normkit_relu_v_##SUFFIX(VECTOR v) {                              \
+        MASK m = (v > (VECTOR){0}) | (v != v);                                            \
+        return (VECTOR)((MASK)v & m);                                                     \
     }                                                                                     \
-    NORMKIT_CLONES void normkit_relu_mask_##SUFFIX(const T *dy, const T *y, T *g, long n) { \
-        for (long j = 0; j < n; j++) g[j] = y[j] > 0 ? dy[j] : (T)0;                      \
+    /* dy read unconditionally, so that the loops vectorize (no conditional load) */      \
+    static inline T normkit_select_##SUFFIX(unsigned char m, T d) { return m ? d : (T)0; } \
+    NORMKIT_CLONES void normkit_relu_mask_##SUFFIX(const T *dy, const unsigned char *mask, \
+                                                   T *g, long n) {                        \
+        for (long j = 0; j < n; j++) { T d = dy[j]; g[j] = mask[j] ? d : (T)0; }          \
+    }                                                                                     \
+    NORMKIT_CLONES void normkit_centred_product_columns_masked_##SUFFIX(                  \
+            const T *dy, const unsigned char *mask, const T *x, T *restrict g, T *restrict p, long n,       \
+            const T *mean) {                                                              \
+        for (long j = 0; j < n; j++) {                                                    \
+            T d = dy[j], gj = mask[j] ? d : (T)0;                                         \
+            g[j] = gj;                                                                    \
+            p[j] = gj * (x[j] - mean[j]);                                                 \
+        }                                                                                 \
+    }                                                                                     \
+    NORMKIT_CLONES void normkit_combine_columns_masked_##SUFFIX(                          \
+            const T *dy, const unsigned char *mask, const T *x, T *dx, long n,            \
+            const T *mean, const T *a, const T *b, const T *c, int streaming) {           \
+        NORMKIT_WRITE(T, VECTOR, dx, n, streaming,                                        \
+            NORMKIT_LOAD(VECTOR, a + j) * normkit_select_v_##SUFFIX(mask + j, dy + j)     \
+                + NORMKIT_LOAD(VECTOR, b + j)                                             \
+                    * (NORMKIT_LOAD(VECTOR, x + j) - NORMKIT_LOAD(VECTOR, mean + j))      \
+                + NORMKIT_LOAD(VECTOR, c + j),                                            \
+            a[j] * normkit_select_##SUFFIX(mask[j], dy[j]) + b[j] * (x[j] - mean[j]) + c[j]);            \
     }                                                                                     \
     NORMKIT_CLONES void normkit_normalize_columns_epilogue_##SUFFIX(                      \
             const T *x, T *y, long n, const T *mean, const T *scale, const T *shift,      \
-            const T *r, T *keep, int relu, int streaming) {                               \
-        if (x == y && !keep) {                                                            \
+            const T *r, unsigned char *restrict mask, int relu, int streaming) {          \
+        if (x == y) {                                                                     \
             NORMKIT_EPILOGUE_EXPR(T, SUFFIX, VECTOR, NORMKIT_NORMALIZE_Z(VECTOR, y),      \
                                   (y[j] - mean[j]) * scale[j] + shift[j])                 \
         } else {                                                                          \
@@ -158,15 +176,12 @@ NORMKIT_COLUMN_PASSES(double, d, normkit_double2)
                                   (x[j] - mean[j]) * scale[j] + shift[j])                 \
         }                                                                                 \
     }                                                                                     \
-    NORMKIT_CLONES void normkit_epilogue_##SUFFIX(const T *z, const T *r, T *y, T *keep,  \
-                                                  long n, int relu, int streaming) {      \
-        if (z == y && !keep) {                                                            \
+    NORMKIT_CLONES void normkit_epilogue_##SUFFIX(const T *z, const T *r, T *y,           \
+                                                  unsigned char *restrict mask,           \
+                                                  long n, int relu,                       \
+                                                  int streaming) {                        \
+        if (z == y) {                                                                     \
             NORMKIT_EPILOGUE_BODY(T, SUFFIX, VECTOR, y)                                   \
-        } else if (z == y) {                                                              \
-            /* keep from y, then y from keep: neither loop reads what it writes */       \
-            T *out = y; y = keep; keep = 0;                                               \
-            NORMKIT_EPILOGUE_BODY(T, SUFFIX, VECTOR, z)                                   \
-            NORMKIT_WRITE(T, VECTOR, out, n, streaming, NORMKIT_LOAD(VECTOR, y + j), y[j]); \
         } else {                                                                          \
             NORMKIT_EPILOGUE_BODY(T, SUFFIX, VECTOR, z)                                   \
         }                                                                                 \
@@ -174,6 +189,23 @@ NORMKIT_COLUMN_PASSES(double, d, normkit_double2)
 
 typedef int normkit_int4 __attribute__((vector_size(16)));
 typedef long long normkit_long2 __attribute__((vector_size(16)));
+
+// The lanes of dy at p whose mask byte is not 0, +0 elsewhere (the mask's
+// bytes widened to lanes and compared, so no branch per lane).
+typedef unsigned char normkit_uchar4 __attribute__((vector_size(4)));
+typedef unsigned char normkit_uchar2 __attribute__((vector_size(2)));
+static inline normkit_float4 normkit_select_v_f(const unsigned char *m, const float *p) {
+    normkit_uchar4 bytes;
+    __builtin_memcpy(&bytes, m, sizeof bytes);
+    normkit_int4 keep = __builtin_convertvector(bytes, normkit_int4) != (normkit_int4){0};
+    return (normkit_float4)((normkit_int4)NORMKIT_LOAD(normkit_float4, p) & keep);
+}
+static inline normkit_double2 normkit_select_v_d(const unsigned char *m, const double *p) {
+    normkit_uchar2 bytes;
+    __builtin_memcpy(&bytes, m, sizeof bytes);
+    normkit_long2 keep = __builtin_convertvector(bytes, normkit_long2) != (normkit_long2){0};
+    return (normkit_double2)((normkit_long2)NORMKIT_LOAD(normkit_double2, p) & keep);
+}
 
 NORMKIT_EPILOGUE(float, f, normkit_float4, normkit_int4)
 NORMKIT_EPILOGUE(double, d, normkit_double2, normkit_long2)

@@ -58,23 +58,44 @@ void normkit_combine_columns_d(const double *dy, const double *x, double *dx, lo
 
 /* The fused epilogue of a layer's output pass: y[j] = act(z[j] + r[j]), r
    optional (NULL), act the identity or, when relu != 0, relu(v) = v > 0 or NaN
-   ? v : +0; also written to keep when keep is not NULL. z may be y. */
-void normkit_epilogue_f(const float *z, const float *r, float *y, float *keep, long n, int relu,
-                        int streaming);
-void normkit_epilogue_d(const double *z, const double *r, double *y, double *keep, long n,
+   ? v : +0; with relu and a mask (not NULL, apart from the other buffers),
+   mask[j] = 1 where z[j] + r[j] > 0,
+   0 elsewhere. z may be y. */
+void normkit_epilogue_f(const float *z, const float *r, float *y, unsigned char *mask, long n,
+                        int relu, int streaming);
+void normkit_epilogue_d(const double *z, const double *r, double *y, unsigned char *mask, long n,
                         int relu, int streaming);
 
 /* y[j] = act((x[j] - mean[j]) * scale[j] + shift[j] + r[j]): BatchNorm's
-   normalize pass and the epilogue in one loop; r, keep optional as above. x may be y. */
+   normalize pass and the epilogue in one loop; r, mask optional as above. x may be y. */
 void normkit_normalize_columns_epilogue_f(const float *x, float *y, long n, const float *mean,
                                           const float *scale, const float *shift, const float *r,
-                                          float *keep, int relu, int streaming);
+                                          unsigned char *mask, int relu, int streaming);
 void normkit_normalize_columns_epilogue_d(const double *x, double *y, long n, const double *mean,
                                           const double *scale, const double *shift,
-                                          const double *r, double *keep, int relu, int streaming);
+                                          const double *r, unsigned char *mask, int relu,
+                                          int streaming);
 
-/* g[j] = y[j] > 0 ? dy[j] : 0: the gradient through a ReLU whose output was y. */
-void normkit_relu_mask_f(const float *dy, const float *y, float *g, long n);
-void normkit_relu_mask_d(const double *dy, const double *y, double *g, long n);
+/* g[j] = mask[j] ? dy[j] : +0: the gradient through a ReLU (mask from the epilogue). */
+void normkit_relu_mask_f(const float *dy, const unsigned char *mask, float *g, long n);
+void normkit_relu_mask_d(const double *dy, const unsigned char *mask, double *g, long n);
+
+/* g[j] = mask[j] ? dy[j] : +0 and p[j] = g[j] * (x[j] - mean[j]): the
+   centred product of a ReLU's masked gradient, which it also writes. */
+void normkit_centred_product_columns_masked_f(const float *dy, const unsigned char *mask,
+                                              const float *x, float *g, float *p, long n,
+                                              const float *mean);
+void normkit_centred_product_columns_masked_d(const double *dy, const unsigned char *mask,
+                                              const double *x, double *g, double *p, long n,
+                                              const double *mean);
+
+/* dx[j] = a[j] * (mask[j] ? dy[j] : +0) + b[j] * (x[j] - mean[j]) + c[j] */
+void normkit_combine_columns_masked_f(const float *dy, const unsigned char *mask, const float *x,
+                                      float *dx, long n, const float *mean, const float *a,
+                                      const float *b, const float *c, int streaming);
+void normkit_combine_columns_masked_d(const double *dy, const unsigned char *mask,
+                                      const double *x, double *dx, long n, const double *mean,
+                                      const double *a, const double *b, const double *c,
+                                      int streaming);
 
 #endif

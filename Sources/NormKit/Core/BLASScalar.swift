@@ -124,26 +124,40 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
         streaming: Bool)
 
     /// The fused epilogue `y[j] = act(z[j] + r[j])` (`r` optional; `act` the
-    /// identity or ReLU), also written to `keep` when given, with streaming
-    /// stores when `streaming` (`normkit_epilogue_*`). `z` may be `y`.
+    /// identity or ReLU), with streaming stores when `streaming`; with a ReLU
+    /// and a `mask`, `mask[j] = z[j] + r[j] > 0 ? 1 : 0` (`normkit_epilogue_*`).
+    /// `z` may be `y`.
     @_spi(BLAS) static func epilogue(
         count: Int, z: UnsafePointer<Self>, residual: UnsafePointer<Self>?,
-        y: UnsafeMutablePointer<Self>, keep: UnsafeMutablePointer<Self>?, relu: Bool,
+        y: UnsafeMutablePointer<Self>, mask: UnsafeMutablePointer<UInt8>?, relu: Bool,
         streaming: Bool)
 
     /// ``normalizeColumns(count:x:mean:scale:shift:y:streaming:)`` followed by
-    /// ``epilogue(count:z:residual:y:keep:relu:streaming:)`` in one loop
+    /// ``epilogue(count:z:residual:y:mask:relu:streaming:)`` in one loop
     /// (`normkit_normalize_columns_epilogue_*`). `x` may be `y`.
     @_spi(BLAS) static func normalizeColumnsEpilogue(
         count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
         scale: UnsafePointer<Self>, shift: UnsafePointer<Self>, residual: UnsafePointer<Self>?,
-        y: UnsafeMutablePointer<Self>, keep: UnsafeMutablePointer<Self>?, relu: Bool,
+        y: UnsafeMutablePointer<Self>, mask: UnsafeMutablePointer<UInt8>?, relu: Bool,
         streaming: Bool)
 
-    /// `g[j] = y[j] > 0 ? dy[j] : 0`, the gradient through a ReLU whose output
-    /// was `y` (`normkit_relu_mask_*`).
+    /// `g[j] = mask[j] != 0 ? dy[j] : +0`, the gradient through a ReLU whose
+    /// epilogue wrote `mask` (`normkit_relu_mask_*`).
     @_spi(BLAS) static func reluMask(
-        count: Int, dy: UnsafePointer<Self>, y: UnsafePointer<Self>, g: UnsafeMutablePointer<Self>)
+        count: Int, dy: UnsafePointer<Self>, mask: UnsafePointer<UInt8>, g: UnsafeMutablePointer<Self>)
+
+    /// `g[j] = mask[j] != 0 ? dy[j] : +0` and `p[j] = g[j]·(x[j] - mean[j])`
+    /// over `count` features (`normkit_centred_product_columns_masked_*`).
+    @_spi(BLAS) static func centredProductColumnsMasked(
+        count: Int, dy: UnsafePointer<Self>, mask: UnsafePointer<UInt8>, x: UnsafePointer<Self>,
+        mean: UnsafePointer<Self>, g: UnsafeMutablePointer<Self>, p: UnsafeMutablePointer<Self>)
+
+    /// `dx[j] = a[j]·(mask[j] != 0 ? dy[j] : +0) + b[j]·(x[j] - mean[j]) + c[j]`
+    /// over `count` features (`normkit_combine_columns_masked_*`).
+    @_spi(BLAS) static func combineColumnsMasked(
+        count: Int, dy: UnsafePointer<Self>, mask: UnsafePointer<UInt8>, x: UnsafePointer<Self>,
+        mean: UnsafePointer<Self>, a: UnsafePointer<Self>, b: UnsafePointer<Self>,
+        c: UnsafePointer<Self>, dx: UnsafeMutablePointer<Self>, streaming: Bool)
 
     /// `y[j] = (x[j] - mean[j])·scale[j] + shift[j]` over `count` features,
     /// with streaming stores when `streaming` (`normkit_normalize_columns_*`).
@@ -266,37 +280,60 @@ extension BLASScalar {
     }
 
     /// The fused epilogue over one run
-    /// (``epilogue(count:z:residual:y:keep:relu:streaming:)``).
+    /// (``epilogue(count:z:residual:y:mask:relu:streaming:)``).
     @usableFromInline @inline(__always)
     static func epilogueRow(
         count: Int, z: UnsafePointer<Self>, residual: UnsafePointer<Self>?,
-        into y: UnsafeMutablePointer<Self>, keep: UnsafeMutablePointer<Self>?, relu: Bool,
+        into y: UnsafeMutablePointer<Self>, mask: UnsafeMutablePointer<UInt8>?, relu: Bool,
         streaming: Bool
     ) {
-        epilogue(count: count, z: z, residual: residual, y: y, keep: keep, relu: relu,
+        epilogue(count: count, z: z, residual: residual, y: y, mask: mask, relu: relu,
                  streaming: streaming)
     }
 
     /// BatchNorm's normalize pass and the fused epilogue over one row
-    /// (``normalizeColumnsEpilogue(count:x:mean:scale:shift:residual:y:keep:relu:streaming:)``).
+    /// (``normalizeColumnsEpilogue(count:x:mean:scale:shift:residual:y:mask:relu:streaming:)``).
     @usableFromInline @inline(__always)
     static func normalizeEpilogueRow(
         count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
         scale: UnsafePointer<Self>, shift: UnsafePointer<Self>, residual: UnsafePointer<Self>?,
-        into y: UnsafeMutablePointer<Self>, keep: UnsafeMutablePointer<Self>?, relu: Bool,
+        into y: UnsafeMutablePointer<Self>, mask: UnsafeMutablePointer<UInt8>?, relu: Bool,
         streaming: Bool
     ) {
         normalizeColumnsEpilogue(count: count, x: x, mean: mean, scale: scale, shift: shift,
-                                 residual: residual, y: y, keep: keep, relu: relu,
+                                 residual: residual, y: y, mask: mask, relu: relu,
                                  streaming: streaming)
     }
 
-    /// The gradient through a ReLU over one run (``reluMask(count:dy:y:g:)``).
+    /// The masked centred product over one row
+    /// (``centredProductColumnsMasked(count:dy:mask:x:mean:g:p:)``).
+    @usableFromInline @inline(__always)
+    static func centredProductMaskedRow(
+        count: Int, dy: UnsafePointer<Self>, mask: UnsafePointer<UInt8>, x: UnsafePointer<Self>,
+        mean: UnsafePointer<Self>, g: UnsafeMutablePointer<Self>, into p: UnsafeMutablePointer<Self>
+    ) {
+        centredProductColumnsMasked(count: count, dy: dy, mask: mask, x: x, mean: mean, g: g, p: p)
+    }
+
+    /// BatchNorm's `dx` over one row through a ReLU's mask
+    /// (``combineColumnsMasked(count:dy:mask:x:mean:a:b:c:dx:streaming:)``).
+    @usableFromInline @inline(__always)
+    static func combineColumnsMaskedRow(
+        count: Int, dy: UnsafePointer<Self>, mask: UnsafePointer<UInt8>, x: UnsafePointer<Self>,
+        mean: UnsafePointer<Self>, a: UnsafePointer<Self>, b: UnsafePointer<Self>,
+        c: UnsafePointer<Self>, into dx: UnsafeMutablePointer<Self>, streaming: Bool
+    ) {
+        combineColumnsMasked(count: count, dy: dy, mask: mask, x: x, mean: mean, a: a, b: b, c: c,
+                             dx: dx, streaming: streaming)
+    }
+
+    /// The gradient through a ReLU over one run (``reluMask(count:dy:mask:g:)``).
     @usableFromInline @inline(__always)
     static func reluMaskRow(
-        count: Int, dy: UnsafePointer<Self>, y: UnsafePointer<Self>, into g: UnsafeMutablePointer<Self>
+        count: Int, dy: UnsafePointer<Self>, mask: UnsafePointer<UInt8>,
+        into g: UnsafeMutablePointer<Self>
     ) {
-        reluMask(count: count, dy: dy, y: y, g: g)
+        reluMask(count: count, dy: dy, mask: mask, g: g)
     }
 
     /// BatchNorm's normalize pass over one row

@@ -145,10 +145,10 @@ extension Double: BLASScalar {
     @_spi(BLAS)
     public static func epilogue(
         count: Int, z: UnsafePointer<Double>, residual: UnsafePointer<Double>?,
-        y: UnsafeMutablePointer<Double>, keep: UnsafeMutablePointer<Double>?, relu: Bool,
+        y: UnsafeMutablePointer<Double>, mask: UnsafeMutablePointer<UInt8>?, relu: Bool,
         streaming: Bool
     ) {
-        normkit_epilogue_d(z, residual, y, keep, count, relu ? 1 : 0, streaming ? 1 : 0)
+        normkit_epilogue_d(z, residual, y, mask, count, relu ? 1 : 0, streaming ? 1 : 0)
     }
 
     /// `normkit_normalize_columns_epilogue_d`.
@@ -156,19 +156,38 @@ extension Double: BLASScalar {
     public static func normalizeColumnsEpilogue(
         count: Int, x: UnsafePointer<Double>, mean: UnsafePointer<Double>,
         scale: UnsafePointer<Double>, shift: UnsafePointer<Double>, residual: UnsafePointer<Double>?,
-        y: UnsafeMutablePointer<Double>, keep: UnsafeMutablePointer<Double>?, relu: Bool,
+        y: UnsafeMutablePointer<Double>, mask: UnsafeMutablePointer<UInt8>?, relu: Bool,
         streaming: Bool
     ) {
-        normkit_normalize_columns_epilogue_d(x, y, count, mean, scale, shift, residual, keep,
+        normkit_normalize_columns_epilogue_d(x, y, count, mean, scale, shift, residual, mask,
                                                 relu ? 1 : 0, streaming ? 1 : 0)
     }
 
     /// `normkit_relu_mask_d`.
     @_spi(BLAS)
     public static func reluMask(
-        count: Int, dy: UnsafePointer<Double>, y: UnsafePointer<Double>, g: UnsafeMutablePointer<Double>
+        count: Int, dy: UnsafePointer<Double>, mask: UnsafePointer<UInt8>, g: UnsafeMutablePointer<Double>
     ) {
-        normkit_relu_mask_d(dy, y, g, count)
+        normkit_relu_mask_d(dy, mask, g, count)
+    }
+
+    /// `normkit_centred_product_columns_masked_d`.
+    @_spi(BLAS)
+    public static func centredProductColumnsMasked(
+        count: Int, dy: UnsafePointer<Double>, mask: UnsafePointer<UInt8>, x: UnsafePointer<Double>,
+        mean: UnsafePointer<Double>, g: UnsafeMutablePointer<Double>, p: UnsafeMutablePointer<Double>
+    ) {
+        normkit_centred_product_columns_masked_d(dy, mask, x, g, p, count, mean)
+    }
+
+    /// `normkit_combine_columns_masked_d`.
+    @_spi(BLAS)
+    public static func combineColumnsMasked(
+        count: Int, dy: UnsafePointer<Double>, mask: UnsafePointer<UInt8>, x: UnsafePointer<Double>,
+        mean: UnsafePointer<Double>, a: UnsafePointer<Double>, b: UnsafePointer<Double>,
+        c: UnsafePointer<Double>, dx: UnsafeMutablePointer<Double>, streaming: Bool
+    ) {
+        normkit_combine_columns_masked_d(dy, mask, x, dx, count, mean, a, b, c, streaming ? 1 : 0)
     }
 
     /// `normkit_normalize_columns_d`.

@@ -145,10 +145,10 @@ extension Float: BLASScalar {
     @_spi(BLAS)
     public static func epilogue(
         count: Int, z: UnsafePointer<Float>, residual: UnsafePointer<Float>?,
-        y: UnsafeMutablePointer<Float>, keep: UnsafeMutablePointer<Float>?, relu: Bool,
+        y: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<UInt8>?, relu: Bool,
         streaming: Bool
     ) {
-        normkit_epilogue_f(z, residual, y, keep, count, relu ? 1 : 0, streaming ? 1 : 0)
+        normkit_epilogue_f(z, residual, y, mask, count, relu ? 1 : 0, streaming ? 1 : 0)
     }
 
     /// `normkit_normalize_columns_epilogue_f`.
@@ -156,19 +156,38 @@ extension Float: BLASScalar {
     public static func normalizeColumnsEpilogue(
         count: Int, x: UnsafePointer<Float>, mean: UnsafePointer<Float>,
         scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, residual: UnsafePointer<Float>?,
-        y: UnsafeMutablePointer<Float>, keep: UnsafeMutablePointer<Float>?, relu: Bool,
+        y: UnsafeMutablePointer<Float>, mask: UnsafeMutablePointer<UInt8>?, relu: Bool,
         streaming: Bool
     ) {
-        normkit_normalize_columns_epilogue_f(x, y, count, mean, scale, shift, residual, keep,
+        normkit_normalize_columns_epilogue_f(x, y, count, mean, scale, shift, residual, mask,
                                                 relu ? 1 : 0, streaming ? 1 : 0)
     }
 
     /// `normkit_relu_mask_f`.
     @_spi(BLAS)
     public static func reluMask(
-        count: Int, dy: UnsafePointer<Float>, y: UnsafePointer<Float>, g: UnsafeMutablePointer<Float>
+        count: Int, dy: UnsafePointer<Float>, mask: UnsafePointer<UInt8>, g: UnsafeMutablePointer<Float>
     ) {
-        normkit_relu_mask_f(dy, y, g, count)
+        normkit_relu_mask_f(dy, mask, g, count)
+    }
+
+    /// `normkit_centred_product_columns_masked_f`.
+    @_spi(BLAS)
+    public static func centredProductColumnsMasked(
+        count: Int, dy: UnsafePointer<Float>, mask: UnsafePointer<UInt8>, x: UnsafePointer<Float>,
+        mean: UnsafePointer<Float>, g: UnsafeMutablePointer<Float>, p: UnsafeMutablePointer<Float>
+    ) {
+        normkit_centred_product_columns_masked_f(dy, mask, x, g, p, count, mean)
+    }
+
+    /// `normkit_combine_columns_masked_f`.
+    @_spi(BLAS)
+    public static func combineColumnsMasked(
+        count: Int, dy: UnsafePointer<Float>, mask: UnsafePointer<UInt8>, x: UnsafePointer<Float>,
+        mean: UnsafePointer<Float>, a: UnsafePointer<Float>, b: UnsafePointer<Float>,
+        c: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, streaming: Bool
+    ) {
+        normkit_combine_columns_masked_f(dy, mask, x, dx, count, mean, a, b, c, streaming ? 1 : 0)
     }
 
     /// `normkit_normalize_columns_f`.

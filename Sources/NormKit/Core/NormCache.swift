@@ -27,11 +27,13 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     /// sends with its status word; 0 otherwise.
     @usableFromInline var call = 0
     /// The activation of the forward pass that filled the cache (its
-    /// layer's ``FusedActivation``); with `.relu`, ``storedOutput`` holds that
-    /// pass's output, by whose sign backward masks the gradient.
+    /// layer's ``FusedActivation``); with `.relu`, ``storedMask`` records
+    /// which of that pass's outputs were positive, by which backward masks
+    /// the gradient.
     @usableFromInline var activation: FusedActivation = .none
-    /// A copy of the forward output when ``activation`` is `.relu`; empty otherwise.
-    @usableFromInline var storedOutput: [Scalar] = []
+    /// One byte per output when ``activation`` is `.relu`: 1 where the output
+    /// was positive, 0 where the ReLU made it 0; empty otherwise.
+    @usableFromInline var storedMask: [UInt8] = []
     @usableFromInline var storedMean: [Scalar]
     @usableFromInline var storedInverseStandardDeviation: [Scalar]
     /// The `gamma` the forward pass used.
@@ -146,12 +148,13 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
         }
     }
 
-    /// Records the forward pass's `activation` and sizes the copy of its
-    /// output that a ReLU's backward reads (`count` scalars; none without one).
+    /// Records the forward pass's `activation` and sizes the mask that a
+    /// ReLU's backward reads (`count` bytes; none without one).
     @usableFromInline
-    mutating func prepareOutput(activation: FusedActivation, count: Int) {
+    mutating func prepareMask(activation: FusedActivation, count: Int) {
         self.activation = activation
-        storedOutput.resizeReusingStorage(to: activation == .relu ? count : 0)
+        let bytes = activation == .relu ? count : 0
+        if storedMask.count != bytes { storedMask = [UInt8](repeating: 0, count: bytes) }
     }
 
     /// Marks the cache as filled by no forward pass (its statistics are partial).

@@ -436,7 +436,7 @@ extension BatchNormKernels {
                 let offset = i * g.channels, e = epilogue.advanced(by: offset)
                 Scalar.normalizeEpilogueRow(count: g.channels, x: x + offset, mean: mean,
                                             scale: scale, shift: shift, residual: e.residual,
-                                            into: y + offset, keep: e.keep, relu: e.relu,
+                                            into: y + offset, mask: e.mask, relu: e.relu,
                                             streaming: streaming)
             }
             S.fence(streaming)
@@ -473,30 +473,47 @@ extension BatchNormKernels {
     /// offset in a page (``Workspace/placed(_:awayFrom:by:)``).
     @inlinable
     static func parameterSums<Scalar: BLASScalar>(
-        dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, geometry g: ChannelGeometry,
-        block: Int, backend: Backend, mean: UnsafePointer<Scalar>,
+        dy: UnsafePointer<Scalar>, mask: UnsafePointer<UInt8>? = nil, x: UnsafePointer<Scalar>,
+        geometry g: ChannelGeometry, block: Int, backend: Backend, mean: UnsafePointer<Scalar>,
         dgammaRaw: UnsafeMutablePointer<Scalar>, dbeta: UnsafeMutablePointer<Scalar>,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) {
         let channels = g.channels
         dgammaRaw.update(repeating: 0, count: channels)
         dbeta.update(repeating: 0, count: channels)
+        // With a ReLU's mask, the masked gradient of each block goes to the
+        // second half of the scratch (the blocks were sized for it), and the
+        // sums read it there.
+        let half = g.scratchCount(block: block, vectors: 0)
         if g.inner == 1 {
             switch backend {
             case .blas:
                 let scratch = Workspace<Scalar>.placed(scratch, awayFrom: x, by: 2048)
+                let masked = scratch + half
                 var start = 0
                 while start < g.outer {
                     let b = min(block, g.outer - start)
                     let dyb = dy + start * channels, xb = x + start * channels
                     // The elementwise pass first: it streams dy and x from memory
                     // together, and leaves dY_b in L2 for its gemv.
-                    for i in 0..<b {
-                        Scalar.centredProductRow(count: channels, dy: dyb + i * channels,
-                                                 x: xb + i * channels, mean: mean,
-                                                 into: scratch + i * channels)
+                    if let mask {
+                        let mb = mask + start * channels
+                        for i in 0..<b {
+                            Scalar.centredProductMaskedRow(
+                                count: channels, dy: dyb + i * channels, mask: mb + i * channels,
+                                x: xb + i * channels, mean: mean, g: masked + i * channels,
+                                into: scratch + i * channels)
+                        }
+                    } else {
+                        for i in 0..<b {
+                            Scalar.centredProductRow(count: channels, dy: dyb + i * channels,
+                                                     x: xb + i * channels, mean: mean,
+                                                     into: scratch + i * channels)
+                        }
                     }
-                    Scalar.gemvTransposed(rows: b, columns: channels, a: dyb, x: ones, beta: 1, y: dbeta)
+                    Scalar.gemvTransposed(rows: b, columns: channels,
+                                          a: mask == nil ? dyb : UnsafePointer(masked),
+                                          x: ones, beta: 1, y: dbeta)
                     Scalar.gemvTransposed(rows: b, columns: channels, a: scratch, x: ones, beta: 1,
                                           y: dgammaRaw)
                     start += b
@@ -505,8 +522,9 @@ extension BatchNormKernels {
                 for i in 0..<g.outer {
                     let gi = dy + i * channels, row = x + i * channels
                     for j in 0..<channels {
-                        dbeta[j] += gi[j]
-                        dgammaRaw[j] += gi[j] * (row[j] - mean[j])
+                        let v = mask.map { $0[i * channels + j] != 0 ? gi[j] : 0 } ?? gi[j]
+                        dbeta[j] += v
+                        dgammaRaw[j] += v * (row[j] - mean[j])
                     }
                 }
             }
@@ -518,11 +536,27 @@ extension BatchNormKernels {
             while c0 < channels {
                 let cb = min(block, channels - c0)
                 let offset = (n * channels + c0) * hw
-                let dyb = dy + offset, xb = x + offset
-                for k in 0..<cb {
-                    let gk = dyb + k * hw, row = xb + k * hw, out = scratch + k * hw
-                    let m = mean[c0 + k]
-                    for t in 0..<hw { out[t] = gk[t] * (row[t] - m) }
+                var dyb = dy + offset
+                let xb = x + offset
+                if let mask {
+                    let masked = scratch + half, mb = mask + offset
+                    for k in 0..<cb {
+                        let gk = dyb + k * hw, mk = mb + k * hw, row = xb + k * hw
+                        let out = scratch + k * hw, gout = masked + k * hw
+                        let m = mean[c0 + k]
+                        for t in 0..<hw {
+                            let v = mk[t] != 0 ? gk[t] : 0
+                            gout[t] = v
+                            out[t] = v * (row[t] - m)
+                        }
+                    }
+                    dyb = UnsafePointer(masked)
+                } else {
+                    for k in 0..<cb {
+                        let gk = dyb + k * hw, row = xb + k * hw, out = scratch + k * hw
+                        let m = mean[c0 + k]
+                        for t in 0..<hw { out[t] = gk[t] * (row[t] - m) }
+                    }
                 }
                 switch backend {
                 case .blas:
@@ -573,18 +607,27 @@ extension BatchNormKernels {
     /// A, B and C are ``coefficients(_:sums:channels:count:frozen:coefficients:stride:)``'s.
     @inlinable
     static func combine<Scalar: BLASScalar>(
-        dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, geometry g: ChannelGeometry,
-        mean: UnsafePointer<Scalar>, coefficients: UnsafePointer<Scalar>, stride: Int,
-        dx: UnsafeMutablePointer<Scalar>, streaming: Bool
+        dy: UnsafePointer<Scalar>, mask: UnsafePointer<UInt8>? = nil, x: UnsafePointer<Scalar>,
+        geometry g: ChannelGeometry, mean: UnsafePointer<Scalar>,
+        coefficients: UnsafePointer<Scalar>, stride: Int, dx: UnsafeMutablePointer<Scalar>,
+        streaming: Bool
     ) {
         typealias S = StreamingStores
         let channels = g.channels
         let a = coefficients, b = coefficients + stride, c = coefficients + 2 * stride
         if g.inner == 1 {
             for i in 0..<g.outer {
-                Scalar.combineColumnsRow(count: channels, dy: dy + i * channels,
-                                         x: x + i * channels, mean: mean, a: a, b: b, c: c,
-                                         into: dx + i * channels, streaming: streaming)
+                let offset = i * channels
+                if let mask {
+                    Scalar.combineColumnsMaskedRow(count: channels, dy: dy + offset,
+                                                   mask: mask + offset, x: x + offset, mean: mean,
+                                                   a: a, b: b, c: c, into: dx + offset,
+                                                   streaming: streaming)
+                } else {
+                    Scalar.combineColumnsRow(count: channels, dy: dy + offset, x: x + offset,
+                                             mean: mean, a: a, b: b, c: c, into: dx + offset,
+                                             streaming: streaming)
+                }
             }
             S.fence(streaming)
             return
@@ -594,9 +637,20 @@ extension BatchNormKernels {
             let j = slab % channels, offset = slab * hw
             let gs = dy + offset, row = x + offset
             let aj = a[j], bj = b[j], cj = c[j], m = mean[j]
-            S.write(dx + offset, count: hw, streaming: streaming,
-                    value: { t in aj * gs[t] + bj * (row[t] - m) + cj },
-                    vector: { t in aj * S.load(gs + t) + bj * (S.load(row + t) - m) + cj })
+            if let mask {
+                let ms = mask + offset
+                func v(_ t: Int) -> Scalar { ms[t] != 0 ? gs[t] : 0 }
+                S.write(dx + offset, count: hw, streaming: streaming,
+                        value: { t in aj * v(t) + bj * (row[t] - m) + cj },
+                        vector: { t in
+                            aj * SIMD4(v(t), v(t + 1), v(t + 2), v(t + 3))
+                                + bj * (S.load(row + t) - m) + cj
+                        })
+            } else {
+                S.write(dx + offset, count: hw, streaming: streaming,
+                        value: { t in aj * gs[t] + bj * (row[t] - m) + cj },
+                        vector: { t in aj * S.load(gs + t) + bj * (S.load(row + t) - m) + cj })
+            }
         }
         S.fence(streaming)
     }

@@ -20,41 +20,40 @@ struct Epilogue<Scalar: BLASScalar> {
     /// The residual at the first value of the current run, or `nil`.
     @usableFromInline let residual: UnsafePointer<Scalar>?
     @usableFromInline let relu: Bool
-    /// Where the output is written a second time (the cache's copy, which a
-    /// ReLU's backward reads), or `nil`.
-    @usableFromInline let keep: UnsafeMutablePointer<Scalar>?
+    /// Where a ReLU records which outputs are positive (one byte per value:
+    /// the cache's mask, which its backward reads), or `nil`.
+    @usableFromInline let mask: UnsafeMutablePointer<UInt8>?
 
     @inlinable
     init(residual: UnsafePointer<Scalar>?, activation: FusedActivation,
-         keep: UnsafeMutablePointer<Scalar>? = nil) {
+         mask: UnsafeMutablePointer<UInt8>? = nil) {
         self.residual = residual
         self.relu = activation == .relu
-        self.keep = keep
+        self.mask = relu ? mask : nil
     }
 
-    /// Nothing to add, apply or keep.
+    /// Nothing to add, apply or record.
     @inlinable
     static var identity: Epilogue { Epilogue(residual: nil, activation: .none) }
 
-    /// Neither a residual nor an activation nor a copy.
+    /// Neither a residual nor an activation.
     @inlinable
-    var isIdentity: Bool { residual == nil && !relu && keep == nil }
+    var isIdentity: Bool { residual == nil && !relu }
 
     /// The same epilogue for the run that starts `offset` values later.
     @inlinable
     func advanced(by offset: Int) -> Epilogue {
         Epilogue(residual: residual.map { $0 + offset }, activation: relu ? .relu : .none,
-                 keep: keep.map { $0 + offset })
+                 mask: mask.map { $0 + offset })
     }
 
-    /// `y[t] = act(z[t] + residual[t])` for `t < count` (and the same into
-    /// `keep`), with streaming stores when `streaming`; `z` may be `y` (in
-    /// place; the C pass then fills `keep` first and copies it to `y`). One C pass
-    /// (``BLASScalar/epilogue(count:z:residual:y:keep:relu:streaming:)``).
+    /// `y[t] = act(z[t] + residual[t])` for `t < count` (and a ReLU's mask
+    /// bytes), with streaming stores when `streaming`; `z` may be `y`. One C
+    /// pass (``BLASScalar/epilogue(count:z:residual:y:mask:relu:streaming:)``).
     @inlinable
     func apply(_ z: UnsafePointer<Scalar>, count: Int, into y: UnsafeMutablePointer<Scalar>,
                streaming: Bool) {
-        Scalar.epilogueRow(count: count, z: z, residual: residual, into: y, keep: keep, relu: relu,
+        Scalar.epilogueRow(count: count, z: z, residual: residual, into: y, mask: mask, relu: relu,
                            streaming: streaming)
     }
 
@@ -103,14 +102,14 @@ enum Fused {
         }
     }
 
-    /// `g = y > 0 ? dy : 0`: the gradient through a ReLU whose output was `y`
-    /// (0 where the ReLU's input was 0, negative or NaN); one C pass.
+    /// `g = mask != 0 ? dy : +0`: the gradient through a ReLU whose epilogue
+    /// wrote `mask` (0 where the ReLU's input was 0, negative or NaN); one C pass.
     @inlinable
     static func mask<Scalar: BLASScalar>(
-        _ dy: UnsafePointer<Scalar>, output y: UnsafePointer<Scalar>, count: Int,
+        _ dy: UnsafePointer<Scalar>, by mask: UnsafePointer<UInt8>, count: Int,
         into g: UnsafeMutablePointer<Scalar>
     ) {
-        Scalar.reluMaskRow(count: count, dy: dy, y: y, into: g)
+        Scalar.reluMaskRow(count: count, dy: dy, mask: mask, into: g)
     }
 
     /// `dx += ds`, `count` values.
@@ -125,10 +124,15 @@ enum Fused {
 extension NormCache {
     /// Runs a backward pass's `body` on the gradient that reaches the layer's
     /// affine map: `dy` itself, or, after a ReLU forward, `dy` masked by the
-    /// kept output's sign (into `residualGradient` when given, otherwise into
-    /// the workspace's gradient buffer). With a `residualGradient` it also
+    /// cache's mask of positive outputs. With a `residualGradient` it also
     /// receives that gradient (`dy`, or the masked one): the residual of
     /// `y = act(norm(x) + residual)` gets what the sum gets.
+    ///
+    /// The masked gradient is written by a pass of its own, into
+    /// `residualGradient` when given, otherwise into the workspace's gradient
+    /// buffer; except when `masksInside` (the body applies the mask in its own
+    /// passes) and there is no `residualGradient`: then `body` gets `dy` and
+    /// the mask. Otherwise its mask is `nil`.
     ///
     /// Checks `dy`'s and `residualGradient`'s counts first; `body` does the
     /// rest of the validation. Errors come back as values (see
@@ -136,8 +140,8 @@ extension NormCache {
     @inlinable
     func withActivationGradient(
         _ buffers: GradientBuffers<Scalar>, residualGradient: UnsafeMutableBufferPointer<Scalar>?,
-        workspace: inout Workspace<Scalar>,
-        _ body: (GradientBuffers<Scalar>, inout Workspace<Scalar>) -> NormError?
+        masksInside: Bool = false, workspace: inout Workspace<Scalar>,
+        _ body: (GradientBuffers<Scalar>, UnsafePointer<UInt8>?, inout Workspace<Scalar>) -> NormError?
     ) -> NormError? {
         let count = input.count
         do throws(NormError) {
@@ -146,12 +150,15 @@ extension NormCache {
                 try Validation.buffer("residualGradient", residualGradient.count, expected: count)
             }
         } catch { return error }
-        if origin == .none { return body(buffers, &workspace) }   // which refuses the cache
-        guard activation == .relu, storedOutput.count == count else {
+        if origin == .none { return body(buffers, nil, &workspace) }   // which refuses the cache
+        guard activation == .relu, storedMask.count == count, count > 0 else {
             if let residualGradient, let dy = buffers.dy.baseAddress, count > 0 {
                 residualGradient.baseAddress!.update(from: dy, count: count)
             }
-            return body(buffers, &workspace)
+            return body(buffers, nil, &workspace)
+        }
+        if masksInside, residualGradient == nil {
+            return storedMask.withUnsafeBufferPointer { body(buffers, $0.baseAddress!, &workspace) }
         }
         // The masked gradient's home: the caller's residual gradient, or the
         // workspace's buffer (taken out while `body` uses the workspace).
@@ -163,32 +170,32 @@ extension NormCache {
         defer { if residualGradient == nil { swap(&held, &workspace.gradient) } }
         return held.withUnsafeMutableBufferPointer { own in
             let target = residualGradient ?? own
-            storedOutput.withUnsafeBufferPointer { y in
-                if count > 0 {
-                    Fused.mask(buffers.dy.baseAddress!, output: y.baseAddress!, count: count,
-                               into: target.baseAddress!)
-                }
+            storedMask.withUnsafeBufferPointer { mask in
+                Fused.mask(buffers.dy.baseAddress!, by: mask.baseAddress!, count: count,
+                           into: target.baseAddress!)
             }
             return body(GradientBuffers(dy: UnsafeBufferPointer(target), dx: buffers.dx,
-                                        dgamma: buffers.dgamma, dbeta: buffers.dbeta), &workspace)
+                                        dgamma: buffers.dgamma, dbeta: buffers.dbeta), nil, &workspace)
         }
     }
 }
 
 extension NormCache {
-    /// ``withActivationGradient(_:residualGradient:workspace:_:)`` for a
-    /// backward that throws: builds the buffers, runs `body` on the gradient
-    /// that reaches the affine map, and rethrows its error.
+    /// ``withActivationGradient(_:residualGradient:masksInside:workspace:_:)``
+    /// for a backward that throws: runs `body` on the gradient that reaches
+    /// the affine map (and the mask, when `masksInside` and it is not applied
+    /// yet), and rethrows its error.
     @inlinable
     func backwardThroughActivation(
         _ buffers: GradientBuffers<Scalar>, residualGradient: UnsafeMutableBufferPointer<Scalar>?,
-        workspace: inout Workspace<Scalar>,
-        _ body: (GradientBuffers<Scalar>, inout Workspace<Scalar>) throws(NormError) -> Void
+        masksInside: Bool = false, workspace: inout Workspace<Scalar>,
+        _ body: (GradientBuffers<Scalar>, UnsafePointer<UInt8>?, inout Workspace<Scalar>) throws(NormError) -> Void
     ) throws(NormError) {
         let failure = withActivationGradient(buffers, residualGradient: residualGradient,
-                                             workspace: &workspace) { buffers, workspace in
+                                             masksInside: masksInside,
+                                             workspace: &workspace) { buffers, mask, workspace in
             do throws(NormError) {
-                try body(buffers, &workspace)
+                try body(buffers, mask, &workspace)
                 return nil
             } catch { return error }
         }

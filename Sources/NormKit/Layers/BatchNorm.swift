@@ -223,13 +223,13 @@ public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
         cache: Cache, graph: Bool, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try cache.backwardThroughActivation(
-            buffers, residualGradient: residualGradient, workspace: &workspace
-        ) { buffers, workspace throws(NormError) in
+            buffers, residualGradient: residualGradient, masksInside: !graph, workspace: &workspace
+        ) { buffers, mask, workspace throws(NormError) in
             try BatchStatistics.validateBackward(buffers, cache: cache, channels: featureCount,
                                                  origin: cacheOrigin)
             let rows = try Validation.matrixRows(cache.input, columns: featureCount)
             _ = BatchStatistics.backward(
-                buffers, cache: cache,
+                buffers, mask: mask, cache: cache,
                 geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
                 backend: backend, graph: graph, exchange: LocalStatistics(), workspace: &workspace)
         }

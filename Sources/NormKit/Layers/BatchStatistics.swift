@@ -29,7 +29,7 @@ enum BatchStatistics {
         let channels = g.channels, rowStride = g.channels * g.inner
         let input = cache.input
         cache.record(gamma: gamma, mode: mode, statisticCount: channels, origin: origin)
-        cache.prepareOutput(activation: activation, count: g.outer * rowStride)
+        cache.prepareMask(activation: activation, count: g.outer * rowStride)
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
         let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
                                     backend: backend)
@@ -52,8 +52,7 @@ enum BatchStatistics {
             return input.withUnsafeBufferPointer { xBuffer in
             cache.storedMean.withUnsafeMutableBufferPointer { meanBuffer in
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstdBuffer in
-            cache.storedOutput.withUnsafeMutableBufferPointer { keptBuffer in
-                let keep = activation == .relu ? keptBuffer.baseAddress : nil
+            cache.storedMask.withUnsafeMutableBufferPointer { maskBuffer in
                 let x = xBuffer.baseAddress!
                 let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
                 let (lines, stride) = Workspace<Scalar>.spread(
@@ -119,7 +118,7 @@ enum BatchStatistics {
                     normalizePass(split: split, geometry: g, x: x, y: y, vectors: lines,
                                   stride: stride, streaming: streaming,
                                   epilogue: Epilogue(residual: residual, activation: activation,
-                                                     keep: keep))
+                                                     mask: maskBuffer.baseAddress))
                 }
                 return nil
             }}}}
@@ -228,12 +227,17 @@ enum BatchStatistics {
     /// - Returns: the exchange's transport error, or `nil`.
     @inlinable
     static func backward<Scalar: BLASScalar>(
-        _ buffers: GradientBuffers<Scalar>, cache: NormCache<Scalar>, geometry g: ChannelGeometry,
+        _ buffers: GradientBuffers<Scalar>, mask: UnsafePointer<UInt8>? = nil,
+        cache: NormCache<Scalar>, geometry g: ChannelGeometry,
         backend: Backend, graph: Bool, exchange: some StatisticsExchange,
         workspace: inout Workspace<Scalar>
     ) -> NormError? {
         let frozen = cache.mode == .inference, channels = g.channels
         let rowStride = g.channels * g.inner
+        // A ReLU's mask (when given) is applied in both passes: the first
+        // keeps each block's masked gradient in a second scratch block. The
+        // blocks stay those of the unmasked pass, whose sums they must give
+        // bit for bit (the block is what a gemv sums at once).
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
         if graph {
             backwardThroughGraph(geometry: g, backend: backend, frozen: frozen, cache: cache,
@@ -246,7 +250,8 @@ enum BatchStatistics {
         // Per worker: a block of scratch (with a page to place it); per chunk:
         // its partial dgammaRaw and dbeta (chunk 0's then holds the batch's
         // sums of both).
-        let perWorker = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
+        let perWorker = (mask == nil ? 1 : 2)
+            * Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
             + Workspace<Scalar>.pageScalars
         let shared = split.workers * perWorker + split.chunks * 2 * channels
         var count = g.valuesPerStatistic
@@ -264,14 +269,14 @@ enum BatchStatistics {
                 let partials = scratch + split.workers * perWorker
                 let context = (split: split, g: g, p: p, partials: partials, block: block,
                                backend: backend, ones: ones, scratch: scratch, perWorker: perWorker,
-                               mean: UnsafePointer(mean))
+                               mean: UnsafePointer(mean), mask: mask)
                 if g.outer > 0 { Threading.run(split, context) { c, chunk, worker in
                     let c = c.pointee, p = c.p, channels = c.g.channels
                     let rows = c.split.rows(ofChunk: chunk)
                     let partial = c.partials + chunk * 2 * channels
                     let offset = rows.lowerBound * channels * c.g.inner
                     BatchNormKernels.parameterSums(
-                        dy: p.dy + offset, x: p.x + offset,
+                        dy: p.dy + offset, mask: c.mask.map { $0 + offset }, x: p.x + offset,
                         geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: c.g.inner),
                         block: c.block, backend: c.backend, mean: c.mean,
                         dgammaRaw: partial, dbeta: partial + channels, ones: c.ones,
@@ -299,13 +304,13 @@ enum BatchStatistics {
                 BatchNormKernels.coefficients(p, sums: sums, channels: channels, count: count,
                                               frozen: frozen, coefficients: lines, stride: stride)
                 let combineContext = (split: split, g: g, p: p, coefficients: UnsafePointer(lines),
-                                      stride: stride, streaming: streaming)
+                                      stride: stride, streaming: streaming, mask: mask)
                 if g.outer > 0 { Threading.run(split, combineContext) { c, chunk, _ in
                     let c = c.pointee, p = c.p
                     let rows = c.split.rows(ofChunk: chunk)
                     let offset = rows.lowerBound * c.g.channels * c.g.inner
                     BatchNormKernels.combine(
-                        dy: p.dy + offset, x: p.x + offset,
+                        dy: p.dy + offset, mask: c.mask.map { $0 + offset }, x: p.x + offset,
                         geometry: ChannelGeometry(outer: rows.count, channels: c.g.channels,
                                                   inner: c.g.inner),
                         mean: c.coefficients + 3 * c.stride, coefficients: c.coefficients,

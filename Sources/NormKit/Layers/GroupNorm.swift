@@ -163,16 +163,16 @@ enum GroupStatistics {
         let g = try geometry(input, channels: channels, groups: groups)
         try Validation.valuesPerStatistic(g.rowLength)
         cache.record(gamma: gamma, mode: mode, statisticCount: g.rows, origin: origin)
-        cache.prepareOutput(activation: activation, count: x.count)
+        cache.prepareMask(activation: activation, count: x.count)
         let failure: Int? = input.withUnsafeBufferPointer { x in
             cache.storedMean.withUnsafeMutableBufferPointer { mean in
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
-            cache.storedOutput.withUnsafeMutableBufferPointer { kept in
+            cache.storedMask.withUnsafeMutableBufferPointer { mask in
                 pass(x.baseAddress, geometry: g, gamma: gamma, beta: beta, epsilon: epsilon,
                      backend: backend, statistics: (mean.baseAddress, invstd.baseAddress),
                      y: output.baseAddress,
                      epilogue: Epilogue(residual: residual?.baseAddress, activation: activation,
-                                        keep: activation == .relu ? kept.baseAddress : nil),
+                                        mask: mask.baseAddress),
                      workspace: &workspace)
             }}}
         }
@@ -281,7 +281,7 @@ enum GroupStatistics {
     ) throws(NormError) {
         try cache.backwardThroughActivation(
             buffers, residualGradient: residualGradient, workspace: &workspace
-        ) { buffers, workspace throws(NormError) in
+        ) { buffers, _, workspace throws(NormError) in
             try backward(buffers, cache: cache, channels: channels, groups: groups, origin: origin,
                          backend: backend, workspace: &workspace)
         }

@@ -197,12 +197,13 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
         try cache.backwardThroughActivation(
             GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
                             dbeta: betaGradient),
-            residualGradient: residualGradient, workspace: &workspace
-        ) { buffers, workspace throws(NormError) in
+            residualGradient: residualGradient, masksInside: true, workspace: &workspace
+        ) { buffers, mask, workspace throws(NormError) in
             try BatchStatistics.validateBackward(buffers, cache: cache, channels: channelCount,
                                                  origin: cacheOrigin)
             let g = try geometry(cache.input)
-            _ = BatchStatistics.backward(buffers, cache: cache, geometry: g, backend: backend,
+            _ = BatchStatistics.backward(buffers, mask: mask, cache: cache, geometry: g,
+                                         backend: backend,
                                          graph: false, exchange: LocalStatistics(),
                                          workspace: &workspace)
         }

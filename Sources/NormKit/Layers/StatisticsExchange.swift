@@ -293,33 +293,37 @@ extension RankStatistics {
             return
         }
         try cache.backwardThroughActivation(
-            buffers, residualGradient: residualGradient, workspace: &workspace
-        ) { buffers, workspace throws(NormError) in
+            buffers, residualGradient: residualGradient, masksInside: true, workspace: &workspace
+        ) { buffers, mask, workspace throws(NormError) in
             try backward(communicator: communicator, checked: checked, channels: channels,
-                         number: number, origin: origin, buffers, cache: cache, backend: backend,
-                         workspace: &workspace)
+                         number: number, origin: origin, buffers, mask: mask, cache: cache,
+                         backend: backend, workspace: &workspace)
         }
     }
 
     /// ``backward(communicator:checked:channels:number:origin:_:residualGradient:cache:backend:workspace:)``
-    /// once the gradient reaches the affine map.
+    /// once the gradient reaches the affine map (or with the ReLU's `mask`
+    /// still to apply).
     @inlinable
     static func backward<Scalar: BLASScalar>(
         communicator: any Communicator, checked: Result<ChannelGeometry, NormError>,
         channels: Int, number: Int, origin: CacheOrigin, _ buffers: GradientBuffers<Scalar>,
+        mask: UnsafePointer<UInt8>? = nil,
         cache: NormCache<Scalar>, backend: Backend, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         let failure: NormError?
         if cache.origin == origin, cache.mode == .inference {
-            failure = BatchStatistics.backward(buffers, cache: cache, geometry: try checked.get(),
+            failure = BatchStatistics.backward(buffers, mask: mask, cache: cache,
+                                               geometry: try checked.get(),
                                                backend: backend, graph: false, exchange: LocalStatistics(),
                                                workspace: &workspace)
         } else {
             let exchange = RankStatistics(communicator: communicator, call: .backward, number: number)
             switch checked {
             case let .success(g):
-                failure = BatchStatistics.backward(buffers, cache: cache, geometry: g, backend: backend,
-                                                   graph: false, exchange: exchange, workspace: &workspace)
+                failure = BatchStatistics.backward(buffers, mask: mask, cache: cache, geometry: g,
+                                                   backend: backend, graph: false, exchange: exchange,
+                                                   workspace: &workspace)
             case let .failure(error):
                 failure = exchange.refusing(error, channels: channels, of: Scalar.self)
             }
