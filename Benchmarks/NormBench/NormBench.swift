@@ -69,6 +69,9 @@ struct NormBench: ParsableCommand {
     @Option(help: "Threading.minimumBytesPerWorker: the least input per worker thread (default: NormKit's, 128 KiB). 0 gives every chunk a worker, to measure where threads pay.")
     var minBytesPerWorker: Int?
 
+    @Option(help: "StreamingStores.minimumBytes: outputs of more bytes are written with streaming stores (default: NormKit's, the last-level cache). 0 streams every output.")
+    var streamAbove: Int?
+
     @Option(help: "OpenBLAS's threads outside NormKit's kernels (inside them NormKit runs OpenBLAS on one). Default: OpenBLAS's own setting.")
     var blasThreads: Int?
 
@@ -120,6 +123,9 @@ struct NormBench: ParsableCommand {
         guard (minBytesPerWorker ?? 0) >= 0 else {
             throw ValidationError("--min-bytes-per-worker must not be negative")
         }
+        guard (streamAbove ?? 0) >= 0 else {
+            throw ValidationError("--stream-above must not be negative")
+        }
     }
 
     mutating func run() throws {
@@ -130,6 +136,7 @@ struct NormBench: ParsableCommand {
         }
         if let blasThreads { BLASRuntime.threadCount = blasThreads }
         if let minBytesPerWorker { Threading.minimumBytesPerWorker = minBytesPerWorker }
+        if let streamAbove { StreamingStores.minimumBytes = streamAbove }
         Threading.threadCount = threadList[0]
         let machine = MachineInfo.current(libraryThreads: threadList[0])
         let opSet = Set(list(ops))
@@ -148,7 +155,8 @@ struct NormBench: ParsableCommand {
               + " \(BLASRuntime.cpuVectorLevel)"
               + (BLASRuntime.coreAdvice.map { " (advice: \($0))" } ?? ""))
         print("build: \(machine.build); L2 \(CacheGeometry.level2Bytes / 1024) KiB per core,"
-              + " last-level cache \(CacheGeometry.lastLevelBytes / 1024) KiB")
+              + " last-level cache \(CacheGeometry.lastLevelBytes / 1024) KiB;"
+              + " streaming stores for outputs above \(StreamingStores.minimumBytes / 1024) KiB")
         if machine.build == "debug" {
             print(String(repeating: "!", count: 72))
             print("!! DEBUG BUILD: these timings mean nothing. Use `swift run -c release normbench`.")
