@@ -337,6 +337,60 @@ extension ProcessWideTests {
             try check(InstanceNorm<Double>(channelCount: 6, backend: backend), shape: [3, 6, 7, 5])
         }
 
+        /// The fused forms: LayerNorm's and RMSNorm's residual forward (whose
+        /// streamed sum goes through a scratch block) and backward, and
+        /// BatchNorm's and SpatialBatchNorm's ReLU with a residual, forward and
+        /// the backward that applies the mask inside its passes.
+        func fusedResults<S: BLASScalar>(_: S.Type, backend: Backend, rowLength: Int) throws -> [[S]] {
+            var out: [[S]] = []
+            let shape = [37, rowLength]
+            let x = try Tensor<S>(randomNormal: shape, mean: 3, standardDeviation: 2, seed: 5)
+            let r = try Tensor<S>(randomNormal: shape, seed: 9)
+            let dy = try Tensor<S>(randomNormal: shape, seed: 6)
+            let ln = try LayerNorm<S>(featureCount: rowLength, backend: backend)
+            let rms = try RMSNorm<S>(featureCount: rowLength, backend: backend)
+            for layer in [ln as any ResidualNormalizationLayer<S>, rms] {
+                var layer = layer
+                let (y, sum, cache) = try layer.forward(x, residual: r, mode: .training)
+                let g = try layer.backward(dy, sumGradient: r, cache: cache)
+                out += [y.scalars, sum.scalars, g.input.scalars, g.gamma]
+            }
+            var bn = try BatchNorm<S>(featureCount: rowLength, activation: .relu, backend: backend)
+            for mode in [Mode.training, .inference] {
+                let (y, cache) = try bn.forward(x, residual: r, mode: mode)
+                let g = try bn.backward(dy, cache: cache)
+                let withResidual = try bn.backwardWithResidual(dy, cache: cache)
+                out += [y.scalars, g.input.scalars, g.gamma, g.beta, withResidual.residualGradient.scalars]
+            }
+            let image = [3, 5, 7, rowLength / 8 + 1]
+            let xi = try Tensor<S>(randomNormal: image, mean: 3, standardDeviation: 2, seed: 5)
+            let ri = try Tensor<S>(randomNormal: image, seed: 9)
+            let dyi = try Tensor<S>(randomNormal: image, seed: 6)
+            var sbn = try SpatialBatchNorm<S>(channelCount: 5, activation: .relu, backend: backend)
+            let (yi, cachei) = try sbn.forward(xi, residual: ri, mode: .training)
+            let gi = try sbn.backward(dyi, cache: cachei)
+            out += [yi.scalars, gi.input.scalars, gi.gamma, gi.beta]
+            return out
+        }
+
+        @Test("fused forms streamed equal stored bit for bit", arguments: [Backend.blas, .naive])
+        func fusedBitForBit(backend: Backend) throws {
+            let before = StreamingStores.minimumBytes
+            defer { StreamingStores.minimumBytes = before }
+            // Rows of 29 (row blocks) and 1029 (one row at a time).
+            for rowLength in [29, 1029] {
+                StreamingStores.minimumBytes = .max
+                let stored = try fusedResults(Float.self, backend: backend, rowLength: rowLength)
+                StreamingStores.minimumBytes = 0
+                let streamed = try fusedResults(Float.self, backend: backend, rowLength: rowLength)
+                for (index, (a, b)) in zip(streamed, stored).enumerated() {
+                    let differing = zip(bits(a), bits(b)).filter { $0 != $1 }.count
+                    #expect(a.count == b.count && differing == 0,
+                            "rows of \(rowLength), quantity \(index): \(differing) of \(b.count) values differ")
+                }
+            }
+        }
+
         @Test("the threshold defaults to the last-level cache and clamps at 0")
         func threshold() {
             let before = StreamingStores.minimumBytes

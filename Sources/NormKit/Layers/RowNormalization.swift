@@ -92,6 +92,17 @@ enum RowNormalization {
             Fused.sum(x + offset, r + offset, count: rows * columns, into: s + offset,
                       copy: sum.map { $0 + offset }, streaming: streaming)
         }
+
+        /// Writes the rows `first ..< first + rows` into `block` (scratch in
+        /// L2, where the row kernels then read them), and from there to `s`
+        /// and `sum` with streaming stores.
+        @inlinable
+        func run(first: Int, rows: Int, columns: Int, block: UnsafeMutablePointer<Scalar>) {
+            let offset = first * columns, count = rows * columns
+            Fused.sum(x + offset, r + offset, count: count, into: block, copy: nil, streaming: false)
+            Fused.stream(block, count: count, into: s + offset)
+            if let sum { Fused.stream(block, count: count, into: sum + offset) }
+        }
     }
 
     /// The statistics and output pass over `rows` rows at `x` (after the
@@ -113,15 +124,24 @@ enum RowNormalization {
         let onesCount = backend == .blas ? max(blockRows, columns) : 0
         let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Scalar.self,
                                     backend: backend)
+        // Outputs beyond the last-level cache are streamed. The residual form
+        // writes two (s and y) and reads two: it streams both when the four
+        // together exceed it (its own traffic then evicts them), each block of
+        // s going through a scratch block in L2 that the row kernels read.
+        let streaming = StreamingStores.shouldStream(
+            count: (prologue == nil ? 1 : 4) * rows * columns, of: Scalar.self)
+        let sumBlock = prologue != nil && streaming && backend == .blas
+            ? Workspace<Scalar>.lines(blockRows * columns) : 0
         // RMSNorm's row blocks keep their squares in the output, unless it is
         // the input (inference in place).
         let separateSquares = UnsafePointer(y) == x
         // Per worker, on whole cache lines (so that each starts on one).
-        let perWorker = backend == .blas
+        let kernelScratch = backend == .blas
             ? Workspace<Scalar>.lines(LayerNormKernels.forwardScratch(
                 blockRows: blockRows, columns: columns, centred: centred,
                 separateSquares: separateSquares, of: Scalar.self))
             : 0
+        let perWorker = kernelScratch + sumBlock
         // Then gamma and beta, copied onto cache lines away from the input's
         // offset in a page (the layer's arrays sit wherever the allocator put
         // them; see `Workspace.spread`), read once per row; then the
@@ -129,7 +149,6 @@ enum RowNormalization {
         let parameters = backend == .blas ? Workspace<Scalar>.spreadScratch(2, of: columns) : 0
         let statisticsAt = split.workers * perWorker + parameters
         let own = statistics == nil ? 2 * Workspace<Scalar>.lines(rows) : 0
-        let streaming = StreamingStores.shouldStream(count: rows * columns, of: Scalar.self)
         return workspace.withRegions(ones: onesCount, scratch: statisticsAt + own) { ones, scratch in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
@@ -149,25 +168,33 @@ enum RowNormalization {
                                    columns: columns, blockRows: blockRows, epsilon: epsilon,
                                    centred: centred, streaming: streaming, ones: ones,
                                    scratch: scratch, perWorker: perWorker, prologue: prologue,
-                                   separateSquares: separateSquares)
+                                   separateSquares: separateSquares, kernelScratch: kernelScratch,
+                                   sumBlock: sumBlock)
                     return Threading.firstFailure(split, context) { c, chunk, worker in
                         let c = c.pointee
                         let part = c.split.rows(ofChunk: chunk)
                         // With a prologue, block by block: the sum, then its rows.
                         let step = c.prologue == nil ? max(1, part.count) : c.blockRows
                         var first = part.lowerBound
+                        let own = c.scratch + worker * c.perWorker
                         while first < part.upperBound {
                             let count = min(step, part.upperBound - first)
-                            c.prologue?.run(first: first, rows: count, columns: c.columns,
-                                            streaming: c.streaming)
                             let offset = first * c.columns
+                            var x = c.x + offset
+                            if let prologue = c.prologue, c.sumBlock > 0 {
+                                let block = own + c.kernelScratch
+                                prologue.run(first: first, rows: count, columns: c.columns, block: block)
+                                x = UnsafePointer(block)
+                            } else {
+                                c.prologue?.run(first: first, rows: count, columns: c.columns,
+                                                streaming: c.streaming)
+                            }
                             if let bad = LayerNormKernels.forwardBLAS(
-                                x: c.x + offset, rows: count, columns: c.columns,
+                                x: x, rows: count, columns: c.columns,
                                 blockRows: c.blockRows, epsilon: c.epsilon, centred: c.centred,
                                 gamma: c.g, beta: c.b, mean: c.mean + first,
                                 invstd: c.invstd + first, y: c.y + offset, streaming: c.streaming,
-                                separateSquares: c.separateSquares, ones: c.ones,
-                                scratch: c.scratch + worker * c.perWorker) {
+                                separateSquares: c.separateSquares, ones: c.ones, scratch: own) {
                                 return first + bad
                             }
                             first += count
