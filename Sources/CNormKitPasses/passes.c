@@ -146,6 +146,13 @@ NORMKIT_COLUMN_PASSES(double, d, normkit_double2)
                                                    T *g, long n) {                        \
         for (long j = 0; j < n; j++) { T d = dy[j]; g[j] = mask[j] ? d : (T)0; }          \
     }                                                                                     \
+    NORMKIT_CLONES void normkit_residual_sum_##SUFFIX(const T *x, const T *r,             \
+                                                      T *restrict block, T *restrict s,   \
+                                                      T *restrict sum, long n) {          \
+        for (long j = 0; j < n; j++) block[j] = x[j] + r[j];                              \
+        NORMKIT_WRITE(T, VECTOR, s, n, 1, NORMKIT_LOAD(VECTOR, block + j), block[j]);     \
+        if (sum) NORMKIT_WRITE(T, VECTOR, sum, n, 1, NORMKIT_LOAD(VECTOR, block + j), block[j]); \
+    }                                                                                     \
     NORMKIT_CLONES void normkit_centred_product_columns_masked_##SUFFIX(                  \
             const T *dy, const unsigned char *mask, const T *x, T *restrict g, T *restrict p, long n,       \
             const T *mean) {                                                              \

@@ -76,6 +76,14 @@ void normkit_normalize_columns_epilogue_d(const double *x, double *y, long n, co
                                           const double *r, unsigned char *mask, int relu,
                                           int streaming);
 
+/* block[j] = x[j] + r[j] (a scratch block, in cache), then the block to s and,
+   when not NULL, to sum with streaming stores: the residual sum of LayerNorm and
+   RMSNorm when its outputs are streamed. block, s and sum are apart. */
+void normkit_residual_sum_f(const float *x, const float *r, float *block, float *s, float *sum,
+                            long n);
+void normkit_residual_sum_d(const double *x, const double *r, double *block, double *s,
+                            double *sum, long n);
+
 /* g[j] = mask[j] ? dy[j] : +0: the gradient through a ReLU (mask from the epilogue). */
 void normkit_relu_mask_f(const float *dy, const unsigned char *mask, float *g, long n);
 void normkit_relu_mask_d(const double *dy, const unsigned char *mask, double *g, long n);

@@ -141,6 +141,12 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
         y: UnsafeMutablePointer<Self>, mask: UnsafeMutablePointer<UInt8>?, relu: Bool,
         streaming: Bool)
 
+    /// `block[j] = x[j] + r[j]`, then `block` to `s` and (when given) `sum`
+    /// with streaming stores (`normkit_residual_sum_*`); the three are apart.
+    @_spi(BLAS) static func residualSum(
+        count: Int, x: UnsafePointer<Self>, r: UnsafePointer<Self>, block: UnsafeMutablePointer<Self>,
+        s: UnsafeMutablePointer<Self>, sum: UnsafeMutablePointer<Self>?)
+
     /// `g[j] = mask[j] != 0 ? dy[j] : +0`, the gradient through a ReLU whose
     /// epilogue wrote `mask` (`normkit_relu_mask_*`).
     @_spi(BLAS) static func reluMask(
@@ -303,6 +309,16 @@ extension BLASScalar {
         normalizeColumnsEpilogue(count: count, x: x, mean: mean, scale: scale, shift: shift,
                                  residual: residual, y: y, mask: mask, relu: relu,
                                  streaming: streaming)
+    }
+
+    /// The residual sum through a scratch block
+    /// (``residualSum(count:x:r:block:s:sum:)``).
+    @usableFromInline @inline(__always)
+    static func residualSumRows(
+        count: Int, x: UnsafePointer<Self>, r: UnsafePointer<Self>, block: UnsafeMutablePointer<Self>,
+        s: UnsafeMutablePointer<Self>, sum: UnsafeMutablePointer<Self>?
+    ) {
+        residualSum(count: count, x: x, r: r, block: block, s: s, sum: sum)
     }
 
     /// The masked centred product over one row

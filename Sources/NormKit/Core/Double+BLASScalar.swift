@@ -163,6 +163,15 @@ extension Double: BLASScalar {
                                                 relu ? 1 : 0, streaming ? 1 : 0)
     }
 
+    /// `normkit_residual_sum_d`.
+    @_spi(BLAS)
+    public static func residualSum(
+        count: Int, x: UnsafePointer<Double>, r: UnsafePointer<Double>, block: UnsafeMutablePointer<Double>,
+        s: UnsafeMutablePointer<Double>, sum: UnsafeMutablePointer<Double>?
+    ) {
+        normkit_residual_sum_d(x, r, block, s, sum, count)
+    }
+
     /// `normkit_relu_mask_d`.
     @_spi(BLAS)
     public static func reluMask(

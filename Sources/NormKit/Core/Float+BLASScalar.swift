@@ -163,6 +163,15 @@ extension Float: BLASScalar {
                                                 relu ? 1 : 0, streaming ? 1 : 0)
     }
 
+    /// `normkit_residual_sum_f`.
+    @_spi(BLAS)
+    public static func residualSum(
+        count: Int, x: UnsafePointer<Float>, r: UnsafePointer<Float>, block: UnsafeMutablePointer<Float>,
+        s: UnsafeMutablePointer<Float>, sum: UnsafeMutablePointer<Float>?
+    ) {
+        normkit_residual_sum_f(x, r, block, s, sum, count)
+    }
+
     /// `normkit_relu_mask_f`.
     @_spi(BLAS)
     public static func reluMask(

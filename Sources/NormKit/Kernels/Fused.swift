@@ -102,17 +102,6 @@ enum Fused {
         }
     }
 
-    /// Copies `count` values to `target` with streaming stores (and a fence).
-    @inlinable
-    static func stream<Scalar: BLASScalar>(
-        _ source: UnsafePointer<Scalar>, count: Int, into target: UnsafeMutablePointer<Scalar>
-    ) {
-        typealias S = StreamingStores
-        S.write(target, count: count, streaming: true,
-                value: { j in source[j] }, vector: { j in S.load(source + j) })
-        S.fence(true)
-    }
-
     /// `g = mask != 0 ? dy : +0`: the gradient through a ReLU whose epilogue
     /// wrote `mask` (0 where the ReLU's input was 0, negative or NaN); one C pass.
     @inlinable

@@ -98,10 +98,10 @@ enum RowNormalization {
         /// and `sum` with streaming stores.
         @inlinable
         func run(first: Int, rows: Int, columns: Int, block: UnsafeMutablePointer<Scalar>) {
-            let offset = first * columns, count = rows * columns
-            Fused.sum(x + offset, r + offset, count: count, into: block, copy: nil, streaming: false)
-            Fused.stream(block, count: count, into: s + offset)
-            if let sum { Fused.stream(block, count: count, into: sum + offset) }
+            let offset = first * columns
+            Scalar.residualSumRows(count: rows * columns, x: x + offset, r: r + offset, block: block,
+                                   s: s + offset, sum: sum.map { $0 + offset })
+            StreamingStores.fence(true)
         }
     }
 
