@@ -103,26 +103,53 @@ NORMKIT_PASSES(double, d, normkit_double2)
 NORMKIT_COLUMN_PASSES(float, f, normkit_float4)
 NORMKIT_COLUMN_PASSES(double, d, normkit_double2)
 
+// Writes relu(v) for the `count` values v = VALUE(j) (LOAD_VALUE four or two
+// at a time) to `out`, streaming as NORMKIT_WRITE does, and mask[j] = v > 0 in
+// the same loop when `mask` is not NULL.
+#define NORMKIT_WRITE_RELU(T, SUFFIX, VECTOR, out, count, streaming, LOAD_VALUE, VALUE)     \
+    do {                                                                                  \
+        long j = 0;                                                                       \
+        if (streaming) {                                                                  \
+            const long lanes = (long)(16 / sizeof(T));                                    \
+            long head = (long)((16 - ((unsigned long)(out) & 15)) & 15) / (long)sizeof(T); \
+            if (((unsigned long)(out) & (sizeof(T) - 1)) != 0) head = count;              \
+            if (head > count) head = count;                                               \
+            for (; j < head; j++) {                                                       \
+                T v = (VALUE);                                                            \
+                if (mask) mask[j] = v > 0;                                                \
+                (out)[j] = normkit_relu_##SUFFIX(v);                                      \
+            }                                                                             \
+            for (; j + lanes <= count; j += lanes) {                                      \
+                VECTOR v = LOAD_VALUE;                                                    \
+                if (mask) normkit_store_mask_##SUFFIX(mask + j, v);                       \
+                __builtin_nontemporal_store(normkit_relu_v_##SUFFIX(v), (VECTOR *)((out) + j)); \
+            }                                                                             \
+        }                                                                                 \
+        if (mask) {                                                                       \
+            for (; j < count; j++) {                                                      \
+                T v = (VALUE);                                                            \
+                mask[j] = v > 0;                                                          \
+                (out)[j] = normkit_relu_##SUFFIX(v);                                      \
+            }                                                                             \
+        } else {                                                                          \
+            for (; j < count; j++) (out)[j] = normkit_relu_##SUFFIX(VALUE);               \
+        }                                                                                 \
+    } while (0)
+
 // The fused epilogue: y[j] = act(z[j] + r[j]) (r optional). relu(v) = v > 0 ||
 // v is NaN ? v : +0, by a mask of the bits, so that -0 becomes +0 and NaN
-// passes. With a ReLU and a mask, mask[j] = (z[j] + r[j] > 0) first, in a loop
-// of its own over the same values (FP_CONTRACT is off: the same expression
-// gives the same bits in both loops), so z may be y. z == y also has its own
-// loops reading y, which the compiler vectorizes without the overlap check
-// that sends z == y to its scalar loop.
+// passes; with a ReLU and a mask, mask[j] = (z[j] + r[j] > 0) in the same loop.
+// z may be y. z == y also has its own loops reading y, which the compiler
+// vectorizes without the overlap check that sends z == y to its scalar loop.
 #define NORMKIT_EPILOGUE_EXPR(T, SUFFIX, VECTOR, ZV, ZS)                                  \
     if (r && relu) {                                                                      \
-        if (mask) for (long j = 0; j < n; j++) mask[j] = ((ZS) + r[j]) > 0;               \
-        NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
-            normkit_relu_v_##SUFFIX((ZV) + NORMKIT_LOAD(VECTOR, r + j)),                  \
-            normkit_relu_##SUFFIX((ZS) + r[j]));                                          \
+        NORMKIT_WRITE_RELU(T, SUFFIX, VECTOR, y, n, streaming,                            \
+            (ZV) + NORMKIT_LOAD(VECTOR, r + j), (ZS) + r[j]);                             \
     } else if (r) {                                                                       \
         NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
             (ZV) + NORMKIT_LOAD(VECTOR, r + j), (ZS) + r[j]);                             \
     } else if (relu) {                                                                    \
-        if (mask) for (long j = 0; j < n; j++) mask[j] = (ZS) > 0;                        \
-        NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
-            normkit_relu_v_##SUFFIX(ZV), normkit_relu_##SUFFIX(ZS));                      \
+        NORMKIT_WRITE_RELU(T, SUFFIX, VECTOR, y, n, streaming, ZV, ZS);                   \
     } else {                                                                              \
         NORMKIT_WRITE(T, VECTOR, y, n, streaming, ZV, ZS);                                \
     }
@@ -197,10 +224,21 @@ NORMKIT_COLUMN_PASSES(double, d, normkit_double2)
 typedef int normkit_int4 __attribute__((vector_size(16)));
 typedef long long normkit_long2 __attribute__((vector_size(16)));
 
-// The lanes of dy at p whose mask byte is not 0, +0 elsewhere (the mask's
-// bytes widened to lanes and compared, so no branch per lane).
 typedef unsigned char normkit_uchar4 __attribute__((vector_size(4)));
 typedef unsigned char normkit_uchar2 __attribute__((vector_size(2)));
+
+// mask[0..lanes) = v > 0 (1 or 0), one byte per lane.
+static inline void normkit_store_mask_f(unsigned char *m, normkit_float4 v) {
+    normkit_uchar4 bytes = __builtin_convertvector((v > (normkit_float4){0}) & 1, normkit_uchar4);
+    __builtin_memcpy(m, &bytes, sizeof bytes);
+}
+static inline void normkit_store_mask_d(unsigned char *m, normkit_double2 v) {
+    normkit_uchar2 bytes = __builtin_convertvector((v > (normkit_double2){0}) & 1, normkit_uchar2);
+    __builtin_memcpy(m, &bytes, sizeof bytes);
+}
+
+// The lanes of dy at p whose mask byte is not 0, +0 elsewhere (the mask's
+// bytes widened to lanes and compared, so no branch per lane).
 static inline normkit_float4 normkit_select_v_f(const unsigned char *m, const float *p) {
     normkit_uchar4 bytes;
     __builtin_memcpy(&bytes, m, sizeof bytes);
