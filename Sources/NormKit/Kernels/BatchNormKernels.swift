@@ -478,24 +478,34 @@ extension BatchNormKernels {
         dgammaRaw: UnsafeMutablePointer<Scalar>, dbeta: UnsafeMutablePointer<Scalar>,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) {
+        assert(mask == nil || g.inner == 1, "a ReLU's mask is applied inside for rows of channels only")
         let channels = g.channels
         dgammaRaw.update(repeating: 0, count: channels)
         dbeta.update(repeating: 0, count: channels)
-        // With a ReLU's mask, the masked gradient of each block goes to the
-        // second half of the scratch (the blocks were sized for it), and the
-        // sums read it there.
+        // With a ReLU's mask (rows of channels only, `inner == 1`: the slab
+        // paths' callers mask in a pass of their own, as the Swift slab loops
+        // could give a NaN another sign than the unmasked ones), the masked
+        // gradient of each block goes to the second half of the scratch (the
+        // blocks were sized for it), at the same offset in a cache line as
+        // `dy`'s block: the gemv that sums it then splits its loops where it
+        // would over `dy`, so the sums are the plain backward's bits.
         let half = g.scratchCount(block: block, vectors: 0)
+        func maskedBlock(_ base: UnsafeMutablePointer<Scalar>, like dyb: UnsafePointer<Scalar>)
+            -> UnsafeMutablePointer<Scalar> {
+            let bytes = (Int(bitPattern: dyb) - Int(bitPattern: base)) & 63
+            return base + bytes / MemoryLayout<Scalar>.stride
+        }
         if g.inner == 1 {
             switch backend {
             case .blas:
                 let scratch = Workspace<Scalar>.placed(scratch, awayFrom: x, by: 2048)
-                let masked = scratch + half
                 var start = 0
                 while start < g.outer {
                     let b = min(block, g.outer - start)
                     let dyb = dy + start * channels, xb = x + start * channels
                     // The elementwise pass first: it streams dy and x from memory
                     // together, and leaves dY_b in L2 for its gemv.
+                    let masked = maskedBlock(scratch + half, like: dyb)
                     if let mask {
                         let mb = mask + start * channels
                         for i in 0..<b {
@@ -536,27 +546,11 @@ extension BatchNormKernels {
             while c0 < channels {
                 let cb = min(block, channels - c0)
                 let offset = (n * channels + c0) * hw
-                var dyb = dy + offset
-                let xb = x + offset
-                if let mask {
-                    let masked = scratch + half, mb = mask + offset
-                    for k in 0..<cb {
-                        let gk = dyb + k * hw, mk = mb + k * hw, row = xb + k * hw
-                        let out = scratch + k * hw, gout = masked + k * hw
-                        let m = mean[c0 + k]
-                        for t in 0..<hw {
-                            let v = mk[t] != 0 ? gk[t] : 0
-                            gout[t] = v
-                            out[t] = v * (row[t] - m)
-                        }
-                    }
-                    dyb = UnsafePointer(masked)
-                } else {
-                    for k in 0..<cb {
-                        let gk = dyb + k * hw, row = xb + k * hw, out = scratch + k * hw
-                        let m = mean[c0 + k]
-                        for t in 0..<hw { out[t] = gk[t] * (row[t] - m) }
-                    }
+                let dyb = dy + offset, xb = x + offset
+                for k in 0..<cb {
+                    let gk = dyb + k * hw, row = xb + k * hw, out = scratch + k * hw
+                    let m = mean[c0 + k]
+                    for t in 0..<hw { out[t] = gk[t] * (row[t] - m) }
                 }
                 switch backend {
                 case .blas:
@@ -612,6 +606,7 @@ extension BatchNormKernels {
         coefficients: UnsafePointer<Scalar>, stride: Int, dx: UnsafeMutablePointer<Scalar>,
         streaming: Bool
     ) {
+        assert(mask == nil || g.inner == 1, "a ReLU's mask is applied inside for rows of channels only")
         typealias S = StreamingStores
         let channels = g.channels
         let a = coefficients, b = coefficients + stride, c = coefficients + 2 * stride
@@ -637,20 +632,9 @@ extension BatchNormKernels {
             let j = slab % channels, offset = slab * hw
             let gs = dy + offset, row = x + offset
             let aj = a[j], bj = b[j], cj = c[j], m = mean[j]
-            if let mask {
-                let ms = mask + offset
-                func v(_ t: Int) -> Scalar { ms[t] != 0 ? gs[t] : 0 }
-                S.write(dx + offset, count: hw, streaming: streaming,
-                        value: { t in aj * v(t) + bj * (row[t] - m) + cj },
-                        vector: { t in
-                            aj * SIMD4(v(t), v(t + 1), v(t + 2), v(t + 3))
-                                + bj * (S.load(row + t) - m) + cj
-                        })
-            } else {
-                S.write(dx + offset, count: hw, streaming: streaming,
-                        value: { t in aj * gs[t] + bj * (row[t] - m) + cj },
-                        vector: { t in aj * S.load(gs + t) + bj * (S.load(row + t) - m) + cj })
-            }
+            S.write(dx + offset, count: hw, streaming: streaming,
+                    value: { t in aj * gs[t] + bj * (row[t] - m) + cj },
+                    vector: { t in aj * S.load(gs + t) + bj * (S.load(row + t) - m) + cj })
         }
         S.fence(streaming)
     }

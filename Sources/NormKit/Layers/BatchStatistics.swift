@@ -252,7 +252,7 @@ enum BatchStatistics {
         // sums of both).
         let perWorker = (mask == nil ? 1 : 2)
             * Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
-            + Workspace<Scalar>.pageScalars
+            + Workspace<Scalar>.pageScalars + (mask == nil ? 0 : 64 / MemoryLayout<Scalar>.stride)
         let shared = split.workers * perWorker + split.chunks * 2 * channels
         var count = g.valuesPerStatistic
         // Then A, B, C and a copy of the mean, read for every row, on lines

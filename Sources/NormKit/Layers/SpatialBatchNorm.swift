@@ -197,7 +197,8 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
         try cache.backwardThroughActivation(
             GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
                             dbeta: betaGradient),
-            residualGradient: residualGradient, masksInside: true, workspace: &workspace
+            residualGradient: residualGradient, masksInside: layout == .nhwc,
+            workspace: &workspace
         ) { buffers, mask, workspace throws(NormError) in
             try BatchStatistics.validateBackward(buffers, cache: cache, channels: channelCount,
                                                  origin: cacheOrigin)

@@ -293,7 +293,8 @@ extension RankStatistics {
             return
         }
         try cache.backwardThroughActivation(
-            buffers, residualGradient: residualGradient, masksInside: true, workspace: &workspace
+            buffers, residualGradient: residualGradient,
+            masksInside: (try? checked.get())?.inner == 1, workspace: &workspace
         ) { buffers, mask, workspace throws(NormError) in
             try backward(communicator: communicator, checked: checked, channels: channels,
                          number: number, origin: origin, buffers, mask: mask, cache: cache,
