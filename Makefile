@@ -44,11 +44,14 @@ test-long: setup
 SANITIZER_ENV := NORMKIT_SKIP_MPI=1 ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Sanitizers/lsan.supp:print_suppressions=0 \
 	TSAN_OPTIONS=halt_on_error=1:suppressions=$(CURDIR)/Tests/Sanitizers/tsan.supp:print_suppressions=0
+# SANITIZE_ARGS go to both test runs (CI skips the fuzz corpus replay there,
+# which make fuzz replays under ASan anyway).
+SANITIZE_ARGS ?=
 sanitize: setup
 	$(SWIFT) build --build-tests --scratch-path .build-asan --sanitize=address
-	$(SANITIZER_ENV) $(SWIFT) test --skip-build --scratch-path .build-asan --sanitize=address
+	$(SANITIZER_ENV) $(SWIFT) test --skip-build --scratch-path .build-asan --sanitize=address $(SANITIZE_ARGS)
 	$(SWIFT) build --build-tests --scratch-path .build-tsan --sanitize=thread
-	$(SANITIZER_ENV) $(SWIFT) test --skip-build --scratch-path .build-tsan --sanitize=thread
+	$(SANITIZER_ENV) $(SWIFT) test --skip-build --scratch-path .build-tsan --sanitize=thread $(SANITIZE_ARGS)
 
 # libFuzzer with AddressSanitizer over every layer, both APIs, odd shapes,
 # parameters and values (Fuzz/Harness). New inputs go to .build-fuzz/corpus and
