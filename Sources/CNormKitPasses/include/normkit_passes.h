@@ -1,6 +1,8 @@
 #ifndef NORMKIT_PASSES_H
 #define NORMKIT_PASSES_H
 
+#include <stdint.h>
+
 /* NormKit's elementwise passes over one row (a run of n contiguous values),
    in C so that they run AVX2 code where the CPU has it: each function is
    compiled twice (x86-64-v3 and baseline x86-64, GCC/Clang target_clones; the
@@ -105,5 +107,18 @@ void normkit_combine_columns_masked_d(const double *dy, const unsigned char *mas
                                       const double *x, double *dx, long n, const double *mean,
                                       const double *a, const double *b, const double *c,
                                       int streaming);
+
+/* 16-bit storage (reduced.c): Float16 (IEEE binary16) and bfloat16 widened to
+   float exactly, float narrowed to them rounding to nearest even (NaN stays a
+   quiet NaN with its sign and its payload's top bits). The narrowing writes h
+   with streaming stores when `streaming` (where the CPU path has them). The
+   _baseline forms are the portable loops, for the tests to compare. */
+void normkit_widen_f16(const uint16_t *h, float *f, long n);
+void normkit_narrow_f16(const float *f, uint16_t *h, long n, int streaming);
+void normkit_widen_bf16(const uint16_t *h, float *f, long n);
+void normkit_narrow_bf16(const float *f, uint16_t *h, long n, int streaming);
+void normkit_widen_f16_baseline(const uint16_t *h, float *f, long n);
+void normkit_narrow_f16_baseline(const float *f, uint16_t *h, long n);
+void normkit_narrow_bf16_baseline(const float *f, uint16_t *h, long n);
 
 #endif

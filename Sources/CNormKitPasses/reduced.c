@@ -1,0 +1,159 @@
+// Widening 16-bit storage (IEEE binary16 "Float16", and bfloat16) to Float and
+// narrowing Float to it, round to nearest even, for the 16-bit entry points.
+//
+// Every path gives the same bits: the F16C instructions (vcvtph2ps/vcvtps2ph,
+// chosen at run time where the CPU has them) and the baseline loops below,
+// which the tests compare on every Float16 pattern and on a sweep of Float
+// patterns. NaN stays NaN: quiet, its sign and its payload's top bits kept
+// (what vcvtps2ph does). bfloat16 has no such instruction before AVX-512 BF16,
+// whose vcvtneps2bf16 flushes subnormals (PyTorch does not), so it is the
+// integer loop for every CPU, vectorized for each clone.
+#include "normkit_passes.h"
+#include <string.h>
+
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define NORMKIT_NO_CLONES 1
+#endif
+#endif
+
+#if defined(__x86_64__) && defined(__linux__) && !defined(NORMKIT_NO_CLONES)
+#define NORMKIT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define NORMKIT_F16C 1
+#include <immintrin.h>
+#else
+#define NORMKIT_CLONES
+#endif
+
+static inline uint32_t normkit_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static inline float normkit_from_bits(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+static inline float normkit_f16_to_float(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t e = (h >> 10) & 0x1fu, m = h & 0x3ffu;
+    if (e == 0x1fu) {
+        // Infinity, or a NaN made quiet.
+        return normkit_from_bits(sign | 0x7f800000u | (m << 13) | (m ? 0x00400000u : 0));
+    }
+    if (e == 0) {
+        // Zero or a subnormal: m * 2^-24, exact in Float.
+        float v = (float)m * 5.9604644775390625e-8f;
+        return normkit_from_bits(normkit_bits(v) | sign);
+    }
+    return normkit_from_bits(sign | ((e + 112u) << 23) | (m << 13));
+}
+
+static inline uint16_t normkit_float_to_f16(float f) {
+    uint32_t u = normkit_bits(f);
+    uint32_t sign = (u >> 16) & 0x8000u;
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return (uint16_t)(sign | 0x7e00u | ((a >> 13) & 0x3ffu));
+    if (a >= 0x477ff000u) return (uint16_t)(sign | 0x7c00u);  // 65520 and up round to infinity
+    if (a >= 0x38800000u) {                                   // a normal Float16
+        uint32_t r = a - 0x38000000u;
+        r += 0x0fffu + ((r >> 13) & 1u);
+        return (uint16_t)(sign | (r >> 13));
+    }
+    uint32_t e = a >> 23;
+    if (e < 102u) return (uint16_t)sign;                      // below half the least subnormal
+    uint32_t mant = (a & 0x7fffffu) | 0x800000u;
+    uint32_t shift = 126u - e;                                // 14 ... 24
+    uint32_t r = mant >> shift, rest = mant & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+    if (rest > half || (rest == half && (r & 1u))) r += 1u;
+    return (uint16_t)(sign | r);
+}
+
+static inline uint16_t normkit_float_to_bf16(float f) {
+    uint32_t u = normkit_bits(f);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    uint32_t nan = (u >> 16) | 0x0040u;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+}
+
+void normkit_widen_f16_baseline(const uint16_t *h, float *f, long n) {
+    for (long j = 0; j < n; j++) f[j] = normkit_f16_to_float(h[j]);
+}
+
+void normkit_narrow_f16_baseline(const float *f, uint16_t *h, long n) {
+    for (long j = 0; j < n; j++) h[j] = normkit_float_to_f16(f[j]);
+}
+
+#if defined(NORMKIT_F16C)
+static int normkit_f16c(void) {
+    static int known = -1;
+    int value = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (value < 0) {
+        __builtin_cpu_init();
+        value = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx") ? 1 : 0;
+        __atomic_store_n(&known, value, __ATOMIC_RELAXED);
+    }
+    return value;
+}
+
+__attribute__((target("avx,f16c")))
+static void normkit_widen_f16_f16c(const uint16_t *h, float *f, long n) {
+    long j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(h + j));
+        _mm256_storeu_ps(f + j, _mm256_cvtph_ps(v));
+    }
+    for (; j < n; j++) f[j] = normkit_f16_to_float(h[j]);
+}
+
+__attribute__((target("avx,f16c")))
+static void normkit_narrow_f16_f16c(const float *f, uint16_t *h, long n, int streaming) {
+    long j = 0;
+    if (streaming) {
+        long head = (long)((16 - ((unsigned long)h & 15)) & 15) / 2;
+        if (((unsigned long)h & 1) != 0) head = n;
+        if (head > n) head = n;
+        for (; j < head; j++) h[j] = normkit_float_to_f16(f[j]);
+        for (; j + 8 <= n; j += 8) {
+            __m128i v = _mm256_cvtps_ph(_mm256_loadu_ps(f + j), _MM_FROUND_TO_NEAREST_INT);
+            _mm_stream_si128((__m128i *)(h + j), v);
+        }
+    }
+    for (; j + 8 <= n; j += 8) {
+        __m128i v = _mm256_cvtps_ph(_mm256_loadu_ps(f + j), _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128((__m128i *)(h + j), v);
+    }
+    for (; j < n; j++) h[j] = normkit_float_to_f16(f[j]);
+}
+#endif
+
+void normkit_widen_f16(const uint16_t *h, float *f, long n) {
+#if defined(NORMKIT_F16C)
+    if (normkit_f16c()) { normkit_widen_f16_f16c(h, f, n); return; }
+#endif
+    normkit_widen_f16_baseline(h, f, n);
+}
+
+void normkit_narrow_f16(const float *f, uint16_t *h, long n, int streaming) {
+#if defined(NORMKIT_F16C)
+    if (normkit_f16c()) { normkit_narrow_f16_f16c(f, h, n, streaming); return; }
+#endif
+    (void)streaming;
+    normkit_narrow_f16_baseline(f, h, n);
+}
+
+NORMKIT_CLONES void normkit_widen_bf16(const uint16_t *h, float *f, long n) {
+    const uint16_t *restrict in = h;
+    uint32_t *restrict out = (uint32_t *)f;
+    for (long j = 0; j < n; j++) out[j] = (uint32_t)in[j] << 16;
+}
+
+NORMKIT_CLONES void normkit_narrow_bf16(const float *f, uint16_t *h, long n, int streaming) {
+    const uint32_t *restrict in = (const uint32_t *)f;
+    uint16_t *restrict out = h;
+    (void)streaming;
+    for (long j = 0; j < n; j++) {
+        uint32_t u = in[j];
+        uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        uint32_t nan = (u >> 16) | 0x0040u;
+        out[j] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+    }
+}
+
+void normkit_narrow_bf16_baseline(const float *f, uint16_t *h, long n) {
+    for (long j = 0; j < n; j++) h[j] = normkit_float_to_bf16(f[j]);
+}

@@ -1,0 +1,118 @@
+internal import CNormKitPasses
+
+/// A 16-bit brain floating-point value: the top half of a `Float`'s bits
+/// (sign, 8 exponent bits, 7 significand bits), as `torch.bfloat16`.
+///
+/// `BFloat16` is a storage type: convert to `Float` (exact) to compute, and
+/// back with ``init(_:)`` (rounded to nearest even). It has `Float`'s range and
+/// about 3 significant decimal digits. Equality and hashing compare bit
+/// patterns (`+0` and `-0` differ; a NaN equals itself).
+///
+/// ```swift
+/// let b = BFloat16(1.00390625)    // halfway between 1 and 1 + 2^-7: rounds to even
+/// Float(b) == 1                   // true
+/// ```
+@frozen
+public struct BFloat16: Sendable, Hashable, BitwiseCopyable, CustomStringConvertible {
+    /// The value's bits: `Float(self).bitPattern >> 16`.
+    public var bitPattern: UInt16
+
+    /// The value whose bits are `bitPattern`.
+    /// - Complexity: O(1).
+    @inlinable
+    public init(bitPattern: UInt16) { self.bitPattern = bitPattern }
+
+    /// `value` rounded to the nearest `BFloat16`, ties to the even one (what
+    /// `torch.tensor(value).bfloat16()` gives for every non-NaN value). A value
+    /// beyond the largest finite `BFloat16` (about 3.39e38) rounds to an
+    /// infinity; a NaN stays a quiet NaN with its sign and the top bits of its
+    /// payload (PyTorch writes `0x7FC0` or `0xFFFF` for NaN, depending on the
+    /// code path).
+    /// - Complexity: O(1).
+    @inlinable
+    public init(_ value: Float) {
+        let u = value.bitPattern
+        if u & 0x7fff_ffff > 0x7f80_0000 {
+            bitPattern = UInt16(truncatingIfNeeded: u >> 16) | 0x0040
+        } else {
+            bitPattern = UInt16(truncatingIfNeeded: (u &+ 0x7fff &+ ((u >> 16) & 1)) >> 16)
+        }
+    }
+
+    /// The value as `Float` prints it.
+    public var description: String { Float(self).description }
+}
+
+extension Float {
+    /// `value` exactly (a `BFloat16` is a `Float` with its low 16 bits zero).
+    /// - Complexity: O(1).
+    @inlinable
+    public init(_ value: BFloat16) { self.init(bitPattern: UInt32(value.bitPattern) << 16) }
+}
+
+/// A 16-bit storage type the layers whose `Scalar` is `Float` read and write
+/// (``BFloat16`` and Swift's `Float16`): the tensors that stream (input,
+/// output, their gradients) in 16 bits, everything the layer owns and every
+/// statistic in `Float`.
+///
+/// NormKit supports these two conforming types; an entry point given another
+/// throws ``NormError/unsupportedParameter(name:expected:)``.
+public protocol ReducedPrecision: BitwiseCopyable, Sendable {}
+
+extension Float16: ReducedPrecision {}
+extension BFloat16: ReducedPrecision {}
+
+/// The precision a cache's input was stored at, and the C passes that widen
+/// a 16-bit one to `Float` and narrow `Float` to it.
+@usableFromInline
+enum StoragePrecision: Sendable, Equatable, CustomStringConvertible {
+    case float, float16, bfloat16
+
+    /// The precision of `Storage`.
+    /// - Throws: ``NormError/unsupportedParameter(name:expected:)`` for a
+    ///   conforming type other than `Float16` and ``BFloat16``.
+    @inlinable
+    init<Storage: ReducedPrecision>(_: Storage.Type) throws(NormError) {
+        if Storage.self == Float16.self {
+            self = .float16
+        } else if Storage.self == BFloat16.self {
+            self = .bfloat16
+        } else {
+            throw .unsupportedParameter(name: "Storage (\(Storage.self))",
+                                        expected: "Float16 or BFloat16")
+        }
+    }
+
+    @usableFromInline
+    var description: String {
+        switch self {
+        case .float: "Float"
+        case .float16: "Float16"
+        case .bfloat16: "BFloat16"
+        }
+    }
+
+    /// `count` 16-bit values at `source` into `target`, exactly.
+    @usableFromInline
+    func widen(_ source: UnsafeRawPointer, into target: UnsafeMutablePointer<Float>, count: Int) {
+        let h = source.assumingMemoryBound(to: UInt16.self)
+        switch self {
+        case .float16: normkit_widen_f16(h, target, count)
+        case .bfloat16: normkit_widen_bf16(h, target, count)
+        case .float: preconditionFailure("a Float cache has nothing to widen")
+        }
+    }
+
+    /// `count` values at `source` rounded to 16 bits (nearest even) into
+    /// `target`, with streaming stores when `streaming`.
+    @usableFromInline
+    func narrow(_ source: UnsafePointer<Float>, into target: UnsafeMutableRawPointer, count: Int,
+                streaming: Bool) {
+        let h = target.assumingMemoryBound(to: UInt16.self)
+        switch self {
+        case .float16: normkit_narrow_f16(source, h, count, streaming ? 1 : 0)
+        case .bfloat16: normkit_narrow_bf16(source, h, count, streaming ? 1 : 0)
+        case .float: preconditionFailure("a Float output has nothing to narrow")
+        }
+    }
+}
