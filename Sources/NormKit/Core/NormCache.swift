@@ -34,6 +34,13 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     /// One byte per output when ``activation`` is `.relu`: 1 where the output
     /// was positive, 0 where the ReLU made it 0; empty otherwise.
     @usableFromInline var storedMask: [UInt8] = []
+    /// The precision the forward input was stored at: `.float` for the
+    /// `Scalar` entry points, 16 bits for the ``ReducedPrecision`` ones,
+    /// whose input is in ``reducedInput`` (and ``input`` is empty).
+    @usableFromInline var precision: StoragePrecision = .float
+    /// A 16-bit forward's input, its bit patterns, in ``reducedShape``.
+    @usableFromInline var reducedInput: [UInt16] = []
+    @usableFromInline var reducedShape: [Int] = []
     @usableFromInline var storedMean: [Scalar]
     @usableFromInline var storedInverseStandardDeviation: [Scalar]
     /// The `gamma` the forward pass used.
@@ -62,6 +69,7 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     @usableFromInline
     mutating func share(_ tensor: Tensor<Scalar>) {
         origin = .none
+        precision = .float
         input = tensor
     }
 
@@ -75,6 +83,7 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     @usableFromInline
     mutating func adopt(_ x: UnsafeBufferPointer<Scalar>, shape: [Int]) throws(NormError) {
         origin = .none
+        precision = .float
         let count = try Tensor<Scalar>.elementCount(of: shape)
         try Validation.buffer("input", x.count, expected: count)
         let isOwn = input.shape == shape && input.withUnsafeBufferPointer {
@@ -95,6 +104,7 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     @usableFromInline
     mutating func exchangeInput(_ tensor: inout Tensor<Scalar>) {
         origin = .none
+        precision = .float
         swap(&input, &tensor)
     }
 
@@ -104,7 +114,32 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     @usableFromInline
     mutating func prepareInput(shape: [Int]) {
         origin = .none
+        precision = .float
         input.prepare(shape: shape)
+    }
+
+    /// Makes `x`, 16-bit values of `precision` in `shape`, the forward input:
+    /// copied into ``reducedInput`` (reused when the count matches), and
+    /// ``input`` emptied. Marks the cache as filled by no forward pass until
+    /// one succeeds.
+    /// - Throws: ``NormError/negativeDimension(shape:)``,
+    ///   ``NormError/shapeOverflow(shape:)``,
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``.
+    @usableFromInline
+    mutating func adoptReduced<Storage: ReducedPrecision>(
+        _ x: UnsafeBufferPointer<Storage>, shape: [Int], precision: StoragePrecision
+    ) throws(NormError) {
+        origin = .none
+        let count = try Tensor<Scalar>.elementCount(of: shape)
+        try Validation.buffer("input", x.count, expected: count)
+        self.precision = precision
+        if input.count != 0 { input = .empty }
+        reducedShape = shape
+        if reducedInput.count != count { reducedInput = [UInt16](repeating: 0, count: count) }
+        reducedInput.withUnsafeMutableBytes { target in
+            guard let source = x.baseAddress, let destination = target.baseAddress else { return }
+            destination.copyMemory(from: UnsafeRawPointer(source), byteCount: count * 2)
+        }
     }
 
     /// Calls `body` with the input (writable when `writable`: a residual

@@ -182,6 +182,20 @@ enum Validation {
         guard cache.origin == origin else {
             throw .cacheMismatch(expected: origin.description, actual: cache.origin.description)
         }
+        try precision(cache, expected: .float)
+    }
+
+    /// A cache filled at the precision a backward pass reads: a 16-bit
+    /// forward's cache given to a `Scalar` backward, or the reverse, or one
+    /// 16-bit type's cache to the other's backward, is a mismatch.
+    @inlinable
+    static func precision<Scalar: BLASScalar>(
+        _ cache: NormCache<Scalar>, expected: StoragePrecision
+    ) throws(NormError) {
+        guard cache.precision == expected else {
+            throw .cacheMismatch(expected: "a cache filled at \(expected) storage",
+                                 actual: "a cache filled at \(cache.precision) storage")
+        }
     }
 
     /// A cache whose vectors hold `parameters` scale parameters and

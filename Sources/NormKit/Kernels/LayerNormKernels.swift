@@ -359,41 +359,59 @@ enum LayerNormKernels {
         dbeta: UnsafeMutablePointer<Scalar>, sumGradient: UnsafePointer<Scalar>? = nil,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) {
-        let sumDxhat = scratch, sumDxhatXhat = sumDxhat + blockRows
-        let inverseCount = 1 / Scalar(columns)
         dgamma.update(repeating: 0, count: columns)
         dbeta.update(repeating: 0, count: columns)
         var start = 0
         while start < rows {
             let b = min(blockRows, rows - start)
             let offset = start * columns
-            let dyb = dy + offset, xb = x + offset, block = dx + offset
-            for i in 0..<b {
-                let g = dyb + i * columns, row = xb + i * columns, out = block + i * columns
-                let m = mean[start + i], s = invstd[start + i]
-                Scalar.productRow(count: columns, dy: g, x: row, mean: m, invstd: s, into: out)
-            }
-            if centred {
-                Scalar.gemvTransposed(rows: b, columns: columns, a: dyb, x: ones, beta: 1, y: dbeta)
-            }
-            Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones, beta: 1, y: dgamma)
-            if centred {
-                Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: dyb, x: gamma,
-                                beta: 0, y: sumDxhat)
-            } else {
-                sumDxhat.update(repeating: 0, count: b)
-            }
-            Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: block, x: gamma,
-                            beta: 0, y: sumDxhatXhat)
-            // dX_b held P_b: its lines are in cache, so no streaming stores.
-            combine(dy: dyb, x: xb, rows: b, columns: columns, mean: mean + start,
-                    invstd: invstd + start, gamma: gamma, meanDxhat: sumDxhat,
-                    meanDxhatXhat: sumDxhatXhat, dx: block, streaming: false)
-            // A residual form's sum gradient, added while dX_b is in L2.
-            if let sumGradient {
-                Fused.accumulate(sumGradient + offset, count: b * columns, into: block)
-            }
+            backwardBlock(dy: dy + offset, x: x + offset, rows: b, columns: columns,
+                          centred: centred, mean: mean + start, invstd: invstd + start,
+                          gamma: gamma, dx: dx + offset, dgamma: dgamma, dbeta: dbeta,
+                          sumGradient: sumGradient.map { $0 + offset }, ones: ones,
+                          scratch: scratch)
             start += b
+        }
+    }
+
+    /// One block of ``backwardBLAS`` (`rows` at most its `blockRows`): `dx`
+    /// of the block, its terms added to `dgamma` and `dbeta`. `scratch` holds
+    /// two scalars per row.
+    @inlinable
+    static func backwardBlock<Scalar: BLASScalar>(
+        dy dyb: UnsafePointer<Scalar>, x xb: UnsafePointer<Scalar>, rows b: Int, columns: Int,
+        centred: Bool, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
+        gamma: UnsafePointer<Scalar>, dx block: UnsafeMutablePointer<Scalar>,
+        dgamma: UnsafeMutablePointer<Scalar>, dbeta: UnsafeMutablePointer<Scalar>,
+        sumGradient: UnsafePointer<Scalar>?, ones: UnsafePointer<Scalar>,
+        scratch: UnsafeMutablePointer<Scalar>
+    ) {
+        let sumDxhat = scratch, sumDxhatXhat = sumDxhat + b
+        let inverseCount = 1 / Scalar(columns)
+        for i in 0..<b {
+            let g = dyb + i * columns, row = xb + i * columns, out = block + i * columns
+            Scalar.productRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
+                              into: out)
+        }
+        if centred {
+            Scalar.gemvTransposed(rows: b, columns: columns, a: dyb, x: ones, beta: 1, y: dbeta)
+        }
+        Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones, beta: 1, y: dgamma)
+        if centred {
+            Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: dyb, x: gamma,
+                            beta: 0, y: sumDxhat)
+        } else {
+            sumDxhat.update(repeating: 0, count: b)
+        }
+        Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: block, x: gamma,
+                        beta: 0, y: sumDxhatXhat)
+        // dX_b held P_b: its lines are in cache, so no streaming stores.
+        combine(dy: dyb, x: xb, rows: b, columns: columns, mean: mean, invstd: invstd,
+                gamma: gamma, meanDxhat: sumDxhat, meanDxhatXhat: sumDxhatXhat, dx: block,
+                streaming: false)
+        // A residual form's sum gradient, added while dX_b is in L2.
+        if let sumGradient {
+            Fused.accumulate(sumGradient, count: b * columns, into: block)
         }
     }
 

@@ -1,0 +1,127 @@
+// The 16-bit entry points of the row layers (DESIGN §2.3): input, output and
+// their gradients in Float16 or BFloat16, everything else in Float.
+
+extension LayerNorm where Scalar == Float {
+    /// Normalizes each row of an `(N, D)` input stored in 16 bits (`Float16`
+    /// or ``BFloat16``), into `output` of the same type:
+    /// `y = (x - mean_i) · invstd_i · gamma_j + beta_j`, computed in `Float`
+    /// from the widened input and rounded once to `Storage` (nearest even).
+    ///
+    /// The statistics are `Float` sums over `Float` blocks that a C pass widens
+    /// from the input in L2-sized pieces (`sdot`/`sgemv` as the `Float`
+    /// forward), so an input near the 16-bit range keeps finite statistics. A
+    /// `Float16` output beyond ±65504 rounds to ±infinity, as IEEE 754 says.
+    /// The cache keeps the input at 2 bytes an element.
+    /// - Throws: as the `Float` entry point, and
+    ///   ``NormError/unsupportedParameter(name:expected:)`` for a storage
+    ///   type other than `Float16` and ``BFloat16``.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public mutating func forward<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Storage>,
+        cache: inout NormCache<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try validateParameters()
+        try RowNormalization.forward(
+            input, shape: shape, mode: mode, columns: featureCount, centred: true, gamma: gamma,
+            beta: beta, epsilon: epsilon, backend: backend, output: output, cache: &cache,
+            workspace: &workspace)
+    }
+
+    /// The 16-bit forward for inference, keeping nothing: its output bit for
+    /// bit. `output` may be `input`'s memory.
+    /// - Throws: as the 16-bit `forward`.
+    /// - Complexity: O(N·D); allocation-free once `workspace` is sized.
+    @inlinable
+    public func infer<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try validateParameters()
+        try RowNormalization.infer(
+            input, shape: shape, columns: featureCount, centred: true, gamma: gamma, beta: beta,
+            epsilon: epsilon, backend: backend, output: output, workspace: &workspace)
+    }
+
+    /// The backward pass of a 16-bit forward: the `Float` formulas of
+    /// ``backward(_:cache:inputGradient:gammaGradient:betaGradient:workspace:)``
+    /// on `Float` blocks widened from `outputGradient` and the cached input,
+    /// `inputGradient` rounded once to `Storage`, `gammaGradient` and
+    /// `betaGradient` in `Float`.
+    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer or filled at another precision (a `Float`
+    ///   forward's, or the other 16-bit type's),
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public func backward<Storage: ReducedPrecision>(
+        _ outputGradient: UnsafeBufferPointer<Storage>, cache: NormCache<Float>,
+        inputGradient: UnsafeMutableBufferPointer<Storage>,
+        gammaGradient: UnsafeMutableBufferPointer<Float>,
+        betaGradient: UnsafeMutableBufferPointer<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try RowNormalization.backward(
+            outputGradient, cache: cache, inputGradient: inputGradient,
+            gammaGradient: gammaGradient, betaGradient: betaGradient, columns: featureCount,
+            centred: true, backend: backend, workspace: &workspace)
+    }
+}
+
+extension RMSNorm where Scalar == Float {
+    /// Normalizes each row of an `(N, D)` input stored in 16 bits (`Float16`
+    /// or ``BFloat16``) by its root mean square, into `output` of the same
+    /// type: `y = x · invstd_i · gamma_j` with
+    /// `invstd_i = 1 / sqrt(mean_j(x²) + epsilon)`, computed in `Float` and
+    /// rounded once to `Storage`. As ``LayerNorm``'s 16-bit forward otherwise.
+    /// - Throws: as the `Float` entry point, and
+    ///   ``NormError/unsupportedParameter(name:expected:)`` for a storage
+    ///   type other than `Float16` and ``BFloat16``.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public mutating func forward<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Storage>,
+        cache: inout NormCache<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try validateParameters()
+        try RowNormalization.forward(
+            input, shape: shape, mode: mode, columns: featureCount, centred: false, gamma: gamma,
+            beta: beta, epsilon: epsilon, backend: backend, output: output, cache: &cache,
+            workspace: &workspace)
+    }
+
+    /// The 16-bit forward for inference, keeping nothing: its output bit for
+    /// bit. `output` may be `input`'s memory.
+    /// - Throws: as the 16-bit `forward`.
+    /// - Complexity: O(N·D); allocation-free once `workspace` is sized.
+    @inlinable
+    public func infer<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try validateParameters()
+        try RowNormalization.infer(
+            input, shape: shape, columns: featureCount, centred: false, gamma: gamma, beta: beta,
+            epsilon: epsilon, backend: backend, output: output, workspace: &workspace)
+    }
+
+    /// The backward pass of a 16-bit forward (`dbeta` is zeros), as
+    /// ``LayerNorm``'s 16-bit backward.
+    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer or filled at another precision,
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public func backward<Storage: ReducedPrecision>(
+        _ outputGradient: UnsafeBufferPointer<Storage>, cache: NormCache<Float>,
+        inputGradient: UnsafeMutableBufferPointer<Storage>,
+        gammaGradient: UnsafeMutableBufferPointer<Float>,
+        betaGradient: UnsafeMutableBufferPointer<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try RowNormalization.backward(
+            outputGradient, cache: cache, inputGradient: inputGradient,
+            gammaGradient: gammaGradient, betaGradient: betaGradient, columns: featureCount,
+            centred: false, backend: backend, workspace: &workspace)
+    }
+}

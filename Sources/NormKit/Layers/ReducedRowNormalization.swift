@@ -1,0 +1,269 @@
+/// ``RowNormalization`` over 16-bit storage (``ReducedPrecision``): each
+/// worker widens a block of rows into `Float` scratch in L2 (C passes), runs
+/// the `Float` row kernels there, and narrows the block's output into the
+/// caller's 16-bit buffer. Statistics, `gamma`, `beta` and their gradients are
+/// `Float`; the cache keeps the 16-bit input.
+extension RowNormalization {
+    /// The 16-bit forward: as the `Float` one, the input copied into the
+    /// cache at 2 bytes an element.
+    /// - Throws: as the `Float` forward, and
+    ///   ``NormError/unsupportedParameter(name:expected:)`` for a storage type
+    ///   other than `Float16` and ``BFloat16``.
+    @inlinable
+    static func forward<Storage: ReducedPrecision>(
+        _ x: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode, columns: Int, centred: Bool,
+        gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
+        output: UnsafeMutableBufferPointer<Storage>,
+        cache: inout NormCache<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let precision = try StoragePrecision(Storage.self)
+        try cache.adoptReduced(x, shape: shape, precision: precision)
+        try Validation.buffer("output", output.count, expected: x.count)
+        let rows = try Validation.matrixRows(shape: shape, count: x.count, columns: columns)
+        if centred { try Validation.valuesPerStatistic(columns) }
+        cache.record(gamma: gamma, mode: mode, statisticCount: rows,
+                     origin: origin(columns: columns, centred: centred))
+        let failure: Int? = cache.withReducedInputAndStatistics { own, mean, invstd in
+            reducedPass(own, precision: precision, rows: rows, columns: columns, centred: centred,
+                        gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+                        statistics: (mean, invstd), y: UnsafeMutableRawPointer(output.baseAddress!),
+                        workspace: &workspace)
+        }
+        if let index = failure {
+            cache.invalidate()
+            throw .nonFiniteStatistics(index: index)
+        }
+    }
+
+    /// The 16-bit inference that keeps nothing: the 16-bit forward's output
+    /// bit for bit. `output` may be `input`'s memory.
+    @inlinable
+    static func infer<Storage: ReducedPrecision>(
+        _ x: UnsafeBufferPointer<Storage>, shape: [Int], columns: Int, centred: Bool,
+        gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
+        output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let precision = try StoragePrecision(Storage.self)
+        let count = try Tensor<Float>.elementCount(of: shape)
+        try Validation.buffer("input", x.count, expected: count)
+        try Validation.buffer("output", output.count, expected: count)
+        let rows = try Validation.matrixRows(shape: shape, count: count, columns: columns)
+        if centred { try Validation.valuesPerStatistic(columns) }
+        if let index = reducedPass(
+            UnsafeRawPointer(x.baseAddress!), precision: precision, rows: rows, columns: columns,
+            centred: centred, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            statistics: nil, y: UnsafeMutableRawPointer(output.baseAddress!), workspace: &workspace) {
+            throw .nonFiniteStatistics(index: index)
+        }
+    }
+
+    /// The statistics and output pass over `rows` 16-bit rows at `x` into the
+    /// 16-bit `y`: per block of rows (at most `blockRows`), widen, the `Float`
+    /// row kernel (``LayerNormKernels/forwardBLAS``) into a `Float` block,
+    /// narrow. The naive backend widens the whole input, runs its loops and
+    /// narrows the whole output.
+    /// - Returns: the first row whose statistics are not finite, or `nil`.
+    @inlinable
+    static func reducedPass(
+        _ x: UnsafeRawPointer, precision: StoragePrecision, rows: Int, columns: Int, centred: Bool,
+        gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
+        statistics: (mean: UnsafeMutablePointer<Float>, invstd: UnsafeMutablePointer<Float>)?,
+        y: UnsafeMutableRawPointer, workspace: inout Workspace<Float>
+    ) -> Int? {
+        let count = rows * columns
+        let streaming = StreamingStores.shouldStream(count: (count + 1) / 2, of: Float.self)
+        // The block's 16-bit input and output count as one Float buffer.
+        let blockRows = CacheGeometry.blockRows(
+            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Float>.stride,
+            buffers: LayerNormKernels.forwardBuffers(centred: centred) + 1)
+        let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Float.self,
+                                    backend: backend)
+        let block = Workspace<Float>.lines(blockRows * columns)
+        let kernelScratch = Workspace<Float>.lines(LayerNormKernels.forwardScratch(
+            blockRows: blockRows, columns: columns, centred: centred, of: Float.self))
+        let perWorker = backend == .blas ? kernelScratch + 2 * block : 2 * count
+        let statisticsAt = split.workers * perWorker
+        let own = statistics == nil ? 2 * Workspace<Float>.lines(rows) : 0
+        let onesCount = backend == .blas ? max(blockRows, columns) : 0
+        return workspace.withRegions(ones: onesCount, scratch: statisticsAt + own) { ones, scratch in
+            gamma.withUnsafeBufferPointer { g in
+            beta.withUnsafeBufferPointer { b in
+                let mean = statistics?.mean ?? scratch + statisticsAt
+                let invstd = statistics?.invstd ?? scratch + statisticsAt + own / 2
+                switch backend {
+                case .blas:
+                    let context = (split: split, x: x, y: y, precision: precision,
+                                   g: g.baseAddress!, b: b.baseAddress!, mean: mean,
+                                   invstd: invstd, columns: columns, blockRows: blockRows,
+                                   epsilon: epsilon, centred: centred, streaming: streaming,
+                                   ones: ones, scratch: scratch, perWorker: perWorker,
+                                   kernelScratch: kernelScratch, block: block)
+                    return Threading.firstFailure(split, context) { c, chunk, worker in
+                        let c = c.pointee
+                        let part = c.split.rows(ofChunk: chunk)
+                        let own = c.scratch + worker * c.perWorker
+                        let xf = own + c.kernelScratch, yf = xf + c.block
+                        var first = part.lowerBound
+                        while first < part.upperBound {
+                            let n = min(c.blockRows, part.upperBound - first)
+                            let offset = first * c.columns
+                            c.precision.widen(c.x + 2 * offset, into: xf, count: n * c.columns)
+                            if let bad = LayerNormKernels.forwardBLAS(
+                                x: xf, rows: n, columns: c.columns, blockRows: c.blockRows,
+                                epsilon: c.epsilon, centred: c.centred, gamma: c.g, beta: c.b,
+                                mean: c.mean + first, invstd: c.invstd + first, y: yf,
+                                streaming: false, ones: c.ones, scratch: own) {
+                                StreamingStores.fence(c.streaming)
+                                return first + bad
+                            }
+                            c.precision.narrow(yf, into: c.y + 2 * offset, count: n * c.columns,
+                                               streaming: c.streaming)
+                            first += n
+                        }
+                        StreamingStores.fence(c.streaming)
+                        return nil
+                    }
+                case .naive:
+                    let xf = scratch, yf = scratch + count
+                    precision.widen(x, into: xf, count: count)
+                    if let bad = LayerNormKernels.forwardNaive(
+                        x: xf, rows: rows, columns: columns, epsilon: epsilon, centred: centred,
+                        gamma: g.baseAddress!, beta: b.baseAddress!, mean: mean, invstd: invstd,
+                        y: yf, streaming: false) {
+                        return bad
+                    }
+                    precision.narrow(yf, into: y, count: count, streaming: false)
+                    return nil
+                }
+            }}
+        }
+    }
+
+    /// The 16-bit backward: the `Float` formulas (``LayerNormKernels/backwardBlock``)
+    /// on blocks of `dy` and the cached input widened into `Float` scratch,
+    /// `dx` narrowed; `dgamma` and `dbeta` in `Float`.
+    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer or filled at another precision,
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``,
+    ///   ``NormError/unsupportedParameter(name:expected:)``.
+    @inlinable
+    static func backward<Storage: ReducedPrecision>(
+        _ dy: UnsafeBufferPointer<Storage>, cache: NormCache<Float>,
+        inputGradient dx: UnsafeMutableBufferPointer<Storage>,
+        gammaGradient dgamma: UnsafeMutableBufferPointer<Float>,
+        betaGradient dbeta: UnsafeMutableBufferPointer<Float>,
+        columns: Int, centred: Bool, backend: Backend, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let precision = try StoragePrecision(Storage.self)
+        let expected = origin(columns: columns, centred: centred)
+        guard cache.origin == expected else {
+            throw .cacheMismatch(expected: expected.description, actual: cache.origin.description)
+        }
+        try Validation.precision(cache, expected: precision)
+        let count = cache.reducedInput.count
+        let rows = try Validation.matrixRows(shape: cache.reducedShape, count: count,
+                                             columns: columns)
+        try Validation.cache(cache, parameters: columns, statistics: rows)
+        try Validation.buffer("outputGradient", dy.count, expected: count)
+        try Validation.buffer("inputGradient", dx.count, expected: count)
+        try Validation.buffer("gammaGradient", dgamma.count, expected: columns)
+        try Validation.buffer("betaGradient", dbeta.count, expected: columns)
+        let blockRows = CacheGeometry.blockRows(
+            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Float>.stride, buffers: 5)
+        let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Float.self,
+                                    backend: backend)
+        let block = Workspace<Float>.lines(blockRows * columns)
+        let kernelScratch = Workspace<Float>.lines(
+            LayerNormKernels.backwardScratch(blockRows: blockRows))
+        let perWorker = kernelScratch + 3 * block
+        let scratchCount = backend == .blas
+            ? split.workers * perWorker + split.chunks * 2 * columns : 3 * count + 2 * rows
+        let streaming = StreamingStores.shouldStream(count: (count + 1) / 2, of: Float.self)
+        workspace.withRegions(ones: backend == .blas ? blockRows : 0, scratch: scratchCount) {
+            ones, scratch in
+            cache.withReducedBackward { x, mean, invstd, gamma in
+                // At least one row of at least one value: none is empty.
+                let dyRaw = UnsafeRawPointer(dy.baseAddress!)
+                let dxRaw = UnsafeMutableRawPointer(dx.baseAddress!)
+                switch backend {
+                case .blas:
+                    let partials = scratch + split.workers * perWorker
+                    let context = (split: split, precision: precision, dy: dyRaw, x: x, dx: dxRaw,
+                                   mean: mean, invstd: invstd, gamma: gamma, columns: columns,
+                                   blockRows: blockRows, centred: centred, partials: partials,
+                                   ones: ones, scratch: scratch, perWorker: perWorker,
+                                   kernelScratch: kernelScratch, block: block, streaming: streaming)
+                    Threading.run(split, context) { c, chunk, worker in
+                        let c = c.pointee
+                        let part = c.split.rows(ofChunk: chunk)
+                        let sums = c.partials + chunk * 2 * c.columns
+                        sums.update(repeating: 0, count: 2 * c.columns)
+                        let own = c.scratch + worker * c.perWorker
+                        let dyf = own + c.kernelScratch, xf = dyf + c.block, dxf = xf + c.block
+                        var first = part.lowerBound
+                        while first < part.upperBound {
+                            let n = min(c.blockRows, part.upperBound - first)
+                            let offset = first * c.columns, values = n * c.columns
+                            c.precision.widen(c.dy + 2 * offset, into: dyf, count: values)
+                            c.precision.widen(c.x + 2 * offset, into: xf, count: values)
+                            LayerNormKernels.backwardBlock(
+                                dy: dyf, x: xf, rows: n, columns: c.columns, centred: c.centred,
+                                mean: c.mean + first, invstd: c.invstd + first, gamma: c.gamma,
+                                dx: dxf, dgamma: sums, dbeta: sums + c.columns, sumGradient: nil,
+                                ones: c.ones, scratch: own)
+                            c.precision.narrow(dxf, into: c.dx + 2 * offset, count: values,
+                                               streaming: c.streaming)
+                            first += n
+                        }
+                        StreamingStores.fence(c.streaming)
+                    }
+                    Threading.sumPartials(chunks: split.chunks, first: partials,
+                                          stride: 2 * columns, count: columns,
+                                          dgamma: dgamma.baseAddress!, dbeta: dbeta.baseAddress!)
+                case .naive:
+                    let dyf = scratch, xf = scratch + count, dxf = xf + count
+                    precision.widen(dyRaw, into: dyf, count: count)
+                    precision.widen(x, into: xf, count: count)
+                    LayerNormKernels.backwardNaive(
+                        dy: dyf, x: xf, rows: rows, columns: columns, centred: centred,
+                        mean: mean, invstd: invstd, gamma: gamma, dx: dxf,
+                        dgamma: dgamma.baseAddress!, dbeta: dbeta.baseAddress!, streaming: false,
+                        scratch: dxf + count)
+                    precision.narrow(dxf, into: dxRaw, count: count, streaming: false)
+                }
+            }
+        }
+    }
+}
+
+extension NormCache {
+    /// Calls `body` with the 16-bit input (its first byte) and the statistics
+    /// vectors, sized by ``record(gamma:mode:statisticCount:origin:)``.
+    @usableFromInline
+    mutating func withReducedInputAndStatistics<R>(
+        _ body: (UnsafeRawPointer, UnsafeMutablePointer<Scalar>, UnsafeMutablePointer<Scalar>) -> R
+    ) -> R {
+        storedMean.withUnsafeMutableBufferPointer { mean in
+            storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
+                reducedInput.withUnsafeBytes { x in
+                    body(x.baseAddress!, mean.baseAddress!, invstd.baseAddress!)
+                }
+            }
+        }
+    }
+
+    /// Calls `body` with the 16-bit input (its first byte), the statistics
+    /// and `gamma`, after ``Validation/cache(_:parameters:statistics:)``.
+    @usableFromInline
+    func withReducedBackward<R>(
+        _ body: (UnsafeRawPointer, UnsafePointer<Scalar>, UnsafePointer<Scalar>,
+                 UnsafePointer<Scalar>) -> R
+    ) -> R {
+        reducedInput.withUnsafeBytes { x in
+        storedMean.withUnsafeBufferPointer { mean in
+        storedInverseStandardDeviation.withUnsafeBufferPointer { invstd in
+        gamma.withUnsafeBufferPointer { gamma in
+            body(x.baseAddress!, mean.baseAddress!, invstd.baseAddress!, gamma.baseAddress!)
+        }}}}
+    }
+}

@@ -1,0 +1,497 @@
+import CNormKitPasses
+import Foundation
+import NormKit
+import Testing
+
+/// The two storage types under test, with what the tests need of them.
+protocol TestStorage: ReducedPrecision, Equatable {
+    init(_ value: Float)
+    var float: Float { get }
+    var bits: UInt16 { get }
+    static var name: String { get }
+}
+
+extension Float16: TestStorage {
+    var float: Float { Float(self) }
+    var bits: UInt16 { bitPattern }
+    static var name: String { "Float16" }
+}
+
+extension BFloat16: TestStorage {
+    var float: Float { Float(self) }
+    var bits: UInt16 { bitPattern }
+    static var name: String { "BFloat16" }
+}
+
+/// The distance in units in the last place between two 16-bit values of one
+/// sign-magnitude format (0 between +0 and -0); `Int.max` if either is NaN.
+func ulpDistance<S: TestStorage>(_ a: S, _ b: S) -> Int {
+    if a.float.isNaN || b.float.isNaN { return a.float.isNaN && b.float.isNaN ? 0 : .max }
+    func key(_ bits: UInt16) -> Int {
+        let magnitude = Int(bits & 0x7fff)
+        return bits & 0x8000 != 0 ? -magnitude : magnitude
+    }
+    return abs(key(a.bits) - key(b.bits))
+}
+
+/// Inputs as 16-bit values: `scale * randn + shift`, each rounded to `S`.
+func reducedInput<S: TestStorage>(_ count: Int, scale: Double, shift: Double, seed: UInt64) -> [S] {
+    let values: [Float] = randomVector(count, scale: scale, shift: shift, seed: seed)
+    return values.map { S($0) }
+}
+
+/// LayerNorm's (`centred`) or RMSNorm's forward and backward in `Double` on
+/// the widened 16-bit values: `y`, `dx`, `dgamma`, `dbeta`, and for each
+/// element the size of the terms it is a difference of (`y`: `x·s·g`, `m·s·g`
+/// and `beta`, of which Float's statistics err by a few rounding errors).
+func rowReference<S: TestStorage>(
+    x: [S], dy: [S], rows: Int, columns: Int, gamma: [Float], beta: [Float], epsilon: Double,
+    centred: Bool
+) -> (y: [Double], yScale: [Double], dx: [Double], dxScale: [Double], dgamma: [Double], dbeta: [Double],
+      dgammaScale: [Double], dbetaScale: [Double]) {
+    var y = [Double](repeating: 0, count: rows * columns), yScale = y, dx = y, dxScale = y
+    var dgamma = [Double](repeating: 0, count: columns), dbeta = dgamma
+    var dgammaScale = dgamma, dbetaScale = dgamma
+    let d = Double(columns)
+    for i in 0..<rows {
+        let xi = (0..<columns).map { Double(x[i * columns + $0].float) }
+        let gi = (0..<columns).map { Double(dy[i * columns + $0].float) }
+        let m = centred ? xi.reduce(0, +) / d : 0
+        let v = xi.map { ($0 - m) * ($0 - m) }.reduce(0, +) / d
+        let s = 1 / (v + epsilon).squareRoot()
+        let xhat = xi.map { ($0 - m) * s }
+        let dxhat = (0..<columns).map { gi[$0] * Double(gamma[$0]) }
+        let meanDxhat = centred ? dxhat.reduce(0, +) / d : 0
+        let meanDxhatXhat = zip(dxhat, xhat).map(*).reduce(0, +) / d
+        let rowScale = s * (dxhat.map(abs).max() ?? 0)
+        for j in 0..<columns {
+            y[i * columns + j] = xhat[j] * Double(gamma[j]) + Double(beta[j])
+            yScale[i * columns + j] = (abs(xi[j]) + abs(m)) * s * abs(Double(gamma[j]))
+                + abs(Double(beta[j]))
+            dx[i * columns + j] = s * (dxhat[j] - meanDxhat - xhat[j] * meanDxhatXhat)
+            dxScale[i * columns + j] = rowScale
+            dgamma[j] += gi[j] * xhat[j]
+            dgammaScale[j] += abs(gi[j] * xhat[j])
+            dbeta[j] += centred ? gi[j] : 0
+            dbetaScale[j] += abs(gi[j])
+        }
+    }
+    return (y, yScale, dx, dxScale, dgamma, dbeta, dgammaScale, dbetaScale)
+}
+
+/// How many outputs are 0 and 1 ulp from the rounded reference, and the
+/// elements beyond: more than 1 ulp and, where the reference is within
+/// `absolute` of zero, further than `absolute` from it.
+struct UlpCount: CustomStringConvertible {
+    var zero = 0, one = 0, nearZero = 0
+    var failures: [String] = []
+
+    mutating func add<S: TestStorage>(_ got: S, reference: Double, absolute: Double, at index: Int) {
+        let rounded = S(Float(reference))
+        let distance = ulpDistance(got, rounded)
+        if distance == 0 {
+            zero += 1
+        } else if distance == 1 {
+            one += 1
+        } else if abs(Double(got.float) - reference) <= absolute {
+            nearZero += 1
+        } else if failures.count < 5 {
+            failures.append("[\(index)] \(got.float) vs \(reference) (\(distance) ulp)")
+        }
+    }
+
+    var description: String { "\(zero) at 0 ulp, \(one) at 1 ulp, \(nearZero) near zero" }
+}
+
+@Suite("16-bit storage")
+struct ReducedPrecisionTests {
+    // MARK: The types
+
+    @Test("BFloat16 rounds to nearest even, keeps NaN and overflows to infinity")
+    func bfloat16Rounding() {
+        #expect(Float(BFloat16(1.00390625)) == 1)                 // tie, to even
+        #expect(Float(BFloat16(1.01171875)) == 1.015625)          // tie, to even (up)
+        #expect(Float(BFloat16(Float(bitPattern: 0x3f80_8001))) == 1.0078125)  // just above the tie
+        #expect(BFloat16(-0.0).bitPattern == 0x8000)
+        #expect(Float(BFloat16(Float.greatestFiniteMagnitude)) == .infinity)
+        #expect(Float(BFloat16(3.3895314e38)) == 3.3895314e38)    // the largest finite
+        let nan = BFloat16(Float(bitPattern: 0xffa0_1234))        // a signalling NaN
+        #expect(nan.bitPattern == 0xffe0)                         // quiet, sign and top payload kept
+        #expect(Float(BFloat16(bitPattern: 0x3f80)) == 1)
+        #expect(BFloat16(0.1).description == "0.100097656")
+    }
+
+    /// The C narrowing (F16C or AVX2 clones where the CPU has them) against
+    /// Swift's own `Float16(Float)` and `BFloat16(Float)` on a sweep of Float
+    /// patterns (every 251st: all exponents, odd significands, ties among them),
+    /// and the portable loops bit for bit, NaNs included.
+    @Test("the C passes narrow as Swift does, and widen every Float16 exactly")
+    func conversionPasses() {
+        let stride = 251
+        let count = Int(UInt32.max / UInt32(stride)) + 1
+        var floats = [Float](repeating: 0, count: 1 << 16)
+        var f16 = [UInt16](repeating: 0, count: 1 << 16), base16 = f16, bf16 = f16, basebf = f16
+        var mismatches = 0, checked = 0
+        var start = 0
+        while start < count {
+            let n = min(floats.count, count - start)
+            for k in 0..<n { floats[k] = Float(bitPattern: UInt32(truncatingIfNeeded: (start + k) * stride)) }
+            normkit_narrow_f16(floats, &f16, n, 0)
+            normkit_narrow_f16_baseline(floats, &base16, n)
+            normkit_narrow_bf16(floats, &bf16, n, 1)
+            normkit_narrow_bf16_baseline(floats, &basebf, n)
+            for k in 0..<n {
+                checked += 1
+                let f = floats[k]
+                if f16[k] != base16[k] || bf16[k] != basebf[k] { mismatches += 1 }
+                if bf16[k] != BFloat16(f).bitPattern { mismatches += 1 }
+                if !f.isNaN && f16[k] != Float16(f).bitPattern { mismatches += 1 }
+            }
+            start += n
+        }
+        #expect(mismatches == 0, "\(mismatches) of \(checked) patterns differ")
+        let all = (0...UInt16.max).map { $0 }
+        var widened = [Float](repeating: 0, count: all.count), baseline = widened
+        normkit_widen_f16(all, &widened, all.count)
+        normkit_widen_f16_baseline(all, &baseline, all.count)
+        var wrong = 0
+        for (k, h) in all.enumerated() {
+            let swift = Float(Float16(bitPattern: h))
+            if widened[k].bitPattern != baseline[k].bitPattern { wrong += 1 }
+            if !swift.isNaN && widened[k].bitPattern != swift.bitPattern { wrong += 1 }
+            if swift.isNaN && !widened[k].isNaN { wrong += 1 }
+        }
+        #expect(wrong == 0)
+    }
+
+    // MARK: Accuracy
+
+    /// LayerNorm/RMSNorm in `S` against the Double reference: outputs and
+    /// input gradients within 1 ulp of it rounded (or within a few Float
+    /// errors of the terms where it is near zero), parameter gradients
+    /// within 1e-5 of the terms' size.
+    func checkRows<S: TestStorage>(_: S.Type, rows: Int, columns: Int, centred: Bool,
+                                   backend: Backend, shift: Double) throws -> (UlpCount, UlpCount) {
+        let x: [S] = reducedInput(rows * columns, scale: 3, shift: shift, seed: 7)
+        let dy: [S] = reducedInput(rows * columns, scale: 1, shift: 0.1, seed: 8)
+        let gamma: [Float] = randomVector(columns, scale: 0.5, shift: 1, seed: 9)
+        let beta: [Float] = centred ? randomVector(columns, scale: 0.3, shift: 0.1, seed: 10)
+                                    : [Float](repeating: 0, count: columns)
+        var y = [S](repeating: S(0), count: x.count), dx = y, inferred = y
+        var dgamma = [Float](repeating: 0, count: columns), dbeta = dgamma
+        var cache = NormCache<Float>(), workspace = Workspace<Float>()
+        if centred {
+            var layer = try LayerNorm<Float>(featureCount: columns, backend: backend)
+            layer.gamma = gamma; layer.beta = beta
+            try forwardAndBack(&layer, x, dy, [rows, columns], &y, &inferred, &dx, &dgamma, &dbeta,
+                               &cache, &workspace)
+        } else {
+            var layer = try RMSNorm<Float>(featureCount: columns, backend: backend)
+            layer.gamma = gamma
+            try forwardAndBack(&layer, x, dy, [rows, columns], &y, &inferred, &dx, &dgamma, &dbeta,
+                               &cache, &workspace)
+        }
+        #expect(y.map(\.bits) == inferred.map(\.bits), "infer = forward bit for bit")
+        let reference = rowReference(x: x, dy: dy, rows: rows, columns: columns, gamma: gamma,
+                                     beta: beta, epsilon: 1e-5, centred: centred)
+        var outputs = UlpCount(), gradients = UlpCount()
+        for k in 0..<x.count {
+            // Within a few Float errors of the terms' size of zero: 1e-6 of it
+            // (8 Float ulps; the statistics are Float sums over D values).
+            outputs.add(y[k], reference: reference.y[k], absolute: 1e-6 * reference.yScale[k], at: k)
+            gradients.add(dx[k], reference: reference.dx[k], absolute: 1e-5 * reference.dxScale[k], at: k)
+        }
+        #expect(outputs.failures.isEmpty, "\(S.name) \(rows)x\(columns) y: \(outputs.failures)")
+        #expect(gradients.failures.isEmpty, "\(S.name) \(rows)x\(columns) dx: \(gradients.failures)")
+        for j in 0..<columns {
+            #expect(abs(Double(dgamma[j]) - reference.dgamma[j]) <= 1e-5 * reference.dgammaScale[j],
+                    "dgamma[\(j)] \(dgamma[j]) vs \(reference.dgamma[j])")
+            #expect(abs(Double(dbeta[j]) - reference.dbeta[j]) <= 1e-5 * reference.dbetaScale[j],
+                    "dbeta[\(j)] \(dbeta[j]) vs \(reference.dbeta[j])")
+        }
+        return (outputs, gradients)
+    }
+
+    func forwardAndBack<L: BufferedNormalizationLayer, S: TestStorage>(
+        _ layer: inout L, _ x: [S], _ dy: [S], _ shape: [Int], _ y: inout [S], _ inferred: inout [S],
+        _ dx: inout [S], _ dgamma: inout [Float], _ dbeta: inout [Float],
+        _ cache: inout NormCache<Float>, _ workspace: inout Workspace<Float>
+    ) throws where L.Scalar == Float {
+        if var layer = layer as? LayerNorm<Float> {
+            try x.withUnsafeBufferPointer { xb in
+                try y.withUnsafeMutableBufferPointer { yb in
+                    try layer.forward(xb, shape: shape, mode: .training, into: yb, cache: &cache,
+                                      workspace: &workspace)
+                }
+                try inferred.withUnsafeMutableBufferPointer { yb in
+                    try layer.infer(xb, shape: shape, into: yb, workspace: &workspace)
+                }
+            }
+            try dy.withUnsafeBufferPointer { g in
+                try dx.withUnsafeMutableBufferPointer { d in
+                    try dgamma.withUnsafeMutableBufferPointer { dg in
+                        try dbeta.withUnsafeMutableBufferPointer { db in
+                            try layer.backward(g, cache: cache, inputGradient: d, gammaGradient: dg,
+                                               betaGradient: db, workspace: &workspace)
+                        }
+                    }
+                }
+            }
+        } else if var layer = layer as? RMSNorm<Float> {
+            try x.withUnsafeBufferPointer { xb in
+                try y.withUnsafeMutableBufferPointer { yb in
+                    try layer.forward(xb, shape: shape, mode: .training, into: yb, cache: &cache,
+                                      workspace: &workspace)
+                }
+                try inferred.withUnsafeMutableBufferPointer { yb in
+                    try layer.infer(xb, shape: shape, into: yb, workspace: &workspace)
+                }
+            }
+            try dy.withUnsafeBufferPointer { g in
+                try dx.withUnsafeMutableBufferPointer { d in
+                    try dgamma.withUnsafeMutableBufferPointer { dg in
+                        try dbeta.withUnsafeMutableBufferPointer { db in
+                            try layer.backward(g, cache: cache, inputGradient: d, gammaGradient: dg,
+                                               betaGradient: db, workspace: &workspace)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test("LayerNorm and RMSNorm in 16 bits are within 1 ulp of the float64 reference",
+          arguments: [Backend.blas, .naive])
+    func rowAccuracy(backend: Backend) throws {
+        // 7x13: the row blocks; 37x1029: one row at a time; shifts of 0.3
+        // and 100.1 (a mean far from zero, whose cancellation Float absorbs).
+        for (rows, columns) in [(7, 13), (37, 1029)] {
+            for centred in [true, false] {
+                for shift in [0.3, 100.1] {
+                    let (y16, dx16) = try checkRows(Float16.self, rows: rows, columns: columns,
+                                                    centred: centred, backend: backend, shift: shift)
+                    let (yb, dxb) = try checkRows(BFloat16.self, rows: rows, columns: columns,
+                                                  centred: centred, backend: backend, shift: shift)
+                    print("16-bit \(centred ? "LayerNorm" : "RMSNorm") \(rows)x\(columns) shift \(shift) \(backend): Float16 y \(y16), dx \(dx16); BFloat16 y \(yb), dx \(dxb)")
+                }
+            }
+        }
+    }
+
+    @Test("a constant row gives beta rounded, exactly; Float16 inputs near 6e4 and subnormal ones keep finite statistics")
+    func edges() throws {
+        var layer = try LayerNorm<Float>(featureCount: 9)
+        layer.beta = (0..<9).map { Float($0) * 0.3 - 1.1 }
+        layer.gamma = [Float](repeating: 1.7, count: 9)
+        var cache = NormCache<Float>(), workspace = Workspace<Float>()
+        let constant = [BFloat16](repeating: BFloat16(10000.1), count: 18)
+        var y = [BFloat16](repeating: BFloat16(0), count: 18)
+        try constant.withUnsafeBufferPointer { x in
+            try y.withUnsafeMutableBufferPointer { out in
+                try layer.forward(x, shape: [2, 9], mode: .training, into: out, cache: &cache,
+                                  workspace: &workspace)
+            }
+        }
+        #expect(y.map(\.bitPattern) == (layer.beta + layer.beta).map { BFloat16($0).bitPattern })
+        // Near Float16's range: squares of 6e4 overflow Float16, not Float.
+        let big: [Float16] = (0..<18).map { Float16($0 % 2 == 0 ? 6e4 : -5.9e4) + Float16($0) }
+        var y16 = [Float16](repeating: 0, count: 18)
+        try big.withUnsafeBufferPointer { x in
+            try y16.withUnsafeMutableBufferPointer { out in
+                try layer.forward(x, shape: [2, 9], mode: .training, into: out, cache: &cache,
+                                  workspace: &workspace)
+            }
+        }
+        #expect(cache.inverseStandardDeviation.allSatisfy { $0.isFinite && $0 > 0 })
+        #expect(y16.allSatisfy { $0.isFinite })
+        let tiny: [Float16] = (0..<18).map { Float16(bitPattern: UInt16(1 + $0 * 37)) }  // subnormals
+        try tiny.withUnsafeBufferPointer { x in
+            try y16.withUnsafeMutableBufferPointer { out in
+                try layer.forward(x, shape: [2, 9], mode: .training, into: out, cache: &cache,
+                                  workspace: &workspace)
+            }
+        }
+        #expect(cache.mean.allSatisfy { $0.isFinite && $0 > 0 })
+        #expect(y16.allSatisfy { $0.isFinite })
+        // An output beyond Float16's range is an infinity, as IEEE 754 says.
+        layer.gamma = [Float](repeating: 1e5, count: 9)
+        try big.withUnsafeBufferPointer { x in
+            try y16.withUnsafeMutableBufferPointer { out in
+                try layer.forward(x, shape: [2, 9], mode: .training, into: out, cache: &cache,
+                                  workspace: &workspace)
+            }
+        }
+        #expect(y16.contains(.infinity) && y16.contains(-.infinity))
+    }
+
+    // MARK: Bad input
+
+    @Test("wrong counts, another precision's cache and non-finite input throw, state unchanged")
+    func badInput() throws {
+        var layer = try LayerNorm<Float>(featureCount: 5)
+        layer.beta = [0.1, 0.2, 0.3, 0.4, 0.5]
+        let before = layer
+        var cache = NormCache<Float>(), workspace = Workspace<Float>()
+        let x: [Float16] = reducedInput(15, scale: 2, shift: 1, seed: 3)
+        var y = [Float16](repeating: 0, count: 15)
+        var short = [Float16](repeating: 0, count: 14)
+        #expect(throws: NormError.bufferCountMismatch(name: "output", expected: 15, actual: 14)) {
+            try x.withUnsafeBufferPointer { xb in
+                try short.withUnsafeMutableBufferPointer { out in
+                    try layer.forward(xb, shape: [3, 5], mode: .training, into: out, cache: &cache,
+                                      workspace: &workspace)
+                }
+            }
+        }
+        #expect(throws: NormError.invalidShape(expected: "(N >= 1, 5)", actual: [5, 3])) {
+            try x.withUnsafeBufferPointer { xb in
+                try y.withUnsafeMutableBufferPointer { out in
+                    try layer.forward(xb, shape: [5, 3], mode: .training, into: out, cache: &cache,
+                                      workspace: &workspace)
+                }
+            }
+        }
+        var withInfinity = x
+        withInfinity[7] = .infinity
+        #expect(throws: NormError.nonFiniteStatistics(index: 1)) {
+            try withInfinity.withUnsafeBufferPointer { xb in
+                try y.withUnsafeMutableBufferPointer { out in
+                    try layer.forward(xb, shape: [3, 5], mode: .training, into: out, cache: &cache,
+                                      workspace: &workspace)
+                }
+            }
+        }
+        #expect(layer == before)
+        // A Float16 cache: the Float and BFloat16 backwards refuse it.
+        try x.withUnsafeBufferPointer { xb in
+            try y.withUnsafeMutableBufferPointer { out in
+                try layer.forward(xb, shape: [3, 5], mode: .training, into: out, cache: &cache,
+                                  workspace: &workspace)
+            }
+        }
+        var dgamma = [Float](repeating: 0, count: 5), dbeta = dgamma
+        let mismatch = NormError.cacheMismatch(expected: "a cache filled at BFloat16 storage",
+                                               actual: "a cache filled at Float16 storage")
+        #expect(throws: mismatch) {
+            let dy = [BFloat16](repeating: BFloat16(1), count: 15)
+            var dx = dy
+            try dy.withUnsafeBufferPointer { g in
+                try dx.withUnsafeMutableBufferPointer { d in
+                    try dgamma.withUnsafeMutableBufferPointer { dg in
+                        try dbeta.withUnsafeMutableBufferPointer { db in
+                            try layer.backward(g, cache: cache, inputGradient: d, gammaGradient: dg,
+                                               betaGradient: db, workspace: &workspace)
+                        }
+                    }
+                }
+            }
+        }
+        #expect(throws: NormError.cacheMismatch(expected: "a cache filled at Float storage",
+                                                actual: "a cache filled at Float16 storage")) {
+            let dy = [Float](repeating: 1, count: 15)
+            var dx = dy
+            try dy.withUnsafeBufferPointer { g in
+                try dx.withUnsafeMutableBufferPointer { d in
+                    try dgamma.withUnsafeMutableBufferPointer { dg in
+                        try dbeta.withUnsafeMutableBufferPointer { db in
+                            try layer.backward(g, cache: cache, inputGradient: d, gammaGradient: dg,
+                                               betaGradient: db, workspace: &workspace)
+                        }
+                    }
+                }
+            }
+        }
+        #expect(throws: NormError.bufferCountMismatch(name: "inputGradient", expected: 15, actual: 16)) {
+            let dy = [Float16](repeating: 1, count: 15)
+            var dx = [Float16](repeating: 1, count: 16)
+            try dy.withUnsafeBufferPointer { g in
+                try dx.withUnsafeMutableBufferPointer { d in
+                    try dgamma.withUnsafeMutableBufferPointer { dg in
+                        try dbeta.withUnsafeMutableBufferPointer { db in
+                            try layer.backward(g, cache: cache, inputGradient: d, gammaGradient: dg,
+                                               betaGradient: db, workspace: &workspace)
+                        }
+                    }
+                }
+            }
+        }
+        // A Float forward's cache refuses the 16-bit backward.
+        let xf = try Tensor<Float>(shape: [3, 5], scalars: x.map { Float($0) })
+        let (_, floatCache) = try layer.forward(xf, mode: .training)
+        #expect(throws: NormError.cacheMismatch(expected: "a cache filled at Float16 storage",
+                                                actual: "a cache filled at Float storage")) {
+            let dy = [Float16](repeating: 1, count: 15)
+            var dx = dy
+            try dy.withUnsafeBufferPointer { g in
+                try dx.withUnsafeMutableBufferPointer { d in
+                    try dgamma.withUnsafeMutableBufferPointer { dg in
+                        try dbeta.withUnsafeMutableBufferPointer { db in
+                            try layer.backward(g, cache: floatCache, inputGradient: d,
+                                               gammaGradient: dg, betaGradient: db,
+                                               workspace: &workspace)
+                        }
+                    }
+                }
+            }
+        }
+        #expect(layer == before)
+    }
+}
+
+extension ProcessWideTests {
+    @Suite("16-bit storage over threads")
+    struct ReducedPrecisionThreadTests {
+        @Test("the same bits at every thread count")
+        func threads() throws {
+            let saved = Threading.threadCount
+            defer { Threading.threadCount = saved }
+            let shape = [301, 1029]
+            let x: [BFloat16] = reducedInput(301 * 1029, scale: 3, shift: 10000.1, seed: 11)
+            let dy: [BFloat16] = reducedInput(301 * 1029, scale: 1, shift: 0, seed: 12)
+            var results: [[UInt16]] = []
+            for threads in [1, 2, 3, 7] {
+                Threading.threadCount = threads
+                for centred in [true, false] {
+                    var y = [BFloat16](repeating: BFloat16(0), count: x.count), dx = y
+                    var dgamma = [Float](repeating: 0, count: 1029), dbeta = dgamma
+                    var cache = NormCache<Float>(), workspace = Workspace<Float>()
+                    var layer = try LayerNorm<Float>(featureCount: 1029)
+                    var rms = try RMSNorm<Float>(featureCount: 1029)
+                    try x.withUnsafeBufferPointer { xb in
+                        try y.withUnsafeMutableBufferPointer { out in
+                            if centred {
+                                try layer.forward(xb, shape: shape, mode: .training, into: out,
+                                                  cache: &cache, workspace: &workspace)
+                            } else {
+                                try rms.forward(xb, shape: shape, mode: .training, into: out,
+                                                cache: &cache, workspace: &workspace)
+                            }
+                        }
+                    }
+                    try dy.withUnsafeBufferPointer { g in
+                        try dx.withUnsafeMutableBufferPointer { d in
+                            try dgamma.withUnsafeMutableBufferPointer { dg in
+                                try dbeta.withUnsafeMutableBufferPointer { db in
+                                    if centred {
+                                        try layer.backward(g, cache: cache, inputGradient: d,
+                                                           gammaGradient: dg, betaGradient: db,
+                                                           workspace: &workspace)
+                                    } else {
+                                        try rms.backward(g, cache: cache, inputGradient: d,
+                                                         gammaGradient: dg, betaGradient: db,
+                                                         workspace: &workspace)
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    results.append(y.map(\.bitPattern) + dx.map(\.bitPattern)
+                                   + (dgamma + dbeta).flatMap {
+                                       [UInt16($0.bitPattern >> 16), UInt16($0.bitPattern & 0xffff)]
+                                   })
+                }
+            }
+            for k in 2..<results.count { #expect(results[k] == results[k % 2], "threads run \(k / 2)") }
+        }
+    }
+}
