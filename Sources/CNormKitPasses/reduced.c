@@ -11,6 +11,11 @@
 #include "normkit_passes.h"
 #include <string.h>
 
+#pragma STDC FP_CONTRACT OFF
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer)
 #define NORMKIT_NO_CLONES 1
@@ -20,7 +25,6 @@
 #if defined(__x86_64__) && defined(__linux__) && !defined(NORMKIT_NO_CLONES)
 #define NORMKIT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #define NORMKIT_F16C 1
-#include <immintrin.h>
 #else
 #define NORMKIT_CLONES
 #endif
@@ -121,11 +125,35 @@ static void normkit_narrow_f16_f16c(const float *f, uint16_t *h, long n, int str
 }
 #endif
 
-void normkit_widen_f16(const uint16_t *h, float *f, long n) {
+// The 16-bit values to `copy` as well (a training forward's cache), with
+// streaming stores on its 16-byte-aligned middle when `streaming`.
+static void normkit_copy16(const uint16_t *h, uint16_t *copy, long n, int streaming) {
+    long j = 0;
+#if defined(__x86_64__)
+    if (streaming && ((unsigned long)copy & 1) == 0) {
+        long head = (long)((16 - ((unsigned long)copy & 15)) & 15) / 2;
+        if (head > n) head = n;
+        for (; j < head; j++) copy[j] = h[j];
+        for (; j + 8 <= n; j += 8) {
+            __m128i v;
+            memcpy(&v, h + j, 16);
+            _mm_stream_si128((__m128i *)(copy + j), v);
+        }
+    }
+#else
+    (void)streaming;
+#endif
+    if (j < n) memcpy(copy + j, h + j, (size_t)(n - j) * 2);
+}
+
+void normkit_widen_f16(const uint16_t *h, float *f, uint16_t *copy, long n, int streaming) {
 #if defined(NORMKIT_F16C)
-    if (normkit_f16c()) { normkit_widen_f16_f16c(h, f, n); return; }
+    if (normkit_f16c()) {
+        normkit_widen_f16_f16c(h, f, n);
+    } else
 #endif
     normkit_widen_f16_baseline(h, f, n);
+    if (copy) normkit_copy16(h, copy, n, streaming);
 }
 
 void normkit_narrow_f16(const float *f, uint16_t *h, long n, int streaming) {
@@ -136,10 +164,16 @@ void normkit_narrow_f16(const float *f, uint16_t *h, long n, int streaming) {
     normkit_narrow_f16_baseline(f, h, n);
 }
 
-NORMKIT_CLONES void normkit_widen_bf16(const uint16_t *h, float *f, long n) {
+void normkit_widen_bf16_loop(const uint16_t *h, float *f, long n);
+NORMKIT_CLONES void normkit_widen_bf16_loop(const uint16_t *h, float *f, long n) {
     const uint16_t *restrict in = h;
     uint32_t *restrict out = (uint32_t *)f;
     for (long j = 0; j < n; j++) out[j] = (uint32_t)in[j] << 16;
+}
+
+void normkit_widen_bf16(const uint16_t *h, float *f, uint16_t *copy, long n, int streaming) {
+    normkit_widen_bf16_loop(h, f, n);
+    if (copy) normkit_copy16(h, copy, n, streaming);
 }
 
 NORMKIT_CLONES void normkit_narrow_bf16(const float *f, uint16_t *h, long n, int streaming) {
@@ -156,4 +190,58 @@ NORMKIT_CLONES void normkit_narrow_bf16(const float *f, uint16_t *h, long n, int
 
 void normkit_narrow_bf16_baseline(const float *f, uint16_t *h, long n) {
     for (long j = 0; j < n; j++) h[j] = normkit_float_to_bf16(f[j]);
+}
+
+// y[j] = narrow(c[j] * s * g[j] + b[j]): the Float scale-and-shift of
+// normkit_scale_shift_f, each value rounded once to 16 bits as it is written
+// (LayerNorm's and RMSNorm's 16-bit output, one row at a time).
+#if defined(NORMKIT_F16C)
+__attribute__((target("avx,f16c")))
+static void normkit_scale_shift_f16_f16c(const float *c, uint16_t *y, long n, float s,
+                                         const float *g, const float *b, int streaming) {
+    long j = 0;
+    __m256 vs = _mm256_set1_ps(s);
+    if (streaming && ((unsigned long)y & 1) == 0) {
+        long head = (long)((16 - ((unsigned long)y & 15)) & 15) / 2;
+        if (head > n) head = n;
+        for (; j < head; j++) y[j] = normkit_float_to_f16(c[j] * s * g[j] + b[j]);
+        for (; j + 8 <= n; j += 8) {
+            __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(c + j), vs),
+                                                   _mm256_loadu_ps(g + j)),
+                                     _mm256_loadu_ps(b + j));
+            _mm_stream_si128((__m128i *)(y + j), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+        }
+    }
+    for (; j + 8 <= n; j += 8) {
+        __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(c + j), vs),
+                                               _mm256_loadu_ps(g + j)),
+                                 _mm256_loadu_ps(b + j));
+        _mm_storeu_si128((__m128i *)(y + j), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; j < n; j++) y[j] = normkit_float_to_f16(c[j] * s * g[j] + b[j]);
+}
+#endif
+
+void normkit_scale_shift_f16(const float *c, uint16_t *y, long n, float s, const float *g,
+                             const float *b, int streaming) {
+#if defined(NORMKIT_F16C)
+    if (normkit_f16c()) { normkit_scale_shift_f16_f16c(c, y, n, s, g, b, streaming); return; }
+#endif
+    (void)streaming;
+    for (long j = 0; j < n; j++) y[j] = normkit_float_to_f16(c[j] * s * g[j] + b[j]);
+}
+
+NORMKIT_CLONES void normkit_scale_shift_bf16(const float *c, uint16_t *y, long n, float s,
+                                             const float *g, const float *b, int streaming) {
+    const float *restrict cc = c, *restrict gg = g, *restrict bb = b;
+    uint16_t *restrict out = y;
+    (void)streaming;
+    for (long j = 0; j < n; j++) {
+        float v = cc[j] * s * gg[j] + bb[j];
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+        uint32_t nan = (u >> 16) | 0x0040u;
+        out[j] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+    }
 }

@@ -110,13 +110,20 @@ void normkit_combine_columns_masked_d(const double *dy, const unsigned char *mas
 
 /* 16-bit storage (reduced.c): Float16 (IEEE binary16) and bfloat16 widened to
    float exactly, float narrowed to them rounding to nearest even (NaN stays a
-   quiet NaN with its sign and its payload's top bits). The narrowing writes h
-   with streaming stores when `streaming` (where the CPU path has them). The
-   _baseline forms are the portable loops, for the tests to compare. */
-void normkit_widen_f16(const uint16_t *h, float *f, long n);
+   quiet NaN with its sign and its payload's top bits). The widening also
+   copies h to `copy` when it is not NULL (a training forward's cache). The
+   narrowing writes h, and the widening `copy`, with streaming stores when
+   `streaming` (where the CPU path has them). The _baseline forms are the
+   portable loops, for the tests to compare. */
+void normkit_widen_f16(const uint16_t *h, float *f, uint16_t *copy, long n, int streaming);
 void normkit_narrow_f16(const float *f, uint16_t *h, long n, int streaming);
-void normkit_widen_bf16(const uint16_t *h, float *f, long n);
+void normkit_widen_bf16(const uint16_t *h, float *f, uint16_t *copy, long n, int streaming);
 void normkit_narrow_bf16(const float *f, uint16_t *h, long n, int streaming);
+/* y[j] = c[j] * s * g[j] + b[j] (as normkit_scale_shift_f) rounded to 16 bits. */
+void normkit_scale_shift_f16(const float *c, uint16_t *y, long n, float s, const float *g,
+                             const float *b, int streaming);
+void normkit_scale_shift_bf16(const float *c, uint16_t *y, long n, float s, const float *g,
+                              const float *b, int streaming);
 void normkit_widen_f16_baseline(const uint16_t *h, float *f, long n);
 void normkit_narrow_f16_baseline(const float *f, uint16_t *h, long n);
 void normkit_narrow_bf16_baseline(const float *f, uint16_t *h, long n);

@@ -14,7 +14,8 @@
 /// refers to the caller's memory.
 public struct NormCache<Scalar: BLASScalar>: Sendable {
     /// The forward input `x`: the caller's tensor, shared, or the cache's copy
-    /// of borrowed memory.
+    /// of borrowed memory. Empty after a 16-bit forward (``ReducedPrecision``),
+    /// whose input the cache keeps at 2 bytes an element instead.
     public internal(set) var input: Tensor<Scalar>
     /// The mean of each normalized set: for ``BatchNorm`` the batch mean in
     /// training and the running mean in inference.
@@ -118,10 +119,10 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
         input.prepare(shape: shape)
     }
 
-    /// Makes `x`, 16-bit values of `precision` in `shape`, the forward input:
-    /// copied into ``reducedInput`` (reused when the count matches), and
-    /// ``input`` emptied. Marks the cache as filled by no forward pass until
-    /// one succeeds.
+    /// Sizes ``reducedInput`` (reused when the count matches) for `x`, 16-bit
+    /// values of `precision` in `shape`, which the forward pass then copies
+    /// there block by block; empties ``input``. Marks the cache as filled by
+    /// no forward pass until one succeeds.
     /// - Throws: ``NormError/negativeDimension(shape:)``,
     ///   ``NormError/shapeOverflow(shape:)``,
     ///   ``NormError/bufferCountMismatch(name:expected:actual:)``.
@@ -136,10 +137,6 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
         if input.count != 0 { input = .empty }
         reducedShape = shape
         if reducedInput.count != count { reducedInput = [UInt16](repeating: 0, count: count) }
-        reducedInput.withUnsafeMutableBytes { target in
-            guard let source = x.baseAddress, let destination = target.baseAddress else { return }
-            destination.copyMemory(from: UnsafeRawPointer(source), byteCount: count * 2)
-        }
     }
 
     /// Calls `body` with the input (writable when `writable`: a residual

@@ -92,13 +92,17 @@ enum StoragePrecision: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// `count` 16-bit values at `source` into `target`, exactly.
+    /// `count` 16-bit values at `source` into `target`, exactly, and copied
+    /// to `copy` (a training forward's cache; with streaming stores when
+    /// `streaming`) when it is not `nil`.
     @usableFromInline
-    func widen(_ source: UnsafeRawPointer, into target: UnsafeMutablePointer<Float>, count: Int) {
+    func widen(_ source: UnsafeRawPointer, into target: UnsafeMutablePointer<Float>, count: Int,
+               copy: UnsafeMutableRawPointer? = nil, streaming: Bool = false) {
         let h = source.assumingMemoryBound(to: UInt16.self)
+        let c = copy?.assumingMemoryBound(to: UInt16.self)
         switch self {
-        case .float16: normkit_widen_f16(h, target, count)
-        case .bfloat16: normkit_widen_bf16(h, target, count)
+        case .float16: normkit_widen_f16(h, target, c, count, streaming ? 1 : 0)
+        case .bfloat16: normkit_widen_bf16(h, target, c, count, streaming ? 1 : 0)
         case .float: preconditionFailure("a Float cache has nothing to widen")
         }
     }
@@ -112,6 +116,20 @@ enum StoragePrecision: Sendable, Equatable, CustomStringConvertible {
         switch self {
         case .float16: normkit_narrow_f16(source, h, count, streaming ? 1 : 0)
         case .bfloat16: normkit_narrow_bf16(source, h, count, streaming ? 1 : 0)
+        case .float: preconditionFailure("a Float output has nothing to narrow")
+        }
+    }
+
+    /// `y = c · scale · gamma + beta` over one row (the `Float` pass's
+    /// expression), each value rounded once to 16 bits at `y`, with streaming
+    /// stores when `streaming`.
+    @usableFromInline
+    func scaleShift(count: Int, c: UnsafePointer<Float>, scale: Float, gamma: UnsafePointer<Float>,
+                    beta: UnsafePointer<Float>, into y: UnsafeMutableRawPointer, streaming: Bool) {
+        let h = y.assumingMemoryBound(to: UInt16.self)
+        switch self {
+        case .float16: normkit_scale_shift_f16(c, h, count, scale, gamma, beta, streaming ? 1 : 0)
+        case .bfloat16: normkit_scale_shift_bf16(c, h, count, scale, gamma, beta, streaming ? 1 : 0)
         case .float: preconditionFailure("a Float output has nothing to narrow")
         }
     }

@@ -5,7 +5,7 @@
 /// `Float`; the cache keeps the 16-bit input.
 extension RowNormalization {
     /// The 16-bit forward: as the `Float` one, the input copied into the
-    /// cache at 2 bytes an element.
+    /// cache at 2 bytes an element by the pass that widens it.
     /// - Throws: as the `Float` forward, and
     ///   ``NormError/unsupportedParameter(name:expected:)`` for a storage type
     ///   other than `Float16` and ``BFloat16``.
@@ -24,7 +24,7 @@ extension RowNormalization {
         cache.record(gamma: gamma, mode: mode, statisticCount: rows,
                      origin: origin(columns: columns, centred: centred))
         let failure: Int? = cache.withReducedInputAndStatistics { own, mean, invstd in
-            reducedPass(own, precision: precision, rows: rows, columns: columns, centred: centred,
+            reducedPass(UnsafeRawPointer(x.baseAddress!), copy: own, precision: precision, rows: rows, columns: columns, centred: centred,
                         gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
                         statistics: (mean, invstd), y: UnsafeMutableRawPointer(output.baseAddress!),
                         workspace: &workspace)
@@ -50,7 +50,7 @@ extension RowNormalization {
         let rows = try Validation.matrixRows(shape: shape, count: count, columns: columns)
         if centred { try Validation.valuesPerStatistic(columns) }
         if let index = reducedPass(
-            UnsafeRawPointer(x.baseAddress!), precision: precision, rows: rows, columns: columns,
+            UnsafeRawPointer(x.baseAddress!), copy: nil, precision: precision, rows: rows, columns: columns,
             centred: centred, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
             statistics: nil, y: UnsafeMutableRawPointer(output.baseAddress!), workspace: &workspace) {
             throw .nonFiniteStatistics(index: index)
@@ -58,24 +58,34 @@ extension RowNormalization {
     }
 
     /// The statistics and output pass over `rows` 16-bit rows at `x` into the
-    /// 16-bit `y`: per block of rows (at most `blockRows`), widen, the `Float`
-    /// row kernel (``LayerNormKernels/forwardBLAS``) into a `Float` block,
-    /// narrow. The naive backend widens the whole input, runs its loops and
-    /// narrows the whole output.
+    /// 16-bit `y`: per block of rows (at most `blockRows`), widen, then rows of
+    /// at least ``LayerNormKernels/rowKernelMinimumColumns`` one at a time
+    /// (``LayerNormKernels/statistics(ofRow:columns:epsilon:centred:ones:row:)``,
+    /// then the scale and shift narrowed as it is written), shorter ones
+    /// through the `Float` row-block kernel (``LayerNormKernels/forwardBLAS``)
+    /// into a `Float` block, narrowed; the widening also copies the block to `copy` (the cache) when
+    /// it is not `nil`. The naive backend widens the whole input, runs its
+    /// loops and narrows the whole output.
     /// - Returns: the first row whose statistics are not finite, or `nil`.
     @inlinable
     static func reducedPass(
-        _ x: UnsafeRawPointer, precision: StoragePrecision, rows: Int, columns: Int, centred: Bool,
+        _ x: UnsafeRawPointer, copy: UnsafeMutableRawPointer?, precision: StoragePrecision,
+        rows: Int, columns: Int, centred: Bool,
         gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
         statistics: (mean: UnsafeMutablePointer<Float>, invstd: UnsafeMutablePointer<Float>)?,
         y: UnsafeMutableRawPointer, workspace: inout Workspace<Float>
     ) -> Int? {
         let count = rows * columns
         let streaming = StreamingStores.shouldStream(count: (count + 1) / 2, of: Float.self)
-        // The block's 16-bit input and output count as one Float buffer.
-        let blockRows = CacheGeometry.blockRows(
-            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Float>.stride,
-            buffers: LayerNormKernels.forwardBuffers(centred: centred) + 1)
+        // Rows long enough for the one-row-at-a-time kernels go a few at a
+        // time, so that the widened rows and their output stay in L1 (half of
+        // 32 KiB); shorter rows in L2 blocks, the block's 16-bit input and
+        // output counting as one Float buffer.
+        let blockRows = columns >= LayerNormKernels.rowKernelMinimumColumns
+            ? max(1, min(rows, 16 * 1024 / (columns * 2 * MemoryLayout<Float>.stride)))
+            : CacheGeometry.blockRows(
+                rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Float>.stride,
+                buffers: LayerNormKernels.forwardBuffers(centred: centred) + 1)
         let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Float.self,
                                     backend: backend)
         let block = Workspace<Float>.lines(blockRows * columns)
@@ -92,7 +102,7 @@ extension RowNormalization {
                 let invstd = statistics?.invstd ?? scratch + statisticsAt + own / 2
                 switch backend {
                 case .blas:
-                    let context = (split: split, x: x, y: y, precision: precision,
+                    let context = (split: split, x: x, copy: copy, y: y, precision: precision,
                                    g: g.baseAddress!, b: b.baseAddress!, mean: mean,
                                    invstd: invstd, columns: columns, blockRows: blockRows,
                                    epsilon: epsilon, centred: centred, streaming: streaming,
@@ -107,7 +117,32 @@ extension RowNormalization {
                         while first < part.upperBound {
                             let n = min(c.blockRows, part.upperBound - first)
                             let offset = first * c.columns
-                            c.precision.widen(c.x + 2 * offset, into: xf, count: n * c.columns)
+                            c.precision.widen(c.x + 2 * offset, into: xf, count: n * c.columns,
+                                              copy: c.copy.map { $0 + 2 * offset },
+                                              streaming: c.streaming)
+                            if c.columns >= LayerNormKernels.rowKernelMinimumColumns {
+                                // One row at a time: the Float statistics, then
+                                // the scale and shift narrowed as it is written.
+                                let row = LayerNormKernels.rowScratch(own, input: xf)
+                                for i in 0..<n {
+                                    let xi = xf + i * c.columns
+                                    guard let (m, s) = LayerNormKernels.statistics(
+                                        ofRow: xi, columns: c.columns, epsilon: c.epsilon,
+                                        centred: c.centred, ones: c.ones, row: row) else {
+                                        StreamingStores.fence(c.streaming)
+                                        return first + i
+                                    }
+                                    c.mean[first + i] = m
+                                    c.invstd[first + i] = s
+                                    c.precision.scaleShift(
+                                        count: c.columns, c: UnsafePointer(c.centred ? row : xi),
+                                        scale: s, gamma: c.g, beta: c.b,
+                                        into: c.y + 2 * (offset + i * c.columns),
+                                        streaming: c.streaming)
+                                }
+                                first += n
+                                continue
+                            }
                             if let bad = LayerNormKernels.forwardBLAS(
                                 x: xf, rows: n, columns: c.columns, blockRows: c.blockRows,
                                 epsilon: c.epsilon, centred: c.centred, gamma: c.g, beta: c.b,
@@ -125,7 +160,7 @@ extension RowNormalization {
                     }
                 case .naive:
                     let xf = scratch, yf = scratch + count
-                    precision.widen(x, into: xf, count: count)
+                    precision.widen(x, into: xf, count: count, copy: copy)
                     if let bad = LayerNormKernels.forwardNaive(
                         x: xf, rows: rows, columns: columns, epsilon: epsilon, centred: centred,
                         gamma: g.baseAddress!, beta: b.baseAddress!, mean: mean, invstd: invstd,
@@ -237,15 +272,17 @@ extension RowNormalization {
 }
 
 extension NormCache {
-    /// Calls `body` with the 16-bit input (its first byte) and the statistics
-    /// vectors, sized by ``record(gamma:mode:statisticCount:origin:)``.
+    /// Calls `body` with the 16-bit input's storage (its first byte, for the
+    /// forward pass to write) and the statistics vectors, sized by
+    /// ``record(gamma:mode:statisticCount:origin:)``.
     @usableFromInline
     mutating func withReducedInputAndStatistics<R>(
-        _ body: (UnsafeRawPointer, UnsafeMutablePointer<Scalar>, UnsafeMutablePointer<Scalar>) -> R
+        _ body: (UnsafeMutableRawPointer, UnsafeMutablePointer<Scalar>,
+                 UnsafeMutablePointer<Scalar>) -> R
     ) -> R {
         storedMean.withUnsafeMutableBufferPointer { mean in
             storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
-                reducedInput.withUnsafeBytes { x in
+                reducedInput.withUnsafeMutableBytes { x in
                     body(x.baseAddress!, mean.baseAddress!, invstd.baseAddress!)
                 }
             }
