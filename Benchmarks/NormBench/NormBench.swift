@@ -54,7 +54,7 @@ struct NormBench: ParsableCommand {
     @Option(help: "Comma-separated shapes, (N, D) or (N, C, H, W), e.g. 64x1024,8x256x56x56.")
     var shapes = "64x1024,4096x1024,32768x1024,32x64x32x32,8x256x56x56"
 
-    @Option(help: "Comma-separated dtypes: float, double.")
+    @Option(help: "Comma-separated dtypes: float, double, bfloat16, float16 (16-bit storage with Float statistics: layernorm, rmsnorm).")
     var dtypes = "float,double"
 
     @Option(help: "Comma-separated backends: blas, naive.")
@@ -174,7 +174,14 @@ struct NormBench: ParsableCommand {
                                                       ops: opSet, backends: backendList, machine: machine)
                 case "double": records += try measure(Double.self, dtype: dtype, shape: shape,
                                                        ops: opSet, backends: backendList, machine: machine)
-                default: throw ValidationError("unknown dtype '\(dtype)' (float, double)")
+                case "bfloat16": records += try measure(Float.self, dtype: dtype, shape: shape,
+                                                         ops: opSet, backends: backendList,
+                                                         machine: machine, storage: BFloat16.self)
+                case "float16": records += try measure(Float.self, dtype: dtype, shape: shape,
+                                                        ops: opSet, backends: backendList,
+                                                        machine: machine, storage: Float16.self)
+                default:
+                    throw ValidationError("unknown dtype '\(dtype)' (float, double, bfloat16, float16)")
                 }
             }
         }
@@ -211,14 +218,20 @@ struct NormBench: ParsableCommand {
 
     func measure<S: BLASScalar>(
         _: S.Type, dtype: String, shape: [Int], ops: Set<String>, backends: [Backend],
-        machine: MachineInfo
+        machine: MachineInfo, storage: (any BenchStorage.Type)? = nil
     ) throws -> [Record] {
         var byBackend: [Backend: [Case]] = [:]
         for backend in backends {
-            byBackend[backend] = try cases(S.self, shape: shape, backend: backend, ops: ops,
-                                           methods: list(methods).compactMap { try? parseMethod($0) },
-                                           groupSizes: list(groupSizes).compactMap { Int($0) })
+            if let storage {
+                byBackend[backend] = try reducedCases(storage, shape: shape, backend: backend, ops: ops)
+            } else {
+                byBackend[backend] = try cases(S.self, shape: shape, backend: backend, ops: ops,
+                                               methods: list(methods).compactMap { try? parseMethod($0) },
+                                               groupSizes: list(groupSizes).compactMap { Int($0) })
+            }
         }
+        // The bytes of one streamed element: 2 for 16-bit storage.
+        let elementBytes = storage == nil ? MemoryLayout<S>.stride : 2
         let caseCount = byBackend.values.first?.count ?? 0
         guard caseCount > 0 else { return [] }   // no requested layer takes this rank
         let elements = shape.reduce(1, *)
@@ -273,7 +286,7 @@ struct NormBench: ParsableCommand {
                 }?.1.median
             }
             for (variant, (item, timing)) in zip(variants, zip(items, timings)) {
-                let bytes = item.bytesPerFloatElement * MemoryLayout<S>.stride / 4
+                let bytes = item.bytesPerFloatElement * elementBytes / 4
                 let gbps = Double(bytes * elements) / timing.median / 1e9
                 var speedup: Double?, valueRatio: Double?
                 if variant.backend == .blas, variant.api == .buffered,

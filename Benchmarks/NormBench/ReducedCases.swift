@@ -1,0 +1,81 @@
+import NormKit
+
+/// A 16-bit storage type normbench times (`--dtypes bfloat16,float16`).
+protocol BenchStorage: ReducedPrecision {
+    init(_ value: Float)
+}
+extension BFloat16: BenchStorage {}
+extension Float16: BenchStorage {}
+
+/// LayerNorm's and RMSNorm's passes over `Storage` buffers (16-bit input,
+/// output and gradients; Float statistics and parameters), through the
+/// allocation-free entry points. The traffic counts are the Float passes'
+/// (8 bytes per element forward, 12 backward, 8 infer, scaled to 2-byte
+/// elements by the caller); the training forward also writes the cache's copy
+/// of the input (2 bytes more per element, which the Float `Tensor` forward
+/// shares instead of copying).
+func reducedCases<Storage: BenchStorage>(
+    _: Storage.Type, shape: [Int], backend: Backend, ops: Set<String>
+) throws -> [Case] {
+    guard shape.count == 2 else { return [] }
+    let count = shape[0] * shape[1], features = shape[1]
+    let xf = try Tensor<Float>(randomNormal: shape, mean: 12, standardDeviation: 5, seed: 1)
+    let dyf = try Tensor<Float>(randomNormal: shape, seed: 2)
+    let x = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
+    let dy = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
+    xf.withUnsafeBufferPointer { for k in 0..<count { x[k] = Storage($0[k]) } }
+    dyf.withUnsafeBufferPointer { for k in 0..<count { dy[k] = Storage($0[k]) } }
+    var all: [Case] = []
+    for op in ["layernorm", "rmsnorm"] where ops.contains(op) {
+        let y = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
+        let dx = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
+        let inferred = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
+        var dgamma = [Float](repeating: 0, count: features), dbeta = dgamma
+        var cache = NormCache<Float>(), workspace = Workspace<Float>()
+        var inferWorkspace = Workspace<Float>()
+        if op == "layernorm" {
+            var layer = try LayerNorm<Float>(featureCount: features, backend: backend)
+            try layer.forward(UnsafeBufferPointer(x), shape: shape, mode: .training, into: y,
+                              cache: &cache, workspace: &workspace)
+            let trained = cache
+            all.append(Case(op: op, pass: "forward", bytesPerFloatElement: 8, run: {
+                try layer.forward(UnsafeBufferPointer(x), shape: shape, mode: .training, into: y,
+                                  cache: &cache, workspace: &workspace)
+            }, runValue: nil))
+            all.append(Case(op: op, pass: "backward", bytesPerFloatElement: 12, run: { [layer] in
+                try dgamma.withUnsafeMutableBufferPointer { dg in
+                    try dbeta.withUnsafeMutableBufferPointer { db in
+                        try layer.backward(UnsafeBufferPointer(dy), cache: trained, inputGradient: dx,
+                                           gammaGradient: dg, betaGradient: db, workspace: &workspace)
+                    }
+                }
+            }, runValue: nil))
+            all.append(Case(op: op, pass: "infer", bytesPerFloatElement: 8, run: { [layer] in
+                try layer.infer(UnsafeBufferPointer(x), shape: shape, into: inferred,
+                                workspace: &inferWorkspace)
+            }, runValue: nil))
+        } else {
+            var layer = try RMSNorm<Float>(featureCount: features, backend: backend)
+            try layer.forward(UnsafeBufferPointer(x), shape: shape, mode: .training, into: y,
+                              cache: &cache, workspace: &workspace)
+            let trained = cache
+            all.append(Case(op: op, pass: "forward", bytesPerFloatElement: 8, run: {
+                try layer.forward(UnsafeBufferPointer(x), shape: shape, mode: .training, into: y,
+                                  cache: &cache, workspace: &workspace)
+            }, runValue: nil))
+            all.append(Case(op: op, pass: "backward", bytesPerFloatElement: 12, run: { [layer] in
+                try dgamma.withUnsafeMutableBufferPointer { dg in
+                    try dbeta.withUnsafeMutableBufferPointer { db in
+                        try layer.backward(UnsafeBufferPointer(dy), cache: trained, inputGradient: dx,
+                                           gammaGradient: dg, betaGradient: db, workspace: &workspace)
+                    }
+                }
+            }, runValue: nil))
+            all.append(Case(op: op, pass: "infer", bytesPerFloatElement: 8, run: { [layer] in
+                try layer.infer(UnsafeBufferPointer(x), shape: shape, into: inferred,
+                                workspace: &inferWorkspace)
+            }, runValue: nil))
+        }
+    }
+    return all
+}
