@@ -9,18 +9,21 @@ protocol TestStorage: ReducedPrecision, Equatable {
     var float: Float { get }
     var bits: UInt16 { get }
     static var name: String { get }
+    static func from(bits: UInt16) -> Self
 }
 
 extension Float16: TestStorage {
     var float: Float { Float(self) }
     var bits: UInt16 { bitPattern }
     static var name: String { "Float16" }
+    static func from(bits: UInt16) -> Float16 { Float16(bitPattern: bits) }
 }
 
 extension BFloat16: TestStorage {
     var float: Float { Float(self) }
     var bits: UInt16 { bitPattern }
     static var name: String { "BFloat16" }
+    static func from(bits: UInt16) -> BFloat16 { BFloat16(bitPattern: bits) }
 }
 
 /// The distance in units in the last place between two 16-bit values of one
@@ -152,8 +155,10 @@ struct ReducedPrecisionTests {
         #expect(mismatches == 0, "\(mismatches) of \(checked) patterns differ")
         let all = (0...UInt16.max).map { $0 }
         var widened = [Float](repeating: 0, count: all.count), baseline = widened
-        normkit_widen_f16(all, &widened, all.count)
+        var copied = [UInt16](repeating: 0, count: all.count)
+        normkit_widen_f16(all, &widened, &copied, all.count, 1)
         normkit_widen_f16_baseline(all, &baseline, all.count)
+        #expect(copied == all)
         var wrong = 0
         for (k, h) in all.enumerated() {
             let swift = Float(Float16(bitPattern: h))
@@ -322,6 +327,100 @@ struct ReducedPrecisionTests {
             }
         }
         #expect(y16.contains(.infinity) && y16.contains(-.infinity))
+    }
+
+    // MARK: PyTorch
+
+    /// `Fixtures/pytorch-16bit.npz` (made once by `make_reduced_fixture.py`).
+    static let torch = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .appendingPathComponent("Fixtures/pytorch-16bit.npz").path
+
+    @Test("BFloat16(Float) and the Float16 C pass give torch's bits on ties, extremes and 6000 values")
+    func pytorchConversions() throws {
+        let archive = try NumPyArchive(contentsOf: Self.torch)
+        let values = try archive.tensor("conv_float32", as: Float.self).scalars
+        let bf16 = try #require(archive["conv_bfloat16"]).integers().map { UInt16($0) }
+        let f16 = try #require(archive["conv_float16"]).integers().map { UInt16($0) }
+        #expect(values.count > 5000)
+        #expect(values.map { BFloat16($0).bitPattern } == bf16)
+        var narrowed = [UInt16](repeating: 0, count: values.count)
+        normkit_narrow_f16(values, &narrowed, values.count, 0)
+        #expect(narrowed == f16)
+    }
+
+    /// PyTorch's result `theirs` against NormKit's `ours`: at most `ulps`
+    /// apart, or within `absolute[k]` of each other (near zero).
+    func agree<S: TestStorage>(_ ours: [S], _ theirs: [UInt16], ulps: Int, absolute: [Double],
+                               _ what: String) -> Int {
+        var worst = 0
+        for (k, bits) in theirs.enumerated() {
+            let reference = S.from(bits: bits)
+            let distance = ulpDistance(ours[k], reference)
+            if distance > ulps && Double(abs(ours[k].float - reference.float)) > absolute[k] {
+                Issue.record("\(what)[\(k)]: \(ours[k].float) vs PyTorch's \(reference.float)")
+            }
+            worst = max(worst, distance)
+        }
+        return worst
+    }
+
+    func pytorchRows<S: TestStorage>(_: S.Type, dtype: String) throws {
+        let archive = try NumPyArchive(contentsOf: Self.torch)
+        for (rows, columns) in [(5, 13), (6, 67)] {
+            let key = "\(dtype)_\(rows)x\(columns)"
+            func bits(_ name: String) throws -> [UInt16] {
+                try #require(archive["\(key)_\(name)"]).integers().map { UInt16($0) }
+            }
+            func floats(_ name: String) throws -> [Float] {
+                try archive.tensor("\(key)_\(name)", as: Float.self).scalars
+            }
+            let x = try bits("x").map(S.from(bits:)), dy = try bits("dy").map(S.from(bits:))
+            for op in ["ln", "rms"] {
+                var y = [S](repeating: S(0), count: x.count), inferred = y, dx = y
+                var dgamma = [Float](repeating: 0, count: columns), dbeta = dgamma
+                var cache = NormCache<Float>(), workspace = Workspace<Float>()
+                if op == "ln" {
+                    var layer = try LayerNorm<Float>(featureCount: columns)
+                    layer.gamma = try floats("weight"); layer.beta = try floats("bias")
+                    try forwardAndBack(&layer, x, dy, [rows, columns], &y, &inferred, &dx, &dgamma,
+                                       &dbeta, &cache, &workspace)
+                } else {
+                    var layer = try RMSNorm<Float>(featureCount: columns)
+                    layer.gamma = try floats("weight")
+                    try forwardAndBack(&layer, x, dy, [rows, columns], &y, &inferred, &dx, &dgamma,
+                                       &dbeta, &cache, &workspace)
+                }
+                let what = "\(key) \(op)"
+                let reference = rowReference(
+                    x: x, dy: dy, rows: rows, columns: columns, gamma: try floats("weight"),
+                    beta: op == "ln" ? try floats("bias") : [Float](repeating: 0, count: columns),
+                    epsilon: 1e-5, centred: op == "ln")
+                // Both round a Float result once, each within 1 ulp of the
+                // exact value: at most 2 apart, or near zero within twice the
+                // reference test's allowance (both err by a few Float errors).
+                let yWorst = agree(y, try bits("\(op)_y"), ulps: 2,
+                                   absolute: reference.yScale.map { 2e-6 * $0 }, what + " y")
+                let dxWorst = agree(dx, try bits("\(op)_dx"), ulps: 2,
+                                    absolute: reference.dxScale.map { 2e-5 * $0 }, what + " dx")
+                // Parameter gradients: NormKit's within 1e-5 of the float64
+                // reference; PyTorch's mixed-type backward (16-bit input, Float
+                // weight) returns them good to the 16-bit type's precision.
+                let exact = (reference.dgamma + reference.dbeta).map { Float($0) }
+                let theirs = try floats("\(op)_dweight")
+                    + (op == "ln" ? try floats("ln_dbias") : [Float](repeating: 0, count: columns))
+                let ours = normwiseError(dgamma + dbeta, exact), pytorch = normwiseError(theirs, exact)
+                let storageEpsilon = S.self == BFloat16.self ? 0x1p-8 : 0x1p-11
+                #expect(ours < 1e-5, "\(what) parameter gradients: \(ours) from float64")
+                #expect(pytorch < 2 * storageEpsilon, "\(what) PyTorch's: \(pytorch) from float64")
+                print("PyTorch \(what): y within \(yWorst) ulp, dx within \(dxWorst) ulp; parameter gradients from float64: NormKit \(ours), PyTorch \(pytorch)")
+            }
+        }
+    }
+
+    @Test("PyTorch's layer_norm and rms_norm on bfloat16 and float16 tensors: outputs and gradients agree")
+    func pytorchFixture() throws {
+        try pytorchRows(BFloat16.self, dtype: "bfloat16")
+        try pytorchRows(Float16.self, dtype: "float16")
     }
 
     // MARK: Bad input
