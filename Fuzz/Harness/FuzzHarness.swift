@@ -3,7 +3,8 @@ import NormKit
 /// NormKit's fuzz target, shared by the libFuzzer binary (`make fuzz`) and the
 /// test that replays the committed corpus (`FuzzCorpusTests`).
 ///
-/// One input decodes into a layer (any of the seven), Float or Double, a
+/// One input decodes into a layer (any of the seven), Float or Double (and,
+/// for LayerNorm and RMSNorm in Float, a 16-bit storage type), a
 /// backend, a mode, a thread count, a shape (which may be negative, empty,
 /// overflowing, or not the layer's), parameters (which may be NaN, negative or
 /// of the wrong length), running statistics, input values (finite, special or
@@ -213,6 +214,7 @@ struct FuzzCase<Scalar: BLASScalar> {
                                                  smallGradient: smallGradient, &report)
                 checkInfer(layer, state: { [$0.gamma] }, input: input, &report)
                 checkResidual(layer, input: input, residual: gradient, &report)
+                checkReduced(layer, input: input, gradient: gradient, &report)
             case .rmsNorm:
                 var layer = try RMSNorm<Scalar>(featureCount: features, backend: backend)
                 layer.epsilon = epsilon
@@ -221,6 +223,7 @@ struct FuzzCase<Scalar: BLASScalar> {
                                                  smallGradient: smallGradient, &report)
                 checkInfer(layer, state: { [$0.gamma] }, input: input, &report)
                 checkResidual(layer, input: input, residual: gradient, &report)
+                checkReduced(layer, input: input, gradient: gradient, &report)
             case .groupNorm:
                 var layer = try GroupNorm<Scalar>(channelCount: features,
                                                   groupCount: groupCount(groupByte, features, &reader),
