@@ -26,56 +26,50 @@ func reducedCases<Storage: BenchStorage>(
     xf.withUnsafeBufferPointer { for k in 0..<count { x[k] = Storage($0[k]) } }
     dyf.withUnsafeBufferPointer { for k in 0..<count { dy[k] = Storage($0[k]) } }
     var all: [Case] = []
-    for op in ["layernorm", "rmsnorm"] where ops.contains(op) {
-        let y = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
-        let dx = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
-        let inferred = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
-        var dgamma = [Float](repeating: 0, count: features), dbeta = dgamma
-        var cache = NormCache<Float>(), workspace = Workspace<Float>()
-        var inferWorkspace = Workspace<Float>()
-        if op == "layernorm" {
-            var layer = try LayerNorm<Float>(featureCount: features, backend: backend)
-            try layer.forward(UnsafeBufferPointer(x), shape: shape, mode: .training, into: y,
-                              cache: &cache, workspace: &workspace)
-            let trained = cache
-            all.append(Case(op: op, pass: "forward", bytesPerFloatElement: 8, run: {
-                try layer.forward(UnsafeBufferPointer(x), shape: shape, mode: .training, into: y,
-                                  cache: &cache, workspace: &workspace)
-            }, runValue: nil))
-            all.append(Case(op: op, pass: "backward", bytesPerFloatElement: 12, run: { [layer] in
-                try dgamma.withUnsafeMutableBufferPointer { dg in
-                    try dbeta.withUnsafeMutableBufferPointer { db in
-                        try layer.backward(UnsafeBufferPointer(dy), cache: trained, inputGradient: dx,
-                                           gammaGradient: dg, betaGradient: db, workspace: &workspace)
-                    }
-                }
-            }, runValue: nil))
-            all.append(Case(op: op, pass: "infer", bytesPerFloatElement: 8, run: { [layer] in
-                try layer.infer(UnsafeBufferPointer(x), shape: shape, into: inferred,
-                                workspace: &inferWorkspace)
-            }, runValue: nil))
-        } else {
-            var layer = try RMSNorm<Float>(featureCount: features, backend: backend)
-            try layer.forward(UnsafeBufferPointer(x), shape: shape, mode: .training, into: y,
-                              cache: &cache, workspace: &workspace)
-            let trained = cache
-            all.append(Case(op: op, pass: "forward", bytesPerFloatElement: 8, run: {
-                try layer.forward(UnsafeBufferPointer(x), shape: shape, mode: .training, into: y,
-                                  cache: &cache, workspace: &workspace)
-            }, runValue: nil))
-            all.append(Case(op: op, pass: "backward", bytesPerFloatElement: 12, run: { [layer] in
-                try dgamma.withUnsafeMutableBufferPointer { dg in
-                    try dbeta.withUnsafeMutableBufferPointer { db in
-                        try layer.backward(UnsafeBufferPointer(dy), cache: trained, inputGradient: dx,
-                                           gammaGradient: dg, betaGradient: db, workspace: &workspace)
-                    }
-                }
-            }, runValue: nil))
-            all.append(Case(op: op, pass: "infer", bytesPerFloatElement: 8, run: { [layer] in
-                try layer.infer(UnsafeBufferPointer(x), shape: shape, into: inferred,
-                                workspace: &inferWorkspace)
-            }, runValue: nil))
-        }
+    if ops.contains("layernorm") {
+        all += try reducedPasses("layernorm", LayerNorm<Float>(featureCount: features, backend: backend),
+                                 x: x, dy: dy, shape: shape)
+    }
+    if ops.contains("rmsnorm") {
+        all += try reducedPasses("rmsnorm", RMSNorm<Float>(featureCount: features, backend: backend),
+                                 x: x, dy: dy, shape: shape)
     }
     return all
+}
+
+/// One layer's 16-bit forward, backward and infer over buffers allocated
+/// once (for the process: normbench measures and exits).
+func reducedPasses<L: ReducedPrecisionLayer, Storage: BenchStorage>(
+    _ op: String, _ layer: L, x: UnsafeMutableBufferPointer<Storage>,
+    dy: UnsafeMutableBufferPointer<Storage>, shape: [Int]
+) throws -> [Case] {
+    var layer = layer
+    let count = x.count, features = shape[1]
+    let y = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
+    let dx = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
+    let inferred = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
+    var dgamma = [Float](repeating: 0, count: features), dbeta = dgamma
+    var cache = NormCache<Float>(), workspace = Workspace<Float>()
+    var inferWorkspace = Workspace<Float>()
+    try layer.forward(UnsafeBufferPointer(x), shape: shape, mode: .training, into: y,
+                      cache: &cache, workspace: &workspace)
+    let trained = cache
+    return [
+        Case(op: op, pass: "forward", bytesPerFloatElement: 8, run: {
+            try layer.forward(UnsafeBufferPointer(x), shape: shape, mode: .training, into: y,
+                              cache: &cache, workspace: &workspace)
+        }, runValue: nil),
+        Case(op: op, pass: "backward", bytesPerFloatElement: 12, run: { [layer] in
+            try dgamma.withUnsafeMutableBufferPointer { dg in
+                try dbeta.withUnsafeMutableBufferPointer { db in
+                    try layer.backward(UnsafeBufferPointer(dy), cache: trained, inputGradient: dx,
+                                       gammaGradient: dg, betaGradient: db, workspace: &workspace)
+                }
+            }
+        }, runValue: nil),
+        Case(op: op, pass: "infer", bytesPerFloatElement: 8, run: { [layer] in
+            try layer.infer(UnsafeBufferPointer(x), shape: shape, into: inferred,
+                            workspace: &inferWorkspace)
+        }, runValue: nil),
+    ]
 }

@@ -30,7 +30,7 @@ extension FuzzCase {
     func checkReduced<Layer: BufferedNormalizationLayer>(
         _ layer: Layer, input: Tensor<Scalar>, gradient: Tensor<Scalar>?, _ report: inout Report
     ) where Layer.Scalar == Scalar {
-        guard let x = input as? Tensor<Float>, let layer = layer as? any BufferedNormalizationLayer<Float>
+        guard let x = input as? Tensor<Float>, let layer = layer as? any ReducedPrecisionLayer
         else { return }
         let dy = gradient as? Tensor<Float>
         if header.throughGraph {
@@ -40,7 +40,7 @@ extension FuzzCase {
         }
     }
 
-    func checkReduced<S: FuzzStorage, Layer: BufferedNormalizationLayer<Float>>(
+    func checkReduced<S: FuzzStorage, Layer: ReducedPrecisionLayer>(
         _: S.Type, _ layer: Layer, _ x: Tensor<Float>, _ dy: Tensor<Float>?, _ report: inout Report
     ) {
         var floatLayer = layer
@@ -106,20 +106,16 @@ extension FuzzCase {
         }
     }
 
-    func forward16<S: FuzzStorage, Layer: BufferedNormalizationLayer<Float>>(
+    func forward16<S: FuzzStorage, Layer: ReducedPrecisionLayer>(
         _ layer: Layer, _ xs: [S], _ shape: [Int], _ ys: inout [S], _ cache: inout NormCache<Float>,
         _ workspace: inout Workspace<Float>
     ) throws(NormError) {
+        var layer = layer
         let failure: NormError? = xs.withUnsafeBufferPointer { x in
             ys.withUnsafeMutableBufferPointer { y in
                 do throws(NormError) {
-                    if var ln = layer as? LayerNorm<Float> {
-                        try ln.forward(x, shape: shape, mode: header.mode, into: y, cache: &cache,
-                                       workspace: &workspace)
-                    } else if var rms = layer as? RMSNorm<Float> {
-                        try rms.forward(x, shape: shape, mode: header.mode, into: y, cache: &cache,
-                                        workspace: &workspace)
-                    }
+                    try layer.forward(x, shape: shape, mode: header.mode, into: y, cache: &cache,
+                                      workspace: &workspace)
                     return nil
                 } catch { return error }
             }
@@ -127,7 +123,7 @@ extension FuzzCase {
         if let failure { throw failure }
     }
 
-    func backward16<S: FuzzStorage, Layer: BufferedNormalizationLayer<Float>>(
+    func backward16<S: FuzzStorage, Layer: ReducedPrecisionLayer>(
         _ layer: Layer, _ gs: [S], _ cache: NormCache<Float>, _ dx: inout [S], _ dgamma: inout [Float],
         _ dbeta: inout [Float], _ workspace: inout Workspace<Float>
     ) throws(NormError) {
@@ -136,13 +132,8 @@ extension FuzzCase {
                 dgamma.withUnsafeMutableBufferPointer { dg in
                     dbeta.withUnsafeMutableBufferPointer { db in
                         do throws(NormError) {
-                            if let ln = layer as? LayerNorm<Float> {
-                                try ln.backward(g, cache: cache, inputGradient: d, gammaGradient: dg,
-                                                betaGradient: db, workspace: &workspace)
-                            } else if let rms = layer as? RMSNorm<Float> {
-                                try rms.backward(g, cache: cache, inputGradient: d, gammaGradient: dg,
-                                                 betaGradient: db, workspace: &workspace)
-                            }
+                            try layer.backward(g, cache: cache, inputGradient: d, gammaGradient: dg,
+                                               betaGradient: db, workspace: &workspace)
                             return nil
                         } catch { return error }
                     }

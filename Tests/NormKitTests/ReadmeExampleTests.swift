@@ -103,3 +103,35 @@ func readmeFusedExample() throws {
     #expect(out.scalars.allSatisfy { $0 >= 0 } && served.scalars.allSatisfy { $0 >= 0 })
     #expect(shortcutGrad.shape == x.shape && grads.gamma.count == 128)
 }
+
+@Test("the README's 16-bit storage example compiles and runs")
+func readmeReducedExample() throws {
+    // README-REDUCED-BEGIN
+    // Activations in bfloat16 (or Float16); the layer, its statistics and its
+    // parameter gradients in Float.
+    var ln = try LayerNorm<Float>(featureCount: 128)
+    let x = (0..<64 * 128).map { BFloat16(10000.1 + Float($0 % 97) * 0.37) }
+    let dy = (0..<64 * 128).map { BFloat16(Float($0 % 13) * 0.1 - 0.6) }
+    var y = [BFloat16](repeating: BFloat16(0), count: x.count), dx = y
+    var dgamma = [Float](repeating: 0, count: 128), dbeta = dgamma
+    var cache = NormCache<Float>(), workspace = Workspace<Float>()
+    try x.withUnsafeBufferPointer { input in
+        try y.withUnsafeMutableBufferPointer { output in
+            try ln.forward(input, shape: [64, 128], mode: .training, into: output,
+                           cache: &cache, workspace: &workspace)
+        }
+    }
+    try dy.withUnsafeBufferPointer { g in
+        try dx.withUnsafeMutableBufferPointer { d in
+            try dgamma.withUnsafeMutableBufferPointer { dg in
+                try dbeta.withUnsafeMutableBufferPointer { db in
+                    try ln.backward(g, cache: cache, inputGradient: d, gammaGradient: dg,
+                                    betaGradient: db, workspace: &workspace)
+                }
+            }
+        }
+    }
+    // README-REDUCED-END
+    #expect(y.allSatisfy { abs(Float($0)) < 3 } && dx.allSatisfy { Float($0).isFinite })
+    #expect(cache.mean.count == 64 && dbeta.allSatisfy { $0.isFinite })
+}

@@ -25,6 +25,7 @@ private let readme = tests.deletingLastPathComponent().deletingLastPathComponent
       arguments: [("README-EXAMPLE", "ReadmeExampleTests.swift"), ("README-LOOP", "AllocationTests.swift"),
                   ("README-WHITENING", "ReadmeExampleTests.swift"),
                   ("README-FUSED", "ReadmeExampleTests.swift"),
+                  ("README-REDUCED", "ReadmeExampleTests.swift"),
                   ("README-MPI", "../NormKitMPIChecks/Checks.swift")])
 func readmeExamplesMatchTests(marker: String, file: String) throws {
     let code = try marked(marker, in: tests.appendingPathComponent(file).path)

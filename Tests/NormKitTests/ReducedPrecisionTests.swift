@@ -106,6 +106,36 @@ struct UlpCount: CustomStringConvertible {
     var description: String { "\(zero) at 0 ulp, \(one) at 1 ulp, \(nearZero) near zero" }
 }
 
+/// A 16-bit backward over arrays.
+func reducedBackward<L: ReducedPrecisionLayer, S: ReducedPrecision>(
+    _ layer: L, _ dy: [S], _ cache: NormCache<Float>, _ dx: inout [S], _ dgamma: inout [Float],
+    _ dbeta: inout [Float], _ workspace: inout Workspace<Float>
+) throws {
+    try dy.withUnsafeBufferPointer { g in
+        try dx.withUnsafeMutableBufferPointer { d in
+            try dgamma.withUnsafeMutableBufferPointer { dg in
+                try dbeta.withUnsafeMutableBufferPointer { db in
+                    try layer.backward(g, cache: cache, inputGradient: d, gammaGradient: dg,
+                                       betaGradient: db, workspace: &workspace)
+                }
+            }
+        }
+    }
+}
+
+/// A 16-bit training forward over arrays.
+func reducedForward<L: ReducedPrecisionLayer, S: ReducedPrecision>(
+    _ layer: inout L, _ x: [S], shape: [Int], _ y: inout [S], _ cache: inout NormCache<Float>,
+    _ workspace: inout Workspace<Float>
+) throws {
+    try x.withUnsafeBufferPointer { xb in
+        try y.withUnsafeMutableBufferPointer { yb in
+            try layer.forward(xb, shape: shape, mode: .training, into: yb, cache: &cache,
+                              workspace: &workspace)
+        }
+    }
+}
+
 @Suite("16-bit storage")
 struct ReducedPrecisionTests {
     // MARK: The types
@@ -217,52 +247,21 @@ struct ReducedPrecisionTests {
         return (outputs, gradients)
     }
 
-    func forwardAndBack<L: BufferedNormalizationLayer, S: TestStorage>(
+    func forwardAndBack<L: ReducedPrecisionLayer, S: TestStorage>(
         _ layer: inout L, _ x: [S], _ dy: [S], _ shape: [Int], _ y: inout [S], _ inferred: inout [S],
         _ dx: inout [S], _ dgamma: inout [Float], _ dbeta: inout [Float],
         _ cache: inout NormCache<Float>, _ workspace: inout Workspace<Float>
-    ) throws where L.Scalar == Float {
-        if var layer = layer as? LayerNorm<Float> {
-            try x.withUnsafeBufferPointer { xb in
-                try y.withUnsafeMutableBufferPointer { yb in
-                    try layer.forward(xb, shape: shape, mode: .training, into: yb, cache: &cache,
-                                      workspace: &workspace)
-                }
-                try inferred.withUnsafeMutableBufferPointer { yb in
-                    try layer.infer(xb, shape: shape, into: yb, workspace: &workspace)
-                }
+    ) throws {
+        try x.withUnsafeBufferPointer { xb in
+            try y.withUnsafeMutableBufferPointer { yb in
+                try layer.forward(xb, shape: shape, mode: .training, into: yb, cache: &cache,
+                                  workspace: &workspace)
             }
-            try dy.withUnsafeBufferPointer { g in
-                try dx.withUnsafeMutableBufferPointer { d in
-                    try dgamma.withUnsafeMutableBufferPointer { dg in
-                        try dbeta.withUnsafeMutableBufferPointer { db in
-                            try layer.backward(g, cache: cache, inputGradient: d, gammaGradient: dg,
-                                               betaGradient: db, workspace: &workspace)
-                        }
-                    }
-                }
-            }
-        } else if var layer = layer as? RMSNorm<Float> {
-            try x.withUnsafeBufferPointer { xb in
-                try y.withUnsafeMutableBufferPointer { yb in
-                    try layer.forward(xb, shape: shape, mode: .training, into: yb, cache: &cache,
-                                      workspace: &workspace)
-                }
-                try inferred.withUnsafeMutableBufferPointer { yb in
-                    try layer.infer(xb, shape: shape, into: yb, workspace: &workspace)
-                }
-            }
-            try dy.withUnsafeBufferPointer { g in
-                try dx.withUnsafeMutableBufferPointer { d in
-                    try dgamma.withUnsafeMutableBufferPointer { dg in
-                        try dbeta.withUnsafeMutableBufferPointer { db in
-                            try layer.backward(g, cache: cache, inputGradient: d, gammaGradient: dg,
-                                               betaGradient: db, workspace: &workspace)
-                        }
-                    }
-                }
+            try inferred.withUnsafeMutableBufferPointer { yb in
+                try layer.infer(xb, shape: shape, into: yb, workspace: &workspace)
             }
         }
+        try reducedBackward(layer, dy, cache, &dx, &dgamma, &dbeta, &workspace)
     }
 
     @Test("LayerNorm and RMSNorm in 16 bits are within 1 ulp of the float64 reference",
@@ -291,41 +290,21 @@ struct ReducedPrecisionTests {
         var cache = NormCache<Float>(), workspace = Workspace<Float>()
         let constant = [BFloat16](repeating: BFloat16(10000.1), count: 18)
         var y = [BFloat16](repeating: BFloat16(0), count: 18)
-        try constant.withUnsafeBufferPointer { x in
-            try y.withUnsafeMutableBufferPointer { out in
-                try layer.forward(x, shape: [2, 9], mode: .training, into: out, cache: &cache,
-                                  workspace: &workspace)
-            }
-        }
+        try reducedForward(&layer, constant, shape: [2, 9], &y, &cache, &workspace)
         #expect(y.map(\.bitPattern) == (layer.beta + layer.beta).map { BFloat16($0).bitPattern })
         // Near Float16's range: squares of 6e4 overflow Float16, not Float.
         let big: [Float16] = (0..<18).map { Float16($0 % 2 == 0 ? 6e4 : -5.9e4) + Float16($0) }
         var y16 = [Float16](repeating: 0, count: 18)
-        try big.withUnsafeBufferPointer { x in
-            try y16.withUnsafeMutableBufferPointer { out in
-                try layer.forward(x, shape: [2, 9], mode: .training, into: out, cache: &cache,
-                                  workspace: &workspace)
-            }
-        }
+        try reducedForward(&layer, big, shape: [2, 9], &y16, &cache, &workspace)
         #expect(cache.inverseStandardDeviation.allSatisfy { $0.isFinite && $0 > 0 })
         #expect(y16.allSatisfy { $0.isFinite })
         let tiny: [Float16] = (0..<18).map { Float16(bitPattern: UInt16(1 + $0 * 37)) }  // subnormals
-        try tiny.withUnsafeBufferPointer { x in
-            try y16.withUnsafeMutableBufferPointer { out in
-                try layer.forward(x, shape: [2, 9], mode: .training, into: out, cache: &cache,
-                                  workspace: &workspace)
-            }
-        }
+        try reducedForward(&layer, tiny, shape: [2, 9], &y16, &cache, &workspace)
         #expect(cache.mean.allSatisfy { $0.isFinite && $0 > 0 })
         #expect(y16.allSatisfy { $0.isFinite })
         // An output beyond Float16's range is an infinity, as IEEE 754 says.
         layer.gamma = [Float](repeating: 1e5, count: 9)
-        try big.withUnsafeBufferPointer { x in
-            try y16.withUnsafeMutableBufferPointer { out in
-                try layer.forward(x, shape: [2, 9], mode: .training, into: out, cache: &cache,
-                                  workspace: &workspace)
-            }
-        }
+        try reducedForward(&layer, big, shape: [2, 9], &y16, &cache, &workspace)
         #expect(y16.contains(.infinity) && y16.contains(-.infinity))
     }
 
@@ -435,55 +414,26 @@ struct ReducedPrecisionTests {
         var y = [Float16](repeating: 0, count: 15)
         var short = [Float16](repeating: 0, count: 14)
         #expect(throws: NormError.bufferCountMismatch(name: "output", expected: 15, actual: 14)) {
-            try x.withUnsafeBufferPointer { xb in
-                try short.withUnsafeMutableBufferPointer { out in
-                    try layer.forward(xb, shape: [3, 5], mode: .training, into: out, cache: &cache,
-                                      workspace: &workspace)
-                }
-            }
+            try reducedForward(&layer, x, shape: [3, 5], &short, &cache, &workspace)
         }
         #expect(throws: NormError.invalidShape(expected: "(N >= 1, 5)", actual: [5, 3])) {
-            try x.withUnsafeBufferPointer { xb in
-                try y.withUnsafeMutableBufferPointer { out in
-                    try layer.forward(xb, shape: [5, 3], mode: .training, into: out, cache: &cache,
-                                      workspace: &workspace)
-                }
-            }
+            try reducedForward(&layer, x, shape: [5, 3], &y, &cache, &workspace)
         }
         var withInfinity = x
         withInfinity[7] = .infinity
         #expect(throws: NormError.nonFiniteStatistics(index: 1)) {
-            try withInfinity.withUnsafeBufferPointer { xb in
-                try y.withUnsafeMutableBufferPointer { out in
-                    try layer.forward(xb, shape: [3, 5], mode: .training, into: out, cache: &cache,
-                                      workspace: &workspace)
-                }
-            }
+            try reducedForward(&layer, withInfinity, shape: [3, 5], &y, &cache, &workspace)
         }
         #expect(layer == before)
         // A Float16 cache: the Float and BFloat16 backwards refuse it.
-        try x.withUnsafeBufferPointer { xb in
-            try y.withUnsafeMutableBufferPointer { out in
-                try layer.forward(xb, shape: [3, 5], mode: .training, into: out, cache: &cache,
-                                  workspace: &workspace)
-            }
-        }
+        try reducedForward(&layer, x, shape: [3, 5], &y, &cache, &workspace)
         var dgamma = [Float](repeating: 0, count: 5), dbeta = dgamma
         let mismatch = NormError.cacheMismatch(expected: "a cache filled at BFloat16 storage",
                                                actual: "a cache filled at Float16 storage")
         #expect(throws: mismatch) {
             let dy = [BFloat16](repeating: BFloat16(1), count: 15)
             var dx = dy
-            try dy.withUnsafeBufferPointer { g in
-                try dx.withUnsafeMutableBufferPointer { d in
-                    try dgamma.withUnsafeMutableBufferPointer { dg in
-                        try dbeta.withUnsafeMutableBufferPointer { db in
-                            try layer.backward(g, cache: cache, inputGradient: d, gammaGradient: dg,
-                                               betaGradient: db, workspace: &workspace)
-                        }
-                    }
-                }
-            }
+            try reducedBackward(layer, dy, cache, &dx, &dgamma, &dbeta, &workspace)
         }
         #expect(throws: NormError.cacheMismatch(expected: "a cache filled at Float storage",
                                                 actual: "a cache filled at Float16 storage")) {
@@ -503,16 +453,7 @@ struct ReducedPrecisionTests {
         #expect(throws: NormError.bufferCountMismatch(name: "inputGradient", expected: 15, actual: 16)) {
             let dy = [Float16](repeating: 1, count: 15)
             var dx = [Float16](repeating: 1, count: 16)
-            try dy.withUnsafeBufferPointer { g in
-                try dx.withUnsafeMutableBufferPointer { d in
-                    try dgamma.withUnsafeMutableBufferPointer { dg in
-                        try dbeta.withUnsafeMutableBufferPointer { db in
-                            try layer.backward(g, cache: cache, inputGradient: d, gammaGradient: dg,
-                                               betaGradient: db, workspace: &workspace)
-                        }
-                    }
-                }
-            }
+            try reducedBackward(layer, dy, cache, &dx, &dgamma, &dbeta, &workspace)
         }
         // A Float forward's cache refuses the 16-bit backward.
         let xf = try Tensor<Float>(shape: [3, 5], scalars: x.map { Float($0) })
@@ -521,17 +462,7 @@ struct ReducedPrecisionTests {
                                                 actual: "a cache filled at Float storage")) {
             let dy = [Float16](repeating: 1, count: 15)
             var dx = dy
-            try dy.withUnsafeBufferPointer { g in
-                try dx.withUnsafeMutableBufferPointer { d in
-                    try dgamma.withUnsafeMutableBufferPointer { dg in
-                        try dbeta.withUnsafeMutableBufferPointer { db in
-                            try layer.backward(g, cache: floatCache, inputGradient: d,
-                                               gammaGradient: dg, betaGradient: db,
-                                               workspace: &workspace)
-                        }
-                    }
-                }
-            }
+            try reducedBackward(layer, dy, floatCache, &dx, &dgamma, &dbeta, &workspace)
         }
         #expect(layer == before)
     }
@@ -554,35 +485,14 @@ extension ProcessWideTests {
                     var y = [BFloat16](repeating: BFloat16(0), count: x.count), dx = y
                     var dgamma = [Float](repeating: 0, count: 1029), dbeta = dgamma
                     var cache = NormCache<Float>(), workspace = Workspace<Float>()
-                    var layer = try LayerNorm<Float>(featureCount: 1029)
-                    var rms = try RMSNorm<Float>(featureCount: 1029)
-                    try x.withUnsafeBufferPointer { xb in
-                        try y.withUnsafeMutableBufferPointer { out in
-                            if centred {
-                                try layer.forward(xb, shape: shape, mode: .training, into: out,
-                                                  cache: &cache, workspace: &workspace)
-                            } else {
-                                try rms.forward(xb, shape: shape, mode: .training, into: out,
-                                                cache: &cache, workspace: &workspace)
-                            }
-                        }
-                    }
-                    try dy.withUnsafeBufferPointer { g in
-                        try dx.withUnsafeMutableBufferPointer { d in
-                            try dgamma.withUnsafeMutableBufferPointer { dg in
-                                try dbeta.withUnsafeMutableBufferPointer { db in
-                                    if centred {
-                                        try layer.backward(g, cache: cache, inputGradient: d,
-                                                           gammaGradient: dg, betaGradient: db,
-                                                           workspace: &workspace)
-                                    } else {
-                                        try rms.backward(g, cache: cache, inputGradient: d,
-                                                         gammaGradient: dg, betaGradient: db,
-                                                         workspace: &workspace)
-                                    }
-                                }
-                            }
-                        }
+                    if centred {
+                        var layer = try LayerNorm<Float>(featureCount: 1029)
+                        try reducedForward(&layer, x, shape: shape, &y, &cache, &workspace)
+                        try reducedBackward(layer, dy, cache, &dx, &dgamma, &dbeta, &workspace)
+                    } else {
+                        var layer = try RMSNorm<Float>(featureCount: 1029)
+                        try reducedForward(&layer, x, shape: shape, &y, &cache, &workspace)
+                        try reducedBackward(layer, dy, cache, &dx, &dgamma, &dbeta, &workspace)
                     }
                     results.append(y.map(\.bitPattern) + dx.map(\.bitPattern)
                                    + (dgamma + dbeta).flatMap {

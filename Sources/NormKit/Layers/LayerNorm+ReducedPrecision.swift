@@ -1,7 +1,49 @@
 // The 16-bit entry points of the row layers (DESIGN §2.3): input, output and
 // their gradients in Float16 or BFloat16, everything else in Float.
 
-extension LayerNorm where Scalar == Float {
+/// A layer whose `Scalar` is `Float` that also reads and writes 16-bit
+/// storage (``ReducedPrecision``: `Float16`, ``BFloat16``): the tensors that
+/// stream (input, output, their gradients) in 16 bits; the layer's
+/// parameters, the statistics and the parameter gradients in `Float`. Each
+/// output is computed in `Float` and rounded once to the storage type (nearest
+/// even). ``LayerNorm`` and ``RMSNorm`` conform.
+public protocol ReducedPrecisionLayer: BufferedNormalizationLayer where Scalar == Float {
+    /// Normalizes `input`, 16-bit values of `shape`, into `output` of the same
+    /// type, saving what backward needs in `cache` (the input at 2 bytes an
+    /// element; its ``NormCache/input`` is empty).
+    /// - Throws: as the `Float` entry point, and
+    ///   ``NormError/unsupportedParameter(name:expected:)`` for a storage
+    ///   type other than `Float16` and ``BFloat16``.
+    /// - Complexity: O(product of `shape`).
+    mutating func forward<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Storage>,
+        cache: inout NormCache<Float>, workspace: inout Workspace<Float>) throws(NormError)
+
+    /// The 16-bit forward for inference, keeping nothing: its output bit for
+    /// bit. `output` may be `input`'s memory.
+    /// - Throws: as the 16-bit forward.
+    /// - Complexity: O(product of `shape`).
+    func infer<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Storage>,
+        workspace: inout Workspace<Float>) throws(NormError)
+
+    /// The backward pass of a 16-bit forward: `inputGradient` in the storage
+    /// type, `gammaGradient` and `betaGradient` in `Float`.
+    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer or filled at another precision,
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``.
+    /// - Complexity: O(count of the cached input).
+    func backward<Storage: ReducedPrecision>(
+        _ outputGradient: UnsafeBufferPointer<Storage>, cache: NormCache<Float>,
+        inputGradient: UnsafeMutableBufferPointer<Storage>,
+        gammaGradient: UnsafeMutableBufferPointer<Float>,
+        betaGradient: UnsafeMutableBufferPointer<Float>,
+        workspace: inout Workspace<Float>) throws(NormError)
+}
+
+extension LayerNorm: ReducedPrecisionLayer where Scalar == Float {
     /// Normalizes each row of an `(N, D)` input stored in 16 bits (`Float16`
     /// or ``BFloat16``), into `output` of the same type:
     /// `y = (x - mean_i) · invstd_i · gamma_j + beta_j`, computed in `Float`
@@ -45,7 +87,7 @@ extension LayerNorm where Scalar == Float {
     }
 
     /// The backward pass of a 16-bit forward: the `Float` formulas of
-    /// ``backward(_:cache:inputGradient:gammaGradient:betaGradient:workspace:)``
+    /// `backward(_:cache:inputGradient:gammaGradient:betaGradient:workspace:)`
     /// on `Float` blocks widened from `outputGradient` and the cached input,
     /// `inputGradient` rounded once to `Storage`, `gammaGradient` and
     /// `betaGradient` in `Float`.
@@ -68,7 +110,7 @@ extension LayerNorm where Scalar == Float {
     }
 }
 
-extension RMSNorm where Scalar == Float {
+extension RMSNorm: ReducedPrecisionLayer where Scalar == Float {
     /// Normalizes each row of an `(N, D)` input stored in 16 bits (`Float16`
     /// or ``BFloat16``) by its root mean square, into `output` of the same
     /// type: `y = x · invstd_i · gamma_j` with

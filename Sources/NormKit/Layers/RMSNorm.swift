@@ -142,7 +142,7 @@ public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable
     /// The backward pass of a residual forward: the plain backward's
     /// `dx` plus `sumGradient` (the gradient reaching `sum` from later
     /// blocks), added while each block of `dx` is in L2.
-    /// - Throws: as ``backward(_:cache:inputGradient:gammaGradient:betaGradient:workspace:)``,
+    /// - Throws: as the `Float` `backward(_:cache:inputGradient:gammaGradient:betaGradient:workspace:)`,
     ///   and ``NormError/bufferCountMismatch(name:expected:actual:)`` naming `sumGradient`.
     /// - Complexity: O(N·D).
     @inlinable
