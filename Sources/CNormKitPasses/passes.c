@@ -6,20 +6,7 @@
 
 #pragma STDC FP_CONTRACT OFF
 
-// ThreadSanitizer's runtime is not up when the loader runs the clones' resolver
-// (an ifunc), and an instrumented resolver crashes the process at start: a
-// ThreadSanitizer build runs the baseline code, which computes the same bits.
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define NORMKIT_NO_CLONES 1
-#endif
-#endif
-
-#if defined(__x86_64__) && defined(__linux__) && !defined(NORMKIT_NO_CLONES)
-#define NORMKIT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define NORMKIT_CLONES
-#endif
+#include "clones.h"
 
 // Stores `count` values VALUE(j) at `out`, with streaming stores on the
 // 16-byte-aligned middle when `streaming`. VECTOR is a 16-byte vector type of

@@ -16,17 +16,11 @@
 #include <immintrin.h>
 #endif
 
-#if defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define NORMKIT_NO_CLONES 1
-#endif
-#endif
+#include "clones.h"
 
+// F16C's instructions, chosen at run time, where the clones are.
 #if defined(__x86_64__) && defined(__linux__) && !defined(NORMKIT_NO_CLONES)
-#define NORMKIT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #define NORMKIT_F16C 1
-#else
-#define NORMKIT_CLONES
 #endif
 
 static inline uint32_t normkit_bits(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
