@@ -173,16 +173,18 @@ enum Validation {
         return shape
     }
 
-    /// A cache filled by a forward pass of the layer `origin`, the first check
-    /// of every backward pass.
+    /// A cache filled by a forward pass of the layer `origin`, its input stored
+    /// at `precision` (the `Scalar` itself unless told), the first check of every
+    /// backward pass.
     @inlinable
     static func origin<Scalar: BLASScalar>(
-        _ cache: NormCache<Scalar>, expected origin: CacheOrigin
+        _ cache: NormCache<Scalar>, expected origin: CacheOrigin,
+        precision expectedPrecision: StoragePrecision = .float
     ) throws(NormError) {
         guard cache.origin == origin else {
             throw .cacheMismatch(expected: origin.description, actual: cache.origin.description)
         }
-        try precision(cache, expected: .float)
+        try precision(cache, expected: expectedPrecision)
     }
 
     /// A cache filled at the precision a backward pass reads: a 16-bit

@@ -63,9 +63,9 @@ extension RowNormalization {
     /// (``LayerNormKernels/statistics(ofRow:columns:epsilon:centred:ones:row:)``,
     /// then the scale and shift narrowed as it is written), shorter ones
     /// through the `Float` row-block kernel (``LayerNormKernels/forwardBLAS``)
-    /// into a `Float` block, narrowed; the widening also copies the block to `copy` (the cache) when
-    /// it is not `nil`. The naive backend widens the whole input, runs its
-    /// loops and narrows the whole output.
+    /// into a `Float` block, narrowed. The widening also copies the block to
+    /// `copy` (the cache) when it is not `nil`. The naive backend widens the
+    /// whole input, runs its loops and narrows the whole output.
     /// - Returns: the first row whose statistics are not finite, or `nil`.
     @inlinable
     static func reducedPass(
@@ -190,11 +190,8 @@ extension RowNormalization {
         columns: Int, centred: Bool, backend: Backend, workspace: inout Workspace<Float>
     ) throws(NormError) {
         let precision = try StoragePrecision(Storage.self)
-        let expected = origin(columns: columns, centred: centred)
-        guard cache.origin == expected else {
-            throw .cacheMismatch(expected: expected.description, actual: cache.origin.description)
-        }
-        try Validation.precision(cache, expected: precision)
+        try Validation.origin(cache, expected: origin(columns: columns, centred: centred),
+                              precision: precision)
         let count = cache.reducedInput.count
         let rows = try Validation.matrixRows(shape: cache.reducedShape, count: count,
                                              columns: columns)
