@@ -24,7 +24,7 @@ enum BatchStatistics {
         epsilon: Scalar, momentum: Scalar, estimator: VarianceEstimator, backend: Backend,
         output: UnsafeMutableBufferPointer<Scalar>, residual: UnsafePointer<Scalar>? = nil,
         activation: FusedActivation = .none, cache: inout NormCache<Scalar>,
-        workspace: inout Workspace<Scalar>
+        workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil
     ) throws(NormError) {
         let channels = g.channels, rowStride = g.channels * g.inner
         let input = cache.input
@@ -33,9 +33,14 @@ enum BatchStatistics {
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
         let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
                                     backend: backend)
-        let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
-        // Per worker: the moments' block and vectors; per chunk: its mean and M2.
-        let perWorker = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 3))
+        let streaming = StreamingStores.shouldStream(
+            count: reduced == nil ? g.outer * rowStride : (g.outer * rowStride + 1) / 2,
+            of: Scalar.self)
+        // Per worker: the moments' block and vectors (and a 16-bit pass's
+        // units); per chunk: its mean and M2.
+        let kernelScratch = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 3))
+        let perWorker = kernelScratch
+            + (reduced == nil ? 0 : reducedScratch(geometry: g, block: block))
         // Then the batch variance, then the exchange's scratch.
         let shared = split.workers * perWorker + split.chunks * 2 * channels
         // The batch's values per statistic: this process's, or the exchange's total.
@@ -53,10 +58,15 @@ enum BatchStatistics {
             cache.storedMean.withUnsafeMutableBufferPointer { meanBuffer in
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstdBuffer in
             cache.storedMask.withUnsafeMutableBufferPointer { maskBuffer in
+            cache.reducedInput.withUnsafeMutableBytes { reducedBuffer in
+                // A 16-bit pass's input is the caller's; the cache's copy of it
+                // is made by the pass that widens it first.
+                let reduced = reduced?.copying(to: reducedBuffer.baseAddress)
                 let x = xBuffer.baseAddress!
+                let anchor = reduced.map { $0.x.assumingMemoryBound(to: Scalar.self) } ?? x
                 let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
                 let (lines, stride) = Workspace<Scalar>.spread(
-                    3, of: channels, in: scratch + tail, awayFrom: x)
+                    3, of: channels, in: scratch + tail, awayFrom: anchor)
                 let scale = lines + stride
                 switch mode {
                 case .training:
@@ -65,11 +75,20 @@ enum BatchStatistics {
                     let partials = scratch + split.workers * perWorker
                     let context = (split: split, g: g, x: x, partials: partials, block: block,
                                    backend: backend, ones: ones, scratch: scratch,
-                                   perWorker: perWorker)
+                                   perWorker: perWorker, kernelScratch: kernelScratch,
+                                   reduced: reduced, streaming: streaming)
                     if g.outer > 0 { Threading.run(split, context) { c, chunk, worker in
                         let c = c.pointee, channels = c.g.channels
                         let rows = c.split.rows(ofChunk: chunk)
                         let own = c.partials + chunk * 2 * channels
+                        if let r = c.reduced {
+                            let scratch = c.scratch + worker * c.perWorker
+                            reducedMoments(r, rows: rows, geometry: c.g, block: c.block,
+                                           backend: c.backend, mean: own, m2: own + channels,
+                                           ones: c.ones, kernelScratch: scratch,
+                                           units: scratch + c.kernelScratch, streaming: c.streaming)
+                            return
+                        }
                         BatchNormKernels.moments(
                             x: c.x + rows.lowerBound * channels * c.g.inner,
                             geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: c.g.inner),
@@ -112,16 +131,21 @@ enum BatchStatistics {
                     for c in 0..<channels { scale[c] = gammaBuffer[c] * invstd[c] }
                 }
                 beta.withUnsafeBufferPointer { betaBuffer in
-                    guard g.outer > 0, let y = output.baseAddress else { return }
+                    guard g.outer > 0, let y = output.baseAddress ?? reduced.map({ _ in
+                        UnsafeMutablePointer(mutating: x) }) else { return }
                     lines.update(from: mean, count: channels)
                     (lines + 2 * stride).update(from: betaBuffer.baseAddress!, count: channels)
                     normalizePass(split: split, geometry: g, x: x, y: y, vectors: lines,
                                   stride: stride, streaming: streaming,
                                   epilogue: Epilogue(residual: residual, activation: activation,
-                                                     mask: maskBuffer.baseAddress))
+                                                     mask: maskBuffer.baseAddress),
+                                  reduced: reduced.map {
+                                      (streams: $0, copying: mode == .inference, block: block,
+                                       scratch: scratch + kernelScratch, perWorker: perWorker)
+                                  })
                 }
                 return nil
-            }}}}
+            }}}}}
         }
         if let failure {
             cache.invalidate()
@@ -158,13 +182,24 @@ enum BatchStatistics {
     static func normalizePass<Scalar: BLASScalar>(
         split: Threading.Split, geometry g: ChannelGeometry, x: UnsafePointer<Scalar>,
         y: UnsafeMutablePointer<Scalar>, vectors: UnsafeMutablePointer<Scalar>, stride: Int,
-        streaming: Bool, epilogue: Epilogue<Scalar>
+        streaming: Bool, epilogue: Epilogue<Scalar>,
+        reduced: (streams: ReducedStreams, copying: Bool, block: Int,
+                  scratch: UnsafeMutablePointer<Scalar>, perWorker: Int)? = nil
     ) {
         let context = (split: split, g: g, x: x, y: y, vectors: UnsafePointer(vectors),
-                       stride: stride, streaming: streaming, epilogue: epilogue)
-        Threading.run(split, context) { c, chunk, _ in
+                       stride: stride, streaming: streaming, epilogue: epilogue, reduced: reduced)
+        Threading.run(split, context) { c, chunk, worker in
             let c = c.pointee
             let rows = c.split.rows(ofChunk: chunk)
+            if let r = c.reduced {
+                // Per unit: widened, the Float pass, narrowed (the workers'
+                // units at `scratch`, `perWorker` apart).
+                reducedNormalize(r.streams, rows: rows, geometry: c.g, block: r.block,
+                                 vectors: c.vectors, stride: c.stride, copying: r.copying,
+                                 streaming: c.streaming, epilogue: c.epilogue,
+                                 units: r.scratch + worker * r.perWorker)
+                return
+            }
             let offset = rows.lowerBound * c.g.channels * c.g.inner
             BatchNormKernels.normalize(
                 x: c.x + offset,
@@ -184,15 +219,22 @@ enum BatchStatistics {
         _ x: UnsafePointer<Scalar>, geometry g: ChannelGeometry, gamma: [Scalar], beta: [Scalar],
         runningMean: [Scalar], runningVariance: [Scalar], epsilon: Scalar, backend: Backend,
         output y: UnsafeMutablePointer<Scalar>, epilogue: Epilogue<Scalar>,
-        workspace: inout Workspace<Scalar>
+        workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil
     ) throws(NormError) {
         let channels = g.channels, rowStride = g.channels * g.inner
         let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
                                     backend: backend)
-        let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
-        let scratchCount = Workspace<Scalar>.spreadScratch(3, of: channels)
+        let streaming = StreamingStores.shouldStream(
+            count: reduced == nil ? g.outer * rowStride : (g.outer * rowStride + 1) / 2,
+            of: Scalar.self)
+        // A 16-bit pass's units per worker, then the vectors.
+        let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
+        let perWorker = reduced == nil ? 0 : reducedScratch(geometry: g, block: block)
+        let units = split.workers * perWorker
+        let scratchCount = units + Workspace<Scalar>.spreadScratch(3, of: channels)
         let failure: NormError? = workspace.withRegions(ones: 0, scratch: scratchCount) { _, scratch in
-            let (lines, stride) = Workspace<Scalar>.spread(3, of: channels, in: scratch, awayFrom: x)
+            let (lines, stride) = Workspace<Scalar>.spread(3, of: channels, in: scratch + units,
+                                                           awayFrom: x)
             let scale = lines + stride, shift = lines + 2 * stride
             for c in 0..<channels {
                 let invstd = 1 / (runningVariance[c] + epsilon).squareRoot()
@@ -203,7 +245,11 @@ enum BatchStatistics {
             }
             guard g.outer > 0 else { return nil }
             normalizePass(split: split, geometry: g, x: x, y: y, vectors: lines, stride: stride,
-                          streaming: streaming, epilogue: epilogue)
+                          streaming: streaming, epilogue: epilogue,
+                          reduced: reduced.map {
+                              (streams: $0, copying: false, block: block, scratch: scratch,
+                               perWorker: perWorker)
+                          })
             return nil
         }
         if let failure { throw failure }
@@ -230,7 +276,7 @@ enum BatchStatistics {
         _ buffers: GradientBuffers<Scalar>, mask: UnsafePointer<UInt8>? = nil,
         cache: NormCache<Scalar>, geometry g: ChannelGeometry,
         backend: Backend, graph: Bool, exchange: some StatisticsExchange,
-        workspace: inout Workspace<Scalar>
+        workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil
     ) -> NormError? {
         let frozen = cache.mode == .inference, channels = g.channels
         let rowStride = g.channels * g.inner
@@ -239,20 +285,24 @@ enum BatchStatistics {
         // blocks stay those of the unmasked pass, whose sums they must give
         // bit for bit (the block is what a gemv sums at once).
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
-        if graph {
+        if graph && reduced == nil {
             backwardThroughGraph(geometry: g, backend: backend, frozen: frozen, cache: cache,
                                  buffers, workspace: &workspace)
             return nil
         }
         let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
                                     backend: backend)
-        let streaming = StreamingStores.shouldStream(count: g.outer * rowStride, of: Scalar.self)
-        // Per worker: a block of scratch (with a page to place it); per chunk:
-        // its partial dgammaRaw and dbeta (chunk 0's then holds the batch's
-        // sums of both).
-        let perWorker = (mask == nil ? 1 : 2)
+        let streaming = StreamingStores.shouldStream(
+            count: reduced == nil ? g.outer * rowStride : (g.outer * rowStride + 1) / 2,
+            of: Scalar.self)
+        // Per worker: a block of scratch (with a page to place it; then a
+        // 16-bit pass's units); per chunk: its partial dgammaRaw and dbeta
+        // (chunk 0's then holds the batch's sums of both).
+        let kernelScratch = (mask == nil ? 1 : 2)
             * Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
             + Workspace<Scalar>.pageScalars + (mask == nil ? 0 : 64 / MemoryLayout<Scalar>.stride)
+        let perWorker = kernelScratch
+            + (reduced == nil ? 0 : reducedScratch(geometry: g, block: block))
         let shared = split.workers * perWorker + split.chunks * 2 * channels
         var count = g.valuesPerStatistic
         // Then A, B, C and a copy of the mean, read for every row, on lines
@@ -262,18 +312,29 @@ enum BatchStatistics {
         let scratchCount = shared + vectors + exchange.scratchCount(channels: channels)
         return workspace.withRegions(ones: g.onesCount(block: block), scratch: scratchCount) { ones, scratch in
             cache.withBackwardPointers(buffers) { p in
+                let anchor = reduced.map { $0.x.assumingMemoryBound(to: Scalar.self) } ?? p.x
                 let (lines, stride) = Workspace<Scalar>.spread(
-                    4, of: channels, in: scratch + shared, awayFrom: p.x)
+                    4, of: channels, in: scratch + shared, awayFrom: anchor)
                 let mean = lines + 3 * stride
                 mean.update(from: p.mean, count: channels)
                 let partials = scratch + split.workers * perWorker
                 let context = (split: split, g: g, p: p, partials: partials, block: block,
                                backend: backend, ones: ones, scratch: scratch, perWorker: perWorker,
-                               mean: UnsafePointer(mean), mask: mask)
+                               mean: UnsafePointer(mean), mask: mask, reduced: reduced,
+                               kernelScratch: kernelScratch)
                 if g.outer > 0 { Threading.run(split, context) { c, chunk, worker in
                     let c = c.pointee, p = c.p, channels = c.g.channels
                     let rows = c.split.rows(ofChunk: chunk)
                     let partial = c.partials + chunk * 2 * channels
+                    if let r = c.reduced {
+                        let scratch = c.scratch + worker * c.perWorker
+                        reducedParameterSums(
+                            r, rows: rows, geometry: c.g, block: c.block, backend: c.backend,
+                            mask: c.mask, mean: c.mean, dgammaRaw: partial,
+                            dbeta: partial + channels, ones: c.ones, kernelScratch: scratch,
+                            units: scratch + c.kernelScratch)
+                        return
+                    }
                     let offset = rows.lowerBound * channels * c.g.inner
                     BatchNormKernels.parameterSums(
                         dy: p.dy + offset, mask: c.mask.map { $0 + offset }, x: p.x + offset,
@@ -304,10 +365,20 @@ enum BatchStatistics {
                 BatchNormKernels.coefficients(p, sums: sums, channels: channels, count: count,
                                               frozen: frozen, coefficients: lines, stride: stride)
                 let combineContext = (split: split, g: g, p: p, coefficients: UnsafePointer(lines),
-                                      stride: stride, streaming: streaming, mask: mask)
-                if g.outer > 0 { Threading.run(split, combineContext) { c, chunk, _ in
+                                      stride: stride, streaming: streaming, mask: mask,
+                                      reduced: reduced, block: block,
+                                      units: scratch + kernelScratch, perWorker: perWorker)
+                if g.outer > 0 { Threading.run(split, combineContext) { c, chunk, worker in
                     let c = c.pointee, p = c.p
                     let rows = c.split.rows(ofChunk: chunk)
+                    if let r = c.reduced {
+                        reducedCombine(r, rows: rows, geometry: c.g, block: c.block, mask: c.mask,
+                                       mean: c.coefficients + 3 * c.stride,
+                                       coefficients: c.coefficients, stride: c.stride,
+                                       streaming: c.streaming,
+                                       units: c.units + worker * c.perWorker)
+                        return
+                    }
                     let offset = rows.lowerBound * c.g.channels * c.g.inner
                     BatchNormKernels.combine(
                         dy: p.dy + offset, mask: c.mask.map { $0 + offset }, x: p.x + offset,

@@ -1,0 +1,317 @@
+/// ``BatchStatistics`` over 16-bit storage (``ReducedPrecision``): the same
+/// driver, whose chunk passes, given ``ReducedStreams``, widen one unit of the
+/// geometry at a time into `Float` scratch in L2 (C passes), run the `Float`
+/// kernels of ``BatchNormKernels`` on that unit, and narrow the unit's output
+/// into the caller's 16-bit buffer. Statistics, `gamma`, `beta`, running
+/// statistics and parameter gradients are `Float`; the cache keeps the 16-bit
+/// input.
+
+/// The 16-bit tensors of one batch-statistics pass: raw pointers to 2-byte
+/// elements of `precision` (never `.float`).
+@usableFromInline
+struct ReducedStreams {
+    @usableFromInline let precision: StoragePrecision
+    /// The forward's input, or the backward's cached input.
+    @usableFromInline let x: UnsafeRawPointer
+    /// The forward's output, or the backward's input gradient.
+    @usableFromInline let y: UnsafeMutableRawPointer
+    /// The backward's output gradient; `nil` in a forward pass.
+    @usableFromInline let dy: UnsafeRawPointer?
+    /// Where the forward copies its input (the cache's 16-bit input), or `nil`.
+    @usableFromInline let copy: UnsafeMutableRawPointer?
+
+    @inlinable
+    init(precision: StoragePrecision, x: UnsafeRawPointer, y: UnsafeMutableRawPointer,
+         dy: UnsafeRawPointer? = nil, copy: UnsafeMutableRawPointer? = nil) {
+        self.precision = precision
+        self.x = x; self.y = y; self.dy = dy; self.copy = copy
+    }
+
+    /// The same streams, the forward's input copied to `copy`.
+    @inlinable
+    func copying(to copy: UnsafeMutableRawPointer?) -> ReducedStreams {
+        ReducedStreams(precision: precision, x: x, y: y, dy: dy, copy: copy)
+    }
+
+    /// `count` values from `offset` of the 16-bit `source` widened into the
+    /// `Float` scratch `target` (typed as the driver's `Scalar`, which is
+    /// `Float` whenever streams exist), copied to ``copy`` when `copying`.
+    @inlinable
+    func widen<Scalar: BLASScalar>(
+        _ source: UnsafeRawPointer, offset: Int, into target: UnsafeMutablePointer<Scalar>,
+        count: Int, copying: Bool = false, streaming: Bool = false
+    ) {
+        precondition(Scalar.self == Float.self, "16-bit storage widens to Float only")
+        precision.widen(source + 2 * offset,
+                        into: UnsafeMutableRawPointer(target).assumingMemoryBound(to: Float.self),
+                        count: count, copy: copying ? copy.map { $0 + 2 * offset } : nil,
+                        streaming: streaming)
+    }
+
+    /// `count` `Float` values at `source` rounded into ``y`` from `offset`.
+    @inlinable
+    func narrow<Scalar: BLASScalar>(
+        _ source: UnsafePointer<Scalar>, offset: Int, count: Int, streaming: Bool
+    ) {
+        precondition(Scalar.self == Float.self, "16-bit storage narrows from Float only")
+        precision.narrow(UnsafeRawPointer(source).assumingMemoryBound(to: Float.self),
+                         into: y + 2 * offset, count: count, streaming: streaming)
+    }
+}
+
+extension ChannelGeometry {
+    /// Calls `body(offset, unit, firstChannel, prior)` for each unit of rows
+    /// `rows` that a 16-bit pass widens at once, in the order the `Float`
+    /// kernels visit them: for the matrix geometry, blocks of `block` rows
+    /// (all channels); for slabs, per row (sample), blocks of `block`
+    /// channels. `offset` is the unit's first value in the whole tensor,
+    /// `unit` its geometry (contiguous), `firstChannel` the channel of its
+    /// first statistic, and `prior` the values per statistic the chunk has
+    /// before it (the count a merge of its moments starts from).
+    @inlinable
+    func forEachUnit(rows: Range<Int>, block: Int,
+                     _ body: (_ offset: Int, _ unit: ChannelGeometry, _ firstChannel: Int,
+                              _ prior: Int) -> Void) {
+        if inner == 1 {
+            var start = rows.lowerBound
+            while start < rows.upperBound {
+                let b = min(block, rows.upperBound - start)
+                body(start * channels, ChannelGeometry(outer: b, channels: channels, inner: 1), 0,
+                     start - rows.lowerBound)
+                start += b
+            }
+            return
+        }
+        for n in rows {
+            var c0 = 0
+            while c0 < channels {
+                let cb = min(block, channels - c0)
+                body((n * channels + c0) * inner, ChannelGeometry(outer: 1, channels: cb, inner: inner),
+                     c0, (n - rows.lowerBound) * inner)
+                c0 += cb
+            }
+        }
+    }
+
+    /// The values of this geometry.
+    @inlinable var count: Int { outer * channels * inner }
+}
+
+extension BatchStatistics {
+    /// Scratch scalars a worker of a 16-bit pass needs beyond the `Float`
+    /// kernels' own: three units (input, output gradient, output) and two
+    /// channel vectors (a unit's moments or sums).
+    @inlinable
+    static func reducedScratch(geometry g: ChannelGeometry, block: Int) -> Int {
+        3 * Workspace<Float>.lines(g.scratchCount(block: block, vectors: 0))
+            + Workspace<Float>.lines(2 * g.channels)
+    }
+
+    /// The per-channel mean and `M2` of rows `rows` of the 16-bit input: per
+    /// unit, widened (and copied to the cache), ``BatchNormKernels/moments(x:geometry:block:backend:mean:m2:ones:scratch:)``,
+    /// then ``Moments/merge`` into the chunk's totals in unit order.
+    @inlinable
+    static func reducedMoments<Scalar: BLASScalar>(
+        _ r: ReducedStreams, rows: Range<Int>, geometry g: ChannelGeometry, block: Int,
+        backend: Backend, mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>,
+        ones: UnsafePointer<Scalar>, kernelScratch: UnsafeMutablePointer<Scalar>,
+        units: UnsafeMutablePointer<Scalar>, streaming: Bool
+    ) {
+        let unitLines = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
+        let xf = units, own = units + 3 * unitLines
+        mean.update(repeating: 0, count: g.channels)
+        m2.update(repeating: 0, count: g.channels)
+        g.forEachUnit(rows: rows, block: block) { offset, unit, c0, prior in
+            r.widen(r.x, offset: offset, into: xf, count: unit.count, copying: true,
+                    streaming: streaming)
+            BatchNormKernels.moments(x: xf, geometry: unit, block: block, backend: backend,
+                                     mean: own, m2: own + unit.channels, ones: ones,
+                                     scratch: kernelScratch)
+            _ = Moments.merge(count: prior, mean: mean + c0, m2: m2 + c0,
+                              blockCount: unit.valuesPerStatistic, blockMean: own,
+                              blockM2: own + unit.channels, length: unit.channels)
+        }
+        StreamingStores.fence(streaming)
+    }
+
+    /// The normalize pass over rows `rows` of the 16-bit input: per unit,
+    /// widened (copied to the cache when `copying`: an inference forward),
+    /// ``BatchNormKernels/normalize(x:geometry:mean:scale:shift:y:streaming:epilogue:)``
+    /// into `Float` scratch, narrowed into the output.
+    @inlinable
+    static func reducedNormalize<Scalar: BLASScalar>(
+        _ r: ReducedStreams, rows: Range<Int>, geometry g: ChannelGeometry, block: Int,
+        vectors: UnsafePointer<Scalar>, stride: Int, copying: Bool, streaming: Bool,
+        epilogue: Epilogue<Scalar>, units: UnsafeMutablePointer<Scalar>
+    ) {
+        let unitLines = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
+        let xf = units, yf = units + unitLines
+        g.forEachUnit(rows: rows, block: block) { offset, unit, c0, _ in
+            r.widen(r.x, offset: offset, into: xf, count: unit.count, copying: copying,
+                    streaming: streaming)
+            BatchNormKernels.normalize(
+                x: xf, geometry: unit, mean: vectors + c0, scale: vectors + stride + c0,
+                shift: vectors + 2 * stride + c0, y: yf, streaming: false,
+                epilogue: epilogue.advanced(by: offset))
+            r.narrow(yf, offset: offset, count: unit.count, streaming: streaming)
+        }
+        StreamingStores.fence(streaming)
+    }
+
+    /// `dgammaRaw = Σ dy·(x - mean)` and `dbeta = Σ dy` per channel over rows
+    /// `rows`: per unit, `dy` and the cached input widened (`dy` through the
+    /// ReLU's `mask` when given), ``BatchNormKernels/parameterSums(dy:mask:x:geometry:block:backend:mean:dgammaRaw:dbeta:ones:scratch:)``,
+    /// added to the chunk's sums in unit order.
+    @inlinable
+    static func reducedParameterSums<Scalar: BLASScalar>(
+        _ r: ReducedStreams, rows: Range<Int>, geometry g: ChannelGeometry, block: Int,
+        backend: Backend, mask: UnsafePointer<UInt8>?, mean: UnsafePointer<Scalar>,
+        dgammaRaw: UnsafeMutablePointer<Scalar>, dbeta: UnsafeMutablePointer<Scalar>,
+        ones: UnsafePointer<Scalar>, kernelScratch: UnsafeMutablePointer<Scalar>,
+        units: UnsafeMutablePointer<Scalar>
+    ) {
+        let unitLines = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
+        let dyf = units, xf = units + unitLines, own = units + 3 * unitLines
+        dgammaRaw.update(repeating: 0, count: g.channels)
+        dbeta.update(repeating: 0, count: g.channels)
+        g.forEachUnit(rows: rows, block: block) { offset, unit, c0, _ in
+            r.widen(r.dy!, offset: offset, into: dyf, count: unit.count)
+            if let mask { Scalar.reluMaskRow(count: unit.count, dy: dyf, mask: mask + offset, into: dyf) }
+            r.widen(r.x, offset: offset, into: xf, count: unit.count)
+            BatchNormKernels.parameterSums(
+                dy: dyf, x: xf, geometry: unit, block: block, backend: backend, mean: mean + c0,
+                dgammaRaw: own, dbeta: own + unit.channels, ones: ones, scratch: kernelScratch)
+            for k in 0..<unit.channels {
+                dgammaRaw[c0 + k] += own[k]
+                dbeta[c0 + k] += own[unit.channels + k]
+            }
+        }
+    }
+
+    /// `dx = a·dy + b·(x - mean) + c` per channel over rows `rows`: per
+    /// unit, `dy` (masked) and the cached input widened,
+    /// ``BatchNormKernels/combine(dy:mask:x:geometry:mean:coefficients:stride:dx:streaming:)``
+    /// into `Float` scratch, narrowed into the input gradient.
+    @inlinable
+    static func reducedCombine<Scalar: BLASScalar>(
+        _ r: ReducedStreams, rows: Range<Int>, geometry g: ChannelGeometry, block: Int,
+        mask: UnsafePointer<UInt8>?, mean: UnsafePointer<Scalar>,
+        coefficients: UnsafePointer<Scalar>, stride: Int, streaming: Bool,
+        units: UnsafeMutablePointer<Scalar>
+    ) {
+        let unitLines = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
+        let dyf = units, xf = units + unitLines, dxf = units + 2 * unitLines
+        g.forEachUnit(rows: rows, block: block) { offset, unit, c0, _ in
+            r.widen(r.dy!, offset: offset, into: dyf, count: unit.count)
+            if let mask { Scalar.reluMaskRow(count: unit.count, dy: dyf, mask: mask + offset, into: dyf) }
+            r.widen(r.x, offset: offset, into: xf, count: unit.count)
+            BatchNormKernels.combine(dy: dyf, x: xf, geometry: unit, mean: mean + c0,
+                                     coefficients: coefficients + c0, stride: stride, dx: dxf,
+                                     streaming: false)
+            r.narrow(dxf, offset: offset, count: unit.count, streaming: streaming)
+        }
+        StreamingStores.fence(streaming)
+    }
+}
+
+extension BatchStatistics {
+    /// The 16-bit forward of a layer with batch statistics: validation, the
+    /// cache sized for the 16-bit input, then the driver's forward with
+    /// ``ReducedStreams``.
+    /// - Throws: as the driver's forward, and
+    ///   ``NormError/unsupportedParameter(name:expected:)`` for a storage type
+    ///   other than `Float16` and ``BFloat16``.
+    @inlinable
+    static func forward<Storage: ReducedPrecision>(
+        _ x: UnsafeBufferPointer<Storage>, shape: [Int],
+        geometry: (_ shape: [Int], _ count: Int) throws(NormError) -> ChannelGeometry,
+        mode: Mode, origin: CacheOrigin, gamma: [Float], beta: [Float],
+        runningMean: inout [Float], runningVariance: inout [Float], epsilon: Float,
+        momentum: Float, estimator: VarianceEstimator, backend: Backend,
+        activation: FusedActivation, output: UnsafeMutableBufferPointer<Storage>,
+        cache: inout NormCache<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let precision = try StoragePrecision(Storage.self)
+        try cache.adoptReduced(x, shape: shape, precision: precision)
+        try Validation.buffer("output", output.count, expected: x.count)
+        let g = try geometry(shape, x.count)
+        if mode == .training { try Validation.valuesPerStatistic(g.valuesPerStatistic) }
+        try forward(
+            exchange: LocalStatistics(), geometry: g, mode: mode, origin: origin, gamma: gamma,
+            beta: beta, runningMean: &runningMean, runningVariance: &runningVariance,
+            epsilon: epsilon, momentum: momentum, estimator: estimator, backend: backend,
+            output: UnsafeMutableBufferPointer(start: nil, count: 0), activation: activation,
+            cache: &cache, workspace: &workspace,
+            reduced: ReducedStreams(precision: precision, x: UnsafeRawPointer(x.baseAddress!),
+                                    y: UnsafeMutableRawPointer(output.baseAddress!)))
+    }
+
+    /// The 16-bit inference that keeps nothing: the 16-bit inference
+    /// forward's output bit for bit. `output` may be `x`'s memory.
+    /// - Throws: as the 16-bit forward, except the training checks.
+    @inlinable
+    static func infer<Storage: ReducedPrecision>(
+        _ x: UnsafeBufferPointer<Storage>, shape: [Int],
+        geometry: (_ shape: [Int], _ count: Int) throws(NormError) -> ChannelGeometry,
+        gamma: [Float], beta: [Float], runningMean: [Float], runningVariance: [Float],
+        epsilon: Float, backend: Backend, activation: FusedActivation,
+        output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let precision = try StoragePrecision(Storage.self)
+        let count = try Tensor<Float>.elementCount(of: shape)
+        try Validation.buffer("input", x.count, expected: count)
+        try Validation.buffer("output", output.count, expected: count)
+        let g = try geometry(shape, count)
+        let raw = UnsafeRawPointer(x.baseAddress!)
+        try infer(raw.assumingMemoryBound(to: Float.self), geometry: g, gamma: gamma, beta: beta,
+                  runningMean: runningMean, runningVariance: runningVariance, epsilon: epsilon,
+                  backend: backend,
+                  output: UnsafeMutableRawPointer(mutating: raw).assumingMemoryBound(to: Float.self),
+                  epilogue: Epilogue(residual: nil, activation: activation),
+                  workspace: &workspace,
+                  reduced: ReducedStreams(precision: precision, x: raw,
+                                          y: UnsafeMutableRawPointer(output.baseAddress!)))
+    }
+
+    /// The 16-bit closed-form backward: `dy` and the cached 16-bit input
+    /// widened unit by unit, the `Float` sums and coefficients, `dx` narrowed;
+    /// through the ReLU's mask after a ReLU forward.
+    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer or filled at another precision,
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``,
+    ///   ``NormError/unsupportedParameter(name:expected:)``.
+    @inlinable
+    static func backward<Storage: ReducedPrecision>(
+        _ dy: UnsafeBufferPointer<Storage>, cache: NormCache<Float>,
+        inputGradient dx: UnsafeMutableBufferPointer<Storage>,
+        gammaGradient dgamma: UnsafeMutableBufferPointer<Float>,
+        betaGradient dbeta: UnsafeMutableBufferPointer<Float>,
+        channels: Int, origin: CacheOrigin,
+        geometry: (_ shape: [Int], _ count: Int) throws(NormError) -> ChannelGeometry,
+        backend: Backend, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let precision = try StoragePrecision(Storage.self)
+        try Validation.origin(cache, expected: origin, precision: precision)
+        try Validation.cache(cache, parameters: channels, statistics: channels)
+        let count = cache.reducedInput.count
+        let g = try geometry(cache.reducedShape, count)
+        try Validation.buffer("outputGradient", dy.count, expected: count)
+        try Validation.buffer("inputGradient", dx.count, expected: count)
+        try Validation.buffer("gammaGradient", dgamma.count, expected: channels)
+        try Validation.buffer("betaGradient", dbeta.count, expected: channels)
+        cache.storedMask.withUnsafeBufferPointer { mask in
+            cache.reducedInput.withUnsafeBytes { x in
+                _ = backward(
+                    GradientBuffers(dy: UnsafeBufferPointer(start: nil, count: 0),
+                                    dx: UnsafeMutableBufferPointer(start: nil, count: 0),
+                                    dgamma: dgamma, dbeta: dbeta),
+                    mask: cache.activation == .relu ? mask.baseAddress : nil, cache: cache,
+                    geometry: g, backend: backend, graph: false, exchange: LocalStatistics(),
+                    workspace: &workspace,
+                    reduced: ReducedStreams(precision: precision, x: x.baseAddress!,
+                                            y: UnsafeMutableRawPointer(dx.baseAddress!),
+                                            dy: UnsafeRawPointer(dy.baseAddress!)))
+            }
+        }
+    }
+}
