@@ -1,0 +1,172 @@
+// The 16-bit entry points of the layers with batch statistics (DESIGN §2.3):
+// input, output and their gradients in Float16 or BFloat16; gamma, beta, the
+// statistics, the running statistics and the parameter gradients in Float.
+
+extension BatchNorm: ReducedPrecisionLayer where Scalar == Float {
+    /// Normalizes an `(N, D)` batch stored in 16 bits (`Float16` or
+    /// ``BFloat16``) per feature, into `output` of the same type:
+    /// `y = act((x - mean_j) · gamma_j / sqrt(var_j + epsilon) + beta_j)`,
+    /// computed in `Float` from the widened input and rounded once to
+    /// `Storage` (nearest even). In training the batch statistics are `Float`
+    /// sums (`sgemv`) over blocks of rows that a C pass widens into `Float`
+    /// scratch, and the running statistics are updated in `Float`; in
+    /// inference the running statistics are used.
+    ///
+    /// A `Float16` output beyond ±65504 rounds to ±infinity (IEEE 754). The
+    /// cache keeps the input at 2 bytes an element; a ReLU forward's mask as
+    /// in `Float`.
+    /// - Throws: as the `Float` entry point, and
+    ///   ``NormError/unsupportedParameter(name:expected:)`` for a storage
+    ///   type other than `Float16` and ``BFloat16``. A throwing call leaves
+    ///   the running statistics unchanged.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public mutating func forward<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Storage>,
+        cache: inout NormCache<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try validateParameters()
+        let features = featureCount
+        try BatchStatistics.forward(
+            input, shape: shape,
+            geometry: { shape, count throws(NormError) in
+                ChannelGeometry(outer: try Validation.matrixRows(shape: shape, count: count,
+                                                                 columns: features),
+                                channels: features, inner: 1)
+            },
+            mode: mode, origin: cacheOrigin, gamma: gamma, beta: beta,
+            runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
+            momentum: momentum, estimator: varianceEstimator, backend: backend,
+            activation: activation, output: output, cache: &cache, workspace: &workspace)
+    }
+
+    /// The 16-bit inference with the running statistics, keeping nothing: the
+    /// 16-bit `forward(mode: .inference)`'s output bit for bit. `output` may
+    /// be `input`'s memory.
+    /// - Throws: as the 16-bit forward, except the training checks.
+    /// - Complexity: O(N·D); allocation-free once `workspace` is sized.
+    @inlinable
+    public func infer<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try validateParameters()
+        let features = featureCount
+        try BatchStatistics.infer(
+            input, shape: shape,
+            geometry: { shape, count throws(NormError) in
+                ChannelGeometry(outer: try Validation.matrixRows(shape: shape, count: count,
+                                                                 columns: features),
+                                channels: features, inner: 1)
+            },
+            gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+            epsilon: epsilon, backend: backend, activation: activation, output: output,
+            workspace: &workspace)
+    }
+
+    /// The closed-form backward of a 16-bit forward: the `Float` sums
+    /// `dbeta = Σ dy`, `dgamma = Σ dy·xhat` (`sgemv` over blocks of rows of
+    /// `outputGradient` and the cached input widened into `Float`), and
+    /// `dx = gamma·invstd/N · (N·dy - dbeta - xhat·dgamma)` rounded once to
+    /// `Storage`; `dx = gamma·invstd·dy` after an inference forward.
+    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer or filled at another precision,
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public func backward<Storage: ReducedPrecision>(
+        _ outputGradient: UnsafeBufferPointer<Storage>, cache: NormCache<Float>,
+        inputGradient: UnsafeMutableBufferPointer<Storage>,
+        gammaGradient: UnsafeMutableBufferPointer<Float>,
+        betaGradient: UnsafeMutableBufferPointer<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let features = featureCount
+        try BatchStatistics.backward(
+            outputGradient, cache: cache, inputGradient: inputGradient,
+            gammaGradient: gammaGradient, betaGradient: betaGradient, channels: features,
+            origin: cacheOrigin,
+            geometry: { shape, count throws(NormError) in
+                ChannelGeometry(outer: try Validation.matrixRows(shape: shape, count: count,
+                                                                 columns: features),
+                                channels: features, inner: 1)
+            },
+            backend: backend, workspace: &workspace)
+    }
+}
+
+extension SpatialBatchNorm: ReducedPrecisionLayer where Scalar == Float {
+    /// Normalizes a batch of images stored in 16 bits (`Float16` or
+    /// ``BFloat16``) per channel, in its ``layout``, into `output` of the same
+    /// type: `y = act((x - mean_c) · gamma_c / sqrt(var_c + epsilon) + beta_c)`
+    /// over `N·H·W` values per channel, computed in `Float` from the widened
+    /// input (per sample and block of channels for NCHW, per block of pixels
+    /// for NHWC) and rounded once to `Storage`. As ``BatchNorm``'s 16-bit
+    /// forward otherwise.
+    /// - Throws: as the `Float` entry point, and
+    ///   ``NormError/unsupportedParameter(name:expected:)`` for a storage
+    ///   type other than `Float16` and ``BFloat16``.
+    /// - Complexity: O(N·C·H·W).
+    @inlinable
+    public mutating func forward<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Storage>,
+        cache: inout NormCache<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try validateParameters()
+        let layer = self
+        try BatchStatistics.forward(
+            input, shape: shape,
+            geometry: { shape, count throws(NormError) in
+                try layer.geometry(shape: shape, count: count)
+            },
+            mode: mode, origin: cacheOrigin, gamma: gamma, beta: beta,
+            runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
+            momentum: momentum, estimator: varianceEstimator, backend: backend,
+            activation: activation, output: output, cache: &cache, workspace: &workspace)
+    }
+
+    /// The 16-bit inference with the running statistics, keeping nothing: the
+    /// 16-bit `forward(mode: .inference)`'s output bit for bit. `output` may
+    /// be `input`'s memory.
+    /// - Throws: as the 16-bit forward, except the training checks.
+    /// - Complexity: O(N·C·H·W); allocation-free once `workspace` is sized.
+    @inlinable
+    public func infer<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try validateParameters()
+        try BatchStatistics.infer(
+            input, shape: shape,
+            geometry: { shape, count throws(NormError) in
+                try geometry(shape: shape, count: count)
+            },
+            gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+            epsilon: epsilon, backend: backend, activation: activation, output: output,
+            workspace: &workspace)
+    }
+
+    /// The closed-form backward of a 16-bit forward per channel, as
+    /// ``BatchNorm``'s 16-bit backward over `N·H·W` values per channel.
+    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer or filled at another precision,
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``.
+    /// - Complexity: O(N·C·H·W).
+    @inlinable
+    public func backward<Storage: ReducedPrecision>(
+        _ outputGradient: UnsafeBufferPointer<Storage>, cache: NormCache<Float>,
+        inputGradient: UnsafeMutableBufferPointer<Storage>,
+        gammaGradient: UnsafeMutableBufferPointer<Float>,
+        betaGradient: UnsafeMutableBufferPointer<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try BatchStatistics.backward(
+            outputGradient, cache: cache, inputGradient: inputGradient,
+            gammaGradient: gammaGradient, betaGradient: betaGradient, channels: channelCount,
+            origin: cacheOrigin,
+            geometry: { shape, count throws(NormError) in
+                try geometry(shape: shape, count: count)
+            },
+            backend: backend, workspace: &workspace)
+    }
+}

@@ -1,0 +1,359 @@
+import Foundation
+import NormKit
+import Testing
+
+/// Batch statistics over a geometry `(outer, channels, inner)` (value
+/// `(n, c, t)` at `(n·channels + c)·inner + t`) in `Double` on the widened
+/// 16-bit values: the training forward and backward (or, with `running`, the
+/// inference ones with those statistics), and for each element the size of
+/// the terms it is a difference of.
+func batchReference<S: TestStorage>(
+    x: [S], dy: [S], outer: Int, channels: Int, inner: Int, gamma: [Float], beta: [Float],
+    epsilon: Double, relu: Bool = false, running: (mean: [Float], variance: [Float])? = nil
+) -> (y: [Double], yScale: [Double], dx: [Double], dxScale: [Double], dgamma: [Double],
+      dbeta: [Double], dgammaScale: [Double], dbetaScale: [Double], mean: [Double], variance: [Double]) {
+    let count = x.count, m = Double(outer * inner)
+    func indices(_ c: Int) -> [Int] {
+        (0..<outer).flatMap { n in (0..<inner).map { (n * channels + c) * inner + $0 } }
+    }
+    var y = [Double](repeating: 0, count: count), yScale = y, dx = y, dxScale = y
+    var dgamma = [Double](repeating: 0, count: channels), dbeta = dgamma
+    var dgammaScale = dgamma, dbetaScale = dgamma, means = dgamma, variances = dgamma
+    for c in 0..<channels {
+        let at = indices(c)
+        let xs = at.map { Double(x[$0].float) }
+        let mean = running.map { Double($0.mean[c]) } ?? xs.reduce(0, +) / m
+        let variance = running.map { Double($0.variance[c]) }
+            ?? xs.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / m
+        means[c] = mean; variances[c] = variance
+        let s = 1 / (variance + epsilon).squareRoot(), g = Double(gamma[c]), b = Double(beta[c])
+        var gs = at.map { Double(dy[$0].float) }
+        for (k, i) in at.enumerated() {
+            let xhat = (xs[k] - mean) * s
+            y[i] = xhat * g + b
+            yScale[i] = (abs(xs[k]) + abs(mean)) * s * abs(g) + abs(b)
+            if relu && y[i] <= 0 { gs[k] = 0 }
+        }
+        let xhats = xs.map { ($0 - mean) * s }
+        let sumG = gs.reduce(0, +), sumGX = zip(gs, xhats).map(*).reduce(0, +)
+        dbeta[c] = sumG; dgamma[c] = sumGX
+        dbetaScale[c] = gs.map(abs).reduce(0, +)
+        dgammaScale[c] = zip(gs, xhats).map { abs($0 * $1) }.reduce(0, +)
+        let scale = s * abs(g) * (gs.map(abs).max() ?? 0)
+        for (k, i) in at.enumerated() {
+            dx[i] = running == nil
+                ? g * s / m * (m * gs[k] - sumG - xhats[k] * sumGX) : g * s * gs[k]
+            dxScale[i] = scale
+        }
+    }
+    if relu { for i in 0..<count { y[i] = max(0, y[i]) } }
+    return (y, yScale, dx, dxScale, dgamma, dbeta, dgammaScale, dbetaScale, means, variances)
+}
+
+/// The layers with batch statistics over 16-bit storage.
+@Suite("16-bit storage: batch statistics")
+struct ReducedBatchTests {
+    /// One case: a layer and its geometry.
+    enum Case: CustomStringConvertible, CaseIterable {
+        case matrix, nchw, nhwc
+
+        var description: String {
+            switch self {
+            case .matrix: "BatchNorm 37x13"
+            case .nchw: "SpatialBatchNorm NCHW 3x5x7x9"
+            case .nhwc: "SpatialBatchNorm NHWC 3x7x9x5"
+            }
+        }
+        var shape: [Int] {
+            switch self {
+            case .matrix: [37, 13]
+            case .nchw: [3, 5, 7, 9]
+            case .nhwc: [3, 7, 9, 5]
+            }
+        }
+        /// `(outer, channels, inner)`.
+        var geometry: (Int, Int, Int) {
+            switch self {
+            case .matrix: (37, 13, 1)
+            case .nchw: (3, 5, 63)
+            case .nhwc: (189, 5, 1)
+            }
+        }
+    }
+
+    /// Runs `body` with the case's layer (gamma, beta and running
+    /// statistics set), generic over the layer type.
+    func withLayer<R>(_ c: Case, backend: Backend, relu: Bool = false,
+                      _ body: (inout any ReducedPrecisionLayer) throws -> R) throws -> R {
+        let channels = c.geometry.1
+        let gamma: [Float] = randomVector(channels, scale: 0.5, shift: 1, seed: 21)
+        let beta: [Float] = randomVector(channels, scale: 0.3, shift: -0.1, seed: 22)
+        let mean: [Float] = randomVector(channels, scale: 0.5, shift: 0.2, seed: 23)
+        let variance: [Float] = randomVector(channels, scale: 0.2, shift: 1.3, seed: 24)
+        let activation: FusedActivation = relu ? .relu : .none
+        var layer: any ReducedPrecisionLayer
+        switch c {
+        case .matrix:
+            var bn = try BatchNorm<Float>(featureCount: channels, activation: activation,
+                                          backend: backend)
+            bn.gamma = gamma; bn.beta = beta; bn.runningMean = mean; bn.runningVariance = variance
+            layer = bn
+        case .nchw, .nhwc:
+            var sbn = try SpatialBatchNorm<Float>(channelCount: channels,
+                                                  layout: c == .nchw ? .nchw : .nhwc,
+                                                  activation: activation, backend: backend)
+            sbn.gamma = gamma; sbn.beta = beta; sbn.runningMean = mean; sbn.runningVariance = variance
+            layer = sbn
+        }
+        return try body(&layer)
+    }
+
+    /// The case in `S` against the Double reference, training then inference
+    /// (forward and backward each): outputs and input gradients within 1 ulp
+    /// of the reference rounded (or within a few Float errors of their terms
+    /// where it is near zero), parameter gradients within 1e-5 of the terms'
+    /// size, the running statistics as the `Float` layer's on the widened
+    /// input to 1e-6.
+    func check<S: TestStorage>(_: S.Type, _ c: Case, backend: Backend, shift: Double,
+                               relu: Bool = false) throws -> (UlpCount, UlpCount) {
+        let (outer, channels, inner) = c.geometry
+        let count = outer * channels * inner
+        let x: [S] = reducedInput(count, scale: 3, shift: shift, seed: 25)
+        let dy: [S] = reducedInput(count, scale: 1, shift: 0.1, seed: 26)
+        var outputs = UlpCount(), gradients = UlpCount()
+        try withLayer(c, backend: backend, relu: relu) { layer in
+            try check(&layer, x: x, dy: dy, c, &outputs, &gradients, relu: relu)
+        }
+        #expect(outputs.failures.isEmpty, "\(S.name) \(c) \(backend) y: \(outputs.failures)")
+        #expect(gradients.failures.isEmpty, "\(S.name) \(c) \(backend) dx: \(gradients.failures)")
+        return (outputs, gradients)
+    }
+
+    func check<L: ReducedPrecisionLayer, S: TestStorage>(
+        _ layer: inout L, x: [S], dy: [S], _ c: Case, _ outputs: inout UlpCount,
+        _ gradients: inout UlpCount, relu: Bool
+    ) throws {
+        let (outer, channels, inner) = c.geometry
+        let (gamma, beta) = parameters(layer)
+        var y = [S](repeating: S(0), count: x.count), dx = y, inferred = y, y2 = y
+        var dgamma = [Float](repeating: 0, count: channels), dbeta = dgamma
+        var cache = NormCache<Float>(), workspace = Workspace<Float>()
+        // The Float layer on the widened input: its running statistics, and
+        // (BLAS: the same sums in the same order) its output rounded.
+        var floatLayer = layer
+        let widened = try Tensor<Float>(shape: c.shape, scalars: x.map(\.float))
+        let (floatY, _) = try floatLayer.forward(widened, mode: .training)
+        try reducedForward(&layer, x, shape: c.shape, &y, &cache, &workspace)
+        try reducedBackward(layer, dy, cache, &dx, &dgamma, &dbeta, &workspace)
+        let reference = batchReference(x: x, dy: dy, outer: outer, channels: channels,
+                                       inner: inner, gamma: gamma, beta: beta, epsilon: 1e-5,
+                                       relu: relu)
+        compare(y, dx, dgamma, dbeta, reference, &outputs, &gradients)
+        if (layer as? BatchNorm<Float>)?.backend ?? (layer as? SpatialBatchNorm<Float>)?.backend == .blas {
+            #expect(y.map(\.bits) == floatY.scalars.map { S($0).bits },
+                    "\(c): the Float forward on the widened input, rounded")
+        }
+        let (newRunning, floatRunning) = (runningStatistics(layer), runningStatistics(floatLayer))
+        for k in 0..<channels {
+            #expect(abs(newRunning.mean[k] - floatRunning.mean[k]) <= 1e-6 * abs(floatRunning.mean[k]) + 1e-7)
+            #expect(abs(newRunning.variance[k] - floatRunning.variance[k]) <= 1e-6 * floatRunning.variance[k])
+        }
+        // Inference: the forward with the running statistics, `infer` bit for
+        // bit, and the backward with frozen statistics.
+        x.withUnsafeBufferPointer { xb in
+            y2.withUnsafeMutableBufferPointer { yb in
+                try! layer.forward(xb, shape: c.shape, mode: .inference, into: yb, cache: &cache,
+                                   workspace: &workspace)
+            }
+            inferred.withUnsafeMutableBufferPointer { yb in
+                try! layer.infer(xb, shape: c.shape, into: yb, workspace: &workspace)
+            }
+        }
+        #expect(y2.map(\.bits) == inferred.map(\.bits), "infer = forward(.inference) bit for bit")
+        try reducedBackward(layer, dy, cache, &dx, &dgamma, &dbeta, &workspace)
+        let frozen = batchReference(x: x, dy: dy, outer: outer, channels: channels, inner: inner,
+                                    gamma: gamma, beta: beta, epsilon: 1e-5, relu: relu,
+                                    running: newRunning)
+        compare(y2, dx, dgamma, dbeta, frozen, &outputs, &gradients)
+        // In place: `infer` over its own input.
+        var inPlace = x
+        inPlace.withUnsafeMutableBufferPointer { b in
+            try! layer.infer(UnsafeBufferPointer(b), shape: c.shape, into: b, workspace: &workspace)
+        }
+        #expect(inPlace.map(\.bits) == inferred.map(\.bits), "infer in place")
+    }
+
+    func compare<S: TestStorage>(
+        _ y: [S], _ dx: [S], _ dgamma: [Float], _ dbeta: [Float],
+        _ reference: (y: [Double], yScale: [Double], dx: [Double], dxScale: [Double],
+                      dgamma: [Double], dbeta: [Double], dgammaScale: [Double],
+                      dbetaScale: [Double], mean: [Double], variance: [Double]),
+        _ outputs: inout UlpCount, _ gradients: inout UlpCount
+    ) {
+        for k in 0..<y.count {
+            outputs.add(y[k], reference: reference.y[k], absolute: 1e-6 * reference.yScale[k], at: k)
+            gradients.add(dx[k], reference: reference.dx[k], absolute: 1e-5 * reference.dxScale[k],
+                          at: k)
+        }
+        for j in 0..<dgamma.count {
+            #expect(abs(Double(dgamma[j]) - reference.dgamma[j]) <= 1e-5 * reference.dgammaScale[j],
+                    "dgamma[\(j)] \(dgamma[j]) vs \(reference.dgamma[j])")
+            #expect(abs(Double(dbeta[j]) - reference.dbeta[j]) <= 1e-5 * reference.dbetaScale[j],
+                    "dbeta[\(j)] \(dbeta[j]) vs \(reference.dbeta[j])")
+        }
+    }
+
+    func parameters<L: ReducedPrecisionLayer>(_ layer: L) -> ([Float], [Float]) {
+        if let bn = layer as? BatchNorm<Float> { return (bn.gamma, bn.beta) }
+        let sbn = layer as! SpatialBatchNorm<Float>
+        return (sbn.gamma, sbn.beta)
+    }
+
+    func runningStatistics<L: ReducedPrecisionLayer>(_ layer: L) -> (mean: [Float], variance: [Float]) {
+        if let bn = layer as? BatchNorm<Float> { return (bn.runningMean, bn.runningVariance) }
+        let sbn = layer as! SpatialBatchNorm<Float>
+        return (sbn.runningMean, sbn.runningVariance)
+    }
+
+    @Test("BatchNorm and SpatialBatchNorm (both layouts) in 16 bits are within 1 ulp of the float64 reference",
+          arguments: [Backend.blas, .naive])
+    func accuracy(backend: Backend) throws {
+        for c in Case.allCases {
+            for shift in [0.3, 100.1] {
+                let (y16, dx16) = try check(Float16.self, c, backend: backend, shift: shift)
+                let (yb, dxb) = try check(BFloat16.self, c, backend: backend, shift: shift)
+                print("16-bit \(c) shift \(shift) \(backend): Float16 y \(y16), dx \(dx16); BFloat16 y \(yb), dx \(dxb)")
+            }
+            _ = try check(BFloat16.self, c, backend: backend, shift: 0.3, relu: true)
+            _ = try check(Float16.self, c, backend: backend, shift: 0.3, relu: true)
+        }
+    }
+
+    @Test("a constant channel gives beta rounded, exactly; Float16 inputs near 6e4 keep finite statistics")
+    func edges() throws {
+        var layer = try SpatialBatchNorm<Float>(channelCount: 3)
+        layer.beta = [-1.1, 0.3, 2.7]
+        layer.gamma = [1.7, 1.7, 1.7]
+        var cache = NormCache<Float>(), workspace = Workspace<Float>()
+        let constant = [BFloat16](repeating: BFloat16(10000.1), count: 2 * 3 * 5)
+        var y = constant
+        try reducedForward(&layer, constant, shape: [2, 3, 5, 1], &y, &cache, &workspace)
+        let expected = (0..<30).map { BFloat16(layer.beta[($0 / 5) % 3]).bitPattern }
+        #expect(y.map(\.bitPattern) == expected)
+        var bn = try BatchNorm<Float>(featureCount: 2)
+        // Rows alternate near +6e4 and -5.9e4: a variance near 3.6e9.
+        let big: [Float16] = (0..<10).map { Float16(($0 / 2) % 2 == 0 ? 6e4 : -5.9e4) + Float16($0 * 40) }
+        var y16 = [Float16](repeating: 0, count: 10)
+        try reducedForward(&bn, big, shape: [5, 2], &y16, &cache, &workspace)
+        #expect(cache.inverseStandardDeviation.allSatisfy { $0.isFinite && $0 > 0 })
+        #expect(bn.runningVariance.allSatisfy { $0.isFinite && $0 > 1e5 })
+        #expect(y16.allSatisfy { $0.isFinite })
+    }
+
+    @Test("wrong counts, another precision's cache and non-finite input throw, running statistics unchanged")
+    func badInput() throws {
+        var layer = try BatchNorm<Float>(featureCount: 5)
+        layer.runningMean = [0.1, 0.2, 0.3, 0.4, 0.5]
+        let before = layer
+        var cache = NormCache<Float>(), workspace = Workspace<Float>()
+        let x: [BFloat16] = reducedInput(15, scale: 2, shift: 1, seed: 3)
+        var y = [BFloat16](repeating: BFloat16(0), count: 15)
+        var short = [BFloat16](repeating: BFloat16(0), count: 14)
+        #expect(throws: NormError.bufferCountMismatch(name: "output", expected: 15, actual: 14)) {
+            try reducedForward(&layer, x, shape: [3, 5], &short, &cache, &workspace)
+        }
+        #expect(throws: NormError.bufferCountMismatch(name: "input", expected: 16, actual: 15)) {
+            try reducedForward(&layer, x, shape: [4, 4], &y, &cache, &workspace)
+        }
+        #expect(throws: NormError.invalidShape(expected: "(N >= 1, 5)", actual: [5, 3])) {
+            try reducedForward(&layer, x, shape: [5, 3], &y, &cache, &workspace)
+        }
+        #expect(throws: NormError.insufficientValues(valuesPerStatistic: 1)) {
+            var one = [BFloat16](repeating: BFloat16(0), count: 5)
+            try reducedForward(&layer, Array(x[0..<5]), shape: [1, 5], &one, &cache, &workspace)
+        }
+        var withNaN = x
+        withNaN[8] = BFloat16(Float.nan)
+        #expect(throws: NormError.nonFiniteStatistics(index: 3)) {
+            try reducedForward(&layer, withNaN, shape: [3, 5], &y, &cache, &workspace)
+        }
+        #expect(layer == before)
+        // A BFloat16 cache: the Float and Float16 backwards refuse it.
+        try reducedForward(&layer, x, shape: [3, 5], &y, &cache, &workspace)
+        let trained = layer
+        var dgamma = [Float](repeating: 0, count: 5), dbeta = dgamma
+        #expect(throws: NormError.cacheMismatch(expected: "a cache filled at Float16 storage",
+                                                actual: "a cache filled at BFloat16 storage")) {
+            let dy = [Float16](repeating: 1, count: 15)
+            var dx = dy
+            try reducedBackward(layer, dy, cache, &dx, &dgamma, &dbeta, &workspace)
+        }
+        #expect(throws: NormError.cacheMismatch(expected: "a cache filled at Float storage",
+                                                actual: "a cache filled at BFloat16 storage")) {
+            _ = try layer.backward(try Tensor<Float>(shape: [3, 5], repeating: 1), cache: cache)
+        }
+        #expect(throws: NormError.bufferCountMismatch(name: "betaGradient", expected: 5, actual: 4)) {
+            let dy = [BFloat16](repeating: BFloat16(1), count: 15)
+            var dx = dy, shortBeta = [Float](repeating: 0, count: 4)
+            try reducedBackward(layer, dy, cache, &dx, &dgamma, &shortBeta, &workspace)
+        }
+        // Another layer's 16-bit cache.
+        var spatial = try SpatialBatchNorm<Float>(channelCount: 5, layout: .nhwc)
+        #expect(throws: NormError.cacheMismatch(
+            expected: spatial.cacheOrigin.description, actual: layer.cacheOrigin.description)) {
+            let dy = [BFloat16](repeating: BFloat16(1), count: 15)
+            var dx = dy
+            try reducedBackward(spatial, dy, cache, &dx, &dgamma, &dbeta, &workspace)
+        }
+        // A Float forward's cache refuses the 16-bit backward.
+        let (_, floatCache) = try spatial.forward(
+            try Tensor<Float>(shape: [1, 3, 1, 5], scalars: x.map(\.float)), mode: .training)
+        #expect(throws: NormError.cacheMismatch(expected: "a cache filled at BFloat16 storage",
+                                                actual: "a cache filled at Float storage")) {
+            let dy = [BFloat16](repeating: BFloat16(1), count: 15)
+            var dx = dy
+            try reducedBackward(spatial, dy, floatCache, &dx, &dgamma, &dbeta, &workspace)
+        }
+        #expect(layer == trained)
+    }
+}
+
+extension ProcessWideTests {
+    @Suite("16-bit batch statistics over threads")
+    struct ReducedBatchThreadTests {
+        @Test("the same bits at every thread count, both geometries")
+        func threads() throws {
+            let saved = Threading.threadCount
+            defer { Threading.threadCount = saved }
+            let x: [Float16] = reducedInput(301 * 1029, scale: 3, shift: 100.1, seed: 31)
+            let dy: [Float16] = reducedInput(301 * 1029, scale: 1, shift: 0, seed: 32)
+            var results: [[UInt16]] = []
+            for threads in [1, 2, 3, 7] {
+                Threading.threadCount = threads
+                for spatial in [false, true] {
+                    var y = [Float16](repeating: 0, count: x.count), dx = y
+                    let channels = spatial ? 7 : 1029
+                    var dgamma = [Float](repeating: 0, count: channels), dbeta = dgamma
+                    var cache = NormCache<Float>(), workspace = Workspace<Float>()
+                    var running: [Float]
+                    if spatial {
+                        var layer = try SpatialBatchNorm<Float>(channelCount: 7)
+                        try reducedForward(&layer, x, shape: [43, 7, 21, 49], &y, &cache, &workspace)
+                        try reducedBackward(layer, dy, cache, &dx, &dgamma, &dbeta, &workspace)
+                        running = layer.runningMean + layer.runningVariance
+                    } else {
+                        var layer = try BatchNorm<Float>(featureCount: 1029)
+                        try reducedForward(&layer, x, shape: [301, 1029], &y, &cache, &workspace)
+                        try reducedBackward(layer, dy, cache, &dx, &dgamma, &dbeta, &workspace)
+                        running = layer.runningMean + layer.runningVariance
+                    }
+                    results.append(y.map(\.bitPattern) + dx.map(\.bitPattern)
+                                   + (dgamma + dbeta + running).flatMap {
+                                       [UInt16($0.bitPattern >> 16), UInt16($0.bitPattern & 0xffff)]
+                                   })
+                }
+            }
+            for k in 2..<results.count { #expect(results[k] == results[k % 2], "threads run \(k / 2)") }
+        }
+    }
+}
