@@ -7,7 +7,7 @@ protocol BenchStorage: ReducedPrecision {
 extension BFloat16: BenchStorage {}
 extension Float16: BenchStorage {}
 
-/// LayerNorm's and RMSNorm's passes over `Storage` buffers (16-bit input,
+/// BatchNorm's, LayerNorm's and RMSNorm's passes over `Storage` buffers (16-bit input,
 /// output and gradients; Float statistics and parameters), through the
 /// allocation-free entry points. The traffic counts are the Float passes'
 /// (8 bytes per element forward, 12 backward, 8 infer, scaled to 2-byte
@@ -26,6 +26,10 @@ func reducedCases<Storage: BenchStorage>(
     xf.withUnsafeBufferPointer { for k in 0..<count { x[k] = Storage($0[k]) } }
     dyf.withUnsafeBufferPointer { for k in 0..<count { dy[k] = Storage($0[k]) } }
     var all: [Case] = []
+    if ops.contains("batchnorm") {
+        all += try reducedPasses("batchnorm", BatchNorm<Float>(featureCount: features, backend: backend),
+                                 x: x, dy: dy, shape: shape, runningStatistics: true)
+    }
     if ops.contains("layernorm") {
         all += try reducedPasses("layernorm", LayerNorm<Float>(featureCount: features, backend: backend),
                                  x: x, dy: dy, shape: shape)
@@ -38,10 +42,11 @@ func reducedCases<Storage: BenchStorage>(
 }
 
 /// One layer's 16-bit forward, backward and infer over buffers allocated
-/// once (for the process: normbench measures and exits).
+/// once (for the process: normbench measures and exits); a layer with
+/// running statistics also its inference forward, named as the Float cases.
 func reducedPasses<L: ReducedPrecisionLayer, Storage: BenchStorage>(
     _ op: String, _ layer: L, x: UnsafeMutableBufferPointer<Storage>,
-    dy: UnsafeMutableBufferPointer<Storage>, shape: [Int]
+    dy: UnsafeMutableBufferPointer<Storage>, shape: [Int], runningStatistics: Bool = false
 ) throws -> [Case] {
     var layer = layer
     let count = x.count, features = shape[1]
@@ -54,12 +59,22 @@ func reducedPasses<L: ReducedPrecisionLayer, Storage: BenchStorage>(
     try layer.forward(UnsafeBufferPointer(x), shape: shape, mode: .training, into: y,
                       cache: &cache, workspace: &workspace)
     let trained = cache
+    var inferenceCache = NormCache<Float>()
+    let inference = !runningStatistics ? [] : [
+        Case(op: op, pass: "forward-inference", bytesPerFloatElement: 8, run: {
+            try layer.forward(UnsafeBufferPointer(x), shape: shape, mode: .inference, into: y,
+                              cache: &inferenceCache, workspace: &workspace)
+        }, runValue: nil),
+    ]
     return [
-        Case(op: op, pass: "forward", bytesPerFloatElement: 8, run: {
+        Case(op: op, pass: runningStatistics ? "forward-training" : "forward",
+             bytesPerFloatElement: runningStatistics ? 12 : 8, run: {
             try layer.forward(UnsafeBufferPointer(x), shape: shape, mode: .training, into: y,
                               cache: &cache, workspace: &workspace)
         }, runValue: nil),
-        Case(op: op, pass: "backward", bytesPerFloatElement: 12, run: { [layer] in
+    ] + inference + [
+        Case(op: op, pass: "backward", bytesPerFloatElement: runningStatistics ? 20 : 12,
+             run: { [layer] in
             try dgamma.withUnsafeMutableBufferPointer { dg in
                 try dbeta.withUnsafeMutableBufferPointer { db in
                     try layer.backward(UnsafeBufferPointer(dy), cache: trained, inputGradient: dx,

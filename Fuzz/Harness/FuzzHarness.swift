@@ -188,6 +188,8 @@ struct FuzzCase<Scalar: BLASScalar> {
                     checkInfer(layer, state: running, input: input, &report)
                     checkFused(layer, state: running, input: input, residual: gradient, &report)
                 }
+                checkReduced(layer, input: input, gradient: gradient, batchStatistics: true,
+                             float16: header.estimator == .unbiased, &report)
             case .spatialNCHW, .spatialNHWC:
                 var layer = try SpatialBatchNorm<Scalar>(
                     channelCount: features, varianceEstimator: header.estimator,
@@ -206,6 +208,8 @@ struct FuzzCase<Scalar: BLASScalar> {
                 let running: (SpatialBatchNorm<Scalar>) -> [[Scalar]] = { [$0.runningMean, $0.runningVariance] }
                 checkInfer(layer, state: running, input: input, &report)
                 checkFused(layer, state: running, input: input, residual: gradient, &report)
+                checkReduced(layer, input: input, gradient: gradient, batchStatistics: true,
+                             float16: header.estimator == .unbiased, &report)
             case .layerNorm:
                 var layer = try LayerNorm<Scalar>(featureCount: features, backend: backend)
                 layer.epsilon = epsilon
