@@ -229,6 +229,86 @@ struct ReducedBatchTests {
         }
     }
 
+    /// PyTorch's functional `batch_norm` on a 16-bit tensor (training, then
+    /// eval with the initial running statistics) against NormKit's 16-bit
+    /// BatchNorm (rank 2) or SpatialBatchNorm (rank 4), unbiased running
+    /// variance and momentum 0.9 (PyTorch's 0.1).
+    func pytorchBatch<S: TestStorage>(_: S.Type, dtype: String) throws {
+        let archive = try NumPyArchive(contentsOf: ReducedPrecisionTests.torch)
+        for shape in [[37, 13], [3, 5, 7, 9]] {
+            let key = "\(dtype)_bn_\(shape.map(String.init).joined(separator: "x"))"
+            func bits(_ name: String) throws -> [UInt16] {
+                try #require(archive["\(key)_\(name)"]).integers().map { UInt16($0) }
+            }
+            func floats(_ name: String) throws -> [Float] {
+                try archive.tensor("\(key)_\(name)", as: Float.self).scalars
+            }
+            let x = try bits("x").map(S.from(bits:)), dy = try bits("dy").map(S.from(bits:))
+            let channels = shape[1], inner = shape.count == 4 ? shape[2] * shape[3] : 1
+            let gamma = try floats("weight"), beta = try floats("bias")
+            let mean0 = try floats("running_mean0"), variance0 = try floats("running_var0")
+            for mode in [Mode.training, .inference] {
+                var y = [S](repeating: S(0), count: x.count), dx = y
+                var dgamma = [Float](repeating: 0, count: channels), dbeta = dgamma
+                var cache = NormCache<Float>(), workspace = Workspace<Float>()
+                var running: ([Float], [Float])
+                func run<L: ReducedPrecisionLayer>(_ layer: inout L) throws {
+                    try x.withUnsafeBufferPointer { xb in
+                        try y.withUnsafeMutableBufferPointer { yb in
+                            try layer.forward(xb, shape: shape, mode: mode, into: yb, cache: &cache,
+                                              workspace: &workspace)
+                        }
+                    }
+                    try reducedBackward(layer, dy, cache, &dx, &dgamma, &dbeta, &workspace)
+                }
+                if shape.count == 2 {
+                    var layer = try BatchNorm<Float>(featureCount: channels, varianceEstimator: .unbiased)
+                    layer.gamma = gamma; layer.beta = beta
+                    layer.runningMean = mean0; layer.runningVariance = variance0
+                    try run(&layer)
+                    running = (layer.runningMean, layer.runningVariance)
+                } else {
+                    var layer = try SpatialBatchNorm<Float>(channelCount: channels,
+                                                            varianceEstimator: .unbiased)
+                    layer.gamma = gamma; layer.beta = beta
+                    layer.runningMean = mean0; layer.runningVariance = variance0
+                    try run(&layer)
+                    running = (layer.runningMean, layer.runningVariance)
+                }
+                let tag = mode == .training ? "train" : "eval"
+                let what = "\(key) \(tag)"
+                let reference = batchReference(
+                    x: x, dy: dy, outer: shape[0], channels: channels, inner: inner, gamma: gamma,
+                    beta: beta, epsilon: 1e-5,
+                    running: mode == .training ? nil : (mean0, variance0))
+                // Both round a Float result once: at most 2 ulp apart, or near
+                // zero within twice the reference test's allowance.
+                let checks = ReducedPrecisionTests()
+                let yWorst = checks.agree(y, try bits("\(tag)_y"), ulps: 2,
+                                          absolute: reference.yScale.map { 2e-6 * $0 }, what + " y")
+                let dxWorst = checks.agree(dx, try bits("\(tag)_dx"), ulps: 2,
+                                           absolute: reference.dxScale.map { 2e-5 * $0 }, what + " dx")
+                // Parameter gradients: both against the float64 sums.
+                let exact = (reference.dgamma + reference.dbeta).map { Float($0) }
+                let ours = normwiseError(dgamma + dbeta, exact)
+                let pytorch = normwiseError(try floats("\(tag)_dweight") + floats("\(tag)_dbias"), exact)
+                #expect(ours < 1e-5, "\(what) parameter gradients: \(ours) from float64")
+                if mode == .training {
+                    let theirs = try floats("running_mean") + floats("running_var")
+                    let error = normwiseError(running.0 + running.1, theirs)
+                    #expect(error < 1e-6, "\(what) running statistics: \(error) from PyTorch's")
+                }
+                print("PyTorch batch_norm \(what): y within \(yWorst) ulp, dx within \(dxWorst) ulp; parameter gradients from float64: NormKit \(ours), PyTorch \(pytorch)")
+            }
+        }
+    }
+
+    @Test("PyTorch's batch_norm on bfloat16 and float16 tensors (BatchNorm1d, BatchNorm2d): outputs, gradients and running statistics agree")
+    func pytorchFixture() throws {
+        try pytorchBatch(BFloat16.self, dtype: "bfloat16")
+        try pytorchBatch(Float16.self, dtype: "float16")
+    }
+
     @Test("a constant channel gives beta rounded, exactly; Float16 inputs near 6e4 keep finite statistics")
     func edges() throws {
         var layer = try SpatialBatchNorm<Float>(channelCount: 3)
