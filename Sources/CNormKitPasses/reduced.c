@@ -239,3 +239,111 @@ NORMKIT_CLONES void normkit_scale_shift_bf16(const float *c, uint16_t *y, long n
         out[j] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
     }
 }
+
+// BatchNorm's column passes read and written in 16 bits: the Float
+// expressions of normkit_normalize_columns_f and normkit_combine_columns_f on
+// the widened values, in the same order (no contraction), each result rounded
+// once to 16 bits as it is written. One pass over memory where widening into
+// Float scratch, the Float pass and narrowing would make three.
+static inline float normkit_bf16_to_float(uint16_t h) {
+    return normkit_from_bits((uint32_t)h << 16);
+}
+
+#if defined(NORMKIT_F16C)
+__attribute__((target("avx,f16c")))
+static inline __m256 normkit_load_f16x8(const uint16_t *h) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+// The vector loop of `EXPR` (an __m256 of lanes j..j+7) into y, streamed where
+// `streaming` and y is 2-byte aligned; `SCALAR` (a float of element j) for the
+// head and tail.
+#define NORMKIT_F16_WRITE(y, n, streaming, EXPR, SCALAR)                                 \
+    long j = 0;                                                                       \
+    if ((streaming) && ((unsigned long)(y) & 1) == 0) {                               \
+        long head = (long)((16 - ((unsigned long)(y) & 15)) & 15) / 2;                \
+        if (head > (n)) head = (n);                                                   \
+        for (; j < head; j++) (y)[j] = normkit_float_to_f16(SCALAR);                  \
+        for (; j + 8 <= (n); j += 8)                                                  \
+            _mm_stream_si128((__m128i *)((y) + j),                                    \
+                             _mm256_cvtps_ph(EXPR, _MM_FROUND_TO_NEAREST_INT));       \
+    }                                                                                 \
+    for (; j + 8 <= (n); j += 8)                                                      \
+        _mm_storeu_si128((__m128i *)((y) + j),                                        \
+                         _mm256_cvtps_ph(EXPR, _MM_FROUND_TO_NEAREST_INT));           \
+    for (; j < (n); j++) (y)[j] = normkit_float_to_f16(SCALAR);
+
+__attribute__((target("avx,f16c")))
+static void normkit_normalize_columns_f16_f16c(const uint16_t *x, uint16_t *y, long n,
+                                               const float *mean, const float *scale,
+                                               const float *shift, int streaming) {
+    NORMKIT_F16_WRITE(y, n, streaming,
+        _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(normkit_load_f16x8(x + j),
+                                                  _mm256_loadu_ps(mean + j)),
+                                    _mm256_loadu_ps(scale + j)),
+                      _mm256_loadu_ps(shift + j)),
+        (normkit_f16_to_float(x[j]) - mean[j]) * scale[j] + shift[j])
+}
+
+__attribute__((target("avx,f16c")))
+static void normkit_combine_columns_f16_f16c(const uint16_t *dy, const uint16_t *x, uint16_t *dx,
+                                             long n, const float *mean, const float *a,
+                                             const float *b, const float *c, int streaming) {
+    NORMKIT_F16_WRITE(dx, n, streaming,
+        _mm256_add_ps(
+            _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a + j), normkit_load_f16x8(dy + j)),
+                          _mm256_mul_ps(_mm256_loadu_ps(b + j),
+                                        _mm256_sub_ps(normkit_load_f16x8(x + j),
+                                                      _mm256_loadu_ps(mean + j)))),
+            _mm256_loadu_ps(c + j)),
+        a[j] * normkit_f16_to_float(dy[j]) + b[j] * (normkit_f16_to_float(x[j]) - mean[j]) + c[j])
+}
+#endif
+
+void normkit_normalize_columns_f16(const uint16_t *x, uint16_t *y, long n, const float *mean,
+                                   const float *scale, const float *shift, int streaming) {
+#if defined(NORMKIT_F16C)
+    if (normkit_f16c()) {
+        normkit_normalize_columns_f16_f16c(x, y, n, mean, scale, shift, streaming);
+        return;
+    }
+#endif
+    (void)streaming;
+    for (long j = 0; j < n; j++)
+        y[j] = normkit_float_to_f16((normkit_f16_to_float(x[j]) - mean[j]) * scale[j] + shift[j]);
+}
+
+void normkit_combine_columns_f16(const uint16_t *dy, const uint16_t *x, uint16_t *dx, long n,
+                                 const float *mean, const float *a, const float *b,
+                                 const float *c, int streaming) {
+#if defined(NORMKIT_F16C)
+    if (normkit_f16c()) {
+        normkit_combine_columns_f16_f16c(dy, x, dx, n, mean, a, b, c, streaming);
+        return;
+    }
+#endif
+    (void)streaming;
+    for (long j = 0; j < n; j++)
+        dx[j] = normkit_float_to_f16(a[j] * normkit_f16_to_float(dy[j])
+                                     + b[j] * (normkit_f16_to_float(x[j]) - mean[j]) + c[j]);
+}
+
+NORMKIT_CLONES void normkit_normalize_columns_bf16(const uint16_t *x, uint16_t *y, long n,
+                                                   const float *mean, const float *scale,
+                                                   const float *shift, int streaming) {
+    (void)streaming;  // x may be y: no restrict
+    for (long j = 0; j < n; j++)
+        y[j] = normkit_float_to_bf16((normkit_bf16_to_float(x[j]) - mean[j]) * scale[j] + shift[j]);
+}
+
+NORMKIT_CLONES void normkit_combine_columns_bf16(const uint16_t *dy, const uint16_t *x,
+                                                 uint16_t *dx, long n, const float *mean,
+                                                 const float *a, const float *b, const float *c,
+                                                 int streaming) {
+    const uint16_t *restrict gg = dy, *restrict xx = x;
+    uint16_t *restrict out = dx;
+    (void)streaming;
+    for (long j = 0; j < n; j++)
+        out[j] = normkit_float_to_bf16(a[j] * normkit_bf16_to_float(gg[j])
+                                       + b[j] * (normkit_bf16_to_float(xx[j]) - mean[j]) + c[j]);
+}

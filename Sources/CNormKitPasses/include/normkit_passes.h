@@ -124,6 +124,19 @@ void normkit_scale_shift_f16(const float *c, uint16_t *y, long n, float s, const
                              const float *b, int streaming);
 void normkit_scale_shift_bf16(const float *c, uint16_t *y, long n, float s, const float *g,
                               const float *b, int streaming);
+/* BatchNorm's column passes over 16-bit rows of n features: the Float
+   expressions of normkit_normalize_columns_f and normkit_combine_columns_f on
+   the widened values, each result rounded once to 16 bits. x may be y. */
+void normkit_normalize_columns_f16(const uint16_t *x, uint16_t *y, long n, const float *mean,
+                                   const float *scale, const float *shift, int streaming);
+void normkit_normalize_columns_bf16(const uint16_t *x, uint16_t *y, long n, const float *mean,
+                                    const float *scale, const float *shift, int streaming);
+void normkit_combine_columns_f16(const uint16_t *dy, const uint16_t *x, uint16_t *dx, long n,
+                                 const float *mean, const float *a, const float *b,
+                                 const float *c, int streaming);
+void normkit_combine_columns_bf16(const uint16_t *dy, const uint16_t *x, uint16_t *dx, long n,
+                                  const float *mean, const float *a, const float *b,
+                                  const float *c, int streaming);
 void normkit_widen_f16_baseline(const uint16_t *h, float *f, long n);
 void normkit_narrow_f16_baseline(const float *f, uint16_t *h, long n);
 void normkit_narrow_bf16_baseline(const float *f, uint16_t *h, long n);

@@ -120,6 +120,41 @@ enum StoragePrecision: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// BatchNorm's normalize pass over one row of `count` 16-bit values,
+    /// `y = (x - mean) · scale + shift` per column, computed in `Float` as the
+    /// `Float` pass does and rounded once to 16 bits, with streaming stores
+    /// when `streaming`. `x` may be `y`.
+    @usableFromInline
+    func normalizeColumns(count: Int, x: UnsafeRawPointer, mean: UnsafePointer<Float>,
+                          scale: UnsafePointer<Float>, shift: UnsafePointer<Float>,
+                          into y: UnsafeMutableRawPointer, streaming: Bool) {
+        let h = x.assumingMemoryBound(to: UInt16.self), out = y.assumingMemoryBound(to: UInt16.self)
+        switch self {
+        case .float16:
+            normkit_normalize_columns_f16(h, out, count, mean, scale, shift, streaming ? 1 : 0)
+        case .bfloat16:
+            normkit_normalize_columns_bf16(h, out, count, mean, scale, shift, streaming ? 1 : 0)
+        case .float: preconditionFailure("a Float output has nothing to narrow")
+        }
+    }
+
+    /// BatchNorm's input-gradient pass over one row of `count` 16-bit values,
+    /// `dx = a · dy + b · (x - mean) + c` per column, computed in `Float` as
+    /// the `Float` pass does and rounded once to 16 bits.
+    @usableFromInline
+    func combineColumns(count: Int, dy: UnsafeRawPointer, x: UnsafeRawPointer,
+                        mean: UnsafePointer<Float>, a: UnsafePointer<Float>,
+                        b: UnsafePointer<Float>, c: UnsafePointer<Float>,
+                        into dx: UnsafeMutableRawPointer, streaming: Bool) {
+        let g = dy.assumingMemoryBound(to: UInt16.self), h = x.assumingMemoryBound(to: UInt16.self)
+        let out = dx.assumingMemoryBound(to: UInt16.self)
+        switch self {
+        case .float16: normkit_combine_columns_f16(g, h, out, count, mean, a, b, c, streaming ? 1 : 0)
+        case .bfloat16: normkit_combine_columns_bf16(g, h, out, count, mean, a, b, c, streaming ? 1 : 0)
+        case .float: preconditionFailure("a Float output has nothing to narrow")
+        }
+    }
+
     /// `y = c · scale · gamma + beta` over one row (the `Float` pass's
     /// expression), each value rounded once to 16 bits at `y`, with streaming
     /// stores when `streaming`.

@@ -144,6 +144,25 @@ extension BatchStatistics {
         vectors: UnsafePointer<Scalar>, stride: Int, copying: Bool, streaming: Bool,
         epilogue: Epilogue<Scalar>, units: UnsafeMutablePointer<Scalar>
     ) {
+        if g.inner == 1 && epilogue.isIdentity {
+            // Rows of channels: one C pass reads each 16-bit row and writes
+            // it normalized, rounded (and copies it to the cache, from L1).
+            let f = { (p: UnsafePointer<Scalar>) in
+                UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
+            }
+            for i in rows {
+                let offset = i * g.channels
+                r.precision.normalizeColumns(
+                    count: g.channels, x: r.x + 2 * offset, mean: f(vectors),
+                    scale: f(vectors + stride), shift: f(vectors + 2 * stride),
+                    into: r.y + 2 * offset, streaming: streaming)
+                if copying, let copy = r.copy {
+                    (copy + 2 * offset).copyMemory(from: r.x + 2 * offset, byteCount: 2 * g.channels)
+                }
+            }
+            StreamingStores.fence(streaming)
+            return
+        }
         let unitLines = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
         let xf = units, yf = units + unitLines
         g.forEachUnit(rows: rows, block: block) { offset, unit, c0, _ in
@@ -199,6 +218,22 @@ extension BatchStatistics {
         coefficients: UnsafePointer<Scalar>, stride: Int, streaming: Bool,
         units: UnsafeMutablePointer<Scalar>
     ) {
+        if g.inner == 1 && mask == nil {
+            // Rows of channels: one C pass reads each 16-bit row of `dy` and
+            // `x` and writes `dx` rounded.
+            let f = { (p: UnsafePointer<Scalar>) in
+                UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
+            }
+            for i in rows {
+                let offset = i * g.channels
+                r.precision.combineColumns(
+                    count: g.channels, dy: r.dy! + 2 * offset, x: r.x + 2 * offset, mean: f(mean),
+                    a: f(coefficients), b: f(coefficients + stride), c: f(coefficients + 2 * stride),
+                    into: r.y + 2 * offset, streaming: streaming)
+            }
+            StreamingStores.fence(streaming)
+            return
+        }
         let unitLines = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
         let dyf = units, xf = units + unitLines, dxf = units + 2 * unitLines
         g.forEachUnit(rows: rows, block: block) { offset, unit, c0, _ in
