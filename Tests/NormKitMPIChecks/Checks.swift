@@ -124,6 +124,8 @@ struct Checker {
                 // orders of summation differ by more than 1e-5 there.
                 agreement(Double.self, family: family, split: split, shift: 10000.1, tolerance: 1e-12)
                 agreement(Float.self, family: family, split: split, shift: 100.1, tolerance: 1e-5)
+                reducedAgreement(BFloat16.self, family: family, split: split)
+                reducedAgreement(Float16.self, family: family, split: split)
             }
         }
         badInput(Double.self)

@@ -309,6 +309,55 @@ struct ReducedBatchTests {
         try pytorchBatch(Float16.self, dtype: "float16")
     }
 
+    @Test("SyncBatchNorm and SyncSpatialBatchNorm over SingleProcess give the 16-bit single-process bits; an empty shard")
+    func synchronized() throws {
+        let x: [BFloat16] = reducedInput(6 * 4 * 15, scale: 2, shift: 10000.1, seed: 41)
+        let dy: [BFloat16] = reducedInput(6 * 4 * 15, scale: 1, shift: 0, seed: 42)
+        func both<L: ReducedPrecisionLayer>(_ layer: L, shape: [Int]) throws -> [UInt16] {
+            var layer = layer
+            var y = x, dx = x, out: [UInt16] = []
+            var dgamma = [Float](repeating: 0, count: layer.gamma.count), dbeta = dgamma
+            var cache = NormCache<Float>(), workspace = Workspace<Float>()
+            for _ in 0..<2 {
+                try reducedForward(&layer, x, shape: shape, &y, &cache, &workspace)
+                try reducedBackward(layer, dy, cache, &dx, &dgamma, &dbeta, &workspace)
+                out += y.map(\.bitPattern) + dx.map(\.bitPattern)
+                    + (dgamma + dbeta).map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) }
+            }
+            return out
+        }
+        let bn = try BatchNorm<Float>(featureCount: 60, activation: .relu)
+        #expect(try both(SyncBatchNorm(bn, communicator: SingleProcess()), shape: [6, 60])
+                == both(bn, shape: [6, 60]))
+        for layout in [ChannelLayout.nchw, .nhwc] {
+            let sbn = try SpatialBatchNorm<Float>(channelCount: 4, layout: layout)
+            let shape = layout == .nchw ? [6, 4, 3, 5] : [6, 3, 5, 4]
+            #expect(try both(SyncSpatialBatchNorm(sbn, communicator: SingleProcess()), shape: shape)
+                    == both(sbn, shape: shape), "\(layout)")
+        }
+        // An empty shard: inference gives an empty output; training needs
+        // two values in the batch; the running statistics stay.
+        var sync = try SyncBatchNorm<Float>(featureCount: 3, communicator: SingleProcess())
+        let before = sync.runningMean + sync.runningVariance
+        var cache = NormCache<Float>(), workspace = Workspace<Float>()
+        var empty: [Float16] = []
+        try [Float16]().withUnsafeBufferPointer { xb in
+            try empty.withUnsafeMutableBufferPointer { yb in
+                try sync.forward(xb, shape: [0, 3], mode: .inference, into: yb, cache: &cache,
+                                 workspace: &workspace)
+            }
+        }
+        #expect(throws: NormError.insufficientValues(valuesPerStatistic: 0)) {
+            try [Float16]().withUnsafeBufferPointer { xb in
+                try empty.withUnsafeMutableBufferPointer { yb in
+                    try sync.forward(xb, shape: [0, 3], mode: .training, into: yb, cache: &cache,
+                                     workspace: &workspace)
+                }
+            }
+        }
+        #expect(sync.runningMean + sync.runningVariance == before)
+    }
+
     @Test("a constant channel gives beta rounded, exactly; Float16 inputs near 6e4 keep finite statistics")
     func edges() throws {
         var layer = try SpatialBatchNorm<Float>(channelCount: 3)

@@ -170,3 +170,187 @@ extension SpatialBatchNorm: ReducedPrecisionLayer where Scalar == Float {
             backend: backend, workspace: &workspace)
     }
 }
+
+extension SyncBatchNorm: ReducedPrecisionLayer where Scalar == Float {
+    /// Normalizes this rank's `(N, D)` rows stored in 16 bits (`N` may be 0)
+    /// with the whole batch's `Float` statistics, into `output` of the same
+    /// type: ``BatchNorm``'s 16-bit forward, with the moments exchanged as in
+    /// `Float` (the message is `Float`, so ranks may even store their shards
+    /// at different precisions).
+    /// - Throws: as the `Float` entry point, and
+    ///   ``NormError/unsupportedParameter(name:expected:)`` for a storage
+    ///   type other than `Float16` and ``BFloat16``. Every rank throws when
+    ///   one does; the running statistics stay unchanged.
+    /// - Complexity: O(N·D) here, plus one all-gather of `11 + 2·D` scalars
+    ///   per rank in training.
+    @inlinable
+    public mutating func forward<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Storage>,
+        cache: inout NormCache<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let d = batchNorm.featureCount
+        let prepared: Result<ChannelGeometry, NormError>
+        do throws(NormError) {
+            try batchNorm.validateParameters()
+            prepared = .success(try BatchStatistics.prepareReduced(
+                input, shape: shape,
+                geometry: { shape, count throws(NormError) in
+                    ChannelGeometry(outer: try Validation.matrixRows(
+                                        shape: shape, count: count, columns: d, minimumRows: 0),
+                                    channels: d, inner: 1)
+                },
+                output: output, cache: &cache))
+        } catch {
+            prepared = .failure(error)
+        }
+        try RankStatistics.forward(
+            communicator: communicator, prepared: prepared, channels: d, mode: mode,
+            number: trainingCalls + 1, origin: cacheOrigin, gamma: batchNorm.gamma,
+            beta: batchNorm.beta, runningMean: &batchNorm.runningMean,
+            runningVariance: &batchNorm.runningVariance, epsilon: batchNorm.epsilon,
+            momentum: batchNorm.momentum, estimator: batchNorm.varianceEstimator,
+            backend: batchNorm.backend, output: UnsafeMutableBufferPointer(start: nil, count: 0),
+            residual: nil, activation: batchNorm.activation, cache: &cache, workspace: &workspace,
+            reduced: ReducedStreams(input, output))
+        if mode == .training { trainingCalls += 1 }
+    }
+
+    /// ``batchNorm``'s 16-bit inference, keeping nothing and communicating
+    /// nothing.
+    /// - Throws: as that method.
+    /// - Complexity: O(count of `input`), no collective.
+    @inlinable
+    public func infer<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try batchNorm.infer(input, shape: shape, into: output, workspace: &workspace)
+    }
+
+    /// The closed-form backward of this rank's 16-bit rows: the `Float` sums
+    /// added over the ranks (one all-gather, as in `Float`), `dx` rounded
+    /// once to `Storage`; `gammaGradient` and `betaGradient` this rank's share.
+    /// - Throws: as ``BatchNorm``'s 16-bit backward;
+    ///   ``NormError/rankFailed(rank:)``; the communicator's errors. Every
+    ///   rank throws when one does.
+    /// - Complexity: O(N·D) here, plus one all-gather of `11 + 2·D` scalars
+    ///   per rank after a training forward.
+    @inlinable
+    public func backward<Storage: ReducedPrecision>(
+        _ outputGradient: UnsafeBufferPointer<Storage>, cache: NormCache<Float>,
+        inputGradient: UnsafeMutableBufferPointer<Storage>,
+        gammaGradient: UnsafeMutableBufferPointer<Float>,
+        betaGradient: UnsafeMutableBufferPointer<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let d = batchNorm.featureCount
+        let checked: Result<ChannelGeometry, NormError>
+        do throws(NormError) {
+            checked = .success(try BatchStatistics.checkReducedBackward(
+                outputGradient, cache: cache, inputGradient: inputGradient,
+                gammaGradient: gammaGradient, betaGradient: betaGradient, channels: d,
+                origin: cacheOrigin,
+                geometry: { shape, count throws(NormError) in
+                    ChannelGeometry(outer: try Validation.matrixRows(
+                                        shape: shape, count: count, columns: d, minimumRows: 0),
+                                    channels: d, inner: 1)
+                }))
+        } catch {
+            checked = .failure(error)
+        }
+        let number = RankStatistics.number(of: cache, origin: cacheOrigin, last: trainingCalls)
+        try RankStatistics.reducedBackward(
+            communicator: communicator, checked: checked, channels: d, number: number,
+            origin: cacheOrigin, outputGradient, inputGradient, gammaGradient: gammaGradient,
+            betaGradient: betaGradient, cache: cache, backend: batchNorm.backend,
+            workspace: &workspace)
+    }
+}
+
+extension SyncSpatialBatchNorm: ReducedPrecisionLayer where Scalar == Float {
+    /// Normalizes this rank's images stored in 16 bits (`N` may be 0) with
+    /// the whole batch's `Float` statistics per channel: ``SpatialBatchNorm``'s
+    /// 16-bit forward, with the moments exchanged as in `Float`.
+    /// - Throws: as the `Float` entry point, and
+    ///   ``NormError/unsupportedParameter(name:expected:)``. Every rank throws
+    ///   when one does.
+    /// - Complexity: O(N·C·H·W) here, plus one all-gather of `11 + 2·C`
+    ///   scalars per rank in training.
+    @inlinable
+    public mutating func forward<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Storage>,
+        cache: inout NormCache<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let c = spatialBatchNorm.channelCount, layer = spatialBatchNorm
+        let prepared: Result<ChannelGeometry, NormError>
+        do throws(NormError) {
+            try spatialBatchNorm.validateParameters()
+            prepared = .success(try BatchStatistics.prepareReduced(
+                input, shape: shape,
+                geometry: { shape, count throws(NormError) in
+                    try layer.geometry(shape: shape, count: count, minimumBatch: 0)
+                },
+                output: output, cache: &cache))
+        } catch {
+            prepared = .failure(error)
+        }
+        try RankStatistics.forward(
+            communicator: communicator, prepared: prepared, channels: c, mode: mode,
+            number: trainingCalls + 1, origin: cacheOrigin, gamma: spatialBatchNorm.gamma,
+            beta: spatialBatchNorm.beta, runningMean: &spatialBatchNorm.runningMean,
+            runningVariance: &spatialBatchNorm.runningVariance, epsilon: spatialBatchNorm.epsilon,
+            momentum: spatialBatchNorm.momentum, estimator: spatialBatchNorm.varianceEstimator,
+            backend: spatialBatchNorm.backend,
+            output: UnsafeMutableBufferPointer(start: nil, count: 0), residual: nil,
+            activation: spatialBatchNorm.activation, cache: &cache, workspace: &workspace,
+            reduced: ReducedStreams(input, output))
+        if mode == .training { trainingCalls += 1 }
+    }
+
+    /// ``spatialBatchNorm``'s 16-bit inference, keeping nothing and
+    /// communicating nothing.
+    /// - Throws: as that method.
+    /// - Complexity: O(count of `input`), no collective.
+    @inlinable
+    public func infer<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try spatialBatchNorm.infer(input, shape: shape, into: output, workspace: &workspace)
+    }
+
+    /// The closed-form backward of this rank's 16-bit images: per-channel
+    /// `Float` sums added over the ranks, `dx` rounded once to `Storage`.
+    /// - Throws: as ``SpatialBatchNorm``'s 16-bit backward;
+    ///   ``NormError/rankFailed(rank:)``; the communicator's errors.
+    /// - Complexity: O(N·C·H·W) here, plus one all-gather of `11 + 2·C`
+    ///   scalars per rank after a training forward.
+    @inlinable
+    public func backward<Storage: ReducedPrecision>(
+        _ outputGradient: UnsafeBufferPointer<Storage>, cache: NormCache<Float>,
+        inputGradient: UnsafeMutableBufferPointer<Storage>,
+        gammaGradient: UnsafeMutableBufferPointer<Float>,
+        betaGradient: UnsafeMutableBufferPointer<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let c = spatialBatchNorm.channelCount, layer = spatialBatchNorm
+        let checked: Result<ChannelGeometry, NormError>
+        do throws(NormError) {
+            checked = .success(try BatchStatistics.checkReducedBackward(
+                outputGradient, cache: cache, inputGradient: inputGradient,
+                gammaGradient: gammaGradient, betaGradient: betaGradient, channels: c,
+                origin: cacheOrigin,
+                geometry: { shape, count throws(NormError) in
+                    try layer.geometry(shape: shape, count: count, minimumBatch: 0)
+                }))
+        } catch {
+            checked = .failure(error)
+        }
+        let number = RankStatistics.number(of: cache, origin: cacheOrigin, last: trainingCalls)
+        try RankStatistics.reducedBackward(
+            communicator: communicator, checked: checked, channels: c, number: number,
+            origin: cacheOrigin, outputGradient, inputGradient, gammaGradient: gammaGradient,
+            betaGradient: betaGradient, cache: cache, backend: spatialBatchNorm.backend,
+            workspace: &workspace)
+    }
+}

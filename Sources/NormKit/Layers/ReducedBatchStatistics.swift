@@ -249,7 +249,65 @@ extension BatchStatistics {
     }
 }
 
+extension ReducedStreams {
+    /// The streams of a 16-bit forward from `input` into `output`, or `nil`
+    /// for a storage type other than `Float16` and ``BFloat16`` (which the
+    /// forward's validation refuses). An empty shard's buffers may have no
+    /// address: none of its units is read, so a placeholder stands in.
+    @inlinable
+    init?<Storage: ReducedPrecision>(_ input: UnsafeBufferPointer<Storage>,
+                                      _ output: UnsafeMutableBufferPointer<Storage>) {
+        guard let precision = try? StoragePrecision(Storage.self) else { return nil }
+        let none = UnsafeMutableRawPointer(bitPattern: 64)!
+        self.init(precision: precision, x: UnsafeRawPointer(input.baseAddress) ?? UnsafeRawPointer(none),
+                  y: UnsafeMutableRawPointer(output.baseAddress) ?? none)
+    }
+}
+
 extension BatchStatistics {
+    /// Validates a 16-bit forward's buffers and sizes the cache for its
+    /// input: the geometry of `shape`.
+    /// - Throws: ``NormError/unsupportedParameter(name:expected:)`` for a
+    ///   storage type other than `Float16` and ``BFloat16``; the buffer and
+    ///   shape errors.
+    @inlinable
+    static func prepareReduced<Storage: ReducedPrecision>(
+        _ x: UnsafeBufferPointer<Storage>, shape: [Int],
+        geometry: (_ shape: [Int], _ count: Int) throws(NormError) -> ChannelGeometry,
+        output: UnsafeMutableBufferPointer<Storage>, cache: inout NormCache<Float>
+    ) throws(NormError) -> ChannelGeometry {
+        let precision = try StoragePrecision(Storage.self)
+        try cache.adoptReduced(x, shape: shape, precision: precision)
+        try Validation.buffer("output", output.count, expected: x.count)
+        return try geometry(shape, x.count)
+    }
+
+    /// Validates a 16-bit backward's buffers against `cache`: the geometry of
+    /// the cached input.
+    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer or filled at another precision,
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``,
+    ///   ``NormError/unsupportedParameter(name:expected:)``.
+    @inlinable
+    static func checkReducedBackward<Storage: ReducedPrecision>(
+        _ dy: UnsafeBufferPointer<Storage>, cache: NormCache<Float>,
+        inputGradient dx: UnsafeMutableBufferPointer<Storage>,
+        gammaGradient dgamma: UnsafeMutableBufferPointer<Float>,
+        betaGradient dbeta: UnsafeMutableBufferPointer<Float>, channels: Int, origin: CacheOrigin,
+        geometry: (_ shape: [Int], _ count: Int) throws(NormError) -> ChannelGeometry
+    ) throws(NormError) -> ChannelGeometry {
+        let precision = try StoragePrecision(Storage.self)
+        try Validation.origin(cache, expected: origin, precision: precision)
+        try Validation.cache(cache, parameters: channels, statistics: channels)
+        let count = cache.reducedInput.count
+        let g = try geometry(cache.reducedShape, count)
+        try Validation.buffer("outputGradient", dy.count, expected: count)
+        try Validation.buffer("inputGradient", dx.count, expected: count)
+        try Validation.buffer("gammaGradient", dgamma.count, expected: channels)
+        try Validation.buffer("betaGradient", dbeta.count, expected: channels)
+        return g
+    }
+
     /// The 16-bit forward of a layer with batch statistics: validation, the
     /// cache sized for the 16-bit input, then the driver's forward with
     /// ``ReducedStreams``.
@@ -266,19 +324,14 @@ extension BatchStatistics {
         activation: FusedActivation, output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        let precision = try StoragePrecision(Storage.self)
-        try cache.adoptReduced(x, shape: shape, precision: precision)
-        try Validation.buffer("output", output.count, expected: x.count)
-        let g = try geometry(shape, x.count)
+        let g = try prepareReduced(x, shape: shape, geometry: geometry, output: output, cache: &cache)
         if mode == .training { try Validation.valuesPerStatistic(g.valuesPerStatistic) }
         try forward(
             exchange: LocalStatistics(), geometry: g, mode: mode, origin: origin, gamma: gamma,
             beta: beta, runningMean: &runningMean, runningVariance: &runningVariance,
             epsilon: epsilon, momentum: momentum, estimator: estimator, backend: backend,
             output: UnsafeMutableBufferPointer(start: nil, count: 0), activation: activation,
-            cache: &cache, workspace: &workspace,
-            reduced: ReducedStreams(precision: precision, x: UnsafeRawPointer(x.baseAddress!),
-                                    y: UnsafeMutableRawPointer(output.baseAddress!)))
+            cache: &cache, workspace: &workspace, reduced: ReducedStreams(x, output))
     }
 
     /// The 16-bit inference that keeps nothing: the 16-bit inference
@@ -311,10 +364,7 @@ extension BatchStatistics {
     /// The 16-bit closed-form backward: `dy` and the cached 16-bit input
     /// widened unit by unit, the `Float` sums and coefficients, `dx` narrowed;
     /// through the ReLU's mask after a ReLU forward.
-    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
-    ///   from another layer or filled at another precision,
-    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``,
-    ///   ``NormError/unsupportedParameter(name:expected:)``.
+    /// - Throws: as ``checkReducedBackward(_:cache:inputGradient:gammaGradient:betaGradient:channels:origin:geometry:)``.
     @inlinable
     static func backward<Storage: ReducedPrecision>(
         _ dy: UnsafeBufferPointer<Storage>, cache: NormCache<Float>,
@@ -325,28 +375,68 @@ extension BatchStatistics {
         geometry: (_ shape: [Int], _ count: Int) throws(NormError) -> ChannelGeometry,
         backend: Backend, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        let precision = try StoragePrecision(Storage.self)
-        try Validation.origin(cache, expected: origin, precision: precision)
-        try Validation.cache(cache, parameters: channels, statistics: channels)
-        let count = cache.reducedInput.count
-        let g = try geometry(cache.reducedShape, count)
-        try Validation.buffer("outputGradient", dy.count, expected: count)
-        try Validation.buffer("inputGradient", dx.count, expected: count)
-        try Validation.buffer("gammaGradient", dgamma.count, expected: channels)
-        try Validation.buffer("betaGradient", dbeta.count, expected: channels)
-        cache.storedMask.withUnsafeBufferPointer { mask in
-            cache.reducedInput.withUnsafeBytes { x in
-                _ = backward(
+        let g = try checkReducedBackward(dy, cache: cache, inputGradient: dx, gammaGradient: dgamma,
+                                         betaGradient: dbeta, channels: channels, origin: origin,
+                                         geometry: geometry)
+        cache.withReducedBackward(dy, dx, dgamma: dgamma, dbeta: dbeta) { buffers, mask, reduced in
+            _ = backward(buffers, mask: mask, cache: cache, geometry: g, backend: backend,
+                         graph: false, exchange: LocalStatistics(), workspace: &workspace,
+                         reduced: reduced)
+        }
+    }
+}
+
+extension NormCache where Scalar == Float {
+    /// Calls `body` with the buffers, the ReLU's mask (after a ReLU forward)
+    /// and the streams of a 16-bit backward through this cache: `dy` and `dx`
+    /// the caller's, `x` the cache's 16-bit input.
+    @inlinable
+    func withReducedBackward<Storage: ReducedPrecision, R>(
+        _ dy: UnsafeBufferPointer<Storage>, _ dx: UnsafeMutableBufferPointer<Storage>,
+        dgamma: UnsafeMutableBufferPointer<Float>, dbeta: UnsafeMutableBufferPointer<Float>,
+        _ body: (GradientBuffers<Float>, UnsafePointer<UInt8>?, ReducedStreams) -> R
+    ) -> R {
+        storedMask.withUnsafeBufferPointer { mask in
+            reducedInput.withUnsafeBytes { x in
+                // An empty shard's buffers may have no address: nothing reads them.
+                let none = UnsafeMutableRawPointer(bitPattern: 64)!
+                return body(
                     GradientBuffers(dy: UnsafeBufferPointer(start: nil, count: 0),
                                     dx: UnsafeMutableBufferPointer(start: nil, count: 0),
                                     dgamma: dgamma, dbeta: dbeta),
-                    mask: cache.activation == .relu ? mask.baseAddress : nil, cache: cache,
-                    geometry: g, backend: backend, graph: false, exchange: LocalStatistics(),
-                    workspace: &workspace,
-                    reduced: ReducedStreams(precision: precision, x: x.baseAddress!,
-                                            y: UnsafeMutableRawPointer(dx.baseAddress!),
-                                            dy: UnsafeRawPointer(dy.baseAddress!)))
+                    activation == .relu ? mask.baseAddress : nil,
+                    ReducedStreams(precision: precision, x: x.baseAddress ?? UnsafeRawPointer(none),
+                                   y: UnsafeMutableRawPointer(dx.baseAddress) ?? none,
+                                   dy: UnsafeRawPointer(dy.baseAddress) ?? UnsafeRawPointer(none)))
             }
         }
+    }
+}
+
+extension RankStatistics {
+    /// The synchronized layers' 16-bit backward over this rank's `checked`
+    /// shard: ``backward(communicator:checked:channels:number:origin:_:mask:cache:backend:workspace:reduced:)``
+    /// with the cache's 16-bit streams (and its ReLU mask).
+    /// - Throws: as that method.
+    @inlinable
+    static func reducedBackward<Storage: ReducedPrecision>(
+        communicator: any Communicator, checked: Result<ChannelGeometry, NormError>,
+        channels: Int, number: Int, origin: CacheOrigin, _ dy: UnsafeBufferPointer<Storage>,
+        _ dx: UnsafeMutableBufferPointer<Storage>,
+        gammaGradient: UnsafeMutableBufferPointer<Float>,
+        betaGradient: UnsafeMutableBufferPointer<Float>, cache: NormCache<Float>,
+        backend: Backend, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let failure: NormError? = cache.withReducedBackward(
+            dy, dx, dgamma: gammaGradient, dbeta: betaGradient
+        ) { buffers, mask, reduced in
+            do throws(NormError) {
+                try backward(communicator: communicator, checked: checked, channels: channels,
+                             number: number, origin: origin, buffers, mask: mask, cache: cache,
+                             backend: backend, workspace: &workspace, reduced: reduced)
+                return nil
+            } catch { return error }
+        }
+        if let failure { throw failure }
     }
 }

@@ -226,7 +226,7 @@ extension RankStatistics {
         epsilon: Scalar, momentum: Scalar, estimator: VarianceEstimator, backend: Backend,
         output: UnsafeMutableBufferPointer<Scalar>, residual: UnsafePointer<Scalar>?,
         activation: FusedActivation, cache: inout NormCache<Scalar>,
-        workspace: inout Workspace<Scalar>
+        workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil
     ) throws(NormError) {
         let exchange: RankStatistics? = mode == .training
             ? RankStatistics(communicator: communicator, call: .forward, number: number)
@@ -245,14 +245,15 @@ extension RankStatistics {
                     exchange: exchange, geometry: g, mode: mode, origin: origin, gamma: gamma, beta: beta,
                     runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
                     momentum: momentum, estimator: estimator, backend: backend, output: output,
-                    residual: residual, activation: activation, cache: &cache, workspace: &workspace)
+                    residual: residual, activation: activation, cache: &cache, workspace: &workspace,
+                    reduced: reduced)
             } else {
                 try BatchStatistics.forward(
                     exchange: LocalStatistics(), geometry: g, mode: mode, origin: origin, gamma: gamma,
                     beta: beta, runningMean: &runningMean, runningVariance: &runningVariance,
                     epsilon: epsilon, momentum: momentum, estimator: estimator, backend: backend,
                     output: output, residual: residual, activation: activation, cache: &cache,
-                    workspace: &workspace)
+                    workspace: &workspace, reduced: reduced)
             }
         } catch {
             cache.invalidate()
@@ -310,21 +311,22 @@ extension RankStatistics {
         communicator: any Communicator, checked: Result<ChannelGeometry, NormError>,
         channels: Int, number: Int, origin: CacheOrigin, _ buffers: GradientBuffers<Scalar>,
         mask: UnsafePointer<UInt8>? = nil,
-        cache: NormCache<Scalar>, backend: Backend, workspace: inout Workspace<Scalar>
+        cache: NormCache<Scalar>, backend: Backend, workspace: inout Workspace<Scalar>,
+        reduced: ReducedStreams? = nil
     ) throws(NormError) {
         let failure: NormError?
         if cache.origin == origin, cache.mode == .inference {
             failure = BatchStatistics.backward(buffers, mask: mask, cache: cache,
                                                geometry: try checked.get(),
                                                backend: backend, graph: false, exchange: LocalStatistics(),
-                                               workspace: &workspace)
+                                               workspace: &workspace, reduced: reduced)
         } else {
             let exchange = RankStatistics(communicator: communicator, call: .backward, number: number)
             switch checked {
             case let .success(g):
                 failure = BatchStatistics.backward(buffers, mask: mask, cache: cache, geometry: g,
                                                    backend: backend, graph: false, exchange: exchange,
-                                                   workspace: &workspace)
+                                                   workspace: &workspace, reduced: reduced)
             case let .failure(error):
                 failure = exchange.refusing(error, channels: channels, of: Scalar.self)
             }
