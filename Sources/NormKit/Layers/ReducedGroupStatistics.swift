@@ -1,0 +1,242 @@
+/// ``GroupStatistics`` (``GroupNorm``, ``InstanceNorm``) over 16-bit storage
+/// (``ReducedPrecision``): each worker widens one sample at a time into
+/// `Float` scratch (copying it to the cache in the same pass), runs the
+/// `Float` kernels of ``GroupNormKernels`` on that sample, and narrows its
+/// output into the caller's 16-bit buffer. A sample's statistics are its own,
+/// so the forward gives the `Float` kernels' arithmetic on the widened input;
+/// the backward adds each sample's parameter sums to its chunk's.
+extension GroupStatistics {
+    /// The geometry of an `(N, C, H, W)` shape of `count` values.
+    @inlinable
+    static func geometry(shape: [Int], count: Int, channels: Int, groups: Int)
+        throws(NormError) -> GroupNormKernels.Geometry {
+        let s = try Validation.imageShape(shape: shape, count: count, channels: channels,
+                                          channelAxis: 1, description: "(N, \(channels), H, W)")
+        return GroupNormKernels.Geometry(samples: s[0], channels: channels, groups: groups,
+                                         spatial: s[2] * s[3])
+    }
+
+    /// The 16-bit forward: as the `Float` one, the input copied into the cache
+    /// at 2 bytes an element by the pass that widens it.
+    /// - Throws: as the `Float` forward, and
+    ///   ``NormError/unsupportedParameter(name:expected:)`` for a storage type
+    ///   other than `Float16` and ``BFloat16``.
+    @inlinable
+    static func forward<Storage: ReducedPrecision>(
+        _ x: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode, channels: Int, groups: Int,
+        origin: CacheOrigin, gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
+        activation: FusedActivation, output: UnsafeMutableBufferPointer<Storage>,
+        cache: inout NormCache<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try Validation.epsilon(epsilon)
+        try Validation.count("gamma", gamma.count, expected: channels)
+        try Validation.count("beta", beta.count, expected: channels)
+        let precision = try StoragePrecision(Storage.self)
+        try cache.adoptReduced(x, shape: shape, precision: precision)
+        try Validation.buffer("output", output.count, expected: x.count)
+        let g = try geometry(shape: shape, count: x.count, channels: channels, groups: groups)
+        try Validation.valuesPerStatistic(g.rowLength)
+        cache.record(gamma: gamma, mode: mode, statisticCount: g.rows, origin: origin)
+        cache.prepareMask(activation: activation, count: x.count)
+        let streams = ReducedStreams(precision: precision, x: UnsafeRawPointer(x.baseAddress!),
+                                     y: UnsafeMutableRawPointer(output.baseAddress!))
+        let failure: Int? = cache.storedMean.withUnsafeMutableBufferPointer { mean in
+            cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
+            cache.storedMask.withUnsafeMutableBufferPointer { mask in
+            cache.reducedInput.withUnsafeMutableBytes { copy in
+                reducedPass(streams.copying(to: copy.baseAddress), geometry: g, gamma: gamma,
+                            beta: beta, epsilon: epsilon, backend: backend,
+                            statistics: (mean.baseAddress!, invstd.baseAddress!),
+                            epilogue: Epilogue(residual: nil, activation: activation,
+                                               mask: mask.baseAddress),
+                            workspace: &workspace)
+            }}}
+        }
+        if let index = failure {
+            cache.invalidate()
+            throw .nonFiniteStatistics(index: index)
+        }
+    }
+
+    /// The 16-bit inference that keeps nothing: the 16-bit forward's output
+    /// bit for bit. `output` may be `x`'s memory.
+    /// - Throws: as the 16-bit forward.
+    @inlinable
+    static func infer<Storage: ReducedPrecision>(
+        _ x: UnsafeBufferPointer<Storage>, shape: [Int], channels: Int, groups: Int,
+        gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
+        activation: FusedActivation, output: UnsafeMutableBufferPointer<Storage>,
+        workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try Validation.epsilon(epsilon)
+        try Validation.count("gamma", gamma.count, expected: channels)
+        try Validation.count("beta", beta.count, expected: channels)
+        let precision = try StoragePrecision(Storage.self)
+        let count = try Tensor<Float>.elementCount(of: shape)
+        try Validation.buffer("input", x.count, expected: count)
+        try Validation.buffer("output", output.count, expected: count)
+        let g = try geometry(shape: shape, count: count, channels: channels, groups: groups)
+        try Validation.valuesPerStatistic(g.rowLength)
+        let streams = ReducedStreams(precision: precision, x: UnsafeRawPointer(x.baseAddress!),
+                                     y: UnsafeMutableRawPointer(output.baseAddress!))
+        if let index = reducedPass(streams, geometry: g, gamma: gamma, beta: beta, epsilon: epsilon,
+                                   backend: backend, statistics: nil,
+                                   epilogue: Epilogue(residual: nil, activation: activation),
+                                   workspace: &workspace) {
+            throw .nonFiniteStatistics(index: index)
+        }
+    }
+
+    /// The statistics and output pass: chunks of samples on ``Threading``'s
+    /// workers; per sample, widened (and copied to ``ReducedStreams/copy``),
+    /// ``GroupNormKernels/forward`` into `Float` scratch, narrowed.
+    /// - Returns: the first row `n·G + g` whose statistics are not finite, or `nil`.
+    @inlinable
+    static func reducedPass(
+        _ r: ReducedStreams, geometry g: GroupNormKernels.Geometry, gamma: [Float],
+        beta: [Float], epsilon: Float, backend: Backend,
+        statistics: (mean: UnsafeMutablePointer<Float>, invstd: UnsafeMutablePointer<Float>)?,
+        epilogue: Epilogue<Float>, workspace: inout Workspace<Float>
+    ) -> Int? {
+        let sample = g.channels * g.spatial
+        let blockRows = backend == .blas
+            ? CacheGeometry.blockRows(rows: g.groups, columns: g.rowLength,
+                                      bytesPerScalar: MemoryLayout<Float>.stride,
+                                      buffers: LayerNormKernels.forwardBuffers(centred: true))
+            : g.groups
+        let kernel = backend == .blas
+            ? Workspace<Float>.lines(LayerNormKernels.forwardScratch(
+                blockRows: blockRows, columns: g.rowLength, centred: true, of: Float.self))
+            : 0
+        let perWorker = kernel + 2 * Workspace<Float>.lines(sample)
+        let split = Threading.split(outer: g.samples, scalarsPerRow: sample, of: Float.self,
+                                    backend: backend)
+        let statisticsAt = split.workers * perWorker
+        let own = statistics == nil ? 2 * Workspace<Float>.lines(g.rows) : 0
+        let streaming = StreamingStores.shouldStream(count: (g.rows * g.rowLength + 1) / 2,
+                                                     of: Float.self)
+        let onesCount = backend == .blas ? g.rowLength : 0
+        return workspace.withRegions(ones: onesCount, scratch: statisticsAt + own) { ones, scratch in
+            gamma.withUnsafeBufferPointer { gammaBuffer in
+            beta.withUnsafeBufferPointer { betaBuffer in
+                let mean = statistics?.mean ?? scratch + statisticsAt
+                let invstd = statistics?.invstd ?? scratch + statisticsAt + own / 2
+                let context = (split: split, r: r, gamma: gammaBuffer.baseAddress!,
+                               beta: betaBuffer.baseAddress!, mean: mean, invstd: invstd, g: g,
+                               blockRows: blockRows, epsilon: epsilon, backend: backend,
+                               streaming: streaming, epilogue: epilogue, ones: ones,
+                               scratch: scratch, perWorker: perWorker, kernel: kernel,
+                               sample: sample)
+                return Threading.firstFailure(split, context) { c, chunk, worker in
+                    let c = c.pointee, g = c.g
+                    let own = c.scratch + worker * c.perWorker
+                    let xf = own + c.kernel, yf = xf + Workspace<Float>.lines(c.sample)
+                    let one = GroupNormKernels.Geometry(samples: 1, channels: g.channels,
+                                                        groups: g.groups, spatial: g.spatial)
+                    for n in c.split.rows(ofChunk: chunk) {
+                        let offset = n * c.sample, firstRow = n * g.groups
+                        c.r.widen(c.r.x, offset: offset, into: xf, count: c.sample,
+                                  copying: true, streaming: c.streaming)
+                        if let bad = GroupNormKernels.forward(
+                            x: xf, geometry: one, blockRows: c.blockRows, epsilon: c.epsilon,
+                            backend: c.backend, gamma: c.gamma, beta: c.beta,
+                            mean: c.mean + firstRow, invstd: c.invstd + firstRow, y: yf,
+                            streaming: false, epilogue: c.epilogue.advanced(by: offset),
+                            ones: c.ones, scratch: own) {
+                            StreamingStores.fence(c.streaming)
+                            return firstRow + bad
+                        }
+                        c.r.narrow(yf, offset: offset, count: c.sample, streaming: c.streaming)
+                    }
+                    StreamingStores.fence(c.streaming)
+                    return nil
+                }
+            }}
+        }
+    }
+
+    /// The 16-bit backward: per sample, `dy` (through the ReLU's mask after a
+    /// ReLU forward) and the cached input widened, ``GroupNormKernels/backward``
+    /// into `Float` scratch, `dx` narrowed; each sample's parameter sums added
+    /// to its chunk's, the chunks' in order.
+    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
+    ///   from another layer or filled at another precision,
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``,
+    ///   ``NormError/unsupportedParameter(name:expected:)``.
+    @inlinable
+    static func backward<Storage: ReducedPrecision>(
+        _ dy: UnsafeBufferPointer<Storage>, cache: NormCache<Float>,
+        inputGradient dx: UnsafeMutableBufferPointer<Storage>,
+        gammaGradient dgamma: UnsafeMutableBufferPointer<Float>,
+        betaGradient dbeta: UnsafeMutableBufferPointer<Float>, channels: Int, groups: Int,
+        origin: CacheOrigin, backend: Backend, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let precision = try StoragePrecision(Storage.self)
+        try Validation.origin(cache, expected: origin, precision: precision)
+        let count = cache.reducedInput.count
+        let g = try geometry(shape: cache.reducedShape, count: count, channels: channels,
+                             groups: groups)
+        try Validation.cache(cache, parameters: channels, statistics: g.rows)
+        try Validation.buffer("outputGradient", dy.count, expected: count)
+        try Validation.buffer("inputGradient", dx.count, expected: count)
+        try Validation.buffer("gammaGradient", dgamma.count, expected: channels)
+        try Validation.buffer("betaGradient", dbeta.count, expected: channels)
+        let sample = channels * g.spatial
+        let blockRows = backend == .blas
+            ? CacheGeometry.blockRows(rows: g.groups, columns: g.rowLength,
+                                      bytesPerScalar: MemoryLayout<Float>.stride, buffers: 3)
+            : g.groups
+        let onesCount = backend == .blas ? g.spatial : 0
+        let split = Threading.split(outer: g.samples, scalarsPerRow: sample, of: Float.self,
+                                    backend: backend)
+        // Per worker: the kernel's scratch, dy, x and dx of a sample, a
+        // sample's sums; then each chunk's partial dgamma and dbeta.
+        let kernel = Workspace<Float>.lines(GroupNormKernels.backwardScratch(geometry: g,
+                                                                             blockRows: blockRows))
+        let unit = Workspace<Float>.lines(sample)
+        let perWorker = kernel + 3 * unit + Workspace<Float>.lines(2 * channels)
+        let scratchCount = split.workers * perWorker + split.chunks * 2 * channels
+        let streaming = StreamingStores.shouldStream(count: (count + 1) / 2, of: Float.self)
+        workspace.withRegions(ones: onesCount, scratch: scratchCount) { ones, scratch in
+            cache.withReducedBackward(dy, dx, dgamma: dgamma, dbeta: dbeta) { buffers, mask, r in
+                cache.withBackwardPointers(buffers) { p in
+                    let partials = scratch + split.workers * perWorker
+                    let context = (split: split, p: p, r: r, mask: mask, partials: partials, g: g,
+                                   blockRows: blockRows, backend: backend, ones: ones,
+                                   scratch: scratch, perWorker: perWorker, kernel: kernel,
+                                   unit: unit, sample: sample, streaming: streaming)
+                    Threading.run(split, context) { c, chunk, worker in
+                        let c = c.pointee, p = c.p, g = c.g, channels = g.channels
+                        let own = c.scratch + worker * c.perWorker
+                        let dyf = own + c.kernel, xf = dyf + c.unit, dxf = xf + c.unit
+                        let mine = dxf + c.unit
+                        let sums = c.partials + chunk * 2 * channels
+                        sums.update(repeating: 0, count: 2 * channels)
+                        let one = GroupNormKernels.Geometry(samples: 1, channels: channels,
+                                                            groups: g.groups, spatial: g.spatial)
+                        for n in c.split.rows(ofChunk: chunk) {
+                            let offset = n * c.sample, firstRow = n * g.groups
+                            c.r.widen(c.r.dy!, offset: offset, into: dyf, count: c.sample)
+                            if let mask = c.mask {
+                                Float.reluMaskRow(count: c.sample, dy: dyf, mask: mask + offset,
+                                                  into: dyf)
+                            }
+                            c.r.widen(c.r.x, offset: offset, into: xf, count: c.sample)
+                            GroupNormKernels.backward(
+                                BackwardPointers(dy: dyf, x: xf, mean: p.mean + firstRow,
+                                                 invstd: p.invstd + firstRow, gamma: p.gamma,
+                                                 dx: dxf, dgamma: mine, dbeta: mine + channels),
+                                geometry: one, blockRows: c.blockRows, backend: c.backend,
+                                ones: c.ones, scratch: own)
+                            for k in 0..<(2 * channels) { sums[k] += mine[k] }
+                            c.r.narrow(dxf, offset: offset, count: c.sample, streaming: c.streaming)
+                        }
+                        StreamingStores.fence(c.streaming)
+                    }
+                    Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * channels,
+                                          count: channels, dgamma: p.dgamma, dbeta: p.dbeta)
+                }
+            }
+        }
+    }
+}
