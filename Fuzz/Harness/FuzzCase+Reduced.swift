@@ -18,34 +18,35 @@ extension BFloat16: FuzzStorage {
 }
 
 extension FuzzCase {
-    /// The 16-bit entry points of LayerNorm, RMSNorm, BatchNorm and
-    /// SpatialBatchNorm (Float cases; `Float16` when the graph flag, or for
+    /// The 16-bit entry points of LayerNorm, RMSNorm, BatchNorm,
+    /// SpatialBatchNorm, GroupNorm and InstanceNorm (Float cases; `Float16` when the graph flag, or for
     /// the batch layers the unbiased estimator, is set, `BFloat16` otherwise):
     /// the input rounded to the storage type runs through the 16-bit forward
     /// and through the `Float` forward on its widened values. Where both run
     /// the same arithmetic (LayerNorm and RMSNorm: rows of at least 64 values,
-    /// the naive backend; the batch layers: the BLAS backend), both throw
+    /// the naive backend; the batch layers: the BLAS backend; the group
+    /// layers: the BLAS backend with rows of at least 64 values), both throw
     /// the same error or neither does, and each 16-bit output is the `Float`
     /// one rounded (1 ulp allowed) or both are NaN. The backward runs (tame
     /// input: finite BFloat16 gradients), and each
     /// precision's cache is refused by the other's backward.
     func checkReduced<Layer: BufferedNormalizationLayer>(
         _ layer: Layer, input: Tensor<Scalar>, gradient: Tensor<Scalar>?,
-        batchStatistics: Bool = false, float16: Bool? = nil, _ report: inout Report
+        sameArithmetic: Bool? = nil, float16: Bool? = nil, _ report: inout Report
     ) where Layer.Scalar == Scalar {
         guard let x = input as? Tensor<Float>, let layer = layer as? any ReducedPrecisionLayer
         else { return }
         let dy = gradient as? Tensor<Float>
         if float16 ?? header.throughGraph {
-            checkReduced(Float16.self, layer, x, dy, batchStatistics: batchStatistics, &report)
+            checkReduced(Float16.self, layer, x, dy, sameArithmetic: sameArithmetic, &report)
         } else {
-            checkReduced(BFloat16.self, layer, x, dy, batchStatistics: batchStatistics, &report)
+            checkReduced(BFloat16.self, layer, x, dy, sameArithmetic: sameArithmetic, &report)
         }
     }
 
     func checkReduced<S: FuzzStorage, Layer: ReducedPrecisionLayer>(
         _: S.Type, _ layer: Layer, _ x: Tensor<Float>, _ dy: Tensor<Float>?,
-        batchStatistics: Bool, _ report: inout Report
+        sameArithmetic: Bool?, _ report: inout Report
     ) {
         var floatLayer = layer
         let xs = x.scalars.map { S($0) }
@@ -64,11 +65,11 @@ extension FuzzCase {
         // the Float passes' own arithmetic on the widened values; shorter
         // rows sum blocks of another height, which may order a sum
         // differently (and so differ near an overflow or a degenerate row).
-        // The batch layers' BLAS units are the Float kernels' blocks; their
-        // naive 16-bit pass merges units the Float loops sum at once.
+        // The other layers' callers say (the batch layers' BLAS units are the
+        // Float kernels' blocks; their naive 16-bit pass merges units the
+        // Float loops sum at once).
         let columns = x.shape.last ?? 0
-        let sameArithmetic = batchStatistics
-            ? header.backend == .blas : header.backend == .naive || columns >= 64
+        let sameArithmetic = sameArithmetic ?? (header.backend == .naive || columns >= 64)
         // (By description: an error may carry a NaN, which is not equal to itself.)
         guard floatError?.description == reducedError?.description || !sameArithmetic else {
             report.fail("16-bit \(S.self) forward: \(String(describing: reducedError)), Float forward on the widened input: \(String(describing: floatError))")
@@ -150,4 +151,11 @@ extension FuzzCase {
         }
         if let failure { throw failure }
     }
+}
+
+/// The values per statistic of a group layer on `shape` (0 unless rank 4
+/// with `channels` channels).
+func groupRowLength(_ shape: [Int], channels: Int, groups: Int) -> Int {
+    guard shape.count == 4, shape[1] == channels, groups > 0 else { return 0 }
+    return channels / groups * shape[2] * shape[3]
 }

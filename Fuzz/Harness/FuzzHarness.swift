@@ -188,7 +188,8 @@ struct FuzzCase<Scalar: BLASScalar> {
                     checkInfer(layer, state: running, input: input, &report)
                     checkFused(layer, state: running, input: input, residual: gradient, &report)
                 }
-                checkReduced(layer, input: input, gradient: gradient, batchStatistics: true,
+                checkReduced(layer, input: input, gradient: gradient,
+                             sameArithmetic: backend == .blas,
                              float16: header.estimator == .unbiased, &report)
             case .spatialNCHW, .spatialNHWC:
                 var layer = try SpatialBatchNorm<Scalar>(
@@ -208,7 +209,8 @@ struct FuzzCase<Scalar: BLASScalar> {
                 let running: (SpatialBatchNorm<Scalar>) -> [[Scalar]] = { [$0.runningMean, $0.runningVariance] }
                 checkInfer(layer, state: running, input: input, &report)
                 checkFused(layer, state: running, input: input, residual: gradient, &report)
-                checkReduced(layer, input: input, gradient: gradient, batchStatistics: true,
+                checkReduced(layer, input: input, gradient: gradient,
+                             sameArithmetic: backend == .blas,
                              float16: header.estimator == .unbiased, &report)
             case .layerNorm:
                 var layer = try LayerNorm<Scalar>(featureCount: features, backend: backend)
@@ -238,6 +240,11 @@ struct FuzzCase<Scalar: BLASScalar> {
                                                  smallGradient: smallGradient, &report)
                 checkInfer(layer, state: { [$0.gamma] }, input: input, &report)
                 checkFused(layer, state: { [$0.gamma] }, input: input, residual: gradient, &report)
+                checkReduced(layer, input: input, gradient: gradient,
+                             sameArithmetic: backend == .blas
+                                 && groupRowLength(input.shape, channels: layer.channelCount,
+                                                   groups: layer.groupCount) >= 64,
+                             &report)
             case .instanceNorm:
                 var layer = try InstanceNorm<Scalar>(channelCount: features, backend: backend)
                 layer.epsilon = epsilon
@@ -246,6 +253,11 @@ struct FuzzCase<Scalar: BLASScalar> {
                                                  smallGradient: smallGradient, &report)
                 checkInfer(layer, state: { [$0.gamma] }, input: input, &report)
                 checkFused(layer, state: { [$0.gamma] }, input: input, residual: gradient, &report)
+                checkReduced(layer, input: input, gradient: gradient,
+                             sameArithmetic: backend == .blas
+                                 && groupRowLength(input.shape, channels: layer.channelCount,
+                                                   groups: layer.channelCount) >= 64,
+                             &report)
             }
         } catch {
             // An initializer refused its arguments; its description must print.
