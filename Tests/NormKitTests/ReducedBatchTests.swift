@@ -358,6 +358,44 @@ struct ReducedBatchTests {
         #expect(sync.runningMean + sync.runningVariance == before)
     }
 
+    @Test("the Span forms give the buffer forms' bits, and their errors")
+    func spans() throws {
+        var layer = try SpatialBatchNorm<Float>(channelCount: 3, layout: .nhwc)
+        var twin = layer
+        let x: [Float16] = reducedInput(2 * 4 * 5 * 3, scale: 2, shift: 10.1, seed: 71)
+        let dy: [Float16] = reducedInput(x.count, scale: 1, shift: 0, seed: 72)
+        var y = x, dx = x, dgamma = [Float](repeating: 0, count: 3), dbeta = dgamma
+        var cache = NormCache<Float>(), workspace = Workspace<Float>()
+        try reducedForward(&layer, x, shape: [2, 4, 5, 3], &y, &cache, &workspace)
+        try reducedBackward(layer, dy, cache, &dx, &dgamma, &dbeta, &workspace)
+        var y2 = [Float16](repeating: 0, count: x.count), inferred = y2, dx2 = y2
+        var dgamma2 = [Float](repeating: 0, count: 3), dbeta2 = dgamma2
+        var spanCache = NormCache<Float>()
+        var output = y2.mutableSpan
+        try twin.forward(x.span, shape: [2, 4, 5, 3], mode: .training, into: &output,
+                         cache: &spanCache, workspace: &workspace)
+        var inputGradient = dx2.mutableSpan, gammaGradient = dgamma2.mutableSpan
+        var betaGradient = dbeta2.mutableSpan
+        try twin.backward(dy.span, cache: spanCache, inputGradient: &inputGradient,
+                          gammaGradient: &gammaGradient, betaGradient: &betaGradient,
+                          workspace: &workspace)
+        var inferredSpan = inferred.mutableSpan
+        try twin.infer(x.span, shape: [2, 4, 5, 3], into: &inferredSpan, workspace: &workspace)
+        #expect(y2.map(\.bitPattern) == y.map(\.bitPattern))
+        #expect(dx2.map(\.bitPattern) == dx.map(\.bitPattern))
+        #expect(dgamma2 == dgamma && dbeta2 == dbeta)
+        #expect(twin.runningMean == layer.runningMean)
+        let finite = inferred.allSatisfy { $0.isFinite }
+        #expect(finite)
+        #expect(throws: NormError.bufferCountMismatch(name: "inputGradient", expected: 120, actual: 3)) {
+            var short = [Float16](repeating: 0, count: 3), g = [Float](repeating: 0, count: 3)
+            var b = g
+            var shortSpan = short.mutableSpan, gs = g.mutableSpan, bs = b.mutableSpan
+            try twin.backward(dy.span, cache: spanCache, inputGradient: &shortSpan,
+                              gammaGradient: &gs, betaGradient: &bs, workspace: &workspace)
+        }
+    }
+
     @Test("a constant channel gives beta rounded, exactly; Float16 inputs near 6e4 keep finite statistics")
     func edges() throws {
         var layer = try SpatialBatchNorm<Float>(channelCount: 3)

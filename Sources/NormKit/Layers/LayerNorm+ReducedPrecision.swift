@@ -6,7 +6,9 @@
 /// stream (input, output, their gradients) in 16 bits; the layer's
 /// parameters, the statistics and the parameter gradients in `Float`. Each
 /// output is computed in `Float` and rounded once to the storage type (nearest
-/// even). ``LayerNorm`` and ``RMSNorm`` conform.
+/// even). ``LayerNorm``, ``RMSNorm``, ``BatchNorm``, ``SpatialBatchNorm``,
+/// ``GroupNorm``, ``InstanceNorm``, ``SyncBatchNorm`` and
+/// ``SyncSpatialBatchNorm`` conform (where `Scalar` is `Float`).
 public protocol ReducedPrecisionLayer: BufferedNormalizationLayer where Scalar == Float {
     /// Normalizes `input`, 16-bit values of `shape`, into `output` of the same
     /// type, saving what backward needs in `cache` (the input at 2 bytes an
@@ -41,6 +43,73 @@ public protocol ReducedPrecisionLayer: BufferedNormalizationLayer where Scalar =
         gammaGradient: UnsafeMutableBufferPointer<Float>,
         betaGradient: UnsafeMutableBufferPointer<Float>,
         workspace: inout Workspace<Float>) throws(NormError)
+}
+
+extension ReducedPrecisionLayer {
+    /// The 16-bit forward over `Span`s: the entry point over buffers.
+    /// - Throws: as that entry point.
+    /// - Complexity: O(product of `shape`).
+    @inlinable
+    public mutating func forward<Storage: ReducedPrecision>(
+        _ input: Span<Storage>, shape: [Int], mode: Mode, into output: inout MutableSpan<Storage>,
+        cache: inout NormCache<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let failure: NormError? = input.withUnsafeBufferPointer { x in
+            output.withUnsafeMutableBufferPointer { y in
+                do throws(NormError) {
+                    try forward(x, shape: shape, mode: mode, into: y, cache: &cache,
+                                workspace: &workspace)
+                    return nil
+                } catch { return error }
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// The 16-bit inference over `Span`s, keeping nothing: the entry point
+    /// over buffers (`output` is its own memory here).
+    /// - Throws: as that entry point.
+    /// - Complexity: O(product of `shape`).
+    @inlinable
+    public func infer<Storage: ReducedPrecision>(
+        _ input: Span<Storage>, shape: [Int], into output: inout MutableSpan<Storage>,
+        workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let failure: NormError? = input.withUnsafeBufferPointer { x in
+            output.withUnsafeMutableBufferPointer { y in
+                do throws(NormError) {
+                    try infer(x, shape: shape, into: y, workspace: &workspace)
+                    return nil
+                } catch { return error }
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// The 16-bit backward over `Span`s: the entry point over buffers.
+    /// - Throws: as that entry point.
+    /// - Complexity: O(count of the cached input).
+    @inlinable
+    public func backward<Storage: ReducedPrecision>(
+        _ outputGradient: Span<Storage>, cache: NormCache<Float>,
+        inputGradient: inout MutableSpan<Storage>, gammaGradient: inout MutableSpan<Float>,
+        betaGradient: inout MutableSpan<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
+            inputGradient.withUnsafeMutableBufferPointer { dx in
+                gammaGradient.withUnsafeMutableBufferPointer { dgamma in
+                    betaGradient.withUnsafeMutableBufferPointer { dbeta in
+                        do throws(NormError) {
+                            try backward(dy, cache: cache, inputGradient: dx, gammaGradient: dgamma,
+                                         betaGradient: dbeta, workspace: &workspace)
+                            return nil
+                        } catch { return error }
+                    }
+                }
+            }
+        }
+        if let failure { throw failure }
+    }
 }
 
 extension LayerNorm: ReducedPrecisionLayer where Scalar == Float {
