@@ -396,6 +396,27 @@ struct ReducedBatchTests {
         }
     }
 
+    @Test("`.npy` `<f2` reads into [Float16] with NumPy's bits and writes what it reads; another type is refused")
+    func npyFloat16() throws {
+        let archive = try NumPyArchive(contentsOf: ReducedPrecisionTests.torch)
+        let array = try #require(archive["npy_float16"])
+        let values = try array.float16Values()
+        let bits = try #require(archive["npy_float16_bits"]).integers().map { UInt16($0) }
+        #expect(values.count == 12 && array.shape == [3, 4])
+        #expect(values.map(\.bitPattern) == bits)
+        let written = try NumPyArray(values, shape: [3, 4])
+        #expect(written.npy == array.npy, "the same bytes as NumPy's")
+        let read = try NumPyArray(npy: written.npy)
+        #expect(try read.float16Values().map(\.bitPattern) == bits)
+        #expect(throws: NormError.invalidNumPyData(expected: "'<f2' for [Float16]", found: "'<f4'")) {
+            _ = try NumPyArray(try Tensor<Float>(shape: [2], scalars: [1, 2])).float16Values()
+        }
+        #expect(throws: NormError.invalidNumPyData(expected: "50 bytes of data for shape [5, 5]",
+                                                   found: "24")) {
+            _ = try NumPyArray(values, shape: [5, 5])
+        }
+    }
+
     @Test("a constant channel gives beta rounded, exactly; Float16 inputs near 6e4 keep finite statistics")
     func edges() throws {
         var layer = try SpatialBatchNorm<Float>(channelCount: 3)

@@ -209,6 +209,34 @@ public struct NumPyArray: Sendable, Hashable {
     }
 }
 
+extension NumPyArray {
+    // MARK: Float16
+
+    /// The items of a `<f2` (`float16`) array, bit for bit, for the 16-bit
+    /// entry points (``ReducedPrecisionLayer``). NumPy has no bfloat16; save
+    /// its bit patterns as `<u2` and read them with ``integers()``.
+    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` for another type.
+    /// - Complexity: O(count).
+    public func float16Values() throws(NormError) -> [Float16] {
+        guard descriptor == "<f2" else {
+            throw .invalidNumPyData(expected: "'<f2' for [Float16]", found: "'\(descriptor)'")
+        }
+        return stride(from: 0, to: data.count, by: 2).map {
+            Float16(bitPattern: UInt16(data[$0]) | UInt16(data[$0 + 1]) << 8)
+        }
+    }
+
+    /// A `<f2` (`float16`) array of `values` in `shape`, which `numpy.load`
+    /// reads as `float16`.
+    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` when the
+    ///   product of `shape` is not `values.count`.
+    /// - Complexity: O(count).
+    public init(_ values: [Float16], shape: [Int]) throws(NormError) {
+        let data = values.flatMap { [UInt8($0.bitPattern & 0xff), UInt8($0.bitPattern >> 8)] }
+        try self.init(descriptor: "<f2", shape: shape, data: data)
+    }
+}
+
 extension Tensor {
     /// The tensor of a NumPy array of this scalar type: `<f4` for `Float`,
     /// `<f8` for `Double`, with its shape (a NumPy scalar becomes shape `[]`).

@@ -19,6 +19,7 @@ BatchNorm (functional batch_norm, momentum 0.1, eps 1e-5) on (37, 13) and
   {dtype}_bn_{shape}_x, _dy, _weight, _bias, _running_mean0, _running_var0
   {dtype}_bn_{shape}_{train,eval}_y, _dx (bits), _dweight, _dbias (float32)
   {dtype}_bn_{shape}_running_mean, _running_var   after the training call
+npy_float16 (a float16 array, 3x4) and npy_float16_bits (its uint16 view),
 and the conversions: conv_float32 (ties, the largest finite values, subnormals,
 infinities and 4000 random patterns; no NaN, whose bits PyTorch's paths
 disagree on), conv_bfloat16 and conv_float16 (the bits of .to(dtype)).
@@ -96,6 +97,12 @@ for dtype, name in ((torch.bfloat16, "bfloat16"), (torch.float16, "float16")):
             if mode == "train":
                 arrays[f"{key}_running_mean"] = rm.numpy()
                 arrays[f"{key}_running_var"] = rv.numpy()
+
+# A float16 .npy entry (NormKit's NumPyArray.float16Values) and its bit patterns.
+npy16 = np.array([[1.0, -2.5, 65504.0, 6.1e-5], [5.96e-8, 0.1, np.inf, -0.0],
+                  [1000.1, -7.3e-3, 3.14159, 2.0 ** -14]], dtype=np.float16)
+arrays["npy_float16"] = npy16
+arrays["npy_float16_bits"] = npy16.view(np.uint16)
 
 special = np.array([1.00390625, 1.01171875, 1.0 + 2**-9 + 2**-23, -2.5, 3.3895314e38,
                     3.4028235e38, 65504.0, 65519.99, 65520.0, 6.1e-5, 5.96e-8, 2.98e-8,
