@@ -112,7 +112,7 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer {
     }
 
     /// Inference with ``batchNorm``'s running statistics, keeping nothing and
-    /// communicating nothing: ``BatchNorm/infer(_:shape:into:workspace:)``.
+    /// communicating nothing: `BatchNorm.infer(_:shape:into:workspace:)`.
     /// - Throws: as that method.
     /// - Complexity: O(count of `input`), no collective.
     @inlinable

@@ -93,7 +93,7 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLa
     }
 
     /// Inference with ``spatialBatchNorm``'s running statistics, keeping nothing and
-    /// communicating nothing: ``SpatialBatchNorm/infer(_:shape:into:workspace:)``.
+    /// communicating nothing: `SpatialBatchNorm.infer(_:shape:into:workspace:)`.
     /// - Throws: as that method.
     /// - Complexity: O(count of `input`), no collective.
     @inlinable
