@@ -114,11 +114,12 @@ extension SpatialBatchNorm: ReducedPrecisionLayer where Scalar == Float {
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
         try validateParameters()
-        let layer = self
+        let (layout, channels) = (layout, channelCount)
         try BatchStatistics.forward(
             input, shape: shape,
             geometry: { shape, count throws(NormError) in
-                try layer.geometry(shape: shape, count: count)
+                try SpatialBatchNorm.geometry(layout: layout, channelCount: channels, shape: shape,
+                                              count: count)
             },
             mode: mode, origin: cacheOrigin, gamma: gamma, beta: beta,
             runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
@@ -282,14 +283,15 @@ extension SyncSpatialBatchNorm: ReducedPrecisionLayer where Scalar == Float {
         into output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        let c = spatialBatchNorm.channelCount, layer = spatialBatchNorm
+        let c = spatialBatchNorm.channelCount, layout = spatialBatchNorm.layout
         let prepared: Result<ChannelGeometry, NormError>
         do throws(NormError) {
             try spatialBatchNorm.validateParameters()
             prepared = .success(try BatchStatistics.prepareReduced(
                 input, shape: shape,
                 geometry: { shape, count throws(NormError) in
-                    try layer.geometry(shape: shape, count: count, minimumBatch: 0)
+                    try SpatialBatchNorm<Float>.geometry(layout: layout, channelCount: c, shape: shape,
+                                                         count: count, minimumBatch: 0)
                 },
                 output: output, cache: &cache))
         } catch {
@@ -333,7 +335,7 @@ extension SyncSpatialBatchNorm: ReducedPrecisionLayer where Scalar == Float {
         gammaGradient: UnsafeMutableBufferPointer<Float>,
         betaGradient: UnsafeMutableBufferPointer<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        let c = spatialBatchNorm.channelCount, layer = spatialBatchNorm
+        let c = spatialBatchNorm.channelCount, layout = spatialBatchNorm.layout
         let checked: Result<ChannelGeometry, NormError>
         do throws(NormError) {
             checked = .success(try BatchStatistics.checkReducedBackward(
@@ -341,7 +343,8 @@ extension SyncSpatialBatchNorm: ReducedPrecisionLayer where Scalar == Float {
                 gammaGradient: gammaGradient, betaGradient: betaGradient, channels: c,
                 origin: cacheOrigin,
                 geometry: { shape, count throws(NormError) in
-                    try layer.geometry(shape: shape, count: count, minimumBatch: 0)
+                    try SpatialBatchNorm<Float>.geometry(layout: layout, channelCount: c, shape: shape,
+                                                         count: count, minimumBatch: 0)
                 }))
         } catch {
             checked = .failure(error)

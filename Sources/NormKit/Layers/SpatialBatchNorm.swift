@@ -96,6 +96,16 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
     /// ``geometry(_:minimumBatch:)`` of a shape of `count` scalars.
     @inlinable
     func geometry(shape: [Int], count: Int, minimumBatch: Int = 1) throws(NormError) -> ChannelGeometry {
+        try Self.geometry(layout: layout, channelCount: channelCount, shape: shape, count: count,
+                          minimumBatch: minimumBatch)
+    }
+
+    /// The geometry of a shape of `count` scalars in `layout` with
+    /// `channelCount` channels (what the 16-bit entry points' closures
+    /// capture, rather than the whole layer).
+    @inlinable
+    static func geometry(layout: ChannelLayout, channelCount: Int, shape: [Int], count: Int,
+                         minimumBatch: Int = 1) throws(NormError) -> ChannelGeometry {
         switch layout {
         case .nchw:
             let s = try Validation.imageShape(shape: shape, count: count, channels: channelCount,
