@@ -358,6 +358,41 @@ struct ReducedBatchTests {
         #expect(sync.runningMean + sync.runningVariance == before)
     }
 
+    @Test("a 16-bit NormalizationStep gives the layer's bits, its gradients in the step")
+    func step() throws {
+        let bn = try BatchNorm<Float>(featureCount: 13)
+        var layer = bn, step = NormalizationStep(bn)
+        var cache = NormCache<Float>(), workspace = Workspace<Float>()
+        for k in 0..<3 {
+            let x: [BFloat16] = reducedInput(37 * 13, scale: 2, shift: 10000.1, seed: 80 + UInt64(k))
+            let dy: [BFloat16] = reducedInput(37 * 13, scale: 1, shift: 0, seed: 90 + UInt64(k))
+            var y = x, dx = x, stepY = x, stepDx = x
+            var dgamma = [Float](repeating: 0, count: 13), dbeta = dgamma
+            try reducedForward(&layer, x, shape: [37, 13], &y, &cache, &workspace)
+            try reducedBackward(layer, dy, cache, &dx, &dgamma, &dbeta, &workspace)
+            try x.withUnsafeBufferPointer { xb in
+                try stepY.withUnsafeMutableBufferPointer { try step.forward(xb, shape: [37, 13], into: $0) }
+            }
+            try dy.withUnsafeBufferPointer { g in
+                try stepDx.withUnsafeMutableBufferPointer { try step.backward(g, into: $0) }
+            }
+            #expect(stepY.map(\.bitPattern) == y.map(\.bitPattern))
+            #expect(stepDx.map(\.bitPattern) == dx.map(\.bitPattern))
+            #expect(step.gradients.gamma == dgamma && step.gradients.beta == dbeta)
+            #expect(step.gradients.input.count == 0)
+            #expect(step.layer.runningMean == layer.runningMean)
+        }
+        // A Float16 gradient after a BFloat16 forward: the cache's precision.
+        #expect(throws: NormError.cacheMismatch(expected: "a cache filled at Float16 storage",
+                                                actual: "a cache filled at BFloat16 storage")) {
+            let dy = [Float16](repeating: 1, count: 37 * 13)
+            var dx = dy
+            try dy.withUnsafeBufferPointer { g in
+                try dx.withUnsafeMutableBufferPointer { try step.backward(g, into: $0) }
+            }
+        }
+    }
+
     @Test("the Span forms give the buffer forms' bits, and their errors")
     func spans() throws {
         var layer = try SpatialBatchNorm<Float>(channelCount: 3, layout: .nhwc)
