@@ -131,6 +131,8 @@ enum BatchStatistics {
                     for c in 0..<channels { scale[c] = gammaBuffer[c] * invstd[c] }
                 }
                 beta.withUnsafeBufferPointer { betaBuffer in
+                    // A 16-bit pass writes through its streams: its `y` is a
+                    // placeholder the reduced branch never reads.
                     guard g.outer > 0, let y = output.baseAddress ?? reduced.map({ _ in
                         UnsafeMutablePointer(mutating: x) }) else { return }
                     lines.update(from: mean, count: channels)
@@ -192,8 +194,9 @@ enum BatchStatistics {
             let c = c.pointee
             let rows = c.split.rows(ofChunk: chunk)
             if let r = c.reduced {
-                // Per unit: widened, the Float pass, narrowed (the workers'
-                // units at `scratch`, `perWorker` apart).
+                // The 16-bit pass: one C pass per row of channels, or per unit
+                // widened, the Float pass, narrowed (the workers' units at
+                // `scratch`, `perWorker` apart).
                 reducedNormalize(r.streams, rows: rows, geometry: c.g, block: r.block,
                                  vectors: c.vectors, stride: c.stride, copying: r.copying,
                                  streaming: c.streaming, epilogue: c.epilogue,
