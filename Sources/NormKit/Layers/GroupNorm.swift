@@ -136,10 +136,28 @@ enum GroupStatistics {
     static func geometry<Scalar: BLASScalar>(
         _ input: Tensor<Scalar>, channels: Int, groups: Int
     ) throws(NormError) -> GroupNormKernels.Geometry {
-        let s = try Validation.imageShape(input, channels: channels, channelAxis: 1,
-                                          description: "(N, \(channels), H, W)")
+        try geometry(shape: input.shape, count: input.count, channels: channels, groups: groups)
+    }
+
+    /// The geometry of an `(N, C, H, W)` shape of `count` values.
+    @inlinable
+    static func geometry(shape: [Int], count: Int, channels: Int, groups: Int)
+        throws(NormError) -> GroupNormKernels.Geometry {
+        let s = try Validation.imageShape(shape: shape, count: count, channels: channels,
+                                          channelAxis: 1, description: "(N, \(channels), H, W)")
         return GroupNormKernels.Geometry(samples: s[0], channels: channels, groups: groups,
                                          spatial: s[2] * s[3])
+    }
+
+    /// Checks `epsilon` and that `gamma` and `beta` hold `channels` values
+    /// (the public `var`s every pass depends on).
+    @inlinable
+    static func parameters<Scalar: BLASScalar>(
+        gamma: [Scalar], beta: [Scalar], epsilon: Scalar, channels: Int
+    ) throws(NormError) {
+        try Validation.epsilon(epsilon)
+        try Validation.count("gamma", gamma.count, expected: channels)
+        try Validation.count("beta", beta.count, expected: channels)
     }
 
     /// The forward pass over `(N, C, H, W)` input, with the epilogue's
@@ -153,9 +171,7 @@ enum GroupStatistics {
         activation: FusedActivation, cache: inout NormCache<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try Validation.epsilon(epsilon)
-        try Validation.count("gamma", gamma.count, expected: channels)
-        try Validation.count("beta", beta.count, expected: channels)
+        try parameters(gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
         try cache.adopt(x, shape: shape)
         try Validation.buffer("output", output.count, expected: x.count)
         try Validation.residual(residual, count: x.count)
@@ -191,14 +207,9 @@ enum GroupStatistics {
         activation: FusedActivation, output: UnsafeMutableBufferPointer<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try Validation.epsilon(epsilon)
-        try Validation.count("gamma", gamma.count, expected: channels)
-        try Validation.count("beta", beta.count, expected: channels)
+        try parameters(gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
         let count = try Validation.inferBuffers(x, output, shape: shape)
-        let s = try Validation.imageShape(shape: shape, count: count, channels: channels,
-                                          channelAxis: 1, description: "(N, \(channels), H, W)")
-        let g = GroupNormKernels.Geometry(samples: s[0], channels: channels, groups: groups,
-                                          spatial: s[2] * s[3])
+        let g = try geometry(shape: shape, count: count, channels: channels, groups: groups)
         try Validation.valuesPerStatistic(g.rowLength)
         if let index = pass(x.baseAddress, geometry: g, gamma: gamma, beta: beta, epsilon: epsilon,
                             backend: backend, statistics: nil, y: output.baseAddress,

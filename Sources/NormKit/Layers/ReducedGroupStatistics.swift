@@ -6,16 +6,6 @@
 /// so the forward gives the `Float` kernels' arithmetic on the widened input;
 /// the backward adds each sample's parameter sums to its chunk's.
 extension GroupStatistics {
-    /// The geometry of an `(N, C, H, W)` shape of `count` values.
-    @inlinable
-    static func geometry(shape: [Int], count: Int, channels: Int, groups: Int)
-        throws(NormError) -> GroupNormKernels.Geometry {
-        let s = try Validation.imageShape(shape: shape, count: count, channels: channels,
-                                          channelAxis: 1, description: "(N, \(channels), H, W)")
-        return GroupNormKernels.Geometry(samples: s[0], channels: channels, groups: groups,
-                                         spatial: s[2] * s[3])
-    }
-
     /// The 16-bit forward: as the `Float` one, the input copied into the cache
     /// at 2 bytes an element by the pass that widens it.
     /// - Throws: as the `Float` forward, and
@@ -28,9 +18,7 @@ extension GroupStatistics {
         activation: FusedActivation, output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        try Validation.epsilon(epsilon)
-        try Validation.count("gamma", gamma.count, expected: channels)
-        try Validation.count("beta", beta.count, expected: channels)
+        try parameters(gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
         let precision = try StoragePrecision(Storage.self)
         try cache.adoptReduced(x, shape: shape, precision: precision)
         try Validation.buffer("output", output.count, expected: x.count)
@@ -68,9 +56,7 @@ extension GroupStatistics {
         activation: FusedActivation, output: UnsafeMutableBufferPointer<Storage>,
         workspace: inout Workspace<Float>
     ) throws(NormError) {
-        try Validation.epsilon(epsilon)
-        try Validation.count("gamma", gamma.count, expected: channels)
-        try Validation.count("beta", beta.count, expected: channels)
+        try parameters(gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
         let precision = try StoragePrecision(Storage.self)
         let count = try Tensor<Float>.elementCount(of: shape)
         try Validation.buffer("input", x.count, expected: count)
