@@ -84,3 +84,66 @@ struct TensorTests {
         #expect(Set([t, back]).count == 1)
     }
 }
+
+@Suite("Tensor axes and scalar types")
+struct TensorPermutationTests {
+    /// The row-major offset of `index` in `shape`.
+    func offset(_ index: [Int], _ shape: [Int]) -> Int {
+        zip(index, shape).reduce(0) { $0 * $1.1 + $1.0 }
+    }
+
+    @Test("permuted moves every element to its permuted index, for ranks 0-5 and empty extents")
+    func permutedMatchesIndexFormula() throws {
+        let cases: [([Int], [Int])] = [([], []), ([7], [0]), ([3, 5], [1, 0]), ([2, 3, 4], [2, 0, 1]),
+                                      ([2, 3, 5, 7], [0, 2, 3, 1]), ([2, 3, 5, 7], [0, 3, 1, 2]),
+                                      ([3, 1, 4, 2, 5], [4, 2, 0, 3, 1]), ([2, 0, 3], [2, 1, 0])]
+        for (shape, axes) in cases {
+            let t = try Tensor<Double>(randomNormal: shape, mean: 10000.1, seed: 5)
+            let p = try t.permuted(axes)
+            #expect(p.shape == axes.map { shape[$0] })
+            // Walk every index of the result.
+            var index = [Int](repeating: 0, count: shape.count)
+            for position in 0..<p.count {
+                var source = [Int](repeating: 0, count: shape.count)
+                for k in axes.indices { source[axes[k]] = index[k] }
+                #expect(p.scalars[position] == t.scalars[offset(source, shape)])
+                var axis = index.count - 1
+                while axis >= 0 { index[axis] += 1; if index[axis] < p.shape[axis] { break }; index[axis] = 0; axis -= 1 }
+            }
+            // The inverse permutation restores the tensor.
+            var inverse = axes
+            for k in axes.indices { inverse[axes[k]] = k }
+            #expect(try p.permuted(inverse) == t)
+        }
+        // NCHW to NHWC, as SpatialBatchNorm's two layouts see the same batch.
+        let nchw = try Tensor<Float>(randomNormal: [2, 3, 4, 5], seed: 1)
+        var bnFirst = try SpatialBatchNorm<Float>(channelCount: 3)
+        var bnLast = try SpatialBatchNorm<Float>(channelCount: 3, layout: .nhwc)
+        let yFirst = try bnFirst.forward(nchw, mode: .training).output
+        let yLast = try bnLast.forward(nchw.permuted([0, 2, 3, 1]), mode: .training).output
+        let back = try yLast.permuted([0, 3, 1, 2])
+        #expect(zip(back.scalars, yFirst.scalars).allSatisfy { abs($0 - $1) <= 1e-5 })
+    }
+
+    @Test("permuted refuses axes that are not a permutation, naming them")
+    func permutedRefusesBadAxes() throws {
+        let t = try Tensor<Float>(randomNormal: [2, 3, 4], seed: 1)
+        for axes in [[0, 1], [0, 1, 1], [0, 1, 3], [-1, 0, 1], [0, 1, 2, 3]] {
+            #expect(throws: NormError.invalidShape(expected: "a permutation of the 3 axes 0..<3", actual: axes)) {
+                try t.permuted(axes)
+            }
+        }
+    }
+
+    @Test("Tensor<Double>(Tensor<Float>) widens exactly; Tensor<Float>(Tensor<Double>) rounds to nearest")
+    func convertsScalarType() throws {
+        let f = try Tensor<Float>([10000.1, -0.3, .infinity, .leastNonzeroMagnitude], shape: [2, 2])
+        let d = Tensor<Double>(f)
+        #expect(d.shape == [2, 2] && d.scalars == f.scalars.map(Double.init))
+        #expect(Tensor<Float>(d) == f)
+        let fine = try Tensor<Double>([10000.1, 1e300, 0.1 + 0.2], shape: [3])
+        let rounded = Tensor<Float>(fine)
+        #expect(rounded.scalars == [Float(10000.1), .infinity, Float(0.1 + 0.2)])
+        #expect(Double(rounded.scalars[0]) != 10000.1)
+    }
+}
