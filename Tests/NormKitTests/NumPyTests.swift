@@ -21,9 +21,61 @@ struct NumPyTests {
         let t = try Tensor<Float>(npyFile: fixture("numpy-float32-2x3.npy"))
         #expect(t.shape == [2, 3])
         #expect(t.scalars == (0..<6).map { Float($0) / 10 + 0.1 })
-        #expect(throws: NormError.invalidNumPyData(expected: "'<f8' for Tensor<Double>", found: "'<f4'")) {
-            try Tensor<Double>(npyFile: fixture("numpy-float32-2x3.npy"))
+        // Widened exactly for a Tensor<Double>: PyTorch saves float32.
+        let wide = try Tensor<Double>(npyFile: fixture("numpy-float32-2x3.npy"))
+        #expect(wide.shape == [2, 3] && wide.scalars == t.scalars.map(Double.init))
+    }
+
+    @Test("Fortran-order arrays read into C order; float16/32/64 widen or narrow; errors name the entry")
+    func layoutsAndConversions() throws {
+        let archive = try NumPyArchive(contentsOf: fixture("numpy-layouts.npz"))
+        // numpy.asfortranarray of the same values: the same tensor as the C-order array.
+        let c = try archive.tensor("c_2x3x4", as: Double.self)
+        #expect(c.shape == [2, 3, 4] && c[1, 2, 3] == 23 * 0.1 + 10000.1)
+        #expect(try archive.tensor("f_2x3x4", as: Double.self) == c)
+        #expect(archive["f_2x3x4"]?.shape == [2, 3, 4] && archive["f_2x3x4"]?.data == archive["c_2x3x4"]?.data)
+        let f4 = try archive.tensor("f_5x3_f4", as: Float.self)
+        #expect(f4.shape == [5, 3])
+        for i in 0..<5 { for j in 0..<3 { #expect(f4[i, j] == Float(3 * i + j) * 0.3 - 2.2) } }
+        #expect(try archive.tensor("f_7", as: Double.self).scalars == (0..<7).map { Double($0) + 0.1 })
+        #expect(try archive["f_2x3x2_i8"]?.integers() == Array(0..<12))
+        // float32 widens exactly to Double; float64 rounds to nearest Float; float16 widens.
+        let narrow = try archive.tensor("c_2x3x4", as: Float.self)
+        #expect(narrow.scalars == c.scalars.map { Float($0) })
+        let f32 = try archive.tensor("float32_2x3", as: Float.self)
+        #expect(try archive.tensor("float32_2x3", as: Double.self) == Tensor<Double>(f32))
+        let halves = try archive.tensor("float16_4", as: Float.self)
+        #expect(halves.scalars == [Float(Float16(0.1)), 60_000, -2.5, Float(Float16(6e-8))])
+        #expect(halves.scalars[3] > 0)   // a Float16 subnormal, kept
+        // A finite double that float32 cannot hold, and an integer array: errors naming the entry.
+        #expect(try archive.tensor("float64_big", as: Double.self).scalars == [1, 1e300, -3.5])
+        #expect(throws: NormError.invalidNumPyData(expected: "'float64_big': values that fit Tensor<Float>",
+                                                   found: "1e+300 at index 1")) {
+            try archive.tensor("float64_big", as: Float.self)
         }
+        #expect(throws: NormError.invalidNumPyData(
+            expected: "'int64_3': a floating-point array ('<f2', '<f4' or '<f8') for Tensor<Double>", found: "'<i8'")) {
+            try archive.tensor("int64_3", as: Double.self)
+        }
+        // A malformed entry inside an archive is refused naming it.
+        var broken = NumPyArchive()
+        broken["w"] = archive["float32_2x3"]
+        var bytes = try broken.npz()
+        let header = Array("'descr': '<f4'".utf8)
+        let at = (0...(bytes.count - header.count)).first { Array(bytes[$0..<($0 + header.count)]) == header }!
+        bytes[at + 10] = UInt8(ascii: ">")   // the entry's CRC-32 no longer matches
+        do {
+            _ = try NumPyArchive(npz: bytes)
+            Issue.record("a corrupted entry was accepted")
+        } catch {
+            guard case let .invalidNumPyData(expected, _) = error else { Issue.record("\(error)"); return }
+            #expect(expected.hasPrefix("'w.npy': "), "\(expected)")
+        }
+        // NumPy's own transposes: Tensor.permuted gives the same arrays.
+        #expect(try c.permuted([2, 0, 1]) == archive.tensor("t_201", as: Double.self))
+        #expect(try c.reshaped([2, 12]).reshaped([2, 3, 4]) == c)
+        let first = try Tensor<Double>(Array(c.scalars[0..<12]), shape: [3, 4])
+        #expect(try first.permuted([1, 0]) == archive.tensor("t_10", as: Double.self))
     }
 
     func npyRoundTrips<S: BLASScalar>(_: S.Type) throws {
@@ -57,9 +109,8 @@ struct NumPyTests {
             return Array(good[0..<10]) + Array(header.utf8) + Array(good[data...])
         }
         #expect(data % 64 == 0)
-        #expect(throws: NormError.invalidNumPyData(expected: "C order", found: "'fortran_order': True")) {
-            try NumPyArray(npy: replacing("False", "True "))
-        }
+        // The same bytes declared in Fortran order: the columns come first.
+        #expect(try Tensor<Float>(NumPyArray(npy: replacing("False", "True "))).scalars == [1.5, 3.5, 2.5, 4.5])
         #expect(throws: NormError.self) { try NumPyArray(npy: replacing("<f4", ">f4")) }
         #expect(throws: NormError.self) { try NumPyArray(npy: Array(good.dropLast(1))) }
         #expect(throws: NormError.self) { try NumPyArray(npy: replacing("(2, 2)", "(2, 3)")) }
@@ -129,7 +180,9 @@ struct NumPyTests {
         let train = try sbn.forward(state.tensor("bn2d_train_input"), mode: .training).output
         #expect(normwiseError(train.scalars, try state.tensor("bn2d_train_output", as: Float.self).scalars) < 1e-5)
         #expect(normwiseError(sbn.runningVariance, try state.tensor("bn2d_next_running_var", as: Float.self).scalars) < 1e-5)
-        #expect(throws: NormError.self) { try SpatialBatchNorm<Double>(pytorch: state, prefix: "bn2d.") }
+        // A Double layer takes PyTorch's float32 state, widened exactly.
+        let wide = try SpatialBatchNorm<Double>(pytorch: state, prefix: "bn2d.")
+        #expect(wide.gamma == sbn.gamma.map(Double.init) && wide.runningVariance.count == 3)
         #expect(throws: NormError.self) { try BatchNorm<Float>(pytorch: state, prefix: "bn3d.") }
     }
 }

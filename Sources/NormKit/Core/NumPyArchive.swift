@@ -2,6 +2,7 @@
 /// as `numpy.savez` writes and `numpy.load` reads them.
 ///
 /// ```swift
+/// let bn = try BatchNorm<Float>(featureCount: 4)
 /// var archive = NumPyArchive()
 /// archive["weight"] = NumPyArray(bn.gamma)   // any Tensor or [Scalar]
 /// try archive.write(to: "bn.npz")
@@ -34,15 +35,18 @@ public struct NumPyArchive: Sendable, Hashable {
         }
     }
 
-    /// The tensor named `name`.
+    /// The tensor named `name`, widened or narrowed to `Scalar` from `<f2`,
+    /// `<f4` or `<f8` as ``Tensor/init(_:)-(NumPyArray)`` does.
     /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` when there is
-    ///   no such array or it is not of `Scalar`'s type (`<f4`, `<f8`).
+    ///   no such array, or naming the array when it is not floating point or
+    ///   holds a value that `Scalar` cannot.
+    /// - Complexity: O(count of the array).
     public func tensor<Scalar: BLASScalar>(_ name: String, as _: Scalar.Type = Scalar.self)
         throws(NormError) -> Tensor<Scalar> {
         guard let array = arrays[name] else {
             throw .invalidNumPyData(expected: "an array named '\(name)'", found: "\(names)")
         }
-        return try Tensor(array)
+        do throws(NormError) { return try Tensor(array) } catch { throw error.naming(entry: name) }
     }
 
     // MARK: Reading
@@ -57,7 +61,8 @@ public struct NumPyArchive: Sendable, Hashable {
         let zip = ZipReader(bytes)
         for entry in try zip.entries() {
             let name = entry.name.hasSuffix(".npy") ? String(entry.name.dropLast(4)) : entry.name
-            self[name] = try NumPyArray(npy: zip.contents(of: entry))
+            do throws(NormError) { self[name] = try NumPyArray(npy: zip.contents(of: entry)) }
+            catch { throw error.naming(entry: entry.name) }
         }
     }
 
@@ -329,5 +334,15 @@ struct ZipWriter {
             Self.append(value, width, to: &out)
         }
         return out
+    }
+}
+
+extension NormError {
+    /// The error with the archive entry it concerns named in front of what was
+    /// expected (for ``NormError/invalidNumPyData(expected:found:)``; other
+    /// errors are returned unchanged).
+    func naming(entry: String) -> NormError {
+        guard case let .invalidNumPyData(expected, found) = self, !expected.hasPrefix("'\(entry)': ") else { return self }
+        return .invalidNumPyData(expected: "'\(entry)': \(expected)", found: found)
     }
 }

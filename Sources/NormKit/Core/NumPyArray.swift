@@ -1,11 +1,12 @@
 /// One array in NumPy's `.npy` format: a data-type descriptor, a shape and the
 /// raw bytes in C order, so that arrays of any type (a PyTorch `state_dict`'s
 /// `int64` counter next to its `float32` weights) pass through an `.npz`
-/// archive; ``Tensor/init(_:)-(NumPyArray)`` reads the `<f4` and `<f8` ones.
+/// archive; ``Tensor/init(_:)-(NumPyArray)`` reads the `<f2`, `<f4` and `<f8` ones.
 ///
 /// Reads formats 1.0 and 2.0 (the header length in 2 or 4 bytes) and writes
 /// 1.0, or 2.0 for a header longer than 65,535 bytes, as `numpy.save` does.
-/// Fortran order, big-endian data and malformed headers are a
+/// A Fortran-order array (scikit-learn's arrays often are) is read into C
+/// order. Big-endian data and malformed headers are a
 /// ``NormError/invalidNumPyData(expected:found:)``.
 public struct NumPyArray: Sendable, Hashable {
     /// NumPy's type string: byte order (`<` little-endian, `|` not applicable),
@@ -71,8 +72,9 @@ public struct NumPyArray: Sendable, Hashable {
 
     /// Parses the bytes of a `.npy` file.
     /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` naming what
-    ///   is wrong: the magic string, the version, the header, Fortran order,
-    ///   the descriptor or the data length.
+    ///   is wrong: the magic string, the version, the header, the descriptor
+    ///   or the data length. An array in Fortran order (`'fortran_order':
+    ///   True`) is read into C order, the order of ``data``.
     /// - Complexity: O(bytes).
     public init(npy bytes: [UInt8]) throws(NormError) {
         var offset = 0
@@ -130,9 +132,6 @@ public struct NumPyArray: Sendable, Hashable {
             throw .invalidNumPyData(expected: "a header of \(headerLength) bytes", found: "\(headerBytes.count)")
         }
         let parsed = try NumPyHeader(parsing: String(decoding: headerBytes, as: UTF8.self))
-        guard !parsed.fortranOrder else {
-            throw .invalidNumPyData(expected: "C order", found: "'fortran_order': True")
-        }
         // The data's size, from the descriptor and shape alone, before any of it is read.
         let declared = try NumPyArray.byteCount(descriptor: parsed.descriptor, shape: parsed.shape)
         if let available, available - headerStart - headerLength != declared {
@@ -145,7 +144,17 @@ public struct NumPyArray: Sendable, Hashable {
             throw .invalidNumPyData(expected: "\(declared) bytes of data for shape \(parsed.shape)",
                                     found: data.count < declared ? "\(data.count)" : "more")
         }
-        try self.init(descriptor: parsed.descriptor, shape: parsed.shape, data: data)
+        guard parsed.fortranOrder, parsed.shape.count > 1 else {
+            try self.init(descriptor: parsed.descriptor, shape: parsed.shape, data: data)
+            return
+        }
+        // Fortran order: the data is the C-order array of the reversed shape;
+        // reversing its axes gives the C order of `shape`.
+        let rank = parsed.shape.count
+        let itemSize = Int(parsed.descriptor.dropFirst(2)) ?? 1
+        try self.init(descriptor: parsed.descriptor, shape: parsed.shape,
+                      data: AxisPermutation.copyBytes(data, shape: parsed.shape.reversed(),
+                                                      axes: Array((0..<rank).reversed()), itemSize: itemSize))
     }
 
     /// The bytes of a `.npy` file holding this array, as `numpy.save` writes them.
@@ -238,19 +247,44 @@ extension NumPyArray {
 }
 
 extension Tensor {
-    /// The tensor of a NumPy array of this scalar type: `<f4` for `Float`,
-    /// `<f8` for `Double`, with its shape (a NumPy scalar becomes shape `[]`).
+    /// The tensor of a NumPy floating-point array, with its shape (a NumPy
+    /// scalar becomes shape `[]`): `<f2`, `<f4` or `<f8`, widened or narrowed
+    /// to `Scalar` (PyTorch saves float32 by default; a `Tensor<Double>`
+    /// takes it exactly). Narrowing `<f8` to `Float` rounds to the nearest,
+    /// ties to even.
     /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` for another
-    ///   type (convert in NumPy with `astype`; NormKit does not round silently).
+    ///   type (an integer array: convert in NumPy with `astype`), or for a
+    ///   finite `<f8` value beyond `Float`'s range (naming its index), which
+    ///   would become an infinity.
     /// - Complexity: O(count).
     public init(_ array: NumPyArray) throws(NormError) {
-        let expected = NumPyArray.descriptor(of: Scalar.self)
-        guard array.descriptor == expected else {
-            throw .invalidNumPyData(expected: "'\(expected)' for Tensor<\(Scalar.self)>",
+        let count = array.data.count / max(array.itemSize, 1)
+        var scalars = [Scalar].unspecified(count: count)
+        switch array.descriptor {
+        case NumPyArray.descriptor(of: Scalar.self):
+            scalars.withUnsafeMutableBytes { $0.copyBytes(from: array.data) }
+        case "<f2":
+            let values = try array.float16Values()
+            for i in 0..<count { scalars[i] = Scalar(Float(values[i])) }
+        case "<f4", "<f8":
+            let overflow: (index: Int, value: Double)? = array.data.withUnsafeBytes { bytes in
+                for i in 0..<count {
+                    let value = array.descriptor == "<f4"
+                        ? Double(bytes.loadUnaligned(fromByteOffset: 4 * i, as: Float.self))
+                        : bytes.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)
+                    scalars[i] = Scalar(value)
+                    if value.isFinite, !scalars[i].isFinite { return (i, value) }
+                }
+                return nil
+            }
+            if let overflow {
+                throw .invalidNumPyData(expected: "values that fit Tensor<\(Scalar.self)>",
+                                        found: "\(overflow.value) at index \(overflow.index)")
+            }
+        default:
+            throw .invalidNumPyData(expected: "a floating-point array ('<f2', '<f4' or '<f8') for Tensor<\(Scalar.self)>",
                                     found: "'\(array.descriptor)'")
         }
-        var scalars = [Scalar].unspecified(count: array.data.count / MemoryLayout<Scalar>.size)
-        scalars.withUnsafeMutableBytes { $0.copyBytes(from: array.data) }
         self.init(validatedShape: array.shape, scalars: scalars)
     }
 
