@@ -1,4 +1,4 @@
-// swift-tools-version: 6.1
+// swift-tools-version: 6.2
 // A separate package that depends on NormKit as an app would (CI builds and
 // runs it): the README's training loop over memory the app owns, layer state
 // through .npz, a PyTorch state_dict, and bad input.
