@@ -8,17 +8,17 @@ BENCH_ARGS ?=
 # tests start more ranks than this machine has cores.
 MPIRUN := mpirun --allow-run-as-root --oversubscribe
 
-.PHONY: setup test test-long sanitize fuzz fuzz-merge fuzz-numpy fuzz-numpy-merge bench bench-mpi bench-quick lab docs example clean
+.PHONY: setup test test-long sanitize fuzz fuzz-merge fuzz-numpy fuzz-numpy-merge bench bench-mpi bench-quick lab docs example snippets clean
 
 # OpenBLAS and LAPACKE for NormKit; Open MPI (headers, libraries and mpirun)
-# for NormKitMPI and its mpirun tests.
+# for NormKitMPI and its mpirun tests; python3 extracts the snippets (make snippets).
 setup:
 	@if [ ! -f /usr/include/lapacke.h ] || ! pkg-config --exists openblas 2>/dev/null || ! pkg-config --exists lapacke 2>/dev/null \
-		|| ! pkg-config --exists ompi-c 2>/dev/null || ! command -v mpirun >/dev/null; then \
-		echo "Installing libopenblas-dev, liblapacke-dev, libopenmpi-dev, openmpi-bin and pkg-config with apt-get"; \
+		|| ! pkg-config --exists ompi-c 2>/dev/null || ! command -v mpirun >/dev/null || ! command -v python3 >/dev/null; then \
+		echo "Installing libopenblas-dev, liblapacke-dev, libopenmpi-dev, openmpi-bin, pkg-config and python3 with apt-get"; \
 		$(SUDO) apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq libopenblas-dev liblapacke-dev \
-			libopenmpi-dev openmpi-bin pkg-config; \
+			libopenmpi-dev openmpi-bin pkg-config python3; \
 	fi
 
 # Release mode: the allocation-free entry points are proved allocation-free in
@@ -122,5 +122,13 @@ example: setup
 	cd Examples/Consumer && $(SWIFT) build -c release && .build/release/Consumer
 	cd Examples/Consumer && $(SWIFT) build && .build/debug/Consumer
 
+# Every Swift snippet of the README, the DocC catalog and the doc comments,
+# extracted (Examples/Snippets/extract.py), compiled with only its own imports
+# as an app would, and run; a block starting with `// Package.swift` is a
+# manifest excerpt and is skipped.
+snippets: setup
+	python3 Examples/Snippets/extract.py
+	cd Examples/Snippets && $(SWIFT) build && .build/debug/Snippets
+
 clean:
-	rm -rf .build Examples/Consumer/.build
+	rm -rf .build Examples/Consumer/.build Examples/Snippets/.build Examples/Snippets/Sources

@@ -407,13 +407,12 @@ extension ProcessWideTests.AllocationTests {
     /// the markers (`ReadmeTextTests` checks the README holds the same text).
     func readmeLoop() throws -> NormalizationStep<BatchNorm<Float>> {
         // README-LOOP-BEGIN
-        var step = NormalizationStep(try BatchNorm<Float>(featureCount: 128))
-        let shape = [64, 128]
+        var step = NormalizationStep(try BatchNorm<Float>(featureCount: 128), inputShape: [64, 128])
         var x = [Float](repeating: 0, count: 64 * 128)    // the app's activations, reused
         var dy = [Float](repeating: 0, count: 64 * 128)   // the upstream gradient, reused
         for iteration in 1...100 {
             for i in x.indices { x[i] = Float((i * 7 + iteration) % 13) * 0.3 }   // the next batch
-            try x.withUnsafeBufferPointer { try step.forward($0, shape: shape) }
+            try x.withUnsafeBufferPointer { try step.forward($0) }
             step.output.withUnsafeBufferPointer { y in    // the loss sum(y²)/2 has dL/dy = y
                 for i in dy.indices { dy[i] = y[i] }
             }
@@ -440,5 +439,36 @@ extension ProcessWideTests.AllocationTests {
             #expect(count <= 30, "\(count) allocations in 100 steps on \(threads) thread(s)")
             #expect(step.output.shape == [64, 128] && step.layer.gamma.allSatisfy(\.isFinite))
         }
+    }
+
+    @Test("a step given its input shape once allocates nothing per step; a call without any shape throws")
+    func inputShapeStepAllocations() throws {
+        let features = 128
+        let x = (0..<64 * features).map { Float($0 % 97) * 0.37 + 10000.1 }
+        let n = x.count / features
+        var step = NormalizationStep(try LayerNorm<Float>(featureCount: features), inputShape: [n, features])
+        try x.withUnsafeBufferPointer { try step.forward($0) }
+        try x.withUnsafeBufferPointer { try step.backward($0) }
+        let start = normkit_thread_allocation_count()
+        for _ in 0..<100 {
+            try x.withUnsafeBufferPointer { try step.forward($0) }
+            try x.withUnsafeBufferPointer { try step.backward($0) }
+        }
+        let count = normkit_thread_allocation_count() - start
+        #expect(count == 0, "\(count) allocations in 100 steps")
+        #expect(step.output.shape == [64, 128] && step.inputShape == [64, 128])
+        // A forward with a shape sets it; one without, before any, throws.
+        var fresh = NormalizationStep(try LayerNorm<Float>(featureCount: features))
+        #expect(throws: NormError.invalidShape(
+            expected: "an input shape: NormalizationStep(_:inputShape:) or forward(_:shape:)", actual: [])) {
+            try x.withUnsafeBufferPointer { try fresh.forward($0) }
+        }
+        // A refused shape leaves the step's shape as it was; an accepted one sets it.
+        #expect(throws: NormError.self) { try x.withUnsafeBufferPointer { try fresh.forward($0, shape: [32, 256]) } }
+        #expect(fresh.inputShape.isEmpty)
+        try x.withUnsafeBufferPointer { try fresh.forward($0, shape: [n, features]) }
+        #expect(fresh.inputShape == [64, 128])
+        fresh.inputShape = [32, 256]
+        #expect(throws: NormError.self) { try x.withUnsafeBufferPointer { try fresh.forward($0) } }
     }
 }

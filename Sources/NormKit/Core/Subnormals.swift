@@ -21,6 +21,8 @@ internal import CNormKitSupport
 /// workers too).
 ///
 /// ```swift
+/// var bn = try BatchNorm<Float>(featureCount: 16)
+/// let x = try Tensor<Float>(randomNormal: [32, 16], seed: 1)
 /// let (y, cache) = try Subnormals.flushingToZero { try bn.forward(x, mode: .training) }
 /// ```
 ///

@@ -10,7 +10,7 @@
 ///
 /// ```swift
 /// var bn = try BatchNorm<Float>(featureCount: 3)
-/// let x = Tensor<Float>(randomNormal: [8, 3], seed: 1)
+/// let x = try Tensor<Float>(randomNormal: [8, 3], seed: 1)
 /// let (y, cache) = try bn.forward(x, mode: .training)
 /// let grads = try bn.backward(y, cache: cache)   // dL/dy = y, as an example
 /// ```

@@ -2,19 +2,27 @@
 /// the output, the cache, the gradients and the workspace.
 ///
 /// ```swift
-/// var step = NormalizationStep(try LayerNorm<Float>(featureCount: 128))
-/// for batch in batches {                       // [Float] buffers the app owns
-///     try batch.withUnsafeBufferPointer { x in
-///         try step.forward(x, shape: [64, 128])
+/// var step = NormalizationStep(try LayerNorm<Float>(featureCount: 128), inputShape: [64, 128])
+/// var batch = [Float](repeating: 0, count: 64 * 128)   // memory the app owns
+/// var dy = batch
+/// for iteration in 0..<10 {
+///     for i in batch.indices { batch[i] = Float((i + iteration) % 17) * 0.1 }
+///     try batch.withUnsafeBufferPointer { try step.forward($0) }   // of step.inputShape
+///     // step.output is y; the loss gives dy (here sum(y²)/2, so dy = y)
+///     step.output.withUnsafeBufferPointer { y in
+///         for i in dy.indices { dy[i] = y[i] }
 ///     }
-///     // ... step.output is y; the loss gives dy ...
-///     try step.backward(dy)
+///     try dy.withUnsafeBufferPointer { try step.backward($0) }
 ///     // step.gradients.input, .gamma, .beta
 /// }
 /// ```
 ///
 /// After the first call (or a change of shape) a step allocates nothing, on
-/// one thread or split over several (``Threading``). The forward pass copies its input into the
+/// one thread or split over several (``Threading``), in an optimized build
+/// (a debug build allocates on every call, here as everywhere). Give the
+/// shape once (``init(_:inputShape:)``) rather than as an array literal at
+/// each call, which Swift builds anew unless its optimizer can keep it on the
+/// stack. The forward pass copies its input into the
 /// cache's own storage, so the step never refers to the caller's memory: the
 /// next batch may be written into the same buffer or tensor. Reading
 /// ``output`` or ``gradients`` hands out a copy-on-write reference; keep it past
@@ -40,9 +48,25 @@ public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
     /// The sum of a residual forward (``ResidualNormalizationLayer``); empty until one runs.
     @usableFromInline var storedSum: Tensor<Scalar>
 
+    /// The shape a forward call without `shape:` reads its input in: set by
+    /// ``init(_:inputShape:)``, by assignment, or by the last forward call
+    /// that named a shape. Empty until then.
+    public var inputShape: [Int]
+
     /// A step around `layer`, with empty buffers that the first pass sizes.
+    /// - Complexity: O(1).
     public init(_ layer: Layer) {
+        self.init(layer, inputShape: [])
+    }
+
+    /// A step around `layer` whose forward calls read inputs of `inputShape`
+    /// (`forward(_:mode:)` over a buffer), so that a
+    /// training loop passes no shape array at all. The shape is checked by
+    /// the first forward call, as any other.
+    /// - Complexity: O(1).
+    public init(_ layer: Layer, inputShape: [Int]) {
         self.layer = layer
+        self.inputShape = inputShape
         storedSum = .empty
         storedOutput = .empty
         storedGradients = NormGradients()
@@ -82,6 +106,24 @@ public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
             }
         }
         if let failure { throw failure }
+        if inputShape != shape { inputShape = shape }
+    }
+
+    /// Normalizes `input`, of ``inputShape``, as `forward(_:shape:mode:)`
+    /// does. It allocates nothing once the buffers are sized: the shape is the
+    /// step's own array. (An array literal written at each call, `shape: [n, d]`,
+    /// is built at each call unless the optimizer keeps it on the stack, which
+    /// it does in some call sites and not in others.)
+    /// - Throws: ``NormError/invalidShape(expected:actual:)`` when no shape
+    ///   was given yet, and the errors of the form with `shape:`.
+    /// - Complexity: O(product of ``inputShape``).
+    @inlinable
+    public mutating func forward(_ input: UnsafeBufferPointer<Scalar>, mode: Mode = .training) throws(NormError) {
+        guard !inputShape.isEmpty else {
+            throw layer.refusingForward(.invalidShape(expected: "an input shape: NormalizationStep(_:inputShape:) or forward(_:shape:)",
+                                                      actual: []), mode: mode)
+        }
+        try forward(input, shape: inputShape, mode: mode)
     }
 
     /// Normalizes a tensor, as the form over an `UnsafeBufferPointer` does.

@@ -19,7 +19,7 @@ public enum ChannelLayout: String, Sendable, Hashable, Codable {
 ///
 /// ```swift
 /// var sbn = try SpatialBatchNorm<Float>(channelCount: 3)
-/// let images = Tensor<Float>(randomNormal: [2, 3, 4, 5], seed: 1)   // (N, C, H, W)
+/// let images = try Tensor<Float>(randomNormal: [2, 3, 4, 5], seed: 1)   // (N, C, H, W)
 /// let (y, cache) = try sbn.forward(images, mode: .training)
 /// ```
 ///

@@ -1,4 +1,4 @@
-/// Which whitening ``Whitening/fit(_:kind:epsilon:)`` prepares.
+/// Which whitening ``Whitening/fit(_:kind:epsilon:backend:)`` prepares.
 public enum WhiteningKind: Sendable, Hashable, Codable {
     /// PCA whitening onto the `components` leading principal components:
     /// `(x - mean) V_k diag(1/sqrt(l_k + eps))`, `(M, components)`.
