@@ -26,6 +26,60 @@ public enum VarianceEstimator: String, Sendable, Hashable, Codable {
     case unbiased
 }
 
+/// How a layer with running statistics keeps them (PyTorch's `momentum` and
+/// `track_running_stats`).
+public enum RunningStatistics: String, Sendable, Hashable, Codable {
+    /// After each training batch,
+    /// `running = momentum * running + (1 - momentum) * batch` (PyTorch's
+    /// `momentum=m` is NormKit's `1 - m`).
+    case exponential
+    /// The equal-weight average of every training batch's statistics so far
+    /// (PyTorch's `momentum=None`): batch `t` (counting from 1, ``BatchNorm/batchesTracked``
+    /// after it) makes `running = (1 - 1/t) * running + (1/t) * batch`, so the
+    /// first batch replaces the initial values.
+    case cumulative
+    /// No running statistics (PyTorch's `track_running_stats=False`): both
+    /// modes normalize with the batch's statistics (inference then needs 2
+    /// values per statistic, as training does), nothing is updated, and
+    /// `batchesTracked` stays as it is.
+    case none
+}
+
+extension RunningStatistics {
+    /// The mode whose statistics a forward pass in `mode` normalizes with:
+    /// the batch's in both modes for ``none``.
+    @inlinable
+    func statisticsMode(_ mode: Mode) -> Mode { self == .none ? .training : mode }
+
+    /// Whether a successful forward pass in `mode` counts a batch.
+    @inlinable
+    func counts(_ mode: Mode) -> Bool { mode == .training && self != .none }
+
+    /// The update after a training batch, for a layer that has tracked
+    /// `batchesTracked` batches before it; `nil` for ``none``.
+    @inlinable
+    func update<Scalar: BLASScalar>(momentum: Scalar, batchesTracked: Int) -> RunningUpdate<Scalar>? {
+        switch self {
+        case .exponential: return RunningUpdate(keep: momentum, take: 1 - momentum)
+        case .cumulative:
+            // PyTorch's factor 1/t, and its complement, in the layer's precision.
+            let take = 1 / Scalar(batchesTracked &+ 1)
+            return RunningUpdate(keep: 1 - take, take: take)
+        case .none: return nil
+        }
+    }
+}
+
+/// One training batch's running-statistics update:
+/// `running = keep * running + take * batch` (the variance's `take` times
+/// `N / (N - 1)` for ``VarianceEstimator/unbiased``).
+@usableFromInline
+struct RunningUpdate<Scalar: BLASScalar>: Sendable {
+    @usableFromInline let keep: Scalar
+    @usableFromInline let take: Scalar
+    @inlinable init(keep: Scalar, take: Scalar) { (self.keep, self.take) = (keep, take) }
+}
+
 /// The gradients of a normalization layer's loss with respect to its input and
 /// its parameters.
 public struct NormGradients<Scalar: BLASScalar>: Sendable, Equatable {

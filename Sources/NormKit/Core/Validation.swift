@@ -123,7 +123,16 @@ enum Validation {
         }
     }
 
-    /// The hyperparameters and vectors of a layer with running statistics.
+    /// A count of tracked batches that one more batch cannot overflow.
+    @inlinable
+    static func batchesTracked(_ count: Int) throws(NormError) {
+        guard count >= 0, count < Int.max else {
+            throw .unsupportedParameter(name: "batchesTracked", expected: "from 0 to Int.max - 1, got \(count)")
+        }
+    }
+
+    /// The checks of a layer with batch and running statistics: `epsilon`,
+    /// `momentum`, and one `gamma`, `beta` and running statistic per channel.
     @inlinable
     static func batchParameters<Scalar: BLASScalar>(
         count: Int, gamma: [Scalar], beta: [Scalar], runningMean: [Scalar],

@@ -26,6 +26,7 @@ extension BatchNorm: ReducedPrecisionLayer where Scalar == Float {
         into output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        let mode = runningStatistics.statisticsMode(mode)
         try validateParameters()
         let features = featureCount
         try BatchStatistics.forward(
@@ -37,13 +38,15 @@ extension BatchNorm: ReducedPrecisionLayer where Scalar == Float {
             },
             mode: mode, origin: cacheOrigin, gamma: gamma, beta: beta,
             runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
-            momentum: momentum, estimator: varianceEstimator, backend: backend,
+            update: runningUpdate, estimator: varianceEstimator, backend: backend,
             activation: activation, output: output, cache: &cache, workspace: &workspace)
+        if runningStatistics.counts(mode) { batchesTracked += 1 }
     }
 
     /// The 16-bit inference with the running statistics, keeping nothing: the
     /// 16-bit `forward(mode: .inference)`'s output bit for bit. `output` may
-    /// be `input`'s memory.
+    /// be `input`'s memory. With ``RunningStatistics/none``: the forward pass
+    /// with the batch's statistics, allocating that pass's cache.
     /// - Throws: as the 16-bit forward, except the training checks.
     /// - Complexity: O(N·D); allocation-free once `workspace` is sized.
     @inlinable
@@ -51,6 +54,11 @@ extension BatchNorm: ReducedPrecisionLayer where Scalar == Float {
         _ input: UnsafeBufferPointer<Storage>, shape: [Int],
         into output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        if runningStatistics == .none {
+            var layer = self, cache = NormCache<Float>()
+            return try layer.forward(input, shape: shape, mode: .training, into: output,
+                                     cache: &cache, workspace: &workspace)
+        }
         try validateParameters()
         let features = featureCount
         try BatchStatistics.infer(
@@ -113,6 +121,7 @@ extension SpatialBatchNorm: ReducedPrecisionLayer where Scalar == Float {
         into output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        let mode = runningStatistics.statisticsMode(mode)
         try validateParameters()
         let (layout, channels) = (layout, channelCount)
         try BatchStatistics.forward(
@@ -123,13 +132,15 @@ extension SpatialBatchNorm: ReducedPrecisionLayer where Scalar == Float {
             },
             mode: mode, origin: cacheOrigin, gamma: gamma, beta: beta,
             runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
-            momentum: momentum, estimator: varianceEstimator, backend: backend,
+            update: runningUpdate, estimator: varianceEstimator, backend: backend,
             activation: activation, output: output, cache: &cache, workspace: &workspace)
+        if runningStatistics.counts(mode) { batchesTracked += 1 }
     }
 
     /// The 16-bit inference with the running statistics, keeping nothing: the
     /// 16-bit `forward(mode: .inference)`'s output bit for bit. `output` may
-    /// be `input`'s memory.
+    /// be `input`'s memory. With ``RunningStatistics/none``: the forward pass
+    /// with the batch's statistics, allocating that pass's cache.
     /// - Throws: as the 16-bit forward, except the training checks.
     /// - Complexity: O(N·C·H·W); allocation-free once `workspace` is sized.
     @inlinable
@@ -137,6 +148,11 @@ extension SpatialBatchNorm: ReducedPrecisionLayer where Scalar == Float {
         _ input: UnsafeBufferPointer<Storage>, shape: [Int],
         into output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        if runningStatistics == .none {
+            var layer = self, cache = NormCache<Float>()
+            return try layer.forward(input, shape: shape, mode: .training, into: output,
+                                     cache: &cache, workspace: &workspace)
+        }
         try validateParameters()
         try BatchStatistics.infer(
             input, shape: shape,
@@ -190,6 +206,7 @@ extension SyncBatchNorm: ReducedPrecisionLayer where Scalar == Float {
         into output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        let mode = batchNorm.runningStatistics.statisticsMode(mode)
         let d = batchNorm.featureCount
         let prepared: Result<ChannelGeometry, NormError>
         do throws(NormError) {
@@ -210,11 +227,12 @@ extension SyncBatchNorm: ReducedPrecisionLayer where Scalar == Float {
             number: trainingCalls + 1, origin: cacheOrigin, gamma: batchNorm.gamma,
             beta: batchNorm.beta, runningMean: &batchNorm.runningMean,
             runningVariance: &batchNorm.runningVariance, epsilon: batchNorm.epsilon,
-            momentum: batchNorm.momentum, estimator: batchNorm.varianceEstimator,
+            update: batchNorm.runningUpdate, estimator: batchNorm.varianceEstimator,
             backend: batchNorm.backend, output: UnsafeMutableBufferPointer(start: nil, count: 0),
             residual: nil, activation: batchNorm.activation, cache: &cache, workspace: &workspace,
             reduced: ReducedStreams(input, output))
         if mode == .training { trainingCalls += 1 }
+        if batchNorm.runningStatistics.counts(mode) { batchNorm.batchesTracked += 1 }
     }
 
     /// ``batchNorm``'s 16-bit inference, keeping nothing and communicating
@@ -283,6 +301,7 @@ extension SyncSpatialBatchNorm: ReducedPrecisionLayer where Scalar == Float {
         into output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        let mode = spatialBatchNorm.runningStatistics.statisticsMode(mode)
         let c = spatialBatchNorm.channelCount, layout = spatialBatchNorm.layout
         let prepared: Result<ChannelGeometry, NormError>
         do throws(NormError) {
@@ -302,12 +321,13 @@ extension SyncSpatialBatchNorm: ReducedPrecisionLayer where Scalar == Float {
             number: trainingCalls + 1, origin: cacheOrigin, gamma: spatialBatchNorm.gamma,
             beta: spatialBatchNorm.beta, runningMean: &spatialBatchNorm.runningMean,
             runningVariance: &spatialBatchNorm.runningVariance, epsilon: spatialBatchNorm.epsilon,
-            momentum: spatialBatchNorm.momentum, estimator: spatialBatchNorm.varianceEstimator,
+            update: spatialBatchNorm.runningUpdate, estimator: spatialBatchNorm.varianceEstimator,
             backend: spatialBatchNorm.backend,
             output: UnsafeMutableBufferPointer(start: nil, count: 0), residual: nil,
             activation: spatialBatchNorm.activation, cache: &cache, workspace: &workspace,
             reduced: ReducedStreams(input, output))
         if mode == .training { trainingCalls += 1 }
+        if spatialBatchNorm.runningStatistics.counts(mode) { spatialBatchNorm.batchesTracked += 1 }
     }
 
     /// ``spatialBatchNorm``'s 16-bit inference, keeping nothing and

@@ -39,6 +39,14 @@ public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
     public var momentum: Scalar
     /// What the running variance is fed.
     public var varianceEstimator: VarianceEstimator
+    /// How the running statistics are kept; ``RunningStatistics/none``
+    /// normalizes with the batch's statistics in both modes.
+    public var runningStatistics: RunningStatistics
+    /// The training batches counted so far (PyTorch's `num_batches_tracked`):
+    /// one more after each successful training forward, unless
+    /// ``runningStatistics`` is ``RunningStatistics/none``. The count
+    /// ``RunningStatistics/cumulative`` averages over.
+    public var batchesTracked: Int = 0
     /// Applied to `gamma·xhat + beta` (plus a residual) in the output pass.
     public var activation: FusedActivation
     /// The implementation used.
@@ -51,7 +59,8 @@ public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
     ///   ``NormError/invalidMomentum(_:)``.
     public init(featureCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
                 varianceEstimator: VarianceEstimator = .biased,
-                activation: FusedActivation = .none, backend: Backend = .blas) throws(NormError) {
+                activation: FusedActivation = .none, runningStatistics: RunningStatistics = .exponential,
+                backend: Backend = .blas) throws(NormError) {
         try Validation.featureCount(featureCount)
         try Validation.epsilon(epsilon)
         try Validation.momentum(momentum)
@@ -64,7 +73,14 @@ public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
         self.momentum = momentum
         self.varianceEstimator = varianceEstimator
         self.activation = activation
+        self.runningStatistics = runningStatistics
         self.backend = backend
+    }
+
+    /// This training batch's running update (`nil` for ``RunningStatistics/none``).
+    @inlinable
+    var runningUpdate: RunningUpdate<Scalar>? {
+        runningStatistics.update(momentum: momentum, batchesTracked: batchesTracked)
     }
 
     /// Re-validates the public `var`s that `forward` depends on.
@@ -73,6 +89,7 @@ public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
         try Validation.batchParameters(
             count: featureCount, gamma: gamma, beta: beta, runningMean: runningMean,
             runningVariance: runningVariance, epsilon: epsilon, momentum: momentum)
+        try Validation.batchesTracked(batchesTracked)
     }
 
     /// The origin its forward passes record in a cache: `.batchNorm(featureCount:)`.
@@ -106,6 +123,7 @@ public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
         shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        let mode = runningStatistics.statisticsMode(mode)
         try validateParameters()
         try cache.adopt(input, shape: shape)
         try Validation.buffer("output", output.count, expected: input.count)
@@ -117,16 +135,18 @@ public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
             geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
             mode: mode, origin: cacheOrigin, gamma: gamma, beta: beta,
             runningMean: &runningMean,
-            runningVariance: &runningVariance, epsilon: epsilon, momentum: momentum,
+            runningVariance: &runningVariance, epsilon: epsilon, update: runningUpdate,
             estimator: varianceEstimator, backend: backend, output: output,
             residual: residual?.baseAddress, activation: activation, cache: &cache,
             workspace: &workspace)
+        if runningStatistics.counts(mode) { batchesTracked += 1 }
     }
 
     /// Inference with the running statistics, keeping nothing:
     /// `y = act(gamma·(x - runningMean)/sqrt(runningVariance + epsilon) + beta)`,
     /// the same bits as `forward(mode: .inference)`'s output. `output` may be
-    /// `input`'s memory.
+    /// `input`'s memory. With ``RunningStatistics/none`` it is the forward
+    /// pass with the batch's statistics, and allocates that pass's cache.
     /// - Throws: ``NormError/invalidShape(expected:actual:)``,
     ///   ``NormError/bufferCountMismatch(name:expected:actual:)``,
     ///   ``NormError/nonFiniteStatistics(index:)``, the hyperparameter errors.
@@ -136,6 +156,11 @@ public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
         _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
         into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        if runningStatistics == .none {
+            var layer = self, cache = Cache()
+            return try layer.forward(input, residual: nil, shape: shape, mode: .training, into: output,
+                                     cache: &cache, workspace: &workspace)
+        }
         try validateParameters()
         let count = try Validation.inferBuffers(input, output, shape: shape)
         let rows = try Validation.matrixRows(shape: shape, count: count, columns: featureCount)

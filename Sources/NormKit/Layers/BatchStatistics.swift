@@ -21,7 +21,7 @@ enum BatchStatistics {
         geometry g: ChannelGeometry, mode: Mode, origin: CacheOrigin,
         gamma: [Scalar], beta: [Scalar],
         runningMean: inout [Scalar], runningVariance: inout [Scalar],
-        epsilon: Scalar, momentum: Scalar, estimator: VarianceEstimator, backend: Backend,
+        epsilon: Scalar, update: RunningUpdate<Scalar>?, estimator: VarianceEstimator, backend: Backend,
         output: UnsafeMutableBufferPointer<Scalar>, residual: UnsafePointer<Scalar>? = nil,
         activation: FusedActivation = .none, cache: inout NormCache<Scalar>,
         workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil
@@ -153,10 +153,10 @@ enum BatchStatistics {
             cache.invalidate()
             throw failure
         }
-        guard mode == .training else { return }
+        guard mode == .training, let update else { return }
 
         // Everything succeeded: only now do the running statistics change.
-        let meanWeight = 1 - momentum
+        let meanWeight = update.take, momentum = update.keep
         let varianceWeight = estimator == .unbiased
             ? meanWeight * Scalar(count) / Scalar(count - 1) : meanWeight
         workspace.withRegions(ones: 0, scratch: scratchCount) { _, scratch in

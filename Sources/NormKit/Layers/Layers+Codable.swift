@@ -34,7 +34,7 @@ private func checkAffine<Scalar: BLASScalar>(
 /// `channelCount` by the layer's input; `layout` for SpatialBatchNorm only).
 private enum RunningCodingKeys: String, CodingKey {
     case featureCount, channelCount, layout, gamma, beta, runningMean, runningVariance, epsilon, momentum
-    case varianceEstimator, backend, activation
+    case varianceEstimator, backend, activation, runningStatistics, batchesTracked
 }
 
 /// What ``BatchNorm`` and ``SpatialBatchNorm`` encode besides their size and layout.
@@ -43,8 +43,13 @@ private struct RunningState<Scalar: BLASScalar> {
     var epsilon, momentum: Scalar
     var estimator: VarianceEstimator
     var backend: Backend
+    // Absent from archives written before they existed: PyTorch's defaults.
+    var policy: RunningStatistics = .exponential
+    var batchesTracked = 0
 
     init(_ c: KeyedDecodingContainer<RunningCodingKeys>) throws {
+        policy = try c.decodeIfPresent(RunningStatistics.self, forKey: .runningStatistics) ?? .exponential
+        batchesTracked = try c.decodeIfPresent(Int.self, forKey: .batchesTracked) ?? 0
         epsilon = try c.decode(Scalar.self, forKey: .epsilon)
         momentum = try c.decode(Scalar.self, forKey: .momentum)
         estimator = try c.decode(VarianceEstimator.self, forKey: .varianceEstimator)
@@ -56,9 +61,11 @@ private struct RunningState<Scalar: BLASScalar> {
     }
 
     init(gamma: [Scalar], beta: [Scalar], runningMean: [Scalar], runningVariance: [Scalar],
-         epsilon: Scalar, momentum: Scalar, estimator: VarianceEstimator, backend: Backend) {
+         epsilon: Scalar, momentum: Scalar, estimator: VarianceEstimator, backend: Backend,
+         policy: RunningStatistics, batchesTracked: Int) {
         (self.gamma, self.beta, self.runningMean, self.runningVariance) = (gamma, beta, runningMean, runningVariance)
         (self.epsilon, self.momentum, self.estimator, self.backend) = (epsilon, momentum, estimator, backend)
+        (self.policy, self.batchesTracked) = (policy, batchesTracked)
     }
 
     /// What a decoded layer of `count` features must hold, checked before it
@@ -66,6 +73,7 @@ private struct RunningState<Scalar: BLASScalar> {
     /// variance that is not negative.
     func check(count: Int) throws(NormError) {
         try checkAffine(gamma: gamma, beta: beta, count: count)
+        try Validation.batchesTracked(batchesTracked)
         try Validation.count("runningMean", runningMean.count, expected: count)
         try Validation.count("runningVariance", runningVariance.count, expected: count)
         try Validation.finite("runningMean", runningMean)
@@ -83,12 +91,14 @@ private struct RunningState<Scalar: BLASScalar> {
         try c.encode(momentum, forKey: .momentum)
         try c.encode(estimator, forKey: .varianceEstimator)
         try c.encode(backend, forKey: .backend)
+        try c.encode(policy, forKey: .runningStatistics)
+        try c.encode(batchesTracked, forKey: .batchesTracked)
     }
 }
 
 extension BatchNorm: Codable {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(featureCount:epsilon:momentum:varianceEstimator:activation:backend:)`` and
+    /// ``init(featureCount:epsilon:momentum:varianceEstimator:activation:runningStatistics:backend:)`` and
     /// `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
@@ -100,9 +110,10 @@ extension BatchNorm: Codable {
             try v.check(count: count)
             var layer = try BatchNorm(featureCount: count, epsilon: v.epsilon, momentum: v.momentum,
                                       varianceEstimator: v.estimator, activation: activation,
-                                      backend: v.backend)
+                                      runningStatistics: v.policy, backend: v.backend)
             (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) =
                 (v.gamma, v.beta, v.runningMean, v.runningVariance)
+            layer.batchesTracked = v.batchesTracked
             try layer.validateParameters()
             return layer
         }
@@ -115,13 +126,14 @@ extension BatchNorm: Codable {
         if activation != .none { try c.encode(activation, forKey: .activation) }
         try RunningState(gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
                          epsilon: epsilon, momentum: momentum, estimator: varianceEstimator,
-                         backend: backend).encode(to: &c)
+                         backend: backend, policy: runningStatistics,
+                         batchesTracked: batchesTracked).encode(to: &c)
     }
 }
 
 extension SpatialBatchNorm: Codable {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(channelCount:epsilon:momentum:varianceEstimator:layout:activation:backend:)``
+    /// ``init(channelCount:epsilon:momentum:varianceEstimator:layout:activation:runningStatistics:backend:)``
     /// and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
@@ -134,9 +146,11 @@ extension SpatialBatchNorm: Codable {
             try v.check(count: count)
             var layer = try SpatialBatchNorm(channelCount: count, epsilon: v.epsilon, momentum: v.momentum,
                                              varianceEstimator: v.estimator, layout: layout,
-                                             activation: activation, backend: v.backend)
+                                             activation: activation, runningStatistics: v.policy,
+                                             backend: v.backend)
             (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) =
                 (v.gamma, v.beta, v.runningMean, v.runningVariance)
+            layer.batchesTracked = v.batchesTracked
             try layer.validateParameters()
             return layer
         }
@@ -150,7 +164,8 @@ extension SpatialBatchNorm: Codable {
         if activation != .none { try c.encode(activation, forKey: .activation) }
         try RunningState(gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
                          epsilon: epsilon, momentum: momentum, estimator: varianceEstimator,
-                         backend: backend).encode(to: &c)
+                         backend: backend, policy: runningStatistics,
+                         batchesTracked: batchesTracked).encode(to: &c)
     }
 }
 

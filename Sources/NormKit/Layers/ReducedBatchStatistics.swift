@@ -320,7 +320,7 @@ extension BatchStatistics {
         geometry: (_ shape: [Int], _ count: Int) throws(NormError) -> ChannelGeometry,
         mode: Mode, origin: CacheOrigin, gamma: [Float], beta: [Float],
         runningMean: inout [Float], runningVariance: inout [Float], epsilon: Float,
-        momentum: Float, estimator: VarianceEstimator, backend: Backend,
+        update: RunningUpdate<Float>?, estimator: VarianceEstimator, backend: Backend,
         activation: FusedActivation, output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
@@ -329,7 +329,7 @@ extension BatchStatistics {
         try forward(
             exchange: LocalStatistics(), geometry: g, mode: mode, origin: origin, gamma: gamma,
             beta: beta, runningMean: &runningMean, runningVariance: &runningVariance,
-            epsilon: epsilon, momentum: momentum, estimator: estimator, backend: backend,
+            epsilon: epsilon, update: update, estimator: estimator, backend: backend,
             output: UnsafeMutableBufferPointer(start: nil, count: 0), activation: activation,
             cache: &cache, workspace: &workspace, reduced: ReducedStreams(x, output))
     }

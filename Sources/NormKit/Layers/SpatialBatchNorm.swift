@@ -47,6 +47,14 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
     public var momentum: Scalar
     /// What the running variance is fed.
     public var varianceEstimator: VarianceEstimator
+    /// How the running statistics are kept; ``RunningStatistics/none``
+    /// normalizes with the batch's statistics in both modes.
+    public var runningStatistics: RunningStatistics
+    /// The training batches counted so far (PyTorch's `num_batches_tracked`):
+    /// one more after each successful training forward, unless
+    /// ``runningStatistics`` is ``RunningStatistics/none``. The count
+    /// ``RunningStatistics/cumulative`` averages over.
+    public var batchesTracked: Int = 0
     /// The dimension order of inputs: `(N, C, H, W)` or `(N, H, W, C)`.
     public var layout: ChannelLayout
     /// Applied to `gamma·xhat + beta` (plus a residual) in the output pass.
@@ -61,7 +69,8 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
     ///   ``NormError/invalidMomentum(_:)``.
     public init(channelCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
                 varianceEstimator: VarianceEstimator = .biased, layout: ChannelLayout = .nchw,
-                activation: FusedActivation = .none, backend: Backend = .blas) throws(NormError) {
+                activation: FusedActivation = .none, runningStatistics: RunningStatistics = .exponential,
+                backend: Backend = .blas) throws(NormError) {
         try Validation.featureCount(channelCount)
         try Validation.epsilon(epsilon)
         try Validation.momentum(momentum)
@@ -75,7 +84,14 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
         self.varianceEstimator = varianceEstimator
         self.layout = layout
         self.activation = activation
+        self.runningStatistics = runningStatistics
         self.backend = backend
+    }
+
+    /// This training batch's running update (`nil` for ``RunningStatistics/none``).
+    @inlinable
+    var runningUpdate: RunningUpdate<Scalar>? {
+        runningStatistics.update(momentum: momentum, batchesTracked: batchesTracked)
     }
 
     /// Re-validates the public `var`s that `forward` depends on.
@@ -84,6 +100,7 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
         try Validation.batchParameters(
             count: channelCount, gamma: gamma, beta: beta, runningMean: runningMean,
             runningVariance: runningVariance, epsilon: epsilon, momentum: momentum)
+        try Validation.batchesTracked(batchesTracked)
     }
 
     /// The geometry of a validated input of `shape`, with at least
@@ -148,6 +165,7 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
         shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        let mode = runningStatistics.statisticsMode(mode)
         try validateParameters()
         try cache.adopt(input, shape: shape)
         try Validation.buffer("output", output.count, expected: input.count)
@@ -158,13 +176,16 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
             exchange: LocalStatistics(),
             geometry: g, mode: mode, origin: cacheOrigin, gamma: gamma, beta: beta,
             runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
-            momentum: momentum, estimator: varianceEstimator, backend: backend,
+            update: runningUpdate, estimator: varianceEstimator, backend: backend,
             output: output, residual: residual?.baseAddress, activation: activation,
             cache: &cache, workspace: &workspace)
+        if runningStatistics.counts(mode) { batchesTracked += 1 }
     }
 
     /// Inference with the running statistics, keeping nothing; the same bits
     /// as `forward(mode: .inference)`'s output. `output` may be `input`'s memory.
+    /// With ``RunningStatistics/none`` it is the forward pass with the
+    /// batch's statistics, and allocates that pass's cache.
     /// - Throws: as the forward pass, except the training checks.
     /// - Complexity: O(N·C·H·W); allocation-free once `workspace` is sized.
     @inlinable
@@ -172,6 +193,11 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
         _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
         into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        if runningStatistics == .none {
+            var layer = self, cache = Cache()
+            return try layer.forward(input, residual: nil, shape: shape, mode: .training, into: output,
+                                     cache: &cache, workspace: &workspace)
+        }
         try validateParameters()
         let count = try Validation.inferBuffers(input, output, shape: shape)
         try BatchStatistics.infer(

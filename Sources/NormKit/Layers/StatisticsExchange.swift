@@ -223,7 +223,7 @@ extension RankStatistics {
         communicator: any Communicator, prepared: Result<ChannelGeometry, NormError>,
         channels: Int, mode: Mode, number: Int, origin: CacheOrigin, gamma: [Scalar], beta: [Scalar],
         runningMean: inout [Scalar], runningVariance: inout [Scalar],
-        epsilon: Scalar, momentum: Scalar, estimator: VarianceEstimator, backend: Backend,
+        epsilon: Scalar, update: RunningUpdate<Scalar>?, estimator: VarianceEstimator, backend: Backend,
         output: UnsafeMutableBufferPointer<Scalar>, residual: UnsafePointer<Scalar>?,
         activation: FusedActivation, cache: inout NormCache<Scalar>,
         workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil
@@ -244,14 +244,14 @@ extension RankStatistics {
                 try BatchStatistics.forward(
                     exchange: exchange, geometry: g, mode: mode, origin: origin, gamma: gamma, beta: beta,
                     runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
-                    momentum: momentum, estimator: estimator, backend: backend, output: output,
+                    update: update, estimator: estimator, backend: backend, output: output,
                     residual: residual, activation: activation, cache: &cache, workspace: &workspace,
                     reduced: reduced)
             } else {
                 try BatchStatistics.forward(
                     exchange: LocalStatistics(), geometry: g, mode: mode, origin: origin, gamma: gamma,
                     beta: beta, runningMean: &runningMean, runningVariance: &runningVariance,
-                    epsilon: epsilon, momentum: momentum, estimator: estimator, backend: backend,
+                    epsilon: epsilon, update: update, estimator: estimator, backend: backend,
                     output: output, residual: residual, activation: activation, cache: &cache,
                     workspace: &workspace, reduced: reduced)
             }

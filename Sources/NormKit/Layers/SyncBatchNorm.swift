@@ -60,10 +60,12 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer {
     /// - Throws: ``NormError/invalidFeatureCount(_:)``, ``NormError/invalidEpsilon(_:)``,
     ///   ``NormError/invalidMomentum(_:)``.
     public init(featureCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
-                varianceEstimator: VarianceEstimator = .biased, communicator: any Communicator,
+                varianceEstimator: VarianceEstimator = .biased,
+                runningStatistics: RunningStatistics = .exponential, communicator: any Communicator,
                 backend: Backend = .blas) throws(NormError) {
         self.batchNorm = try BatchNorm(featureCount: featureCount, epsilon: epsilon, momentum: momentum,
-                                       varianceEstimator: varianceEstimator, backend: backend)
+                                       varianceEstimator: varianceEstimator,
+                                       runningStatistics: runningStatistics, backend: backend)
         self.communicator = communicator
     }
 
@@ -150,6 +152,7 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer {
         shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        let mode = batchNorm.runningStatistics.statisticsMode(mode)
         let d = batchNorm.featureCount
         let prepared: Result<ChannelGeometry, NormError>
         do throws(NormError) {
@@ -167,12 +170,13 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer {
             number: trainingCalls + 1,
             origin: cacheOrigin, gamma: batchNorm.gamma, beta: batchNorm.beta,
             runningMean: &batchNorm.runningMean, runningVariance: &batchNorm.runningVariance,
-            epsilon: batchNorm.epsilon, momentum: batchNorm.momentum,
+            epsilon: batchNorm.epsilon, update: batchNorm.runningUpdate,
             estimator: batchNorm.varianceEstimator, backend: batchNorm.backend, output: output,
             residual: residual?.baseAddress, activation: batchNorm.activation,
             cache: &cache, workspace: &workspace)
         // Every rank's call succeeded or every rank's threw: the counts stay in step.
         if mode == .training { trainingCalls += 1 }
+        if batchNorm.runningStatistics.counts(mode) { batchNorm.batchesTracked += 1 }
     }
 
     /// The closed-form backward of this rank's rows: `dbeta` and `dgamma` sums
@@ -215,7 +219,7 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer {
     /// - Complexity: one all-gather of the call's message per rank in training, else O(1).
     @inlinable
     public func refusingForward(_ error: NormError, mode: Mode) -> NormError {
-        guard mode == .training else { return error }
+        guard batchNorm.runningStatistics.statisticsMode(mode) == .training else { return error }
         return RankStatistics.refusing(error, communicator: communicator, channels: batchNorm.featureCount, of: Scalar.self,
                                        collective: .forward, number: trainingCalls + 1)
     }

@@ -41,10 +41,12 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLa
     ///   ``NormError/invalidMomentum(_:)``.
     public init(channelCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
                 varianceEstimator: VarianceEstimator = .biased, layout: ChannelLayout = .nchw,
+                runningStatistics: RunningStatistics = .exponential,
                 communicator: any Communicator, backend: Backend = .blas) throws(NormError) {
         self.spatialBatchNorm = try SpatialBatchNorm(
             channelCount: channelCount, epsilon: epsilon, momentum: momentum,
-            varianceEstimator: varianceEstimator, layout: layout, backend: backend)
+            varianceEstimator: varianceEstimator, layout: layout,
+            runningStatistics: runningStatistics, backend: backend)
         self.communicator = communicator
     }
 
@@ -129,6 +131,7 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLa
         shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        let mode = spatialBatchNorm.runningStatistics.statisticsMode(mode)
         let c = spatialBatchNorm.channelCount
         let prepared: Result<ChannelGeometry, NormError>
         do throws(NormError) {
@@ -146,12 +149,13 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLa
             origin: cacheOrigin, gamma: spatialBatchNorm.gamma, beta: spatialBatchNorm.beta,
             runningMean: &spatialBatchNorm.runningMean,
             runningVariance: &spatialBatchNorm.runningVariance,
-            epsilon: spatialBatchNorm.epsilon, momentum: spatialBatchNorm.momentum,
+            epsilon: spatialBatchNorm.epsilon, update: spatialBatchNorm.runningUpdate,
             estimator: spatialBatchNorm.varianceEstimator, backend: spatialBatchNorm.backend,
             output: output, residual: residual?.baseAddress, activation: spatialBatchNorm.activation,
             cache: &cache, workspace: &workspace)
         // Every rank's call succeeded or every rank's threw: the counts stay in step.
         if mode == .training { trainingCalls += 1 }
+        if spatialBatchNorm.runningStatistics.counts(mode) { spatialBatchNorm.batchesTracked += 1 }
     }
 
     /// The closed-form backward of this rank's images: per-channel sums
@@ -193,7 +197,7 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLa
     /// - Complexity: one all-gather of the call's message per rank in training, else O(1).
     @inlinable
     public func refusingForward(_ error: NormError, mode: Mode) -> NormError {
-        guard mode == .training else { return error }
+        guard spatialBatchNorm.runningStatistics.statisticsMode(mode) == .training else { return error }
         return RankStatistics.refusing(error, communicator: communicator,
                                        channels: spatialBatchNorm.channelCount, of: Scalar.self,
                                        collective: .forward, number: trainingCalls + 1)
