@@ -161,13 +161,10 @@ struct NumPyTests {
         #expect(normwiseError(train.scalars, try state.tensor("bn1d_train_output", as: Double.self).scalars) < 1e-12)
         #expect(normwiseError(bn.runningMean, try state.tensor("bn1d_next_running_mean", as: Double.self).scalars) < 1e-12)
         #expect(normwiseError(bn.runningVariance, try state.tensor("bn1d_next_running_var", as: Double.self).scalars) < 1e-12)
-        // The state round-trips through NormKit's own .npz and Codable.
-        var mine = NumPyArchive()
-        mine["weight"] = NumPyArray(bn.gamma)
-        mine["bias"] = NumPyArray(bn.beta)
-        mine["running_mean"] = NumPyArray(bn.runningMean)
-        mine["running_var"] = NumPyArray(bn.runningVariance)
-        let reloaded = try BatchNorm<Double>(pytorch: NumPyArchive(npz: mine.npz()))
+        #expect(bn.batchesTracked == 4)   // num_batches_tracked 3, and one more batch
+        // The state round-trips through pytorchState and NormKit's own .npz.
+        let reloaded = try BatchNorm<Double>(pytorch: NumPyArchive(npz: bn.pytorchState(prefix: "bn1.").npz()),
+                                             prefix: "bn1.")
         #expect(reloaded == bn)
     }
 

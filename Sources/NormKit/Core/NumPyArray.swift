@@ -216,6 +216,15 @@ public struct NumPyArray: Sendable, Hashable {
             return Int(Int64(bitPattern: value))
         }
     }
+
+    /// A NumPy `int64` scalar (shape `()`), as PyTorch saves a counter such as
+    /// `num_batches_tracked`.
+    /// - Complexity: O(1).
+    public init(integer value: Int) {
+        descriptor = "<i8"
+        shape = []
+        data = withUnsafeBytes(of: Int64(value).littleEndian) { Array($0) }
+    }
 }
 
 extension NumPyArray {

@@ -8,32 +8,54 @@ extension BatchNorm {
     ///
     /// PyTorch's conventions are converted, so that the layer computes what the
     /// module computes in both modes: NormKit's `momentum` (the weight of the
-    /// old value) is `1 - pytorchMomentum`, and the variance estimator is
-    /// ``VarianceEstimator/unbiased``. `num_batches_tracked` is read and not
-    /// kept: it matters only to PyTorch's `momentum=None` (a cumulative
-    /// average), which NormKit does not have. A module built with
+    /// old value) is `1 - pytorchMomentum`, `pytorchMomentum: nil` (PyTorch's
+    /// `momentum=None`) is ``RunningStatistics/cumulative``, and the variance
+    /// estimator is ``VarianceEstimator/unbiased``. `num_batches_tracked`
+    /// becomes ``batchesTracked``. A module built with
+    /// `track_running_stats=False` has no running statistics: the layer's
+    /// ``runningStatistics`` is then ``RunningStatistics/none``. A module built with
     /// `affine=False` has no `weight` or `bias`: `gamma` is then ones and
-    /// `beta` zeros.
+    /// `beta` zeros. float32 and float64 arrays are widened or narrowed to `Scalar`.
     ///
     /// - Parameters:
     ///   - state: the archive.
     ///   - prefix: the module's prefix in a whole model's `state_dict`, e.g. `"bn1."`.
     ///   - epsilon: the module's `eps` (the `state_dict` does not hold it).
-    ///   - pytorchMomentum: the module's `momentum`, in PyTorch's convention.
+    ///   - pytorchMomentum: the module's `momentum`, in PyTorch's convention
+    ///     (`nil` for `momentum=None`).
     ///   - backend: the implementation to use.
-    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` for a missing
-    ///   `running_mean` or `running_var` (a module with
-    ///   `track_running_stats=False`), an array of another type than `Scalar`'s,
-    ///   or one that is not one-dimensional; ``NormError/parameterCountMismatch(name:expected:actual:)``
+    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` naming the
+    ///   entry: an array that is not floating point or not one-dimensional,
+    ///   only one of `running_mean` and `running_var`, or neither running
+    ///   statistics nor `weight`; ``NormError/parameterCountMismatch(name:expected:actual:)``
     ///   when the arrays' lengths differ; the initializer's errors.
     /// - Complexity: O(D).
     public init(pytorch state: NumPyArchive, prefix: String = "", epsilon: Scalar = 1e-5,
-                pytorchMomentum: Scalar = 0.1, backend: Backend = .blas) throws(NormError) {
+                pytorchMomentum: Scalar? = 0.1, backend: Backend = .blas) throws(NormError) {
         let p = try PyTorchBatchNormState<Scalar>(state, prefix: prefix)
-        try self.init(featureCount: p.runningMean.count, epsilon: epsilon,
-                      momentum: 1 - pytorchMomentum, varianceEstimator: .unbiased, backend: backend)
-        (gamma, beta, runningMean, runningVariance) = (p.gamma ?? gamma, p.beta ?? beta, p.runningMean, p.runningVariance)
+        try self.init(featureCount: p.count, epsilon: epsilon, momentum: 1 - (pytorchMomentum ?? 0.1),
+                      varianceEstimator: .unbiased, runningStatistics: p.policy(pytorchMomentum: pytorchMomentum),
+                      backend: backend)
+        try p.apply(to: &gamma, &beta, &runningMean, &runningVariance, &batchesTracked)
         try validateParameters()
+    }
+
+    /// The layer's state under PyTorch's `state_dict` names, loadable into an
+    /// `nn.BatchNorm1d` with `load_state_dict` (after `torch.from_numpy` of
+    /// each array): `weight` (`gamma`), `bias` (`beta`), and unless
+    /// ``runningStatistics`` is ``RunningStatistics/none``, `running_mean`,
+    /// `running_var` and `num_batches_tracked` (int64, shape `()`), each under
+    /// `prefix`. Arrays are float32 for `Float`, float64 for `Double`. The
+    /// module's `eps` and `momentum` are not part of a `state_dict`: build it
+    /// with `eps=epsilon`, `momentum=1 - momentum` (`None` for
+    /// ``RunningStatistics/cumulative``), `track_running_stats` as
+    /// ``runningStatistics`` says; PyTorch feeds its running variance the
+    /// unbiased estimate (``VarianceEstimator/unbiased``).
+    /// - Complexity: O(D).
+    public func pytorchState(prefix: String = "") -> NumPyArchive {
+        PyTorchBatchNormState.archive(prefix: prefix, gamma: gamma, beta: beta, runningMean: runningMean,
+                                      runningVariance: runningVariance, policy: runningStatistics,
+                                      batchesTracked: batchesTracked)
     }
 }
 
@@ -54,14 +76,24 @@ extension SpatialBatchNorm {
     /// - Throws: as ``BatchNorm/init(pytorch:prefix:epsilon:pytorchMomentum:backend:)``.
     /// - Complexity: O(C).
     public init(pytorch state: NumPyArchive, prefix: String = "", epsilon: Scalar = 1e-5,
-                pytorchMomentum: Scalar = 0.1, layout: ChannelLayout = .nchw,
+                pytorchMomentum: Scalar? = 0.1, layout: ChannelLayout = .nchw,
                 backend: Backend = .blas) throws(NormError) {
         let p = try PyTorchBatchNormState<Scalar>(state, prefix: prefix)
-        try self.init(channelCount: p.runningMean.count, epsilon: epsilon,
-                      momentum: 1 - pytorchMomentum, varianceEstimator: .unbiased,
-                      layout: layout, backend: backend)
-        (gamma, beta, runningMean, runningVariance) = (p.gamma ?? gamma, p.beta ?? beta, p.runningMean, p.runningVariance)
+        try self.init(channelCount: p.count, epsilon: epsilon, momentum: 1 - (pytorchMomentum ?? 0.1),
+                      varianceEstimator: .unbiased, layout: layout,
+                      runningStatistics: p.policy(pytorchMomentum: pytorchMomentum), backend: backend)
+        try p.apply(to: &gamma, &beta, &runningMean, &runningVariance, &batchesTracked)
         try validateParameters()
+    }
+
+    /// The layer's state under PyTorch's `state_dict` names, loadable into an
+    /// `nn.BatchNorm2d` (or `BatchNorm1d`/`BatchNorm3d`) with `load_state_dict`,
+    /// as ``BatchNorm/pytorchState(prefix:)`` describes.
+    /// - Complexity: O(C).
+    public func pytorchState(prefix: String = "") -> NumPyArchive {
+        PyTorchBatchNormState.archive(prefix: prefix, gamma: gamma, beta: beta, runningMean: runningMean,
+                                      runningVariance: runningVariance, policy: runningStatistics,
+                                      batchesTracked: batchesTracked)
     }
 }
 
@@ -69,8 +101,12 @@ extension SpatialBatchNorm {
 struct PyTorchBatchNormState<Scalar: BLASScalar> {
     var gamma: [Scalar]?
     var beta: [Scalar]?
-    var runningMean: [Scalar]
-    var runningVariance: [Scalar]
+    var runningMean: [Scalar]?
+    var runningVariance: [Scalar]?
+    var batchesTracked: Int?
+
+    /// The channel count, from the first array present.
+    var count: Int { (runningMean ?? gamma ?? []).count }
 
     init(_ state: NumPyArchive, prefix: String) throws(NormError) {
         func vector(_ key: String) throws(NormError) -> [Scalar]? {
@@ -81,16 +117,65 @@ struct PyTorchBatchNormState<Scalar: BLASScalar> {
             }
             return t.scalars
         }
-        guard let mean = try vector("running_mean"), let variance = try vector("running_var") else {
+        (gamma, beta) = (try vector("weight"), try vector("bias"))
+        (runningMean, runningVariance) = (try vector("running_mean"), try vector("running_var"))
+        if (runningMean == nil) != (runningVariance == nil) {
             throw .invalidNumPyData(
-                expected: "'\(prefix)running_mean' and '\(prefix)running_var' (a module with track_running_stats=True)",
+                expected: "both '\(prefix)running_mean' and '\(prefix)running_var' or neither",
                 found: "\(state.names)")
         }
-        if let counter = state[prefix + "num_batches_tracked"] { _ = try counter.integers() }
-        (gamma, beta, runningMean, runningVariance) = (try vector("weight"), try vector("bias"), mean, variance)
-        if (gamma == nil) != (beta == nil) {
-            throw .invalidNumPyData(expected: "both '\(prefix)weight' and '\(prefix)bias' or neither",
-                                    found: "\(state.names)")
+        if runningMean == nil, gamma == nil {
+            throw .invalidNumPyData(
+                expected: "'\(prefix)running_mean' and '\(prefix)running_var', or '\(prefix)weight'",
+                found: "\(state.names)")
         }
+        if gamma == nil, beta != nil {
+            throw .invalidNumPyData(expected: "'\(prefix)weight' with '\(prefix)bias'", found: "\(state.names)")
+        }
+        if let counter = state[prefix + "num_batches_tracked"] {
+            let values: [Int]
+            do throws(NormError) { values = try counter.integers() }
+            catch { throw error.naming(entry: prefix + "num_batches_tracked") }
+            guard values.count == 1, values[0] >= 0, values[0] < Int.max else {
+                throw .invalidNumPyData(expected: "'\(prefix)num_batches_tracked': one count from 0 to Int.max - 1",
+                                        found: "\(values.prefix(3))")
+            }
+            batchesTracked = values[0]
+        }
+    }
+
+    /// The layer's policy: none without running statistics, cumulative for
+    /// PyTorch's `momentum=None`.
+    func policy(pytorchMomentum: Scalar?) -> RunningStatistics {
+        runningMean == nil ? .none : pytorchMomentum == nil ? .cumulative : .exponential
+    }
+
+    /// Copies the arrays present into a layer's, checking their lengths.
+    func apply(to gamma: inout [Scalar], _ beta: inout [Scalar], _ runningMean: inout [Scalar],
+               _ runningVariance: inout [Scalar], _ batchesTracked: inout Int) throws(NormError) {
+        let count = gamma.count
+        for (name, array) in [("weight", self.gamma), ("bias", self.beta), ("running_mean", self.runningMean),
+                              ("running_var", self.runningVariance)] {
+            if let array { try Validation.count(name, array.count, expected: count) }
+        }
+        if let v = self.gamma { gamma = v }
+        if let v = self.beta { beta = v }
+        if let v = self.runningMean { runningMean = v }
+        if let v = self.runningVariance { runningVariance = v }
+        if let v = self.batchesTracked { batchesTracked = v }
+    }
+
+    /// A layer's `state_dict` arrays under `prefix`.
+    static func archive(prefix: String, gamma: [Scalar], beta: [Scalar], runningMean: [Scalar],
+                        runningVariance: [Scalar], policy: RunningStatistics, batchesTracked: Int) -> NumPyArchive {
+        var archive = NumPyArchive()
+        archive[prefix + "weight"] = NumPyArray(gamma)
+        archive[prefix + "bias"] = NumPyArray(beta)
+        if policy != .none {
+            archive[prefix + "running_mean"] = NumPyArray(runningMean)
+            archive[prefix + "running_var"] = NumPyArray(runningVariance)
+            archive[prefix + "num_batches_tracked"] = NumPyArray(integer: batchesTracked)
+        }
+        return archive
     }
 }

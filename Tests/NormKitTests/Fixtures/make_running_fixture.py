@@ -1,0 +1,110 @@
+"""Makes pytorch-running.npz, the fixture of Tests/NormKitTests/RunningStatisticsTests.swift,
+and checks NormKit's exported state_dicts the other way.
+
+    python3 make_running_fixture.py            # writes pytorch-running.npz (committed)
+    python3 make_running_fixture.py --check D  # loads D/*.npz, written by the Swift test
+                                               # with NORMKIT_PYTORCH_STATE=D, into PyTorch
+
+Modules, float64, eps 1e-5, random weight and bias, three training batches
+(inputs 3.7 * randn + 10.1):
+  cumulative.*  BatchNorm1d(5, momentum=None) on (7, 5): the state_dict after
+                the three batches; cumulative_x{1,2,3} the batches,
+                cumulative_y{1,2,3} the training outputs, cumulative_dx3,
+                cumulative_dweight3, cumulative_dbias3 the gradients of the
+                third batch's output against cumulative_dy3;
+                cumulative_eval_input / _output one eval batch.
+  untracked.*   BatchNorm2d(3, track_running_stats=False) on (2, 3, 4, 5): the
+                state_dict (weight and bias only); untracked_eval_input /
+                _output an eval batch (batch statistics) and untracked_eval_dx
+                its input gradient against untracked_eval_dy.
+Check mode: each D/<name>.npz holds a NormKit layer's pytorchState() and
+D/<name>_input.npy, D/<name>_output.npy its inference input and output;
+PyTorch's load_state_dict must accept the state (strict) and compute the
+same output to 1e-6 relative.
+"""
+import sys
+
+import numpy as np
+import torch
+
+
+def made(kind):
+    if kind == "cumulative":
+        return torch.nn.BatchNorm1d(5, momentum=None)
+    if kind == "untracked":
+        return torch.nn.BatchNorm2d(3, track_running_stats=False)
+    if kind == "exponential1d":
+        return torch.nn.BatchNorm1d(5)
+    raise SystemExit(f"unknown module {kind}")
+
+
+def make():
+    torch.manual_seed(3)
+    dtype = torch.float64
+    arrays = {}
+    bn = made("cumulative").to(dtype)
+    with torch.no_grad():
+        bn.weight.copy_(torch.randn(5, dtype=dtype) * 0.7 + 1.1)
+        bn.bias.copy_(torch.randn(5, dtype=dtype) * 0.5 - 0.3)
+    bn.train()
+    for step in (1, 2, 3):
+        x = (torch.randn(7, 5, dtype=dtype) * 3.7 + 10.1).requires_grad_()
+        y = bn(x)
+        arrays[f"cumulative_x{step}"] = x.detach().numpy()
+        arrays[f"cumulative_y{step}"] = y.detach().numpy()
+        if step == 3:
+            dy = torch.randn(7, 5, dtype=dtype)
+            y.backward(dy)
+            arrays["cumulative_dy3"] = dy.numpy()
+            arrays["cumulative_dx3"] = x.grad.numpy()
+            arrays["cumulative_dweight3"] = bn.weight.grad.numpy()
+            arrays["cumulative_dbias3"] = bn.bias.grad.numpy()
+    for key, value in bn.state_dict().items():
+        arrays[f"cumulative.{key}"] = value.detach().numpy().copy()
+    bn.eval()
+    x = torch.randn(7, 5, dtype=dtype) * 2.9 + 10.3
+    arrays["cumulative_eval_input"] = x.numpy()
+    arrays["cumulative_eval_output"] = bn(x).detach().numpy()
+
+    sbn = made("untracked").to(dtype)
+    with torch.no_grad():
+        sbn.weight.copy_(torch.randn(3, dtype=dtype) * 0.7 + 1.1)
+        sbn.bias.copy_(torch.randn(3, dtype=dtype) * 0.5 - 0.3)
+    for key, value in sbn.state_dict().items():
+        arrays[f"untracked.{key}"] = value.detach().numpy().copy()
+    sbn.eval()
+    x = (torch.randn(2, 3, 4, 5, dtype=dtype) * 3.7 + 10.1).requires_grad_()
+    y = sbn(x)
+    dy = torch.randn(2, 3, 4, 5, dtype=dtype)
+    y.backward(dy)
+    arrays["untracked_eval_input"] = x.detach().numpy()
+    arrays["untracked_eval_output"] = y.detach().numpy()
+    arrays["untracked_eval_dy"] = dy.numpy()
+    arrays["untracked_eval_dx"] = x.grad.numpy()
+    assert set(sbn.state_dict()) == {"weight", "bias"}
+    np.savez("pytorch-running.npz", **arrays)
+    print("torch", torch.__version__, sorted(arrays))
+
+
+def check(directory):
+    import pathlib
+    names = sorted(p.stem for p in pathlib.Path(directory).glob("*.npz"))
+    assert names, f"no .npz in {directory}"
+    for name in names:
+        state = np.load(f"{directory}/{name}.npz")
+        dtype = torch.float64 if state["weight"].dtype == np.float64 else torch.float32
+        module = made(name).to(dtype)
+        module.load_state_dict({k: torch.from_numpy(state[k]) for k in state.files}, strict=True)
+        module.eval()
+        x = torch.from_numpy(np.load(f"{directory}/{name}_input.npy"))
+        expected = np.load(f"{directory}/{name}_output.npy")
+        got = module(x).detach().numpy()
+        error = np.abs(got - expected).max() / np.abs(expected).max()
+        assert error < 1e-6, f"{name}: relative error {error}"
+        print(f"{name}: load_state_dict(strict=True) accepted {sorted(state.files)}; eval output within {error:.1e}")
+
+
+if len(sys.argv) == 3 and sys.argv[1] == "--check":
+    check(sys.argv[2])
+else:
+    make()
