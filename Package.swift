@@ -14,6 +14,14 @@ let package = Package(
         .executable(name: "normlab", targets: ["NormLabCLI"]),
         .executable(name: "normfuzz", targets: ["NormFuzz"]),
     ],
+    // The command-line tools (normbench, normbench-mpi, normlab) need
+    // swift-argument-parser. The trait is on by default, so this package's
+    // own builds have them; an app that depends on NormKit with `traits: []`
+    // resolves and builds no package NormKit does not link.
+    traits: [
+        .trait(name: "Tools", description: "The command-line tools' dependency, swift-argument-parser"),
+        .default(enabledTraits: ["Tools"]),
+    ],
     dependencies: [
         // MARK: Dependencies (served from the local mirror)
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -71,7 +79,7 @@ let package = Package(
             name: "NormLabCLI",
             dependencies: [
                 "NormLab", "NormKitMPI",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser", condition: .when(traits: ["Tools"])),
             ]
         ),
 
@@ -80,7 +88,7 @@ let package = Package(
             name: "NormBench",
             dependencies: [
                 "NormKit",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser", condition: .when(traits: ["Tools"])),
             ],
             path: "Benchmarks/NormBench"
         ),
@@ -89,7 +97,7 @@ let package = Package(
             name: "NormBenchMPI",
             dependencies: [
                 "NormKit", "NormKitMPI",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser", condition: .when(traits: ["Tools"])),
             ],
             path: "Benchmarks/NormBenchMPI"
         ),

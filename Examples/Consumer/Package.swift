@@ -7,7 +7,9 @@ import PackageDescription
 let package = Package(
     name: "Consumer",
     dependencies: [
-        .package(name: "NormKit", path: "../.."),
+        // traits: [] leaves out the command-line tools' dependency
+        // (swift-argument-parser): nothing but NormKit is resolved or built.
+        .package(name: "NormKit", path: "../..", traits: []),
     ],
     targets: [
         .executableTarget(

@@ -7,7 +7,7 @@ import PackageDescription
 let package = Package(
     name: "Snippets",
     dependencies: [
-        .package(name: "NormKit", path: "../.."),
+        .package(name: "NormKit", path: "../..", traits: []),
     ],
     targets: [
         .executableTarget(
