@@ -39,7 +39,8 @@ public struct LinePlot: Sendable {
     public var crosses: [(x: Double, y: Double)]
     /// The legend entry for ``crosses``.
     public var crossLabel: String
-    /// Pixel size of the whole image.
+    /// Pixel size of the whole image, less the legend's width past 190
+    /// pixels (a legend of long names widens the image; the plot keeps its size).
     public var width = 760.0, height = 460.0
 
     /// A chart.
@@ -87,9 +88,35 @@ public struct LinePlot: Sendable {
             .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
     }
 
+    /// The legend's width for its longest entry: a 24-pixel line sample, a
+    /// gap, and the text at 12 pixels (7 pixels a character, the width of
+    /// Helvetica's widest lowercase and digits on average, rounded up).
+    func legendWidth() -> Double {
+        let names = series.map(\.name) + (crosses.isEmpty ? [] : [crossLabel])
+        let longest = names.map(\.count).max() ?? 0
+        return 16 + 30 + 7 * Double(longest) + 12
+    }
+
+    /// For each series, whether it runs within a pixel of an earlier one at
+    /// every point (same x values), so that drawn alike it would vanish under
+    /// it: such a series is drawn dashed (and with markers if already dashed).
+    func coincidingSeries(_ px: (Double) -> Double, _ py: (Double) -> Double) -> [Bool] {
+        series.indices.map { i in
+            let mine = series[i].points.filter { $0.x.isFinite && $0.y.isFinite }
+            guard !mine.isEmpty else { return false }
+            return (0..<i).contains { j in
+                let theirs = series[j].points.filter { $0.x.isFinite && $0.y.isFinite }
+                return theirs.count == mine.count && zip(mine, theirs).allSatisfy { a, b in
+                    a.x == b.x && abs(py(a.y) - py(b.y)) < 1.5
+                }
+            }
+        }
+    }
+
     /// The chart as SVG text.
     public func svg() -> String {
-        let left = 78.0, right = 190.0, top = 44.0, bottom = 62.0
+        let left = 78.0, right = max(190.0, legendWidth()), top = 44.0, bottom = 62.0
+        let width = self.width - 190 + right
         let plotWidth = width - left - right, plotHeight = height - top - bottom
         let all = series.flatMap(\.points) + crosses
         let finite = all.filter { $0.x.isFinite && $0.y.isFinite && (!logarithmicX || $0.x > 0) }
@@ -146,7 +173,13 @@ public struct LinePlot: Sendable {
         // Lines, clipped to the plot area.
         out += "<clipPath id=\"plot\"><rect x=\"\(f(left))\" y=\"\(f(top))\" width=\"\(f(plotWidth))\" height=\"\(f(plotHeight))\"/></clipPath>\n"
         out += "<g clip-path=\"url(#plot)\">\n"
-        for (index, s) in series.enumerated() {
+        let hidden = coincidingSeries(px, py)
+        let drawn = series.indices.map { i in
+            var s = series[i]
+            if hidden[i] { if s.dashed { s.markers = true } else { s.dashed = true } }
+            return s
+        }
+        for (index, s) in drawn.enumerated() {
             let color = Self.palette[index % Self.palette.count]
             var segments: [[String]] = [[]]
             for p in s.points {
@@ -179,7 +212,7 @@ public struct LinePlot: Sendable {
         // Legend.
         var legendY = top + 8
         let legendX = left + plotWidth + 16
-        for (index, s) in series.enumerated() {
+        for (index, s) in drawn.enumerated() {
             let color = Self.palette[index % Self.palette.count]
             let dash = s.dashed ? " stroke-dasharray=\"6 4\"" : ""
             out += "<line x1=\"\(f(legendX))\" y1=\"\(f(legendY))\" x2=\"\(f(legendX + 24))\" y2=\"\(f(legendY))\" stroke=\"\(color)\" stroke-width=\"2\"\(dash)/>\n"

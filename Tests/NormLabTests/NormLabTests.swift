@@ -238,4 +238,30 @@ struct NormLabTests {
         #expect(text.contains(">1e-4<") && text.contains(">1e0<"))   // decade ticks
         #expect(text.contains(">diverged<"))
     }
+
+    @Test("a long legend widens the image to fit; a curve on top of another is drawn dashed")
+    func legendAndCoincidingCurves() throws {
+        let loss: [(x: Double, y: Double)] = (0..<50).map { (i: Int) -> (x: Double, y: Double) in
+            let x = Double(i)
+            return (x, 2.3 * exp(-x / 20) + 0.1)
+        }
+        let name = "2 ranks, SyncBatchNorm, decorrelated BN, eigen, groups of 16"
+        let plot = LinePlot(title: "loss", xLabel: "iteration", yLabel: "loss",
+                            series: [.init(name: "one process", points: loss),
+                                     .init(name: name, points: loss.map { (x: $0.x, y: $0.y + 1e-7) }),
+                                     .init(name: "local", points: loss.map { (x: $0.x, y: $0.y * 1.3) })])
+        let text = plot.svg()
+        // The image is as wide as the legend's text needs at 7 pixels a character.
+        let width = Double(text.split(separator: "width=\"")[1].prefix { $0 != "\"" })!
+        let legendText = text.components(separatedBy: "\n").first { $0.contains(">\(name)<") }!
+        let x = Double(legendText.split(separator: "x=\"")[1].prefix { $0 != "\"" })!
+        #expect(x + 7 * Double(name.count) <= width, "legend text from \(x) overruns \(width)")
+        #expect(LinePlot(title: "t", xLabel: "x", yLabel: "y", series: [.init(name: "a", points: loss)])
+            .svg().contains("width=\"760\""))
+        // The second curve coincides with the first: dashed; the third does not.
+        let polylines = text.components(separatedBy: "\n").filter { $0.hasPrefix("<polyline") }
+        #expect(polylines.count == 3)
+        #expect(!polylines[0].contains("dasharray") && polylines[1].contains("dasharray")
+                && !polylines[2].contains("dasharray"))
+    }
 }
