@@ -122,7 +122,10 @@ struct Checker {
                 // Float's inputs sit at 100.1, not 10000.1: at 1e4 a Float's
                 // spacing (1e-3) is already 3e-4 of the spread (3), so any two
                 // orders of summation differ by more than 1e-5 there.
-                agreement(Double.self, family: family, split: split, shift: 10000.1, tolerance: 1e-12)
+                for policy in [RunningStatistics.exponential, .cumulative, .none] {
+                    agreement(Double.self, family: family, split: split, shift: 10000.1, tolerance: 1e-12,
+                              policy: policy)
+                }
                 agreement(Float.self, family: family, split: split, shift: 100.1, tolerance: 1e-5)
                 reducedAgreement(BFloat16.self, family: family, split: split)
                 reducedAgreement(Float16.self, family: family, split: split)
@@ -190,21 +193,23 @@ struct Checker {
         return difference / size
     }
 
-    func makeLayers<S: BLASScalar>(_ family: Family, _: S.Type)
+    func makeLayers<S: BLASScalar>(_ family: Family, _: S.Type, policy: RunningStatistics = .exponential)
         -> (reference: any BufferedNormalizationLayer<S>, sync: any BufferedNormalizationLayer<S>) {
         let c = family.channels
         let gamma: [S] = (0..<c).map { (j: Int) -> S in 1.5 - S(j) / 4 }
         let beta: [S] = (0..<c).map { (j: Int) -> S in S(j) / 3 - 1 }
         switch family {
         case .matrix:
-            var reference = try! BatchNorm<S>(featureCount: c, momentum: 0.8, varianceEstimator: .unbiased)
+            var reference = try! BatchNorm<S>(featureCount: c, momentum: 0.8, varianceEstimator: .unbiased,
+                                              runningStatistics: policy)
             reference.gamma = gamma
             reference.beta = beta
             return (reference, SyncBatchNorm(reference, communicator: world))
         case .nchw, .nhwc:
             var reference = try! SpatialBatchNorm<S>(channelCount: c, momentum: 0.8,
                                                      varianceEstimator: .unbiased,
-                                                     layout: family == .nchw ? .nchw : .nhwc)
+                                                     layout: family == .nchw ? .nchw : .nhwc,
+                                                     runningStatistics: policy)
             reference.gamma = gamma
             reference.beta = beta
             return (reference, SyncSpatialBatchNorm(reference, communicator: world))
@@ -213,26 +218,27 @@ struct Checker {
 
     func runningStatistics<S: BLASScalar>(_ layer: any BufferedNormalizationLayer<S>) -> [S] {
         switch layer {
-        case let l as BatchNorm<S>: l.runningMean + l.runningVariance
-        case let l as SpatialBatchNorm<S>: l.runningMean + l.runningVariance
-        case let l as SyncBatchNorm<S>: l.runningMean + l.runningVariance
-        case let l as SyncSpatialBatchNorm<S>: l.runningMean + l.runningVariance
+        case let l as BatchNorm<S>: l.runningMean + l.runningVariance + [S(l.batchesTracked)]
+        case let l as SpatialBatchNorm<S>: l.runningMean + l.runningVariance + [S(l.batchesTracked)]
+        case let l as SyncBatchNorm<S>: l.runningMean + l.runningVariance + [S(l.batchesTracked)]
+        case let l as SyncSpatialBatchNorm<S>: l.runningMean + l.runningVariance + [S(l.batchesTracked)]
         default: []
         }
     }
 
     /// Two training steps and an inference step: each rank's outputs, input
-    /// gradients and running statistics equal its rows of the single-process
-    /// layer's on the concatenated batch, its parameter gradients summed over
-    /// the ranks equal the batch's, and the running statistics are the same
-    /// bits on every rank.
+    /// gradients and running statistics (and count of batches) equal its rows
+    /// of the single-process layer's on the concatenated batch, its parameter
+    /// gradients summed over the ranks equal the batch's, and the running
+    /// statistics are the same bits on every rank. With `policy` `.none` the
+    /// inference step exchanges batch statistics too.
     mutating func agreement<S: BLASScalar>(_: S.Type, family: Family, split: [Int], shift: S,
-                                           tolerance: Double) {
-        let label = "\(S.self) \(family) split \(split)"
+                                           tolerance: Double, policy: RunningStatistics = .exponential) {
+        let label = "\(S.self) \(family) split \(split) \(policy)"
         let total = split.reduce(0, +)
         let first = split.prefix(world.rank).reduce(0, +)
         let mine = first..<(first + split[world.rank])
-        var (reference, sync) = makeLayers(family, S.self)
+        var (reference, sync) = makeLayers(family, S.self, policy: policy)
         for (step, mode) in [Mode.training, .training, .inference].enumerated() {
             let x: Tensor<S> = tensor(family.shape(total), seed: UInt64(10 + step), shift: shift)
             let dy: Tensor<S> = tensor(family.shape(total), seed: UInt64(20 + step))
