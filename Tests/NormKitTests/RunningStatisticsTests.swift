@@ -235,7 +235,7 @@ struct RunningStatisticsTests {
     }
 
     /// With `NORMKIT_PYTORCH_STATE=D`, writes the exported states for
-    /// `make_running_fixture.py --check D`, which loads them into PyTorch.
+    /// `make_porting_fixture.py --check D`, which loads them into PyTorch.
     @Test("pytorchState of each policy is what load_state_dict(strict=True) takes (checked by the fixture script)")
     func exportsForPyTorch() throws {
         let state = try NumPyArchive(contentsOf: fixture("pytorch-running.npz"))

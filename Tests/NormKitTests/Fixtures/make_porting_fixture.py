@@ -1,8 +1,9 @@
-"""Makes pytorch-running.npz, the fixture of Tests/NormKitTests/RunningStatisticsTests.swift,
+"""Makes pytorch-running.npz and pytorch-layers.npz, the fixtures of
+Tests/NormKitTests/RunningStatisticsTests.swift and PyTorchLayersTests.swift,
 and checks NormKit's exported state_dicts the other way.
 
-    python3 make_running_fixture.py            # writes pytorch-running.npz (committed)
-    python3 make_running_fixture.py --check D  # loads D/*.npz, written by the Swift test
+    python3 make_porting_fixture.py            # writes both .npz files (committed)
+    python3 make_porting_fixture.py --check D  # loads D/*.npz, written by the Swift tests
                                                # with NORMKIT_PYTORCH_STATE=D, into PyTorch
 
 Modules, float64, eps 1e-5, random weight and bias, three training batches
@@ -17,6 +18,13 @@ Modules, float64, eps 1e-5, random weight and bias, three training batches
                 state_dict (weight and bias only); untracked_eval_input /
                 _output an eval batch (batch statistics) and untracked_eval_dx
                 its input gradient against untracked_eval_dy.
+pytorch-layers.npz, float64, random weight and bias (inputs 3.7 * randn + 10.1):
+  <name>.*                 the state_dict of layernorm (nn.LayerNorm(6) on (4, 6)),
+                           rmsnorm (nn.RMSNorm(6, eps=1e-5)), groupnorm (nn.GroupNorm(2, 6) on
+                           (2, 6, 3, 4)), instancenorm (nn.InstanceNorm2d(3, affine=True) on
+                           (2, 3, 4, 5))
+  <name>_x, _y, _dy, _dx, _dweight, _dbias   a training forward, an upstream gradient and
+                           the gradients (no _dbias for rmsnorm)
 Check mode: each D/<name>.npz holds a NormKit layer's pytorchState() and
 D/<name>_input.npy, D/<name>_output.npy its inference input and output;
 PyTorch's load_state_dict must accept the state (strict) and compute the
@@ -35,6 +43,14 @@ def made(kind):
         return torch.nn.BatchNorm2d(3, track_running_stats=False)
     if kind == "exponential1d":
         return torch.nn.BatchNorm1d(5)
+    if kind == "layernorm":
+        return torch.nn.LayerNorm(6)
+    if kind == "rmsnorm":
+        return torch.nn.RMSNorm(6, eps=1e-5)
+    if kind == "groupnorm":
+        return torch.nn.GroupNorm(2, 6)
+    if kind == "instancenorm":
+        return torch.nn.InstanceNorm2d(3, affine=True)
     raise SystemExit(f"unknown module {kind}")
 
 
@@ -84,6 +100,30 @@ def make():
     assert set(sbn.state_dict()) == {"weight", "bias"}
     np.savez("pytorch-running.npz", **arrays)
     print("torch", torch.__version__, sorted(arrays))
+
+    layers = {}
+    for name, shape in [("layernorm", (4, 6)), ("rmsnorm", (4, 6)), ("groupnorm", (2, 6, 3, 4)),
+                        ("instancenorm", (2, 3, 4, 5))]:
+        module = made(name).to(dtype)
+        with torch.no_grad():
+            module.weight.copy_(torch.randn(module.weight.shape, dtype=dtype) * 0.7 + 1.1)
+            if getattr(module, "bias", None) is not None:
+                module.bias.copy_(torch.randn(module.bias.shape, dtype=dtype) * 0.5 - 0.3)
+        for key, value in module.state_dict().items():
+            layers[f"{name}.{key}"] = value.detach().numpy().copy()
+        x = (torch.randn(shape, dtype=dtype) * 3.7 + 10.1).requires_grad_()
+        y = module(x)
+        dy = torch.randn(shape, dtype=dtype)
+        y.backward(dy)
+        layers[f"{name}_x"] = x.detach().numpy()
+        layers[f"{name}_y"] = y.detach().numpy()
+        layers[f"{name}_dy"] = dy.numpy()
+        layers[f"{name}_dx"] = x.grad.numpy()
+        layers[f"{name}_dweight"] = module.weight.grad.numpy()
+        if getattr(module, "bias", None) is not None:
+            layers[f"{name}_dbias"] = module.bias.grad.numpy()
+    np.savez("pytorch-layers.npz", **layers)
+    print(sorted(layers))
 
 
 def check(directory):

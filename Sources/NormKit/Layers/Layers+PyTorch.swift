@@ -1,5 +1,5 @@
-// Batch norms trained in PyTorch: a module's state_dict saved with numpy.savez
-// (`np.savez(path, **{k: v.numpy() for k, v in module.state_dict().items()})`).
+// Normalization modules trained in PyTorch: a module's state_dict saved with numpy.savez
+// (`np.savez(path, **{k: v.numpy() for k, v in module.state_dict().items()})`), in and out.
 
 extension BatchNorm {
     /// A batch norm with the state of a PyTorch `nn.BatchNorm1d`, read from its
@@ -110,12 +110,7 @@ struct PyTorchBatchNormState<Scalar: BLASScalar> {
 
     init(_ state: NumPyArchive, prefix: String) throws(NormError) {
         func vector(_ key: String) throws(NormError) -> [Scalar]? {
-            guard state[prefix + key] != nil else { return nil }
-            let t: Tensor<Scalar> = try state.tensor(prefix + key)
-            guard t.shape.count == 1 else {
-                throw .invalidNumPyData(expected: "'\(prefix + key)' of one dimension", found: "shape \(t.shape)")
-            }
-            return t.scalars
+            try PyTorchState.vector(state, prefix + key)
         }
         (gamma, beta) = (try vector("weight"), try vector("bias"))
         (runningMean, runningVariance) = (try vector("running_mean"), try vector("running_var"))
@@ -177,5 +172,171 @@ struct PyTorchBatchNormState<Scalar: BLASScalar> {
             archive[prefix + "num_batches_tracked"] = NumPyArray(integer: batchesTracked)
         }
         return archive
+    }
+}
+
+/// What every layer's PyTorch state shares: reading a one-dimensional array by
+/// name, and the affine parameters' archive.
+enum PyTorchState {
+    /// The one-dimensional array `name`, widened or narrowed to `Scalar`, or
+    /// `nil` when the archive has none.
+    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` naming the entry.
+    static func vector<Scalar: BLASScalar>(_ state: NumPyArchive, _ name: String) throws(NormError) -> [Scalar]? {
+        guard state[name] != nil else { return nil }
+        let t: Tensor<Scalar> = try state.tensor(name)
+        guard t.shape.count == 1 else {
+            throw .invalidNumPyData(expected: "'\(name)' of one dimension", found: "shape \(t.shape)")
+        }
+        return t.scalars
+    }
+
+    /// `prefix + "weight"` (required: it gives the layer's size) and, if
+    /// present, `prefix + "bias"` of the same length.
+    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` naming what
+    ///   is missing or malformed; ``NormError/parameterCountMismatch(name:expected:actual:)``.
+    static func affine<Scalar: BLASScalar>(_ state: NumPyArchive, prefix: String, module: String)
+        throws(NormError) -> (weight: [Scalar], bias: [Scalar]?) {
+        guard let weight: [Scalar] = try vector(state, prefix + "weight") else {
+            throw .invalidNumPyData(
+                expected: "'\(prefix)weight' (a \(module) with its affine parameters, which give its size)",
+                found: "\(state.names)")
+        }
+        let bias: [Scalar]? = try vector(state, prefix + "bias")
+        if let bias { try Validation.count("bias", bias.count, expected: weight.count) }
+        return (weight, bias)
+    }
+
+    /// `weight` and, when given, `bias` under `prefix`.
+    static func archive<Scalar: BLASScalar>(prefix: String, weight: [Scalar], bias: [Scalar]?) -> NumPyArchive {
+        var archive = NumPyArchive()
+        archive[prefix + "weight"] = NumPyArray(weight)
+        if let bias { archive[prefix + "bias"] = NumPyArray(bias) }
+        return archive
+    }
+}
+
+extension LayerNorm {
+    /// A layer norm with the state of a PyTorch `nn.LayerNorm(D)` (the last
+    /// dimension normalized, `elementwise_affine=True`): `weight` becomes
+    /// `gamma` and `bias` `beta`; a module built with `bias=False` has no
+    /// `bias`, and `beta` is then zeros (the same function). float32 and
+    /// float64 arrays are widened or narrowed to `Scalar`.
+    /// - Parameters:
+    ///   - state: the archive (`numpy.savez` of the `state_dict`).
+    ///   - prefix: the module's prefix in a whole model's `state_dict`.
+    ///   - epsilon: the module's `eps`.
+    ///   - backend: the implementation to use.
+    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` naming the
+    ///   entry (no `weight`: a module with `elementwise_affine=False`, whose
+    ///   size the archive does not hold; build it with `init(featureCount:)`);
+    ///   the initializer's errors.
+    /// - Complexity: O(D).
+    public init(pytorch state: NumPyArchive, prefix: String = "", epsilon: Scalar = 1e-5,
+                backend: Backend = .blas) throws(NormError) {
+        let (weight, bias): ([Scalar], [Scalar]?) = try PyTorchState.affine(state, prefix: prefix, module: "LayerNorm")
+        try self.init(featureCount: weight.count, epsilon: epsilon, backend: backend)
+        gamma = weight
+        if let bias { beta = bias }
+    }
+
+    /// `gamma` and `beta` as an `nn.LayerNorm(D)`'s `weight` and `bias`
+    /// (float32 for `Float`, float64 for `Double`), loadable with
+    /// `load_state_dict(strict=True)` into a module with its affine
+    /// parameters (for `bias=False`, drop the `bias` entry).
+    /// - Complexity: O(D).
+    public func pytorchState(prefix: String = "") -> NumPyArchive {
+        PyTorchState.archive(prefix: prefix, weight: gamma, bias: beta)
+    }
+}
+
+extension RMSNorm {
+    /// An RMS norm with the state of a PyTorch `nn.RMSNorm(D)`: `weight`
+    /// becomes `gamma`. PyTorch's default `eps=None` means the scalar type's
+    /// machine epsilon (`torch.finfo(dtype).eps`): pass `Scalar.ulpOfOne`.
+    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` naming the
+    ///   entry (no `weight`: `elementwise_affine=False`; a `bias`, which
+    ///   RMSNorm has not); the initializer's errors.
+    /// - Complexity: O(D).
+    public init(pytorch state: NumPyArchive, prefix: String = "", epsilon: Scalar = 1e-5,
+                backend: Backend = .blas) throws(NormError) {
+        let (weight, bias): ([Scalar], [Scalar]?) = try PyTorchState.affine(state, prefix: prefix, module: "RMSNorm")
+        guard bias == nil else {
+            throw .invalidNumPyData(expected: "no '\(prefix)bias' (an RMSNorm has only a weight)",
+                                    found: "\(state.names)")
+        }
+        try self.init(featureCount: weight.count, epsilon: epsilon, backend: backend)
+        gamma = weight
+    }
+
+    /// `gamma` as an `nn.RMSNorm(D)`'s `weight`, loadable with
+    /// `load_state_dict(strict=True)`.
+    /// - Complexity: O(D).
+    public func pytorchState(prefix: String = "") -> NumPyArchive {
+        PyTorchState.archive(prefix: prefix, weight: gamma, bias: nil)
+    }
+}
+
+extension GroupNorm {
+    /// A group norm with the state of a PyTorch `nn.GroupNorm(G, C)`
+    /// (`affine=True`): `weight` becomes `gamma`, `bias` `beta`. The group
+    /// count is not part of a `state_dict`.
+    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` naming the
+    ///   entry (no `weight`: `affine=False`; build it with
+    ///   `init(channelCount:groupCount:)`); the initializer's errors.
+    /// - Complexity: O(C).
+    public init(pytorch state: NumPyArchive, prefix: String = "", groupCount: Int, epsilon: Scalar = 1e-5,
+                backend: Backend = .blas) throws(NormError) {
+        let (weight, bias): ([Scalar], [Scalar]?) = try PyTorchState.affine(state, prefix: prefix, module: "GroupNorm")
+        try self.init(channelCount: weight.count, groupCount: groupCount, epsilon: epsilon, backend: backend)
+        gamma = weight
+        if let bias { beta = bias }
+    }
+
+    /// `gamma` and `beta` as an `nn.GroupNorm(G, C)`'s `weight` and `bias`,
+    /// loadable with `load_state_dict(strict=True)`.
+    /// - Complexity: O(C).
+    public func pytorchState(prefix: String = "") -> NumPyArchive {
+        PyTorchState.archive(prefix: prefix, weight: gamma, bias: beta)
+    }
+}
+
+extension InstanceNorm {
+    /// An instance norm with the state of a PyTorch `nn.InstanceNorm2d(C)`.
+    /// With `affine=True` its `weight` and `bias` become `gamma` and `beta`;
+    /// PyTorch's default, `affine=False`, saves nothing, so `channelCount`
+    /// must then be given (and `gamma` is ones, `beta` zeros).
+    /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` naming the
+    ///   entry, or when neither `weight` nor `channelCount` gives the size;
+    ///   ``NormError/unsupportedParameter(name:expected:)`` for running
+    ///   statistics (`track_running_stats=True`), which NormKit's InstanceNorm
+    ///   does not keep yet; the initializer's errors.
+    /// - Complexity: O(C).
+    public init(pytorch state: NumPyArchive, prefix: String = "", channelCount: Int? = nil,
+                epsilon: Scalar = 1e-5, backend: Backend = .blas) throws(NormError) {
+        guard state[prefix + "running_mean"] == nil, state[prefix + "running_var"] == nil else {
+            throw .unsupportedParameter(name: "\(prefix)running_mean",
+                                        expected: "none: InstanceNorm keeps no running statistics (track_running_stats=False)")
+        }
+        if state[prefix + "weight"] == nil, state[prefix + "bias"] == nil {
+            guard let channelCount else {
+                throw .invalidNumPyData(
+                    expected: "'\(prefix)weight' and '\(prefix)bias', or channelCount: (an affine=False module saves nothing)",
+                    found: "\(state.names)")
+            }
+            try self.init(channelCount: channelCount, epsilon: epsilon, backend: backend)
+            return
+        }
+        let (weight, bias): ([Scalar], [Scalar]?) = try PyTorchState.affine(state, prefix: prefix, module: "InstanceNorm")
+        if let channelCount { try Validation.count("weight", weight.count, expected: channelCount) }
+        try self.init(channelCount: weight.count, epsilon: epsilon, backend: backend)
+        gamma = weight
+        if let bias { beta = bias }
+    }
+
+    /// `gamma` and `beta` as an `nn.InstanceNorm2d(C, affine=True)`'s `weight`
+    /// and `bias`, loadable with `load_state_dict(strict=True)`.
+    /// - Complexity: O(C).
+    public func pytorchState(prefix: String = "") -> NumPyArchive {
+        PyTorchState.archive(prefix: prefix, weight: gamma, bias: beta)
     }
 }
