@@ -116,6 +116,49 @@ struct RunningStatisticsTests {
         }
     }
 
+    /// The analytic gradient of an inference forward against centred
+    /// differences of the same frozen layer.
+    func frozenGradientError<Layer: BufferedNormalizationLayer<Double>>(_ layer: Layer, shape: [Int]) throws -> Double {
+        var layer = layer
+        let x: Tensor<Double> = randomInput(shape, scale: 2, shift: 0.7, seed: 31)
+        let dy: Tensor<Double> = randomInput(shape, scale: 1, shift: 0, seed: 32)
+        let analytic = try layer.backward(dy, cache: layer.forward(x, mode: .inference).cache).input
+        let frozen = layer
+        let numeric = try GradientCheck.numericalGradient(at: x, outputGradient: dy) { (t) throws(NormError) in
+            var probe = frozen
+            return try probe.forward(t, mode: .inference).output
+        }
+        return Double(GradientCheck.relativeError(analytic.scalars, numeric.scalars, floor: 1e-3))
+    }
+
+    @Test("backward after an inference forward is the exact gradient of every layer with running statistics, each policy")
+    func frozenStatisticsGradient() throws {
+        for policy in [RunningStatistics.exponential, .cumulative, .none] {
+            var bn = try BatchNorm<Double>(featureCount: 5, varianceEstimator: .unbiased, runningStatistics: policy)
+            var nchw = try SpatialBatchNorm<Double>(channelCount: 3, runningStatistics: policy)
+            var nhwc = try SpatialBatchNorm<Double>(channelCount: 3, layout: .nhwc, activation: .relu,
+                                                    runningStatistics: policy)
+            for seed in UInt64(0)..<2 {   // running statistics that are not the initial ones
+                _ = try bn.forward(randomInput([9, 5], seed: seed), mode: .training)
+                _ = try nchw.forward(randomInput([2, 3, 3, 4], seed: seed), mode: .training)
+                _ = try nhwc.forward(randomInput([2, 3, 4, 3], seed: seed), mode: .training)
+            }
+            bn.gamma = randomVector(5, shift: 1, seed: 3)
+            nchw.gamma = randomVector(3, shift: 1, seed: 4)
+            let errors = [
+                ("BatchNorm", try frozenGradientError(bn, shape: [6, 5])),
+                ("SpatialBatchNorm NCHW", try frozenGradientError(nchw, shape: [2, 3, 3, 4])),
+                ("SpatialBatchNorm NHWC ReLU", try frozenGradientError(nhwc, shape: [2, 3, 4, 3])),
+                ("SyncBatchNorm", try frozenGradientError(SyncBatchNorm(bn, communicator: SingleProcess()), shape: [6, 5])),
+                ("SyncSpatialBatchNorm", try frozenGradientError(SyncSpatialBatchNorm(nchw, communicator: SingleProcess()),
+                                                                 shape: [2, 3, 3, 4])),
+            ]
+            for (name, error) in errors {
+                #expect(error <= 1e-7, "\(name), \(policy): relative error \(error)")
+            }
+        }
+    }
+
     @Test("batchesTracked outside 0..<Int.max is refused with the state unchanged")
     func refusesBadCount() throws {
         for count in [-1, Int.max] {
