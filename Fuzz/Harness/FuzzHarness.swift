@@ -155,19 +155,26 @@ struct FuzzCase<Scalar: BLASScalar> {
 
         let epsilon = header.oddEpsilon ? oddEpsilon(epsilonByte) : 1e-5
         let momentum = header.oddMomentum ? oddMomentum(momentumByte) : 0.9
+        // With the default momentum, its byte picks the running-statistics
+        // policy, and the group byte (unused by the batch norms) the count
+        // of batches tracked so far.
+        let policy: RunningStatistics = header.oddMomentum
+            ? .exponential : [.exponential, .cumulative, .none][Int(momentumByte % 3)]
+        let batchesTracked = Int(groupByte)
         let backend = header.backend
 
         do {
             switch header.kind {
             case .batchNorm:
                 var layer = try BatchNorm<Scalar>(featureCount: features, varianceEstimator: header.estimator,
-                                                  backend: backend)
+                                                  runningStatistics: policy, backend: backend)
                 layer.epsilon = epsilon
                 layer.momentum = momentum
+                layer.batchesTracked = batchesTracked
                 setParameters(&layer.gamma, &layer.beta, from: parameterPool)
                 setRunning(&layer.runningMean, &layer.runningVariance, from: parameterPool)
                 if header.throughGraph {
-                    exercise(layer, state: { [$0.gamma, $0.beta, $0.runningMean, $0.runningVariance] },
+                    exercise(layer, state: { [$0.gamma, $0.beta, $0.runningMean, $0.runningVariance, [Scalar($0.batchesTracked)]] },
                              input: input, gradient: gradient, small: small, smallGradient: smallGradient,
                              valueBackward: { layer, dy, cache throws(NormError) in
                                  try layer.backwardThroughGraph(dy, cache: cache)
@@ -177,12 +184,12 @@ struct FuzzCase<Scalar: BLASScalar> {
                                                                 workspace: &workspace)
                              }, &report)
                 } else {
-                    exercise(layer, state: { [$0.gamma, $0.beta, $0.runningMean, $0.runningVariance] },
+                    exercise(layer, state: { [$0.gamma, $0.beta, $0.runningMean, $0.runningVariance, [Scalar($0.batchesTracked)]] },
                              input: input, gradient: gradient, small: small, smallGradient: smallGradient,
                              &report)
                     checkSynchronizedTwin(layer, SyncBatchNorm(layer, communicator: SingleProcess()),
-                                          plainState: { [$0.runningMean, $0.runningVariance] },
-                                          twinState: { [$0.runningMean, $0.runningVariance] },
+                                          plainState: { [$0.runningMean, $0.runningVariance, [Scalar($0.batchesTracked)]] },
+                                          twinState: { [$0.runningMean, $0.runningVariance, [Scalar($0.batchesTracked)]] },
                                           input: input, gradient: gradient, &report)
                     let running: (BatchNorm<Scalar>) -> [[Scalar]] = { [$0.runningMean, $0.runningVariance] }
                     checkInfer(layer, state: running, input: input, &report)
@@ -194,17 +201,19 @@ struct FuzzCase<Scalar: BLASScalar> {
             case .spatialNCHW, .spatialNHWC:
                 var layer = try SpatialBatchNorm<Scalar>(
                     channelCount: features, varianceEstimator: header.estimator,
-                    layout: header.kind == .spatialNCHW ? .nchw : .nhwc, backend: backend)
+                    layout: header.kind == .spatialNCHW ? .nchw : .nhwc, runningStatistics: policy,
+                    backend: backend)
                 layer.epsilon = epsilon
                 layer.momentum = momentum
+                layer.batchesTracked = batchesTracked
                 setParameters(&layer.gamma, &layer.beta, from: parameterPool)
                 setRunning(&layer.runningMean, &layer.runningVariance, from: parameterPool)
-                exercise(layer, state: { [$0.gamma, $0.beta, $0.runningMean, $0.runningVariance] },
+                exercise(layer, state: { [$0.gamma, $0.beta, $0.runningMean, $0.runningVariance, [Scalar($0.batchesTracked)]] },
                          input: input, gradient: gradient, small: small, smallGradient: smallGradient,
                          &report)
                 checkSynchronizedTwin(layer, SyncSpatialBatchNorm(layer, communicator: SingleProcess()),
-                                      plainState: { [$0.runningMean, $0.runningVariance] },
-                                      twinState: { [$0.runningMean, $0.runningVariance] },
+                                      plainState: { [$0.runningMean, $0.runningVariance, [Scalar($0.batchesTracked)]] },
+                                      twinState: { [$0.runningMean, $0.runningVariance, [Scalar($0.batchesTracked)]] },
                                       input: input, gradient: gradient, &report)
                 let running: (SpatialBatchNorm<Scalar>) -> [[Scalar]] = { [$0.runningMean, $0.runningVariance] }
                 checkInfer(layer, state: running, input: input, &report)
