@@ -64,7 +64,8 @@ struct PyTorchLayersTests {
         // A float32 state in a Float layer, and a bias of the wrong length.
         var wrong = state
         wrong["layernorm.bias"] = NumPyArray([Float(1), 2])
-        #expect(throws: NormError.parameterCountMismatch(name: "bias", expected: 6, actual: 2)) {
+        #expect(throws: NormError.invalidNumPyData(expected: "'layernorm.bias' of shape [6], as 'weight'",
+                                                   found: "shape [2]")) {
             try LayerNorm<Float>(pytorch: wrong, prefix: "layernorm.")
         }
     }
@@ -99,6 +100,96 @@ struct PyTorchLayersTests {
         #expect(throws: NormError.self) { try InstanceNorm<Double>(pytorch: tracked, prefix: "instancenorm.") }
         #expect(throws: NormError.parameterCountMismatch(name: "weight", expected: 4, actual: 3)) {
             try InstanceNorm<Double>(pytorch: state, prefix: "instancenorm.", channelCount: 4)
+        }
+    }
+}
+
+extension PyTorchLayersTests {
+    @Test("nn.LayerNorm([3, 4]) on (2, 5, 3, 4) and nn.RMSNorm(6) on (batch, tokens, D): the normalized shape from weight")
+    func normalizedShapes() throws {
+        let ln = try LayerNorm<Double>(pytorch: state, prefix: "layernorm2d.")
+        #expect(ln.normalizedShape == [3, 4] && ln.featureCount == 12)
+        try check("layernorm2d", ln, state: ln.pytorchState(prefix: "layernorm2d."))
+        #expect(ln.pytorchState(prefix: "layernorm2d.")["layernorm2d.weight"]?.shape == [3, 4])
+        let rms = try RMSNorm<Double>(pytorch: state, prefix: "rmsnorm3d.")
+        #expect(rms.normalizedShape == [6])
+        try check("rmsnorm3d", rms, state: rms.pytorchState(prefix: "rmsnorm3d."), hasBias: false)
+        var mismatched = state
+        mismatched["layernorm2d.bias"] = NumPyArray(try Tensor<Double>(zeros: [4, 3]))
+        #expect(throws: NormError.self) { try LayerNorm<Double>(pytorch: mismatched, prefix: "layernorm2d.") }
+    }
+}
+
+@Suite("LayerNorm and RMSNorm over (..., normalizedShape)")
+struct LeadingDimensionTests {
+    @Test("leading dimensions are samples: the same bits as the (N, D) matrix, every entry point, both backends")
+    func leadingDimensions() throws {
+        for backend in [Backend.blas, .naive] {
+            let x: Tensor<Float> = randomInput([2, 5, 3, 4], shift: 10000.1, seed: 1)
+            let dy: Tensor<Float> = randomInput([2, 5, 3, 4], scale: 1, shift: 0, seed: 2)
+            for (shape, layerShape) in [([10, 12], [12]), ([2, 5, 12], [12]), ([2, 5, 3, 4], [3, 4]), ([120], [120])] {
+                var matrix = try LayerNorm<Float>(featureCount: layerShape.reduce(1, *), backend: backend)
+                var shaped = try LayerNorm<Float>(normalizedShape: layerShape, backend: backend)
+                var rms = try RMSNorm<Float>(normalizedShape: layerShape, backend: backend)
+                var rmsMatrix = try RMSNorm<Float>(featureCount: layerShape.reduce(1, *), backend: backend)
+                let flat = try x.reshaped([-1, layerShape.reduce(1, *)]), flatDy = try dy.reshaped(flat.shape)
+                let (y, cache) = try shaped.forward(x.reshaped(shape), mode: .training)
+                let (yFlat, cacheFlat) = try matrix.forward(flat, mode: .training)
+                #expect(y.shape == shape && sameBits(y.scalars, yFlat.scalars), "\(backend) \(shape)")
+                let g = try shaped.backward(dy.reshaped(shape), cache: cache)
+                let gFlat = try matrix.backward(flatDy, cache: cacheFlat)
+                #expect(g.input.shape == shape && sameBits(g.input.scalars, gFlat.input.scalars))
+                #expect(sameBits(g.gamma, gFlat.gamma) && sameBits(g.beta, gFlat.beta))
+                #expect(sameBits(try shaped.infer(x.reshaped(shape)).scalars, yFlat.scalars))
+                #expect(sameBits(try rms.forward(x.reshaped(shape), mode: .training).output.scalars,
+                                 try rmsMatrix.forward(flat, mode: .training).output.scalars))
+                // 16 bits, the same shapes.
+                let halves = x.scalars.map { BFloat16($0) }
+                var y16 = [BFloat16](repeating: BFloat16(0), count: halves.count), yFlat16 = y16
+                var c16 = NormCache<Float>(), workspace = Workspace<Float>()
+                try halves.withUnsafeBufferPointer { input in
+                    try y16.withUnsafeMutableBufferPointer {
+                        try shaped.forward(input, shape: shape, mode: .training, into: $0, cache: &c16, workspace: &workspace)
+                    }
+                    try yFlat16.withUnsafeMutableBufferPointer {
+                        try matrix.forward(input, shape: flat.shape, mode: .training, into: $0, cache: &c16,
+                                           workspace: &workspace)
+                    }
+                }
+                #expect(y16.map(\.bitPattern) == yFlat16.map(\.bitPattern))
+            }
+        }
+    }
+
+    @Test("shapes that do not end in the normalized shape, no rows, or a bad normalized shape are refused, state unchanged")
+    func refusals() throws {
+        var ln = try LayerNorm<Double>(featureCount: 6)
+        let before = ln
+        for shape in [[4, 7], [0, 6], [2, 0, 6], [6, 4], [3, 2]] {
+            #expect(throws: NormError.invalidShape(expected: "(..., 6) with at least one row", actual: shape)) {
+                try ln.forward(Tensor<Double>(zeros: shape), mode: .training)
+            }
+        }
+        #expect(ln == before)
+        var shaped = try RMSNorm<Double>(normalizedShape: [3, 4])
+        #expect(throws: NormError.invalidShape(expected: "(..., 3, 4) with at least one row", actual: [2, 4, 3])) {
+            try shaped.forward(Tensor<Double>(zeros: [2, 4, 3]), mode: .training)
+        }
+        #expect(try shaped.forward(Tensor<Double>(zeros: [3, 4]), mode: .training).output.shape == [3, 4])
+        for bad in [[], [3, 0], [-1, 4]] {
+            #expect(throws: NormError.invalidShape(expected: "a normalized shape of dimensions >= 1", actual: bad)) {
+                try LayerNorm<Float>(normalizedShape: bad)
+            }
+        }
+        // Codable keeps the normalized shape; a shape that does not multiply out is refused.
+        let layer = try LayerNorm<Float>(normalizedShape: [3, 4])
+        let data = try JSONEncoder().encode(layer)
+        #expect(try JSONDecoder().decode(LayerNorm<Float>.self, from: data) == layer)
+        #expect(try JSONDecoder().decode(RMSNorm<Double>.self, from: JSONEncoder().encode(shaped)) == shaped)
+        var object = try JSONSerialization.jsonObject(with: data) as! [String: Any]
+        object["normalizedShape"] = [3, 5]
+        #expect(throws: DecodingError.self) {
+            try JSONDecoder().decode(LayerNorm<Float>.self, from: JSONSerialization.data(withJSONObject: object))
         }
     }
 }

@@ -416,7 +416,7 @@ struct ReducedPrecisionTests {
         #expect(throws: NormError.bufferCountMismatch(name: "output", expected: 15, actual: 14)) {
             try reducedForward(&layer, x, shape: [3, 5], &short, &cache, &workspace)
         }
-        #expect(throws: NormError.invalidShape(expected: "(N >= 1, 5)", actual: [5, 3])) {
+        #expect(throws: NormError.invalidShape(expected: "(..., 5) with at least one row", actual: [5, 3])) {
             try reducedForward(&layer, x, shape: [5, 3], &y, &cache, &workspace)
         }
         var withInfinity = x

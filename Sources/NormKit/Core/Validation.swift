@@ -59,6 +59,41 @@ enum Validation {
         return shape[0]
     }
 
+    /// The rows of an input `(..., trailing)`: any leading dimensions (none
+    /// included) whose product is the number of rows, at least one, then
+    /// exactly `trailing` (a layer's normalized shape, PyTorch's
+    /// `normalized_shape`), in a size OpenBLAS takes.
+    @inlinable
+    static func rows(shape: [Int], count: Int, trailing: [Int]) throws(NormError) -> Int {
+        let leading = shape.count - trailing.count
+        var matches = leading >= 0
+        var rows = 1
+        if matches {
+            for k in trailing.indices where shape[leading + k] != trailing[k] { matches = false }
+            // Leading extents are non-negative (the shape's count was checked).
+            for k in 0..<leading {
+                let (product, overflow) = rows.multipliedReportingOverflow(by: shape[k])
+                rows = overflow ? 0 : product
+            }
+        }
+        guard matches, rows >= 1 else {
+            let dimensions = trailing.map(String.init).joined(separator: ", ")
+            throw .invalidShape(expected: "(..., \(dimensions)) with at least one row", actual: shape)
+        }
+        guard count <= maximumBLASSize else { throw .sizeTooLarge(count) }
+        return rows
+    }
+
+    /// A normalized shape: at least one dimension, each at least 1, whose
+    /// product (returned) fits in `Int`.
+    @inlinable
+    static func normalizedShape(_ shape: [Int]) throws(NormError) -> Int {
+        guard !shape.isEmpty, shape.allSatisfy({ $0 >= 1 }), let count = checkedProduct(shape) else {
+            throw .invalidShape(expected: "a normalized shape of dimensions >= 1", actual: shape)
+        }
+        return count
+    }
+
     /// Training statistics need at least two values each.
     @inlinable
     static func valuesPerStatistic(_ count: Int) throws(NormError) {

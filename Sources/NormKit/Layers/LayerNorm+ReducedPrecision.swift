@@ -113,7 +113,7 @@ extension ReducedPrecisionLayer {
 }
 
 extension LayerNorm: ReducedPrecisionLayer where Scalar == Float {
-    /// Normalizes each row of an `(N, D)` input stored in 16 bits (`Float16`
+    /// Normalizes each row of an `(N, D)` (or `(..., normalizedShape)`) input stored in 16 bits (`Float16`
     /// or ``BFloat16``), into `output` of the same type:
     /// `y = (x - mean_i) · invstd_i · gamma_j + beta_j`, computed in `Float`
     /// from the widened input and rounded once to `Storage` (nearest even).
@@ -135,7 +135,7 @@ extension LayerNorm: ReducedPrecisionLayer where Scalar == Float {
     ) throws(NormError) {
         try validateParameters()
         try RowNormalization.forward(
-            input, shape: shape, mode: mode, columns: featureCount, centred: true, gamma: gamma,
+            input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape, centred: true, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, output: output, cache: &cache,
             workspace: &workspace)
     }
@@ -151,7 +151,7 @@ extension LayerNorm: ReducedPrecisionLayer where Scalar == Float {
     ) throws(NormError) {
         try validateParameters()
         try RowNormalization.infer(
-            input, shape: shape, columns: featureCount, centred: true, gamma: gamma, beta: beta,
+            input, shape: shape, columns: featureCount, trailing: normalizedShape, centred: true, gamma: gamma, beta: beta,
             epsilon: epsilon, backend: backend, output: output, workspace: &workspace)
     }
 
@@ -174,13 +174,13 @@ extension LayerNorm: ReducedPrecisionLayer where Scalar == Float {
     ) throws(NormError) {
         try RowNormalization.backward(
             outputGradient, cache: cache, inputGradient: inputGradient,
-            gammaGradient: gammaGradient, betaGradient: betaGradient, columns: featureCount,
+            gammaGradient: gammaGradient, betaGradient: betaGradient, columns: featureCount, trailing: normalizedShape,
             centred: true, backend: backend, workspace: &workspace)
     }
 }
 
 extension RMSNorm: ReducedPrecisionLayer where Scalar == Float {
-    /// Normalizes each row of an `(N, D)` input stored in 16 bits (`Float16`
+    /// Normalizes each row of an `(N, D)` (or `(..., normalizedShape)`) input stored in 16 bits (`Float16`
     /// or ``BFloat16``) by its root mean square, into `output` of the same
     /// type: `y = x · invstd_i · gamma_j` with
     /// `invstd_i = 1 / sqrt(mean_j(x²) + epsilon)`, computed in `Float` and
@@ -197,7 +197,7 @@ extension RMSNorm: ReducedPrecisionLayer where Scalar == Float {
     ) throws(NormError) {
         try validateParameters()
         try RowNormalization.forward(
-            input, shape: shape, mode: mode, columns: featureCount, centred: false, gamma: gamma,
+            input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape, centred: false, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, output: output, cache: &cache,
             workspace: &workspace)
     }
@@ -213,7 +213,7 @@ extension RMSNorm: ReducedPrecisionLayer where Scalar == Float {
     ) throws(NormError) {
         try validateParameters()
         try RowNormalization.infer(
-            input, shape: shape, columns: featureCount, centred: false, gamma: gamma, beta: beta,
+            input, shape: shape, columns: featureCount, trailing: normalizedShape, centred: false, gamma: gamma, beta: beta,
             epsilon: epsilon, backend: backend, output: output, workspace: &workspace)
     }
 
@@ -232,7 +232,7 @@ extension RMSNorm: ReducedPrecisionLayer where Scalar == Float {
     ) throws(NormError) {
         try RowNormalization.backward(
             outputGradient, cache: cache, inputGradient: inputGradient,
-            gammaGradient: gammaGradient, betaGradient: betaGradient, columns: featureCount,
+            gammaGradient: gammaGradient, betaGradient: betaGradient, columns: featureCount, trailing: normalizedShape,
             centred: false, backend: backend, workspace: &workspace)
     }
 }

@@ -1,6 +1,8 @@
-/// Layer normalization of an `(N, D)` input: each sample (row) is normalized
-/// with statistics over its own `D` features (Ba, Kiros and Hinton 2016;
-/// cs231n's `layernorm_forward`).
+/// Layer normalization of an `(N, D)` input, or any `(..., D)` (or
+/// `(..., normalizedShape)`): each sample (row) is normalized with statistics
+/// over its own `D` features (Ba, Kiros and Hinton 2016; cs231n's
+/// `layernorm_forward`); the leading dimensions, `(batch, tokens)` say, are
+/// the samples.
 ///
 /// `xhat = (x - mean_i) / sqrt(var_i + epsilon)` with the row's mean and biased
 /// variance, `y = gamma_j * xhat + beta_j`. There are no running statistics, and
@@ -18,8 +20,14 @@ public struct LayerNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatab
     /// The forward pass's saved input, per-sample statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 
-    /// `D`, the number of features of a sample.
+    /// `D`, the number of features of a sample: the product of
+    /// ``normalizedShape``.
     public let featureCount: Int
+    /// The trailing dimensions normalized together (PyTorch's
+    /// `normalized_shape`): `[featureCount]` unless made by
+    /// ``init(normalizedShape:epsilon:backend:)``. An input is `(..., normalizedShape)`:
+    /// any leading dimensions, whose product is the number of samples.
+    public private(set) var normalizedShape: [Int]
     /// The scale, one per feature; starts at ones.
     public var gamma: [Scalar]
     /// The shift, one per feature; starts at zeros.
@@ -36,10 +44,26 @@ public struct LayerNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatab
         try Validation.featureCount(featureCount)
         try Validation.epsilon(epsilon)
         self.featureCount = featureCount
+        self.normalizedShape = [featureCount]
         self.gamma = Array(repeating: 1, count: featureCount)
         self.beta = Array(repeating: 0, count: featureCount)
         self.epsilon = epsilon
         self.backend = backend
+    }
+
+    /// Creates a layer-norm layer with `gamma` ones and `beta` zeros that normalizes each sample over
+    /// the trailing dimensions `normalizedShape` together (PyTorch's
+    /// `LayerNorm(normalized_shape)`): `featureCount` is their product, and
+    /// `gamma` and `beta` hold one value per element of a sample, row-major.
+    ///
+    /// - Throws: ``NormError/invalidShape(expected:actual:)`` for an empty
+    ///   shape or a dimension below 1, ``NormError/invalidFeatureCount(_:)``,
+    ///   ``NormError/invalidEpsilon(_:)``.
+    /// - Complexity: O(product of `normalizedShape`).
+    public init(normalizedShape: [Int], epsilon: Scalar = 1e-5, backend: Backend = .blas) throws(NormError) {
+        let count = try Validation.normalizedShape(normalizedShape)
+        try self.init(featureCount: count, epsilon: epsilon, backend: backend)
+        self.normalizedShape = normalizedShape
     }
 
     // MARK: Forward
@@ -48,11 +72,13 @@ public struct LayerNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatab
     @inlinable
     public var cacheOrigin: CacheOrigin { .layerNorm(featureCount: featureCount) }
 
-    /// Normalizes each row of an `(N, D)` input.
+    /// Normalizes each row of an `(N, D)` input; an input `(..., normalizedShape)`
+    /// is the matrix of its leading dimensions' product of rows.
     ///
     /// Both modes compute the same thing, so both apply the training checks: a
     /// row needs at least two features (`D >= 2`) and finite statistics.
-    /// - Throws: ``NormError/invalidShape(expected:actual:)``,
+    /// - Throws: ``NormError/invalidShape(expected:actual:)`` for a shape that
+    ///   does not end in ``normalizedShape`` or has no rows,
     ///   ``NormError/insufficientValues(valuesPerStatistic:)`` for `D < 2`,
     ///   ``NormError/nonFiniteStatistics(index:)`` naming the first sample whose
     ///   mean or variance is not finite, and the hyperparameter errors.
@@ -72,7 +98,7 @@ public struct LayerNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatab
         try Validation.count("gamma", gamma.count, expected: featureCount)
         try Validation.count("beta", beta.count, expected: featureCount)
         try RowNormalization.forward(
-            input, shape: shape, mode: mode, columns: featureCount, centred: true, gamma: gamma,
+            input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape, centred: true, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, output: output, cache: &cache,
             workspace: &workspace)
     }
@@ -95,7 +121,7 @@ public struct LayerNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatab
     ) throws(NormError) {
         try validateParameters()
         try RowNormalization.forward(
-            input, shape: shape, mode: mode, columns: featureCount, centred: true, gamma: gamma,
+            input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape, centred: true, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, output: output,
             residual: (residual, sum), cache: &cache, workspace: &workspace)
     }
@@ -111,7 +137,7 @@ public struct LayerNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatab
     ) throws(NormError) {
         try validateParameters()
         try RowNormalization.infer(
-            input, shape: shape, columns: featureCount, centred: true, gamma: gamma, beta: beta,
+            input, shape: shape, columns: featureCount, trailing: normalizedShape, centred: true, gamma: gamma, beta: beta,
             epsilon: epsilon, backend: backend, output: output, workspace: &workspace)
     }
 
@@ -165,7 +191,7 @@ public struct LayerNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatab
         let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
                                       dbeta: betaGradient)
         try RowNormalization.backward(
-            buffers, sumGradient: sumGradient, cache: cache, columns: featureCount,
+            buffers, sumGradient: sumGradient, cache: cache, columns: featureCount, trailing: normalizedShape,
             centred: true, backend: backend, workspace: &workspace)
     }
 }

@@ -172,7 +172,7 @@ extension SpatialBatchNorm: Codable {
 /// The keys of the layers without running statistics; `groupCount` only for
 /// ``GroupNorm``, `featureCount` or `channelCount` by the layer's input.
 private enum AffineCodingKeys: String, CodingKey {
-    case featureCount, channelCount, groupCount, gamma, beta, epsilon, backend, activation
+    case featureCount, channelCount, groupCount, gamma, beta, epsilon, backend, activation, normalizedShape
 }
 
 /// Decodes a layer without running statistics: its size under `countKey`,
@@ -198,6 +198,19 @@ private func decodeAffineLayer<Layer: NormalizationLayer>(
     }
 }
 
+/// The `normalizedShape` of a LayerNorm or RMSNorm, absent when it is
+/// `[featureCount]`.
+private func decodeNormalizedShape(_ decoder: any Decoder) throws -> [Int]? {
+    try decoder.container(keyedBy: AffineCodingKeys.self).decodeIfPresent([Int].self, forKey: .normalizedShape)
+}
+
+/// A decoded normalized shape must multiply out to the decoded feature count.
+private func checkNormalizedShape(_ shape: [Int], count: Int) throws(NormError) {
+    guard try Validation.normalizedShape(shape) == count else {
+        throw .invalidShape(expected: "a normalized shape of \(count) elements", actual: shape)
+    }
+}
+
 /// Encodes `gamma`, `beta`, `epsilon` and `backend`.
 private func encodeAffine<Scalar: BLASScalar>(
     _ c: inout KeyedEncodingContainer<AffineCodingKeys>, gamma: [Scalar], beta: [Scalar],
@@ -214,15 +227,20 @@ extension LayerNorm: Codable {
     /// ``init(featureCount:epsilon:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
+        let shape = try decodeNormalizedShape(decoder)
         self = try decodeAffineLayer(decoder, countKey: .featureCount) { (count, epsilon, backend) throws(NormError) in
-            try LayerNorm(featureCount: count, epsilon: epsilon, backend: backend)
+            guard let shape else { return try LayerNorm(featureCount: count, epsilon: epsilon, backend: backend) }
+            try checkNormalizedShape(shape, count: count)
+            return try LayerNorm(normalizedShape: shape, epsilon: epsilon, backend: backend)
         }
     }
 
-    /// Encodes `featureCount`, `gamma`, `beta`, `epsilon` and `backend`.
+    /// Encodes `featureCount`, `normalizedShape` (when it has several
+    /// dimensions), `gamma`, `beta`, `epsilon` and `backend`.
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: AffineCodingKeys.self)
         try c.encode(featureCount, forKey: .featureCount)
+        if normalizedShape.count > 1 { try c.encode(normalizedShape, forKey: .normalizedShape) }
         try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend)
     }
 }
@@ -232,16 +250,21 @@ extension RMSNorm: Codable {
     /// ``init(featureCount:epsilon:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
+        let shape = try decodeNormalizedShape(decoder)
         self = try decodeAffineLayer(decoder, countKey: .featureCount, checkBeta: RMSNorm.checkBeta) {
             (count, epsilon, backend) throws(NormError) in
-            try RMSNorm(featureCount: count, epsilon: epsilon, backend: backend)
+            guard let shape else { return try RMSNorm(featureCount: count, epsilon: epsilon, backend: backend) }
+            try checkNormalizedShape(shape, count: count)
+            return try RMSNorm(normalizedShape: shape, epsilon: epsilon, backend: backend)
         }
     }
 
-    /// Encodes `featureCount`, `gamma`, `beta`, `epsilon` and `backend`.
+    /// Encodes `featureCount`, `normalizedShape` (when it has several
+    /// dimensions), `gamma`, `beta`, `epsilon` and `backend`.
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: AffineCodingKeys.self)
         try c.encode(featureCount, forKey: .featureCount)
+        if normalizedShape.count > 1 { try c.encode(normalizedShape, forKey: .normalizedShape) }
         try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend)
     }
 }

@@ -206,18 +206,45 @@ enum PyTorchState {
         return (weight, bias)
     }
 
-    /// `weight` and, when given, `bias` under `prefix`.
-    static func archive<Scalar: BLASScalar>(prefix: String, weight: [Scalar], bias: [Scalar]?) -> NumPyArchive {
+    /// A LayerNorm's or RMSNorm's `weight`, of any rank (its shape is the
+    /// module's `normalized_shape`), and `bias` of the same shape if present.
+    /// - Throws: as ``affine(_:prefix:module:)``, and for a `bias` of another shape.
+    static func shapedAffine<Scalar: BLASScalar>(_ state: NumPyArchive, prefix: String, module: String)
+        throws(NormError) -> (shape: [Int], weight: [Scalar], bias: [Scalar]?) {
+        guard state[prefix + "weight"] != nil else {
+            throw .invalidNumPyData(
+                expected: "'\(prefix)weight' (a \(module) with its affine parameters, which give its size)",
+                found: "\(state.names)")
+        }
+        let weight: Tensor<Scalar> = try state.tensor(prefix + "weight")
+        guard !weight.shape.isEmpty else {
+            throw .invalidNumPyData(expected: "'\(prefix)weight' of the normalized shape", found: "shape []")
+        }
+        guard state[prefix + "bias"] != nil else { return (weight.shape, weight.scalars, nil) }
+        let bias: Tensor<Scalar> = try state.tensor(prefix + "bias")
+        guard bias.shape == weight.shape else {
+            throw .invalidNumPyData(expected: "'\(prefix)bias' of shape \(weight.shape), as 'weight'",
+                                    found: "shape \(bias.shape)")
+        }
+        return (weight.shape, weight.scalars, bias.scalars)
+    }
+
+    /// `weight` and, when given, `bias` under `prefix`, of `shape` (the
+    /// normalized shape; one dimension by default).
+    static func archive<Scalar: BLASScalar>(prefix: String, weight: [Scalar], bias: [Scalar]?,
+                                            shape: [Int]? = nil) -> NumPyArchive {
         var archive = NumPyArchive()
-        archive[prefix + "weight"] = NumPyArray(weight)
-        if let bias { archive[prefix + "bias"] = NumPyArray(bias) }
+        let shape = shape ?? [weight.count]
+        archive[prefix + "weight"] = NumPyArray(Tensor(validatedShape: shape, scalars: weight))
+        if let bias { archive[prefix + "bias"] = NumPyArray(Tensor(validatedShape: shape, scalars: bias)) }
         return archive
     }
 }
 
 extension LayerNorm {
-    /// A layer norm with the state of a PyTorch `nn.LayerNorm(D)` (the last
-    /// dimension normalized, `elementwise_affine=True`): `weight` becomes
+    /// A layer norm with the state of a PyTorch `nn.LayerNorm(normalized_shape)`
+    /// (`elementwise_affine=True`; the shape of `weight` is the layer's
+    /// ``normalizedShape``): `weight` becomes
     /// `gamma` and `bias` `beta`; a module built with `bias=False` has no
     /// `bias`, and `beta` is then zeros (the same function). float32 and
     /// float64 arrays are widened or narrowed to `Scalar`.
@@ -233,19 +260,20 @@ extension LayerNorm {
     /// - Complexity: O(D).
     public init(pytorch state: NumPyArchive, prefix: String = "", epsilon: Scalar = 1e-5,
                 backend: Backend = .blas) throws(NormError) {
-        let (weight, bias): ([Scalar], [Scalar]?) = try PyTorchState.affine(state, prefix: prefix, module: "LayerNorm")
-        try self.init(featureCount: weight.count, epsilon: epsilon, backend: backend)
+        let (shape, weight, bias): ([Int], [Scalar], [Scalar]?) =
+            try PyTorchState.shapedAffine(state, prefix: prefix, module: "LayerNorm")
+        try self.init(normalizedShape: shape, epsilon: epsilon, backend: backend)
         gamma = weight
         if let bias { beta = bias }
     }
 
-    /// `gamma` and `beta` as an `nn.LayerNorm(D)`'s `weight` and `bias`
+    /// `gamma` and `beta` as an `nn.LayerNorm(normalizedShape)`'s `weight` and `bias`
     /// (float32 for `Float`, float64 for `Double`), loadable with
     /// `load_state_dict(strict=True)` into a module with its affine
     /// parameters (for `bias=False`, drop the `bias` entry).
     /// - Complexity: O(D).
     public func pytorchState(prefix: String = "") -> NumPyArchive {
-        PyTorchState.archive(prefix: prefix, weight: gamma, bias: beta)
+        PyTorchState.archive(prefix: prefix, weight: gamma, bias: beta, shape: normalizedShape)
     }
 }
 
@@ -259,12 +287,13 @@ extension RMSNorm {
     /// - Complexity: O(D).
     public init(pytorch state: NumPyArchive, prefix: String = "", epsilon: Scalar = 1e-5,
                 backend: Backend = .blas) throws(NormError) {
-        let (weight, bias): ([Scalar], [Scalar]?) = try PyTorchState.affine(state, prefix: prefix, module: "RMSNorm")
+        let (shape, weight, bias): ([Int], [Scalar], [Scalar]?) =
+            try PyTorchState.shapedAffine(state, prefix: prefix, module: "RMSNorm")
         guard bias == nil else {
             throw .invalidNumPyData(expected: "no '\(prefix)bias' (an RMSNorm has only a weight)",
                                     found: "\(state.names)")
         }
-        try self.init(featureCount: weight.count, epsilon: epsilon, backend: backend)
+        try self.init(normalizedShape: shape, epsilon: epsilon, backend: backend)
         gamma = weight
     }
 
@@ -272,7 +301,7 @@ extension RMSNorm {
     /// `load_state_dict(strict=True)`.
     /// - Complexity: O(D).
     public func pytorchState(prefix: String = "") -> NumPyArchive {
-        PyTorchState.archive(prefix: prefix, weight: gamma, bias: nil)
+        PyTorchState.archive(prefix: prefix, weight: gamma, bias: nil, shape: normalizedShape)
     }
 }
 

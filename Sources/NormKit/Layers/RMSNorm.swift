@@ -1,5 +1,6 @@
-/// Root-mean-square normalization of an `(N, D)` input, as PyTorch's
-/// `nn.RMSNorm` (Zhang and Sennrich 2019): no mean subtraction,
+/// Root-mean-square normalization of an `(N, D)` input, or any `(..., D)` (or
+/// `(..., normalizedShape)`), as PyTorch's `nn.RMSNorm` (Zhang and Sennrich
+/// 2019): no mean subtraction,
 /// `y = gamma_j * x / sqrt(mean_j(x²) + epsilon)`.
 ///
 /// `beta` exists for the protocol and stays zeros; its gradient is zeros, and
@@ -19,8 +20,14 @@ public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable
     /// The forward pass's saved input, per-sample `1/rms` and `gamma`.
     public typealias Cache = NormCache<Scalar>
 
-    /// `D`, the number of features of a sample.
+    /// `D`, the number of features of a sample: the product of
+    /// ``normalizedShape``.
     public let featureCount: Int
+    /// The trailing dimensions normalized together (PyTorch's
+    /// `normalized_shape`): `[featureCount]` unless made by
+    /// ``init(normalizedShape:epsilon:backend:)``. An input is `(..., normalizedShape)`:
+    /// any leading dimensions, whose product is the number of samples.
+    public private(set) var normalizedShape: [Int]
     /// The scale, one per feature; starts at ones.
     public var gamma: [Scalar]
     /// Zeros, always (RMSNorm has no shift); a nonzero value makes forward throw.
@@ -37,10 +44,26 @@ public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable
         try Validation.featureCount(featureCount)
         try Validation.epsilon(epsilon)
         self.featureCount = featureCount
+        self.normalizedShape = [featureCount]
         self.gamma = Array(repeating: 1, count: featureCount)
         self.beta = Array(repeating: 0, count: featureCount)
         self.epsilon = epsilon
         self.backend = backend
+    }
+
+    /// Creates a RMS-norm layer with `gamma` ones that normalizes each sample over
+    /// the trailing dimensions `normalizedShape` together (PyTorch's
+    /// `RMSNorm(normalized_shape)`): `featureCount` is their product, and
+    /// `gamma` and `beta` hold one value per element of a sample, row-major.
+    ///
+    /// - Throws: ``NormError/invalidShape(expected:actual:)`` for an empty
+    ///   shape or a dimension below 1, ``NormError/invalidFeatureCount(_:)``,
+    ///   ``NormError/invalidEpsilon(_:)``.
+    /// - Complexity: O(product of `normalizedShape`).
+    public init(normalizedShape: [Int], epsilon: Scalar = 1e-5, backend: Backend = .blas) throws(NormError) {
+        let count = try Validation.normalizedShape(normalizedShape)
+        try self.init(featureCount: count, epsilon: epsilon, backend: backend)
+        self.normalizedShape = normalizedShape
     }
 
     /// The origin its forward passes record in a cache: `.rmsNorm(featureCount:)`.
@@ -67,7 +90,7 @@ public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable
         try Validation.count("beta", beta.count, expected: featureCount)
         try RMSNorm.checkBeta(beta)
         try RowNormalization.forward(
-            input, shape: shape, mode: mode, columns: featureCount, centred: false, gamma: gamma,
+            input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape, centred: false, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, output: output, cache: &cache,
             workspace: &workspace)
     }
@@ -88,7 +111,7 @@ public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable
     ) throws(NormError) {
         try validateParameters()
         try RowNormalization.forward(
-            input, shape: shape, mode: mode, columns: featureCount, centred: false, gamma: gamma,
+            input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape, centred: false, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, output: output,
             residual: (residual, sum), cache: &cache, workspace: &workspace)
     }
@@ -104,7 +127,7 @@ public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable
     ) throws(NormError) {
         try validateParameters()
         try RowNormalization.infer(
-            input, shape: shape, columns: featureCount, centred: false, gamma: gamma, beta: beta,
+            input, shape: shape, columns: featureCount, trailing: normalizedShape, centred: false, gamma: gamma, beta: beta,
             epsilon: epsilon, backend: backend, output: output, workspace: &workspace)
     }
 
@@ -156,7 +179,7 @@ public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable
         let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
                                       dbeta: betaGradient)
         try RowNormalization.backward(
-            buffers, sumGradient: sumGradient, cache: cache, columns: featureCount,
+            buffers, sumGradient: sumGradient, cache: cache, columns: featureCount, trailing: normalizedShape,
             centred: false, backend: backend, workspace: &workspace)
     }
 

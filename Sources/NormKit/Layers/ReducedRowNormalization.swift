@@ -11,7 +11,7 @@ extension RowNormalization {
     ///   other than `Float16` and ``BFloat16``.
     @inlinable
     static func forward<Storage: ReducedPrecision>(
-        _ x: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode, columns: Int, centred: Bool,
+        _ x: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode, columns: Int, trailing: [Int], centred: Bool,
         gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
         output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
@@ -19,7 +19,7 @@ extension RowNormalization {
         let precision = try StoragePrecision(Storage.self)
         try cache.adoptReduced(x, shape: shape, precision: precision)
         try Validation.buffer("output", output.count, expected: x.count)
-        let rows = try Validation.matrixRows(shape: shape, count: x.count, columns: columns)
+        let rows = try Validation.rows(shape: shape, count: x.count, trailing: trailing)
         if centred { try Validation.valuesPerStatistic(columns) }
         cache.record(gamma: gamma, mode: mode, statisticCount: rows,
                      origin: origin(columns: columns, centred: centred))
@@ -39,7 +39,7 @@ extension RowNormalization {
     /// bit for bit. `output` may be `input`'s memory.
     @inlinable
     static func infer<Storage: ReducedPrecision>(
-        _ x: UnsafeBufferPointer<Storage>, shape: [Int], columns: Int, centred: Bool,
+        _ x: UnsafeBufferPointer<Storage>, shape: [Int], columns: Int, trailing: [Int], centred: Bool,
         gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
         output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
     ) throws(NormError) {
@@ -47,7 +47,7 @@ extension RowNormalization {
         let count = try Tensor<Float>.elementCount(of: shape)
         try Validation.buffer("input", x.count, expected: count)
         try Validation.buffer("output", output.count, expected: count)
-        let rows = try Validation.matrixRows(shape: shape, count: count, columns: columns)
+        let rows = try Validation.rows(shape: shape, count: count, trailing: trailing)
         if centred { try Validation.valuesPerStatistic(columns) }
         if let index = reducedPass(
             UnsafeRawPointer(x.baseAddress!), copy: nil, precision: precision, rows: rows, columns: columns,
@@ -187,14 +187,13 @@ extension RowNormalization {
         inputGradient dx: UnsafeMutableBufferPointer<Storage>,
         gammaGradient dgamma: UnsafeMutableBufferPointer<Float>,
         betaGradient dbeta: UnsafeMutableBufferPointer<Float>,
-        columns: Int, centred: Bool, backend: Backend, workspace: inout Workspace<Float>
+        columns: Int, trailing: [Int], centred: Bool, backend: Backend, workspace: inout Workspace<Float>
     ) throws(NormError) {
         let precision = try StoragePrecision(Storage.self)
         try Validation.origin(cache, expected: origin(columns: columns, centred: centred),
                               precision: precision)
         let count = cache.reducedInput.count
-        let rows = try Validation.matrixRows(shape: cache.reducedShape, count: count,
-                                             columns: columns)
+        let rows = try Validation.rows(shape: cache.reducedShape, count: count, trailing: trailing)
         try Validation.cache(cache, parameters: columns, statistics: rows)
         try Validation.buffer("outputGradient", dy.count, expected: count)
         try Validation.buffer("inputGradient", dx.count, expected: count)

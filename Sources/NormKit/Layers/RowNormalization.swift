@@ -17,7 +17,8 @@ enum RowNormalization {
     ///   ``NormError/bufferCountMismatch(name:expected:actual:)``.
     @inlinable
     static func forward<Scalar: BLASScalar>(
-        _ x: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode, columns: Int, centred: Bool,
+        _ x: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode, columns: Int, trailing: [Int],
+        centred: Bool,
         gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
         output: UnsafeMutableBufferPointer<Scalar>,
         residual: (r: UnsafeBufferPointer<Scalar>, sum: UnsafeMutableBufferPointer<Scalar>?)? = nil,
@@ -33,7 +34,7 @@ enum RowNormalization {
             try cache.adopt(x, shape: shape)
         }
         try Validation.buffer("output", output.count, expected: x.count)
-        let rows = try Validation.matrixRows(cache.input, columns: columns)
+        let rows = try Validation.rows(shape: cache.input.shape, count: cache.input.count, trailing: trailing)
         // A mean and a variance need two values; a mean square (RMSNorm) needs one.
         if centred { try Validation.valuesPerStatistic(columns) }
         cache.record(gamma: gamma, mode: mode, statisticCount: rows,
@@ -57,12 +58,12 @@ enum RowNormalization {
     /// statistics in the workspace. `output` may be `input`'s memory.
     @inlinable
     static func infer<Scalar: BLASScalar>(
-        _ x: UnsafeBufferPointer<Scalar>, shape: [Int], columns: Int, centred: Bool,
+        _ x: UnsafeBufferPointer<Scalar>, shape: [Int], columns: Int, trailing: [Int], centred: Bool,
         gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
         output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         let count = try Validation.inferBuffers(x, output, shape: shape)
-        let rows = try Validation.matrixRows(shape: shape, count: count, columns: columns)
+        let rows = try Validation.rows(shape: shape, count: count, trailing: trailing)
         if centred { try Validation.valuesPerStatistic(columns) }
         if let index = pass(x.baseAddress!, rows: rows, columns: columns, centred: centred,
                             gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
@@ -222,11 +223,11 @@ enum RowNormalization {
     @inlinable
     static func backward<Scalar: BLASScalar>(
         _ buffers: GradientBuffers<Scalar>, sumGradient: UnsafeBufferPointer<Scalar>? = nil,
-        cache: NormCache<Scalar>, columns: Int, centred: Bool,
+        cache: NormCache<Scalar>, columns: Int, trailing: [Int], centred: Bool,
         backend: Backend, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try Validation.origin(cache, expected: origin(columns: columns, centred: centred))
-        let rows = try Validation.matrixRows(cache.input, columns: columns)
+        let rows = try Validation.rows(shape: cache.input.shape, count: cache.input.count, trailing: trailing)
         try Validation.cache(cache, parameters: columns, statistics: rows)
         try Validation.gradientBuffers(buffers, cache: cache, parameters: columns)
         if let sumGradient {

@@ -22,7 +22,8 @@ pytorch-layers.npz, float64, random weight and bias (inputs 3.7 * randn + 10.1):
   <name>.*                 the state_dict of layernorm (nn.LayerNorm(6) on (4, 6)),
                            rmsnorm (nn.RMSNorm(6, eps=1e-5)), groupnorm (nn.GroupNorm(2, 6) on
                            (2, 6, 3, 4)), instancenorm (nn.InstanceNorm2d(3, affine=True) on
-                           (2, 3, 4, 5))
+                           (2, 3, 4, 5)), layernorm2d (nn.LayerNorm([3, 4]) on (2, 5, 3, 4)),
+                           rmsnorm3d (nn.RMSNorm(6, eps=1e-5) on (batch, tokens, D) = (2, 4, 6))
   <name>_x, _y, _dy, _dx, _dweight, _dbias   a training forward, an upstream gradient and
                            the gradients (no _dbias for rmsnorm)
 Check mode: each D/<name>.npz holds a NormKit layer's pytorchState() and
@@ -51,6 +52,10 @@ def made(kind):
         return torch.nn.GroupNorm(2, 6)
     if kind == "instancenorm":
         return torch.nn.InstanceNorm2d(3, affine=True)
+    if kind == "layernorm2d":
+        return torch.nn.LayerNorm([3, 4])
+    if kind == "rmsnorm3d":
+        return torch.nn.RMSNorm(6, eps=1e-5)
     raise SystemExit(f"unknown module {kind}")
 
 
@@ -103,7 +108,8 @@ def make():
 
     layers = {}
     for name, shape in [("layernorm", (4, 6)), ("rmsnorm", (4, 6)), ("groupnorm", (2, 6, 3, 4)),
-                        ("instancenorm", (2, 3, 4, 5))]:
+                        ("instancenorm", (2, 3, 4, 5)), ("layernorm2d", (2, 5, 3, 4)),
+                        ("rmsnorm3d", (2, 4, 6))]:
         module = made(name).to(dtype)
         with torch.no_grad():
             module.weight.copy_(torch.randn(module.weight.shape, dtype=dtype) * 0.7 + 1.1)
