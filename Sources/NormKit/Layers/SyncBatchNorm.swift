@@ -115,6 +115,9 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer {
 
     /// Inference with ``batchNorm``'s running statistics, keeping nothing and
     /// communicating nothing: `BatchNorm.infer(_:shape:into:workspace:)`.
+    /// With `RunningStatistics.none` that is this rank's rows' own batch
+    /// statistics, whereas `forward(mode: .inference)` exchanges the whole
+    /// batch's, as a training forward does.
     /// - Throws: as that method.
     /// - Complexity: O(count of `input`), no collective.
     @inlinable

@@ -96,6 +96,9 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLa
 
     /// Inference with ``spatialBatchNorm``'s running statistics, keeping nothing and
     /// communicating nothing: `SpatialBatchNorm.infer(_:shape:into:workspace:)`.
+    /// With `RunningStatistics.none` that is this rank's rows' own batch
+    /// statistics, whereas `forward(mode: .inference)` exchanges the whole
+    /// batch's, as a training forward does.
     /// - Throws: as that method.
     /// - Complexity: O(count of `input`), no collective.
     @inlinable
