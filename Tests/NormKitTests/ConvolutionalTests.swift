@@ -272,13 +272,13 @@ struct ConvolutionalTests {
         var sbn = try SpatialBatchNorm<Double>(channelCount: 3)
         _ = try sbn.forward(randomInput([2, 3, 4, 5], seed: 1), mode: .training)
         let before = (bits(sbn.runningMean), bits(sbn.runningVariance))
-        #expect(throws: NormError.invalidShape(expected: "(N, 3, H, W)", actual: [2, 3, 20])) {
-            _ = try sbn.forward(Tensor(zeros: [2, 3, 20]), mode: .training)
+        #expect(throws: NormError.invalidShape(expected: "(N, 3, L), (N, 3, H, W) or (N, 3, D, H, W)", actual: [2, 3])) {
+            _ = try sbn.forward(Tensor(zeros: [2, 3]), mode: .training)
         }
-        #expect(throws: NormError.invalidShape(expected: "(N, 3, H, W)", actual: [2, 4, 4, 5])) {
+        #expect(throws: NormError.invalidShape(expected: "(N, 3, L), (N, 3, H, W) or (N, 3, D, H, W)", actual: [2, 4, 4, 5])) {
             _ = try sbn.forward(Tensor(zeros: [2, 4, 4, 5]), mode: .training)
         }
-        #expect(throws: NormError.invalidShape(expected: "(N, 3, H, W)", actual: [2, 3, 0, 5])) {
+        #expect(throws: NormError.invalidShape(expected: "(N, 3, L), (N, 3, H, W) or (N, 3, D, H, W)", actual: [2, 3, 0, 5])) {
             _ = try sbn.forward(Tensor(zeros: [2, 3, 0, 5]), mode: .inference)
         }
         #expect(throws: NormError.insufficientValues(valuesPerStatistic: 1)) {
@@ -296,12 +296,12 @@ struct ConvolutionalTests {
         #expect(bits(sbn.runningMean) == before.0 && bits(sbn.runningVariance) == before.1)
         sbn.momentum = 0.9
         sbn.layout = .nhwc
-        #expect(throws: NormError.invalidShape(expected: "(N, H, W, 3)", actual: [2, 3, 4, 5])) {
+        #expect(throws: NormError.invalidShape(expected: "(N, L, 3), (N, H, W, 3) or (N, D, H, W, 3)", actual: [2, 3, 4, 5])) {
             _ = try sbn.forward(Tensor(zeros: [2, 3, 4, 5]), mode: .training)
         }
 
         var gn = try GroupNorm<Float>(channelCount: 4, groupCount: 2)
-        #expect(throws: NormError.invalidShape(expected: "(N, 4, H, W)", actual: [2, 4])) {
+        #expect(throws: NormError.invalidShape(expected: "(N, 4, L), (N, 4, H, W) or (N, 4, D, H, W)", actual: [2, 4])) {
             _ = try gn.forward(Tensor(zeros: [2, 4]), mode: .training)
         }
         var instance = try InstanceNorm<Float>(channelCount: 4)

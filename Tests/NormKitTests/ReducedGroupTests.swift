@@ -152,7 +152,7 @@ struct ReducedGroupTests {
         #expect(y.map(\.bitPattern) == (0..<24).map { Float16(layer.beta[($0 / 3) % 4]).bitPattern })
         let x: [BFloat16] = reducedInput(24, scale: 2, shift: 1, seed: 3)
         var out = [BFloat16](repeating: BFloat16(0), count: 24)
-        #expect(throws: NormError.invalidShape(expected: "(N, 4, H, W)", actual: [2, 3, 4, 1])) {
+        #expect(throws: NormError.invalidShape(expected: "(N, 4, L), (N, 4, H, W) or (N, 4, D, H, W)", actual: [2, 3, 4, 1])) {
             try reducedForward(&layer, x, shape: [2, 3, 4, 1], &out, &cache, &workspace)
         }
         #expect(throws: NormError.bufferCountMismatch(name: "input", expected: 32, actual: 24)) {

@@ -90,7 +90,7 @@ struct SyncBatchNormTests {
         // A NHWC image shard with no samples; other empty dimensions are refused.
         var sbn = try SyncSpatialBatchNorm<Double>(channelCount: 2, layout: .nhwc, communicator: SingleProcess())
         #expect(try sbn.forward(Tensor<Double>([], shape: [0, 3, 3, 2]), mode: .inference).output.count == 0)
-        #expect(throws: NormError.invalidShape(expected: "(N, H, W, 2)", actual: [1, 0, 3, 2])) {
+        #expect(throws: NormError.invalidShape(expected: "(N, L, 2), (N, H, W, 2) or (N, D, H, W, 2)", actual: [1, 0, 3, 2])) {
             try sbn.forward(Tensor<Double>([], shape: [1, 0, 3, 2]), mode: .inference)
         }
         // No samples, but a sample's extents overflow (found by the fuzzer).

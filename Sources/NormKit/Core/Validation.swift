@@ -181,31 +181,26 @@ enum Validation {
         try Validation.count("runningVariance", runningVariance.count, expected: count)
     }
 
-    /// A rank-4 input with `channels` channels at `channelAxis` (1 for NCHW,
-    /// 3 for NHWC), at least `minimumBatch` samples (1; 0 for a shard of a
-    /// synchronized layer) and no other empty dimension, whose size fits OpenBLAS.
+    /// A channels-first `(N, C, L)`, `(N, C, H, W)` or `(N, C, D, H, W)`
+    /// input, or channels-last `(N, L, C)`, `(N, H, W, C)` or
+    /// `(N, D, H, W, C)`, with `channels` channels, at least `minimumBatch`
+    /// samples (1; 0 for a shard of a synchronized layer) and no other empty
+    /// dimension, whose size fits OpenBLAS. Returns the samples and the
+    /// spatial extent (the product of the 1 to 3 spatial dimensions).
     @inlinable
-    static func imageShape<Scalar: BLASScalar>(
-        _ input: Tensor<Scalar>, channels: Int, channelAxis: Int, description: String,
-        minimumBatch: Int = 1
-    ) throws(NormError) -> [Int] {
-        try imageShape(shape: input.shape, count: input.count, channels: channels,
-                       channelAxis: channelAxis, description: description, minimumBatch: minimumBatch)
-    }
-
-    /// ``imageShape(_:channels:channelAxis:description:minimumBatch:)`` for a
-    /// shape of `count` scalars.
-    @inlinable
-    static func imageShape(
-        shape: [Int], count: Int, channels: Int, channelAxis: Int, description: String,
-        minimumBatch: Int = 1
-    ) throws(NormError) -> [Int] {
-        let input = (count: count, shape: shape)
-        guard shape.count == 4, shape[channelAxis] == channels, shape[0] >= minimumBatch,
-              shape.dropFirst().allSatisfy({ $0 >= 1 }) else {
-            throw .invalidShape(expected: description, actual: shape)
+    static func spatialShape(
+        shape: [Int], count: Int, channels: Int, channelsLast: Bool, minimumBatch: Int = 1
+    ) throws(NormError) -> (samples: Int, spatial: Int) {
+        let rank = shape.count
+        guard (3...5).contains(rank), shape[channelsLast ? rank - 1 : 1] == channels,
+              shape[0] >= minimumBatch, shape.dropFirst().allSatisfy({ $0 >= 1 }) else {
+            let c = "\(channels)"
+            throw .invalidShape(
+                expected: channelsLast ? "(N, L, \(c)), (N, H, W, \(c)) or (N, D, H, W, \(c))"
+                                       : "(N, \(c), L), (N, \(c), H, W) or (N, \(c), D, H, W)",
+                actual: shape)
         }
-        guard input.count <= maximumBLASSize else { throw .sizeTooLarge(input.count) }
+        guard count <= maximumBLASSize else { throw .sizeTooLarge(count) }
         // A sample's extents must fit on their own too: with no samples the
         // count is 0 whatever they are.
         var sample = 1
@@ -214,7 +209,7 @@ enum Validation {
             sample = overflow ? Int.max : product
         }
         guard sample <= maximumBLASSize else { throw .sizeTooLarge(sample) }
-        return shape
+        return (shape[0], sample / channels)
     }
 
     /// A cache filled by a forward pass of the layer `origin`, its input stored

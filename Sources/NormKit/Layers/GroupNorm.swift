@@ -1,4 +1,5 @@
-/// Group normalization of `(N, C, H, W)` images (Wu and He 2018; cs231n's
+/// Group normalization of `(N, C, H, W)` images, or `(N, C, L)` and
+/// `(N, C, D, H, W)` inputs, `H·W` then standing for the spatial extent (Wu and He 2018; cs231n's
 /// `spatial_groupnorm_forward`): each sample's `C` channels are split into `G`
 /// contiguous groups of `C/G` channels, and each group is normalized over its
 /// `(C/G)·H·W` values; `gamma` and `beta` are per channel.
@@ -139,14 +140,15 @@ enum GroupStatistics {
         try geometry(shape: input.shape, count: input.count, channels: channels, groups: groups)
     }
 
-    /// The geometry of an `(N, C, H, W)` shape of `count` values.
+    /// The geometry of an `(N, C, L)`, `(N, C, H, W)` or `(N, C, D, H, W)`
+    /// shape of `count` values: the spatial extent is the product of the
+    /// dimensions after `C`.
     @inlinable
     static func geometry(shape: [Int], count: Int, channels: Int, groups: Int)
         throws(NormError) -> GroupNormKernels.Geometry {
-        let s = try Validation.imageShape(shape: shape, count: count, channels: channels,
-                                          channelAxis: 1, description: "(N, \(channels), H, W)")
-        return GroupNormKernels.Geometry(samples: s[0], channels: channels, groups: groups,
-                                         spatial: s[2] * s[3])
+        let s = try Validation.spatialShape(shape: shape, count: count, channels: channels, channelsLast: false)
+        return GroupNormKernels.Geometry(samples: s.samples, channels: channels, groups: groups,
+                                         spatial: s.spatial)
     }
 
     /// Checks `epsilon` and that `gamma` and `beta` hold `channels` values

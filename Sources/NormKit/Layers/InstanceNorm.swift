@@ -1,4 +1,5 @@
-/// Instance normalization of `(N, C, H, W)` images (Ulyanov et al. 2016): each
+/// Instance normalization of `(N, C, H, W)` images, or `(N, C, L)` and
+/// `(N, C, D, H, W)` inputs (Ulyanov et al. 2016): each
 /// channel of each sample is normalized over its own `H·W` values; `gamma` and
 /// `beta` are per channel. It is ``GroupNorm`` with one channel per group, as
 /// its own type.

@@ -1,16 +1,21 @@
-/// How a rank-4 image tensor orders its dimensions.
+/// How a tensor of samples with 1 to 3 spatial dimensions orders its
+/// dimensions; the names say it for images, and hold for every rank.
 public enum ChannelLayout: String, Sendable, Hashable, Codable {
-    /// `(N, C, H, W)`: each channel of a sample is a contiguous `H x W` slab
+    /// Channels first, `(N, C, L)`, `(N, C, H, W)` or `(N, C, D, H, W)`: each
+    /// channel of a sample is a contiguous slab of its spatial extent
     /// (cs231n, PyTorch's default).
     case nchw
-    /// `(N, H, W, C)`: channels last (PyTorch's `channels_last` memory format),
-    /// where spatial batch norm is ``BatchNorm`` over an `(N·H·W, C)` matrix.
+    /// Channels last, `(N, L, C)`, `(N, H, W, C)` or `(N, D, H, W, C)`
+    /// (PyTorch's `channels_last` memory format), where spatial batch norm is
+    /// ``BatchNorm`` over an `(N·spatial, C)` matrix.
     case nhwc
 }
 
 /// Spatial batch normalization of images: statistics per channel over the
 /// batch and both spatial dimensions, `N·H·W` values each (cs231n's
-/// `spatial_batchnorm_forward`).
+/// `spatial_batchnorm_forward`). It also takes `(N, C, L)` and
+/// `(N, C, D, H, W)` inputs (PyTorch's `BatchNorm1d` on sequences and
+/// `BatchNorm3d`), `H·W` then standing for the spatial extent.
 ///
 /// Everything else is ``BatchNorm``'s: `xhat = (x - mean_c) / sqrt(var_c + epsilon)`
 /// with the biased variance, `y = gamma_c * xhat + beta_c`, running statistics
@@ -123,19 +128,11 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
     @inlinable
     static func geometry(layout: ChannelLayout, channelCount: Int, shape: [Int], count: Int,
                          minimumBatch: Int = 1) throws(NormError) -> ChannelGeometry {
+        let s = try Validation.spatialShape(shape: shape, count: count, channels: channelCount,
+                                            channelsLast: layout == .nhwc, minimumBatch: minimumBatch)
         switch layout {
-        case .nchw:
-            let s = try Validation.imageShape(shape: shape, count: count, channels: channelCount,
-                                              channelAxis: 1,
-                                              description: "(N, \(channelCount), H, W)",
-                                              minimumBatch: minimumBatch)
-            return ChannelGeometry(outer: s[0], channels: channelCount, inner: s[2] * s[3])
-        case .nhwc:
-            let s = try Validation.imageShape(shape: shape, count: count, channels: channelCount,
-                                              channelAxis: 3,
-                                              description: "(N, H, W, \(channelCount))",
-                                              minimumBatch: minimumBatch)
-            return ChannelGeometry(outer: s[0] * s[1] * s[2], channels: channelCount, inner: 1)
+        case .nchw: return ChannelGeometry(outer: s.samples, channels: channelCount, inner: s.spatial)
+        case .nhwc: return ChannelGeometry(outer: s.samples * s.spatial, channels: channelCount, inner: 1)
         }
     }
 

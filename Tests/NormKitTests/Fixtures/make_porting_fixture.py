@@ -24,6 +24,12 @@ pytorch-layers.npz, float64, random weight and bias (inputs 3.7 * randn + 10.1):
                            (2, 6, 3, 4)), instancenorm (nn.InstanceNorm2d(3, affine=True) on
                            (2, 3, 4, 5)), layernorm2d (nn.LayerNorm([3, 4]) on (2, 5, 3, 4)),
                            rmsnorm3d (nn.RMSNorm(6, eps=1e-5) on (batch, tokens, D) = (2, 4, 6))
+  bn1d_ncl.*, _x1.._x3, _y1.._y3, _eval_x, _eval_y, _weight0, _bias0
+                           nn.BatchNorm1d(3, momentum=None) on (4, 3, 5): three training steps
+                           and an eval batch, the state after them
+  bn3d.*, groupnorm3d.*, _x, _y, _dy, _dx, _dweight, _dbias
+                           nn.BatchNorm3d(2, track_running_stats=False) on (2, 2, 3, 4, 5) in
+                           eval mode, and nn.GroupNorm(2, 4) on (2, 4, 3, 2, 5)
   <name>_x, _y, _dy, _dx, _dweight, _dbias   a training forward, an upstream gradient and
                            the gradients (no _dbias for rmsnorm)
 Check mode: each D/<name>.npz holds a NormKit layer's pytorchState() and
@@ -56,6 +62,12 @@ def made(kind):
         return torch.nn.LayerNorm([3, 4])
     if kind == "rmsnorm3d":
         return torch.nn.RMSNorm(6, eps=1e-5)
+    if kind == "bn1d_ncl":
+        return torch.nn.BatchNorm1d(3, momentum=None)
+    if kind == "bn3d":
+        return torch.nn.BatchNorm3d(2, track_running_stats=False)
+    if kind == "groupnorm3d":
+        return torch.nn.GroupNorm(2, 4)
     raise SystemExit(f"unknown module {kind}")
 
 
@@ -128,6 +140,42 @@ def make():
         layers[f"{name}_dweight"] = module.weight.grad.numpy()
         if getattr(module, "bias", None) is not None:
             layers[f"{name}_dbias"] = module.bias.grad.numpy()
+
+    # Other ranks: BatchNorm1d(momentum=None) on (N, C, L), three training
+    # steps and an eval batch; BatchNorm3d(track_running_stats=False) on
+    # (N, C, D, H, W), eval (batch statistics) with its gradient; GroupNorm on
+    # a 5-D input.
+    bn = made("bn1d_ncl").to(dtype)
+    with torch.no_grad():
+        bn.weight.copy_(torch.randn(3, dtype=dtype) * 0.7 + 1.1)
+        bn.bias.copy_(torch.randn(3, dtype=dtype) * 0.5 - 0.3)
+    layers["bn1d_ncl_weight0"] = bn.weight.detach().numpy().copy()
+    layers["bn1d_ncl_bias0"] = bn.bias.detach().numpy().copy()
+    for step in (1, 2, 3):
+        x = torch.randn(4, 3, 5, dtype=dtype) * 3.7 + 10.1
+        layers[f"bn1d_ncl_x{step}"] = x.numpy()
+        layers[f"bn1d_ncl_y{step}"] = bn(x).detach().numpy()
+    for key, value in bn.state_dict().items():
+        layers[f"bn1d_ncl.{key}"] = value.detach().numpy().copy()
+    bn.eval()
+    x = torch.randn(4, 3, 5, dtype=dtype) * 2.9 + 10.3
+    layers["bn1d_ncl_eval_x"] = x.numpy()
+    layers["bn1d_ncl_eval_y"] = bn(x).detach().numpy()
+    for name, shape in [("bn3d", (2, 2, 3, 4, 5)), ("groupnorm3d", (2, 4, 3, 2, 5))]:
+        module = made(name).to(dtype)
+        with torch.no_grad():
+            module.weight.copy_(torch.randn(module.weight.shape, dtype=dtype) * 0.7 + 1.1)
+            module.bias.copy_(torch.randn(module.bias.shape, dtype=dtype) * 0.5 - 0.3)
+        for key, value in module.state_dict().items():
+            layers[f"{name}.{key}"] = value.detach().numpy().copy()
+        module.eval()
+        x = (torch.randn(shape, dtype=dtype) * 3.7 + 10.1).requires_grad_()
+        y = module(x)
+        dy = torch.randn(shape, dtype=dtype)
+        y.backward(dy)
+        for suffix, value in [("x", x.detach()), ("y", y.detach()), ("dy", dy), ("dx", x.grad),
+                              ("dweight", module.weight.grad), ("dbias", module.bias.grad)]:
+            layers[f"{name}_{suffix}"] = value.numpy()
     np.savez("pytorch-layers.npz", **layers)
     print(sorted(layers))
 
