@@ -13,7 +13,7 @@ private func validated<Layer>(
         return try make()
     } catch {
         throw DecodingError.dataCorrupted(.init(codingPath: codingPath,
-                                                debugDescription: error.description))
+                                                debugDescription: error.description, underlyingError: error))
     }
 }
 
@@ -96,7 +96,7 @@ private struct RunningState<Scalar: BLASScalar> {
     }
 }
 
-extension BatchNorm: Codable {
+extension BatchNorm: ArchivableLayer {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
     /// ``init(featureCount:epsilon:momentum:varianceEstimator:activation:runningStatistics:backend:)`` and
     /// `forward` do.
@@ -131,7 +131,7 @@ extension BatchNorm: Codable {
     }
 }
 
-extension SpatialBatchNorm: Codable {
+extension SpatialBatchNorm: ArchivableLayer {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
     /// ``init(channelCount:epsilon:momentum:varianceEstimator:layout:activation:runningStatistics:backend:)``
     /// and `forward` do.
@@ -222,7 +222,7 @@ private func encodeAffine<Scalar: BLASScalar>(
     try c.encode(backend, forKey: .backend)
 }
 
-extension LayerNorm: Codable {
+extension LayerNorm: ArchivableLayer {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
     /// ``init(featureCount:epsilon:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
@@ -245,7 +245,7 @@ extension LayerNorm: Codable {
     }
 }
 
-extension RMSNorm: Codable {
+extension RMSNorm: ArchivableLayer {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
     /// ``init(featureCount:epsilon:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
@@ -269,7 +269,7 @@ extension RMSNorm: Codable {
     }
 }
 
-extension GroupNorm: Codable {
+extension GroupNorm: ArchivableLayer {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
     /// ``init(channelCount:groupCount:epsilon:activation:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
@@ -293,7 +293,7 @@ extension GroupNorm: Codable {
     }
 }
 
-extension InstanceNorm: Codable {
+extension InstanceNorm: ArchivableLayer {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
     /// ``init(channelCount:epsilon:activation:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
@@ -315,7 +315,7 @@ extension InstanceNorm: Codable {
     }
 }
 
-extension DecorrelatedBatchNorm: Codable {
+extension DecorrelatedBatchNorm: ArchivableLayer {
     private enum CodingKeys: String, CodingKey {
         case featureCount, groupSize, method, gamma, beta, runningMean, runningWhitening
         case epsilon, momentum, backend
