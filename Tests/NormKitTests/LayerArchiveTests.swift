@@ -55,6 +55,10 @@ struct LayerArchiveTests {
         var inorm = try InstanceNorm<Double>(channelCount: 4, epsilon: 1e-4, backend: .naive)
         inorm.gamma = [9, 8, 7, 6]
         #expect(try roundTrip(inorm) == inorm)
+        var tracked = try InstanceNorm<Double>(channelCount: 4, momentum: 0.6, varianceEstimator: .unbiased,
+                                               runningStatistics: .cumulative)
+        _ = try tracked.forward(randomInput([2, 4, 3, 3], shift: 10000.1, seed: 6), mode: .training)
+        #expect(try roundTrip(tracked) == tracked)
 
         for method in [WhiteningMethod.eigen, .cholesky, .newtonSchulz(iterations: 7)] {
             var dbn = try DecorrelatedBatchNorm<Double>(featureCount: 6, groupSize: 3, method: method,

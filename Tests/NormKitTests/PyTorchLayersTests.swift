@@ -23,16 +23,8 @@ struct PyTorchLayersTests {
     ) throws {
         var layer = layer
         let (y, cache) = try layer.forward(state.tensor("\(name)_x"), mode: .training)
-        #expect(normwiseError(y.scalars, try state.tensor("\(name)_y", as: Double.self).scalars) < 1e-12, "\(name) y")
         let grads = try layer.backward(state.tensor("\(name)_dy"), cache: cache)
-        #expect(normwiseError(grads.input.scalars, try state.tensor("\(name)_dx", as: Double.self).scalars) < 1e-10,
-                "\(name) dx")
-        #expect(normwiseError(grads.gamma, try state.tensor("\(name)_dweight", as: Double.self).scalars) < 1e-12,
-                "\(name) dweight")
-        if hasBias {
-            #expect(normwiseError(grads.beta, try state.tensor("\(name)_dbias", as: Double.self).scalars) < 1e-12,
-                    "\(name) dbias")
-        }
+        try expectMatchesFixture(state, name, y: y, gradients: grads, hasBias: hasBias)
         // pytorchState gives back the module's arrays, under its names.
         let keys = hasBias ? ["weight", "bias"] : ["weight"]
         #expect(exported.names == keys.map { name + "." + $0 }, "\(name): \(exported.names)")
@@ -190,6 +182,49 @@ struct LeadingDimensionTests {
         object["normalizedShape"] = [3, 5]
         #expect(throws: DecodingError.self) {
             try JSONDecoder().decode(LayerNorm<Float>.self, from: JSONSerialization.data(withJSONObject: object))
+        }
+    }
+}
+
+extension PyTorchLayersTests {
+    @Test("nn.InstanceNorm2d(3, affine=True, track_running_stats=True): three training steps, running state, eval with its frozen gradients, state in and out")
+    func instanceNormTracked() throws {
+        let name = "instancenorm_tracked"
+        var layer = try InstanceNorm<Double>(pytorch: state, prefix: name + "0.")
+        #expect(layer.runningStatistics == .exponential && layer.momentum == 0.9)
+        #expect(layer.varianceEstimator == .unbiased && layer.runningVariance == [1, 1, 1])
+        for step in 1...3 {
+            let (y, cache) = try layer.forward(state.tensor("\(name)_x\(step)"), mode: .training)
+            let grads = step == 3 ? try layer.backward(state.tensor("\(name)_dy3"), cache: cache) : nil
+            try expectMatchesFixture(state, name, suffix: "\(step)", y: y, gradients: grads)
+        }
+        #expect(normwiseError(layer.runningMean, try state.tensor(name + ".running_mean").scalars) < 1e-14)
+        #expect(normwiseError(layer.runningVariance, try state.tensor(name + ".running_var").scalars) < 1e-13)
+        #expect(layer.batchesTracked == 3)   // PyTorch's InstanceNorm leaves num_batches_tracked at 0
+
+        // Eval: the running statistics, and the exact gradient with them as constants.
+        let x: Tensor<Double> = try state.tensor("\(name)_eval_x")
+        let (y, cache) = try layer.forward(x, mode: .inference)
+        let grads = try layer.backward(state.tensor("\(name)_eval_dy"), cache: cache)
+        #expect(normwiseError(y.scalars, try state.tensor("\(name)_eval_y").scalars) < 1e-12)
+        #expect(normwiseError(grads.input.scalars, try state.tensor("\(name)_eval_dx").scalars) < 1e-12)
+        #expect(normwiseError(grads.gamma, try state.tensor("\(name)_eval_dweight").scalars) < 1e-12)
+        #expect(normwiseError(grads.beta, try state.tensor("\(name)_eval_dbias").scalars) < 1e-12)
+        #expect(sameBits(try layer.infer(x).scalars, y.scalars))
+
+        // The state after the steps, out and in again.
+        let exported = layer.pytorchState(prefix: name + ".")
+        #expect(Set(exported.names) == Set(["weight", "bias", "running_mean", "running_var", "num_batches_tracked"].map { name + "." + $0 }))
+        var imported = try InstanceNorm<Double>(pytorch: state, prefix: name + ".")
+        #expect(normwiseError(try imported.forward(x, mode: .inference).output.scalars,
+                              try state.tensor("\(name)_eval_y").scalars) < 1e-12)
+        if let directory = ProcessInfo.processInfo.environment["NORMKIT_PYTORCH_STATE"] {
+            var plain = NumPyArchive()
+            for key in exported.names { plain[String(key.dropFirst(name.count + 1))] = exported[key] }
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try plain.write(to: "\(directory)/\(name).npz")
+            try x.writeNPY(to: "\(directory)/\(name)_input.npy")
+            try y.writeNPY(to: "\(directory)/\(name)_output.npy")
         }
     }
 }

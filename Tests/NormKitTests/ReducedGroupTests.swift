@@ -187,6 +187,43 @@ struct ReducedGroupTests {
     }
 }
 
+extension ReducedGroupTests {
+    @Test("InstanceNorm with running statistics in 16 bits: training folds what the Float layer folds from the widened input; inference and its backward are SpatialBatchNorm's 16-bit ones")
+    func instanceNormRunning() throws {
+        let shape = [3, 4, 5, 3], count = 180
+        let x: [BFloat16] = reducedInput(count, scale: 3, shift: 100.1, seed: 71)
+        var reduced = try InstanceNorm<Float>(channelCount: 4, varianceEstimator: .unbiased, runningStatistics: .cumulative)
+        var wide = reduced
+        var cache = NormCache<Float>(), workspace = Workspace<Float>()
+        var y = x
+        for _ in 0..<2 {
+            try reducedForward(&reduced, x, shape: shape, &y, &cache, &workspace)
+            _ = try wide.forward(Tensor(x.map { Float($0) }, shape: shape), mode: .training)
+        }
+        #expect(reduced.batchesTracked == 2)
+        #expect(normwiseError(reduced.runningMean, wide.runningMean) < 1e-6)
+        #expect(normwiseError(reduced.runningVariance, wide.runningVariance) < 1e-5)
+
+        var spatial = try SpatialBatchNorm<Float>(channelCount: 4)
+        (spatial.runningMean, spatial.runningVariance) = (reduced.runningMean, reduced.runningVariance)
+        spatial.gamma = [1.5, -0.5, 2, 0.25]
+        reduced.gamma = spatial.gamma
+        var spatialCache = NormCache<Float>(), spatialY = x
+        let before = reduced
+        try reducedForward(&reduced, x, shape: shape, &y, &cache, &workspace, mode: .inference)
+        try reducedForward(&spatial, x, shape: shape, &spatialY, &spatialCache, &workspace, mode: .inference)
+        #expect(y.map(\.bitPattern) == spatialY.map(\.bitPattern))
+        #expect(reduced == before)
+        let dy: [BFloat16] = reducedInput(count, scale: 1, shift: 0, seed: 72)
+        var dx = dy, spatialDx = dy
+        var dgamma = [Float](repeating: 0, count: 4), dbeta = dgamma, sg = dgamma, sb = dgamma
+        try reducedBackward(reduced, dy, cache, &dx, &dgamma, &dbeta, &workspace)
+        try reducedBackward(spatial, dy, spatialCache, &spatialDx, &sg, &sb, &workspace)
+        #expect(dx.map(\.bitPattern) == spatialDx.map(\.bitPattern))
+        #expect(sameBits(dgamma, sg) && sameBits(dbeta, sb))
+    }
+}
+
 extension ProcessWideTests {
     @Suite("16-bit group statistics over threads")
     struct ReducedGroupThreadTests {

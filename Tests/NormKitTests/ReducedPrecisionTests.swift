@@ -126,11 +126,11 @@ func reducedBackward<L: ReducedPrecisionLayer, S: ReducedPrecision>(
 /// A 16-bit training forward over arrays.
 func reducedForward<L: ReducedPrecisionLayer, S: ReducedPrecision>(
     _ layer: inout L, _ x: [S], shape: [Int], _ y: inout [S], _ cache: inout NormCache<Float>,
-    _ workspace: inout Workspace<Float>
+    _ workspace: inout Workspace<Float>, mode: Mode = .training
 ) throws {
     try x.withUnsafeBufferPointer { xb in
         try y.withUnsafeMutableBufferPointer { yb in
-            try layer.forward(xb, shape: shape, mode: .training, into: yb, cache: &cache,
+            try layer.forward(xb, shape: shape, mode: mode, into: yb, cache: &cache,
                               workspace: &workspace)
         }
     }

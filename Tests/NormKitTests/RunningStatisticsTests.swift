@@ -138,7 +138,10 @@ struct RunningStatisticsTests {
             var nchw = try SpatialBatchNorm<Double>(channelCount: 3, runningStatistics: policy)
             var nhwc = try SpatialBatchNorm<Double>(channelCount: 3, layout: .nhwc, activation: .relu,
                                                     runningStatistics: policy)
+            var instance = try InstanceNorm<Double>(channelCount: 3, varianceEstimator: .unbiased, activation: .relu,
+                                                    runningStatistics: policy)
             for seed in UInt64(0)..<2 {   // running statistics that are not the initial ones
+                _ = try instance.forward(randomInput([2, 3, 4, 3], seed: seed), mode: .training)
                 _ = try bn.forward(randomInput([9, 5], seed: seed), mode: .training)
                 _ = try nchw.forward(randomInput([2, 3, 3, 4], seed: seed), mode: .training)
                 _ = try nhwc.forward(randomInput([2, 3, 4, 3], seed: seed), mode: .training)
@@ -149,6 +152,7 @@ struct RunningStatisticsTests {
                 ("BatchNorm", try frozenGradientError(bn, shape: [6, 5])),
                 ("SpatialBatchNorm NCHW", try frozenGradientError(nchw, shape: [2, 3, 3, 4])),
                 ("SpatialBatchNorm NHWC ReLU", try frozenGradientError(nhwc, shape: [2, 3, 4, 3])),
+                ("InstanceNorm ReLU", try frozenGradientError(instance, shape: [2, 3, 4, 3])),
                 ("SyncBatchNorm", try frozenGradientError(SyncBatchNorm(bn, communicator: SingleProcess()), shape: [6, 5])),
                 ("SyncSpatialBatchNorm", try frozenGradientError(SyncSpatialBatchNorm(nchw, communicator: SingleProcess()),
                                                                  shape: [2, 3, 3, 4])),
@@ -303,6 +307,68 @@ struct RunningStatisticsTests {
             try archive.write(to: "\(directory)/\(name).npz")
             try input.writeNPY(to: "\(directory)/\(name)_input.npy")
             try output.writeNPY(to: "\(directory)/\(name)_output.npy")
+        }
+    }
+
+    @Test("InstanceNorm's running statistics: the mean of the instance statistics, each policy, both backends; inference is SpatialBatchNorm's with them")
+    func instanceNormRunning() throws {
+        for backend in [Backend.blas, .naive] {
+            for policy in [RunningStatistics.exponential, .cumulative] {
+                var layer = try InstanceNorm<Double>(channelCount: 3, momentum: 0.7, varianceEstimator: .unbiased,
+                                                     runningStatistics: policy, backend: backend)
+                var expectedMean = [Double](repeating: 0, count: 3), expectedVariance = expectedMean
+                for step in 0..<3 {
+                    let x: Tensor<Double> = randomInput([4, 3, 5, 3], scale: 3.7, shift: 10000.1, seed: UInt64(40 + step))
+                    _ = try layer.forward(x, mode: .training)
+                    let take = policy == .exponential ? 0.3 : 1 / Double(step + 1)
+                    for c in 0..<3 {
+                        var means = 0.0, variances = 0.0
+                        for n in 0..<4 {
+                            let slab = Array(x.scalars[(n * 3 + c) * 15 ..< (n * 3 + c + 1) * 15])
+                            let m = mean(slab)
+                            means += m
+                            variances += slab.reduce(0) { $0 + ($1 - m) * ($1 - m) } / 14
+                        }
+                        expectedMean[c] = (1 - take) * expectedMean[c] + take * means / 4
+                        expectedVariance[c] = (1 - take) * expectedVariance[c] + take * variances / 4
+                    }
+                    #expect(normwiseError(layer.runningMean, expectedMean) < 1e-14, "\(backend) \(policy) \(step)")
+                    #expect(normwiseError(layer.runningVariance, expectedVariance) < 1e-10, "\(backend) \(policy) \(step)")
+                    #expect(layer.batchesTracked == step + 1)
+                }
+                // Inference: SpatialBatchNorm's with the same running statistics, bit for bit.
+                var spatial = try SpatialBatchNorm<Double>(channelCount: 3, backend: backend)
+                (spatial.runningMean, spatial.runningVariance) = (layer.runningMean, layer.runningVariance)
+                let x: Tensor<Double> = randomInput([2, 3, 4, 5], seed: 9)
+                let before = layer
+                #expect(sameBits(try layer.forward(x, mode: .inference).output.scalars,
+                                 try spatial.forward(x, mode: .inference).output.scalars))
+                #expect(sameBits(try layer.infer(x).scalars, try spatial.infer(x).scalars))
+                #expect(layer == before)   // inference updates and counts nothing
+            }
+            // .none (the default) is unchanged: both modes the instance statistics, nothing kept.
+            var plain = try InstanceNorm<Double>(channelCount: 3, backend: backend)
+            let x: Tensor<Double> = randomInput([2, 3, 4, 5], seed: 10)
+            let training = try plain.forward(x, mode: .training).output
+            #expect(sameBits(try plain.forward(x, mode: .inference).output.scalars, training.scalars))
+            #expect(plain.runningMean == [0, 0, 0] && plain.batchesTracked == 0)
+        }
+    }
+
+    @Test("InstanceNorm refuses bad running state with the state unchanged; a single spatial value is fine in frozen inference")
+    func instanceNormBadState() throws {
+        var layer = try InstanceNorm<Float>(channelCount: 3, runningStatistics: .exponential)
+        layer.runningVariance = [1, 1]
+        let before = layer
+        #expect(throws: NormError.parameterCountMismatch(name: "runningVariance", expected: 3, actual: 2)) {
+            try layer.forward(Tensor<Float>(randomNormal: [2, 3, 4, 4], seed: 1), mode: .training)
+        }
+        #expect(layer == before)
+        #expect(throws: NormError.invalidMomentum(2)) { try InstanceNorm<Float>(channelCount: 3, momentum: 2) }
+        layer.runningVariance = [1, 2, 3]
+        _ = try layer.forward(Tensor<Float>(randomNormal: [2, 3, 1, 1], seed: 1), mode: .inference)
+        #expect(throws: NormError.insufficientValues(valuesPerStatistic: 1)) {
+            try layer.forward(Tensor<Float>(randomNormal: [2, 3, 1, 1], seed: 1), mode: .training)
         }
     }
 }

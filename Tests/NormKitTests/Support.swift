@@ -95,3 +95,24 @@ func sameBits<S: BLASScalar>(_ a: [S], _ b: [S]) -> Bool {
             && $0.significandBitPattern == $1.significandBitPattern
     }
 }
+
+/// Expects a float64 layer's results to match a PyTorch fixture's arrays
+/// `<name>_<key><suffix>`: the output `y` to 1e-12, the gradients' `dx` to
+/// 1e-10 and `dweight`, `dbias` (when `hasBias`) to 1e-12, normwise relative.
+func expectMatchesFixture(
+    _ state: NumPyArchive, _ name: String, suffix: String = "", y: Tensor<Double>,
+    gradients: NormGradients<Double>? = nil, hasBias: Bool = true,
+    sourceLocation: SourceLocation = #_sourceLocation
+) throws {
+    func expected(_ key: String) throws -> [Double] { try state.tensor("\(name)_\(key)\(suffix)").scalars }
+    #expect(normwiseError(y.scalars, try expected("y")) < 1e-12, "\(name) y\(suffix)", sourceLocation: sourceLocation)
+    guard let gradients else { return }
+    #expect(normwiseError(gradients.input.scalars, try expected("dx")) < 1e-10, "\(name) dx\(suffix)",
+            sourceLocation: sourceLocation)
+    #expect(normwiseError(gradients.gamma, try expected("dweight")) < 1e-12, "\(name) dweight\(suffix)",
+            sourceLocation: sourceLocation)
+    if hasBias {
+        #expect(normwiseError(gradients.beta, try expected("dbias")) < 1e-12, "\(name) dbias\(suffix)",
+                sourceLocation: sourceLocation)
+    }
+}

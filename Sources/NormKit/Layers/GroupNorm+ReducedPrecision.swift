@@ -65,7 +65,9 @@ extension GroupNorm: ReducedPrecisionLayer where Scalar == Float {
 extension InstanceNorm: ReducedPrecisionLayer where Scalar == Float {
     /// Normalizes each (sample, channel) of an `(N, C, H, W)` input stored in
     /// 16 bits, into `output` of the same type: ``GroupNorm``'s 16-bit
-    /// forward with one channel per group.
+    /// forward with one channel per group, folding the instance statistics
+    /// into the running ones as the `Float` forward does; in inference with
+    /// running statistics, ``SpatialBatchNorm``'s 16-bit inference with them.
     /// - Throws: as the `Float` entry point, and
     ///   ``NormError/unsupportedParameter(name:expected:)`` for a storage
     ///   type other than `Float16` and ``BFloat16``.
@@ -76,10 +78,24 @@ extension InstanceNorm: ReducedPrecisionLayer where Scalar == Float {
         into output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        try validateParameters()
+        let channels = channelCount
+        guard runningStatistics.statisticsMode(mode) == .training else {
+            return try BatchStatistics.forward(
+                input, shape: shape,
+                geometry: { shape, count throws(NormError) in
+                    try Self.frozenGeometry(channels: channels, shape: shape, count: count)
+                },
+                mode: .inference, origin: cacheOrigin, gamma: gamma, beta: beta,
+                runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
+                update: nil, estimator: varianceEstimator, backend: backend,
+                activation: activation, output: output, cache: &cache, workspace: &workspace)
+        }
         try GroupStatistics.forward(
-            input, shape: shape, mode: mode, channels: channelCount, groups: channelCount,
+            input, shape: shape, mode: .training, channels: channels, groups: channels,
             origin: cacheOrigin, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
             activation: activation, output: output, cache: &cache, workspace: &workspace)
+        if mode == .training { foldInstanceStatistics(cache, shape: shape, workspace: &workspace) }
     }
 
     /// The 16-bit forward for inference, keeping nothing: its output bit for
@@ -91,14 +107,27 @@ extension InstanceNorm: ReducedPrecisionLayer where Scalar == Float {
         _ input: UnsafeBufferPointer<Storage>, shape: [Int],
         into output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        try validateParameters()
+        let channels = channelCount
+        guard runningStatistics == .none else {
+            return try BatchStatistics.infer(
+                input, shape: shape,
+                geometry: { shape, count throws(NormError) in
+                    try Self.frozenGeometry(channels: channels, shape: shape, count: count)
+                },
+                gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+                epsilon: epsilon, backend: backend, activation: activation, output: output,
+                workspace: &workspace)
+        }
         try GroupStatistics.infer(
-            input, shape: shape, channels: channelCount, groups: channelCount, gamma: gamma,
+            input, shape: shape, channels: channels, groups: channels, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, activation: activation,
             output: output, workspace: &workspace)
     }
 
     /// The backward pass of a 16-bit forward, as ``GroupNorm``'s 16-bit
-    /// backward with one channel per group.
+    /// backward with one channel per group, or after an inference forward
+    /// with running statistics ``SpatialBatchNorm``'s with them as constants.
     /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
     ///   from another layer or filled at another precision,
     ///   ``NormError/bufferCountMismatch(name:expected:actual:)``.
@@ -110,9 +139,20 @@ extension InstanceNorm: ReducedPrecisionLayer where Scalar == Float {
         gammaGradient: UnsafeMutableBufferPointer<Float>,
         betaGradient: UnsafeMutableBufferPointer<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        try GroupStatistics.backward(
+        let channels = channelCount
+        guard cache.mode == .inference else {
+            return try GroupStatistics.backward(
+                outputGradient, cache: cache, inputGradient: inputGradient,
+                gammaGradient: gammaGradient, betaGradient: betaGradient, channels: channels,
+                groups: channels, origin: cacheOrigin, backend: backend, workspace: &workspace)
+        }
+        try BatchStatistics.backward(
             outputGradient, cache: cache, inputGradient: inputGradient,
-            gammaGradient: gammaGradient, betaGradient: betaGradient, channels: channelCount,
-            groups: channelCount, origin: cacheOrigin, backend: backend, workspace: &workspace)
+            gammaGradient: gammaGradient, betaGradient: betaGradient, channels: channels,
+            origin: cacheOrigin,
+            geometry: { shape, count throws(NormError) in
+                try Self.frozenGeometry(channels: channels, shape: shape, count: count)
+            },
+            backend: backend, workspace: &workspace)
     }
 }

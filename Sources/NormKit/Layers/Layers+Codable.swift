@@ -295,23 +295,48 @@ extension GroupNorm: ArchivableLayer {
 
 extension InstanceNorm: ArchivableLayer {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(channelCount:epsilon:activation:backend:)`` and `forward` do.
+    /// ``init(channelCount:epsilon:momentum:varianceEstimator:activation:runningStatistics:backend:)``
+    /// and `forward` do. An archive without running statistics (written
+    /// before InstanceNorm had them) decodes with ``RunningStatistics/none``.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
-        let activation = try decoder.container(keyedBy: AffineCodingKeys.self)
-            .decodeIfPresent(FusedActivation.self, forKey: .activation) ?? .none
-        self = try decodeAffineLayer(decoder, countKey: .channelCount) { (count, epsilon, backend) throws(NormError) in
-            try InstanceNorm(channelCount: count, epsilon: epsilon, activation: activation,
-                             backend: backend)
+        let c = try decoder.container(keyedBy: RunningCodingKeys.self)
+        let count = try c.decode(Int.self, forKey: .channelCount)
+        let activation = try c.decodeIfPresent(FusedActivation.self, forKey: .activation) ?? .none
+        let gamma = try c.decode([Scalar].self, forKey: .gamma)
+        let zeros = [Scalar](repeating: 0, count: gamma.count)   // sized by an array, not by a count
+        let v = RunningState<Scalar>(
+            gamma: gamma, beta: try c.decode([Scalar].self, forKey: .beta),
+            runningMean: try c.decodeIfPresent([Scalar].self, forKey: .runningMean) ?? zeros,
+            runningVariance: try c.decodeIfPresent([Scalar].self, forKey: .runningVariance) ?? zeros,
+            epsilon: try c.decode(Scalar.self, forKey: .epsilon),
+            momentum: try c.decodeIfPresent(Scalar.self, forKey: .momentum) ?? 0.9,
+            estimator: try c.decodeIfPresent(VarianceEstimator.self, forKey: .varianceEstimator) ?? .biased,
+            backend: try c.decode(Backend.self, forKey: .backend),
+            policy: try c.decodeIfPresent(RunningStatistics.self, forKey: .runningStatistics) ?? .none,
+            batchesTracked: try c.decodeIfPresent(Int.self, forKey: .batchesTracked) ?? 0)
+        self = try validated(c.codingPath) { () throws(NormError) in
+            try v.check(count: count)
+            var layer = try InstanceNorm(channelCount: count, epsilon: v.epsilon, momentum: v.momentum,
+                                         varianceEstimator: v.estimator, activation: activation,
+                                         runningStatistics: v.policy, backend: v.backend)
+            (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) =
+                (v.gamma, v.beta, v.runningMean, v.runningVariance)
+            layer.batchesTracked = v.batchesTracked
+            try layer.validateParameters()
+            return layer
         }
     }
 
-    /// Encodes `channelCount`, `gamma`, `beta`, `epsilon` and `backend`.
+    /// Encodes `channelCount`, `gamma`, `beta`, the running statistics and
+    /// their settings, `epsilon` and `backend`.
     public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: AffineCodingKeys.self)
+        var c = encoder.container(keyedBy: RunningCodingKeys.self)
         try c.encode(channelCount, forKey: .channelCount)
         if activation != .none { try c.encode(activation, forKey: .activation) }
-        try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend)
+        try RunningState(gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+                         epsilon: epsilon, momentum: momentum, estimator: varianceEstimator, backend: backend,
+                         policy: runningStatistics, batchesTracked: batchesTracked).encode(to: &c)
     }
 }
 

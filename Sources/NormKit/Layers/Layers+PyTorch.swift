@@ -330,23 +330,24 @@ extension GroupNorm {
 }
 
 extension InstanceNorm {
-    /// An instance norm with the state of a PyTorch `nn.InstanceNorm2d(C)`.
-    /// With `affine=True` its `weight` and `bias` become `gamma` and `beta`;
-    /// PyTorch's default, `affine=False`, saves nothing, so `channelCount`
-    /// must then be given (and `gamma` is ones, `beta` zeros).
+    /// An instance norm with the state of a PyTorch `nn.InstanceNorm2d(C)`
+    /// (or `1d`/`3d`). With `affine=True` its `weight` and `bias` become
+    /// `gamma` and `beta`; with `track_running_stats=True`, `running_mean`,
+    /// `running_var` and `num_batches_tracked` the running statistics, with
+    /// PyTorch's conventions converted as
+    /// ``BatchNorm/init(pytorch:prefix:epsilon:pytorchMomentum:backend:)``
+    /// converts them, except `pytorchMomentum: nil`: PyTorch's InstanceNorm
+    /// then never changes its running statistics, and this layer's `momentum`
+    /// is 1 (``RunningStatistics/exponential``). PyTorch's default,
+    /// `affine=False` without running statistics, saves nothing, so
+    /// `channelCount` must then be given (and `gamma` is ones, `beta` zeros).
     /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` naming the
-    ///   entry, or when neither `weight` nor `channelCount` gives the size;
-    ///   ``NormError/unsupportedParameter(name:expected:)`` for running
-    ///   statistics (`track_running_stats=True`), which NormKit's InstanceNorm
-    ///   does not keep yet; the initializer's errors.
+    ///   entry, or when neither the state nor `channelCount` gives the size;
+    ///   ``NormError/parameterCountMismatch(name:expected:actual:)``; the initializer's errors.
     /// - Complexity: O(C).
     public init(pytorch state: NumPyArchive, prefix: String = "", channelCount: Int? = nil,
-                epsilon: Scalar = 1e-5, backend: Backend = .blas) throws(NormError) {
-        guard state[prefix + "running_mean"] == nil, state[prefix + "running_var"] == nil else {
-            throw .unsupportedParameter(name: "\(prefix)running_mean",
-                                        expected: "none: InstanceNorm keeps no running statistics (track_running_stats=False)")
-        }
-        if state[prefix + "weight"] == nil, state[prefix + "bias"] == nil {
+                epsilon: Scalar = 1e-5, pytorchMomentum: Scalar? = 0.1, backend: Backend = .blas) throws(NormError) {
+        guard ["weight", "bias", "running_mean", "running_var"].contains(where: { state[prefix + $0] != nil }) else {
             guard let channelCount else {
                 throw .invalidNumPyData(
                     expected: "'\(prefix)weight' and '\(prefix)bias', or channelCount: (an affine=False module saves nothing)",
@@ -355,17 +356,24 @@ extension InstanceNorm {
             try self.init(channelCount: channelCount, epsilon: epsilon, backend: backend)
             return
         }
-        let (weight, bias): ([Scalar], [Scalar]?) = try PyTorchState.affine(state, prefix: prefix, module: "InstanceNorm")
-        if let channelCount { try Validation.count("weight", weight.count, expected: channelCount) }
-        try self.init(channelCount: weight.count, epsilon: epsilon, backend: backend)
-        gamma = weight
-        if let bias { beta = bias }
+        let p = try PyTorchBatchNormState<Scalar>(state, prefix: prefix)
+        if let channelCount { try Validation.count("weight", p.count, expected: channelCount) }
+        try self.init(channelCount: p.count, epsilon: epsilon, momentum: 1 - (pytorchMomentum ?? 0),
+                      varianceEstimator: .unbiased,
+                      runningStatistics: p.runningMean == nil ? .none : .exponential, backend: backend)
+        try p.apply(to: &gamma, &beta, &runningMean, &runningVariance, &batchesTracked)
+        try validateParameters()
     }
 
-    /// `gamma` and `beta` as an `nn.InstanceNorm2d(C, affine=True)`'s `weight`
-    /// and `bias`, loadable with `load_state_dict(strict=True)`.
+    /// The layer's state as an `nn.InstanceNorm2d`'s `state_dict`, loadable
+    /// with `load_state_dict(strict=True)` into one built with `affine=True`
+    /// and `track_running_stats` as ``runningStatistics`` says: `weight`,
+    /// `bias`, and unless ``RunningStatistics/none`` `running_mean`,
+    /// `running_var` and `num_batches_tracked`, as ``BatchNorm/pytorchState(prefix:)``.
     /// - Complexity: O(C).
     public func pytorchState(prefix: String = "") -> NumPyArchive {
-        PyTorchState.archive(prefix: prefix, weight: gamma, bias: beta)
+        PyTorchBatchNormState.archive(prefix: prefix, gamma: gamma, beta: beta, runningMean: runningMean,
+                                      runningVariance: runningVariance, policy: runningStatistics,
+                                      batchesTracked: batchesTracked)
     }
 }

@@ -30,6 +30,12 @@ pytorch-layers.npz, float64, random weight and bias (inputs 3.7 * randn + 10.1):
   bn3d.*, groupnorm3d.*, _x, _y, _dy, _dx, _dweight, _dbias
                            nn.BatchNorm3d(2, track_running_stats=False) on (2, 2, 3, 4, 5) in
                            eval mode, and nn.GroupNorm(2, 4) on (2, 4, 3, 2, 5)
+  instancenorm_tracked0.*, instancenorm_tracked.*, _x1.._x3, _y1.._y3, _dy3, _dx3, _dweight3,
+  _dbias3, _eval_x, _eval_y, _eval_dy, _eval_dx, _eval_dweight, _eval_dbias
+                           nn.InstanceNorm2d(3, affine=True, track_running_stats=True) on
+                           (2, 3, 4, 5): the state before and after three training steps, the
+                           third's gradients, and an eval batch (running statistics) with its
+                           gradients
   <name>_x, _y, _dy, _dx, _dweight, _dbias   a training forward, an upstream gradient and
                            the gradients (no _dbias for rmsnorm)
 Check mode: each D/<name>.npz holds a NormKit layer's pytorchState() and
@@ -68,6 +74,8 @@ def made(kind):
         return torch.nn.BatchNorm3d(2, track_running_stats=False)
     if kind == "groupnorm3d":
         return torch.nn.GroupNorm(2, 4)
+    if kind == "instancenorm_tracked":
+        return torch.nn.InstanceNorm2d(3, affine=True, track_running_stats=True)
     raise SystemExit(f"unknown module {kind}")
 
 
@@ -176,6 +184,39 @@ def make():
         for suffix, value in [("x", x.detach()), ("y", y.detach()), ("dy", dy), ("dx", x.grad),
                               ("dweight", module.weight.grad), ("dbias", module.bias.grad)]:
             layers[f"{name}_{suffix}"] = value.numpy()
+    # InstanceNorm2d with running statistics: the state before (running_var
+    # starts at ones in PyTorch), three training steps, the third's gradients,
+    # the state after, and an eval batch (running statistics) with its gradients.
+    module = made("instancenorm_tracked").to(dtype)
+    with torch.no_grad():
+        module.weight.copy_(torch.randn(3, dtype=dtype) * 0.7 + 1.1)
+        module.bias.copy_(torch.randn(3, dtype=dtype) * 0.5 - 0.3)
+    for key, value in module.state_dict().items():
+        layers[f"instancenorm_tracked0.{key}"] = value.detach().numpy().copy()
+    for step in (1, 2, 3):
+        x = (torch.randn(2, 3, 4, 5, dtype=dtype) * 3.7 + 10.1).requires_grad_()
+        y = module(x)
+        layers[f"instancenorm_tracked_x{step}"] = x.detach().numpy()
+        layers[f"instancenorm_tracked_y{step}"] = y.detach().numpy()
+        if step == 3:
+            dy = torch.randn(2, 3, 4, 5, dtype=dtype)
+            y.backward(dy)
+            for suffix, value in [("dy3", dy), ("dx3", x.grad), ("dweight3", module.weight.grad),
+                                  ("dbias3", module.bias.grad)]:
+                layers[f"instancenorm_tracked_{suffix}"] = value.numpy().copy()
+    for key, value in module.state_dict().items():
+        layers[f"instancenorm_tracked.{key}"] = value.detach().numpy().copy()
+    module.eval()
+    module.weight.grad = None
+    module.bias.grad = None
+    x = (torch.randn(2, 3, 4, 5, dtype=dtype) * 2.9 + 10.3).requires_grad_()
+    y = module(x)
+    dy = torch.randn(2, 3, 4, 5, dtype=dtype)
+    y.backward(dy)
+    for suffix, value in [("eval_x", x.detach()), ("eval_y", y.detach()), ("eval_dy", dy),
+                          ("eval_dx", x.grad), ("eval_dweight", module.weight.grad),
+                          ("eval_dbias", module.bias.grad)]:
+        layers[f"instancenorm_tracked_{suffix}"] = value.numpy().copy()
     np.savez("pytorch-layers.npz", **layers)
     print(sorted(layers))
 
