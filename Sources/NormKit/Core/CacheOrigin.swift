@@ -21,9 +21,9 @@ public enum CacheOrigin: Sendable, Hashable, CustomStringConvertible {
     /// ``RMSNorm`` with `featureCount` features.
     case rmsNorm(featureCount: Int)
     /// ``GroupNorm`` with `channelCount` channels in `groupCount` groups.
-    case groupNorm(channelCount: Int, groupCount: Int)
+    case groupNorm(channelCount: Int, groupCount: Int, layout: ChannelLayout = .nchw)
     /// ``InstanceNorm`` with `channelCount` channels.
-    case instanceNorm(channelCount: Int)
+    case instanceNorm(channelCount: Int, layout: ChannelLayout = .nchw)
 
     /// The layer as its initializer would be written, e.g. `LayerNorm(featureCount: 5)`.
     public var description: String {
@@ -35,8 +35,10 @@ public enum CacheOrigin: Sendable, Hashable, CustomStringConvertible {
         case let .syncSpatialBatchNorm(c, layout): "SyncSpatialBatchNorm(channelCount: \(c), layout: .\(layout))"
         case let .layerNorm(d): "LayerNorm(featureCount: \(d))"
         case let .rmsNorm(d): "RMSNorm(featureCount: \(d))"
-        case let .groupNorm(c, g): "GroupNorm(channelCount: \(c), groupCount: \(g))"
-        case let .instanceNorm(c): "InstanceNorm(channelCount: \(c))"
+        case let .groupNorm(c, g, layout):
+            "GroupNorm(channelCount: \(c), groupCount: \(g)\(layout == .nhwc ? ", layout: .nhwc" : ""))"
+        case let .instanceNorm(c, layout):
+            "InstanceNorm(channelCount: \(c)\(layout == .nhwc ? ", layout: .nhwc" : ""))"
         }
     }
 }

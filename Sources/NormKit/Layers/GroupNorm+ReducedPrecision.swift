@@ -19,6 +19,7 @@ extension GroupNorm: ReducedPrecisionLayer where Scalar == Float {
         into output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        try GroupStatistics.reducedLayout(layout)
         try GroupStatistics.forward(
             input, shape: shape, mode: mode, channels: channelCount, groups: groupCount,
             origin: cacheOrigin, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
@@ -34,6 +35,7 @@ extension GroupNorm: ReducedPrecisionLayer where Scalar == Float {
         _ input: UnsafeBufferPointer<Storage>, shape: [Int],
         into output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        try GroupStatistics.reducedLayout(layout)
         try GroupStatistics.infer(
             input, shape: shape, channels: channelCount, groups: groupCount, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, activation: activation,
@@ -55,6 +57,7 @@ extension GroupNorm: ReducedPrecisionLayer where Scalar == Float {
         gammaGradient: UnsafeMutableBufferPointer<Float>,
         betaGradient: UnsafeMutableBufferPointer<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        try GroupStatistics.reducedLayout(layout)
         try GroupStatistics.backward(
             outputGradient, cache: cache, inputGradient: inputGradient,
             gammaGradient: gammaGradient, betaGradient: betaGradient, channels: channelCount,
@@ -78,13 +81,14 @@ extension InstanceNorm: ReducedPrecisionLayer where Scalar == Float {
         into output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        try GroupStatistics.reducedLayout(layout)
         try validateParameters()
         let channels = channelCount
         guard runningStatistics.statisticsMode(mode) == .training else {
             return try BatchStatistics.forward(
                 input, shape: shape,
                 geometry: { shape, count throws(NormError) in
-                    try Self.frozenGeometry(channels: channels, shape: shape, count: count)
+                    try Self.frozenGeometry(layout: .nchw, channels: channels, shape: shape, count: count)
                 },
                 mode: .inference, origin: cacheOrigin, gamma: gamma, beta: beta,
                 runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
@@ -107,13 +111,14 @@ extension InstanceNorm: ReducedPrecisionLayer where Scalar == Float {
         _ input: UnsafeBufferPointer<Storage>, shape: [Int],
         into output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        try GroupStatistics.reducedLayout(layout)
         try validateParameters()
         let channels = channelCount
         guard runningStatistics == .none else {
             return try BatchStatistics.infer(
                 input, shape: shape,
                 geometry: { shape, count throws(NormError) in
-                    try Self.frozenGeometry(channels: channels, shape: shape, count: count)
+                    try Self.frozenGeometry(layout: .nchw, channels: channels, shape: shape, count: count)
                 },
                 gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
                 epsilon: epsilon, backend: backend, activation: activation, output: output,
@@ -139,6 +144,7 @@ extension InstanceNorm: ReducedPrecisionLayer where Scalar == Float {
         gammaGradient: UnsafeMutableBufferPointer<Float>,
         betaGradient: UnsafeMutableBufferPointer<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        try GroupStatistics.reducedLayout(layout)
         let channels = channelCount
         guard cache.mode == .inference else {
             return try GroupStatistics.backward(
@@ -151,8 +157,20 @@ extension InstanceNorm: ReducedPrecisionLayer where Scalar == Float {
             gammaGradient: gammaGradient, betaGradient: betaGradient, channels: channels,
             origin: cacheOrigin,
             geometry: { shape, count throws(NormError) in
-                try Self.frozenGeometry(channels: channels, shape: shape, count: count)
+                try Self.frozenGeometry(layout: .nchw, channels: channels, shape: shape, count: count)
             },
             backend: backend, workspace: &workspace)
+    }
+}
+
+extension GroupStatistics {
+    /// The 16-bit entry points take channels-first input only.
+    /// - Throws: ``NormError/unsupportedParameter(name:expected:)`` for ``ChannelLayout/nhwc``.
+    @inlinable
+    static func reducedLayout(_ layout: ChannelLayout) throws(NormError) {
+        guard layout == .nchw else {
+            throw .unsupportedParameter(
+                name: "layout", expected: ".nchw for 16-bit storage (channels-last GroupNorm and InstanceNorm take Float and Double)")
+        }
     }
 }

@@ -24,6 +24,9 @@ public struct GroupNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
     public let channelCount: Int
     /// `G`, the number of groups; it divides `C`.
     public let groupCount: Int
+    /// Where the channels are: ``ChannelLayout/nchw`` (after the batch) or
+    /// ``ChannelLayout/nhwc`` (last), for every rank.
+    public var layout: ChannelLayout
     /// The scale, one per channel; starts at ones.
     public var gamma: [Scalar]
     /// The shift, one per channel; starts at zeros.
@@ -40,7 +43,7 @@ public struct GroupNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
     /// - Throws: ``NormError/invalidFeatureCount(_:)``,
     ///   ``NormError/invalidGroupCount(groupCount:channelCount:)`` when `G` is not
     ///   positive or does not divide `C`, ``NormError/invalidEpsilon(_:)``.
-    public init(channelCount: Int, groupCount: Int, epsilon: Scalar = 1e-5,
+    public init(channelCount: Int, groupCount: Int, epsilon: Scalar = 1e-5, layout: ChannelLayout = .nchw,
                 activation: FusedActivation = .none, backend: Backend = .blas) throws(NormError) {
         try Validation.featureCount(channelCount)
         guard groupCount > 0, channelCount % groupCount == 0 else {
@@ -49,6 +52,7 @@ public struct GroupNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
         try Validation.epsilon(epsilon)
         self.channelCount = channelCount
         self.groupCount = groupCount
+        self.layout = layout
         self.gamma = Array(repeating: 1, count: channelCount)
         self.beta = Array(repeating: 0, count: channelCount)
         self.epsilon = epsilon
@@ -58,7 +62,7 @@ public struct GroupNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
 
     /// The origin its forward passes record in a cache: `.groupNorm(channelCount:groupCount:)`.
     @inlinable
-    public var cacheOrigin: CacheOrigin { .groupNorm(channelCount: channelCount, groupCount: groupCount) }
+    public var cacheOrigin: CacheOrigin { .groupNorm(channelCount: channelCount, groupCount: groupCount, layout: layout) }
 
     /// Normalizes each (sample, group).
     ///
@@ -80,7 +84,7 @@ public struct GroupNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try GroupStatistics.forward(
-            input, shape: shape, mode: mode, channels: channelCount, groups: groupCount,
+            input, shape: shape, mode: mode, channels: channelCount, groups: groupCount, layout: layout,
             origin: cacheOrigin, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
             output: output, residual: residual, activation: activation, cache: &cache,
             workspace: &workspace)
@@ -96,7 +100,7 @@ public struct GroupNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
         into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try GroupStatistics.infer(
-            input, shape: shape, channels: channelCount, groups: groupCount, gamma: gamma,
+            input, shape: shape, channels: channelCount, groups: groupCount, layout: layout, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, activation: activation,
             output: output, workspace: &workspace)
     }
@@ -125,7 +129,7 @@ public struct GroupNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
             GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
                             dbeta: betaGradient),
             residualGradient: residualGradient, cache: cache, channels: channelCount,
-            groups: groupCount, origin: cacheOrigin, backend: backend, workspace: &workspace)
+            groups: groupCount, layout: layout, origin: cacheOrigin, backend: backend, workspace: &workspace)
     }
 }
 
@@ -135,18 +139,19 @@ enum GroupStatistics {
     /// Validates an `(N, C, H, W)` input and returns its geometry.
     @inlinable
     static func geometry<Scalar: BLASScalar>(
-        _ input: Tensor<Scalar>, channels: Int, groups: Int
+        _ input: Tensor<Scalar>, channels: Int, groups: Int, layout: ChannelLayout = .nchw
     ) throws(NormError) -> GroupNormKernels.Geometry {
-        try geometry(shape: input.shape, count: input.count, channels: channels, groups: groups)
+        try geometry(shape: input.shape, count: input.count, channels: channels, groups: groups, layout: layout)
     }
 
     /// The geometry of an `(N, C, L)`, `(N, C, H, W)` or `(N, C, D, H, W)`
     /// shape of `count` values: the spatial extent is the product of the
     /// dimensions after `C`.
     @inlinable
-    static func geometry(shape: [Int], count: Int, channels: Int, groups: Int)
+    static func geometry(shape: [Int], count: Int, channels: Int, groups: Int, layout: ChannelLayout = .nchw)
         throws(NormError) -> GroupNormKernels.Geometry {
-        let s = try Validation.spatialShape(shape: shape, count: count, channels: channels, channelsLast: false)
+        let s = try Validation.spatialShape(shape: shape, count: count, channels: channels,
+                                            channelsLast: layout == .nhwc)
         return GroupNormKernels.Geometry(samples: s.samples, channels: channels, groups: groups,
                                          spatial: s.spatial)
     }
@@ -168,7 +173,7 @@ enum GroupStatistics {
     @inlinable
     static func forward<Scalar: BLASScalar>(
         _ x: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode, channels: Int, groups: Int,
-        origin: CacheOrigin, gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
+        layout: ChannelLayout, origin: CacheOrigin, gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
         output: UnsafeMutableBufferPointer<Scalar>, residual: UnsafeBufferPointer<Scalar>?,
         activation: FusedActivation, cache: inout NormCache<Scalar>,
         workspace: inout Workspace<Scalar>
@@ -178,7 +183,7 @@ enum GroupStatistics {
         try Validation.buffer("output", output.count, expected: x.count)
         try Validation.residual(residual, count: x.count)
         let input = cache.input
-        let g = try geometry(input, channels: channels, groups: groups)
+        let g = try geometry(input, channels: channels, groups: groups, layout: layout)
         try Validation.valuesPerStatistic(g.rowLength)
         cache.record(gamma: gamma, mode: mode, statisticCount: g.rows, origin: origin)
         cache.prepareMask(activation: activation, count: x.count)
@@ -186,7 +191,7 @@ enum GroupStatistics {
             cache.storedMean.withUnsafeMutableBufferPointer { mean in
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
             cache.storedMask.withUnsafeMutableBufferPointer { mask in
-                pass(x.baseAddress, geometry: g, gamma: gamma, beta: beta, epsilon: epsilon,
+                pass(x.baseAddress, geometry: g, layout: layout, gamma: gamma, beta: beta, epsilon: epsilon,
                      backend: backend, statistics: (mean.baseAddress, invstd.baseAddress),
                      y: output.baseAddress,
                      epilogue: Epilogue(residual: residual?.baseAddress, activation: activation,
@@ -205,15 +210,15 @@ enum GroupStatistics {
     @inlinable
     static func infer<Scalar: BLASScalar>(
         _ x: UnsafeBufferPointer<Scalar>, shape: [Int], channels: Int, groups: Int,
-        gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
+        layout: ChannelLayout, gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
         activation: FusedActivation, output: UnsafeMutableBufferPointer<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try parameters(gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
         let count = try Validation.inferBuffers(x, output, shape: shape)
-        let g = try geometry(shape: shape, count: count, channels: channels, groups: groups)
+        let g = try geometry(shape: shape, count: count, channels: channels, groups: groups, layout: layout)
         try Validation.valuesPerStatistic(g.rowLength)
-        if let index = pass(x.baseAddress, geometry: g, gamma: gamma, beta: beta, epsilon: epsilon,
+        if let index = pass(x.baseAddress, geometry: g, layout: layout, gamma: gamma, beta: beta, epsilon: epsilon,
                             backend: backend, statistics: nil, y: output.baseAddress,
                             epilogue: Epilogue(residual: nil, activation: activation),
                             workspace: &workspace) {
@@ -228,12 +233,17 @@ enum GroupStatistics {
     /// - Returns: the first row `n·G + g` whose statistics are not finite, or `nil`.
     @inlinable
     static func pass<Scalar: BLASScalar>(
-        _ x: UnsafePointer<Scalar>?, geometry g: GroupNormKernels.Geometry, gamma: [Scalar],
-        beta: [Scalar], epsilon: Scalar, backend: Backend,
+        _ x: UnsafePointer<Scalar>?, geometry g: GroupNormKernels.Geometry, layout: ChannelLayout = .nchw,
+        gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
         statistics: (mean: UnsafeMutablePointer<Scalar>?, invstd: UnsafeMutablePointer<Scalar>?)?,
         y: UnsafeMutablePointer<Scalar>?, epilogue: Epilogue<Scalar>,
         workspace: inout Workspace<Scalar>
     ) -> Int? {
+        guard layout == .nchw else {
+            return channelsLastPass(x, geometry: g, gamma: gamma, beta: beta, epsilon: epsilon,
+                                    backend: backend, statistics: statistics, y: y, epilogue: epilogue,
+                                    workspace: &workspace)
+        }
         let channels = g.channels
         let blockRows = backend == .blas
             ? CacheGeometry.blockRows(rows: g.rows, columns: g.rowLength,
@@ -289,14 +299,14 @@ enum GroupStatistics {
     @inlinable
     static func backward<Scalar: BLASScalar>(
         _ buffers: GradientBuffers<Scalar>, residualGradient: UnsafeMutableBufferPointer<Scalar>?,
-        cache: NormCache<Scalar>, channels: Int, groups: Int,
+        cache: NormCache<Scalar>, channels: Int, groups: Int, layout: ChannelLayout = .nchw,
         origin: CacheOrigin, backend: Backend, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try cache.backwardThroughActivation(
-            buffers, residualGradient: residualGradient, workspace: &workspace
-        ) { buffers, _, workspace throws(NormError) in
-            try backward(buffers, cache: cache, channels: channels, groups: groups, origin: origin,
-                         backend: backend, workspace: &workspace)
+            buffers, residualGradient: residualGradient, masksInside: layout == .nhwc, workspace: &workspace
+        ) { buffers, mask, workspace throws(NormError) in
+            try backward(buffers, mask: mask, cache: cache, channels: channels, groups: groups,
+                         layout: layout, origin: origin, backend: backend, workspace: &workspace)
         }
     }
 
@@ -304,13 +314,19 @@ enum GroupStatistics {
     /// once the gradient reaches the affine map.
     @inlinable
     static func backward<Scalar: BLASScalar>(
-        _ buffers: GradientBuffers<Scalar>, cache: NormCache<Scalar>, channels: Int, groups: Int,
+        _ buffers: GradientBuffers<Scalar>, mask: UnsafePointer<UInt8>? = nil, cache: NormCache<Scalar>,
+        channels: Int, groups: Int, layout: ChannelLayout = .nchw,
         origin: CacheOrigin, backend: Backend, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try Validation.origin(cache, expected: origin)
-        let g = try geometry(cache.input, channels: channels, groups: groups)
+        let g = try geometry(cache.input, channels: channels, groups: groups, layout: layout)
         try Validation.cache(cache, parameters: channels, statistics: g.rows)
         try Validation.gradientBuffers(buffers, cache: cache, parameters: channels)
+        guard layout == .nchw else {
+            return cache.withBackwardPointers(buffers) { p in
+                channelsLastBackward(p, mask: mask, geometry: g, backend: backend, workspace: &workspace)
+            }
+        }
         let blockRows = backend == .blas
             ? CacheGeometry.blockRows(rows: g.rows, columns: g.rowLength,
                                       bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)

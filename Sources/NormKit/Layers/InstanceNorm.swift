@@ -24,6 +24,9 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
 
     /// `C`, the number of channels.
     public let channelCount: Int
+    /// Where the channels are: ``ChannelLayout/nchw`` (after the batch) or
+    /// ``ChannelLayout/nhwc`` (last), for every rank.
+    public var layout: ChannelLayout
     /// The scale, one per channel; starts at ones.
     public var gamma: [Scalar]
     /// The shift, one per channel; starts at zeros.
@@ -59,12 +62,14 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
     /// - Throws: ``NormError/invalidFeatureCount(_:)``, ``NormError/invalidEpsilon(_:)``,
     ///   ``NormError/invalidMomentum(_:)``.
     public init(channelCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
-                varianceEstimator: VarianceEstimator = .biased, activation: FusedActivation = .none,
-                runningStatistics: RunningStatistics = .none, backend: Backend = .blas) throws(NormError) {
+                varianceEstimator: VarianceEstimator = .biased, layout: ChannelLayout = .nchw,
+                activation: FusedActivation = .none, runningStatistics: RunningStatistics = .none,
+                backend: Backend = .blas) throws(NormError) {
         try Validation.featureCount(channelCount)
         try Validation.epsilon(epsilon)
         try Validation.momentum(momentum)
         self.channelCount = channelCount
+        self.layout = layout
         self.gamma = Array(repeating: 1, count: channelCount)
         self.beta = Array(repeating: 0, count: channelCount)
         self.runningMean = Array(repeating: 0, count: channelCount)
@@ -87,10 +92,11 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
     }
 
     /// The per-channel geometry of inference with the running statistics:
-    /// ``SpatialBatchNorm``'s, channels first.
+    /// ``SpatialBatchNorm``'s in `layout`.
     @inlinable
-    static func frozenGeometry(channels: Int, shape: [Int], count: Int) throws(NormError) -> ChannelGeometry {
-        try SpatialBatchNorm<Scalar>.geometry(layout: .nchw, channelCount: channels, shape: shape, count: count)
+    static func frozenGeometry(layout: ChannelLayout, channels: Int, shape: [Int], count: Int)
+        throws(NormError) -> ChannelGeometry {
+        try SpatialBatchNorm<Scalar>.geometry(layout: layout, channelCount: channels, shape: shape, count: count)
     }
 
     /// After a training pass whose cache holds the instance statistics of an
@@ -102,7 +108,7 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
                                          workspace: inout Workspace<Scalar>) {
         guard let update = runningStatistics.update(momentum: momentum, batchesTracked: batchesTracked)
         else { return }
-        let channels = channelCount, samples = shape[0], spatial = shape.dropFirst(2).reduce(1, *)
+        let channels = channelCount, samples = shape[0], spatial = shape.dropFirst().reduce(1, *) / channels
         let (epsilon, backend) = (Double(epsilon), backend)
         let varianceWeight = varianceEstimator == .unbiased
             ? update.take * Scalar(spatial) / Scalar(spatial - 1) : update.take
@@ -134,7 +140,7 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
 
     /// The origin its forward passes record in a cache: `.instanceNorm(channelCount:)`.
     @inlinable
-    public var cacheOrigin: CacheOrigin { .instanceNorm(channelCount: channelCount) }
+    public var cacheOrigin: CacheOrigin { .instanceNorm(channelCount: channelCount, layout: layout) }
 
     /// Normalizes each (sample, channel) slab, or in inference with running
     /// statistics each channel with them; the errors are ``GroupNorm``'s, and
@@ -158,7 +164,7 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
             try Validation.residual(residual, count: input.count)
             try BatchStatistics.forward(
                 exchange: LocalStatistics(),
-                geometry: Self.frozenGeometry(channels: channelCount, shape: shape, count: input.count),
+                geometry: Self.frozenGeometry(layout: layout, channels: channelCount, shape: shape, count: input.count),
                 mode: .inference, origin: cacheOrigin, gamma: gamma, beta: beta,
                 runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
                 update: nil, estimator: varianceEstimator, backend: backend,
@@ -167,7 +173,7 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
             return
         }
         try GroupStatistics.forward(
-            input, shape: shape, mode: .training, channels: channelCount, groups: channelCount,
+            input, shape: shape, mode: .training, channels: channelCount, groups: channelCount, layout: layout,
             origin: cacheOrigin, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
             output: output, residual: residual, activation: activation, cache: &cache,
             workspace: &workspace)
@@ -187,13 +193,13 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
         guard runningStatistics == .none else {
             let count = try Validation.inferBuffers(input, output, shape: shape)
             return try BatchStatistics.infer(
-                input.baseAddress!, geometry: Self.frozenGeometry(channels: channelCount, shape: shape, count: count),
+                input.baseAddress!, geometry: Self.frozenGeometry(layout: layout, channels: channelCount, shape: shape, count: count),
                 gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
                 epsilon: epsilon, backend: backend, output: output.baseAddress!,
                 epilogue: Epilogue(residual: nil, activation: activation), workspace: &workspace)
         }
         try GroupStatistics.infer(
-            input, shape: shape, channels: channelCount, groups: channelCount, gamma: gamma,
+            input, shape: shape, channels: channelCount, groups: channelCount, layout: layout, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, activation: activation,
             output: output, workspace: &workspace)
     }
@@ -221,14 +227,14 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
         guard cache.mode == .inference else {
             return try GroupStatistics.backward(
                 buffers, residualGradient: residualGradient, cache: cache, channels: channelCount,
-                groups: channelCount, origin: cacheOrigin, backend: backend, workspace: &workspace)
+                groups: channelCount, layout: layout, origin: cacheOrigin, backend: backend, workspace: &workspace)
         }
         try cache.backwardThroughActivation(
-            buffers, residualGradient: residualGradient, workspace: &workspace
+            buffers, residualGradient: residualGradient, masksInside: layout == .nhwc, workspace: &workspace
         ) { buffers, mask, workspace throws(NormError) in
             try BatchStatistics.validateBackward(buffers, cache: cache, channels: channelCount,
                                                  origin: cacheOrigin)
-            let g = try Self.frozenGeometry(channels: channelCount, shape: cache.input.shape,
+            let g = try Self.frozenGeometry(layout: layout, channels: channelCount, shape: cache.input.shape,
                                             count: cache.input.count)
             _ = BatchStatistics.backward(buffers, mask: mask, cache: cache, geometry: g,
                                          backend: backend, graph: false, exchange: LocalStatistics(),

@@ -172,7 +172,7 @@ extension SpatialBatchNorm: ArchivableLayer {
 /// The keys of the layers without running statistics; `groupCount` only for
 /// ``GroupNorm``, `featureCount` or `channelCount` by the layer's input.
 private enum AffineCodingKeys: String, CodingKey {
-    case featureCount, channelCount, groupCount, gamma, beta, epsilon, backend, activation, normalizedShape
+    case featureCount, channelCount, groupCount, gamma, beta, epsilon, backend, activation, normalizedShape, layout
 }
 
 /// Decodes a layer without running statistics: its size under `countKey`,
@@ -271,23 +271,26 @@ extension RMSNorm: ArchivableLayer {
 
 extension GroupNorm: ArchivableLayer {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(channelCount:groupCount:epsilon:activation:backend:)`` and `forward` do.
+    /// ``init(channelCount:groupCount:epsilon:layout:activation:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: AffineCodingKeys.self)
         let groups = try c.decode(Int.self, forKey: .groupCount)
         let activation = try c.decodeIfPresent(FusedActivation.self, forKey: .activation) ?? .none
+        let layout = try c.decodeIfPresent(ChannelLayout.self, forKey: .layout) ?? .nchw
         self = try decodeAffineLayer(decoder, countKey: .channelCount) { (count, epsilon, backend) throws(NormError) in
-            try GroupNorm(channelCount: count, groupCount: groups, epsilon: epsilon,
+            try GroupNorm(channelCount: count, groupCount: groups, epsilon: epsilon, layout: layout,
                           activation: activation, backend: backend)
         }
     }
 
-    /// Encodes `channelCount`, `groupCount`, `gamma`, `beta`, `epsilon` and `backend`.
+    /// Encodes `channelCount`, `groupCount`, `layout` (when channels last),
+    /// `gamma`, `beta`, `epsilon` and `backend`.
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: AffineCodingKeys.self)
         try c.encode(channelCount, forKey: .channelCount)
         try c.encode(groupCount, forKey: .groupCount)
+        if layout != .nchw { try c.encode(layout, forKey: .layout) }
         if activation != .none { try c.encode(activation, forKey: .activation) }
         try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend)
     }
@@ -295,7 +298,7 @@ extension GroupNorm: ArchivableLayer {
 
 extension InstanceNorm: ArchivableLayer {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(channelCount:epsilon:momentum:varianceEstimator:activation:runningStatistics:backend:)``
+    /// ``init(channelCount:epsilon:momentum:varianceEstimator:layout:activation:runningStatistics:backend:)``
     /// and `forward` do. An archive without running statistics (written
     /// before InstanceNorm had them) decodes with ``RunningStatistics/none``.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
@@ -303,6 +306,7 @@ extension InstanceNorm: ArchivableLayer {
         let c = try decoder.container(keyedBy: RunningCodingKeys.self)
         let count = try c.decode(Int.self, forKey: .channelCount)
         let activation = try c.decodeIfPresent(FusedActivation.self, forKey: .activation) ?? .none
+        let layout = try c.decodeIfPresent(ChannelLayout.self, forKey: .layout) ?? .nchw
         let gamma = try c.decode([Scalar].self, forKey: .gamma)
         let zeros = [Scalar](repeating: 0, count: gamma.count)   // sized by an array, not by a count
         let v = RunningState<Scalar>(
@@ -318,7 +322,7 @@ extension InstanceNorm: ArchivableLayer {
         self = try validated(c.codingPath) { () throws(NormError) in
             try v.check(count: count)
             var layer = try InstanceNorm(channelCount: count, epsilon: v.epsilon, momentum: v.momentum,
-                                         varianceEstimator: v.estimator, activation: activation,
+                                         varianceEstimator: v.estimator, layout: layout, activation: activation,
                                          runningStatistics: v.policy, backend: v.backend)
             (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) =
                 (v.gamma, v.beta, v.runningMean, v.runningVariance)
@@ -333,6 +337,7 @@ extension InstanceNorm: ArchivableLayer {
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: RunningCodingKeys.self)
         try c.encode(channelCount, forKey: .channelCount)
+        if layout != .nchw { try c.encode(layout, forKey: .layout) }
         if activation != .none { try c.encode(activation, forKey: .activation) }
         try RunningState(gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
                          epsilon: epsilon, momentum: momentum, estimator: varianceEstimator, backend: backend,

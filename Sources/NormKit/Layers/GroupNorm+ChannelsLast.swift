@@ -1,0 +1,245 @@
+// GroupNorm and InstanceNorm over channels-last input, (N, L, C), (N, H, W, C)
+// or (N, D, H, W, C): each sample is an `S x C` matrix, which is
+// SpatialBatchNorm's NHWC geometry with one sample. So the kernels are its
+// column kernels (`gemv(Trans)` on row blocks): per sample, each channel's
+// mean and M2 over its S rows, merged by Chan's formula into its group's
+// (the merge of blocks, threads and processes), then the normalize pass with
+// per-channel vectors (mean_g, gamma_c·invstd_g, beta_c); backward, the
+// per-channel sums `Σ dy` and `Σ dy·(x - mean_g)`, summed per group, and the
+// one pass `dx = A_c·dy + B_c·(x - mean_g) + C_c`. Samples go to the workers.
+
+/// Named regions of one worker's scratch for the channels-last passes, laid
+/// out once from a base pointer (the kernel's block first, then channel and
+/// group vectors on whole cache lines).
+@usableFromInline
+struct ChannelsLastScratch<Scalar: BLASScalar> {
+    /// The column kernels' scratch (a block of rows, and their vectors).
+    @usableFromInline let kernel: UnsafeMutablePointer<Scalar>
+    /// Per channel: the mean (forward) or `Σ dy·(x - mean_g)` (backward).
+    @usableFromInline let first: UnsafeMutablePointer<Scalar>
+    /// Per channel: the M2 (forward) or `Σ dy` (backward).
+    @usableFromInline let second: UnsafeMutablePointer<Scalar>
+    /// Per channel: the group's mean broadcast to its channels.
+    @usableFromInline let groupMean: UnsafeMutablePointer<Scalar>
+    /// Per channel, three vectors `stride` apart: scale and shift (forward)
+    /// or the coefficients A, B, C (backward).
+    @usableFromInline let vectors: UnsafeMutablePointer<Scalar>
+    /// Per group, two `groups`-long vectors: merged mean and M2 (forward) or
+    /// `Σ gamma·dy` and `Σ gamma·dy·xhat` (backward); a third for the merge.
+    @usableFromInline let groupSums: UnsafeMutablePointer<Scalar>
+    /// The distance between consecutive channel vectors.
+    @usableFromInline let stride: Int
+    /// The distance between consecutive group vectors.
+    @usableFromInline let groupStride: Int
+
+    /// Scalars per worker for `kernel` scalars of kernel scratch, `channels` and `groups`.
+    @inlinable
+    static func count(kernel: Int, channels: Int, groups: Int) -> Int {
+        typealias W = Workspace<Scalar>
+        return W.lines(kernel) + 6 * W.lines(channels) + 3 * W.lines(groups)
+    }
+
+    @inlinable
+    init(_ base: UnsafeMutablePointer<Scalar>, kernel: Int, channels: Int, groups: Int) {
+        typealias W = Workspace<Scalar>
+        let line = W.lines(channels)
+        self.kernel = base
+        first = base + W.lines(kernel)
+        second = first + line
+        groupMean = second + line
+        vectors = groupMean + line
+        stride = line
+        groupStride = W.lines(groups)
+        groupSums = vectors + 3 * line
+    }
+}
+
+extension GroupStatistics {
+    /// The statistics and output pass over channels-last input: samples on the
+    /// workers, each through ``channelsLastSample(x:geometry:groups:block:backend:epsilon:gamma:beta:mean:invstd:y:streaming:epilogue:ones:scratch:)``.
+    /// - Returns: the first row `n·G + g` whose statistics are not finite, or `nil`.
+    @inlinable
+    static func channelsLastPass<Scalar: BLASScalar>(
+        _ x: UnsafePointer<Scalar>?, geometry g: GroupNormKernels.Geometry, gamma: [Scalar],
+        beta: [Scalar], epsilon: Scalar, backend: Backend,
+        statistics: (mean: UnsafeMutablePointer<Scalar>?, invstd: UnsafeMutablePointer<Scalar>?)?,
+        y: UnsafeMutablePointer<Scalar>?, epilogue: Epilogue<Scalar>,
+        workspace: inout Workspace<Scalar>
+    ) -> Int? {
+        let sample = ChannelGeometry(outer: g.spatial, channels: g.channels, inner: 1)
+        let block = sample.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
+        let kernel = sample.scratchCount(block: block, vectors: 3)
+        let perWorker = ChannelsLastScratch<Scalar>.count(kernel: kernel, channels: g.channels, groups: g.groups)
+        let split = Threading.split(outer: g.samples, scalarsPerRow: g.channels * g.spatial,
+                                    of: Scalar.self, backend: backend)
+        let statisticsAt = split.workers * perWorker
+        let own = statistics == nil ? 2 * Workspace<Scalar>.lines(g.rows) : 0
+        let streaming = StreamingStores.shouldStream(count: g.rows * g.rowLength, of: Scalar.self)
+        return workspace.withRegions(ones: sample.onesCount(block: block), scratch: statisticsAt + own) {
+            ones, scratch in
+            gamma.withUnsafeBufferPointer { gammaBuffer in
+            beta.withUnsafeBufferPointer { betaBuffer in
+                let context = (split: split, x: x, y: y, g: g, sample: sample, block: block,
+                               gamma: gammaBuffer.baseAddress, beta: betaBuffer.baseAddress,
+                               mean: statistics?.mean ?? scratch + statisticsAt,
+                               invstd: statistics?.invstd ?? scratch + statisticsAt + own / 2,
+                               epsilon: epsilon, backend: backend, streaming: streaming,
+                               epilogue: epilogue, ones: ones, scratch: scratch, perWorker: perWorker,
+                               kernel: kernel)
+                return Threading.firstFailure(split, context) { c, chunk, worker in
+                    let c = c.pointee, g = c.g
+                    let regions = ChannelsLastScratch(c.scratch + worker * c.perWorker, kernel: c.kernel,
+                                                      channels: g.channels, groups: g.groups)
+                    for n in c.split.rows(ofChunk: chunk) {
+                        let offset = n * g.channels * g.spatial, row = n * g.groups
+                        if let failed = channelsLastSample(
+                            x: c.x! + offset, geometry: c.sample, groups: g.groups, block: c.block,
+                            backend: c.backend, epsilon: c.epsilon, gamma: c.gamma!, beta: c.beta!,
+                            mean: c.mean + row, invstd: c.invstd + row, y: c.y! + offset,
+                            streaming: c.streaming, epilogue: c.epilogue.advanced(by: offset),
+                            ones: c.ones, scratch: regions) {
+                            return row + failed
+                        }
+                    }
+                    return nil
+                }
+            }}
+        }
+    }
+
+    /// One channels-last sample, an `S x C` matrix: per-channel moments by
+    /// the column kernel, merged per group (Chan, channel by channel of every
+    /// group at once), the group statistics into `mean` and `invstd`, then
+    /// `y = act((x - mean_g)·gamma_c·invstd_g + beta_c)`.
+    /// - Returns: the first group whose statistics are not finite, or `nil`.
+    @inlinable
+    static func channelsLastSample<Scalar: BLASScalar>(
+        x: UnsafePointer<Scalar>, geometry g: ChannelGeometry, groups: Int, block: Int,
+        backend: Backend, epsilon: Scalar, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
+        mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
+        y: UnsafeMutablePointer<Scalar>, streaming: Bool, epilogue: Epilogue<Scalar>,
+        ones: UnsafePointer<Scalar>, scratch s: ChannelsLastScratch<Scalar>
+    ) -> Int? {
+        let channels = g.channels, width = channels / groups
+        BatchNormKernels.moments(x: x, geometry: g, block: block, backend: backend,
+                                 mean: s.first, m2: s.second, ones: ones, scratch: s.kernel)
+        // Merge the k-th channel of every group into the groups' totals.
+        let groupM2 = s.groupSums + s.groupStride, blockMean = s.groupSums + 2 * s.groupStride
+        mean.update(repeating: 0, count: groups)
+        groupM2.update(repeating: 0, count: groups)
+        var merged = 0
+        for k in 0..<width {
+            for j in 0..<groups {
+                blockMean[j] = s.first[j * width + k]
+                s.groupMean[j] = s.second[j * width + k]   // the block's M2, briefly
+            }
+            merged = Moments.merge(count: merged, mean: mean, m2: groupM2, blockCount: g.outer,
+                                   blockMean: blockMean, blockM2: s.groupMean, length: groups)
+        }
+        let values = Scalar(merged)
+        for j in 0..<groups {
+            invstd[j] = 1 / (groupM2[j] / values + epsilon).squareRoot()
+            guard mean[j].isFinite, invstd[j].isFinite else { return j }
+        }
+        let scale = s.vectors, shift = s.vectors + s.stride
+        for c in 0..<channels {
+            s.groupMean[c] = mean[c / width]
+            scale[c] = gamma[c] * invstd[c / width]
+            shift[c] = beta[c]
+        }
+        BatchNormKernels.normalize(x: x, geometry: g, mean: s.groupMean, scale: scale, shift: shift,
+                                   y: y, streaming: streaming, epilogue: epilogue)
+        return nil
+    }
+
+    /// The backward pass over a validated channels-last cache: samples on the
+    /// workers, each through
+    /// ``channelsLastSampleBackward(dy:mask:x:geometry:groups:block:backend:gamma:mean:invstd:dx:dgamma:dbeta:streaming:ones:scratch:)``,
+    /// then the chunks' partial `dgamma` and `dbeta` summed in chunk order.
+    @inlinable
+    static func channelsLastBackward<Scalar: BLASScalar>(
+        _ p: BackwardPointers<Scalar>, mask: UnsafePointer<UInt8>?, geometry g: GroupNormKernels.Geometry,
+        backend: Backend, workspace: inout Workspace<Scalar>
+    ) {
+        let sample = ChannelGeometry(outer: g.spatial, channels: g.channels, inner: 1)
+        let block = sample.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
+        // As BatchStatistics' backward: a second block for a ReLU's masked
+        // gradient, and a page to place the products away from the input.
+        let kernel = (mask == nil ? 1 : 2) * Workspace<Scalar>.lines(sample.scratchCount(block: block, vectors: 0))
+            + Workspace<Scalar>.pageScalars + (mask == nil ? 0 : 64 / MemoryLayout<Scalar>.stride)
+        let perWorker = ChannelsLastScratch<Scalar>.count(kernel: kernel, channels: g.channels, groups: g.groups)
+        let split = Threading.split(outer: g.samples, scalarsPerRow: g.channels * g.spatial,
+                                    of: Scalar.self, backend: backend)
+        let streaming = StreamingStores.shouldStream(count: g.rows * g.rowLength, of: Scalar.self)
+        let partialsAt = split.workers * perWorker
+        workspace.withRegions(ones: sample.onesCount(block: block),
+                              scratch: partialsAt + split.chunks * 2 * g.channels) { ones, scratch in
+            let partials = scratch + partialsAt
+            let context = (split: split, p: p, mask: mask, g: g, sample: sample, block: block,
+                           backend: backend, streaming: streaming, ones: ones, scratch: scratch,
+                           perWorker: perWorker, kernel: kernel, partials: partials)
+            Threading.run(split, context) { c, chunk, worker in
+                let c = c.pointee, g = c.g, p = c.p
+                let regions = ChannelsLastScratch(c.scratch + worker * c.perWorker, kernel: c.kernel,
+                                                  channels: g.channels, groups: g.groups)
+                let dgamma = c.partials + chunk * 2 * g.channels, dbeta = dgamma + g.channels
+                dgamma.update(repeating: 0, count: 2 * g.channels)
+                for n in c.split.rows(ofChunk: chunk) {
+                    let offset = n * g.channels * g.spatial, row = n * g.groups
+                    channelsLastSampleBackward(
+                        dy: p.dy + offset, mask: c.mask.map { $0 + offset }, x: p.x + offset,
+                        geometry: c.sample, groups: g.groups, block: c.block, backend: c.backend,
+                        gamma: p.gamma, mean: p.mean + row, invstd: p.invstd + row, dx: p.dx + offset,
+                        dgamma: dgamma, dbeta: dbeta, streaming: c.streaming, ones: c.ones,
+                        scratch: regions)
+                }
+            }
+            Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * g.channels,
+                                  count: g.channels, dgamma: p.dgamma, dbeta: p.dbeta)
+        }
+    }
+
+    /// One channels-last sample's backward: `Σ dy` and `Σ dy·(x - mean_g)`
+    /// per channel (the column kernel, with a ReLU's mask inside), summed per
+    /// group with `gamma`, then `dx = A_c·dy + B_c·(x - mean_g) + C_c` with
+    /// `A_c = gamma_c·invstd_g`, `B_c = -invstd_g²·Σ_g gamma·dy·xhat / M`,
+    /// `C_c = -invstd_g·Σ_g gamma·dy / M` (`M = S·C/G`); adds this sample's
+    /// `Σ dy·xhat` and `Σ dy` to `dgamma` and `dbeta`.
+    @inlinable
+    static func channelsLastSampleBackward<Scalar: BLASScalar>(
+        dy: UnsafePointer<Scalar>, mask: UnsafePointer<UInt8>?, x: UnsafePointer<Scalar>,
+        geometry g: ChannelGeometry, groups: Int, block: Int, backend: Backend,
+        gamma: UnsafePointer<Scalar>, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
+        dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
+        dbeta: UnsafeMutablePointer<Scalar>, streaming: Bool, ones: UnsafePointer<Scalar>,
+        scratch s: ChannelsLastScratch<Scalar>
+    ) {
+        let channels = g.channels, width = channels / groups
+        for c in 0..<channels { s.groupMean[c] = mean[c / width] }
+        BatchNormKernels.parameterSums(dy: dy, mask: mask, x: x, geometry: g, block: block,
+                                       backend: backend, mean: s.groupMean, dgammaRaw: s.first,
+                                       dbeta: s.second, ones: ones, scratch: s.kernel)
+        let sumDy = s.groupSums, sumDyXhat = s.groupSums + s.groupStride
+        for j in 0..<groups {
+            var a: Scalar = 0, b: Scalar = 0
+            for c in (j * width)..<((j + 1) * width) {
+                a += gamma[c] * s.second[c]
+                b += gamma[c] * s.first[c]
+            }
+            sumDy[j] = a
+            sumDyXhat[j] = b * invstd[j]
+        }
+        let m = Scalar(g.outer * width)
+        let a = s.vectors, b = s.vectors + s.stride, cc = s.vectors + 2 * s.stride
+        for c in 0..<channels {
+            let j = c / width, r = invstd[j]
+            a[c] = gamma[c] * r
+            b[c] = -r * r * sumDyXhat[j] / m
+            cc[c] = -r * sumDy[j] / m
+            dgamma[c] += r * s.first[c]
+            dbeta[c] += s.second[c]
+        }
+        BatchNormKernels.combine(dy: dy, mask: mask, x: x, geometry: g, mean: s.groupMean,
+                                 coefficients: s.vectors, stride: s.stride, dx: dx, streaming: streaming)
+    }
+}
