@@ -13,8 +13,13 @@
 /// let (y, cache) = try gn.forward(Tensor(randomNormal: [2, 6, 4, 5], seed: 1), mode: .training)
 /// ```
 ///
-/// The BLAS backend views the input as an `(N·G) x ((C/G)·H·W)` matrix and takes
-/// its row sums with `gemv(NoTrans)` on row blocks that stay in L2.
+/// With `layout: .nhwc` the input is channels last, `(N, L, C)`, `(N, H, W, C)`
+/// or `(N, D, H, W, C)` (PyTorch's `channels_last`; `Float` and `Double`).
+///
+/// The BLAS backend views channels-first input as an `(N·G) x ((C/G)·H·W)`
+/// matrix and takes its row sums with `gemv(NoTrans)` on row blocks that stay
+/// in L2; channels-last input as one `H·W x C` matrix per sample, whose column
+/// moments (`gemv(Trans)`) merge per group by Chan's formula.
 public struct GroupNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equatable {
     /// The forward pass's saved input, per-(sample, group) statistics (`N·G` of
     /// them, sample-major) and `gamma`.

@@ -2,7 +2,8 @@
 /// `(N, C, D, H, W)` inputs (Ulyanov et al. 2016): each
 /// channel of each sample is normalized over its own `H·W` values; `gamma` and
 /// `beta` are per channel. It is ``GroupNorm`` with one channel per group, as
-/// its own type.
+/// its own type; `layout: .nhwc` takes channels-last input, `(N, L, C)`,
+/// `(N, H, W, C)` or `(N, D, H, W, C)` (`Float` and `Double`).
 ///
 /// ```swift
 /// var instance = try InstanceNorm<Double>(channelCount: 3)
