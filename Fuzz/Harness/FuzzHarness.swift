@@ -162,6 +162,19 @@ struct FuzzCase<Scalar: BLASScalar> {
             ? .exponential : [.exponential, .cumulative, .none][Int(momentumByte % 3)]
         let batchesTracked = Int(groupByte)
         let backend = header.backend
+        // GroupNorm and InstanceNorm (which leave the momentum byte unused
+        // otherwise): its bit 2 puts the channels last, moving the input's
+        // dimension 1 to the end; InstanceNorm takes the policy above
+        // (.none for a third of the bytes, its default).
+        let layout: ChannelLayout = momentumByte & 4 != 0 && shape.count >= 3 ? .nhwc : .nchw
+        let instancePolicy: RunningStatistics = header.oddMomentum ? .none : policy
+        func channelsLast(_ t: Tensor<Scalar>?) -> Tensor<Scalar>? {
+            guard layout == .nhwc, let t, t.shape.count >= 3 else { return t }
+            let rank = t.shape.count
+            return (try? t.permuted([0] + Array(2..<rank) + [1])) ?? t
+        }
+        let (lastInput, lastGradient) = (channelsLast(input) ?? input, channelsLast(gradient))
+        let (lastSmall, lastSmallGradient) = (channelsLast(small), channelsLast(smallGradient))
 
         do {
             switch header.kind {
@@ -242,26 +255,31 @@ struct FuzzCase<Scalar: BLASScalar> {
             case .groupNorm:
                 var layer = try GroupNorm<Scalar>(channelCount: features,
                                                   groupCount: groupCount(groupByte, features, &reader),
-                                                  backend: backend)
+                                                  layout: layout, backend: backend)
                 layer.epsilon = epsilon
-                exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: input,
-                                                 gradient: gradient, small: small,
-                                                 smallGradient: smallGradient, &report)
-                checkInfer(layer, state: { [$0.gamma] }, input: input, &report)
-                checkFused(layer, state: { [$0.gamma] }, input: input, residual: gradient, &report)
+                exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: lastInput,
+                                                 gradient: lastGradient, small: lastSmall,
+                                                 smallGradient: lastSmallGradient, &report)
+                checkInfer(layer, state: { [$0.gamma] }, input: lastInput, &report)
+                checkFused(layer, state: { [$0.gamma] }, input: lastInput, residual: lastGradient, &report)
+                guard layout == .nchw else { break }   // 16-bit storage is channels first
                 checkReduced(layer, input: input, gradient: gradient,
                              sameArithmetic: backend == .blas
                                  && groupRowLength(input.shape, channels: layer.channelCount,
                                                    groups: layer.groupCount) >= 64,
                              &report)
             case .instanceNorm:
-                var layer = try InstanceNorm<Scalar>(channelCount: features, backend: backend)
+                var layer = try InstanceNorm<Scalar>(channelCount: features, varianceEstimator: header.estimator,
+                                                     layout: layout, runningStatistics: instancePolicy,
+                                                     backend: backend)
                 layer.epsilon = epsilon
-                exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: input,
-                                                 gradient: gradient, small: small,
-                                                 smallGradient: smallGradient, &report)
-                checkInfer(layer, state: { [$0.gamma] }, input: input, &report)
-                checkFused(layer, state: { [$0.gamma] }, input: input, residual: gradient, &report)
+                exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: lastInput,
+                                                 gradient: lastGradient, small: lastSmall,
+                                                 smallGradient: lastSmallGradient, &report)
+                checkInfer(layer, state: { [$0.gamma, $0.runningMean, $0.runningVariance] }, input: lastInput, &report)
+                checkFused(layer, state: { [$0.gamma, $0.runningMean, $0.runningVariance] }, input: lastInput,
+                           residual: lastGradient, &report)
+                guard layout == .nchw else { break }   // 16-bit storage is channels first
                 checkReduced(layer, input: input, gradient: gradient,
                              sameArithmetic: backend == .blas
                                  && groupRowLength(input.shape, channels: layer.channelCount,
