@@ -167,11 +167,12 @@ enum Validation {
     }
 
     /// The checks of a layer with batch and running statistics: `epsilon`,
-    /// `momentum`, and one `gamma`, `beta` and running statistic per channel.
+    /// `momentum`, one `gamma`, `beta` and running statistic per channel, and
+    /// `batchesTracked`.
     @inlinable
     static func batchParameters<Scalar: BLASScalar>(
         count: Int, gamma: [Scalar], beta: [Scalar], runningMean: [Scalar],
-        runningVariance: [Scalar], epsilon: Scalar, momentum: Scalar
+        runningVariance: [Scalar], epsilon: Scalar, momentum: Scalar, batchesTracked: Int
     ) throws(NormError) {
         try Validation.epsilon(epsilon)
         try Validation.momentum(momentum)
@@ -179,6 +180,7 @@ enum Validation {
         try Validation.count("beta", beta.count, expected: count)
         try Validation.count("runningMean", runningMean.count, expected: count)
         try Validation.count("runningVariance", runningVariance.count, expected: count)
+        try Validation.batchesTracked(batchesTracked)
     }
 
     /// A channels-first `(N, C, L)`, `(N, C, H, W)` or `(N, C, D, H, W)`

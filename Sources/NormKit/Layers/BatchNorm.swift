@@ -87,9 +87,8 @@ public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
     @inlinable
     func validateParameters() throws(NormError) {
         try Validation.batchParameters(
-            count: featureCount, gamma: gamma, beta: beta, runningMean: runningMean,
-            runningVariance: runningVariance, epsilon: epsilon, momentum: momentum)
-        try Validation.batchesTracked(batchesTracked)
+            count: featureCount, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+            epsilon: epsilon, momentum: momentum, batchesTracked: batchesTracked)
     }
 
     /// The origin its forward passes record in a cache: `.batchNorm(featureCount:)`.

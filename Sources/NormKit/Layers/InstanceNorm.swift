@@ -87,9 +87,8 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
     @inlinable
     func validateParameters() throws(NormError) {
         try Validation.batchParameters(
-            count: channelCount, gamma: gamma, beta: beta, runningMean: runningMean,
-            runningVariance: runningVariance, epsilon: epsilon, momentum: momentum)
-        try Validation.batchesTracked(batchesTracked)
+            count: channelCount, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+            epsilon: epsilon, momentum: momentum, batchesTracked: batchesTracked)
     }
 
     /// The per-channel geometry of inference with the running statistics:

@@ -103,9 +103,8 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
     @inlinable
     func validateParameters() throws(NormError) {
         try Validation.batchParameters(
-            count: channelCount, gamma: gamma, beta: beta, runningMean: runningMean,
-            runningVariance: runningVariance, epsilon: epsilon, momentum: momentum)
-        try Validation.batchesTracked(batchesTracked)
+            count: channelCount, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+            epsilon: epsilon, momentum: momentum, batchesTracked: batchesTracked)
     }
 
     /// The geometry of a validated input of `shape`, with at least
