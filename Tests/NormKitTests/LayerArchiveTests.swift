@@ -164,6 +164,20 @@ struct LayerArchiveTests {
         }
         #expect(count != nil)
 
+        // Hostile settings: a `layer` entry that is not text, two whitening
+        // methods at once, a count far beyond the arrays: named errors, no trap.
+        let notText = error { () throws(NormError) in
+            try BatchNorm<Double>(archive: editing(good, "layer", NumPyArray(integer: 7)))
+        }
+        #expect(notText?.description.contains("'layer'") == true)
+        var twoMethods = try DecorrelatedBatchNorm<Double>(featureCount: 4, groupSize: 2).archive()
+        twoMethods["method.cholesky"] = twoMethods["method.eigen"]
+        #expect(error { () throws(NormError) in try DecorrelatedBatchNorm<Double>(archive: twoMethods) } != nil)
+        let huge = error { () throws(NormError) in
+            try BatchNorm<Double>(archive: editing(good, "featureCount", NumPyArray(integer: 1 << 60)))
+        }
+        #expect(huge == .sizeTooLarge(1 << 60))   // refused before anything is allocated
+
         // Without a `layer` entry (an archive made by hand), the entries decide.
         #expect(try BatchNorm<Double>(archive: editing(good, "layer", nil)) == bn)
     }
