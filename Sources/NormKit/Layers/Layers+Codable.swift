@@ -30,6 +30,20 @@ private func checkAffine<Scalar: BLASScalar>(
     try Validation.finite("beta", beta)
 }
 
+/// The layers with running statistics, whose decoded state ``RunningState``
+/// restores: ``BatchNorm``, ``SpatialBatchNorm`` and ``InstanceNorm``.
+protocol RunningStatisticsLayer<Scalar>: NormalizationLayer {
+    var beta: [Scalar] { get set }
+    var runningMean: [Scalar] { get set }
+    var runningVariance: [Scalar] { get set }
+    var batchesTracked: Int { get set }
+    func validateParameters() throws(NormError)
+}
+
+extension BatchNorm: RunningStatisticsLayer {}
+extension SpatialBatchNorm: RunningStatisticsLayer {}
+extension InstanceNorm: RunningStatisticsLayer {}
+
 /// The keys of ``BatchNorm`` and ``SpatialBatchNorm`` (`featureCount` or
 /// `channelCount` by the layer's input; `layout` for SpatialBatchNorm only).
 private enum RunningCodingKeys: String, CodingKey {
@@ -82,6 +96,16 @@ private struct RunningState<Scalar: BLASScalar> {
         }
     }
 
+    /// Gives a layer built from these settings its decoded arrays and count,
+    /// then re-validates it as `forward` would.
+    func restore<Layer: RunningStatisticsLayer>(into layer: inout Layer) throws(NormError)
+        where Layer.Scalar == Scalar {
+        (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) =
+            (gamma, beta, runningMean, runningVariance)
+        layer.batchesTracked = batchesTracked
+        try layer.validateParameters()
+    }
+
     func encode(to c: inout KeyedEncodingContainer<RunningCodingKeys>) throws {
         try c.encode(gamma, forKey: .gamma)
         try c.encode(beta, forKey: .beta)
@@ -111,10 +135,7 @@ extension BatchNorm: ArchivableLayer {
             var layer = try BatchNorm(featureCount: count, epsilon: v.epsilon, momentum: v.momentum,
                                       varianceEstimator: v.estimator, activation: activation,
                                       runningStatistics: v.policy, backend: v.backend)
-            (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) =
-                (v.gamma, v.beta, v.runningMean, v.runningVariance)
-            layer.batchesTracked = v.batchesTracked
-            try layer.validateParameters()
+            try v.restore(into: &layer)
             return layer
         }
     }
@@ -148,10 +169,7 @@ extension SpatialBatchNorm: ArchivableLayer {
                                              varianceEstimator: v.estimator, layout: layout,
                                              activation: activation, runningStatistics: v.policy,
                                              backend: v.backend)
-            (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) =
-                (v.gamma, v.beta, v.runningMean, v.runningVariance)
-            layer.batchesTracked = v.batchesTracked
-            try layer.validateParameters()
+            try v.restore(into: &layer)
             return layer
         }
     }
@@ -324,10 +342,7 @@ extension InstanceNorm: ArchivableLayer {
             var layer = try InstanceNorm(channelCount: count, epsilon: v.epsilon, momentum: v.momentum,
                                          varianceEstimator: v.estimator, layout: layout, activation: activation,
                                          runningStatistics: v.policy, backend: v.backend)
-            (layer.gamma, layer.beta, layer.runningMean, layer.runningVariance) =
-                (v.gamma, v.beta, v.runningMean, v.runningVariance)
-            layer.batchesTracked = v.batchesTracked
-            try layer.validateParameters()
+            try v.restore(into: &layer)
             return layer
         }
     }
