@@ -89,7 +89,8 @@ extension FuzzCase {
         guard let dy, dy.shape == x.shape else { return }
         let gs = dy.scalars.map { S($0) }
         var dx = [S](repeating: S(0), count: gs.count)
-        var dgamma = [Float](repeating: 0, count: floatResult.cache.gamma.count), dbeta = dgamma
+        var dgamma = [Float](repeating: 0, count: floatResult.cache.affine.scaleCount(floatResult.cache.gamma.count))
+        var dbeta = [Float](repeating: 0, count: floatResult.cache.affine.shiftCount(floatResult.cache.gamma.count))
         do {
             try backward16(layer, gs, cache, &dx, &dgamma, &dbeta, &workspace)
             // Float16's range ends at 65504, which tame input may pass.

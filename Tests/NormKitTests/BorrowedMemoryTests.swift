@@ -31,7 +31,8 @@ struct BorrowedMemoryTests {
             for i in input.indices { input[i] = .nan }
             #expect(bits(output) == bits(y.scalars), "\(L.self) \(mode) forward")
             var dx = [L.Scalar](repeating: .nan, count: x.count)
-            var dgamma = [L.Scalar](repeating: .nan, count: layer.gamma.count), dbeta = dgamma
+            var dgamma = [L.Scalar](repeating: .nan, count: layer.gamma.count),
+            dbeta = [L.Scalar](repeating: .nan, count: layer.beta.count)
             try dy.scalars.withUnsafeBufferPointer { dyb in
                 try dx.withUnsafeMutableBufferPointer { dxb in
                     try dgamma.withUnsafeMutableBufferPointer { gb in
@@ -63,7 +64,8 @@ struct BorrowedMemoryTests {
             }
             #expect(bits(inPlaceAlias) == bits(y.scalars), "\(L.self) \(mode) in-place forward")
             var spanDx = [L.Scalar](repeating: 0, count: x.count)
-            var spanGamma = [L.Scalar](repeating: 0, count: layer.gamma.count), spanBeta = spanGamma
+            var spanGamma = [L.Scalar](repeating: 0, count: layer.gamma.count),
+            spanBeta = [L.Scalar](repeating: 0, count: layer.beta.count)
             var dxSpan = spanDx.mutableSpan, gSpan = spanGamma.mutableSpan, bSpan = spanBeta.mutableSpan
             try spanLayer.backward(dy.scalars.span, cache: spanCache, inputGradient: &dxSpan,
                                    gammaGradient: &gSpan, betaGradient: &bSpan, workspace: &spanWorkspace)

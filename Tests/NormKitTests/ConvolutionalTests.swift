@@ -257,7 +257,7 @@ struct ConvolutionalTests {
         }
     }
 
-    @Test("bad input: G not dividing C, rank other than 4, wrong channels, nonzero RMS beta")
+    @Test("bad input: G not dividing C, rank other than 4, wrong channels, a beta on a shift-free RMSNorm")
     func badInput() throws {
         #expect(throws: NormError.invalidGroupCount(groupCount: 4, channelCount: 6)) {
             try GroupNorm<Float>(channelCount: 6, groupCount: 4)
@@ -318,9 +318,10 @@ struct ConvolutionalTests {
             _ = try other.backward(Tensor(zeros: [2, 4, 3, 3]), cache: cache)
         }
 
+        // RMSNorm has no shift by default (Affine.scaleOnly): a beta is refused.
         var rms = try RMSNorm<Float>(featureCount: 3)
         rms.beta = [0, 0.5, 0]
-        #expect(throws: NormError.unsupportedParameter(name: "beta", expected: "all zeros (RMSNorm has no shift)")) {
+        #expect(throws: NormError.parameterCountMismatch(name: "beta", expected: 0, actual: 3)) {
             _ = try rms.forward(Tensor(zeros: [2, 3]), mode: .training)
         }
     }

@@ -65,7 +65,8 @@ struct FusedTests {
             #expect(sameBits(valued.residualGradient.scalars, masked.scalars), sourceLocation: sourceLocation)
             #expect(valued.residualGradient.shape == shape, sourceLocation: sourceLocation)
             var dxs = [L.Scalar](repeating: 0, count: dy.count), drs = dxs
-            var dgs = [L.Scalar](repeating: 0, count: layer.gamma.count), dbs = dgs
+            var dgs = [L.Scalar](repeating: 0, count: layer.gamma.count),
+            dbs = [L.Scalar](repeating: 0, count: layer.beta.count)
             var dxSpan = dxs.mutableSpan, drSpan = drs.mutableSpan
             var dgSpan = dgs.mutableSpan, dbSpan = dbs.mutableSpan
             try fused.backward(dy.scalars.span, cache: cache, inputGradient: &dxSpan,
@@ -170,7 +171,8 @@ struct FusedTests {
         #expect(sameBits(fused.gamma + fused.beta, plain.gamma + plain.beta), sourceLocation: sourceLocation)
         // The Span form.
         var dxs = [L.Scalar](repeating: 0, count: dy.count)
-        var dgs = [L.Scalar](repeating: 0, count: layer.gamma.count), dbs = dgs
+        var dgs = [L.Scalar](repeating: 0, count: layer.gamma.count),
+            dbs = [L.Scalar](repeating: 0, count: layer.beta.count)
         var dxSpan = dxs.mutableSpan, dgSpan = dgs.mutableSpan, dbSpan = dbs.mutableSpan
         try layer.backward(dy.scalars.span, sumGradient: ds.scalars.span, cache: cache,
                            inputGradient: &dxSpan, gammaGradient: &dgSpan, betaGradient: &dbSpan,

@@ -45,10 +45,13 @@ struct PyTorchLayersTests {
         let ln = try LayerNorm<Double>(pytorch: state, prefix: "layernorm.")
         #expect(ln.featureCount == 6)
         try check("layernorm", ln, state: ln.pytorchState(prefix: "layernorm."))
-        // bias=False: beta zeros. No weight: the size is unknown, an error naming it.
+        // bias=False: no shift (Affine.scaleOnly), and the state goes back without
+        // a bias. No weight: the size is unknown, an error naming it.
         var noBias = state
         noBias["layernorm.bias"] = nil
-        #expect(try LayerNorm<Double>(pytorch: noBias, prefix: "layernorm.").beta == Array(repeating: 0, count: 6))
+        let scaleOnly = try LayerNorm<Double>(pytorch: noBias, prefix: "layernorm.")
+        #expect(scaleOnly.affine == .scaleOnly && scaleOnly.beta.isEmpty && scaleOnly.gamma == ln.gamma)
+        #expect(scaleOnly.pytorchState(prefix: "layernorm.").names == ["layernorm.weight"])
         noBias["layernorm.weight"] = nil
         #expect(throws: NormError.invalidNumPyData(
             expected: "'layernorm.weight' (a LayerNorm with its affine parameters, which give its size)",
@@ -62,12 +65,16 @@ struct PyTorchLayersTests {
         }
     }
 
-    @Test("nn.RMSNorm(6, eps=1e-5): outputs, gradients and state; a bias is refused")
+    @Test("nn.RMSNorm(6, eps=1e-5): outputs, gradients and state; a bias entry gives a shift")
     func rmsNorm() throws {
         let rms = try RMSNorm<Double>(pytorch: state, prefix: "rmsnorm.")
+        #expect(rms.affine == .scaleOnly && rms.beta.isEmpty)
         try check("rmsnorm", rms, state: rms.pytorchState(prefix: "rmsnorm."), hasBias: false)
         var withBias = state
-        withBias["rmsnorm.bias"] = NumPyArray([Double](repeating: 0, count: 6))
+        withBias["rmsnorm.bias"] = NumPyArray([0.5, 0, 0, 0, 0, -0.25])
+        let shifted = try RMSNorm<Double>(pytorch: withBias, prefix: "rmsnorm.")
+        #expect(shifted.affine == .scaleAndShift && shifted.beta == [0.5, 0, 0, 0, 0, -0.25])
+        withBias["rmsnorm.bias"] = NumPyArray([0.5])
         #expect(throws: NormError.self) { try RMSNorm<Double>(pytorch: withBias, prefix: "rmsnorm.") }
     }
 
@@ -86,7 +93,9 @@ struct PyTorchLayersTests {
         try check("instancenorm", instance, state: instance.pytorchState(prefix: "instancenorm."))
         let empty = NumPyArchive()
         #expect(throws: NormError.self) { try InstanceNorm<Double>(pytorch: empty) }
-        #expect(try InstanceNorm<Double>(pytorch: empty, channelCount: 3) == InstanceNorm<Double>(channelCount: 3))
+        // PyTorch's default affine=False saves nothing: no gamma, no beta.
+        #expect(try InstanceNorm<Double>(pytorch: empty, channelCount: 3)
+                == InstanceNorm<Double>(channelCount: 3, affine: .none))
         var tracked = state
         tracked["instancenorm.running_mean"] = NumPyArray([0.0, 0, 0])
         #expect(throws: NormError.self) { try InstanceNorm<Double>(pytorch: tracked, prefix: "instancenorm.") }

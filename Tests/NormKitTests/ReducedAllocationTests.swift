@@ -11,7 +11,8 @@ extension ProcessWideTests.AllocationTests {
         let x = (0..<count).map { BFloat16(Float($0 % 37) * 0.31 - 4.1) }
         let dy = (0..<count).map { BFloat16(Float($0 % 11) * 0.2 - 1) }
         var y = x, dx = x
-        var dgamma = [Float](repeating: 0, count: layer.gamma.count), dbeta = dgamma
+        var dgamma = [Float](repeating: 0, count: layer.gamma.count),
+            dbeta = [Float](repeating: 0, count: layer.beta.count)
         var cache = NormCache<Float>(), workspace = Workspace<Float>()
         try x.withUnsafeBufferPointer { xb in
             try y.withUnsafeMutableBufferPointer { yb in

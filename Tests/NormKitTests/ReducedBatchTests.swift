@@ -316,7 +316,8 @@ struct ReducedBatchTests {
         func both<L: ReducedPrecisionLayer>(_ layer: L, shape: [Int]) throws -> [UInt16] {
             var layer = layer
             var y = x, dx = x, out: [UInt16] = []
-            var dgamma = [Float](repeating: 0, count: layer.gamma.count), dbeta = dgamma
+            var dgamma = [Float](repeating: 0, count: layer.gamma.count),
+            dbeta = [Float](repeating: 0, count: layer.beta.count)
             var cache = NormCache<Float>(), workspace = Workspace<Float>()
             for _ in 0..<2 {
                 try reducedForward(&layer, x, shape: shape, &y, &cache, &workspace)

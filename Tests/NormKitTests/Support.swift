@@ -114,5 +114,8 @@ func expectMatchesFixture(
     if hasBias {
         #expect(normwiseError(gradients.beta, try expected("dbias")) < 1e-12, "\(name) dbias\(suffix)",
                 sourceLocation: sourceLocation)
+    } else {
+        // No shift (Affine): its gradient is empty.
+        #expect(gradients.beta.isEmpty, "\(name) has no dbias", sourceLocation: sourceLocation)
     }
 }

@@ -45,6 +45,55 @@ public enum RunningStatistics: String, Sendable, Hashable, Codable {
     case none
 }
 
+/// Which learned parameters a layer's affine map `y = gamma * xhat + beta`
+/// has (PyTorch's `elementwise_affine`/`bias`/`affine`, Flax's
+/// `use_scale`/`use_bias`, oneDNN's `use_scale`/`use_shift`).
+///
+/// An absent parameter's array is empty, and so must be the gradient buffer
+/// passed for it; the passes compute nothing for it (`gamma` is taken as ones
+/// and `beta` as zeros).
+public enum Affine: String, Sendable, Hashable, Codable {
+    /// `gamma` and `beta`: the default of every layer but ``RMSNorm``.
+    case scaleAndShift
+    /// `gamma` only, `y = gamma * xhat`: PyTorch's `LayerNorm(bias=False)` and
+    /// `RMSNorm`, Flax's `use_bias=False`; ``RMSNorm``'s default.
+    case scaleOnly
+    /// Neither, `y = xhat`: PyTorch's `affine=False` and `elementwise_affine=False`.
+    case none
+
+    /// Whether the layer has `gamma`.
+    @inlinable
+    public var hasScale: Bool { self != .none }
+    /// Whether the layer has `beta`.
+    @inlinable
+    public var hasShift: Bool { self == .scaleAndShift }
+
+    /// The number of `gamma` values a layer of `count` features or channels holds:
+    /// `count`, or 0 without a scale.
+    /// - Complexity: O(1).
+    @inlinable
+    public func scaleCount(_ count: Int) -> Int { hasScale ? count : 0 }
+    /// The number of `beta` values a layer of `count` features or channels holds:
+    /// `count`, or 0 without a shift.
+    /// - Complexity: O(1).
+    @inlinable
+    public func shiftCount(_ count: Int) -> Int { hasShift ? count : 0 }
+
+    /// The affine map of a layer whose `gamma` and `beta` hold `scales` and `shifts` values.
+    /// - Throws: ``NormError/unsupportedParameter(name:expected:)`` for a shift
+    ///   without a scale, which no ``Affine`` names.
+    @inlinable
+    static func of(scales: Int, shifts: Int) throws(NormError) -> Affine {
+        switch (scales > 0, shifts > 0) {
+        case (true, true): return .scaleAndShift
+        case (true, false): return .scaleOnly
+        case (false, false): return .none
+        case (false, true):
+            throw .unsupportedParameter(name: "beta", expected: "no shift without a scale (Affine has no shift-only case)")
+        }
+    }
+}
+
 extension RunningStatistics {
     /// The mode whose statistics a forward pass in `mode` normalizes with:
     /// the batch's in both modes for ``none``.
@@ -103,26 +152,27 @@ public struct NormGradients<Scalar: BLASScalar>: Sendable, Equatable {
         self.init(input: .empty, gamma: [], beta: [])
     }
 
-    /// Sizes the buffers for an input of `shape` and `parameterCount` parameters,
-    /// reusing the storage when the sizes already match.
+    /// Sizes the buffers for an input of `shape` and the layer's `gamma` and
+    /// `beta` counts (0 for an absent parameter, ``Affine``), reusing the
+    /// storage when the sizes already match.
     @usableFromInline
-    mutating func prepare(shape: [Int], parameterCount: Int) {
+    mutating func prepare(shape: [Int], gammaCount: Int, betaCount: Int) {
         input.prepare(shape: shape)
-        gamma.resizeReusingStorage(to: parameterCount)
-        beta.resizeReusingStorage(to: parameterCount)
+        gamma.resizeReusingStorage(to: gammaCount)
+        beta.resizeReusingStorage(to: betaCount)
     }
 
-    /// Sizes the gradients for an input of `shape` and `parameterCount`
-    /// parameters and calls `body` with them and `outputGradient` as the
+    /// Sizes the gradients for an input of `shape` and `gammaCount` and
+    /// `betaCount` parameters and calls `body` with them and `outputGradient` as the
     /// buffers of a backward pass: the one place the `Tensor` forms and
     /// ``NormalizationStep`` open them. `body` returns its error rather than
     /// throwing it (see `NormalizationStep.forward`).
     @inlinable
     mutating func withBuffers(
-        outputGradient: UnsafeBufferPointer<Scalar>, shape: [Int], parameterCount: Int,
+        outputGradient: UnsafeBufferPointer<Scalar>, shape: [Int], gammaCount: Int, betaCount: Int,
         _ body: (GradientBuffers<Scalar>) -> NormError?
     ) -> NormError? {
-        prepare(shape: shape, parameterCount: parameterCount)
+        prepare(shape: shape, gammaCount: gammaCount, betaCount: betaCount)
         return input.withUnsafeMutableBufferPointer { dx in
             gamma.withUnsafeMutableBufferPointer { dgamma in
                 beta.withUnsafeMutableBufferPointer { dbeta in
@@ -143,10 +193,12 @@ public struct NormGradients<Scalar: BLASScalar>: Sendable, Equatable {
 public protocol NormalizationLayer<Scalar>: Sendable {
     associatedtype Scalar: BLASScalar
     associatedtype Cache: Sendable
-    /// The scale, one per feature or channel.
+    /// The scale, one per feature or channel; empty when ``affine`` has none.
     var gamma: [Scalar] { get set }
-    /// The shift, one per feature or channel.
+    /// The shift, one per feature or channel; empty when ``affine`` has none.
     var beta: [Scalar] { get set }
+    /// Which of `gamma` and `beta` the layer has.
+    var affine: Affine { get }
     /// The implementation used by ``forward(_:mode:)`` and ``backward(_:cache:)``.
     var backend: Backend { get set }
     /// Normalizes `input`.
@@ -243,6 +295,14 @@ where Cache == NormCache<Scalar> {
     func refusingBackward(_ error: NormError, cache: Cache) -> NormError
 }
 
+extension NormalizationLayer {
+    /// The affine map that `gamma` and `beta`'s counts show: a layer that
+    /// stores none keeps both (``Affine/scaleAndShift``) unless an array is
+    /// empty.
+    /// - Complexity: O(1).
+    public var affine: Affine { (try? Affine.of(scales: gamma.count, shifts: beta.count)) ?? .scaleAndShift }
+}
+
 extension BufferedNormalizationLayer {
     /// `error`: a layer of one process has no one to tell.
     /// - Complexity: O(1).
@@ -322,7 +382,8 @@ extension BufferedNormalizationLayer {
         }
         let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
             gradients.withBuffers(outputGradient: dy, shape: cache.input.shape,
-                                  parameterCount: cache.gamma.count, body)
+                                  gammaCount: cache.affine.scaleCount(cache.gamma.count),
+                                  betaCount: cache.affine.shiftCount(cache.gamma.count), body)
         }
         if let failure { throw failure }
     }

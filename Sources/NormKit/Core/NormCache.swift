@@ -44,8 +44,13 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     @usableFromInline var reducedShape: [Int] = []
     @usableFromInline var storedMean: [Scalar]
     @usableFromInline var storedInverseStandardDeviation: [Scalar]
-    /// The `gamma` the forward pass used.
+    /// The `gamma` the forward pass used (ones for a layer without a scale,
+    /// ``Affine``).
     public internal(set) var gamma: [Scalar]
+    /// The affine map of the layer whose forward pass filled the cache: its
+    /// backward writes the gradients of the parameters it has, and an absent
+    /// one's gradient buffer must be empty.
+    public internal(set) var affine: Affine = .scaleAndShift
     /// The mode of the forward pass. After a ``BatchNorm`` inference pass the
     /// statistics are constants, and backward returns the gradient of that
     /// (affine) function.
@@ -141,7 +146,7 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
 
     /// Calls `body` with the input (writable when `writable`: a residual
     /// form's sum is written there) and the statistics vectors, sized by
-    /// ``record(gamma:mode:statisticCount:origin:)``.
+    /// ``record(gamma:beta:parameters:mode:statisticCount:origin:)``.
     @usableFromInline
     mutating func withInputAndStatistics<R>(
         writable: Bool,
@@ -163,19 +168,23 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
         }
     }
 
-    /// Sizes the statistics vectors, records the mode and the layer, copies
+    /// Sizes the statistics vectors, records the mode, the layer and its
+    /// affine map (from which of `gamma` and `beta` are empty), copies
     /// `gamma` in place (the input is already recorded: ``share(_:)``,
     /// ``adopt(_:shape:)``). A forward pass that then throws calls ``invalidate()``.
     @usableFromInline
-    mutating func record(gamma source: [Scalar], mode: Mode,
+    mutating func record(gamma source: [Scalar], beta: [Scalar], parameters: Int, mode: Mode,
                          statisticCount: Int, origin: CacheOrigin) {
+        self.affine = source.isEmpty ? .none : beta.isEmpty ? .scaleOnly : .scaleAndShift
         self.mode = mode
         self.origin = origin
         self.activation = .none
         storedMean.resizeReusingStorage(to: statisticCount)
         storedInverseStandardDeviation.resizeReusingStorage(to: statisticCount)
-        gamma.resizeReusingStorage(to: source.count)
+        gamma.resizeReusingStorage(to: parameters)
         gamma.withUnsafeMutableBufferPointer { target in
+            // A layer without a scale (`Affine`) multiplies by ones.
+            if source.isEmpty { target.update(repeating: 1); return }
             source.withUnsafeBufferPointer { _ = target.update(fromContentsOf: $0) }
         }
     }
@@ -210,30 +219,41 @@ struct GradientBuffers<Scalar: BLASScalar> {
 }
 
 /// The raw pointers a backward kernel reads and writes: the output gradient,
-/// the cache's input, statistics and `gamma`, and the gradients' buffers.
+/// the cache's input, statistics and `gamma`, and the gradients' buffers
+/// (stand-ins that nobody reads for a gradient the caller does not want:
+/// `keepsGamma`, `keepsBeta` false).
 @usableFromInline
 struct BackwardPointers<Scalar: BLASScalar> {
     @usableFromInline let dy, x, mean, invstd, gamma: UnsafePointer<Scalar>
     @usableFromInline let dx, dgamma, dbeta: UnsafeMutablePointer<Scalar>
+    @usableFromInline let keepsGamma, keepsBeta: Bool
 
     @inlinable
     init(dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, mean: UnsafePointer<Scalar>,
          invstd: UnsafePointer<Scalar>, gamma: UnsafePointer<Scalar>,
          dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
-         dbeta: UnsafeMutablePointer<Scalar>) {
+         dbeta: UnsafeMutablePointer<Scalar>, keepsGamma: Bool = true, keepsBeta: Bool = true) {
         self.dy = dy; self.x = x; self.mean = mean; self.invstd = invstd; self.gamma = gamma
         self.dx = dx; self.dgamma = dgamma; self.dbeta = dbeta
+        self.keepsGamma = keepsGamma; self.keepsBeta = keepsBeta
     }
+
+    /// `dgamma` when the caller wants it, else `nil`.
+    @inlinable var wantedGamma: UnsafeMutablePointer<Scalar>? { keepsGamma ? dgamma : nil }
+    /// `dbeta` when the caller wants it, else `nil`.
+    @inlinable var wantedBeta: UnsafeMutablePointer<Scalar>? { keepsBeta ? dbeta : nil }
 }
 
 extension NormCache {
     /// Calls `body` with the pointers of a backward pass through this cache:
     /// the one place every layer's backward opens its buffers. The buffers
-    /// were validated (``Validation/gradientBuffers(_:cache:parameters:)``), so
-    /// none is empty.
+    /// were validated (``Validation/gradientBuffers(_:cache:parameters:)``);
+    /// an empty `dgamma` or `dbeta` (a layer without that parameter,
+    /// ``Affine``) is written to `standIns`' discard vectors.
     @inlinable
     func withBackwardPointers<R>(
-        _ buffers: GradientBuffers<Scalar>, _ body: (BackwardPointers<Scalar>) -> R
+        _ buffers: GradientBuffers<Scalar>, standIns: AffineStandIns<Scalar>,
+        _ body: (BackwardPointers<Scalar>) -> R
     ) -> R {
         input.withUnsafeBufferPointer { x in
         storedMean.withUnsafeBufferPointer { mean in
@@ -246,7 +266,9 @@ extension NormCache {
                 dy: buffers.dy.baseAddress ?? own, x: own, mean: mean.baseAddress!,
                 invstd: invstd.baseAddress!, gamma: gamma.baseAddress!,
                 dx: buffers.dx.baseAddress ?? UnsafeMutablePointer(mutating: own),
-                dgamma: buffers.dgamma.baseAddress!, dbeta: buffers.dbeta.baseAddress!))
+                dgamma: buffers.dgamma.isEmpty ? standIns.discard : buffers.dgamma.baseAddress!,
+                dbeta: buffers.dbeta.isEmpty ? standIns.discard + standIns.stride : buffers.dbeta.baseAddress!,
+                keepsGamma: !buffers.dgamma.isEmpty, keepsBeta: !buffers.dbeta.isEmpty))
         }}}}
     }
 }

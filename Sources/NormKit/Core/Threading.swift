@@ -261,13 +261,13 @@ extension Threading {
 
     /// Sums the chunks' partial parameter gradients: chunk `k` holds its partial
     /// `dgamma` at `first + k * stride` and its partial `dbeta` right after it
-    /// (`count` each).
+    /// (`count` each); a `nil` one is not summed.
     @inlinable
     static func sumPartials<Scalar: BLASScalar>(
         chunks: Int, first: UnsafePointer<Scalar>, stride: Int, count: Int,
-        dgamma: UnsafeMutablePointer<Scalar>, dbeta: UnsafeMutablePointer<Scalar>
+        dgamma: UnsafeMutablePointer<Scalar>?, dbeta: UnsafeMutablePointer<Scalar>?
     ) {
-        sumPartials(chunks: chunks, first: first, stride: stride, count: count, into: dgamma)
-        sumPartials(chunks: chunks, first: first + count, stride: stride, count: count, into: dbeta)
+        if let dgamma { sumPartials(chunks: chunks, first: first, stride: stride, count: count, into: dgamma) }
+        if let dbeta { sumPartials(chunks: chunks, first: first + count, stride: stride, count: count, into: dbeta) }
     }
 }

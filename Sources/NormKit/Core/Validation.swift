@@ -108,17 +108,36 @@ enum Validation {
         }
     }
 
-    /// The buffers of a backward pass over borrowed memory: the output and
-    /// input gradients hold the cached input's count, the parameter gradients
-    /// `parameters` each.
+    /// The parameter gradients' buffers of a backward through `cache`: the
+    /// `parameters` scalars of each parameter its forward's layer has, and
+    /// empty for an absent one (``Affine``, ``NormCache/affine``).
+    @inlinable
+    static func parameterGradients<Scalar: BLASScalar>(
+        _ dgamma: Int, _ dbeta: Int, cache: NormCache<Scalar>, parameters: Int
+    ) throws(NormError) {
+        try buffer("gammaGradient", dgamma, expected: cache.affine.scaleCount(parameters))
+        try buffer("betaGradient", dbeta, expected: cache.affine.shiftCount(parameters))
+    }
+
+    /// `gamma` and `beta` hold what `affine` says for `count` features or
+    /// channels: `count` values each, none for an absent parameter.
+    @inlinable
+    static func affineParameters<Scalar: BLASScalar>(
+        _ affine: Affine, gamma: [Scalar], beta: [Scalar], count: Int
+    ) throws(NormError) {
+        try Validation.count("gamma", gamma.count, expected: affine.scaleCount(count))
+        try Validation.count("beta", beta.count, expected: affine.shiftCount(count))
+    }
+
+    /// The buffers of a backward pass: `dy` and `dx` the cached input's
+    /// count, the parameter gradients as ``parameterGradients(_:_:cache:parameters:)``.
     @inlinable
     static func gradientBuffers<Scalar: BLASScalar>(
         _ b: GradientBuffers<Scalar>, cache: NormCache<Scalar>, parameters: Int
     ) throws(NormError) {
         try buffer("outputGradient", b.dy.count, expected: cache.input.count)
         try buffer("inputGradient", b.dx.count, expected: cache.input.count)
-        try buffer("gammaGradient", b.dgamma.count, expected: parameters)
-        try buffer("betaGradient", b.dbeta.count, expected: parameters)
+        try parameterGradients(b.dgamma.count, b.dbeta.count, cache: cache, parameters: parameters)
     }
 
     /// The buffers of an `infer` call: `input` and `output` hold `product(shape)` scalars.
@@ -171,13 +190,12 @@ enum Validation {
     /// `batchesTracked`.
     @inlinable
     static func batchParameters<Scalar: BLASScalar>(
-        count: Int, gamma: [Scalar], beta: [Scalar], runningMean: [Scalar],
+        count: Int, affine: Affine, gamma: [Scalar], beta: [Scalar], runningMean: [Scalar],
         runningVariance: [Scalar], epsilon: Scalar, momentum: Scalar, batchesTracked: Int
     ) throws(NormError) {
         try Validation.epsilon(epsilon)
         try Validation.momentum(momentum)
-        try Validation.count("gamma", gamma.count, expected: count)
-        try Validation.count("beta", beta.count, expected: count)
+        try affineParameters(affine, gamma: gamma, beta: beta, count: count)
         try Validation.count("runningMean", runningMean.count, expected: count)
         try Validation.count("runningVariance", runningVariance.count, expected: count)
         try Validation.batchesTracked(batchesTracked)

@@ -17,6 +17,10 @@ public struct Workspace<Scalar: BLASScalar>: Sendable {
     /// The gradient through a fused ReLU when the caller passes no residual
     /// gradient to hold it (`NormCache.withActivationGradient`).
     @usableFromInline var gradient: [Scalar] = []
+    /// What a pass reads and writes in place of the parameters a layer does
+    /// not have (``Affine``): ones, zeros, and room for two unwanted
+    /// gradients, `lines(count)` scalars each (``AffineStandIns``).
+    @usableFromInline var standIns: [Scalar] = []
 
     /// An empty workspace; the first call that uses it sizes it.
     public init() {}
@@ -131,5 +135,57 @@ public struct Workspace<Scalar: BLASScalar>: Sendable {
         }
         onesOffset = offset
         return result
+    }
+
+    /// ``withRegions(ones:scratch:_:)`` with the stand-ins of ``Affine``'s
+    /// absent parameters for `parameters` features or channels (sized once,
+    /// like the rest).
+    @inlinable
+    mutating func withRegions<R>(
+        ones: Int, scratch: Int, parameters: Int,
+        _ body: (UnsafePointer<Scalar>, UnsafeMutablePointer<Scalar>, AffineStandIns<Scalar>) -> R
+    ) -> R {
+        let stride = Self.lines(max(parameters, 1))
+        // Moved out while the regions are open (no copy: `self` then holds none).
+        var own = standIns
+        standIns = []
+        if own.count < 4 * stride {
+            own = [Scalar](repeating: 1, count: stride) + [Scalar].zeros(count: 3 * stride)
+        }
+        defer { standIns = own }
+        return own.withUnsafeMutableBufferPointer { buffer in
+            let base = buffer.baseAddress!, stride = buffer.count / 4
+            let standIns = AffineStandIns(ones: UnsafePointer(base), zeros: UnsafePointer(base + stride),
+                                          discard: base + 2 * stride, stride: stride)
+            return withRegions(ones: ones, scratch: scratch) { body($0, $1, standIns) }
+        }
+    }
+}
+
+/// What a pass uses for the parameters a layer does not have (``Affine``):
+/// ones in place of `gamma`, zeros in place of `beta`, and two vectors that
+/// take the gradients nobody asked for (at `discard` and `discard + stride`).
+@usableFromInline
+struct AffineStandIns<Scalar: BLASScalar> {
+    @usableFromInline let ones, zeros: UnsafePointer<Scalar>
+    @usableFromInline let discard: UnsafeMutablePointer<Scalar>
+    @usableFromInline let stride: Int
+
+    @inlinable
+    init(ones: UnsafePointer<Scalar>, zeros: UnsafePointer<Scalar>, discard: UnsafeMutablePointer<Scalar>,
+         stride: Int) {
+        self.ones = ones; self.zeros = zeros; self.discard = discard; self.stride = stride
+    }
+
+    /// `gamma`'s first element, or ones when it is empty.
+    @inlinable
+    func scale(_ gamma: UnsafeBufferPointer<Scalar>) -> UnsafePointer<Scalar> {
+        gamma.isEmpty ? ones : gamma.baseAddress!
+    }
+
+    /// `beta`'s first element, or zeros when it is empty.
+    @inlinable
+    func shift(_ beta: UnsafeBufferPointer<Scalar>) -> UnsafePointer<Scalar> {
+        beta.isEmpty ? zeros : beta.baseAddress!
     }
 }

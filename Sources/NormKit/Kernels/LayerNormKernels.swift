@@ -348,19 +348,20 @@ enum LayerNormKernels {
     /// `gemv(NoTrans, dY_b, gamma)` and `gemv(NoTrans, P_b, gamma)`, then `dx`
     /// while the block is in L2. `P_b` lives in `dX_b`, which `dx` overwrites.
     /// Reads `dy` and `x` once, writes `dx` once.
-    /// Not `centred` (RMSNorm: `mean = 0`, no `beta`): the `Σ dxhat` term and
-    /// `dbeta` are zero and not computed.
+    /// Not `centred` (RMSNorm: `mean = 0`): the `Σ dxhat` term is zero and not
+    /// computed. A `nil` `dgamma` or `dbeta` (a layer without that parameter,
+    /// ``Affine``) skips its column sums.
     @inlinable
     static func backwardBLAS<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
         blockRows: Int, centred: Bool, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
         gamma: UnsafePointer<Scalar>,
-        dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
-        dbeta: UnsafeMutablePointer<Scalar>, sumGradient: UnsafePointer<Scalar>? = nil,
+        dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>?,
+        dbeta: UnsafeMutablePointer<Scalar>?, sumGradient: UnsafePointer<Scalar>? = nil,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) {
-        dgamma.update(repeating: 0, count: columns)
-        dbeta.update(repeating: 0, count: columns)
+        dgamma?.update(repeating: 0, count: columns)
+        dbeta?.update(repeating: 0, count: columns)
         var start = 0
         while start < rows {
             let b = min(blockRows, rows - start)
@@ -382,7 +383,7 @@ enum LayerNormKernels {
         dy dyb: UnsafePointer<Scalar>, x xb: UnsafePointer<Scalar>, rows b: Int, columns: Int,
         centred: Bool, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
         gamma: UnsafePointer<Scalar>, dx block: UnsafeMutablePointer<Scalar>,
-        dgamma: UnsafeMutablePointer<Scalar>, dbeta: UnsafeMutablePointer<Scalar>,
+        dgamma: UnsafeMutablePointer<Scalar>?, dbeta: UnsafeMutablePointer<Scalar>?,
         sumGradient: UnsafePointer<Scalar>?, ones: UnsafePointer<Scalar>,
         scratch: UnsafeMutablePointer<Scalar>
     ) {
@@ -393,10 +394,13 @@ enum LayerNormKernels {
             Scalar.productRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
                               into: out)
         }
-        if centred {
+        // The column sums only for the parameters the caller wants (`Affine`).
+        if let dbeta {
             Scalar.gemvTransposed(rows: b, columns: columns, a: dyb, x: ones, beta: 1, y: dbeta)
         }
-        Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones, beta: 1, y: dgamma)
+        if let dgamma {
+            Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones, beta: 1, y: dgamma)
+        }
         if centred {
             Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: dyb, x: gamma,
                             beta: 0, y: sumDxhat)
@@ -423,14 +427,14 @@ enum LayerNormKernels {
         dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
         centred: Bool, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
         gamma: UnsafePointer<Scalar>,
-        dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>,
-        dbeta: UnsafeMutablePointer<Scalar>, streaming: Bool, sumGradient: UnsafePointer<Scalar>? = nil,
+        dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>?,
+        dbeta: UnsafeMutablePointer<Scalar>?, streaming: Bool, sumGradient: UnsafePointer<Scalar>? = nil,
         scratch: UnsafeMutablePointer<Scalar>
     ) {
         let meanDxhat = scratch, meanDxhatXhat = scratch + rows
         let d = Scalar(columns)
-        dgamma.update(repeating: 0, count: columns)
-        dbeta.update(repeating: 0, count: columns)
+        dgamma?.update(repeating: 0, count: columns)
+        dbeta?.update(repeating: 0, count: columns)
         for i in 0..<rows {
             let g = dy + i * columns, row = x + i * columns
             let m = mean[i], s = invstd[i]
@@ -440,13 +444,12 @@ enum LayerNormKernels {
                 let dxhat = g[j] * gamma[j]
                 sum += dxhat
                 sumXhat += dxhat * xhat
-                dbeta[j] += g[j]
-                dgamma[j] += g[j] * xhat
+                dbeta?[j] += g[j]
+                dgamma?[j] += g[j] * xhat
             }
             meanDxhat[i] = centred ? sum / d : 0
             meanDxhatXhat[i] = sumXhat / d
         }
-        if !centred { dbeta.update(repeating: 0, count: columns) }
         combine(dy: dy, x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
                 gamma: gamma, meanDxhat: meanDxhat, meanDxhatXhat: meanDxhatXhat, dx: dx,
                 streaming: streaming && sumGradient == nil)

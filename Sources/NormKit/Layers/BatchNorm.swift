@@ -24,9 +24,12 @@ public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
 
     /// `D`, the number of features.
     public let featureCount: Int
-    /// The scale, one per feature; starts at ones.
+    /// Which of `gamma` and `beta` the layer has (PyTorch's `affine`).
+    public let affine: Affine
+    /// The scale, one per feature; starts at ones; empty without one (``Affine/none``).
     public var gamma: [Scalar]
-    /// The shift, one per feature; starts at zeros.
+    /// The shift, one per feature; starts at zeros; empty without one
+    /// (``Affine/scaleOnly``, ``Affine/none``).
     public var beta: [Scalar]
     /// The running mean; starts at zeros (cs231n).
     public var runningMean: [Scalar]
@@ -60,13 +63,14 @@ public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
     public init(featureCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
                 varianceEstimator: VarianceEstimator = .biased,
                 activation: FusedActivation = .none, runningStatistics: RunningStatistics = .exponential,
-                backend: Backend = .blas) throws(NormError) {
+                affine: Affine = .scaleAndShift, backend: Backend = .blas) throws(NormError) {
         try Validation.featureCount(featureCount)
         try Validation.epsilon(epsilon)
         try Validation.momentum(momentum)
         self.featureCount = featureCount
-        self.gamma = Array(repeating: 1, count: featureCount)
-        self.beta = Array(repeating: 0, count: featureCount)
+        self.affine = affine
+        self.gamma = Array(repeating: 1, count: affine.scaleCount(featureCount))
+        self.beta = Array(repeating: 0, count: affine.shiftCount(featureCount))
         self.runningMean = Array(repeating: 0, count: featureCount)
         self.runningVariance = Array(repeating: 0, count: featureCount)
         self.epsilon = epsilon
@@ -87,7 +91,7 @@ public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
     @inlinable
     func validateParameters() throws(NormError) {
         try Validation.batchParameters(
-            count: featureCount, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+            count: featureCount, affine: affine, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
             epsilon: epsilon, momentum: momentum, batchesTracked: batchesTracked)
     }
 

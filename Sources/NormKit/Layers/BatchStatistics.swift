@@ -28,7 +28,7 @@ enum BatchStatistics {
     ) throws(NormError) {
         let channels = g.channels, rowStride = g.channels * g.inner
         let input = cache.input
-        cache.record(gamma: gamma, mode: mode, statisticCount: channels, origin: origin)
+        cache.record(gamma: gamma, beta: beta, parameters: channels, mode: mode, statisticCount: channels, origin: origin)
         cache.prepareMask(activation: activation, count: g.outer * rowStride)
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
         let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
@@ -128,6 +128,8 @@ enum BatchStatistics {
                     guard invstd[c].isFinite, mean[c].isFinite else { return .nonFiniteStatistics(index: c) }
                 }
                 gamma.withUnsafeBufferPointer { gammaBuffer in
+                    // Without a scale (`Affine`), invstd itself.
+                    guard !gammaBuffer.isEmpty else { return scale.update(from: invstd, count: channels) }
                     for c in 0..<channels { scale[c] = gammaBuffer[c] * invstd[c] }
                 }
                 beta.withUnsafeBufferPointer { betaBuffer in
@@ -136,7 +138,11 @@ enum BatchStatistics {
                     guard g.outer > 0, let y = output.baseAddress ?? reduced.map({ _ in
                         UnsafeMutablePointer(mutating: x) }) else { return }
                     lines.update(from: mean, count: channels)
-                    (lines + 2 * stride).update(from: betaBuffer.baseAddress!, count: channels)
+                    if betaBuffer.isEmpty {
+                        (lines + 2 * stride).update(repeating: 0, count: channels)
+                    } else {
+                        (lines + 2 * stride).update(from: betaBuffer.baseAddress!, count: channels)
+                    }
                     normalizePass(split: split, geometry: g, x: x, y: y, vectors: lines,
                                   stride: stride, streaming: streaming,
                                   epilogue: Epilogue(residual: residual, activation: activation,
@@ -243,8 +249,9 @@ enum BatchStatistics {
                 let invstd = 1 / (runningVariance[c] + epsilon).squareRoot()
                 guard invstd.isFinite, runningMean[c].isFinite else { return .nonFiniteStatistics(index: c) }
                 lines[c] = runningMean[c]
-                scale[c] = gamma[c] * invstd
-                shift[c] = beta[c]
+                // Absent parameters (`Affine`): the scale is invstd, the shift 0.
+                scale[c] = gamma.isEmpty ? invstd : gamma[c] * invstd
+                shift[c] = beta.isEmpty ? 0 : beta[c]
             }
             guard g.outer > 0 else { return nil }
             normalizePass(split: split, geometry: g, x: x, y: y, vectors: lines, stride: stride,
@@ -313,8 +320,10 @@ enum BatchStatistics {
         // last, the exchange's scratch.
         let vectors = Workspace<Scalar>.spreadScratch(4, of: channels)
         let scratchCount = shared + vectors + exchange.scratchCount(channels: channels)
-        return workspace.withRegions(ones: g.onesCount(block: block), scratch: scratchCount) { ones, scratch in
-            cache.withBackwardPointers(buffers) { p in
+        return workspace.withRegions(
+            ones: g.onesCount(block: block), scratch: scratchCount, parameters: channels
+        ) { ones, scratch, standIns in
+            cache.withBackwardPointers(buffers, standIns: standIns) { p in
                 let anchor = reduced.map { $0.x.assumingMemoryBound(to: Scalar.self) } ?? p.x
                 let (lines, stride) = Workspace<Scalar>.spread(
                     4, of: channels, in: scratch + shared, awayFrom: anchor)
@@ -414,8 +423,10 @@ enum BatchStatistics {
             ? g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 4) : count
         let scratchCount = BatchNormKernels.graphScratch(blockRows: blockRows, columns: channels,
                                                          workers: split.workers, chunks: split.chunks)
-        workspace.withRegions(ones: backend == .blas ? blockRows : 0, scratch: scratchCount) { ones, scratch in
-            cache.withBackwardPointers(buffers) { p in
+        workspace.withRegions(
+            ones: backend == .blas ? blockRows : 0, scratch: scratchCount, parameters: channels
+        ) { ones, scratch, standIns in
+            cache.withBackwardPointers(buffers, standIns: standIns) { p in
                 // Worker w's node block, then chunk k's partial dgamma, dbeta,
                 // divar and dmu, then the batch's sums.
                 let node = blockRows * channels

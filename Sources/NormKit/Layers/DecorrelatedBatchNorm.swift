@@ -85,9 +85,12 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
     public let groupSize: Int
     /// How each group's whitening matrix is computed.
     public let method: WhiteningMethod
-    /// The scale, one per feature; starts at ones.
+    /// Which of `gamma` and `beta` the layer has (PyTorch's `affine`).
+    public let affine: Affine
+    /// The scale, one per feature; starts at ones; empty without one (``Affine/none``).
     public var gamma: [Scalar]
-    /// The shift, one per feature; starts at zeros.
+    /// The shift, one per feature; starts at zeros; empty without one
+    /// (``Affine/scaleOnly``, ``Affine/none``).
     public var beta: [Scalar]
     /// The running mean, `D`; starts at zeros.
     public var runningMean: [Scalar]
@@ -115,7 +118,8 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
     ///   allocated), ``NormError/invalidEpsilon(_:)``, ``NormError/invalidMomentum(_:)``.
     /// - Complexity: O(D · groupSize).
     public init(featureCount: Int, groupSize: Int, method: WhiteningMethod = .eigen,
-                epsilon: Scalar = 1e-5, momentum: Scalar = 0.9, backend: Backend = .blas) throws(NormError) {
+                epsilon: Scalar = 1e-5, momentum: Scalar = 0.9, affine: Affine = .scaleAndShift,
+                backend: Backend = .blas) throws(NormError) {
         try Validation.featureCount(featureCount)
         guard groupSize >= 1, featureCount % groupSize == 0 else {
             throw .invalidGroupSize(groupSize: groupSize, featureCount: featureCount)
@@ -134,8 +138,9 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
         self.featureCount = featureCount
         self.groupSize = groupSize
         self.method = method
-        gamma = Array(repeating: 1, count: featureCount)
-        beta = Array(repeating: 0, count: featureCount)
+        self.affine = affine
+        gamma = Array(repeating: 1, count: affine.scaleCount(featureCount))
+        beta = Array(repeating: 0, count: affine.shiftCount(featureCount))
         runningMean = Array(repeating: 0, count: featureCount)
         runningWhitening = Array(repeating: 0, count: featureCount * groupSize)
         for g in 0..<(featureCount / groupSize) {
@@ -187,8 +192,7 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
     func validateParameters() throws(NormError) {
         try Validation.epsilon(epsilon)
         try Validation.momentum(momentum)
-        try Validation.count("gamma", gamma.count, expected: featureCount)
-        try Validation.count("beta", beta.count, expected: featureCount)
+        try Validation.affineParameters(affine, gamma: gamma, beta: beta, count: featureCount)
         try Validation.count("runningMean", runningMean.count, expected: featureCount)
         try Validation.count("runningWhitening", runningWhitening.count, expected: featureCount * groupSize)
     }
@@ -242,7 +246,8 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
         var cache = Cache()
         cache.shape = input.shape
         cache.mode = mode
-        cache.gamma = gamma
+        // Without a scale (`Affine`) the backward multiplies by ones.
+        cache.gamma = gamma.isEmpty ? [Scalar](repeating: 1, count: featureCount) : gamma
         let mean: [Scalar]
         var centred: [Scalar]
         switch mode {
@@ -287,9 +292,14 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
         var output = [Scalar].unspecified(count: n * d)
         output.withUnsafeMutableBufferPointer { y in
             normalized.withUnsafeBufferPointer { xhat in
-                gamma.withUnsafeBufferPointer { g in
+                cache.gamma.withUnsafeBufferPointer { g in
                     beta.withUnsafeBufferPointer { b in
-                        for i in 0..<n { for j in 0..<d { y[i * d + j] = g[j] * xhat[i * d + j] + b[j] } }
+                        // An absent shift (`Affine`) adds nothing.
+                        if b.isEmpty {
+                            for i in 0..<n { for j in 0..<d { y[i * d + j] = g[j] * xhat[i * d + j] } }
+                        } else {
+                            for i in 0..<n { for j in 0..<d { y[i * d + j] = g[j] * xhat[i * d + j] + b[j] } }
+                        }
                     }
                 }
             }
@@ -365,8 +375,17 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
                 }
             }
         }
-        WhiteningKernels.columnSums(dy, rows: n, columns: d, into: &dbeta, backend: backend)
-        WhiteningKernels.columnSums(product, rows: n, columns: d, into: &dgamma, backend: backend)
+        // Only the parameters the layer has (`Affine`); an absent one's gradient is empty.
+        if affine.hasShift {
+            WhiteningKernels.columnSums(dy, rows: n, columns: d, into: &dbeta, backend: backend)
+        } else {
+            dbeta = []
+        }
+        if affine.hasScale {
+            WhiteningKernels.columnSums(product, rows: n, columns: d, into: &dgamma, backend: backend)
+        } else {
+            dgamma = []
+        }
 
         var dx = [Scalar].unspecified(count: n * d)
         for g in 0..<groupCount {

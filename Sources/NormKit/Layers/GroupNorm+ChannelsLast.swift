@@ -75,12 +75,14 @@ extension GroupStatistics {
         let statisticsAt = split.workers * perWorker
         let own = statistics == nil ? 2 * Workspace<Scalar>.lines(g.rows) : 0
         let streaming = StreamingStores.shouldStream(count: g.rows * g.rowLength, of: Scalar.self)
-        return workspace.withRegions(ones: sample.onesCount(block: block), scratch: statisticsAt + own) {
-            ones, scratch in
+        return workspace.withRegions(
+            ones: sample.onesCount(block: block), scratch: statisticsAt + own, parameters: g.channels
+        ) { ones, scratch, standIns in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
+                // Ones and zeros stand in for absent parameters (`Affine`).
                 let context = (split: split, x: x, y: y, g: g, sample: sample, block: block,
-                               gamma: gammaBuffer.baseAddress, beta: betaBuffer.baseAddress,
+                               gamma: standIns.scale(gammaBuffer), beta: standIns.shift(betaBuffer),
                                mean: statistics?.mean ?? scratch + statisticsAt,
                                invstd: statistics?.invstd ?? scratch + statisticsAt + own / 2,
                                epsilon: epsilon, backend: backend, streaming: streaming,
@@ -94,7 +96,7 @@ extension GroupStatistics {
                         let offset = n * g.channels * g.spatial, row = n * g.groups
                         if let failed = channelsLastSample(
                             x: c.x! + offset, geometry: c.sample, groups: g.groups, block: c.block,
-                            backend: c.backend, epsilon: c.epsilon, gamma: c.gamma!, beta: c.beta!,
+                            backend: c.backend, epsilon: c.epsilon, gamma: c.gamma, beta: c.beta,
                             mean: c.mean + row, invstd: c.invstd + row, y: c.y! + offset,
                             streaming: c.streaming, epilogue: c.epilogue.advanced(by: offset),
                             ones: c.ones, scratch: regions) {
@@ -158,8 +160,8 @@ extension GroupStatistics {
     /// then the chunks' partial `dgamma` and `dbeta` summed in chunk order.
     @inlinable
     static func channelsLastBackward<Scalar: BLASScalar>(
-        _ p: BackwardPointers<Scalar>, mask: UnsafePointer<UInt8>?, geometry g: GroupNormKernels.Geometry,
-        backend: Backend, workspace: inout Workspace<Scalar>
+        _ buffers: GradientBuffers<Scalar>, cache: NormCache<Scalar>, mask: UnsafePointer<UInt8>?,
+        geometry g: GroupNormKernels.Geometry, backend: Backend, workspace: inout Workspace<Scalar>
     ) {
         let sample = ChannelGeometry(outer: g.spatial, channels: g.channels, inner: 1)
         let block = sample.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
@@ -173,7 +175,9 @@ extension GroupStatistics {
         let streaming = StreamingStores.shouldStream(count: g.rows * g.rowLength, of: Scalar.self)
         let partialsAt = split.workers * perWorker
         workspace.withRegions(ones: sample.onesCount(block: block),
-                              scratch: partialsAt + split.chunks * 2 * g.channels) { ones, scratch in
+                              scratch: partialsAt + split.chunks * 2 * g.channels,
+                              parameters: g.channels) { ones, scratch, standIns in
+            cache.withBackwardPointers(buffers, standIns: standIns) { p in
             let partials = scratch + partialsAt
             let context = (split: split, p: p, mask: mask, g: g, sample: sample, block: block,
                            backend: backend, streaming: streaming, ones: ones, scratch: scratch,
@@ -196,6 +200,7 @@ extension GroupStatistics {
             }
             Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * g.channels,
                                   count: g.channels, dgamma: p.dgamma, dbeta: p.dbeta)
+            }
         }
     }
 

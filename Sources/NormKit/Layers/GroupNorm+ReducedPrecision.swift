@@ -22,7 +22,7 @@ extension GroupNorm: ReducedPrecisionLayer where Scalar == Float {
         try GroupStatistics.reducedLayout(layout)
         try GroupStatistics.forward(
             input, shape: shape, mode: mode, channels: channelCount, groups: groupCount,
-            origin: cacheOrigin, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            origin: cacheOrigin, affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
             activation: activation, output: output, cache: &cache, workspace: &workspace)
     }
 
@@ -37,7 +37,7 @@ extension GroupNorm: ReducedPrecisionLayer where Scalar == Float {
     ) throws(NormError) {
         try GroupStatistics.reducedLayout(layout)
         try GroupStatistics.infer(
-            input, shape: shape, channels: channelCount, groups: groupCount, gamma: gamma,
+            input, shape: shape, channels: channelCount, groups: groupCount, affine: affine, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, activation: activation,
             output: output, workspace: &workspace)
     }
@@ -97,7 +97,7 @@ extension InstanceNorm: ReducedPrecisionLayer where Scalar == Float {
         }
         try GroupStatistics.forward(
             input, shape: shape, mode: .training, channels: channels, groups: channels,
-            origin: cacheOrigin, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            origin: cacheOrigin, affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
             activation: activation, output: output, cache: &cache, workspace: &workspace)
         if mode == .training { foldInstanceStatistics(cache, shape: shape, workspace: &workspace) }
     }
@@ -125,7 +125,7 @@ extension InstanceNorm: ReducedPrecisionLayer where Scalar == Float {
                 workspace: &workspace)
         }
         try GroupStatistics.infer(
-            input, shape: shape, channels: channels, groups: channels, gamma: gamma,
+            input, shape: shape, channels: channels, groups: channels, affine: affine, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, activation: activation,
             output: output, workspace: &workspace)
     }

@@ -32,9 +32,12 @@ public struct GroupNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
     /// Where the channels are: ``ChannelLayout/nchw`` (after the batch) or
     /// ``ChannelLayout/nhwc`` (last), for every rank.
     public var layout: ChannelLayout
-    /// The scale, one per channel; starts at ones.
+    /// Which of `gamma` and `beta` the layer has (PyTorch's `affine`).
+    public let affine: Affine
+    /// The scale, one per channel; starts at ones; empty without one (``Affine/none``).
     public var gamma: [Scalar]
-    /// The shift, one per channel; starts at zeros.
+    /// The shift, one per channel; starts at zeros; empty without one
+    /// (``Affine/scaleOnly``, ``Affine/none``).
     public var beta: [Scalar]
     /// Added to the variance before the square root; finite and positive.
     public var epsilon: Scalar
@@ -49,7 +52,8 @@ public struct GroupNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
     ///   ``NormError/invalidGroupCount(groupCount:channelCount:)`` when `G` is not
     ///   positive or does not divide `C`, ``NormError/invalidEpsilon(_:)``.
     public init(channelCount: Int, groupCount: Int, epsilon: Scalar = 1e-5, layout: ChannelLayout = .nchw,
-                activation: FusedActivation = .none, backend: Backend = .blas) throws(NormError) {
+                activation: FusedActivation = .none, affine: Affine = .scaleAndShift,
+                backend: Backend = .blas) throws(NormError) {
         try Validation.featureCount(channelCount)
         guard groupCount > 0, channelCount % groupCount == 0 else {
             throw .invalidGroupCount(groupCount: groupCount, channelCount: channelCount)
@@ -58,8 +62,9 @@ public struct GroupNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
         self.channelCount = channelCount
         self.groupCount = groupCount
         self.layout = layout
-        self.gamma = Array(repeating: 1, count: channelCount)
-        self.beta = Array(repeating: 0, count: channelCount)
+        self.affine = affine
+        self.gamma = Array(repeating: 1, count: affine.scaleCount(channelCount))
+        self.beta = Array(repeating: 0, count: affine.shiftCount(channelCount))
         self.epsilon = epsilon
         self.activation = activation
         self.backend = backend
@@ -90,7 +95,7 @@ public struct GroupNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
     ) throws(NormError) {
         try GroupStatistics.forward(
             input, shape: shape, mode: mode, channels: channelCount, groups: groupCount, layout: layout,
-            origin: cacheOrigin, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            origin: cacheOrigin, affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
             output: output, residual: residual, activation: activation, cache: &cache,
             workspace: &workspace)
     }
@@ -105,7 +110,7 @@ public struct GroupNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
         into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try GroupStatistics.infer(
-            input, shape: shape, channels: channelCount, groups: groupCount, layout: layout, gamma: gamma,
+            input, shape: shape, channels: channelCount, groups: groupCount, layout: layout, affine: affine, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, activation: activation,
             output: output, workspace: &workspace)
     }
@@ -161,15 +166,14 @@ enum GroupStatistics {
                                          spatial: s.spatial)
     }
 
-    /// Checks `epsilon` and that `gamma` and `beta` hold `channels` values
-    /// (the public `var`s every pass depends on).
+    /// Checks `epsilon` and that `gamma` and `beta` hold the values `affine`
+    /// says for `channels` channels (the public `var`s every pass depends on).
     @inlinable
     static func parameters<Scalar: BLASScalar>(
-        gamma: [Scalar], beta: [Scalar], epsilon: Scalar, channels: Int
+        affine: Affine, gamma: [Scalar], beta: [Scalar], epsilon: Scalar, channels: Int
     ) throws(NormError) {
         try Validation.epsilon(epsilon)
-        try Validation.count("gamma", gamma.count, expected: channels)
-        try Validation.count("beta", beta.count, expected: channels)
+        try Validation.affineParameters(affine, gamma: gamma, beta: beta, count: channels)
     }
 
     /// The forward pass over `(N, C, H, W)` input, with the epilogue's
@@ -178,19 +182,20 @@ enum GroupStatistics {
     @inlinable
     static func forward<Scalar: BLASScalar>(
         _ x: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode, channels: Int, groups: Int,
-        layout: ChannelLayout, origin: CacheOrigin, gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
+        layout: ChannelLayout, origin: CacheOrigin, affine: Affine, gamma: [Scalar], beta: [Scalar], epsilon: Scalar,
+        backend: Backend,
         output: UnsafeMutableBufferPointer<Scalar>, residual: UnsafeBufferPointer<Scalar>?,
         activation: FusedActivation, cache: inout NormCache<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try parameters(gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
+        try parameters(affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
         try cache.adopt(x, shape: shape)
         try Validation.buffer("output", output.count, expected: x.count)
         try Validation.residual(residual, count: x.count)
         let input = cache.input
         let g = try geometry(input, channels: channels, groups: groups, layout: layout)
         try Validation.valuesPerStatistic(g.rowLength)
-        cache.record(gamma: gamma, mode: mode, statisticCount: g.rows, origin: origin)
+        cache.record(gamma: gamma, beta: beta, parameters: channels, mode: mode, statisticCount: g.rows, origin: origin)
         cache.prepareMask(activation: activation, count: x.count)
         let failure: Int? = input.withUnsafeBufferPointer { x in
             cache.storedMean.withUnsafeMutableBufferPointer { mean in
@@ -215,11 +220,11 @@ enum GroupStatistics {
     @inlinable
     static func infer<Scalar: BLASScalar>(
         _ x: UnsafeBufferPointer<Scalar>, shape: [Int], channels: Int, groups: Int,
-        layout: ChannelLayout, gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
+        layout: ChannelLayout, affine: Affine, gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
         activation: FusedActivation, output: UnsafeMutableBufferPointer<Scalar>,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try parameters(gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
+        try parameters(affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
         let count = try Validation.inferBuffers(x, output, shape: shape)
         let g = try geometry(shape: shape, count: count, channels: channels, groups: groups, layout: layout)
         try Validation.valuesPerStatistic(g.rowLength)
@@ -268,14 +273,16 @@ enum GroupStatistics {
         let statisticsAt = split.workers * perWorker
         let own = statistics == nil ? 2 * Workspace<Scalar>.lines(g.rows) : 0
         let streaming = StreamingStores.shouldStream(count: g.rows * g.rowLength, of: Scalar.self)
-        return workspace.withRegions(ones: onesCount, scratch: statisticsAt + own) { ones, scratch in
+        return workspace.withRegions(
+            ones: onesCount, scratch: statisticsAt + own, parameters: channels
+        ) { ones, scratch, standIns in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
                 let mean = statistics?.mean ?? scratch + statisticsAt
                 let invstd = statistics?.invstd ?? scratch + statisticsAt + own / 2
-                // Addresses unwrapped in the chunks, which an empty batch has none of.
+                // Ones and zeros stand in for absent parameters (`Affine`).
                 let context = (split: split, x: x, y: y,
-                               gamma: gammaBuffer.baseAddress, beta: betaBuffer.baseAddress,
+                               gamma: standIns.scale(gammaBuffer), beta: standIns.shift(betaBuffer),
                                mean: mean, invstd: invstd, g: g,
                                blockRows: blockRows, epsilon: epsilon, backend: backend,
                                streaming: streaming, epilogue: epilogue, ones: ones,
@@ -290,7 +297,7 @@ enum GroupStatistics {
                         geometry: .init(samples: samples.count, channels: g.channels,
                                         groups: g.groups, spatial: g.spatial),
                         blockRows: c.blockRows, epsilon: c.epsilon, backend: c.backend,
-                        gamma: c.gamma!, beta: c.beta!, mean: c.mean + firstRow,
+                        gamma: c.gamma, beta: c.beta, mean: c.mean + firstRow,
                         invstd: c.invstd + firstRow, y: c.y! + offset, streaming: c.streaming,
                         epilogue: c.epilogue.advanced(by: offset),
                         ones: c.ones, scratch: c.scratch + worker * c.perWorker
@@ -328,9 +335,8 @@ enum GroupStatistics {
         try Validation.cache(cache, parameters: channels, statistics: g.rows)
         try Validation.gradientBuffers(buffers, cache: cache, parameters: channels)
         guard layout == .nchw else {
-            return cache.withBackwardPointers(buffers) { p in
-                channelsLastBackward(p, mask: mask, geometry: g, backend: backend, workspace: &workspace)
-            }
+            return channelsLastBackward(buffers, cache: cache, mask: mask, geometry: g, backend: backend,
+                                        workspace: &workspace)
         }
         let blockRows = backend == .blas
             ? CacheGeometry.blockRows(rows: g.rows, columns: g.rowLength,
@@ -343,8 +349,9 @@ enum GroupStatistics {
         let perWorker = Workspace<Scalar>.lines(
             GroupNormKernels.backwardScratch(geometry: g, blockRows: blockRows))
         let scratchCount = split.workers * perWorker + split.chunks * 2 * channels
-        workspace.withRegions(ones: onesCount, scratch: scratchCount) { ones, scratch in
-            cache.withBackwardPointers(buffers) { p in
+        workspace.withRegions(ones: onesCount, scratch: scratchCount, parameters: channels) {
+            ones, scratch, standIns in
+            cache.withBackwardPointers(buffers, standIns: standIns) { p in
                 let partials = scratch + split.workers * perWorker
                 let context = (split: split, p: p, partials: partials, channels: channels,
                                groups: groups, spatial: g.spatial, blockRows: blockRows,

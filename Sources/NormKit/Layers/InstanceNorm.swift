@@ -28,9 +28,12 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
     /// Where the channels are: ``ChannelLayout/nchw`` (after the batch) or
     /// ``ChannelLayout/nhwc`` (last), for every rank.
     public var layout: ChannelLayout
-    /// The scale, one per channel; starts at ones.
+    /// Which of `gamma` and `beta` the layer has (PyTorch's `affine`).
+    public let affine: Affine
+    /// The scale, one per channel; starts at ones; empty without one (``Affine/none``).
     public var gamma: [Scalar]
-    /// The shift, one per channel; starts at zeros.
+    /// The shift, one per channel; starts at zeros; empty without one
+    /// (``Affine/scaleOnly``, ``Affine/none``).
     public var beta: [Scalar]
     /// Added to the variance before the square root; finite and positive.
     public var epsilon: Scalar
@@ -65,14 +68,15 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
     public init(channelCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
                 varianceEstimator: VarianceEstimator = .biased, layout: ChannelLayout = .nchw,
                 activation: FusedActivation = .none, runningStatistics: RunningStatistics = .none,
-                backend: Backend = .blas) throws(NormError) {
+                affine: Affine = .scaleAndShift, backend: Backend = .blas) throws(NormError) {
         try Validation.featureCount(channelCount)
         try Validation.epsilon(epsilon)
         try Validation.momentum(momentum)
         self.channelCount = channelCount
         self.layout = layout
-        self.gamma = Array(repeating: 1, count: channelCount)
-        self.beta = Array(repeating: 0, count: channelCount)
+        self.affine = affine
+        self.gamma = Array(repeating: 1, count: affine.scaleCount(channelCount))
+        self.beta = Array(repeating: 0, count: affine.shiftCount(channelCount))
         self.runningMean = Array(repeating: 0, count: channelCount)
         self.runningVariance = Array(repeating: 0, count: channelCount)
         self.epsilon = epsilon
@@ -87,7 +91,7 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
     @inlinable
     func validateParameters() throws(NormError) {
         try Validation.batchParameters(
-            count: channelCount, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+            count: channelCount, affine: affine, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
             epsilon: epsilon, momentum: momentum, batchesTracked: batchesTracked)
     }
 
@@ -174,7 +178,7 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
         }
         try GroupStatistics.forward(
             input, shape: shape, mode: .training, channels: channelCount, groups: channelCount, layout: layout,
-            origin: cacheOrigin, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            origin: cacheOrigin, affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
             output: output, residual: residual, activation: activation, cache: &cache,
             workspace: &workspace)
         if mode == .training { foldInstanceStatistics(cache, shape: shape, workspace: &workspace) }
@@ -199,7 +203,7 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
                 epilogue: Epilogue(residual: nil, activation: activation), workspace: &workspace)
         }
         try GroupStatistics.infer(
-            input, shape: shape, channels: channelCount, groups: channelCount, layout: layout, gamma: gamma,
+            input, shape: shape, channels: channelCount, groups: channelCount, layout: layout, affine: affine, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, activation: activation,
             output: output, workspace: &workspace)
     }

@@ -25,28 +25,37 @@ public struct LayerNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatab
     public let featureCount: Int
     /// The trailing dimensions normalized together (PyTorch's
     /// `normalized_shape`): `[featureCount]` unless made by
-    /// ``init(normalizedShape:epsilon:backend:)``. An input is `(..., normalizedShape)`:
+    /// ``init(normalizedShape:epsilon:affine:backend:)``. An input is `(..., normalizedShape)`:
     /// any leading dimensions, whose product is the number of samples.
     public private(set) var normalizedShape: [Int]
-    /// The scale, one per feature; starts at ones.
+    /// Which of `gamma` and `beta` the layer has (PyTorch's
+    /// `elementwise_affine` and `bias`).
+    public let affine: Affine
+    /// The scale, one per feature; starts at ones; empty without one
+    /// (``Affine/none``).
     public var gamma: [Scalar]
-    /// The shift, one per feature; starts at zeros.
+    /// The shift, one per feature; starts at zeros; empty without one
+    /// (``Affine/scaleOnly``, ``Affine/none``).
     public var beta: [Scalar]
     /// Added to the variance before the square root; finite and positive.
     public var epsilon: Scalar
     /// The implementation used.
     public var backend: Backend
 
-    /// Creates a layer-norm layer with `gamma` ones and `beta` zeros.
+    /// Creates a layer-norm layer with `gamma` ones and `beta` zeros (those
+    /// that `affine` gives it).
     ///
     /// - Throws: ``NormError/invalidFeatureCount(_:)``, ``NormError/invalidEpsilon(_:)``.
-    public init(featureCount: Int, epsilon: Scalar = 1e-5, backend: Backend = .blas) throws(NormError) {
+    /// - Complexity: O(`featureCount`).
+    public init(featureCount: Int, epsilon: Scalar = 1e-5, affine: Affine = .scaleAndShift,
+                backend: Backend = .blas) throws(NormError) {
         try Validation.featureCount(featureCount)
         try Validation.epsilon(epsilon)
         self.featureCount = featureCount
         self.normalizedShape = [featureCount]
-        self.gamma = Array(repeating: 1, count: featureCount)
-        self.beta = Array(repeating: 0, count: featureCount)
+        self.affine = affine
+        self.gamma = Array(repeating: 1, count: affine.scaleCount(featureCount))
+        self.beta = Array(repeating: 0, count: affine.shiftCount(featureCount))
         self.epsilon = epsilon
         self.backend = backend
     }
@@ -60,9 +69,10 @@ public struct LayerNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatab
     ///   shape or a dimension below 1, ``NormError/invalidFeatureCount(_:)``,
     ///   ``NormError/invalidEpsilon(_:)``.
     /// - Complexity: O(product of `normalizedShape`).
-    public init(normalizedShape: [Int], epsilon: Scalar = 1e-5, backend: Backend = .blas) throws(NormError) {
+    public init(normalizedShape: [Int], epsilon: Scalar = 1e-5, affine: Affine = .scaleAndShift,
+                backend: Backend = .blas) throws(NormError) {
         let count = try Validation.normalizedShape(normalizedShape)
-        try self.init(featureCount: count, epsilon: epsilon, backend: backend)
+        try self.init(featureCount: count, epsilon: epsilon, affine: affine, backend: backend)
         self.normalizedShape = normalizedShape
     }
 
@@ -94,9 +104,7 @@ public struct LayerNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatab
         into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try Validation.epsilon(epsilon)
-        try Validation.count("gamma", gamma.count, expected: featureCount)
-        try Validation.count("beta", beta.count, expected: featureCount)
+        try validateParameters()
         try RowNormalization.forward(
             input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape, centred: true, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, output: output, cache: &cache,
@@ -145,15 +153,16 @@ public struct LayerNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatab
     @inlinable
     func validateParameters() throws(NormError) {
         try Validation.epsilon(epsilon)
-        try Validation.count("gamma", gamma.count, expected: featureCount)
-        try Validation.count("beta", beta.count, expected: featureCount)
+        try Validation.affineParameters(affine, gamma: gamma, beta: beta, count: featureCount)
     }
 
     /// The backward pass (cs231n's `layernorm_backward`):
     /// `dx = invstd_i · (dxhat - mean_j(dxhat) - xhat · mean_j(dxhat·xhat))` with
     /// `dxhat = gamma ∘ dy`; `dgamma = Σ_i dy·xhat`; `dbeta = Σ_i dy`.
     ///
-    /// Row terms are `gemv(NoTrans, ·, gamma)`, column sums `gemv(Trans, ·, 1)`.
+    /// Row terms are `gemv(NoTrans, ·, gamma)`, column sums `gemv(Trans, ·, 1)`;
+    /// a parameter the layer does not have (``affine``) takes an empty
+    /// gradient buffer and its column sum is not computed.
     /// - Throws: ``NormError/bufferCountMismatch(name:expected:actual:)``, or
     ///   ``NormError/cacheMismatch(expected:actual:)`` for a cache
     ///   from another layer, size, layout or group count, or from a forward pass

@@ -19,13 +19,12 @@ private func validated<Layer>(
 
 /// The checks a decoded layer's `gamma` and `beta` pass, before the layer is
 /// built (so a count that the arrays do not back allocates nothing): their
-/// lengths (as `forward` checks), and finite values.
+/// lengths (as `forward` checks, by `affine`), and finite values.
 private func checkAffine<Scalar: BLASScalar>(
-    gamma: [Scalar], beta: [Scalar], count: Int
+    gamma: [Scalar], beta: [Scalar], affine: Affine, count: Int
 ) throws(NormError) {
     try Validation.featureCount(count)
-    try Validation.count("gamma", gamma.count, expected: count)
-    try Validation.count("beta", beta.count, expected: count)
+    try Validation.affineParameters(affine, gamma: gamma, beta: beta, count: count)
     try Validation.finite("gamma", gamma)
     try Validation.finite("beta", beta)
 }
@@ -48,7 +47,7 @@ extension InstanceNorm: RunningStatisticsLayer {}
 /// `channelCount` by the layer's input; `layout` for SpatialBatchNorm only).
 private enum RunningCodingKeys: String, CodingKey {
     case featureCount, channelCount, layout, gamma, beta, runningMean, runningVariance, epsilon, momentum
-    case varianceEstimator, backend, activation, runningStatistics, batchesTracked
+    case varianceEstimator, backend, activation, runningStatistics, batchesTracked, affine
 }
 
 /// What ``BatchNorm`` and ``SpatialBatchNorm`` encode besides their size and layout.
@@ -60,9 +59,11 @@ private struct RunningState<Scalar: BLASScalar> {
     // Absent from archives written before they existed: PyTorch's defaults.
     var policy: RunningStatistics = .exponential
     var batchesTracked = 0
+    var affine: Affine = .scaleAndShift
 
     init(_ c: KeyedDecodingContainer<RunningCodingKeys>) throws {
         policy = try c.decodeIfPresent(RunningStatistics.self, forKey: .runningStatistics) ?? .exponential
+        affine = try c.decodeIfPresent(Affine.self, forKey: .affine) ?? .scaleAndShift
         batchesTracked = try c.decodeIfPresent(Int.self, forKey: .batchesTracked) ?? 0
         epsilon = try c.decode(Scalar.self, forKey: .epsilon)
         momentum = try c.decode(Scalar.self, forKey: .momentum)
@@ -76,17 +77,17 @@ private struct RunningState<Scalar: BLASScalar> {
 
     init(gamma: [Scalar], beta: [Scalar], runningMean: [Scalar], runningVariance: [Scalar],
          epsilon: Scalar, momentum: Scalar, estimator: VarianceEstimator, backend: Backend,
-         policy: RunningStatistics, batchesTracked: Int) {
+         policy: RunningStatistics, batchesTracked: Int, affine: Affine) {
         (self.gamma, self.beta, self.runningMean, self.runningVariance) = (gamma, beta, runningMean, runningVariance)
         (self.epsilon, self.momentum, self.estimator, self.backend) = (epsilon, momentum, estimator, backend)
-        (self.policy, self.batchesTracked) = (policy, batchesTracked)
+        (self.policy, self.batchesTracked, self.affine) = (policy, batchesTracked, affine)
     }
 
     /// What a decoded layer of `count` features must hold, checked before it
     /// is built: `forward`'s length checks, finite values, and a running
     /// variance that is not negative.
     func check(count: Int) throws(NormError) {
-        try checkAffine(gamma: gamma, beta: beta, count: count)
+        try checkAffine(gamma: gamma, beta: beta, affine: affine, count: count)
         try Validation.batchesTracked(batchesTracked)
         try Validation.count("runningMean", runningMean.count, expected: count)
         try Validation.count("runningVariance", runningVariance.count, expected: count)
@@ -117,6 +118,7 @@ private struct RunningState<Scalar: BLASScalar> {
         try c.encode(backend, forKey: .backend)
         try c.encode(policy, forKey: .runningStatistics)
         try c.encode(batchesTracked, forKey: .batchesTracked)
+        if affine != .scaleAndShift { try c.encode(affine, forKey: .affine) }
     }
 }
 
@@ -134,7 +136,7 @@ extension BatchNorm: ArchivableLayer {
             try v.check(count: count)
             var layer = try BatchNorm(featureCount: count, epsilon: v.epsilon, momentum: v.momentum,
                                       varianceEstimator: v.estimator, activation: activation,
-                                      runningStatistics: v.policy, backend: v.backend)
+                                      runningStatistics: v.policy, affine: v.affine, backend: v.backend)
             try v.restore(into: &layer)
             return layer
         }
@@ -148,7 +150,7 @@ extension BatchNorm: ArchivableLayer {
         try RunningState(gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
                          epsilon: epsilon, momentum: momentum, estimator: varianceEstimator,
                          backend: backend, policy: runningStatistics,
-                         batchesTracked: batchesTracked).encode(to: &c)
+                         batchesTracked: batchesTracked, affine: affine).encode(to: &c)
     }
 }
 
@@ -168,7 +170,7 @@ extension SpatialBatchNorm: ArchivableLayer {
             var layer = try SpatialBatchNorm(channelCount: count, epsilon: v.epsilon, momentum: v.momentum,
                                              varianceEstimator: v.estimator, layout: layout,
                                              activation: activation, runningStatistics: v.policy,
-                                             backend: v.backend)
+                                             affine: v.affine, backend: v.backend)
             try v.restore(into: &layer)
             return layer
         }
@@ -183,7 +185,7 @@ extension SpatialBatchNorm: ArchivableLayer {
         try RunningState(gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
                          epsilon: epsilon, momentum: momentum, estimator: varianceEstimator,
                          backend: backend, policy: runningStatistics,
-                         batchesTracked: batchesTracked).encode(to: &c)
+                         batchesTracked: batchesTracked, affine: affine).encode(to: &c)
     }
 }
 
@@ -191,26 +193,30 @@ extension SpatialBatchNorm: ArchivableLayer {
 /// ``GroupNorm``, `featureCount` or `channelCount` by the layer's input.
 private enum AffineCodingKeys: String, CodingKey {
     case featureCount, channelCount, groupCount, gamma, beta, epsilon, backend, activation, normalizedShape, layout
+    case affine
 }
 
 /// Decodes a layer without running statistics: its size under `countKey`,
-/// then `make` (the layer's validating initializer) with the size, `epsilon`
-/// and `backend`, then `gamma` and `beta`, checked against the size.
+/// then `make` (the layer's validating initializer) with the size, `epsilon`,
+/// the affine map (`defaultAffine` when the archive names none) and
+/// `backend`, then `gamma` and `beta`, checked against the size.
 private func decodeAffineLayer<Layer: NormalizationLayer>(
-    _ decoder: any Decoder, countKey: AffineCodingKeys,
-    checkBeta: ([Layer.Scalar]) throws(NormError) -> Void = { _ in },
-    _ make: (Int, Layer.Scalar, Backend) throws(NormError) -> Layer
+    _ decoder: any Decoder, countKey: AffineCodingKeys, defaultAffine: Affine = .scaleAndShift,
+    _ make: (Int, Layer.Scalar, Affine, Backend) throws(NormError) -> Layer
 ) throws -> Layer {
     let c = try decoder.container(keyedBy: AffineCodingKeys.self)
     let count = try c.decode(Int.self, forKey: countKey)
     let gamma = try c.decode([Layer.Scalar].self, forKey: .gamma)
-    let beta = try c.decode([Layer.Scalar].self, forKey: .beta)
+    var beta = try c.decode([Layer.Scalar].self, forKey: .beta)
     let epsilon = try c.decode(Layer.Scalar.self, forKey: .epsilon)
     let backend = try c.decode(Backend.self, forKey: .backend)
+    let named = try c.decodeIfPresent(Affine.self, forKey: .affine)
+    let affine = named ?? defaultAffine
+    // An RMSNorm archive from before `Affine` holds zeros for its beta.
+    if named == nil, !affine.hasShift, beta.count == count, beta.allSatisfy({ $0 == 0 }) { beta = [] }
     return try validated(c.codingPath) { () throws(NormError) in
-        try checkAffine(gamma: gamma, beta: beta, count: count)
-        try checkBeta(beta)
-        var layer = try make(count, epsilon, backend)
+        try checkAffine(gamma: gamma, beta: beta, affine: affine, count: count)
+        var layer = try make(count, epsilon, affine, backend)
         (layer.gamma, layer.beta) = (gamma, beta)
         return layer
     }
@@ -229,11 +235,13 @@ private func checkNormalizedShape(_ shape: [Int], count: Int) throws(NormError) 
     }
 }
 
-/// Encodes `gamma`, `beta`, `epsilon` and `backend`.
+/// Encodes `gamma`, `beta`, `epsilon`, `backend`, and `affine` when it is
+/// not `defaultAffine`.
 private func encodeAffine<Scalar: BLASScalar>(
     _ c: inout KeyedEncodingContainer<AffineCodingKeys>, gamma: [Scalar], beta: [Scalar],
-    epsilon: Scalar, backend: Backend
+    epsilon: Scalar, backend: Backend, affine: Affine, defaultAffine: Affine = .scaleAndShift
 ) throws {
+    if affine != defaultAffine { try c.encode(affine, forKey: .affine) }
     try c.encode(gamma, forKey: .gamma)
     try c.encode(beta, forKey: .beta)
     try c.encode(epsilon, forKey: .epsilon)
@@ -246,10 +254,13 @@ extension LayerNorm: ArchivableLayer {
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
         let shape = try decodeNormalizedShape(decoder)
-        self = try decodeAffineLayer(decoder, countKey: .featureCount) { (count, epsilon, backend) throws(NormError) in
-            guard let shape else { return try LayerNorm(featureCount: count, epsilon: epsilon, backend: backend) }
+        self = try decodeAffineLayer(decoder, countKey: .featureCount) {
+            (count, epsilon, affine, backend) throws(NormError) in
+            guard let shape else {
+                return try LayerNorm(featureCount: count, epsilon: epsilon, affine: affine, backend: backend)
+            }
             try checkNormalizedShape(shape, count: count)
-            return try LayerNorm(normalizedShape: shape, epsilon: epsilon, backend: backend)
+            return try LayerNorm(normalizedShape: shape, epsilon: epsilon, affine: affine, backend: backend)
         }
     }
 
@@ -259,7 +270,7 @@ extension LayerNorm: ArchivableLayer {
         var c = encoder.container(keyedBy: AffineCodingKeys.self)
         try c.encode(featureCount, forKey: .featureCount)
         if normalizedShape.count > 1 { try c.encode(normalizedShape, forKey: .normalizedShape) }
-        try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend)
+        try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend, affine: affine)
     }
 }
 
@@ -269,11 +280,13 @@ extension RMSNorm: ArchivableLayer {
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
         let shape = try decodeNormalizedShape(decoder)
-        self = try decodeAffineLayer(decoder, countKey: .featureCount, checkBeta: RMSNorm.checkBeta) {
-            (count, epsilon, backend) throws(NormError) in
-            guard let shape else { return try RMSNorm(featureCount: count, epsilon: epsilon, backend: backend) }
+        self = try decodeAffineLayer(decoder, countKey: .featureCount, defaultAffine: .scaleOnly) {
+            (count, epsilon, affine, backend) throws(NormError) in
+            guard let shape else {
+                return try RMSNorm(featureCount: count, epsilon: epsilon, affine: affine, backend: backend)
+            }
             try checkNormalizedShape(shape, count: count)
-            return try RMSNorm(normalizedShape: shape, epsilon: epsilon, backend: backend)
+            return try RMSNorm(normalizedShape: shape, epsilon: epsilon, affine: affine, backend: backend)
         }
     }
 
@@ -283,7 +296,8 @@ extension RMSNorm: ArchivableLayer {
         var c = encoder.container(keyedBy: AffineCodingKeys.self)
         try c.encode(featureCount, forKey: .featureCount)
         if normalizedShape.count > 1 { try c.encode(normalizedShape, forKey: .normalizedShape) }
-        try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend)
+        try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend, affine: affine,
+                         defaultAffine: .scaleOnly)
     }
 }
 
@@ -296,9 +310,10 @@ extension GroupNorm: ArchivableLayer {
         let groups = try c.decode(Int.self, forKey: .groupCount)
         let activation = try c.decodeIfPresent(FusedActivation.self, forKey: .activation) ?? .none
         let layout = try c.decodeIfPresent(ChannelLayout.self, forKey: .layout) ?? .nchw
-        self = try decodeAffineLayer(decoder, countKey: .channelCount) { (count, epsilon, backend) throws(NormError) in
+        self = try decodeAffineLayer(decoder, countKey: .channelCount) {
+            (count, epsilon, affine, backend) throws(NormError) in
             try GroupNorm(channelCount: count, groupCount: groups, epsilon: epsilon, layout: layout,
-                          activation: activation, backend: backend)
+                          activation: activation, affine: affine, backend: backend)
         }
     }
 
@@ -310,7 +325,7 @@ extension GroupNorm: ArchivableLayer {
         try c.encode(groupCount, forKey: .groupCount)
         if layout != .nchw { try c.encode(layout, forKey: .layout) }
         if activation != .none { try c.encode(activation, forKey: .activation) }
-        try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend)
+        try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend, affine: affine)
     }
 }
 
@@ -336,12 +351,13 @@ extension InstanceNorm: ArchivableLayer {
             estimator: try c.decodeIfPresent(VarianceEstimator.self, forKey: .varianceEstimator) ?? .biased,
             backend: try c.decode(Backend.self, forKey: .backend),
             policy: try c.decodeIfPresent(RunningStatistics.self, forKey: .runningStatistics) ?? .none,
-            batchesTracked: try c.decodeIfPresent(Int.self, forKey: .batchesTracked) ?? 0)
+            batchesTracked: try c.decodeIfPresent(Int.self, forKey: .batchesTracked) ?? 0,
+            affine: try c.decodeIfPresent(Affine.self, forKey: .affine) ?? .scaleAndShift)
         self = try validated(c.codingPath) { () throws(NormError) in
             try v.check(count: count)
             var layer = try InstanceNorm(channelCount: count, epsilon: v.epsilon, momentum: v.momentum,
                                          varianceEstimator: v.estimator, layout: layout, activation: activation,
-                                         runningStatistics: v.policy, backend: v.backend)
+                                         runningStatistics: v.policy, affine: v.affine, backend: v.backend)
             try v.restore(into: &layer)
             return layer
         }
@@ -356,14 +372,14 @@ extension InstanceNorm: ArchivableLayer {
         if activation != .none { try c.encode(activation, forKey: .activation) }
         try RunningState(gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
                          epsilon: epsilon, momentum: momentum, estimator: varianceEstimator, backend: backend,
-                         policy: runningStatistics, batchesTracked: batchesTracked).encode(to: &c)
+                         policy: runningStatistics, batchesTracked: batchesTracked, affine: affine).encode(to: &c)
     }
 }
 
 extension DecorrelatedBatchNorm: ArchivableLayer {
     private enum CodingKeys: String, CodingKey {
         case featureCount, groupSize, method, gamma, beta, runningMean, runningWhitening
-        case epsilon, momentum, backend
+        case epsilon, momentum, backend, affine
     }
 
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
@@ -382,14 +398,16 @@ extension DecorrelatedBatchNorm: ArchivableLayer {
         let beta = try c.decode([Scalar].self, forKey: .beta)
         let mean = try c.decode([Scalar].self, forKey: .runningMean)
         let whitening = try c.decode([Scalar].self, forKey: .runningWhitening)
+        let affine = try c.decodeIfPresent(Affine.self, forKey: .affine) ?? .scaleAndShift
         self = try validated(c.codingPath) { () throws(NormError) in
             // The arrays' lengths first: a size they do not back allocates nothing.
-            try checkAffine(gamma: gamma, beta: beta, count: count)
+            try checkAffine(gamma: gamma, beta: beta, affine: affine, count: count)
             try Validation.count("runningMean", mean.count, expected: count)
             let (blocks, overflow) = count.multipliedReportingOverflow(by: groupSize)
             try Validation.count("runningWhitening", whitening.count, expected: overflow ? -1 : blocks)
             var layer = try DecorrelatedBatchNorm(featureCount: count, groupSize: groupSize, method: method,
-                                                  epsilon: epsilon, momentum: momentum, backend: backend)
+                                                  epsilon: epsilon, momentum: momentum, affine: affine,
+                                                  backend: backend)
             (layer.gamma, layer.beta, layer.runningMean, layer.runningWhitening) = (gamma, beta, mean, whitening)
             try layer.validateParameters()
             return layer
@@ -409,5 +427,6 @@ extension DecorrelatedBatchNorm: ArchivableLayer {
         try c.encode(epsilon, forKey: .epsilon)
         try c.encode(momentum, forKey: .momentum)
         try c.encode(backend, forKey: .backend)
+        if affine != .scaleAndShift { try c.encode(affine, forKey: .affine) }
     }
 }

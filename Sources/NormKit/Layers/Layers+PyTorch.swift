@@ -13,9 +13,10 @@ extension BatchNorm {
     /// estimator is ``VarianceEstimator/unbiased``. `num_batches_tracked`
     /// becomes ``batchesTracked``. A module built with
     /// `track_running_stats=False` has no running statistics: the layer's
-    /// ``runningStatistics`` is then ``RunningStatistics/none``. A module built with
-    /// `affine=False` has no `weight` or `bias`: `gamma` is then ones and
-    /// `beta` zeros. float32 and float64 arrays are widened or narrowed to `Scalar`.
+    /// ``runningStatistics`` is then ``RunningStatistics/none``. The archive
+    /// decides ``affine``: a module built with `affine=False` has no `weight`
+    /// or `bias` (``Affine/none``), a `weight` without `bias` gives
+    /// ``Affine/scaleOnly``. float32 and float64 arrays are widened or narrowed to `Scalar`.
     ///
     /// - Parameters:
     ///   - state: the archive.
@@ -35,14 +36,15 @@ extension BatchNorm {
         let p = try PyTorchBatchNormState<Scalar>(state, prefix: prefix)
         try self.init(featureCount: p.count, epsilon: epsilon, momentum: 1 - (pytorchMomentum ?? 0.1),
                       varianceEstimator: .unbiased, runningStatistics: p.policy(pytorchMomentum: pytorchMomentum),
-                      backend: backend)
+                      affine: p.affine, backend: backend)
         try p.apply(to: &gamma, &beta, &runningMean, &runningVariance, &batchesTracked)
         try validateParameters()
     }
 
     /// The layer's state under PyTorch's `state_dict` names, loadable into an
     /// `nn.BatchNorm1d` with `load_state_dict` (after `torch.from_numpy` of
-    /// each array): `weight` (`gamma`), `bias` (`beta`), and unless
+    /// each array): `weight` (`gamma`) and `bias` (`beta`) for the parameters
+    /// ``affine`` has (PyTorch's `affine=False` has neither), and unless
     /// ``runningStatistics`` is ``RunningStatistics/none``, `running_mean`,
     /// `running_var` and `num_batches_tracked` (int64, shape `()`), each under
     /// `prefix`. Arrays are float32 for `Float`, float64 for `Double`. The
@@ -81,7 +83,8 @@ extension SpatialBatchNorm {
         let p = try PyTorchBatchNormState<Scalar>(state, prefix: prefix)
         try self.init(channelCount: p.count, epsilon: epsilon, momentum: 1 - (pytorchMomentum ?? 0.1),
                       varianceEstimator: .unbiased, layout: layout,
-                      runningStatistics: p.policy(pytorchMomentum: pytorchMomentum), backend: backend)
+                      runningStatistics: p.policy(pytorchMomentum: pytorchMomentum), affine: p.affine,
+                      backend: backend)
         try p.apply(to: &gamma, &beta, &runningMean, &runningVariance, &batchesTracked)
         try validateParameters()
     }
@@ -107,6 +110,8 @@ struct PyTorchBatchNormState<Scalar: BLASScalar> {
 
     /// The channel count, from the first array present.
     var count: Int { (runningMean ?? gamma ?? []).count }
+    /// The affine map the arrays present give (a `bias` needs a `weight`, checked by `init`).
+    var affine: Affine { gamma == nil ? .none : beta == nil ? .scaleOnly : .scaleAndShift }
 
     init(_ state: NumPyArchive, prefix: String) throws(NormError) {
         func vector(_ key: String) throws(NormError) -> [Scalar]? {
@@ -148,7 +153,7 @@ struct PyTorchBatchNormState<Scalar: BLASScalar> {
     /// Copies the arrays present into a layer's, checking their lengths.
     func apply(to gamma: inout [Scalar], _ beta: inout [Scalar], _ runningMean: inout [Scalar],
                _ runningVariance: inout [Scalar], _ batchesTracked: inout Int) throws(NormError) {
-        let count = gamma.count
+        let count = runningMean.count
         for (name, array) in [("weight", self.gamma), ("bias", self.beta), ("running_mean", self.runningMean),
                               ("running_var", self.runningVariance)] {
             if let array { try Validation.count(name, array.count, expected: count) }
@@ -164,8 +169,9 @@ struct PyTorchBatchNormState<Scalar: BLASScalar> {
     static func archive(prefix: String, gamma: [Scalar], beta: [Scalar], runningMean: [Scalar],
                         runningVariance: [Scalar], policy: RunningStatistics, batchesTracked: Int) -> NumPyArchive {
         var archive = NumPyArchive()
-        archive[prefix + "weight"] = NumPyArray(gamma)
-        archive[prefix + "bias"] = NumPyArray(beta)
+        // Only the parameters the layer has (`Affine`).
+        if !gamma.isEmpty { archive[prefix + "weight"] = NumPyArray(gamma) }
+        if !beta.isEmpty { archive[prefix + "bias"] = NumPyArray(beta) }
         if policy != .none {
             archive[prefix + "running_mean"] = NumPyArray(runningMean)
             archive[prefix + "running_var"] = NumPyArray(runningVariance)
@@ -229,14 +235,18 @@ enum PyTorchState {
         return (weight.shape, weight.scalars, bias.scalars)
     }
 
-    /// `weight` and, when given, `bias` under `prefix`, of `shape` (the
-    /// normalized shape; one dimension by default).
-    static func archive<Scalar: BLASScalar>(prefix: String, weight: [Scalar], bias: [Scalar]?,
+    /// `weight` and `bias` under `prefix`, of `shape` (the normalized shape;
+    /// one dimension by default), each unless empty (a parameter the layer
+    /// does not have, ``Affine``).
+    static func archive<Scalar: BLASScalar>(prefix: String, weight: [Scalar], bias: [Scalar],
                                             shape: [Int]? = nil) -> NumPyArchive {
         var archive = NumPyArchive()
-        let shape = shape ?? [weight.count]
-        archive[prefix + "weight"] = NumPyArray(Tensor(validatedShape: shape, scalars: weight))
-        if let bias { archive[prefix + "bias"] = NumPyArray(Tensor(validatedShape: shape, scalars: bias)) }
+        if !weight.isEmpty {
+            archive[prefix + "weight"] = NumPyArray(Tensor(validatedShape: shape ?? [weight.count], scalars: weight))
+        }
+        if !bias.isEmpty {
+            archive[prefix + "bias"] = NumPyArray(Tensor(validatedShape: shape ?? [bias.count], scalars: bias))
+        }
         return archive
     }
 }
@@ -246,7 +256,7 @@ extension LayerNorm {
     /// (`elementwise_affine=True`; the shape of `weight` is the layer's
     /// ``normalizedShape``): `weight` becomes
     /// `gamma` and `bias` `beta`; a module built with `bias=False` has no
-    /// `bias`, and `beta` is then zeros (the same function). float32 and
+    /// `bias`, and the layer is then ``Affine/scaleOnly``. float32 and
     /// float64 arrays are widened or narrowed to `Scalar`.
     /// - Parameters:
     ///   - state: the archive (`numpy.savez` of the `state_dict`).
@@ -262,15 +272,17 @@ extension LayerNorm {
                 backend: Backend = .blas) throws(NormError) {
         let (shape, weight, bias): ([Int], [Scalar], [Scalar]?) =
             try PyTorchState.shapedAffine(state, prefix: prefix, module: "LayerNorm")
-        try self.init(normalizedShape: shape, epsilon: epsilon, backend: backend)
+        try self.init(normalizedShape: shape, epsilon: epsilon, affine: bias == nil ? .scaleOnly : .scaleAndShift,
+                      backend: backend)
         gamma = weight
         if let bias { beta = bias }
     }
 
     /// `gamma` and `beta` as an `nn.LayerNorm(normalizedShape)`'s `weight` and `bias`
     /// (float32 for `Float`, float64 for `Double`), loadable with
-    /// `load_state_dict(strict=True)` into a module with its affine
-    /// parameters (for `bias=False`, drop the `bias` entry).
+    /// `load_state_dict(strict=True)` into a module built to match ``affine``:
+    /// `bias=False` for ``Affine/scaleOnly`` (no `bias` entry),
+    /// `elementwise_affine=False` for ``Affine/none`` (an empty archive).
     /// - Complexity: O(D).
     public func pytorchState(prefix: String = "") -> NumPyArchive {
         PyTorchState.archive(prefix: prefix, weight: gamma, bias: beta, shape: normalizedShape)
@@ -279,50 +291,54 @@ extension LayerNorm {
 
 extension RMSNorm {
     /// An RMS norm with the state of a PyTorch `nn.RMSNorm(D)`: `weight`
-    /// becomes `gamma`. PyTorch's default `eps=None` means the scalar type's
+    /// becomes `gamma` (``Affine/scaleOnly``; a `bias` entry, which PyTorch's
+    /// RMSNorm never saves but a NormKit layer with ``Affine/scaleAndShift``
+    /// does, becomes `beta`). PyTorch's default `eps=None` means the scalar type's
     /// machine epsilon (`torch.finfo(dtype).eps`): pass `Scalar.ulpOfOne`.
     /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` naming the
-    ///   entry (no `weight`: `elementwise_affine=False`; a `bias`, which
-    ///   RMSNorm has not); the initializer's errors.
+    ///   entry (no `weight`: `elementwise_affine=False`, whose size the
+    ///   archive does not hold); the initializer's errors.
     /// - Complexity: O(D).
     public init(pytorch state: NumPyArchive, prefix: String = "", epsilon: Scalar = 1e-5,
                 backend: Backend = .blas) throws(NormError) {
         let (shape, weight, bias): ([Int], [Scalar], [Scalar]?) =
             try PyTorchState.shapedAffine(state, prefix: prefix, module: "RMSNorm")
-        guard bias == nil else {
-            throw .invalidNumPyData(expected: "no '\(prefix)bias' (an RMSNorm has only a weight)",
-                                    found: "\(state.names)")
-        }
-        try self.init(normalizedShape: shape, epsilon: epsilon, backend: backend)
+        try self.init(normalizedShape: shape, epsilon: epsilon, affine: bias == nil ? .scaleOnly : .scaleAndShift,
+                      backend: backend)
         gamma = weight
+        if let bias { beta = bias }
     }
 
     /// `gamma` as an `nn.RMSNorm(D)`'s `weight`, loadable with
-    /// `load_state_dict(strict=True)`.
+    /// `load_state_dict(strict=True)` (and `beta` as `bias` for
+    /// ``Affine/scaleAndShift``, which PyTorch's RMSNorm does not have).
     /// - Complexity: O(D).
     public func pytorchState(prefix: String = "") -> NumPyArchive {
-        PyTorchState.archive(prefix: prefix, weight: gamma, bias: nil, shape: normalizedShape)
+        PyTorchState.archive(prefix: prefix, weight: gamma, bias: beta, shape: normalizedShape)
     }
 }
 
 extension GroupNorm {
     /// A group norm with the state of a PyTorch `nn.GroupNorm(G, C)`
-    /// (`affine=True`): `weight` becomes `gamma`, `bias` `beta`. The group
-    /// count is not part of a `state_dict`.
+    /// (`affine=True`): `weight` becomes `gamma`, `bias` `beta` (a `weight`
+    /// without `bias` gives ``Affine/scaleOnly``). The group count is not
+    /// part of a `state_dict`.
     /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` naming the
-    ///   entry (no `weight`: `affine=False`; build it with
-    ///   `init(channelCount:groupCount:)`); the initializer's errors.
+    ///   entry (no `weight`: `affine=False`, which saves nothing; build it with
+    ///   `init(channelCount:groupCount:affine: .none)`); the initializer's errors.
     /// - Complexity: O(C).
     public init(pytorch state: NumPyArchive, prefix: String = "", groupCount: Int, epsilon: Scalar = 1e-5,
                 backend: Backend = .blas) throws(NormError) {
         let (weight, bias): ([Scalar], [Scalar]?) = try PyTorchState.affine(state, prefix: prefix, module: "GroupNorm")
-        try self.init(channelCount: weight.count, groupCount: groupCount, epsilon: epsilon, backend: backend)
+        try self.init(channelCount: weight.count, groupCount: groupCount, epsilon: epsilon,
+                      affine: bias == nil ? .scaleOnly : .scaleAndShift, backend: backend)
         gamma = weight
         if let bias { beta = bias }
     }
 
     /// `gamma` and `beta` as an `nn.GroupNorm(G, C)`'s `weight` and `bias`,
-    /// loadable with `load_state_dict(strict=True)`.
+    /// loadable with `load_state_dict(strict=True)` (an empty archive for
+    /// ``Affine/none``, as PyTorch's `affine=False`).
     /// - Complexity: O(C).
     public func pytorchState(prefix: String = "") -> NumPyArchive {
         PyTorchState.archive(prefix: prefix, weight: gamma, bias: beta)
@@ -338,9 +354,10 @@ extension InstanceNorm {
     /// ``BatchNorm/init(pytorch:prefix:epsilon:pytorchMomentum:backend:)``
     /// converts them, except `pytorchMomentum: nil`: PyTorch's InstanceNorm
     /// then never changes its running statistics, and this layer's `momentum`
-    /// is 1 (``RunningStatistics/exponential``). PyTorch's default,
-    /// `affine=False` without running statistics, saves nothing, so
-    /// `channelCount` must then be given (and `gamma` is ones, `beta` zeros).
+    /// is 1 (``RunningStatistics/exponential``). The archive decides
+    /// ``affine`` as for ``BatchNorm``. PyTorch's default, `affine=False`
+    /// without running statistics, saves nothing, so `channelCount` must then
+    /// be given (and the layer is ``Affine/none``).
     /// - Throws: ``NormError/invalidNumPyData(expected:found:)`` naming the
     ///   entry, or when neither the state nor `channelCount` gives the size;
     ///   ``NormError/parameterCountMismatch(name:expected:actual:)``; the initializer's errors.
@@ -353,22 +370,23 @@ extension InstanceNorm {
                     expected: "'\(prefix)weight' and '\(prefix)bias', or channelCount: (an affine=False module saves nothing)",
                     found: "\(state.names)")
             }
-            try self.init(channelCount: channelCount, epsilon: epsilon, backend: backend)
+            try self.init(channelCount: channelCount, epsilon: epsilon, affine: .none, backend: backend)
             return
         }
         let p = try PyTorchBatchNormState<Scalar>(state, prefix: prefix)
         if let channelCount { try Validation.count("weight", p.count, expected: channelCount) }
         try self.init(channelCount: p.count, epsilon: epsilon, momentum: 1 - (pytorchMomentum ?? 0),
                       varianceEstimator: .unbiased,
-                      runningStatistics: p.runningMean == nil ? .none : .exponential, backend: backend)
+                      runningStatistics: p.runningMean == nil ? .none : .exponential, affine: p.affine,
+                      backend: backend)
         try p.apply(to: &gamma, &beta, &runningMean, &runningVariance, &batchesTracked)
         try validateParameters()
     }
 
     /// The layer's state as an `nn.InstanceNorm2d`'s `state_dict`, loadable
-    /// with `load_state_dict(strict=True)` into one built with `affine=True`
-    /// and `track_running_stats` as ``runningStatistics`` says: `weight`,
-    /// `bias`, and unless ``RunningStatistics/none`` `running_mean`,
+    /// with `load_state_dict(strict=True)` into one built with `affine` as
+    /// ``affine`` says and `track_running_stats` as ``runningStatistics`` says:
+    /// `weight` and `bias` when present, and unless ``RunningStatistics/none`` `running_mean`,
     /// `running_var` and `num_batches_tracked`, as ``BatchNorm/pytorchState(prefix:)``.
     /// - Complexity: O(C).
     public func pytorchState(prefix: String = "") -> NumPyArchive {

@@ -34,7 +34,9 @@ extension NormalizationStep where Layer: ReducedPrecisionLayer {
         _ outputGradient: UnsafeBufferPointer<Storage>,
         into inputGradient: UnsafeMutableBufferPointer<Storage>
     ) throws(NormError) {
-        let failure = storedGradients.withParameterBuffers(count: storedCache.gamma.count) {
+        let failure = storedGradients.withParameterBuffers(
+            gammaCount: storedCache.affine.scaleCount(storedCache.gamma.count),
+            betaCount: storedCache.affine.shiftCount(storedCache.gamma.count)) {
             dgamma, dbeta in
             do throws(NormError) {
                 try layer.backward(outputGradient, cache: storedCache, inputGradient: inputGradient,
@@ -48,16 +50,16 @@ extension NormalizationStep where Layer: ReducedPrecisionLayer {
 }
 
 extension NormGradients {
-    /// Sizes `gamma` and `beta` for `count` parameters (reusing their storage),
+    /// Sizes `gamma` and `beta` for `gammaCount` and `betaCount` parameters (reusing their storage),
     /// empties `input`, and calls `body` with the two parameter buffers.
     @usableFromInline
     mutating func withParameterBuffers(
-        count: Int,
+        gammaCount: Int, betaCount: Int,
         _ body: (UnsafeMutableBufferPointer<Scalar>, UnsafeMutableBufferPointer<Scalar>) -> NormError?
     ) -> NormError? {
         if input.count != 0 { input = .empty }
-        gamma.resizeReusingStorage(to: count)
-        beta.resizeReusingStorage(to: count)
+        gamma.resizeReusingStorage(to: gammaCount)
+        beta.resizeReusingStorage(to: betaCount)
         return gamma.withUnsafeMutableBufferPointer { dgamma in
             beta.withUnsafeMutableBufferPointer { dbeta in body(dgamma, dbeta) }
         }

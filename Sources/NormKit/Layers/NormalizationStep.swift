@@ -167,7 +167,8 @@ public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
         }
         let failure = storedGradients.withBuffers(
             outputGradient: outputGradient, shape: storedCache.input.shape,
-            parameterCount: storedCache.gamma.count
+            gammaCount: storedCache.affine.scaleCount(storedCache.gamma.count),
+            betaCount: storedCache.affine.shiftCount(storedCache.gamma.count)
         ) { b in
             do throws(NormError) {
                 try layer.backward(b.dy, cache: storedCache, inputGradient: b.dx,
@@ -250,7 +251,8 @@ extension NormalizationStep where Layer: ResidualNormalizationLayer {
         }
         let failure = storedGradients.withBuffers(
             outputGradient: outputGradient, shape: storedCache.input.shape,
-            parameterCount: storedCache.gamma.count
+            gammaCount: storedCache.affine.scaleCount(storedCache.gamma.count),
+            betaCount: storedCache.affine.shiftCount(storedCache.gamma.count)
         ) { b in
             do throws(NormError) {
                 try layer.backward(b.dy, sumGradient: sumGradient, cache: storedCache,

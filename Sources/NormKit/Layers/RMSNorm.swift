@@ -3,9 +3,10 @@
 /// 2019): no mean subtraction,
 /// `y = gamma_j * x / sqrt(mean_j(x²) + epsilon)`.
 ///
-/// `beta` exists for the protocol and stays zeros; its gradient is zeros, and
-/// a forward pass with a nonzero `beta` throws. The cache's `mean` is zeros and
-/// its `inverseStandardDeviation` is `1 / rms`.
+/// By default the layer has no shift (``Affine/scaleOnly``, as PyTorch's):
+/// `beta` and its gradient are empty. `affine: .scaleAndShift` adds one,
+/// `y = gamma_j * x / rms + beta_j`; `.none` drops `gamma` too. The cache's
+/// `mean` is zeros and its `inverseStandardDeviation` is `1 / rms`.
 ///
 /// ```swift
 /// var rms = try RMSNorm<Float>(featureCount: 8)
@@ -13,7 +14,8 @@
 /// ```
 ///
 /// Backward: with `xhat = x / rms` and `dxhat = gamma ∘ dy`,
-/// `dx = (dxhat - xhat · mean_j(dxhat · xhat)) / rms`, `dgamma = Σ_i dy·xhat`.
+/// `dx = (dxhat - xhat · mean_j(dxhat · xhat)) / rms`, `dgamma = Σ_i dy·xhat`
+/// (and `dbeta = Σ_i dy` with a shift).
 /// The BLAS backend takes the row sums of squares with `gemv(NoTrans, S_b, 1)`
 /// on row blocks that stay in L2 (``LayerNorm``'s machinery without centring).
 public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable {
@@ -25,28 +27,36 @@ public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable
     public let featureCount: Int
     /// The trailing dimensions normalized together (PyTorch's
     /// `normalized_shape`): `[featureCount]` unless made by
-    /// ``init(normalizedShape:epsilon:backend:)``. An input is `(..., normalizedShape)`:
+    /// ``init(normalizedShape:epsilon:affine:backend:)``. An input is `(..., normalizedShape)`:
     /// any leading dimensions, whose product is the number of samples.
     public private(set) var normalizedShape: [Int]
-    /// The scale, one per feature; starts at ones.
+    /// Which of `gamma` and `beta` the layer has: ``Affine/scaleOnly``
+    /// unless made with another.
+    public let affine: Affine
+    /// The scale, one per feature; starts at ones; empty for ``Affine/none``.
     public var gamma: [Scalar]
-    /// Zeros, always (RMSNorm has no shift); a nonzero value makes forward throw.
+    /// The shift, one per feature, starting at zeros, for
+    /// ``Affine/scaleAndShift`` only; empty otherwise (the default).
     public var beta: [Scalar]
     /// Added to the mean square before the square root; finite and positive.
     public var epsilon: Scalar
     /// The implementation used.
     public var backend: Backend
 
-    /// Creates an RMS-norm layer with `gamma` ones.
+    /// Creates an RMS-norm layer with `gamma` ones (and, with
+    /// ``Affine/scaleAndShift``, `beta` zeros).
     ///
     /// - Throws: ``NormError/invalidFeatureCount(_:)``, ``NormError/invalidEpsilon(_:)``.
-    public init(featureCount: Int, epsilon: Scalar = 1e-5, backend: Backend = .blas) throws(NormError) {
+    /// - Complexity: O(`featureCount`).
+    public init(featureCount: Int, epsilon: Scalar = 1e-5, affine: Affine = .scaleOnly,
+                backend: Backend = .blas) throws(NormError) {
         try Validation.featureCount(featureCount)
         try Validation.epsilon(epsilon)
         self.featureCount = featureCount
         self.normalizedShape = [featureCount]
-        self.gamma = Array(repeating: 1, count: featureCount)
-        self.beta = Array(repeating: 0, count: featureCount)
+        self.affine = affine
+        self.gamma = Array(repeating: 1, count: affine.scaleCount(featureCount))
+        self.beta = Array(repeating: 0, count: affine.shiftCount(featureCount))
         self.epsilon = epsilon
         self.backend = backend
     }
@@ -60,9 +70,10 @@ public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable
     ///   shape or a dimension below 1, ``NormError/invalidFeatureCount(_:)``,
     ///   ``NormError/invalidEpsilon(_:)``.
     /// - Complexity: O(product of `normalizedShape`).
-    public init(normalizedShape: [Int], epsilon: Scalar = 1e-5, backend: Backend = .blas) throws(NormError) {
+    public init(normalizedShape: [Int], epsilon: Scalar = 1e-5, affine: Affine = .scaleOnly,
+                backend: Backend = .blas) throws(NormError) {
         let count = try Validation.normalizedShape(normalizedShape)
-        try self.init(featureCount: count, epsilon: epsilon, backend: backend)
+        try self.init(featureCount: count, epsilon: epsilon, affine: affine, backend: backend)
         self.normalizedShape = normalizedShape
     }
 
@@ -78,17 +89,15 @@ public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable
     /// A single feature is allowed (its mean square needs one value).
     /// - Throws: ``NormError/invalidShape(expected:actual:)``,
     ///   ``NormError/nonFiniteStatistics(index:)`` naming the sample,
-    ///   ``NormError/unsupportedParameter(name:expected:)`` for a nonzero `beta`.
+    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a
+    ///   `gamma` or `beta` of another count than ``affine`` says.
     @inlinable
     public mutating func forward(
         _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
         into output: UnsafeMutableBufferPointer<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try Validation.epsilon(epsilon)
-        try Validation.count("gamma", gamma.count, expected: featureCount)
-        try Validation.count("beta", beta.count, expected: featureCount)
-        try RMSNorm.checkBeta(beta)
+        try validateParameters()
         try RowNormalization.forward(
             input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape, centred: false, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, output: output, cache: &cache,
@@ -135,12 +144,10 @@ public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable
     @inlinable
     func validateParameters() throws(NormError) {
         try Validation.epsilon(epsilon)
-        try Validation.count("gamma", gamma.count, expected: featureCount)
-        try Validation.count("beta", beta.count, expected: featureCount)
-        try RMSNorm.checkBeta(beta)
+        try Validation.affineParameters(affine, gamma: gamma, beta: beta, count: featureCount)
     }
 
-    /// The backward pass; `dbeta` is zeros.
+    /// The backward pass; `dbeta` (with a shift only) is `Σ_i dy`.
     ///
     /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
     /// API call this. Row terms are `gemv(NoTrans, dy∘xhat, gamma)`,
@@ -181,18 +188,5 @@ public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable
         try RowNormalization.backward(
             buffers, sumGradient: sumGradient, cache: cache, columns: featureCount, trailing: normalizedShape,
             centred: false, backend: backend, workspace: &workspace)
-    }
-
-    /// `beta` must stay zeros: RMSNorm has no shift (its forward pass and
-    /// decoding check this).
-    /// - Throws: ``NormError/unsupportedParameter(name:expected:)``.
-    /// - Complexity: O(D); inlinable, so that the forward pass's specialized
-    ///   code checks without allocating (unspecialized, `allSatisfy` boxes
-    ///   each scalar).
-    @inlinable
-    static func checkBeta(_ beta: [Scalar]) throws(NormError) {
-        guard beta.allSatisfy({ $0 == 0 }) else {
-            throw .unsupportedParameter(name: "beta", expected: "all zeros (RMSNorm has no shift)")
-        }
     }
 }

@@ -303,8 +303,7 @@ extension BatchStatistics {
         let g = try geometry(cache.reducedShape, count)
         try Validation.buffer("outputGradient", dy.count, expected: count)
         try Validation.buffer("inputGradient", dx.count, expected: count)
-        try Validation.buffer("gammaGradient", dgamma.count, expected: channels)
-        try Validation.buffer("betaGradient", dbeta.count, expected: channels)
+        try Validation.parameterGradients(dgamma.count, dbeta.count, cache: cache, parameters: channels)
         return g
     }
 

@@ -14,17 +14,17 @@ extension GroupStatistics {
     @inlinable
     static func forward<Storage: ReducedPrecision>(
         _ x: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode, channels: Int, groups: Int,
-        origin: CacheOrigin, gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
+        origin: CacheOrigin, affine: Affine, gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
         activation: FusedActivation, output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        try parameters(gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
+        try parameters(affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
         let precision = try StoragePrecision(Storage.self)
         try cache.adoptReduced(x, shape: shape, precision: precision)
         try Validation.buffer("output", output.count, expected: x.count)
         let g = try geometry(shape: shape, count: x.count, channels: channels, groups: groups)
         try Validation.valuesPerStatistic(g.rowLength)
-        cache.record(gamma: gamma, mode: mode, statisticCount: g.rows, origin: origin)
+        cache.record(gamma: gamma, beta: beta, parameters: channels, mode: mode, statisticCount: g.rows, origin: origin)
         cache.prepareMask(activation: activation, count: x.count)
         let streams = ReducedStreams(precision: precision, x: UnsafeRawPointer(x.baseAddress!),
                                      y: UnsafeMutableRawPointer(output.baseAddress!))
@@ -52,11 +52,11 @@ extension GroupStatistics {
     @inlinable
     static func infer<Storage: ReducedPrecision>(
         _ x: UnsafeBufferPointer<Storage>, shape: [Int], channels: Int, groups: Int,
-        gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
+        affine: Affine, gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
         activation: FusedActivation, output: UnsafeMutableBufferPointer<Storage>,
         workspace: inout Workspace<Float>
     ) throws(NormError) {
-        try parameters(gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
+        try parameters(affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
         let precision = try StoragePrecision(Storage.self)
         let count = try Tensor<Float>.elementCount(of: shape)
         try Validation.buffer("input", x.count, expected: count)
@@ -102,13 +102,16 @@ extension GroupStatistics {
         let streaming = StreamingStores.shouldStream(count: (g.rows * g.rowLength + 1) / 2,
                                                      of: Float.self)
         let onesCount = backend == .blas ? g.rowLength : 0
-        return workspace.withRegions(ones: onesCount, scratch: statisticsAt + own) { ones, scratch in
+        return workspace.withRegions(
+            ones: onesCount, scratch: statisticsAt + own, parameters: g.channels
+        ) { ones, scratch, standIns in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
                 let mean = statistics?.mean ?? scratch + statisticsAt
                 let invstd = statistics?.invstd ?? scratch + statisticsAt + own / 2
-                let context = (split: split, r: r, gamma: gammaBuffer.baseAddress!,
-                               beta: betaBuffer.baseAddress!, mean: mean, invstd: invstd, g: g,
+                // Ones and zeros stand in for absent parameters (`Affine`).
+                let context = (split: split, r: r, gamma: standIns.scale(gammaBuffer),
+                               beta: standIns.shift(betaBuffer), mean: mean, invstd: invstd, g: g,
                                blockRows: blockRows, epsilon: epsilon, backend: backend,
                                streaming: streaming, epilogue: epilogue, ones: ones,
                                scratch: scratch, perWorker: perWorker, kernel: kernel,
@@ -165,8 +168,7 @@ extension GroupStatistics {
         try Validation.cache(cache, parameters: channels, statistics: g.rows)
         try Validation.buffer("outputGradient", dy.count, expected: count)
         try Validation.buffer("inputGradient", dx.count, expected: count)
-        try Validation.buffer("gammaGradient", dgamma.count, expected: channels)
-        try Validation.buffer("betaGradient", dbeta.count, expected: channels)
+        try Validation.parameterGradients(dgamma.count, dbeta.count, cache: cache, parameters: channels)
         let sample = channels * g.spatial
         let blockRows = backend == .blas
             ? CacheGeometry.blockRows(rows: g.groups, columns: g.rowLength,
@@ -183,9 +185,10 @@ extension GroupStatistics {
         let perWorker = kernel + 3 * unit + Workspace<Float>.lines(2 * channels)
         let scratchCount = split.workers * perWorker + split.chunks * 2 * channels
         let streaming = StreamingStores.shouldStream(count: (count + 1) / 2, of: Float.self)
-        workspace.withRegions(ones: onesCount, scratch: scratchCount) { ones, scratch in
+        workspace.withRegions(ones: onesCount, scratch: scratchCount, parameters: channels) {
+            ones, scratch, standIns in
             cache.withReducedBackward(dy, dx, dgamma: dgamma, dbeta: dbeta) { buffers, mask, r in
-                cache.withBackwardPointers(buffers) { p in
+                cache.withBackwardPointers(buffers, standIns: standIns) { p in
                     let partials = scratch + split.workers * perWorker
                     let context = (split: split, p: p, r: r, mask: mask, partials: partials, g: g,
                                    blockRows: blockRows, backend: backend, ones: ones,

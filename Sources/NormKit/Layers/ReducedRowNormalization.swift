@@ -21,7 +21,7 @@ extension RowNormalization {
         try Validation.buffer("output", output.count, expected: x.count)
         let rows = try Validation.rows(shape: shape, count: x.count, trailing: trailing)
         if centred { try Validation.valuesPerStatistic(columns) }
-        cache.record(gamma: gamma, mode: mode, statisticCount: rows,
+        cache.record(gamma: gamma, beta: beta, parameters: columns, mode: mode, statisticCount: rows,
                      origin: origin(columns: columns, centred: centred))
         let failure: Int? = cache.withReducedInputAndStatistics { own, mean, invstd in
             reducedPass(UnsafeRawPointer(x.baseAddress!), copy: own, precision: precision, rows: rows, columns: columns, centred: centred,
@@ -95,15 +95,19 @@ extension RowNormalization {
         let statisticsAt = split.workers * perWorker
         let own = statistics == nil ? 2 * Workspace<Float>.lines(rows) : 0
         let onesCount = backend == .blas ? max(blockRows, columns) : 0
-        return workspace.withRegions(ones: onesCount, scratch: statisticsAt + own) { ones, scratch in
-            gamma.withUnsafeBufferPointer { g in
-            beta.withUnsafeBufferPointer { b in
+        return workspace.withRegions(
+            ones: onesCount, scratch: statisticsAt + own, parameters: columns
+        ) { ones, scratch, standIns in
+            gamma.withUnsafeBufferPointer { gammaBuffer in
+            beta.withUnsafeBufferPointer { betaBuffer in
+                // Ones and zeros stand in for absent parameters (`Affine`).
+                let g = standIns.scale(gammaBuffer), b = standIns.shift(betaBuffer)
                 let mean = statistics?.mean ?? scratch + statisticsAt
                 let invstd = statistics?.invstd ?? scratch + statisticsAt + own / 2
                 switch backend {
                 case .blas:
                     let context = (split: split, x: x, copy: copy, y: y, precision: precision,
-                                   g: g.baseAddress!, b: b.baseAddress!, mean: mean,
+                                   g: g, b: b, mean: mean,
                                    invstd: invstd, columns: columns, blockRows: blockRows,
                                    epsilon: epsilon, centred: centred, streaming: streaming,
                                    ones: ones, scratch: scratch, perWorker: perWorker,
@@ -163,7 +167,7 @@ extension RowNormalization {
                     precision.widen(x, into: xf, count: count, copy: copy)
                     if let bad = LayerNormKernels.forwardNaive(
                         x: xf, rows: rows, columns: columns, epsilon: epsilon, centred: centred,
-                        gamma: g.baseAddress!, beta: b.baseAddress!, mean: mean, invstd: invstd,
+                        gamma: g, beta: b, mean: mean, invstd: invstd,
                         y: yf, streaming: false) {
                         return bad
                     }
@@ -197,8 +201,7 @@ extension RowNormalization {
         try Validation.cache(cache, parameters: columns, statistics: rows)
         try Validation.buffer("outputGradient", dy.count, expected: count)
         try Validation.buffer("inputGradient", dx.count, expected: count)
-        try Validation.buffer("gammaGradient", dgamma.count, expected: columns)
-        try Validation.buffer("betaGradient", dbeta.count, expected: columns)
+        try Validation.parameterGradients(dgamma.count, dbeta.count, cache: cache, parameters: columns)
         let blockRows = CacheGeometry.blockRows(
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Float>.stride, buffers: 5)
         let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Float.self,
@@ -223,7 +226,8 @@ extension RowNormalization {
                                    mean: mean, invstd: invstd, gamma: gamma, columns: columns,
                                    blockRows: blockRows, centred: centred, partials: partials,
                                    ones: ones, scratch: scratch, perWorker: perWorker,
-                                   kernelScratch: kernelScratch, block: block, streaming: streaming)
+                                   kernelScratch: kernelScratch, block: block, streaming: streaming,
+                                   keepsGamma: !dgamma.isEmpty, keepsBeta: !dbeta.isEmpty)
                     Threading.run(split, context) { c, chunk, worker in
                         let c = c.pointee
                         let part = c.split.rows(ofChunk: chunk)
@@ -240,7 +244,8 @@ extension RowNormalization {
                             LayerNormKernels.backwardBlock(
                                 dy: dyf, x: xf, rows: n, columns: c.columns, centred: c.centred,
                                 mean: c.mean + first, invstd: c.invstd + first, gamma: c.gamma,
-                                dx: dxf, dgamma: sums, dbeta: sums + c.columns, sumGradient: nil,
+                                dx: dxf, dgamma: c.keepsGamma ? sums : nil,
+                                dbeta: c.keepsBeta ? sums + c.columns : nil, sumGradient: nil,
                                 ones: c.ones, scratch: own)
                             c.precision.narrow(dxf, into: c.dx + 2 * offset, count: values,
                                                streaming: c.streaming)
@@ -250,7 +255,8 @@ extension RowNormalization {
                     }
                     Threading.sumPartials(chunks: split.chunks, first: partials,
                                           stride: 2 * columns, count: columns,
-                                          dgamma: dgamma.baseAddress!, dbeta: dbeta.baseAddress!)
+                                          dgamma: dgamma.isEmpty ? nil : dgamma.baseAddress,
+                                          dbeta: dbeta.isEmpty ? nil : dbeta.baseAddress)
                 case .naive:
                     let dyf = scratch, xf = scratch + count, dxf = xf + count
                     precision.widen(dyRaw, into: dyf, count: count)
@@ -258,7 +264,8 @@ extension RowNormalization {
                     LayerNormKernels.backwardNaive(
                         dy: dyf, x: xf, rows: rows, columns: columns, centred: centred,
                         mean: mean, invstd: invstd, gamma: gamma, dx: dxf,
-                        dgamma: dgamma.baseAddress!, dbeta: dbeta.baseAddress!, streaming: false,
+                        dgamma: dgamma.isEmpty ? nil : dgamma.baseAddress,
+                        dbeta: dbeta.isEmpty ? nil : dbeta.baseAddress, streaming: false,
                         scratch: dxf + count)
                     precision.narrow(dxf, into: dxRaw, count: count, streaming: false)
                 }
@@ -270,7 +277,7 @@ extension RowNormalization {
 extension NormCache {
     /// Calls `body` with the 16-bit input's storage (its first byte, for the
     /// forward pass to write) and the statistics vectors, sized by
-    /// ``record(gamma:mode:statisticCount:origin:)``.
+    /// ``record(gamma:beta:parameters:mode:statisticCount:origin:)``.
     @usableFromInline
     mutating func withReducedInputAndStatistics<R>(
         _ body: (UnsafeMutableRawPointer, UnsafeMutablePointer<Scalar>,

@@ -37,7 +37,7 @@ enum RowNormalization {
         let rows = try Validation.rows(shape: cache.input.shape, count: cache.input.count, trailing: trailing)
         // A mean and a variance need two values; a mean square (RMSNorm) needs one.
         if centred { try Validation.valuesPerStatistic(columns) }
-        cache.record(gamma: gamma, mode: mode, statisticCount: rows,
+        cache.record(gamma: gamma, beta: beta, parameters: columns, mode: mode, statisticCount: rows,
                      origin: origin(columns: columns, centred: centred))
         let failure: Int? = cache.withInputAndStatistics(writable: residual != nil) { own, mean, invstd in
             // With a residual, `own` is written by the prologue before it is read.
@@ -150,10 +150,13 @@ enum RowNormalization {
         let parameters = backend == .blas ? Workspace<Scalar>.spreadScratch(2, of: columns) : 0
         let statisticsAt = split.workers * perWorker + parameters
         let own = statistics == nil ? 2 * Workspace<Scalar>.lines(rows) : 0
-        return workspace.withRegions(ones: onesCount, scratch: statisticsAt + own) { ones, scratch in
+        return workspace.withRegions(
+            ones: onesCount, scratch: statisticsAt + own, parameters: columns
+        ) { ones, scratch, standIns in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
-                var g = gammaBuffer.baseAddress!, b = betaBuffer.baseAddress!
+                // Ones and zeros stand in for absent parameters (`Affine`).
+                var g = standIns.scale(gammaBuffer), b = standIns.shift(betaBuffer)
                 let mean = statistics?.mean ?? scratch + statisticsAt
                 let invstd = statistics?.invstd ?? scratch + statisticsAt + own / 2
                 switch backend {
@@ -245,8 +248,9 @@ enum RowNormalization {
             LayerNormKernels.backwardScratch(blockRows: blockRows))
         let scratchCount = backend == .blas
             ? split.workers * perWorker + split.chunks * 2 * columns : 2 * rows
-        workspace.withRegions(ones: onesCount, scratch: scratchCount) { ones, scratch in
-            cache.withBackwardPointers(buffers) { p in
+        workspace.withRegions(ones: onesCount, scratch: scratchCount, parameters: columns) {
+            ones, scratch, standIns in
+            cache.withBackwardPointers(buffers, standIns: standIns) { p in
                 switch backend {
                 case .blas:
                     let partials = scratch + split.workers * perWorker
@@ -262,17 +266,17 @@ enum RowNormalization {
                             dy: p.dy + offset, x: p.x + offset, rows: part.count, columns: c.columns,
                             blockRows: c.blockRows, centred: c.centred, mean: p.mean + first,
                             invstd: p.invstd + first, gamma: p.gamma, dx: p.dx + offset,
-                            dgamma: sums, dbeta: sums + c.columns,
+                            dgamma: p.keepsGamma ? sums : nil, dbeta: p.keepsBeta ? sums + c.columns : nil,
                             sumGradient: c.ds.map { $0 + offset },
                             ones: c.ones, scratch: c.scratch + worker * c.perWorker)
                     }
                     Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * columns,
-                                          count: columns, dgamma: p.dgamma, dbeta: p.dbeta)
+                                          count: columns, dgamma: p.wantedGamma, dbeta: p.wantedBeta)
                 case .naive:
                     LayerNormKernels.backwardNaive(
                         dy: p.dy, x: p.x, rows: rows, columns: columns, centred: centred,
-                        mean: p.mean, invstd: p.invstd, gamma: p.gamma, dx: p.dx, dgamma: p.dgamma,
-                        dbeta: p.dbeta,
+                        mean: p.mean, invstd: p.invstd, gamma: p.gamma, dx: p.dx, dgamma: p.wantedGamma,
+                        dbeta: p.wantedBeta,
                         streaming: StreamingStores.shouldStream(count: rows * columns, of: Scalar.self),
                         sumGradient: ds, scratch: scratch)
                 }

@@ -38,9 +38,12 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
 
     /// `C`, the number of channels.
     public let channelCount: Int
-    /// The scale, one per channel; starts at ones.
+    /// Which of `gamma` and `beta` the layer has (PyTorch's `affine`).
+    public let affine: Affine
+    /// The scale, one per channel; starts at ones; empty without one (``Affine/none``).
     public var gamma: [Scalar]
-    /// The shift, one per channel; starts at zeros.
+    /// The shift, one per channel; starts at zeros; empty without one
+    /// (``Affine/scaleOnly``, ``Affine/none``).
     public var beta: [Scalar]
     /// The running mean per channel; starts at zeros.
     public var runningMean: [Scalar]
@@ -75,13 +78,14 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
     public init(channelCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
                 varianceEstimator: VarianceEstimator = .biased, layout: ChannelLayout = .nchw,
                 activation: FusedActivation = .none, runningStatistics: RunningStatistics = .exponential,
-                backend: Backend = .blas) throws(NormError) {
+                affine: Affine = .scaleAndShift, backend: Backend = .blas) throws(NormError) {
         try Validation.featureCount(channelCount)
         try Validation.epsilon(epsilon)
         try Validation.momentum(momentum)
         self.channelCount = channelCount
-        self.gamma = Array(repeating: 1, count: channelCount)
-        self.beta = Array(repeating: 0, count: channelCount)
+        self.affine = affine
+        self.gamma = Array(repeating: 1, count: affine.scaleCount(channelCount))
+        self.beta = Array(repeating: 0, count: affine.shiftCount(channelCount))
         self.runningMean = Array(repeating: 0, count: channelCount)
         self.runningVariance = Array(repeating: 0, count: channelCount)
         self.epsilon = epsilon
@@ -103,7 +107,7 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
     @inlinable
     func validateParameters() throws(NormError) {
         try Validation.batchParameters(
-            count: channelCount, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
+            count: channelCount, affine: affine, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
             epsilon: epsilon, momentum: momentum, batchesTracked: batchesTracked)
     }
 

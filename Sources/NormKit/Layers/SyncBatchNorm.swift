@@ -61,11 +61,11 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer {
     ///   ``NormError/invalidMomentum(_:)``.
     public init(featureCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
                 varianceEstimator: VarianceEstimator = .biased,
-                runningStatistics: RunningStatistics = .exponential, communicator: any Communicator,
-                backend: Backend = .blas) throws(NormError) {
+                runningStatistics: RunningStatistics = .exponential, affine: Affine = .scaleAndShift,
+                communicator: any Communicator, backend: Backend = .blas) throws(NormError) {
         self.batchNorm = try BatchNorm(featureCount: featureCount, epsilon: epsilon, momentum: momentum,
                                        varianceEstimator: varianceEstimator,
-                                       runningStatistics: runningStatistics, backend: backend)
+                                       runningStatistics: runningStatistics, affine: affine, backend: backend)
         self.communicator = communicator
     }
 
@@ -99,6 +99,9 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer {
         get { batchNorm.beta }
         set { batchNorm.beta = newValue }
     }
+
+    /// Which of `gamma` and `beta` the layer has (``batchNorm``'s).
+    public var affine: Affine { batchNorm.affine }
 
     /// The implementation used (``batchNorm``'s).
     public var backend: Backend {

@@ -41,12 +41,12 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLa
     ///   ``NormError/invalidMomentum(_:)``.
     public init(channelCount: Int, epsilon: Scalar = 1e-5, momentum: Scalar = 0.9,
                 varianceEstimator: VarianceEstimator = .biased, layout: ChannelLayout = .nchw,
-                runningStatistics: RunningStatistics = .exponential,
+                runningStatistics: RunningStatistics = .exponential, affine: Affine = .scaleAndShift,
                 communicator: any Communicator, backend: Backend = .blas) throws(NormError) {
         self.spatialBatchNorm = try SpatialBatchNorm(
             channelCount: channelCount, epsilon: epsilon, momentum: momentum,
             varianceEstimator: varianceEstimator, layout: layout,
-            runningStatistics: runningStatistics, backend: backend)
+            runningStatistics: runningStatistics, affine: affine, backend: backend)
         self.communicator = communicator
     }
 
@@ -80,6 +80,9 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLa
         get { spatialBatchNorm.beta }
         set { spatialBatchNorm.beta = newValue }
     }
+
+    /// Which of `gamma` and `beta` the layer has (``spatialBatchNorm``'s).
+    public var affine: Affine { spatialBatchNorm.affine }
 
     /// The implementation used (``spatialBatchNorm``'s).
     public var backend: Backend {
