@@ -36,6 +36,11 @@ pytorch-layers.npz, float64, random weight and bias (inputs 3.7 * randn + 10.1):
                            (2, 3, 4, 5): the state before and after three training steps, the
                            third's gradients, and an eval batch (running statistics) with its
                            gradients
+  layernorm_nobias.*, _x, _y, _dy, _dx, _dweight   nn.LayerNorm(6, bias=False) on (4, 6)
+  groupnorm_noaffine_x, _y, _dy, _dx               nn.GroupNorm(2, 6, affine=False) on (2, 6, 3, 4)
+  bn2d_noaffine.*, _x1.._x3, _y1.._y3, _dy3, _dx3, _eval_x, _eval_y, _eval_dy, _eval_dx
+                           nn.BatchNorm2d(3, affine=False) on (2, 3, 4, 5): three training steps,
+                           the state after them, an eval batch with its gradient
   <name>_x, _y, _dy, _dx, _dweight, _dbias   a training forward, an upstream gradient and
                            the gradients (no _dbias for rmsnorm)
 Check mode: each D/<name>.npz holds a NormKit layer's pytorchState() and
@@ -76,6 +81,12 @@ def made(kind):
         return torch.nn.GroupNorm(2, 4)
     if kind == "instancenorm_tracked":
         return torch.nn.InstanceNorm2d(3, affine=True, track_running_stats=True)
+    if kind == "layernorm_nobias":
+        return torch.nn.LayerNorm(6, bias=False)
+    if kind == "groupnorm_noaffine":
+        return torch.nn.GroupNorm(2, 6, affine=False)
+    if kind == "bn2d_noaffine":
+        return torch.nn.BatchNorm2d(3, affine=False)
     raise SystemExit(f"unknown module {kind}")
 
 
@@ -217,6 +228,51 @@ def make():
                           ("eval_dx", x.grad), ("eval_dweight", module.weight.grad),
                           ("eval_dbias", module.bias.grad)]:
         layers[f"instancenorm_tracked_{suffix}"] = value.numpy().copy()
+    # Without affine parameters (appended last: the random stream of every
+    # array above is unchanged). LayerNorm(bias=False): a weight only;
+    # GroupNorm(affine=False): nothing to learn; BatchNorm2d(affine=False):
+    # running statistics only, three training steps and an eval batch.
+    module = made("layernorm_nobias").to(dtype)
+    with torch.no_grad():
+        module.weight.copy_(torch.randn(6, dtype=dtype) * 0.7 + 1.1)
+    for key, value in module.state_dict().items():
+        layers[f"layernorm_nobias.{key}"] = value.detach().numpy().copy()
+    x = (torch.randn(4, 6, dtype=dtype) * 3.7 + 10.1).requires_grad_()
+    y = module(x)
+    dy = torch.randn(4, 6, dtype=dtype)
+    y.backward(dy)
+    for suffix, value in [("x", x.detach()), ("y", y.detach()), ("dy", dy), ("dx", x.grad),
+                          ("dweight", module.weight.grad)]:
+        layers[f"layernorm_nobias_{suffix}"] = value.numpy().copy()
+    module = made("groupnorm_noaffine").to(dtype)
+    x = (torch.randn(2, 6, 3, 4, dtype=dtype) * 3.7 + 10.1).requires_grad_()
+    y = module(x)
+    dy = torch.randn(2, 6, 3, 4, dtype=dtype)
+    y.backward(dy)
+    for suffix, value in [("x", x.detach()), ("y", y.detach()), ("dy", dy), ("dx", x.grad)]:
+        layers[f"groupnorm_noaffine_{suffix}"] = value.numpy().copy()
+    module = made("bn2d_noaffine").to(dtype)
+    module.train()
+    for step in (1, 2, 3):
+        x = (torch.randn(2, 3, 4, 5, dtype=dtype) * 3.7 + 10.1).requires_grad_()
+        y = module(x)
+        layers[f"bn2d_noaffine_x{step}"] = x.detach().numpy()
+        layers[f"bn2d_noaffine_y{step}"] = y.detach().numpy()
+        if step == 3:
+            dy = torch.randn(2, 3, 4, 5, dtype=dtype)
+            y.backward(dy)
+            layers["bn2d_noaffine_dy3"] = dy.numpy().copy()
+            layers["bn2d_noaffine_dx3"] = x.grad.numpy().copy()
+    for key, value in module.state_dict().items():
+        layers[f"bn2d_noaffine.{key}"] = value.detach().numpy().copy()
+    module.eval()
+    x = (torch.randn(2, 3, 4, 5, dtype=dtype) * 2.9 + 10.3).requires_grad_()
+    y = module(x)
+    dy = torch.randn(2, 3, 4, 5, dtype=dtype)
+    y.backward(dy)
+    for suffix, value in [("eval_x", x.detach()), ("eval_y", y.detach()), ("eval_dy", dy),
+                          ("eval_dx", x.grad)]:
+        layers[f"bn2d_noaffine_{suffix}"] = value.numpy().copy()
     np.savez("pytorch-layers.npz", **layers)
     print(sorted(layers))
 
@@ -227,7 +283,8 @@ def check(directory):
     assert names, f"no .npz in {directory}"
     for name in names:
         state = np.load(f"{directory}/{name}.npz")
-        dtype = torch.float64 if state["weight"].dtype == np.float64 else torch.float32
+        floats = [state[k].dtype for k in state.files if state[k].dtype.kind == "f"]
+        dtype = torch.float32 if floats and floats[0] == np.float32 else torch.float64
         module = made(name).to(dtype)
         module.load_state_dict({k: torch.from_numpy(state[k]) for k in state.files}, strict=True)
         module.eval()
