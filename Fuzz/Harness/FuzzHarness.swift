@@ -168,6 +168,8 @@ struct FuzzCase<Scalar: BLASScalar> {
         // (.none for a third of the bytes, its default).
         let layout: ChannelLayout = momentumByte & 4 != 0 && shape.count >= 3 ? .nhwc : .nchw
         let instancePolicy: RunningStatistics = header.oddMomentum ? .none : policy
+        // With the default epsilon, its byte picks the affine map.
+        let affine: Affine = header.oddEpsilon ? .scaleAndShift : [.scaleAndShift, .scaleOnly, .none][Int(epsilonByte % 3)]
         func channelsLast(_ t: Tensor<Scalar>?) -> Tensor<Scalar>? {
             guard layout == .nhwc, let t, t.shape.count >= 3 else { return t }
             let rank = t.shape.count
@@ -180,7 +182,7 @@ struct FuzzCase<Scalar: BLASScalar> {
             switch header.kind {
             case .batchNorm:
                 var layer = try BatchNorm<Scalar>(featureCount: features, varianceEstimator: header.estimator,
-                                                  runningStatistics: policy, backend: backend)
+                                                  runningStatistics: policy, affine: affine, backend: backend)
                 layer.epsilon = epsilon
                 layer.momentum = momentum
                 layer.batchesTracked = batchesTracked
@@ -215,7 +217,7 @@ struct FuzzCase<Scalar: BLASScalar> {
                 var layer = try SpatialBatchNorm<Scalar>(
                     channelCount: features, varianceEstimator: header.estimator,
                     layout: header.kind == .spatialNCHW ? .nchw : .nhwc, runningStatistics: policy,
-                    backend: backend)
+                    affine: affine, backend: backend)
                 layer.epsilon = epsilon
                 layer.momentum = momentum
                 layer.batchesTracked = batchesTracked
@@ -235,7 +237,7 @@ struct FuzzCase<Scalar: BLASScalar> {
                              sameArithmetic: backend == .blas,
                              float16: header.estimator == .unbiased, &report)
             case .layerNorm:
-                var layer = try LayerNorm<Scalar>(featureCount: features, backend: backend)
+                var layer = try LayerNorm<Scalar>(featureCount: features, affine: affine, backend: backend)
                 layer.epsilon = epsilon
                 exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: input,
                                                  gradient: gradient, small: small,
@@ -244,7 +246,7 @@ struct FuzzCase<Scalar: BLASScalar> {
                 checkResidual(layer, input: input, residual: gradient, &report)
                 checkReduced(layer, input: input, gradient: gradient, &report)
             case .rmsNorm:
-                var layer = try RMSNorm<Scalar>(featureCount: features, backend: backend)
+                var layer = try RMSNorm<Scalar>(featureCount: features, affine: affine, backend: backend)
                 layer.epsilon = epsilon
                 exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: input,
                                                  gradient: gradient, small: small,
@@ -255,7 +257,7 @@ struct FuzzCase<Scalar: BLASScalar> {
             case .groupNorm:
                 var layer = try GroupNorm<Scalar>(channelCount: features,
                                                   groupCount: groupCount(groupByte, features, &reader),
-                                                  layout: layout, backend: backend)
+                                                  layout: layout, affine: affine, backend: backend)
                 layer.epsilon = epsilon
                 exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: lastInput,
                                                  gradient: lastGradient, small: lastSmall,
@@ -271,7 +273,7 @@ struct FuzzCase<Scalar: BLASScalar> {
             case .instanceNorm:
                 var layer = try InstanceNorm<Scalar>(channelCount: features, varianceEstimator: header.estimator,
                                                      layout: layout, runningStatistics: instancePolicy,
-                                                     backend: backend)
+                                                     affine: affine, backend: backend)
                 layer.epsilon = epsilon
                 exerciseWithoutRunningStatistics(layer, parameters: parameterPool, input: lastInput,
                                                  gradient: lastGradient, small: lastSmall,
@@ -635,10 +637,11 @@ struct FuzzCase<Scalar: BLASScalar> {
 
     /// Gamma and beta from the pool; of the wrong length with the option.
     func setParameters(_ gamma: inout [Scalar], _ beta: inout [Scalar], from pool: [Scalar]) {
-        let count = gamma.count
-        guard count <= FuzzHarness.maximumScalars else { return }
-        gamma = (0..<count).map { pool[$0 % pool.count] }
-        beta = (0..<count).map { pool[($0 + 1) % pool.count] }
+        // Each as long as the layer's (empty for a parameter it has not, `Affine`).
+        let (scales, shifts) = (gamma.count, beta.count)
+        guard max(scales, shifts) <= FuzzHarness.maximumScalars else { return }
+        gamma = (0..<scales).map { pool[$0 % pool.count] }
+        beta = (0..<shifts).map { pool[($0 + 1) % pool.count] }
         if header.wrongParameterLength {
             if pool[0].isFinite, pool[0] > 0 { gamma.append(1) } else { beta.removeLast(min(1, beta.count)) }
         }
