@@ -23,6 +23,9 @@ let imageOps = ["spatialbatchnorm", "groupnorm", "instancenorm"]
 /// decorrelated batch norm's passes for each `--methods` and `--group-sizes`,
 /// and `Whitening.fit` (ZCA).
 let whiteningOps = ["decorrelated", "whitening-fit"]
+/// The (N, D) layers without affine parameters (`Affine.none`), opt-in: the
+/// time the absent gamma and beta save, next to the default layers'.
+let noAffineOps = ["batchnorm-noaffine", "layernorm-noaffine", "rmsnorm-noaffine"]
 
 /// `DecorrelatedBatchNorm`'s passes (it has the value API only) for each
 /// method and group size that divides `D`.
@@ -185,6 +188,18 @@ func cases<S: BLASScalar>(
             let rms = try RMSNorm<S>(featureCount: features, backend: backend)
             all += try passes("rmsnorm", rms, x: x, dy: dy, runningStatistics: false).cases
             all += try residualPasses("rmsnorm", rms, x: x, dy: dy)
+        }
+        if ops.contains("batchnorm-noaffine") {
+            let bn = try BatchNorm<S>(featureCount: features, affine: .none, backend: backend)
+            all += try passes("batchnorm-noaffine", bn, x: x, dy: dy, runningStatistics: true).cases
+        }
+        if ops.contains("layernorm-noaffine") {
+            let ln = try LayerNorm<S>(featureCount: features, affine: .none, backend: backend)
+            all += try passes("layernorm-noaffine", ln, x: x, dy: dy, runningStatistics: false).cases
+        }
+        if ops.contains("rmsnorm-noaffine") {
+            let rms = try RMSNorm<S>(featureCount: features, affine: .none, backend: backend)
+            all += try passes("rmsnorm-noaffine", rms, x: x, dy: dy, runningStatistics: false).cases
         }
         if ops.contains("decorrelated") {
             all += try decorrelatedCases(x: x, dy: dy, backend: backend, methods: methods,
