@@ -124,7 +124,7 @@ private struct RunningState<Scalar: BLASScalar> {
 
 extension BatchNorm: ArchivableLayer {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(featureCount:epsilon:momentum:varianceEstimator:activation:runningStatistics:backend:)`` and
+    /// ``init(featureCount:epsilon:momentum:varianceEstimator:activation:runningStatistics:affine:backend:)`` and
     /// `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
@@ -156,7 +156,7 @@ extension BatchNorm: ArchivableLayer {
 
 extension SpatialBatchNorm: ArchivableLayer {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(channelCount:epsilon:momentum:varianceEstimator:layout:activation:runningStatistics:backend:)``
+    /// ``init(channelCount:epsilon:momentum:varianceEstimator:layout:activation:runningStatistics:affine:backend:)``
     /// and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
@@ -250,7 +250,7 @@ private func encodeAffine<Scalar: BLASScalar>(
 
 extension LayerNorm: ArchivableLayer {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(featureCount:epsilon:backend:)`` and `forward` do.
+    /// ``init(featureCount:epsilon:affine:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
         let shape = try decodeNormalizedShape(decoder)
@@ -276,7 +276,7 @@ extension LayerNorm: ArchivableLayer {
 
 extension RMSNorm: ArchivableLayer {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(featureCount:epsilon:backend:)`` and `forward` do.
+    /// ``init(featureCount:epsilon:affine:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
         let shape = try decodeNormalizedShape(decoder)
@@ -303,7 +303,7 @@ extension RMSNorm: ArchivableLayer {
 
 extension GroupNorm: ArchivableLayer {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(channelCount:groupCount:epsilon:layout:activation:backend:)`` and `forward` do.
+    /// ``init(channelCount:groupCount:epsilon:layout:activation:affine:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: AffineCodingKeys.self)
@@ -331,7 +331,7 @@ extension GroupNorm: ArchivableLayer {
 
 extension InstanceNorm: ArchivableLayer {
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(channelCount:epsilon:momentum:varianceEstimator:layout:activation:runningStatistics:backend:)``
+    /// ``init(channelCount:epsilon:momentum:varianceEstimator:layout:activation:runningStatistics:affine:backend:)``
     /// and `forward` do. An archive without running statistics (written
     /// before InstanceNorm had them) decodes with ``RunningStatistics/none``.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
@@ -383,7 +383,7 @@ extension DecorrelatedBatchNorm: ArchivableLayer {
     }
 
     /// Decodes a layer encoded by ``encode(to:)`` and validates it as
-    /// ``init(featureCount:groupSize:method:epsilon:momentum:backend:)`` and
+    /// ``init(featureCount:groupSize:method:epsilon:momentum:affine:backend:)`` and
     /// `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
