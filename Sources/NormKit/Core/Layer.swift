@@ -52,6 +52,11 @@ public enum RunningStatistics: String, Sendable, Hashable, Codable {
 /// An absent parameter's array is empty, and so must be the gradient buffer
 /// passed for it; the passes compute nothing for it (`gamma` is taken as ones
 /// and `beta` as zeros).
+///
+/// ```swift
+/// var rms = try RMSNorm<Float>(featureCount: 8, affine: .scaleAndShift)   // with a learned shift
+/// let (y, _) = try rms.forward(Tensor(randomNormal: [4, 8], seed: 3), mode: .training)
+/// ```
 public enum Affine: String, Sendable, Hashable, Codable {
     /// `gamma` and `beta`: the default of every layer but ``RMSNorm``.
     case scaleAndShift
