@@ -139,9 +139,9 @@ struct RunningUpdate<Scalar: BLASScalar>: Sendable {
 public struct NormGradients<Scalar: BLASScalar>: Sendable, Equatable {
     /// `dL/dx`, the shape of the forward input.
     public var input: Tensor<Scalar>
-    /// `dL/dgamma`, one per feature or channel.
+    /// `dL/dgamma`, one per feature or channel; empty without a scale (``Affine``).
     public var gamma: [Scalar]
-    /// `dL/dbeta`, one per feature or channel.
+    /// `dL/dbeta`, one per feature or channel; empty without a shift (``Affine``).
     public var beta: [Scalar]
 
     /// Gradients from their parts.
