@@ -84,18 +84,13 @@ public enum Affine: String, Sendable, Hashable, Codable {
     @inlinable
     public func shiftCount(_ count: Int) -> Int { hasShift ? count : 0 }
 
-    /// The affine map of a layer whose `gamma` and `beta` hold `scales` and `shifts` values.
-    /// - Throws: ``NormError/unsupportedParameter(name:expected:)`` for a shift
-    ///   without a scale, which no ``Affine`` names.
+    /// The affine map with a scale when `scale` and a shift when `shift`: the
+    /// one place a map is read from which parameters are present (a cache's
+    /// arrays, a PyTorch state). A shift without a scale, which no case names
+    /// and every caller refuses first, counts as both.
     @inlinable
-    static func of(scales: Int, shifts: Int) throws(NormError) -> Affine {
-        switch (scales > 0, shifts > 0) {
-        case (true, true): return .scaleAndShift
-        case (true, false): return .scaleOnly
-        case (false, false): return .none
-        case (false, true):
-            throw .unsupportedParameter(name: "beta", expected: "no shift without a scale (Affine has no shift-only case)")
-        }
+    init(scale: Bool, shift: Bool) {
+        self = shift ? .scaleAndShift : scale ? .scaleOnly : .none
     }
 }
 
@@ -305,7 +300,7 @@ extension NormalizationLayer {
     /// stores none keeps both (``Affine/scaleAndShift``) unless an array is
     /// empty.
     /// - Complexity: O(1).
-    public var affine: Affine { (try? Affine.of(scales: gamma.count, shifts: beta.count)) ?? .scaleAndShift }
+    public var affine: Affine { Affine(scale: !gamma.isEmpty, shift: !beta.isEmpty) }
 }
 
 extension BufferedNormalizationLayer {

@@ -175,7 +175,7 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     @usableFromInline
     mutating func record(gamma source: [Scalar], beta: [Scalar], parameters: Int, mode: Mode,
                          statisticCount: Int, origin: CacheOrigin) {
-        self.affine = source.isEmpty ? .none : beta.isEmpty ? .scaleOnly : .scaleAndShift
+        self.affine = Affine(scale: !source.isEmpty, shift: !beta.isEmpty)
         self.mode = mode
         self.origin = origin
         self.activation = .none

@@ -111,7 +111,7 @@ struct PyTorchBatchNormState<Scalar: BLASScalar> {
     /// The channel count, from the first array present.
     var count: Int { (runningMean ?? gamma ?? []).count }
     /// The affine map the arrays present give (a `bias` needs a `weight`, checked by `init`).
-    var affine: Affine { gamma == nil ? .none : beta == nil ? .scaleOnly : .scaleAndShift }
+    var affine: Affine { Affine(scale: gamma != nil, shift: beta != nil) }
 
     init(_ state: NumPyArchive, prefix: String) throws(NormError) {
         func vector(_ key: String) throws(NormError) -> [Scalar]? {
@@ -272,7 +272,7 @@ extension LayerNorm {
                 backend: Backend = .blas) throws(NormError) {
         let (shape, weight, bias): ([Int], [Scalar], [Scalar]?) =
             try PyTorchState.shapedAffine(state, prefix: prefix, module: "LayerNorm")
-        try self.init(normalizedShape: shape, epsilon: epsilon, affine: bias == nil ? .scaleOnly : .scaleAndShift,
+        try self.init(normalizedShape: shape, epsilon: epsilon, affine: Affine(scale: true, shift: bias != nil),
                       backend: backend)
         gamma = weight
         if let bias { beta = bias }
@@ -303,7 +303,7 @@ extension RMSNorm {
                 backend: Backend = .blas) throws(NormError) {
         let (shape, weight, bias): ([Int], [Scalar], [Scalar]?) =
             try PyTorchState.shapedAffine(state, prefix: prefix, module: "RMSNorm")
-        try self.init(normalizedShape: shape, epsilon: epsilon, affine: bias == nil ? .scaleOnly : .scaleAndShift,
+        try self.init(normalizedShape: shape, epsilon: epsilon, affine: Affine(scale: true, shift: bias != nil),
                       backend: backend)
         gamma = weight
         if let bias { beta = bias }
@@ -331,7 +331,7 @@ extension GroupNorm {
                 backend: Backend = .blas) throws(NormError) {
         let (weight, bias): ([Scalar], [Scalar]?) = try PyTorchState.affine(state, prefix: prefix, module: "GroupNorm")
         try self.init(channelCount: weight.count, groupCount: groupCount, epsilon: epsilon,
-                      affine: bias == nil ? .scaleOnly : .scaleAndShift, backend: backend)
+                      affine: Affine(scale: true, shift: bias != nil), backend: backend)
         gamma = weight
         if let bias { beta = bias }
     }
