@@ -117,10 +117,10 @@ docs: setup
 	$(SWIFT) package --disable-sandbox generate-documentation --target NormKit --warnings-as-errors
 
 # Examples/Consumer: a separate package that depends on NormKit by path, built
-# in release (top-level code that once crashed the compiler) and in debug, and run.
+# in release (top-level code that once crashed the compiler) and run. (A debug
+# build of a dependent package is make snippets' Examples/Snippets.)
 example: setup
 	cd Examples/Consumer && $(SWIFT) build -c release && .build/release/Consumer
-	cd Examples/Consumer && $(SWIFT) build && .build/debug/Consumer
 
 # Every Swift snippet of the README, the DocC catalog and the doc comments,
 # extracted (Examples/Snippets/extract.py), compiled with only its own imports
