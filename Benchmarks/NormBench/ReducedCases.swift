@@ -49,11 +49,12 @@ func reducedPasses<L: ReducedPrecisionLayer, Storage: BenchStorage>(
     dy: UnsafeMutableBufferPointer<Storage>, shape: [Int], runningStatistics: Bool = false
 ) throws -> [Case] {
     var layer = layer
-    let count = x.count, features = shape[1]
+    let count = x.count
     let y = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
     let dx = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
     let inferred = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
-    var dgamma = [Float](repeating: 0, count: features), dbeta = dgamma
+    var dgamma = [Float](repeating: 0, count: layer.gamma.count)
+    var dbeta = [Float](repeating: 0, count: layer.beta.count)
     var cache = NormCache<Float>(), workspace = Workspace<Float>()
     var inferWorkspace = Workspace<Float>()
     try layer.forward(UnsafeBufferPointer(x), shape: shape, mode: .training, into: y,
