@@ -31,12 +31,14 @@ func reducedCases<Storage: BenchStorage>(
                                  x: x, dy: dy, shape: shape, runningStatistics: true)
     }
     if ops.contains("layernorm") {
-        all += try reducedPasses("layernorm", LayerNorm<Float>(featureCount: features, backend: backend),
-                                 x: x, dy: dy, shape: shape)
+        let layer = try LayerNorm<Float>(featureCount: features, backend: backend)
+        all += try reducedPasses("layernorm", layer, x: x, dy: dy, shape: shape)
+        all += try reducedResidualPasses("layernorm", layer, x: x, dy: dy, shape: shape)
     }
     if ops.contains("rmsnorm") {
-        all += try reducedPasses("rmsnorm", RMSNorm<Float>(featureCount: features, backend: backend),
-                                 x: x, dy: dy, shape: shape)
+        let layer = try RMSNorm<Float>(featureCount: features, backend: backend)
+        all += try reducedPasses("rmsnorm", layer, x: x, dy: dy, shape: shape)
+        all += try reducedResidualPasses("rmsnorm", layer, x: x, dy: dy, shape: shape)
     }
     return all
 }
@@ -86,6 +88,45 @@ func reducedPasses<L: ReducedPrecisionLayer, Storage: BenchStorage>(
         Case(op: op, pass: "infer", bytesPerFloatElement: 8, run: { [layer] in
             try layer.infer(UnsafeBufferPointer(x), shape: shape, into: inferred,
                             workspace: &inferWorkspace)
+        }, runValue: nil),
+    ]
+}
+
+/// LayerNorm's or RMSNorm's residual form over 16-bit buffers, named as the
+/// Float cases: the forward reads x and r and writes the sum and y (and the
+/// cache's copy of the sum); the backward with a sum gradient reads dy, the
+/// cached sum and ds and writes dx.
+func reducedResidualPasses<L: ReducedPrecisionResidualLayer, Storage: BenchStorage>(
+    _ op: String, _ layer: L, x: UnsafeMutableBufferPointer<Storage>,
+    dy: UnsafeMutableBufferPointer<Storage>, shape: [Int]
+) throws -> [Case] {
+    var layer = layer
+    let count = x.count
+    let rf = try Tensor<Float>(randomNormal: shape, seed: 3)
+    let r = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
+    rf.withUnsafeBufferPointer { for k in 0..<count { r[k] = Storage($0[k]) } }
+    let y = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
+    let sum = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
+    let dx = UnsafeMutableBufferPointer<Storage>.allocate(capacity: count)
+    var dgamma = [Float](repeating: 0, count: layer.gamma.count)
+    var dbeta = [Float](repeating: 0, count: layer.beta.count)
+    var cache = NormCache<Float>(), workspace = Workspace<Float>()
+    try layer.forward(UnsafeBufferPointer(x), residual: UnsafeBufferPointer(r), shape: shape,
+                      mode: .training, into: y, sum: sum, cache: &cache, workspace: &workspace)
+    let trained = cache
+    return [
+        Case(op: op, pass: "forward-residual", bytesPerFloatElement: 16, run: {
+            try layer.forward(UnsafeBufferPointer(x), residual: UnsafeBufferPointer(r), shape: shape,
+                              mode: .training, into: y, sum: sum, cache: &cache, workspace: &workspace)
+        }, runValue: nil),
+        Case(op: op, pass: "backward-residual", bytesPerFloatElement: 16, run: { [layer] in
+            try dgamma.withUnsafeMutableBufferPointer { dg in
+                try dbeta.withUnsafeMutableBufferPointer { db in
+                    try layer.backward(UnsafeBufferPointer(dy), sumGradient: UnsafeBufferPointer(r),
+                                       cache: trained, inputGradient: dx, gammaGradient: dg,
+                                       betaGradient: db, workspace: &workspace)
+                }
+            }
         }, runValue: nil),
     ]
 }

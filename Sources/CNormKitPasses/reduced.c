@@ -347,3 +347,70 @@ NORMKIT_CLONES void normkit_combine_columns_bf16(const uint16_t *dy, const uint1
         out[j] = normkit_float_to_bf16(a[j] * normkit_bf16_to_float(gg[j])
                                        + b[j] * (normkit_bf16_to_float(xx[j]) - mean[j]) + c[j]);
 }
+
+// A 16-bit residual form's prologue: s[j] = narrow(widen(x[j]) + widen(r[j])),
+// the 16-bit addition (the Float sum of two 16-bit values rounded once), and
+// f[j] = widen(s[j]) for the row kernels; s copied to `sum` when it is not
+// NULL (streaming stores when `streaming`). x and r may be `sum`, not s or f.
+#if defined(NORMKIT_F16C)
+__attribute__((target("avx,f16c")))
+static void normkit_residual_sum_f16_f16c(const uint16_t *x, const uint16_t *r, uint16_t *s,
+                                          float *f, long n) {
+    long j = 0;
+    for (; j + 8 <= n; j += 8) {
+        if ((j & 31) == 0) {  // the next block's lines, on their way while the caller works on these
+            __builtin_prefetch(x + j + n, 0, 3);
+            __builtin_prefetch(r + j + n, 0, 3);
+        }
+        __m256 a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + j)));
+        __m256 b = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + j)));
+        __m128i h = _mm256_cvtps_ph(_mm256_add_ps(a, b), _MM_FROUND_TO_NEAREST_INT);
+        _mm_storeu_si128((__m128i *)(s + j), h);
+        _mm256_storeu_ps(f + j, _mm256_cvtph_ps(h));
+    }
+    for (; j < n; j++) {
+        s[j] = normkit_float_to_f16(normkit_f16_to_float(x[j]) + normkit_f16_to_float(r[j]));
+        f[j] = normkit_f16_to_float(s[j]);
+    }
+}
+#endif
+
+void normkit_residual_sum_f16(const uint16_t *x, const uint16_t *r, uint16_t *s, uint16_t *sum,
+                              float *f, long n, int streaming) {
+#if defined(NORMKIT_F16C)
+    if (normkit_f16c()) {
+        normkit_residual_sum_f16_f16c(x, r, s, f, n);
+    } else
+#endif
+    for (long j = 0; j < n; j++) {
+        s[j] = normkit_float_to_f16(normkit_f16_to_float(x[j]) + normkit_f16_to_float(r[j]));
+        f[j] = normkit_f16_to_float(s[j]);
+    }
+    if (sum) normkit_copy16(s, sum, n, streaming);
+}
+
+void normkit_residual_sum_bf16_loop(const uint16_t *x, const uint16_t *r, uint16_t *s, float *f,
+                                    long n);
+NORMKIT_CLONES void normkit_residual_sum_bf16_loop(const uint16_t *x, const uint16_t *r,
+                                                   uint16_t *s, float *f, long n) {
+    uint16_t *restrict out = s;
+    uint32_t *restrict wide = (uint32_t *)f;
+    long j = 0;
+    for (; j < n; j += 32) {
+        long end = j + 32 < n ? j + 32 : n;
+        __builtin_prefetch(x + j + n, 0, 3);  // the next block's lines
+        __builtin_prefetch(r + j + n, 0, 3);
+        for (long k = j; k < end; k++) {
+            uint16_t h = normkit_float_to_bf16(normkit_from_bits((uint32_t)x[k] << 16)
+                                               + normkit_from_bits((uint32_t)r[k] << 16));
+            out[k] = h;
+            wide[k] = (uint32_t)h << 16;
+        }
+    }
+}
+
+void normkit_residual_sum_bf16(const uint16_t *x, const uint16_t *r, uint16_t *s, uint16_t *sum,
+                               float *f, long n, int streaming) {
+    normkit_residual_sum_bf16_loop(x, r, s, f, n);
+    if (sum) normkit_copy16(s, sum, n, streaming);
+}

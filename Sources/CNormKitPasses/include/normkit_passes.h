@@ -137,6 +137,12 @@ void normkit_combine_columns_f16(const uint16_t *dy, const uint16_t *x, uint16_t
 void normkit_combine_columns_bf16(const uint16_t *dy, const uint16_t *x, uint16_t *dx, long n,
                                   const float *mean, const float *a, const float *b,
                                   const float *c, int streaming);
+/* A residual form's prologue: s[j] = widen(x[j]) + widen(r[j]) rounded to 16 bits (the
+   16-bit addition), f[j] = widen(s[j]); s copied to `sum` when it is not NULL. */
+void normkit_residual_sum_f16(const uint16_t *x, const uint16_t *r, uint16_t *s, uint16_t *sum,
+                              float *f, long n, int streaming);
+void normkit_residual_sum_bf16(const uint16_t *x, const uint16_t *r, uint16_t *s, uint16_t *sum,
+                               float *f, long n, int streaming);
 void normkit_widen_f16_baseline(const uint16_t *h, float *f, long n);
 void normkit_narrow_f16_baseline(const float *f, uint16_t *h, long n);
 void normkit_narrow_bf16_baseline(const float *f, uint16_t *h, long n);

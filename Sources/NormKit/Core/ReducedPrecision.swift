@@ -120,6 +120,26 @@ enum StoragePrecision: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// A residual form's prologue over `count` values: `s = x + r` rounded
+    /// once to 16 bits (the 16-bit addition), `s` widened into `target` and
+    /// copied to `sum` (with streaming stores when `streaming`) when it is
+    /// not `nil`. `x` and `r` may be `sum`'s memory.
+    @usableFromInline
+    func residualSum(_ x: UnsafeRawPointer, _ r: UnsafeRawPointer, into s: UnsafeMutableRawPointer,
+                     sum: UnsafeMutableRawPointer?, widened target: UnsafeMutablePointer<Float>,
+                     count: Int, streaming: Bool) {
+        let h = { (p: UnsafeRawPointer) in p.assumingMemoryBound(to: UInt16.self) }
+        let out = s.assumingMemoryBound(to: UInt16.self)
+        let copy = sum?.assumingMemoryBound(to: UInt16.self)
+        switch self {
+        case .float16:
+            normkit_residual_sum_f16(h(x), h(r), out, copy, target, count, streaming ? 1 : 0)
+        case .bfloat16:
+            normkit_residual_sum_bf16(h(x), h(r), out, copy, target, count, streaming ? 1 : 0)
+        case .float: preconditionFailure("a Float input has nothing to widen")
+        }
+    }
+
     /// BatchNorm's normalize pass over one row of `count` 16-bit values,
     /// `y = (x - mean) · scale + shift` per column, computed in `Float` as the
     /// `Float` pass does and rounded once to 16 bits, with streaming stores

@@ -217,8 +217,8 @@ extension RMSNorm: ReducedPrecisionLayer where Scalar == Float {
             epsilon: epsilon, backend: backend, output: output, workspace: &workspace)
     }
 
-    /// The backward pass of a 16-bit forward (`dbeta` is zeros), as
-    /// ``LayerNorm``'s 16-bit backward.
+    /// The backward pass of a 16-bit forward, as ``LayerNorm``'s 16-bit
+    /// backward (`betaGradient` empty unless ``affine`` has a shift).
     /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
     ///   from another layer or filled at another precision,
     ///   ``NormError/bufferCountMismatch(name:expected:actual:)``.
@@ -234,5 +234,182 @@ extension RMSNorm: ReducedPrecisionLayer where Scalar == Float {
             outputGradient, cache: cache, inputGradient: inputGradient,
             gammaGradient: gammaGradient, betaGradient: betaGradient, columns: featureCount, trailing: normalizedShape,
             centred: false, backend: backend, workspace: &workspace)
+    }
+}
+
+/// A row layer (``LayerNorm``, ``RMSNorm``, where `Scalar` is `Float`) whose
+/// residual form (``ResidualNormalizationLayer``, DESIGN §2.4) also reads and
+/// writes 16-bit storage: `s = input + residual` is computed in `Float` and
+/// rounded once to the storage type (the 16-bit addition an unfused model
+/// makes), the layer normalizes that `s`, and the cache keeps it at 2 bytes
+/// an element.
+public protocol ReducedPrecisionResidualLayer: ReducedPrecisionLayer, ResidualNormalizationLayer
+where Cache == NormCache<Float> {
+    /// Normalizes `s = input + residual` (rounded to `Storage`) into
+    /// `output`, writing `s` to `sum` when it is not `nil`; the cache keeps
+    /// `s`. `output` may be `input`'s or `residual`'s memory; `sum` may be
+    /// either too, but not `output`. The output equals the unfused sequence
+    /// (the 16-bit addition, then the 16-bit forward) bit for bit.
+    /// - Throws: as the 16-bit forward, and
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)`` naming
+    ///   `residual` or `sum`.
+    /// - Complexity: O(product of `shape`).
+    mutating func forward<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, residual: UnsafeBufferPointer<Storage>,
+        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Storage>,
+        sum: UnsafeMutableBufferPointer<Storage>?, cache: inout NormCache<Float>,
+        workspace: inout Workspace<Float>) throws(NormError)
+
+    /// The 16-bit backward plus `sumGradient` (the gradient reaching `sum`
+    /// from later blocks; `nil` for none), added in `Float` before the one
+    /// rounding of `inputGradient` (so it may differ from the unfused
+    /// sequence's two roundings by one unit in the last place). A plain
+    /// 16-bit forward's cache works too.
+    /// - Throws: as the 16-bit backward, and
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)`` naming `sumGradient`.
+    /// - Complexity: O(count of the cached input).
+    func backward<Storage: ReducedPrecision>(
+        _ outputGradient: UnsafeBufferPointer<Storage>, sumGradient: UnsafeBufferPointer<Storage>?,
+        cache: NormCache<Float>, inputGradient: UnsafeMutableBufferPointer<Storage>,
+        gammaGradient: UnsafeMutableBufferPointer<Float>,
+        betaGradient: UnsafeMutableBufferPointer<Float>,
+        workspace: inout Workspace<Float>) throws(NormError)
+}
+
+extension ReducedPrecisionResidualLayer {
+    /// The 16-bit residual forward over `Span`s: the entry point over
+    /// buffers (`output` and `sum` are their own memory here).
+    /// - Throws: as that entry point.
+    /// - Complexity: O(product of `shape`).
+    @inlinable
+    public mutating func forward<Storage: ReducedPrecision>(
+        _ input: Span<Storage>, residual: Span<Storage>, shape: [Int], mode: Mode,
+        into output: inout MutableSpan<Storage>, sum: inout MutableSpan<Storage>,
+        cache: inout NormCache<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let failure: NormError? = input.withUnsafeBufferPointer { x in
+            residual.withUnsafeBufferPointer { r in
+                output.withUnsafeMutableBufferPointer { y in
+                    sum.withUnsafeMutableBufferPointer { s in
+                        do throws(NormError) {
+                            try forward(x, residual: r, shape: shape, mode: mode, into: y, sum: s,
+                                        cache: &cache, workspace: &workspace)
+                            return nil
+                        } catch { return error }
+                    }
+                }
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// The 16-bit residual backward over `Span`s: the entry point over buffers.
+    /// - Throws: as that entry point.
+    /// - Complexity: O(count of the cached input).
+    @inlinable
+    public func backward<Storage: ReducedPrecision>(
+        _ outputGradient: Span<Storage>, sumGradient: Span<Storage>, cache: NormCache<Float>,
+        inputGradient: inout MutableSpan<Storage>, gammaGradient: inout MutableSpan<Float>,
+        betaGradient: inout MutableSpan<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
+            sumGradient.withUnsafeBufferPointer { ds in
+                inputGradient.withUnsafeMutableBufferPointer { dx in
+                    gammaGradient.withUnsafeMutableBufferPointer { dgamma in
+                        betaGradient.withUnsafeMutableBufferPointer { dbeta in
+                            do throws(NormError) {
+                                try backward(dy, sumGradient: ds, cache: cache, inputGradient: dx,
+                                             gammaGradient: dgamma, betaGradient: dbeta,
+                                             workspace: &workspace)
+                                return nil
+                            } catch { return error }
+                        }
+                    }
+                }
+            }
+        }
+        if let failure { throw failure }
+    }
+}
+
+extension LayerNorm: ReducedPrecisionResidualLayer where Scalar == Float {
+    /// Normalizes `s = input + residual`, 16-bit values rounded once from
+    /// their `Float` sum, writing `s` to `sum`; see
+    /// ``ReducedPrecisionResidualLayer``.
+    /// - Throws: as the 16-bit forward, and
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)`` naming
+    ///   `residual` or `sum`.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public mutating func forward<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, residual: UnsafeBufferPointer<Storage>,
+        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Storage>,
+        sum: UnsafeMutableBufferPointer<Storage>?, cache: inout NormCache<Float>,
+        workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try validateParameters()
+        try RowNormalization.forward(
+            input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape,
+            centred: true, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            output: output, residual: (residual, sum), cache: &cache, workspace: &workspace)
+    }
+
+    /// The 16-bit backward with the sum's gradient added before the one
+    /// rounding; see ``ReducedPrecisionResidualLayer``.
+    /// - Throws: as the 16-bit backward, and
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)`` naming `sumGradient`.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public func backward<Storage: ReducedPrecision>(
+        _ outputGradient: UnsafeBufferPointer<Storage>, sumGradient: UnsafeBufferPointer<Storage>?,
+        cache: NormCache<Float>, inputGradient: UnsafeMutableBufferPointer<Storage>,
+        gammaGradient: UnsafeMutableBufferPointer<Float>,
+        betaGradient: UnsafeMutableBufferPointer<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try RowNormalization.backward(
+            outputGradient, sumGradient: sumGradient, cache: cache, inputGradient: inputGradient,
+            gammaGradient: gammaGradient, betaGradient: betaGradient, columns: featureCount,
+            trailing: normalizedShape, centred: true, backend: backend, workspace: &workspace)
+    }
+}
+
+extension RMSNorm: ReducedPrecisionResidualLayer where Scalar == Float {
+    /// Normalizes `s = input + residual`, 16-bit values rounded once from
+    /// their `Float` sum, writing `s` to `sum`; see
+    /// ``ReducedPrecisionResidualLayer``.
+    /// - Throws: as the 16-bit forward, and
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)`` naming
+    ///   `residual` or `sum`.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public mutating func forward<Storage: ReducedPrecision>(
+        _ input: UnsafeBufferPointer<Storage>, residual: UnsafeBufferPointer<Storage>,
+        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Storage>,
+        sum: UnsafeMutableBufferPointer<Storage>?, cache: inout NormCache<Float>,
+        workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try validateParameters()
+        try RowNormalization.forward(
+            input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape,
+            centred: false, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            output: output, residual: (residual, sum), cache: &cache, workspace: &workspace)
+    }
+
+    /// The 16-bit backward with the sum's gradient added before the one
+    /// rounding; see ``ReducedPrecisionResidualLayer``.
+    /// - Throws: as the 16-bit backward, and
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)`` naming `sumGradient`.
+    /// - Complexity: O(N·D).
+    @inlinable
+    public func backward<Storage: ReducedPrecision>(
+        _ outputGradient: UnsafeBufferPointer<Storage>, sumGradient: UnsafeBufferPointer<Storage>?,
+        cache: NormCache<Float>, inputGradient: UnsafeMutableBufferPointer<Storage>,
+        gammaGradient: UnsafeMutableBufferPointer<Float>,
+        betaGradient: UnsafeMutableBufferPointer<Float>, workspace: inout Workspace<Float>
+    ) throws(NormError) {
+        try RowNormalization.backward(
+            outputGradient, sumGradient: sumGradient, cache: cache, inputGradient: inputGradient,
+            gammaGradient: gammaGradient, betaGradient: betaGradient, columns: featureCount,
+            trailing: normalizedShape, centred: false, backend: backend, workspace: &workspace)
     }
 }

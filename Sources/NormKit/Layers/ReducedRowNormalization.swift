@@ -5,7 +5,9 @@
 /// `Float`; the cache keeps the 16-bit input.
 extension RowNormalization {
     /// The 16-bit forward: as the `Float` one, the input copied into the
-    /// cache at 2 bytes an element by the pass that widens it.
+    /// cache at 2 bytes an element by the pass that widens it. With a
+    /// `residual`, the layer's input is `s = x + residual` rounded to the
+    /// storage type (``ReducedPrologue``), written into the cache and `sum`.
     /// - Throws: as the `Float` forward, and
     ///   ``NormError/unsupportedParameter(name:expected:)`` for a storage type
     ///   other than `Float16` and ``BFloat16``.
@@ -14,9 +16,16 @@ extension RowNormalization {
         _ x: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode, columns: Int, trailing: [Int], centred: Bool,
         gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
         output: UnsafeMutableBufferPointer<Storage>,
+        residual: (r: UnsafeBufferPointer<Storage>, sum: UnsafeMutableBufferPointer<Storage>?)? = nil,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
         let precision = try StoragePrecision(Storage.self)
+        if let residual {
+            let count = try Tensor<Float>.elementCount(of: shape)
+            try Validation.buffer("input", x.count, expected: count)
+            try Validation.buffer("residual", residual.r.count, expected: count)
+            if let sum = residual.sum { try Validation.buffer("sum", sum.count, expected: count) }
+        }
         try cache.adoptReduced(x, shape: shape, precision: precision)
         try Validation.buffer("output", output.count, expected: x.count)
         let rows = try Validation.rows(shape: shape, count: x.count, trailing: trailing)
@@ -27,6 +36,10 @@ extension RowNormalization {
             reducedPass(UnsafeRawPointer(x.baseAddress!), copy: own, precision: precision, rows: rows, columns: columns, centred: centred,
                         gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
                         statistics: (mean, invstd), y: UnsafeMutableRawPointer(output.baseAddress!),
+                        residual: residual.map {
+                            ReducedPrologue(r: UnsafeRawPointer($0.r.baseAddress!),
+                                            sum: $0.sum.map { UnsafeMutableRawPointer($0.baseAddress!) })
+                        },
                         workspace: &workspace)
         }
         if let index = failure {
@@ -57,6 +70,31 @@ extension RowNormalization {
         }
     }
 
+    /// The residual sum ahead of a 16-bit row pass: `s = x + r` computed in
+    /// `Float` and rounded once to the storage type (the 16-bit addition an
+    /// unfused model makes), into the cache's copy and `sum`; the layer
+    /// normalizes the rounded `s`.
+    @usableFromInline
+    struct ReducedPrologue {
+        @usableFromInline let r: UnsafeRawPointer
+        @usableFromInline let sum: UnsafeMutableRawPointer?
+
+        @inlinable
+        init(r: UnsafeRawPointer, sum: UnsafeMutableRawPointer?) {
+            self.r = r; self.sum = sum
+        }
+
+        /// `count` values from element `offset`, in one C pass: `x + r`
+        /// rounded into `s` (the cache) and `sum`, and widened into `xf`.
+        @inlinable
+        func run(_ x: UnsafeRawPointer, offset: Int, count: Int, precision: StoragePrecision,
+                 s: UnsafeMutableRawPointer, xf: UnsafeMutablePointer<Float>, streaming: Bool) {
+            precision.residualSum(x + 2 * offset, r + 2 * offset, into: s + 2 * offset,
+                                  sum: sum.map { $0 + 2 * offset }, widened: xf, count: count,
+                                  streaming: streaming)
+        }
+    }
+
     /// The statistics and output pass over `rows` 16-bit rows at `x` into the
     /// 16-bit `y`: per block of rows (at most `blockRows`), widen, then rows of
     /// at least ``LayerNormKernels/rowKernelMinimumColumns`` one at a time
@@ -73,7 +111,8 @@ extension RowNormalization {
         rows: Int, columns: Int, centred: Bool,
         gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
         statistics: (mean: UnsafeMutablePointer<Float>, invstd: UnsafeMutablePointer<Float>)?,
-        y: UnsafeMutableRawPointer, workspace: inout Workspace<Float>
+        y: UnsafeMutableRawPointer, residual: ReducedPrologue? = nil,
+        workspace: inout Workspace<Float>
     ) -> Int? {
         let count = rows * columns
         let streaming = StreamingStores.shouldStream(count: (count + 1) / 2, of: Float.self)
@@ -111,7 +150,7 @@ extension RowNormalization {
                                    invstd: invstd, columns: columns, blockRows: blockRows,
                                    epsilon: epsilon, centred: centred, streaming: streaming,
                                    ones: ones, scratch: scratch, perWorker: perWorker,
-                                   kernelScratch: kernelScratch, block: block)
+                                   kernelScratch: kernelScratch, block: block, residual: residual)
                     return Threading.firstFailure(split, context) { c, chunk, worker in
                         let c = c.pointee
                         let part = c.split.rows(ofChunk: chunk)
@@ -121,9 +160,15 @@ extension RowNormalization {
                         while first < part.upperBound {
                             let n = min(c.blockRows, part.upperBound - first)
                             let offset = first * c.columns
-                            c.precision.widen(c.x + 2 * offset, into: xf, count: n * c.columns,
-                                              copy: c.copy.map { $0 + 2 * offset },
-                                              streaming: c.streaming)
+                            if let prologue = c.residual, let s = c.copy {
+                                prologue.run(c.x, offset: offset, count: n * c.columns,
+                                             precision: c.precision, s: s, xf: xf,
+                                             streaming: c.streaming)
+                            } else {
+                                c.precision.widen(c.x + 2 * offset, into: xf, count: n * c.columns,
+                                                  copy: c.copy.map { $0 + 2 * offset },
+                                                  streaming: c.streaming)
+                            }
                             if c.columns >= LayerNormKernels.rowKernelMinimumColumns {
                                 // One row at a time: the Float statistics, then
                                 // the scale and shift narrowed as it is written.
@@ -164,7 +209,12 @@ extension RowNormalization {
                     }
                 case .naive:
                     let xf = scratch, yf = scratch + count
-                    precision.widen(x, into: xf, count: count, copy: copy)
+                    if let residual, let copy {
+                        residual.run(x, offset: 0, count: count, precision: precision, s: copy,
+                                     xf: xf, streaming: false)
+                    } else {
+                        precision.widen(x, into: xf, count: count, copy: copy)
+                    }
                     if let bad = LayerNormKernels.forwardNaive(
                         x: xf, rows: rows, columns: columns, epsilon: epsilon, centred: centred,
                         gamma: g, beta: b, mean: mean, invstd: invstd,
@@ -187,8 +237,8 @@ extension RowNormalization {
     ///   ``NormError/unsupportedParameter(name:expected:)``.
     @inlinable
     static func backward<Storage: ReducedPrecision>(
-        _ dy: UnsafeBufferPointer<Storage>, cache: NormCache<Float>,
-        inputGradient dx: UnsafeMutableBufferPointer<Storage>,
+        _ dy: UnsafeBufferPointer<Storage>, sumGradient: UnsafeBufferPointer<Storage>? = nil,
+        cache: NormCache<Float>, inputGradient dx: UnsafeMutableBufferPointer<Storage>,
         gammaGradient dgamma: UnsafeMutableBufferPointer<Float>,
         betaGradient dbeta: UnsafeMutableBufferPointer<Float>,
         columns: Int, trailing: [Int], centred: Bool, backend: Backend, workspace: inout Workspace<Float>
@@ -201,6 +251,9 @@ extension RowNormalization {
         try Validation.cache(cache, parameters: columns, statistics: rows)
         try Validation.buffer("outputGradient", dy.count, expected: count)
         try Validation.buffer("inputGradient", dx.count, expected: count)
+        if let sumGradient {
+            try Validation.buffer("sumGradient", sumGradient.count, expected: count)
+        }
         try Validation.parameterGradients(dgamma.count, dbeta.count, cache: cache, parameters: columns)
         let blockRows = CacheGeometry.blockRows(
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Float>.stride, buffers: 5)
@@ -209,9 +262,11 @@ extension RowNormalization {
         let block = Workspace<Float>.lines(blockRows * columns)
         let kernelScratch = Workspace<Float>.lines(
             LayerNormKernels.backwardScratch(blockRows: blockRows))
-        let perWorker = kernelScratch + 3 * block
+        // dy, x and dx widened, and the sum gradient when there is one.
+        let blocks = sumGradient == nil ? 3 : 4
+        let perWorker = kernelScratch + blocks * block
         let scratchCount = backend == .blas
-            ? split.workers * perWorker + split.chunks * 2 * columns : 3 * count + 2 * rows
+            ? split.workers * perWorker + split.chunks * 2 * columns : blocks * count + 2 * rows
         let streaming = StreamingStores.shouldStream(count: (count + 1) / 2, of: Float.self)
         workspace.withRegions(ones: backend == .blas ? blockRows : 0, scratch: scratchCount) {
             ones, scratch in
@@ -219,6 +274,7 @@ extension RowNormalization {
                 // At least one row of at least one value: none is empty.
                 let dyRaw = UnsafeRawPointer(dy.baseAddress!)
                 let dxRaw = UnsafeMutableRawPointer(dx.baseAddress!)
+                let dsRaw = sumGradient.map { UnsafeRawPointer($0.baseAddress!) }
                 switch backend {
                 case .blas:
                     let partials = scratch + split.workers * perWorker
@@ -227,7 +283,8 @@ extension RowNormalization {
                                    blockRows: blockRows, centred: centred, partials: partials,
                                    ones: ones, scratch: scratch, perWorker: perWorker,
                                    kernelScratch: kernelScratch, block: block, streaming: streaming,
-                                   keepsGamma: !dgamma.isEmpty, keepsBeta: !dbeta.isEmpty)
+                                   keepsGamma: !dgamma.isEmpty, keepsBeta: !dbeta.isEmpty,
+                                   ds: dsRaw)
                     Threading.run(split, context) { c, chunk, worker in
                         let c = c.pointee
                         let part = c.split.rows(ofChunk: chunk)
@@ -241,11 +298,16 @@ extension RowNormalization {
                             let offset = first * c.columns, values = n * c.columns
                             c.precision.widen(c.dy + 2 * offset, into: dyf, count: values)
                             c.precision.widen(c.x + 2 * offset, into: xf, count: values)
+                            let dsf: UnsafeMutablePointer<Float>? = c.ds.map {
+                                c.precision.widen($0 + 2 * offset, into: dxf + c.block, count: values)
+                                return dxf + c.block
+                            }
                             LayerNormKernels.backwardBlock(
                                 dy: dyf, x: xf, rows: n, columns: c.columns, centred: c.centred,
                                 mean: c.mean + first, invstd: c.invstd + first, gamma: c.gamma,
                                 dx: dxf, dgamma: c.keepsGamma ? sums : nil,
-                                dbeta: c.keepsBeta ? sums + c.columns : nil, sumGradient: nil,
+                                dbeta: c.keepsBeta ? sums + c.columns : nil,
+                                sumGradient: dsf.map { UnsafePointer($0) },
                                 ones: c.ones, scratch: own)
                             c.precision.narrow(dxf, into: c.dx + 2 * offset, count: values,
                                                streaming: c.streaming)
@@ -261,12 +323,17 @@ extension RowNormalization {
                     let dyf = scratch, xf = scratch + count, dxf = xf + count
                     precision.widen(dyRaw, into: dyf, count: count)
                     precision.widen(x, into: xf, count: count)
+                    let dsf: UnsafeMutablePointer<Float>? = dsRaw.map {
+                        precision.widen($0, into: dxf + count, count: count)
+                        return dxf + count
+                    }
                     LayerNormKernels.backwardNaive(
                         dy: dyf, x: xf, rows: rows, columns: columns, centred: centred,
                         mean: mean, invstd: invstd, gamma: gamma, dx: dxf,
                         dgamma: dgamma.isEmpty ? nil : dgamma.baseAddress,
                         dbeta: dbeta.isEmpty ? nil : dbeta.baseAddress, streaming: false,
-                        scratch: dxf + count)
+                        sumGradient: dsf.map { UnsafePointer($0) },
+                        scratch: dxf + (blocks - 2) * count)
                     precision.narrow(dxf, into: dxRaw, count: count, streaming: false)
                 }
             }

@@ -1,0 +1,267 @@
+import NormKit
+import Testing
+
+/// DESIGN §2.3 with §2.4: LayerNorm's and RMSNorm's residual form over 16-bit
+/// storage. The forward equals the unfused sequence (the 16-bit addition,
+/// then the 16-bit forward) bit for bit; the backward adds the sum's gradient
+/// in `Float` before its one rounding, within 1 ulp of the float64 reference.
+@Suite("16-bit residual forms")
+struct ReducedResidualTests {
+    /// `s = x + r` as a model without the fused form computes it in 16 bits:
+    /// the `Float` sum rounded once (exact for two 16-bit values before it).
+    static func added<S: TestStorage>(_ x: [S], _ r: [S]) -> [S] {
+        zip(x, r).map { S($0.float + $1.float) }
+    }
+
+    static func layer(centred: Bool, columns: Int, backend: Backend) throws
+        -> any ReducedPrecisionResidualLayer
+    {
+        let gamma: [Float] = randomVector(columns, scale: 0.5, shift: 1, seed: 21)
+        if centred {
+            var layer = try LayerNorm<Float>(featureCount: columns, backend: backend)
+            layer.gamma = gamma
+            layer.beta = randomVector(columns, scale: 0.3, shift: 0.1, seed: 22)
+            return layer
+        }
+        var layer = try RMSNorm<Float>(featureCount: columns, backend: backend)
+        layer.gamma = gamma
+        return layer
+    }
+
+    func check<S: TestStorage, L: ReducedPrecisionResidualLayer>(
+        _: S.Type, _ layer: L, rows: Int, columns: Int, centred: Bool
+    ) throws -> UlpCount {
+        var layer = layer
+        let count = rows * columns
+        let x: [S] = reducedInput(count, scale: 3, shift: 100.1, seed: 23)
+        let r: [S] = reducedInput(count, scale: 2, shift: -0.7, seed: 24)
+        let dy: [S] = reducedInput(count, scale: 1, shift: 0.1, seed: 25)
+        let ds: [S] = reducedInput(count, scale: 0.5, shift: 0.01, seed: 26)
+        let s = Self.added(x, r)
+        let shape = [rows, columns], zero = S(0)
+        var workspace = Workspace<Float>()
+
+        // Unfused: the plain 16-bit forward and backward on the rounded sum.
+        var plainCache = NormCache<Float>()
+        var yPlain = [S](repeating: zero, count: count), dxPlain = yPlain
+        var dgPlain = [Float](repeating: 0, count: columns)
+        var dbPlain = [Float](repeating: 0, count: layer.beta.count)
+        try reducedForward(&layer, s, shape: shape, &yPlain, &plainCache, &workspace)
+        try reducedBackward(layer, dy, plainCache, &dxPlain, &dgPlain, &dbPlain, &workspace)
+
+        // Fused, over buffers.
+        var cache = NormCache<Float>()
+        var y = [S](repeating: zero, count: count), sum = y, dx = y, dxNone = y
+        var dg = [Float](repeating: 0, count: columns), db = [Float](repeating: 0, count: layer.beta.count)
+        var dgNone = dg, dbNone = db
+        try x.withUnsafeBufferPointer { xb in
+            try r.withUnsafeBufferPointer { rb in
+                try y.withUnsafeMutableBufferPointer { yb in
+                    try sum.withUnsafeMutableBufferPointer { sb in
+                        try layer.forward(xb, residual: rb, shape: shape, mode: .training, into: yb,
+                                          sum: sb, cache: &cache, workspace: &workspace)
+                    }
+                }
+            }
+        }
+        #expect(sum.map(\.bits) == s.map(\.bits), "sum = the 16-bit addition")
+        #expect(y.map(\.bits) == yPlain.map(\.bits), "y = norm(x + r) bit for bit")
+        // Without a sum gradient, and through the plain backward: the plain bits.
+        try reducedBackward(layer, dy, cache, &dxNone, &dgNone, &dbNone, &workspace)
+        #expect(dxNone.map(\.bits) == dxPlain.map(\.bits) && dgNone == dgPlain && dbNone == dbPlain)
+        try dy.withUnsafeBufferPointer { g in
+            try dx.withUnsafeMutableBufferPointer { d in
+                try dg.withUnsafeMutableBufferPointer { dgb in
+                    try db.withUnsafeMutableBufferPointer { dbb in
+                        try layer.backward(g, sumGradient: nil, cache: cache, inputGradient: d,
+                                           gammaGradient: dgb, betaGradient: dbb, workspace: &workspace)
+                    }
+                }
+            }
+        }
+        #expect(dx.map(\.bits) == dxPlain.map(\.bits), "sumGradient nil: the plain backward")
+        // With the sum gradient: the parameter gradients unchanged, dx within
+        // 1 ulp of the float64 reference plus ds.
+        try dy.withUnsafeBufferPointer { g in
+            try ds.withUnsafeBufferPointer { dsb in
+                try dx.withUnsafeMutableBufferPointer { d in
+                    try dg.withUnsafeMutableBufferPointer { dgb in
+                        try db.withUnsafeMutableBufferPointer { dbb in
+                            try layer.backward(g, sumGradient: dsb, cache: cache, inputGradient: d,
+                                               gammaGradient: dgb, betaGradient: dbb,
+                                               workspace: &workspace)
+                        }
+                    }
+                }
+            }
+        }
+        #expect(dg == dgPlain && db == dbPlain, "dgamma and dbeta do not see the sum gradient")
+        let reference = rowReference(
+            x: s, dy: dy, rows: rows, columns: columns, gamma: layer.gamma,
+            beta: centred ? layer.beta : [Float](repeating: 0, count: columns), epsilon: 1e-5,
+            centred: centred)
+        var gradients = UlpCount()
+        for k in 0..<count {
+            let d = Double(ds[k].float)
+            gradients.add(dx[k], reference: reference.dx[k] + d,
+                          absolute: 1e-5 * (reference.dxScale[k] + abs(d)), at: k)
+        }
+        #expect(gradients.failures.isEmpty, "\(S.name) \(rows)x\(columns) dx: \(gradients.failures)")
+
+        // Span forms: the same bits.
+        var ySpan = [S](repeating: zero, count: count), sumSpan = ySpan, dxSpan = ySpan
+        var dgSpan = [Float](repeating: 0, count: columns), dbSpan = [Float](repeating: 0, count: layer.beta.count)
+        var spanCache = NormCache<Float>()
+        var yMutable = ySpan.mutableSpan, sumMutable = sumSpan.mutableSpan
+        try layer.forward(x.span, residual: r.span, shape: shape, mode: .training, into: &yMutable,
+                          sum: &sumMutable, cache: &spanCache, workspace: &workspace)
+        var dxMutable = dxSpan.mutableSpan, dgMutable = dgSpan.mutableSpan, dbMutable = dbSpan.mutableSpan
+        try layer.backward(dy.span, sumGradient: ds.span, cache: spanCache, inputGradient: &dxMutable,
+                           gammaGradient: &dgMutable, betaGradient: &dbMutable, workspace: &workspace)
+        #expect(ySpan.map(\.bits) == y.map(\.bits) && sumSpan.map(\.bits) == s.map(\.bits))
+        #expect(dxSpan.map(\.bits) == dx.map(\.bits) && dgSpan == dg && dbSpan == db)
+
+        // In place: the output over the input, the sum over the residual.
+        var xy = x, rs = r
+        var inPlaceCache = NormCache<Float>()
+        try xy.withUnsafeMutableBufferPointer { xyb in
+            try rs.withUnsafeMutableBufferPointer { rsb in
+                try layer.forward(UnsafeBufferPointer(xyb), residual: UnsafeBufferPointer(rsb),
+                                  shape: shape, mode: .training, into: xyb, sum: rsb,
+                                  cache: &inPlaceCache, workspace: &workspace)
+            }
+        }
+        #expect(xy.map(\.bits) == y.map(\.bits) && rs.map(\.bits) == s.map(\.bits), "in place")
+        return gradients
+    }
+
+    @Test("LayerNorm and RMSNorm: the 16-bit residual forward equals add-then-normalize bit for bit; the backward adds the sum's gradient within 1 ulp",
+          arguments: [Backend.blas, .naive])
+    func residual(backend: Backend) throws {
+        // 7x13: the row blocks; 37x1029: one row at a time.
+        for (rows, columns) in [(7, 13), (37, 1029)] {
+            for centred in [true, false] {
+                let layer = try Self.layer(centred: centred, columns: columns, backend: backend)
+                let f16 = try check(Float16.self, layer, rows: rows, columns: columns, centred: centred)
+                let bf16 = try check(BFloat16.self, layer, rows: rows, columns: columns, centred: centred)
+                print("16-bit residual \(centred ? "LayerNorm" : "RMSNorm") \(rows)x\(columns) \(backend): dx Float16 \(f16); BFloat16 \(bf16)")
+            }
+        }
+    }
+
+    @Test("wrong residual, sum and sumGradient counts throw, naming the buffer; layer and cache unchanged")
+    func badCounts() throws {
+        var layer = try LayerNorm<Float>(featureCount: 5)
+        layer.beta = [0.1, 0.2, 0.3, 0.4, 0.5]
+        let before = layer
+        var cache = NormCache<Float>(), workspace = Workspace<Float>()
+        let x: [BFloat16] = reducedInput(15, scale: 2, shift: 10000.1, seed: 31)
+        var y = [BFloat16](repeating: BFloat16(0), count: 15), sum = y
+        // A good forward first: a throwing call must leave its cache usable.
+        try x.withUnsafeBufferPointer { xb in
+            try y.withUnsafeMutableBufferPointer { yb in
+                try sum.withUnsafeMutableBufferPointer { sb in
+                    try layer.forward(xb, residual: xb, shape: [3, 5], mode: .training, into: yb,
+                                      sum: sb, cache: &cache, workspace: &workspace)
+                }
+            }
+        }
+        let good = cache
+        var dxBefore = y, dgBefore = [Float](repeating: 0, count: 5), dbBefore = dgBefore
+        try reducedBackward(layer, y, cache, &dxBefore, &dgBefore, &dbBefore, &workspace)
+        let short = [BFloat16](repeating: BFloat16(1), count: 14)
+        var shortOut = short
+        #expect(throws: NormError.bufferCountMismatch(name: "residual", expected: 15, actual: 14)) {
+            try x.withUnsafeBufferPointer { xb in
+                try short.withUnsafeBufferPointer { rb in
+                    try y.withUnsafeMutableBufferPointer { yb in
+                        try layer.forward(xb, residual: rb, shape: [3, 5], mode: .training, into: yb,
+                                          sum: nil, cache: &cache, workspace: &workspace)
+                    }
+                }
+            }
+        }
+        #expect(throws: NormError.bufferCountMismatch(name: "sum", expected: 15, actual: 14)) {
+            try x.withUnsafeBufferPointer { xb in
+                try y.withUnsafeMutableBufferPointer { yb in
+                    try shortOut.withUnsafeMutableBufferPointer { sb in
+                        try layer.forward(xb, residual: xb, shape: [3, 5], mode: .training, into: yb,
+                                          sum: sb, cache: &cache, workspace: &workspace)
+                    }
+                }
+            }
+        }
+        #expect(cache.mean == good.mean
+                && cache.inverseStandardDeviation == good.inverseStandardDeviation)
+        var dx = y, dgamma = [Float](repeating: 0, count: 5), dbeta = dgamma
+        #expect(throws: NormError.bufferCountMismatch(name: "sumGradient", expected: 15, actual: 14)) {
+            try y.withUnsafeBufferPointer { g in
+                try short.withUnsafeBufferPointer { dsb in
+                    try dx.withUnsafeMutableBufferPointer { d in
+                        try dgamma.withUnsafeMutableBufferPointer { dgb in
+                            try dbeta.withUnsafeMutableBufferPointer { dbb in
+                                try layer.backward(g, sumGradient: dsb, cache: cache, inputGradient: d,
+                                                   gammaGradient: dgb, betaGradient: dbb,
+                                                   workspace: &workspace)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // The cache still gives the same backward after the refusals.
+        try reducedBackward(layer, y, cache, &dx, &dgamma, &dbeta, &workspace)
+        #expect(dx.map(\.bits) == dxBefore.map(\.bits) && dgamma == dgBefore && dbeta == dbBefore)
+        #expect(layer == before)
+    }
+}
+
+extension ProcessWideTests {
+    @Suite("16-bit residual forms over threads")
+    struct ReducedResidualThreadTests {
+        @Test("the residual forward and backward give the same bits at every thread count")
+        func threads() throws {
+            let saved = Threading.threadCount
+            defer { Threading.threadCount = saved }
+            let rows = 301, columns = 1029, count = rows * columns
+            let x: [Float16] = reducedInput(count, scale: 3, shift: 100.1, seed: 41)
+            let r: [Float16] = reducedInput(count, scale: 1, shift: 0.3, seed: 42)
+            let dy: [Float16] = reducedInput(count, scale: 1, shift: 0, seed: 43)
+            var results: [[UInt16]] = []
+            var parameterGradients: [[Float]] = []
+            for threads in [1, 2, 3] {
+                Threading.threadCount = threads
+                var layer = try LayerNorm<Float>(featureCount: columns)
+                var cache = NormCache<Float>(), workspace = Workspace<Float>()
+                var y = [Float16](repeating: 0, count: count), sum = y, dx = y
+                var dgamma = [Float](repeating: 0, count: columns), dbeta = dgamma
+                try x.withUnsafeBufferPointer { xb in
+                    try r.withUnsafeBufferPointer { rb in
+                        try y.withUnsafeMutableBufferPointer { yb in
+                            try sum.withUnsafeMutableBufferPointer { sb in
+                                try layer.forward(xb, residual: rb, shape: [rows, columns],
+                                                  mode: .training, into: yb, sum: sb, cache: &cache,
+                                                  workspace: &workspace)
+                            }
+                        }
+                    }
+                }
+                try dy.withUnsafeBufferPointer { g in
+                    try dx.withUnsafeMutableBufferPointer { d in
+                        try dgamma.withUnsafeMutableBufferPointer { dgb in
+                            try dbeta.withUnsafeMutableBufferPointer { dbb in
+                                try layer.backward(g, sumGradient: g, cache: cache, inputGradient: d,
+                                                   gammaGradient: dgb, betaGradient: dbb,
+                                                   workspace: &workspace)
+                            }
+                        }
+                    }
+                }
+                results.append(y.map(\.bitPattern) + sum.map(\.bitPattern) + dx.map(\.bitPattern))
+                parameterGradients.append(dgamma + dbeta)
+            }
+            #expect(results.allSatisfy { $0 == results[0] })
+            #expect(parameterGradients.allSatisfy { $0 == parameterGradients[0] })
+        }
+    }
+}
