@@ -91,6 +91,13 @@ static int normkit_f16c(void) {
 __attribute__((target("avx,f16c")))
 static void normkit_widen_f16_f16c(const uint16_t *h, float *f, long n) {
     long j = 0;
+    for (; j + 32 <= n; j += 32) {
+        __builtin_prefetch(h + j + n, 0, 3);  // as in normkit_widen_bf16_loop
+        for (long k = j; k < j + 32; k += 8) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(h + k));
+            _mm256_storeu_ps(f + k, _mm256_cvtph_ps(v));
+        }
+    }
     for (; j + 8 <= n; j += 8) {
         __m128i v = _mm_loadu_si128((const __m128i *)(h + j));
         _mm256_storeu_ps(f + j, _mm256_cvtph_ps(v));
@@ -162,7 +169,14 @@ void normkit_widen_bf16_loop(const uint16_t *h, float *f, long n);
 NORMKIT_CLONES void normkit_widen_bf16_loop(const uint16_t *h, float *f, long n) {
     const uint16_t *restrict in = h;
     uint32_t *restrict out = (uint32_t *)f;
-    for (long j = 0; j < n; j++) out[j] = (uint32_t)in[j] << 16;
+    long j = 0;
+    // A cache line at a time, asking for the line n values ahead: the next
+    // block's input, on its way while the caller works on this one.
+    for (; j + 32 <= n; j += 32) {
+        __builtin_prefetch(in + j + n, 0, 3);
+        for (long k = j; k < j + 32; k++) out[k] = (uint32_t)in[k] << 16;
+    }
+    for (; j < n; j++) out[j] = (uint32_t)in[j] << 16;
 }
 
 void normkit_widen_bf16(const uint16_t *h, float *f, uint16_t *copy, long n, int streaming) {
@@ -358,7 +372,7 @@ static void normkit_residual_sum_f16_f16c(const uint16_t *x, const uint16_t *r, 
                                           float *f, long n) {
     long j = 0;
     for (; j + 8 <= n; j += 8) {
-        if ((j & 31) == 0) {  // the next block's lines, on their way while the caller works on these
+        if ((j & 31) == 0) {  // the next block's lines, as in normkit_widen_bf16_loop
             __builtin_prefetch(x + j + n, 0, 3);
             __builtin_prefetch(r + j + n, 0, 3);
         }
@@ -398,7 +412,7 @@ NORMKIT_CLONES void normkit_residual_sum_bf16_loop(const uint16_t *x, const uint
     long j = 0;
     for (; j < n; j += 32) {
         long end = j + 32 < n ? j + 32 : n;
-        __builtin_prefetch(x + j + n, 0, 3);  // the next block's lines
+        __builtin_prefetch(x + j + n, 0, 3);  // as in normkit_widen_bf16_loop
         __builtin_prefetch(r + j + n, 0, 3);
         for (long k = j; k < end; k++) {
             uint16_t h = normkit_float_to_bf16(normkit_from_bits((uint32_t)x[k] << 16)
