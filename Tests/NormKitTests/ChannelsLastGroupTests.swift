@@ -112,7 +112,7 @@ struct ChannelsLastGroupTests {
                          try spatial.backward(dy, cache: spatialCache).input.scalars))
     }
 
-    @Test("bad input: a channels-first shape, a channels-first cache, 16-bit storage; a constant group gives beta")
+    @Test("bad input: a channels-first shape, a channels-first cache, a short 16-bit buffer; a constant group gives beta, in 16 bits rounded")
     func badInput() throws {
         var layer = try GroupNorm<Float>(channelCount: 4, groupCount: 2, layout: .nhwc)
         layer.beta = [0.1, -2.5, 3, 7.25]
@@ -132,8 +132,12 @@ struct ChannelsLastGroupTests {
         var cache16 = NormCache<Float>(), workspace = Workspace<Float>()
         let x16 = [Float16](repeating: 1, count: 32)
         var y16 = x16
-        #expect(throws: NormError.self) {
-            try reducedForward(&layer, x16, shape: [2, 2, 2, 4], &y16, &cache16, &workspace)
+        // 16 bits: a constant input gives beta rounded, exactly; a short output throws.
+        try reducedForward(&layer, x16, shape: [2, 2, 2, 4], &y16, &cache16, &workspace)
+        #expect(y16.map(\.bitPattern) == (0..<32).map { Float16(layer.beta[$0 % 4]).bitPattern })
+        var short = [Float16](repeating: 0, count: 31)
+        #expect(throws: NormError.bufferCountMismatch(name: "output", expected: 32, actual: 31)) {
+            try reducedForward(&layer, x16, shape: [2, 2, 2, 4], &short, &cache16, &workspace)
         }
         #expect(layer == before)
         // A constant input: each group's variance is 0, and y is beta exactly.

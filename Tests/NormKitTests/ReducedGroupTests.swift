@@ -224,6 +224,85 @@ extension ReducedGroupTests {
     }
 }
 
+extension ReducedGroupTests {
+    /// A channels-last layer in `S` against the same `Float` layer on the
+    /// widened input (whose channels-last kernels the 16-bit passes run on
+    /// each widened sample): forward, infer and backward, the `Float` results
+    /// rounded, bit for bit; the parameter gradients equal.
+    @discardableResult
+    func channelsLast<S: TestStorage, L: ReducedPrecisionLayer>(
+        _: S.Type, _ layer: L, shape: [Int], training: Bool = true, inferIsForward: Bool = true
+    ) throws -> (reduced: L, wide: L) where L.Cache == NormCache<Float> {
+        var layer = layer, wide = layer
+        let count = shape.reduce(1, *)
+        let x: [S] = reducedInput(count, scale: 3, shift: 100.1, seed: 81)
+        let dy: [S] = reducedInput(count, scale: 1, shift: 0.1, seed: 82)
+        let mode: Mode = training ? .training : .inference
+        var y = [S](repeating: S(0), count: count), inferred = y, dx = y
+        var dgamma = [Float](repeating: 0, count: layer.gamma.count)
+        var dbeta = [Float](repeating: 0, count: layer.beta.count)
+        var cache = NormCache<Float>(), workspace = Workspace<Float>()
+        try reducedForward(&layer, x, shape: shape, &y, &cache, &workspace, mode: mode)
+        try x.withUnsafeBufferPointer { xb in
+            try inferred.withUnsafeMutableBufferPointer { yb in
+                try layer.infer(xb, shape: shape, into: yb, workspace: &workspace)
+            }
+        }
+        try reducedBackward(layer, dy, cache, &dx, &dgamma, &dbeta, &workspace)
+        let (floatY, floatCache) = try wide.forward(try Tensor<Float>(shape: shape, scalars: x.map(\.float)),
+                                                    mode: mode)
+        let floatGradients = try wide.backward(try Tensor<Float>(shape: shape, scalars: dy.map(\.float)),
+                                               cache: floatCache)
+        let what = "\(S.name) \(L.self) \(shape) \(mode)"
+        #expect(y.map(\.bits) == floatY.scalars.map { S($0).bits }, "\(what): y")
+        if inferIsForward {
+            #expect(y.map(\.bits) == inferred.map(\.bits), "\(what): infer = forward")
+        }
+        #expect(dx.map(\.bits) == floatGradients.input.scalars.map { S($0).bits }, "\(what): dx")
+        #expect(sameBits(dgamma, floatGradients.gamma) && sameBits(dbeta, floatGradients.beta),
+                "\(what): dgamma, dbeta")
+        return (layer, wide)
+    }
+
+    @Test("channels-last GroupNorm and InstanceNorm in 16 bits: the Float channels-last layer on the widened input, rounded, bit for bit",
+          arguments: [Backend.blas, .naive])
+    func channelsLastLayers(backend: Backend) throws {
+        // (N, H, W, C), (N, L, C) and (N, D, H, W, C); a ReLU; tracked running statistics.
+        var group = try GroupNorm<Float>(channelCount: 6, groupCount: 2, layout: .nhwc, backend: backend)
+        group.gamma = randomVector(6, scale: 0.5, shift: 1, seed: 83)
+        group.beta = randomVector(6, scale: 0.3, shift: -0.1, seed: 84)
+        var relu = group
+        relu.activation = .relu
+        let instance = try InstanceNorm<Float>(channelCount: 5, layout: .nhwc, backend: backend)
+        let tracked = try InstanceNorm<Float>(channelCount: 5, layout: .nhwc, runningStatistics: .exponential,
+                                              backend: backend)
+        for shape in [[3, 5, 7, 6], [2, 13, 6], [2, 3, 2, 5, 6]] {
+            try channelsLast(Float16.self, group, shape: shape)
+            try channelsLast(BFloat16.self, group, shape: shape)
+        }
+        try channelsLast(BFloat16.self, relu, shape: [3, 5, 7, 6])
+        try channelsLast(Float16.self, instance, shape: [3, 4, 9, 5])
+        var (trained, wide) = try channelsLast(BFloat16.self, tracked, shape: [3, 4, 9, 5],
+                                               inferIsForward: false)
+        #expect(trained.batchesTracked == 1 && normwiseError(trained.runningMean, wide.runningMean) < 1e-6
+                && normwiseError(trained.runningVariance, wide.runningVariance) < 1e-5)
+        trained.runningMean = [0.5, -1, 100, 2, 0.25]
+        trained.runningVariance = [1, 4, 9, 0.5, 2]
+        (trained, wide) = try channelsLast(BFloat16.self, trained, shape: [3, 4, 9, 5], training: false)
+        #expect(trained == wide, "inference changes no state")
+        // A channels-first cache is refused by the channels-last layer.
+        var first = try GroupNorm<Float>(channelCount: 6, groupCount: 2, backend: backend)
+        let x: [BFloat16] = reducedInput(2 * 6 * 5, scale: 1, shift: 0, seed: 85)
+        var y = x, cache = NormCache<Float>(), workspace = Workspace<Float>()
+        try reducedForward(&first, x, shape: [2, 6, 5], &y, &cache, &workspace)
+        var dx = x, dgamma = [Float](repeating: 0, count: 6), dbeta = dgamma
+        #expect(throws: NormError.cacheMismatch(expected: group.cacheOrigin.description,
+                                                actual: first.cacheOrigin.description)) {
+            try reducedBackward(group, x, cache, &dx, &dgamma, &dbeta, &workspace)
+        }
+    }
+}
+
 extension ProcessWideTests {
     @Suite("16-bit group statistics over threads")
     struct ReducedGroupThreadTests {

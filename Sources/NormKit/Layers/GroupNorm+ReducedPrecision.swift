@@ -3,7 +3,8 @@
 // statistics and the parameter gradients in Float.
 
 extension GroupNorm: ReducedPrecisionLayer where Scalar == Float {
-    /// Normalizes each (sample, group) of an `(N, C, H, W)` input stored in
+    /// Normalizes each (sample, group) of an `(N, C, H, W)` input (or, with
+    /// ``layout`` `.nhwc`, `(N, H, W, C)`; ranks 3-5 either way) stored in
     /// 16 bits (`Float16` or ``BFloat16``), into `output` of the same type:
     /// `y = act((x - mean_ng) · invstd_ng · gamma_c + beta_c)`, computed in
     /// `Float` from the widened input (one sample at a time, the `Float`
@@ -19,10 +20,9 @@ extension GroupNorm: ReducedPrecisionLayer where Scalar == Float {
         into output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        try GroupStatistics.reducedLayout(layout)
         try GroupStatistics.forward(
             input, shape: shape, mode: mode, channels: channelCount, groups: groupCount,
-            origin: cacheOrigin, affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            layout: layout, origin: cacheOrigin, affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
             activation: activation, output: output, cache: &cache, workspace: &workspace)
     }
 
@@ -35,9 +35,9 @@ extension GroupNorm: ReducedPrecisionLayer where Scalar == Float {
         _ input: UnsafeBufferPointer<Storage>, shape: [Int],
         into output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        try GroupStatistics.reducedLayout(layout)
         try GroupStatistics.infer(
-            input, shape: shape, channels: channelCount, groups: groupCount, affine: affine, gamma: gamma,
+            input, shape: shape, channels: channelCount, groups: groupCount, layout: layout,
+            affine: affine, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, activation: activation,
             output: output, workspace: &workspace)
     }
@@ -57,17 +57,18 @@ extension GroupNorm: ReducedPrecisionLayer where Scalar == Float {
         gammaGradient: UnsafeMutableBufferPointer<Float>,
         betaGradient: UnsafeMutableBufferPointer<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        try GroupStatistics.reducedLayout(layout)
         try GroupStatistics.backward(
             outputGradient, cache: cache, inputGradient: inputGradient,
             gammaGradient: gammaGradient, betaGradient: betaGradient, channels: channelCount,
-            groups: groupCount, origin: cacheOrigin, backend: backend, workspace: &workspace)
+            groups: groupCount, layout: layout, origin: cacheOrigin, backend: backend,
+            workspace: &workspace)
     }
 }
 
 extension InstanceNorm: ReducedPrecisionLayer where Scalar == Float {
-    /// Normalizes each (sample, channel) of an `(N, C, H, W)` input stored in
-    /// 16 bits, into `output` of the same type: ``GroupNorm``'s 16-bit
+    /// Normalizes each (sample, channel) of an `(N, C, H, W)` input (or, with
+    /// ``layout`` `.nhwc`, `(N, H, W, C)`) stored in 16 bits, into `output` of
+    /// the same type: ``GroupNorm``'s 16-bit
     /// forward with one channel per group, folding the instance statistics
     /// into the running ones as the `Float` forward does; in inference with
     /// running statistics, ``SpatialBatchNorm``'s 16-bit inference with them.
@@ -81,14 +82,13 @@ extension InstanceNorm: ReducedPrecisionLayer where Scalar == Float {
         into output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        try GroupStatistics.reducedLayout(layout)
         try validateParameters()
-        let channels = channelCount
+        let channels = channelCount, layout = layout
         guard runningStatistics.statisticsMode(mode) == .training else {
             return try BatchStatistics.forward(
                 input, shape: shape,
                 geometry: { shape, count throws(NormError) in
-                    try Self.frozenGeometry(layout: .nchw, channels: channels, shape: shape, count: count)
+                    try Self.frozenGeometry(layout: layout, channels: channels, shape: shape, count: count)
                 },
                 mode: .inference, origin: cacheOrigin, gamma: gamma, beta: beta,
                 runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
@@ -97,7 +97,7 @@ extension InstanceNorm: ReducedPrecisionLayer where Scalar == Float {
         }
         try GroupStatistics.forward(
             input, shape: shape, mode: .training, channels: channels, groups: channels,
-            origin: cacheOrigin, affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            layout: layout, origin: cacheOrigin, affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
             activation: activation, output: output, cache: &cache, workspace: &workspace)
         if mode == .training { foldInstanceStatistics(cache, shape: shape, workspace: &workspace) }
     }
@@ -111,21 +111,21 @@ extension InstanceNorm: ReducedPrecisionLayer where Scalar == Float {
         _ input: UnsafeBufferPointer<Storage>, shape: [Int],
         into output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        try GroupStatistics.reducedLayout(layout)
         try validateParameters()
-        let channels = channelCount
+        let channels = channelCount, layout = layout
         guard runningStatistics == .none else {
             return try BatchStatistics.infer(
                 input, shape: shape,
                 geometry: { shape, count throws(NormError) in
-                    try Self.frozenGeometry(layout: .nchw, channels: channels, shape: shape, count: count)
+                    try Self.frozenGeometry(layout: layout, channels: channels, shape: shape, count: count)
                 },
                 gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
                 epsilon: epsilon, backend: backend, activation: activation, output: output,
                 workspace: &workspace)
         }
         try GroupStatistics.infer(
-            input, shape: shape, channels: channels, groups: channels, affine: affine, gamma: gamma,
+            input, shape: shape, channels: channels, groups: channels, layout: layout,
+            affine: affine, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, activation: activation,
             output: output, workspace: &workspace)
     }
@@ -144,33 +144,21 @@ extension InstanceNorm: ReducedPrecisionLayer where Scalar == Float {
         gammaGradient: UnsafeMutableBufferPointer<Float>,
         betaGradient: UnsafeMutableBufferPointer<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        try GroupStatistics.reducedLayout(layout)
-        let channels = channelCount
+        let channels = channelCount, layout = layout
         guard cache.mode == .inference else {
             return try GroupStatistics.backward(
                 outputGradient, cache: cache, inputGradient: inputGradient,
                 gammaGradient: gammaGradient, betaGradient: betaGradient, channels: channels,
-                groups: channels, origin: cacheOrigin, backend: backend, workspace: &workspace)
+                groups: channels, layout: layout, origin: cacheOrigin, backend: backend,
+                workspace: &workspace)
         }
         try BatchStatistics.backward(
             outputGradient, cache: cache, inputGradient: inputGradient,
             gammaGradient: gammaGradient, betaGradient: betaGradient, channels: channels,
             origin: cacheOrigin,
             geometry: { shape, count throws(NormError) in
-                try Self.frozenGeometry(layout: .nchw, channels: channels, shape: shape, count: count)
+                try Self.frozenGeometry(layout: layout, channels: channels, shape: shape, count: count)
             },
             backend: backend, workspace: &workspace)
-    }
-}
-
-extension GroupStatistics {
-    /// The 16-bit entry points take channels-first input only.
-    /// - Throws: ``NormError/unsupportedParameter(name:expected:)`` for ``ChannelLayout/nhwc``.
-    @inlinable
-    static func reducedLayout(_ layout: ChannelLayout) throws(NormError) {
-        guard layout == .nchw else {
-            throw .unsupportedParameter(
-                name: "layout", expected: ".nchw for 16-bit storage (channels-last GroupNorm and InstanceNorm take Float and Double)")
-        }
     }
 }

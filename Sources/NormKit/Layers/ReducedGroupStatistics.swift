@@ -14,7 +14,8 @@ extension GroupStatistics {
     @inlinable
     static func forward<Storage: ReducedPrecision>(
         _ x: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode, channels: Int, groups: Int,
-        origin: CacheOrigin, affine: Affine, gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
+        layout: ChannelLayout, origin: CacheOrigin, affine: Affine, gamma: [Float], beta: [Float],
+        epsilon: Float, backend: Backend,
         activation: FusedActivation, output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
@@ -22,7 +23,8 @@ extension GroupStatistics {
         let precision = try StoragePrecision(Storage.self)
         try cache.adoptReduced(x, shape: shape, precision: precision)
         try Validation.buffer("output", output.count, expected: x.count)
-        let g = try geometry(shape: shape, count: x.count, channels: channels, groups: groups)
+        let g = try geometry(shape: shape, count: x.count, channels: channels, groups: groups,
+                             layout: layout)
         try Validation.valuesPerStatistic(g.rowLength)
         cache.record(gamma: gamma, beta: beta, parameters: channels, mode: mode, statisticCount: g.rows, origin: origin)
         cache.prepareMask(activation: activation, count: x.count)
@@ -32,7 +34,7 @@ extension GroupStatistics {
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
             cache.storedMask.withUnsafeMutableBufferPointer { mask in
             cache.reducedInput.withUnsafeMutableBytes { copy in
-                reducedPass(streams.copying(to: copy.baseAddress), geometry: g, gamma: gamma,
+                reducedPass(streams.copying(to: copy.baseAddress), geometry: g, layout: layout, gamma: gamma,
                             beta: beta, epsilon: epsilon, backend: backend,
                             statistics: (mean.baseAddress!, invstd.baseAddress!),
                             epilogue: Epilogue(residual: nil, activation: activation,
@@ -52,8 +54,8 @@ extension GroupStatistics {
     @inlinable
     static func infer<Storage: ReducedPrecision>(
         _ x: UnsafeBufferPointer<Storage>, shape: [Int], channels: Int, groups: Int,
-        affine: Affine, gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
-        activation: FusedActivation, output: UnsafeMutableBufferPointer<Storage>,
+        layout: ChannelLayout, affine: Affine, gamma: [Float], beta: [Float], epsilon: Float,
+        backend: Backend, activation: FusedActivation, output: UnsafeMutableBufferPointer<Storage>,
         workspace: inout Workspace<Float>
     ) throws(NormError) {
         try parameters(affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
@@ -61,11 +63,13 @@ extension GroupStatistics {
         let count = try Tensor<Float>.elementCount(of: shape)
         try Validation.buffer("input", x.count, expected: count)
         try Validation.buffer("output", output.count, expected: count)
-        let g = try geometry(shape: shape, count: count, channels: channels, groups: groups)
+        let g = try geometry(shape: shape, count: count, channels: channels, groups: groups,
+                             layout: layout)
         try Validation.valuesPerStatistic(g.rowLength)
         let streams = ReducedStreams(precision: precision, x: UnsafeRawPointer(x.baseAddress!),
                                      y: UnsafeMutableRawPointer(output.baseAddress!))
-        if let index = reducedPass(streams, geometry: g, gamma: gamma, beta: beta, epsilon: epsilon,
+        if let index = reducedPass(streams, geometry: g, layout: layout, gamma: gamma, beta: beta,
+                                   epsilon: epsilon,
                                    backend: backend, statistics: nil,
                                    epilogue: Epilogue(residual: nil, activation: activation),
                                    workspace: &workspace) {
@@ -75,12 +79,14 @@ extension GroupStatistics {
 
     /// The statistics and output pass: chunks of samples on ``Threading``'s
     /// workers; per sample, widened (and copied to ``ReducedStreams/copy``),
-    /// ``GroupNormKernels/forward`` into `Float` scratch, narrowed.
+    /// ``GroupNormKernels/forward`` (channels first) or
+    /// ``channelsLastSample(x:geometry:groups:block:backend:epsilon:gamma:beta:mean:invstd:y:streaming:epilogue:ones:scratch:)``
+    /// (channels last) into `Float` scratch, narrowed.
     /// - Returns: the first row `n·G + g` whose statistics are not finite, or `nil`.
     @inlinable
     static func reducedPass(
-        _ r: ReducedStreams, geometry g: GroupNormKernels.Geometry, gamma: [Float],
-        beta: [Float], epsilon: Float, backend: Backend,
+        _ r: ReducedStreams, geometry g: GroupNormKernels.Geometry, layout: ChannelLayout,
+        gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
         statistics: (mean: UnsafeMutablePointer<Float>, invstd: UnsafeMutablePointer<Float>)?,
         epilogue: Epilogue<Float>, workspace: inout Workspace<Float>
     ) -> Int? {
@@ -90,7 +96,14 @@ extension GroupStatistics {
                                       bytesPerScalar: MemoryLayout<Float>.stride,
                                       buffers: LayerNormKernels.forwardBuffers(centred: true))
             : g.groups
-        let kernel = backend == .blas
+        // Channels last: one sample is an S x C matrix, as in `Float`.
+        let rowsOfChannels = ChannelGeometry(outer: g.spatial, channels: g.channels, inner: 1)
+        let columnBlock = rowsOfChannels.block(bytesPerScalar: MemoryLayout<Float>.stride, buffers: 2)
+        let columnKernel = rowsOfChannels.scratchCount(block: columnBlock, vectors: 3)
+        let kernel = layout == .nhwc
+            ? ChannelsLastScratch<Float>.count(kernel: columnKernel, channels: g.channels,
+                                               groups: g.groups)
+            : backend == .blas
             ? Workspace<Float>.lines(LayerNormKernels.forwardScratch(
                 blockRows: blockRows, columns: g.rowLength, centred: true, of: Float.self))
             : 0
@@ -101,7 +114,8 @@ extension GroupStatistics {
         let own = statistics == nil ? 2 * Workspace<Float>.lines(g.rows) : 0
         let streaming = StreamingStores.shouldStream(count: (g.rows * g.rowLength + 1) / 2,
                                                      of: Float.self)
-        let onesCount = backend == .blas ? g.rowLength : 0
+        let onesCount = layout == .nhwc ? rowsOfChannels.onesCount(block: columnBlock)
+            : backend == .blas ? g.rowLength : 0
         return workspace.withRegions(
             ones: onesCount, scratch: statisticsAt + own, parameters: g.channels
         ) { ones, scratch, standIns in
@@ -115,7 +129,8 @@ extension GroupStatistics {
                                blockRows: blockRows, epsilon: epsilon, backend: backend,
                                streaming: streaming, epilogue: epilogue, ones: ones,
                                scratch: scratch, perWorker: perWorker, kernel: kernel,
-                               sample: sample)
+                               sample: sample, layout: layout, rowsOfChannels: rowsOfChannels,
+                               columnBlock: columnBlock, columnKernel: columnKernel)
                 return Threading.firstFailure(split, context) { c, chunk, worker in
                     let c = c.pointee, g = c.g
                     let own = c.scratch + worker * c.perWorker
@@ -126,7 +141,20 @@ extension GroupStatistics {
                         let offset = n * c.sample, firstRow = n * g.groups
                         c.r.widen(c.r.x, offset: offset, into: xf, count: c.sample,
                                   copying: true, streaming: c.streaming)
-                        if let bad = GroupNormKernels.forward(
+                        if c.layout == .nhwc {
+                            let regions = ChannelsLastScratch(own, kernel: c.columnKernel,
+                                                              channels: g.channels, groups: g.groups)
+                            if let bad = channelsLastSample(
+                                x: xf, geometry: c.rowsOfChannels, groups: g.groups,
+                                block: c.columnBlock, backend: c.backend, epsilon: c.epsilon,
+                                gamma: c.gamma, beta: c.beta, mean: c.mean + firstRow,
+                                invstd: c.invstd + firstRow, y: yf, streaming: false,
+                                epilogue: c.epilogue.advanced(by: offset), ones: c.ones,
+                                scratch: regions) {
+                                StreamingStores.fence(c.streaming)
+                                return firstRow + bad
+                            }
+                        } else if let bad = GroupNormKernels.forward(
                             x: xf, geometry: one, blockRows: c.blockRows, epsilon: c.epsilon,
                             backend: c.backend, gamma: c.gamma, beta: c.beta,
                             mean: c.mean + firstRow, invstd: c.invstd + firstRow, y: yf,
@@ -158,13 +186,14 @@ extension GroupStatistics {
         inputGradient dx: UnsafeMutableBufferPointer<Storage>,
         gammaGradient dgamma: UnsafeMutableBufferPointer<Float>,
         betaGradient dbeta: UnsafeMutableBufferPointer<Float>, channels: Int, groups: Int,
-        origin: CacheOrigin, backend: Backend, workspace: inout Workspace<Float>
+        layout: ChannelLayout, origin: CacheOrigin, backend: Backend,
+        workspace: inout Workspace<Float>
     ) throws(NormError) {
         let precision = try StoragePrecision(Storage.self)
         try Validation.origin(cache, expected: origin, precision: precision)
         let count = cache.reducedInput.count
         let g = try geometry(shape: cache.reducedShape, count: count, channels: channels,
-                             groups: groups)
+                             groups: groups, layout: layout)
         try Validation.cache(cache, parameters: channels, statistics: g.rows)
         try Validation.buffer("outputGradient", dy.count, expected: count)
         try Validation.buffer("inputGradient", dx.count, expected: count)
@@ -174,13 +203,21 @@ extension GroupStatistics {
             ? CacheGeometry.blockRows(rows: g.groups, columns: g.rowLength,
                                       bytesPerScalar: MemoryLayout<Float>.stride, buffers: 3)
             : g.groups
-        let onesCount = backend == .blas ? g.spatial : 0
+        // Channels last: one sample is an S x C matrix, as in `Float` (the
+        // ReLU's mask applied to the widened dy first).
+        let rowsOfChannels = ChannelGeometry(outer: g.spatial, channels: channels, inner: 1)
+        let columnBlock = rowsOfChannels.block(bytesPerScalar: MemoryLayout<Float>.stride, buffers: 3)
+        let columnKernel = Workspace<Float>.lines(rowsOfChannels.scratchCount(block: columnBlock, vectors: 0))
+            + Workspace<Float>.pageScalars
+        let onesCount = layout == .nhwc ? rowsOfChannels.onesCount(block: columnBlock)
+            : backend == .blas ? g.spatial : 0
         let split = Threading.split(outer: g.samples, scalarsPerRow: sample, of: Float.self,
                                     backend: backend)
         // Per worker: the kernel's scratch, dy, x and dx of a sample, a
         // sample's sums; then each chunk's partial dgamma and dbeta.
-        let kernel = Workspace<Float>.lines(GroupNormKernels.backwardScratch(geometry: g,
-                                                                             blockRows: blockRows))
+        let kernel = layout == .nhwc
+            ? ChannelsLastScratch<Float>.count(kernel: columnKernel, channels: channels, groups: groups)
+            : Workspace<Float>.lines(GroupNormKernels.backwardScratch(geometry: g, blockRows: blockRows))
         let unit = Workspace<Float>.lines(sample)
         let perWorker = kernel + 3 * unit + Workspace<Float>.lines(2 * channels)
         let scratchCount = split.workers * perWorker + split.chunks * 2 * channels
@@ -193,7 +230,9 @@ extension GroupStatistics {
                     let context = (split: split, p: p, r: r, mask: mask, partials: partials, g: g,
                                    blockRows: blockRows, backend: backend, ones: ones,
                                    scratch: scratch, perWorker: perWorker, kernel: kernel,
-                                   unit: unit, sample: sample, streaming: streaming)
+                                   unit: unit, sample: sample, streaming: streaming, layout: layout,
+                                   rowsOfChannels: rowsOfChannels, columnBlock: columnBlock,
+                                   columnKernel: columnKernel)
                     Threading.run(split, context) { c, chunk, worker in
                         let c = c.pointee, p = c.p, g = c.g, channels = g.channels
                         let own = c.scratch + worker * c.perWorker
@@ -211,6 +250,19 @@ extension GroupStatistics {
                                                   into: dyf)
                             }
                             c.r.widen(c.r.x, offset: offset, into: xf, count: c.sample)
+                            if c.layout == .nhwc {
+                                // Adds the sample's Σ dy·xhat and Σ dy to the chunk's.
+                                channelsLastSampleBackward(
+                                    dy: dyf, mask: nil, x: xf, geometry: c.rowsOfChannels,
+                                    groups: g.groups, block: c.columnBlock, backend: c.backend,
+                                    gamma: p.gamma, mean: p.mean + firstRow,
+                                    invstd: p.invstd + firstRow, dx: dxf, dgamma: sums,
+                                    dbeta: sums + channels, streaming: false, ones: c.ones,
+                                    scratch: ChannelsLastScratch(own, kernel: c.columnKernel,
+                                                                 channels: channels, groups: g.groups))
+                                c.r.narrow(dxf, offset: offset, count: c.sample, streaming: c.streaming)
+                                continue
+                            }
                             GroupNormKernels.backward(
                                 BackwardPointers(dy: dyf, x: xf, mean: p.mean + firstRow,
                                                  invstd: p.invstd + firstRow, gamma: p.gamma,
