@@ -265,3 +265,142 @@ extension ProcessWideTests {
         }
     }
 }
+
+/// The per-channel layers' fused epilogue over 16-bit storage:
+/// `y = act(norm(x) + residual)` in `Float`, rounded once.
+@Suite("16-bit residual and ReLU of the per-channel layers")
+struct ReducedActivatedTests {
+    /// The layer in `S` with a residual against the same `Float` layer on the
+    /// widened input and residual: `y`, `dx` and the residual's gradient the
+    /// `Float` results rounded (bit for bit on the BLAS backend, within 1 ulp
+    /// on the naive one, whose 16-bit units merge in another order), the
+    /// parameter gradients within 1e-5 of the largest `Float` one (the 16-bit
+    /// NCHW backward sums its widened units in another order).
+    func check<S: TestStorage, L: ReducedPrecisionActivatedLayer>(
+        _: S.Type, _ layer: L, shape: [Int], mode: Mode = .training
+    ) throws {
+        var layer = layer, wide = layer
+        let count = shape.reduce(1, *)
+        let x: [S] = reducedInput(count, scale: 3, shift: 100.1, seed: 91)
+        let r: [S] = reducedInput(count, scale: 2, shift: -0.3, seed: 92)
+        let dy: [S] = reducedInput(count, scale: 1, shift: 0.1, seed: 93)
+        var y = [S](repeating: S(0), count: count), dx = y, dr = y
+        var dgamma = [Float](repeating: 0, count: layer.gamma.count)
+        var dbeta = [Float](repeating: 0, count: layer.beta.count)
+        var cache = NormCache<Float>(), workspace = Workspace<Float>()
+        try x.withUnsafeBufferPointer { xb in
+            try r.withUnsafeBufferPointer { rb in
+                try y.withUnsafeMutableBufferPointer { yb in
+                    try layer.forward(xb, residual: rb, shape: shape, mode: mode, into: yb,
+                                      cache: &cache, workspace: &workspace)
+                }
+            }
+        }
+        try dy.withUnsafeBufferPointer { g in
+            try dx.withUnsafeMutableBufferPointer { d in
+                try dr.withUnsafeMutableBufferPointer { rg in
+                    try dgamma.withUnsafeMutableBufferPointer { dg in
+                        try dbeta.withUnsafeMutableBufferPointer { db in
+                            try layer.backward(g, cache: cache, inputGradient: d, residualGradient: rg,
+                                               gammaGradient: dg, betaGradient: db, workspace: &workspace)
+                        }
+                    }
+                }
+            }
+        }
+        let tensor = { (v: [S]) in try Tensor<Float>(shape: shape, scalars: v.map(\.float)) }
+        let (floatY, floatCache) = try wide.forward(try tensor(x), residual: try tensor(r), mode: mode)
+        let (floatGradients, floatResidual) = try wide.backwardWithResidual(try tensor(dy), cache: floatCache)
+        let ulps = layer.backend == .blas ? 0 : 1
+        let what = "\(S.name) \(L.self) \(shape) \(layer.backend) \(mode)"
+        func within(_ got: [S], _ float: [Float], _ name: String) {
+            let bad = zip(got, float).filter { ulpDistance($0, S($1)) > ulps }.count
+            #expect(bad == 0, "\(what): \(bad) of \(got.count) \(name) beyond \(ulps) ulp of the Float result rounded")
+        }
+        within(y, floatY.scalars, "y")
+        within(dx, floatGradients.input.scalars, "dx")
+        #expect(dr.map(\.bits) == floatResidual.scalars.map { S($0).bits }, "\(what): the residual's gradient")
+        #expect(dr.map(\.bits) == zip(dy, floatY.scalars).map {
+            layer.activation == .relu && !($1 > 0) ? 0 : $0.bits
+        }, "\(what): dy through the mask")
+        for (got, float) in [(dgamma, floatGradients.gamma), (dbeta, floatGradients.beta)] {
+            let scale = float.map(abs).max() ?? 0
+            #expect(zip(got, float).allSatisfy { abs($0 - $1) <= 1e-5 * scale },
+                    "\(what): parameter gradients")
+        }
+    }
+
+    @Test("BatchNorm, SpatialBatchNorm, GroupNorm and InstanceNorm: the 16-bit residual and ReLU forward and backward are the Float layer's on the widened input, rounded",
+          arguments: [Backend.blas, .naive])
+    func layers(backend: Backend) throws {
+        var bn = try BatchNorm<Float>(featureCount: 13, activation: .relu, backend: backend)
+        bn.gamma = randomVector(13, scale: 0.5, shift: 1, seed: 94)
+        bn.beta = randomVector(13, scale: 0.3, shift: 0.1, seed: 95)
+        try check(Float16.self, bn, shape: [37, 13])
+        try check(BFloat16.self, bn, shape: [37, 13])
+        bn.runningMean = randomVector(13, scale: 1, shift: 100, seed: 96)
+        bn.runningVariance = randomVector(13, scale: 0.5, shift: 9, seed: 97)
+        try check(BFloat16.self, bn, shape: [37, 13], mode: .inference)
+        var plain = bn
+        plain.activation = .none
+        try check(Float16.self, plain, shape: [37, 13])
+        for layout in [ChannelLayout.nchw, .nhwc] {
+            let spatial = try SpatialBatchNorm<Float>(channelCount: 5, layout: layout, activation: .relu,
+                                                      backend: backend)
+            let shape = layout == .nchw ? [3, 5, 7, 9] : [3, 7, 9, 5]
+            try check(Float16.self, spatial, shape: shape)
+            try check(BFloat16.self, spatial, shape: shape)
+            // Rows of 2·72 and 72 values: the Float kernels' own arithmetic.
+            let group = try GroupNorm<Float>(channelCount: 4, groupCount: 2, layout: layout,
+                                             activation: .relu, backend: backend)
+            let instance = try InstanceNorm<Float>(channelCount: 4, layout: layout, activation: .relu,
+                                                   backend: backend)
+            let images = layout == .nchw ? [3, 4, 8, 9] : [3, 8, 9, 4]
+            try check(BFloat16.self, group, shape: images)
+            try check(Float16.self, instance, shape: images)
+        }
+        var tracked = try InstanceNorm<Float>(channelCount: 4, activation: .relu,
+                                              runningStatistics: .exponential, backend: backend)
+        tracked.runningMean = [100, 99.5, 100.2, 101]
+        tracked.runningVariance = [9, 4, 8.5, 10]
+        try check(BFloat16.self, tracked, shape: [3, 4, 8, 9], mode: .inference)
+    }
+
+    @Test("a wrong residual or residualGradient count throws, naming it; the running statistics unchanged")
+    func badCounts() throws {
+        var bn = try BatchNorm<Float>(featureCount: 5, activation: .relu)
+        let before = bn
+        let x: [BFloat16] = reducedInput(15, scale: 2, shift: 10000.1, seed: 98)
+        let short = [BFloat16](repeating: BFloat16(1), count: 14)
+        var y = x, cache = NormCache<Float>(), workspace = Workspace<Float>()
+        #expect(throws: NormError.bufferCountMismatch(name: "residual", expected: 15, actual: 14)) {
+            try x.withUnsafeBufferPointer { xb in
+                try short.withUnsafeBufferPointer { rb in
+                    try y.withUnsafeMutableBufferPointer { yb in
+                        try bn.forward(xb, residual: rb, shape: [3, 5], mode: .training, into: yb,
+                                       cache: &cache, workspace: &workspace)
+                    }
+                }
+            }
+        }
+        #expect(bn == before)
+        try reducedForward(&bn, x, shape: [3, 5], &y, &cache, &workspace)
+        var dx = x, shortGradient = short
+        var dgamma = [Float](repeating: 0, count: 5), dbeta = dgamma
+        #expect(throws: NormError.bufferCountMismatch(name: "residualGradient", expected: 15, actual: 14)) {
+            try x.withUnsafeBufferPointer { g in
+                try dx.withUnsafeMutableBufferPointer { d in
+                    try shortGradient.withUnsafeMutableBufferPointer { rg in
+                        try dgamma.withUnsafeMutableBufferPointer { dg in
+                            try dbeta.withUnsafeMutableBufferPointer { db in
+                                try bn.backward(g, cache: cache, inputGradient: d, residualGradient: rg,
+                                                gammaGradient: dg, betaGradient: db, workspace: &workspace)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(shortGradient.map(\.bitPattern) == short.map(\.bitPattern), "nothing written")
+    }
+}

@@ -154,7 +154,7 @@ enum Validation {
 
     /// A residual buffer, when there is one, holds the input's count.
     @inlinable
-    static func residual<Scalar: BLASScalar>(_ r: UnsafeBufferPointer<Scalar>?, count: Int)
+    static func residual<Element>(_ r: UnsafeBufferPointer<Element>?, count: Int)
         throws(NormError) {
         if let r { try buffer("residual", r.count, expected: count) }
     }

@@ -47,6 +47,14 @@ struct Epilogue<Scalar: BLASScalar> {
                  mask: mask.map { $0 + offset })
     }
 
+    /// The same epilogue for the run that starts `offset` values later,
+    /// reading that run's residual from `residual` (a copy widened from 16
+    /// bits) instead.
+    @inlinable
+    func advanced(by offset: Int, residual: UnsafePointer<Scalar>?) -> Epilogue {
+        Epilogue(residual: residual, activation: relu ? .relu : .none, mask: mask.map { $0 + offset })
+    }
+
     /// `y[t] = act(z[t] + residual[t])` for `t < count` (and a ReLU's mask
     /// bytes), with streaming stores when `streaming`; `z` may be `y`. One C
     /// pass (``BLASScalar/epilogue(count:z:residual:y:mask:relu:streaming:)``).

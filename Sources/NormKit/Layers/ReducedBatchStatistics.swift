@@ -19,18 +19,48 @@ struct ReducedStreams {
     @usableFromInline let dy: UnsafeRawPointer?
     /// Where the forward copies its input (the cache's 16-bit input), or `nil`.
     @usableFromInline let copy: UnsafeMutableRawPointer?
+    /// The forward's 16-bit residual (added before the activation), or `nil`.
+    @usableFromInline let residual: UnsafeRawPointer?
 
     @inlinable
     init(precision: StoragePrecision, x: UnsafeRawPointer, y: UnsafeMutableRawPointer,
-         dy: UnsafeRawPointer? = nil, copy: UnsafeMutableRawPointer? = nil) {
+         dy: UnsafeRawPointer? = nil, copy: UnsafeMutableRawPointer? = nil,
+         residual: UnsafeRawPointer? = nil) {
         self.precision = precision
-        self.x = x; self.y = y; self.dy = dy; self.copy = copy
+        self.x = x; self.y = y; self.dy = dy; self.copy = copy; self.residual = residual
     }
 
     /// The same streams, the forward's input copied to `copy`.
     @inlinable
     func copying(to copy: UnsafeMutableRawPointer?) -> ReducedStreams {
-        ReducedStreams(precision: precision, x: x, y: y, dy: dy, copy: copy)
+        ReducedStreams(precision: precision, x: x, y: y, dy: dy, copy: copy, residual: residual)
+    }
+
+    /// The epilogue of the unit at `offset`: `epilogue`'s, with the unit's
+    /// residual widened into `scratch` when there is one.
+    @inlinable
+    func epilogue<Scalar: BLASScalar>(_ epilogue: Epilogue<Scalar>, offset: Int, count: Int,
+                                      scratch: UnsafeMutablePointer<Scalar>) -> Epilogue<Scalar> {
+        guard let residual else { return epilogue.advanced(by: offset) }
+        widen(residual, offset: offset, into: scratch, count: count)
+        return epilogue.advanced(by: offset, residual: UnsafePointer(scratch))
+    }
+
+    /// A 16-bit residual's gradient: `dy`, through the ReLU's `mask` when
+    /// there is one (`+0` where the output was not positive), bit for bit.
+    @inlinable
+    static func residualGradient<Storage: ReducedPrecision>(
+        _ dy: UnsafeBufferPointer<Storage>, mask: UnsafePointer<UInt8>?,
+        into residualGradient: UnsafeMutableBufferPointer<Storage>
+    ) {
+        guard let source = dy.baseAddress, let target = residualGradient.baseAddress else { return }
+        let g = UnsafeRawPointer(source).assumingMemoryBound(to: UInt16.self)
+        let out = UnsafeMutableRawPointer(target).assumingMemoryBound(to: UInt16.self)
+        if let mask {
+            for k in 0..<dy.count { out[k] = mask[k] != 0 ? g[k] : 0 }
+        } else {
+            out.update(from: g, count: dy.count)
+        }
     }
 
     /// `count` values from `offset` of the 16-bit `source` widened into the
@@ -144,7 +174,7 @@ extension BatchStatistics {
         vectors: UnsafePointer<Scalar>, stride: Int, copying: Bool, streaming: Bool,
         epilogue: Epilogue<Scalar>, units: UnsafeMutablePointer<Scalar>
     ) {
-        if g.inner == 1 && epilogue.isIdentity {
+        if g.inner == 1 && epilogue.isIdentity && r.residual == nil {
             // Rows of channels: one C pass reads each 16-bit row and writes
             // it normalized, rounded (and copies it to the cache, from L1).
             let f = { (p: UnsafePointer<Scalar>) in
@@ -164,14 +194,15 @@ extension BatchStatistics {
             return
         }
         let unitLines = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
-        let xf = units, yf = units + unitLines
+        // The third unit (the backward's dy) holds a residual's widened unit.
+        let xf = units, yf = units + unitLines, rf = yf + unitLines
         g.forEachUnit(rows: rows, block: block) { offset, unit, c0, _ in
             r.widen(r.x, offset: offset, into: xf, count: unit.count, copying: copying,
                     streaming: streaming)
             BatchNormKernels.normalize(
                 x: xf, geometry: unit, mean: vectors + c0, scale: vectors + stride + c0,
                 shift: vectors + 2 * stride + c0, y: yf, streaming: false,
-                epilogue: epilogue.advanced(by: offset))
+                epilogue: r.epilogue(epilogue, offset: offset, count: unit.count, scratch: rf))
             r.narrow(yf, offset: offset, count: unit.count, streaming: streaming)
         }
         StreamingStores.fence(streaming)
@@ -256,11 +287,13 @@ extension ReducedStreams {
     /// address: none of its units is read, so a placeholder stands in.
     @inlinable
     init?<Storage: ReducedPrecision>(_ input: UnsafeBufferPointer<Storage>,
-                                      _ output: UnsafeMutableBufferPointer<Storage>) {
+                                      _ output: UnsafeMutableBufferPointer<Storage>,
+                                      residual: UnsafeBufferPointer<Storage>? = nil) {
         guard let precision = try? StoragePrecision(Storage.self) else { return nil }
         let none = UnsafeMutableRawPointer(bitPattern: 64)!
         self.init(precision: precision, x: UnsafeRawPointer(input.baseAddress) ?? UnsafeRawPointer(none),
-                  y: UnsafeMutableRawPointer(output.baseAddress) ?? none)
+                  y: UnsafeMutableRawPointer(output.baseAddress) ?? none,
+                  residual: residual.map { UnsafeRawPointer($0.baseAddress) ?? UnsafeRawPointer(none) })
     }
 }
 
@@ -321,8 +354,10 @@ extension BatchStatistics {
         runningMean: inout [Float], runningVariance: inout [Float], epsilon: Float,
         update: RunningUpdate<Float>?, estimator: VarianceEstimator, backend: Backend,
         activation: FusedActivation, output: UnsafeMutableBufferPointer<Storage>,
+        residual: UnsafeBufferPointer<Storage>? = nil,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        try Validation.residual(residual, count: x.count)
         let g = try prepareReduced(x, shape: shape, geometry: geometry, output: output, cache: &cache)
         if mode == .training { try Validation.valuesPerStatistic(g.valuesPerStatistic) }
         try forward(
@@ -330,7 +365,8 @@ extension BatchStatistics {
             beta: beta, runningMean: &runningMean, runningVariance: &runningVariance,
             epsilon: epsilon, update: update, estimator: estimator, backend: backend,
             output: UnsafeMutableBufferPointer(start: nil, count: 0), activation: activation,
-            cache: &cache, workspace: &workspace, reduced: ReducedStreams(x, output))
+            cache: &cache, workspace: &workspace,
+            reduced: ReducedStreams(x, output, residual: residual))
     }
 
     /// The 16-bit inference that keeps nothing: the 16-bit inference
@@ -370,6 +406,7 @@ extension BatchStatistics {
         inputGradient dx: UnsafeMutableBufferPointer<Storage>,
         gammaGradient dgamma: UnsafeMutableBufferPointer<Float>,
         betaGradient dbeta: UnsafeMutableBufferPointer<Float>,
+        residualGradient: UnsafeMutableBufferPointer<Storage>? = nil,
         channels: Int, origin: CacheOrigin,
         geometry: (_ shape: [Int], _ count: Int) throws(NormError) -> ChannelGeometry,
         backend: Backend, workspace: inout Workspace<Float>
@@ -377,7 +414,14 @@ extension BatchStatistics {
         let g = try checkReducedBackward(dy, cache: cache, inputGradient: dx, gammaGradient: dgamma,
                                          betaGradient: dbeta, channels: channels, origin: origin,
                                          geometry: geometry)
+        if let residualGradient {
+            try Validation.buffer("residualGradient", residualGradient.count, expected: dy.count)
+        }
         cache.withReducedBackward(dy, dx, dgamma: dgamma, dbeta: dbeta) { buffers, mask, reduced in
+            // dy is read before dx (which may be dy's memory) is written.
+            if let residualGradient {
+                ReducedStreams.residualGradient(dy, mask: mask, into: residualGradient)
+            }
             _ = backward(buffers, mask: mask, cache: cache, geometry: g, backend: backend,
                          graph: false, exchange: LocalStatistics(), workspace: &workspace,
                          reduced: reduced)

@@ -17,10 +17,12 @@ extension GroupStatistics {
         layout: ChannelLayout, origin: CacheOrigin, affine: Affine, gamma: [Float], beta: [Float],
         epsilon: Float, backend: Backend,
         activation: FusedActivation, output: UnsafeMutableBufferPointer<Storage>,
+        residual: UnsafeBufferPointer<Storage>? = nil,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
         try parameters(affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
         let precision = try StoragePrecision(Storage.self)
+        try Validation.residual(residual, count: x.count)
         try cache.adoptReduced(x, shape: shape, precision: precision)
         try Validation.buffer("output", output.count, expected: x.count)
         let g = try geometry(shape: shape, count: x.count, channels: channels, groups: groups,
@@ -29,7 +31,8 @@ extension GroupStatistics {
         cache.record(gamma: gamma, beta: beta, parameters: channels, mode: mode, statisticCount: g.rows, origin: origin)
         cache.prepareMask(activation: activation, count: x.count)
         let streams = ReducedStreams(precision: precision, x: UnsafeRawPointer(x.baseAddress!),
-                                     y: UnsafeMutableRawPointer(output.baseAddress!))
+                                     y: UnsafeMutableRawPointer(output.baseAddress!),
+                                     residual: residual.map { UnsafeRawPointer($0.baseAddress!) })
         let failure: Int? = cache.storedMean.withUnsafeMutableBufferPointer { mean in
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
             cache.storedMask.withUnsafeMutableBufferPointer { mask in
@@ -107,7 +110,8 @@ extension GroupStatistics {
             ? Workspace<Float>.lines(LayerNormKernels.forwardScratch(
                 blockRows: blockRows, columns: g.rowLength, centred: true, of: Float.self))
             : 0
-        let perWorker = kernel + 2 * Workspace<Float>.lines(sample)
+        // x and y of a sample widened, and a residual's when there is one.
+        let perWorker = kernel + (r.residual == nil ? 2 : 3) * Workspace<Float>.lines(sample)
         let split = Threading.split(outer: g.samples, scalarsPerRow: sample, of: Float.self,
                                     backend: backend)
         let statisticsAt = split.workers * perWorker
@@ -135,12 +139,15 @@ extension GroupStatistics {
                     let c = c.pointee, g = c.g
                     let own = c.scratch + worker * c.perWorker
                     let xf = own + c.kernel, yf = xf + Workspace<Float>.lines(c.sample)
+                    let rf = yf + Workspace<Float>.lines(c.sample)
                     let one = GroupNormKernels.Geometry(samples: 1, channels: g.channels,
                                                         groups: g.groups, spatial: g.spatial)
                     for n in c.split.rows(ofChunk: chunk) {
                         let offset = n * c.sample, firstRow = n * g.groups
                         c.r.widen(c.r.x, offset: offset, into: xf, count: c.sample,
                                   copying: true, streaming: c.streaming)
+                        let epilogue = c.r.epilogue(c.epilogue, offset: offset, count: c.sample,
+                                                    scratch: rf)
                         if c.layout == .nhwc {
                             let regions = ChannelsLastScratch(own, kernel: c.columnKernel,
                                                               channels: g.channels, groups: g.groups)
@@ -149,7 +156,7 @@ extension GroupStatistics {
                                 block: c.columnBlock, backend: c.backend, epsilon: c.epsilon,
                                 gamma: c.gamma, beta: c.beta, mean: c.mean + firstRow,
                                 invstd: c.invstd + firstRow, y: yf, streaming: false,
-                                epilogue: c.epilogue.advanced(by: offset), ones: c.ones,
+                                epilogue: epilogue, ones: c.ones,
                                 scratch: regions) {
                                 StreamingStores.fence(c.streaming)
                                 return firstRow + bad
@@ -158,7 +165,7 @@ extension GroupStatistics {
                             x: xf, geometry: one, blockRows: c.blockRows, epsilon: c.epsilon,
                             backend: c.backend, gamma: c.gamma, beta: c.beta,
                             mean: c.mean + firstRow, invstd: c.invstd + firstRow, y: yf,
-                            streaming: false, epilogue: c.epilogue.advanced(by: offset),
+                            streaming: false, epilogue: epilogue,
                             ones: c.ones, scratch: own) {
                             StreamingStores.fence(c.streaming)
                             return firstRow + bad
@@ -185,7 +192,8 @@ extension GroupStatistics {
         _ dy: UnsafeBufferPointer<Storage>, cache: NormCache<Float>,
         inputGradient dx: UnsafeMutableBufferPointer<Storage>,
         gammaGradient dgamma: UnsafeMutableBufferPointer<Float>,
-        betaGradient dbeta: UnsafeMutableBufferPointer<Float>, channels: Int, groups: Int,
+        betaGradient dbeta: UnsafeMutableBufferPointer<Float>,
+        residualGradient: UnsafeMutableBufferPointer<Storage>? = nil, channels: Int, groups: Int,
         layout: ChannelLayout, origin: CacheOrigin, backend: Backend,
         workspace: inout Workspace<Float>
     ) throws(NormError) {
@@ -198,6 +206,9 @@ extension GroupStatistics {
         try Validation.buffer("outputGradient", dy.count, expected: count)
         try Validation.buffer("inputGradient", dx.count, expected: count)
         try Validation.parameterGradients(dgamma.count, dbeta.count, cache: cache, parameters: channels)
+        if let residualGradient {
+            try Validation.buffer("residualGradient", residualGradient.count, expected: count)
+        }
         let sample = channels * g.spatial
         let blockRows = backend == .blas
             ? CacheGeometry.blockRows(rows: g.groups, columns: g.rowLength,
@@ -225,6 +236,9 @@ extension GroupStatistics {
         workspace.withRegions(ones: onesCount, scratch: scratchCount, parameters: channels) {
             ones, scratch, standIns in
             cache.withReducedBackward(dy, dx, dgamma: dgamma, dbeta: dbeta) { buffers, mask, r in
+                if let residualGradient {
+                    ReducedStreams.residualGradient(dy, mask: mask, into: residualGradient)
+                }
                 cache.withBackwardPointers(buffers, standIns: standIns) { p in
                     let partials = scratch + split.workers * perWorker
                     let context = (split: split, p: p, r: r, mask: mask, partials: partials, g: g,
