@@ -132,7 +132,7 @@ extension ActivatedNormalizationLayer {
                      workspace: &workspace)
     }
 
-    /// ``forward(_:residual:shape:mode:into:cache:workspace:)`` over tensors:
+    /// `forward(_:residual:shape:mode:into:cache:workspace:)` over tensors:
     /// `output` is sized on first use and reused; the cache shares `input`.
     /// - Throws: ``NormError/gradientShapeMismatch(expected:actual:)`` when
     ///   `residual`'s shape is not `input`'s, and the layer's errors.
@@ -175,7 +175,7 @@ extension ActivatedNormalizationLayer {
         return (output, cache)
     }
 
-    /// ``backward(_:cache:inputGradient:residualGradient:gammaGradient:betaGradient:workspace:)``
+    /// `backward(_:cache:inputGradient:residualGradient:gammaGradient:betaGradient:workspace:)`
     /// over tensors: `gradients` and `residualGradient` are sized on first
     /// use and reused.
     /// - Throws: as ``BufferedNormalizationLayer/backward(_:cache:into:workspace:)``.
@@ -214,7 +214,7 @@ extension ActivatedNormalizationLayer {
         return (gradients, residualGradient)
     }
 
-    /// ``backward(_:cache:inputGradient:residualGradient:gammaGradient:betaGradient:workspace:)``
+    /// `backward(_:cache:inputGradient:residualGradient:gammaGradient:betaGradient:workspace:)`
     /// over `Span`s.
     /// - Throws: as that entry point.
     /// - Complexity: O(count of the cached input).
@@ -243,7 +243,7 @@ extension ActivatedNormalizationLayer {
         if let failure { throw failure }
     }
 
-    /// ``forward(_:residual:shape:mode:into:cache:workspace:)`` over `Span`s.
+    /// `forward(_:residual:shape:mode:into:cache:workspace:)` over `Span`s.
     /// - Throws: as that entry point.
     /// - Complexity: O(product of `shape`).
     @inlinable
@@ -309,7 +309,7 @@ public protocol ResidualNormalizationLayer<Scalar>: BufferedNormalizationLayer {
 }
 
 extension ResidualNormalizationLayer {
-    /// ``forward(_:residual:shape:mode:into:sum:cache:workspace:)`` over
+    /// `forward(_:residual:shape:mode:into:sum:cache:workspace:)` over
     /// tensors: `output` and `sum` are sized on first use and reused, and
     /// the cache shares `sum` (no copy).
     /// - Throws: ``NormError/invalidShape(expected:actual:)`` when `residual`'s
@@ -356,7 +356,7 @@ extension ResidualNormalizationLayer {
         return (output, sum, cache)
     }
 
-    /// ``backward(_:sumGradient:cache:inputGradient:gammaGradient:betaGradient:workspace:)``
+    /// `backward(_:sumGradient:cache:inputGradient:gammaGradient:betaGradient:workspace:)`
     /// over tensors, into `gradients` (sized on first use and reused).
     /// - Throws: ``NormError/invalidShape(expected:actual:)`` when
     ///   `sumGradient`'s shape is not the cached input's, and as
@@ -396,7 +396,7 @@ extension ResidualNormalizationLayer {
         return gradients
     }
 
-    /// ``forward(_:residual:shape:mode:into:sum:cache:workspace:)`` over `Span`s.
+    /// `forward(_:residual:shape:mode:into:sum:cache:workspace:)` over `Span`s.
     /// - Throws: as that entry point.
     /// - Complexity: O(product of `shape`).
     @inlinable
@@ -421,7 +421,7 @@ extension ResidualNormalizationLayer {
         if let failure { throw failure }
     }
 
-    /// ``backward(_:sumGradient:cache:inputGradient:gammaGradient:betaGradient:workspace:)``
+    /// `backward(_:sumGradient:cache:inputGradient:gammaGradient:betaGradient:workspace:)`
     /// over `Span`s (`sumGradient` of the input's count).
     /// - Throws: as that entry point.
     /// - Complexity: O(count of the cached input).

@@ -138,7 +138,7 @@ public struct SyncBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer {
     /// Normalizes this rank's `(N, D)` rows (`N` may be 0) in borrowed memory
     /// with the whole batch's statistics; see the type's documentation.
     ///
-    /// - Throws: as ``BatchNorm/forward(_:residual:shape:mode:into:cache:workspace:)``
+    /// - Throws: as `BatchNorm/forward(_:residual:shape:mode:into:cache:workspace:)`
     ///   (with `N >= 0` per rank, and the batch's count at least 2 in training);
     ///   ``NormError/rankFailed(rank:)`` when another rank refused its call;
     ///   ``NormError/callMismatch(rank:expected:actual:)`` when another rank is

@@ -122,13 +122,13 @@ public struct SyncSpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLa
     /// Normalizes this rank's images (`N` may be 0) in borrowed memory with
     /// the whole batch's per-channel statistics.
     ///
-    /// - Throws: as ``SpatialBatchNorm/forward(_:residual:shape:mode:into:cache:workspace:)``
+    /// - Throws: as `SpatialBatchNorm/forward(_:residual:shape:mode:into:cache:workspace:)`
     ///   (with `N >= 0` per rank, and the batch's `N·H·W` at least 2 in
     ///   training); ``NormError/rankFailed(rank:)``;
     ///   ``NormError/callMismatch(rank:expected:actual:)``; the communicator's
     ///   errors. A throwing call leaves the running statistics unchanged, on
     ///   every rank. Every rank's layer must have the same channel count (see
-    ///   ``SyncBatchNorm/forward(_:residual:shape:mode:into:cache:workspace:)``).
+    ///   `SyncBatchNorm/forward(_:residual:shape:mode:into:cache:workspace:)`).
     /// - Complexity: O(N·C·H·W) here, plus one all-gather of `11 + 2·C`
     ///   scalars per rank in training: the status word and the moments.
     @inlinable
