@@ -129,4 +129,31 @@ struct SyncBatchNormTests {
         bn.momentum = 0.5
         #expect(bn.batchNorm.momentum == 0.5 && bn.featureCount == 3)
     }
+
+    @Test("Synchronized is one wrapper: its names read and write the one layer; shard geometries")
+    func oneWrapper() throws {
+        var bn = try SyncBatchNorm<Float>(featureCount: 3, communicator: SingleProcess())
+        bn.batchNorm.momentum = 0.25
+        #expect(bn.layer.momentum == 0.25 && bn.momentum == 0.25 && bn.channelCount == 3)
+        bn.layer.runningMean = [1.5, 2.5, 3.5]
+        #expect(bn.batchNorm.runningMean == [1.5, 2.5, 3.5])
+        let wrapped: Synchronized<SpatialBatchNorm<Double>> = Synchronized(
+            try SpatialBatchNorm<Double>(channelCount: 3, layout: .nhwc), communicator: SingleProcess())
+        var sbn: SyncSpatialBatchNorm<Double> = wrapped
+        sbn.spatialBatchNorm.epsilon = 1e-3
+        #expect(sbn.layer.epsilon == 1e-3 && sbn.layout == .nhwc)
+        #expect(sbn.cacheOrigin == .syncSpatialBatchNorm(channelCount: 3, layout: .nhwc))
+        // Where a shard puts each channel: (outer runs, inner values); empty shards allowed.
+        #expect(try bn.layer.shardGeometry(shape: [0, 3]) == (0, 1))
+        #expect(try bn.layer.shardGeometry(shape: [7, 3]) == (7, 1))
+        #expect(try sbn.layer.shardGeometry(shape: [2, 4, 5, 3]) == (40, 1))
+        let nchw = try SpatialBatchNorm<Double>(channelCount: 3)
+        #expect(try nchw.shardGeometry(shape: [2, 3, 4, 5]) == (2, 20))
+        #expect(throws: NormError.invalidShape(expected: "(N >= 0, 3)", actual: [7, 2])) {
+            try bn.layer.shardGeometry(shape: [7, 2])
+        }
+        #expect(throws: NormError.negativeDimension(shape: [2, 3, -4, 5])) {
+            try nchw.shardGeometry(shape: [2, 3, -4, 5])
+        }
+    }
 }

@@ -18,7 +18,7 @@
 /// The BLAS backend reads `x` once for the statistics (row blocks in L2,
 /// `gemv(Trans, X_b, 1)` per block, Chan merges) and once for the normalize
 /// pass: 12 bytes per Float element in training, 8 in inference.
-public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equatable {
+public struct BatchNorm<Scalar: BLASScalar>: BatchStatisticsLayer, Equatable {
     /// The forward pass's saved input, batch (or running) statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 
@@ -81,18 +81,23 @@ public struct BatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equata
         self.backend = backend
     }
 
-    /// This training batch's running update (`nil` for ``RunningStatistics/none``).
+    /// ``featureCount``: the features are the channels of the batch statistics.
     @inlinable
-    var runningUpdate: RunningUpdate<Scalar>? {
-        runningStatistics.update(momentum: momentum, batchesTracked: batchesTracked)
-    }
+    public var channelCount: Int { featureCount }
 
-    /// Re-validates the public `var`s that `forward` depends on.
+    /// The origin of ``SyncBatchNorm``'s caches: `.syncBatchNorm(featureCount:)`.
     @inlinable
-    func validateParameters() throws(NormError) {
-        try Validation.batchParameters(
-            count: featureCount, affine: affine, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
-            epsilon: epsilon, momentum: momentum, batchesTracked: batchesTracked)
+    public var synchronizedOrigin: CacheOrigin { .syncBatchNorm(featureCount: featureCount) }
+
+    /// A shard of `(N, D)` rows, `N >= 0`: `N` runs of the `D` features, one value each.
+    /// - Throws: ``NormError/invalidShape(expected:actual:)`` for a shape other
+    ///   than `(N, D)`; ``NormError/negativeDimension(shape:)``,
+    ///   ``NormError/shapeOverflow(shape:)``, ``NormError/sizeTooLarge(_:)``.
+    /// - Complexity: O(1).
+    @inlinable
+    public func shardGeometry(shape: [Int]) throws(NormError) -> (outer: Int, inner: Int) {
+        let count = try Tensor<Scalar>.elementCount(of: shape)
+        return (try Validation.matrixRows(shape: shape, count: count, columns: featureCount, minimumRows: 0), 1)
     }
 
     /// The origin its forward passes record in a cache: `.batchNorm(featureCount:)`.

@@ -32,7 +32,7 @@ public enum ChannelLayout: String, Sendable, Hashable, Codable {
 /// on each sample's `C x H·W` slab (in channel blocks that stay in L2), two-pass
 /// inside each block, Chan-merged over samples; it never transposes the input.
 /// In NHWC it runs ``BatchNorm``'s column kernels on the `(N·H·W, C)` matrix.
-public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equatable {
+public struct SpatialBatchNorm<Scalar: BLASScalar>: BatchStatisticsLayer, Equatable {
     /// The forward pass's saved input, batch (or running) statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 
@@ -97,18 +97,23 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer,
         self.backend = backend
     }
 
-    /// This training batch's running update (`nil` for ``RunningStatistics/none``).
+    /// The origin of ``SyncSpatialBatchNorm``'s caches:
+    /// `.syncSpatialBatchNorm(channelCount:layout:)`.
     @inlinable
-    var runningUpdate: RunningUpdate<Scalar>? {
-        runningStatistics.update(momentum: momentum, batchesTracked: batchesTracked)
+    public var synchronizedOrigin: CacheOrigin {
+        .syncSpatialBatchNorm(channelCount: channelCount, layout: layout)
     }
 
-    /// Re-validates the public `var`s that `forward` depends on.
+    /// A shard of images, `N >= 0`: `(N, H·W)` in NCHW, `(N·H·W, 1)` in NHWC.
+    /// - Throws: ``NormError/invalidShape(expected:actual:)`` for a shape that
+    ///   is not a batch of images of ``channelCount`` channels in ``layout``;
+    ///   ``NormError/negativeDimension(shape:)``, ``NormError/shapeOverflow(shape:)``,
+    ///   ``NormError/sizeTooLarge(_:)``.
+    /// - Complexity: O(rank of `shape`).
     @inlinable
-    func validateParameters() throws(NormError) {
-        try Validation.batchParameters(
-            count: channelCount, affine: affine, gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
-            epsilon: epsilon, momentum: momentum, batchesTracked: batchesTracked)
+    public func shardGeometry(shape: [Int]) throws(NormError) -> (outer: Int, inner: Int) {
+        let g = try geometry(shape: shape, count: try Tensor<Scalar>.elementCount(of: shape), minimumBatch: 0)
+        return (g.outer, g.inner)
     }
 
     /// The geometry of a validated input of `shape`, with at least
