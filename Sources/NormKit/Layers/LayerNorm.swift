@@ -13,10 +13,15 @@
 /// let (y, cache) = try ln.forward(Tensor(randomNormal: [2, 4], seed: 7), mode: .training)
 /// ```
 ///
+/// Backward (cs231n's `layernorm_backward`):
+/// `dx = invstd_i · (dxhat - mean_j(dxhat) - xhat · mean_j(dxhat·xhat))` with
+/// `dxhat = gamma ∘ dy`; `dgamma = Σ_i dy·xhat`; `dbeta = Σ_i dy`. The passes
+/// are ``RowNormalizationLayer``'s.
+///
 /// The BLAS backend takes row sums as `gemv(NoTrans, X_b, 1)` on row blocks that
 /// stay in L2 and normalizes each block while it is there: it reads `x` once and
 /// writes `y` once (8 bytes per Float element).
-public struct LayerNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable {
+public struct LayerNorm<Scalar: BLASScalar>: RowNormalizationLayer, Equatable {
     /// The forward pass's saved input, per-sample statistics and `gamma`.
     public typealias Cache = NormCache<Scalar>
 
@@ -76,131 +81,11 @@ public struct LayerNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatab
         self.normalizedShape = normalizedShape
     }
 
-    // MARK: Forward
-
     /// The origin its forward passes record in a cache: `.layerNorm(featureCount:)`.
     @inlinable
     public var cacheOrigin: CacheOrigin { .layerNorm(featureCount: featureCount) }
 
-    /// Normalizes each row of an `(N, D)` input; an input `(..., normalizedShape)`
-    /// is the matrix of its leading dimensions' product of rows.
-    ///
-    /// Both modes compute the same thing, so both apply the training checks: a
-    /// row needs at least two features (`D >= 2`) and finite statistics.
-    /// - Throws: ``NormError/invalidShape(expected:actual:)`` for a shape that
-    ///   does not end in ``normalizedShape`` or has no rows,
-    ///   ``NormError/insufficientValues(valuesPerStatistic:)`` for `D < 2`,
-    ///   ``NormError/nonFiniteStatistics(index:)`` naming the first sample whose
-    ///   mean or variance is not finite, and the hyperparameter errors.
-    /// - Complexity: O(N·D).
-    ///
-    /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
-    /// API call this. The cache copies the input; `cache` and `workspace` are
-    /// sized on first use and reused afterwards (then the call allocates
-    /// nothing); after a throw they hold unspecified values.
+    /// What each row is normalized by: ``RowStatistics/meanAndVariance``.
     @inlinable
-    public mutating func forward(
-        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
-        into output: UnsafeMutableBufferPointer<Scalar>,
-        cache: inout Cache, workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        try validateParameters()
-        try RowNormalization.forward(
-            input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape, centred: true, gamma: gamma,
-            beta: beta, epsilon: epsilon, backend: backend, output: output, cache: &cache,
-            workspace: &workspace)
-    }
-
-    // MARK: Backward
-
-    /// Normalizes `s = input + residual` (a transformer block's
-    /// `norm(x + residual)`), writing `s` to `sum` in the same pass; see
-    /// ``ResidualNormalizationLayer``.
-    /// - Throws: as `forward(_:shape:mode:into:cache:workspace:)`, and
-    ///   ``NormError/bufferCountMismatch(name:expected:actual:)`` naming
-    ///   `residual` or `sum`.
-    /// - Complexity: O(N·D).
-    @inlinable
-    public mutating func forward(
-        _ input: UnsafeBufferPointer<Scalar>, residual: UnsafeBufferPointer<Scalar>,
-        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
-        sum: UnsafeMutableBufferPointer<Scalar>?, cache: inout Cache,
-        workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        try validateParameters()
-        try RowNormalization.forward(
-            input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape, centred: true, gamma: gamma,
-            beta: beta, epsilon: epsilon, backend: backend, output: output,
-            residual: (residual, sum), cache: &cache, workspace: &workspace)
-    }
-
-    /// Normalizes each row for inference, keeping nothing: the forward's
-    /// output bit for bit. `output` may be `input`'s memory.
-    /// - Throws: as `forward(_:shape:mode:into:cache:workspace:)`.
-    /// - Complexity: O(N·D); allocation-free once `workspace` is sized.
-    @inlinable
-    public func infer(
-        _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
-        into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        try validateParameters()
-        try RowNormalization.infer(
-            input, shape: shape, columns: featureCount, trailing: normalizedShape, centred: true, gamma: gamma, beta: beta,
-            epsilon: epsilon, backend: backend, output: output, workspace: &workspace)
-    }
-
-    /// Checks the public `var`s the forward passes depend on.
-    @inlinable
-    func validateParameters() throws(NormError) {
-        try Validation.epsilon(epsilon)
-        try Validation.affineParameters(affine, gamma: gamma, beta: beta, count: featureCount)
-    }
-
-    /// The backward pass (cs231n's `layernorm_backward`):
-    /// `dx = invstd_i · (dxhat - mean_j(dxhat) - xhat · mean_j(dxhat·xhat))` with
-    /// `dxhat = gamma ∘ dy`; `dgamma = Σ_i dy·xhat`; `dbeta = Σ_i dy`.
-    ///
-    /// Row terms are `gemv(NoTrans, ·, gamma)`, column sums `gemv(Trans, ·, 1)`;
-    /// a parameter the layer does not have (``affine``) takes an empty
-    /// gradient buffer and its column sum is not computed.
-    /// - Throws: ``NormError/bufferCountMismatch(name:expected:actual:)``, or
-    ///   ``NormError/cacheMismatch(expected:actual:)`` for a cache
-    ///   from another layer, size, layout or group count, or from a forward pass
-    ///   that threw.
-    ///
-    /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
-    /// API call this.
-    @inlinable
-    public func backward(
-        _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
-        inputGradient: UnsafeMutableBufferPointer<Scalar>,
-        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
-        betaGradient: UnsafeMutableBufferPointer<Scalar>,
-        workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        try backward(outputGradient, sumGradient: nil, cache: cache, inputGradient: inputGradient,
-                     gammaGradient: gammaGradient, betaGradient: betaGradient,
-                     workspace: &workspace)
-    }
-
-    /// The backward pass of a residual forward: the plain backward's
-    /// `dx` plus `sumGradient` (the gradient reaching `sum` from later
-    /// blocks), added while each block of `dx` is in L2.
-    /// - Throws: as the `Float` `backward(_:cache:inputGradient:gammaGradient:betaGradient:workspace:)`,
-    ///   and ``NormError/bufferCountMismatch(name:expected:actual:)`` naming `sumGradient`.
-    /// - Complexity: O(N·D).
-    @inlinable
-    public func backward(
-        _ outputGradient: UnsafeBufferPointer<Scalar>, sumGradient: UnsafeBufferPointer<Scalar>?,
-        cache: Cache, inputGradient: UnsafeMutableBufferPointer<Scalar>,
-        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
-        betaGradient: UnsafeMutableBufferPointer<Scalar>,
-        workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
-                                      dbeta: betaGradient)
-        try RowNormalization.backward(
-            buffers, sumGradient: sumGradient, cache: cache, columns: featureCount, trailing: normalizedShape,
-            centred: true, backend: backend, workspace: &workspace)
-    }
+    public static var rowStatistics: RowStatistics { .meanAndVariance }
 }

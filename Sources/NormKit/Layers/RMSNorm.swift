@@ -18,7 +18,7 @@
 /// (and `dbeta = Σ_i dy` with a shift).
 /// The BLAS backend takes the row sums of squares with `gemv(NoTrans, S_b, 1)`
 /// on row blocks that stay in L2 (``LayerNorm``'s machinery without centring).
-public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable {
+public struct RMSNorm<Scalar: BLASScalar>: RowNormalizationLayer, Equatable {
     /// The forward pass's saved input, per-sample `1/rms` and `gamma`.
     public typealias Cache = NormCache<Scalar>
 
@@ -81,112 +81,7 @@ public struct RMSNorm<Scalar: BLASScalar>: ResidualNormalizationLayer, Equatable
     @inlinable
     public var cacheOrigin: CacheOrigin { .rmsNorm(featureCount: featureCount) }
 
-    /// Normalizes each row by its root mean square; both modes compute the same.
-    ///
-    /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
-    /// API call this. The cache copies the input; `cache` and `workspace` are
-    /// sized on first use and reused afterwards.
-    /// A single feature is allowed (its mean square needs one value).
-    /// - Throws: ``NormError/invalidShape(expected:actual:)``,
-    ///   ``NormError/nonFiniteStatistics(index:)`` naming the sample,
-    ///   ``NormError/parameterCountMismatch(name:expected:actual:)`` for a
-    ///   `gamma` or `beta` of another count than ``affine`` says.
+    /// What each row is normalized by: ``RowStatistics/rootMeanSquare``.
     @inlinable
-    public mutating func forward(
-        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
-        into output: UnsafeMutableBufferPointer<Scalar>,
-        cache: inout Cache, workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        try validateParameters()
-        try RowNormalization.forward(
-            input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape, centred: false, gamma: gamma,
-            beta: beta, epsilon: epsilon, backend: backend, output: output, cache: &cache,
-            workspace: &workspace)
-    }
-
-    /// Normalizes `s = input + residual` (a transformer block's
-    /// `norm(x + residual)`), writing `s` to `sum` in the same pass; see
-    /// ``ResidualNormalizationLayer``.
-    /// - Throws: as `forward(_:shape:mode:into:cache:workspace:)`, and
-    ///   ``NormError/bufferCountMismatch(name:expected:actual:)`` naming
-    ///   `residual` or `sum`.
-    /// - Complexity: O(N·D).
-    @inlinable
-    public mutating func forward(
-        _ input: UnsafeBufferPointer<Scalar>, residual: UnsafeBufferPointer<Scalar>,
-        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
-        sum: UnsafeMutableBufferPointer<Scalar>?, cache: inout Cache,
-        workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        try validateParameters()
-        try RowNormalization.forward(
-            input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape, centred: false, gamma: gamma,
-            beta: beta, epsilon: epsilon, backend: backend, output: output,
-            residual: (residual, sum), cache: &cache, workspace: &workspace)
-    }
-
-    /// Normalizes each row for inference, keeping nothing: the forward's
-    /// output bit for bit. `output` may be `input`'s memory.
-    /// - Throws: as `forward(_:shape:mode:into:cache:workspace:)`.
-    /// - Complexity: O(N·D); allocation-free once `workspace` is sized.
-    @inlinable
-    public func infer(
-        _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
-        into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        try validateParameters()
-        try RowNormalization.infer(
-            input, shape: shape, columns: featureCount, trailing: normalizedShape, centred: false, gamma: gamma, beta: beta,
-            epsilon: epsilon, backend: backend, output: output, workspace: &workspace)
-    }
-
-    /// Checks the public `var`s the forward passes depend on.
-    @inlinable
-    func validateParameters() throws(NormError) {
-        try Validation.epsilon(epsilon)
-        try Validation.affineParameters(affine, gamma: gamma, beta: beta, count: featureCount)
-    }
-
-    /// The backward pass; `dbeta` (with a shift only) is `Σ_i dy`.
-    ///
-    /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
-    /// API call this. Row terms are `gemv(NoTrans, dy∘xhat, gamma)`,
-    /// `dgamma` is `gemv(Trans, dy∘xhat, 1)` over row blocks.
-    /// - Throws: ``NormError/bufferCountMismatch(name:expected:actual:)``, or
-    ///   ``NormError/cacheMismatch(expected:actual:)`` for a cache
-    ///   from another layer, size, layout or group count, or from a forward pass
-    ///   that threw.
-    @inlinable
-    public func backward(
-        _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
-        inputGradient: UnsafeMutableBufferPointer<Scalar>,
-        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
-        betaGradient: UnsafeMutableBufferPointer<Scalar>,
-        workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        try backward(outputGradient, sumGradient: nil, cache: cache, inputGradient: inputGradient,
-                     gammaGradient: gammaGradient, betaGradient: betaGradient,
-                     workspace: &workspace)
-    }
-
-    /// The backward pass of a residual forward: the plain backward's
-    /// `dx` plus `sumGradient` (the gradient reaching `sum` from later
-    /// blocks), added while each block of `dx` is in L2.
-    /// - Throws: as the `Float` `backward(_:cache:inputGradient:gammaGradient:betaGradient:workspace:)`,
-    ///   and ``NormError/bufferCountMismatch(name:expected:actual:)`` naming `sumGradient`.
-    /// - Complexity: O(N·D).
-    @inlinable
-    public func backward(
-        _ outputGradient: UnsafeBufferPointer<Scalar>, sumGradient: UnsafeBufferPointer<Scalar>?,
-        cache: Cache, inputGradient: UnsafeMutableBufferPointer<Scalar>,
-        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
-        betaGradient: UnsafeMutableBufferPointer<Scalar>,
-        workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
-                                      dbeta: betaGradient)
-        try RowNormalization.backward(
-            buffers, sumGradient: sumGradient, cache: cache, columns: featureCount, trailing: normalizedShape,
-            centred: false, backend: backend, workspace: &workspace)
-    }
+    public static var rowStatistics: RowStatistics { .rootMeanSquare }
 }
