@@ -228,11 +228,12 @@ enum BatchNormKernels {
     static func graphStageOne<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
         blockRows: Int, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
-        gamma: UnsafePointer<Scalar>, frozen: Bool, backend: Backend,
+        gamma: UnsafePointer<Scalar>, forwardMode: Mode, backend: Backend,
         dx: UnsafeMutablePointer<Scalar>, node: UnsafeMutablePointer<Scalar>,
         dgamma: UnsafeMutablePointer<Scalar>, dbeta: UnsafeMutablePointer<Scalar>,
         divar: UnsafeMutablePointer<Scalar>, ones: UnsafePointer<Scalar>
     ) {
+        let frozen = forwardMode == .inference
         dgamma.update(repeating: 0, count: columns)
         dbeta.update(repeating: 0, count: columns)
         divar.update(repeating: 0, count: columns)
@@ -583,8 +584,9 @@ extension BatchNormKernels {
     @inlinable
     static func coefficients<Scalar: BLASScalar>(
         _ p: BackwardPointers<Scalar>, sums: UnsafePointer<Scalar>, channels: Int, count: Int,
-        frozen: Bool, coefficients: UnsafeMutablePointer<Scalar>, stride: Int
+        forwardMode: Mode, coefficients: UnsafeMutablePointer<Scalar>, stride: Int
     ) {
+        let frozen = forwardMode == .inference
         let a = coefficients, b = coefficients + stride, c = coefficients + 2 * stride
         let m = Scalar(count)
         for j in 0..<channels {
@@ -598,7 +600,7 @@ extension BatchNormKernels {
 
     /// `dx = A∘dy + B∘(x - mean) + C` per channel over the geometry: the closed
     /// form's one pass that writes `dx` (with streaming stores when `streaming`).
-    /// A, B and C are ``coefficients(_:sums:channels:count:frozen:coefficients:stride:)``'s.
+    /// A, B and C are ``coefficients(_:sums:channels:count:forwardMode:coefficients:stride:)``'s.
     @inlinable
     static func combine<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, mask: UnsafePointer<UInt8>? = nil, x: UnsafePointer<Scalar>,

@@ -4,7 +4,7 @@
 /// channels are `C/G` slabs of `H·W` inside that row.
 ///
 /// Statistics are per row: one row at a time with two `dot`s
-/// (``LayerNormKernels/statistics(ofRow:columns:epsilon:centred:ones:row:)``) when a
+/// (``LayerNormKernels/statistics(ofRow:columns:epsilon:rowStatistics:ones:row:)``) when a
 /// row has at least ``LayerNormKernels/rowKernelMinimumColumns`` values,
 /// otherwise ``LayerNormKernels/rowStatisticsBLAS`` (`gemv(NoTrans, X_b, 1_L)`
 /// on row blocks that stay in L2); the affine step
@@ -44,7 +44,7 @@ enum GroupNormKernels {
     ///
     /// - Parameters:
     ///   - ones: at least `L` ones (BLAS).
-    ///   - scratch: ``LayerNormKernels/forwardScratch(blockRows:columns:centred:)``
+    ///   - scratch: ``LayerNormKernels/forwardScratch(blockRows:columns:rowStatistics:)``
     ///     with `columns = L`, centred (BLAS).
     /// - Returns: the first row `n·G + g` whose statistics are not finite, or `nil`.
     @inlinable
@@ -62,7 +62,7 @@ enum GroupNormKernels {
             let row = LayerNormKernels.rowScratch(scratch, input: x)
             for r in 0..<g.rows {
                 guard let (m, s) = LayerNormKernels.statistics(
-                    ofRow: x + r * length, columns: length, epsilon: epsilon, centred: true,
+                    ofRow: x + r * length, columns: length, epsilon: epsilon, rowStatistics: .meanAndVariance,
                     ones: ones, row: row) else { return r }
                 mean[r] = m
                 invstd[r] = s
@@ -76,7 +76,7 @@ enum GroupNormKernels {
                 let b = min(blockRows, g.rows - start)
                 if let bad = LayerNormKernels.rowStatisticsBLAS(
                     x: x + start * length, rows: b, columns: length, epsilon: epsilon,
-                    centred: true, mean: mean + start, invstd: invstd + start,
+                    rowStatistics: .meanAndVariance, mean: mean + start, invstd: invstd + start,
                     squares: scratch, variance: scratch + blockRows * length, ones: ones) {
                     return start + bad
                 }
@@ -87,7 +87,7 @@ enum GroupNormKernels {
             return nil
         case .naive:
             if let bad = LayerNormKernels.rowStatisticsNaive(
-                x: x, rows: g.rows, columns: length, epsilon: epsilon, centred: true,
+                x: x, rows: g.rows, columns: length, epsilon: epsilon, rowStatistics: .meanAndVariance,
                 mean: mean, invstd: invstd) {
                 return bad
             }

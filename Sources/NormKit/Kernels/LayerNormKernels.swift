@@ -39,9 +39,10 @@ enum LayerNormKernels {
     /// they go into the output), then one per row of a block.
     @inlinable
     static func forwardScratch<Scalar: BLASScalar>(
-        blockRows: Int, columns: Int, centred: Bool, separateSquares: Bool = false,
+        blockRows: Int, columns: Int, rowStatistics: RowStatistics, separateSquares: Bool = false,
         of _: Scalar.Type
     ) -> Int {
+        let centred = rowStatistics.centred
         if columns >= rowKernelMinimumColumns {
             return centred ? columns + Workspace<Scalar>.pageScalars : 0
         }
@@ -51,7 +52,7 @@ enum LayerNormKernels {
     /// The row blocks' working set in blocks: input and output, and the squares
     /// when `centred`.
     @inlinable
-    static func forwardBuffers(centred: Bool) -> Int { centred ? 3 : 2 }
+    static func forwardBuffers(rowStatistics: RowStatistics) -> Int { rowStatistics.centred ? 3 : 2 }
 
     /// The statistics of `rows` rows of `columns` values, one block of rows
     /// that stays in L2: `mean = gemv(NoTrans, X_b, 1) / D` (zeros when not
@@ -69,11 +70,12 @@ enum LayerNormKernels {
     ///   are not finite, or `nil`.
     @inlinable
     static func rowStatisticsBLAS<Scalar: BLASScalar>(
-        x: UnsafePointer<Scalar>, rows: Int, columns: Int, epsilon: Scalar, centred: Bool,
+        x: UnsafePointer<Scalar>, rows: Int, columns: Int, epsilon: Scalar, rowStatistics: RowStatistics,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
         squares block: UnsafeMutablePointer<Scalar>, variance: UnsafeMutablePointer<Scalar>,
         ones: UnsafePointer<Scalar>
     ) -> Int? {
+        let centred = rowStatistics.centred
         let inverseCount = 1 / Scalar(columns)
         if centred {
             Scalar.gemvRows(rows: rows, columns: columns, alpha: inverseCount, a: x, x: ones,
@@ -114,9 +116,10 @@ enum LayerNormKernels {
     /// - Returns: the first row whose statistics are not finite, or `nil`.
     @inlinable
     static func rowStatisticsNaive<Scalar: BLASScalar>(
-        x: UnsafePointer<Scalar>, rows: Int, columns: Int, epsilon: Scalar, centred: Bool,
+        x: UnsafePointer<Scalar>, rows: Int, columns: Int, epsilon: Scalar, rowStatistics: RowStatistics,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>
     ) -> Int? {
+        let centred = rowStatistics.centred
         let d = Scalar(columns)
         for i in 0..<rows {
             let row = x + i * columns
@@ -149,27 +152,28 @@ enum LayerNormKernels {
 
     /// ``forwardRowsBLAS`` when a row has at least ``rowKernelMinimumColumns``
     /// columns, ``forwardBlocksBLAS`` otherwise. `scratch` holds
-    /// ``forwardScratch(blockRows:columns:centred:)`` scalars, sized for the path it takes.
+    /// ``forwardScratch(blockRows:columns:rowStatistics:)`` scalars, sized for the path it takes.
     ///
     /// - Returns: the first row whose statistics are not finite, or `nil`. Rows
     ///   before it have been written.
     @inlinable
     static func forwardBLAS<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, rows: Int, columns: Int, blockRows: Int, epsilon: Scalar,
-        centred: Bool, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
+        rowStatistics: RowStatistics, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
         y: UnsafeMutablePointer<Scalar>, streaming: Bool, separateSquares: Bool = false,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) -> Int? {
+        let centred = rowStatistics.centred
         if columns >= rowKernelMinimumColumns {
             return forwardRowsBLAS(
-                x: x, rows: rows, columns: columns, epsilon: epsilon, centred: centred,
+                x: x, rows: rows, columns: columns, epsilon: epsilon, rowStatistics: rowStatistics,
                 gamma: gamma, beta: beta, mean: mean, invstd: invstd, y: y, streaming: streaming,
                 ones: ones, row: centred ? rowScratch(scratch, input: x) : scratch)
         }
         return forwardBlocksBLAS(
             x: x, rows: rows, columns: columns, blockRows: blockRows, epsilon: epsilon,
-            centred: centred, gamma: gamma, beta: beta, mean: mean, invstd: invstd, y: y,
+            rowStatistics: rowStatistics, gamma: gamma, beta: beta, mean: mean, invstd: invstd, y: y,
             streaming: streaming, separateSquares: separateSquares, ones: ones, scratch: scratch)
     }
 
@@ -202,16 +206,17 @@ enum LayerNormKernels {
     ///   before it have been written.
     @inlinable
     static func forwardRowsBLAS<Scalar: BLASScalar>(
-        x: UnsafePointer<Scalar>, rows: Int, columns: Int, epsilon: Scalar, centred: Bool,
+        x: UnsafePointer<Scalar>, rows: Int, columns: Int, epsilon: Scalar, rowStatistics: RowStatistics,
         gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
         y: UnsafeMutablePointer<Scalar>, streaming: Bool,
         ones: UnsafePointer<Scalar>, row: UnsafeMutablePointer<Scalar>
     ) -> Int? {
+        let centred = rowStatistics.centred
         for i in 0..<rows {
             let xi = x + i * columns
             guard let (m, s) = statistics(ofRow: xi, columns: columns, epsilon: epsilon,
-                                          centred: centred, ones: ones, row: row) else {
+                                          rowStatistics: rowStatistics, ones: ones, row: row) else {
                 StreamingStores.fence(streaming)
                 return i
             }
@@ -232,9 +237,10 @@ enum LayerNormKernels {
     /// - Returns: `(mean, invstd)`, or `nil` when either is not finite.
     @inlinable @inline(__always)
     static func statistics<Scalar: BLASScalar>(
-        ofRow x: UnsafePointer<Scalar>, columns: Int, epsilon: Scalar, centred: Bool,
+        ofRow x: UnsafePointer<Scalar>, columns: Int, epsilon: Scalar, rowStatistics: RowStatistics,
         ones: UnsafePointer<Scalar>, row: UnsafeMutablePointer<Scalar>
     ) -> (mean: Scalar, invstd: Scalar)? {
+        let centred = rowStatistics.centred
         let inverseCount = 1 / Scalar(columns)
         var m: Scalar = 0
         if centred {
@@ -258,18 +264,19 @@ enum LayerNormKernels {
     /// Per row block: ``rowStatisticsBLAS`` (the squares in scratch when
     /// `centred`, in `Y_b` otherwise), then
     /// `y = (x - mean_i) · invstd_i · gamma_j + beta_j` while the block is in L2.
-    /// `scratch` holds ``forwardScratch(blockRows:columns:centred:)`` scalars.
+    /// `scratch` holds ``forwardScratch(blockRows:columns:rowStatistics:)`` scalars.
     ///
     /// - Returns: the first row whose statistics are not finite, or `nil`. Rows
     ///   before it have been written.
     @inlinable
     static func forwardBlocksBLAS<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, rows: Int, columns: Int, blockRows: Int, epsilon: Scalar,
-        centred: Bool, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
+        rowStatistics: RowStatistics, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
         y: UnsafeMutablePointer<Scalar>, streaming: Bool, separateSquares: Bool = false,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) -> Int? {
+        let centred = rowStatistics.centred
         // RMSNorm's squares go into Y_b unless `y` is `x` (inference in place).
         let scratchSquares = centred || separateSquares
         let squaresCount = scratchSquares ? blockRows * columns : 0
@@ -278,7 +285,7 @@ enum LayerNormKernels {
             let b = min(blockRows, rows - start)
             let xb = x + start * columns, yb = y + start * columns
             if let bad = rowStatisticsBLAS(x: xb, rows: b, columns: columns, epsilon: epsilon,
-                                           centred: centred, mean: mean + start,
+                                           rowStatistics: rowStatistics, mean: mean + start,
                                            invstd: invstd + start,
                                            squares: scratchSquares ? scratch : yb,
                                            variance: scratch + squaresCount, ones: ones) {
@@ -295,13 +302,13 @@ enum LayerNormKernels {
     /// The textbook: ``rowStatisticsNaive`` for all rows, then the normalize pass.
     @inlinable
     static func forwardNaive<Scalar: BLASScalar>(
-        x: UnsafePointer<Scalar>, rows: Int, columns: Int, epsilon: Scalar, centred: Bool,
+        x: UnsafePointer<Scalar>, rows: Int, columns: Int, epsilon: Scalar, rowStatistics: RowStatistics,
         gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
         y: UnsafeMutablePointer<Scalar>, streaming: Bool
     ) -> Int? {
         if let bad = rowStatisticsNaive(x: x, rows: rows, columns: columns, epsilon: epsilon,
-                                        centred: centred, mean: mean, invstd: invstd) {
+                                        rowStatistics: rowStatistics, mean: mean, invstd: invstd) {
             return bad
         }
         affine(x: x, rows: rows, columns: columns, mean: mean, invstd: invstd,
@@ -354,7 +361,7 @@ enum LayerNormKernels {
     @inlinable
     static func backwardBLAS<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
-        blockRows: Int, centred: Bool, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
+        blockRows: Int, rowStatistics: RowStatistics, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
         gamma: UnsafePointer<Scalar>,
         dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>?,
         dbeta: UnsafeMutablePointer<Scalar>?, sumGradient: UnsafePointer<Scalar>? = nil,
@@ -367,7 +374,7 @@ enum LayerNormKernels {
             let b = min(blockRows, rows - start)
             let offset = start * columns
             backwardBlock(dy: dy + offset, x: x + offset, rows: b, columns: columns,
-                          centred: centred, mean: mean + start, invstd: invstd + start,
+                          rowStatistics: rowStatistics, mean: mean + start, invstd: invstd + start,
                           gamma: gamma, dx: dx + offset, dgamma: dgamma, dbeta: dbeta,
                           sumGradient: sumGradient.map { $0 + offset }, ones: ones,
                           scratch: scratch)
@@ -381,12 +388,13 @@ enum LayerNormKernels {
     @inlinable
     static func backwardBlock<Scalar: BLASScalar>(
         dy dyb: UnsafePointer<Scalar>, x xb: UnsafePointer<Scalar>, rows b: Int, columns: Int,
-        centred: Bool, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
+        rowStatistics: RowStatistics, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
         gamma: UnsafePointer<Scalar>, dx block: UnsafeMutablePointer<Scalar>,
         dgamma: UnsafeMutablePointer<Scalar>?, dbeta: UnsafeMutablePointer<Scalar>?,
         sumGradient: UnsafePointer<Scalar>?, ones: UnsafePointer<Scalar>,
         scratch: UnsafeMutablePointer<Scalar>
     ) {
+        let centred = rowStatistics.centred
         let sumDxhat = scratch, sumDxhatXhat = sumDxhat + b
         let inverseCount = 1 / Scalar(columns)
         for i in 0..<b {
@@ -425,12 +433,13 @@ enum LayerNormKernels {
     @inlinable
     static func backwardNaive<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
-        centred: Bool, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
+        rowStatistics: RowStatistics, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
         gamma: UnsafePointer<Scalar>,
         dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>?,
         dbeta: UnsafeMutablePointer<Scalar>?, streaming: Bool, sumGradient: UnsafePointer<Scalar>? = nil,
         scratch: UnsafeMutablePointer<Scalar>
     ) {
+        let centred = rowStatistics.centred
         let meanDxhat = scratch, meanDxhatXhat = scratch + rows
         let d = Scalar(columns)
         dgamma?.update(repeating: 0, count: columns)

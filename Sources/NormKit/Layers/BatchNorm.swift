@@ -207,7 +207,7 @@ public struct BatchNorm<Scalar: BLASScalar>: BatchStatisticsLayer, Equatable {
     ) throws(NormError) {
         try backward(GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
                                      dbeta: betaGradient),
-                     residualGradient: residualGradient, cache: cache, graph: false,
+                     residualGradient: residualGradient, cache: cache, form: .closedForm,
                      workspace: &workspace)
     }
 
@@ -241,7 +241,7 @@ public struct BatchNorm<Scalar: BLASScalar>: BatchStatisticsLayer, Equatable {
     ) throws(NormError) {
         try withGradientBuffers(outputGradient, cache: cache, into: &gradients) { buffers in
             do throws(NormError) {
-                try backward(buffers, residualGradient: nil, cache: cache, graph: true,
+                try backward(buffers, residualGradient: nil, cache: cache, form: .throughGraph,
                              workspace: &workspace)
                 return nil
             } catch { return error }
@@ -253,10 +253,10 @@ public struct BatchNorm<Scalar: BLASScalar>: BatchStatisticsLayer, Equatable {
     @inlinable
     func backward(
         _ buffers: GradientBuffers<Scalar>, residualGradient: UnsafeMutableBufferPointer<Scalar>?,
-        cache: Cache, graph: Bool, workspace: inout Workspace<Scalar>
+        cache: Cache, form: BackwardForm, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try cache.backwardThroughActivation(
-            buffers, residualGradient: residualGradient, masksInside: !graph, workspace: &workspace
+            buffers, residualGradient: residualGradient, masksInside: form == .closedForm, workspace: &workspace
         ) { buffers, mask, workspace throws(NormError) in
             try BatchStatistics.validateBackward(buffers, cache: cache, channels: featureCount,
                                                  origin: cacheOrigin)
@@ -264,7 +264,7 @@ public struct BatchNorm<Scalar: BLASScalar>: BatchStatisticsLayer, Equatable {
             _ = BatchStatistics.backward(
                 buffers, mask: mask, cache: cache,
                 geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
-                backend: backend, graph: graph, exchange: LocalStatistics(), workspace: &workspace)
+                backend: backend, form: form, exchange: LocalStatistics(), workspace: &workspace)
         }
     }
 }

@@ -285,18 +285,18 @@ enum BatchStatistics {
     static func backward<Scalar: BLASScalar>(
         _ buffers: GradientBuffers<Scalar>, mask: UnsafePointer<UInt8>? = nil,
         cache: NormCache<Scalar>, geometry g: ChannelGeometry,
-        backend: Backend, graph: Bool, exchange: some StatisticsExchange,
+        backend: Backend, form: BackwardForm, exchange: some StatisticsExchange,
         workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil
     ) -> NormError? {
-        let frozen = cache.mode == .inference, channels = g.channels
+        let forwardMode = cache.mode, frozen = forwardMode == .inference, channels = g.channels
         let rowStride = g.channels * g.inner
         // A ReLU's mask (when given) is applied in both passes: the first
         // keeps each block's masked gradient in a second scratch block. The
         // blocks stay those of the unmasked pass, whose sums they must give
         // bit for bit (the block is what a gemv sums at once).
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 3)
-        if graph && reduced == nil {
-            backwardThroughGraph(geometry: g, backend: backend, frozen: frozen, cache: cache,
+        if form == .throughGraph && reduced == nil {
+            backwardThroughGraph(geometry: g, backend: backend, forwardMode: forwardMode, cache: cache,
                                  buffers, workspace: &workspace)
             return nil
         }
@@ -375,7 +375,7 @@ enum BatchStatistics {
                     }
                 }
                 BatchNormKernels.coefficients(p, sums: sums, channels: channels, count: count,
-                                              frozen: frozen, coefficients: lines, stride: stride)
+                                              forwardMode: forwardMode, coefficients: lines, stride: stride)
                 let combineContext = (split: split, g: g, p: p, coefficients: UnsafePointer(lines),
                                       stride: stride, streaming: streaming, mask: mask,
                                       reduced: reduced, block: block,
@@ -406,15 +406,16 @@ enum BatchStatistics {
     }
 
     /// The staged backward (matrix geometry only): the three stages of
-    /// ``BatchNormKernels/graphStageOne(dy:x:rows:columns:blockRows:mean:invstd:gamma:frozen:backend:dx:node:dgamma:dbeta:divar:ones:)``
+    /// ``BatchNormKernels/graphStageOne(dy:x:rows:columns:blockRows:mean:invstd:gamma:forwardMode:backend:dx:node:dgamma:dbeta:divar:ones:)``
     /// and its successors, each over chunks of rows on ``Threading`` (BLAS) and
     /// row blocks that stay in L2 within a chunk, with the chunks' partial column
     /// sums added by `axpy` between stages.
     @inlinable
     static func backwardThroughGraph<Scalar: BLASScalar>(
-        geometry g: ChannelGeometry, backend: Backend, frozen: Bool, cache: NormCache<Scalar>,
+        geometry g: ChannelGeometry, backend: Backend, forwardMode: Mode, cache: NormCache<Scalar>,
         _ buffers: GradientBuffers<Scalar>, workspace: inout Workspace<Scalar>
     ) {
+        let frozen = forwardMode == .inference
         let channels = g.channels, count = g.outer
         let split = Threading.split(outer: count, scalarsPerRow: channels, of: Scalar.self,
                                     backend: backend)
@@ -433,7 +434,7 @@ enum BatchStatistics {
                 let firstSums = scratch + split.workers * node, stride = 4 * channels
                 let batchSum = firstSums + split.chunks * stride, dvar = batchSum + channels
                 let context = (split: split, p: p, channels: channels, firstSums: firstSums,
-                               stride: stride, blockRows: blockRows, frozen: frozen, backend: backend,
+                               stride: stride, blockRows: blockRows, forwardMode: forwardMode, backend: backend,
                                scratch: scratch, node: node, ones: ones)
                 Threading.run(split, context) { c, chunk, worker in
                     let c = c.pointee, p = c.p, channels = c.channels
@@ -443,7 +444,7 @@ enum BatchStatistics {
                     BatchNormKernels.graphStageOne(
                         dy: p.dy + offset, x: p.x + offset, rows: rows.count, columns: channels,
                         blockRows: c.blockRows, mean: p.mean, invstd: p.invstd, gamma: p.gamma,
-                        frozen: c.frozen, backend: c.backend, dx: p.dx + offset,
+                        forwardMode: c.forwardMode, backend: c.backend, dx: p.dx + offset,
                         node: c.scratch + worker * c.node,
                         dgamma: sums, dbeta: sums + channels, divar: sums + 2 * channels,
                         ones: c.ones)
@@ -483,4 +484,15 @@ enum BatchStatistics {
             }
         }
     }
+}
+
+/// Which backward a batch-statistics pass runs: the closed form (every layer),
+/// or cs231n's staged graph (``BatchNorm/backwardThroughGraph(_:cache:)``,
+/// one process, the matrix geometry).
+@usableFromInline
+enum BackwardForm: Sendable {
+    /// `dx` from the two per-channel sums in one pass.
+    case closedForm
+    /// Node by node through the computation graph.
+    case throughGraph
 }

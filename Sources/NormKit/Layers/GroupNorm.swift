@@ -258,7 +258,7 @@ enum GroupStatistics {
         let blockRows = backend == .blas
             ? CacheGeometry.blockRows(rows: g.rows, columns: g.rowLength,
                                       bytesPerScalar: MemoryLayout<Scalar>.stride,
-                                      buffers: LayerNormKernels.forwardBuffers(centred: true))
+                                      buffers: LayerNormKernels.forwardBuffers(rowStatistics: .meanAndVariance))
             : g.rows
         let onesCount = backend == .blas ? g.rowLength : 0
         // Chunks of samples, so that a chunk's rows start at group 0.
@@ -268,7 +268,7 @@ enum GroupStatistics {
         // the statistics when the caller keeps none.
         let perWorker = backend == .blas
             ? Workspace<Scalar>.lines(LayerNormKernels.forwardScratch(
-                blockRows: blockRows, columns: g.rowLength, centred: true, of: Scalar.self))
+                blockRows: blockRows, columns: g.rowLength, rowStatistics: .meanAndVariance, of: Scalar.self))
             : 0
         let statisticsAt = split.workers * perWorker
         let own = statistics == nil ? 2 * Workspace<Scalar>.lines(g.rows) : 0

@@ -241,7 +241,7 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
             let g = try Self.frozenGeometry(layout: layout, channels: channelCount, shape: cache.input.shape,
                                             count: cache.input.count)
             _ = BatchStatistics.backward(buffers, mask: mask, cache: cache, geometry: g,
-                                         backend: backend, graph: false, exchange: LocalStatistics(),
+                                         backend: backend, form: .closedForm, exchange: LocalStatistics(),
                                          workspace: &workspace)
         }
     }

@@ -423,7 +423,7 @@ extension BatchStatistics {
                 ReducedStreams.residualGradient(dy, mask: mask, into: residualGradient)
             }
             _ = backward(buffers, mask: mask, cache: cache, geometry: g, backend: backend,
-                         graph: false, exchange: LocalStatistics(), workspace: &workspace,
+                         form: .closedForm, exchange: LocalStatistics(), workspace: &workspace,
                          reduced: reduced)
         }
     }

@@ -97,7 +97,7 @@ extension GroupStatistics {
         let blockRows = backend == .blas
             ? CacheGeometry.blockRows(rows: g.groups, columns: g.rowLength,
                                       bytesPerScalar: MemoryLayout<Float>.stride,
-                                      buffers: LayerNormKernels.forwardBuffers(centred: true))
+                                      buffers: LayerNormKernels.forwardBuffers(rowStatistics: .meanAndVariance))
             : g.groups
         // Channels last: one sample is an S x C matrix, as in `Float`.
         let rowsOfChannels = ChannelGeometry(outer: g.spatial, channels: g.channels, inner: 1)
@@ -108,7 +108,7 @@ extension GroupStatistics {
                                                groups: g.groups)
             : backend == .blas
             ? Workspace<Float>.lines(LayerNormKernels.forwardScratch(
-                blockRows: blockRows, columns: g.rowLength, centred: true, of: Float.self))
+                blockRows: blockRows, columns: g.rowLength, rowStatistics: .meanAndVariance, of: Float.self))
             : 0
         // x and y of a sample widened, and a residual's when there is one.
         let perWorker = kernel + (r.residual == nil ? 2 : 3) * Workspace<Float>.lines(sample)

@@ -13,12 +13,13 @@ extension RowNormalization {
     ///   other than `Float16` and ``BFloat16``.
     @inlinable
     static func forward<Storage: ReducedPrecision>(
-        _ x: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode, columns: Int, trailing: [Int], centred: Bool,
+        _ x: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode, columns: Int, trailing: [Int], rowStatistics: RowStatistics,
         gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
         output: UnsafeMutableBufferPointer<Storage>,
         residual: (r: UnsafeBufferPointer<Storage>, sum: UnsafeMutableBufferPointer<Storage>?)? = nil,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        let centred = rowStatistics.centred
         let precision = try StoragePrecision(Storage.self)
         if let residual {
             let count = try Tensor<Float>.elementCount(of: shape)
@@ -31,9 +32,9 @@ extension RowNormalization {
         let rows = try Validation.rows(shape: shape, count: x.count, trailing: trailing)
         if centred { try Validation.valuesPerStatistic(columns) }
         cache.record(gamma: gamma, beta: beta, parameters: columns, mode: mode, statisticCount: rows,
-                     origin: origin(columns: columns, centred: centred))
+                     origin: origin(columns: columns, rowStatistics: rowStatistics))
         let failure: Int? = cache.withReducedInputAndStatistics { own, mean, invstd in
-            reducedPass(UnsafeRawPointer(x.baseAddress!), copy: own, precision: precision, rows: rows, columns: columns, centred: centred,
+            reducedPass(UnsafeRawPointer(x.baseAddress!), copy: own, precision: precision, rows: rows, columns: columns, rowStatistics: rowStatistics,
                         gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
                         statistics: (mean, invstd), y: UnsafeMutableRawPointer(output.baseAddress!),
                         residual: residual.map {
@@ -52,10 +53,11 @@ extension RowNormalization {
     /// bit for bit. `output` may be `input`'s memory.
     @inlinable
     static func infer<Storage: ReducedPrecision>(
-        _ x: UnsafeBufferPointer<Storage>, shape: [Int], columns: Int, trailing: [Int], centred: Bool,
+        _ x: UnsafeBufferPointer<Storage>, shape: [Int], columns: Int, trailing: [Int], rowStatistics: RowStatistics,
         gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
         output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
     ) throws(NormError) {
+        let centred = rowStatistics.centred
         let precision = try StoragePrecision(Storage.self)
         let count = try Tensor<Float>.elementCount(of: shape)
         try Validation.buffer("input", x.count, expected: count)
@@ -64,7 +66,7 @@ extension RowNormalization {
         if centred { try Validation.valuesPerStatistic(columns) }
         if let index = reducedPass(
             UnsafeRawPointer(x.baseAddress!), copy: nil, precision: precision, rows: rows, columns: columns,
-            centred: centred, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            rowStatistics: rowStatistics, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
             statistics: nil, y: UnsafeMutableRawPointer(output.baseAddress!), workspace: &workspace) {
             throw .nonFiniteStatistics(index: index)
         }
@@ -98,7 +100,7 @@ extension RowNormalization {
     /// The statistics and output pass over `rows` 16-bit rows at `x` into the
     /// 16-bit `y`: per block of rows (at most `blockRows`), widen, then rows of
     /// at least ``LayerNormKernels/rowKernelMinimumColumns`` one at a time
-    /// (``LayerNormKernels/statistics(ofRow:columns:epsilon:centred:ones:row:)``,
+    /// (``LayerNormKernels/statistics(ofRow:columns:epsilon:rowStatistics:ones:row:)``,
     /// then the scale and shift narrowed as it is written), shorter ones
     /// through the `Float` row-block kernel (``LayerNormKernels/forwardBLAS``)
     /// into a `Float` block, narrowed. The widening also copies the block to
@@ -108,7 +110,7 @@ extension RowNormalization {
     @inlinable
     static func reducedPass(
         _ x: UnsafeRawPointer, copy: UnsafeMutableRawPointer?, precision: StoragePrecision,
-        rows: Int, columns: Int, centred: Bool,
+        rows: Int, columns: Int, rowStatistics: RowStatistics,
         gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
         statistics: (mean: UnsafeMutablePointer<Float>, invstd: UnsafeMutablePointer<Float>)?,
         y: UnsafeMutableRawPointer, residual: ReducedPrologue? = nil,
@@ -124,12 +126,12 @@ extension RowNormalization {
             ? max(1, min(rows, 16 * 1024 / (columns * 2 * MemoryLayout<Float>.stride)))
             : CacheGeometry.blockRows(
                 rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Float>.stride,
-                buffers: LayerNormKernels.forwardBuffers(centred: centred) + 1)
+                buffers: LayerNormKernels.forwardBuffers(rowStatistics: rowStatistics) + 1)
         let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Float.self,
                                     backend: backend)
         let block = Workspace<Float>.lines(blockRows * columns)
         let kernelScratch = Workspace<Float>.lines(LayerNormKernels.forwardScratch(
-            blockRows: blockRows, columns: columns, centred: centred, of: Float.self))
+            blockRows: blockRows, columns: columns, rowStatistics: rowStatistics, of: Float.self))
         let perWorker = backend == .blas ? kernelScratch + 2 * block : 2 * count
         let statisticsAt = split.workers * perWorker
         let own = statistics == nil ? 2 * Workspace<Float>.lines(rows) : 0
@@ -148,7 +150,7 @@ extension RowNormalization {
                     let context = (split: split, x: x, copy: copy, y: y, precision: precision,
                                    g: g, b: b, mean: mean,
                                    invstd: invstd, columns: columns, blockRows: blockRows,
-                                   epsilon: epsilon, centred: centred, streaming: streaming,
+                                   epsilon: epsilon, rowStatistics: rowStatistics, streaming: streaming,
                                    ones: ones, scratch: scratch, perWorker: perWorker,
                                    kernelScratch: kernelScratch, block: block, residual: residual)
                     return Threading.firstFailure(split, context) { c, chunk, worker in
@@ -177,14 +179,14 @@ extension RowNormalization {
                                     let xi = xf + i * c.columns
                                     guard let (m, s) = LayerNormKernels.statistics(
                                         ofRow: xi, columns: c.columns, epsilon: c.epsilon,
-                                        centred: c.centred, ones: c.ones, row: row) else {
+                                        rowStatistics: c.rowStatistics, ones: c.ones, row: row) else {
                                         StreamingStores.fence(c.streaming)
                                         return first + i
                                     }
                                     c.mean[first + i] = m
                                     c.invstd[first + i] = s
                                     c.precision.scaleShift(
-                                        count: c.columns, c: UnsafePointer(c.centred ? row : xi),
+                                        count: c.columns, c: UnsafePointer(c.rowStatistics.centred ? row : xi),
                                         scale: s, gamma: c.g, beta: c.b,
                                         into: c.y + 2 * (offset + i * c.columns),
                                         streaming: c.streaming)
@@ -194,7 +196,7 @@ extension RowNormalization {
                             }
                             if let bad = LayerNormKernels.forwardBLAS(
                                 x: xf, rows: n, columns: c.columns, blockRows: c.blockRows,
-                                epsilon: c.epsilon, centred: c.centred, gamma: c.g, beta: c.b,
+                                epsilon: c.epsilon, rowStatistics: c.rowStatistics, gamma: c.g, beta: c.b,
                                 mean: c.mean + first, invstd: c.invstd + first, y: yf,
                                 streaming: false, ones: c.ones, scratch: own) {
                                 StreamingStores.fence(c.streaming)
@@ -216,7 +218,7 @@ extension RowNormalization {
                         precision.widen(x, into: xf, count: count, copy: copy)
                     }
                     if let bad = LayerNormKernels.forwardNaive(
-                        x: xf, rows: rows, columns: columns, epsilon: epsilon, centred: centred,
+                        x: xf, rows: rows, columns: columns, epsilon: epsilon, rowStatistics: rowStatistics,
                         gamma: g, beta: b, mean: mean, invstd: invstd,
                         y: yf, streaming: false) {
                         return bad
@@ -241,10 +243,10 @@ extension RowNormalization {
         cache: NormCache<Float>, inputGradient dx: UnsafeMutableBufferPointer<Storage>,
         gammaGradient dgamma: UnsafeMutableBufferPointer<Float>,
         betaGradient dbeta: UnsafeMutableBufferPointer<Float>,
-        columns: Int, trailing: [Int], centred: Bool, backend: Backend, workspace: inout Workspace<Float>
+        columns: Int, trailing: [Int], rowStatistics: RowStatistics, backend: Backend, workspace: inout Workspace<Float>
     ) throws(NormError) {
         let precision = try StoragePrecision(Storage.self)
-        try Validation.origin(cache, expected: origin(columns: columns, centred: centred),
+        try Validation.origin(cache, expected: origin(columns: columns, rowStatistics: rowStatistics),
                               precision: precision)
         let count = cache.reducedInput.count
         let rows = try Validation.rows(shape: cache.reducedShape, count: count, trailing: trailing)
@@ -280,7 +282,7 @@ extension RowNormalization {
                     let partials = scratch + split.workers * perWorker
                     let context = (split: split, precision: precision, dy: dyRaw, x: x, dx: dxRaw,
                                    mean: mean, invstd: invstd, gamma: gamma, columns: columns,
-                                   blockRows: blockRows, centred: centred, partials: partials,
+                                   blockRows: blockRows, rowStatistics: rowStatistics, partials: partials,
                                    ones: ones, scratch: scratch, perWorker: perWorker,
                                    kernelScratch: kernelScratch, block: block, streaming: streaming,
                                    keepsGamma: !dgamma.isEmpty, keepsBeta: !dbeta.isEmpty,
@@ -303,7 +305,7 @@ extension RowNormalization {
                                 return dxf + c.block
                             }
                             LayerNormKernels.backwardBlock(
-                                dy: dyf, x: xf, rows: n, columns: c.columns, centred: c.centred,
+                                dy: dyf, x: xf, rows: n, columns: c.columns, rowStatistics: c.rowStatistics,
                                 mean: c.mean + first, invstd: c.invstd + first, gamma: c.gamma,
                                 dx: dxf, dgamma: c.keepsGamma ? sums : nil,
                                 dbeta: c.keepsBeta ? sums + c.columns : nil,
@@ -328,7 +330,7 @@ extension RowNormalization {
                         return dxf + count
                     }
                     LayerNormKernels.backwardNaive(
-                        dy: dyf, x: xf, rows: rows, columns: columns, centred: centred,
+                        dy: dyf, x: xf, rows: rows, columns: columns, rowStatistics: rowStatistics,
                         mean: mean, invstd: invstd, gamma: gamma, dx: dxf,
                         dgamma: dgamma.isEmpty ? nil : dgamma.baseAddress,
                         dbeta: dbeta.isEmpty ? nil : dbeta.baseAddress, streaming: false,

@@ -18,12 +18,13 @@ enum RowNormalization {
     @inlinable
     static func forward<Scalar: BLASScalar>(
         _ x: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode, columns: Int, trailing: [Int],
-        centred: Bool,
+        rowStatistics: RowStatistics,
         gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
         output: UnsafeMutableBufferPointer<Scalar>,
         residual: (r: UnsafeBufferPointer<Scalar>, sum: UnsafeMutableBufferPointer<Scalar>?)? = nil,
         cache: inout NormCache<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        let centred = rowStatistics.centred
         if let residual {
             let count = try Tensor<Scalar>.elementCount(of: shape)
             try Validation.buffer("input", x.count, expected: count)
@@ -38,10 +39,10 @@ enum RowNormalization {
         // A mean and a variance need two values; a mean square (RMSNorm) needs one.
         if centred { try Validation.valuesPerStatistic(columns) }
         cache.record(gamma: gamma, beta: beta, parameters: columns, mode: mode, statisticCount: rows,
-                     origin: origin(columns: columns, centred: centred))
+                     origin: origin(columns: columns, rowStatistics: rowStatistics))
         let failure: Int? = cache.withInputAndStatistics(writable: residual != nil) { own, mean, invstd in
             // With a residual, `own` is written by the prologue before it is read.
-            pass(own, rows: rows, columns: columns, centred: centred, gamma: gamma, beta: beta,
+            pass(own, rows: rows, columns: columns, rowStatistics: rowStatistics, gamma: gamma, beta: beta,
                  epsilon: epsilon, backend: backend, statistics: (mean, invstd), y: output.baseAddress!,
                  prologue: residual.map {
                      Prologue(x: x.baseAddress!, r: $0.r.baseAddress!, s: own, sum: $0.sum?.baseAddress)
@@ -58,14 +59,15 @@ enum RowNormalization {
     /// statistics in the workspace. `output` may be `input`'s memory.
     @inlinable
     static func infer<Scalar: BLASScalar>(
-        _ x: UnsafeBufferPointer<Scalar>, shape: [Int], columns: Int, trailing: [Int], centred: Bool,
+        _ x: UnsafeBufferPointer<Scalar>, shape: [Int], columns: Int, trailing: [Int], rowStatistics: RowStatistics,
         gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
         output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
+        let centred = rowStatistics.centred
         let count = try Validation.inferBuffers(x, output, shape: shape)
         let rows = try Validation.rows(shape: shape, count: count, trailing: trailing)
         if centred { try Validation.valuesPerStatistic(columns) }
-        if let index = pass(x.baseAddress!, rows: rows, columns: columns, centred: centred,
+        if let index = pass(x.baseAddress!, rows: rows, columns: columns, rowStatistics: rowStatistics,
                             gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
                             statistics: nil, y: output.baseAddress!, workspace: &workspace) {
             throw .nonFiniteStatistics(index: index)
@@ -113,7 +115,7 @@ enum RowNormalization {
     /// - Returns: the first row whose statistics are not finite, or `nil`.
     @inlinable
     static func pass<Scalar: BLASScalar>(
-        _ x: UnsafePointer<Scalar>, rows: Int, columns: Int, centred: Bool,
+        _ x: UnsafePointer<Scalar>, rows: Int, columns: Int, rowStatistics: RowStatistics,
         gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
         statistics: (mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>)?,
         y: UnsafeMutablePointer<Scalar>, prologue: Prologue<Scalar>? = nil,
@@ -121,7 +123,7 @@ enum RowNormalization {
     ) -> Int? {
         let blockRows = CacheGeometry.blockRows(
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride,
-            buffers: LayerNormKernels.forwardBuffers(centred: centred))
+            buffers: LayerNormKernels.forwardBuffers(rowStatistics: rowStatistics))
         let onesCount = backend == .blas ? max(blockRows, columns) : 0
         let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Scalar.self,
                                     backend: backend)
@@ -139,7 +141,7 @@ enum RowNormalization {
         // Per worker, on whole cache lines (so that each starts on one).
         let kernelScratch = backend == .blas
             ? Workspace<Scalar>.lines(LayerNormKernels.forwardScratch(
-                blockRows: blockRows, columns: columns, centred: centred,
+                blockRows: blockRows, columns: columns, rowStatistics: rowStatistics,
                 separateSquares: separateSquares, of: Scalar.self))
             : 0
         let perWorker = kernelScratch + sumBlock
@@ -170,7 +172,7 @@ enum RowNormalization {
                     // Rows are independent: the chunks of rows on the workers.
                     let context = (split: split, x: x, y: y, g: g, b: b, mean: mean, invstd: invstd,
                                    columns: columns, blockRows: blockRows, epsilon: epsilon,
-                                   centred: centred, streaming: streaming, ones: ones,
+                                   rowStatistics: rowStatistics, streaming: streaming, ones: ones,
                                    scratch: scratch, perWorker: perWorker, prologue: prologue,
                                    separateSquares: separateSquares, kernelScratch: kernelScratch,
                                    sumBlock: sumBlock)
@@ -195,7 +197,7 @@ enum RowNormalization {
                             }
                             if let bad = LayerNormKernels.forwardBLAS(
                                 x: x, rows: count, columns: c.columns,
-                                blockRows: c.blockRows, epsilon: c.epsilon, centred: c.centred,
+                                blockRows: c.blockRows, epsilon: c.epsilon, rowStatistics: c.rowStatistics,
                                 gamma: c.g, beta: c.b, mean: c.mean + first,
                                 invstd: c.invstd + first, y: c.y + offset, streaming: c.streaming,
                                 separateSquares: c.separateSquares, ones: c.ones, scratch: own) {
@@ -208,7 +210,7 @@ enum RowNormalization {
                 case .naive:
                     prologue?.run(first: 0, rows: rows, columns: columns, streaming: streaming)
                     return LayerNormKernels.forwardNaive(
-                        x: x, rows: rows, columns: columns, epsilon: epsilon, centred: centred,
+                        x: x, rows: rows, columns: columns, epsilon: epsilon, rowStatistics: rowStatistics,
                         gamma: g, beta: b, mean: mean, invstd: invstd, y: y, streaming: streaming)
                 }
             }}
@@ -217,8 +219,11 @@ enum RowNormalization {
 
     /// ``LayerNorm`` when `centred`, ``RMSNorm`` otherwise.
     @inlinable
-    static func origin(columns: Int, centred: Bool) -> CacheOrigin {
-        centred ? .layerNorm(featureCount: columns) : .rmsNorm(featureCount: columns)
+    static func origin(columns: Int, rowStatistics: RowStatistics) -> CacheOrigin {
+        switch rowStatistics {
+        case .meanAndVariance: .layerNorm(featureCount: columns)
+        case .rootMeanSquare: .rmsNorm(featureCount: columns)
+        }
     }
 
     /// Validates the cache and the caller's buffers and computes the backward
@@ -226,10 +231,10 @@ enum RowNormalization {
     @inlinable
     static func backward<Scalar: BLASScalar>(
         _ buffers: GradientBuffers<Scalar>, sumGradient: UnsafeBufferPointer<Scalar>? = nil,
-        cache: NormCache<Scalar>, columns: Int, trailing: [Int], centred: Bool,
+        cache: NormCache<Scalar>, columns: Int, trailing: [Int], rowStatistics: RowStatistics,
         backend: Backend, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        try Validation.origin(cache, expected: origin(columns: columns, centred: centred))
+        try Validation.origin(cache, expected: origin(columns: columns, rowStatistics: rowStatistics))
         let rows = try Validation.rows(shape: cache.input.shape, count: cache.input.count, trailing: trailing)
         try Validation.cache(cache, parameters: columns, statistics: rows)
         try Validation.gradientBuffers(buffers, cache: cache, parameters: columns)
@@ -255,7 +260,7 @@ enum RowNormalization {
                 case .blas:
                     let partials = scratch + split.workers * perWorker
                     let context = (split: split, p: p, columns: columns, blockRows: blockRows,
-                                   centred: centred, partials: partials, ones: ones,
+                                   rowStatistics: rowStatistics, partials: partials, ones: ones,
                                    scratch: scratch, perWorker: perWorker, ds: ds)
                     Threading.run(split, context) { c, chunk, worker in
                         let c = c.pointee, p = c.p
@@ -264,7 +269,7 @@ enum RowNormalization {
                         let sums = c.partials + chunk * 2 * c.columns
                         LayerNormKernels.backwardBLAS(
                             dy: p.dy + offset, x: p.x + offset, rows: part.count, columns: c.columns,
-                            blockRows: c.blockRows, centred: c.centred, mean: p.mean + first,
+                            blockRows: c.blockRows, rowStatistics: c.rowStatistics, mean: p.mean + first,
                             invstd: p.invstd + first, gamma: p.gamma, dx: p.dx + offset,
                             dgamma: p.keepsGamma ? sums : nil, dbeta: p.keepsBeta ? sums + c.columns : nil,
                             sumGradient: c.ds.map { $0 + offset },
@@ -274,7 +279,7 @@ enum RowNormalization {
                                           count: columns, dgamma: p.wantedGamma, dbeta: p.wantedBeta)
                 case .naive:
                     LayerNormKernels.backwardNaive(
-                        dy: p.dy, x: p.x, rows: rows, columns: columns, centred: centred,
+                        dy: p.dy, x: p.x, rows: rows, columns: columns, rowStatistics: rowStatistics,
                         mean: p.mean, invstd: p.invstd, gamma: p.gamma, dx: p.dx, dgamma: p.wantedGamma,
                         dbeta: p.wantedBeta,
                         streaming: StreamingStores.shouldStream(count: rows * columns, of: Scalar.self),

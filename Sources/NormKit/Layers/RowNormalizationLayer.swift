@@ -44,10 +44,6 @@ extension RowNormalizationLayer {
         try Validation.affineParameters(affine, gamma: gamma, beta: beta, count: featureCount)
     }
 
-    /// Whether ``rowStatistics`` subtracts the mean.
-    @inlinable
-    static var centred: Bool { rowStatistics.centred }
-
     /// Normalizes each row of `input` (an `(N, D)` matrix, or any
     /// `(..., normalizedShape)`: the leading dimensions' product is the rows)
     /// in borrowed memory: `y = gamma_j · xhat + beta_j` with ``rowStatistics``'
@@ -75,7 +71,7 @@ extension RowNormalizationLayer {
         try validateParameters()
         try RowNormalization.forward(
             input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape,
-            centred: Self.centred, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            rowStatistics: Self.rowStatistics, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
             output: output, cache: &cache, workspace: &workspace)
     }
 
@@ -96,7 +92,7 @@ extension RowNormalizationLayer {
         try validateParameters()
         try RowNormalization.forward(
             input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape,
-            centred: Self.centred, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            rowStatistics: Self.rowStatistics, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
             output: output, residual: (residual, sum), cache: &cache, workspace: &workspace)
     }
 
@@ -111,7 +107,7 @@ extension RowNormalizationLayer {
     ) throws(NormError) {
         try validateParameters()
         try RowNormalization.infer(
-            input, shape: shape, columns: featureCount, trailing: normalizedShape, centred: Self.centred,
+            input, shape: shape, columns: featureCount, trailing: normalizedShape, rowStatistics: Self.rowStatistics,
             gamma: gamma, beta: beta, epsilon: epsilon, backend: backend, output: output,
             workspace: &workspace)
     }
@@ -153,7 +149,7 @@ extension RowNormalizationLayer {
                                       dbeta: betaGradient)
         try RowNormalization.backward(
             buffers, sumGradient: sumGradient, cache: cache, columns: featureCount,
-            trailing: normalizedShape, centred: Self.centred, backend: backend, workspace: &workspace)
+            trailing: normalizedShape, rowStatistics: Self.rowStatistics, backend: backend, workspace: &workspace)
     }
 }
 
@@ -183,7 +179,7 @@ extension RowNormalizationLayer where Scalar == Float {
         try validateParameters()
         try RowNormalization.forward(
             input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape,
-            centred: Self.centred, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            rowStatistics: Self.rowStatistics, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
             output: output, cache: &cache, workspace: &workspace)
     }
 
@@ -198,7 +194,7 @@ extension RowNormalizationLayer where Scalar == Float {
     ) throws(NormError) {
         try validateParameters()
         try RowNormalization.infer(
-            input, shape: shape, columns: featureCount, trailing: normalizedShape, centred: Self.centred,
+            input, shape: shape, columns: featureCount, trailing: normalizedShape, rowStatistics: Self.rowStatistics,
             gamma: gamma, beta: beta, epsilon: epsilon, backend: backend, output: output,
             workspace: &workspace)
     }
@@ -222,7 +218,7 @@ extension RowNormalizationLayer where Scalar == Float {
         try RowNormalization.backward(
             outputGradient, cache: cache, inputGradient: inputGradient, gammaGradient: gammaGradient,
             betaGradient: betaGradient, columns: featureCount, trailing: normalizedShape,
-            centred: Self.centred, backend: backend, workspace: &workspace)
+            rowStatistics: Self.rowStatistics, backend: backend, workspace: &workspace)
     }
 
     /// Normalizes `s = input + residual`, 16-bit values rounded once from
@@ -242,7 +238,7 @@ extension RowNormalizationLayer where Scalar == Float {
         try validateParameters()
         try RowNormalization.forward(
             input, shape: shape, mode: mode, columns: featureCount, trailing: normalizedShape,
-            centred: Self.centred, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
+            rowStatistics: Self.rowStatistics, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
             output: output, residual: (residual, sum), cache: &cache, workspace: &workspace)
     }
 
@@ -261,7 +257,7 @@ extension RowNormalizationLayer where Scalar == Float {
         try RowNormalization.backward(
             outputGradient, sumGradient: sumGradient, cache: cache, inputGradient: inputGradient,
             gammaGradient: gammaGradient, betaGradient: betaGradient, columns: featureCount,
-            trailing: normalizedShape, centred: Self.centred, backend: backend, workspace: &workspace)
+            trailing: normalizedShape, rowStatistics: Self.rowStatistics, backend: backend, workspace: &workspace)
     }
 }
 

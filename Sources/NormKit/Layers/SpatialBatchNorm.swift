@@ -246,7 +246,7 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BatchStatisticsLayer, Equata
             let g = try geometry(cache.input)
             _ = BatchStatistics.backward(buffers, mask: mask, cache: cache, geometry: g,
                                          backend: backend,
-                                         graph: false, exchange: LocalStatistics(),
+                                         form: .closedForm, exchange: LocalStatistics(),
                                          workspace: &workspace)
         }
     }

@@ -318,14 +318,14 @@ extension RankStatistics {
         if cache.origin == origin, cache.mode == .inference {
             failure = BatchStatistics.backward(buffers, mask: mask, cache: cache,
                                                geometry: try checked.get(),
-                                               backend: backend, graph: false, exchange: LocalStatistics(),
+                                               backend: backend, form: .closedForm, exchange: LocalStatistics(),
                                                workspace: &workspace, reduced: reduced)
         } else {
             let exchange = RankStatistics(communicator: communicator, call: .backward, number: number)
             switch checked {
             case let .success(g):
                 failure = BatchStatistics.backward(buffers, mask: mask, cache: cache, geometry: g,
-                                                   backend: backend, graph: false, exchange: exchange,
+                                                   backend: backend, form: .closedForm, exchange: exchange,
                                                    workspace: &workspace, reduced: reduced)
             case let .failure(error):
                 failure = exchange.refusing(error, channels: channels, of: Scalar.self)
