@@ -53,8 +53,9 @@ let package = Package(
         // Operating-system queries Swift's Glibc module lacks (CPU affinity).
         .target(name: "CNormKitSupport"),
 
-        // The elementwise passes of the row kernels, multiversioned for
-        // AVX-512, AVX2 and baseline x86-64 (target_clones).
+        // The elementwise passes of the row and column kernels, multiversioned
+        // for AVX2 (x86-64-v3) and baseline x86-64 (target_clones), and the
+        // 16-bit widen/narrow passes (F16C where the CPU has it).
         .target(name: "CNormKitPasses"),
 
         // MARK: Library

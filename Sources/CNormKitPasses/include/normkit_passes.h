@@ -10,7 +10,7 @@
    the dynamic loader picks one clone for the process. Floating-point
    contraction is off, so every clone computes the same bits: a product and a
    sum are each rounded, as in the formulas below, never fused into an FMA.
-   The reductions around them are BLAS calls, in Swift (Sources/NormKit/Kernels).
+   The reductions around them are BLAS calls, in Swift (Sources/NormKit/Driver/Kernels).
 
    `streaming` != 0 writes the output with non-temporal stores (see NormKit's
    StreamingStores); the values are the same either way. */
