@@ -19,9 +19,10 @@ extension BFloat16: CheckStorage {
 extension Checker {
     /// The 16-bit synchronized layers against the 16-bit single-process
     /// layer on the whole batch, over two training steps and an inference
-    /// step: each rank's outputs and input gradients within 1 unit in the
-    /// last place of its rows of the reference's (the sums' order differs
-    /// across ranks), the running statistics and the summed parameter
+    /// step, with a residual: each rank's outputs and input gradients within
+    /// 1 unit in the last place of its rows of the reference's (the sums'
+    /// order differs across ranks), the residual's gradient its rows of `dy`
+    /// bit for bit, the running statistics and the summed parameter
     /// gradients within 1e-5, the running statistics the same bits on every
     /// rank.
     mutating func reducedAgreement<S: CheckStorage>(_: S.Type, family: Family, split: [Int]) {
@@ -29,8 +30,8 @@ extension Checker {
         let total = split.reduce(0, +)
         let first = split.prefix(world.rank).reduce(0, +)
         let (reference, sync) = makeLayers(family, Float.self)
-        guard var reference = reference as? any ReducedPrecisionLayer,
-              var sync = sync as? any ReducedPrecisionLayer else {
+        guard var reference = reference as? any ReducedPrecisionActivatedLayer,
+              var sync = sync as? any ReducedPrecisionActivatedLayer else {
             return expect(false, "\(label): the layers take 16-bit buffers")
         }
         for (step, mode) in [Mode.training, .training, .inference].enumerated() {
@@ -39,12 +40,16 @@ extension Checker {
             let mine = (first * per)..<((first + split[world.rank]) * per)
             let x = tensor(shape, seed: UInt64(30 + step), shift: Float(100.1)).scalars.map { S($0) }
             let dy = tensor(shape, seed: UInt64(40 + step), shift: Float(0)).scalars.map { S($0) }
+            let r = tensor(shape, seed: UInt64(50 + step), shift: Float(-0.3)).scalars.map { S($0) }
             do {
-                let whole = try run(&reference, x, dy, shape: shape, mode: mode)
-                let part = try run(&sync, Array(x[mine]), Array(dy[mine]), shape: myShape, mode: mode)
+                let whole = try run(&reference, x, dy, residual: r, shape: shape, mode: mode)
+                let part = try run(&sync, Array(x[mine]), Array(dy[mine]), residual: Array(r[mine]),
+                                   shape: myShape, mode: mode)
                 let outputs = ulps(part.y, Array(whole.y[mine])), gradients = ulps(part.dx, Array(whole.dx[mine]))
                 expect(outputs <= 1, "\(label) step \(step): 16-bit output within \(outputs) ulp")
                 expect(gradients <= 1, "\(label) step \(step): 16-bit dx within \(gradients) ulp")
+                expect(part.dr.map(\.bits) == dy[mine].map(\.bits),
+                       "\(label) step \(step): 16-bit residual gradient is dy, bit for bit")
                 var parameters = part.dgamma + part.dbeta
                 try world.allReduceSum(&parameters)
                 let parameterError = error(parameters, whole.dgamma + whole.dbeta)
@@ -63,30 +68,35 @@ extension Checker {
         }
     }
 
-    /// A 16-bit forward and backward of `layer` over arrays.
-    func run<L: ReducedPrecisionLayer, S: CheckStorage>(
-        _ layer: inout L, _ x: [S], _ dy: [S], shape: [Int], mode: Mode
-    ) throws -> (y: [S], dx: [S], dgamma: [Float], dbeta: [Float]) {
-        var y = [S](repeating: S(0), count: x.count), dx = y
+    /// A 16-bit forward with `residual` and its backward of `layer` over arrays.
+    func run<L: ReducedPrecisionActivatedLayer, S: CheckStorage>(
+        _ layer: inout L, _ x: [S], _ dy: [S], residual: [S], shape: [Int], mode: Mode
+    ) throws -> (y: [S], dx: [S], dr: [S], dgamma: [Float], dbeta: [Float]) {
+        var y = [S](repeating: S(0), count: x.count), dx = y, dr = y
         let channels = layer.gamma.count
         var dgamma = [Float](repeating: 0, count: channels), dbeta = dgamma
         var cache = NormCache<Float>(), workspace = Workspace<Float>()
         try x.withUnsafeBufferPointer { xb in
-            try y.withUnsafeMutableBufferPointer { yb in
-                try layer.forward(xb, shape: shape, mode: mode, into: yb, cache: &cache, workspace: &workspace)
+            try residual.withUnsafeBufferPointer { rb in
+                try y.withUnsafeMutableBufferPointer { yb in
+                    try layer.forward(xb, residual: rb, shape: shape, mode: mode, into: yb, cache: &cache,
+                                      workspace: &workspace)
+                }
             }
         }
         try dy.withUnsafeBufferPointer { g in
             try dx.withUnsafeMutableBufferPointer { d in
-                try dgamma.withUnsafeMutableBufferPointer { dg in
-                    try dbeta.withUnsafeMutableBufferPointer { db in
-                        try layer.backward(g, cache: cache, inputGradient: d, gammaGradient: dg,
-                                           betaGradient: db, workspace: &workspace)
+                try dr.withUnsafeMutableBufferPointer { rg in
+                    try dgamma.withUnsafeMutableBufferPointer { dg in
+                        try dbeta.withUnsafeMutableBufferPointer { db in
+                            try layer.backward(g, cache: cache, inputGradient: d, residualGradient: rg,
+                                               gammaGradient: dg, betaGradient: db, workspace: &workspace)
+                        }
                     }
                 }
             }
         }
-        return (y, dx, dgamma, dbeta)
+        return (y, dx, dr, dgamma, dbeta)
     }
 
     /// The largest distance in units in the last place between two arrays

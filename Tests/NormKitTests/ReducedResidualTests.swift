@@ -344,12 +344,18 @@ struct ReducedActivatedTests {
         var plain = bn
         plain.activation = .none
         try check(Float16.self, plain, shape: [37, 13])
+        // The synchronized forms (one process): the same 16-bit residual path.
+        try check(Float16.self, SyncBatchNorm(bn, communicator: SingleProcess()), shape: [37, 13])
+        try check(BFloat16.self, SyncBatchNorm(bn, communicator: SingleProcess()), shape: [37, 13],
+                  mode: .inference)
         for layout in [ChannelLayout.nchw, .nhwc] {
             let spatial = try SpatialBatchNorm<Float>(channelCount: 5, layout: layout, activation: .relu,
                                                       backend: backend)
             let shape = layout == .nchw ? [3, 5, 7, 9] : [3, 7, 9, 5]
             try check(Float16.self, spatial, shape: shape)
             try check(BFloat16.self, spatial, shape: shape)
+            try check(BFloat16.self, SyncSpatialBatchNorm(spatial, communicator: SingleProcess()),
+                      shape: shape)
             // Rows of 2·72 and 72 values: the Float kernels' own arithmetic.
             let group = try GroupNorm<Float>(channelCount: 4, groupCount: 2, layout: layout,
                                              activation: .relu, backend: backend)
@@ -395,6 +401,35 @@ struct ReducedActivatedTests {
                             try dbeta.withUnsafeMutableBufferPointer { db in
                                 try bn.backward(g, cache: cache, inputGradient: d, residualGradient: rg,
                                                 gammaGradient: dg, betaGradient: db, workspace: &workspace)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(shortGradient.map(\.bitPattern) == short.map(\.bitPattern), "nothing written")
+        // The synchronized form refuses the same counts (one process: no rank waits).
+        var sync = SyncBatchNorm(before, communicator: SingleProcess())
+        #expect(throws: NormError.bufferCountMismatch(name: "residual", expected: 15, actual: 14)) {
+            try x.withUnsafeBufferPointer { xb in
+                try short.withUnsafeBufferPointer { rb in
+                    try y.withUnsafeMutableBufferPointer { yb in
+                        try sync.forward(xb, residual: rb, shape: [3, 5], mode: .training, into: yb,
+                                         cache: &cache, workspace: &workspace)
+                    }
+                }
+            }
+        }
+        #expect(sync.batchNorm == before)
+        try reducedForward(&sync, x, shape: [3, 5], &y, &cache, &workspace)
+        #expect(throws: NormError.bufferCountMismatch(name: "residualGradient", expected: 15, actual: 14)) {
+            try x.withUnsafeBufferPointer { g in
+                try dx.withUnsafeMutableBufferPointer { d in
+                    try shortGradient.withUnsafeMutableBufferPointer { rg in
+                        try dgamma.withUnsafeMutableBufferPointer { dg in
+                            try dbeta.withUnsafeMutableBufferPointer { db in
+                                try sync.backward(g, cache: cache, inputGradient: d, residualGradient: rg,
+                                                  gammaGradient: dg, betaGradient: db, workspace: &workspace)
                             }
                         }
                     }

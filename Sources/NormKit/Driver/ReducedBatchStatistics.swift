@@ -459,13 +459,15 @@ extension NormCache where Scalar == Float {
 extension RankStatistics {
     /// The synchronized layers' 16-bit backward over this rank's `checked`
     /// shard: ``backward(communicator:checked:channels:number:origin:_:mask:cache:backend:workspace:reduced:)``
-    /// with the cache's 16-bit streams (and its ReLU mask).
+    /// with the cache's 16-bit streams (and its ReLU mask); a checked call
+    /// first writes `residualGradient`, `dy` through the mask.
     /// - Throws: as that method.
     @inlinable
     static func reducedBackward<Storage: ReducedPrecision>(
         communicator: any Communicator, checked: Result<ChannelGeometry, NormError>,
         channels: Int, number: Int, origin: CacheOrigin, _ dy: UnsafeBufferPointer<Storage>,
         _ dx: UnsafeMutableBufferPointer<Storage>,
+        residualGradient: UnsafeMutableBufferPointer<Storage>? = nil,
         gammaGradient: UnsafeMutableBufferPointer<Float>,
         betaGradient: UnsafeMutableBufferPointer<Float>, cache: NormCache<Float>,
         backend: Backend, workspace: inout Workspace<Float>
@@ -473,6 +475,11 @@ extension RankStatistics {
         let failure: NormError? = cache.withReducedBackward(
             dy, dx, dgamma: gammaGradient, dbeta: betaGradient
         ) { buffers, mask, reduced in
+            // dy is read before dx (which may be dy's memory) is written; a
+            // refused call writes nothing.
+            if let residualGradient, case .success = checked {
+                ReducedStreams.residualGradient(dy, mask: mask, into: residualGradient)
+            }
             do throws(NormError) {
                 try backward(communicator: communicator, checked: checked, channels: channels,
                              number: number, origin: origin, buffers, mask: mask, cache: cache,

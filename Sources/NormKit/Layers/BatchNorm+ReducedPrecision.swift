@@ -3,7 +3,8 @@
 // statistics, the running statistics and the parameter gradients in Float.
 
 /// A per-channel layer (``BatchNorm``, ``SpatialBatchNorm``, ``GroupNorm``,
-/// ``InstanceNorm``, where `Scalar` is `Float`) whose fused epilogue
+/// ``InstanceNorm``, ``SyncBatchNorm``, ``SyncSpatialBatchNorm``, where
+/// `Scalar` is `Float`) whose fused epilogue
 /// (``ActivatedNormalizationLayer``, DESIGN §2.4) also reads and writes
 /// 16-bit storage: `y = act(norm(x) + residual)` computed in `Float` from the
 /// widened input and residual and rounded once to the storage type (the

@@ -395,12 +395,14 @@ public protocol SpatialBatchNormFamily: BatchStatisticsLayer {}
 extension BatchNorm: BatchNormFamily {}
 extension SpatialBatchNorm: SpatialBatchNormFamily {}
 
-extension Synchronized: ReducedPrecisionLayer where Layer: ReducedPrecisionLayer {
+extension Synchronized: ReducedPrecisionLayer, ReducedPrecisionActivatedLayer
+where Layer: ReducedPrecisionActivatedLayer {
     /// Normalizes this rank's shard stored in 16 bits (`N` may be 0) with the
     /// whole batch's `Float` statistics, into `output` of the same type: the
     /// layer's 16-bit forward, with the moments exchanged as in `Float` (the
     /// message is `Float`, so ranks may even store their shards at different
-    /// precisions).
+    /// precisions). With a `residual`, `y = act(norm(x) + residual)`, rounded
+    /// once (``ReducedPrecisionActivatedLayer``).
     /// - Throws: as the `Float` entry point, and
     ///   ``NormError/unsupportedParameter(name:expected:)`` for a storage
     ///   type other than `Float16` and ``BFloat16``. Every rank throws when
@@ -409,13 +411,14 @@ extension Synchronized: ReducedPrecisionLayer where Layer: ReducedPrecisionLayer
     ///   `11 + 2·C` scalars per rank in training.
     @inlinable
     public mutating func forward<Storage: ReducedPrecision>(
-        _ input: UnsafeBufferPointer<Storage>, shape: [Int], mode: Mode,
-        into output: UnsafeMutableBufferPointer<Storage>,
+        _ input: UnsafeBufferPointer<Storage>, residual: UnsafeBufferPointer<Storage>?,
+        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
         let prepared: Result<ChannelGeometry, NormError>
         do throws(NormError) {
             try layer.validateParameters()
+            try Validation.residual(residual, count: input.count)
             prepared = .success(try BatchStatistics.prepareReduced(
                 input, shape: shape,
                 geometry: { shape, count throws(NormError) in try layer.shard(shape, count) },
@@ -425,7 +428,7 @@ extension Synchronized: ReducedPrecisionLayer where Layer: ReducedPrecisionLayer
         }
         try forward(prepared, mode: mode, output: UnsafeMutableBufferPointer(start: nil, count: 0),
                     residual: nil, cache: &cache, workspace: &workspace,
-                    reduced: ReducedStreams(input, output))
+                    reduced: ReducedStreams(input, output, residual: residual))
     }
 
     /// ``layer``'s 16-bit inference, keeping nothing and communicating nothing.
@@ -441,7 +444,8 @@ extension Synchronized: ReducedPrecisionLayer where Layer: ReducedPrecisionLayer
 
     /// The closed-form backward of this rank's 16-bit shard: the `Float` sums
     /// added over the ranks (one all-gather, as in `Float`), `dx` rounded
-    /// once to `Storage`; `gammaGradient` and `betaGradient` this rank's share.
+    /// once to `Storage`; `gammaGradient` and `betaGradient` this rank's share;
+    /// `residualGradient`, when given, `dy` through the ReLU's mask.
     /// - Throws: as the layer's 16-bit backward; ``NormError/rankFailed(rank:)``;
     ///   the communicator's errors. Every rank throws when one does.
     /// - Complexity: O(count of the cached input) here, plus one all-gather
@@ -450,23 +454,30 @@ extension Synchronized: ReducedPrecisionLayer where Layer: ReducedPrecisionLayer
     public func backward<Storage: ReducedPrecision>(
         _ outputGradient: UnsafeBufferPointer<Storage>, cache: NormCache<Float>,
         inputGradient: UnsafeMutableBufferPointer<Storage>,
+        residualGradient: UnsafeMutableBufferPointer<Storage>?,
         gammaGradient: UnsafeMutableBufferPointer<Float>,
         betaGradient: UnsafeMutableBufferPointer<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
         let c = layer.channelCount
         let checked: Result<ChannelGeometry, NormError>
         do throws(NormError) {
-            checked = .success(try BatchStatistics.checkReducedBackward(
+            let g = try BatchStatistics.checkReducedBackward(
                 outputGradient, cache: cache, inputGradient: inputGradient,
                 gammaGradient: gammaGradient, betaGradient: betaGradient, channels: c,
                 origin: cacheOrigin,
-                geometry: { shape, count throws(NormError) in try layer.shard(shape, count) }))
+                geometry: { shape, count throws(NormError) in try layer.shard(shape, count) })
+            if let residualGradient {
+                try Validation.buffer("residualGradient", residualGradient.count,
+                                      expected: outputGradient.count)
+            }
+            checked = .success(g)
         } catch {
             checked = .failure(error)
         }
         try RankStatistics.reducedBackward(
             communicator: communicator, checked: checked, channels: c, number: backwardNumber(cache),
-            origin: cacheOrigin, outputGradient, inputGradient, gammaGradient: gammaGradient,
-            betaGradient: betaGradient, cache: cache, backend: layer.backend, workspace: &workspace)
+            origin: cacheOrigin, outputGradient, inputGradient, residualGradient: residualGradient,
+            gammaGradient: gammaGradient, betaGradient: betaGradient, cache: cache,
+            backend: layer.backend, workspace: &workspace)
     }
 }
