@@ -144,16 +144,20 @@ struct SyncBatchNormTests {
         #expect(sbn.layer.epsilon == 1e-3 && sbn.layout == .nhwc)
         #expect(sbn.cacheOrigin == .syncSpatialBatchNorm(channelCount: 3, layout: .nhwc))
         // Where a shard puts each channel: (outer runs, inner values); empty shards allowed.
-        #expect(try bn.layer.shardGeometry(shape: [0, 3]) == (0, 1))
-        #expect(try bn.layer.shardGeometry(shape: [7, 3]) == (7, 1))
-        #expect(try sbn.layer.shardGeometry(shape: [2, 4, 5, 3]) == (40, 1))
+        #expect(try bn.layer.channelGeometry(shape: [0, 3], minimumBatch: 0) == (0, 1))
+        #expect(try bn.layer.channelGeometry(shape: [7, 3], minimumBatch: 0) == (7, 1))
+        #expect(try sbn.layer.channelGeometry(shape: [2, 4, 5, 3], minimumBatch: 0) == (40, 1))
         let nchw = try SpatialBatchNorm<Double>(channelCount: 3)
-        #expect(try nchw.shardGeometry(shape: [2, 3, 4, 5]) == (2, 20))
+        #expect(try nchw.channelGeometry(shape: [2, 3, 4, 5], minimumBatch: 0) == (2, 20))
         #expect(throws: NormError.invalidShape(expected: "(N >= 0, 3)", actual: [7, 2])) {
-            try bn.layer.shardGeometry(shape: [7, 2])
+            try bn.layer.channelGeometry(shape: [7, 2], minimumBatch: 0)
+        }
+        // The layers' own passes need a sample.
+        #expect(throws: NormError.invalidShape(expected: "(N >= 1, 3)", actual: [0, 3])) {
+            try bn.layer.channelGeometry(shape: [0, 3], minimumBatch: 1)
         }
         #expect(throws: NormError.negativeDimension(shape: [2, 3, -4, 5])) {
-            try nchw.shardGeometry(shape: [2, 3, -4, 5])
+            try nchw.channelGeometry(shape: [2, 3, -4, 5], minimumBatch: 0)
         }
     }
 }

@@ -89,127 +89,26 @@ public struct BatchNorm<Scalar: BLASScalar>: BatchStatisticsLayer, Equatable {
     @inlinable
     public var synchronizedOrigin: CacheOrigin { .syncBatchNorm(featureCount: featureCount) }
 
-    /// A shard of `(N, D)` rows, `N >= 0`: `N` runs of the `D` features, one value each.
+    /// `(N, D)` rows, `N >= minimumBatch`: `N` runs of the `D` features, one value each.
     /// - Throws: ``NormError/invalidShape(expected:actual:)`` for a shape other
     ///   than `(N, D)`; ``NormError/negativeDimension(shape:)``,
     ///   ``NormError/shapeOverflow(shape:)``, ``NormError/sizeTooLarge(_:)``.
     /// - Complexity: O(1).
     @inlinable
-    public func shardGeometry(shape: [Int]) throws(NormError) -> (outer: Int, inner: Int) {
+    public func channelGeometry(shape: [Int], minimumBatch: Int) throws(NormError) -> (outer: Int, inner: Int) {
         let count = try Tensor<Scalar>.elementCount(of: shape)
-        return (try Validation.matrixRows(shape: shape, count: count, columns: featureCount, minimumRows: 0), 1)
+        return (try Validation.matrixRows(shape: shape, count: count, columns: featureCount,
+                                          minimumRows: minimumBatch), 1)
     }
 
     /// The origin its forward passes record in a cache: `.batchNorm(featureCount:)`.
     @inlinable
     public var cacheOrigin: CacheOrigin { .batchNorm(featureCount: featureCount) }
 
-    // MARK: Forward
+    // The passes (forward, infer, backward, and their 16-bit forms) are
+    // BatchStatisticsLayer's, in BatchStatisticsLayer.swift.
 
-    /// Normalizes an `(N, D)` batch in borrowed memory; see the type's
-    /// documentation for the formulas. The `Tensor` and `Span` entry points and
-    /// the value API (from ``BufferedNormalizationLayer``) call this.
-    ///
-    /// - Throws: ``NormError/invalidShape(expected:actual:)`` for a shape other than
-    ///   `(N, D)`; ``NormError/insufficientValues(valuesPerStatistic:)`` for `N < 2`
-    ///   in training; ``NormError/nonFiniteStatistics(index:)`` when a batch
-    ///   statistic is NaN or infinite; ``NormError/bufferCountMismatch(name:expected:actual:)``;
-    ///   the hyperparameter errors. A throwing call leaves the running
-    ///   statistics unchanged.
-    /// - Complexity: O(N·D).
-    ///
-    /// The cache copies the input (see
-    /// `forward(_:shape:mode:into:cache:workspace:)` of ``BufferedNormalizationLayer``);
-    /// `cache` and `workspace` are sized on first use and reused afterwards
-    /// (then the call allocates nothing); after a throw they hold unspecified values.
-    ///
-    /// With a `residual` (ResNet's block end) the output is
-    /// `act(gamma·xhat + beta + residual)`, in the same pass.
-    @inlinable
-    public mutating func forward(
-        _ input: UnsafeBufferPointer<Scalar>, residual: UnsafeBufferPointer<Scalar>?,
-        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
-        cache: inout Cache, workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        let mode = runningStatistics.statisticsMode(mode)
-        try validateParameters()
-        try cache.adopt(input, shape: shape)
-        try Validation.buffer("output", output.count, expected: input.count)
-        try Validation.residual(residual, count: input.count)
-        let rows = try Validation.matrixRows(cache.input, columns: featureCount)
-        if mode == .training { try Validation.valuesPerStatistic(rows) }
-        try BatchStatistics.forward(
-            exchange: LocalStatistics(),
-            geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
-            mode: mode, origin: cacheOrigin, gamma: gamma, beta: beta,
-            runningMean: &runningMean,
-            runningVariance: &runningVariance, epsilon: epsilon, update: runningUpdate,
-            estimator: varianceEstimator, backend: backend, output: output,
-            residual: residual?.baseAddress, activation: activation, cache: &cache,
-            workspace: &workspace)
-        if runningStatistics.counts(mode) { batchesTracked += 1 }
-    }
-
-    /// Inference with the running statistics, keeping nothing:
-    /// `y = act(gamma·(x - runningMean)/sqrt(runningVariance + epsilon) + beta)`,
-    /// the same bits as `forward(mode: .inference)`'s output. `output` may be
-    /// `input`'s memory. With ``RunningStatistics/none`` it is the forward
-    /// pass with the batch's statistics, and allocates that pass's cache.
-    /// - Throws: ``NormError/invalidShape(expected:actual:)``,
-    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``,
-    ///   ``NormError/nonFiniteStatistics(index:)``, the hyperparameter errors.
-    /// - Complexity: O(N·D); allocation-free once `workspace` is sized.
-    @inlinable
-    public func infer(
-        _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
-        into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        if runningStatistics == .none {
-            var layer = self, cache = Cache()
-            return try layer.forward(input, residual: nil, shape: shape, mode: .training, into: output,
-                                     cache: &cache, workspace: &workspace)
-        }
-        try validateParameters()
-        let count = try Validation.inferBuffers(input, output, shape: shape)
-        let rows = try Validation.matrixRows(shape: shape, count: count, columns: featureCount)
-        try BatchStatistics.infer(
-            input.baseAddress!, geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
-            gamma: gamma, beta: beta, runningMean: runningMean, runningVariance: runningVariance,
-            epsilon: epsilon, backend: backend, output: output.baseAddress!,
-            epilogue: Epilogue(residual: nil, activation: activation), workspace: &workspace)
-    }
-
-    // MARK: Backward
-
-    /// The closed-form backward (cs231n's `batchnorm_backward_alt`) over
-    /// borrowed memory: `dbeta = Σ dy`, `dgamma = Σ dy·xhat`,
-    /// `dx = gamma·invstd/N · (N·dy - dbeta - xhat·dgamma)`. The `Tensor` and
-    /// `Span` entry points and the value API call this.
-    ///
-    /// Column sums are `gemv(Trans, ·, 1)` over row blocks (BLAS backend). After an
-    /// inference forward the statistics are constants and `dx = gamma·invstd·dy`.
-    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
-    ///   from another layer, size, layout or group count, or from a forward pass
-    ///   that threw; ``NormError/bufferCountMismatch(name:expected:actual:)``.
-    /// - Complexity: O(N·D).
-    ///
-    /// After a forward with ``activation`` `.relu`, `dy` is first masked by
-    /// the output's sign; `residualGradient` (when given) receives that
-    /// gradient, the residual's.
-    @inlinable
-    public func backward(
-        _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
-        inputGradient: UnsafeMutableBufferPointer<Scalar>,
-        residualGradient: UnsafeMutableBufferPointer<Scalar>?,
-        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
-        betaGradient: UnsafeMutableBufferPointer<Scalar>,
-        workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        try backward(GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
-                                     dbeta: betaGradient),
-                     residualGradient: residualGradient, cache: cache, form: .closedForm,
-                     workspace: &workspace)
-    }
+    // MARK: Backward through the graph
 
     /// The staged backward through the computation graph (cs231n's
     /// `batchnorm_backward`): `xmu`, `var`, `sqrtvar`, `ivar`, `xhat`, node by node,
@@ -245,26 +144,6 @@ public struct BatchNorm<Scalar: BLASScalar>: BatchStatisticsLayer, Equatable {
                              workspace: &workspace)
                 return nil
             } catch { return error }
-        }
-    }
-
-    /// Both backward forms over borrowed buffers (through the ReLU's mask
-    /// first, after a ReLU forward), validated here.
-    @inlinable
-    func backward(
-        _ buffers: GradientBuffers<Scalar>, residualGradient: UnsafeMutableBufferPointer<Scalar>?,
-        cache: Cache, form: BackwardForm, workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        try cache.backwardThroughActivation(
-            buffers, residualGradient: residualGradient, masksInside: form == .closedForm, workspace: &workspace
-        ) { buffers, mask, workspace throws(NormError) in
-            try BatchStatistics.validateBackward(buffers, cache: cache, channels: featureCount,
-                                                 origin: cacheOrigin)
-            let rows = try Validation.matrixRows(cache.input, columns: featureCount)
-            _ = BatchStatistics.backward(
-                buffers, mask: mask, cache: cache,
-                geometry: ChannelGeometry(outer: rows, channels: featureCount, inner: 1),
-                backend: backend, form: form, exchange: LocalStatistics(), workspace: &workspace)
         }
     }
 }

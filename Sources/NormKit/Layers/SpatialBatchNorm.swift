@@ -104,30 +104,18 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BatchStatisticsLayer, Equata
         .syncSpatialBatchNorm(channelCount: channelCount, layout: layout)
     }
 
-    /// A shard of images, `N >= 0`: `(N, H·W)` in NCHW, `(N·H·W, 1)` in NHWC.
+    /// Images, `N >= minimumBatch`: `(N, H·W)` in NCHW, `(N·H·W, 1)` in NHWC.
     /// - Throws: ``NormError/invalidShape(expected:actual:)`` for a shape that
     ///   is not a batch of images of ``channelCount`` channels in ``layout``;
     ///   ``NormError/negativeDimension(shape:)``, ``NormError/shapeOverflow(shape:)``,
     ///   ``NormError/sizeTooLarge(_:)``.
     /// - Complexity: O(rank of `shape`).
     @inlinable
-    public func shardGeometry(shape: [Int]) throws(NormError) -> (outer: Int, inner: Int) {
-        let g = try geometry(shape: shape, count: try Tensor<Scalar>.elementCount(of: shape), minimumBatch: 0)
+    public func channelGeometry(shape: [Int], minimumBatch: Int) throws(NormError) -> (outer: Int, inner: Int) {
+        let g = try Self.geometry(layout: layout, channelCount: channelCount, shape: shape,
+                                  count: try Tensor<Scalar>.elementCount(of: shape),
+                                  minimumBatch: minimumBatch)
         return (g.outer, g.inner)
-    }
-
-    /// The geometry of a validated input of `shape`, with at least
-    /// `minimumBatch` samples (0 for a shard of ``SyncSpatialBatchNorm``).
-    @inlinable
-    func geometry(_ input: Tensor<Scalar>, minimumBatch: Int = 1) throws(NormError) -> ChannelGeometry {
-        try geometry(shape: input.shape, count: input.count, minimumBatch: minimumBatch)
-    }
-
-    /// ``geometry(_:minimumBatch:)`` of a shape of `count` scalars.
-    @inlinable
-    func geometry(shape: [Int], count: Int, minimumBatch: Int = 1) throws(NormError) -> ChannelGeometry {
-        try Self.geometry(layout: layout, channelCount: channelCount, shape: shape, count: count,
-                          minimumBatch: minimumBatch)
     }
 
     /// The geometry of a shape of `count` scalars in `layout` with
@@ -149,105 +137,6 @@ public struct SpatialBatchNorm<Scalar: BLASScalar>: BatchStatisticsLayer, Equata
     @inlinable
     public var cacheOrigin: CacheOrigin { .spatialBatchNorm(channelCount: channelCount, layout: layout) }
 
-    /// Normalizes a batch of images per channel, in borrowed memory. The
-    /// `Tensor` and `Span` entry points and the value API call this.
-    ///
-    /// The cache copies the input; `cache` and `workspace` are sized on first
-    /// use and reused afterwards.
-    /// - Throws: ``NormError/invalidShape(expected:actual:)`` for a rank other than 4,
-    ///   another channel count or an empty dimension;
-    ///   ``NormError/insufficientValues(valuesPerStatistic:)`` when `N·H·W < 2` in
-    ///   training; ``NormError/nonFiniteStatistics(index:)`` naming the channel;
-    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``;
-    ///   the hyperparameter errors. A throwing call changes no running statistic.
-    /// - Complexity: O(N·C·H·W).
-    ///
-    /// With a `residual`, the output is `act(gamma·xhat + beta + residual)`
-    /// in the same pass.
-    @inlinable
-    public mutating func forward(
-        _ input: UnsafeBufferPointer<Scalar>, residual: UnsafeBufferPointer<Scalar>?,
-        shape: [Int], mode: Mode, into output: UnsafeMutableBufferPointer<Scalar>,
-        cache: inout Cache, workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        let mode = runningStatistics.statisticsMode(mode)
-        try validateParameters()
-        try cache.adopt(input, shape: shape)
-        try Validation.buffer("output", output.count, expected: input.count)
-        try Validation.residual(residual, count: input.count)
-        let g = try geometry(cache.input)
-        if mode == .training { try Validation.valuesPerStatistic(g.valuesPerStatistic) }
-        try BatchStatistics.forward(
-            exchange: LocalStatistics(),
-            geometry: g, mode: mode, origin: cacheOrigin, gamma: gamma, beta: beta,
-            runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
-            update: runningUpdate, estimator: varianceEstimator, backend: backend,
-            output: output, residual: residual?.baseAddress, activation: activation,
-            cache: &cache, workspace: &workspace)
-        if runningStatistics.counts(mode) { batchesTracked += 1 }
-    }
-
-    /// Inference with the running statistics, keeping nothing; the same bits
-    /// as `forward(mode: .inference)`'s output. `output` may be `input`'s memory.
-    /// With ``RunningStatistics/none`` it is the forward pass with the
-    /// batch's statistics, and allocates that pass's cache.
-    /// - Throws: as the forward pass, except the training checks.
-    /// - Complexity: O(N·C·H·W); allocation-free once `workspace` is sized.
-    @inlinable
-    public func infer(
-        _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
-        into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        if runningStatistics == .none {
-            var layer = self, cache = Cache()
-            return try layer.forward(input, residual: nil, shape: shape, mode: .training, into: output,
-                                     cache: &cache, workspace: &workspace)
-        }
-        try validateParameters()
-        let count = try Validation.inferBuffers(input, output, shape: shape)
-        try BatchStatistics.infer(
-            input.baseAddress!, geometry: geometry(shape: shape, count: count), gamma: gamma,
-            beta: beta, runningMean: runningMean, runningVariance: runningVariance,
-            epsilon: epsilon, backend: backend, output: output.baseAddress!,
-            epilogue: Epilogue(residual: nil, activation: activation), workspace: &workspace)
-    }
-
-    /// The closed-form backward per channel (cs231n's `spatial_batchnorm_backward`)
-    /// over borrowed memory: `dbeta_c = Σ dy`, `dgamma_c = Σ dy·xhat` over `N·H·W`,
-    /// and `dx = gamma_c·invstd_c/m · (m·dy - dbeta_c - xhat·dgamma_c)`. The
-    /// `Tensor` and `Span` entry points and the value API call this.
-    ///
-    /// Per-channel sums are `gemv(NoTrans, ·, 1_HW)` accumulated over samples
-    /// (NCHW) or `gemv(Trans, ·, 1)` (NHWC).
-    /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache
-    ///   from another layer, size, layout or group count, or from a forward pass
-    ///   that threw; ``NormError/bufferCountMismatch(name:expected:actual:)``.
-    /// - Complexity: O(N·C·H·W).
-    ///
-    /// After a ReLU forward, `dy` is masked by the output's sign first;
-    /// `residualGradient` (when given) receives that gradient.
-    @inlinable
-    public func backward(
-        _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
-        inputGradient: UnsafeMutableBufferPointer<Scalar>,
-        residualGradient: UnsafeMutableBufferPointer<Scalar>?,
-        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
-        betaGradient: UnsafeMutableBufferPointer<Scalar>,
-        workspace: inout Workspace<Scalar>
-    ) throws(NormError) {
-        try cache.backwardThroughActivation(
-            GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
-                            dbeta: betaGradient),
-            residualGradient: residualGradient, masksInside: layout == .nhwc,
-            workspace: &workspace
-        ) { buffers, mask, workspace throws(NormError) in
-            try BatchStatistics.validateBackward(buffers, cache: cache, channels: channelCount,
-                                                 origin: cacheOrigin)
-            let g = try geometry(cache.input)
-            _ = BatchStatistics.backward(buffers, mask: mask, cache: cache, geometry: g,
-                                         backend: backend,
-                                         form: .closedForm, exchange: LocalStatistics(),
-                                         workspace: &workspace)
-        }
-    }
+    // The passes (forward, infer, backward, and their 16-bit forms) are
+    // BatchStatisticsLayer's, in BatchStatisticsLayer.swift.
 }
