@@ -372,10 +372,12 @@ struct ReducedActivatedTests {
         try check(BFloat16.self, tracked, shape: [3, 4, 8, 9], mode: .inference)
     }
 
-    @Test("a wrong residual or residualGradient count throws, naming it; the running statistics unchanged")
-    func badCounts() throws {
-        var bn = try BatchNorm<Float>(featureCount: 5, activation: .relu)
-        let before = bn
+    /// `layer` (5 channels, inputs `[3, 5]`) refuses a short residual and a
+    /// short residual gradient, naming them; `state` (its running statistics
+    /// and parameters) unchanged, nothing written.
+    func refusesShortCounts<L: ReducedPrecisionActivatedLayer>(_ layer: L, state: (L) -> [Float]) throws {
+        var layer = layer
+        let before = state(layer)
         let x: [BFloat16] = reducedInput(15, scale: 2, shift: 10000.1, seed: 98)
         let short = [BFloat16](repeating: BFloat16(1), count: 14)
         var y = x, cache = NormCache<Float>(), workspace = Workspace<Float>()
@@ -383,14 +385,14 @@ struct ReducedActivatedTests {
             try x.withUnsafeBufferPointer { xb in
                 try short.withUnsafeBufferPointer { rb in
                     try y.withUnsafeMutableBufferPointer { yb in
-                        try bn.forward(xb, residual: rb, shape: [3, 5], mode: .training, into: yb,
-                                       cache: &cache, workspace: &workspace)
+                        try layer.forward(xb, residual: rb, shape: [3, 5], mode: .training, into: yb,
+                                          cache: &cache, workspace: &workspace)
                     }
                 }
             }
         }
-        #expect(bn == before)
-        try reducedForward(&bn, x, shape: [3, 5], &y, &cache, &workspace)
+        #expect(state(layer) == before, "\(L.self): state unchanged")
+        try reducedForward(&layer, x, shape: [3, 5], &y, &cache, &workspace)
         var dx = x, shortGradient = short
         var dgamma = [Float](repeating: 0, count: 5), dbeta = dgamma
         #expect(throws: NormError.bufferCountMismatch(name: "residualGradient", expected: 15, actual: 14)) {
@@ -399,43 +401,26 @@ struct ReducedActivatedTests {
                     try shortGradient.withUnsafeMutableBufferPointer { rg in
                         try dgamma.withUnsafeMutableBufferPointer { dg in
                             try dbeta.withUnsafeMutableBufferPointer { db in
-                                try bn.backward(g, cache: cache, inputGradient: d, residualGradient: rg,
-                                                gammaGradient: dg, betaGradient: db, workspace: &workspace)
+                                try layer.backward(g, cache: cache, inputGradient: d, residualGradient: rg,
+                                                   gammaGradient: dg, betaGradient: db, workspace: &workspace)
                             }
                         }
                     }
                 }
             }
         }
-        #expect(shortGradient.map(\.bitPattern) == short.map(\.bitPattern), "nothing written")
+        #expect(shortGradient.map(\.bitPattern) == short.map(\.bitPattern), "\(L.self): nothing written")
+    }
+
+    @Test("a wrong residual or residualGradient count throws, naming it; the running statistics unchanged")
+    func badCounts() throws {
+        let bn = try BatchNorm<Float>(featureCount: 5, activation: .relu)
+        try refusesShortCounts(bn) {
+            $0.runningMean + $0.runningVariance + $0.gamma + $0.beta + [Float($0.batchesTracked)]
+        }
         // The synchronized form refuses the same counts (one process: no rank waits).
-        var sync = SyncBatchNorm(before, communicator: SingleProcess())
-        #expect(throws: NormError.bufferCountMismatch(name: "residual", expected: 15, actual: 14)) {
-            try x.withUnsafeBufferPointer { xb in
-                try short.withUnsafeBufferPointer { rb in
-                    try y.withUnsafeMutableBufferPointer { yb in
-                        try sync.forward(xb, residual: rb, shape: [3, 5], mode: .training, into: yb,
-                                         cache: &cache, workspace: &workspace)
-                    }
-                }
-            }
+        try refusesShortCounts(SyncBatchNorm(bn, communicator: SingleProcess())) {
+            $0.runningMean + $0.runningVariance + $0.gamma + $0.beta + [Float($0.batchesTracked)]
         }
-        #expect(sync.batchNorm == before)
-        try reducedForward(&sync, x, shape: [3, 5], &y, &cache, &workspace)
-        #expect(throws: NormError.bufferCountMismatch(name: "residualGradient", expected: 15, actual: 14)) {
-            try x.withUnsafeBufferPointer { g in
-                try dx.withUnsafeMutableBufferPointer { d in
-                    try shortGradient.withUnsafeMutableBufferPointer { rg in
-                        try dgamma.withUnsafeMutableBufferPointer { dg in
-                            try dbeta.withUnsafeMutableBufferPointer { db in
-                                try sync.backward(g, cache: cache, inputGradient: d, residualGradient: rg,
-                                                  gammaGradient: dg, betaGradient: db, workspace: &workspace)
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        #expect(shortGradient.map(\.bitPattern) == short.map(\.bitPattern), "nothing written")
     }
 }
