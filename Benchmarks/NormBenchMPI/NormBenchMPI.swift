@@ -80,17 +80,14 @@ struct NormBenchMPI: ParsableCommand {
         var sync = NormalizationStep(try SyncBatchNorm<S>(featureCount: d, communicator: world))
         var local = NormalizationStep(try BatchNorm<S>(featureCount: d))
         var all = NormalizationStep(try BatchNorm<S>(featureCount: d))
-        // The collectives of one step alone: forward's status and moments
-        // gathers, backward's status gather and sum all-reduce.
-        var header = [Double](repeating: 0, count: 3), moments = [S](repeating: 1, count: 2 * d)
-        var sums = [S](repeating: 1, count: 2 * d)
+        // The collectives of one step alone, as SyncBatchNorm makes them: one
+        // all-gather each way of a message of 11 header scalars (status,
+        // call, number, channels, count) and 2·D sums.
+        let message = [S](repeating: 1, count: 11 + 2 * d)
         func collectives() throws {
-            _ = try world.allGather(header)
-            _ = try world.allGather(moments)
-            _ = try world.allGather(header)
-            try world.allReduceSum(&sums)
+            _ = try world.allGather(message)
+            _ = try world.allGather(message)
         }
-        header[0] = 0
 
         var times: [[Double]] = Array(repeating: [], count: 4)
         for round in -1..<rounds {        // round -1 warms up
@@ -110,7 +107,7 @@ struct NormBenchMPI: ParsableCommand {
         guard world.rank == 0 else { return }
         let m = times.map(median)
         let size = MemoryLayout<S>.stride
-        let forwardBytes = 3 * 8 + 2 * d * size, backwardBytes = 3 * 8 + 2 * d * size
+        let forwardBytes = (11 + 2 * d) * size, backwardBytes = (11 + 2 * d) * size
         let names = ["SyncBatchNorm, \(n) rows on each of \(k) ranks", "BatchNorm on one rank's \(n) rows",
                      "BatchNorm on the whole batch, \(k * n) rows", "the step's collectives alone"]
         print("\n\(S.self) (N, D) = (\(n), \(d)) per rank, batch \(k * n) rows; training forward + backward")
@@ -119,9 +116,9 @@ struct NormBenchMPI: ParsableCommand {
             print(name.padding(toLength: 46, withPad: " ", startingAt: 0) + fmt(value * 1e3, 9)
                   + fmt(value / m[0], 8))
         }
-        print("sent per rank per step: forward \(forwardBytes) B (status 3 Doubles, moments 2·D scalars), "
-              + "backward \(backwardBytes) B (status 3 Doubles, Σdy and Σdy·(x-mean) 2·D scalars); "
-              + "each rank receives \(k)x what the gathers send")
+        print("sent per rank per step: forward \(forwardBytes) B (one all-gather: an 11-scalar header, "
+              + "moments 2·D scalars), backward \(backwardBytes) B (one all-gather: the header, Σdy and "
+              + "Σdy·(x-mean) 2·D scalars); each rank receives \(k)x what it sends")
     }
 
     func fmt(_ value: Double, _ width: Int) -> String {
