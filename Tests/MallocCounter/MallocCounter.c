@@ -21,6 +21,7 @@
 #endif
 
 static __thread long allocations;
+static __thread size_t largest;   // the largest request of this thread since the last reset
 
 // Allocations on NormKit's worker threads (WorkerPool names them
 // "normkit-worker"), summed over all of them. A thread's name is read at its
@@ -30,8 +31,9 @@ static __thread long allocations;
 static long worker_allocations;
 static __thread int thread_kind;   // 0: not yet known, 1: a NormKit worker, 2: another thread
 
-static void count_allocation(void) {
+static void count_allocation(size_t bytes) {
     allocations += 1;
+    if (bytes > largest) largest = bytes;
     if (thread_kind == 0) {
         char name[17] = {0};
         thread_kind = prctl(PR_GET_NAME, name) == 0 && strcmp(name, "normkit-worker") == 0 ? 1 : 2;
@@ -47,17 +49,17 @@ extern void *__libc_calloc(size_t count, size_t size);
 extern void *__libc_realloc(void *pointer, size_t size);
 
 void *malloc(size_t size) {
-    count_allocation();
+    count_allocation(size);
     return __libc_malloc(size);
 }
 
 void *calloc(size_t count, size_t size) {
-    count_allocation();
+    count_allocation(count * size);
     return __libc_calloc(count, size);
 }
 
 void *realloc(void *pointer, size_t size) {
-    count_allocation();
+    count_allocation(size);
     return __libc_realloc(pointer, size);
 }
 
@@ -77,6 +79,12 @@ int normkit_allocation_counter_active(void) { return 0; }
 #endif
 
 long normkit_thread_allocation_count(void) { return allocations; }
+
+long normkit_thread_largest_allocation(void) {
+    long result = (long)largest;
+    largest = 0;
+    return result;
+}
 
 long normkit_worker_allocation_count(void) {
     return __atomic_load_n(&worker_allocations, __ATOMIC_RELAXED);

@@ -9,6 +9,10 @@
 /// the process started (or since the counter was read as a baseline).
 long normkit_thread_allocation_count(void);
 
+/// The largest number of bytes one malloc, calloc or realloc call of this
+/// thread asked for since the last call of this function (which resets it).
+long normkit_thread_largest_allocation(void);
+
 /// The number of malloc, calloc and realloc calls made on NormKit's worker
 /// threads (named "normkit-worker"), all of them together, since the process
 /// started.
