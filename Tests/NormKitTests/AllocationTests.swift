@@ -121,6 +121,39 @@ struct AllocationTests {
                                                backend: backend), shape: [3, 5, 7, 6])
     }
 
+    /// DecorrelatedBatchNorm's buffered passes keep their `N x D`
+    /// intermediates in the cache and the workspace: after the first call,
+    /// nothing they allocate (each group's `m x m` factors, LAPACK's work
+    /// arrays) is anywhere near one `N x D` array, on either backend and
+    /// method. The value API, which sizes fresh buffers, does allocate one.
+    @Test("DecorrelatedBatchNorm's buffered passes allocate no N x D array per call",
+          arguments: [Backend.blas, .naive],
+          [WhiteningMethod.eigen, .cholesky, .newtonSchulz(iterations: 5)])
+    func decorrelatedAllocationSize(backend: Backend, method: WhiteningMethod) throws {
+        let shape = [2049, 12], arrayBytes = 2049 * 12 * MemoryLayout<Float>.stride
+        var layer = try DecorrelatedBatchNorm<Float>(featureCount: 12, groupSize: 4, method: method,
+                                                     backend: backend)
+        let x = try Tensor<Float>(randomNormal: shape, mean: 10000.1, standardDeviation: 2, seed: 1)
+        let dy = try Tensor<Float>(randomNormal: shape, seed: 2)
+        var output = try Tensor<Float>(zeros: [0]), cache = NormCache<Float>()
+        var workspace = Workspace<Float>(), gradients = NormGradients<Float>()
+        for mode in [Mode.training, .inference] {
+            try layer.forward(x, mode: mode, into: &output, cache: &cache, workspace: &workspace)
+            try layer.backward(dy, cache: cache, into: &gradients, workspace: &workspace)
+            try layer.infer(x, into: &output, workspace: &workspace)
+            _ = normkit_thread_largest_allocation()
+            for _ in 0..<3 {
+                try layer.forward(x, mode: mode, into: &output, cache: &cache, workspace: &workspace)
+                try layer.backward(dy, cache: cache, into: &gradients, workspace: &workspace)
+                try layer.infer(x, into: &output, workspace: &workspace)
+            }
+            let largest = normkit_thread_largest_allocation()
+            #expect(largest < arrayBytes / 8, "\(method) \(mode): \(largest) bytes in one allocation")
+        }
+        _ = try layer.forward(x, mode: .training)
+        #expect(normkit_thread_largest_allocation() >= arrayBytes)
+    }
+
     /// On several workers, nothing either, on the calling thread or on the
     /// workers: a parallel phase hands the pool a job on the caller's stack
     /// and a closure without captures (`Threading.run`). [1000, 300] Float is

@@ -86,6 +86,108 @@ struct BorrowedMemoryTests {
         try compare(SpatialBatchNorm<Double>(channelCount: 3, layout: .nhwc), shape: [2, 5, 7, 3])
         try compare(GroupNorm<Double>(channelCount: 6, groupCount: 3), shape: [2, 6, 3, 5])
         try compare(InstanceNorm<Float>(channelCount: 4), shape: [3, 4, 5, 3])
+        try compare(DecorrelatedBatchNorm<Double>(featureCount: 6, groupSize: 3), shape: [13, 6])
+        try compare(DecorrelatedBatchNorm<Float>(featureCount: 6, groupSize: 2, method: .cholesky,
+                                                 affine: .scaleOnly, backend: .naive), shape: [13, 6])
+        try compare(DecorrelatedBatchNorm<Float>(featureCount: 4, groupSize: 4,
+                                                 method: .newtonSchulz(iterations: 5)), shape: [29, 4])
+    }
+
+    @Test("DecorrelatedBatchNorm over buffers: wrong counts, shapes and caches are refused, state unchanged; a step runs it")
+    func decorrelatedBuffers() throws {
+        var dbn = try DecorrelatedBatchNorm<Double>(featureCount: 4, groupSize: 2)
+        let x: Tensor<Double> = randomInput([9, 4], scale: 3, shift: 10000.1, seed: 1)
+        let dy: Tensor<Double> = randomInput([9, 4], seed: 2)
+        let (y, cache) = try dbn.forward(x, mode: .training)
+        let before = dbn
+        var cacheAfter = cache, workspace = Workspace<Double>()
+        var short = [Double](repeating: 0, count: 35)
+        #expect(throws: NormError.bufferCountMismatch(name: "output", expected: 36, actual: 35)) {
+            try x.scalars.withUnsafeBufferPointer { xb in
+                try short.withUnsafeMutableBufferPointer { yb in
+                    try dbn.forward(xb, shape: [9, 4], mode: .training, into: yb, cache: &cacheAfter,
+                                    workspace: &workspace)
+                }
+            }
+        }
+        #expect(dbn == before)
+        #expect(throws: NormError.invalidShape(expected: "(N >= 1, 4)", actual: [4, 9])) {
+            try x.scalars.withUnsafeBufferPointer { xb in
+                var out = [Double](repeating: 0, count: 36)
+                try out.withUnsafeMutableBufferPointer { yb in
+                    try dbn.forward(xb, shape: [4, 9], mode: .training, into: yb, cache: &cacheAfter,
+                                    workspace: &workspace)
+                }
+            }
+        }
+        #expect(dbn == before)
+        // A refused forward leaves a cache that backward refuses.
+        #expect(throws: NormError.cacheMismatch(
+            expected: "DecorrelatedBatchNorm(featureCount: 4, groupSize: 2, method: eigen)",
+            actual: "no forward pass (an empty cache, or one whose forward pass threw)")) {
+            try dbn.backward(dy, cache: cacheAfter)
+        }
+        // Another layer's cache, and another method's.
+        var bn = try BatchNorm<Double>(featureCount: 4)
+        let bnCache = try bn.forward(x, mode: .training).cache
+        #expect(throws: NormError.cacheMismatch(
+            expected: "DecorrelatedBatchNorm(featureCount: 4, groupSize: 2, method: eigen)",
+            actual: "BatchNorm(featureCount: 4)")) { try dbn.backward(dy, cache: bnCache) }
+        let cholesky = try DecorrelatedBatchNorm<Double>(featureCount: 4, groupSize: 2, method: .cholesky)
+        #expect(throws: NormError.cacheMismatch(
+            expected: "DecorrelatedBatchNorm(featureCount: 4, groupSize: 2, method: cholesky)",
+            actual: "DecorrelatedBatchNorm(featureCount: 4, groupSize: 2, method: eigen)")) {
+            try cholesky.backward(dy, cache: cache)
+        }
+        // A gradient buffer of the wrong count.
+        var dx = [Double](repeating: 0, count: 36), dgamma = [Double](repeating: 0, count: 3)
+        var dbeta = [Double](repeating: 0, count: 4)
+        #expect(throws: NormError.bufferCountMismatch(name: "gammaGradient", expected: 4, actual: 3)) {
+            try dy.scalars.withUnsafeBufferPointer { d in
+                try dx.withUnsafeMutableBufferPointer { dxb in
+                    try dgamma.withUnsafeMutableBufferPointer { g in
+                        try dbeta.withUnsafeMutableBufferPointer { b in
+                            try dbn.backward(d, cache: cache, inputGradient: dxb, gammaGradient: g,
+                                             betaGradient: b, workspace: &workspace)
+                        }
+                    }
+                }
+            }
+        }
+        // The cache: the input, its shape, the batch mean, W's diagonal.
+        #expect(cache.shape == [9, 4] && cache.input.scalars == x.scalars && cache.mode == .training)
+        #expect(cache.origin == .decorrelatedBatchNorm(featureCount: 4, groupSize: 2, method: .eigen))
+        let columnMean = (0..<4).map { j in (0..<9).reduce(0.0) { $0 + x.scalars[$1 * 4 + j] } / 9 }
+        for j in 0..<4 { #expect(abs(cache.mean[j] - columnMean[j]) <= 1e-12 * 10000) }
+        // With groupSize 1, the diagonal is BatchNorm's 1/sqrt(var + eps).
+        var single = try DecorrelatedBatchNorm<Double>(featureCount: 4, groupSize: 1)
+        let singleCache = try single.forward(x, mode: .training).cache
+        for j in 0..<4 {
+            #expect(abs(singleCache.inverseStandardDeviation[j] - bnCache.inverseStandardDeviation[j])
+                    <= 1e-9 * bnCache.inverseStandardDeviation[j])
+        }
+
+        // A NormalizationStep over the layer gives the value API's bits, two steps running.
+        var step = NormalizationStep(try DecorrelatedBatchNorm<Double>(featureCount: 4, groupSize: 2))
+        var reference = try DecorrelatedBatchNorm<Double>(featureCount: 4, groupSize: 2)
+        for _ in 0..<2 {
+            try step.forward(x, mode: .training)
+            try step.backward(dy)
+            let (ry, rc) = try reference.forward(x, mode: .training)
+            let rg = try reference.backward(dy, cache: rc)
+            #expect(bits(step.output.scalars) == bits(ry.scalars))
+            #expect(bits(step.gradients.input.scalars) == bits(rg.input.scalars))
+            #expect(bits(step.gradients.gamma + step.gradients.beta) == bits(rg.gamma + rg.beta))
+        }
+        #expect(step.layer == reference)
+        // infer over buffers, in place, is the inference forward's output; the layer is unchanged.
+        var inPlace = x.scalars
+        try inPlace.withUnsafeMutableBufferPointer { b in
+            try before.infer(UnsafeBufferPointer(b), shape: [9, 4], into: b, workspace: &workspace)
+        }
+        var copy = before
+        #expect(bits(inPlace) == bits(try copy.forward(x, mode: .inference).output.scalars))
+        #expect(y.shape == [9, 4] && dbn == before)
     }
 
     @Test("a copied workspace gives the same bits wherever its copy's storage lands")
@@ -218,6 +320,7 @@ extension BufferedNormalizationLayer {
     var runningStatisticsForTest: [Scalar] {
         if let bn = self as? BatchNorm<Scalar> { return bn.runningMean + bn.runningVariance }
         if let sbn = self as? SpatialBatchNorm<Scalar> { return sbn.runningMean + sbn.runningVariance }
+        if let dbn = self as? DecorrelatedBatchNorm<Scalar> { return dbn.runningMean + dbn.runningWhitening }
         return []
     }
 }

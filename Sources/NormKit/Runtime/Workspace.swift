@@ -189,3 +189,31 @@ struct AffineStandIns<Scalar: BLASScalar> {
         beta.isEmpty ? zeros : beta.baseAddress!
     }
 }
+
+/// The regions of a pass's scratch, one after another, each on whole 64-byte
+/// lines: a pass names each region once (``region(_:)``), asks the workspace
+/// for ``count`` scalars, and opens each region as a bounded buffer from the
+/// scratch's first element (``ScratchRegion/buffer(in:)``), so no call site
+/// computes an offset.
+struct ScratchLayout<Scalar: BLASScalar> {
+    /// The scalars the regions take so far, on whole lines.
+    private(set) var count = 0
+
+    /// A region of `scalars` scalars after the others.
+    /// - Complexity: O(1).
+    mutating func region(_ scalars: Int) -> ScratchRegion<Scalar> {
+        defer { count += Workspace<Scalar>.lines(scalars) }
+        return ScratchRegion(offset: count, count: scalars)
+    }
+}
+
+/// One region of a ``ScratchLayout``.
+struct ScratchRegion<Scalar: BLASScalar> {
+    let offset, count: Int
+
+    /// The region in the scratch that starts at `scratch`.
+    /// - Complexity: O(1).
+    func buffer(in scratch: UnsafeMutablePointer<Scalar>) -> UnsafeMutableBufferPointer<Scalar> {
+        UnsafeMutableBufferPointer(start: scratch + offset, count: count)
+    }
+}

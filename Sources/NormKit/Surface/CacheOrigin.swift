@@ -24,6 +24,9 @@ public enum CacheOrigin: Sendable, Hashable, CustomStringConvertible {
     case groupNorm(channelCount: Int, groupCount: Int, layout: ChannelLayout = .nchw)
     /// ``InstanceNorm`` with `channelCount` channels.
     case instanceNorm(channelCount: Int, layout: ChannelLayout = .nchw)
+    /// ``DecorrelatedBatchNorm`` with `featureCount` features in groups of
+    /// `groupSize`, whitened by `method`.
+    case decorrelatedBatchNorm(featureCount: Int, groupSize: Int, method: WhiteningMethod)
 
     /// The layer as its initializer would be written, e.g. `LayerNorm(featureCount: 5)`.
     public var description: String {
@@ -39,6 +42,8 @@ public enum CacheOrigin: Sendable, Hashable, CustomStringConvertible {
             "GroupNorm(channelCount: \(c), groupCount: \(g)\(layout == .nhwc ? ", layout: .nhwc" : ""))"
         case let .instanceNorm(c, layout):
             "InstanceNorm(channelCount: \(c)\(layout == .nhwc ? ", layout: .nhwc" : ""))"
+        case let .decorrelatedBatchNorm(d, m, method):
+            "DecorrelatedBatchNorm(featureCount: \(d), groupSize: \(m), method: \(method))"
         }
     }
 }

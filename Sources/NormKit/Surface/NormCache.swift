@@ -20,8 +20,14 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     /// The mean of each normalized set: for ``BatchNorm`` the batch mean in
     /// training and the running mean in inference.
     public var mean: [Scalar] { storedMean }
-    /// `1 / sqrt(var + epsilon)` of each normalized set.
+    /// `1 / sqrt(var + epsilon)` of each normalized set; for
+    /// ``DecorrelatedBatchNorm``, the diagonal of each group's whitening
+    /// matrix (with `groupSize` 1, ``BatchNorm``'s value).
     public var inverseStandardDeviation: [Scalar] { storedInverseStandardDeviation }
+    /// The forward input's shape, after a 16-bit forward too (whose
+    /// ``input`` is empty).
+    /// - Complexity: O(rank).
+    public var shape: [Int] { precision == .float ? input.shape : reducedShape }
 
     /// The number of the synchronized training forward that filled the cache
     /// (``SyncBatchNorm``, ``SyncSpatialBatchNorm``), which its backward
@@ -59,6 +65,10 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     /// when none did or the last one threw. Backward refuses a cache whose
     /// origin is not its own layer.
     public internal(set) var origin: CacheOrigin
+    /// What a ``DecorrelatedBatchNorm`` forward keeps besides the input and
+    /// the mean: the centred input, the normalized output and each group's
+    /// whitening factors (empty after every other layer's).
+    var whitening = WhiteningCache<Scalar>()
 
     /// An empty cache for the allocation-free entry points to fill.
     public init() {

@@ -21,26 +21,22 @@ public enum WhiteningMethod: Sendable, Hashable, Codable {
 }
 
 /// What ``DecorrelatedBatchNorm``'s forward pass saves for its backward pass:
-/// the centred input, the normalized output, each group's whitening matrix
-/// and the factors it was computed from, and the `gamma` forward used.
-public struct DecorrelatedCache<Scalar: BLASScalar>: Sendable {
-    /// The forward input's shape, `(N, D)`.
-    public internal(set) var shape: [Int] = [0]
-    /// The mode of the forward pass; after inference `W` and the mean are constants.
-    public internal(set) var mode: Mode = .training
-    /// The layer that filled the cache, `nil` when none did or its forward threw.
-    var origin: (featureCount: Int, groupSize: Int, method: WhiteningMethod)?
+/// a ``NormCache`` (its ``NormCache/input``, ``NormCache/mean`` (the batch
+/// mean in training, the running mean in inference), ``NormCache/gamma``,
+/// ``NormCache/mode`` and ``NormCache/shape``) that also keeps the centred
+/// input, the normalized output and each group's whitening matrix and the
+/// factors it was computed from.
+public typealias DecorrelatedCache<Scalar: BLASScalar> = NormCache<Scalar>
+
+/// The whitening part of a ``DecorrelatedBatchNorm`` forward's cache, sized on
+/// first use and reused (the `N x D` arrays) afterwards.
+struct WhiteningCache<Scalar: BLASScalar>: Sendable {
     /// `Xc = x - mean`, `N x D`.
     var centred: [Scalar] = []
     /// `xhat = Xc W`, `N x D`.
     var normalized: [Scalar] = []
     /// Each group's `W` and, in training, what it was computed from.
     var factors: [WhiteningKernels.Factors<Scalar>] = []
-    /// The `gamma` the forward pass used.
-    public internal(set) var gamma: [Scalar] = []
-
-    /// An empty cache.
-    public init() {}
 }
 
 /// Decorrelated batch normalization of an `(N, D)` input (Huang et al.,
@@ -75,9 +71,15 @@ public struct DecorrelatedCache<Scalar: BLASScalar>: Sendable {
 /// OpenBLAS on one thread in each, so that the results are the same bits at
 /// every thread count (OpenBLAS's own threads sum in an order that depends on
 /// their count); the factorizations run on the calling thread.
-public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equatable {
-    /// The forward pass's centred input, output and whitening factors.
-    public typealias Cache = DecorrelatedCache<Scalar>
+///
+/// It is a ``BufferedNormalizationLayer``: entry points over borrowed memory,
+/// `Span`s and `Tensor` buffers, and ``NormalizationStep``. Its `N x D`
+/// intermediates live in the cache and the workspace, sized on first use and
+/// reused; each call still allocates its groups' `groupSize x groupSize`
+/// matrices and LAPACK's work arrays (O(D · groupSize) scalars).
+public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLayer, Equatable {
+    /// The forward pass's input, mean, centred input, output and whitening factors.
+    public typealias Cache = NormCache<Scalar>
 
     /// `D`, the number of features.
     public let featureCount: Int
@@ -197,10 +199,19 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
         try Validation.count("runningWhitening", runningWhitening.count, expected: featureCount * groupSize)
     }
 
+    /// The origin its forward passes record in a cache:
+    /// `.decorrelatedBatchNorm(featureCount:groupSize:method:)`.
+    public var cacheOrigin: CacheOrigin {
+        .decorrelatedBatchNorm(featureCount: featureCount, groupSize: groupSize, method: method)
+    }
+
     // MARK: Forward
 
     /// Whitens an `(N, D)` batch group by group; see the type's documentation.
     ///
+    /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
+    /// API call this. The cache copies the input; `cache` and `workspace` are
+    /// sized on first use and reused afterwards. `output` may be `input`'s memory.
     /// - Throws: ``NormError/invalidShape(expected:actual:)`` for a shape other
     ///   than `(N, D)`; ``NormError/insufficientValues(valuesPerStatistic:)`` for
     ///   `N < 2` in training; ``NormError/nonFiniteStatistics(index:)`` (the
@@ -212,7 +223,7 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
     ///   ``NormError/whiteningDiverged(group:iteration:)`` (`.newtonSchulz`);
     ///   in inference, the errors of a running whitening block that is not
     ///   finite or not of its method's form (see the type's documentation); the
-    ///   hyperparameter errors. A throwing call changes no state.
+    ///   hyperparameter and buffer errors. A throwing call changes no state.
     /// - Complexity: O(N·D·groupSize + D·groupSize²), and `.newtonSchulz`'s
     ///   `3 · iterations` products of `groupSize x groupSize` matrices per group.
     ///   Inference also checks each running whitening block (for `.eigen` and
@@ -220,52 +231,102 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
     ///   O(D·groupSize²)).
     @_specialize(exported: true, where Scalar == Float)
     @_specialize(exported: true, where Scalar == Double)
-    public mutating func forward(_ input: Tensor<Scalar>, mode: Mode) throws(NormError)
-        -> (output: Tensor<Scalar>, cache: Cache) {
-        try WhiteningKernels.withThreadPolicy { () throws(NormError) in try whiten(input, mode: mode) }
+    public mutating func forward(
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
+        into output: UnsafeMutableBufferPointer<Scalar>, cache: inout Cache, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try validateParameters()
+        try cache.adopt(input, shape: shape)
+        try Validation.buffer("output", output.count, expected: input.count)
+        let n = try Validation.matrixRows(shape: shape, count: input.count, columns: featureCount)
+        if mode == .training { try Validation.valuesPerStatistic(n) }
+        let d = featureCount
+        cache.record(gamma: gamma, beta: beta, parameters: d, mode: mode, statisticCount: d, origin: cacheOrigin)
+        // Moved out for the pass (no copy), back in whether or not it throws.
+        var kept = WhiteningCache<Scalar>()
+        swap(&kept, &cache.whitening)
+        defer { swap(&kept, &cache.whitening) }
+        kept.centred.resizeReusingStorage(to: n * d)
+        kept.normalized.resizeReusingStorage(to: n * d)
+        let layer = self
+        let result: Result<[WhiteningKernels.Factors<Scalar>], NormError> =
+            cache.storedMean.withUnsafeMutableBufferPointer { mean in
+            kept.centred.withUnsafeMutableBufferPointer { centred in
+            kept.normalized.withUnsafeMutableBufferPointer { normalized in
+                workspace.withRegions(ones: mode == .training ? n : 0, scratch: 0) { ones, _ in
+                    do throws(NormError) {
+                        return .success(try layer.whiten(
+                            input.baseAddress!, rows: n, mode: mode, ones: ones, mean: mean.baseAddress!,
+                            centred: centred.baseAddress!, normalized: normalized.baseAddress!,
+                            output: output.baseAddress!))
+                    } catch { return .failure(error) }
+                }
+            }}}
+        switch result {
+        case .failure(let error):
+            cache.invalidate()
+            throw error
+        case .success(let factors):
+            kept.factors = factors
+            recordDiagonals(factors, into: &cache.storedInverseStandardDeviation)
+            if mode == .training { updateRunning(mean: cache.storedMean, factors: factors) }
+        }
     }
 
     /// Inference with the running mean and whitening, keeping nothing for
-    /// backward: `forward(input, mode: .inference).output`, bit for bit, with
-    /// no state changed (the layer has the value API only, so the
-    /// intermediates it computes are allocated per call).
-    /// - Throws: as ``forward(_:mode:)`` in inference.
-    /// - Complexity: as ``forward(_:mode:)``.
-    public func infer(_ input: Tensor<Scalar>) throws(NormError) -> Tensor<Scalar> {
-        var layer = self
-        return try layer.forward(input, mode: .inference).output
+    /// backward: `forward(mode: .inference)`'s output bit for bit, with no
+    /// state changed; `output` may be `input`'s memory.
+    /// - Throws: as the forward pass in inference.
+    /// - Complexity: as the forward pass.
+    @_specialize(exported: true, where Scalar == Float)
+    @_specialize(exported: true, where Scalar == Double)
+    public func infer(
+        _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
+        into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try validateParameters()
+        let count = try Validation.inferBuffers(input, output, shape: shape)
+        let n = try Validation.matrixRows(shape: shape, count: count, columns: featureCount)
+        let d = featureCount
+        var layout = ScratchLayout<Scalar>()
+        let mean = layout.region(d), centred = layout.region(n * d), normalized = layout.region(n * d)
+        let failure: NormError? = workspace.withRegions(ones: 0, scratch: layout.count) { ones, scratch in
+            do throws(NormError) {
+                _ = try whiten(input.baseAddress!, rows: n, mode: .inference, ones: ones,
+                               mean: mean.buffer(in: scratch).baseAddress!,
+                               centred: centred.buffer(in: scratch).baseAddress!,
+                               normalized: normalized.buffer(in: scratch).baseAddress!,
+                               output: output.baseAddress!)
+                return nil
+            } catch { return error }
+        }
+        if let failure { throw failure }
     }
 
-    /// ``forward(_:mode:)`` inside the thread policy.
-    mutating func whiten(_ input: Tensor<Scalar>, mode: Mode) throws(NormError)
-        -> (output: Tensor<Scalar>, cache: Cache) {
-        try validateParameters()
-        let n = try Validation.matrixRows(input, columns: featureCount)
-        if mode == .training { try Validation.valuesPerStatistic(n) }
+    /// The forward pass over validated pointers, in a workspace's regions
+    /// (OpenBLAS on one thread): `mean` (`D`), `Xc` into `centred`, each
+    /// group's `W` and `xhat = Xc W` into `normalized` (`N x D` each), then
+    /// `y = gamma * xhat + beta` into `output` (which may be `x`: the input
+    /// is read before the output is written). `ones` holds `rows` ones in training.
+    /// - Returns: each group's factors.
+    func whiten(
+        _ x: UnsafePointer<Scalar>, rows n: Int, mode: Mode, ones: UnsafePointer<Scalar>,
+        mean: UnsafeMutablePointer<Scalar>, centred: UnsafeMutablePointer<Scalar>,
+        normalized: UnsafeMutablePointer<Scalar>, output y: UnsafeMutablePointer<Scalar>
+    ) throws(NormError) -> [WhiteningKernels.Factors<Scalar>] {
         let d = featureCount, m = groupSize, backend = self.backend
-        var cache = Cache()
-        cache.shape = input.shape
-        cache.mode = mode
-        // Without a scale (`Affine`) the backward multiplies by ones.
-        cache.gamma = gamma.isEmpty ? [Scalar](repeating: 1, count: featureCount) : gamma
-        let mean: [Scalar]
-        var centred: [Scalar]
         switch mode {
         case .training:
-            (mean, centred) = input.withUnsafeBufferPointer {
-                WhiteningKernels.centre($0, rows: n, columns: d, backend: backend)
-            }
+            WhiteningKernels.centre(x, rows: n, columns: d, mean: mean, centred: centred, ones: ones,
+                                    backend: backend)
         case .inference:
-            mean = runningMean
-            centred = [Scalar].unspecified(count: n * d)
-            input.withUnsafeBufferPointer { x in
-                mean.withUnsafeBufferPointer { WhiteningKernels.subtractRow(x, row: $0, rows: n, into: &centred) }
-            }
+            runningMean.withUnsafeBufferPointer { mean.update(from: $0.baseAddress!, count: d) }
+            WhiteningKernels.subtractRow(x, row: mean, rows: n, columns: d, into: centred)
         }
-        if let bad = mean.firstIndex(where: { !$0.isFinite }) { throw .nonFiniteStatistics(index: bad) }
+        for j in 0..<d where !mean[j].isFinite { throw .nonFiniteStatistics(index: j) }
 
-        var normalized = [Scalar].unspecified(count: n * d)
         var factors: [WhiteningKernels.Factors<Scalar>] = []
+        factors.reserveCapacity(groupCount)
         for g in 0..<groupCount {
             let f: WhiteningKernels.Factors<Scalar>
             switch mode {
@@ -286,40 +347,43 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
                 f = WhiteningKernels.Factors(whitening: Array(w))
             }
             WhiteningKernels.applyGroup(centred, f.whitening, rows: n, columns: d, group: g, groupSize: m,
-                                        into: &normalized, backend: backend)
+                                        into: normalized, backend: backend)
             factors.append(f)
         }
-        var output = [Scalar].unspecified(count: n * d)
-        output.withUnsafeMutableBufferPointer { y in
-            normalized.withUnsafeBufferPointer { xhat in
-                cache.gamma.withUnsafeBufferPointer { g in
-                    beta.withUnsafeBufferPointer { b in
-                        // An absent shift (`Affine`) adds nothing.
-                        if b.isEmpty {
-                            for i in 0..<n { for j in 0..<d { y[i * d + j] = g[j] * xhat[i * d + j] } }
-                        } else {
-                            for i in 0..<n { for j in 0..<d { y[i * d + j] = g[j] * xhat[i * d + j] + b[j] } }
-                        }
+        gamma.withUnsafeBufferPointer { g in
+            beta.withUnsafeBufferPointer { b in
+                // An absent scale multiplies by one, an absent shift adds nothing (`Affine`).
+                for i in 0..<n {
+                    for j in 0..<d {
+                        let scaled = g.isEmpty ? normalized[i * d + j] : g[j] * normalized[i * d + j]
+                        y[i * d + j] = b.isEmpty ? scaled : scaled + b[j]
                     }
                 }
             }
         }
+        return factors
+    }
 
-        if mode == .training {
-            let keep = momentum, take = 1 - momentum
-            for j in 0..<d { runningMean[j] = keep * runningMean[j] + take * mean[j] }
-            for g in 0..<groupCount {
-                for k in 0..<(m * m) {
-                    let index = g * m * m + k
-                    runningWhitening[index] = keep * runningWhitening[index] + take * factors[g].whitening[k]
-                }
+    /// The diagonal of each group's whitening matrix, feature by feature
+    /// (``NormCache/inverseStandardDeviation``).
+    func recordDiagonals(_ factors: [WhiteningKernels.Factors<Scalar>], into diagonal: inout [Scalar]) {
+        let m = groupSize
+        for (g, f) in factors.enumerated() {
+            for i in 0..<m { diagonal[g * m + i] = f.whitening[i * m + i] }
+        }
+    }
+
+    /// After a training pass: `running = momentum · running + (1 - momentum) · batch`
+    /// for the mean and each group's whitening matrix.
+    mutating func updateRunning(mean: [Scalar], factors: [WhiteningKernels.Factors<Scalar>]) {
+        let keep = momentum, take = 1 - momentum, m = groupSize
+        for j in 0..<featureCount { runningMean[j] = keep * runningMean[j] + take * mean[j] }
+        for g in 0..<groupCount {
+            for k in 0..<(m * m) {
+                let index = g * m * m + k
+                runningWhitening[index] = keep * runningWhitening[index] + take * factors[g].whitening[k]
             }
         }
-        cache.centred = centred
-        cache.normalized = normalized
-        cache.factors = factors
-        cache.origin = (featureCount, groupSize, method)
-        return (Tensor(validatedShape: input.shape, scalars: output), cache)
     }
 
     // MARK: Backward
@@ -329,90 +393,92 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: NormalizationLayer, Equ
     /// the adjoint of `W`'s computation at `Xc_gᵀ dXhat_g`, then
     /// `dx = dXc - mean over N of dXc`. After an inference forward,
     /// `dx = dXhat Wᵀ`.
+    ///
+    /// Over borrowed memory; the `Tensor` and `Span` entry points and the value
+    /// API call this. `dXhat` and `dy·xhat` take `2·N·D` scalars of the workspace.
     /// - Throws: ``NormError/cacheMismatch(expected:actual:)`` for a cache from
     ///   another layer or a forward pass that threw;
-    ///   ``NormError/gradientShapeMismatch(expected:actual:)``.
+    ///   ``NormError/bufferCountMismatch(name:expected:actual:)``; the
+    ///   factorizations' errors of the adjoint.
     /// - Complexity: as forward.
     @_specialize(exported: true, where Scalar == Float)
     @_specialize(exported: true, where Scalar == Double)
-    public func backward(_ outputGradient: Tensor<Scalar>, cache: Cache) throws(NormError)
-        -> NormGradients<Scalar> {
-        try WhiteningKernels.withThreadPolicy { () throws(NormError) in
-            try backpropagate(outputGradient, cache: cache)
+    public func backward(
+        _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
+        inputGradient: UnsafeMutableBufferPointer<Scalar>,
+        gammaGradient: UnsafeMutableBufferPointer<Scalar>,
+        betaGradient: UnsafeMutableBufferPointer<Scalar>,
+        workspace: inout Workspace<Scalar>
+    ) throws(NormError) {
+        try Validation.origin(cache, expected: cacheOrigin)
+        let buffers = GradientBuffers(dy: outputGradient, dx: inputGradient, dgamma: gammaGradient,
+                                      dbeta: betaGradient)
+        try Validation.gradientBuffers(buffers, cache: cache, parameters: featureCount)
+        let n = cache.input.shape[0], d = featureCount
+        var layout = ScratchLayout<Scalar>()
+        let product = layout.region(n * d), dxhat = layout.region(n * d), sums = layout.region(d)
+        let failure: NormError? = workspace.withRegions(ones: n, scratch: layout.count) { ones, scratch in
+            cache.whitening.centred.withUnsafeBufferPointer { centred in
+            cache.whitening.normalized.withUnsafeBufferPointer { xhat in
+                do throws(NormError) {
+                    try backpropagate(
+                        buffers, cache: cache, rows: n, ones: ones, centred: centred.baseAddress!,
+                        xhat: xhat.baseAddress!, product: product.buffer(in: scratch).baseAddress!,
+                        dxhat: dxhat.buffer(in: scratch).baseAddress!, sums: sums.buffer(in: scratch).baseAddress!)
+                    return nil
+                } catch { return error }
+            }}
         }
+        if let failure { throw failure }
     }
 
-    /// ``backward(_:cache:)`` inside the thread policy.
-    func backpropagate(_ outputGradient: Tensor<Scalar>, cache: Cache) throws(NormError)
-        -> NormGradients<Scalar> {
-        let expected = "DecorrelatedBatchNorm(featureCount: \(featureCount), groupSize: \(groupSize), "
-            + "method: \(method))"
-        guard let origin = cache.origin, origin.featureCount == featureCount,
-              origin.groupSize == groupSize, origin.method == method else {
-            let actual = cache.origin.map {
-                "DecorrelatedBatchNorm(featureCount: \($0.featureCount), groupSize: \($0.groupSize), method: \($0.method))"
-            } ?? "no forward pass (an empty cache, or one whose forward pass threw)"
-            throw .cacheMismatch(expected: expected, actual: actual)
-        }
-        try Validation.gradientShape(outputGradient.shape, expected: cache.shape)
-        let n = cache.shape[0], d = featureCount, m = groupSize, backend = self.backend
-        let dy = outputGradient.scalars
-        var dgamma = [Scalar](repeating: 0, count: d), dbeta = [Scalar](repeating: 0, count: d)
-        var product = [Scalar].unspecified(count: n * d), dxhat = [Scalar].unspecified(count: n * d)
-        product.withUnsafeMutableBufferPointer { p in
-            dxhat.withUnsafeMutableBufferPointer { h in
-                dy.withUnsafeBufferPointer { dy in
-                    cache.normalized.withUnsafeBufferPointer { xhat in
-                        cache.gamma.withUnsafeBufferPointer { g in
-                            for i in 0..<n {
-                                for j in 0..<d {
-                                    p[i * d + j] = dy[i * d + j] * xhat[i * d + j]
-                                    h[i * d + j] = dy[i * d + j] * g[j]
-                                }
-                            }
-                        }
-                    }
+    /// The backward pass over validated buffers, in a workspace's regions:
+    /// `product` and `dxhat` (`N x D`) and `sums` (`D`) are scratch, `ones`
+    /// holds `rows` ones.
+    func backpropagate(
+        _ buffers: GradientBuffers<Scalar>, cache: Cache, rows n: Int, ones: UnsafePointer<Scalar>,
+        centred: UnsafePointer<Scalar>, xhat: UnsafePointer<Scalar>, product p: UnsafeMutablePointer<Scalar>,
+        dxhat h: UnsafeMutablePointer<Scalar>, sums: UnsafeMutablePointer<Scalar>
+    ) throws(NormError) {
+        let d = featureCount, m = groupSize, backend = self.backend
+        let dy = buffers.dy.baseAddress!, dx = buffers.dx.baseAddress!
+        cache.gamma.withUnsafeBufferPointer { g in
+            for i in 0..<n {
+                for j in 0..<d {
+                    p[i * d + j] = dy[i * d + j] * xhat[i * d + j]
+                    h[i * d + j] = dy[i * d + j] * g[j]
                 }
             }
         }
-        // Only the parameters the layer has (`Affine`); an absent one's gradient is empty.
-        if affine.hasShift {
-            WhiteningKernels.columnSums(dy, rows: n, columns: d, into: &dbeta, backend: backend)
-        } else {
-            dbeta = []
+        // Only the parameters the forward's layer has (`Affine`); an absent one's buffer is empty.
+        if !buffers.dbeta.isEmpty {
+            WhiteningKernels.columnSums(dy, rows: n, columns: d, into: buffers.dbeta.baseAddress!, ones: ones,
+                                        backend: backend)
         }
-        if affine.hasScale {
-            WhiteningKernels.columnSums(product, rows: n, columns: d, into: &dgamma, backend: backend)
-        } else {
-            dgamma = []
+        if !buffers.dgamma.isEmpty {
+            WhiteningKernels.columnSums(p, rows: n, columns: d, into: buffers.dgamma.baseAddress!, ones: ones,
+                                        backend: backend)
         }
-
-        var dx = [Scalar].unspecified(count: n * d)
         for g in 0..<groupCount {
-            let f = cache.factors[g]
+            let f = cache.whitening.factors[g]
             // dXc_g = dXhat_g Wᵀ.
-            WhiteningKernels.applyGroup(dxhat, f.whitening, transposed: true, rows: n, columns: d, group: g,
-                                        groupSize: m, into: &dx, backend: backend)
+            WhiteningKernels.applyGroup(h, f.whitening, transposed: true, rows: n, columns: d, group: g,
+                                        groupSize: m, into: dx, backend: backend)
             guard cache.mode == .training else { continue }
-            let g2 = WhiteningKernels.groupCrossProduct(cache.centred, dxhat, rows: n, columns: d, group: g,
+            let g2 = WhiteningKernels.groupCrossProduct(centred, h, rows: n, columns: d, group: g,
                                                         groupSize: m, backend: backend)
             let adjoint = try WhiteningKernels.covarianceAdjoint(g2, factors: f, order: m, method: method,
                                                                 epsilon: epsilon, group: g, backend: backend)
             var symmetric = adjoint
             for i in 0..<m { for j in 0..<m { symmetric[i * m + j] = adjoint[i * m + j] + adjoint[j * m + i] } }
             // dXc_g += Xc_g (D + Dᵀ) / N.
-            WhiteningKernels.applyGroup(cache.centred, symmetric, rows: n, columns: d, group: g, groupSize: m,
-                                        into: &dx, alpha: 1 / Scalar(n), accumulate: true, backend: backend)
+            WhiteningKernels.applyGroup(centred, symmetric, rows: n, columns: d, group: g, groupSize: m,
+                                        into: dx, alpha: 1 / Scalar(n), accumulate: true, backend: backend)
         }
         if cache.mode == .training {
-            var sums = [Scalar](repeating: 0, count: d)
-            WhiteningKernels.columnSums(dx, rows: n, columns: d, into: &sums, backend: backend)
+            WhiteningKernels.columnSums(dx, rows: n, columns: d, into: sums, ones: ones, backend: backend)
             for j in 0..<d { sums[j] /= Scalar(n) }
-            dx.withUnsafeMutableBufferPointer { c in
-                sums.withUnsafeBufferPointer { WhiteningKernels.subtractRow(UnsafeBufferPointer(c), row: $0, rows: n, into: c) }
-            }
+            WhiteningKernels.subtractRow(dx, row: sums, rows: n, columns: d, into: dx)
         }
-        return NormGradients(input: Tensor(validatedShape: cache.shape, scalars: dx), gamma: dgamma, beta: dbeta)
     }
-
 }

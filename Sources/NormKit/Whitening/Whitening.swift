@@ -51,14 +51,6 @@ public struct Whitening<Scalar: BLASScalar>: Sendable, Hashable {
     @_specialize(exported: true, where Scalar == Double)
     public static func fit(_ data: Tensor<Scalar>, kind: WhiteningKind,
                            epsilon: Scalar = 0, backend: Backend = .blas) throws(NormError) -> Whitening<Scalar> {
-        try WhiteningKernels.withThreadPolicy { () throws(NormError) in
-            try fitting(data, kind: kind, epsilon: epsilon, backend: backend)
-        }
-    }
-
-    /// ``fit(_:kind:epsilon:backend:)`` inside the thread policy.
-    static func fitting(_ data: Tensor<Scalar>, kind: WhiteningKind,
-                        epsilon: Scalar, backend: Backend) throws(NormError) -> Whitening<Scalar> {
         let shape = data.shape
         guard shape.count == 2, shape[0] >= 1, shape[1] >= 1 else {
             throw .invalidShape(expected: "(N >= 2, D >= 1)", actual: shape)
@@ -70,13 +62,40 @@ public struct Whitening<Scalar: BLASScalar>: Sendable, Hashable {
             throw .invalidComponentCount(components: k, featureCount: d)
         }
         guard epsilon.isFinite, epsilon >= 0 else { throw .invalidEpsilon(Double(epsilon)) }
+        // In a workspace's regions, as every layer's pass: OpenBLAS on one
+        // thread, so LAPACK's and `?syrk`'s sums do not depend on its count.
+        var workspace = Workspace<Scalar>()
+        let fitted: Result<Whitening, NormError> = workspace.withRegions(ones: n, scratch: 0) { ones, _ in
+            do throws(NormError) {
+                return .success(try fitting(data, rows: n, columns: d, kind: kind, epsilon: epsilon,
+                                            ones: ones, backend: backend))
+            } catch { return .failure(error) }
+        }
+        switch fitted {
+        case .success(let whitening): return whitening
+        case .failure(let error): throw error
+        }
+    }
 
-        let (mean, centred) = data.withUnsafeBufferPointer {
-            WhiteningKernels.centre($0, rows: n, columns: d, backend: backend)
+    /// ``fit(_:kind:epsilon:backend:)`` on validated data of `rows x columns`,
+    /// with `rows` ones.
+    static func fitting(_ data: Tensor<Scalar>, rows n: Int, columns d: Int, kind: WhiteningKind,
+                        epsilon: Scalar, ones: UnsafePointer<Scalar>, backend: Backend)
+        throws(NormError) -> Whitening<Scalar> {
+        var mean = [Scalar](repeating: 0, count: d), centred = [Scalar].unspecified(count: n * d)
+        data.withUnsafeBufferPointer { x in
+            mean.withUnsafeMutableBufferPointer { mean in
+                centred.withUnsafeMutableBufferPointer { centred in
+                    WhiteningKernels.centre(x.baseAddress!, rows: n, columns: d, mean: mean.baseAddress!,
+                                            centred: centred.baseAddress!, ones: ones, backend: backend)
+                }
+            }
         }
         if let bad = mean.firstIndex(where: { !$0.isFinite }) { throw .nonFiniteStatistics(index: bad) }
-        let sigma = WhiteningKernels.groupCovariance(centred, rows: n, columns: d, group: 0, groupSize: d,
-                                                     divisor: Scalar(n - 1), backend: backend)
+        let sigma = centred.withUnsafeBufferPointer {
+            WhiteningKernels.groupCovariance($0.baseAddress!, rows: n, columns: d, group: 0, groupSize: d,
+                                             divisor: Scalar(n - 1), backend: backend)
+        }
         let (ascending, vectors) = try WhiteningKernels.eigen(sigma, order: d, backend: backend)
         var values = [Scalar](repeating: 0, count: d), rows = [Scalar](repeating: 0, count: d * d)
         for j in 0..<d {

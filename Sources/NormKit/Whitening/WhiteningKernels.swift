@@ -8,24 +8,6 @@
 /// whitening matrix and factors) are arrays; the `N x D` ones are pointers with
 /// a leading dimension, so that a group's columns are used in place.
 enum WhiteningKernels {
-    // MARK: Threads
-
-    /// Runs a whitening pass with OpenBLAS on one thread (``BLASRuntime``'s
-    /// single-threaded scope), whatever ``Threading/threadCount`` and
-    /// ``BLASRuntime/threadCount`` are and whatever other threads run: OpenBLAS
-    /// splits `?gemm`, `?syrk` and LAPACK's blocked routines by its thread
-    /// count, which changes the order of their sums, so the results would
-    /// depend on the thread setting and on other threads' kernels. The
-    /// `N x D` products split instead over NormKit's threads, in chunks of
-    /// rows fixed by the shape (``rowSplit(rows:columns:backend:of:)``), their
-    /// partial sums added in chunk order: the same bits in every setting, as
-    /// every other layer's.
-    static func withThreadPolicy<R>(_ body: () throws(NormError) -> R) throws(NormError) -> R {
-        BLASRuntime.enterSingleThreaded()
-        defer { BLASRuntime.leaveSingleThreaded() }
-        return try body()
-    }
-
     // MARK: Products
 
     /// `C = alpha * op(A) op(B) + beta * C`, `op(A)` `rows x inner`, `op(B)`
@@ -82,59 +64,41 @@ enum WhiteningKernels {
 
     // MARK: The N x D parts
 
-    /// `out[i][j] = a[i][j] - row[j]` for `rows` rows of `row.count` columns
+    /// `out[i][j] = a[i][j] - row[j]` for `rows` rows of `columns` columns
     /// (`out` may be `a`).
     static func subtractRow<Scalar: BLASScalar>(
-        _ a: UnsafeBufferPointer<Scalar>, row: UnsafeBufferPointer<Scalar>, rows: Int,
-        into out: UnsafeMutableBufferPointer<Scalar>
+        _ a: UnsafePointer<Scalar>, row: UnsafePointer<Scalar>, rows: Int, columns: Int,
+        into out: UnsafeMutablePointer<Scalar>
     ) {
-        let d = row.count
-        for i in 0..<rows { for j in 0..<d { out[i * d + j] = a[i * d + j] - row[j] } }
+        for i in 0..<rows { for j in 0..<columns { out[i * columns + j] = a[i * columns + j] - row[j] } }
     }
 
-    static func subtractRow<Scalar: BLASScalar>(
-        _ a: UnsafeBufferPointer<Scalar>, row: UnsafeBufferPointer<Scalar>, rows: Int,
-        into out: inout [Scalar]
-    ) {
-        out.withUnsafeMutableBufferPointer { subtractRow(a, row: row, rows: rows, into: $0) }
-    }
-
-    /// The column means of a row-major `rows x columns` matrix and the matrix
-    /// centred by them, shifted by the first row: `t = x - x[0]`,
-    /// `mean = x[0] + Σt / rows`, `centred = t - Σt / rows`, so that a constant
-    /// column has its value as mean and exact zeros as deviations. The sums
-    /// are ``columnSums(_:rows:columns:into:backend:)``.
+    /// The column means of a row-major `rows x columns` matrix into `mean`
+    /// and the matrix centred by them into `centred`, shifted by the first
+    /// row: `t = x - x[0]`, `mean = x[0] + Σt / rows`, `centred = t - Σt / rows`,
+    /// so that a constant column has its value as mean and exact zeros as
+    /// deviations. The sums are ``columnSums(_:rows:columns:into:ones:backend:)``.
     static func centre<Scalar: BLASScalar>(
-        _ x: UnsafeBufferPointer<Scalar>, rows: Int, columns: Int, backend: Backend
-    ) -> (mean: [Scalar], centred: [Scalar]) {
-        var centred = [Scalar].unspecified(count: rows * columns)
-        subtractRow(x, row: UnsafeBufferPointer(rebasing: x[0..<columns]), rows: rows, into: &centred)
-        var shift = [Scalar](repeating: 0, count: columns)
-        columnSums(centred, rows: rows, columns: columns, into: &shift, backend: backend)
-        for j in 0..<columns { shift[j] /= Scalar(rows) }
-        let mean = (0..<columns).map { x[$0] + shift[$0] }
-        centred.withUnsafeMutableBufferPointer { c in
-            shift.withUnsafeBufferPointer { subtractRow(UnsafeBufferPointer(c), row: $0, rows: rows, into: c) }
-        }
-        return (mean, centred)
+        _ x: UnsafePointer<Scalar>, rows: Int, columns: Int, mean: UnsafeMutablePointer<Scalar>,
+        centred: UnsafeMutablePointer<Scalar>, ones: UnsafePointer<Scalar>, backend: Backend
+    ) {
+        subtractRow(x, row: x, rows: rows, columns: columns, into: centred)
+        // `mean` holds the shift `Σt / rows` until the last line.
+        columnSums(centred, rows: rows, columns: columns, into: mean, ones: ones, backend: backend)
+        for j in 0..<columns { mean[j] /= Scalar(rows) }
+        subtractRow(centred, row: mean, rows: rows, columns: columns, into: centred)
+        for j in 0..<columns { mean[j] = x[j] + mean[j] }
     }
 
     /// The column sums of a row-major `rows x columns` matrix:
-    /// `gemv(Trans, A, 1)` or a loop.
+    /// `gemv(Trans, A, ones)` (`ones` holds `rows` ones) or a loop.
     static func columnSums<Scalar: BLASScalar>(
-        _ a: [Scalar], rows: Int, columns: Int, into sums: inout [Scalar], backend: Backend
+        _ a: UnsafePointer<Scalar>, rows: Int, columns: Int, into sums: UnsafeMutablePointer<Scalar>,
+        ones: UnsafePointer<Scalar>, backend: Backend
     ) {
         switch backend {
         case .blas:
-            let ones = [Scalar](repeating: 1, count: rows)
-            a.withUnsafeBufferPointer { a in
-                ones.withUnsafeBufferPointer { ones in
-                    sums.withUnsafeMutableBufferPointer { y in
-                        Scalar.gemvTransposed(rows: rows, columns: columns, a: a.baseAddress!,
-                                              x: ones.baseAddress!, beta: 0, y: y.baseAddress!)
-                    }
-                }
-            }
+            Scalar.gemvTransposed(rows: rows, columns: columns, a: a, x: ones, beta: 0, y: sums)
         case .naive:
             for j in 0..<columns {
                 var sum: Scalar = 0
@@ -148,7 +112,7 @@ enum WhiteningKernels {
     /// groupSize`, from the centred `rows x columns` matrix: `?syrk` (upper,
     /// then mirrored) or a triple loop.
     static func groupCovariance<Scalar: BLASScalar>(
-        _ centred: [Scalar], rows: Int, columns: Int, group: Int, groupSize m: Int,
+        _ centred: UnsafePointer<Scalar>, rows: Int, columns: Int, group: Int, groupSize m: Int,
         divisor: Scalar, backend: Backend
     ) -> [Scalar] {
         var sigma = [Scalar](repeating: 0, count: m * m)
@@ -158,20 +122,18 @@ enum WhiteningKernels {
             // added in chunk order: fixed by the shape, whoever runs them.
             let split = rowSplit(rows: rows, columns: columns, backend: backend, of: Scalar.self)
             var partials = [Scalar](repeating: 0, count: split.chunks * m * m)
-            centred.withUnsafeBufferPointer { x in
-                partials.withUnsafeMutableBufferPointer { p in
-                    let context = (split: split, x: x.baseAddress! + group * m, columns: columns, m: m,
-                                   alpha: 1 / divisor, partials: p.baseAddress!)
-                    Threading.run(split, context) { c, chunk, _ in
-                        let c = c.pointee, range = c.split.rows(ofChunk: chunk)
-                        Scalar.syrk(order: c.m, inner: range.count, alpha: c.alpha,
-                                    a: c.x + range.lowerBound * c.columns, lda: c.columns, beta: 0,
-                                    c: c.partials + chunk * c.m * c.m, ldc: c.m)
-                    }
-                    sigma.withUnsafeMutableBufferPointer { sum in
-                        Threading.sumPartials(chunks: split.chunks, first: p.baseAddress!, stride: m * m,
-                                              count: m * m, into: sum.baseAddress!)
-                    }
+            partials.withUnsafeMutableBufferPointer { p in
+                let context = (split: split, x: centred + group * m, columns: columns, m: m,
+                               alpha: 1 / divisor, partials: p.baseAddress!)
+                Threading.run(split, context) { c, chunk, _ in
+                    let c = c.pointee, range = c.split.rows(ofChunk: chunk)
+                    Scalar.syrk(order: c.m, inner: range.count, alpha: c.alpha,
+                                a: c.x + range.lowerBound * c.columns, lda: c.columns, beta: 0,
+                                c: c.partials + chunk * c.m * c.m, ldc: c.m)
+                }
+                sigma.withUnsafeMutableBufferPointer { sum in
+                    Threading.sumPartials(chunks: split.chunks, first: p.baseAddress!, stride: m * m,
+                                          count: m * m, into: sum.baseAddress!)
                 }
             }
         case .naive:
@@ -190,29 +152,25 @@ enum WhiteningKernels {
     /// `out_g = alpha * A_g op(W) (+ out_g when accumulating)` for the columns
     /// of group `group` of the `rows x columns` matrices `a` and `out`, with
     /// the `groupSize x groupSize` matrix `w` (transposed when asked).
-    /// Each chunk of rows (``rowSplit(rows:columns:backend:)``) is one product
+    /// Each chunk of rows (``rowSplit(rows:columns:backend:of:)``) is one product
     /// of its own, on NormKit's threads.
     static func applyGroup<Scalar: BLASScalar>(
-        _ a: [Scalar], _ w: [Scalar], transposed: Bool = false, rows: Int, columns: Int,
-        group: Int, groupSize m: Int, into out: inout [Scalar], alpha: Scalar = 1,
+        _ a: UnsafePointer<Scalar>, _ w: [Scalar], transposed: Bool = false, rows: Int, columns: Int,
+        group: Int, groupSize m: Int, into out: UnsafeMutablePointer<Scalar>, alpha: Scalar = 1,
         accumulate: Bool = false, backend: Backend
     ) {
         let split = rowSplit(rows: rows, columns: columns, backend: backend, of: Scalar.self)
-        a.withUnsafeBufferPointer { a in
-            w.withUnsafeBufferPointer { w in
-                out.withUnsafeMutableBufferPointer { c in
-                    let context = (split: split, a: a.baseAddress! + group * m, w: w.baseAddress!,
-                                   c: c.baseAddress! + group * m, columns: columns, m: m, alpha: alpha,
-                                   transposed: transposed, beta: accumulate ? Scalar(1) : 0, backend: backend)
-                    Threading.run(split, context) { c, chunk, _ in
-                        let c = c.pointee, range = c.split.rows(ofChunk: chunk)
-                        let offset = range.lowerBound * c.columns
-                        multiply(rows: range.count, columns: c.m, inner: c.m, alpha: c.alpha, a: c.a + offset,
-                                 lda: c.columns, transposeA: false, b: c.w, ldb: c.m,
-                                 transposeB: c.transposed, beta: c.beta, c: c.c + offset, ldc: c.columns,
-                                 backend: c.backend)
-                    }
-                }
+        w.withUnsafeBufferPointer { w in
+            let context = (split: split, a: a + group * m, w: w.baseAddress!,
+                           c: out + group * m, columns: columns, m: m, alpha: alpha,
+                           transposed: transposed, beta: accumulate ? Scalar(1) : 0, backend: backend)
+            Threading.run(split, context) { c, chunk, _ in
+                let c = c.pointee, range = c.split.rows(ofChunk: chunk)
+                let offset = range.lowerBound * c.columns
+                multiply(rows: range.count, columns: c.m, inner: c.m, alpha: c.alpha, a: c.a + offset,
+                         lda: c.columns, transposeA: false, b: c.w, ldb: c.m,
+                         transposeB: c.transposed, beta: c.beta, c: c.c + offset, ldc: c.columns,
+                         backend: c.backend)
             }
         }
     }
@@ -220,7 +178,8 @@ enum WhiteningKernels {
     /// The chunks of rows the `N x D` products split into: fixed by the shape
     /// (``Threading/split(outer:scalarsPerRow:of:backend:)``, one chunk on the
     /// naive backend), so the results are the same bits at every thread
-    /// count, with OpenBLAS on one thread inside each.
+    /// count, with OpenBLAS on one thread inside each (the caller's
+    /// ``Workspace`` regions, as for every layer).
     static func rowSplit<Scalar: BLASScalar>(
         rows: Int, columns: Int, backend: Backend, of _: Scalar.Type
     ) -> Threading.Split {
@@ -230,30 +189,26 @@ enum WhiteningKernels {
     /// `A_gᵀ B_g`, `groupSize x groupSize`, for the columns of group `group`
     /// of two `rows x columns` matrices.
     static func groupCrossProduct<Scalar: BLASScalar>(
-        _ a: [Scalar], _ b: [Scalar], rows: Int, columns: Int, group: Int, groupSize m: Int,
-        backend: Backend
+        _ a: UnsafePointer<Scalar>, _ b: UnsafePointer<Scalar>, rows: Int, columns: Int, group: Int,
+        groupSize m: Int, backend: Backend
     ) -> [Scalar] {
         // Each chunk of rows its partial product, added in chunk order.
         let split = rowSplit(rows: rows, columns: columns, backend: backend, of: Scalar.self)
         var partials = [Scalar](repeating: 0, count: split.chunks * m * m)
         var c = [Scalar](repeating: 0, count: m * m)
-        a.withUnsafeBufferPointer { a in
-            b.withUnsafeBufferPointer { b in
-                partials.withUnsafeMutableBufferPointer { p in
-                    let context = (split: split, a: a.baseAddress! + group * m, b: b.baseAddress! + group * m,
-                                   columns: columns, m: m, partials: p.baseAddress!, backend: backend)
-                    Threading.run(split, context) { c, chunk, _ in
-                        let c = c.pointee, range = c.split.rows(ofChunk: chunk)
-                        let offset = range.lowerBound * c.columns
-                        multiply(rows: c.m, columns: c.m, inner: range.count, a: c.a + offset, lda: c.columns,
-                                 transposeA: true, b: c.b + offset, ldb: c.columns, transposeB: false,
-                                 beta: 0, c: c.partials + chunk * c.m * c.m, ldc: c.m, backend: c.backend)
-                    }
-                    c.withUnsafeMutableBufferPointer { sum in
-                        Threading.sumPartials(chunks: split.chunks, first: p.baseAddress!, stride: m * m,
-                                              count: m * m, into: sum.baseAddress!)
-                    }
-                }
+        partials.withUnsafeMutableBufferPointer { p in
+            let context = (split: split, a: a + group * m, b: b + group * m,
+                           columns: columns, m: m, partials: p.baseAddress!, backend: backend)
+            Threading.run(split, context) { c, chunk, _ in
+                let c = c.pointee, range = c.split.rows(ofChunk: chunk)
+                let offset = range.lowerBound * c.columns
+                multiply(rows: c.m, columns: c.m, inner: range.count, a: c.a + offset, lda: c.columns,
+                         transposeA: true, b: c.b + offset, ldb: c.columns, transposeB: false,
+                         beta: 0, c: c.partials + chunk * c.m * c.m, ldc: c.m, backend: c.backend)
+            }
+            c.withUnsafeMutableBufferPointer { sum in
+                Threading.sumPartials(chunks: split.chunks, first: p.baseAddress!, stride: m * m,
+                                      count: m * m, into: sum.baseAddress!)
             }
         }
         return c
