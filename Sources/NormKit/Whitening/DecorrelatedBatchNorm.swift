@@ -229,8 +229,8 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLa
     ///   Inference also checks each running whitening block (for `.eigen` and
     ///   `.newtonSchulz` a Cholesky factorization of its symmetric part,
     ///   O(D·groupSize²)).
-    @_specialize(exported: true, where Scalar == Float)
-    @_specialize(exported: true, where Scalar == Double)
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
     public mutating func forward(
         _ input: UnsafeBufferPointer<Scalar>, shape: [Int], mode: Mode,
         into output: UnsafeMutableBufferPointer<Scalar>, cache: inout Cache, workspace: inout Workspace<Scalar>
@@ -278,8 +278,8 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLa
     /// state changed; `output` may be `input`'s memory.
     /// - Throws: as the forward pass in inference.
     /// - Complexity: as the forward pass.
-    @_specialize(exported: true, where Scalar == Float)
-    @_specialize(exported: true, where Scalar == Double)
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
     public func infer(
         _ input: UnsafeBufferPointer<Scalar>, shape: [Int],
         into output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
@@ -293,9 +293,9 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLa
         let failure: NormError? = workspace.withRegions(ones: 0, scratch: layout.count) { ones, scratch in
             do throws(NormError) {
                 _ = try whiten(input.baseAddress!, rows: n, mode: .inference, ones: ones,
-                               mean: mean.buffer(in: scratch).baseAddress!,
-                               centred: centred.buffer(in: scratch).baseAddress!,
-                               normalized: normalized.buffer(in: scratch).baseAddress!,
+                               mean: mean.pointer(in: scratch),
+                               centred: centred.pointer(in: scratch),
+                               normalized: normalized.pointer(in: scratch),
                                output: output.baseAddress!)
                 return nil
             } catch { return error }
@@ -401,8 +401,8 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLa
     ///   ``NormError/bufferCountMismatch(name:expected:actual:)``; the
     ///   factorizations' errors of the adjoint.
     /// - Complexity: as forward.
-    @_specialize(exported: true, where Scalar == Float)
-    @_specialize(exported: true, where Scalar == Double)
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
     public func backward(
         _ outputGradient: UnsafeBufferPointer<Scalar>, cache: Cache,
         inputGradient: UnsafeMutableBufferPointer<Scalar>,
@@ -423,8 +423,8 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLa
                 do throws(NormError) {
                     try backpropagate(
                         buffers, cache: cache, rows: n, ones: ones, centred: centred.baseAddress!,
-                        xhat: xhat.baseAddress!, product: product.buffer(in: scratch).baseAddress!,
-                        dxhat: dxhat.buffer(in: scratch).baseAddress!, sums: sums.buffer(in: scratch).baseAddress!)
+                        xhat: xhat.baseAddress!, product: product.pointer(in: scratch),
+                        dxhat: dxhat.pointer(in: scratch), sums: sums.pointer(in: scratch))
                     return nil
                 } catch { return error }
             }}
