@@ -36,24 +36,16 @@ enum BatchStatistics {
         let streaming = StreamingStores.shouldStream(
             count: reduced == nil ? g.outer * rowStride : (g.outer * rowStride + 1) / 2,
             of: Scalar.self)
-        // Per worker: the moments' block and vectors (and a 16-bit pass's
-        // units); per chunk: its mean and M2.
-        let kernelScratch = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 3))
-        let perWorker = kernelScratch
-            + (reduced == nil ? 0 : reducedScratch(geometry: g, block: block))
-        // Then the batch variance, then the exchange's scratch.
-        let shared = split.workers * perWorker + split.chunks * 2 * channels
+        let plan = ForwardScratch<Scalar>(
+            geometry: g, split: split, block: block,
+            units: reduced == nil ? 0 : reducedScratch(geometry: g, block: block),
+            exchange: exchange.scratchCount(channels: channels))
         // The batch's values per statistic: this process's, or the exchange's total.
         var count = g.valuesPerStatistic
-        // Last, the normalize pass's mean, scale and shift, read for every
-        // row, on lines spread away from the input's offset in a page
-        // (`Workspace.spread`).
-        let tail = shared + channels + exchange.scratchCount(channels: channels)
-        let scratchCount = tail + Workspace<Scalar>.spreadScratch(3, of: channels)
         let failure: NormError? = workspace.withRegions(
-            ones: g.onesCount(block: block), scratch: scratchCount
+            ones: g.onesCount(block: block), scratch: plan.count
         ) { ones, scratch in
-            let variance = scratch + shared
+            let variance = plan.variance.pointer(in: scratch)
             return input.withUnsafeBufferPointer { xBuffer in
             cache.storedMean.withUnsafeMutableBufferPointer { meanBuffer in
             cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstdBuffer in
@@ -66,47 +58,47 @@ enum BatchStatistics {
                 let anchor = reduced.map { $0.x.assumingMemoryBound(to: Scalar.self) } ?? x
                 let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
                 let (lines, stride) = Workspace<Scalar>.spread(
-                    3, of: channels, in: scratch + tail, awayFrom: anchor)
+                    3, of: channels, in: plan.vectors.pointer(in: scratch), awayFrom: anchor)
                 let scale = lines + stride
                 switch mode {
                 case .training:
                     // Each chunk of rows (samples) its own moments, then Chan
                     // merges in chunk order.
-                    let partials = scratch + split.workers * perWorker
-                    let context = (split: split, g: g, x: x, partials: partials, block: block,
+                    let context = (split: split, g: g, x: x, plan: plan, block: block,
                                    backend: backend, ones: ones, scratch: scratch,
-                                   perWorker: perWorker, kernelScratch: kernelScratch,
                                    reduced: reduced, streaming: streaming)
                     if g.outer > 0 { Threading.run(split, context) { c, chunk, worker in
                         let c = c.pointee, channels = c.g.channels
                         let rows = c.split.rows(ofChunk: chunk)
-                        let own = c.partials + chunk * 2 * channels
+                        let own = c.plan.partials.pointer(in: c.scratch, chunk)
+                        let kernelScratch = c.plan.kernel.pointer(in: c.scratch, worker)
                         if let r = c.reduced {
-                            let scratch = c.scratch + worker * c.perWorker
                             reducedMoments(r, rows: rows, geometry: c.g, block: c.block,
                                            backend: c.backend, mean: own, m2: own + channels,
-                                           ones: c.ones, kernelScratch: scratch,
-                                           units: scratch + c.kernelScratch, streaming: c.streaming)
+                                           ones: c.ones, kernelScratch: kernelScratch,
+                                           units: c.plan.units.pointer(in: c.scratch, worker),
+                                           streaming: c.streaming)
                             return
                         }
                         BatchNormKernels.moments(
                             x: c.x + rows.lowerBound * channels * c.g.inner,
                             geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: c.g.inner),
                             block: c.block, backend: c.backend, mean: own, m2: own + channels,
-                            ones: c.ones, scratch: c.scratch + worker * c.perWorker)
+                            ones: c.ones, scratch: kernelScratch)
                     }}
                     mean.update(repeating: 0, count: channels)
                     variance.update(repeating: 0, count: channels)
                     var merged = 0
                     for chunk in 0..<split.chunks where g.outer > 0 {
                         let rows = split.rows(ofChunk: chunk)
-                        let own = partials + chunk * 2 * channels
+                        let own = plan.partials.pointer(in: scratch, chunk)
                         merged = Moments.merge(count: merged, mean: mean, m2: variance,
                                                blockCount: rows.count * g.inner, blockMean: own,
                                                blockM2: own + channels, length: channels)
                     }
                     switch exchange.mergeMoments(local: merged, mean: mean, m2: variance,
-                                                 channels: channels, scratch: variance + channels) {
+                                                 channels: channels,
+                                                 scratch: plan.exchange.pointer(in: scratch)) {
                     case let .success(total): count = total
                     case let .failure(error): return error
                     }
@@ -149,8 +141,23 @@ enum BatchStatistics {
                                                      mask: maskBuffer.baseAddress),
                                   reduced: reduced.map {
                                       (streams: $0, copying: mode == .inference, block: block,
-                                       scratch: scratch + kernelScratch, perWorker: perWorker)
+                                       units: plan.units, scratch: scratch)
                                   })
+                }
+                // Everything succeeded: only now do the running statistics change.
+                if mode == .training, let update {
+                    let varianceWeight = estimator == .unbiased
+                        ? update.take * Scalar(count) / Scalar(count - 1) : update.take
+                    runningMean.withUnsafeMutableBufferPointer {
+                        BatchNormKernels.updateRunning(
+                            $0.baseAddress!, momentum: update.keep, batch: mean,
+                            weight: update.take, count: channels, backend: backend)
+                    }
+                    runningVariance.withUnsafeMutableBufferPointer {
+                        BatchNormKernels.updateRunning(
+                            $0.baseAddress!, momentum: update.keep, batch: variance,
+                            weight: varianceWeight, count: channels, backend: backend)
+                    }
                 }
                 return nil
             }}}}}
@@ -159,26 +166,31 @@ enum BatchStatistics {
             cache.invalidate()
             throw failure
         }
-        guard mode == .training, let update else { return }
+    }
 
-        // Everything succeeded: only now do the running statistics change.
-        let meanWeight = update.take, momentum = update.keep
-        let varianceWeight = estimator == .unbiased
-            ? meanWeight * Scalar(count) / Scalar(count - 1) : meanWeight
-        workspace.withRegions(ones: 0, scratch: scratchCount) { _, scratch in
-            let variance = UnsafePointer(scratch + shared)
-            cache.mean.withUnsafeBufferPointer { batchMean in
-                runningMean.withUnsafeMutableBufferPointer {
-                    BatchNormKernels.updateRunning(
-                        $0.baseAddress!, momentum: momentum, batch: batchMean.baseAddress!,
-                        weight: meanWeight, count: channels, backend: backend)
-                }
-            }
-            runningVariance.withUnsafeMutableBufferPointer {
-                BatchNormKernels.updateRunning(
-                    $0.baseAddress!, momentum: momentum, batch: variance,
-                    weight: varianceWeight, count: channels, backend: backend)
-            }
+    /// The scratch of a forward pass (``ScratchLayout``): per worker the
+    /// moments' block and vectors (``kernel``) and a 16-bit pass's units
+    /// (``units``); per chunk its mean and M2 (``partials``); the batch
+    /// variance; the exchange's; and the normalize pass's mean, scale and
+    /// shift, read for every row, on lines spread away from the input's offset
+    /// in a page (``vectors``, `Workspace.spread`).
+    @usableFromInline
+    struct ForwardScratch<Scalar: BLASScalar> {
+        @usableFromInline let kernel, units, partials: ScratchRegions<Scalar>
+        @usableFromInline let variance, exchange, vectors: ScratchRegion<Scalar>
+        /// The scalars of scratch the pass asks its workspace for.
+        @usableFromInline let count: Int
+
+        @inlinable
+        init(geometry g: ChannelGeometry, split: Threading.Split, block: Int, units: Int, exchange: Int) {
+            var layout = ScratchLayout<Scalar>()
+            kernel = layout.regions(split.workers, of: g.scratchCount(block: block, vectors: 3))
+            self.units = layout.regions(split.workers, of: units)
+            partials = layout.regions(split.chunks, of: 2 * g.channels)
+            variance = layout.region(g.channels)
+            self.exchange = layout.region(exchange)
+            vectors = layout.region(Workspace<Scalar>.spreadScratch(3, of: g.channels))
+            count = layout.count
         }
     }
 
@@ -192,7 +204,7 @@ enum BatchStatistics {
         y: UnsafeMutablePointer<Scalar>, vectors: UnsafeMutablePointer<Scalar>, stride: Int,
         streaming: Bool, epilogue: Epilogue<Scalar>,
         reduced: (streams: ReducedStreams, copying: Bool, block: Int,
-                  scratch: UnsafeMutablePointer<Scalar>, perWorker: Int)? = nil
+                  units: ScratchRegions<Scalar>, scratch: UnsafeMutablePointer<Scalar>)? = nil
     ) {
         let context = (split: split, g: g, x: x, y: y, vectors: UnsafePointer(vectors),
                        stride: stride, streaming: streaming, epilogue: epilogue, reduced: reduced)
@@ -201,12 +213,11 @@ enum BatchStatistics {
             let rows = c.split.rows(ofChunk: chunk)
             if let r = c.reduced {
                 // The 16-bit pass: one C pass per row of channels, or per unit
-                // widened, the Float pass, narrowed (the workers' units at
-                // `scratch`, `perWorker` apart).
+                // widened, the Float pass, narrowed (each worker its units).
                 reducedNormalize(r.streams, rows: rows, geometry: c.g, block: r.block,
                                  vectors: c.vectors, stride: c.stride, copying: r.copying,
                                  streaming: c.streaming, epilogue: c.epilogue,
-                                 units: r.scratch + worker * r.perWorker)
+                                 units: r.units.pointer(in: r.scratch, worker))
                 return
             }
             let offset = rows.lowerBound * c.g.channels * c.g.inner
@@ -238,11 +249,11 @@ enum BatchStatistics {
             of: Scalar.self)
         // A 16-bit pass's units per worker, then the vectors.
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
-        let perWorker = reduced == nil ? 0 : reducedScratch(geometry: g, block: block)
-        let units = split.workers * perWorker
-        let scratchCount = units + Workspace<Scalar>.spreadScratch(3, of: channels)
-        let failure: NormError? = workspace.withRegions(ones: 0, scratch: scratchCount) { _, scratch in
-            let (lines, stride) = Workspace<Scalar>.spread(3, of: channels, in: scratch + units,
+        var layout = ScratchLayout<Scalar>()
+        let units = layout.regions(split.workers, of: reduced == nil ? 0 : reducedScratch(geometry: g, block: block))
+        let vectors = layout.region(Workspace<Scalar>.spreadScratch(3, of: channels))
+        let failure: NormError? = workspace.withRegions(ones: 0, scratch: layout.count) { _, scratch in
+            let (lines, stride) = Workspace<Scalar>.spread(3, of: channels, in: vectors.pointer(in: scratch),
                                                            awayFrom: x)
             let scale = lines + stride, shift = lines + 2 * stride
             for c in 0..<channels {
@@ -257,8 +268,7 @@ enum BatchStatistics {
             normalizePass(split: split, geometry: g, x: x, y: y, vectors: lines, stride: stride,
                           streaming: streaming, epilogue: epilogue,
                           reduced: reduced.map {
-                              (streams: $0, copying: false, block: block, scratch: scratch,
-                               perWorker: perWorker)
+                              (streams: $0, copying: false, block: block, units: units, scratch: scratch)
                           })
             return nil
         }
@@ -305,46 +315,34 @@ enum BatchStatistics {
         let streaming = StreamingStores.shouldStream(
             count: reduced == nil ? g.outer * rowStride : (g.outer * rowStride + 1) / 2,
             of: Scalar.self)
-        // Per worker: a block of scratch (with a page to place it; then a
-        // 16-bit pass's units); per chunk: its partial dgammaRaw and dbeta
-        // (chunk 0's then holds the batch's sums of both).
-        let kernelScratch = (mask == nil ? 1 : 2)
-            * Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
-            + Workspace<Scalar>.pageScalars + (mask == nil ? 0 : 64 / MemoryLayout<Scalar>.stride)
-        let perWorker = kernelScratch
-            + (reduced == nil ? 0 : reducedScratch(geometry: g, block: block))
-        let shared = split.workers * perWorker + split.chunks * 2 * channels
+        let plan = BackwardScratch<Scalar>(
+            geometry: g, split: split, block: block, masked: mask != nil,
+            units: reduced == nil ? 0 : reducedScratch(geometry: g, block: block),
+            exchange: exchange.scratchCount(channels: channels))
         var count = g.valuesPerStatistic
-        // Then A, B, C and a copy of the mean, read for every row, on lines
-        // spread away from the input's offset in a page (`Workspace.spread`);
-        // last, the exchange's scratch.
-        let vectors = Workspace<Scalar>.spreadScratch(4, of: channels)
-        let scratchCount = shared + vectors + exchange.scratchCount(channels: channels)
         return workspace.withRegions(
-            ones: g.onesCount(block: block), scratch: scratchCount, parameters: channels
+            ones: g.onesCount(block: block), scratch: plan.count, parameters: channels
         ) { ones, scratch, standIns in
             cache.withBackwardPointers(buffers, standIns: standIns) { p in
                 let anchor = reduced.map { $0.x.assumingMemoryBound(to: Scalar.self) } ?? p.x
                 let (lines, stride) = Workspace<Scalar>.spread(
-                    4, of: channels, in: scratch + shared, awayFrom: anchor)
+                    4, of: channels, in: plan.vectors.pointer(in: scratch), awayFrom: anchor)
                 let mean = lines + 3 * stride
                 mean.update(from: p.mean, count: channels)
-                let partials = scratch + split.workers * perWorker
-                let context = (split: split, g: g, p: p, partials: partials, block: block,
-                               backend: backend, ones: ones, scratch: scratch, perWorker: perWorker,
-                               mean: UnsafePointer(mean), mask: mask, reduced: reduced,
-                               kernelScratch: kernelScratch)
+                let context = (split: split, g: g, p: p, plan: plan, block: block,
+                               backend: backend, ones: ones, scratch: scratch,
+                               mean: UnsafePointer(mean), mask: mask, reduced: reduced)
                 if g.outer > 0 { Threading.run(split, context) { c, chunk, worker in
                     let c = c.pointee, p = c.p, channels = c.g.channels
                     let rows = c.split.rows(ofChunk: chunk)
-                    let partial = c.partials + chunk * 2 * channels
+                    let partial = c.plan.partials.pointer(in: c.scratch, chunk)
+                    let kernelScratch = c.plan.kernel.pointer(in: c.scratch, worker)
                     if let r = c.reduced {
-                        let scratch = c.scratch + worker * c.perWorker
                         reducedParameterSums(
                             r, rows: rows, geometry: c.g, block: c.block, backend: c.backend,
                             mask: c.mask, mean: c.mean, dgammaRaw: partial,
-                            dbeta: partial + channels, ones: c.ones, kernelScratch: scratch,
-                            units: scratch + c.kernelScratch)
+                            dbeta: partial + channels, ones: c.ones, kernelScratch: kernelScratch,
+                            units: c.plan.units.pointer(in: c.scratch, worker))
                         return
                     }
                     let offset = rows.lowerBound * channels * c.g.inner
@@ -353,23 +351,23 @@ enum BatchStatistics {
                         geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: c.g.inner),
                         block: c.block, backend: c.backend, mean: c.mean,
                         dgammaRaw: partial, dbeta: partial + channels, ones: c.ones,
-                        scratch: c.scratch + worker * c.perWorker)
+                        scratch: kernelScratch)
                 }}
+                // The batch's sums: this process's, then summed over the
+                // exchange, where chunk 0's partials were (merged already).
+                let sums = plan.partials.pointer(in: scratch, 0)
                 if g.outer > 0 {
-                    Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * channels,
+                    Threading.sumPartials(chunks: split.chunks, first: sums, stride: plan.partials.stride,
                                           count: channels, dgamma: p.dgamma, dbeta: p.dbeta)
                 } else {
                     p.dgamma.update(repeating: 0, count: channels)
                     p.dbeta.update(repeating: 0, count: channels)
                 }
-                // The batch's sums: this process's, then summed over the
-                // exchange, where chunk 0's partials were (merged already).
-                let sums = partials
                 sums.update(from: p.dgamma, count: channels)
                 (sums + channels).update(from: p.dbeta, count: channels)
                 if !frozen {
                     switch exchange.sumGradients(sums, channels: channels, local: g.valuesPerStatistic,
-                                                 scratch: scratch + shared + vectors) {
+                                                 scratch: plan.exchange.pointer(in: scratch)) {
                     case let .success(total): count = total
                     case let .failure(error): return error
                     }
@@ -378,8 +376,7 @@ enum BatchStatistics {
                                               forwardMode: forwardMode, coefficients: lines, stride: stride)
                 let combineContext = (split: split, g: g, p: p, coefficients: UnsafePointer(lines),
                                       stride: stride, streaming: streaming, mask: mask,
-                                      reduced: reduced, block: block,
-                                      units: scratch + kernelScratch, perWorker: perWorker)
+                                      reduced: reduced, block: block, units: plan.units, scratch: scratch)
                 if g.outer > 0 { Threading.run(split, combineContext) { c, chunk, worker in
                     let c = c.pointee, p = c.p
                     let rows = c.split.rows(ofChunk: chunk)
@@ -388,7 +385,7 @@ enum BatchStatistics {
                                        mean: c.coefficients + 3 * c.stride,
                                        coefficients: c.coefficients, stride: c.stride,
                                        streaming: c.streaming,
-                                       units: c.units + worker * c.perWorker)
+                                       units: c.units.pointer(in: c.scratch, worker))
                         return
                     }
                     let offset = rows.lowerBound * c.g.channels * c.g.inner
@@ -402,6 +399,36 @@ enum BatchStatistics {
                 }}
                 return nil
             }
+        }
+    }
+
+    /// The scratch of a closed-form backward (``ScratchLayout``): per worker
+    /// a block (two with a ReLU's mask: the masked gradient's copy), with a
+    /// page to place it (``kernel``), and a 16-bit pass's units (``units``);
+    /// per chunk its partial `dgammaRaw` and `dbeta` (``partials``; chunk 0's
+    /// then holds the batch's sums of both); `A`, `B`, `C` and a copy of the
+    /// mean, read for every row, on lines spread away from the input's offset
+    /// in a page (``vectors``, `Workspace.spread`); last, the exchange's.
+    @usableFromInline
+    struct BackwardScratch<Scalar: BLASScalar> {
+        @usableFromInline let kernel, units, partials: ScratchRegions<Scalar>
+        @usableFromInline let vectors, exchange: ScratchRegion<Scalar>
+        /// The scalars of scratch the pass asks its workspace for.
+        @usableFromInline let count: Int
+
+        @inlinable
+        init(geometry g: ChannelGeometry, split: Threading.Split, block: Int, masked: Bool, units: Int,
+             exchange: Int) {
+            var layout = ScratchLayout<Scalar>()
+            kernel = layout.regions(
+                split.workers,
+                of: (masked ? 2 : 1) * Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
+                    + Workspace<Scalar>.pageScalars + (masked ? Workspace<Scalar>.lineScalars : 0))
+            self.units = layout.regions(split.workers, of: units)
+            partials = layout.regions(split.chunks, of: 2 * g.channels)
+            vectors = layout.region(Workspace<Scalar>.spreadScratch(4, of: g.channels))
+            self.exchange = layout.region(exchange)
+            count = layout.count
         }
     }
 
@@ -422,30 +449,31 @@ enum BatchStatistics {
         // Blocks of dy, x, the node and dx in L2 (BLAS); one block (naive).
         let blockRows = backend == .blas
             ? g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 4) : count
-        let scratchCount = BatchNormKernels.graphScratch(blockRows: blockRows, columns: channels,
-                                                         workers: split.workers, chunks: split.chunks)
+        // Worker w's node block; chunk k's partial dgamma, dbeta, divar and
+        // dmu (4 x channels each); then the batch's sums and dvar.
+        var layout = ScratchLayout<Scalar>()
+        let nodes = layout.regions(split.workers, of: blockRows * channels)
+        let chunkSums = layout.regions(split.chunks, of: 4 * channels)
+        let batchSums = layout.region(channels), variances = layout.region(channels)
         workspace.withRegions(
-            ones: backend == .blas ? blockRows : 0, scratch: scratchCount, parameters: channels
+            ones: backend == .blas ? blockRows : 0, scratch: layout.count, parameters: channels
         ) { ones, scratch, standIns in
             cache.withBackwardPointers(buffers, standIns: standIns) { p in
-                // Worker w's node block, then chunk k's partial dgamma, dbeta,
-                // divar and dmu, then the batch's sums.
-                let node = blockRows * channels
-                let firstSums = scratch + split.workers * node, stride = 4 * channels
-                let batchSum = firstSums + split.chunks * stride, dvar = batchSum + channels
-                let context = (split: split, p: p, channels: channels, firstSums: firstSums,
-                               stride: stride, blockRows: blockRows, forwardMode: forwardMode, backend: backend,
-                               scratch: scratch, node: node, ones: ones)
+                let firstSums = chunkSums.pointer(in: scratch, 0), stride = chunkSums.stride
+                let batchSum = batchSums.pointer(in: scratch), dvar = variances.pointer(in: scratch)
+                let context = (split: split, p: p, channels: channels, chunkSums: chunkSums,
+                               blockRows: blockRows, forwardMode: forwardMode, backend: backend,
+                               scratch: scratch, nodes: nodes, ones: ones)
                 Threading.run(split, context) { c, chunk, worker in
                     let c = c.pointee, p = c.p, channels = c.channels
                     let rows = c.split.rows(ofChunk: chunk)
                     let offset = rows.lowerBound * channels
-                    let sums = c.firstSums + chunk * c.stride
+                    let sums = c.chunkSums.pointer(in: c.scratch, chunk)
                     BatchNormKernels.graphStageOne(
                         dy: p.dy + offset, x: p.x + offset, rows: rows.count, columns: channels,
                         blockRows: c.blockRows, mean: p.mean, invstd: p.invstd, gamma: p.gamma,
                         forwardMode: c.forwardMode, backend: c.backend, dx: p.dx + offset,
-                        node: c.scratch + worker * c.node,
+                        node: c.nodes.pointer(in: c.scratch, worker),
                         dgamma: sums, dbeta: sums + channels, divar: sums + 2 * channels,
                         ones: c.ones)
                 }
@@ -456,14 +484,14 @@ enum BatchStatistics {
                                       stride: stride, count: channels, into: batchSum)
                 BatchNormKernels.graphVarianceNode(divar: batchSum, invstd: p.invstd,
                                                    columns: channels, dvar: dvar)
-                let stageTwo = (split: split, p: p, channels: channels, firstSums: firstSums,
-                                stride: stride, blockRows: blockRows, count: count,
+                let stageTwo = (split: split, p: p, channels: channels, chunkSums: chunkSums,
+                                scratch: scratch, blockRows: blockRows, count: count,
                                 dvar: UnsafePointer(dvar), backend: backend, ones: ones)
                 Threading.run(split, stageTwo) { c, chunk, _ in
                     let c = c.pointee, p = c.p, channels = c.channels
                     let rows = c.split.rows(ofChunk: chunk)
                     let offset = rows.lowerBound * channels
-                    let sums = c.firstSums + chunk * c.stride
+                    let sums = c.chunkSums.pointer(in: c.scratch, chunk)
                     BatchNormKernels.graphStageTwo(
                         x: p.x + offset, rows: rows.count, columns: channels, blockRows: c.blockRows,
                         count: c.count, mean: p.mean, invstd: p.invstd, dvar: c.dvar,

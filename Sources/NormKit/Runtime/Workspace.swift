@@ -191,29 +191,77 @@ struct AffineStandIns<Scalar: BLASScalar> {
 }
 
 /// The regions of a pass's scratch, one after another, each on whole 64-byte
-/// lines: a pass names each region once (``region(_:)``), asks the workspace
-/// for ``count`` scalars, and opens each region as a bounded buffer from the
-/// scratch's first element (``ScratchRegion/buffer(in:)``), so no call site
-/// computes an offset.
+/// lines: a pass names each region once (``region(_:)``, or one per worker
+/// or chunk with ``regions(_:of:)``), asks the workspace for ``count``
+/// scalars, and opens each region from the scratch's first element, so no
+/// call site computes an offset and every pass that shares scratch (a forward
+/// and its running-statistics update) reads the same layout.
+@usableFromInline
 struct ScratchLayout<Scalar: BLASScalar> {
     /// The scalars the regions take so far, on whole lines.
-    private(set) var count = 0
+    @usableFromInline var count = 0
+
+    @inlinable
+    init() {}
 
     /// A region of `scalars` scalars after the others.
     /// - Complexity: O(1).
+    @inlinable
     mutating func region(_ scalars: Int) -> ScratchRegion<Scalar> {
         defer { count += Workspace<Scalar>.lines(scalars) }
         return ScratchRegion(offset: count, count: scalars)
     }
+
+    /// `copies` regions of `scalars` scalars each (one per worker, or per
+    /// chunk), each on whole lines, after the others.
+    /// - Complexity: O(1).
+    @inlinable
+    mutating func regions(_ copies: Int, of scalars: Int) -> ScratchRegions<Scalar> {
+        let stride = Workspace<Scalar>.lines(scalars)
+        defer { count += copies * stride }
+        return ScratchRegions(offset: count, stride: stride, copies: copies)
+    }
 }
 
 /// One region of a ``ScratchLayout``.
+@usableFromInline
 struct ScratchRegion<Scalar: BLASScalar> {
-    let offset, count: Int
+    @usableFromInline let offset, count: Int
+
+    @inlinable
+    init(offset: Int, count: Int) { self.offset = offset; self.count = count }
 
     /// The region in the scratch that starts at `scratch`.
     /// - Complexity: O(1).
+    @inlinable
     func buffer(in scratch: UnsafeMutablePointer<Scalar>) -> UnsafeMutableBufferPointer<Scalar> {
         UnsafeMutableBufferPointer(start: scratch + offset, count: count)
+    }
+
+    /// The region's first scalar in the scratch that starts at `scratch`.
+    /// - Complexity: O(1).
+    @inlinable
+    func pointer(in scratch: UnsafeMutablePointer<Scalar>) -> UnsafeMutablePointer<Scalar> {
+        scratch + offset
+    }
+}
+
+/// Equal regions of a ``ScratchLayout``, one per worker or chunk, ``stride``
+/// scalars apart.
+@usableFromInline
+struct ScratchRegions<Scalar: BLASScalar> {
+    @usableFromInline let offset, stride, copies: Int
+
+    @inlinable
+    init(offset: Int, stride: Int, copies: Int) {
+        self.offset = offset; self.stride = stride; self.copies = copies
+    }
+
+    /// Region `index`'s first scalar in the scratch that starts at `scratch`.
+    /// - Complexity: O(1).
+    @inlinable
+    func pointer(in scratch: UnsafeMutablePointer<Scalar>, _ index: Int) -> UnsafeMutablePointer<Scalar> {
+        assert(index >= 0 && index < copies, "scratch region \(index) of \(copies)")
+        return scratch + offset + index * stride
     }
 }

@@ -181,15 +181,6 @@ enum BatchNormKernels {
 
     // MARK: Backward through the graph
 
-    /// Scratch scalars the staged backward needs beyond `blockRows` ones: per
-    /// worker an intermediate node of `blockRows x columns`; per chunk four
-    /// partial column vectors (`dgamma`, `dbeta`, `divar`, `dmu`); then the
-    /// batch's `divar` (later `Σ dxmu`) and `dvar`.
-    @inlinable
-    static func graphScratch(blockRows: Int, columns: Int, workers: Int, chunks: Int) -> Int {
-        workers * blockRows * columns + chunks * 4 * columns + 2 * columns
-    }
-
     // The staged backward walks cs231n's `batchnorm_backward` graph of
     // `xmu = x - mu`, `var`, `ivar = 1/sqrt(var + eps)`, `xhat = xmu * ivar`,
     // `y = gamma * xhat + beta` node by node, every node a full pass over its
