@@ -69,28 +69,31 @@ extension GroupStatistics {
         let sample = ChannelGeometry(outer: g.spatial, channels: g.channels, inner: 1)
         let block = sample.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
         let kernel = sample.scratchCount(block: block, vectors: 3)
-        let perWorker = ChannelsLastScratch<Scalar>.count(kernel: kernel, channels: g.channels, groups: g.groups)
         let split = Threading.split(outer: g.samples, scalarsPerRow: g.channels * g.spatial,
                                     of: Scalar.self, backend: backend)
-        let statisticsAt = split.workers * perWorker
-        let own = statistics == nil ? 2 * Workspace<Scalar>.lines(g.rows) : 0
+        // Each worker's regions, then the statistics when the caller keeps none.
+        var layout = ScratchLayout<Scalar>()
+        let workers = layout.regions(split.workers, of: ChannelsLastScratch<Scalar>.count(
+            kernel: kernel, channels: g.channels, groups: g.groups))
+        let ownMean = layout.region(statistics == nil ? g.rows : 0)
+        let ownInvstd = layout.region(statistics == nil ? g.rows : 0)
         let streaming = StreamingStores.shouldStream(count: g.rows * g.rowLength, of: Scalar.self)
         return workspace.withRegions(
-            ones: sample.onesCount(block: block), scratch: statisticsAt + own, parameters: g.channels
+            ones: sample.onesCount(block: block), scratch: layout.count, parameters: g.channels
         ) { ones, scratch, standIns in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
                 // Ones and zeros stand in for absent parameters (`Affine`).
                 let context = (split: split, x: x, y: y, g: g, sample: sample, block: block,
                                gamma: standIns.scale(gammaBuffer), beta: standIns.shift(betaBuffer),
-                               mean: statistics?.mean ?? scratch + statisticsAt,
-                               invstd: statistics?.invstd ?? scratch + statisticsAt + own / 2,
+                               mean: statistics?.mean ?? ownMean.pointer(in: scratch),
+                               invstd: statistics?.invstd ?? ownInvstd.pointer(in: scratch),
                                epsilon: epsilon, backend: backend, streaming: streaming,
-                               epilogue: epilogue, ones: ones, scratch: scratch, perWorker: perWorker,
+                               epilogue: epilogue, ones: ones, scratch: scratch, workers: workers,
                                kernel: kernel)
                 return Threading.firstFailure(split, context) { c, chunk, worker in
                     let c = c.pointee, g = c.g
-                    let regions = ChannelsLastScratch(c.scratch + worker * c.perWorker, kernel: c.kernel,
+                    let regions = ChannelsLastScratch(c.workers.pointer(in: c.scratch, worker), kernel: c.kernel,
                                                       channels: g.channels, groups: g.groups)
                     for n in c.split.rows(ofChunk: chunk) {
                         let offset = n * g.channels * g.spatial, row = n * g.groups
@@ -169,24 +172,25 @@ extension GroupStatistics {
         // gradient, and a page to place the products away from the input.
         let kernel = (mask == nil ? 1 : 2) * Workspace<Scalar>.lines(sample.scratchCount(block: block, vectors: 0))
             + Workspace<Scalar>.pageScalars + (mask == nil ? 0 : 64 / MemoryLayout<Scalar>.stride)
-        let perWorker = ChannelsLastScratch<Scalar>.count(kernel: kernel, channels: g.channels, groups: g.groups)
         let split = Threading.split(outer: g.samples, scalarsPerRow: g.channels * g.spatial,
                                     of: Scalar.self, backend: backend)
         let streaming = StreamingStores.shouldStream(count: g.rows * g.rowLength, of: Scalar.self)
-        let partialsAt = split.workers * perWorker
-        workspace.withRegions(ones: sample.onesCount(block: block),
-                              scratch: partialsAt + split.chunks * 2 * g.channels,
+        // Each worker's regions, then each chunk's partial dgamma and dbeta.
+        var layout = ScratchLayout<Scalar>()
+        let workers = layout.regions(split.workers, of: ChannelsLastScratch<Scalar>.count(
+            kernel: kernel, channels: g.channels, groups: g.groups))
+        let partials = layout.regions(split.chunks, of: 2 * g.channels)
+        workspace.withRegions(ones: sample.onesCount(block: block), scratch: layout.count,
                               parameters: g.channels) { ones, scratch, standIns in
             cache.withBackwardPointers(buffers, standIns: standIns) { p in
-            let partials = scratch + partialsAt
             let context = (split: split, p: p, mask: mask, g: g, sample: sample, block: block,
                            backend: backend, streaming: streaming, ones: ones, scratch: scratch,
-                           perWorker: perWorker, kernel: kernel, partials: partials)
+                           workers: workers, kernel: kernel, partials: partials)
             Threading.run(split, context) { c, chunk, worker in
                 let c = c.pointee, g = c.g, p = c.p
-                let regions = ChannelsLastScratch(c.scratch + worker * c.perWorker, kernel: c.kernel,
+                let regions = ChannelsLastScratch(c.workers.pointer(in: c.scratch, worker), kernel: c.kernel,
                                                   channels: g.channels, groups: g.groups)
-                let dgamma = c.partials + chunk * 2 * g.channels, dbeta = dgamma + g.channels
+                let dgamma = c.partials.pointer(in: c.scratch, chunk), dbeta = dgamma + g.channels
                 dgamma.update(repeating: 0, count: 2 * g.channels)
                 for n in c.split.rows(ofChunk: chunk) {
                     let offset = n * g.channels * g.spatial, row = n * g.groups
@@ -198,8 +202,9 @@ extension GroupStatistics {
                         scratch: regions)
                 }
             }
-            Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * g.channels,
-                                  count: g.channels, dgamma: p.dgamma, dbeta: p.dbeta)
+            Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
+                                  stride: partials.stride, count: g.channels, dgamma: p.dgamma,
+                                  dbeta: p.dbeta)
             }
         }
     }

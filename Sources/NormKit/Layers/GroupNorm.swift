@@ -266,27 +266,28 @@ enum GroupStatistics {
                                     of: Scalar.self, backend: backend)
         // Per worker, on whole cache lines (so that each starts on one); then
         // the statistics when the caller keeps none.
-        let perWorker = backend == .blas
-            ? Workspace<Scalar>.lines(LayerNormKernels.forwardScratch(
-                blockRows: blockRows, columns: g.rowLength, rowStatistics: .meanAndVariance, of: Scalar.self))
-            : 0
-        let statisticsAt = split.workers * perWorker
-        let own = statistics == nil ? 2 * Workspace<Scalar>.lines(g.rows) : 0
+        var layout = ScratchLayout<Scalar>()
+        let kernel = layout.regions(split.workers, of: backend == .blas
+            ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: g.rowLength,
+                                              rowStatistics: .meanAndVariance, of: Scalar.self)
+            : 0)
+        let ownMean = layout.region(statistics == nil ? g.rows : 0)
+        let ownInvstd = layout.region(statistics == nil ? g.rows : 0)
         let streaming = StreamingStores.shouldStream(count: g.rows * g.rowLength, of: Scalar.self)
         return workspace.withRegions(
-            ones: onesCount, scratch: statisticsAt + own, parameters: channels
+            ones: onesCount, scratch: layout.count, parameters: channels
         ) { ones, scratch, standIns in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
-                let mean = statistics?.mean ?? scratch + statisticsAt
-                let invstd = statistics?.invstd ?? scratch + statisticsAt + own / 2
+                let mean = statistics?.mean ?? ownMean.pointer(in: scratch)
+                let invstd = statistics?.invstd ?? ownInvstd.pointer(in: scratch)
                 // Ones and zeros stand in for absent parameters (`Affine`).
                 let context = (split: split, x: x, y: y,
                                gamma: standIns.scale(gammaBuffer), beta: standIns.shift(betaBuffer),
                                mean: mean, invstd: invstd, g: g,
                                blockRows: blockRows, epsilon: epsilon, backend: backend,
                                streaming: streaming, epilogue: epilogue, ones: ones,
-                               scratch: scratch, perWorker: perWorker)
+                               scratch: scratch, kernel: kernel)
                 return Threading.firstFailure(split, context) { c, chunk, worker in
                     let c = c.pointee, g = c.g
                     let samples = c.split.rows(ofChunk: chunk)
@@ -300,7 +301,7 @@ enum GroupStatistics {
                         gamma: c.gamma, beta: c.beta, mean: c.mean + firstRow,
                         invstd: c.invstd + firstRow, y: c.y! + offset, streaming: c.streaming,
                         epilogue: c.epilogue.advanced(by: offset),
-                        ones: c.ones, scratch: c.scratch + worker * c.perWorker
+                        ones: c.ones, scratch: c.kernel.pointer(in: c.scratch, worker)
                     ).map { firstRow + $0 }
                 }
             }}
@@ -346,22 +347,22 @@ enum GroupStatistics {
         let split = Threading.split(outer: g.samples, scalarsPerRow: channels * g.spatial,
                                     of: Scalar.self, backend: backend)
         // The kernel's scratch per worker, then each chunk's partial dgamma and dbeta.
-        let perWorker = Workspace<Scalar>.lines(
-            GroupNormKernels.backwardScratch(geometry: g, blockRows: blockRows))
-        let scratchCount = split.workers * perWorker + split.chunks * 2 * channels
-        workspace.withRegions(ones: onesCount, scratch: scratchCount, parameters: channels) {
+        var layout = ScratchLayout<Scalar>()
+        let kernel = layout.regions(split.workers,
+                                    of: GroupNormKernels.backwardScratch(geometry: g, blockRows: blockRows))
+        let partials = layout.regions(split.chunks, of: 2 * channels)
+        workspace.withRegions(ones: onesCount, scratch: layout.count, parameters: channels) {
             ones, scratch, standIns in
             cache.withBackwardPointers(buffers, standIns: standIns) { p in
-                let partials = scratch + split.workers * perWorker
                 let context = (split: split, p: p, partials: partials, channels: channels,
                                groups: groups, spatial: g.spatial, blockRows: blockRows,
-                               backend: backend, ones: ones, scratch: scratch, perWorker: perWorker)
+                               backend: backend, ones: ones, scratch: scratch, kernel: kernel)
                 Threading.run(split, context) { c, chunk, worker in
                     let c = c.pointee, p = c.p, channels = c.channels
                     let samples = c.split.rows(ofChunk: chunk)
                     let firstRow = samples.lowerBound * c.groups
                     let offset = samples.lowerBound * channels * c.spatial
-                    let sums = c.partials + chunk * 2 * channels
+                    let sums = c.partials.pointer(in: c.scratch, chunk)
                     let part = BackwardPointers(
                         dy: p.dy + offset, x: p.x + offset, mean: p.mean + firstRow,
                         invstd: p.invstd + firstRow, gamma: p.gamma, dx: p.dx + offset,
@@ -370,10 +371,11 @@ enum GroupStatistics {
                         part, geometry: .init(samples: samples.count, channels: channels,
                                               groups: c.groups, spatial: c.spatial),
                         blockRows: c.blockRows, backend: c.backend, ones: c.ones,
-                        scratch: c.scratch + worker * c.perWorker)
+                        scratch: c.kernel.pointer(in: c.scratch, worker))
                 }
-                Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * channels,
-                                      count: channels, dgamma: p.dgamma, dbeta: p.dbeta)
+                Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
+                                      stride: partials.stride, count: channels, dgamma: p.dgamma,
+                                      dbeta: p.dbeta)
             }
         }
     }
