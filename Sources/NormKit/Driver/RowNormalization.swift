@@ -133,38 +133,39 @@ enum RowNormalization {
         // s going through a scratch block in L2 that the row kernels read.
         let streaming = StreamingStores.shouldStream(
             count: (prologue == nil ? 1 : 4) * rows * columns, of: Scalar.self)
-        let sumBlock = prologue != nil && streaming && backend == .blas
-            ? Workspace<Scalar>.lines(blockRows * columns) : 0
+        let sumBlock = prologue != nil && streaming && backend == .blas ? blockRows * columns : 0
         // RMSNorm's row blocks keep their squares in the output, unless it is
         // the input (inference in place).
         let separateSquares = UnsafePointer(y) == x
-        // Per worker, on whole cache lines (so that each starts on one).
-        let kernelScratch = backend == .blas
-            ? Workspace<Scalar>.lines(LayerNormKernels.forwardScratch(
-                blockRows: blockRows, columns: columns, rowStatistics: rowStatistics,
-                separateSquares: separateSquares, of: Scalar.self))
-            : 0
-        let perWorker = kernelScratch + sumBlock
+        // Per worker, on whole cache lines (so that each starts on one): the
+        // kernel's scratch and the residual form's block of sums.
+        var layout = ScratchLayout<Scalar>()
+        let kernel = layout.regions(split.workers, of: backend == .blas
+            ? LayerNormKernels.forwardScratch(blockRows: blockRows, columns: columns,
+                                              rowStatistics: rowStatistics,
+                                              separateSquares: separateSquares, of: Scalar.self)
+            : 0)
+        let sumBlocks = layout.regions(split.workers, of: sumBlock)
         // Then gamma and beta, copied onto cache lines away from the input's
         // offset in a page (the layer's arrays sit wherever the allocator put
         // them; see `Workspace.spread`), read once per row; then the
         // statistics when the caller keeps none.
-        let parameters = backend == .blas ? Workspace<Scalar>.spreadScratch(2, of: columns) : 0
-        let statisticsAt = split.workers * perWorker + parameters
-        let own = statistics == nil ? 2 * Workspace<Scalar>.lines(rows) : 0
+        let parameters = layout.region(backend == .blas ? Workspace<Scalar>.spreadScratch(2, of: columns) : 0)
+        let ownMean = layout.region(statistics == nil ? rows : 0)
+        let ownInvstd = layout.region(statistics == nil ? rows : 0)
         return workspace.withRegions(
-            ones: onesCount, scratch: statisticsAt + own, parameters: columns
+            ones: onesCount, scratch: layout.count, parameters: columns
         ) { ones, scratch, standIns in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
                 // Ones and zeros stand in for absent parameters (`Affine`).
                 var g = standIns.scale(gammaBuffer), b = standIns.shift(betaBuffer)
-                let mean = statistics?.mean ?? scratch + statisticsAt
-                let invstd = statistics?.invstd ?? scratch + statisticsAt + own / 2
+                let mean = statistics?.mean ?? ownMean.pointer(in: scratch)
+                let invstd = statistics?.invstd ?? ownInvstd.pointer(in: scratch)
                 switch backend {
                 case .blas:
                     let (lines, stride) = Workspace<Scalar>.spread(
-                        2, of: columns, in: scratch + split.workers * perWorker, awayFrom: x)
+                        2, of: columns, in: parameters.pointer(in: scratch), awayFrom: x)
                     lines.update(from: g, count: columns)
                     (lines + stride).update(from: b, count: columns)
                     g = UnsafePointer(lines)
@@ -173,8 +174,8 @@ enum RowNormalization {
                     let context = (split: split, x: x, y: y, g: g, b: b, mean: mean, invstd: invstd,
                                    columns: columns, blockRows: blockRows, epsilon: epsilon,
                                    rowStatistics: rowStatistics, streaming: streaming, ones: ones,
-                                   scratch: scratch, perWorker: perWorker, prologue: prologue,
-                                   separateSquares: separateSquares, kernelScratch: kernelScratch,
+                                   scratch: scratch, kernel: kernel, prologue: prologue,
+                                   separateSquares: separateSquares, sumBlocks: sumBlocks,
                                    sumBlock: sumBlock)
                     return Threading.firstFailure(split, context) { c, chunk, worker in
                         let c = c.pointee
@@ -182,13 +183,13 @@ enum RowNormalization {
                         // With a prologue, block by block: the sum, then its rows.
                         let step = c.prologue == nil ? max(1, part.count) : c.blockRows
                         var first = part.lowerBound
-                        let own = c.scratch + worker * c.perWorker
+                        let own = c.kernel.pointer(in: c.scratch, worker)
                         while first < part.upperBound {
                             let count = min(step, part.upperBound - first)
                             let offset = first * c.columns
                             var x = c.x + offset
                             if let prologue = c.prologue, c.sumBlock > 0 {
-                                let block = own + c.kernelScratch
+                                let block = c.sumBlocks.pointer(in: c.scratch, worker)
                                 prologue.run(first: first, rows: count, columns: c.columns, block: block)
                                 x = UnsafePointer(block)
                             } else {
@@ -248,42 +249,44 @@ enum RowNormalization {
         let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Scalar.self,
                                     backend: backend)
         // BLAS: the kernel's scratch per worker, then each chunk's partial dgamma
-        // and dbeta.
-        let perWorker = Workspace<Scalar>.lines(
-            LayerNormKernels.backwardScratch(blockRows: blockRows))
-        let scratchCount = backend == .blas
-            ? split.workers * perWorker + split.chunks * 2 * columns : 2 * rows
-        workspace.withRegions(ones: onesCount, scratch: scratchCount, parameters: columns) {
+        // and dbeta; naive: the rows' two terms.
+        let blas = backend == .blas
+        var layout = ScratchLayout<Scalar>()
+        let kernel = layout.regions(blas ? split.workers : 0,
+                                    of: LayerNormKernels.backwardScratch(blockRows: blockRows))
+        let partials = layout.regions(blas ? split.chunks : 0, of: 2 * columns)
+        let naiveTerms = layout.region(blas ? 0 : 2 * rows)
+        workspace.withRegions(ones: onesCount, scratch: layout.count, parameters: columns) {
             ones, scratch, standIns in
             cache.withBackwardPointers(buffers, standIns: standIns) { p in
                 switch backend {
                 case .blas:
-                    let partials = scratch + split.workers * perWorker
                     let context = (split: split, p: p, columns: columns, blockRows: blockRows,
                                    rowStatistics: rowStatistics, partials: partials, ones: ones,
-                                   scratch: scratch, perWorker: perWorker, ds: ds)
+                                   scratch: scratch, kernel: kernel, ds: ds)
                     Threading.run(split, context) { c, chunk, worker in
                         let c = c.pointee, p = c.p
                         let part = c.split.rows(ofChunk: chunk)
                         let first = part.lowerBound, offset = first * c.columns
-                        let sums = c.partials + chunk * 2 * c.columns
+                        let sums = c.partials.pointer(in: c.scratch, chunk)
                         LayerNormKernels.backwardBLAS(
                             dy: p.dy + offset, x: p.x + offset, rows: part.count, columns: c.columns,
                             blockRows: c.blockRows, rowStatistics: c.rowStatistics, mean: p.mean + first,
                             invstd: p.invstd + first, gamma: p.gamma, dx: p.dx + offset,
                             dgamma: p.keepsGamma ? sums : nil, dbeta: p.keepsBeta ? sums + c.columns : nil,
                             sumGradient: c.ds.map { $0 + offset },
-                            ones: c.ones, scratch: c.scratch + worker * c.perWorker)
+                            ones: c.ones, scratch: c.kernel.pointer(in: c.scratch, worker))
                     }
-                    Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * columns,
-                                          count: columns, dgamma: p.wantedGamma, dbeta: p.wantedBeta)
+                    Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
+                                          stride: partials.stride, count: columns, dgamma: p.wantedGamma,
+                                          dbeta: p.wantedBeta)
                 case .naive:
                     LayerNormKernels.backwardNaive(
                         dy: p.dy, x: p.x, rows: rows, columns: columns, rowStatistics: rowStatistics,
                         mean: p.mean, invstd: p.invstd, gamma: p.gamma, dx: p.dx, dgamma: p.wantedGamma,
                         dbeta: p.wantedBeta,
                         streaming: StreamingStores.shouldStream(count: rows * columns, of: Scalar.self),
-                        sumGradient: ds, scratch: scratch)
+                        sumGradient: ds, scratch: naiveTerms.pointer(in: scratch))
                 }
             }
         }
