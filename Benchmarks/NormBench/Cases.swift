@@ -27,35 +27,32 @@ let whiteningOps = ["decorrelated", "whitening-fit"]
 /// time the absent gamma and beta save, next to the default layers'.
 let noAffineOps = ["batchnorm-noaffine", "layernorm-noaffine", "rmsnorm-noaffine"]
 
-/// `DecorrelatedBatchNorm`'s passes (it has the value API only) for each
-/// method and group size that divides `D`.
+/// `DecorrelatedBatchNorm`'s passes (``passes(_:_:x:dy:runningStatistics:)``:
+/// buffered and value API, training and inference forwards, backward, infer)
+/// for each method and group size that divides `D`.
 func decorrelatedCases<S: BLASScalar>(
     x: Tensor<S>, dy: Tensor<S>, backend: Backend, methods: [WhiteningMethod], groupSizes: [Int]
 ) throws -> [Case] {
+    // Traffic: x read, Xc, xhat and y written (forwards, infer); dy, Xc,
+    // xhat read and dx written, plus dXhat and dy·xhat (backward).
+    let traffic = ["forward-training": 16, "forward-inference": 16, "infer": 16, "backward": 24]
     var all: [Case] = []
     for method in methods {
         for groupSize in groupSizes where x.shape[1] % groupSize == 0 {
-            var layer = try DecorrelatedBatchNorm<S>(featureCount: x.shape[1], groupSize: groupSize,
+            let layer = try DecorrelatedBatchNorm<S>(featureCount: x.shape[1], groupSize: groupSize,
                                                      method: method, backend: backend)
-            let (_, trained) = try layer.forward(x, mode: .training)
             let name: String
             switch method {
             case .eigen: name = "dbn-eigen"
             case .cholesky: name = "dbn-chol"
             case .newtonSchulz(let t): name = "dbn-ns\(t)"
             }
-            let op = "\(name)-g\(groupSize)"
-            // Traffic: x read, Xc, xhat and y written (forward); dy, Xc, xhat
-            // read and dx written, plus dXhat (backward).
-            all.append(Case(op: op, pass: "forward-training", bytesPerFloatElement: 16, run: {
-                _ = try layer.forward(x, mode: .training)
-            }, runValue: nil))
-            all.append(Case(op: op, pass: "forward-inference", bytesPerFloatElement: 16, run: {
-                _ = try layer.forward(x, mode: .inference)
-            }, runValue: nil))
-            all.append(Case(op: op, pass: "backward", bytesPerFloatElement: 24, run: { [layer] in
-                _ = try layer.backward(dy, cache: trained)
-            }, runValue: nil))
+            let (cases, _) = try passes("\(name)-g\(groupSize)", layer, x: x, dy: dy, runningStatistics: true)
+            all += cases.map { c in
+                var c = c
+                c.bytesPerFloatElement = traffic[c.pass] ?? c.bytesPerFloatElement
+                return c
+            }
         }
     }
     return all
