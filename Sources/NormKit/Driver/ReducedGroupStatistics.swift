@@ -110,36 +110,42 @@ extension GroupStatistics {
             ? Workspace<Float>.lines(LayerNormKernels.forwardScratch(
                 blockRows: blockRows, columns: g.rowLength, rowStatistics: .meanAndVariance, of: Float.self))
             : 0
-        // x and y of a sample widened, and a residual's when there is one.
-        let perWorker = kernel + (r.residual == nil ? 2 : 3) * Workspace<Float>.lines(sample)
+        // Per worker: the kernel's scratch, x and y of a sample widened, and a
+        // residual's when there is one; then the statistics when the caller keeps none.
+        var worker = ScratchLayout<Float>()
+        let kernelPart = worker.region(kernel), inputPart = worker.region(sample)
+        let outputPart = worker.region(sample), residualPart = worker.region(r.residual == nil ? 0 : sample)
         let split = Threading.split(outer: g.samples, scalarsPerRow: sample, of: Float.self,
                                     backend: backend)
-        let statisticsAt = split.workers * perWorker
-        let own = statistics == nil ? 2 * Workspace<Float>.lines(g.rows) : 0
+        var scratchLayout = ScratchLayout<Float>()
+        let workers = scratchLayout.regions(split.workers, of: worker.count)
+        let ownMean = scratchLayout.region(statistics == nil ? g.rows : 0)
+        let ownInvstd = scratchLayout.region(statistics == nil ? g.rows : 0)
         let streaming = StreamingStores.shouldStream(count: (g.rows * g.rowLength + 1) / 2,
                                                      of: Float.self)
         let onesCount = layout == .nhwc ? rowsOfChannels.onesCount(block: columnBlock)
             : backend == .blas ? g.rowLength : 0
         return workspace.withRegions(
-            ones: onesCount, scratch: statisticsAt + own, parameters: g.channels
+            ones: onesCount, scratch: scratchLayout.count, parameters: g.channels
         ) { ones, scratch, standIns in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
-                let mean = statistics?.mean ?? scratch + statisticsAt
-                let invstd = statistics?.invstd ?? scratch + statisticsAt + own / 2
+                let mean = statistics?.mean ?? ownMean.pointer(in: scratch)
+                let invstd = statistics?.invstd ?? ownInvstd.pointer(in: scratch)
                 // Ones and zeros stand in for absent parameters (`Affine`).
                 let context = (split: split, r: r, gamma: standIns.scale(gammaBuffer),
                                beta: standIns.shift(betaBuffer), mean: mean, invstd: invstd, g: g,
                                blockRows: blockRows, epsilon: epsilon, backend: backend,
                                streaming: streaming, epilogue: epilogue, ones: ones,
-                               scratch: scratch, perWorker: perWorker, kernel: kernel,
+                               scratch: scratch, workers: workers, kernelPart: kernelPart,
+                               inputPart: inputPart, outputPart: outputPart, residualPart: residualPart,
                                sample: sample, layout: layout, rowsOfChannels: rowsOfChannels,
                                columnBlock: columnBlock, columnKernel: columnKernel)
                 return Threading.firstFailure(split, context) { c, chunk, worker in
                     let c = c.pointee, g = c.g
-                    let own = c.scratch + worker * c.perWorker
-                    let xf = own + c.kernel, yf = xf + Workspace<Float>.lines(c.sample)
-                    let rf = yf + Workspace<Float>.lines(c.sample)
+                    let own = c.workers.pointer(in: c.scratch, worker)
+                    let xf = c.inputPart.pointer(in: own), yf = c.outputPart.pointer(in: own)
+                    let rf = c.residualPart.pointer(in: own)
                     let one = GroupNormKernels.Geometry(samples: 1, channels: g.channels,
                                                         groups: g.groups, spatial: g.spatial)
                     for n in c.split.rows(ofChunk: chunk) {
@@ -149,7 +155,7 @@ extension GroupStatistics {
                         let epilogue = c.r.epilogue(c.epilogue, offset: offset, count: c.sample,
                                                     scratch: rf)
                         if c.layout == .nhwc {
-                            let regions = ChannelsLastScratch(own, kernel: c.columnKernel,
+                            let regions = ChannelsLastScratch(c.kernelPart.pointer(in: own), kernel: c.columnKernel,
                                                               channels: g.channels, groups: g.groups)
                             if let bad = channelsLastSample(
                                 x: xf, geometry: c.rowsOfChannels, groups: g.groups,
@@ -166,7 +172,7 @@ extension GroupStatistics {
                             backend: c.backend, gamma: c.gamma, beta: c.beta,
                             mean: c.mean + firstRow, invstd: c.invstd + firstRow, y: yf,
                             streaming: false, epilogue: epilogue,
-                            ones: c.ones, scratch: own) {
+                            ones: c.ones, scratch: c.kernelPart.pointer(in: own)) {
                             StreamingStores.fence(c.streaming)
                             return firstRow + bad
                         }
@@ -229,30 +235,34 @@ extension GroupStatistics {
         let kernel = layout == .nhwc
             ? ChannelsLastScratch<Float>.count(kernel: columnKernel, channels: channels, groups: groups)
             : Workspace<Float>.lines(GroupNormKernels.backwardScratch(geometry: g, blockRows: blockRows))
-        let unit = Workspace<Float>.lines(sample)
-        let perWorker = kernel + 3 * unit + Workspace<Float>.lines(2 * channels)
-        let scratchCount = split.workers * perWorker + split.chunks * 2 * channels
+        var worker = ScratchLayout<Float>()
+        let kernelPart = worker.region(kernel), dyPart = worker.region(sample)
+        let xPart = worker.region(sample), dxPart = worker.region(sample)
+        let samplePart = worker.region(2 * channels)
+        var scratchLayout = ScratchLayout<Float>()
+        let workers = scratchLayout.regions(split.workers, of: worker.count)
+        let partials = scratchLayout.regions(split.chunks, of: 2 * channels)
         let streaming = StreamingStores.shouldStream(count: (count + 1) / 2, of: Float.self)
-        workspace.withRegions(ones: onesCount, scratch: scratchCount, parameters: channels) {
+        workspace.withRegions(ones: onesCount, scratch: scratchLayout.count, parameters: channels) {
             ones, scratch, standIns in
             cache.withReducedBackward(dy, dx, dgamma: dgamma, dbeta: dbeta) { buffers, mask, r in
                 if let residualGradient {
                     ReducedStreams.residualGradient(dy, mask: mask, into: residualGradient)
                 }
                 cache.withBackwardPointers(buffers, standIns: standIns) { p in
-                    let partials = scratch + split.workers * perWorker
                     let context = (split: split, p: p, r: r, mask: mask, partials: partials, g: g,
                                    blockRows: blockRows, backend: backend, ones: ones,
-                                   scratch: scratch, perWorker: perWorker, kernel: kernel,
-                                   unit: unit, sample: sample, streaming: streaming, layout: layout,
+                                   scratch: scratch, workers: workers, kernelPart: kernelPart,
+                                   dyPart: dyPart, xPart: xPart, dxPart: dxPart, samplePart: samplePart,
+                                   sample: sample, streaming: streaming, layout: layout,
                                    rowsOfChannels: rowsOfChannels, columnBlock: columnBlock,
                                    columnKernel: columnKernel)
                     Threading.run(split, context) { c, chunk, worker in
                         let c = c.pointee, p = c.p, g = c.g, channels = g.channels
-                        let own = c.scratch + worker * c.perWorker
-                        let dyf = own + c.kernel, xf = dyf + c.unit, dxf = xf + c.unit
-                        let mine = dxf + c.unit
-                        let sums = c.partials + chunk * 2 * channels
+                        let own = c.workers.pointer(in: c.scratch, worker)
+                        let dyf = c.dyPart.pointer(in: own), xf = c.xPart.pointer(in: own)
+                        let dxf = c.dxPart.pointer(in: own), mine = c.samplePart.pointer(in: own)
+                        let sums = c.partials.pointer(in: c.scratch, chunk)
                         sums.update(repeating: 0, count: 2 * channels)
                         let one = GroupNormKernels.Geometry(samples: 1, channels: channels,
                                                             groups: g.groups, spatial: g.spatial)
@@ -272,7 +282,7 @@ extension GroupStatistics {
                                     gamma: p.gamma, mean: p.mean + firstRow,
                                     invstd: p.invstd + firstRow, dx: dxf, dgamma: sums,
                                     dbeta: sums + channels, streaming: false, ones: c.ones,
-                                    scratch: ChannelsLastScratch(own, kernel: c.columnKernel,
+                                    scratch: ChannelsLastScratch(c.kernelPart.pointer(in: own), kernel: c.columnKernel,
                                                                  channels: channels, groups: g.groups))
                                 c.r.narrow(dxf, offset: offset, count: c.sample, streaming: c.streaming)
                                 continue
@@ -282,14 +292,15 @@ extension GroupStatistics {
                                                  invstd: p.invstd + firstRow, gamma: p.gamma,
                                                  dx: dxf, dgamma: mine, dbeta: mine + channels),
                                 geometry: one, blockRows: c.blockRows, backend: c.backend,
-                                ones: c.ones, scratch: own)
+                                ones: c.ones, scratch: c.kernelPart.pointer(in: own))
                             for k in 0..<(2 * channels) { sums[k] += mine[k] }
                             c.r.narrow(dxf, offset: offset, count: c.sample, streaming: c.streaming)
                         }
                         StreamingStores.fence(c.streaming)
                     }
-                    Threading.sumPartials(chunks: split.chunks, first: partials, stride: 2 * channels,
-                                          count: channels, dgamma: p.dgamma, dbeta: p.dbeta)
+                    Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
+                                          stride: partials.stride, count: channels, dgamma: p.dgamma,
+                                          dbeta: p.dbeta)
                 }
             }
         }

@@ -129,35 +129,43 @@ extension RowNormalization {
                 buffers: LayerNormKernels.forwardBuffers(rowStatistics: rowStatistics) + 1)
         let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Float.self,
                                     backend: backend)
-        let block = Workspace<Float>.lines(blockRows * columns)
-        let kernelScratch = Workspace<Float>.lines(LayerNormKernels.forwardScratch(
-            blockRows: blockRows, columns: columns, rowStatistics: rowStatistics, of: Float.self))
-        let perWorker = backend == .blas ? kernelScratch + 2 * block : 2 * count
-        let statisticsAt = split.workers * perWorker
-        let own = statistics == nil ? 2 * Workspace<Float>.lines(rows) : 0
-        let onesCount = backend == .blas ? max(blockRows, columns) : 0
+        // Each worker's regions (BLAS: the kernel's scratch, then a block of
+        // the input and of the output widened; naive, one worker: the whole
+        // input and output widened), then the statistics when the caller keeps none.
+        let blas = backend == .blas
+        var worker = ScratchLayout<Float>()
+        let kernelPart = worker.region(blas ? LayerNormKernels.forwardScratch(
+            blockRows: blockRows, columns: columns, rowStatistics: rowStatistics, of: Float.self) : 0)
+        let inputPart = worker.region(blas ? blockRows * columns : count)
+        let outputPart = worker.region(blas ? blockRows * columns : count)
+        var layout = ScratchLayout<Float>()
+        let workers = layout.regions(split.workers, of: worker.count)
+        let ownMean = layout.region(statistics == nil ? rows : 0)
+        let ownInvstd = layout.region(statistics == nil ? rows : 0)
+        let onesCount = blas ? max(blockRows, columns) : 0
         return workspace.withRegions(
-            ones: onesCount, scratch: statisticsAt + own, parameters: columns
+            ones: onesCount, scratch: layout.count, parameters: columns
         ) { ones, scratch, standIns in
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
                 // Ones and zeros stand in for absent parameters (`Affine`).
                 let g = standIns.scale(gammaBuffer), b = standIns.shift(betaBuffer)
-                let mean = statistics?.mean ?? scratch + statisticsAt
-                let invstd = statistics?.invstd ?? scratch + statisticsAt + own / 2
+                let mean = statistics?.mean ?? ownMean.pointer(in: scratch)
+                let invstd = statistics?.invstd ?? ownInvstd.pointer(in: scratch)
                 switch backend {
                 case .blas:
                     let context = (split: split, x: x, copy: copy, y: y, precision: precision,
                                    g: g, b: b, mean: mean,
                                    invstd: invstd, columns: columns, blockRows: blockRows,
                                    epsilon: epsilon, rowStatistics: rowStatistics, streaming: streaming,
-                                   ones: ones, scratch: scratch, perWorker: perWorker,
-                                   kernelScratch: kernelScratch, block: block, residual: residual)
+                                   ones: ones, scratch: scratch, workers: workers,
+                                   kernelPart: kernelPart, inputPart: inputPart, outputPart: outputPart,
+                                   residual: residual)
                     return Threading.firstFailure(split, context) { c, chunk, worker in
                         let c = c.pointee
                         let part = c.split.rows(ofChunk: chunk)
-                        let own = c.scratch + worker * c.perWorker
-                        let xf = own + c.kernelScratch, yf = xf + c.block
+                        let own = c.workers.pointer(in: c.scratch, worker)
+                        let xf = c.inputPart.pointer(in: own), yf = c.outputPart.pointer(in: own)
                         var first = part.lowerBound
                         while first < part.upperBound {
                             let n = min(c.blockRows, part.upperBound - first)
@@ -174,7 +182,7 @@ extension RowNormalization {
                             if c.columns >= LayerNormKernels.rowKernelMinimumColumns {
                                 // One row at a time: the Float statistics, then
                                 // the scale and shift narrowed as it is written.
-                                let row = LayerNormKernels.rowScratch(own, input: xf)
+                                let row = LayerNormKernels.rowScratch(c.kernelPart.pointer(in: own), input: xf)
                                 for i in 0..<n {
                                     let xi = xf + i * c.columns
                                     guard let (m, s) = LayerNormKernels.statistics(
@@ -198,7 +206,7 @@ extension RowNormalization {
                                 x: xf, rows: n, columns: c.columns, blockRows: c.blockRows,
                                 epsilon: c.epsilon, rowStatistics: c.rowStatistics, gamma: c.g, beta: c.b,
                                 mean: c.mean + first, invstd: c.invstd + first, y: yf,
-                                streaming: false, ones: c.ones, scratch: own) {
+                                streaming: false, ones: c.ones, scratch: c.kernelPart.pointer(in: own)) {
                                 StreamingStores.fence(c.streaming)
                                 return first + bad
                             }
@@ -210,7 +218,8 @@ extension RowNormalization {
                         return nil
                     }
                 case .naive:
-                    let xf = scratch, yf = scratch + count
+                    let own = workers.pointer(in: scratch, 0)
+                    let xf = inputPart.pointer(in: own), yf = outputPart.pointer(in: own)
                     if let residual, let copy {
                         residual.run(x, offset: 0, count: count, precision: precision, s: copy,
                                      xf: xf, streaming: false)
@@ -261,16 +270,21 @@ extension RowNormalization {
             rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Float>.stride, buffers: 5)
         let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Float.self,
                                     backend: backend)
-        let block = Workspace<Float>.lines(blockRows * columns)
-        let kernelScratch = Workspace<Float>.lines(
-            LayerNormKernels.backwardScratch(blockRows: blockRows))
-        // dy, x and dx widened, and the sum gradient when there is one.
-        let blocks = sumGradient == nil ? 3 : 4
-        let perWorker = kernelScratch + blocks * block
-        let scratchCount = backend == .blas
-            ? split.workers * perWorker + split.chunks * 2 * columns : blocks * count + 2 * rows
+        // Each worker's regions (BLAS: the kernel's scratch, then blocks of dy,
+        // x and dx widened, and of the sum gradient when there is one; naive,
+        // one worker: all of them, then the rows' two terms); then each
+        // chunk's partial dgamma and dbeta.
+        let blas = backend == .blas, widened = blas ? blockRows * columns : count
+        var worker = ScratchLayout<Float>()
+        let kernelPart = worker.region(blas ? LayerNormKernels.backwardScratch(blockRows: blockRows) : 0)
+        let dyPart = worker.region(widened), xPart = worker.region(widened), dxPart = worker.region(widened)
+        let sumPart = worker.region(sumGradient == nil ? 0 : widened)
+        let termsPart = worker.region(blas ? 0 : 2 * rows)
+        var layout = ScratchLayout<Float>()
+        let workers = layout.regions(blas ? split.workers : 1, of: worker.count)
+        let partials = layout.regions(blas ? split.chunks : 0, of: 2 * columns)
         let streaming = StreamingStores.shouldStream(count: (count + 1) / 2, of: Float.self)
-        workspace.withRegions(ones: backend == .blas ? blockRows : 0, scratch: scratchCount) {
+        workspace.withRegions(ones: blas ? blockRows : 0, scratch: layout.count) {
             ones, scratch in
             cache.withReducedBackward { x, mean, invstd, gamma in
                 // At least one row of at least one value: none is empty.
@@ -279,21 +293,22 @@ extension RowNormalization {
                 let dsRaw = sumGradient.map { UnsafeRawPointer($0.baseAddress!) }
                 switch backend {
                 case .blas:
-                    let partials = scratch + split.workers * perWorker
                     let context = (split: split, precision: precision, dy: dyRaw, x: x, dx: dxRaw,
                                    mean: mean, invstd: invstd, gamma: gamma, columns: columns,
                                    blockRows: blockRows, rowStatistics: rowStatistics, partials: partials,
-                                   ones: ones, scratch: scratch, perWorker: perWorker,
-                                   kernelScratch: kernelScratch, block: block, streaming: streaming,
+                                   ones: ones, scratch: scratch, workers: workers, kernelPart: kernelPart,
+                                   dyPart: dyPart, xPart: xPart, dxPart: dxPart, sumPart: sumPart,
+                                   streaming: streaming,
                                    keepsGamma: !dgamma.isEmpty, keepsBeta: !dbeta.isEmpty,
                                    ds: dsRaw)
                     Threading.run(split, context) { c, chunk, worker in
                         let c = c.pointee
                         let part = c.split.rows(ofChunk: chunk)
-                        let sums = c.partials + chunk * 2 * c.columns
+                        let sums = c.partials.pointer(in: c.scratch, chunk)
                         sums.update(repeating: 0, count: 2 * c.columns)
-                        let own = c.scratch + worker * c.perWorker
-                        let dyf = own + c.kernelScratch, xf = dyf + c.block, dxf = xf + c.block
+                        let own = c.workers.pointer(in: c.scratch, worker)
+                        let dyf = c.dyPart.pointer(in: own), xf = c.xPart.pointer(in: own)
+                        let dxf = c.dxPart.pointer(in: own)
                         var first = part.lowerBound
                         while first < part.upperBound {
                             let n = min(c.blockRows, part.upperBound - first)
@@ -301,8 +316,9 @@ extension RowNormalization {
                             c.precision.widen(c.dy + 2 * offset, into: dyf, count: values)
                             c.precision.widen(c.x + 2 * offset, into: xf, count: values)
                             let dsf: UnsafeMutablePointer<Float>? = c.ds.map {
-                                c.precision.widen($0 + 2 * offset, into: dxf + c.block, count: values)
-                                return dxf + c.block
+                                let dsf = c.sumPart.pointer(in: own)
+                                c.precision.widen($0 + 2 * offset, into: dsf, count: values)
+                                return dsf
                             }
                             LayerNormKernels.backwardBlock(
                                 dy: dyf, x: xf, rows: n, columns: c.columns, rowStatistics: c.rowStatistics,
@@ -310,24 +326,26 @@ extension RowNormalization {
                                 dx: dxf, dgamma: c.keepsGamma ? sums : nil,
                                 dbeta: c.keepsBeta ? sums + c.columns : nil,
                                 sumGradient: dsf.map { UnsafePointer($0) },
-                                ones: c.ones, scratch: own)
+                                ones: c.ones, scratch: c.kernelPart.pointer(in: own))
                             c.precision.narrow(dxf, into: c.dx + 2 * offset, count: values,
                                                streaming: c.streaming)
                             first += n
                         }
                         StreamingStores.fence(c.streaming)
                     }
-                    Threading.sumPartials(chunks: split.chunks, first: partials,
-                                          stride: 2 * columns, count: columns,
+                    Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
+                                          stride: partials.stride, count: columns,
                                           dgamma: dgamma.isEmpty ? nil : dgamma.baseAddress,
                                           dbeta: dbeta.isEmpty ? nil : dbeta.baseAddress)
                 case .naive:
-                    let dyf = scratch, xf = scratch + count, dxf = xf + count
+                    let own = workers.pointer(in: scratch, 0)
+                    let dyf = dyPart.pointer(in: own), xf = xPart.pointer(in: own), dxf = dxPart.pointer(in: own)
                     precision.widen(dyRaw, into: dyf, count: count)
                     precision.widen(x, into: xf, count: count)
                     let dsf: UnsafeMutablePointer<Float>? = dsRaw.map {
-                        precision.widen($0, into: dxf + count, count: count)
-                        return dxf + count
+                        let dsf = sumPart.pointer(in: own)
+                        precision.widen($0, into: dsf, count: count)
+                        return dsf
                     }
                     LayerNormKernels.backwardNaive(
                         dy: dyf, x: xf, rows: rows, columns: columns, rowStatistics: rowStatistics,
@@ -335,7 +353,7 @@ extension RowNormalization {
                         dgamma: dgamma.isEmpty ? nil : dgamma.baseAddress,
                         dbeta: dbeta.isEmpty ? nil : dbeta.baseAddress, streaming: false,
                         sumGradient: dsf.map { UnsafePointer($0) },
-                        scratch: dxf + (blocks - 2) * count)
+                        scratch: termsPart.pointer(in: own))
                     precision.narrow(dxf, into: dxRaw, count: count, streaming: false)
                 }
             }
