@@ -64,28 +64,11 @@ enum BatchStatistics {
                 case .training:
                     // Each chunk of rows (samples) its own moments, then Chan
                     // merges in chunk order.
-                    let context = (split: split, g: g, x: x, plan: plan, block: block,
-                                   backend: backend, ones: ones, scratch: scratch,
-                                   reduced: reduced, streaming: streaming)
-                    if g.outer > 0 { Threading.run(split, context) { c, chunk, worker in
-                        let c = c.pointee, channels = c.g.channels
-                        let rows = c.split.rows(ofChunk: chunk)
-                        let own = c.plan.partials.pointer(in: c.scratch, chunk)
-                        let kernelScratch = c.plan.kernel.pointer(in: c.scratch, worker)
-                        if let r = c.reduced {
-                            reducedMoments(r, rows: rows, geometry: c.g, block: c.block,
-                                           backend: c.backend, mean: own, m2: own + channels,
-                                           ones: c.ones, kernelScratch: kernelScratch,
-                                           units: c.plan.units.pointer(in: c.scratch, worker),
-                                           streaming: c.streaming)
-                            return
-                        }
-                        BatchNormKernels.moments(
-                            x: c.x + rows.lowerBound * channels * c.g.inner,
-                            geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: c.g.inner),
-                            block: c.block, backend: c.backend, mean: own, m2: own + channels,
-                            ones: c.ones, scratch: kernelScratch)
-                    }}
+                    if g.outer > 0 {
+                        Threading.run(split, MomentsPass(
+                            split: split, geometry: g, x: x, plan: plan, scratch: scratch, ones: ones,
+                            block: block, backend: backend, reduced: reduced, streaming: streaming))
+                    }
                     mean.update(repeating: 0, count: channels)
                     variance.update(repeating: 0, count: channels)
                     var merged = 0
@@ -206,27 +189,9 @@ enum BatchStatistics {
         reduced: (streams: ReducedStreams, copying: Bool, block: Int,
                   units: ScratchRegions<Scalar>, scratch: UnsafeMutablePointer<Scalar>)? = nil
     ) {
-        let context = (split: split, g: g, x: x, y: y, vectors: UnsafePointer(vectors),
-                       stride: stride, streaming: streaming, epilogue: epilogue, reduced: reduced)
-        Threading.run(split, context) { c, chunk, worker in
-            let c = c.pointee
-            let rows = c.split.rows(ofChunk: chunk)
-            if let r = c.reduced {
-                // The 16-bit pass: one C pass per row of channels, or per unit
-                // widened, the Float pass, narrowed (each worker its units).
-                reducedNormalize(r.streams, rows: rows, geometry: c.g, block: r.block,
-                                 vectors: c.vectors, stride: c.stride, copying: r.copying,
-                                 streaming: c.streaming, epilogue: c.epilogue,
-                                 units: r.units.pointer(in: r.scratch, worker))
-                return
-            }
-            let offset = rows.lowerBound * c.g.channels * c.g.inner
-            BatchNormKernels.normalize(
-                x: c.x + offset,
-                geometry: ChannelGeometry(outer: rows.count, channels: c.g.channels, inner: c.g.inner),
-                mean: c.vectors, scale: c.vectors + c.stride, shift: c.vectors + 2 * c.stride,
-                y: c.y + offset, streaming: c.streaming, epilogue: c.epilogue.advanced(by: offset))
-        }
+        Threading.run(split, NormalizePass(
+            split: split, geometry: g, x: x, y: y, vectors: UnsafePointer(vectors), stride: stride,
+            streaming: streaming, epilogue: epilogue, reduced: reduced))
     }
 
     /// Inference with the running statistics and nothing kept:
@@ -329,30 +294,12 @@ enum BatchStatistics {
                     4, of: channels, in: plan.vectors.pointer(in: scratch), awayFrom: anchor)
                 let mean = lines + 3 * stride
                 mean.update(from: p.mean, count: channels)
-                let context = (split: split, g: g, p: p, plan: plan, block: block,
-                               backend: backend, ones: ones, scratch: scratch,
-                               mean: UnsafePointer(mean), mask: mask, reduced: reduced)
-                if g.outer > 0 { Threading.run(split, context) { c, chunk, worker in
-                    let c = c.pointee, p = c.p, channels = c.g.channels
-                    let rows = c.split.rows(ofChunk: chunk)
-                    let partial = c.plan.partials.pointer(in: c.scratch, chunk)
-                    let kernelScratch = c.plan.kernel.pointer(in: c.scratch, worker)
-                    if let r = c.reduced {
-                        reducedParameterSums(
-                            r, rows: rows, geometry: c.g, block: c.block, backend: c.backend,
-                            mask: c.mask, mean: c.mean, dgammaRaw: partial,
-                            dbeta: partial + channels, ones: c.ones, kernelScratch: kernelScratch,
-                            units: c.plan.units.pointer(in: c.scratch, worker))
-                        return
-                    }
-                    let offset = rows.lowerBound * channels * c.g.inner
-                    BatchNormKernels.parameterSums(
-                        dy: p.dy + offset, mask: c.mask.map { $0 + offset }, x: p.x + offset,
-                        geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: c.g.inner),
-                        block: c.block, backend: c.backend, mean: c.mean,
-                        dgammaRaw: partial, dbeta: partial + channels, ones: c.ones,
-                        scratch: kernelScratch)
-                }}
+                if g.outer > 0 {
+                    Threading.run(split, ParameterSumsPass(
+                        split: split, geometry: g, pointers: p, plan: plan, scratch: scratch,
+                        mean: UnsafePointer(mean), ones: ones, mask: mask, block: block, backend: backend,
+                        reduced: reduced))
+                }
                 // The batch's sums: this process's, then summed over the
                 // exchange, where chunk 0's partials were (merged already).
                 let sums = plan.partials.pointer(in: scratch, 0)
@@ -374,29 +321,12 @@ enum BatchStatistics {
                 }
                 BatchNormKernels.coefficients(p, sums: sums, channels: channels, count: count,
                                               forwardMode: forwardMode, coefficients: lines, stride: stride)
-                let combineContext = (split: split, g: g, p: p, coefficients: UnsafePointer(lines),
-                                      stride: stride, streaming: streaming, mask: mask,
-                                      reduced: reduced, block: block, units: plan.units, scratch: scratch)
-                if g.outer > 0 { Threading.run(split, combineContext) { c, chunk, worker in
-                    let c = c.pointee, p = c.p
-                    let rows = c.split.rows(ofChunk: chunk)
-                    if let r = c.reduced {
-                        reducedCombine(r, rows: rows, geometry: c.g, block: c.block, mask: c.mask,
-                                       mean: c.coefficients + 3 * c.stride,
-                                       coefficients: c.coefficients, stride: c.stride,
-                                       streaming: c.streaming,
-                                       units: c.units.pointer(in: c.scratch, worker))
-                        return
-                    }
-                    let offset = rows.lowerBound * c.g.channels * c.g.inner
-                    BatchNormKernels.combine(
-                        dy: p.dy + offset, mask: c.mask.map { $0 + offset }, x: p.x + offset,
-                        geometry: ChannelGeometry(outer: rows.count, channels: c.g.channels,
-                                                  inner: c.g.inner),
-                        mean: c.coefficients + 3 * c.stride, coefficients: c.coefficients,
-                        stride: c.stride, dx: p.dx + offset,
-                        streaming: c.streaming)
-                }}
+                if g.outer > 0 {
+                    Threading.run(split, CombinePass(
+                        split: split, geometry: g, pointers: p, coefficients: UnsafePointer(lines),
+                        stride: stride, streaming: streaming, mask: mask, block: block, reduced: reduced,
+                        units: plan.units, scratch: scratch))
+                }
                 return nil
             }
         }
@@ -461,22 +391,11 @@ enum BatchStatistics {
             cache.withBackwardPointers(buffers, standIns: standIns) { p in
                 let firstSums = chunkSums.pointer(in: scratch, 0), stride = chunkSums.stride
                 let batchSum = batchSums.pointer(in: scratch), dvar = variances.pointer(in: scratch)
-                let context = (split: split, p: p, channels: channels, chunkSums: chunkSums,
-                               blockRows: blockRows, forwardMode: forwardMode, backend: backend,
-                               scratch: scratch, nodes: nodes, ones: ones)
-                Threading.run(split, context) { c, chunk, worker in
-                    let c = c.pointee, p = c.p, channels = c.channels
-                    let rows = c.split.rows(ofChunk: chunk)
-                    let offset = rows.lowerBound * channels
-                    let sums = c.chunkSums.pointer(in: c.scratch, chunk)
-                    BatchNormKernels.graphStageOne(
-                        dy: p.dy + offset, x: p.x + offset, rows: rows.count, columns: channels,
-                        blockRows: c.blockRows, mean: p.mean, invstd: p.invstd, gamma: p.gamma,
-                        forwardMode: c.forwardMode, backend: c.backend, dx: p.dx + offset,
-                        node: c.nodes.pointer(in: c.scratch, worker),
-                        dgamma: sums, dbeta: sums + channels, divar: sums + 2 * channels,
-                        ones: c.ones)
-                }
+                var pass = GraphStagePass(
+                    stage: .one, split: split, channels: channels, pointers: p, chunkSums: chunkSums,
+                    nodes: nodes, scratch: scratch, ones: ones, blockRows: blockRows, forwardMode: forwardMode,
+                    backend: backend, dvar: UnsafePointer(dvar), batchSum: UnsafePointer(batchSum))
+                Threading.run(split, pass)
                 Threading.sumPartials(chunks: split.chunks, first: firstSums, stride: stride,
                                       count: channels, dgamma: p.dgamma, dbeta: p.dbeta)
                 if frozen { return }
@@ -484,31 +403,12 @@ enum BatchStatistics {
                                       stride: stride, count: channels, into: batchSum)
                 BatchNormKernels.graphVarianceNode(divar: batchSum, invstd: p.invstd,
                                                    columns: channels, dvar: dvar)
-                let stageTwo = (split: split, p: p, channels: channels, chunkSums: chunkSums,
-                                scratch: scratch, blockRows: blockRows, count: count,
-                                dvar: UnsafePointer(dvar), backend: backend, ones: ones)
-                Threading.run(split, stageTwo) { c, chunk, _ in
-                    let c = c.pointee, p = c.p, channels = c.channels
-                    let rows = c.split.rows(ofChunk: chunk)
-                    let offset = rows.lowerBound * channels
-                    let sums = c.chunkSums.pointer(in: c.scratch, chunk)
-                    BatchNormKernels.graphStageTwo(
-                        x: p.x + offset, rows: rows.count, columns: channels, blockRows: c.blockRows,
-                        count: c.count, mean: p.mean, invstd: p.invstd, dvar: c.dvar,
-                        backend: c.backend, dx: p.dx + offset, dmu: sums + 3 * channels, ones: c.ones)
-                }
+                pass.stage = .two
+                Threading.run(split, pass)
                 Threading.sumPartials(chunks: split.chunks, first: firstSums + 3 * channels,
                                       stride: stride, count: channels, into: batchSum)
-                let stageThree = (split: split, p: p, channels: channels, count: count,
-                                  batchSum: UnsafePointer(batchSum))
-                Threading.run(split, stageThree) { c, chunk, _ in
-                    let c = c.pointee
-                    let rows = c.split.rows(ofChunk: chunk)
-                    let offset = rows.lowerBound * c.channels
-                    BatchNormKernels.graphStageThree(rows: rows.count, columns: c.channels,
-                                                     count: c.count, sumDxmu: c.batchSum,
-                                                     dx: c.p.dx + offset)
-                }
+                pass.stage = .three
+                Threading.run(split, pass)
             }
         }
     }

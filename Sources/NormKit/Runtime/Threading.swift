@@ -193,6 +193,49 @@ public enum Threading {
 }
 
 extension Threading {
+    /// A named parallel phase: a struct whose fields are what its chunks
+    /// read and write, and whose ``run(chunk:worker:)`` runs one chunk
+    /// (`worker` indexes per-worker scratch, `chunk` per-chunk partials).
+    /// ``run(_:_:)`` hands the pool a pointer to it on the caller's stack:
+    /// nothing is allocated.
+    @usableFromInline
+    protocol Pass {
+        func run(chunk: Int, worker: Int)
+    }
+
+    /// Runs `pass` for every chunk of `split`, as ``run(_:_:_:)`` runs a body.
+    @inlinable
+    static func run<P: Pass>(_ split: Split, _ pass: P) {
+        withUnsafePointer(to: pass) { pass in
+            perform(PassJob(split: split, pass: pass))
+        }
+    }
+
+    /// ``run(_:_:)``'s phase.
+    @usableFromInline
+    struct PassJob<P: Pass>: ChunkedJob {
+        @usableFromInline let split: Split
+        @usableFromInline let pass: UnsafePointer<P>
+
+        @inlinable
+        init(split: Split, pass: UnsafePointer<P>) {
+            self.split = split
+            self.pass = pass
+        }
+
+        @inlinable
+        func run(worker: Int, of workers: Int) {
+            for chunk in Threading.rows(ofChunk: worker, count: workers, outer: split.chunks) {
+                pass.pointee.run(chunk: chunk, worker: worker)
+            }
+        }
+
+        @inlinable
+        func run(worker: Int) { run(worker: worker, of: split.workers) }
+    }
+}
+
+extension Threading {
     /// Runs `body(context, chunk, worker)` for every chunk as
     /// ``run(_:_:_:)`` does and returns the smallest non-`nil` result (the
     /// first failing row), or `nil`. The per-chunk results live on the stack:
