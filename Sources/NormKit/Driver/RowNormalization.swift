@@ -261,22 +261,10 @@ enum RowNormalization {
             cache.withBackwardPointers(buffers, standIns: standIns) { p in
                 switch backend {
                 case .blas:
-                    let context = (split: split, p: p, columns: columns, blockRows: blockRows,
-                                   rowStatistics: rowStatistics, partials: partials, ones: ones,
-                                   scratch: scratch, kernel: kernel, ds: ds)
-                    Threading.run(split, context) { c, chunk, worker in
-                        let c = c.pointee, p = c.p
-                        let part = c.split.rows(ofChunk: chunk)
-                        let first = part.lowerBound, offset = first * c.columns
-                        let sums = c.partials.pointer(in: c.scratch, chunk)
-                        LayerNormKernels.backwardBLAS(
-                            dy: p.dy + offset, x: p.x + offset, rows: part.count, columns: c.columns,
-                            blockRows: c.blockRows, rowStatistics: c.rowStatistics, mean: p.mean + first,
-                            invstd: p.invstd + first, gamma: p.gamma, dx: p.dx + offset,
-                            dgamma: p.keepsGamma ? sums : nil, dbeta: p.keepsBeta ? sums + c.columns : nil,
-                            sumGradient: c.ds.map { $0 + offset },
-                            ones: c.ones, scratch: c.kernel.pointer(in: c.scratch, worker))
-                    }
+                    Threading.run(split, BackwardPass(
+                        split: split, pointers: p, columns: columns, blockRows: blockRows,
+                        rowStatistics: rowStatistics, partials: partials, kernel: kernel, scratch: scratch,
+                        ones: ones, sumGradient: ds))
                     Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
                                           stride: partials.stride, count: columns, dgamma: p.wantedGamma,
                                           dbeta: p.wantedBeta)
@@ -289,6 +277,46 @@ enum RowNormalization {
                         sumGradient: ds, scratch: naiveTerms.pointer(in: scratch))
                 }
             }
+        }
+    }
+
+    /// The BLAS backward's phase: each chunk of rows through
+    /// `LayerNormKernels.backwardBLAS` (per block, the C product pass, the
+    /// `gemv` row and column sums, the `dx` pass), its partial `dgamma` and
+    /// `dbeta` into its own region of `partials`.
+    @usableFromInline
+    struct BackwardPass<Scalar: BLASScalar>: Threading.Pass {
+        @usableFromInline let split: Threading.Split
+        @usableFromInline let pointers: BackwardPointers<Scalar>
+        @usableFromInline let columns, blockRows: Int
+        @usableFromInline let rowStatistics: RowStatistics
+        @usableFromInline let partials, kernel: ScratchRegions<Scalar>
+        @usableFromInline let scratch: UnsafeMutablePointer<Scalar>
+        @usableFromInline let ones: UnsafePointer<Scalar>
+        @usableFromInline let sumGradient: UnsafePointer<Scalar>?
+
+        @inlinable
+        init(split: Threading.Split, pointers: BackwardPointers<Scalar>, columns: Int, blockRows: Int,
+             rowStatistics: RowStatistics, partials: ScratchRegions<Scalar>, kernel: ScratchRegions<Scalar>,
+             scratch: UnsafeMutablePointer<Scalar>, ones: UnsafePointer<Scalar>,
+             sumGradient: UnsafePointer<Scalar>?) {
+            self.split = split; self.pointers = pointers; self.columns = columns; self.blockRows = blockRows
+            self.rowStatistics = rowStatistics; self.partials = partials; self.kernel = kernel
+            self.scratch = scratch; self.ones = ones; self.sumGradient = sumGradient
+        }
+
+        @inlinable
+        func run(chunk: Int, worker: Int) {
+            let p = pointers, part = split.rows(ofChunk: chunk)
+            let first = part.lowerBound, offset = first * columns
+            let sums = partials.pointer(in: scratch, chunk)
+            LayerNormKernels.backwardBLAS(
+                dy: p.dy + offset, x: p.x + offset, rows: part.count, columns: columns,
+                blockRows: blockRows, rowStatistics: rowStatistics, mean: p.mean + first,
+                invstd: p.invstd + first, gamma: p.gamma, dx: p.dx + offset,
+                dgamma: p.keepsGamma ? sums : nil, dbeta: p.keepsBeta ? sums + columns : nil,
+                sumGradient: sumGradient.map { $0 + offset },
+                ones: ones, scratch: kernel.pointer(in: scratch, worker))
         }
     }
 }

@@ -354,29 +354,51 @@ enum GroupStatistics {
         workspace.withRegions(ones: onesCount, scratch: layout.count, parameters: channels) {
             ones, scratch, standIns in
             cache.withBackwardPointers(buffers, standIns: standIns) { p in
-                let context = (split: split, p: p, partials: partials, channels: channels,
-                               groups: groups, spatial: g.spatial, blockRows: blockRows,
-                               backend: backend, ones: ones, scratch: scratch, kernel: kernel)
-                Threading.run(split, context) { c, chunk, worker in
-                    let c = c.pointee, p = c.p, channels = c.channels
-                    let samples = c.split.rows(ofChunk: chunk)
-                    let firstRow = samples.lowerBound * c.groups
-                    let offset = samples.lowerBound * channels * c.spatial
-                    let sums = c.partials.pointer(in: c.scratch, chunk)
-                    let part = BackwardPointers(
-                        dy: p.dy + offset, x: p.x + offset, mean: p.mean + firstRow,
-                        invstd: p.invstd + firstRow, gamma: p.gamma, dx: p.dx + offset,
-                        dgamma: sums, dbeta: sums + channels)
-                    GroupNormKernels.backward(
-                        part, geometry: .init(samples: samples.count, channels: channels,
-                                              groups: c.groups, spatial: c.spatial),
-                        blockRows: c.blockRows, backend: c.backend, ones: c.ones,
-                        scratch: c.kernel.pointer(in: c.scratch, worker))
-                }
+                Threading.run(split, BackwardPass(
+                    split: split, pointers: p, geometry: g, blockRows: blockRows, backend: backend,
+                    partials: partials, kernel: kernel, scratch: scratch, ones: ones))
                 Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
                                       stride: partials.stride, count: channels, dgamma: p.dgamma,
                                       dbeta: p.dbeta)
             }
+        }
+    }
+
+    /// The channels-first backward's phase: each chunk of samples through
+    /// ``GroupNormKernels/backward``, its partial `dgamma` and `dbeta` into its
+    /// own region of `partials`.
+    @usableFromInline
+    struct BackwardPass<Scalar: BLASScalar>: Threading.Pass {
+        @usableFromInline let split: Threading.Split
+        @usableFromInline let pointers: BackwardPointers<Scalar>
+        @usableFromInline let geometry: GroupNormKernels.Geometry
+        @usableFromInline let blockRows: Int
+        @usableFromInline let backend: Backend
+        @usableFromInline let partials, kernel: ScratchRegions<Scalar>
+        @usableFromInline let scratch: UnsafeMutablePointer<Scalar>
+        @usableFromInline let ones: UnsafePointer<Scalar>
+
+        @inlinable
+        init(split: Threading.Split, pointers: BackwardPointers<Scalar>, geometry: GroupNormKernels.Geometry,
+             blockRows: Int, backend: Backend, partials: ScratchRegions<Scalar>, kernel: ScratchRegions<Scalar>,
+             scratch: UnsafeMutablePointer<Scalar>, ones: UnsafePointer<Scalar>) {
+            self.split = split; self.pointers = pointers; self.geometry = geometry; self.blockRows = blockRows
+            self.backend = backend; self.partials = partials; self.kernel = kernel; self.scratch = scratch
+            self.ones = ones
+        }
+
+        @inlinable
+        func run(chunk: Int, worker: Int) {
+            let p = pointers, g = geometry, channels = g.channels
+            let samples = split.rows(ofChunk: chunk)
+            let firstRow = samples.lowerBound * g.groups, offset = samples.lowerBound * channels * g.spatial
+            let sums = partials.pointer(in: scratch, chunk)
+            GroupNormKernels.backward(
+                BackwardPointers(dy: p.dy + offset, x: p.x + offset, mean: p.mean + firstRow,
+                                 invstd: p.invstd + firstRow, gamma: p.gamma, dx: p.dx + offset,
+                                 dgamma: sums, dbeta: sums + channels),
+                geometry: .init(samples: samples.count, channels: channels, groups: g.groups, spatial: g.spatial),
+                blockRows: blockRows, backend: backend, ones: ones, scratch: kernel.pointer(in: scratch, worker))
         }
     }
 }
