@@ -231,13 +231,6 @@ struct ScratchRegion<Scalar: BLASScalar> {
     @inlinable
     init(offset: Int, count: Int) { self.offset = offset; self.count = count }
 
-    /// The region in the scratch that starts at `scratch`.
-    /// - Complexity: O(1).
-    @inlinable
-    func buffer(in scratch: UnsafeMutablePointer<Scalar>) -> UnsafeMutableBufferPointer<Scalar> {
-        UnsafeMutableBufferPointer(start: scratch + offset, count: count)
-    }
-
     /// The region's first scalar in the scratch that starts at `scratch`.
     /// - Complexity: O(1).
     @inlinable
