@@ -133,55 +133,184 @@ extension GroupStatistics {
                 let mean = statistics?.mean ?? ownMean.pointer(in: scratch)
                 let invstd = statistics?.invstd ?? ownInvstd.pointer(in: scratch)
                 // Ones and zeros stand in for absent parameters (`Affine`).
-                let context = (split: split, r: r, gamma: standIns.scale(gammaBuffer),
-                               beta: standIns.shift(betaBuffer), mean: mean, invstd: invstd, g: g,
-                               blockRows: blockRows, epsilon: epsilon, backend: backend,
-                               streaming: streaming, epilogue: epilogue, ones: ones,
-                               scratch: scratch, workers: workers, kernelPart: kernelPart,
-                               inputPart: inputPart, outputPart: outputPart, residualPart: residualPart,
-                               sample: sample, layout: layout, rowsOfChannels: rowsOfChannels,
-                               columnBlock: columnBlock, columnKernel: columnKernel)
-                return Threading.firstFailure(split, context) { c, chunk, worker in
-                    let c = c.pointee, g = c.g
-                    let own = c.workers.pointer(in: c.scratch, worker)
-                    let xf = c.inputPart.pointer(in: own), yf = c.outputPart.pointer(in: own)
-                    let rf = c.residualPart.pointer(in: own)
-                    let one = GroupNormKernels.Geometry(samples: 1, channels: g.channels,
-                                                        groups: g.groups, spatial: g.spatial)
-                    for n in c.split.rows(ofChunk: chunk) {
-                        let offset = n * c.sample, firstRow = n * g.groups
-                        c.r.widen(c.r.x, offset: offset, into: xf, count: c.sample,
-                                  copying: true, streaming: c.streaming)
-                        let epilogue = c.r.epilogue(c.epilogue, offset: offset, count: c.sample,
-                                                    scratch: rf)
-                        if c.layout == .nhwc {
-                            let regions = ChannelsLastScratch(c.kernelPart.pointer(in: own), kernel: c.columnKernel,
-                                                              channels: g.channels, groups: g.groups)
-                            if let bad = channelsLastSample(
-                                x: xf, geometry: c.rowsOfChannels, groups: g.groups,
-                                block: c.columnBlock, backend: c.backend, epsilon: c.epsilon,
-                                gamma: c.gamma, beta: c.beta, mean: c.mean + firstRow,
-                                invstd: c.invstd + firstRow, y: yf, streaming: false,
-                                epilogue: epilogue, ones: c.ones,
-                                scratch: regions) {
-                                StreamingStores.fence(c.streaming)
-                                return firstRow + bad
-                            }
-                        } else if let bad = GroupNormKernels.forward(
-                            x: xf, geometry: one, blockRows: c.blockRows, epsilon: c.epsilon,
-                            backend: c.backend, gamma: c.gamma, beta: c.beta,
-                            mean: c.mean + firstRow, invstd: c.invstd + firstRow, y: yf,
-                            streaming: false, epilogue: epilogue,
-                            ones: c.ones, scratch: c.kernelPart.pointer(in: own)) {
-                            StreamingStores.fence(c.streaming)
-                            return firstRow + bad
-                        }
-                        c.r.narrow(yf, offset: offset, count: c.sample, streaming: c.streaming)
-                    }
-                    StreamingStores.fence(c.streaming)
-                    return nil
-                }
+                return Threading.firstFailure(split, ReducedForwardPass(
+                    split: split, r: r, gamma: standIns.scale(gammaBuffer), beta: standIns.shift(betaBuffer),
+                    mean: mean, invstd: invstd, geometry: g, blockRows: blockRows, epsilon: epsilon,
+                    backend: backend, streaming: streaming, epilogue: epilogue, ones: ones, scratch: scratch,
+                    workers: workers, kernelPart: kernelPart, inputPart: inputPart, outputPart: outputPart,
+                    residualPart: residualPart, sample: sample, layout: layout, rowsOfChannels: rowsOfChannels,
+                    columnBlock: columnBlock, columnKernel: columnKernel))
             }}
+        }
+    }
+
+    /// The 16-bit forward's phase: each sample of a chunk widened into the
+    /// worker's `Float` regions (the cache's copy made on the way), through
+    /// the channels-first or channels-last `Float` kernel, narrowed; returns
+    /// the first row `n·G + g` whose statistics are not finite.
+    @usableFromInline
+    struct ReducedForwardPass: Threading.FailablePass {
+        @usableFromInline let split: Threading.Split
+        @usableFromInline let r: ReducedStreams
+        @usableFromInline let gamma, beta: UnsafePointer<Float>
+        @usableFromInline let mean, invstd: UnsafeMutablePointer<Float>
+        @usableFromInline let geometry: GroupNormKernels.Geometry
+        @usableFromInline let blockRows: Int
+        @usableFromInline let epsilon: Float
+        @usableFromInline let backend: Backend
+        @usableFromInline let streaming: Bool
+        @usableFromInline let epilogue: Epilogue<Float>
+        @usableFromInline let ones: UnsafePointer<Float>
+        @usableFromInline let scratch: UnsafeMutablePointer<Float>
+        @usableFromInline let workers: ScratchRegions<Float>
+        @usableFromInline let kernelPart, inputPart, outputPart, residualPart: ScratchRegion<Float>
+        @usableFromInline let sample: Int
+        @usableFromInline let layout: ChannelLayout
+        @usableFromInline let rowsOfChannels: ChannelGeometry
+        @usableFromInline let columnBlock, columnKernel: Int
+
+        @inlinable
+        init(split: Threading.Split, r: ReducedStreams, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
+             mean: UnsafeMutablePointer<Float>, invstd: UnsafeMutablePointer<Float>,
+             geometry: GroupNormKernels.Geometry, blockRows: Int, epsilon: Float, backend: Backend,
+             streaming: Bool, epilogue: Epilogue<Float>, ones: UnsafePointer<Float>,
+             scratch: UnsafeMutablePointer<Float>, workers: ScratchRegions<Float>, kernelPart: ScratchRegion<Float>,
+             inputPart: ScratchRegion<Float>, outputPart: ScratchRegion<Float>, residualPart: ScratchRegion<Float>,
+             sample: Int, layout: ChannelLayout, rowsOfChannels: ChannelGeometry, columnBlock: Int,
+             columnKernel: Int) {
+            self.split = split; self.r = r; self.gamma = gamma; self.beta = beta; self.mean = mean
+            self.invstd = invstd; self.geometry = geometry; self.blockRows = blockRows; self.epsilon = epsilon
+            self.backend = backend; self.streaming = streaming; self.epilogue = epilogue; self.ones = ones
+            self.scratch = scratch; self.workers = workers; self.kernelPart = kernelPart
+            self.inputPart = inputPart; self.outputPart = outputPart; self.residualPart = residualPart
+            self.sample = sample; self.layout = layout; self.rowsOfChannels = rowsOfChannels
+            self.columnBlock = columnBlock; self.columnKernel = columnKernel
+        }
+
+        @inlinable
+        func run(chunk: Int, worker: Int) -> Int? {
+            let g = geometry
+            let region = workers.pointer(in: scratch, worker)
+            let xf = inputPart.pointer(in: region), yf = outputPart.pointer(in: region)
+            let rf = residualPart.pointer(in: region)
+            let one = GroupNormKernels.Geometry(samples: 1, channels: g.channels,
+                                                groups: g.groups, spatial: g.spatial)
+            for n in split.rows(ofChunk: chunk) {
+                let offset = n * sample, firstRow = n * g.groups
+                r.widen(r.x, offset: offset, into: xf, count: sample, copying: true, streaming: streaming)
+                let sampleEpilogue = r.epilogue(epilogue, offset: offset, count: sample, scratch: rf)
+                if layout == .nhwc {
+                    let regions = ChannelsLastScratch(kernelPart.pointer(in: region), kernel: columnKernel,
+                                                      channels: g.channels, groups: g.groups)
+                    if let bad = GroupStatistics.channelsLastSample(
+                        x: xf, geometry: rowsOfChannels, groups: g.groups,
+                        block: columnBlock, backend: backend, epsilon: epsilon,
+                        gamma: gamma, beta: beta, mean: mean + firstRow,
+                        invstd: invstd + firstRow, y: yf, streaming: false,
+                        epilogue: sampleEpilogue, ones: ones, scratch: regions) {
+                        StreamingStores.fence(streaming)
+                        return firstRow + bad
+                    }
+                } else if let bad = GroupNormKernels.forward(
+                    x: xf, geometry: one, blockRows: blockRows, epsilon: epsilon,
+                    backend: backend, gamma: gamma, beta: beta,
+                    mean: mean + firstRow, invstd: invstd + firstRow, y: yf,
+                    streaming: false, epilogue: sampleEpilogue, ones: ones, scratch: kernelPart.pointer(in: region)) {
+                    StreamingStores.fence(streaming)
+                    return firstRow + bad
+                }
+                r.narrow(yf, offset: offset, count: sample, streaming: streaming)
+            }
+            StreamingStores.fence(streaming)
+            return nil
+        }
+    }
+
+    /// The 16-bit backward's phase: each sample of a chunk, `dy` (masked after
+    /// a ReLU) and the cached input widened into the worker's `Float` regions,
+    /// through the channels-first or channels-last `Float` backward, `dx`
+    /// narrowed; the samples' parameter sums added to the chunk's partials.
+    @usableFromInline
+    struct ReducedBackwardPass: Threading.Pass {
+        @usableFromInline let split: Threading.Split
+        @usableFromInline let p: BackwardPointers<Float>
+        @usableFromInline let r: ReducedStreams
+        @usableFromInline let mask: UnsafePointer<UInt8>?
+        @usableFromInline let partials: ScratchRegions<Float>
+        @usableFromInline let g: GroupNormKernels.Geometry
+        @usableFromInline let blockRows: Int
+        @usableFromInline let backend: Backend
+        @usableFromInline let ones: UnsafePointer<Float>
+        @usableFromInline let scratch: UnsafeMutablePointer<Float>
+        @usableFromInline let workers: ScratchRegions<Float>
+        @usableFromInline let kernelPart: ScratchRegion<Float>
+        @usableFromInline let dyPart: ScratchRegion<Float>
+        @usableFromInline let xPart: ScratchRegion<Float>
+        @usableFromInline let dxPart: ScratchRegion<Float>
+        @usableFromInline let samplePart: ScratchRegion<Float>
+        @usableFromInline let sample: Int
+        @usableFromInline let streaming: Bool
+        @usableFromInline let layout: ChannelLayout
+        @usableFromInline let rowsOfChannels: ChannelGeometry
+        @usableFromInline let columnBlock: Int
+        @usableFromInline let columnKernel: Int
+
+        @inlinable
+        init(split: Threading.Split, p: BackwardPointers<Float>, r: ReducedStreams,
+             mask: UnsafePointer<UInt8>?, partials: ScratchRegions<Float>, g: GroupNormKernels.Geometry,
+             blockRows: Int, backend: Backend, ones: UnsafePointer<Float>,
+             scratch: UnsafeMutablePointer<Float>, workers: ScratchRegions<Float>,
+             kernelPart: ScratchRegion<Float>, dyPart: ScratchRegion<Float>, xPart: ScratchRegion<Float>,
+             dxPart: ScratchRegion<Float>, samplePart: ScratchRegion<Float>, sample: Int, streaming: Bool,
+             layout: ChannelLayout, rowsOfChannels: ChannelGeometry, columnBlock: Int, columnKernel: Int) {
+            self.split = split; self.p = p; self.r = r; self.mask = mask; self.partials = partials; self.g = g
+            self.blockRows = blockRows; self.backend = backend; self.ones = ones; self.scratch = scratch
+            self.workers = workers; self.kernelPart = kernelPart; self.dyPart = dyPart; self.xPart = xPart
+            self.dxPart = dxPart; self.samplePart = samplePart; self.sample = sample
+            self.streaming = streaming; self.layout = layout; self.rowsOfChannels = rowsOfChannels
+            self.columnBlock = columnBlock; self.columnKernel = columnKernel
+        }
+
+        @inlinable
+        func run(chunk: Int, worker: Int) {
+            let channels = g.channels
+            let own = workers.pointer(in: scratch, worker)
+            let dyf = dyPart.pointer(in: own), xf = xPart.pointer(in: own)
+            let dxf = dxPart.pointer(in: own), mine = samplePart.pointer(in: own)
+            let sums = partials.pointer(in: scratch, chunk)
+            sums.update(repeating: 0, count: 2 * channels)
+            let one = GroupNormKernels.Geometry(samples: 1, channels: channels,
+                                                groups: g.groups, spatial: g.spatial)
+            for n in split.rows(ofChunk: chunk) {
+                let offset = n * sample, firstRow = n * g.groups
+                r.widen(r.dy!, offset: offset, into: dyf, count: sample)
+                if let mask {
+                    Float.reluMaskRow(count: sample, dy: dyf, mask: mask + offset, into: dyf)
+                }
+                r.widen(r.x, offset: offset, into: xf, count: sample)
+                if layout == .nhwc {
+                    // Adds the sample's Σ dy·xhat and Σ dy to the chunk's.
+                    GroupStatistics.channelsLastSampleBackward(
+                        dy: dyf, mask: nil, x: xf, geometry: rowsOfChannels,
+                        groups: g.groups, block: columnBlock, backend: backend,
+                        gamma: p.gamma, mean: p.mean + firstRow,
+                        invstd: p.invstd + firstRow, dx: dxf, dgamma: sums,
+                        dbeta: sums + channels, streaming: false, ones: ones,
+                        scratch: ChannelsLastScratch(kernelPart.pointer(in: own), kernel: columnKernel,
+                                                     channels: channels, groups: g.groups))
+                    r.narrow(dxf, offset: offset, count: sample, streaming: streaming)
+                    continue
+                }
+                GroupNormKernels.backward(
+                    BackwardPointers(dy: dyf, x: xf, mean: p.mean + firstRow,
+                                     invstd: p.invstd + firstRow, gamma: p.gamma,
+                                     dx: dxf, dgamma: mine, dbeta: mine + channels),
+                    geometry: one, blockRows: blockRows, backend: backend,
+                    ones: ones, scratch: kernelPart.pointer(in: own))
+                for k in 0..<(2 * channels) { sums[k] += mine[k] }
+                r.narrow(dxf, offset: offset, count: sample, streaming: streaming)
+            }
+            StreamingStores.fence(streaming)
         }
     }
 
@@ -250,54 +379,12 @@ extension GroupStatistics {
                     ReducedStreams.residualGradient(dy, mask: mask, into: residualGradient)
                 }
                 cache.withBackwardPointers(buffers, standIns: standIns) { p in
-                    let context = (split: split, p: p, r: r, mask: mask, partials: partials, g: g,
-                                   blockRows: blockRows, backend: backend, ones: ones,
-                                   scratch: scratch, workers: workers, kernelPart: kernelPart,
-                                   dyPart: dyPart, xPart: xPart, dxPart: dxPart, samplePart: samplePart,
-                                   sample: sample, streaming: streaming, layout: layout,
-                                   rowsOfChannels: rowsOfChannels, columnBlock: columnBlock,
-                                   columnKernel: columnKernel)
-                    Threading.run(split, context) { c, chunk, worker in
-                        let c = c.pointee, p = c.p, g = c.g, channels = g.channels
-                        let own = c.workers.pointer(in: c.scratch, worker)
-                        let dyf = c.dyPart.pointer(in: own), xf = c.xPart.pointer(in: own)
-                        let dxf = c.dxPart.pointer(in: own), mine = c.samplePart.pointer(in: own)
-                        let sums = c.partials.pointer(in: c.scratch, chunk)
-                        sums.update(repeating: 0, count: 2 * channels)
-                        let one = GroupNormKernels.Geometry(samples: 1, channels: channels,
-                                                            groups: g.groups, spatial: g.spatial)
-                        for n in c.split.rows(ofChunk: chunk) {
-                            let offset = n * c.sample, firstRow = n * g.groups
-                            c.r.widen(c.r.dy!, offset: offset, into: dyf, count: c.sample)
-                            if let mask = c.mask {
-                                Float.reluMaskRow(count: c.sample, dy: dyf, mask: mask + offset,
-                                                  into: dyf)
-                            }
-                            c.r.widen(c.r.x, offset: offset, into: xf, count: c.sample)
-                            if c.layout == .nhwc {
-                                // Adds the sample's Σ dy·xhat and Σ dy to the chunk's.
-                                channelsLastSampleBackward(
-                                    dy: dyf, mask: nil, x: xf, geometry: c.rowsOfChannels,
-                                    groups: g.groups, block: c.columnBlock, backend: c.backend,
-                                    gamma: p.gamma, mean: p.mean + firstRow,
-                                    invstd: p.invstd + firstRow, dx: dxf, dgamma: sums,
-                                    dbeta: sums + channels, streaming: false, ones: c.ones,
-                                    scratch: ChannelsLastScratch(c.kernelPart.pointer(in: own), kernel: c.columnKernel,
-                                                                 channels: channels, groups: g.groups))
-                                c.r.narrow(dxf, offset: offset, count: c.sample, streaming: c.streaming)
-                                continue
-                            }
-                            GroupNormKernels.backward(
-                                BackwardPointers(dy: dyf, x: xf, mean: p.mean + firstRow,
-                                                 invstd: p.invstd + firstRow, gamma: p.gamma,
-                                                 dx: dxf, dgamma: mine, dbeta: mine + channels),
-                                geometry: one, blockRows: c.blockRows, backend: c.backend,
-                                ones: c.ones, scratch: c.kernelPart.pointer(in: own))
-                            for k in 0..<(2 * channels) { sums[k] += mine[k] }
-                            c.r.narrow(dxf, offset: offset, count: c.sample, streaming: c.streaming)
-                        }
-                        StreamingStores.fence(c.streaming)
-                    }
+                    Threading.run(split, ReducedBackwardPass(
+                        split: split, p: p, r: r, mask: mask, partials: partials, g: g, blockRows: blockRows, backend: backend, ones: ones,
+                        scratch: scratch, workers: workers, kernelPart: kernelPart, dyPart: dyPart, xPart: xPart,
+                        dxPart: dxPart, samplePart: samplePart, sample: sample, streaming: streaming,
+                        layout: layout, rowsOfChannels: rowsOfChannels, columnBlock: columnBlock,
+                        columnKernel: columnKernel))
                     Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
                                           stride: partials.stride, count: channels, dgamma: p.dgamma,
                                           dbeta: p.dbeta)

@@ -154,69 +154,12 @@ extension RowNormalization {
                 let invstd = statistics?.invstd ?? ownInvstd.pointer(in: scratch)
                 switch backend {
                 case .blas:
-                    let context = (split: split, x: x, copy: copy, y: y, precision: precision,
-                                   g: g, b: b, mean: mean,
-                                   invstd: invstd, columns: columns, blockRows: blockRows,
-                                   epsilon: epsilon, rowStatistics: rowStatistics, streaming: streaming,
-                                   ones: ones, scratch: scratch, workers: workers,
-                                   kernelPart: kernelPart, inputPart: inputPart, outputPart: outputPart,
-                                   residual: residual)
-                    return Threading.firstFailure(split, context) { c, chunk, worker in
-                        let c = c.pointee
-                        let part = c.split.rows(ofChunk: chunk)
-                        let own = c.workers.pointer(in: c.scratch, worker)
-                        let xf = c.inputPart.pointer(in: own), yf = c.outputPart.pointer(in: own)
-                        var first = part.lowerBound
-                        while first < part.upperBound {
-                            let n = min(c.blockRows, part.upperBound - first)
-                            let offset = first * c.columns
-                            if let prologue = c.residual, let s = c.copy {
-                                prologue.run(c.x, offset: offset, count: n * c.columns,
-                                             precision: c.precision, s: s, xf: xf,
-                                             streaming: c.streaming)
-                            } else {
-                                c.precision.widen(c.x + 2 * offset, into: xf, count: n * c.columns,
-                                                  copy: c.copy.map { $0 + 2 * offset },
-                                                  streaming: c.streaming)
-                            }
-                            if c.columns >= LayerNormKernels.rowKernelMinimumColumns {
-                                // One row at a time: the Float statistics, then
-                                // the scale and shift narrowed as it is written.
-                                let row = LayerNormKernels.rowScratch(c.kernelPart.pointer(in: own), input: xf)
-                                for i in 0..<n {
-                                    let xi = xf + i * c.columns
-                                    guard let (m, s) = LayerNormKernels.statistics(
-                                        ofRow: xi, columns: c.columns, epsilon: c.epsilon,
-                                        rowStatistics: c.rowStatistics, ones: c.ones, row: row) else {
-                                        StreamingStores.fence(c.streaming)
-                                        return first + i
-                                    }
-                                    c.mean[first + i] = m
-                                    c.invstd[first + i] = s
-                                    c.precision.scaleShift(
-                                        count: c.columns, c: UnsafePointer(c.rowStatistics.centred ? row : xi),
-                                        scale: s, gamma: c.g, beta: c.b,
-                                        into: c.y + 2 * (offset + i * c.columns),
-                                        streaming: c.streaming)
-                                }
-                                first += n
-                                continue
-                            }
-                            if let bad = LayerNormKernels.forwardBLAS(
-                                x: xf, rows: n, columns: c.columns, blockRows: c.blockRows,
-                                epsilon: c.epsilon, rowStatistics: c.rowStatistics, gamma: c.g, beta: c.b,
-                                mean: c.mean + first, invstd: c.invstd + first, y: yf,
-                                streaming: false, ones: c.ones, scratch: c.kernelPart.pointer(in: own)) {
-                                StreamingStores.fence(c.streaming)
-                                return first + bad
-                            }
-                            c.precision.narrow(yf, into: c.y + 2 * offset, count: n * c.columns,
-                                               streaming: c.streaming)
-                            first += n
-                        }
-                        StreamingStores.fence(c.streaming)
-                        return nil
-                    }
+                    return Threading.firstFailure(split, ReducedForwardPass(
+                        split: split, x: x, copy: copy, y: y, precision: precision, g: g, b: b, mean: mean,
+                        invstd: invstd, columns: columns, blockRows: blockRows, epsilon: epsilon,
+                        rowStatistics: rowStatistics, streaming: streaming, ones: ones, scratch: scratch,
+                        workers: workers, kernelPart: kernelPart, inputPart: inputPart, outputPart: outputPart,
+                        residual: residual))
                 case .naive:
                     let own = workers.pointer(in: scratch, 0)
                     let xf = inputPart.pointer(in: own), yf = outputPart.pointer(in: own)
@@ -236,6 +179,179 @@ extension RowNormalization {
                     return nil
                 }
             }}
+        }
+    }
+
+    /// The BLAS 16-bit forward's phase: each chunk of rows block by block,
+    /// widened (or summed with the residual) into the worker's `Float`
+    /// block, then normalized row by row or through the row-block kernel and
+    /// narrowed; returns the first row whose statistics are not finite.
+    @usableFromInline
+    struct ReducedForwardPass: Threading.FailablePass {
+        @usableFromInline let split: Threading.Split
+        @usableFromInline let x: UnsafeRawPointer
+        @usableFromInline let copy: UnsafeMutableRawPointer?
+        @usableFromInline let y: UnsafeMutableRawPointer
+        @usableFromInline let precision: StoragePrecision
+        @usableFromInline let g, b: UnsafePointer<Float>
+        @usableFromInline let mean, invstd: UnsafeMutablePointer<Float>
+        @usableFromInline let columns, blockRows: Int
+        @usableFromInline let epsilon: Float
+        @usableFromInline let rowStatistics: RowStatistics
+        @usableFromInline let streaming: Bool
+        @usableFromInline let ones: UnsafePointer<Float>
+        @usableFromInline let scratch: UnsafeMutablePointer<Float>
+        @usableFromInline let workers: ScratchRegions<Float>
+        @usableFromInline let kernelPart, inputPart, outputPart: ScratchRegion<Float>
+        @usableFromInline let residual: ReducedPrologue?
+
+        @inlinable
+        init(split: Threading.Split, x: UnsafeRawPointer, copy: UnsafeMutableRawPointer?, y: UnsafeMutableRawPointer,
+             precision: StoragePrecision, g: UnsafePointer<Float>, b: UnsafePointer<Float>,
+             mean: UnsafeMutablePointer<Float>, invstd: UnsafeMutablePointer<Float>, columns: Int, blockRows: Int,
+             epsilon: Float, rowStatistics: RowStatistics, streaming: Bool, ones: UnsafePointer<Float>,
+             scratch: UnsafeMutablePointer<Float>, workers: ScratchRegions<Float>, kernelPart: ScratchRegion<Float>,
+             inputPart: ScratchRegion<Float>, outputPart: ScratchRegion<Float>, residual: ReducedPrologue?) {
+            self.split = split; self.x = x; self.copy = copy; self.y = y; self.precision = precision
+            self.g = g; self.b = b; self.mean = mean; self.invstd = invstd; self.columns = columns
+            self.blockRows = blockRows; self.epsilon = epsilon; self.rowStatistics = rowStatistics
+            self.streaming = streaming; self.ones = ones; self.scratch = scratch; self.workers = workers
+            self.kernelPart = kernelPart; self.inputPart = inputPart; self.outputPart = outputPart
+            self.residual = residual
+        }
+
+        @inlinable
+        func run(chunk: Int, worker: Int) -> Int? {
+            let part = split.rows(ofChunk: chunk)
+            let own = workers.pointer(in: scratch, worker)
+            let xf = inputPart.pointer(in: own), yf = outputPart.pointer(in: own)
+            var first = part.lowerBound
+            while first < part.upperBound {
+                let n = min(blockRows, part.upperBound - first)
+                let offset = first * columns
+                if let prologue = residual, let s = copy {
+                    prologue.run(x, offset: offset, count: n * columns, precision: precision, s: s, xf: xf,
+                                 streaming: streaming)
+                } else {
+                    precision.widen(x + 2 * offset, into: xf, count: n * columns,
+                                    copy: copy.map { $0 + 2 * offset }, streaming: streaming)
+                }
+                if columns >= LayerNormKernels.rowKernelMinimumColumns {
+                    // One row at a time: the Float statistics, then
+                    // the scale and shift narrowed as it is written.
+                    let row = LayerNormKernels.rowScratch(kernelPart.pointer(in: own), input: xf)
+                    for i in 0..<n {
+                        let xi = xf + i * columns
+                        guard let (m, s) = LayerNormKernels.statistics(
+                            ofRow: xi, columns: columns, epsilon: epsilon,
+                            rowStatistics: rowStatistics, ones: ones, row: row) else {
+                            StreamingStores.fence(streaming)
+                            return first + i
+                        }
+                        mean[first + i] = m
+                        invstd[first + i] = s
+                        precision.scaleShift(
+                            count: columns, c: UnsafePointer(rowStatistics.centred ? row : xi),
+                            scale: s, gamma: g, beta: b,
+                            into: y + 2 * (offset + i * columns),
+                            streaming: streaming)
+                    }
+                    first += n
+                    continue
+                }
+                if let bad = LayerNormKernels.forwardBLAS(
+                    x: xf, rows: n, columns: columns, blockRows: blockRows,
+                    epsilon: epsilon, rowStatistics: rowStatistics, gamma: g, beta: b,
+                    mean: mean + first, invstd: invstd + first, y: yf,
+                    streaming: false, ones: ones, scratch: kernelPart.pointer(in: own)) {
+                    StreamingStores.fence(streaming)
+                    return first + bad
+                }
+                precision.narrow(yf, into: y + 2 * offset, count: n * columns, streaming: streaming)
+                first += n
+            }
+            StreamingStores.fence(streaming)
+            return nil
+        }
+    }
+
+    /// The BLAS 16-bit backward's phase: each chunk of rows block by block,
+    /// `dy`, the cached input (and a sum gradient) widened into the worker's
+    /// `Float` blocks, ``LayerNormKernels/backwardBlock``, `dx` narrowed; the
+    /// chunk's partial `dgamma` and `dbeta` into its region of `partials`.
+    @usableFromInline
+    struct ReducedBackwardPass: Threading.Pass {
+        @usableFromInline let split: Threading.Split
+        @usableFromInline let precision: StoragePrecision
+        @usableFromInline let dy: UnsafeRawPointer
+        @usableFromInline let x: UnsafeRawPointer
+        @usableFromInline let dx: UnsafeMutableRawPointer
+        @usableFromInline let mean: UnsafePointer<Float>
+        @usableFromInline let invstd: UnsafePointer<Float>
+        @usableFromInline let gamma: UnsafePointer<Float>
+        @usableFromInline let columns: Int
+        @usableFromInline let blockRows: Int
+        @usableFromInline let rowStatistics: RowStatistics
+        @usableFromInline let partials: ScratchRegions<Float>
+        @usableFromInline let ones: UnsafePointer<Float>
+        @usableFromInline let scratch: UnsafeMutablePointer<Float>
+        @usableFromInline let workers: ScratchRegions<Float>
+        @usableFromInline let kernelPart: ScratchRegion<Float>
+        @usableFromInline let dyPart: ScratchRegion<Float>
+        @usableFromInline let xPart: ScratchRegion<Float>
+        @usableFromInline let dxPart: ScratchRegion<Float>
+        @usableFromInline let sumPart: ScratchRegion<Float>
+        @usableFromInline let streaming: Bool
+        @usableFromInline let keepsGamma: Bool
+        @usableFromInline let keepsBeta: Bool
+        @usableFromInline let ds: UnsafeRawPointer?
+
+        @inlinable
+        init(split: Threading.Split, precision: StoragePrecision, dy: UnsafeRawPointer, x: UnsafeRawPointer,
+             dx: UnsafeMutableRawPointer, mean: UnsafePointer<Float>, invstd: UnsafePointer<Float>,
+             gamma: UnsafePointer<Float>, columns: Int, blockRows: Int, rowStatistics: RowStatistics,
+             partials: ScratchRegions<Float>, ones: UnsafePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+             workers: ScratchRegions<Float>, kernelPart: ScratchRegion<Float>, dyPart: ScratchRegion<Float>,
+             xPart: ScratchRegion<Float>, dxPart: ScratchRegion<Float>, sumPart: ScratchRegion<Float>,
+             streaming: Bool, keepsGamma: Bool, keepsBeta: Bool, ds: UnsafeRawPointer?) {
+            self.split = split; self.precision = precision; self.dy = dy; self.x = x; self.dx = dx
+            self.mean = mean; self.invstd = invstd; self.gamma = gamma; self.columns = columns
+            self.blockRows = blockRows; self.rowStatistics = rowStatistics; self.partials = partials
+            self.ones = ones; self.scratch = scratch; self.workers = workers; self.kernelPart = kernelPart
+            self.dyPart = dyPart; self.xPart = xPart; self.dxPart = dxPart; self.sumPart = sumPart
+            self.streaming = streaming; self.keepsGamma = keepsGamma; self.keepsBeta = keepsBeta; self.ds = ds
+        }
+
+        @inlinable
+        func run(chunk: Int, worker: Int) {
+            let part = split.rows(ofChunk: chunk)
+            let sums = partials.pointer(in: scratch, chunk)
+            sums.update(repeating: 0, count: 2 * columns)
+            let own = workers.pointer(in: scratch, worker)
+            let dyf = dyPart.pointer(in: own), xf = xPart.pointer(in: own)
+            let dxf = dxPart.pointer(in: own)
+            var first = part.lowerBound
+            while first < part.upperBound {
+                let n = min(blockRows, part.upperBound - first)
+                let offset = first * columns, values = n * columns
+                precision.widen(dy + 2 * offset, into: dyf, count: values)
+                precision.widen(x + 2 * offset, into: xf, count: values)
+                let dsf: UnsafeMutablePointer<Float>? = ds.map {
+                    let dsf = sumPart.pointer(in: own)
+                    precision.widen($0 + 2 * offset, into: dsf, count: values)
+                    return dsf
+                }
+                LayerNormKernels.backwardBlock(
+                    dy: dyf, x: xf, rows: n, columns: columns, rowStatistics: rowStatistics,
+                    mean: mean + first, invstd: invstd + first, gamma: gamma,
+                    dx: dxf, dgamma: keepsGamma ? sums : nil,
+                    dbeta: keepsBeta ? sums + columns : nil,
+                    sumGradient: dsf.map { UnsafePointer($0) },
+                    ones: ones, scratch: kernelPart.pointer(in: own))
+                precision.narrow(dxf, into: dx + 2 * offset, count: values, streaming: streaming)
+                first += n
+            }
+            StreamingStores.fence(streaming)
         }
     }
 
@@ -293,46 +409,12 @@ extension RowNormalization {
                 let dsRaw = sumGradient.map { UnsafeRawPointer($0.baseAddress!) }
                 switch backend {
                 case .blas:
-                    let context = (split: split, precision: precision, dy: dyRaw, x: x, dx: dxRaw,
-                                   mean: mean, invstd: invstd, gamma: gamma, columns: columns,
-                                   blockRows: blockRows, rowStatistics: rowStatistics, partials: partials,
-                                   ones: ones, scratch: scratch, workers: workers, kernelPart: kernelPart,
-                                   dyPart: dyPart, xPart: xPart, dxPart: dxPart, sumPart: sumPart,
-                                   streaming: streaming,
-                                   keepsGamma: !dgamma.isEmpty, keepsBeta: !dbeta.isEmpty,
-                                   ds: dsRaw)
-                    Threading.run(split, context) { c, chunk, worker in
-                        let c = c.pointee
-                        let part = c.split.rows(ofChunk: chunk)
-                        let sums = c.partials.pointer(in: c.scratch, chunk)
-                        sums.update(repeating: 0, count: 2 * c.columns)
-                        let own = c.workers.pointer(in: c.scratch, worker)
-                        let dyf = c.dyPart.pointer(in: own), xf = c.xPart.pointer(in: own)
-                        let dxf = c.dxPart.pointer(in: own)
-                        var first = part.lowerBound
-                        while first < part.upperBound {
-                            let n = min(c.blockRows, part.upperBound - first)
-                            let offset = first * c.columns, values = n * c.columns
-                            c.precision.widen(c.dy + 2 * offset, into: dyf, count: values)
-                            c.precision.widen(c.x + 2 * offset, into: xf, count: values)
-                            let dsf: UnsafeMutablePointer<Float>? = c.ds.map {
-                                let dsf = c.sumPart.pointer(in: own)
-                                c.precision.widen($0 + 2 * offset, into: dsf, count: values)
-                                return dsf
-                            }
-                            LayerNormKernels.backwardBlock(
-                                dy: dyf, x: xf, rows: n, columns: c.columns, rowStatistics: c.rowStatistics,
-                                mean: c.mean + first, invstd: c.invstd + first, gamma: c.gamma,
-                                dx: dxf, dgamma: c.keepsGamma ? sums : nil,
-                                dbeta: c.keepsBeta ? sums + c.columns : nil,
-                                sumGradient: dsf.map { UnsafePointer($0) },
-                                ones: c.ones, scratch: c.kernelPart.pointer(in: own))
-                            c.precision.narrow(dxf, into: c.dx + 2 * offset, count: values,
-                                               streaming: c.streaming)
-                            first += n
-                        }
-                        StreamingStores.fence(c.streaming)
-                    }
+                    Threading.run(split, ReducedBackwardPass(
+                        split: split, precision: precision, dy: dyRaw, x: x, dx: dxRaw, mean: mean, invstd: invstd, gamma: gamma, columns: columns,
+                        blockRows: blockRows, rowStatistics: rowStatistics, partials: partials, ones: ones,
+                        scratch: scratch, workers: workers, kernelPart: kernelPart, dyPart: dyPart, xPart: xPart,
+                        dxPart: dxPart, sumPart: sumPart, streaming: streaming, keepsGamma: !dgamma.isEmpty,
+                        keepsBeta: !dbeta.isEmpty, ds: dsRaw))
                     Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
                                           stride: partials.stride, count: columns,
                                           dgamma: dgamma.isEmpty ? nil : dgamma.baseAddress,

@@ -171,43 +171,11 @@ enum RowNormalization {
                     g = UnsafePointer(lines)
                     b = UnsafePointer(lines + stride)
                     // Rows are independent: the chunks of rows on the workers.
-                    let context = (split: split, x: x, y: y, g: g, b: b, mean: mean, invstd: invstd,
-                                   columns: columns, blockRows: blockRows, epsilon: epsilon,
-                                   rowStatistics: rowStatistics, streaming: streaming, ones: ones,
-                                   scratch: scratch, kernel: kernel, prologue: prologue,
-                                   separateSquares: separateSquares, sumBlocks: sumBlocks,
-                                   sumBlock: sumBlock)
-                    return Threading.firstFailure(split, context) { c, chunk, worker in
-                        let c = c.pointee
-                        let part = c.split.rows(ofChunk: chunk)
-                        // With a prologue, block by block: the sum, then its rows.
-                        let step = c.prologue == nil ? max(1, part.count) : c.blockRows
-                        var first = part.lowerBound
-                        let own = c.kernel.pointer(in: c.scratch, worker)
-                        while first < part.upperBound {
-                            let count = min(step, part.upperBound - first)
-                            let offset = first * c.columns
-                            var x = c.x + offset
-                            if let prologue = c.prologue, c.sumBlock > 0 {
-                                let block = c.sumBlocks.pointer(in: c.scratch, worker)
-                                prologue.run(first: first, rows: count, columns: c.columns, block: block)
-                                x = UnsafePointer(block)
-                            } else {
-                                c.prologue?.run(first: first, rows: count, columns: c.columns,
-                                                streaming: c.streaming)
-                            }
-                            if let bad = LayerNormKernels.forwardBLAS(
-                                x: x, rows: count, columns: c.columns,
-                                blockRows: c.blockRows, epsilon: c.epsilon, rowStatistics: c.rowStatistics,
-                                gamma: c.g, beta: c.b, mean: c.mean + first,
-                                invstd: c.invstd + first, y: c.y + offset, streaming: c.streaming,
-                                separateSquares: c.separateSquares, ones: c.ones, scratch: own) {
-                                return first + bad
-                            }
-                            first += count
-                        }
-                        return nil
-                    }
+                    return Threading.firstFailure(split, ForwardPass(
+                        split: split, x: x, y: y, gamma: g, beta: b, mean: mean, invstd: invstd,
+                        columns: columns, blockRows: blockRows, epsilon: epsilon, rowStatistics: rowStatistics,
+                        streaming: streaming, separateSquares: separateSquares, prologue: prologue,
+                        ones: ones, scratch: scratch, kernel: kernel, sumBlocks: sumBlocks, sumBlock: sumBlock))
                 case .naive:
                     prologue?.run(first: 0, rows: rows, columns: columns, streaming: streaming)
                     return LayerNormKernels.forwardNaive(
@@ -215,6 +183,70 @@ enum RowNormalization {
                         gamma: g, beta: b, mean: mean, invstd: invstd, y: y, streaming: streaming)
                 }
             }}
+        }
+    }
+
+    /// The BLAS forward's phase: each chunk of rows through
+    /// `LayerNormKernels.forwardBLAS`; with a prologue, block by block (the
+    /// residual sum of a block, then its rows).
+    @usableFromInline
+    struct ForwardPass<Scalar: BLASScalar>: Threading.FailablePass {
+        @usableFromInline let split: Threading.Split
+        @usableFromInline let x: UnsafePointer<Scalar>
+        @usableFromInline let y, mean, invstd: UnsafeMutablePointer<Scalar>
+        @usableFromInline let gamma, beta: UnsafePointer<Scalar>
+        @usableFromInline let columns, blockRows: Int
+        @usableFromInline let epsilon: Scalar
+        @usableFromInline let rowStatistics: RowStatistics
+        @usableFromInline let streaming, separateSquares: Bool
+        @usableFromInline let prologue: Prologue<Scalar>?
+        @usableFromInline let ones: UnsafePointer<Scalar>
+        @usableFromInline let scratch: UnsafeMutablePointer<Scalar>
+        @usableFromInline let kernel, sumBlocks: ScratchRegions<Scalar>
+        @usableFromInline let sumBlock: Int
+
+        @inlinable
+        init(split: Threading.Split, x: UnsafePointer<Scalar>, y: UnsafeMutablePointer<Scalar>,
+             gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>, mean: UnsafeMutablePointer<Scalar>,
+             invstd: UnsafeMutablePointer<Scalar>, columns: Int, blockRows: Int, epsilon: Scalar,
+             rowStatistics: RowStatistics, streaming: Bool, separateSquares: Bool, prologue: Prologue<Scalar>?,
+             ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>, kernel: ScratchRegions<Scalar>,
+             sumBlocks: ScratchRegions<Scalar>, sumBlock: Int) {
+            self.split = split; self.x = x; self.y = y; self.gamma = gamma; self.beta = beta; self.mean = mean
+            self.invstd = invstd; self.columns = columns; self.blockRows = blockRows; self.epsilon = epsilon
+            self.rowStatistics = rowStatistics; self.streaming = streaming; self.separateSquares = separateSquares
+            self.prologue = prologue; self.ones = ones; self.scratch = scratch; self.kernel = kernel
+            self.sumBlocks = sumBlocks; self.sumBlock = sumBlock
+        }
+
+        @inlinable
+        func run(chunk: Int, worker: Int) -> Int? {
+            let part = split.rows(ofChunk: chunk)
+            // With a prologue, block by block: the sum, then its rows.
+            let step = prologue == nil ? max(1, part.count) : blockRows
+            var first = part.lowerBound
+            let own = kernel.pointer(in: scratch, worker)
+            while first < part.upperBound {
+                let count = min(step, part.upperBound - first)
+                let offset = first * columns
+                var rows = x + offset
+                if let prologue, sumBlock > 0 {
+                    let block = sumBlocks.pointer(in: scratch, worker)
+                    prologue.run(first: first, rows: count, columns: columns, block: block)
+                    rows = UnsafePointer(block)
+                } else {
+                    prologue?.run(first: first, rows: count, columns: columns, streaming: streaming)
+                }
+                if let bad = LayerNormKernels.forwardBLAS(
+                    x: rows, rows: count, columns: columns, blockRows: blockRows, epsilon: epsilon,
+                    rowStatistics: rowStatistics, gamma: gamma, beta: beta, mean: mean + first,
+                    invstd: invstd + first, y: y + offset, streaming: streaming,
+                    separateSquares: separateSquares, ones: ones, scratch: own) {
+                    return first + bad
+                }
+                first += count
+            }
+            return nil
         }
     }
 

@@ -84,30 +84,13 @@ extension GroupStatistics {
             gamma.withUnsafeBufferPointer { gammaBuffer in
             beta.withUnsafeBufferPointer { betaBuffer in
                 // Ones and zeros stand in for absent parameters (`Affine`).
-                let context = (split: split, x: x, y: y, g: g, sample: sample, block: block,
-                               gamma: standIns.scale(gammaBuffer), beta: standIns.shift(betaBuffer),
-                               mean: statistics?.mean ?? ownMean.pointer(in: scratch),
-                               invstd: statistics?.invstd ?? ownInvstd.pointer(in: scratch),
-                               epsilon: epsilon, backend: backend, streaming: streaming,
-                               epilogue: epilogue, ones: ones, scratch: scratch, workers: workers,
-                               kernel: kernel)
-                return Threading.firstFailure(split, context) { c, chunk, worker in
-                    let c = c.pointee, g = c.g
-                    let regions = ChannelsLastScratch(c.workers.pointer(in: c.scratch, worker), kernel: c.kernel,
-                                                      channels: g.channels, groups: g.groups)
-                    for n in c.split.rows(ofChunk: chunk) {
-                        let offset = n * g.channels * g.spatial, row = n * g.groups
-                        if let failed = channelsLastSample(
-                            x: c.x! + offset, geometry: c.sample, groups: g.groups, block: c.block,
-                            backend: c.backend, epsilon: c.epsilon, gamma: c.gamma, beta: c.beta,
-                            mean: c.mean + row, invstd: c.invstd + row, y: c.y! + offset,
-                            streaming: c.streaming, epilogue: c.epilogue.advanced(by: offset),
-                            ones: c.ones, scratch: regions) {
-                            return row + failed
-                        }
-                    }
-                    return nil
-                }
+                return Threading.firstFailure(split, ChannelsLastForwardPass(
+                    split: split, x: x, y: y, geometry: g, sample: sample, block: block,
+                    gamma: standIns.scale(gammaBuffer), beta: standIns.shift(betaBuffer),
+                    mean: statistics?.mean ?? ownMean.pointer(in: scratch),
+                    invstd: statistics?.invstd ?? ownInvstd.pointer(in: scratch),
+                    epsilon: epsilon, backend: backend, streaming: streaming, epilogue: epilogue,
+                    ones: ones, scratch: scratch, workers: workers, kernel: kernel))
             }}
         }
     }
@@ -183,25 +166,10 @@ extension GroupStatistics {
         workspace.withRegions(ones: sample.onesCount(block: block), scratch: layout.count,
                               parameters: g.channels) { ones, scratch, standIns in
             cache.withBackwardPointers(buffers, standIns: standIns) { p in
-            let context = (split: split, p: p, mask: mask, g: g, sample: sample, block: block,
-                           backend: backend, streaming: streaming, ones: ones, scratch: scratch,
-                           workers: workers, kernel: kernel, partials: partials)
-            Threading.run(split, context) { c, chunk, worker in
-                let c = c.pointee, g = c.g, p = c.p
-                let regions = ChannelsLastScratch(c.workers.pointer(in: c.scratch, worker), kernel: c.kernel,
-                                                  channels: g.channels, groups: g.groups)
-                let dgamma = c.partials.pointer(in: c.scratch, chunk), dbeta = dgamma + g.channels
-                dgamma.update(repeating: 0, count: 2 * g.channels)
-                for n in c.split.rows(ofChunk: chunk) {
-                    let offset = n * g.channels * g.spatial, row = n * g.groups
-                    channelsLastSampleBackward(
-                        dy: p.dy + offset, mask: c.mask.map { $0 + offset }, x: p.x + offset,
-                        geometry: c.sample, groups: g.groups, block: c.block, backend: c.backend,
-                        gamma: p.gamma, mean: p.mean + row, invstd: p.invstd + row, dx: p.dx + offset,
-                        dgamma: dgamma, dbeta: dbeta, streaming: c.streaming, ones: c.ones,
-                        scratch: regions)
-                }
-            }
+            Threading.run(split, ChannelsLastBackwardPass(
+                split: split, pointers: p, mask: mask, geometry: g, sample: sample, block: block,
+                backend: backend, streaming: streaming, ones: ones, scratch: scratch, workers: workers,
+                kernel: kernel, partials: partials))
             Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
                                   stride: partials.stride, count: g.channels, dgamma: p.dgamma,
                                   dbeta: p.dbeta)
@@ -251,5 +219,108 @@ extension GroupStatistics {
         }
         BatchNormKernels.combine(dy: dy, mask: mask, x: x, geometry: g, mean: s.groupMean,
                                  coefficients: s.vectors, stride: s.stride, dx: dx, streaming: streaming)
+    }
+
+    /// The channels-last forward's phase: each sample of a chunk through
+    /// ``channelsLastSample(x:geometry:groups:block:backend:epsilon:gamma:beta:mean:invstd:y:streaming:epilogue:ones:scratch:)``
+    /// in its worker's regions; returns the first row `n·G + g` whose
+    /// statistics are not finite.
+    @usableFromInline
+    struct ChannelsLastForwardPass<Scalar: BLASScalar>: Threading.FailablePass {
+        @usableFromInline let split: Threading.Split
+        @usableFromInline let x: UnsafePointer<Scalar>?
+        @usableFromInline let y: UnsafeMutablePointer<Scalar>?
+        @usableFromInline let geometry: GroupNormKernels.Geometry
+        @usableFromInline let sample: ChannelGeometry
+        @usableFromInline let block: Int
+        @usableFromInline let gamma, beta: UnsafePointer<Scalar>
+        @usableFromInline let mean, invstd: UnsafeMutablePointer<Scalar>
+        @usableFromInline let epsilon: Scalar
+        @usableFromInline let backend: Backend
+        @usableFromInline let streaming: Bool
+        @usableFromInline let epilogue: Epilogue<Scalar>
+        @usableFromInline let ones: UnsafePointer<Scalar>
+        @usableFromInline let scratch: UnsafeMutablePointer<Scalar>
+        @usableFromInline let workers: ScratchRegions<Scalar>
+        @usableFromInline let kernel: Int
+
+        @inlinable
+        init(split: Threading.Split, x: UnsafePointer<Scalar>?, y: UnsafeMutablePointer<Scalar>?,
+             geometry: GroupNormKernels.Geometry, sample: ChannelGeometry, block: Int,
+             gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>, mean: UnsafeMutablePointer<Scalar>,
+             invstd: UnsafeMutablePointer<Scalar>, epsilon: Scalar, backend: Backend, streaming: Bool,
+             epilogue: Epilogue<Scalar>, ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>,
+             workers: ScratchRegions<Scalar>, kernel: Int) {
+            self.split = split; self.x = x; self.y = y; self.geometry = geometry; self.sample = sample
+            self.block = block; self.gamma = gamma; self.beta = beta; self.mean = mean; self.invstd = invstd
+            self.epsilon = epsilon; self.backend = backend; self.streaming = streaming; self.epilogue = epilogue
+            self.ones = ones; self.scratch = scratch; self.workers = workers; self.kernel = kernel
+        }
+
+        @inlinable
+        func run(chunk: Int, worker: Int) -> Int? {
+            let g = geometry
+            let regions = ChannelsLastScratch(workers.pointer(in: scratch, worker), kernel: kernel,
+                                              channels: g.channels, groups: g.groups)
+            for n in split.rows(ofChunk: chunk) {
+                let offset = n * g.channels * g.spatial, row = n * g.groups
+                if let failed = GroupStatistics.channelsLastSample(
+                    x: x! + offset, geometry: sample, groups: g.groups, block: block, backend: backend,
+                    epsilon: epsilon, gamma: gamma, beta: beta, mean: mean + row, invstd: invstd + row,
+                    y: y! + offset, streaming: streaming, epilogue: epilogue.advanced(by: offset),
+                    ones: ones, scratch: regions) {
+                    return row + failed
+                }
+            }
+            return nil
+        }
+    }
+
+    /// The channels-last backward's phase: each sample of a chunk through
+    /// ``channelsLastSampleBackward(dy:mask:x:geometry:groups:block:backend:gamma:mean:invstd:dx:dgamma:dbeta:streaming:ones:scratch:)``,
+    /// the chunk's partial `dgamma` and `dbeta` into its region of `partials`.
+    @usableFromInline
+    struct ChannelsLastBackwardPass<Scalar: BLASScalar>: Threading.Pass {
+        @usableFromInline let split: Threading.Split
+        @usableFromInline let pointers: BackwardPointers<Scalar>
+        @usableFromInline let mask: UnsafePointer<UInt8>?
+        @usableFromInline let geometry: GroupNormKernels.Geometry
+        @usableFromInline let sample: ChannelGeometry
+        @usableFromInline let block: Int
+        @usableFromInline let backend: Backend
+        @usableFromInline let streaming: Bool
+        @usableFromInline let ones: UnsafePointer<Scalar>
+        @usableFromInline let scratch: UnsafeMutablePointer<Scalar>
+        @usableFromInline let workers: ScratchRegions<Scalar>
+        @usableFromInline let kernel: Int
+        @usableFromInline let partials: ScratchRegions<Scalar>
+
+        @inlinable
+        init(split: Threading.Split, pointers: BackwardPointers<Scalar>, mask: UnsafePointer<UInt8>?,
+             geometry: GroupNormKernels.Geometry, sample: ChannelGeometry, block: Int, backend: Backend,
+             streaming: Bool, ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>,
+             workers: ScratchRegions<Scalar>, kernel: Int, partials: ScratchRegions<Scalar>) {
+            self.split = split; self.pointers = pointers; self.mask = mask; self.geometry = geometry
+            self.sample = sample; self.block = block; self.backend = backend; self.streaming = streaming
+            self.ones = ones; self.scratch = scratch; self.workers = workers; self.kernel = kernel
+            self.partials = partials
+        }
+
+        @inlinable
+        func run(chunk: Int, worker: Int) {
+            let g = geometry, p = pointers
+            let regions = ChannelsLastScratch(workers.pointer(in: scratch, worker), kernel: kernel,
+                                              channels: g.channels, groups: g.groups)
+            let dgamma = partials.pointer(in: scratch, chunk), dbeta = dgamma + g.channels
+            dgamma.update(repeating: 0, count: 2 * g.channels)
+            for n in split.rows(ofChunk: chunk) {
+                let offset = n * g.channels * g.spatial, row = n * g.groups
+                GroupStatistics.channelsLastSampleBackward(
+                    dy: p.dy + offset, mask: mask.map { $0 + offset }, x: p.x + offset, geometry: sample,
+                    groups: g.groups, block: block, backend: backend, gamma: p.gamma, mean: p.mean + row,
+                    invstd: p.invstd + row, dx: p.dx + offset, dgamma: dgamma, dbeta: dbeta,
+                    streaming: streaming, ones: ones, scratch: regions)
+            }
+        }
     }
 }

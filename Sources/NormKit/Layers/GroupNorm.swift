@@ -282,28 +282,11 @@ enum GroupStatistics {
                 let mean = statistics?.mean ?? ownMean.pointer(in: scratch)
                 let invstd = statistics?.invstd ?? ownInvstd.pointer(in: scratch)
                 // Ones and zeros stand in for absent parameters (`Affine`).
-                let context = (split: split, x: x, y: y,
-                               gamma: standIns.scale(gammaBuffer), beta: standIns.shift(betaBuffer),
-                               mean: mean, invstd: invstd, g: g,
-                               blockRows: blockRows, epsilon: epsilon, backend: backend,
-                               streaming: streaming, epilogue: epilogue, ones: ones,
-                               scratch: scratch, kernel: kernel)
-                return Threading.firstFailure(split, context) { c, chunk, worker in
-                    let c = c.pointee, g = c.g
-                    let samples = c.split.rows(ofChunk: chunk)
-                    let firstRow = samples.lowerBound * g.groups
-                    let offset = samples.lowerBound * g.channels * g.spatial
-                    return GroupNormKernels.forward(
-                        x: c.x! + offset,
-                        geometry: .init(samples: samples.count, channels: g.channels,
-                                        groups: g.groups, spatial: g.spatial),
-                        blockRows: c.blockRows, epsilon: c.epsilon, backend: c.backend,
-                        gamma: c.gamma, beta: c.beta, mean: c.mean + firstRow,
-                        invstd: c.invstd + firstRow, y: c.y! + offset, streaming: c.streaming,
-                        epilogue: c.epilogue.advanced(by: offset),
-                        ones: c.ones, scratch: c.kernel.pointer(in: c.scratch, worker)
-                    ).map { firstRow + $0 }
-                }
+                return Threading.firstFailure(split, ForwardPass(
+                    split: split, x: x, y: y, gamma: standIns.scale(gammaBuffer),
+                    beta: standIns.shift(betaBuffer), mean: mean, invstd: invstd, geometry: g,
+                    blockRows: blockRows, epsilon: epsilon, backend: backend, streaming: streaming,
+                    epilogue: epilogue, ones: ones, scratch: scratch, kernel: kernel))
             }}
         }
     }
@@ -361,6 +344,53 @@ enum GroupStatistics {
                                       stride: partials.stride, count: channels, dgamma: p.dgamma,
                                       dbeta: p.dbeta)
             }
+        }
+    }
+
+    /// The channels-first forward's phase: each chunk of samples through
+    /// ``GroupNormKernels/forward``; returns the first row `n·G + g` whose
+    /// statistics are not finite.
+    @usableFromInline
+    struct ForwardPass<Scalar: BLASScalar>: Threading.FailablePass {
+        @usableFromInline let split: Threading.Split
+        @usableFromInline let x: UnsafePointer<Scalar>?
+        @usableFromInline let y: UnsafeMutablePointer<Scalar>?
+        @usableFromInline let gamma, beta: UnsafePointer<Scalar>
+        @usableFromInline let mean, invstd: UnsafeMutablePointer<Scalar>
+        @usableFromInline let geometry: GroupNormKernels.Geometry
+        @usableFromInline let blockRows: Int
+        @usableFromInline let epsilon: Scalar
+        @usableFromInline let backend: Backend
+        @usableFromInline let streaming: Bool
+        @usableFromInline let epilogue: Epilogue<Scalar>
+        @usableFromInline let ones: UnsafePointer<Scalar>
+        @usableFromInline let scratch: UnsafeMutablePointer<Scalar>
+        @usableFromInline let kernel: ScratchRegions<Scalar>
+
+        @inlinable
+        init(split: Threading.Split, x: UnsafePointer<Scalar>?, y: UnsafeMutablePointer<Scalar>?,
+             gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>, mean: UnsafeMutablePointer<Scalar>,
+             invstd: UnsafeMutablePointer<Scalar>, geometry: GroupNormKernels.Geometry, blockRows: Int,
+             epsilon: Scalar, backend: Backend, streaming: Bool, epilogue: Epilogue<Scalar>,
+             ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>, kernel: ScratchRegions<Scalar>) {
+            self.split = split; self.x = x; self.y = y; self.gamma = gamma; self.beta = beta; self.mean = mean
+            self.invstd = invstd; self.geometry = geometry; self.blockRows = blockRows; self.epsilon = epsilon
+            self.backend = backend; self.streaming = streaming; self.epilogue = epilogue; self.ones = ones
+            self.scratch = scratch; self.kernel = kernel
+        }
+
+        @inlinable
+        func run(chunk: Int, worker: Int) -> Int? {
+            let g = geometry, samples = split.rows(ofChunk: chunk)
+            let firstRow = samples.lowerBound * g.groups
+            let offset = samples.lowerBound * g.channels * g.spatial
+            return GroupNormKernels.forward(
+                x: x! + offset,
+                geometry: .init(samples: samples.count, channels: g.channels, groups: g.groups, spatial: g.spatial),
+                blockRows: blockRows, epsilon: epsilon, backend: backend, gamma: gamma, beta: beta,
+                mean: mean + firstRow, invstd: invstd + firstRow, y: y! + offset, streaming: streaming,
+                epilogue: epilogue.advanced(by: offset), ones: ones, scratch: kernel.pointer(in: scratch, worker)
+            ).map { firstRow + $0 }
         }
     }
 

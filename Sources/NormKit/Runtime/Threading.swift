@@ -215,6 +215,23 @@ extension Threading {
 }
 
 extension Threading {
+    /// A named parallel phase that can fail on a row: ``run(chunk:worker:)``
+    /// returns the first row of its chunk whose statistics are not finite
+    /// (counted from the whole split's first), or `nil`.
+    @usableFromInline
+    protocol FailablePass {
+        func run(chunk: Int, worker: Int) -> Int?
+    }
+
+    /// Runs `pass` for every chunk of `split` and returns the smallest
+    /// failing row, or `nil`: ``firstFailure(_:_:_:)`` through a closure
+    /// without captures written here (specialized with the caller, as in
+    /// ``run(_:_:)``).
+    @inlinable
+    static func firstFailure<P: FailablePass>(_ split: Split, _ pass: P) -> Int? {
+        firstFailure(split, pass) { pass, chunk, worker in pass.pointee.run(chunk: chunk, worker: worker) }
+    }
+
     /// Runs `body(context, chunk, worker)` for every chunk as
     /// ``run(_:_:_:)`` does and returns the smallest non-`nil` result (the
     /// first failing row), or `nil`. The per-chunk results live on the stack:

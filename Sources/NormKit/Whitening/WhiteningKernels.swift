@@ -123,14 +123,9 @@ enum WhiteningKernels {
             let split = rowSplit(rows: rows, columns: columns, backend: backend, of: Scalar.self)
             var partials = [Scalar](repeating: 0, count: split.chunks * m * m)
             partials.withUnsafeMutableBufferPointer { p in
-                let context = (split: split, x: centred + group * m, columns: columns, m: m,
-                               alpha: 1 / divisor, partials: p.baseAddress!)
-                Threading.run(split, context) { c, chunk, _ in
-                    let c = c.pointee, range = c.split.rows(ofChunk: chunk)
-                    Scalar.syrk(order: c.m, inner: range.count, alpha: c.alpha,
-                                a: c.x + range.lowerBound * c.columns, lda: c.columns, beta: 0,
-                                c: c.partials + chunk * c.m * c.m, ldc: c.m)
-                }
+                Threading.run(split, CovariancePass(
+                    split: split, x: centred + group * m, columns: columns, m: m, alpha: 1 / divisor,
+                    partials: p.baseAddress!))
                 sigma.withUnsafeMutableBufferPointer { sum in
                     Threading.sumPartials(chunks: split.chunks, first: p.baseAddress!, stride: m * m,
                                           count: m * m, into: sum.baseAddress!)
@@ -149,6 +144,30 @@ enum WhiteningKernels {
         return sigma
     }
 
+    /// The covariance's phase: each chunk of rows its `?syrk` into its own
+    /// `m x m` partial.
+    struct CovariancePass<Scalar: BLASScalar>: Threading.Pass {
+        let split: Threading.Split
+        let x: UnsafePointer<Scalar>
+        let columns: Int
+        let m: Int
+        let alpha: Scalar
+        let partials: UnsafeMutablePointer<Scalar>
+
+        init(split: Threading.Split, x: UnsafePointer<Scalar>, columns: Int, m: Int, alpha: Scalar,
+             partials: UnsafeMutablePointer<Scalar>) {
+            self.split = split; self.x = x; self.columns = columns; self.m = m; self.alpha = alpha
+            self.partials = partials
+        }
+
+        func run(chunk: Int, worker: Int) {
+            let range = split.rows(ofChunk: chunk)
+            Scalar.syrk(order: m, inner: range.count, alpha: alpha,
+                        a: x + range.lowerBound * columns, lda: columns, beta: 0,
+                        c: partials + chunk * m * m, ldc: m)
+        }
+    }
+
     /// `out_g = alpha * A_g op(W) (+ out_g when accumulating)` for the columns
     /// of group `group` of the `rows x columns` matrices `a` and `out`, with
     /// the `groupSize x groupSize` matrix `w` (transposed when asked).
@@ -161,17 +180,39 @@ enum WhiteningKernels {
     ) {
         let split = rowSplit(rows: rows, columns: columns, backend: backend, of: Scalar.self)
         w.withUnsafeBufferPointer { w in
-            let context = (split: split, a: a + group * m, w: w.baseAddress!,
-                           c: out + group * m, columns: columns, m: m, alpha: alpha,
-                           transposed: transposed, beta: accumulate ? Scalar(1) : 0, backend: backend)
-            Threading.run(split, context) { c, chunk, _ in
-                let c = c.pointee, range = c.split.rows(ofChunk: chunk)
-                let offset = range.lowerBound * c.columns
-                multiply(rows: range.count, columns: c.m, inner: c.m, alpha: c.alpha, a: c.a + offset,
-                         lda: c.columns, transposeA: false, b: c.w, ldb: c.m,
-                         transposeB: c.transposed, beta: c.beta, c: c.c + offset, ldc: c.columns,
-                         backend: c.backend)
-            }
+            Threading.run(split, ApplyPass(
+                split: split, a: a + group * m, w: w.baseAddress!, c: out + group * m, columns: columns, m: m,
+                alpha: alpha, transposed: transposed, beta: accumulate ? Scalar(1) : 0, backend: backend))
+        }
+    }
+
+    /// `applyGroup`'s phase: each chunk of rows one product of its own.
+    struct ApplyPass<Scalar: BLASScalar>: Threading.Pass {
+        let split: Threading.Split
+        let a: UnsafePointer<Scalar>
+        let w: UnsafePointer<Scalar>
+        let c: UnsafeMutablePointer<Scalar>
+        let columns: Int
+        let m: Int
+        let alpha: Scalar
+        let transposed: Bool
+        let beta: Scalar
+        let backend: Backend
+
+        init(split: Threading.Split, a: UnsafePointer<Scalar>, w: UnsafePointer<Scalar>,
+             c: UnsafeMutablePointer<Scalar>, columns: Int, m: Int, alpha: Scalar, transposed: Bool,
+             beta: Scalar, backend: Backend) {
+            self.split = split; self.a = a; self.w = w; self.c = c; self.columns = columns; self.m = m
+            self.alpha = alpha; self.transposed = transposed; self.beta = beta; self.backend = backend
+        }
+
+        func run(chunk: Int, worker: Int) {
+            let range = split.rows(ofChunk: chunk)
+            let offset = range.lowerBound * columns
+            multiply(rows: range.count, columns: m, inner: m, alpha: alpha, a: a + offset,
+                     lda: columns, transposeA: false, b: w, ldb: m,
+                     transposeB: transposed, beta: beta, c: c + offset, ldc: columns,
+                     backend: backend)
         }
     }
 
@@ -197,21 +238,41 @@ enum WhiteningKernels {
         var partials = [Scalar](repeating: 0, count: split.chunks * m * m)
         var c = [Scalar](repeating: 0, count: m * m)
         partials.withUnsafeMutableBufferPointer { p in
-            let context = (split: split, a: a + group * m, b: b + group * m,
-                           columns: columns, m: m, partials: p.baseAddress!, backend: backend)
-            Threading.run(split, context) { c, chunk, _ in
-                let c = c.pointee, range = c.split.rows(ofChunk: chunk)
-                let offset = range.lowerBound * c.columns
-                multiply(rows: c.m, columns: c.m, inner: range.count, a: c.a + offset, lda: c.columns,
-                         transposeA: true, b: c.b + offset, ldb: c.columns, transposeB: false,
-                         beta: 0, c: c.partials + chunk * c.m * c.m, ldc: c.m, backend: c.backend)
-            }
+            Threading.run(split, CrossProductPass(
+                split: split, a: a + group * m, b: b + group * m, columns: columns, m: m,
+                partials: p.baseAddress!, backend: backend))
             c.withUnsafeMutableBufferPointer { sum in
                 Threading.sumPartials(chunks: split.chunks, first: p.baseAddress!, stride: m * m,
                                       count: m * m, into: sum.baseAddress!)
             }
         }
         return c
+    }
+
+    /// `groupCrossProduct`'s phase: each chunk of rows its partial `A_gᵀ B_g`
+    /// into its own `m x m` partial.
+    struct CrossProductPass<Scalar: BLASScalar>: Threading.Pass {
+        let split: Threading.Split
+        let a: UnsafePointer<Scalar>
+        let b: UnsafePointer<Scalar>
+        let columns: Int
+        let m: Int
+        let partials: UnsafeMutablePointer<Scalar>
+        let backend: Backend
+
+        init(split: Threading.Split, a: UnsafePointer<Scalar>, b: UnsafePointer<Scalar>, columns: Int, m: Int,
+             partials: UnsafeMutablePointer<Scalar>, backend: Backend) {
+            self.split = split; self.a = a; self.b = b; self.columns = columns; self.m = m
+            self.partials = partials; self.backend = backend
+        }
+
+        func run(chunk: Int, worker: Int) {
+            let range = split.rows(ofChunk: chunk)
+            let offset = range.lowerBound * columns
+            multiply(rows: m, columns: m, inner: range.count, a: a + offset, lda: columns,
+                     transposeA: true, b: b + offset, ldb: columns, transposeB: false,
+                     beta: 0, c: partials + chunk * m * m, ldc: m, backend: backend)
+        }
     }
 
     // MARK: Factorizations
