@@ -77,18 +77,10 @@ extension ReducedPrecisionActivatedLayer {
         into output: inout MutableSpan<Storage>, cache: inout NormCache<Float>,
         workspace: inout Workspace<Float>
     ) throws(NormError) {
-        let failure: NormError? = input.withUnsafeBufferPointer { x in
-            residual.withUnsafeBufferPointer { r in
-                output.withUnsafeMutableBufferPointer { y in
-                    do throws(NormError) {
-                        try forward(x, residual: r, shape: shape, mode: mode, into: y,
-                                    cache: &cache, workspace: &workspace)
-                        return nil
-                    } catch { return error }
-                }
-            }
+        try withBuffers(input, residual, &output) { x, r, y throws(NormError) in
+            try forward(x, residual: r, shape: shape, mode: mode, into: y,
+                        cache: &cache, workspace: &workspace)
         }
-        if let failure { throw failure }
     }
 
     /// The 16-bit backward with the residual's gradient over `Span`s: the
@@ -102,22 +94,11 @@ extension ReducedPrecisionActivatedLayer {
         gammaGradient: inout MutableSpan<Float>, betaGradient: inout MutableSpan<Float>,
         workspace: inout Workspace<Float>
     ) throws(NormError) {
-        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
-            inputGradient.withUnsafeMutableBufferPointer { dx in
-                residualGradient.withUnsafeMutableBufferPointer { dr in
-                    gammaGradient.withUnsafeMutableBufferPointer { dgamma in
-                        betaGradient.withUnsafeMutableBufferPointer { dbeta in
-                            do throws(NormError) {
-                                try backward(dy, cache: cache, inputGradient: dx, residualGradient: dr,
-                                             gammaGradient: dgamma, betaGradient: dbeta,
-                                             workspace: &workspace)
-                                return nil
-                            } catch { return error }
-                        }
-                    }
-                }
-            }
+        try withBuffers(outputGradient, &inputGradient, &residualGradient, &gammaGradient,
+                        &betaGradient) { dy, dx, dr, dgamma, dbeta throws(NormError) in
+            try backward(dy, cache: cache, inputGradient: dx, residualGradient: dr,
+                         gammaGradient: dgamma, betaGradient: dbeta,
+                         workspace: &workspace)
         }
-        if let failure { throw failure }
     }
 }

@@ -54,16 +54,10 @@ extension ReducedPrecisionLayer {
         _ input: Span<Storage>, shape: [Int], mode: Mode, into output: inout MutableSpan<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        let failure: NormError? = input.withUnsafeBufferPointer { x in
-            output.withUnsafeMutableBufferPointer { y in
-                do throws(NormError) {
-                    try forward(x, shape: shape, mode: mode, into: y, cache: &cache,
-                                workspace: &workspace)
-                    return nil
-                } catch { return error }
-            }
+        try withBuffers(input, &output) { x, y throws(NormError) in
+            try forward(x, shape: shape, mode: mode, into: y, cache: &cache,
+                        workspace: &workspace)
         }
-        if let failure { throw failure }
     }
 
     /// The 16-bit inference over `Span`s, keeping nothing: the entry point
@@ -75,15 +69,9 @@ extension ReducedPrecisionLayer {
         _ input: Span<Storage>, shape: [Int], into output: inout MutableSpan<Storage>,
         workspace: inout Workspace<Float>
     ) throws(NormError) {
-        let failure: NormError? = input.withUnsafeBufferPointer { x in
-            output.withUnsafeMutableBufferPointer { y in
-                do throws(NormError) {
-                    try infer(x, shape: shape, into: y, workspace: &workspace)
-                    return nil
-                } catch { return error }
-            }
+        try withBuffers(input, &output) { x, y throws(NormError) in
+            try infer(x, shape: shape, into: y, workspace: &workspace)
         }
-        if let failure { throw failure }
     }
 
     /// The 16-bit backward over `Span`s: the entry point over buffers.
@@ -95,20 +83,11 @@ extension ReducedPrecisionLayer {
         inputGradient: inout MutableSpan<Storage>, gammaGradient: inout MutableSpan<Float>,
         betaGradient: inout MutableSpan<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
-            inputGradient.withUnsafeMutableBufferPointer { dx in
-                gammaGradient.withUnsafeMutableBufferPointer { dgamma in
-                    betaGradient.withUnsafeMutableBufferPointer { dbeta in
-                        do throws(NormError) {
-                            try backward(dy, cache: cache, inputGradient: dx, gammaGradient: dgamma,
-                                         betaGradient: dbeta, workspace: &workspace)
-                            return nil
-                        } catch { return error }
-                    }
-                }
-            }
+        try withBuffers(outputGradient, &inputGradient, &gammaGradient,
+                        &betaGradient) { dy, dx, dgamma, dbeta throws(NormError) in
+            try backward(dy, cache: cache, inputGradient: dx, gammaGradient: dgamma,
+                         betaGradient: dbeta, workspace: &workspace)
         }
-        if let failure { throw failure }
     }
 }
 
@@ -162,20 +141,10 @@ extension ReducedPrecisionResidualLayer {
         into output: inout MutableSpan<Storage>, sum: inout MutableSpan<Storage>,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        let failure: NormError? = input.withUnsafeBufferPointer { x in
-            residual.withUnsafeBufferPointer { r in
-                output.withUnsafeMutableBufferPointer { y in
-                    sum.withUnsafeMutableBufferPointer { s in
-                        do throws(NormError) {
-                            try forward(x, residual: r, shape: shape, mode: mode, into: y, sum: s,
-                                        cache: &cache, workspace: &workspace)
-                            return nil
-                        } catch { return error }
-                    }
-                }
-            }
+        try withBuffers(input, residual, &output, &sum) { x, r, y, s throws(NormError) in
+            try forward(x, residual: r, shape: shape, mode: mode, into: y, sum: s,
+                        cache: &cache, workspace: &workspace)
         }
-        if let failure { throw failure }
     }
 
     /// The 16-bit residual backward over `Span`s: the entry point over buffers.
@@ -187,22 +156,11 @@ extension ReducedPrecisionResidualLayer {
         inputGradient: inout MutableSpan<Storage>, gammaGradient: inout MutableSpan<Float>,
         betaGradient: inout MutableSpan<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
-            sumGradient.withUnsafeBufferPointer { ds in
-                inputGradient.withUnsafeMutableBufferPointer { dx in
-                    gammaGradient.withUnsafeMutableBufferPointer { dgamma in
-                        betaGradient.withUnsafeMutableBufferPointer { dbeta in
-                            do throws(NormError) {
-                                try backward(dy, sumGradient: ds, cache: cache, inputGradient: dx,
-                                             gammaGradient: dgamma, betaGradient: dbeta,
-                                             workspace: &workspace)
-                                return nil
-                            } catch { return error }
-                        }
-                    }
-                }
-            }
+        try withBuffers(outputGradient, sumGradient, &inputGradient, &gammaGradient,
+                        &betaGradient) { dy, ds, dx, dgamma, dbeta throws(NormError) in
+            try backward(dy, sumGradient: ds, cache: cache, inputGradient: dx,
+                         gammaGradient: dgamma, betaGradient: dbeta,
+                         workspace: &workspace)
         }
-        if let failure { throw failure }
     }
 }

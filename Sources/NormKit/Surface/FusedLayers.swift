@@ -45,15 +45,9 @@ extension BufferedNormalizationLayer {
     @inlinable
     public func infer(_ input: Span<Scalar>, shape: [Int], into output: inout MutableSpan<Scalar>,
                       workspace: inout Workspace<Scalar>) throws(NormError) {
-        let failure: NormError? = input.withUnsafeBufferPointer { x in
-            output.withUnsafeMutableBufferPointer { y in
-                do throws(NormError) {
-                    try infer(x, shape: shape, into: y, workspace: &workspace)
-                    return nil
-                } catch { return error }
-            }
+        try withBuffers(input, &output) { x, y throws(NormError) in
+            try infer(x, shape: shape, into: y, workspace: &workspace)
         }
-        if let failure { throw failure }
     }
 }
 
@@ -224,23 +218,12 @@ extension ActivatedNormalizationLayer {
         residualGradient: inout MutableSpan<Scalar>, gammaGradient: inout MutableSpan<Scalar>,
         betaGradient: inout MutableSpan<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
-            inputGradient.withUnsafeMutableBufferPointer { dx in
-                residualGradient.withUnsafeMutableBufferPointer { dr in
-                    gammaGradient.withUnsafeMutableBufferPointer { dgamma in
-                        betaGradient.withUnsafeMutableBufferPointer { dbeta in
-                            do throws(NormError) {
-                                try backward(dy, cache: cache, inputGradient: dx,
-                                             residualGradient: dr, gammaGradient: dgamma,
-                                             betaGradient: dbeta, workspace: &workspace)
-                                return nil
-                            } catch { return error }
-                        }
-                    }
-                }
-            }
+        try withBuffers(outputGradient, &inputGradient, &residualGradient, &gammaGradient,
+                        &betaGradient) { dy, dx, dr, dgamma, dbeta throws(NormError) in
+            try backward(dy, cache: cache, inputGradient: dx,
+                         residualGradient: dr, gammaGradient: dgamma,
+                         betaGradient: dbeta, workspace: &workspace)
         }
-        if let failure { throw failure }
     }
 
     /// `forward(_:residual:shape:mode:into:cache:workspace:)` over `Span`s.
@@ -252,18 +235,10 @@ extension ActivatedNormalizationLayer {
         into output: inout MutableSpan<Scalar>, cache: inout Cache,
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        let failure: NormError? = input.withUnsafeBufferPointer { x in
-            residual.withUnsafeBufferPointer { r in
-                output.withUnsafeMutableBufferPointer { y in
-                    do throws(NormError) {
-                        try forward(x, residual: r, shape: shape, mode: mode, into: y,
-                                    cache: &cache, workspace: &workspace)
-                        return nil
-                    } catch { return error }
-                }
-            }
+        try withBuffers(input, residual, &output) { x, r, y throws(NormError) in
+            try forward(x, residual: r, shape: shape, mode: mode, into: y,
+                        cache: &cache, workspace: &workspace)
         }
-        if let failure { throw failure }
     }
 }
 
@@ -405,20 +380,10 @@ extension ResidualNormalizationLayer {
         into output: inout MutableSpan<Scalar>, sum: inout MutableSpan<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        let failure: NormError? = input.withUnsafeBufferPointer { x in
-            residual.withUnsafeBufferPointer { r in
-                output.withUnsafeMutableBufferPointer { y in
-                    sum.withUnsafeMutableBufferPointer { s in
-                        do throws(NormError) {
-                            try forward(x, residual: r, shape: shape, mode: mode, into: y, sum: s,
-                                        cache: &cache, workspace: &workspace)
-                            return nil
-                        } catch { return error }
-                    }
-                }
-            }
+        try withBuffers(input, residual, &output, &sum) { x, r, y, s throws(NormError) in
+            try forward(x, residual: r, shape: shape, mode: mode, into: y, sum: s,
+                        cache: &cache, workspace: &workspace)
         }
-        if let failure { throw failure }
     }
 
     /// `backward(_:sumGradient:cache:inputGradient:gammaGradient:betaGradient:workspace:)`
@@ -431,23 +396,12 @@ extension ResidualNormalizationLayer {
         inputGradient: inout MutableSpan<Scalar>, gammaGradient: inout MutableSpan<Scalar>,
         betaGradient: inout MutableSpan<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
-            sumGradient.withUnsafeBufferPointer { ds in
-                inputGradient.withUnsafeMutableBufferPointer { dx in
-                    gammaGradient.withUnsafeMutableBufferPointer { dgamma in
-                        betaGradient.withUnsafeMutableBufferPointer { dbeta in
-                            do throws(NormError) {
-                                try backward(dy, sumGradient: ds, cache: cache, inputGradient: dx,
-                                             gammaGradient: dgamma, betaGradient: dbeta,
-                                             workspace: &workspace)
-                                return nil
-                            } catch { return error }
-                        }
-                    }
-                }
-            }
+        try withBuffers(outputGradient, sumGradient, &inputGradient, &gammaGradient,
+                        &betaGradient) { dy, ds, dx, dgamma, dbeta throws(NormError) in
+            try backward(dy, sumGradient: ds, cache: cache, inputGradient: dx,
+                         gammaGradient: dgamma, betaGradient: dbeta,
+                         workspace: &workspace)
         }
-        if let failure { throw failure }
     }
 }
 

@@ -397,15 +397,9 @@ extension BufferedNormalizationLayer {
         _ input: Span<Scalar>, shape: [Int], mode: Mode, into output: inout MutableSpan<Scalar>,
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        let failure: NormError? = input.withUnsafeBufferPointer { x in
-            output.withUnsafeMutableBufferPointer { y in
-                do throws(NormError) {
-                    try forward(x, shape: shape, mode: mode, into: y, cache: &cache, workspace: &workspace)
-                    return nil
-                } catch { return error }
-            }
+        try withBuffers(input, &output) { x, y throws(NormError) in
+            try forward(x, shape: shape, mode: mode, into: y, cache: &cache, workspace: &workspace)
         }
-        if let failure { throw failure }
     }
 
     /// The backward entry point over borrowed memory for `Span`s.
@@ -417,20 +411,11 @@ extension BufferedNormalizationLayer {
         inputGradient: inout MutableSpan<Scalar>, gammaGradient: inout MutableSpan<Scalar>,
         betaGradient: inout MutableSpan<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        let failure: NormError? = outputGradient.withUnsafeBufferPointer { dy in
-            inputGradient.withUnsafeMutableBufferPointer { dx in
-                gammaGradient.withUnsafeMutableBufferPointer { dgamma in
-                    betaGradient.withUnsafeMutableBufferPointer { dbeta in
-                        do throws(NormError) {
-                            try backward(dy, cache: cache, inputGradient: dx, gammaGradient: dgamma,
-                                         betaGradient: dbeta, workspace: &workspace)
-                            return nil
-                        } catch { return error }
-                    }
-                }
-            }
+        try withBuffers(outputGradient, &inputGradient, &gammaGradient,
+                        &betaGradient) { dy, dx, dgamma, dbeta throws(NormError) in
+            try backward(dy, cache: cache, inputGradient: dx, gammaGradient: dgamma,
+                         betaGradient: dbeta, workspace: &workspace)
         }
-        if let failure { throw failure }
     }
 
     /// The value API: ``forward(_:mode:into:cache:workspace:)`` with fresh buffers.
