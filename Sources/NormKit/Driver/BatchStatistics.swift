@@ -45,21 +45,15 @@ enum BatchStatistics {
         let failure: NormError? = workspace.withRegions(
             ones: g.onesCount(block: block), scratch: plan.count
         ) { ones, scratch in
-            let variance = plan.variance.pointer(in: scratch)
-            return input.withUnsafeBufferPointer { xBuffer in
-            cache.storedMean.withUnsafeMutableBufferPointer { meanBuffer in
-            cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstdBuffer in
-            cache.storedMask.withUnsafeMutableBufferPointer { maskBuffer in
-            cache.reducedInput.withUnsafeMutableBytes { reducedBuffer in
+            cache.withForwardPointers { p in
                 // A 16-bit pass's input is the caller's; the cache's copy of it
                 // is made by the pass that widens it first.
-                let reduced = reduced?.copying(to: reducedBuffer.baseAddress)
-                let x = xBuffer.baseAddress!
+                let reduced = reduced?.copying(to: p.reduced)
+                let x = p.x ?? UnsafePointer(scratch)
                 let anchor = reduced.map { $0.x.assumingMemoryBound(to: Scalar.self) } ?? x
-                let mean = meanBuffer.baseAddress!, invstd = invstdBuffer.baseAddress!
+                let mean = p.mean, invstd = p.invstd, variance = plan.variance.pointer(in: scratch)
                 let (lines, stride) = Workspace<Scalar>.spread(
                     3, of: channels, in: plan.vectors.pointer(in: scratch), awayFrom: anchor)
-                let scale = lines + stride
                 switch mode {
                 case .training:
                     // Each chunk of rows (samples) its own moments, then Chan
@@ -91,37 +85,28 @@ enum BatchStatistics {
                         variance[c] /= values
                     }
                 case .inference:
-                    runningMean.withUnsafeBufferPointer {
-                        mean.update(from: $0.baseAddress!, count: channels)
-                    }
-                    runningVariance.withUnsafeBufferPointer {
-                        variance.update(from: $0.baseAddress!, count: channels)
+                    for c in 0..<channels {
+                        mean[c] = runningMean[c]
+                        variance[c] = runningVariance[c]
                     }
                 }
+                // The normalize pass's vectors: mean, scale (gamma·invstd, or
+                // invstd without a scale: `Affine`) and shift (beta, or zeros).
+                let scale = lines + stride, shift = lines + 2 * stride
                 for c in 0..<channels {
                     invstd[c] = 1 / (variance[c] + epsilon).squareRoot()
                     guard invstd[c].isFinite, mean[c].isFinite else { return .nonFiniteStatistics(index: c) }
+                    lines[c] = mean[c]
+                    scale[c] = gamma.isEmpty ? invstd[c] : gamma[c] * invstd[c]
+                    shift[c] = beta.isEmpty ? 0 : beta[c]
                 }
-                gamma.withUnsafeBufferPointer { gammaBuffer in
-                    // Without a scale (`Affine`), invstd itself.
-                    guard !gammaBuffer.isEmpty else { return scale.update(from: invstd, count: channels) }
-                    for c in 0..<channels { scale[c] = gammaBuffer[c] * invstd[c] }
-                }
-                beta.withUnsafeBufferPointer { betaBuffer in
-                    // A 16-bit pass writes through its streams: its `y` is a
-                    // placeholder the reduced branch never reads.
-                    guard g.outer > 0, let y = output.baseAddress ?? reduced.map({ _ in
-                        UnsafeMutablePointer(mutating: x) }) else { return }
-                    lines.update(from: mean, count: channels)
-                    if betaBuffer.isEmpty {
-                        (lines + 2 * stride).update(repeating: 0, count: channels)
-                    } else {
-                        (lines + 2 * stride).update(from: betaBuffer.baseAddress!, count: channels)
-                    }
+                // A 16-bit pass writes through its streams: its `y` is a
+                // placeholder the reduced branch never reads.
+                let placeholder = reduced == nil ? nil : UnsafeMutablePointer(mutating: x)
+                if g.outer > 0, let y = output.baseAddress ?? placeholder {
                     normalizePass(split: split, geometry: g, x: x, y: y, vectors: lines,
                                   stride: stride, streaming: streaming,
-                                  epilogue: Epilogue(residual: residual, activation: activation,
-                                                     mask: maskBuffer.baseAddress),
+                                  epilogue: Epilogue(residual: residual, activation: activation, mask: p.mask),
                                   reduced: reduced.map {
                                       (streams: $0, copying: mode == .inference, block: block,
                                        units: plan.units, scratch: scratch)
@@ -131,19 +116,13 @@ enum BatchStatistics {
                 if mode == .training, let update {
                     let varianceWeight = estimator == .unbiased
                         ? update.take * Scalar(count) / Scalar(count - 1) : update.take
-                    runningMean.withUnsafeMutableBufferPointer {
-                        BatchNormKernels.updateRunning(
-                            $0.baseAddress!, momentum: update.keep, batch: mean,
-                            weight: update.take, count: channels, backend: backend)
-                    }
-                    runningVariance.withUnsafeMutableBufferPointer {
-                        BatchNormKernels.updateRunning(
-                            $0.baseAddress!, momentum: update.keep, batch: variance,
-                            weight: varianceWeight, count: channels, backend: backend)
-                    }
+                    BatchNormKernels.updateRunning(&runningMean, momentum: update.keep, batch: mean,
+                                                   weight: update.take, count: channels, backend: backend)
+                    BatchNormKernels.updateRunning(&runningVariance, momentum: update.keep, batch: variance,
+                                                   weight: varianceWeight, count: channels, backend: backend)
                 }
                 return nil
-            }}}}}
+            }
         }
         if let failure {
             cache.invalidate()

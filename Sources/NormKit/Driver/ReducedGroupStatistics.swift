@@ -33,17 +33,11 @@ extension GroupStatistics {
         let streams = ReducedStreams(precision: precision, x: UnsafeRawPointer(x.baseAddress!),
                                      y: UnsafeMutableRawPointer(output.baseAddress!),
                                      residual: residual.map { UnsafeRawPointer($0.baseAddress!) })
-        let failure: Int? = cache.storedMean.withUnsafeMutableBufferPointer { mean in
-            cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
-            cache.storedMask.withUnsafeMutableBufferPointer { mask in
-            cache.reducedInput.withUnsafeMutableBytes { copy in
-                reducedPass(streams.copying(to: copy.baseAddress), geometry: g, layout: layout, gamma: gamma,
-                            beta: beta, epsilon: epsilon, backend: backend,
-                            statistics: (mean.baseAddress!, invstd.baseAddress!),
-                            epilogue: Epilogue(residual: nil, activation: activation,
-                                               mask: mask.baseAddress),
-                            workspace: &workspace)
-            }}}
+        let failure: Int? = cache.withForwardPointers { p in
+            reducedPass(streams.copying(to: p.reduced), geometry: g, layout: layout, gamma: gamma,
+                        beta: beta, epsilon: epsilon, backend: backend, statistics: (p.mean, p.invstd),
+                        epilogue: Epilogue(residual: nil, activation: activation, mask: p.mask),
+                        workspace: &workspace)
         }
         if let index = failure {
             cache.invalidate()
@@ -126,21 +120,16 @@ extension GroupStatistics {
         let onesCount = layout == .nhwc ? rowsOfChannels.onesCount(block: columnBlock)
             : backend == .blas ? g.rowLength : 0
         return workspace.withRegions(
-            ones: onesCount, scratch: scratchLayout.count, parameters: g.channels
-        ) { ones, scratch, standIns in
-            gamma.withUnsafeBufferPointer { gammaBuffer in
-            beta.withUnsafeBufferPointer { betaBuffer in
-                let mean = statistics?.mean ?? ownMean.pointer(in: scratch)
-                let invstd = statistics?.invstd ?? ownInvstd.pointer(in: scratch)
-                // Ones and zeros stand in for absent parameters (`Affine`).
-                return Threading.firstFailure(split, ReducedForwardPass(
-                    split: split, r: r, gamma: standIns.scale(gammaBuffer), beta: standIns.shift(betaBuffer),
-                    mean: mean, invstd: invstd, geometry: g, blockRows: blockRows, epsilon: epsilon,
-                    backend: backend, streaming: streaming, epilogue: epilogue, ones: ones, scratch: scratch,
-                    workers: workers, kernelPart: kernelPart, inputPart: inputPart, outputPart: outputPart,
-                    residualPart: residualPart, sample: sample, layout: layout, rowsOfChannels: rowsOfChannels,
-                    columnBlock: columnBlock, columnKernel: columnKernel))
-            }}
+            ones: onesCount, scratch: scratchLayout.count, parameters: g.channels, gamma: gamma, beta: beta
+        ) { ones, scratch, gamma, beta in
+            Threading.firstFailure(split, ReducedForwardPass(
+                split: split, r: r, gamma: gamma, beta: beta,
+                mean: statistics?.mean ?? ownMean.pointer(in: scratch),
+                invstd: statistics?.invstd ?? ownInvstd.pointer(in: scratch), geometry: g, blockRows: blockRows,
+                epsilon: epsilon, backend: backend, streaming: streaming, epilogue: epilogue, ones: ones,
+                scratch: scratch, workers: workers, kernelPart: kernelPart, inputPart: inputPart,
+                outputPart: outputPart, residualPart: residualPart, sample: sample, layout: layout,
+                rowsOfChannels: rowsOfChannels, columnBlock: columnBlock, columnKernel: columnKernel))
         }
     }
 

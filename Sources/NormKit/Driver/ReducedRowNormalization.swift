@@ -144,41 +144,36 @@ extension RowNormalization {
         let ownInvstd = layout.region(statistics == nil ? rows : 0)
         let onesCount = blas ? max(blockRows, columns) : 0
         return workspace.withRegions(
-            ones: onesCount, scratch: layout.count, parameters: columns
-        ) { ones, scratch, standIns in
-            gamma.withUnsafeBufferPointer { gammaBuffer in
-            beta.withUnsafeBufferPointer { betaBuffer in
-                // Ones and zeros stand in for absent parameters (`Affine`).
-                let g = standIns.scale(gammaBuffer), b = standIns.shift(betaBuffer)
-                let mean = statistics?.mean ?? ownMean.pointer(in: scratch)
-                let invstd = statistics?.invstd ?? ownInvstd.pointer(in: scratch)
-                switch backend {
-                case .blas:
-                    return Threading.firstFailure(split, ReducedForwardPass(
-                        split: split, x: x, copy: copy, y: y, precision: precision, g: g, b: b, mean: mean,
-                        invstd: invstd, columns: columns, blockRows: blockRows, epsilon: epsilon,
-                        rowStatistics: rowStatistics, streaming: streaming, ones: ones, scratch: scratch,
-                        workers: workers, kernelPart: kernelPart, inputPart: inputPart, outputPart: outputPart,
-                        residual: residual))
-                case .naive:
-                    let own = workers.pointer(in: scratch, 0)
-                    let xf = inputPart.pointer(in: own), yf = outputPart.pointer(in: own)
-                    if let residual, let copy {
-                        residual.run(x, offset: 0, count: count, precision: precision, s: copy,
-                                     xf: xf, streaming: false)
-                    } else {
-                        precision.widen(x, into: xf, count: count, copy: copy)
-                    }
-                    if let bad = LayerNormKernels.forwardNaive(
-                        x: xf, rows: rows, columns: columns, epsilon: epsilon, rowStatistics: rowStatistics,
-                        gamma: g, beta: b, mean: mean, invstd: invstd,
-                        y: yf, streaming: false) {
-                        return bad
-                    }
-                    precision.narrow(yf, into: y, count: count, streaming: false)
-                    return nil
+            ones: onesCount, scratch: layout.count, parameters: columns, gamma: gamma, beta: beta
+        ) { ones, scratch, gamma, beta in
+            let mean = statistics?.mean ?? ownMean.pointer(in: scratch)
+            let invstd = statistics?.invstd ?? ownInvstd.pointer(in: scratch)
+            switch backend {
+            case .blas:
+                return Threading.firstFailure(split, ReducedForwardPass(
+                    split: split, x: x, copy: copy, y: y, precision: precision, g: gamma, b: beta, mean: mean,
+                    invstd: invstd, columns: columns, blockRows: blockRows, epsilon: epsilon,
+                    rowStatistics: rowStatistics, streaming: streaming, ones: ones, scratch: scratch,
+                    workers: workers, kernelPart: kernelPart, inputPart: inputPart, outputPart: outputPart,
+                    residual: residual))
+            case .naive:
+                let own = workers.pointer(in: scratch, 0)
+                let xf = inputPart.pointer(in: own), yf = outputPart.pointer(in: own)
+                if let residual, let copy {
+                    residual.run(x, offset: 0, count: count, precision: precision, s: copy,
+                                 xf: xf, streaming: false)
+                } else {
+                    precision.widen(x, into: xf, count: count, copy: copy)
                 }
-            }}
+                if let bad = LayerNormKernels.forwardNaive(
+                    x: xf, rows: rows, columns: columns, epsilon: epsilon, rowStatistics: rowStatistics,
+                    gamma: gamma, beta: beta, mean: mean, invstd: invstd,
+                    y: yf, streaming: false) {
+                    return bad
+                }
+                precision.narrow(yf, into: y, count: count, streaming: false)
+                return nil
+            }
         }
     }
 
@@ -468,11 +463,10 @@ extension NormCache {
         _ body: (UnsafeRawPointer, UnsafePointer<Scalar>, UnsafePointer<Scalar>,
                  UnsafePointer<Scalar>) -> R
     ) -> R {
-        reducedInput.withUnsafeBytes { x in
-        storedMean.withUnsafeBufferPointer { mean in
-        storedInverseStandardDeviation.withUnsafeBufferPointer { invstd in
-        gamma.withUnsafeBufferPointer { gamma in
-            body(x.baseAddress!, mean.baseAddress!, invstd.baseAddress!, gamma.baseAddress!)
-        }}}}
+        withPointers(storedMean, storedInverseStandardDeviation) { mean, invstd in
+            withPointers(reducedInput, gamma) { x, gamma in
+                body(UnsafeRawPointer(x!), mean!, invstd!, gamma!)
+            }
+        }
     }
 }

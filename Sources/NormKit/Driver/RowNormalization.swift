@@ -154,35 +154,28 @@ enum RowNormalization {
         let ownMean = layout.region(statistics == nil ? rows : 0)
         let ownInvstd = layout.region(statistics == nil ? rows : 0)
         return workspace.withRegions(
-            ones: onesCount, scratch: layout.count, parameters: columns
-        ) { ones, scratch, standIns in
-            gamma.withUnsafeBufferPointer { gammaBuffer in
-            beta.withUnsafeBufferPointer { betaBuffer in
-                // Ones and zeros stand in for absent parameters (`Affine`).
-                var g = standIns.scale(gammaBuffer), b = standIns.shift(betaBuffer)
-                let mean = statistics?.mean ?? ownMean.pointer(in: scratch)
-                let invstd = statistics?.invstd ?? ownInvstd.pointer(in: scratch)
-                switch backend {
-                case .blas:
-                    let (lines, stride) = Workspace<Scalar>.spread(
-                        2, of: columns, in: parameters.pointer(in: scratch), awayFrom: x)
-                    lines.update(from: g, count: columns)
-                    (lines + stride).update(from: b, count: columns)
-                    g = UnsafePointer(lines)
-                    b = UnsafePointer(lines + stride)
-                    // Rows are independent: the chunks of rows on the workers.
-                    return Threading.firstFailure(split, ForwardPass(
-                        split: split, x: x, y: y, gamma: g, beta: b, mean: mean, invstd: invstd,
-                        columns: columns, blockRows: blockRows, epsilon: epsilon, rowStatistics: rowStatistics,
-                        streaming: streaming, separateSquares: separateSquares, prologue: prologue,
-                        ones: ones, scratch: scratch, kernel: kernel, sumBlocks: sumBlocks, sumBlock: sumBlock))
-                case .naive:
-                    prologue?.run(first: 0, rows: rows, columns: columns, streaming: streaming)
-                    return LayerNormKernels.forwardNaive(
-                        x: x, rows: rows, columns: columns, epsilon: epsilon, rowStatistics: rowStatistics,
-                        gamma: g, beta: b, mean: mean, invstd: invstd, y: y, streaming: streaming)
-                }
-            }}
+            ones: onesCount, scratch: layout.count, parameters: columns, gamma: gamma, beta: beta
+        ) { ones, scratch, gamma, beta in
+            let mean = statistics?.mean ?? ownMean.pointer(in: scratch)
+            let invstd = statistics?.invstd ?? ownInvstd.pointer(in: scratch)
+            switch backend {
+            case .blas:
+                let (lines, stride) = Workspace<Scalar>.spread(
+                    2, of: columns, in: parameters.pointer(in: scratch), awayFrom: x)
+                lines.update(from: gamma, count: columns)
+                (lines + stride).update(from: beta, count: columns)
+                // Rows are independent: the chunks of rows on the workers.
+                return Threading.firstFailure(split, ForwardPass(
+                    split: split, x: x, y: y, gamma: lines, beta: lines + stride, mean: mean, invstd: invstd,
+                    columns: columns, blockRows: blockRows, epsilon: epsilon, rowStatistics: rowStatistics,
+                    streaming: streaming, separateSquares: separateSquares, prologue: prologue,
+                    ones: ones, scratch: scratch, kernel: kernel, sumBlocks: sumBlocks, sumBlock: sumBlock))
+            case .naive:
+                prologue?.run(first: 0, rows: rows, columns: columns, streaming: streaming)
+                return LayerNormKernels.forwardNaive(
+                    x: x, rows: rows, columns: columns, epsilon: epsilon, rowStatistics: rowStatistics,
+                    gamma: gamma, beta: beta, mean: mean, invstd: invstd, y: y, streaming: streaming)
+            }
         }
     }
 

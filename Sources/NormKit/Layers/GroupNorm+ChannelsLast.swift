@@ -79,19 +79,15 @@ extension GroupStatistics {
         let ownInvstd = layout.region(statistics == nil ? g.rows : 0)
         let streaming = StreamingStores.shouldStream(count: g.rows * g.rowLength, of: Scalar.self)
         return workspace.withRegions(
-            ones: sample.onesCount(block: block), scratch: layout.count, parameters: g.channels
-        ) { ones, scratch, standIns in
-            gamma.withUnsafeBufferPointer { gammaBuffer in
-            beta.withUnsafeBufferPointer { betaBuffer in
-                // Ones and zeros stand in for absent parameters (`Affine`).
-                return Threading.firstFailure(split, ChannelsLastForwardPass(
-                    split: split, x: x, y: y, geometry: g, sample: sample, block: block,
-                    gamma: standIns.scale(gammaBuffer), beta: standIns.shift(betaBuffer),
-                    mean: statistics?.mean ?? ownMean.pointer(in: scratch),
-                    invstd: statistics?.invstd ?? ownInvstd.pointer(in: scratch),
-                    epsilon: epsilon, backend: backend, streaming: streaming, epilogue: epilogue,
-                    ones: ones, scratch: scratch, workers: workers, kernel: kernel))
-            }}
+            ones: sample.onesCount(block: block), scratch: layout.count, parameters: g.channels,
+            gamma: gamma, beta: beta
+        ) { ones, scratch, gamma, beta in
+            Threading.firstFailure(split, ChannelsLastForwardPass(
+                split: split, x: x, y: y, geometry: g, sample: sample, block: block, gamma: gamma, beta: beta,
+                mean: statistics?.mean ?? ownMean.pointer(in: scratch),
+                invstd: statistics?.invstd ?? ownInvstd.pointer(in: scratch),
+                epsilon: epsilon, backend: backend, streaming: streaming, epilogue: epilogue,
+                ones: ones, scratch: scratch, workers: workers, kernel: kernel))
         }
     }
 

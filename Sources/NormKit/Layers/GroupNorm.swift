@@ -192,22 +192,15 @@ enum GroupStatistics {
         try cache.adopt(x, shape: shape)
         try Validation.buffer("output", output.count, expected: x.count)
         try Validation.residual(residual, count: x.count)
-        let input = cache.input
-        let g = try geometry(input, channels: channels, groups: groups, layout: layout)
+        let g = try geometry(cache.input, channels: channels, groups: groups, layout: layout)
         try Validation.valuesPerStatistic(g.rowLength)
         cache.record(gamma: gamma, beta: beta, parameters: channels, mode: mode, statisticCount: g.rows, origin: origin)
         cache.prepareMask(activation: activation, count: x.count)
-        let failure: Int? = input.withUnsafeBufferPointer { x in
-            cache.storedMean.withUnsafeMutableBufferPointer { mean in
-            cache.storedInverseStandardDeviation.withUnsafeMutableBufferPointer { invstd in
-            cache.storedMask.withUnsafeMutableBufferPointer { mask in
-                pass(x.baseAddress, geometry: g, layout: layout, gamma: gamma, beta: beta, epsilon: epsilon,
-                     backend: backend, statistics: (mean.baseAddress, invstd.baseAddress),
-                     y: output.baseAddress,
-                     epilogue: Epilogue(residual: residual?.baseAddress, activation: activation,
-                                        mask: mask.baseAddress),
-                     workspace: &workspace)
-            }}}
+        let failure: Int? = cache.withForwardPointers { p in
+            pass(p.x, geometry: g, layout: layout, gamma: gamma, beta: beta, epsilon: epsilon,
+                 backend: backend, statistics: (p.mean, p.invstd), y: output.baseAddress,
+                 epilogue: Epilogue(residual: residual?.baseAddress, activation: activation, mask: p.mask),
+                 workspace: &workspace)
         }
         if let index = failure {
             cache.invalidate()
@@ -275,19 +268,14 @@ enum GroupStatistics {
         let ownInvstd = layout.region(statistics == nil ? g.rows : 0)
         let streaming = StreamingStores.shouldStream(count: g.rows * g.rowLength, of: Scalar.self)
         return workspace.withRegions(
-            ones: onesCount, scratch: layout.count, parameters: channels
-        ) { ones, scratch, standIns in
-            gamma.withUnsafeBufferPointer { gammaBuffer in
-            beta.withUnsafeBufferPointer { betaBuffer in
-                let mean = statistics?.mean ?? ownMean.pointer(in: scratch)
-                let invstd = statistics?.invstd ?? ownInvstd.pointer(in: scratch)
-                // Ones and zeros stand in for absent parameters (`Affine`).
-                return Threading.firstFailure(split, ForwardPass(
-                    split: split, x: x, y: y, gamma: standIns.scale(gammaBuffer),
-                    beta: standIns.shift(betaBuffer), mean: mean, invstd: invstd, geometry: g,
-                    blockRows: blockRows, epsilon: epsilon, backend: backend, streaming: streaming,
-                    epilogue: epilogue, ones: ones, scratch: scratch, kernel: kernel))
-            }}
+            ones: onesCount, scratch: layout.count, parameters: channels, gamma: gamma, beta: beta
+        ) { ones, scratch, gamma, beta in
+            Threading.firstFailure(split, ForwardPass(
+                split: split, x: x, y: y, gamma: gamma, beta: beta,
+                mean: statistics?.mean ?? ownMean.pointer(in: scratch),
+                invstd: statistics?.invstd ?? ownInvstd.pointer(in: scratch), geometry: g,
+                blockRows: blockRows, epsilon: epsilon, backend: backend, streaming: streaming,
+                epilogue: epilogue, ones: ones, scratch: scratch, kernel: kernel))
         }
     }
 

@@ -160,6 +160,24 @@ public struct Workspace<Scalar: BLASScalar>: Sendable {
             return withRegions(ones: ones, scratch: scratch) { body($0, $1, standIns) }
         }
     }
+
+    /// ``withRegions(ones:scratch:parameters:_:)`` with `gamma` and `beta`
+    /// open: `body` gets the ones, the scratch, and the first elements of
+    /// `gamma` and `beta`, or of the stand-ins' ones for an empty `gamma` and
+    /// zeros for an empty `beta` (a layer without them, ``Affine``).
+    /// - Complexity: O(1) besides `body` once the workspace is sized.
+    @inlinable
+    mutating func withRegions<R>(
+        ones: Int, scratch: Int, parameters: Int, gamma: [Scalar], beta: [Scalar],
+        _ body: (_ ones: UnsafePointer<Scalar>, _ scratch: UnsafeMutablePointer<Scalar>,
+                 _ gamma: UnsafePointer<Scalar>, _ beta: UnsafePointer<Scalar>) -> R
+    ) -> R {
+        withRegions(ones: ones, scratch: scratch, parameters: parameters) { ones, scratch, standIns in
+            withPointers(gamma, beta) { g, b in
+                body(ones, scratch, gamma.isEmpty ? standIns.ones : g!, beta.isEmpty ? standIns.zeros : b!)
+            }
+        }
+    }
 }
 
 /// What a pass uses for the parameters a layer does not have (``Affine``):

@@ -154,6 +154,46 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
         if reducedInput.count != count { reducedInput = [UInt16](repeating: 0, count: count) }
     }
 
+    /// The cache's buffers as a forward pass writes them.
+    @usableFromInline
+    struct ForwardPointers {
+        /// The cached input (`nil` for no values, or after a 16-bit forward
+        /// began, which keeps it in ``reduced``).
+        @usableFromInline let x: UnsafePointer<Scalar>?
+        /// The statistics, sized by ``record(gamma:beta:parameters:mode:statisticCount:origin:)``.
+        @usableFromInline let mean, invstd: UnsafeMutablePointer<Scalar>
+        /// The ReLU's mask (sized by ``prepareMask(activation:count:)``), or `nil`.
+        @usableFromInline let mask: UnsafeMutablePointer<UInt8>?
+        /// The 16-bit input's storage (sized by ``adoptReduced(_:shape:precision:)``), or `nil`.
+        @usableFromInline let reduced: UnsafeMutableRawPointer?
+
+        @inlinable
+        init(x: UnsafePointer<Scalar>?, mean: UnsafeMutablePointer<Scalar>?, invstd: UnsafeMutablePointer<Scalar>?,
+             mask: UnsafeMutablePointer<UInt8>?, reduced: UnsafeMutablePointer<UInt16>?) {
+            self.x = x
+            self.mean = mean!
+            self.invstd = invstd!
+            self.mask = mask
+            self.reduced = reduced.map { UnsafeMutableRawPointer($0) }
+        }
+    }
+
+    /// Calls `body` with the buffers a forward pass writes (after
+    /// ``record(gamma:beta:parameters:mode:statisticCount:origin:)``).
+    /// - Complexity: O(1) besides `body`.
+    @inlinable
+    mutating func withForwardPointers<R>(_ body: (ForwardPointers) -> R) -> R {
+        let input = self.input
+        return withMutablePointers(&storedMean, &storedInverseStandardDeviation) { mean, invstd in
+            withMutablePointers(&storedMask, &reducedInput) { mask, reduced in
+                input.withUnsafeBufferPointer { x in
+                    body(ForwardPointers(x: x.baseAddress, mean: mean, invstd: invstd, mask: mask,
+                                         reduced: reduced))
+                }
+            }
+        }
+    }
+
     /// Calls `body` with the input (writable when `writable`: a residual
     /// form's sum is written there) and the statistics vectors, sized by
     /// ``record(gamma:beta:parameters:mode:statisticCount:origin:)``.
@@ -266,19 +306,18 @@ extension NormCache {
         _ body: (BackwardPointers<Scalar>) -> R
     ) -> R {
         input.withUnsafeBufferPointer { x in
-        storedMean.withUnsafeBufferPointer { mean in
-        storedInverseStandardDeviation.withUnsafeBufferPointer { invstd in
+        withPointers(storedMean, storedInverseStandardDeviation) { mean, invstd in
         gamma.withUnsafeBufferPointer { gamma in
             // An empty shard's caller may pass buffers without an address;
             // nothing reads or writes them then, so the cache's own stands in.
             let own = x.baseAddress!
             return body(BackwardPointers(
-                dy: buffers.dy.baseAddress ?? own, x: own, mean: mean.baseAddress!,
-                invstd: invstd.baseAddress!, gamma: gamma.baseAddress!,
+                dy: buffers.dy.baseAddress ?? own, x: own, mean: mean!,
+                invstd: invstd!, gamma: gamma.baseAddress!,
                 dx: buffers.dx.baseAddress ?? UnsafeMutablePointer(mutating: own),
                 dgamma: buffers.dgamma.isEmpty ? standIns.discard : buffers.dgamma.baseAddress!,
                 dbeta: buffers.dbeta.isEmpty ? standIns.discard + standIns.stride : buffers.dbeta.baseAddress!,
                 keepsGamma: !buffers.dgamma.isEmpty, keepsBeta: !buffers.dbeta.isEmpty))
-        }}}}
+        }}}
     }
 }

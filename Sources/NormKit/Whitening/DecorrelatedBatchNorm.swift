@@ -250,18 +250,16 @@ public struct DecorrelatedBatchNorm<Scalar: BLASScalar>: BufferedNormalizationLa
         kept.normalized.resizeReusingStorage(to: n * d)
         let layer = self
         let result: Result<[WhiteningKernels.Factors<Scalar>], NormError> =
+            withMutablePointers(&kept.centred, &kept.normalized) { centred, normalized in
             cache.storedMean.withUnsafeMutableBufferPointer { mean in
-            kept.centred.withUnsafeMutableBufferPointer { centred in
-            kept.normalized.withUnsafeMutableBufferPointer { normalized in
                 workspace.withRegions(ones: mode == .training ? n : 0, scratch: 0) { ones, _ in
                     do throws(NormError) {
                         return .success(try layer.whiten(
                             input.baseAddress!, rows: n, mode: mode, ones: ones, mean: mean.baseAddress!,
-                            centred: centred.baseAddress!, normalized: normalized.baseAddress!,
-                            output: output.baseAddress!))
+                            centred: centred!, normalized: normalized!, output: output.baseAddress!))
                     } catch { return .failure(error) }
                 }
-            }}}
+            }}
         switch result {
         case .failure(let error):
             cache.invalidate()

@@ -83,14 +83,12 @@ public struct Moments<Scalar: BLASScalar>: Sendable, Hashable, Codable {
         }
         var delta = other.mean
         let length = mean.count
-        count = mean.withUnsafeMutableBufferPointer { mean in
-            m2.withUnsafeMutableBufferPointer { m2 in
-                delta.withUnsafeMutableBufferPointer { delta in
-                    other.m2.withUnsafeBufferPointer { otherM2 in
-                        Moments.merge(count: count, mean: mean.baseAddress!, m2: m2.baseAddress!,
-                                      blockCount: other.count, blockMean: delta.baseAddress!,
-                                      blockM2: otherM2.baseAddress!, length: length)
-                    }
+        // `delta` is written (a copy of the other's mean, made here).
+        count = withMutablePointers(&mean, &m2) { mean, m2 in
+            delta.withUnsafeMutableBufferPointer { delta in
+                other.m2.withUnsafeBufferPointer { otherM2 in
+                    Moments.merge(count: count, mean: mean!, m2: m2!, blockCount: other.count,
+                                  blockMean: delta.baseAddress!, blockM2: otherM2.baseAddress!, length: length)
                 }
             }
         }
