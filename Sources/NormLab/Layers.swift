@@ -56,16 +56,18 @@ public enum Affine {
         let ones = [Scalar](repeating: 1, count: x.rows)
         x.values.withUnsafeBufferPointer { xp in
         w.values.withUnsafeBufferPointer { wp in
-        b.withUnsafeBufferPointer { bp in
-        ones.withUnsafeBufferPointer { op in
         out.values.withUnsafeMutableBufferPointer { yp in
             Scalar.gemm(transposeA: false, transposeB: false, rows: x.rows, columns: w.columns,
                         inner: x.columns, alpha: 1, a: xp.baseAddress!, lda: x.columns,
                         b: wp.baseAddress!, ldb: w.columns, beta: 0, c: yp.baseAddress!,
                         ldc: w.columns)
+        }}}
+        ones.withUnsafeBufferPointer { op in
+        b.withUnsafeBufferPointer { bp in
+        out.values.withUnsafeMutableBufferPointer { yp in
             Scalar.ger(rows: x.rows, columns: w.columns, alpha: 1, x: op.baseAddress!, incx: 1,
                        y: bp.baseAddress!, incy: 1, a: yp.baseAddress!, lda: w.columns)
-        }}}}}
+        }}}
         return out
     }
 
@@ -78,24 +80,28 @@ public enum Affine {
         var db = [Scalar](repeating: 0, count: w.columns)
         let ones = [Scalar](repeating: 1, count: x.rows)
         dout.values.withUnsafeBufferPointer { gp in
-        x.values.withUnsafeBufferPointer { xp in
         w.values.withUnsafeBufferPointer { wp in
-        ones.withUnsafeBufferPointer { op in
         dx.values.withUnsafeMutableBufferPointer { dxp in
-        dw.values.withUnsafeMutableBufferPointer { dwp in
-        db.withUnsafeMutableBufferPointer { dbp in
             Scalar.gemm(transposeA: false, transposeB: true, rows: x.rows, columns: x.columns,
                         inner: w.columns, alpha: 1, a: gp.baseAddress!, lda: w.columns,
                         b: wp.baseAddress!, ldb: w.columns, beta: 0, c: dxp.baseAddress!,
                         ldc: x.columns)
+        }}}
+        dout.values.withUnsafeBufferPointer { gp in
+        x.values.withUnsafeBufferPointer { xp in
+        dw.values.withUnsafeMutableBufferPointer { dwp in
             Scalar.gemm(transposeA: true, transposeB: false, rows: w.rows, columns: w.columns,
                         inner: x.rows, alpha: 1, a: xp.baseAddress!, lda: x.columns,
                         b: gp.baseAddress!, ldb: w.columns, beta: 0, c: dwp.baseAddress!,
                         ldc: w.columns)
+        }}}
+        dout.values.withUnsafeBufferPointer { gp in
+        ones.withUnsafeBufferPointer { op in
+        db.withUnsafeMutableBufferPointer { dbp in
             Scalar.gemv(transpose: true, rows: x.rows, columns: w.columns, alpha: 1,
                         a: gp.baseAddress!, lda: w.columns, x: op.baseAddress!, incx: 1,
                         beta: 0, y: dbp.baseAddress!, incy: 1)
-        }}}}}}}
+        }}}
         return (dx, dw, db)
     }
 }
