@@ -129,12 +129,45 @@ extension ChannelGeometry {
 
 extension BatchStatistics {
     /// Scratch scalars a worker of a 16-bit pass needs beyond the `Float`
-    /// kernels' own: three units (input, output gradient, output) and two
-    /// channel vectors (a unit's moments or sums).
+    /// kernels' own: ``ReducedUnits``.
     @inlinable
     static func reducedScratch(geometry g: ChannelGeometry, block: Int) -> Int {
-        3 * Workspace<Float>.lines(g.scratchCount(block: block, vectors: 0))
-            + Workspace<Float>.lines(2 * g.channels)
+        ReducedUnits<Float>.Layout(geometry: g, block: block).count
+    }
+
+    /// A worker's units in a 16-bit pass: three `Float` units of the
+    /// geometry's blocks (the widened input, output gradient and output, or a
+    /// residual's), then a unit's two channel vectors (its moments or sums),
+    /// each on whole lines.
+    @usableFromInline
+    struct ReducedUnits<Scalar: BLASScalar> {
+        @usableFromInline let first, second, third, sums: UnsafeMutablePointer<Scalar>
+
+        /// The plan of the units' regions.
+        @usableFromInline
+        struct Layout {
+            @usableFromInline let units: ScratchRegions<Scalar>
+            @usableFromInline let sums: ScratchRegion<Scalar>
+            @usableFromInline let count: Int
+
+            @inlinable
+            init(geometry g: ChannelGeometry, block: Int) {
+                var layout = ScratchLayout<Scalar>()
+                units = layout.regions(3, of: g.scratchCount(block: block, vectors: 0))
+                sums = layout.region(2 * g.channels)
+                count = layout.count
+            }
+        }
+
+        /// The units of the worker's region at `base`.
+        @inlinable
+        init(_ base: UnsafeMutablePointer<Scalar>, geometry g: ChannelGeometry, block: Int) {
+            let layout = Layout(geometry: g, block: block)
+            first = layout.units.pointer(in: base, 0)
+            second = layout.units.pointer(in: base, 1)
+            third = layout.units.pointer(in: base, 2)
+            sums = layout.sums.pointer(in: base)
+        }
     }
 
     /// The per-channel mean and `M2` of rows `rows` of the 16-bit input: per
@@ -147,8 +180,8 @@ extension BatchStatistics {
         ones: UnsafePointer<Scalar>, kernelScratch: UnsafeMutablePointer<Scalar>,
         units: UnsafeMutablePointer<Scalar>, streaming: Bool
     ) {
-        let unitLines = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
-        let xf = units, own = units + 3 * unitLines
+        let u = ReducedUnits(units, geometry: g, block: block)
+        let xf = u.first, own = u.sums
         mean.update(repeating: 0, count: g.channels)
         m2.update(repeating: 0, count: g.channels)
         g.forEachUnit(rows: rows, block: block) { offset, unit, c0, prior in
@@ -193,9 +226,9 @@ extension BatchStatistics {
             StreamingStores.fence(streaming)
             return
         }
-        let unitLines = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
         // The third unit (the backward's dy) holds a residual's widened unit.
-        let xf = units, yf = units + unitLines, rf = yf + unitLines
+        let u = ReducedUnits(units, geometry: g, block: block)
+        let xf = u.first, yf = u.second, rf = u.third
         g.forEachUnit(rows: rows, block: block) { offset, unit, c0, _ in
             r.widen(r.x, offset: offset, into: xf, count: unit.count, copying: copying,
                     streaming: streaming)
@@ -220,8 +253,8 @@ extension BatchStatistics {
         ones: UnsafePointer<Scalar>, kernelScratch: UnsafeMutablePointer<Scalar>,
         units: UnsafeMutablePointer<Scalar>
     ) {
-        let unitLines = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
-        let dyf = units, xf = units + unitLines, own = units + 3 * unitLines
+        let u = ReducedUnits(units, geometry: g, block: block)
+        let dyf = u.first, xf = u.second, own = u.sums
         dgammaRaw.update(repeating: 0, count: g.channels)
         dbeta.update(repeating: 0, count: g.channels)
         g.forEachUnit(rows: rows, block: block) { offset, unit, c0, _ in
@@ -265,8 +298,8 @@ extension BatchStatistics {
             StreamingStores.fence(streaming)
             return
         }
-        let unitLines = Workspace<Scalar>.lines(g.scratchCount(block: block, vectors: 0))
-        let dyf = units, xf = units + unitLines, dxf = units + 2 * unitLines
+        let u = ReducedUnits(units, geometry: g, block: block)
+        let dyf = u.first, xf = u.second, dxf = u.third
         g.forEachUnit(rows: rows, block: block) { offset, unit, c0, _ in
             r.widen(r.dy!, offset: offset, into: dyf, count: unit.count)
             if let mask { Scalar.reluMaskRow(count: unit.count, dy: dyf, mask: mask + offset, into: dyf) }

@@ -87,6 +87,52 @@ struct RankStatistics: StatisticsExchange {
         (communicator.size + 1) * (Self.headerCount + 2 * channels)
     }
 
+    /// One rank's message where it lies in the exchange's scratch: the
+    /// header's fields by name (the layout of ``RankStatistics``), then the
+    /// `2·channels` payload.
+    @usableFromInline
+    struct Message<Scalar: BLASScalar> {
+        @usableFromInline let base: UnsafeMutablePointer<Scalar>
+
+        /// Rank `rank`'s message among messages of `channels` channels from `first`.
+        @inlinable
+        init(_ first: UnsafeMutablePointer<Scalar>, rank: Int = 0, channels: Int) {
+            base = first + rank * Self.length(channels: channels)
+        }
+
+        /// The scalars of one message.
+        @inlinable
+        static func length(channels: Int) -> Int { RankStatistics.headerCount + 2 * channels }
+
+        /// 0: going ahead; 1: this rank refused its input.
+        @inlinable var refused: Bool {
+            get { base[0] != 0 }
+            nonmutating set { base[0] = newValue ? 1 : 0 }
+        }
+        /// The call, or `nil` for a value that names none.
+        @inlinable var call: Call? {
+            get { Call(rawValue: Int(exactly: base[1]) ?? 0) }
+            nonmutating set { base[1] = Scalar(newValue?.rawValue ?? 0) }
+        }
+        /// The call's number (-1 for pieces that are not 16-bit integers).
+        @inlinable var number: Int {
+            get { RankStatistics.read(base + 2) }
+            nonmutating set { RankStatistics.write(newValue, to: base + 2) }
+        }
+        /// The layer's channel count.
+        @inlinable var channels: Int {
+            get { RankStatistics.read(base + 5) }
+            nonmutating set { RankStatistics.write(newValue, to: base + 5) }
+        }
+        /// The rank's values per statistic.
+        @inlinable var count: Int {
+            get { RankStatistics.read(base + 8) }
+            nonmutating set { RankStatistics.write(newValue, to: base + 8) }
+        }
+        /// The `2·channels` sums after the header.
+        @inlinable var payload: UnsafeMutablePointer<Scalar> { base + RankStatistics.headerCount }
+    }
+
     /// Writes `value` (0 ..< 2⁴⁸) as three 16-bit pieces.
     @inlinable
     static func write<Scalar: BLASScalar>(_ value: Int, to p: UnsafeMutablePointer<Scalar>) {
@@ -121,12 +167,13 @@ struct RankStatistics: StatisticsExchange {
         _ communicator: any Communicator, status: NormError?, call: Call, number: Int, channels: Int,
         count: Int, scratch: UnsafeMutablePointer<Scalar>
     ) -> Result<(gathered: UnsafePointer<Scalar>, total: Int), NormError> {
-        let length = headerCount + 2 * channels, size = communicator.size
-        scratch[0] = status == nil ? 0 : 1
-        scratch[1] = Scalar(call.rawValue)
-        write(number, to: scratch + 2)
-        write(channels, to: scratch + 5)
-        write(count, to: scratch + 8)
+        let length = Message<Scalar>.length(channels: channels), size = communicator.size
+        let own = Message(scratch, channels: channels)
+        own.refused = status != nil
+        own.call = call
+        own.number = number
+        own.channels = channels
+        own.count = count
         let gathered = scratch + length
         do throws(NormError) {
             try communicator.allGather(UnsafeBufferPointer(start: scratch, count: length),
@@ -135,8 +182,8 @@ struct RankStatistics: StatisticsExchange {
         if let status { return .failure(status) }
         // Every rank reads the same messages in the same order.
         for rank in 0..<size {
-            let message = UnsafePointer(gathered + rank * length)
-            let theirs = Call(rawValue: Int(exactly: message[1]) ?? 0), theirNumber = read(message + 2)
+            let message = Message(gathered, rank: rank, channels: channels)
+            let theirs = message.call, theirNumber = message.number
             guard theirs == call, theirNumber == number else {
                 return .failure(.callMismatch(
                     rank: rank, expected: "\(call.name) #\(number)",
@@ -145,13 +192,13 @@ struct RankStatistics: StatisticsExchange {
         }
         var total = 0
         for rank in 0..<size {
-            let message = UnsafePointer(gathered + rank * length)
-            guard message[0] == 0 else { return .failure(.rankFailed(rank: rank)) }
-            guard read(message + 5) == channels else {
+            let message = Message(gathered, rank: rank, channels: channels)
+            guard !message.refused else { return .failure(.rankFailed(rank: rank)) }
+            guard message.channels == channels else {
                 return .failure(.parameterCountMismatch(
-                    name: "the channel count of rank \(rank)", expected: channels, actual: read(message + 5)))
+                    name: "the channel count of rank \(rank)", expected: channels, actual: message.channels))
             }
-            total += read(message + 8)
+            total += message.count
         }
         return .success((UnsafePointer(gathered), total))
     }
@@ -162,7 +209,7 @@ struct RankStatistics: StatisticsExchange {
         channels: Int, scratch: UnsafeMutablePointer<Scalar>
     ) -> Result<Int, NormError> {
         // This rank's message: (mean, M2) after the header.
-        let payload = scratch + Self.headerCount
+        let payload = Message(scratch, channels: channels).payload
         payload.update(from: mean, count: channels)
         (payload + channels).update(from: m2, count: channels)
         let exchanged = Self.exchange(communicator, status: nil, call: call, number: number, channels: channels,
@@ -171,15 +218,14 @@ struct RankStatistics: StatisticsExchange {
         guard total >= 2 else { return .failure(.insufficientValues(valuesPerStatistic: total)) }
         mean.update(repeating: 0, count: channels)
         m2.update(repeating: 0, count: channels)
-        let length = Self.headerCount + 2 * channels
         var count = 0
         for rank in 0..<communicator.size {
-            let message = gathered + rank * length
-            let rankCount = Self.read(message + 8)
+            let message = Message(UnsafeMutablePointer(mutating: gathered), rank: rank, channels: channels)
+            let rankCount = message.count
             guard rankCount > 0 else { continue }    // count 0: the identity
             // Chan's merge overwrites the block's mean with δ: a copy, where
             // this rank's message was before the gather.
-            payload.update(from: message + Self.headerCount, count: 2 * channels)
+            payload.update(from: message.payload, count: 2 * channels)
             count = Moments.merge(count: count, mean: mean, m2: m2, blockCount: rankCount,
                                   blockMean: payload, blockM2: payload + channels, length: channels)
         }
@@ -190,14 +236,15 @@ struct RankStatistics: StatisticsExchange {
     func sumGradients<Scalar: BLASScalar>(
         _ sums: UnsafeMutablePointer<Scalar>, channels: Int, local: Int, scratch: UnsafeMutablePointer<Scalar>
     ) -> Result<Int, NormError> {
-        (scratch + Self.headerCount).update(from: sums, count: 2 * channels)
+        Message(scratch, channels: channels).payload.update(from: sums, count: 2 * channels)
         let exchanged = Self.exchange(communicator, status: nil, call: call, number: number, channels: channels,
                                       count: local, scratch: scratch)
         guard case let .success((gathered, total)) = exchanged else { return exchanged.map { $0.total } }
-        let length = Self.headerCount + 2 * channels
-        sums.update(from: gathered + Self.headerCount, count: 2 * channels)
+        let messages = UnsafeMutablePointer(mutating: gathered)
+        sums.update(from: Message(messages, channels: channels).payload, count: 2 * channels)
         for rank in 1..<max(1, communicator.size) {
-            Scalar.axpy(count: 2 * channels, alpha: 1, x: gathered + rank * length + Self.headerCount, y: sums)
+            Scalar.axpy(count: 2 * channels, alpha: 1, x: Message(messages, rank: rank, channels: channels).payload,
+                        y: sums)
         }
         return .success(total)
     }
