@@ -52,7 +52,7 @@ enum BatchStatistics {
                 let x = p.x ?? UnsafePointer(scratch)
                 let anchor = reduced.map { $0.x.assumingMemoryBound(to: Scalar.self) } ?? x
                 let mean = p.mean, invstd = p.invstd, variance = plan.variance.pointer(in: scratch)
-                let (lines, stride) = Workspace<Scalar>.spread(
+                let vectors = Workspace<Scalar>.spread(
                     3, of: channels, in: plan.vectors.pointer(in: scratch), awayFrom: anchor)
                 switch mode {
                 case .training:
@@ -92,11 +92,11 @@ enum BatchStatistics {
                 }
                 // The normalize pass's vectors: mean, scale (gamma·invstd, or
                 // invstd without a scale: `Affine`) and shift (beta, or zeros).
-                let scale = lines + stride, shift = lines + 2 * stride
+                let center = vectors[0], scale = vectors[1], shift = vectors[2]
                 for c in 0..<channels {
                     invstd[c] = 1 / (variance[c] + epsilon).squareRoot()
                     guard invstd[c].isFinite, mean[c].isFinite else { return .nonFiniteStatistics(index: c) }
-                    lines[c] = mean[c]
+                    center[c] = mean[c]
                     scale[c] = gamma.isEmpty ? invstd[c] : gamma[c] * invstd[c]
                     shift[c] = beta.isEmpty ? 0 : beta[c]
                 }
@@ -104,8 +104,8 @@ enum BatchStatistics {
                 // placeholder the reduced branch never reads.
                 let placeholder = reduced == nil ? nil : UnsafeMutablePointer(mutating: x)
                 if g.outer > 0, let y = output.baseAddress ?? placeholder {
-                    normalizePass(split: split, geometry: g, x: x, y: y, vectors: lines,
-                                  stride: stride, streaming: streaming,
+                    normalizePass(split: split, geometry: g, x: x, y: y, vectors: vectors,
+                                  streaming: streaming,
                                   epilogue: Epilogue(residual: residual, activation: activation, mask: p.mask),
                                   reduced: reduced.map {
                                       (streams: $0, copying: mode == .inference, block: block,
@@ -158,18 +158,18 @@ enum BatchStatistics {
 
     /// The normalize pass over the chunks of `split`:
     /// `y = act((x - mean) * scale + shift + residual)` (the epilogue's), with
-    /// the mean, scale and shift at `vectors`, `vectors + stride` and
-    /// `vectors + 2 * stride`.
+    /// the mean, scale and shift `vectors[0]`, `[1]` and `[2]`.
     @inlinable
     static func normalizePass<Scalar: BLASScalar>(
         split: Threading.Split, geometry g: ChannelGeometry, x: UnsafePointer<Scalar>,
-        y: UnsafeMutablePointer<Scalar>, vectors: UnsafeMutablePointer<Scalar>, stride: Int,
+        y: UnsafeMutablePointer<Scalar>, vectors: SpreadVectors<Scalar>,
         streaming: Bool, epilogue: Epilogue<Scalar>,
         reduced: (streams: ReducedStreams, copying: Bool, block: Int,
                   units: ScratchRegions<Scalar>, scratch: UnsafeMutablePointer<Scalar>)? = nil
     ) {
         Threading.run(split, NormalizePass(
-            split: split, geometry: g, x: x, y: y, vectors: UnsafePointer(vectors), stride: stride,
+            split: split, geometry: g, x: x, y: y, vectors: UnsafePointer(vectors.first),
+            stride: vectors.stride,
             streaming: streaming, epilogue: epilogue, reduced: reduced))
     }
 
@@ -197,19 +197,18 @@ enum BatchStatistics {
         let units = layout.regions(split.workers, of: reduced == nil ? 0 : reducedScratch(geometry: g, block: block))
         let vectors = layout.region(Workspace<Scalar>.spreadScratch(3, of: channels))
         let failure: NormError? = workspace.withRegions(ones: 0, scratch: layout.count) { _, scratch in
-            let (lines, stride) = Workspace<Scalar>.spread(3, of: channels, in: vectors.pointer(in: scratch),
-                                                           awayFrom: x)
-            let scale = lines + stride, shift = lines + 2 * stride
+            let spread = Workspace<Scalar>.spread(3, of: channels, in: vectors.pointer(in: scratch), awayFrom: x)
+            let center = spread[0], scale = spread[1], shift = spread[2]
             for c in 0..<channels {
                 let invstd = 1 / (runningVariance[c] + epsilon).squareRoot()
                 guard invstd.isFinite, runningMean[c].isFinite else { return .nonFiniteStatistics(index: c) }
-                lines[c] = runningMean[c]
+                center[c] = runningMean[c]
                 // Absent parameters (`Affine`): the scale is invstd, the shift 0.
                 scale[c] = gamma.isEmpty ? invstd : gamma[c] * invstd
                 shift[c] = beta.isEmpty ? 0 : beta[c]
             }
             guard g.outer > 0 else { return nil }
-            normalizePass(split: split, geometry: g, x: x, y: y, vectors: lines, stride: stride,
+            normalizePass(split: split, geometry: g, x: x, y: y, vectors: spread,
                           streaming: streaming, epilogue: epilogue,
                           reduced: reduced.map {
                               (streams: $0, copying: false, block: block, units: units, scratch: scratch)
@@ -269,9 +268,9 @@ enum BatchStatistics {
         ) { ones, scratch, standIns in
             cache.withBackwardPointers(buffers, standIns: standIns) { p in
                 let anchor = reduced.map { $0.x.assumingMemoryBound(to: Scalar.self) } ?? p.x
-                let (lines, stride) = Workspace<Scalar>.spread(
+                let vectors = Workspace<Scalar>.spread(
                     4, of: channels, in: plan.vectors.pointer(in: scratch), awayFrom: anchor)
-                let mean = lines + 3 * stride
+                let mean = vectors[3]
                 mean.update(from: p.mean, count: channels)
                 if g.outer > 0 {
                     Threading.run(split, ParameterSumsPass(
@@ -299,11 +298,12 @@ enum BatchStatistics {
                     }
                 }
                 BatchNormKernels.coefficients(p, sums: sums, channels: channels, count: count,
-                                              forwardMode: forwardMode, coefficients: lines, stride: stride)
+                                              forwardMode: forwardMode, coefficients: vectors.first,
+                                              stride: vectors.stride)
                 if g.outer > 0 {
                     Threading.run(split, CombinePass(
-                        split: split, geometry: g, pointers: p, coefficients: UnsafePointer(lines),
-                        stride: stride, streaming: streaming, mask: mask, block: block, reduced: reduced,
+                        split: split, geometry: g, pointers: p, coefficients: UnsafePointer(vectors.first),
+                        stride: vectors.stride, streaming: streaming, mask: mask, block: block, reduced: reduced,
                         units: plan.units, scratch: scratch))
                 }
                 return nil

@@ -160,13 +160,13 @@ enum RowNormalization {
             let invstd = statistics?.invstd ?? ownInvstd.pointer(in: scratch)
             switch backend {
             case .blas:
-                let (lines, stride) = Workspace<Scalar>.spread(
+                let copies = Workspace<Scalar>.spread(
                     2, of: columns, in: parameters.pointer(in: scratch), awayFrom: x)
-                lines.update(from: gamma, count: columns)
-                (lines + stride).update(from: beta, count: columns)
+                copies[0].update(from: gamma, count: columns)
+                copies[1].update(from: beta, count: columns)
                 // Rows are independent: the chunks of rows on the workers.
                 return Threading.firstFailure(split, ForwardPass(
-                    split: split, x: x, y: y, gamma: lines, beta: lines + stride, mean: mean, invstd: invstd,
+                    split: split, x: x, y: y, gamma: copies[0], beta: copies[1], mean: mean, invstd: invstd,
                     columns: columns, blockRows: blockRows, epsilon: epsilon, rowStatistics: rowStatistics,
                     streaming: streaming, separateSquares: separateSquares, prologue: prologue,
                     ones: ones, scratch: scratch, kernel: kernel, sumBlocks: sumBlocks, sumBlock: sumBlock))

@@ -86,14 +86,14 @@ public struct Workspace<Scalar: BLASScalar>: Sendable {
     /// `4096 / (vectors + 1)` bytes past `anchor`'s offset in a page and each
     /// next as far again (``placed(_:awayFrom:by:)``), so that the vectors and
     /// the rows at `anchor`'s offset sit at evenly spaced offsets.
-    /// - Returns: the first vector and the stride to the next.
+    /// - Returns: the vectors, `[k]` the `k`th.
     @inlinable
     static func spread(
         _ vectors: Int, of count: Int, in region: UnsafeMutablePointer<Scalar>,
         awayFrom anchor: UnsafePointer<Scalar>
-    ) -> (first: UnsafeMutablePointer<Scalar>, stride: Int) {
+    ) -> SpreadVectors<Scalar> {
         let step = 4096 / (vectors + 1) / 64 * 64
-        return (placed(region, awayFrom: anchor, by: step), spreadStride(vectors, of: count))
+        return SpreadVectors(first: placed(region, awayFrom: anchor, by: step), stride: spreadStride(vectors, of: count))
     }
 
     /// Calls `body` with at least `ones` ones and a scratch region of at least
@@ -275,4 +275,21 @@ struct ScratchRegions<Scalar: BLASScalar> {
         assert(index >= 0 && index < copies, "scratch region \(index) of \(copies)")
         return scratch + offset + index * stride
     }
+}
+
+/// Vectors that ``Workspace/spread(_:of:in:awayFrom:)`` placed, `stride`
+/// scalars apart; a kernel that reads them all takes `first` and `stride`.
+@usableFromInline
+struct SpreadVectors<Scalar: BLASScalar> {
+    @usableFromInline let first: UnsafeMutablePointer<Scalar>
+    @usableFromInline let stride: Int
+
+    @inlinable
+    init(first: UnsafeMutablePointer<Scalar>, stride: Int) {
+        self.first = first; self.stride = stride
+    }
+
+    /// The `k`th vector.
+    @inlinable
+    subscript(_ k: Int) -> UnsafeMutablePointer<Scalar> { first + k * stride }
 }
