@@ -27,7 +27,6 @@ enum BatchStatistics {
         workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil
     ) throws(NormError) {
         let channels = g.channels, rowStride = g.channels * g.inner
-        let input = cache.input
         cache.record(gamma: gamma, beta: beta, parameters: channels, mode: mode, statisticCount: channels, origin: origin)
         cache.prepareMask(activation: activation, count: g.outer * rowStride)
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
