@@ -54,7 +54,7 @@ struct NormBench: ParsableCommand {
     @Option(help: "Comma-separated shapes, (N, D) or (N, C, H, W), e.g. 64x1024,8x256x56x56.")
     var shapes = "64x1024,4096x1024,32768x1024,32x64x32x32,8x256x56x56"
 
-    @Option(help: "Comma-separated dtypes: float, double, bfloat16, float16 (16-bit storage with Float statistics: layernorm, rmsnorm).")
+    @Option(help: "Comma-separated dtypes: float, double, bfloat16, float16 (bfloat16 and float16: 16-bit storage with Float statistics, every layer but the whitening ones).")
     var dtypes = "float,double"
 
     @Option(help: "Comma-separated backends: blas, naive.")
