@@ -232,17 +232,12 @@ extension GroupStatistics {
         @usableFromInline let ones: UnsafePointer<Float>
         @usableFromInline let scratch: UnsafeMutablePointer<Float>
         @usableFromInline let workers: ScratchRegions<Float>
-        @usableFromInline let kernelPart: ScratchRegion<Float>
-        @usableFromInline let dyPart: ScratchRegion<Float>
-        @usableFromInline let xPart: ScratchRegion<Float>
-        @usableFromInline let dxPart: ScratchRegion<Float>
-        @usableFromInline let samplePart: ScratchRegion<Float>
+        @usableFromInline let kernelPart, dyPart, xPart, dxPart, samplePart: ScratchRegion<Float>
         @usableFromInline let sample: Int
         @usableFromInline let streaming: Bool
         @usableFromInline let layout: ChannelLayout
         @usableFromInline let rowsOfChannels: ChannelGeometry
-        @usableFromInline let columnBlock: Int
-        @usableFromInline let columnKernel: Int
+        @usableFromInline let columnBlock, columnKernel: Int
 
         @inlinable
         init(split: Threading.Split, p: BackwardPointers<Float>, r: ReducedStreams,

@@ -278,27 +278,17 @@ extension RowNormalization {
     struct ReducedBackwardPass: Threading.Pass {
         @usableFromInline let split: Threading.Split
         @usableFromInline let precision: StoragePrecision
-        @usableFromInline let dy: UnsafeRawPointer
-        @usableFromInline let x: UnsafeRawPointer
+        @usableFromInline let dy, x: UnsafeRawPointer
         @usableFromInline let dx: UnsafeMutableRawPointer
-        @usableFromInline let mean: UnsafePointer<Float>
-        @usableFromInline let invstd: UnsafePointer<Float>
-        @usableFromInline let gamma: UnsafePointer<Float>
-        @usableFromInline let columns: Int
-        @usableFromInline let blockRows: Int
+        @usableFromInline let mean, invstd, gamma: UnsafePointer<Float>
+        @usableFromInline let columns, blockRows: Int
         @usableFromInline let rowStatistics: RowStatistics
         @usableFromInline let partials: ScratchRegions<Float>
         @usableFromInline let ones: UnsafePointer<Float>
         @usableFromInline let scratch: UnsafeMutablePointer<Float>
         @usableFromInline let workers: ScratchRegions<Float>
-        @usableFromInline let kernelPart: ScratchRegion<Float>
-        @usableFromInline let dyPart: ScratchRegion<Float>
-        @usableFromInline let xPart: ScratchRegion<Float>
-        @usableFromInline let dxPart: ScratchRegion<Float>
-        @usableFromInline let sumPart: ScratchRegion<Float>
-        @usableFromInline let streaming: Bool
-        @usableFromInline let keepsGamma: Bool
-        @usableFromInline let keepsBeta: Bool
+        @usableFromInline let kernelPart, dyPart, xPart, dxPart, sumPart: ScratchRegion<Float>
+        @usableFromInline let streaming, keepsGamma, keepsBeta: Bool
         @usableFromInline let ds: UnsafeRawPointer?
 
         @inlinable

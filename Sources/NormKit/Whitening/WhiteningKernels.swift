@@ -149,8 +149,7 @@ enum WhiteningKernels {
     struct CovariancePass<Scalar: BLASScalar>: Threading.Pass {
         let split: Threading.Split
         let x: UnsafePointer<Scalar>
-        let columns: Int
-        let m: Int
+        let columns, m: Int
         let alpha: Scalar
         let partials: UnsafeMutablePointer<Scalar>
 
@@ -189,11 +188,9 @@ enum WhiteningKernels {
     /// `applyGroup`'s phase: each chunk of rows one product of its own.
     struct ApplyPass<Scalar: BLASScalar>: Threading.Pass {
         let split: Threading.Split
-        let a: UnsafePointer<Scalar>
-        let w: UnsafePointer<Scalar>
+        let a, w: UnsafePointer<Scalar>
         let c: UnsafeMutablePointer<Scalar>
-        let columns: Int
-        let m: Int
+        let columns, m: Int
         let alpha: Scalar
         let transposed: Bool
         let beta: Scalar
@@ -253,10 +250,8 @@ enum WhiteningKernels {
     /// into its own `m x m` partial.
     struct CrossProductPass<Scalar: BLASScalar>: Threading.Pass {
         let split: Threading.Split
-        let a: UnsafePointer<Scalar>
-        let b: UnsafePointer<Scalar>
-        let columns: Int
-        let m: Int
+        let a, b: UnsafePointer<Scalar>
+        let columns, m: Int
         let partials: UnsafeMutablePointer<Scalar>
         let backend: Backend
 
