@@ -342,10 +342,23 @@ void normkit_combine_columns_f16(const uint16_t *dy, const uint16_t *x, uint16_t
                                      + b[j] * (normkit_f16_to_float(x[j]) - mean[j]) + c[j]);
 }
 
+// In place (x == y: `infer` into its input), on a restrict pointer: the
+// general loop's overlap check fails for equal pointers and ran it unvectorized
+// (BatchNorm's bfloat16 infer in place took 5x the time of one into another
+// buffer, 4096x1024, one thread).
+static inline void normkit_normalize_columns_bf16_in_place(uint16_t *restrict y, long n,
+                                                           const float *restrict mean,
+                                                           const float *restrict scale,
+                                                           const float *restrict shift) {
+    for (long j = 0; j < n; j++)
+        y[j] = normkit_float_to_bf16((normkit_bf16_to_float(y[j]) - mean[j]) * scale[j] + shift[j]);
+}
+
 NORMKIT_CLONES void normkit_normalize_columns_bf16(const uint16_t *x, uint16_t *y, long n,
                                                    const float *mean, const float *scale,
                                                    const float *shift, int streaming) {
     (void)streaming;  // x may be y: no restrict
+    if (x == y) { normkit_normalize_columns_bf16_in_place(y, n, mean, scale, shift); return; }
     for (long j = 0; j < n; j++)
         y[j] = normkit_float_to_bf16((normkit_bf16_to_float(x[j]) - mean[j]) * scale[j] + shift[j]);
 }
