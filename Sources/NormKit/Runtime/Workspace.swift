@@ -194,18 +194,6 @@ struct AffineStandIns<Scalar: BLASScalar> {
          stride: Int) {
         self.ones = ones; self.zeros = zeros; self.discard = discard; self.stride = stride
     }
-
-    /// `gamma`'s first element, or ones when it is empty.
-    @inlinable
-    func scale(_ gamma: UnsafeBufferPointer<Scalar>) -> UnsafePointer<Scalar> {
-        gamma.isEmpty ? ones : gamma.baseAddress!
-    }
-
-    /// `beta`'s first element, or zeros when it is empty.
-    @inlinable
-    func shift(_ beta: UnsafeBufferPointer<Scalar>) -> UnsafePointer<Scalar> {
-        beta.isEmpty ? zeros : beta.baseAddress!
-    }
 }
 
 /// The regions of a pass's scratch, one after another, each on whole 64-byte
