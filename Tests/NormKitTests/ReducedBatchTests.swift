@@ -181,6 +181,33 @@ struct ReducedBatchTests {
             try! layer.infer(UnsafeBufferPointer(b), shape: c.shape, into: b, workspace: &workspace)
         }
         #expect(inPlace.map(\.bits) == inferred.map(\.bits), "infer in place")
+        // A forward into its own input: the same output, and a cache that
+        // holds the input (not the output), so the same gradients.
+        for mode in [Mode.inference, .training] {
+            var apartLayer = layer, inPlaceLayer = layer
+            var apartCache = NormCache<Float>(), inPlaceCache = NormCache<Float>()
+            var apart = [S](repeating: S(0), count: x.count), overwritten = x
+            x.withUnsafeBufferPointer { xb in
+                apart.withUnsafeMutableBufferPointer { yb in
+                    try! apartLayer.forward(xb, shape: c.shape, mode: mode, into: yb,
+                                            cache: &apartCache, workspace: &workspace)
+                }
+            }
+            overwritten.withUnsafeMutableBufferPointer { b in
+                try! inPlaceLayer.forward(UnsafeBufferPointer(b), shape: c.shape, mode: mode, into: b,
+                                          cache: &inPlaceCache, workspace: &workspace)
+            }
+            #expect(overwritten.map(\.bits) == apart.map(\.bits), "\(c) \(mode) forward in place")
+            var dxApart = dx, dgammaApart = dgamma, dbetaApart = dbeta
+            var dxInPlace = dx, dgammaInPlace = dgamma, dbetaInPlace = dbeta
+            try reducedBackward(apartLayer, dy, apartCache, &dxApart, &dgammaApart, &dbetaApart,
+                                &workspace)
+            try reducedBackward(inPlaceLayer, dy, inPlaceCache, &dxInPlace, &dgammaInPlace,
+                                &dbetaInPlace, &workspace)
+            #expect(dxInPlace.map(\.bits) == dxApart.map(\.bits) && dgammaInPlace == dgammaApart
+                        && dbetaInPlace == dbetaApart,
+                    "\(c) \(mode): the backward after a forward in place")
+            }
     }
 
     func compare<S: TestStorage>(

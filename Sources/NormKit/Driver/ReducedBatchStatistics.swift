@@ -209,19 +209,20 @@ extension BatchStatistics {
     ) {
         if g.inner == 1 && epilogue.isIdentity && r.residual == nil {
             // Rows of channels: one C pass reads each 16-bit row and writes
-            // it normalized, rounded (and copies it to the cache, from L1).
+            // it normalized, rounded. An inference forward first copies the
+            // row to the cache, since `y` may be `x`'s memory.
             let f = { (p: UnsafePointer<Scalar>) in
                 UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
             }
             for i in rows {
                 let offset = i * g.channels
+                if copying, let copy = r.copy {
+                    (copy + 2 * offset).copyMemory(from: r.x + 2 * offset, byteCount: 2 * g.channels)
+                }
                 r.precision.normalizeColumns(
                     count: g.channels, x: r.x + 2 * offset, mean: f(vectors),
                     scale: f(vectors + stride), shift: f(vectors + 2 * stride),
                     into: r.y + 2 * offset, streaming: streaming)
-                if copying, let copy = r.copy {
-                    (copy + 2 * offset).copyMemory(from: r.x + 2 * offset, byteCount: 2 * g.channels)
-                }
             }
             StreamingStores.fence(streaming)
             return
