@@ -269,6 +269,14 @@ static inline __m256 normkit_load_f16x8(const uint16_t *h) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
 }
 
+// The same, its eight values also stored to `copy` when it is not NULL.
+__attribute__((target("avx,f16c")))
+static inline __m256 normkit_load_copy_f16x8(const uint16_t *h, uint16_t *copy) {
+    __m128i v = _mm_loadu_si128((const __m128i *)h);
+    if (copy) _mm_storeu_si128((__m128i *)copy, v);
+    return _mm256_cvtph_ps(v);
+}
+
 // The vector loop of `EXPR` (an __m256 of lanes j..j+7) into y, streamed where
 // `streaming` and y is 2-byte aligned; `SCALAR` (a float of element j) for the
 // head and tail.
@@ -287,92 +295,262 @@ static inline __m256 normkit_load_f16x8(const uint16_t *h) {
                          _mm256_cvtps_ph(EXPR, _MM_FROUND_TO_NEAREST_INT));           \
     for (; j < (n); j++) (y)[j] = normkit_float_to_f16(SCALAR);
 
+// The epilogue of BatchNorm's normalize pass on v (eight lanes, or one value
+// j): v + widen(r) when r, then relu(v) = v > 0 || v is NaN ? v : +0 when
+// relu, recording mask = v > 0 (bytes 0 and 1) when mask: the Float
+// epilogue's expressions and order (normkit_normalize_columns_epilogue_f).
+__attribute__((target("avx,f16c")))
+static inline __m256 normkit_epilogue_f16x8(__m256 v, const uint16_t *r, unsigned char *mask,
+                                            int relu) {
+    if (r) v = _mm256_add_ps(v, normkit_load_f16x8(r));
+    if (!relu) return v;
+    __m256 positive = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ);
+    if (mask) {
+        __m128i words = _mm_packs_epi32(_mm_castps_si128(_mm256_castps256_ps128(positive)),
+                                        _mm_castps_si128(_mm256_extractf128_ps(positive, 1)));
+        __m128i bytes = _mm_and_si128(_mm_packs_epi16(words, words), _mm_set1_epi8(1));
+        _mm_storel_epi64((__m128i *)mask, bytes);
+    }
+    return _mm256_and_ps(v, _mm256_or_ps(positive, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
+}
+#endif
+
+static inline float normkit_epilogue_f16_one(float v, const uint16_t *r, unsigned char *mask,
+                                             long j, int relu) {
+    if (r) v = v + normkit_f16_to_float(r[j]);
+    if (!relu) return v;
+    if (mask) mask[j] = v > 0;
+    return (v > 0 || v != v) ? v : 0.0f;
+}
+
+static inline float normkit_load_copy_f16_one(const uint16_t *x, uint16_t *copy, long j) {
+    if (copy) copy[j] = x[j];
+    return normkit_f16_to_float(x[j]);
+}
+
+static inline float normkit_masked_f16_one(const uint16_t *dy, const unsigned char *mask, long j) {
+    float g = normkit_f16_to_float(dy[j]);
+    return (!mask || mask[j]) ? g : 0.0f;
+}
+
+#if defined(NORMKIT_F16C)
+// One form of the pass: called below with NULL or 0 for what it lacks, so that
+// each form's loop has no test of them.
+__attribute__((target("avx,f16c")))
+static inline __attribute__((always_inline)) void normkit_normalize_columns_f16_form(
+        const uint16_t *x, uint16_t *y, long n, const float *mean, const float *scale,
+        const float *shift, const uint16_t *r, unsigned char *mask, int relu, uint16_t *copy,
+        int streaming) {
+    NORMKIT_F16_WRITE(y, n, streaming,
+        normkit_epilogue_f16x8(
+            _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(normkit_load_copy_f16x8(x + j,
+                                                                              copy ? copy + j : 0),
+                                                      _mm256_loadu_ps(mean + j)),
+                                        _mm256_loadu_ps(scale + j)),
+                          _mm256_loadu_ps(shift + j)),
+            r ? r + j : 0, mask ? mask + j : 0, relu),
+        normkit_epilogue_f16_one((normkit_load_copy_f16_one(x, copy, j) - mean[j]) * scale[j]
+                                     + shift[j], r, mask, j, relu))
+}
+
+#define NORMKIT_F16_FORM(R, MASK, RELU)                                                  \
+    do {                                                                                 \
+        if (copy) normkit_normalize_columns_f16_form(x, y, n, mean, scale, shift, R, MASK, \
+                                                     RELU, copy, streaming);             \
+        else normkit_normalize_columns_f16_form(x, y, n, mean, scale, shift, R, MASK,    \
+                                                RELU, 0, streaming);                     \
+    } while (0)
+
 __attribute__((target("avx,f16c")))
 static void normkit_normalize_columns_f16_f16c(const uint16_t *x, uint16_t *y, long n,
                                                const float *mean, const float *scale,
-                                               const float *shift, int streaming) {
-    NORMKIT_F16_WRITE(y, n, streaming,
-        _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(normkit_load_f16x8(x + j),
-                                                  _mm256_loadu_ps(mean + j)),
-                                    _mm256_loadu_ps(scale + j)),
-                      _mm256_loadu_ps(shift + j)),
-        (normkit_f16_to_float(x[j]) - mean[j]) * scale[j] + shift[j])
+                                               const float *shift, const uint16_t *r,
+                                               unsigned char *mask, int relu, uint16_t *copy,
+                                               int streaming) {
+    if (r && relu && mask) NORMKIT_F16_FORM(r, mask, 1);
+    else if (r && relu) NORMKIT_F16_FORM(r, 0, 1);
+    else if (r) NORMKIT_F16_FORM(r, 0, 0);
+    else if (relu && mask) NORMKIT_F16_FORM(0, mask, 1);
+    else if (relu) NORMKIT_F16_FORM(0, 0, 1);
+    else NORMKIT_F16_FORM(0, 0, 0);
+}
+#undef NORMKIT_F16_FORM
+
+// dy's eight lanes at j, +0 where mask[j] is 0 when mask (the ReLU's
+// gradient: mask ? dy : +0, NaN kept).
+__attribute__((target("avx,f16c")))
+static inline __m256 normkit_masked_f16x8(const uint16_t *dy, const unsigned char *mask) {
+    __m256 g = normkit_load_f16x8(dy);
+    if (!mask) return g;
+    __m128i zero = _mm_cmpeq_epi8(_mm_loadl_epi64((const __m128i *)mask), _mm_setzero_si128());
+    __m128i words = _mm_unpacklo_epi8(zero, zero);
+    __m128i low = _mm_unpacklo_epi16(words, words), high = _mm_unpackhi_epi16(words, words);
+    __m256i drop = _mm256_insertf128_si256(_mm256_castsi128_si256(low), high, 1);
+    return _mm256_andnot_ps(_mm256_castsi256_ps(drop), g);
 }
 
 __attribute__((target("avx,f16c")))
-static void normkit_combine_columns_f16_f16c(const uint16_t *dy, const uint16_t *x, uint16_t *dx,
-                                             long n, const float *mean, const float *a,
-                                             const float *b, const float *c, int streaming) {
+static inline __attribute__((always_inline)) void normkit_combine_columns_f16_form(
+        const uint16_t *dy, const unsigned char *mask, const uint16_t *x, uint16_t *dx, long n,
+        const float *mean, const float *a, const float *b, const float *c, int streaming) {
     NORMKIT_F16_WRITE(dx, n, streaming,
         _mm256_add_ps(
-            _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a + j), normkit_load_f16x8(dy + j)),
+            _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a + j),
+                                        normkit_masked_f16x8(dy + j, mask ? mask + j : 0)),
                           _mm256_mul_ps(_mm256_loadu_ps(b + j),
                                         _mm256_sub_ps(normkit_load_f16x8(x + j),
                                                       _mm256_loadu_ps(mean + j)))),
             _mm256_loadu_ps(c + j)),
-        a[j] * normkit_f16_to_float(dy[j]) + b[j] * (normkit_f16_to_float(x[j]) - mean[j]) + c[j])
+        a[j] * normkit_masked_f16_one(dy, mask, j)
+            + b[j] * (normkit_f16_to_float(x[j]) - mean[j]) + c[j])
+}
+
+__attribute__((target("avx,f16c")))
+static void normkit_combine_columns_f16_f16c(const uint16_t *dy, const unsigned char *mask,
+                                             const uint16_t *x, uint16_t *dx, long n,
+                                             const float *mean, const float *a, const float *b,
+                                             const float *c, int streaming) {
+    if (mask) normkit_combine_columns_f16_form(dy, mask, x, dx, n, mean, a, b, c, streaming);
+    else normkit_combine_columns_f16_form(dy, 0, x, dx, n, mean, a, b, c, streaming);
 }
 #endif
 
+// Each group of eight (or value) is read before it is written: x and r may be y
+// (copy may not).
 void normkit_normalize_columns_f16(const uint16_t *x, uint16_t *y, long n, const float *mean,
-                                   const float *scale, const float *shift, int streaming) {
+                                   const float *scale, const float *shift, const uint16_t *r,
+                                   unsigned char *mask, int relu, uint16_t *copy, int streaming) {
 #if defined(NORMKIT_F16C)
     if (normkit_f16c()) {
-        normkit_normalize_columns_f16_f16c(x, y, n, mean, scale, shift, streaming);
+        normkit_normalize_columns_f16_f16c(x, y, n, mean, scale, shift, r, mask, relu, copy,
+                                           streaming);
         return;
     }
 #endif
     (void)streaming;
     for (long j = 0; j < n; j++)
-        y[j] = normkit_float_to_f16((normkit_f16_to_float(x[j]) - mean[j]) * scale[j] + shift[j]);
+        y[j] = normkit_float_to_f16(normkit_epilogue_f16_one(
+            (normkit_load_copy_f16_one(x, copy, j) - mean[j]) * scale[j] + shift[j], r, mask, j,
+            relu));
 }
 
-void normkit_combine_columns_f16(const uint16_t *dy, const uint16_t *x, uint16_t *dx, long n,
-                                 const float *mean, const float *a, const float *b,
-                                 const float *c, int streaming) {
+void normkit_combine_columns_f16(const uint16_t *dy, const unsigned char *mask,
+                                 const uint16_t *x, uint16_t *dx, long n, const float *mean,
+                                 const float *a, const float *b, const float *c, int streaming) {
 #if defined(NORMKIT_F16C)
     if (normkit_f16c()) {
-        normkit_combine_columns_f16_f16c(dy, x, dx, n, mean, a, b, c, streaming);
+        normkit_combine_columns_f16_f16c(dy, mask, x, dx, n, mean, a, b, c, streaming);
         return;
     }
 #endif
     (void)streaming;
     for (long j = 0; j < n; j++)
-        dx[j] = normkit_float_to_f16(a[j] * normkit_f16_to_float(dy[j])
+        dx[j] = normkit_float_to_f16(a[j] * normkit_masked_f16_one(dy, mask, j)
                                      + b[j] * (normkit_f16_to_float(x[j]) - mean[j]) + c[j]);
 }
 
-// In place (x == y: `infer` into its input), on a restrict pointer: the
-// general loop's overlap check fails for equal pointers and ran it unvectorized
-// (BatchNorm's bfloat16 infer in place took 5x the time of one into another
-// buffer, 4096x1024, one thread).
-static inline void normkit_normalize_columns_bf16_in_place(uint16_t *restrict y, long n,
-                                                           const float *restrict mean,
-                                                           const float *restrict scale,
-                                                           const float *restrict shift) {
-    for (long j = 0; j < n; j++)
-        y[j] = normkit_float_to_bf16((normkit_bf16_to_float(y[j]) - mean[j]) * scale[j] + shift[j]);
+// bfloat16's normalize pass and epilogue, each form (residual, ReLU, mask,
+// copy: constants in every call below) its own loop on restrict pointers,
+// which the compiler vectorizes in each clone.
+static inline __attribute__((always_inline)) void normkit_normalize_columns_bf16_loop(
+        const uint16_t *restrict x, const uint16_t *restrict r, uint16_t *restrict y,
+        unsigned char *restrict mask, uint16_t *restrict copy, long n,
+        const float *restrict mean, const float *restrict scale, const float *restrict shift,
+        int add, int relu, int record, int copying) {
+    for (long j = 0; j < n; j++) {
+        if (copying) copy[j] = x[j];
+        float v = (normkit_bf16_to_float(x[j]) - mean[j]) * scale[j] + shift[j];
+        if (add) v = v + normkit_bf16_to_float(r[j]);
+        if (relu) {
+            if (record) mask[j] = v > 0;
+            v = (v > 0 || v != v) ? v : 0.0f;
+        }
+        y[j] = normkit_float_to_bf16(v);
+    }
 }
 
+#define NORMKIT_BF16_FORM(ADD, RELU, RECORD)                                              \
+    do {                                                                                  \
+        if (copy) normkit_normalize_columns_bf16_loop(x, r, y, mask, copy, n, mean, scale, \
+                                                      shift, ADD, RELU, RECORD, 1);       \
+        else normkit_normalize_columns_bf16_loop(x, r, y, mask, 0, n, mean, scale, shift,  \
+                                                 ADD, RELU, RECORD, 0);                   \
+    } while (0)
+
+static inline __attribute__((always_inline)) void normkit_normalize_columns_bf16_forms(
+        const uint16_t *x, const uint16_t *r, uint16_t *y, unsigned char *mask, uint16_t *copy,
+        long n, const float *mean, const float *scale, const float *shift, int relu) {
+    if (r && relu && mask) NORMKIT_BF16_FORM(1, 1, 1);
+    else if (r && relu) NORMKIT_BF16_FORM(1, 1, 0);
+    else if (r) NORMKIT_BF16_FORM(1, 0, 0);
+    else if (relu && mask) NORMKIT_BF16_FORM(0, 1, 1);
+    else if (relu) NORMKIT_BF16_FORM(0, 1, 0);
+    else NORMKIT_BF16_FORM(0, 0, 0);
+}
+
+// x or r may be y (`infer` into its input): then 256 values at a time are
+// copied to the stack first, so that the restrict loops never read what they
+// write. (A loop on pointers that may be equal fails the compiler's overlap
+// check and runs unvectorized: bfloat16 BatchNorm infer in place took 5x the
+// time of one into another buffer, 4096x1024, one thread.)
 NORMKIT_CLONES void normkit_normalize_columns_bf16(const uint16_t *x, uint16_t *y, long n,
                                                    const float *mean, const float *scale,
-                                                   const float *shift, int streaming) {
-    (void)streaming;  // x may be y: no restrict
-    if (x == y) { normkit_normalize_columns_bf16_in_place(y, n, mean, scale, shift); return; }
-    for (long j = 0; j < n; j++)
-        y[j] = normkit_float_to_bf16((normkit_bf16_to_float(x[j]) - mean[j]) * scale[j] + shift[j]);
+                                                   const float *shift, const uint16_t *r,
+                                                   unsigned char *mask, int relu,
+                                                   uint16_t *copy, int streaming) {
+    (void)streaming;
+    if (x != y && r != y) {
+        normkit_normalize_columns_bf16_forms(x, r, y, mask, copy, n, mean, scale, shift, relu);
+        return;
+    }
+    uint16_t xs[256], rs[256];
+    for (long c = 0; c < n; c += 256) {
+        long m = n - c < 256 ? n - c : 256;
+        const uint16_t *xc = x + c, *rc = r ? r + c : 0;
+        if (x == y) { memcpy(xs, xc, 2 * (size_t)m); xc = xs; }
+        if (r && r == y) { memcpy(rs, rc, 2 * (size_t)m); rc = rs; }
+        normkit_normalize_columns_bf16_forms(xc, rc, y + c, mask ? mask + c : 0,
+                                             copy ? copy + c : 0, m, mean + c, scale + c,
+                                             shift + c, relu);
+    }
+}
+#undef NORMKIT_BF16_FORM
+
+static inline __attribute__((always_inline)) void normkit_combine_columns_bf16_loop(
+        const uint16_t *restrict dy, const unsigned char *restrict mask,
+        const uint16_t *restrict x, uint16_t *restrict dx, long n, const float *restrict mean,
+        const float *restrict a, const float *restrict b, const float *restrict c, int masked) {
+    for (long j = 0; j < n; j++) {
+        float g = normkit_bf16_to_float(dy[j]);
+        if (masked) g = mask[j] ? g : 0.0f;
+        dx[j] = normkit_float_to_bf16(a[j] * g + b[j] * (normkit_bf16_to_float(x[j]) - mean[j])
+                                      + c[j]);
+    }
 }
 
-NORMKIT_CLONES void normkit_combine_columns_bf16(const uint16_t *dy, const uint16_t *x,
-                                                 uint16_t *dx, long n, const float *mean,
-                                                 const float *a, const float *b, const float *c,
-                                                 int streaming) {
-    const uint16_t *restrict gg = dy, *restrict xx = x;
-    uint16_t *restrict out = dx;
+// dy may be dx (x, the cache's, never is): then 256 values of dy at a time are
+// copied to the stack first, as in normkit_normalize_columns_bf16.
+NORMKIT_CLONES void normkit_combine_columns_bf16(const uint16_t *dy, const unsigned char *mask,
+                                                 const uint16_t *x, uint16_t *dx, long n,
+                                                 const float *mean, const float *a,
+                                                 const float *b, const float *c, int streaming) {
     (void)streaming;
-    for (long j = 0; j < n; j++)
-        out[j] = normkit_float_to_bf16(a[j] * normkit_bf16_to_float(gg[j])
-                                       + b[j] * (normkit_bf16_to_float(xx[j]) - mean[j]) + c[j]);
+    if (dy != dx) {
+        if (mask) normkit_combine_columns_bf16_loop(dy, mask, x, dx, n, mean, a, b, c, 1);
+        else normkit_combine_columns_bf16_loop(dy, 0, x, dx, n, mean, a, b, c, 0);
+        return;
+    }
+    uint16_t copy[256];
+    for (long k = 0; k < n; k += 256) {
+        long m = n - k < 256 ? n - k : 256;
+        memcpy(copy, dy + k, 2 * (size_t)m);
+        if (mask)
+            normkit_combine_columns_bf16_loop(copy, mask + k, x + k, dx + k, m, mean + k, a + k,
+                                              b + k, c + k, 1);
+        else
+            normkit_combine_columns_bf16_loop(copy, 0, x + k, dx + k, m, mean + k, a + k, b + k,
+                                              c + k, 0);
+    }
 }
 
 // A 16-bit residual form's prologue: s[j] = narrow(widen(x[j]) + widen(r[j])),

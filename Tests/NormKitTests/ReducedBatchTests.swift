@@ -207,7 +207,21 @@ struct ReducedBatchTests {
             #expect(dxInPlace.map(\.bits) == dxApart.map(\.bits) && dgammaInPlace == dgammaApart
                         && dbetaInPlace == dbetaApart,
                     "\(c) \(mode): the backward after a forward in place")
+            // The backward into its own output gradient.
+            var overwrittenGradient = dy, dgammaOver = dgamma, dbetaOver = dbeta
+            overwrittenGradient.withUnsafeMutableBufferPointer { g in
+                dgammaOver.withUnsafeMutableBufferPointer { dg in
+                    dbetaOver.withUnsafeMutableBufferPointer { db in
+                        try! apartLayer.backward(UnsafeBufferPointer(g), cache: apartCache,
+                                                 inputGradient: g, gammaGradient: dg,
+                                                 betaGradient: db, workspace: &workspace)
+                    }
+                }
             }
+            #expect(overwrittenGradient.map(\.bits) == dxApart.map(\.bits)
+                        && dgammaOver == dgammaApart && dbetaOver == dbetaApart,
+                    "\(c) \(mode): the backward into its own output gradient")
+        }
     }
 
     func compare<S: TestStorage>(

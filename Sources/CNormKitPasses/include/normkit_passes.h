@@ -125,18 +125,24 @@ void normkit_scale_shift_f16(const float *c, uint16_t *y, long n, float s, const
 void normkit_scale_shift_bf16(const float *c, uint16_t *y, long n, float s, const float *g,
                               const float *b, int streaming);
 /* BatchNorm's column passes over 16-bit rows of n features: the Float
-   expressions of normkit_normalize_columns_f and normkit_combine_columns_f on
-   the widened values, each result rounded once to 16 bits. x may be y. */
+   expressions of normkit_normalize_columns_epilogue_f (residual r widened,
+   ReLU and mask optional as there) on the widened values, each result rounded
+   once to 16 bits; x copied to `copy` in the same loop when it is not NULL (an
+   inference forward's cache). x and r may be y; copy is apart from them all. */
 void normkit_normalize_columns_f16(const uint16_t *x, uint16_t *y, long n, const float *mean,
-                                   const float *scale, const float *shift, int streaming);
+                                   const float *scale, const float *shift, const uint16_t *r,
+                                   unsigned char *mask, int relu, uint16_t *copy, int streaming);
 void normkit_normalize_columns_bf16(const uint16_t *x, uint16_t *y, long n, const float *mean,
-                                    const float *scale, const float *shift, int streaming);
-void normkit_combine_columns_f16(const uint16_t *dy, const uint16_t *x, uint16_t *dx, long n,
-                                 const float *mean, const float *a, const float *b,
-                                 const float *c, int streaming);
-void normkit_combine_columns_bf16(const uint16_t *dy, const uint16_t *x, uint16_t *dx, long n,
-                                  const float *mean, const float *a, const float *b,
-                                  const float *c, int streaming);
+                                    const float *scale, const float *shift, const uint16_t *r,
+                                    unsigned char *mask, int relu, uint16_t *copy, int streaming);
+/* dx[j] = a[j] * (mask ? (mask[j] ? dy[j] : +0) : dy[j]) + b[j] * (x[j] - mean[j]) + c[j],
+   as normkit_combine_columns_masked_f (mask may be NULL). dy may be dx. */
+void normkit_combine_columns_f16(const uint16_t *dy, const unsigned char *mask, const uint16_t *x,
+                                 uint16_t *dx, long n, const float *mean, const float *a,
+                                 const float *b, const float *c, int streaming);
+void normkit_combine_columns_bf16(const uint16_t *dy, const unsigned char *mask, const uint16_t *x,
+                                  uint16_t *dx, long n, const float *mean, const float *a,
+                                  const float *b, const float *c, int streaming);
 /* A residual form's prologue: s[j] = widen(x[j]) + widen(r[j]) rounded to 16 bits (the
    16-bit addition), f[j] = widen(s[j]); s copied to `sum` when it is not NULL. */
 void normkit_residual_sum_f16(const uint16_t *x, const uint16_t *r, uint16_t *s, uint16_t *sum,

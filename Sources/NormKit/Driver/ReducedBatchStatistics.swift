@@ -197,8 +197,11 @@ extension BatchStatistics {
         StreamingStores.fence(streaming)
     }
 
-    /// The normalize pass over rows `rows` of the 16-bit input: per unit,
-    /// widened (copied to the cache when `copying`: an inference forward),
+    /// The normalize pass over rows `rows` of the 16-bit input and its
+    /// epilogue (the streams' residual, the ReLU and its mask), the input
+    /// copied to the cache when `copying` (an inference forward): for rows of
+    /// channels one C pass per row that reads and writes 16 bits; for slabs,
+    /// per unit, widened,
     /// ``BatchNormKernels/normalize(x:geometry:mean:scale:shift:y:streaming:epilogue:)``
     /// into `Float` scratch, narrowed into the output.
     @inlinable
@@ -207,22 +210,22 @@ extension BatchStatistics {
         vectors: UnsafePointer<Scalar>, stride: Int, copying: Bool, streaming: Bool,
         epilogue: Epilogue<Scalar>, units: UnsafeMutablePointer<Scalar>
     ) {
-        if g.inner == 1 && epilogue.isIdentity && r.residual == nil {
-            // Rows of channels: one C pass reads each 16-bit row and writes
-            // it normalized, rounded. An inference forward first copies the
-            // row to the cache, since `y` may be `x`'s memory.
+        if g.inner == 1 {
+            // Rows of channels: one C pass reads each 16-bit row (and its
+            // residual's), copies it to the cache (an inference forward), and
+            // writes it normalized, through the epilogue, rounded.
             let f = { (p: UnsafePointer<Scalar>) in
                 UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
             }
+            let copy = copying ? r.copy : nil
             for i in rows {
                 let offset = i * g.channels
-                if copying, let copy = r.copy {
-                    (copy + 2 * offset).copyMemory(from: r.x + 2 * offset, byteCount: 2 * g.channels)
-                }
                 r.precision.normalizeColumns(
                     count: g.channels, x: r.x + 2 * offset, mean: f(vectors),
                     scale: f(vectors + stride), shift: f(vectors + 2 * stride),
-                    into: r.y + 2 * offset, streaming: streaming)
+                    residual: r.residual.map { $0 + 2 * offset }, mask: epilogue.mask.map { $0 + offset },
+                    relu: epilogue.relu, copy: copy.map { $0 + 2 * offset }, into: r.y + 2 * offset,
+                    streaming: streaming)
             }
             StreamingStores.fence(streaming)
             return
@@ -272,8 +275,10 @@ extension BatchStatistics {
         }
     }
 
-    /// `dx = a·dy + b·(x - mean) + c` per channel over rows `rows`: per
-    /// unit, `dy` (masked) and the cached input widened,
+    /// `dx = a·dy + b·(x - mean) + c` per channel over rows `rows` (`dy`
+    /// through the ReLU's `mask` when given): for rows of channels one C pass
+    /// per row over the 16-bit `dy` and input; for slabs, per unit, `dy`
+    /// (masked) and the cached input widened,
     /// ``BatchNormKernels/combine(dy:mask:x:geometry:mean:coefficients:stride:dx:streaming:)``
     /// into `Float` scratch, narrowed into the input gradient.
     @inlinable
@@ -283,16 +288,17 @@ extension BatchStatistics {
         coefficients: UnsafePointer<Scalar>, stride: Int, streaming: Bool,
         units: UnsafeMutablePointer<Scalar>
     ) {
-        if g.inner == 1 && mask == nil {
-            // Rows of channels: one C pass reads each 16-bit row of `dy` and
-            // `x` and writes `dx` rounded.
+        if g.inner == 1 {
+            // Rows of channels: one C pass reads each 16-bit row of `dy`
+            // (through the mask) and `x` and writes `dx` rounded.
             let f = { (p: UnsafePointer<Scalar>) in
                 UnsafeRawPointer(p).assumingMemoryBound(to: Float.self)
             }
             for i in rows {
                 let offset = i * g.channels
                 r.precision.combineColumns(
-                    count: g.channels, dy: r.dy! + 2 * offset, x: r.x + 2 * offset, mean: f(mean),
+                    count: g.channels, dy: r.dy! + 2 * offset, mask: mask.map { $0 + offset },
+                    x: r.x + 2 * offset, mean: f(mean),
                     a: f(coefficients), b: f(coefficients + stride), c: f(coefficients + 2 * stride),
                     into: r.y + 2 * offset, streaming: streaming)
             }

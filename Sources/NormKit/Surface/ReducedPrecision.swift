@@ -140,37 +140,50 @@ enum StoragePrecision: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    /// BatchNorm's normalize pass over one row of `count` 16-bit values,
-    /// `y = (x - mean) · scale + shift` per column, computed in `Float` as the
-    /// `Float` pass does and rounded once to 16 bits, with streaming stores
-    /// when `streaming`. `x` may be `y`.
+    /// BatchNorm's normalize pass over one row of `count` 16-bit values and
+    /// its epilogue, `y = act((x - mean) · scale + shift + residual)` per
+    /// column, computed in `Float` as the `Float` pass does (the residual
+    /// widened) and rounded once to 16 bits, with streaming stores when
+    /// `streaming`; a ReLU records `mask = 1` where its input is positive when
+    /// `mask` is given; `x` is copied to `copy` in the same loop when given
+    /// (an inference forward's cache). `x` and `residual` may be `y`; `copy`
+    /// is apart from them.
     @usableFromInline
     func normalizeColumns(count: Int, x: UnsafeRawPointer, mean: UnsafePointer<Float>,
                           scale: UnsafePointer<Float>, shift: UnsafePointer<Float>,
+                          residual: UnsafeRawPointer?, mask: UnsafeMutablePointer<UInt8>?,
+                          relu: Bool, copy: UnsafeMutableRawPointer?,
                           into y: UnsafeMutableRawPointer, streaming: Bool) {
         let h = x.assumingMemoryBound(to: UInt16.self), out = y.assumingMemoryBound(to: UInt16.self)
+        let r = residual?.assumingMemoryBound(to: UInt16.self)
+        let c = copy?.assumingMemoryBound(to: UInt16.self)
         switch self {
         case .float16:
-            normkit_normalize_columns_f16(h, out, count, mean, scale, shift, streaming ? 1 : 0)
+            normkit_normalize_columns_f16(h, out, count, mean, scale, shift, r, mask, relu ? 1 : 0,
+                                          c, streaming ? 1 : 0)
         case .bfloat16:
-            normkit_normalize_columns_bf16(h, out, count, mean, scale, shift, streaming ? 1 : 0)
+            normkit_normalize_columns_bf16(h, out, count, mean, scale, shift, r, mask, relu ? 1 : 0,
+                                           c, streaming ? 1 : 0)
         case .float: preconditionFailure("a Float output has nothing to narrow")
         }
     }
 
     /// BatchNorm's input-gradient pass over one row of `count` 16-bit values,
-    /// `dx = a · dy + b · (x - mean) + c` per column, computed in `Float` as
-    /// the `Float` pass does and rounded once to 16 bits.
+    /// `dx = a · g + b · (x - mean) + c` per column with `g = dy`, or after a
+    /// ReLU `g = mask ? dy : +0`, computed in `Float` as the `Float` pass does
+    /// and rounded once to 16 bits. `dy` may be `dx`.
     @usableFromInline
-    func combineColumns(count: Int, dy: UnsafeRawPointer, x: UnsafeRawPointer,
-                        mean: UnsafePointer<Float>, a: UnsafePointer<Float>,
+    func combineColumns(count: Int, dy: UnsafeRawPointer, mask: UnsafePointer<UInt8>?,
+                        x: UnsafeRawPointer, mean: UnsafePointer<Float>, a: UnsafePointer<Float>,
                         b: UnsafePointer<Float>, c: UnsafePointer<Float>,
                         into dx: UnsafeMutableRawPointer, streaming: Bool) {
         let g = dy.assumingMemoryBound(to: UInt16.self), h = x.assumingMemoryBound(to: UInt16.self)
         let out = dx.assumingMemoryBound(to: UInt16.self)
         switch self {
-        case .float16: normkit_combine_columns_f16(g, h, out, count, mean, a, b, c, streaming ? 1 : 0)
-        case .bfloat16: normkit_combine_columns_bf16(g, h, out, count, mean, a, b, c, streaming ? 1 : 0)
+        case .float16:
+            normkit_combine_columns_f16(g, mask, h, out, count, mean, a, b, c, streaming ? 1 : 0)
+        case .bfloat16:
+            normkit_combine_columns_bf16(g, mask, h, out, count, mean, a, b, c, streaming ? 1 : 0)
         case .float: preconditionFailure("a Float output has nothing to narrow")
         }
     }
