@@ -88,8 +88,12 @@ static int normkit_f16c(void) {
     return value;
 }
 
+// One form per caller below (copy NULL or not), so that the loop tests nothing.
 __attribute__((target("avx,f16c")))
-static void normkit_widen_f16_f16c(const uint16_t *h, float *f, uint16_t *copy, long n) {
+static inline __attribute__((always_inline)) void normkit_widen_f16_form(const uint16_t *h,
+                                                                        float *f,
+                                                                        uint16_t *copy,
+                                                                        long n) {
     long j = 0;
     for (; j + 32 <= n; j += 32) {
         __builtin_prefetch(h + j + n, 0, 3);  // as in normkit_widen_bf16_loop
@@ -108,6 +112,12 @@ static void normkit_widen_f16_f16c(const uint16_t *h, float *f, uint16_t *copy, 
         if (copy) copy[j] = h[j];
         f[j] = normkit_f16_to_float(h[j]);
     }
+}
+
+__attribute__((target("avx,f16c")))
+static void normkit_widen_f16_f16c(const uint16_t *h, float *f, uint16_t *copy, long n) {
+    if (copy) normkit_widen_f16_form(h, f, copy, n);
+    else normkit_widen_f16_form(h, f, 0, n);
 }
 
 __attribute__((target("avx,f16c")))
