@@ -587,6 +587,90 @@ NORMKIT_CLONES void normkit_combine_columns_bf16(const uint16_t *dy, const unsig
     }
 }
 
+// The narrowing with a fused epilogue: y[j] = narrow(act(z[j] + widen(r[j]))),
+// the Float epilogue's expressions and order (normkit_epilogue_f) on the
+// Float output z of a layer's kernel, rounded once as it is written. One pass
+// where the Float epilogue in place and the narrowing made two (GroupNorm's,
+// InstanceNorm's and channels-first SpatialBatchNorm's 16-bit forwards).
+#if defined(NORMKIT_F16C)
+__attribute__((target("avx,f16c")))
+static inline __attribute__((always_inline)) void normkit_narrow_epilogue_f16_form(
+        const float *z, const uint16_t *r, uint16_t *y, unsigned char *mask, long n, int relu,
+        int streaming) {
+    NORMKIT_F16_WRITE(y, n, streaming,
+        normkit_epilogue_f16x8(_mm256_loadu_ps(z + j), r ? r + j : 0, mask ? mask + j : 0, relu),
+        normkit_epilogue_f16_one(z[j], r, mask, j, relu))
+}
+
+__attribute__((target("avx,f16c")))
+static void normkit_narrow_epilogue_f16_f16c(const float *z, const uint16_t *r, uint16_t *y,
+                                             unsigned char *mask, long n, int relu,
+                                             int streaming) {
+    if (r && relu && mask) normkit_narrow_epilogue_f16_form(z, r, y, mask, n, 1, streaming);
+    else if (r && relu) normkit_narrow_epilogue_f16_form(z, r, y, 0, n, 1, streaming);
+    else if (r) normkit_narrow_epilogue_f16_form(z, r, y, 0, n, 0, streaming);
+    else if (relu && mask) normkit_narrow_epilogue_f16_form(z, 0, y, mask, n, 1, streaming);
+    else if (relu) normkit_narrow_epilogue_f16_form(z, 0, y, 0, n, 1, streaming);
+    else normkit_narrow_epilogue_f16_form(z, 0, y, 0, n, 0, streaming);
+}
+#endif
+
+// Each group of eight (or value) of r is read before y's is written: r may be y.
+void normkit_narrow_epilogue_f16(const float *z, const uint16_t *r, uint16_t *y,
+                                 unsigned char *mask, long n, int relu, int streaming) {
+#if defined(NORMKIT_F16C)
+    if (normkit_f16c()) {
+        normkit_narrow_epilogue_f16_f16c(z, r, y, mask, n, relu, streaming);
+        return;
+    }
+#endif
+    (void)streaming;
+    for (long j = 0; j < n; j++)
+        y[j] = normkit_float_to_f16(normkit_epilogue_f16_one(z[j], r, mask, j, relu));
+}
+
+static inline __attribute__((always_inline)) void normkit_narrow_epilogue_bf16_loop(
+        const float *restrict z, const uint16_t *restrict r, uint16_t *restrict y,
+        unsigned char *restrict mask, long n, int add, int relu, int record) {
+    for (long j = 0; j < n; j++) {
+        float v = z[j];
+        if (add) v = v + normkit_bf16_to_float(r[j]);
+        if (relu) {
+            if (record) mask[j] = v > 0;
+            v = (v > 0 || v != v) ? v : 0.0f;
+        }
+        y[j] = normkit_float_to_bf16(v);
+    }
+}
+
+static inline __attribute__((always_inline)) void normkit_narrow_epilogue_bf16_forms(
+        const float *z, const uint16_t *r, uint16_t *y, unsigned char *mask, long n, int relu) {
+    if (r && relu && mask) normkit_narrow_epilogue_bf16_loop(z, r, y, mask, n, 1, 1, 1);
+    else if (r && relu) normkit_narrow_epilogue_bf16_loop(z, r, y, 0, n, 1, 1, 0);
+    else if (r) normkit_narrow_epilogue_bf16_loop(z, r, y, 0, n, 1, 0, 0);
+    else if (relu && mask) normkit_narrow_epilogue_bf16_loop(z, 0, y, mask, n, 0, 1, 1);
+    else if (relu) normkit_narrow_epilogue_bf16_loop(z, 0, y, 0, n, 0, 1, 0);
+    else normkit_narrow_epilogue_bf16_loop(z, 0, y, 0, n, 0, 0, 0);
+}
+
+// r may be y: then 256 of its values at a time are copied to the stack first,
+// as in normkit_normalize_columns_bf16.
+NORMKIT_CLONES void normkit_narrow_epilogue_bf16(const float *z, const uint16_t *r, uint16_t *y,
+                                                 unsigned char *mask, long n, int relu,
+                                                 int streaming) {
+    (void)streaming;
+    if (!r || r != y) {
+        normkit_narrow_epilogue_bf16_forms(z, r, y, mask, n, relu);
+        return;
+    }
+    uint16_t rs[256];
+    for (long c = 0; c < n; c += 256) {
+        long m = n - c < 256 ? n - c : 256;
+        memcpy(rs, r + c, 2 * (size_t)m);
+        normkit_narrow_epilogue_bf16_forms(z + c, rs, y + c, mask ? mask + c : 0, m, relu);
+    }
+}
+
 // A 16-bit residual form's prologue: s[j] = narrow(widen(x[j]) + widen(r[j])),
 // the 16-bit addition (the Float sum of two 16-bit values rounded once), and
 // f[j] = widen(s[j]) for the row kernels; s copied to `sum` when it is not

@@ -143,6 +143,13 @@ void normkit_combine_columns_f16(const uint16_t *dy, const unsigned char *mask, 
 void normkit_combine_columns_bf16(const uint16_t *dy, const unsigned char *mask, const uint16_t *x,
                                   uint16_t *dx, long n, const float *mean, const float *a,
                                   const float *b, const float *c, int streaming);
+/* The 16-bit output of a Float kernel's z through the epilogue of normkit_epilogue_f:
+   y[j] = narrow(act(z[j] + widen(r[j]))) (r may be NULL; with relu, mask[j] = v > 0
+   when mask is not NULL), rounded once. r may be y. */
+void normkit_narrow_epilogue_f16(const float *z, const uint16_t *r, uint16_t *y,
+                                 unsigned char *mask, long n, int relu, int streaming);
+void normkit_narrow_epilogue_bf16(const float *z, const uint16_t *r, uint16_t *y,
+                                  unsigned char *mask, long n, int relu, int streaming);
 /* A residual form's prologue: s[j] = widen(x[j]) + widen(r[j]) rounded to 16 bits (the
    16-bit addition), f[j] = widen(s[j]); s copied to `sum` when it is not NULL. */
 void normkit_residual_sum_f16(const uint16_t *x, const uint16_t *r, uint16_t *s, uint16_t *sum,

@@ -36,16 +36,6 @@ struct ReducedStreams {
         ReducedStreams(precision: precision, x: x, y: y, dy: dy, copy: copy, residual: residual)
     }
 
-    /// The epilogue of the unit at `offset`: `epilogue`'s, with the unit's
-    /// residual widened into `scratch` when there is one.
-    @inlinable
-    func epilogue<Scalar: BLASScalar>(_ epilogue: Epilogue<Scalar>, offset: Int, count: Int,
-                                      scratch: UnsafeMutablePointer<Scalar>) -> Epilogue<Scalar> {
-        guard let residual else { return epilogue.advanced(by: offset) }
-        widen(residual, offset: offset, into: scratch, count: count)
-        return epilogue.advanced(by: offset, residual: UnsafePointer(scratch))
-    }
-
     /// A 16-bit residual's gradient: `dy`, through the ReLU's `mask` when
     /// there is one (`+0` where the output was not positive), bit for bit.
     @inlinable
@@ -78,14 +68,21 @@ struct ReducedStreams {
                         streaming: streaming)
     }
 
-    /// `count` `Float` values at `source` rounded into ``y`` from `offset`.
+    /// `count` `Float` values at `source` rounded into ``y`` from `offset`;
+    /// given a forward's `epilogue` (whose mask starts at the tensor's first
+    /// value), through it and the streams' ``residual``: the narrowing is the
+    /// pass that adds the residual and applies the ReLU, so the `Float`
+    /// kernel before it runs without an epilogue.
     @inlinable
     func narrow<Scalar: BLASScalar>(
-        _ source: UnsafePointer<Scalar>, offset: Int, count: Int, streaming: Bool
+        _ source: UnsafePointer<Scalar>, offset: Int, count: Int, streaming: Bool,
+        epilogue: Epilogue<Scalar>? = nil
     ) {
         precondition(Scalar.self == Float.self, "16-bit storage narrows from Float only")
         precision.narrow(UnsafeRawPointer(source).assumingMemoryBound(to: Float.self),
-                         into: y + 2 * offset, count: count, streaming: streaming)
+                         into: y + 2 * offset, count: count, streaming: streaming,
+                         residual: epilogue == nil ? nil : residual.map { $0 + 2 * offset },
+                         mask: epilogue?.mask.map { $0 + offset }, relu: epilogue?.relu ?? false)
     }
 }
 
@@ -136,8 +133,7 @@ extension BatchStatistics {
     }
 
     /// A worker's units in a 16-bit pass: three `Float` units of the
-    /// geometry's blocks (the widened input, output gradient and output, or a
-    /// residual's), then a unit's two channel vectors (its moments or sums),
+    /// geometry's blocks (the widened input, output gradient and output), then a unit's two channel vectors (its moments or sums),
     /// each on whole lines.
     @usableFromInline
     struct ReducedUnits<Scalar: BLASScalar> {
@@ -230,17 +226,15 @@ extension BatchStatistics {
             StreamingStores.fence(streaming)
             return
         }
-        // The third unit (the backward's dy) holds a residual's widened unit.
         let u = ReducedUnits(units, geometry: g, block: block)
-        let xf = u.first, yf = u.second, rf = u.third
+        let xf = u.first, yf = u.second
         g.forEachUnit(rows: rows, block: block) { offset, unit, c0, _ in
             r.widen(r.x, offset: offset, into: xf, count: unit.count, copying: copying,
                     streaming: streaming)
             BatchNormKernels.normalize(
                 x: xf, geometry: unit, mean: vectors + c0, scale: vectors + stride + c0,
-                shift: vectors + 2 * stride + c0, y: yf, streaming: false,
-                epilogue: r.epilogue(epilogue, offset: offset, count: unit.count, scratch: rf))
-            r.narrow(yf, offset: offset, count: unit.count, streaming: streaming)
+                shift: vectors + 2 * stride + c0, y: yf, streaming: false)
+            r.narrow(yf, offset: offset, count: unit.count, streaming: streaming, epilogue: epilogue)
         }
         StreamingStores.fence(streaming)
     }

@@ -78,7 +78,8 @@ extension GroupStatistics {
     /// workers; per sample, widened (and copied to ``ReducedStreams/copy``),
     /// ``GroupNormKernels/forward`` (channels first) or
     /// ``channelsLastSample(x:geometry:groups:block:backend:epsilon:gamma:beta:mean:invstd:y:streaming:epilogue:ones:scratch:)``
-    /// (channels last) into `Float` scratch, narrowed.
+    /// (channels last) into `Float` scratch, narrowed through the epilogue
+    /// (the residual, widened, and the ReLU: one C pass).
     /// - Returns: the first row `n·G + g` whose statistics are not finite, or `nil`.
     @inlinable
     static func reducedPass(
@@ -104,11 +105,12 @@ extension GroupStatistics {
             ? Workspace<Float>.lines(LayerNormKernels.forwardScratch(
                 blockRows: blockRows, columns: g.rowLength, rowStatistics: .meanAndVariance, of: Float.self))
             : 0
-        // Per worker: the kernel's scratch, x and y of a sample widened, and a
-        // residual's when there is one; then the statistics when the caller keeps none.
+        // Per worker: the kernel's scratch, x and y of a sample widened (the
+        // residual and the ReLU are the narrowing's); then the statistics
+        // when the caller keeps none.
         var worker = ScratchLayout<Float>()
         let kernelPart = worker.region(kernel), inputPart = worker.region(sample)
-        let outputPart = worker.region(sample), residualPart = worker.region(r.residual == nil ? 0 : sample)
+        let outputPart = worker.region(sample)
         let split = Threading.split(outer: g.samples, scalarsPerRow: sample, of: Float.self,
                                     backend: backend)
         var scratchLayout = ScratchLayout<Float>()
@@ -128,14 +130,15 @@ extension GroupStatistics {
                 invstd: statistics?.invstd ?? ownInvstd.pointer(in: scratch), geometry: g, blockRows: blockRows,
                 epsilon: epsilon, backend: backend, streaming: streaming, epilogue: epilogue, ones: ones,
                 scratch: scratch, workers: workers, kernelPart: kernelPart, inputPart: inputPart,
-                outputPart: outputPart, residualPart: residualPart, sample: sample, layout: layout,
+                outputPart: outputPart, sample: sample, layout: layout,
                 rowsOfChannels: rowsOfChannels, columnBlock: columnBlock, columnKernel: columnKernel))
         }
     }
 
     /// The 16-bit forward's phase: each sample of a chunk widened into the
     /// worker's `Float` regions (the cache's copy made on the way), through
-    /// the channels-first or channels-last `Float` kernel, narrowed; returns
+    /// the channels-first or channels-last `Float` kernel, narrowed through
+    /// the epilogue; returns
     /// the first row `n·G + g` whose statistics are not finite.
     @usableFromInline
     struct ReducedForwardPass: Threading.FailablePass {
@@ -152,7 +155,7 @@ extension GroupStatistics {
         @usableFromInline let ones: UnsafePointer<Float>
         @usableFromInline let scratch: UnsafeMutablePointer<Float>
         @usableFromInline let workers: ScratchRegions<Float>
-        @usableFromInline let kernelPart, inputPart, outputPart, residualPart: ScratchRegion<Float>
+        @usableFromInline let kernelPart, inputPart, outputPart: ScratchRegion<Float>
         @usableFromInline let sample: Int
         @usableFromInline let layout: ChannelLayout
         @usableFromInline let rowsOfChannels: ChannelGeometry
@@ -164,14 +167,14 @@ extension GroupStatistics {
              geometry: GroupNormKernels.Geometry, blockRows: Int, epsilon: Float, backend: Backend,
              streaming: Bool, epilogue: Epilogue<Float>, ones: UnsafePointer<Float>,
              scratch: UnsafeMutablePointer<Float>, workers: ScratchRegions<Float>, kernelPart: ScratchRegion<Float>,
-             inputPart: ScratchRegion<Float>, outputPart: ScratchRegion<Float>, residualPart: ScratchRegion<Float>,
+             inputPart: ScratchRegion<Float>, outputPart: ScratchRegion<Float>,
              sample: Int, layout: ChannelLayout, rowsOfChannels: ChannelGeometry, columnBlock: Int,
              columnKernel: Int) {
             self.split = split; self.r = r; self.gamma = gamma; self.beta = beta; self.mean = mean
             self.invstd = invstd; self.geometry = geometry; self.blockRows = blockRows; self.epsilon = epsilon
             self.backend = backend; self.streaming = streaming; self.epilogue = epilogue; self.ones = ones
             self.scratch = scratch; self.workers = workers; self.kernelPart = kernelPart
-            self.inputPart = inputPart; self.outputPart = outputPart; self.residualPart = residualPart
+            self.inputPart = inputPart; self.outputPart = outputPart
             self.sample = sample; self.layout = layout; self.rowsOfChannels = rowsOfChannels
             self.columnBlock = columnBlock; self.columnKernel = columnKernel
         }
@@ -181,13 +184,11 @@ extension GroupStatistics {
             let g = geometry
             let region = workers.pointer(in: scratch, worker)
             let xf = inputPart.pointer(in: region), yf = outputPart.pointer(in: region)
-            let rf = residualPart.pointer(in: region)
             let one = GroupNormKernels.Geometry(samples: 1, channels: g.channels,
                                                 groups: g.groups, spatial: g.spatial)
             for n in split.rows(ofChunk: chunk) {
                 let offset = n * sample, firstRow = n * g.groups
                 r.widen(r.x, offset: offset, into: xf, count: sample, copying: true, streaming: streaming)
-                let sampleEpilogue = r.epilogue(epilogue, offset: offset, count: sample, scratch: rf)
                 if layout == .nhwc {
                     let regions = ChannelsLastScratch(kernelPart.pointer(in: region), kernel: columnKernel,
                                                       channels: g.channels, groups: g.groups)
@@ -196,7 +197,7 @@ extension GroupStatistics {
                         block: columnBlock, backend: backend, epsilon: epsilon,
                         gamma: gamma, beta: beta, mean: mean + firstRow,
                         invstd: invstd + firstRow, y: yf, streaming: false,
-                        epilogue: sampleEpilogue, ones: ones, scratch: regions) {
+                        epilogue: .identity, ones: ones, scratch: regions) {
                         StreamingStores.fence(streaming)
                         return firstRow + bad
                     }
@@ -204,11 +205,11 @@ extension GroupStatistics {
                     x: xf, geometry: one, blockRows: blockRows, epsilon: epsilon,
                     backend: backend, gamma: gamma, beta: beta,
                     mean: mean + firstRow, invstd: invstd + firstRow, y: yf,
-                    streaming: false, epilogue: sampleEpilogue, ones: ones, scratch: kernelPart.pointer(in: region)) {
+                    streaming: false, ones: ones, scratch: kernelPart.pointer(in: region)) {
                     StreamingStores.fence(streaming)
                     return firstRow + bad
                 }
-                r.narrow(yf, offset: offset, count: sample, streaming: streaming)
+                r.narrow(yf, offset: offset, count: sample, streaming: streaming, epilogue: epilogue)
             }
             StreamingStores.fence(streaming)
             return nil

@@ -108,14 +108,29 @@ enum StoragePrecision: Sendable, Equatable, CustomStringConvertible {
     }
 
     /// `count` values at `source` rounded to 16 bits (nearest even) into
-    /// `target`, with streaming stores when `streaming`.
+    /// `target`, with streaming stores when `streaming`; through a fused
+    /// epilogue when there is one: `act(source + widen(residual))`, the
+    /// `Float` epilogue's expressions and order, a ReLU recording `mask`,
+    /// rounded once (`residual` may be `target`'s memory).
     @usableFromInline
     func narrow(_ source: UnsafePointer<Float>, into target: UnsafeMutableRawPointer, count: Int,
-                streaming: Bool) {
+                streaming: Bool, residual: UnsafeRawPointer? = nil,
+                mask: UnsafeMutablePointer<UInt8>? = nil, relu: Bool = false) {
         let h = target.assumingMemoryBound(to: UInt16.self)
+        let s: Int32 = streaming ? 1 : 0
+        guard residual != nil || relu else {
+            switch self {
+            case .float16: normkit_narrow_f16(source, h, count, s)
+            case .bfloat16: normkit_narrow_bf16(source, h, count, s)
+            case .float: preconditionFailure("a Float output has nothing to narrow")
+            }
+            return
+        }
+        let r = residual?.assumingMemoryBound(to: UInt16.self)
+        let act: Int32 = relu ? 1 : 0
         switch self {
-        case .float16: normkit_narrow_f16(source, h, count, streaming ? 1 : 0)
-        case .bfloat16: normkit_narrow_bf16(source, h, count, streaming ? 1 : 0)
+        case .float16: normkit_narrow_epilogue_f16(source, r, h, mask, count, act, s)
+        case .bfloat16: normkit_narrow_epilogue_bf16(source, r, h, mask, count, act, s)
         case .float: preconditionFailure("a Float output has nothing to narrow")
         }
     }
