@@ -9,6 +9,10 @@ enum BatchStatistics {
     /// The training or inference forward pass over the validated input the
     /// cache holds.
     ///
+    /// `source`, when given, is the caller's input of a training pass, which
+    /// the moments pass copies into the cache (``NormCache/adoptLater(_:shape:)``)
+    /// unit by unit as it first reads it.
+    ///
     /// Writes `output` (validated to hold the input's count) and `cache`;
     /// updates the running statistics only after every statistic was found
     /// finite and the output was written. The geometry may have no rows (an
@@ -24,8 +28,11 @@ enum BatchStatistics {
         epsilon: Scalar, update: RunningUpdate<Scalar>?, estimator: VarianceEstimator, backend: Backend,
         output: UnsafeMutableBufferPointer<Scalar>, residual: UnsafePointer<Scalar>? = nil,
         activation: FusedActivation = .none, cache: inout NormCache<Scalar>,
-        workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil
+        workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil,
+        source: UnsafePointer<Scalar>? = nil
     ) throws(NormError) {
+        precondition(source == nil || (mode == .training && reduced == nil),
+                     "only a Float training pass copies its input as it reads it")
         let channels = g.channels, rowStride = g.channels * g.inner
         cache.record(gamma: gamma, beta: beta, parameters: channels, mode: mode, statisticCount: channels, origin: origin)
         cache.prepareMask(activation: activation, count: g.outer * rowStride)
@@ -37,14 +44,15 @@ enum BatchStatistics {
             of: Scalar.self)
         let plan = ForwardScratch<Scalar>(
             geometry: g, split: split, block: block,
-            units: reduced == nil ? 0 : reducedScratch(geometry: g, block: block),
+            units: reduced != nil ? reducedScratch(geometry: g, block: block)
+                : source != nil ? 2 * channels : 0,
             exchange: exchange.scratchCount(channels: channels))
         // The batch's values per statistic: this process's, or the exchange's total.
         var count = g.valuesPerStatistic
         let failure: NormError? = workspace.withRegions(
             ones: g.onesCount(block: block), scratch: plan.count
         ) { ones, scratch in
-            cache.withForwardPointers { p in
+            cache.withForwardPointers(writingInput: source != nil) { p in
                 // A 16-bit pass's input is the caller's; the cache's copy of it
                 // is made by the pass that widens it first.
                 let reduced = reduced?.copying(to: p.reduced)
@@ -60,7 +68,10 @@ enum BatchStatistics {
                     if g.outer > 0 {
                         Threading.run(split, MomentsPass(
                             split: split, geometry: g, x: x, plan: plan, scratch: scratch, ones: ones,
-                            block: block, backend: backend, reduced: reduced, streaming: streaming))
+                            block: block, backend: backend, reduced: reduced, source: source,
+                            streaming: source == nil ? streaming
+                                : StreamingStores.streamsCopy(count: g.outer * rowStride,
+                                                              of: Scalar.self)))
                     }
                     mean.update(repeating: 0, count: channels)
                     variance.update(repeating: 0, count: channels)

@@ -5,7 +5,8 @@
 extension BatchStatistics {
     /// The moments phase of a training forward: each chunk of rows (samples)
     /// its own per-channel mean and M2 into its partials (a 16-bit pass
-    /// widening unit by unit first); Chan then merges them in chunk order.
+    /// widening unit by unit first, a pass with a `source` copying it into
+    /// the cache `x` unit by unit); Chan then merges them in chunk order.
     @usableFromInline
     struct MomentsPass<Scalar: BLASScalar>: Threading.Pass {
         @usableFromInline let split: Threading.Split
@@ -17,15 +18,18 @@ extension BatchStatistics {
         @usableFromInline let block: Int
         @usableFromInline let backend: Backend
         @usableFromInline let reduced: ReducedStreams?
+        @usableFromInline let source: UnsafePointer<Scalar>?
+        /// Whether the cache's copy is written with streaming stores.
         @usableFromInline let streaming: Bool
 
         @inlinable
         init(split: Threading.Split, geometry: ChannelGeometry, x: UnsafePointer<Scalar>,
              plan: ForwardScratch<Scalar>, scratch: UnsafeMutablePointer<Scalar>, ones: UnsafePointer<Scalar>,
-             block: Int, backend: Backend, reduced: ReducedStreams?, streaming: Bool) {
+             block: Int, backend: Backend, reduced: ReducedStreams?, source: UnsafePointer<Scalar>?,
+             streaming: Bool) {
             self.split = split; self.geometry = geometry; self.x = x; self.plan = plan
             self.scratch = scratch; self.ones = ones; self.block = block; self.backend = backend
-            self.reduced = reduced; self.streaming = streaming
+            self.reduced = reduced; self.source = source; self.streaming = streaming
         }
 
         @inlinable
@@ -38,6 +42,22 @@ extension BatchStatistics {
                     r, rows: rows, geometry: g, block: block, backend: backend, mean: own,
                     m2: own + channels, ones: ones, kernelScratch: kernelScratch,
                     units: plan.units.pointer(in: scratch, worker), streaming: streaming)
+                return
+            }
+            if let source {
+                // Each unit copied into the cache, its moments from the
+                // caller's (in cache since the copy read it), merged.
+                let target = UnsafeMutablePointer(mutating: x)
+                BatchStatistics.unitMoments(
+                    rows: rows, geometry: g, block: block, backend: backend, mean: own,
+                    m2: own + channels, ones: ones, kernelScratch: kernelScratch,
+                    sums: plan.units.pointer(in: scratch, worker)
+                ) { offset, count in
+                    StreamingStores.copy(source + offset, count: count, into: target + offset,
+                                         streaming: streaming)
+                    return source + offset
+                }
+                StreamingStores.fence(streaming)
                 return
             }
             BatchNormKernels.moments(

@@ -167,8 +167,7 @@ extension BatchStatistics {
     }
 
     /// The per-channel mean and `M2` of rows `rows` of the 16-bit input: per
-    /// unit, widened (and copied to the cache), ``BatchNormKernels/moments(x:geometry:block:backend:mean:m2:ones:scratch:)``,
-    /// then ``Moments/merge`` into the chunk's totals in unit order.
+    /// unit, widened (and copied to the cache), then ``unitMoments(rows:geometry:block:backend:mean:m2:ones:kernelScratch:sums:load:)``.
     @inlinable
     static func reducedMoments<Scalar: BLASScalar>(
         _ r: ReducedStreams, rows: Range<Int>, geometry g: ChannelGeometry, block: Int,
@@ -177,20 +176,42 @@ extension BatchStatistics {
         units: UnsafeMutablePointer<Scalar>, streaming: Bool
     ) {
         let u = ReducedUnits(units, geometry: g, block: block)
-        let xf = u.first, own = u.sums
+        let xf = u.first
+        unitMoments(rows: rows, geometry: g, block: block, backend: backend, mean: mean, m2: m2,
+                    ones: ones, kernelScratch: kernelScratch, sums: u.sums) { offset, count in
+            r.widen(r.x, offset: offset, into: xf, count: count, copying: true, streaming: streaming)
+            return UnsafePointer(xf)
+        }
+        StreamingStores.fence(streaming)
+    }
+
+    /// The per-channel mean and `M2` of rows `rows`, unit by unit of the
+    /// geometry (``ChannelGeometry/forEachUnit(rows:block:_:)``): `load`
+    /// makes the unit at `offset` of `count` values ready (widened from 16
+    /// bits, or copied into the cache) and returns where it is;
+    /// ``BatchNormKernels/moments(x:geometry:block:backend:mean:m2:ones:scratch:)``
+    /// of it into `sums` (2 vectors of the channels), then ``Moments/merge``
+    /// into the totals in unit order: the bits of the moments of the rows at
+    /// once, whose kernel merges the same blocks in the same order.
+    @inlinable
+    static func unitMoments<Scalar: BLASScalar>(
+        rows: Range<Int>, geometry g: ChannelGeometry, block: Int, backend: Backend,
+        mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>,
+        ones: UnsafePointer<Scalar>, kernelScratch: UnsafeMutablePointer<Scalar>,
+        sums own: UnsafeMutablePointer<Scalar>,
+        load: (_ offset: Int, _ count: Int) -> UnsafePointer<Scalar>
+    ) {
         mean.update(repeating: 0, count: g.channels)
         m2.update(repeating: 0, count: g.channels)
         g.forEachUnit(rows: rows, block: block) { offset, unit, c0, prior in
-            r.widen(r.x, offset: offset, into: xf, count: unit.count, copying: true,
-                    streaming: streaming)
-            BatchNormKernels.moments(x: xf, geometry: unit, block: block, backend: backend,
+            let x = load(offset, unit.count)
+            BatchNormKernels.moments(x: x, geometry: unit, block: block, backend: backend,
                                      mean: own, m2: own + unit.channels, ones: ones,
                                      scratch: kernelScratch)
             _ = Moments.merge(count: prior, mean: mean + c0, m2: m2 + c0,
                               blockCount: unit.valuesPerStatistic, blockMean: own,
                               blockM2: own + unit.channels, length: unit.channels)
         }
-        StreamingStores.fence(streaming)
     }
 
     /// The normalize pass over rows `rows` of the 16-bit input and its

@@ -4,8 +4,8 @@
 /// ``LayerNormKernels`` (one row at a time forward, L2 row blocks backward).
 @usableFromInline
 enum RowNormalization {
-    /// Validates the input (copied into the cache unless it is the cache's
-    /// own) and computes `y = (x - mean_i) · invstd_i · gamma_j + beta_j`
+    /// Validates the input (copied into the cache block by block as the pass
+    /// first reads it, unless it is the cache's own) and computes `y = (x - mean_i) · invstd_i · gamma_j + beta_j`
     /// (`mean_i = 0` when not `centred`) into `output`. With a `residual`,
     /// the layer's input is `s = x + residual`: written into the cache's
     /// storage and into `sum` (unless `sum` is `nil`: the `Tensor` form,
@@ -25,6 +25,7 @@ enum RowNormalization {
         cache: inout NormCache<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         let centred = rowStatistics.centred
+        var copying = false
         if let residual {
             let count = try Tensor<Scalar>.elementCount(of: shape)
             try Validation.buffer("input", x.count, expected: count)
@@ -32,7 +33,7 @@ enum RowNormalization {
             if let sum = residual.sum { try Validation.buffer("sum", sum.count, expected: count) }
             cache.prepareInput(shape: shape)
         } else {
-            try cache.adopt(x, shape: shape)
+            copying = try cache.adoptLater(x, shape: shape)
         }
         try Validation.buffer("output", output.count, expected: x.count)
         let rows = try Validation.rows(shape: cache.input.shape, count: cache.input.count, trailing: trailing)
@@ -40,14 +41,15 @@ enum RowNormalization {
         if centred { try Validation.valuesPerStatistic(columns) }
         cache.record(gamma: gamma, beta: beta, parameters: columns, mode: mode, statisticCount: rows,
                      origin: origin(columns: columns, rowStatistics: rowStatistics))
-        let failure: Int? = cache.withInputAndStatistics(writable: residual != nil) { own, mean, invstd in
-            // With a residual, `own` is written by the prologue before it is read.
-            pass(own, rows: rows, columns: columns, rowStatistics: rowStatistics, gamma: gamma, beta: beta,
-                 epsilon: epsilon, backend: backend, statistics: (mean, invstd), y: output.baseAddress!,
-                 prologue: residual.map {
-                     Prologue(x: x.baseAddress!, r: $0.r.baseAddress!, s: own, sum: $0.sum?.baseAddress)
-                 },
-                 workspace: &workspace)
+        let failure: Int? = cache.withInputAndStatistics(writable: residual != nil || copying) {
+            own, mean, invstd in
+            // With a prologue, `own` is written by it before it is read.
+            let prologue = residual.map {
+                Prologue(x: x.baseAddress!, r: $0.r.baseAddress!, s: own, sum: $0.sum?.baseAddress)
+            } ?? (copying ? Prologue(copying: x.baseAddress!, into: own, count: x.count) : nil)
+            return pass(own, rows: rows, columns: columns, rowStatistics: rowStatistics, gamma: gamma,
+                        beta: beta, epsilon: epsilon, backend: backend, statistics: (mean, invstd),
+                        y: output.baseAddress!, prologue: prologue, workspace: &workspace)
         }
         if let index = failure {
             cache.invalidate()
@@ -74,26 +76,47 @@ enum RowNormalization {
         }
     }
 
-    /// The residual sum ahead of a row pass: `s = x + r` into `s` (the
-    /// layer's input from then on) and `sum`.
+    /// What a row pass writes into the cache ahead of each block's rows:
+    /// the residual sum `s = x + r` into `s` (the layer's input from then on)
+    /// and `sum`, or, without `r`, the caller's input copied into `s`.
     @usableFromInline
     struct Prologue<Scalar: BLASScalar> {
-        @usableFromInline let x, r: UnsafePointer<Scalar>
+        @usableFromInline let x: UnsafePointer<Scalar>
+        @usableFromInline let r: UnsafePointer<Scalar>?
         @usableFromInline let s: UnsafeMutablePointer<Scalar>
         @usableFromInline let sum: UnsafeMutablePointer<Scalar>?
+        /// Whether a copy is written with streaming stores.
+        @usableFromInline let streamingCopy: Bool
 
         @inlinable
         init(x: UnsafePointer<Scalar>, r: UnsafePointer<Scalar>, s: UnsafeMutablePointer<Scalar>,
              sum: UnsafeMutablePointer<Scalar>?) {
-            self.x = x; self.r = r; self.s = s; self.sum = sum
+            self.x = x; self.r = r; self.s = s; self.sum = sum; streamingCopy = false
         }
 
-        /// Writes the rows `first ..< first + rows` of `columns` values.
+        /// The copy of `count` values of `x` into `s`, with streaming stores
+        /// when ``StreamingStores/streamsCopy(count:of:)``.
         @inlinable
-        func run(first: Int, rows: Int, columns: Int, streaming: Bool) {
+        init(copying x: UnsafePointer<Scalar>, into s: UnsafeMutablePointer<Scalar>, count: Int) {
+            self.x = x; r = nil; self.s = s; sum = nil
+            streamingCopy = StreamingStores.streamsCopy(count: count, of: Scalar.self)
+        }
+
+        /// Writes the rows `first ..< first + rows` of `columns` values, and
+        /// returns where the row kernels read them: `s` after a sum, `x`
+        /// after a copy (its lines are in cache then, whether or not the
+        /// copy's stores were streamed).
+        @inlinable
+        func run(first: Int, rows: Int, columns: Int, streaming: Bool) -> UnsafePointer<Scalar> {
             let offset = first * columns
+            guard let r else {
+                StreamingStores.copy(x + offset, count: rows * columns, into: s + offset,
+                                     streaming: streamingCopy)
+                return x + offset
+            }
             Fused.sum(x + offset, r + offset, count: rows * columns, into: s + offset,
                       copy: sum.map { $0 + offset }, streaming: streaming)
+            return UnsafePointer(s + offset)
         }
 
         /// Writes the rows `first ..< first + rows` into `block` (scratch in
@@ -102,6 +125,7 @@ enum RowNormalization {
         @inlinable
         func run(first: Int, rows: Int, columns: Int, block: UnsafeMutablePointer<Scalar>) {
             let offset = first * columns
+            guard let r else { preconditionFailure("a copy needs no block") }
             Scalar.residualSumRows(count: rows * columns, x: x + offset, r: r + offset, block: block,
                                    s: s + offset, sum: sum.map { $0 + offset })
             StreamingStores.fence(true)
@@ -132,8 +156,8 @@ enum RowNormalization {
         // together exceed it (its own traffic then evicts them), each block of
         // s going through a scratch block in L2 that the row kernels read.
         let streaming = StreamingStores.shouldStream(
-            count: (prologue == nil ? 1 : 4) * rows * columns, of: Scalar.self)
-        let sumBlock = prologue != nil && streaming && backend == .blas ? blockRows * columns : 0
+            count: (prologue?.r == nil ? 1 : 4) * rows * columns, of: Scalar.self)
+        let sumBlock = prologue?.r != nil && streaming && backend == .blas ? blockRows * columns : 0
         // RMSNorm's row blocks keep their squares in the output, unless it is
         // the input (inference in place).
         let separateSquares = UnsafePointer(y) == x
@@ -171,7 +195,7 @@ enum RowNormalization {
                     streaming: streaming, separateSquares: separateSquares, prologue: prologue,
                     ones: ones, scratch: scratch, kernel: kernel, sumBlocks: sumBlocks, sumBlock: sumBlock))
             case .naive:
-                prologue?.run(first: 0, rows: rows, columns: columns, streaming: streaming)
+                _ = prologue?.run(first: 0, rows: rows, columns: columns, streaming: streaming)
                 return LayerNormKernels.forwardNaive(
                     x: x, rows: rows, columns: columns, epsilon: epsilon, rowStatistics: rowStatistics,
                     gamma: gamma, beta: beta, mean: mean, invstd: invstd, y: y, streaming: streaming)
@@ -227,8 +251,12 @@ enum RowNormalization {
                     let block = sumBlocks.pointer(in: scratch, worker)
                     prologue.run(first: first, rows: count, columns: columns, block: block)
                     rows = UnsafePointer(block)
-                } else {
-                    prologue?.run(first: first, rows: count, columns: columns, streaming: streaming)
+                } else if let prologue {
+                    let written = prologue.run(first: first, rows: count, columns: columns,
+                                               streaming: streaming)
+                    // A forward over its own input reads the cache's copy:
+                    // the kernels write the output as they go.
+                    rows = UnsafePointer(y) == prologue.x ? rows : written
                 }
                 if let bad = LayerNormKernels.forwardBLAS(
                     x: rows, rows: count, columns: columns, blockRows: blockRows, epsilon: epsilon,

@@ -99,7 +99,12 @@ extension BatchStatisticsLayer {
     ) throws(NormError) {
         let mode = runningStatistics.statisticsMode(mode)
         try validateParameters()
-        try cache.adopt(input, shape: shape)
+        // A BLAS training pass copies the input into the cache as its
+        // moments first read it, unit by unit (the blocks its kernel reads
+        // anyway); otherwise the copy comes ahead of the pass.
+        let later = mode == .training && backend == .blas
+        let copying = later ? try cache.adoptLater(input, shape: shape) : false
+        if !later { try cache.adopt(input, shape: shape) }
         try Validation.buffer("output", output.count, expected: input.count)
         try Validation.residual(residual, count: input.count)
         let g = try geometry(cache.input.shape)
@@ -119,7 +124,7 @@ extension BatchStatisticsLayer {
             beta: beta, runningMean: &mean, runningVariance: &variance, epsilon: epsilon,
             update: runningUpdate, estimator: varianceEstimator, backend: backend, output: output,
             residual: residual?.baseAddress, activation: activation, cache: &cache,
-            workspace: &workspace)
+            workspace: &workspace, source: copying ? input.baseAddress : nil)
         if runningStatistics.counts(mode) { batchesTracked += 1 }
     }
 

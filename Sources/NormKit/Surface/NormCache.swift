@@ -98,6 +98,22 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     ///   ``NormError/bufferCountMismatch(name:expected:actual:)``.
     @usableFromInline
     mutating func adopt(_ x: UnsafeBufferPointer<Scalar>, shape: [Int]) throws(NormError) {
+        guard try adoptLater(x, shape: shape) else { return }
+        input.withUnsafeMutableBufferPointer { target in
+            guard let source = x.baseAddress, let destination = target.baseAddress else { return }
+            UnsafeMutableRawPointer(destination).copyMemory(
+                from: source, byteCount: x.count * MemoryLayout<Scalar>.stride)
+        }
+    }
+
+    /// ``adopt(_:shape:)`` but for the copy, which the forward pass makes as
+    /// it first reads each block of `x` (one read of `x` from memory where a
+    /// copy ahead of the pass made two): sizes the cache's own storage, and
+    /// returns whether `x` must be copied there (`false` when `x` already is
+    /// that storage).
+    /// - Throws: as ``adopt(_:shape:)``.
+    @usableFromInline
+    mutating func adoptLater(_ x: UnsafeBufferPointer<Scalar>, shape: [Int]) throws(NormError) -> Bool {
         origin = .none
         precision = .float
         let count = try Tensor<Scalar>.elementCount(of: shape)
@@ -105,13 +121,9 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
         let isOwn = input.shape == shape && input.withUnsafeBufferPointer {
             $0.baseAddress == x.baseAddress && $0.count == x.count
         }
-        if isOwn { return }
+        if isOwn { return false }
         input.prepare(shape: shape)
-        input.withUnsafeMutableBufferPointer { target in
-            guard let source = x.baseAddress, let destination = target.baseAddress else { return }
-            UnsafeMutableRawPointer(destination).copyMemory(
-                from: source, byteCount: count * MemoryLayout<Scalar>.stride)
-        }
+        return true
     }
 
     /// Swaps the cached input with `tensor` (a residual `Tensor` form hands
@@ -179,14 +191,27 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     }
 
     /// Calls `body` with the buffers a forward pass writes (after
-    /// ``record(gamma:beta:parameters:mode:statisticCount:origin:)``).
+    /// ``record(gamma:beta:parameters:mode:statisticCount:origin:)``); the
+    /// input too when `writingInput` (the pass copies it there:
+    /// ``adoptLater(_:shape:)``), through ``ForwardPointers/x`` made mutable.
     /// - Complexity: O(1) besides `body`.
-    @inlinable
-    mutating func withForwardPointers<R>(_ body: (ForwardPointers) -> R) -> R {
-        let input = self.input
+    @usableFromInline
+    mutating func withForwardPointers<R>(writingInput: Bool = false,
+                                         _ body: (ForwardPointers) -> R) -> R {
+        if writingInput {
+            return withMutablePointers(&storedMean, &storedInverseStandardDeviation) { mean, invstd in
+                withMutablePointers(&storedMask, &reducedInput) { mask, reduced in
+                    input.withUnsafeMutableBufferPointer { x in
+                        body(ForwardPointers(x: UnsafePointer(x.baseAddress), mean: mean, invstd: invstd,
+                                             mask: mask, reduced: reduced))
+                    }
+                }
+            }
+        }
+        let shared = input
         return withMutablePointers(&storedMean, &storedInverseStandardDeviation) { mean, invstd in
             withMutablePointers(&storedMask, &reducedInput) { mask, reduced in
-                input.withUnsafeBufferPointer { x in
+                shared.withUnsafeBufferPointer { x in
                     body(ForwardPointers(x: x.baseAddress, mean: mean, invstd: invstd, mask: mask,
                                          reduced: reduced))
                 }
