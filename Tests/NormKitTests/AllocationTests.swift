@@ -424,6 +424,83 @@ extension ProcessWideTests {
             }
         }
 
+        /// Whether `a` and `b` hold the same bit patterns (NaN payloads too).
+        func sameBits<S: BLASScalar>(_ a: [S], _ b: [S]) -> Bool {
+            a.count == b.count && a.withUnsafeBytes { x in b.withUnsafeBytes { y in x.elementsEqual(y) } }
+        }
+
+        /// A borrowed-memory training forward, apart and into its own input,
+        /// and the backward after each, against the `Tensor` entry points
+        /// (which share the input): the same bits, the input overwritten
+        /// with NaN after the forward (the cache holds its own copy).
+        func borrowedMatchesTensor<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int]) throws {
+            let x: Tensor<L.Scalar> = randomInput(shape, scale: 3, shift: 10000.1, seed: 5)
+            let dy: Tensor<L.Scalar> = randomInput(shape, scale: 1, shift: 0.3, seed: 6)
+            var tensorLayer = layer
+            let (y, cache) = try tensorLayer.forward(x, mode: .training)
+            let g = try tensorLayer.backward(dy, cache: cache)
+            for inPlace in [false, true] {
+                var borrowed = layer, bufferCache = NormCache<L.Scalar>()
+                var workspace = Workspace<L.Scalar>()
+                var input = x.scalars, output = [L.Scalar](repeating: .nan, count: x.count)
+                if inPlace {
+                    try input.withUnsafeMutableBufferPointer { b in
+                        try borrowed.forward(UnsafeBufferPointer(b), shape: shape, mode: .training,
+                                             into: b, cache: &bufferCache, workspace: &workspace)
+                    }
+                    output = input
+                } else {
+                    try input.withUnsafeBufferPointer { xb in
+                        try output.withUnsafeMutableBufferPointer { yb in
+                            try borrowed.forward(xb, shape: shape, mode: .training, into: yb,
+                                                 cache: &bufferCache, workspace: &workspace)
+                        }
+                    }
+                }
+                for i in input.indices { input[i] = .nan }
+                var dx = [L.Scalar](repeating: .nan, count: x.count)
+                var dgamma = [L.Scalar](repeating: .nan, count: layer.gamma.count)
+                var dbeta = [L.Scalar](repeating: .nan, count: layer.beta.count)
+                try dy.scalars.withUnsafeBufferPointer { dyb in
+                    try dx.withUnsafeMutableBufferPointer { dxb in
+                        try dgamma.withUnsafeMutableBufferPointer { gb in
+                            try dbeta.withUnsafeMutableBufferPointer { bb in
+                                try borrowed.backward(dyb, cache: bufferCache, inputGradient: dxb,
+                                                      gammaGradient: gb, betaGradient: bb,
+                                                      workspace: &workspace)
+                            }
+                        }
+                    }
+                }
+                let what = "\(L.self) \(shape) in place: \(inPlace), \(Threading.threadCount) threads, streaming above \(StreamingStores.minimumBytes)"
+                #expect(sameBits(output, y.scalars), "\(what): forward")
+                #expect(sameBits(dx, g.input.scalars) && sameBits(dgamma, g.gamma)
+                        && sameBits(dbeta, g.beta), "\(what): backward")
+                #expect(sameBits(borrowed.runningStatisticsForTest, tensorLayer.runningStatisticsForTest),
+                        "\(what): running statistics")
+            }
+        }
+
+        @Test("a borrowed-memory forward that copies its input as it reads it gives the Tensor forward's bits, over many L2 blocks, stored and streamed, in place, on 1 and 2 threads")
+        func copyInThePass() throws {
+            let before = (StreamingStores.minimumBytes, Threading.threadCount)
+            defer { (StreamingStores.minimumBytes, Threading.threadCount) = before }
+            // Every pairing in optimized builds; two in the sanitizers' debug builds.
+            let settings = optimizedBuild ? [(1, Int.max), (2, Int.max), (1, 0), (2, 0)] : [(1, Int.max), (2, 0)]
+            for (threads, minimum) in settings {
+                Threading.threadCount = threads
+                StreamingStores.minimumBytes = minimum
+                try borrowedMatchesTensor(LayerNorm<Float>(featureCount: 1029), shape: [301, 1029])
+                try borrowedMatchesTensor(LayerNorm<Double>(featureCount: 29), shape: [4001, 29])
+                try borrowedMatchesTensor(RMSNorm<Float>(featureCount: 257), shape: [999, 257])
+                try borrowedMatchesTensor(BatchNorm<Float>(featureCount: 37), shape: [4001, 37])
+                try borrowedMatchesTensor(BatchNorm<Double>(featureCount: 5, backend: .naive), shape: [301, 5])
+                try borrowedMatchesTensor(SpatialBatchNorm<Float>(channelCount: 5), shape: [7, 5, 61, 67])
+                try borrowedMatchesTensor(SpatialBatchNorm<Double>(channelCount: 9, layout: .nhwc),
+                                          shape: [5, 33, 41, 9])
+            }
+        }
+
         @Test("the threshold defaults to the last-level cache and clamps at 0")
         func threshold() {
             let before = StreamingStores.minimumBytes
