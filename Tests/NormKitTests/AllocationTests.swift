@@ -458,20 +458,8 @@ extension ProcessWideTests {
                     }
                 }
                 for i in input.indices { input[i] = .nan }
-                var dx = [L.Scalar](repeating: .nan, count: x.count)
-                var dgamma = [L.Scalar](repeating: .nan, count: layer.gamma.count)
-                var dbeta = [L.Scalar](repeating: .nan, count: layer.beta.count)
-                try dy.scalars.withUnsafeBufferPointer { dyb in
-                    try dx.withUnsafeMutableBufferPointer { dxb in
-                        try dgamma.withUnsafeMutableBufferPointer { gb in
-                            try dbeta.withUnsafeMutableBufferPointer { bb in
-                                try borrowed.backward(dyb, cache: bufferCache, inputGradient: dxb,
-                                                      gammaGradient: gb, betaGradient: bb,
-                                                      workspace: &workspace)
-                            }
-                        }
-                    }
-                }
+                let (dx, dgamma, dbeta) = try backwardIntoBuffers(borrowed, dy.scalars, cache: bufferCache,
+                                                                  workspace: &workspace)
                 let what = "\(L.self) \(shape) in place: \(inPlace), \(Threading.threadCount) threads, streaming above \(StreamingStores.minimumBytes)"
                 #expect(sameBits(output, y.scalars), "\(what): forward")
                 #expect(sameBits(dx, g.input.scalars) && sameBits(dgamma, g.gamma)

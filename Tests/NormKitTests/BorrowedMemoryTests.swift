@@ -30,20 +30,8 @@ struct BorrowedMemoryTests {
             }
             for i in input.indices { input[i] = .nan }
             #expect(bits(output) == bits(y.scalars), "\(L.self) \(mode) forward")
-            var dx = [L.Scalar](repeating: .nan, count: x.count)
-            var dgamma = [L.Scalar](repeating: .nan, count: layer.gamma.count),
-            dbeta = [L.Scalar](repeating: .nan, count: layer.beta.count)
-            try dy.scalars.withUnsafeBufferPointer { dyb in
-                try dx.withUnsafeMutableBufferPointer { dxb in
-                    try dgamma.withUnsafeMutableBufferPointer { gb in
-                        try dbeta.withUnsafeMutableBufferPointer { bb in
-                            try bufferLayer.backward(dyb, cache: bufferCache, inputGradient: dxb,
-                                                     gammaGradient: gb, betaGradient: bb,
-                                                     workspace: &workspace)
-                        }
-                    }
-                }
-            }
+            let (dx, dgamma, dbeta) = try backwardIntoBuffers(bufferLayer, dy.scalars, cache: bufferCache,
+                                                              workspace: &workspace)
             #expect(bits(dx) == bits(grads.input.scalars), "\(L.self) \(mode) dx")
             #expect(bits(dgamma) == bits(grads.gamma) && bits(dbeta) == bits(grads.beta))
             #expect(bits(bufferLayer.runningStatisticsForTest) == bits(tensorLayer.runningStatisticsForTest))

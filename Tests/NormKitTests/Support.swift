@@ -35,6 +35,27 @@ func bits<S: BLASScalar>(_ values: [S]) -> [String] {
     values.map { "\($0.sign)|\($0.exponentBitPattern)|\($0.significandBitPattern)" }
 }
 
+/// The backward pass through the buffer entry point, into fresh arrays
+/// filled with NaN first: `(dx, dgamma, dbeta)`.
+func backwardIntoBuffers<L: BufferedNormalizationLayer>(
+    _ layer: L, _ dy: [L.Scalar], cache: NormCache<L.Scalar>, workspace: inout Workspace<L.Scalar>
+) throws -> (dx: [L.Scalar], dgamma: [L.Scalar], dbeta: [L.Scalar]) {
+    var dx = [L.Scalar](repeating: .nan, count: dy.count)
+    var dgamma = [L.Scalar](repeating: .nan, count: layer.gamma.count)
+    var dbeta = [L.Scalar](repeating: .nan, count: layer.beta.count)
+    try dy.withUnsafeBufferPointer { dyb in
+        try dx.withUnsafeMutableBufferPointer { dxb in
+            try dgamma.withUnsafeMutableBufferPointer { gb in
+                try dbeta.withUnsafeMutableBufferPointer { bb in
+                    try layer.backward(dyb, cache: cache, inputGradient: dxb, gammaGradient: gb,
+                                       betaGradient: bb, workspace: &workspace)
+                }
+            }
+        }
+    }
+    return (dx, dgamma, dbeta)
+}
+
 /// Column `j` of an `(N, D)` tensor as Doubles.
 func column<S: BLASScalar>(_ t: Tensor<S>, _ j: Int) -> [Double] {
     let d = t.shape[1]
