@@ -69,9 +69,9 @@ enum BatchStatistics {
                         Threading.run(split, MomentsPass(
                             split: split, geometry: g, x: x, plan: plan, scratch: scratch, ones: ones,
                             block: block, backend: backend, reduced: reduced, source: source,
-                            streaming: source == nil ? streaming
-                                : StreamingStores.streamsCopy(count: g.outer * rowStride,
-                                                              of: Scalar.self)))
+                            streaming: StreamingStores.streamsCopy(
+                                count: reduced == nil ? g.outer * rowStride : (g.outer * rowStride + 1) / 2,
+                                of: Scalar.self)))
                     }
                     mean.update(repeating: 0, count: channels)
                     variance.update(repeating: 0, count: channels)

@@ -186,9 +186,14 @@ extension GroupStatistics {
             let xf = inputPart.pointer(in: region), yf = outputPart.pointer(in: region)
             let one = GroupNormKernels.Geometry(samples: 1, channels: g.channels,
                                                 groups: g.groups, spatial: g.spatial)
+            // The cache's copy (none in `infer`) streamed by its own rule.
+            let copyStreaming = StreamingStores.streamsCopy(count: (g.rows * g.rowLength + 1) / 2,
+                                                            of: Float.self)
+            let fencing = streaming || (copyStreaming && r.copy != nil)
             for n in split.rows(ofChunk: chunk) {
                 let offset = n * sample, firstRow = n * g.groups
-                r.widen(r.x, offset: offset, into: xf, count: sample, copying: true, streaming: streaming)
+                r.widen(r.x, offset: offset, into: xf, count: sample, copying: true,
+                        streaming: copyStreaming)
                 if layout == .nhwc {
                     let regions = ChannelsLastScratch(kernelPart.pointer(in: region), kernel: columnKernel,
                                                       channels: g.channels, groups: g.groups)
@@ -198,7 +203,7 @@ extension GroupStatistics {
                         gamma: gamma, beta: beta, mean: mean + firstRow,
                         invstd: invstd + firstRow, y: yf, streaming: false,
                         epilogue: .identity, ones: ones, scratch: regions) {
-                        StreamingStores.fence(streaming)
+                        StreamingStores.fence(fencing)
                         return firstRow + bad
                     }
                 } else if let bad = GroupNormKernels.forward(
@@ -206,12 +211,12 @@ extension GroupStatistics {
                     backend: backend, gamma: gamma, beta: beta,
                     mean: mean + firstRow, invstd: invstd + firstRow, y: yf,
                     streaming: false, ones: ones, scratch: kernelPart.pointer(in: region)) {
-                    StreamingStores.fence(streaming)
+                    StreamingStores.fence(fencing)
                     return firstRow + bad
                 }
                 r.narrow(yf, offset: offset, count: sample, streaming: streaming, epilogue: epilogue)
             }
-            StreamingStores.fence(streaming)
+            StreamingStores.fence(fencing)
             return nil
         }
     }

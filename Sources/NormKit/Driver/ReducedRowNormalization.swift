@@ -153,7 +153,9 @@ extension RowNormalization {
                 return Threading.firstFailure(split, ReducedForwardPass(
                     split: split, x: x, copy: copy, y: y, precision: precision, g: gamma, b: beta, mean: mean,
                     invstd: invstd, columns: columns, blockRows: blockRows, epsilon: epsilon,
-                    rowStatistics: rowStatistics, streaming: streaming, ones: ones, scratch: scratch,
+                    rowStatistics: rowStatistics, streaming: streaming,
+                    copyStreaming: StreamingStores.streamsCopy(count: (count + 1) / 2, of: Float.self),
+                    ones: ones, scratch: scratch,
                     workers: workers, kernelPart: kernelPart, inputPart: inputPart, outputPart: outputPart,
                     residual: residual))
             case .naive:
@@ -194,6 +196,9 @@ extension RowNormalization {
         @usableFromInline let epsilon: Float
         @usableFromInline let rowStatistics: RowStatistics
         @usableFromInline let streaming: Bool
+        /// Whether the cache's copy of the input is streamed
+        /// (``StreamingStores/streamsCopy(count:of:)``).
+        @usableFromInline let copyStreaming: Bool
         @usableFromInline let ones: UnsafePointer<Float>
         @usableFromInline let scratch: UnsafeMutablePointer<Float>
         @usableFromInline let workers: ScratchRegions<Float>
@@ -204,9 +209,11 @@ extension RowNormalization {
         init(split: Threading.Split, x: UnsafeRawPointer, copy: UnsafeMutableRawPointer?, y: UnsafeMutableRawPointer,
              precision: StoragePrecision, g: UnsafePointer<Float>, b: UnsafePointer<Float>,
              mean: UnsafeMutablePointer<Float>, invstd: UnsafeMutablePointer<Float>, columns: Int, blockRows: Int,
-             epsilon: Float, rowStatistics: RowStatistics, streaming: Bool, ones: UnsafePointer<Float>,
+             epsilon: Float, rowStatistics: RowStatistics, streaming: Bool, copyStreaming: Bool,
+             ones: UnsafePointer<Float>,
              scratch: UnsafeMutablePointer<Float>, workers: ScratchRegions<Float>, kernelPart: ScratchRegion<Float>,
              inputPart: ScratchRegion<Float>, outputPart: ScratchRegion<Float>, residual: ReducedPrologue?) {
+            self.copyStreaming = copyStreaming
             self.split = split; self.x = x; self.copy = copy; self.y = y; self.precision = precision
             self.g = g; self.b = b; self.mean = mean; self.invstd = invstd; self.columns = columns
             self.blockRows = blockRows; self.epsilon = epsilon; self.rowStatistics = rowStatistics
@@ -229,7 +236,7 @@ extension RowNormalization {
                                  streaming: streaming)
                 } else {
                     precision.widen(x + 2 * offset, into: xf, count: n * columns,
-                                    copy: copy.map { $0 + 2 * offset }, streaming: streaming)
+                                    copy: copy.map { $0 + 2 * offset }, streaming: copyStreaming)
                 }
                 if columns >= LayerNormKernels.rowKernelMinimumColumns {
                     // One row at a time: the Float statistics, then
@@ -240,7 +247,7 @@ extension RowNormalization {
                         guard let (m, s) = LayerNormKernels.statistics(
                             ofRow: xi, columns: columns, epsilon: epsilon,
                             rowStatistics: rowStatistics, ones: ones, row: row) else {
-                            StreamingStores.fence(streaming)
+                            StreamingStores.fence(streaming || copyStreaming)
                             return first + i
                         }
                         mean[first + i] = m
@@ -259,13 +266,13 @@ extension RowNormalization {
                     epsilon: epsilon, rowStatistics: rowStatistics, gamma: g, beta: b,
                     mean: mean + first, invstd: invstd + first, y: yf,
                     streaming: false, ones: ones, scratch: kernelPart.pointer(in: own)) {
-                    StreamingStores.fence(streaming)
+                    StreamingStores.fence(streaming || copyStreaming)
                     return first + bad
                 }
                 precision.narrow(yf, into: y + 2 * offset, count: n * columns, streaming: streaming)
                 first += n
             }
-            StreamingStores.fence(streaming)
+            StreamingStores.fence(streaming || copyStreaming)
             return nil
         }
     }
