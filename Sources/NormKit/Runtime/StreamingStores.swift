@@ -40,11 +40,11 @@ public enum StreamingStores {
     }
 
     /// Whether a forward pass streams its copy of `count` scalars of input
-    /// into the cache: when the pass's traffic (the input, the output and
-    /// the copy) exceeds ``minimumBytes``, so that the copy, which nothing
-    /// reads before the backward pass, neither reads its lines first nor
-    /// evicts the output's (LayerNorm's forward at 4096x1024 Float: 0.86x of
-    /// its time with the copy stored normally, one thread).
+    /// into the cache (a 16-bit copy counts as half as many `Float`s): when
+    /// the pass's traffic (the input, the output and the copy) exceeds
+    /// ``minimumBytes``, so that the copy, which nothing reads before the
+    /// backward pass, neither reads its lines first nor evicts the output's.
+    /// - Complexity: O(1).
     @inlinable
     static func streamsCopy<Scalar: BLASScalar>(count: Int, of _: Scalar.Type) -> Bool {
         count.multipliedReportingOverflow(by: 3 * MemoryLayout<Scalar>.stride).partialValue > minimumBytes
