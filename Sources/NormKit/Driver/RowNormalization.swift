@@ -112,6 +112,8 @@ enum RowNormalization {
             guard let r else {
                 StreamingStores.copy(x + offset, count: rows * columns, into: s + offset,
                                      streaming: streamingCopy)
+                // The row kernels fence by the output's rule, not the copy's.
+                StreamingStores.fence(streamingCopy)
                 return x + offset
             }
             Fused.sum(x + offset, r + offset, count: rows * columns, into: s + offset,
