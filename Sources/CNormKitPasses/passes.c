@@ -65,6 +65,38 @@
                 * NORMKIT_LOAD(VECTOR, scale + j) + NORMKIT_LOAD(VECTOR, shift + j),      \
             (x[j] - mean[j]) * scale[j] + shift[j]);                                      \
     }                                                                                     \
+    NORMKIT_CLONES void normkit_square_##SUFFIX(T *x, long n) {                           \
+        for (long j = 0; j < n; j++) x[j] = x[j] * x[j];                                  \
+    }                                                                                     \
+    NORMKIT_CLONES void normkit_centred_squares_##SUFFIX(const T *restrict x,             \
+                                                         T *restrict squares,             \
+                                                         T *restrict residual, long rows, \
+                                                         long n, const T *restrict mean) { \
+        for (long j = 0; j < n; j++) residual[j] = 0;                                     \
+        long i = 0;                                                                       \
+        for (; i + 4 <= rows; i += 4) {                                                   \
+            const T *x0 = x + i * n, *x1 = x0 + n, *x2 = x1 + n, *x3 = x2 + n;            \
+            T *s0 = squares + i * n, *s1 = s0 + n, *s2 = s1 + n, *s3 = s2 + n;            \
+            for (long j = 0; j < n; j++) {                                                \
+                T m = mean[j];                                                            \
+                T d0 = x0[j] - m, d1 = x1[j] - m, d2 = x2[j] - m, d3 = x3[j] - m;         \
+                residual[j] += (d0 + d1) + (d2 + d3);                                     \
+                s0[j] = d0 * d0;                                                          \
+                s1[j] = d1 * d1;                                                          \
+                s2[j] = d2 * d2;                                                          \
+                s3[j] = d3 * d3;                                                          \
+            }                                                                             \
+        }                                                                                 \
+        for (; i < rows; i++) {                                                           \
+            const T *row = x + i * n;                                                     \
+            T *out = squares + i * n;                                                     \
+            for (long j = 0; j < n; j++) {                                                \
+                T d = row[j] - mean[j];                                                   \
+                residual[j] += d;                                                         \
+                out[j] = d * d;                                                           \
+            }                                                                             \
+        }                                                                                 \
+    }                                                                                     \
     NORMKIT_CLONES void normkit_centred_product_columns_##SUFFIX(const T *dy, const T *x, \
                                                                  T *p, long n,            \
                                                                  const T *mean) {         \

@@ -44,6 +44,19 @@ void normkit_normalize_columns_f(const float *x, float *y, long n, const float *
 void normkit_normalize_columns_d(const double *x, double *y, long n, const double *mean,
                                  const double *scale, const double *shift, int streaming);
 
+/* x[j] = x[j] * x[j], in place */
+void normkit_square_f(float *x, long n);
+void normkit_square_d(double *x, long n);
+
+/* Over a rows x n row-major block: squares = (x - mean)^2 elementwise and
+   residual[j] = sum over rows of (x - mean[j]), four rows at a time
+   (residual[j] += (d0 + d1) + (d2 + d3)), then the rows left one at a time;
+   the four are apart. */
+void normkit_centred_squares_f(const float *x, float *squares, float *residual, long rows,
+                               long n, const float *mean);
+void normkit_centred_squares_d(const double *x, double *squares, double *residual, long rows,
+                               long n, const double *mean);
+
 /* p[j] = dy[j] * (x[j] - mean[j]) */
 void normkit_centred_product_columns_f(const float *dy, const float *x, float *p, long n,
                                        const float *mean);

@@ -172,6 +172,17 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
         scale: UnsafePointer<Self>, shift: UnsafePointer<Self>, y: UnsafeMutablePointer<Self>,
         streaming: Bool)
 
+    /// `x[j] = x[j]·x[j]` over `count` values, in place (`normkit_square_*`).
+    @_spi(BLAS) static func square(count: Int, x: UnsafeMutablePointer<Self>)
+
+    /// `squares = (x - mean)²` elementwise over a `rows x count` row-major
+    /// block and `residual[j] = Σ_rows (x - mean[j])`, four rows at a time
+    /// (`residual[j] += (d0 + d1) + (d2 + d3)`), then the rows left one at a
+    /// time (`normkit_centred_squares_*`); the four are apart.
+    @_spi(BLAS) static func centredSquares(
+        rows: Int, count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
+        squares: UnsafeMutablePointer<Self>, residual: UnsafeMutablePointer<Self>)
+
     /// `p[j] = dy[j]·(x[j] - mean[j])` over `count` features
     /// (`normkit_centred_product_columns_*`).
     @_spi(BLAS) static func centredProductColumns(
@@ -362,6 +373,23 @@ extension BLASScalar {
     ) {
         normalizeColumns(count: count, x: x, mean: mean, scale: scale, shift: shift, y: y,
                          streaming: streaming)
+    }
+
+    /// `x = x²` over `count` values in place (``square(count:x:)``).
+    @usableFromInline @inline(__always)
+    static func squareRow(count: Int, _ x: UnsafeMutablePointer<Self>) {
+        square(count: count, x: x)
+    }
+
+    /// The centred squares and residual sums of a block
+    /// (``centredSquares(rows:count:x:mean:squares:residual:)``).
+    @usableFromInline @inline(__always)
+    static func centredSquaresBlock(
+        rows: Int, count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
+        squares: UnsafeMutablePointer<Self>, residual: UnsafeMutablePointer<Self>
+    ) {
+        centredSquares(rows: rows, count: count, x: x, mean: mean, squares: squares,
+                       residual: residual)
     }
 
     /// `p = dy·(x - mean)` over one row (``centredProductColumns(count:dy:x:mean:p:)``).

@@ -209,6 +209,21 @@ extension Double: BLASScalar {
         normkit_normalize_columns_d(x, y, count, mean, scale, shift, streaming ? 1 : 0)
     }
 
+    /// `normkit_square_d`.
+    @_spi(BLAS)
+    public static func square(count: Int, x: UnsafeMutablePointer<Double>) {
+        normkit_square_d(x, count)
+    }
+
+    /// `normkit_centred_squares_d`.
+    @_spi(BLAS)
+    public static func centredSquares(
+        rows: Int, count: Int, x: UnsafePointer<Double>, mean: UnsafePointer<Double>,
+        squares: UnsafeMutablePointer<Double>, residual: UnsafeMutablePointer<Double>
+    ) {
+        normkit_centred_squares_d(x, squares, residual, rows, count, mean)
+    }
+
     /// `normkit_centred_product_columns_d`.
     @_spi(BLAS)
     public static func centredProductColumns(

@@ -209,6 +209,21 @@ extension Float: BLASScalar {
         normkit_normalize_columns_f(x, y, count, mean, scale, shift, streaming ? 1 : 0)
     }
 
+    /// `normkit_square_f`.
+    @_spi(BLAS)
+    public static func square(count: Int, x: UnsafeMutablePointer<Float>) {
+        normkit_square_f(x, count)
+    }
+
+    /// `normkit_centred_squares_f`.
+    @_spi(BLAS)
+    public static func centredSquares(
+        rows: Int, count: Int, x: UnsafePointer<Float>, mean: UnsafePointer<Float>,
+        squares: UnsafeMutablePointer<Float>, residual: UnsafeMutablePointer<Float>
+    ) {
+        normkit_centred_squares_f(x, squares, residual, rows, count, mean)
+    }
+
     /// `normkit_centred_product_columns_f`.
     @_spi(BLAS)
     public static func centredProductColumns(

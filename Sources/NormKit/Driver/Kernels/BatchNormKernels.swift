@@ -10,10 +10,11 @@
 @usableFromInline
 enum BatchNormKernels {
     /// Scratch scalars ``columnMomentsBLAS`` needs beyond the ones vector of
-    /// `blockRows` elements: one block and three column vectors.
+    /// `blockRows` elements: three column vectors, then one block placed
+    /// half a page from the input's offset (``ChannelGeometry/placementSlack``).
     @inlinable
     static func momentsScratch(blockRows: Int, columns: Int) -> Int {
-        blockRows * columns + 3 * columns
+        blockRows * columns + 3 * columns + ChannelGeometry.placementSlack
     }
 
     // MARK: Statistics
@@ -40,9 +41,9 @@ enum BatchNormKernels {
         mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) {
-        let block = scratch
-        let blockMean = scratch + blockRows * columns
+        let blockMean = scratch
         let blockM2 = blockMean + columns, residual = blockM2 + columns
+        let region = scratch + Workspace<Scalar>.lines(3 * columns)
         mean.update(repeating: 0, count: columns)
         m2.update(repeating: 0, count: columns)
         var count = 0
@@ -50,6 +51,7 @@ enum BatchNormKernels {
         while start < rows {
             let b = min(blockRows, rows - start)
             let xb = x + start * columns
+            let block = Workspace<Scalar>.placed(region, awayFrom: xb, by: 2048)
             Scalar.gemvTransposed(rows: b, columns: columns, alpha: 1 / Scalar(b),
                                   a: xb, x: ones, beta: 0, y: blockMean)
             centredSquares(xb, rows: b, columns: columns, mean: blockMean,
@@ -75,41 +77,19 @@ enum BatchNormKernels {
         }
     }
 
-    /// `squares = (x - mean)²` elementwise and `residual = Σ_rows (x - mean)`,
-    /// four rows at a time, so the residual vector is loaded and stored once
-    /// per four rows rather than once per row (row-major order keeps the
-    /// accesses sequential; column strips stride by a whole row and conflict
-    /// in L1).
+    /// `squares = (x - mean)²` elementwise and `residual = Σ_rows (x - mean)`
+    /// over a `rows x columns` block: one C pass
+    /// (``BLASScalar/centredSquares(rows:count:x:mean:squares:residual:)``), four
+    /// rows at a time, so the residual vector is loaded and stored once per
+    /// four rows rather than once per row (row-major order keeps the accesses
+    /// sequential; column strips stride by a whole row and conflict in L1).
     @inlinable
     static func centredSquares<Scalar: BLASScalar>(
         _ x: UnsafePointer<Scalar>, rows: Int, columns: Int, mean: UnsafePointer<Scalar>,
         squares: UnsafeMutablePointer<Scalar>, residual: UnsafeMutablePointer<Scalar>
     ) {
-        residual.update(repeating: 0, count: columns)
-        var i = 0
-        while i + 4 <= rows {
-            let x0 = x + i * columns, x1 = x0 + columns, x2 = x1 + columns, x3 = x2 + columns
-            let s0 = squares + i * columns, s1 = s0 + columns, s2 = s1 + columns, s3 = s2 + columns
-            for j in 0..<columns {
-                let m = mean[j]
-                let d0 = x0[j] - m, d1 = x1[j] - m, d2 = x2[j] - m, d3 = x3[j] - m
-                residual[j] += (d0 + d1) + (d2 + d3)
-                s0[j] = d0 * d0
-                s1[j] = d1 * d1
-                s2[j] = d2 * d2
-                s3[j] = d3 * d3
-            }
-            i += 4
-        }
-        while i < rows {
-            let row = x + i * columns, out = squares + i * columns
-            for j in 0..<columns {
-                let d = row[j] - mean[j]
-                residual[j] += d
-                out[j] = d * d
-            }
-            i += 1
-        }
+        Scalar.centredSquaresBlock(rows: rows, count: columns, x: x, mean: mean,
+                                   squares: squares, residual: residual)
     }
 
     /// The textbook, shifted by the first row `k` (see ``Moments``): one pass
@@ -375,11 +355,19 @@ struct ChannelGeometry: Sendable {
     /// The length of the ones vector the BLAS kernels need for `block`.
     @inlinable func onesCount(block: Int) -> Int { inner == 1 ? block : inner }
 
-    /// Scratch for a block of `block` rows, plus `vectors` channel vectors.
+    /// Scratch for a block of `block` rows, plus `vectors` channel vectors;
+    /// with vectors (the moments kernels'), ``placementSlack`` more, where the
+    /// block is placed half a page from the input's offset in a page.
     @inlinable
     func scratchCount(block: Int, vectors: Int) -> Int {
         block * (inner == 1 ? channels : inner) + vectors * channels
+            + (vectors > 0 ? Self.placementSlack : 0)
     }
+
+    /// A 4 KiB page and a 64-byte line of `Float`s: the slack in scalars that
+    /// ``Workspace/placed(_:awayFrom:by:)`` needs after vectors rounded to
+    /// lines, for `Float` and (more than enough) `Double`.
+    @inlinable static var placementSlack: Int { 1024 + 16 }
 }
 
 extension BatchNormKernels {
@@ -648,9 +636,9 @@ extension BatchNormKernels {
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) {
         let hw = g.inner, channels = g.channels
-        let block = scratch
-        let blockMean = scratch + channelBlock * hw
+        let blockMean = scratch
         let blockM2 = blockMean + channels, residual = blockM2 + channels
+        let region = scratch + Workspace<Scalar>.lines(3 * channels)
         let inverseCount = 1 / Scalar(hw)
         mean.update(repeating: 0, count: channels)
         m2.update(repeating: 0, count: channels)
@@ -659,14 +647,15 @@ extension BatchNormKernels {
             while c0 < channels {
                 let cb = min(channelBlock, channels - c0)
                 let xb = x + (n * channels + c0) * hw
+                let block = Workspace<Scalar>.placed(region, awayFrom: xb, by: 2048)
                 Scalar.gemvRows(rows: cb, columns: hw, alpha: inverseCount, a: xb, x: ones,
                                 beta: 0, y: blockMean)
                 for k in 0..<cb {
-                    let row = xb + k * hw, out = block + k * hw, m = blockMean[k]
-                    for t in 0..<hw { out[t] = row[t] - m }
+                    Scalar.centreRow(count: hw, x: xb + k * hw, mean: blockMean[k],
+                                     into: block + k * hw)
                 }
                 Scalar.gemvRows(rows: cb, columns: hw, a: block, x: ones, beta: 0, y: residual)
-                for index in 0..<(cb * hw) { block[index] *= block[index] }
+                Scalar.squareRow(count: cb * hw, block)
                 Scalar.gemvRows(rows: cb, columns: hw, a: block, x: ones, beta: 0, y: blockM2)
                 for k in 0..<cb {
                     let r = residual[k] * inverseCount
