@@ -46,6 +46,22 @@
                                                  T m, T s) {                              \
         for (long j = 0; j < n; j++) p[j] = dy[j] * ((x[j] - m) * s);                     \
     }                                                                                     \
+    NORMKIT_CLONES void normkit_affine_##SUFFIX(const T *x, T *y, long n, T m, T a, T b,  \
+                                                int streaming) {                          \
+        NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
+            (NORMKIT_LOAD(VECTOR, x + j) - m) * a + b, (x[j] - m) * a + b);               \
+    }                                                                                     \
+    NORMKIT_CLONES void normkit_combine_slab_##SUFFIX(const T *dy, const T *x, T *dx,     \
+                                                      long n, T m, T a, T b, T c,         \
+                                                      int streaming) {                    \
+        NORMKIT_WRITE(T, VECTOR, dx, n, streaming,                                        \
+            a * NORMKIT_LOAD(VECTOR, dy + j) + b * (NORMKIT_LOAD(VECTOR, x + j) - m) + c, \
+            a * dy[j] + b * (x[j] - m) + c);                                              \
+    }                                                                                     \
+    NORMKIT_CLONES void normkit_group_combine_##SUFFIX(const T *dy, const T *x, T *dx,    \
+                                                       long n, T m, T s, T g, T a, T c) { \
+        for (long j = 0; j < n; j++) dx[j] = s * (g * dy[j] - a - (x[j] - m) * s * c);    \
+    }                                                                                     \
     NORMKIT_CLONES void normkit_combine_##SUFFIX(const T *dy, const T *x, T *dx, long n,  \
                                                  T m, T s, T a, T b, const T *g,          \
                                                  int streaming) {                         \

@@ -7,7 +7,8 @@
 // patterns. NaN stays NaN: quiet, its sign and its payload's top bits kept
 // (what vcvtps2ph does). bfloat16 has no such instruction before AVX-512 BF16,
 // whose vcvtneps2bf16 flushes subnormals (PyTorch does not), so it is the
-// integer loop for every CPU, vectorized for each clone.
+// integer rounding for every CPU: AVX2 intrinsics where the CPU has AVX2
+// (chosen at run time), the loops below vectorized for each clone elsewhere.
 #include "normkit_passes.h"
 #include <string.h>
 

@@ -29,6 +29,24 @@ void normkit_scale_shift_d(const double *c, double *y, long n, double s,
 void normkit_product_f(const float *dy, const float *x, float *p, long n, float m, float s);
 void normkit_product_d(const double *dy, const double *x, double *p, long n, double m, double s);
 
+/* y[j] = (x[j] - m) * a + b: a slab of one channel (BatchNorm NCHW, GroupNorm) */
+void normkit_affine_f(const float *x, float *y, long n, float m, float a, float b,
+                      int streaming);
+void normkit_affine_d(const double *x, double *y, long n, double m, double a, double b,
+                      int streaming);
+
+/* dx[j] = a * dy[j] + b * (x[j] - m) + c: a slab of one channel (BatchNorm NCHW) */
+void normkit_combine_slab_f(const float *dy, const float *x, float *dx, long n, float m,
+                            float a, float b, float c, int streaming);
+void normkit_combine_slab_d(const double *dy, const double *x, double *dx, long n, double m,
+                            double a, double b, double c, int streaming);
+
+/* dx[j] = s * (g * dy[j] - a - (x[j] - m) * s * c): a slab of one channel (GroupNorm) */
+void normkit_group_combine_f(const float *dy, const float *x, float *dx, long n, float m,
+                             float s, float g, float a, float c);
+void normkit_group_combine_d(const double *dy, const double *x, double *dx, long n, double m,
+                             double s, double g, double a, double c);
+
 /* dx[j] = s * (g[j] * dy[j] - a - (x[j] - m) * s * b) */
 void normkit_combine_f(const float *dy, const float *x, float *dx, long n, float m, float s,
                        float a, float b, const float *g, int streaming);

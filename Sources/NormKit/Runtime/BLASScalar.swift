@@ -115,6 +115,24 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
         count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: Self, invstd: Self,
         p: UnsafeMutablePointer<Self>)
 
+    /// `y[j] = (x[j] - mean)·scale + shift` over `count` values of one channel,
+    /// with streaming stores when `streaming` (`normkit_affine_*`).
+    @_spi(BLAS) static func affine(
+        count: Int, x: UnsafePointer<Self>, mean: Self, scale: Self, shift: Self,
+        y: UnsafeMutablePointer<Self>, streaming: Bool)
+
+    /// `dx[j] = a·dy[j] + b·(x[j] - mean) + c` over `count` values of one
+    /// channel, with streaming stores when `streaming` (`normkit_combine_slab_*`).
+    @_spi(BLAS) static func combineSlab(
+        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: Self, a: Self,
+        b: Self, c: Self, dx: UnsafeMutablePointer<Self>, streaming: Bool)
+
+    /// `dx[j] = invstd·(gamma·dy[j] - a - (x[j] - mean)·invstd·c)` over `count`
+    /// values of one channel (`normkit_group_combine_*`).
+    @_spi(BLAS) static func groupCombine(
+        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: Self, invstd: Self,
+        gamma: Self, a: Self, c: Self, dx: UnsafeMutablePointer<Self>)
+
     /// `dx[j] = invstd·(gamma[j]·dy[j] - a - (x[j] - mean)·invstd·b)` over
     /// `count` elements, with streaming stores when `streaming`
     /// (`normkit_combine_*`).
@@ -282,6 +300,39 @@ extension BLASScalar {
         into p: UnsafeMutablePointer<Self>
     ) {
         product(count: count, dy: dy, x: x, mean: mean, invstd: invstd, p: p)
+    }
+
+    /// `y = (x - mean)·scale + shift` over a slab of one channel
+    /// (``affine(count:x:mean:scale:shift:y:streaming:)``).
+    @usableFromInline @inline(__always)
+    static func affineSlab(
+        count: Int, x: UnsafePointer<Self>, mean: Self, scale: Self, shift: Self,
+        into y: UnsafeMutablePointer<Self>, streaming: Bool
+    ) {
+        affine(count: count, x: x, mean: mean, scale: scale, shift: shift, y: y,
+               streaming: streaming)
+    }
+
+    /// BatchNorm's `dx` over a slab of one channel
+    /// (``combineSlab(count:dy:x:mean:a:b:c:dx:streaming:)``).
+    @usableFromInline @inline(__always)
+    static func combineSlabRow(
+        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: Self, a: Self,
+        b: Self, c: Self, into dx: UnsafeMutablePointer<Self>, streaming: Bool
+    ) {
+        combineSlab(count: count, dy: dy, x: x, mean: mean, a: a, b: b, c: c, dx: dx,
+                    streaming: streaming)
+    }
+
+    /// GroupNorm's `dx` over a slab of one channel
+    /// (``groupCombine(count:dy:x:mean:invstd:gamma:a:c:dx:)``).
+    @usableFromInline @inline(__always)
+    static func groupCombineRow(
+        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: Self, invstd: Self,
+        gamma: Self, a: Self, c: Self, into dx: UnsafeMutablePointer<Self>
+    ) {
+        groupCombine(count: count, dy: dy, x: x, mean: mean, invstd: invstd, gamma: gamma, a: a,
+                     c: c, dx: dx)
     }
 
     /// LayerNorm's `dx` over one row

@@ -122,6 +122,33 @@ extension Double: BLASScalar {
         normkit_scale_shift_d(c, y, count, scale, gamma, beta, streaming ? 1 : 0)
     }
 
+    /// `normkit_affine_d`.
+    @_spi(BLAS)
+    public static func affine(
+        count: Int, x: UnsafePointer<Double>, mean: Double, scale: Double, shift: Double,
+        y: UnsafeMutablePointer<Double>, streaming: Bool
+    ) {
+        normkit_affine_d(x, y, count, mean, scale, shift, streaming ? 1 : 0)
+    }
+
+    /// `normkit_combine_slab_d`.
+    @_spi(BLAS)
+    public static func combineSlab(
+        count: Int, dy: UnsafePointer<Double>, x: UnsafePointer<Double>, mean: Double, a: Double, b: Double, c: Double,
+        dx: UnsafeMutablePointer<Double>, streaming: Bool
+    ) {
+        normkit_combine_slab_d(dy, x, dx, count, mean, a, b, c, streaming ? 1 : 0)
+    }
+
+    /// `normkit_group_combine_d`.
+    @_spi(BLAS)
+    public static func groupCombine(
+        count: Int, dy: UnsafePointer<Double>, x: UnsafePointer<Double>, mean: Double, invstd: Double,
+        gamma: Double, a: Double, c: Double, dx: UnsafeMutablePointer<Double>
+    ) {
+        normkit_group_combine_d(dy, x, dx, count, mean, invstd, gamma, a, c)
+    }
+
     /// `normkit_product_d`.
     @_spi(BLAS)
     public static func product(

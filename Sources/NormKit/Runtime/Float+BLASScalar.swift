@@ -122,6 +122,33 @@ extension Float: BLASScalar {
         normkit_scale_shift_f(c, y, count, scale, gamma, beta, streaming ? 1 : 0)
     }
 
+    /// `normkit_affine_f`.
+    @_spi(BLAS)
+    public static func affine(
+        count: Int, x: UnsafePointer<Float>, mean: Float, scale: Float, shift: Float,
+        y: UnsafeMutablePointer<Float>, streaming: Bool
+    ) {
+        normkit_affine_f(x, y, count, mean, scale, shift, streaming ? 1 : 0)
+    }
+
+    /// `normkit_combine_slab_f`.
+    @_spi(BLAS)
+    public static func combineSlab(
+        count: Int, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, mean: Float, a: Float, b: Float, c: Float,
+        dx: UnsafeMutablePointer<Float>, streaming: Bool
+    ) {
+        normkit_combine_slab_f(dy, x, dx, count, mean, a, b, c, streaming ? 1 : 0)
+    }
+
+    /// `normkit_group_combine_f`.
+    @_spi(BLAS)
+    public static func groupCombine(
+        count: Int, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, mean: Float, invstd: Float,
+        gamma: Float, a: Float, c: Float, dx: UnsafeMutablePointer<Float>
+    ) {
+        normkit_group_combine_f(dy, x, dx, count, mean, invstd, gamma, a, c)
+    }
+
     /// `normkit_product_f`.
     @_spi(BLAS)
     public static func product(

@@ -427,9 +427,8 @@ extension BatchNormKernels {
             let m = mean[c], a = scale[c], b = shift[c]
             let row = x + offset
             if epilogue.isIdentity {
-                S.write(y + offset, count: g.inner, streaming: streaming,
-                        value: { t in (row[t] - m) * a + b },
-                        vector: { t in (S.load(row + t) - m) * a + b })
+                Scalar.affineSlab(count: g.inner, x: row, mean: m, scale: a, shift: b,
+                                  into: y + offset, streaming: streaming)
             } else {
                 epilogue.advanced(by: offset).write(
                     y + offset, count: g.inner, streaming: streaming,
@@ -528,9 +527,9 @@ extension BatchNormKernels {
                 let offset = (n * channels + c0) * hw
                 let dyb = dy + offset, xb = x + offset
                 for k in 0..<cb {
-                    let gk = dyb + k * hw, row = xb + k * hw, out = scratch + k * hw
-                    let m = mean[c0 + k]
-                    for t in 0..<hw { out[t] = gk[t] * (row[t] - m) }
+                    // dy·(x - mean) as dy·((x - mean)·1): the same bits.
+                    Scalar.productRow(count: hw, dy: dyb + k * hw, x: xb + k * hw,
+                                      mean: mean[c0 + k], invstd: 1, into: scratch + k * hw)
                 }
                 switch backend {
                 case .blas:
@@ -611,11 +610,9 @@ extension BatchNormKernels {
         let hw = g.inner
         for slab in 0..<(g.outer * channels) {
             let j = slab % channels, offset = slab * hw
-            let gs = dy + offset, row = x + offset
-            let aj = a[j], bj = b[j], cj = c[j], m = mean[j]
-            S.write(dx + offset, count: hw, streaming: streaming,
-                    value: { t in aj * gs[t] + bj * (row[t] - m) + cj },
-                    vector: { t in aj * S.load(gs + t) + bj * (S.load(row + t) - m) + cj })
+            Scalar.combineSlabRow(count: hw, dy: dy + offset, x: x + offset, mean: mean[j],
+                                  a: a[j], b: b[j], c: c[j], into: dx + offset,
+                                  streaming: streaming)
         }
         S.fence(streaming)
     }

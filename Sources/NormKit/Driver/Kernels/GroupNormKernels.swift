@@ -116,9 +116,8 @@ enum GroupNormKernels {
                 let a = s * gamma[c], shift = beta[c]
                 let row = x + offset
                 if epilogue.isIdentity {
-                    S.write(y + offset, count: hw, streaming: streaming,
-                            value: { t in (row[t] - m) * a + shift },
-                            vector: { t in (S.load(row + t) - m) * a + shift })
+                    Scalar.affineSlab(count: hw, x: row, mean: m, scale: a, shift: shift,
+                                      into: y + offset, streaming: streaming)
                 } else {
                     epilogue.advanced(by: offset).write(
                         y + offset, count: hw, streaming: streaming,
@@ -164,9 +163,9 @@ enum GroupNormKernels {
             let offset = start * length
             let dyb = p.dy + offset, xb = p.x + offset, block = p.dx + offset
             for r in 0..<b {
-                let m = p.mean[start + r], s = p.invstd[start + r]
-                let dyRow = dyb + r * length, xRow = xb + r * length, out = block + r * length
-                for j in 0..<length { out[j] = dyRow[j] * ((xRow[j] - m) * s) }
+                Scalar.productRow(count: length, dy: dyb + r * length, x: xb + r * length,
+                                  mean: p.mean[start + r], invstd: p.invstd[start + r],
+                                  into: block + r * length)
             }
             switch backend {
             case .blas:
@@ -201,13 +200,10 @@ enum GroupNormKernels {
                 let m = p.mean[start + r], s = p.invstd[start + r]
                 let a = rowDxhat[r], c = rowDxhatXhat[r]
                 for k in 0..<perGroup {
-                    let gammaC = p.gamma[firstChannel + k]
                     let slabOffset = offset + (r * perGroup + k) * hw
-                    let dyS = p.dy + slabOffset, xS = p.x + slabOffset, out = p.dx + slabOffset
-                    for t in 0..<hw {
-                        let xhat = (xS[t] - m) * s
-                        out[t] = s * (gammaC * dyS[t] - a - xhat * c)
-                    }
+                    Scalar.groupCombineRow(count: hw, dy: p.dy + slabOffset, x: p.x + slabOffset,
+                                           mean: m, invstd: s, gamma: p.gamma[firstChannel + k],
+                                           a: a, c: c, into: p.dx + slabOffset)
                 }
             }
             start += b
