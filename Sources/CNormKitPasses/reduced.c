@@ -124,31 +124,7 @@ static inline __m256i normkit_narrow_bf16x16(__m256 lo, __m256 hi) {
     return _mm256_permute4x64_epi64(packed, 0xD8);
 }
 
-// The epilogue of normkit_epilogue_f16x8 with a bfloat16 residual.
-__attribute__((target("avx2")))
-static inline __m256 normkit_epilogue_bf16x8(__m256 v, const uint16_t *r, unsigned char *mask,
-                                             int relu) {
-    if (r) v = _mm256_add_ps(v, normkit_load_bf16x8(r));
-    if (!relu) return v;
-    __m256 positive = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ);
-    if (mask) {
-        __m128i words = _mm_packs_epi32(_mm_castps_si128(_mm256_castps256_ps128(positive)),
-                                        _mm_castps_si128(_mm256_extractf128_ps(positive, 1)));
-        __m128i bytes = _mm_and_si128(_mm_packs_epi16(words, words), _mm_set1_epi8(1));
-        _mm_storel_epi64((__m128i *)mask, bytes);
-    }
-    return _mm256_and_ps(v, _mm256_or_ps(positive, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
-}
 
-// dy's eight lanes at j, +0 where mask[j] is 0 when mask (as normkit_masked_f16x8).
-__attribute__((target("avx2")))
-static inline __m256 normkit_masked_bf16x8(const uint16_t *dy, const unsigned char *mask) {
-    __m256 g = normkit_load_bf16x8(dy);
-    if (!mask) return g;
-    __m256i keep = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)mask));
-    __m256i drop = _mm256_cmpeq_epi32(keep, _mm256_setzero_si256());
-    return _mm256_andnot_ps(_mm256_castsi256_ps(drop), g);
-}
 
 // Writes n values to the bfloat16 y: sixteen at a time, EXPR (an __m256 of
 // the eight values from j) evaluated at j and j + 8 before the store, so y
@@ -477,24 +453,6 @@ static inline __m256 normkit_load_copy_f16x8(const uint16_t *h, uint16_t *copy) 
                          _mm256_cvtps_ph(EXPR, _MM_FROUND_TO_NEAREST_INT));           \
     for (; j < (n); j++) (y)[j] = normkit_float_to_f16(SCALAR);
 
-// The epilogue of BatchNorm's normalize pass on v (eight lanes, or one value
-// j): v + widen(r) when r, then relu(v) = v > 0 || v is NaN ? v : +0 when
-// relu, recording mask = v > 0 (bytes 0 and 1) when mask: the Float
-// epilogue's expressions and order (normkit_normalize_columns_epilogue_f).
-__attribute__((target("avx,f16c")))
-static inline __m256 normkit_epilogue_f16x8(__m256 v, const uint16_t *r, unsigned char *mask,
-                                            int relu) {
-    if (r) v = _mm256_add_ps(v, normkit_load_f16x8(r));
-    if (!relu) return v;
-    __m256 positive = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ);
-    if (mask) {
-        __m128i words = _mm_packs_epi32(_mm_castps_si128(_mm256_castps256_ps128(positive)),
-                                        _mm_castps_si128(_mm256_extractf128_ps(positive, 1)));
-        __m128i bytes = _mm_and_si128(_mm_packs_epi16(words, words), _mm_set1_epi8(1));
-        _mm_storel_epi64((__m128i *)mask, bytes);
-    }
-    return _mm256_and_ps(v, _mm256_or_ps(positive, _mm256_cmp_ps(v, v, _CMP_UNORD_Q)));
-}
 #endif
 
 static inline float normkit_epilogue_f16_one(float v, const uint16_t *r, unsigned char *mask,
@@ -515,87 +473,157 @@ static inline float normkit_masked_f16_one(const uint16_t *dy, const unsigned ch
     return (!mask || mask[j]) ? g : 0.0f;
 }
 
+static inline float normkit_masked_bf16_one(const uint16_t *dy, const unsigned char *mask,
+                                            long j) {
+    float g = normkit_bf16_to_float(dy[j]);
+    return (!mask || mask[j]) ? g : 0.0f;
+}
+
 #if defined(NORMKIT_F16C)
-// One form of the pass: called below with NULL or 0 for what it lacks, so that
-// each form's loop has no test of them.
-__attribute__((target("avx,f16c")))
-static inline __attribute__((always_inline)) void normkit_normalize_columns_f16_form(
-        const uint16_t *x, uint16_t *y, long n, const float *mean, const float *scale,
-        const float *shift, const uint16_t *r, unsigned char *mask, int relu, uint16_t *copy,
-        int streaming) {
-    NORMKIT_F16_WRITE(y, n, streaming,
-        normkit_epilogue_f16x8(
-            _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(normkit_load_copy_f16x8(x + j,
-                                                                              copy ? copy + j : 0),
-                                                      _mm256_loadu_ps(mean + j)),
-                                        _mm256_loadu_ps(scale + j)),
-                          _mm256_loadu_ps(shift + j)),
-            r ? r + j : 0, mask ? mask + j : 0, relu),
-        normkit_epilogue_f16_one((normkit_load_copy_f16_one(x, copy, j) - mean[j]) * scale[j]
-                                     + shift[j], r, mask, j, relu))
-}
+// The vector forms of the passes that read or write 16 bits with a Float
+// expression between, written once for both types: P is f16 (F16C, eight
+// values a store) or bf16 (AVX2, sixteen), TARGET its instructions, WRITE its
+// store macro; normkit_load_P x8 / normkit_load_copy_P x8 load eight values
+// (and copy them), normkit_*_P_one give one value. Each form's callers pass
+// NULL or 0 for what it lacks, so that its loop tests none of them; each
+// group a store writes is read first, so x (or r, or dy) may be the output.
+//
+// The epilogue on v (eight lanes): v + widen(r) when r, then relu(v) =
+// v > 0 || v is NaN ? v : +0 when relu, recording mask = v > 0 (bytes 0 and 1)
+// when mask: the Float epilogue's expressions and order
+// (normkit_normalize_columns_epilogue_f). dy masked: +0 where mask[j] is 0
+// (the ReLU's gradient, NaN kept).
+#define NORMKIT_REDUCED_VECTOR_PASSES(P, TARGET, WRITE)                                   \
+    __attribute__((target(TARGET)))                                                       \
+    static inline __m256 normkit_epilogue_##P##x8(__m256 v, const uint16_t *r,            \
+                                                  unsigned char *mask, int relu) {        \
+        if (r) v = _mm256_add_ps(v, normkit_load_##P##x8(r));                             \
+        if (!relu) return v;                                                              \
+        __m256 positive = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ);              \
+        if (mask) {                                                                       \
+            __m128i words = _mm_packs_epi32(                                              \
+                _mm_castps_si128(_mm256_castps256_ps128(positive)),                       \
+                _mm_castps_si128(_mm256_extractf128_ps(positive, 1)));                    \
+            __m128i bytes = _mm_and_si128(_mm_packs_epi16(words, words), _mm_set1_epi8(1)); \
+            _mm_storel_epi64((__m128i *)mask, bytes);                                     \
+        }                                                                                 \
+        return _mm256_and_ps(v, _mm256_or_ps(positive, _mm256_cmp_ps(v, v, _CMP_UNORD_Q))); \
+    }                                                                                     \
+    __attribute__((target(TARGET)))                                                       \
+    static inline __m256 normkit_masked_##P##x8(const uint16_t *dy,                       \
+                                                const unsigned char *mask) {              \
+        __m256 g = normkit_load_##P##x8(dy);                                              \
+        if (!mask) return g;                                                              \
+        __m128i zero = _mm_cmpeq_epi8(_mm_loadl_epi64((const __m128i *)mask),             \
+                                      _mm_setzero_si128());                               \
+        __m128i words = _mm_unpacklo_epi8(zero, zero);                                    \
+        __m128i low = _mm_unpacklo_epi16(words, words);                                   \
+        __m128i high = _mm_unpackhi_epi16(words, words);                                  \
+        __m256i drop = _mm256_insertf128_si256(_mm256_castsi128_si256(low), high, 1);     \
+        return _mm256_andnot_ps(_mm256_castsi256_ps(drop), g);                            \
+    }                                                                                     \
+    __attribute__((target(TARGET)))                                                       \
+    static inline __attribute__((always_inline)) void normkit_normalize_columns_##P##_form( \
+            const uint16_t *x, uint16_t *y, long n, const float *mean, const float *scale, \
+            const float *shift, const uint16_t *r, unsigned char *mask, int relu,         \
+            uint16_t *copy, int streaming) {                                              \
+        WRITE(y, n, streaming,                                                            \
+            normkit_epilogue_##P##x8(                                                     \
+                _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(                                \
+                                  normkit_load_copy_##P##x8(x + j, copy ? copy + j : 0),  \
+                                  _mm256_loadu_ps(mean + j)),                             \
+                              _mm256_loadu_ps(scale + j)),                                \
+                              _mm256_loadu_ps(shift + j)),                                \
+                r ? r + j : 0, mask ? mask + j : 0, relu),                                \
+            normkit_epilogue_##P##_one((normkit_load_copy_##P##_one(x, copy, j) - mean[j]) \
+                                           * scale[j] + shift[j], r, mask, j, relu))      \
+    }                                                                                     \
+    __attribute__((target(TARGET)))                                                       \
+    static inline __attribute__((always_inline)) void normkit_normalize_columns_##P##_copy( \
+            const uint16_t *x, uint16_t *y, long n, const float *mean, const float *scale, \
+            const float *shift, const uint16_t *r, unsigned char *mask, int relu,         \
+            uint16_t *copy, int streaming) {                                              \
+        if (copy) normkit_normalize_columns_##P##_form(x, y, n, mean, scale, shift, r, mask, \
+                                                       relu, copy, streaming);            \
+        else normkit_normalize_columns_##P##_form(x, y, n, mean, scale, shift, r, mask,   \
+                                                  relu, 0, streaming);                    \
+    }                                                                                     \
+    __attribute__((target(TARGET)))                                                       \
+    static void normkit_normalize_columns_##P##_vector(                                   \
+            const uint16_t *x, uint16_t *y, long n, const float *mean, const float *scale, \
+            const float *shift, const uint16_t *r, unsigned char *mask, int relu,         \
+            uint16_t *copy, int streaming) {                                              \
+        if (r && relu && mask)                                                            \
+            normkit_normalize_columns_##P##_copy(x, y, n, mean, scale, shift, r, mask, 1, \
+                                                 copy, streaming);                        \
+        else if (r && relu)                                                               \
+            normkit_normalize_columns_##P##_copy(x, y, n, mean, scale, shift, r, 0, 1,    \
+                                                 copy, streaming);                        \
+        else if (r)                                                                       \
+            normkit_normalize_columns_##P##_copy(x, y, n, mean, scale, shift, r, 0, 0,    \
+                                                 copy, streaming);                        \
+        else if (relu && mask)                                                            \
+            normkit_normalize_columns_##P##_copy(x, y, n, mean, scale, shift, 0, mask, 1, \
+                                                 copy, streaming);                        \
+        else if (relu)                                                                    \
+            normkit_normalize_columns_##P##_copy(x, y, n, mean, scale, shift, 0, 0, 1,    \
+                                                 copy, streaming);                        \
+        else                                                                              \
+            normkit_normalize_columns_##P##_copy(x, y, n, mean, scale, shift, 0, 0, 0,    \
+                                                 copy, streaming);                        \
+    }                                                                                     \
+    __attribute__((target(TARGET)))                                                       \
+    static inline __attribute__((always_inline)) void normkit_combine_columns_##P##_form( \
+            const uint16_t *dy, const unsigned char *mask, const uint16_t *x, uint16_t *dx, \
+            long n, const float *mean, const float *a, const float *b, const float *c,    \
+            int streaming) {                                                              \
+        WRITE(dx, n, streaming,                                                           \
+            _mm256_add_ps(                                                                \
+                _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a + j),                       \
+                                            normkit_masked_##P##x8(dy + j,                \
+                                                                   mask ? mask + j : 0)), \
+                              _mm256_mul_ps(_mm256_loadu_ps(b + j),                       \
+                                            _mm256_sub_ps(normkit_load_##P##x8(x + j),    \
+                                                          _mm256_loadu_ps(mean + j)))),   \
+                _mm256_loadu_ps(c + j)),                                                  \
+            a[j] * normkit_masked_##P##_one(dy, mask, j)                                  \
+                + b[j] * (normkit_##P##_to_float(x[j]) - mean[j]) + c[j])                 \
+    }                                                                                     \
+    __attribute__((target(TARGET)))                                                       \
+    static void normkit_combine_columns_##P##_vector(                                     \
+            const uint16_t *dy, const unsigned char *mask, const uint16_t *x, uint16_t *dx, \
+            long n, const float *mean, const float *a, const float *b, const float *c,    \
+            int streaming) {                                                              \
+        if (mask) normkit_combine_columns_##P##_form(dy, mask, x, dx, n, mean, a, b, c,   \
+                                                     streaming);                          \
+        else normkit_combine_columns_##P##_form(dy, 0, x, dx, n, mean, a, b, c, streaming); \
+    }                                                                                     \
+    __attribute__((target(TARGET)))                                                       \
+    static inline __attribute__((always_inline)) void normkit_narrow_epilogue_##P##_form( \
+            const float *z, const uint16_t *r, uint16_t *y, unsigned char *mask, long n,  \
+            int relu, int streaming) {                                                    \
+        WRITE(y, n, streaming,                                                            \
+            normkit_epilogue_##P##x8(_mm256_loadu_ps(z + j), r ? r + j : 0,               \
+                                     mask ? mask + j : 0, relu),                          \
+            normkit_epilogue_##P##_one(z[j], r, mask, j, relu))                           \
+    }                                                                                     \
+    __attribute__((target(TARGET)))                                                       \
+    static void normkit_narrow_epilogue_##P##_vector(const float *z, const uint16_t *r,   \
+                                                     uint16_t *y, unsigned char *mask,    \
+                                                     long n, int relu, int streaming) {   \
+        if (r && relu && mask) normkit_narrow_epilogue_##P##_form(z, r, y, mask, n, 1, streaming); \
+        else if (r && relu) normkit_narrow_epilogue_##P##_form(z, r, y, 0, n, 1, streaming); \
+        else if (r) normkit_narrow_epilogue_##P##_form(z, r, y, 0, n, 0, streaming);      \
+        else if (relu && mask) normkit_narrow_epilogue_##P##_form(z, 0, y, mask, n, 1, streaming); \
+        else if (relu) normkit_narrow_epilogue_##P##_form(z, 0, y, 0, n, 1, streaming);   \
+        else normkit_narrow_epilogue_##P##_form(z, 0, y, 0, n, 0, streaming);             \
+    }
 
-#define NORMKIT_F16_FORM(R, MASK, RELU)                                                  \
-    do {                                                                                 \
-        if (copy) normkit_normalize_columns_f16_form(x, y, n, mean, scale, shift, R, MASK, \
-                                                     RELU, copy, streaming);             \
-        else normkit_normalize_columns_f16_form(x, y, n, mean, scale, shift, R, MASK,    \
-                                                RELU, 0, streaming);                     \
-    } while (0)
-
-__attribute__((target("avx,f16c")))
-static void normkit_normalize_columns_f16_f16c(const uint16_t *x, uint16_t *y, long n,
-                                               const float *mean, const float *scale,
-                                               const float *shift, const uint16_t *r,
-                                               unsigned char *mask, int relu, uint16_t *copy,
-                                               int streaming) {
-    if (r && relu && mask) NORMKIT_F16_FORM(r, mask, 1);
-    else if (r && relu) NORMKIT_F16_FORM(r, 0, 1);
-    else if (r) NORMKIT_F16_FORM(r, 0, 0);
-    else if (relu && mask) NORMKIT_F16_FORM(0, mask, 1);
-    else if (relu) NORMKIT_F16_FORM(0, 0, 1);
-    else NORMKIT_F16_FORM(0, 0, 0);
-}
-#undef NORMKIT_F16_FORM
-
-// dy's eight lanes at j, +0 where mask[j] is 0 when mask (the ReLU's
-// gradient: mask ? dy : +0, NaN kept).
-__attribute__((target("avx,f16c")))
-static inline __m256 normkit_masked_f16x8(const uint16_t *dy, const unsigned char *mask) {
-    __m256 g = normkit_load_f16x8(dy);
-    if (!mask) return g;
-    __m128i zero = _mm_cmpeq_epi8(_mm_loadl_epi64((const __m128i *)mask), _mm_setzero_si128());
-    __m128i words = _mm_unpacklo_epi8(zero, zero);
-    __m128i low = _mm_unpacklo_epi16(words, words), high = _mm_unpackhi_epi16(words, words);
-    __m256i drop = _mm256_insertf128_si256(_mm256_castsi128_si256(low), high, 1);
-    return _mm256_andnot_ps(_mm256_castsi256_ps(drop), g);
-}
-
-__attribute__((target("avx,f16c")))
-static inline __attribute__((always_inline)) void normkit_combine_columns_f16_form(
-        const uint16_t *dy, const unsigned char *mask, const uint16_t *x, uint16_t *dx, long n,
-        const float *mean, const float *a, const float *b, const float *c, int streaming) {
-    NORMKIT_F16_WRITE(dx, n, streaming,
-        _mm256_add_ps(
-            _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a + j),
-                                        normkit_masked_f16x8(dy + j, mask ? mask + j : 0)),
-                          _mm256_mul_ps(_mm256_loadu_ps(b + j),
-                                        _mm256_sub_ps(normkit_load_f16x8(x + j),
-                                                      _mm256_loadu_ps(mean + j)))),
-            _mm256_loadu_ps(c + j)),
-        a[j] * normkit_masked_f16_one(dy, mask, j)
-            + b[j] * (normkit_f16_to_float(x[j]) - mean[j]) + c[j])
-}
-
-__attribute__((target("avx,f16c")))
-static void normkit_combine_columns_f16_f16c(const uint16_t *dy, const unsigned char *mask,
-                                             const uint16_t *x, uint16_t *dx, long n,
-                                             const float *mean, const float *a, const float *b,
-                                             const float *c, int streaming) {
-    if (mask) normkit_combine_columns_f16_form(dy, mask, x, dx, n, mean, a, b, c, streaming);
-    else normkit_combine_columns_f16_form(dy, 0, x, dx, n, mean, a, b, c, streaming);
-}
+NORMKIT_REDUCED_VECTOR_PASSES(f16, "avx,f16c", NORMKIT_F16_WRITE)
+NORMKIT_REDUCED_VECTOR_PASSES(bf16, "avx2", NORMKIT_BF16_WRITE)
+#undef NORMKIT_REDUCED_VECTOR_PASSES
 #endif
+
 
 // Each group of eight (or value) is read before it is written: x and r may be y
 // (copy may not).
@@ -604,7 +632,7 @@ void normkit_normalize_columns_f16(const uint16_t *x, uint16_t *y, long n, const
                                    unsigned char *mask, int relu, uint16_t *copy, int streaming) {
 #if defined(NORMKIT_F16C)
     if (normkit_f16c()) {
-        normkit_normalize_columns_f16_f16c(x, y, n, mean, scale, shift, r, mask, relu, copy,
+        normkit_normalize_columns_f16_vector(x, y, n, mean, scale, shift, r, mask, relu, copy,
                                            streaming);
         return;
     }
@@ -621,7 +649,7 @@ void normkit_combine_columns_f16(const uint16_t *dy, const unsigned char *mask,
                                  const float *a, const float *b, const float *c, int streaming) {
 #if defined(NORMKIT_F16C)
     if (normkit_f16c()) {
-        normkit_combine_columns_f16_f16c(dy, mask, x, dx, n, mean, a, b, c, streaming);
+        normkit_combine_columns_f16_vector(dy, mask, x, dx, n, mean, a, b, c, streaming);
         return;
     }
 #endif
@@ -634,49 +662,6 @@ void normkit_combine_columns_f16(const uint16_t *dy, const unsigned char *mask,
 // bfloat16's normalize pass and epilogue, each form (residual, ReLU, mask,
 // copy: constants in every call below) its own loop on restrict pointers,
 // which the compiler vectorizes in each clone.
-#if defined(NORMKIT_F16C)
-// One form of the pass with AVX2 (NULL or 0 for what it lacks, as for float16).
-// x or r may be y: each sixteen values are read before they are written.
-__attribute__((target("avx2")))
-static inline __attribute__((always_inline)) void normkit_normalize_columns_bf16_form(
-        const uint16_t *x, uint16_t *y, long n, const float *mean, const float *scale,
-        const float *shift, const uint16_t *r, unsigned char *mask, int relu, uint16_t *copy,
-        int streaming) {
-    NORMKIT_BF16_WRITE(y, n, streaming,
-        normkit_epilogue_bf16x8(
-            _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(normkit_load_copy_bf16x8(x + j,
-                                                                               copy ? copy + j : 0),
-                                                      _mm256_loadu_ps(mean + j)),
-                                        _mm256_loadu_ps(scale + j)),
-                          _mm256_loadu_ps(shift + j)),
-            r ? r + j : 0, mask ? mask + j : 0, relu),
-        normkit_epilogue_bf16_one((normkit_load_copy_bf16_one(x, copy, j) - mean[j]) * scale[j]
-                                      + shift[j], r, mask, j, relu))
-}
-
-#define NORMKIT_BF16_AVX2_FORM(R, MASK, RELU)                                            \
-    do {                                                                                 \
-        if (copy) normkit_normalize_columns_bf16_form(x, y, n, mean, scale, shift, R, MASK, \
-                                                      RELU, copy, streaming);            \
-        else normkit_normalize_columns_bf16_form(x, y, n, mean, scale, shift, R, MASK,   \
-                                                 RELU, 0, streaming);                    \
-    } while (0)
-
-__attribute__((target("avx2")))
-static void normkit_normalize_columns_bf16_avx2(const uint16_t *x, uint16_t *y, long n,
-                                                const float *mean, const float *scale,
-                                                const float *shift, const uint16_t *r,
-                                                unsigned char *mask, int relu, uint16_t *copy,
-                                                int streaming) {
-    if (r && relu && mask) NORMKIT_BF16_AVX2_FORM(r, mask, 1);
-    else if (r && relu) NORMKIT_BF16_AVX2_FORM(r, 0, 1);
-    else if (r) NORMKIT_BF16_AVX2_FORM(r, 0, 0);
-    else if (relu && mask) NORMKIT_BF16_AVX2_FORM(0, mask, 1);
-    else if (relu) NORMKIT_BF16_AVX2_FORM(0, 0, 1);
-    else NORMKIT_BF16_AVX2_FORM(0, 0, 0);
-}
-#undef NORMKIT_BF16_AVX2_FORM
-#endif
 
 static inline __attribute__((always_inline)) void normkit_normalize_columns_bf16_loop(
         const uint16_t *restrict x, const uint16_t *restrict r, uint16_t *restrict y,
@@ -726,7 +711,7 @@ NORMKIT_CLONES void normkit_normalize_columns_bf16(const uint16_t *x, uint16_t *
                                                    uint16_t *copy, int streaming) {
 #if defined(NORMKIT_F16C)
     if (normkit_avx2()) {
-        normkit_normalize_columns_bf16_avx2(x, y, n, mean, scale, shift, r, mask, relu, copy,
+        normkit_normalize_columns_bf16_vector(x, y, n, mean, scale, shift, r, mask, relu, copy,
                                             streaming);
         return;
     }
@@ -761,33 +746,6 @@ static inline __attribute__((always_inline)) void normkit_combine_columns_bf16_l
     }
 }
 
-#if defined(NORMKIT_F16C)
-__attribute__((target("avx2")))
-static inline __attribute__((always_inline)) void normkit_combine_columns_bf16_form(
-        const uint16_t *dy, const unsigned char *mask, const uint16_t *x, uint16_t *dx, long n,
-        const float *mean, const float *a, const float *b, const float *c, int streaming) {
-    NORMKIT_BF16_WRITE(dx, n, streaming,
-        _mm256_add_ps(
-            _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(a + j),
-                                        normkit_masked_bf16x8(dy + j, mask ? mask + j : 0)),
-                          _mm256_mul_ps(_mm256_loadu_ps(b + j),
-                                        _mm256_sub_ps(normkit_load_bf16x8(x + j),
-                                                      _mm256_loadu_ps(mean + j)))),
-            _mm256_loadu_ps(c + j)),
-        a[j] * ((!mask || mask[j]) ? normkit_bf16_to_float(dy[j]) : 0.0f)
-            + b[j] * (normkit_bf16_to_float(x[j]) - mean[j]) + c[j])
-}
-
-// dy may be dx: each sixteen values are read before they are written.
-__attribute__((target("avx2")))
-static void normkit_combine_columns_bf16_avx2(const uint16_t *dy, const unsigned char *mask,
-                                              const uint16_t *x, uint16_t *dx, long n,
-                                              const float *mean, const float *a, const float *b,
-                                              const float *c, int streaming) {
-    if (mask) normkit_combine_columns_bf16_form(dy, mask, x, dx, n, mean, a, b, c, streaming);
-    else normkit_combine_columns_bf16_form(dy, 0, x, dx, n, mean, a, b, c, streaming);
-}
-#endif
 
 // dy may be dx (x, the cache's, never is): then 256 values of dy at a time are
 // copied to the stack first, as in normkit_normalize_columns_bf16.
@@ -797,7 +755,7 @@ NORMKIT_CLONES void normkit_combine_columns_bf16(const uint16_t *dy, const unsig
                                                  const float *b, const float *c, int streaming) {
 #if defined(NORMKIT_F16C)
     if (normkit_avx2()) {
-        normkit_combine_columns_bf16_avx2(dy, mask, x, dx, n, mean, a, b, c, streaming);
+        normkit_combine_columns_bf16_vector(dy, mask, x, dx, n, mean, a, b, c, streaming);
         return;
     }
 #endif
@@ -825,35 +783,13 @@ NORMKIT_CLONES void normkit_combine_columns_bf16(const uint16_t *dy, const unsig
 // Float output z of a layer's kernel, rounded once as it is written. One pass
 // where the Float epilogue in place and the narrowing made two (GroupNorm's,
 // InstanceNorm's and channels-first SpatialBatchNorm's 16-bit forwards).
-#if defined(NORMKIT_F16C)
-__attribute__((target("avx,f16c")))
-static inline __attribute__((always_inline)) void normkit_narrow_epilogue_f16_form(
-        const float *z, const uint16_t *r, uint16_t *y, unsigned char *mask, long n, int relu,
-        int streaming) {
-    NORMKIT_F16_WRITE(y, n, streaming,
-        normkit_epilogue_f16x8(_mm256_loadu_ps(z + j), r ? r + j : 0, mask ? mask + j : 0, relu),
-        normkit_epilogue_f16_one(z[j], r, mask, j, relu))
-}
-
-__attribute__((target("avx,f16c")))
-static void normkit_narrow_epilogue_f16_f16c(const float *z, const uint16_t *r, uint16_t *y,
-                                             unsigned char *mask, long n, int relu,
-                                             int streaming) {
-    if (r && relu && mask) normkit_narrow_epilogue_f16_form(z, r, y, mask, n, 1, streaming);
-    else if (r && relu) normkit_narrow_epilogue_f16_form(z, r, y, 0, n, 1, streaming);
-    else if (r) normkit_narrow_epilogue_f16_form(z, r, y, 0, n, 0, streaming);
-    else if (relu && mask) normkit_narrow_epilogue_f16_form(z, 0, y, mask, n, 1, streaming);
-    else if (relu) normkit_narrow_epilogue_f16_form(z, 0, y, 0, n, 1, streaming);
-    else normkit_narrow_epilogue_f16_form(z, 0, y, 0, n, 0, streaming);
-}
-#endif
 
 // Each group of eight (or value) of r is read before y's is written: r may be y.
 void normkit_narrow_epilogue_f16(const float *z, const uint16_t *r, uint16_t *y,
                                  unsigned char *mask, long n, int relu, int streaming) {
 #if defined(NORMKIT_F16C)
     if (normkit_f16c()) {
-        normkit_narrow_epilogue_f16_f16c(z, r, y, mask, n, relu, streaming);
+        normkit_narrow_epilogue_f16_vector(z, r, y, mask, n, relu, streaming);
         return;
     }
 #endif
@@ -886,29 +822,6 @@ static inline __attribute__((always_inline)) void normkit_narrow_epilogue_bf16_f
     else normkit_narrow_epilogue_bf16_loop(z, 0, y, 0, n, 0, 0, 0);
 }
 
-#if defined(NORMKIT_F16C)
-__attribute__((target("avx2")))
-static inline __attribute__((always_inline)) void normkit_narrow_epilogue_bf16_form(
-        const float *z, const uint16_t *r, uint16_t *y, unsigned char *mask, long n, int relu,
-        int streaming) {
-    NORMKIT_BF16_WRITE(y, n, streaming,
-        normkit_epilogue_bf16x8(_mm256_loadu_ps(z + j), r ? r + j : 0, mask ? mask + j : 0, relu),
-        normkit_epilogue_bf16_one(z[j], r, mask, j, relu))
-}
-
-// r may be y: each sixteen values are read before they are written.
-__attribute__((target("avx2")))
-static void normkit_narrow_epilogue_bf16_avx2(const float *z, const uint16_t *r, uint16_t *y,
-                                              unsigned char *mask, long n, int relu,
-                                              int streaming) {
-    if (r && relu && mask) normkit_narrow_epilogue_bf16_form(z, r, y, mask, n, 1, streaming);
-    else if (r && relu) normkit_narrow_epilogue_bf16_form(z, r, y, 0, n, 1, streaming);
-    else if (r) normkit_narrow_epilogue_bf16_form(z, r, y, 0, n, 0, streaming);
-    else if (relu && mask) normkit_narrow_epilogue_bf16_form(z, 0, y, mask, n, 1, streaming);
-    else if (relu) normkit_narrow_epilogue_bf16_form(z, 0, y, 0, n, 1, streaming);
-    else normkit_narrow_epilogue_bf16_form(z, 0, y, 0, n, 0, streaming);
-}
-#endif
 
 // r may be y: then 256 of its values at a time are copied to the stack first,
 // as in normkit_normalize_columns_bf16.
@@ -917,7 +830,7 @@ NORMKIT_CLONES void normkit_narrow_epilogue_bf16(const float *z, const uint16_t 
                                                  int streaming) {
 #if defined(NORMKIT_F16C)
     if (normkit_avx2()) {
-        normkit_narrow_epilogue_bf16_avx2(z, r, y, mask, n, relu, streaming);
+        normkit_narrow_epilogue_bf16_vector(z, r, y, mask, n, relu, streaming);
         return;
     }
 #endif
