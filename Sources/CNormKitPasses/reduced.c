@@ -130,29 +130,24 @@ static inline __m256i normkit_narrow_bf16x16(__m256 lo, __m256 hi) {
 // the eight values from j) evaluated at j and j + 8 before the store, so y
 // may be a buffer EXPR reads; SCALAR (a float at j) for the rest. Streaming
 // stores on the 32-byte-aligned middle when `streaming`.
+#define NORMKIT_BF16_SIXTEEN(y, EXPR, STORE)                                              \
+    do {                                                                              \
+        long j0 = j;                                                                  \
+        __m256 lo = (EXPR);                                                           \
+        j = j0 + 8;                                                                   \
+        __m256 hi = (EXPR);                                                           \
+        j = j0;                                                                       \
+        STORE((__m256i *)((y) + j), normkit_narrow_bf16x16(lo, hi));                  \
+    } while (0)
 #define NORMKIT_BF16_WRITE(y, n, streaming, EXPR, SCALAR)                                \
     long j = 0;                                                                       \
     if ((streaming) && ((unsigned long)(y) & 1) == 0) {                               \
         long head = (long)((32 - ((unsigned long)(y) & 31)) & 31) / 2;                \
         if (head > (n)) head = (n);                                                   \
         for (; j < head; j++) (y)[j] = normkit_float_to_bf16(SCALAR);                 \
-        for (; j + 16 <= (n); j += 16) {                                              \
-            long j0 = j;                                                              \
-            __m256 lo = (EXPR);                                                       \
-            j = j0 + 8;                                                               \
-            __m256 hi = (EXPR);                                                       \
-            j = j0;                                                                   \
-            _mm256_stream_si256((__m256i *)((y) + j), normkit_narrow_bf16x16(lo, hi)); \
-        }                                                                             \
+        for (; j + 16 <= (n); j += 16) NORMKIT_BF16_SIXTEEN(y, EXPR, _mm256_stream_si256); \
     }                                                                                 \
-    for (; j + 16 <= (n); j += 16) {                                                  \
-        long j0 = j;                                                                  \
-        __m256 lo = (EXPR);                                                           \
-        j = j0 + 8;                                                                   \
-        __m256 hi = (EXPR);                                                           \
-        j = j0;                                                                       \
-        _mm256_storeu_si256((__m256i *)((y) + j), normkit_narrow_bf16x16(lo, hi));    \
-    }                                                                                 \
+    for (; j + 16 <= (n); j += 16) NORMKIT_BF16_SIXTEEN(y, EXPR, _mm256_storeu_si256); \
     for (; j < (n); j++) (y)[j] = normkit_float_to_bf16(SCALAR);
 #endif
 
