@@ -9,14 +9,6 @@
 /// validate first and hand them sized buffers.
 @usableFromInline
 enum BatchNormKernels {
-    /// Scratch scalars ``columnMomentsBLAS`` needs beyond the ones vector of
-    /// `blockRows` elements: three column vectors, then one block placed
-    /// half a page from the input's offset (``ChannelGeometry/placementSlack``).
-    @inlinable
-    static func momentsScratch(blockRows: Int, columns: Int) -> Int {
-        blockRows * columns + 3 * columns + ChannelGeometry.placementSlack
-    }
-
     // MARK: Statistics
 
     /// Column means and `M2 = Σ(x - mean)²` of `x` (`rows x columns`), blockwise:
@@ -34,7 +26,9 @@ enum BatchNormKernels {
     ///
     /// - Parameters:
     ///   - ones: at least `blockRows` ones.
-    ///   - scratch: at least ``momentsScratch(blockRows:columns:)`` scalars.
+    ///   - scratch: at least `blockRows·columns + 3·columns` scalars and
+    ///     ``ChannelGeometry/placementSlack``: three column vectors, then one
+    ///     block placed half a page from the input's offset.
     @inlinable
     static func columnMomentsBLAS<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, rows: Int, columns: Int, blockRows: Int,
@@ -54,8 +48,10 @@ enum BatchNormKernels {
             let block = Workspace<Scalar>.placed(region, awayFrom: xb, by: 2048)
             Scalar.gemvTransposed(rows: b, columns: columns, alpha: 1 / Scalar(b),
                                   a: xb, x: ones, beta: 0, y: blockMean)
-            centredSquares(xb, rows: b, columns: columns, mean: blockMean,
-                           squares: block, residual: residual)
+            // The centred squares and the residual sums, four rows at a time
+            // (row-major order keeps the accesses sequential).
+            Scalar.centredSquaresBlock(rows: b, count: columns, x: xb, mean: blockMean,
+                                       squares: block, residual: residual)
             Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones,
                                   beta: 0, y: blockM2)
             let inverseCount = 1 / Scalar(b)
@@ -75,21 +71,6 @@ enum BatchNormKernels {
                                   blockMean: blockMean, blockM2: blockM2, length: columns)
             start += b
         }
-    }
-
-    /// `squares = (x - mean)²` elementwise and `residual = Σ_rows (x - mean)`
-    /// over a `rows x columns` block: one C pass
-    /// (``BLASScalar/centredSquares(rows:count:x:mean:squares:residual:)``), four
-    /// rows at a time, so the residual vector is loaded and stored once per
-    /// four rows rather than once per row (row-major order keeps the accesses
-    /// sequential; column strips stride by a whole row and conflict in L1).
-    @inlinable
-    static func centredSquares<Scalar: BLASScalar>(
-        _ x: UnsafePointer<Scalar>, rows: Int, columns: Int, mean: UnsafePointer<Scalar>,
-        squares: UnsafeMutablePointer<Scalar>, residual: UnsafeMutablePointer<Scalar>
-    ) {
-        Scalar.centredSquaresBlock(rows: rows, count: columns, x: x, mean: mean,
-                                   squares: squares, residual: residual)
     }
 
     /// The textbook, shifted by the first row `k` (see ``Moments``): one pass
