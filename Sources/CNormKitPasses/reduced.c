@@ -85,6 +85,20 @@ static int normkit_avx2(void) {
     return value;
 }
 
+// AVX-512 BF16 with the AVX-512 subsets its forms use (VL for 256-bit forms,
+// DQ for vfpclassps).
+static int normkit_avx512bf16(void) {
+    static int known = -1;
+    int value = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (value < 0) {
+        __builtin_cpu_init();
+        value = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vl")
+                && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") ? 1 : 0;
+        __atomic_store_n(&known, value, __ATOMIC_RELAXED);
+    }
+    return value;
+}
+
 // bfloat16 with AVX2 intrinsics: what the compiler made of the scalar loops
 // below (8 lanes, the NaN test as integer max and compare, a 16-byte store per
 // 8 values) took 0.33 ns a value for BatchNorm's infer in L2 against 0.14 for
@@ -126,29 +140,47 @@ static inline __m256i normkit_narrow_bf16x16(__m256 lo, __m256 hi) {
 
 
 
+// AVX-512 BF16's vcvtne2ps2bf16 rounds sixteen values in one instruction,
+// to nearest even with the NaN's quiet bit set, as above, but reads subnormal
+// inputs as zero: sixteen values with a subnormal among them (vfpclassps,
+// category 0x20) take the integer rounding instead. A normal input never
+// rounds to a subnormal bfloat16 (the exponent is kept), so the flush of
+// subnormal results never applies.
+#define NORMKIT_AVX512BF16 "avx2,avx512f,avx512vl,avx512dq,avx512bw,avx512bf16"
+__attribute__((target(NORMKIT_AVX512BF16)))
+static inline __m256i normkit_narrow_bf16x16_512(__m256 lo, __m256 hi) {
+    if ((_mm256_fpclass_ps_mask(lo, 0x20) | _mm256_fpclass_ps_mask(hi, 0x20)) != 0)
+        return normkit_narrow_bf16x16(lo, hi);
+    return (__m256i)_mm256_cvtne2ps_pbh(hi, lo);
+}
+
 // Writes n values to the bfloat16 y: sixteen at a time, EXPR (an __m256 of
-// the eight values from j) evaluated at j and j + 8 before the store, so y
-// may be a buffer EXPR reads; SCALAR (a float at j) for the rest. Streaming
-// stores on the 32-byte-aligned middle when `streaming`.
-#define NORMKIT_BF16_SIXTEEN(y, EXPR, STORE)                                              \
+// the eight values from j) evaluated at j and j + 8 before NARROW rounds them
+// for the store, so y may be a buffer EXPR reads; SCALAR (a float at j) for
+// the rest. Streaming stores on the 32-byte-aligned middle when `streaming`.
+#define NORMKIT_BF16_SIXTEEN(NARROW, y, EXPR, STORE)                                      \
     do {                                                                              \
         long j0 = j;                                                                  \
         __m256 lo = (EXPR);                                                           \
         j = j0 + 8;                                                                   \
         __m256 hi = (EXPR);                                                           \
         j = j0;                                                                       \
-        STORE((__m256i *)((y) + j), normkit_narrow_bf16x16(lo, hi));                  \
+        STORE((__m256i *)((y) + j), NARROW(lo, hi));                                  \
     } while (0)
-#define NORMKIT_BF16_WRITE(y, n, streaming, EXPR, SCALAR)                                \
+#define NORMKIT_BF16_WRITE_WITH(NARROW, y, n, streaming, EXPR, SCALAR)                  \
     long j = 0;                                                                       \
     if ((streaming) && ((unsigned long)(y) & 1) == 0) {                               \
         long head = (long)((32 - ((unsigned long)(y) & 31)) & 31) / 2;                \
         if (head > (n)) head = (n);                                                   \
         for (; j < head; j++) (y)[j] = normkit_float_to_bf16(SCALAR);                 \
-        for (; j + 16 <= (n); j += 16) NORMKIT_BF16_SIXTEEN(y, EXPR, _mm256_stream_si256); \
+        for (; j + 16 <= (n); j += 16) NORMKIT_BF16_SIXTEEN(NARROW, y, EXPR, _mm256_stream_si256); \
     }                                                                                 \
-    for (; j + 16 <= (n); j += 16) NORMKIT_BF16_SIXTEEN(y, EXPR, _mm256_storeu_si256); \
+    for (; j + 16 <= (n); j += 16) NORMKIT_BF16_SIXTEEN(NARROW, y, EXPR, _mm256_storeu_si256); \
     for (; j < (n); j++) (y)[j] = normkit_float_to_bf16(SCALAR);
+#define NORMKIT_BF16_WRITE(y, n, streaming, EXPR, SCALAR)                                \
+    NORMKIT_BF16_WRITE_WITH(normkit_narrow_bf16x16, y, n, streaming, EXPR, SCALAR)
+#define NORMKIT_BF16_WRITE_512(y, n, streaming, EXPR, SCALAR)                            \
+    NORMKIT_BF16_WRITE_WITH(normkit_narrow_bf16x16_512, y, n, streaming, EXPR, SCALAR)
 #endif
 
 static inline float normkit_load_copy_bf16_one(const uint16_t *x, uint16_t *copy, long j) {
@@ -315,14 +347,31 @@ void normkit_widen_bf16(const uint16_t *h, float *f, uint16_t *copy, long n, int
 }
 
 #if defined(NORMKIT_F16C)
-__attribute__((target("avx2")))
-static void normkit_narrow_bf16_avx2(const float *f, uint16_t *h, long n, int streaming) {
-    NORMKIT_BF16_WRITE(h, n, streaming, _mm256_loadu_ps(f + j), f[j])
-}
+// normkit_narrow_bf16's and normkit_scale_shift_bf16's vector forms, for
+// AVX2 and for AVX-512 BF16.
+#define NORMKIT_BF16_PLAIN_PASSES(P, TARGET, WRITE)                                       \
+    __attribute__((target(TARGET)))                                                       \
+    static void normkit_narrow_bf16_##P(const float *f, uint16_t *h, long n, int streaming) { \
+        WRITE(h, n, streaming, _mm256_loadu_ps(f + j), f[j])                              \
+    }                                                                                     \
+    __attribute__((target(TARGET)))                                                       \
+    static void normkit_scale_shift_bf16_##P(const float *c, uint16_t *y, long n, float s, \
+                                             const float *g, const float *b, int streaming) { \
+        __m256 vs = _mm256_set1_ps(s);                                                    \
+        WRITE(y, n, streaming,                                                            \
+            _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(c + j), vs),        \
+                                        _mm256_loadu_ps(g + j)),                          \
+                          _mm256_loadu_ps(b + j)),                                        \
+            c[j] * s * g[j] + b[j])                                                       \
+    }
+NORMKIT_BF16_PLAIN_PASSES(avx2, "avx2", NORMKIT_BF16_WRITE)
+NORMKIT_BF16_PLAIN_PASSES(avx512, NORMKIT_AVX512BF16, NORMKIT_BF16_WRITE_512)
+#undef NORMKIT_BF16_PLAIN_PASSES
 #endif
 
 NORMKIT_CLONES void normkit_narrow_bf16(const float *f, uint16_t *h, long n, int streaming) {
 #if defined(NORMKIT_F16C)
+    if (normkit_avx512bf16()) { normkit_narrow_bf16_avx512(f, h, n, streaming); return; }
     if (normkit_avx2()) { normkit_narrow_bf16_avx2(f, h, n, streaming); return; }
 #endif
     const uint32_t *restrict in = (const uint32_t *)f;
@@ -379,22 +428,10 @@ void normkit_scale_shift_f16(const float *c, uint16_t *y, long n, float s, const
     for (long j = 0; j < n; j++) y[j] = normkit_float_to_f16(c[j] * s * g[j] + b[j]);
 }
 
-#if defined(NORMKIT_F16C)
-__attribute__((target("avx2")))
-static void normkit_scale_shift_bf16_avx2(const float *c, uint16_t *y, long n, float s,
-                                          const float *g, const float *b, int streaming) {
-    __m256 vs = _mm256_set1_ps(s);
-    NORMKIT_BF16_WRITE(y, n, streaming,
-        _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(c + j), vs),
-                                    _mm256_loadu_ps(g + j)),
-                      _mm256_loadu_ps(b + j)),
-        c[j] * s * g[j] + b[j])
-}
-#endif
-
 NORMKIT_CLONES void normkit_scale_shift_bf16(const float *c, uint16_t *y, long n, float s,
                                              const float *g, const float *b, int streaming) {
 #if defined(NORMKIT_F16C)
+    if (normkit_avx512bf16()) { normkit_scale_shift_bf16_avx512(c, y, n, s, g, b, streaming); return; }
     if (normkit_avx2()) { normkit_scale_shift_bf16_avx2(c, y, n, s, g, b, streaming); return; }
 #endif
     const float *restrict cc = c, *restrict gg = g, *restrict bb = b;
@@ -488,11 +525,14 @@ static inline float normkit_masked_bf16_one(const uint16_t *dy, const unsigned c
 // when mask: the Float epilogue's expressions and order
 // (normkit_normalize_columns_epilogue_f). dy masked: +0 where mask[j] is 0
 // (the ReLU's gradient, NaN kept).
-#define NORMKIT_REDUCED_VECTOR_PASSES(P, TARGET, WRITE)                                   \
+// The forms are named by P and use the storage S's loads and scalar helpers,
+// written by WRITE: float16 with F16C, bfloat16 with AVX2, and bfloat16 with
+// AVX-512 BF16's narrowing (bf16_512; its arithmetic is the AVX2 form's).
+#define NORMKIT_REDUCED_VECTOR_PASSES(P, S, TARGET, WRITE)                                \
     __attribute__((target(TARGET)))                                                       \
     static inline __m256 normkit_epilogue_##P##x8(__m256 v, const uint16_t *r,            \
                                                   unsigned char *mask, int relu) {        \
-        if (r) v = _mm256_add_ps(v, normkit_load_##P##x8(r));                             \
+        if (r) v = _mm256_add_ps(v, normkit_load_##S##x8(r));                             \
         if (!relu) return v;                                                              \
         __m256 positive = _mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_GT_OQ);              \
         if (mask) {                                                                       \
@@ -507,7 +547,7 @@ static inline float normkit_masked_bf16_one(const uint16_t *dy, const unsigned c
     __attribute__((target(TARGET)))                                                       \
     static inline __m256 normkit_masked_##P##x8(const uint16_t *dy,                       \
                                                 const unsigned char *mask) {              \
-        __m256 g = normkit_load_##P##x8(dy);                                              \
+        __m256 g = normkit_load_##S##x8(dy);                                              \
         if (!mask) return g;                                                              \
         __m128i zero = _mm_cmpeq_epi8(_mm_loadl_epi64((const __m128i *)mask),             \
                                       _mm_setzero_si128());                               \
@@ -525,12 +565,12 @@ static inline float normkit_masked_bf16_one(const uint16_t *dy, const unsigned c
         WRITE(y, n, streaming,                                                            \
             normkit_epilogue_##P##x8(                                                     \
                 _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(                                \
-                                  normkit_load_copy_##P##x8(x + j, copy ? copy + j : 0),  \
+                                  normkit_load_copy_##S##x8(x + j, copy ? copy + j : 0),  \
                                   _mm256_loadu_ps(mean + j)),                             \
                               _mm256_loadu_ps(scale + j)),                                \
                               _mm256_loadu_ps(shift + j)),                                \
                 r ? r + j : 0, mask ? mask + j : 0, relu),                                \
-            normkit_epilogue_##P##_one((normkit_load_copy_##P##_one(x, copy, j) - mean[j]) \
+            normkit_epilogue_##S##_one((normkit_load_copy_##S##_one(x, copy, j) - mean[j]) \
                                            * scale[j] + shift[j], r, mask, j, relu))      \
     }                                                                                     \
     __attribute__((target(TARGET)))                                                       \
@@ -578,11 +618,11 @@ static inline float normkit_masked_bf16_one(const uint16_t *dy, const unsigned c
                                             normkit_masked_##P##x8(dy + j,                \
                                                                    mask ? mask + j : 0)), \
                               _mm256_mul_ps(_mm256_loadu_ps(b + j),                       \
-                                            _mm256_sub_ps(normkit_load_##P##x8(x + j),    \
+                                            _mm256_sub_ps(normkit_load_##S##x8(x + j),    \
                                                           _mm256_loadu_ps(mean + j)))),   \
                 _mm256_loadu_ps(c + j)),                                                  \
-            a[j] * normkit_masked_##P##_one(dy, mask, j)                                  \
-                + b[j] * (normkit_##P##_to_float(x[j]) - mean[j]) + c[j])                 \
+            a[j] * normkit_masked_##S##_one(dy, mask, j)                                  \
+                + b[j] * (normkit_##S##_to_float(x[j]) - mean[j]) + c[j])                 \
     }                                                                                     \
     __attribute__((target(TARGET)))                                                       \
     static void normkit_combine_columns_##P##_vector(                                     \
@@ -600,7 +640,7 @@ static inline float normkit_masked_bf16_one(const uint16_t *dy, const unsigned c
         WRITE(y, n, streaming,                                                            \
             normkit_epilogue_##P##x8(_mm256_loadu_ps(z + j), r ? r + j : 0,               \
                                      mask ? mask + j : 0, relu),                          \
-            normkit_epilogue_##P##_one(z[j], r, mask, j, relu))                           \
+            normkit_epilogue_##S##_one(z[j], r, mask, j, relu))                           \
     }                                                                                     \
     __attribute__((target(TARGET)))                                                       \
     static void normkit_narrow_epilogue_##P##_vector(const float *z, const uint16_t *r,   \
@@ -614,8 +654,9 @@ static inline float normkit_masked_bf16_one(const uint16_t *dy, const unsigned c
         else normkit_narrow_epilogue_##P##_form(z, 0, y, 0, n, 0, streaming);             \
     }
 
-NORMKIT_REDUCED_VECTOR_PASSES(f16, "avx,f16c", NORMKIT_F16_WRITE)
-NORMKIT_REDUCED_VECTOR_PASSES(bf16, "avx2", NORMKIT_BF16_WRITE)
+NORMKIT_REDUCED_VECTOR_PASSES(f16, f16, "avx,f16c", NORMKIT_F16_WRITE)
+NORMKIT_REDUCED_VECTOR_PASSES(bf16, bf16, "avx2", NORMKIT_BF16_WRITE)
+NORMKIT_REDUCED_VECTOR_PASSES(bf16_512, bf16, NORMKIT_AVX512BF16, NORMKIT_BF16_WRITE_512)
 #undef NORMKIT_REDUCED_VECTOR_PASSES
 #endif
 
@@ -705,6 +746,11 @@ NORMKIT_CLONES void normkit_normalize_columns_bf16(const uint16_t *x, uint16_t *
                                                    unsigned char *mask, int relu,
                                                    uint16_t *copy, int streaming) {
 #if defined(NORMKIT_F16C)
+    if (normkit_avx512bf16()) {
+        normkit_normalize_columns_bf16_512_vector(x, y, n, mean, scale, shift, r, mask, relu, copy,
+                                                streaming);
+        return;
+    }
     if (normkit_avx2()) {
         normkit_normalize_columns_bf16_vector(x, y, n, mean, scale, shift, r, mask, relu, copy,
                                             streaming);
@@ -749,6 +795,10 @@ NORMKIT_CLONES void normkit_combine_columns_bf16(const uint16_t *dy, const unsig
                                                  const float *mean, const float *a,
                                                  const float *b, const float *c, int streaming) {
 #if defined(NORMKIT_F16C)
+    if (normkit_avx512bf16()) {
+        normkit_combine_columns_bf16_512_vector(dy, mask, x, dx, n, mean, a, b, c, streaming);
+        return;
+    }
     if (normkit_avx2()) {
         normkit_combine_columns_bf16_vector(dy, mask, x, dx, n, mean, a, b, c, streaming);
         return;
@@ -824,6 +874,10 @@ NORMKIT_CLONES void normkit_narrow_epilogue_bf16(const float *z, const uint16_t 
                                                  unsigned char *mask, long n, int relu,
                                                  int streaming) {
 #if defined(NORMKIT_F16C)
+    if (normkit_avx512bf16()) {
+        normkit_narrow_epilogue_bf16_512_vector(z, r, y, mask, n, relu, streaming);
+        return;
+    }
     if (normkit_avx2()) {
         normkit_narrow_epilogue_bf16_vector(z, r, y, mask, n, relu, streaming);
         return;

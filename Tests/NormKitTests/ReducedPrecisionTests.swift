@@ -154,10 +154,13 @@ struct ReducedPrecisionTests {
         #expect(BFloat16(0.1).description == "0.100097656")
     }
 
-    /// The C narrowing (F16C or AVX2 clones where the CPU has them) against
-    /// Swift's own `Float16(Float)` and `BFloat16(Float)` on a sweep of Float
-    /// patterns (every 251st: all exponents, odd significands, ties among them),
-    /// and the portable loops bit for bit, NaNs included.
+    /// The C narrowing (F16C, and AVX2 or AVX-512 BF16, where the CPU has
+    /// them) against Swift's own `Float16(Float)` and `BFloat16(Float)` on a
+    /// sweep of Float patterns (every 251st: all exponents, odd significands,
+    /// ties among them), and the portable loops bit for bit, NaNs included;
+    /// then subnormals scattered among normal values, zeros, infinities and
+    /// NaNs (AVX-512 BF16 reads subnormals as zero: a group of sixteen with
+    /// one takes the integer rounding).
     @Test("the C passes narrow as Swift does, and widen every Float16 exactly")
     func conversionPasses() {
         let stride = 251
@@ -183,6 +186,23 @@ struct ReducedPrecisionTests {
             start += n
         }
         #expect(mismatches == 0, "\(mismatches) of \(checked) patterns differ")
+        var rng = SplitMix64(seed: 251)
+        let special: [UInt32] = [0, 0x8000_0000, 0x7f80_0000, 0xff80_0000, 0x7fc0_0001, 0xff80_0001,
+                                 0x0000_8000, 0x0000_7fff, 0x007f_ffff, 0x8000_0001, 0x0080_0000,
+                                 0x3f80_8000, 0x3f81_8000, 0x7f7f_ffff]
+        let mixed = (0..<4099).map { k -> Float in
+            let r = UInt32(truncatingIfNeeded: rng.next())
+            if k < 2048 ? k % 7 == 3 : k % 97 == 3 {   // dense, then sparse: most groups have none
+                return Float(bitPattern: (r & 0x8000_0000) | (r & 0x007f_ffff))
+            }
+            if k % 11 == 5 { return Float(bitPattern: special[Int(r % UInt32(special.count))]) }
+            return Float(bitPattern: r)
+        }
+        var narrowed = [UInt16](repeating: 0, count: mixed.count)
+        for streaming: Int32 in [0, 1] {
+            normkit_narrow_bf16(mixed, &narrowed, mixed.count, streaming)
+            #expect(narrowed == mixed.map { BFloat16($0).bitPattern })
+        }
         let all = (0...UInt16.max).map { $0 }
         var widened = [Float](repeating: 0, count: all.count), baseline = widened
         var copied = [UInt16](repeating: 0, count: all.count)
