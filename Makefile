@@ -48,14 +48,17 @@ test-long: setup
 SANITIZER_ENV := NORMKIT_SKIP_MPI=1 ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Sanitizers/lsan.supp:print_suppressions=0 \
 	TSAN_OPTIONS=halt_on_error=1:suppressions=$(CURDIR)/Tests/Sanitizers/tsan.supp:print_suppressions=0
-# SANITIZE_ARGS go to both test runs (CI skips the fuzz corpus replay there,
-# which make fuzz replays under ASan anyway).
+# SANITIZE_ARGS go to both test runs, ASAN_ARGS and TSAN_ARGS to one each (CI
+# skips the fuzz corpus replay under ThreadSanitizer: the corpus exercises
+# memory, which the ASan run replays).
 SANITIZE_ARGS ?=
+ASAN_ARGS ?=
+TSAN_ARGS ?=
 sanitize: setup
 	$(SWIFT) build --build-tests --scratch-path .build-asan --sanitize=address
-	$(SANITIZER_ENV) $(SWIFT) test --skip-build --scratch-path .build-asan --sanitize=address $(SANITIZE_ARGS)
+	$(SANITIZER_ENV) $(SWIFT) test --skip-build --scratch-path .build-asan --sanitize=address $(SANITIZE_ARGS) $(ASAN_ARGS)
 	$(SWIFT) build --build-tests --scratch-path .build-tsan --sanitize=thread
-	$(SANITIZER_ENV) $(SWIFT) test --skip-build --scratch-path .build-tsan --sanitize=thread $(SANITIZE_ARGS)
+	$(SANITIZER_ENV) $(SWIFT) test --skip-build --scratch-path .build-tsan --sanitize=thread $(SANITIZE_ARGS) $(TSAN_ARGS)
 
 # libFuzzer with AddressSanitizer over every layer, both APIs, odd shapes,
 # parameters and values (Fuzz/Harness). New inputs go to .build-fuzz/corpus and
@@ -64,8 +67,11 @@ sanitize: setup
 # --sanitize to the compiler as its own flag and the last one wins, so both
 # sanitizers go in one -Xswiftc flag; --sanitize=fuzzer tells SwiftPM that
 # libFuzzer provides main.)
+# FUZZ_SEEDS: the corpus the fuzzer starts from besides .build-fuzz/corpus
+# (empty: from nothing).
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS ?=
+FUZZ_SEEDS ?= Fuzz/Corpus
 FUZZ_BUILD := $(SWIFT) build -c release --scratch-path .build-fuzz --sanitize=fuzzer \
 	-Xswiftc -sanitize=fuzzer,address -Xswiftc -DNORMKIT_FUZZ --product normfuzz
 FUZZ_ENV := SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=halt_on_error=1:detect_leaks=1 \
@@ -75,7 +81,7 @@ fuzz: setup
 	mkdir -p .build-fuzz/corpus .build-fuzz/artifacts
 	$(FUZZ_ENV) .build-fuzz/release/normfuzz -max_total_time=$(FUZZ_SECONDS) -max_len=512 \
 		-print_final_stats=1 -artifact_prefix=.build-fuzz/artifacts/ $(FUZZ_ARGS) \
-		.build-fuzz/corpus Fuzz/Corpus
+		.build-fuzz/corpus $(FUZZ_SEEDS)
 
 fuzz-merge: setup
 	$(FUZZ_BUILD)
