@@ -55,7 +55,8 @@ let package = Package(
 
         // The elementwise passes of the row and column kernels, multiversioned
         // for AVX2 (x86-64-v3) and baseline x86-64 (target_clones), and the
-        // 16-bit widen/narrow passes (F16C where the CPU has it).
+        // 16-bit widen/narrow passes (F16C, AVX2 and AVX-512 BF16 where the CPU
+        // has them, chosen at run time).
         .target(name: "CNormKitPasses"),
 
         // MARK: Library

@@ -6,9 +6,10 @@
 // which the tests compare on every Float16 pattern and on a sweep of Float
 // patterns. NaN stays NaN: quiet, its sign and its payload's top bits kept
 // (what vcvtps2ph does). bfloat16 has no such instruction before AVX-512 BF16,
-// whose vcvtneps2bf16 flushes subnormals (PyTorch does not), so it is the
-// integer rounding for every CPU: AVX2 intrinsics where the CPU has AVX2
-// (chosen at run time), the loops below vectorized for each clone elsewhere.
+// whose conversions read subnormals as zero (PyTorch's does not), so it is the
+// integer rounding, with AVX2 intrinsics where the CPU has AVX2 (chosen at run
+// time) and the loops below vectorized for each clone elsewhere; where the CPU
+// has AVX-512 BF16, vcvtne2ps2bf16 for each sixteen values without a subnormal.
 #include "normkit_passes.h"
 #include <string.h>
 
