@@ -28,7 +28,7 @@ extension FuzzCase {
     /// layers: the BLAS backend with rows of at least 64 values), both throw
     /// the same error or neither does, and each 16-bit output is the `Float`
     /// one rounded (1 ulp allowed) or both are NaN. The backward runs (tame
-    /// input: finite BFloat16 gradients), and each
+    /// input and settings, ``FuzzCase/tameRun``: finite BFloat16 gradients), and each
     /// precision's cache is refused by the other's backward.
     func checkReduced<Layer: BufferedNormalizationLayer>(
         _ layer: Layer, input: Tensor<Scalar>, gradient: Tensor<Scalar>?,
@@ -94,7 +94,7 @@ extension FuzzCase {
         do {
             try backward16(layer, gs, cache, &dx, &dgamma, &dbeta, &workspace)
             // Float16's range ends at 65504, which tame input may pass.
-            if tame && header.mode == .training && S.self == BFloat16.self
+            if tameRun && header.mode == .training && S.self == BFloat16.self
                 && !(dx.allSatisfy { $0.widened.isFinite } && dgamma.allSatisfy(\.isFinite)) {
                 report.fail("16-bit \(S.self) backward on tame input gave a non-finite gradient")
             }
