@@ -155,8 +155,11 @@ extension FuzzCase {
 }
 
 /// The values per statistic of a group layer on `shape` (0 unless rank 4
-/// with `channels` channels).
+/// with `channels` channels; `Int.max` where the product overflows, as it
+/// may for an empty batch).
 func groupRowLength(_ shape: [Int], channels: Int, groups: Int) -> Int {
     guard shape.count == 4, shape[1] == channels, groups > 0 else { return 0 }
-    return channels / groups * shape[2] * shape[3]
+    let (rows, first) = (channels / groups).multipliedReportingOverflow(by: shape[2])
+    let (length, second) = rows.multipliedReportingOverflow(by: shape[3])
+    return first || second ? .max : length
 }
