@@ -138,6 +138,53 @@ struct ExactStatisticsTests {
         try constantGivesBeta(Double.self, layer: layer, backend: backend, tolerance: 1e-12)
     }
 
+    /// An epsilon near Float's smallest (1e-45, which PyTorch accepts too) on a
+    /// constant column: `invstd` is 2.7e22 and its square overflows Float, yet
+    /// that column's gradient is `gamma·invstd·(dy - mean(dy))`, finite (the
+    /// fuzzer found NaN there). Both backward forms, both backends, each
+    /// column within 1e-5 (normwise) of the float64 reference.
+    @Test("a tiny epsilon on a constant column gives finite, exact gradients",
+          arguments: [Backend.blas, .naive])
+    func tinyEpsilonConstantColumn(backend: Backend) throws {
+        let rows = 7, columns = 3
+        var scalars = [Float]()
+        for i in 0..<rows { scalars += [10000.1, Float(i) * 0.37 - 1.1, Float(i * i) * 0.013 + 2.9] }
+        let x = try Tensor<Float>(shape: [rows, columns], scalars: scalars)
+        let dy: Tensor<Float> = randomInput([rows, columns], scale: 1, shift: 0.3, seed: 41)
+        var layer = try BatchNorm<Float>(featureCount: columns, epsilon: 1e-45, backend: backend)
+        layer.gamma = [1.3, -0.7, 0.45]
+        let (_, cache) = try layer.forward(x, mode: .training)
+        #expect(cache.inverseStandardDeviation[0] > 1e22)
+        let epsilon = Double(Float(1e-45))
+        for (form, g) in [("closed", try layer.backward(dy, cache: cache)),
+                          ("graph", try layer.backwardThroughGraph(dy, cache: cache))] {
+            let finite = g.input.scalars.allSatisfy { $0.isFinite }
+            #expect(finite, "\(form) \(backend)")
+            for j in 0..<columns {
+                let xs = (0..<rows).map { Double(x.scalars[$0 * columns + j]) }
+                let gs = (0..<rows).map { Double(dy.scalars[$0 * columns + j]) }
+                let n = Double(rows), mean = xs.reduce(0, +) / n
+                let variance = xs.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / n
+                let invstd = 1 / (variance + epsilon).squareRoot()
+                let xhat = xs.map { ($0 - mean) * invstd }
+                let dxhat = gs.map { $0 * Double(layer.gamma[j]) }
+                let meanDxhat = dxhat.reduce(0, +) / n
+                let meanDxhatXhat = zip(dxhat, xhat).map(*).reduce(0, +) / n
+                let reference = (0..<rows).map { i in
+                    Float(invstd * (dxhat[i] - meanDxhat - xhat[i] * meanDxhatXhat))
+                }
+                let dx = (0..<rows).map { g.input.scalars[$0 * columns + j] }
+                #expect(normwiseError(dx, reference) <= 1e-5,
+                        "\(form) \(backend) column \(j): \(normwiseError(dx, reference))")
+                let dgamma = zip(gs, xhat).map(*).reduce(0, +), dbeta = gs.reduce(0, +)
+                #expect(abs(Double(g.gamma[j]) - dgamma) <= 1e-5 * max(1, abs(dgamma)),
+                        "\(form) \(backend) dgamma \(j)")
+                #expect(abs(Double(g.beta[j]) - dbeta) <= 1e-5 * max(1, abs(dbeta)),
+                        "\(form) \(backend) dbeta \(j)")
+            }
+        }
+    }
+
     /// Float data `offset + randn` normalizes to standard deviation 1 within
     /// 1e-3 per statistic, and its mean to 0 within what Float can represent
     /// of the offset (half a unit in the last place of the mean, over the

@@ -225,14 +225,17 @@ enum BatchNormKernels {
     }
 
     /// Between stages 1 and 2, from the batch's `divar`:
-    /// `dsqrtvar = -ivar² · divar`, `dvar = 0.5 · ivar · dsqrtvar`.
+    /// `dsqrtvar = -ivar² · divar` (`-ivar · (ivar · divar)` where `ivar²`
+    /// overflows), `dvar = 0.5 · ivar · dsqrtvar`.
     @inlinable
     static func graphVarianceNode<Scalar: BLASScalar>(
         divar: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>, columns: Int,
         dvar: UnsafeMutablePointer<Scalar>
     ) {
         for j in 0..<columns {
-            let dsqrtvar = -invstd[j] * invstd[j] * divar[j]
+            // As in `coefficients`: `ivar²` may overflow where `divar` is 0.
+            var dsqrtvar = -invstd[j] * invstd[j] * divar[j]
+            if !dsqrtvar.isFinite { dsqrtvar = -invstd[j] * (invstd[j] * divar[j]) }
             dvar[j] = 0.5 * invstd[j] * dsqrtvar
         }
     }
@@ -538,7 +541,9 @@ extension BatchNormKernels {
     /// values per statistic in the batch and `dgamma`, `dbeta` the batch's sums
     /// `sums` (`Σ dy·(x - mean)`, then `Σ dy`: this process's, or all ranks'),
     /// while `p.dgamma` (this process's `Σ dy·(x - mean)`) becomes `Σ dy·xhat`.
-    /// With `frozen` statistics, `B = C = 0`. `coefficients` holds A, then B
+    /// With `frozen` statistics, `B = C = 0`. Where `A·invstd` overflows
+    /// (a tiny epsilon on a constant channel), `B = -A·(invstd·dgamma)/m`.
+    /// `coefficients` holds A, then B
     /// at `stride` scalars, then C at `2 * stride` (each `channels` scalars).
     @inlinable
     static func coefficients<Scalar: BLASScalar>(
@@ -552,7 +557,12 @@ extension BatchNormKernels {
             p.dgamma[j] *= p.invstd[j]
             let dgamma = sums[j] * p.invstd[j]
             a[j] = p.gamma[j] * p.invstd[j]
-            b[j] = frozen ? 0 : -a[j] * p.invstd[j] * dgamma / m
+            // `A·invstd` overflows when invstd exceeds ~1.8e19 in Float (an
+            // epsilon below ~3e-39 on a constant column, whose dgamma is 0):
+            // then the product is taken the other way round.
+            var bj = -a[j] * p.invstd[j] * dgamma / m
+            if !bj.isFinite { bj = -a[j] * (p.invstd[j] * dgamma) / m }
+            b[j] = frozen ? 0 : bj
             c[j] = frozen ? 0 : -a[j] * sums[channels + j] / m
         }
     }
