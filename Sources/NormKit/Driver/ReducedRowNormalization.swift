@@ -384,7 +384,7 @@ extension RowNormalization {
         // chunk's partial dgamma and dbeta.
         let blas = backend == .blas, widened = blas ? blockRows * columns : count
         var worker = ScratchLayout<Float>()
-        let kernelPart = worker.region(blas ? LayerNormKernels.backwardScratch(blockRows: blockRows) : 0)
+        let kernelPart = worker.region(blas ? LayerNormKernels.backwardScratch(blockRows: blockRows, columns: columns, of: Float.self) : 0)
         let dyPart = worker.region(widened), xPart = worker.region(widened), dxPart = worker.region(widened)
         let sumPart = worker.region(sumGradient == nil ? 0 : widened)
         let termsPart = worker.region(blas ? 0 : 2 * rows)

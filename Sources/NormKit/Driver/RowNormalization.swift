@@ -308,7 +308,7 @@ enum RowNormalization {
         let blas = backend == .blas
         var layout = ScratchLayout<Scalar>()
         let kernel = layout.regions(blas ? split.workers : 0,
-                                    of: LayerNormKernels.backwardScratch(blockRows: blockRows))
+                                    of: LayerNormKernels.backwardScratch(blockRows: blockRows, columns: columns, of: Scalar.self))
         let partials = layout.regions(blas ? split.chunks : 0, of: 2 * columns)
         let naiveTerms = layout.region(blas ? 0 : 2 * rows)
         workspace.withRegions(ones: onesCount, scratch: layout.count, parameters: columns) {

@@ -22,8 +22,9 @@ public enum RowStatistics: String, Sendable, Hashable, Codable {
 /// The BLAS backend takes row sums (`gemv(NoTrans, X_b, 1)`, or `sdot` per
 /// row when a row is long) on row blocks that stay in L2 and normalizes each
 /// block while it is there: it reads `x` once and writes `y` once. Backward's
-/// row terms are `gemv(NoTrans, ·, gamma)` and its column sums
-/// `gemv(Trans, ·, 1)`; a parameter the layer does not have (``NormalizationLayer/affine``)
+/// row terms are `sdot(·, gamma)` per row while the row is in L1
+/// (`gemv(NoTrans, ·, gamma)` per block when a row is short) and its column
+/// sums `gemv(Trans, ·, 1)` per block; a parameter the layer does not have (``NormalizationLayer/affine``)
 /// takes an empty gradient buffer and its column sum is not computed.
 public protocol RowNormalizationLayer<Scalar>: ResidualNormalizationLayer where Cache == NormCache<Scalar> {
     /// `D`, the features of a row: the product of ``normalizedShape``.

@@ -339,21 +339,25 @@ enum LayerNormKernels {
     // MARK: Backward
 
     /// Scratch scalars ``backwardBLAS`` needs beyond `blockRows` ones: two per
-    /// row of a block.
+    /// row of a block, and for the per-row kernels (rows of at least
+    /// ``rowKernelMinimumColumns``) a block for `P_b` with a page of slack.
     @inlinable
-    static func backwardScratch(blockRows: Int) -> Int {
+    static func backwardScratch<Scalar: BLASScalar>(blockRows: Int, columns: Int, of _: Scalar.Type) -> Int {
         2 * blockRows
+            + (columns >= rowKernelMinimumColumns ? blockRows * columns + Workspace<Scalar>.pageScalars : 0)
     }
 
     /// With `xhat = (x - mean_i)·invstd_i` and `dxhat = dy ∘ gamma`:
     /// `dx = invstd_i · (dxhat - Σ_j dxhat / D - xhat · Σ_j dxhat·xhat / D)`,
-    /// `dgamma = Σ_i dy·xhat`, `dbeta = Σ_i dy`. Per block:
-    /// `P_b = dY_b ∘ xhat_b` first (it streams `dy` and `x` from memory
-    /// together, which a single stream read by a gemv does not match: about 25%
-    /// faster at 32768x1024), `dbeta += gemv(Trans, dY_b, 1)`,
-    /// `dgamma += gemv(Trans, P_b, 1)`, the row terms
-    /// `gemv(NoTrans, dY_b, gamma)` and `gemv(NoTrans, P_b, gamma)`, then `dx`
-    /// while the block is in L2. `P_b` lives in `dX_b`, which `dx` overwrites.
+    /// `dgamma = Σ_i dy·xhat`, `dbeta = Σ_i dy`. Per block of rows that stays
+    /// in L2 (``backwardBlock``): for rows of at least
+    /// ``rowKernelMinimumColumns``, one row at a time while it is in L1,
+    /// `P_i = dy_i ∘ xhat_i` (C) into scratch, the row terms `dot(dy_i, gamma)`
+    /// and `dot(P_i, gamma)`, `dx_i` (C); then `dbeta += gemv(Trans, dY_b, 1)`,
+    /// `dgamma += gemv(Trans, P_b, 1)`. Shorter rows: `P_b` first (into `dX_b`),
+    /// the column sums, the row terms `gemv(NoTrans, dY_b, gamma)` and
+    /// `gemv(NoTrans, P_b, gamma)`, then `dx` over the block (two `dot` calls
+    /// per row cost more than a `gemv` per block when a row is short).
     /// Reads `dy` and `x` once, writes `dx` once.
     /// Not `centred` (RMSNorm: `mean = 0`): the `Σ dxhat` term is zero and not
     /// computed. A `nil` `dgamma` or `dbeta` (a layer without that parameter,
@@ -384,7 +388,7 @@ enum LayerNormKernels {
 
     /// One block of ``backwardBLAS`` (`rows` at most its `blockRows`): `dx`
     /// of the block, its terms added to `dgamma` and `dbeta`. `scratch` holds
-    /// two scalars per row.
+    /// ``backwardScratch(blockRows:columns:of:)`` scalars.
     @inlinable
     static func backwardBlock<Scalar: BLASScalar>(
         dy dyb: UnsafePointer<Scalar>, x xb: UnsafePointer<Scalar>, rows b: Int, columns: Int,
@@ -397,6 +401,32 @@ enum LayerNormKernels {
         let centred = rowStatistics.centred
         let sumDxhat = scratch, sumDxhatXhat = sumDxhat + b
         let inverseCount = 1 / Scalar(columns)
+        if columns >= rowKernelMinimumColumns {
+            // One row at a time while it is in L1: P_i = dy_i ∘ xhat_i into a
+            // block of scratch, the row terms `dot(dy_i, gamma)/D` and
+            // `dot(P_i, gamma)/D`, then dx_i; the column sums over the block after.
+            let p = Workspace<Scalar>.placed(scratch + 2 * b, awayFrom: dyb, by: 2048)
+            for i in 0..<b {
+                let g = dyb + i * columns, row = xb + i * columns, pi = p + i * columns
+                Scalar.productRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
+                                  into: pi)
+                let a = centred ? Scalar.dot(count: columns, x: g, y: gamma) * inverseCount : 0
+                let c = Scalar.dot(count: columns, x: pi, y: gamma) * inverseCount
+                Scalar.combineRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
+                                  a: a, b: c, gamma: gamma, into: block + i * columns,
+                                  streaming: false)
+            }
+            if let dbeta {
+                Scalar.gemvTransposed(rows: b, columns: columns, a: dyb, x: ones, beta: 1, y: dbeta)
+            }
+            if let dgamma {
+                Scalar.gemvTransposed(rows: b, columns: columns, a: p, x: ones, beta: 1, y: dgamma)
+            }
+            if let sumGradient {
+                Fused.accumulate(sumGradient, count: b * columns, into: block)
+            }
+            return
+        }
         for i in 0..<b {
             let g = dyb + i * columns, row = xb + i * columns, out = block + i * columns
             Scalar.productRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
