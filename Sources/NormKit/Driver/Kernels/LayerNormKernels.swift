@@ -150,6 +150,12 @@ enum LayerNormKernels {
     @inlinable
     static var rowKernelMinimumColumns: Int { 64 }
 
+    /// Backward, rows of at least this many columns take the per-row kernels
+    /// (two `dot` calls per row: slower than a block's `gemv` at 64 columns,
+    /// faster at 128; measured on the Intel Xeon).
+    @inlinable
+    static var rowBackwardMinimumColumns: Int { 128 }
+
     /// ``forwardRowsBLAS`` when a row has at least ``rowKernelMinimumColumns``
     /// columns, ``forwardBlocksBLAS`` otherwise. `scratch` holds
     /// ``forwardScratch(blockRows:columns:rowStatistics:)`` scalars, sized for the path it takes.
@@ -340,18 +346,18 @@ enum LayerNormKernels {
 
     /// Scratch scalars ``backwardBLAS`` needs beyond `blockRows` ones: two per
     /// row of a block, and for the per-row kernels (rows of at least
-    /// ``rowKernelMinimumColumns``) a block for `P_b` with a page of slack.
+    /// ``rowBackwardMinimumColumns``) a block for `P_b` with a page of slack.
     @inlinable
     static func backwardScratch<Scalar: BLASScalar>(blockRows: Int, columns: Int, of _: Scalar.Type) -> Int {
         2 * blockRows
-            + (columns >= rowKernelMinimumColumns ? blockRows * columns + Workspace<Scalar>.pageScalars : 0)
+            + (columns >= rowBackwardMinimumColumns ? blockRows * columns + Workspace<Scalar>.pageScalars : 0)
     }
 
     /// With `xhat = (x - mean_i)·invstd_i` and `dxhat = dy ∘ gamma`:
     /// `dx = invstd_i · (dxhat - Σ_j dxhat / D - xhat · Σ_j dxhat·xhat / D)`,
     /// `dgamma = Σ_i dy·xhat`, `dbeta = Σ_i dy`. Per block of rows that stays
     /// in L2 (``backwardBlock``): for rows of at least
-    /// ``rowKernelMinimumColumns``, one row at a time while it is in L1,
+    /// ``rowBackwardMinimumColumns``, one row at a time while it is in L1,
     /// `P_i = dy_i ∘ xhat_i` (C) into scratch, the row terms `dot(dy_i, gamma)`
     /// and `dot(P_i, gamma)`, `dx_i` (C); then `dbeta += gemv(Trans, dY_b, 1)`,
     /// `dgamma += gemv(Trans, P_b, 1)`. Shorter rows: `P_b` first (into `dX_b`),
@@ -401,7 +407,7 @@ enum LayerNormKernels {
         let centred = rowStatistics.centred
         let sumDxhat = scratch, sumDxhatXhat = sumDxhat + b
         let inverseCount = 1 / Scalar(columns)
-        if columns >= rowKernelMinimumColumns {
+        if columns >= rowBackwardMinimumColumns {
             // One row at a time while it is in L1: P_i = dy_i ∘ xhat_i into a
             // block of scratch, the row terms `dot(dy_i, gamma)/D` and
             // `dot(P_i, gamma)/D`, then dx_i; the column sums over the block after.
