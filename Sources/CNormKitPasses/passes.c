@@ -30,13 +30,35 @@
 
 #define NORMKIT_LOAD(VECTOR, p) ({ VECTOR _v; __builtin_memcpy(&_v, (p), sizeof _v); _v; })
 
+// y = c·s·g + b a 64-byte line at a time, asking for a line of `next` per
+// line written (`y` apart from the others).
+#define NORMKIT_SCALE_SHIFT_NEXT(T, SUFFIX)                                               \
+    __attribute__((always_inline)) static inline void normkit_scale_shift_next_##SUFFIX(  \
+        const T *restrict c, T *restrict y, long n, T s, const T *restrict g,             \
+        const T *restrict b, const T *next) {                                             \
+        const long line = 64 / (long)sizeof(T);                                           \
+        long j = 0;                                                                       \
+        for (; j + line <= n; j += line) {                                                \
+            __builtin_prefetch(next + j, 0, 3);                                           \
+            for (long k = j; k < j + line; k++) y[k] = c[k] * s * g[k] + b[k];            \
+        }                                                                                 \
+        for (; j < n; j++) y[j] = c[j] * s * g[j] + b[j];                                 \
+    }
+NORMKIT_SCALE_SHIFT_NEXT(float, f)
+NORMKIT_SCALE_SHIFT_NEXT(double, d)
+
 #define NORMKIT_PASSES(T, SUFFIX, VECTOR)                                                 \
     NORMKIT_CLONES void normkit_centre_##SUFFIX(const T *x, T *c, long n, T m) {          \
         for (long j = 0; j < n; j++) c[j] = x[j] - m;                                     \
     }                                                                                     \
     NORMKIT_CLONES void normkit_scale_shift_##SUFFIX(const T *c, T *y, long n, T s,       \
                                                      const T *g, const T *b,              \
-                                                     int streaming) {                     \
+                                                     int streaming, const T *next) {      \
+        if (next && !streaming && (const T *)y != c) {                                    \
+            /* A line of `next` asked for per line of `y` written. */                     \
+            normkit_scale_shift_next_##SUFFIX(c, y, n, s, g, b, next);                    \
+            return;                                                                       \
+        }                                                                                 \
         NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
             NORMKIT_LOAD(VECTOR, c + j) * s * NORMKIT_LOAD(VECTOR, g + j)                 \
                 + NORMKIT_LOAD(VECTOR, b + j),                                            \

@@ -19,11 +19,14 @@
 void normkit_centre_f(const float *x, float *c, long n, float m);
 void normkit_centre_d(const double *x, double *c, long n, double m);
 
-/* y[j] = c[j] * s * g[j] + b[j]   ((c·s)·g, then + b) */
+/* y[j] = c[j] * s * g[j] + b[j]   ((c·s)·g, then + b). Without streaming, a
+   non-null `next` (the next row of the input) is asked for, one 64-byte line
+   per line of `y` written, so that it is in cache when the row kernel reaches
+   it; `y` may be `c`. */
 void normkit_scale_shift_f(const float *c, float *y, long n, float s,
-                           const float *g, const float *b, int streaming);
+                           const float *g, const float *b, int streaming, const float *next);
 void normkit_scale_shift_d(const double *c, double *y, long n, double s,
-                           const double *g, const double *b, int streaming);
+                           const double *g, const double *b, int streaming, const double *next);
 
 /* p[j] = dy[j] * ((x[j] - m) * s)   (the gradient times x̂) */
 void normkit_product_f(const float *dy, const float *x, float *p, long n, float m, float s);

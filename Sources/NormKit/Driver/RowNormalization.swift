@@ -4,8 +4,9 @@
 /// ``LayerNormKernels`` (one row at a time forward, L2 row blocks backward).
 @usableFromInline
 enum RowNormalization {
-    /// Validates the input (copied into the cache block by block as the pass
-    /// first reads it, unless it is the cache's own) and computes `y = (x - mean_i) · invstd_i · gamma_j + beta_j`
+    /// Validates the input (copied into the cache as the pass first reads
+    /// it, row by row for the per-row kernels, block by block for the row
+    /// blocks, unless it is the cache's own) and computes `y = (x - mean_i) · invstd_i · gamma_j + beta_j`
     /// (`mean_i = 0` when not `centred`) into `output`. With a `residual`,
     /// the layer's input is `s = x + residual`: written into the cache's
     /// storage and into `sum` (unless `sum` is `nil`: the `Tensor` form,
@@ -249,10 +250,16 @@ enum RowNormalization {
                 let count = min(step, part.upperBound - first)
                 let offset = first * columns
                 var rows = x + offset
+                var rowCopy: LayerNormKernels.RowCopy<Scalar>? = nil
                 if let prologue, sumBlock > 0 {
                     let block = sumBlocks.pointer(in: scratch, worker)
                     prologue.run(first: first, rows: count, columns: columns, block: block)
                     rows = UnsafePointer(block)
+                } else if let prologue, prologue.r == nil, columns >= LayerNormKernels.rowKernelMinimumColumns {
+                    // The per-row kernels copy each row as they read it.
+                    rows = prologue.x + offset
+                    rowCopy = LayerNormKernels.RowCopy(target: prologue.s + offset,
+                                                       streaming: prologue.streamingCopy)
                 } else if let prologue {
                     let written = prologue.run(first: first, rows: count, columns: columns,
                                                streaming: streaming)
@@ -264,7 +271,7 @@ enum RowNormalization {
                     x: rows, rows: count, columns: columns, blockRows: blockRows, epsilon: epsilon,
                     rowStatistics: rowStatistics, gamma: gamma, beta: beta, mean: mean + first,
                     invstd: invstd + first, y: y + offset, streaming: streaming,
-                    separateSquares: separateSquares, ones: ones, scratch: own) {
+                    separateSquares: separateSquares, copy: rowCopy, ones: ones, scratch: own) {
                     return first + bad
                 }
                 first += count

@@ -104,10 +104,13 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
         count: Int, x: UnsafePointer<Self>, mean: Self, c: UnsafeMutablePointer<Self>)
 
     /// `y[j] = c[j]·scale·gamma[j] + beta[j]` over `count` elements, with
-    /// streaming stores when `streaming` (`normkit_scale_shift_*`).
+    /// streaming stores when `streaming` (`normkit_scale_shift_*`); without
+    /// them, a non-nil `next` (the input's next row) is prefetched, a line
+    /// per line of `y` written.
     @_spi(BLAS) static func scaleShift(
         count: Int, c: UnsafePointer<Self>, scale: Self, gamma: UnsafePointer<Self>,
-        beta: UnsafePointer<Self>, y: UnsafeMutablePointer<Self>, streaming: Bool)
+        beta: UnsafePointer<Self>, y: UnsafeMutablePointer<Self>, streaming: Bool,
+        next: UnsafePointer<Self>?)
 
     /// `p[j] = dy[j]·((x[j] - mean)·invstd)` over `count` elements
     /// (`normkit_product_*`).
@@ -282,15 +285,16 @@ extension BLASScalar {
         centre(count: count, x: x, mean: mean, c: c)
     }
 
-    /// `y = c·scale·gamma + beta` over one row
-    /// (``scaleShift(count:c:scale:gamma:beta:y:streaming:)``).
+    /// `y = c·scale·gamma + beta` over one row, prefetching `next`
+    /// (``scaleShift(count:c:scale:gamma:beta:y:streaming:next:)``).
     @usableFromInline @inline(__always)
     static func scaleShiftRow(
         count: Int, c: UnsafePointer<Self>, scale: Self, gamma: UnsafePointer<Self>,
-        beta: UnsafePointer<Self>, into y: UnsafeMutablePointer<Self>, streaming: Bool
+        beta: UnsafePointer<Self>, into y: UnsafeMutablePointer<Self>, streaming: Bool,
+        next: UnsafePointer<Self>? = nil
     ) {
         scaleShift(count: count, c: c, scale: scale, gamma: gamma, beta: beta, y: y,
-                   streaming: streaming)
+                   streaming: streaming, next: next)
     }
 
     /// `p = dy·xhat` over one row (``product(count:dy:x:mean:invstd:p:)``).

@@ -117,9 +117,10 @@ extension Double: BLASScalar {
     @_spi(BLAS)
     public static func scaleShift(
         count: Int, c: UnsafePointer<Double>, scale: Double, gamma: UnsafePointer<Double>,
-        beta: UnsafePointer<Double>, y: UnsafeMutablePointer<Double>, streaming: Bool
+        beta: UnsafePointer<Double>, y: UnsafeMutablePointer<Double>, streaming: Bool,
+        next: UnsafePointer<Double>?
     ) {
-        normkit_scale_shift_d(c, y, count, scale, gamma, beta, streaming ? 1 : 0)
+        normkit_scale_shift_d(c, y, count, scale, gamma, beta, streaming ? 1 : 0, next)
     }
 
     /// `normkit_affine_d`.

@@ -117,9 +117,10 @@ extension Float: BLASScalar {
     @_spi(BLAS)
     public static func scaleShift(
         count: Int, c: UnsafePointer<Float>, scale: Float, gamma: UnsafePointer<Float>,
-        beta: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, streaming: Bool
+        beta: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, streaming: Bool,
+        next: UnsafePointer<Float>?
     ) {
-        normkit_scale_shift_f(c, y, count, scale, gamma, beta, streaming ? 1 : 0)
+        normkit_scale_shift_f(c, y, count, scale, gamma, beta, streaming ? 1 : 0, next)
     }
 
     /// `normkit_affine_f`.

@@ -168,6 +168,7 @@ enum LayerNormKernels {
         rowStatistics: RowStatistics, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
         y: UnsafeMutablePointer<Scalar>, streaming: Bool, separateSquares: Bool = false,
+        copy: RowCopy<Scalar>? = nil,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) -> Int? {
         let centred = rowStatistics.centred
@@ -175,8 +176,9 @@ enum LayerNormKernels {
             return forwardRowsBLAS(
                 x: x, rows: rows, columns: columns, epsilon: epsilon, rowStatistics: rowStatistics,
                 gamma: gamma, beta: beta, mean: mean, invstd: invstd, y: y, streaming: streaming,
-                ones: ones, row: centred ? rowScratch(scratch, input: x) : scratch)
+                copy: copy, ones: ones, row: centred ? rowScratch(scratch, input: x) : scratch)
         }
+        precondition(copy == nil, "the row blocks copy ahead of the kernel")
         return forwardBlocksBLAS(
             x: x, rows: rows, columns: columns, blockRows: blockRows, epsilon: epsilon,
             rowStatistics: rowStatistics, gamma: gamma, beta: beta, mean: mean, invstd: invstd, y: y,
@@ -203,7 +205,9 @@ enum LayerNormKernels {
     /// ``BLASScalar/scaleShift(count:c:scale:gamma:beta:y:streaming:)``). A
     /// row whose variance is within the error of its mean (a constant row)
     /// is recomputed exactly (``Moments/exact(_:count:stride:scratch:ones:)``)
-    /// and centred again. Reads `x` once from memory and writes `y` once.
+    /// and centred again. The output pass asks for the next row as it writes
+    /// this one; with a `copy`, each row goes to the cache's storage after its
+    /// statistics. Reads `x` once from memory and writes `y` once.
     ///
     /// - Parameters:
     ///   - ones: at least `columns` ones when `centred`.
@@ -215,7 +219,7 @@ enum LayerNormKernels {
         x: UnsafePointer<Scalar>, rows: Int, columns: Int, epsilon: Scalar, rowStatistics: RowStatistics,
         gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
-        y: UnsafeMutablePointer<Scalar>, streaming: Bool,
+        y: UnsafeMutablePointer<Scalar>, streaming: Bool, copy: RowCopy<Scalar>? = nil,
         ones: UnsafePointer<Scalar>, row: UnsafeMutablePointer<Scalar>
     ) -> Int? {
         let centred = rowStatistics.centred
@@ -223,17 +227,34 @@ enum LayerNormKernels {
             let xi = x + i * columns
             guard let (m, s) = statistics(ofRow: xi, columns: columns, epsilon: epsilon,
                                           rowStatistics: rowStatistics, ones: ones, row: row) else {
-                StreamingStores.fence(streaming)
+                StreamingStores.fence(streaming || copy?.streaming == true)
                 return i
+            }
+            if let copy {
+                StreamingStores.copy(xi, count: columns, into: copy.target + i * columns,
+                                     streaming: copy.streaming)
             }
             mean[i] = m
             invstd[i] = s
+            // The next row is asked for while this one is written, so that
+            // its first pass (a `dot`) finds it in cache.
             Scalar.scaleShiftRow(count: columns, c: centred ? UnsafePointer(row) : xi, scale: s,
                                  gamma: gamma, beta: beta, into: y + i * columns,
-                                 streaming: streaming)
+                                 streaming: streaming, next: i + 1 < rows ? xi + columns : nil)
         }
-        StreamingStores.fence(streaming)
+        StreamingStores.fence(streaming || copy?.streaming == true)
         return nil
+    }
+
+    /// Where the per-row forward copies each row it has read (the cache's
+    /// storage), and whether with streaming stores.
+    @usableFromInline
+    struct RowCopy<Scalar: BLASScalar> {
+        @usableFromInline let target: UnsafeMutablePointer<Scalar>
+        @usableFromInline let streaming: Bool
+        @inlinable init(target: UnsafeMutablePointer<Scalar>, streaming: Bool) {
+            self.target = target; self.streaming = streaming
+        }
     }
 
     /// The statistics of one row of `columns` values, as ``forwardRowsBLAS``
