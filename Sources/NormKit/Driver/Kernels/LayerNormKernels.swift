@@ -365,13 +365,13 @@ enum LayerNormKernels {
 
     // MARK: Backward
 
-    /// Scratch scalars ``backwardBLAS`` needs beyond `blockRows` ones: two per
-    /// row of a block, and for the per-row kernels (rows of at least
-    /// ``rowBackwardMinimumColumns``) a block for `P_b` with a page of slack.
+    /// Scratch scalars ``backwardBLAS`` needs beyond `blockRows` ones: for the
+    /// per-row kernels (rows of at least ``rowBackwardMinimumColumns``) a
+    /// block for `P_b` with a page of slack, for the block form two per row.
     @inlinable
     static func backwardScratch<Scalar: BLASScalar>(blockRows: Int, columns: Int, of _: Scalar.Type) -> Int {
-        2 * blockRows
-            + (columns >= rowBackwardMinimumColumns ? blockRows * columns + Workspace<Scalar>.pageScalars : 0)
+        columns >= rowBackwardMinimumColumns
+            ? blockRows * columns + Workspace<Scalar>.pageScalars : 2 * blockRows
     }
 
     /// With `xhat = (x - mean_i)·invstd_i` and `dxhat = dy ∘ gamma`:
@@ -426,58 +426,47 @@ enum LayerNormKernels {
         scratch: UnsafeMutablePointer<Scalar>
     ) {
         let centred = rowStatistics.centred
-        let sumDxhat = scratch, sumDxhatXhat = sumDxhat + b
         let inverseCount = 1 / Scalar(columns)
-        if columns >= rowBackwardMinimumColumns {
-            // One row at a time while it is in L1: P_i = dy_i ∘ xhat_i into a
-            // block of scratch, the row terms `dot(dy_i, gamma)/D` and
-            // `dot(P_i, gamma)/D`, then dx_i; the column sums over the block after.
-            let p = Workspace<Scalar>.placed(scratch + 2 * b, awayFrom: dyb, by: 2048)
-            for i in 0..<b {
-                let g = dyb + i * columns, row = xb + i * columns, pi = p + i * columns
-                Scalar.productRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
-                                  into: pi)
-                let a = centred ? Scalar.dot(count: columns, x: g, y: gamma) * inverseCount : 0
-                let c = Scalar.dot(count: columns, x: pi, y: gamma) * inverseCount
-                Scalar.combineRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
-                                  a: a, b: c, gamma: gamma, into: block + i * columns,
-                                  streaming: false)
-            }
-            if let dbeta {
-                Scalar.gemvTransposed(rows: b, columns: columns, a: dyb, x: ones, beta: 1, y: dbeta)
-            }
-            if let dgamma {
-                Scalar.gemvTransposed(rows: b, columns: columns, a: p, x: ones, beta: 1, y: dgamma)
-            }
-            if let sumGradient {
-                Fused.accumulate(sumGradient, count: b * columns, into: block)
-            }
-            return
-        }
+        // Rows of at least `rowBackwardMinimumColumns`: one row at a time while
+        // it is in L1, P_i = dy_i ∘ xhat_i into a block of scratch, the row
+        // terms `dot(dy_i, gamma)/D` and `dot(P_i, gamma)/D`, then dx_i.
+        // Shorter rows: P_b into dX_b, the row terms by `gemv` after the
+        // column sums, then dx over the block (which overwrites P_b).
+        let perRow = columns >= rowBackwardMinimumColumns
+        let p = perRow ? Workspace<Scalar>.placed(scratch, awayFrom: dyb, by: 2048) : block
         for i in 0..<b {
-            let g = dyb + i * columns, row = xb + i * columns, out = block + i * columns
+            let g = dyb + i * columns, row = xb + i * columns, pi = p + i * columns
             Scalar.productRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
-                              into: out)
+                              into: pi)
+            guard perRow else { continue }
+            let a = centred ? Scalar.dot(count: columns, x: g, y: gamma) * inverseCount : 0
+            let c = Scalar.dot(count: columns, x: pi, y: gamma) * inverseCount
+            Scalar.combineRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
+                              a: a, b: c, gamma: gamma, into: block + i * columns,
+                              streaming: false)
         }
         // The column sums only for the parameters the caller wants (`Affine`).
         if let dbeta {
             Scalar.gemvTransposed(rows: b, columns: columns, a: dyb, x: ones, beta: 1, y: dbeta)
         }
         if let dgamma {
-            Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones, beta: 1, y: dgamma)
+            Scalar.gemvTransposed(rows: b, columns: columns, a: p, x: ones, beta: 1, y: dgamma)
         }
-        if centred {
-            Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: dyb, x: gamma,
-                            beta: 0, y: sumDxhat)
-        } else {
-            sumDxhat.update(repeating: 0, count: b)
+        if !perRow {
+            let sumDxhat = scratch, sumDxhatXhat = sumDxhat + b
+            if centred {
+                Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: dyb, x: gamma,
+                                beta: 0, y: sumDxhat)
+            } else {
+                sumDxhat.update(repeating: 0, count: b)
+            }
+            Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: block, x: gamma,
+                            beta: 0, y: sumDxhatXhat)
+            // dX_b held P_b: its lines are in cache, so no streaming stores.
+            combine(dy: dyb, x: xb, rows: b, columns: columns, mean: mean, invstd: invstd,
+                    gamma: gamma, meanDxhat: sumDxhat, meanDxhatXhat: sumDxhatXhat, dx: block,
+                    streaming: false)
         }
-        Scalar.gemvRows(rows: b, columns: columns, alpha: inverseCount, a: block, x: gamma,
-                        beta: 0, y: sumDxhatXhat)
-        // dX_b held P_b: its lines are in cache, so no streaming stores.
-        combine(dy: dyb, x: xb, rows: b, columns: columns, mean: mean, invstd: invstd,
-                gamma: gamma, meanDxhat: sumDxhat, meanDxhatXhat: sumDxhatXhat, dx: block,
-                streaming: false)
         // A residual form's sum gradient, added while dX_b is in L2.
         if let sumGradient {
             Fused.accumulate(sumGradient, count: b * columns, into: block)
