@@ -47,6 +47,51 @@
 NORMKIT_SCALE_SHIFT_NEXT(float, f)
 NORMKIT_SCALE_SHIFT_NEXT(double, d)
 
+// The centred squares of a block and the residual sums added to `residual`,
+// each value also copied to `copy` when `copying` (a constant in each inlined
+// use, so both forms vectorize).
+#define NORMKIT_CENTRED_SQUARES_ROWS(T, SUFFIX)                                           \
+    __attribute__((always_inline)) static inline void                                     \
+        normkit_centred_squares_rows_##SUFFIX(const T *restrict x, T *restrict squares,   \
+                                              T *restrict residual, long rows, long n,    \
+                                              const T *restrict mean, T *restrict copy,   \
+                                              const int copying) {                        \
+        long i = 0;                                                                       \
+        for (; i + 4 <= rows; i += 4) {                                                   \
+            const T *x0 = x + i * n, *x1 = x0 + n, *x2 = x1 + n, *x3 = x2 + n;            \
+            T *s0 = squares + i * n, *s1 = s0 + n, *s2 = s1 + n, *s3 = s2 + n;            \
+            T *c0 = copy + i * n, *c1 = c0 + n, *c2 = c1 + n, *c3 = c2 + n;               \
+            for (long j = 0; j < n; j++) {                                                \
+                T m = mean[j], v0 = x0[j], v1 = x1[j], v2 = x2[j], v3 = x3[j];            \
+                if (copying) {                                                            \
+                    c0[j] = v0;                                                           \
+                    c1[j] = v1;                                                           \
+                    c2[j] = v2;                                                           \
+                    c3[j] = v3;                                                           \
+                }                                                                         \
+                T d0 = v0 - m, d1 = v1 - m, d2 = v2 - m, d3 = v3 - m;                     \
+                residual[j] += (d0 + d1) + (d2 + d3);                                     \
+                s0[j] = d0 * d0;                                                          \
+                s1[j] = d1 * d1;                                                          \
+                s2[j] = d2 * d2;                                                          \
+                s3[j] = d3 * d3;                                                          \
+            }                                                                             \
+        }                                                                                 \
+        for (; i < rows; i++) {                                                           \
+            const T *row = x + i * n;                                                     \
+            T *out = squares + i * n, *c = copy + i * n;                                  \
+            for (long j = 0; j < n; j++) {                                                \
+                T v = row[j];                                                             \
+                if (copying) c[j] = v;                                                    \
+                T d = v - mean[j];                                                        \
+                residual[j] += d;                                                         \
+                out[j] = d * d;                                                           \
+            }                                                                             \
+        }                                                                                 \
+    }
+NORMKIT_CENTRED_SQUARES_ROWS(float, f)
+NORMKIT_CENTRED_SQUARES_ROWS(double, d)
+
 #define NORMKIT_PASSES(T, SUFFIX, VECTOR)                                                 \
     NORMKIT_CLONES void normkit_centre_##SUFFIX(const T *x, T *c, long n, T m) {          \
         for (long j = 0; j < n; j++) c[j] = x[j] - m;                                     \
@@ -106,34 +151,15 @@ NORMKIT_SCALE_SHIFT_NEXT(double, d)
     NORMKIT_CLONES void normkit_square_##SUFFIX(T *x, long n) {                           \
         for (long j = 0; j < n; j++) x[j] = x[j] * x[j];                                  \
     }                                                                                     \
-    NORMKIT_CLONES void normkit_centred_squares_##SUFFIX(const T *restrict x,             \
-                                                         T *restrict squares,             \
-                                                         T *restrict residual, long rows, \
-                                                         long n, const T *restrict mean) { \
-        for (long j = 0; j < n; j++) residual[j] = 0;                                     \
-        long i = 0;                                                                       \
-        for (; i + 4 <= rows; i += 4) {                                                   \
-            const T *x0 = x + i * n, *x1 = x0 + n, *x2 = x1 + n, *x3 = x2 + n;            \
-            T *s0 = squares + i * n, *s1 = s0 + n, *s2 = s1 + n, *s3 = s2 + n;            \
-            for (long j = 0; j < n; j++) {                                                \
-                T m = mean[j];                                                            \
-                T d0 = x0[j] - m, d1 = x1[j] - m, d2 = x2[j] - m, d3 = x3[j] - m;         \
-                residual[j] += (d0 + d1) + (d2 + d3);                                     \
-                s0[j] = d0 * d0;                                                          \
-                s1[j] = d1 * d1;                                                          \
-                s2[j] = d2 * d2;                                                          \
-                s3[j] = d3 * d3;                                                          \
-            }                                                                             \
-        }                                                                                 \
-        for (; i < rows; i++) {                                                           \
-            const T *row = x + i * n;                                                     \
-            T *out = squares + i * n;                                                     \
-            for (long j = 0; j < n; j++) {                                                \
-                T d = row[j] - mean[j];                                                   \
-                residual[j] += d;                                                         \
-                out[j] = d * d;                                                           \
-            }                                                                             \
-        }                                                                                 \
+    NORMKIT_CLONES void normkit_centred_squares_##SUFFIX(const T *x, T *squares,          \
+                                                         T *residual, long rows, long n,  \
+                                                         const T *mean, T *copy) {        \
+        if (copy)                                                                         \
+            normkit_centred_squares_rows_##SUFFIX(x, squares, residual, rows, n, mean,    \
+                                                  copy, 1);                               \
+        else                                                                              \
+            normkit_centred_squares_rows_##SUFFIX(x, squares, residual, rows, n, mean,    \
+                                                  squares, 0); /* copy unused */          \
     }                                                                                     \
     NORMKIT_CLONES void normkit_centred_product_columns_##SUFFIX(const T *dy, const T *x, \
                                                                  T *p, long n,            \

@@ -44,6 +44,19 @@ extension BatchStatistics {
                     units: plan.units.pointer(in: scratch, worker), streaming: streaming)
                 return
             }
+            if let source, !streaming,
+               BatchNormKernels.copiesWhileReading(geometry: g, backend: backend) {
+                // The moments from the caller's rows; the centring loop,
+                // which reads each value from L2 after the mean's `gemv`
+                // brought it there, also copies it into the cache.
+                let first = rows.lowerBound * channels
+                BatchNormKernels.moments(
+                    x: source + first,
+                    geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: 1),
+                    block: block, backend: backend, mean: own, m2: own + channels, ones: ones,
+                    scratch: kernelScratch, copy: UnsafeMutablePointer(mutating: x) + first)
+                return
+            }
             if let source {
                 // Each unit copied into the cache, its moments from the
                 // caller's (in cache since the copy read it), merged.

@@ -197,12 +197,17 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
     @_spi(BLAS) static func square(count: Int, x: UnsafeMutablePointer<Self>)
 
     /// `squares = (x - mean)²` elementwise over a `rows x count` row-major
-    /// block and `residual[j] = Σ_rows (x - mean[j])`, four rows at a time
+    /// block and `residual[j] += Σ_rows (x - mean[j])` (added to what
+    /// `residual` holds), four rows at a time
     /// (`residual[j] += (d0 + d1) + (d2 + d3)`), then the rows left one at a
-    /// time (`normkit_centred_squares_*`); the four are apart.
+    /// time (`normkit_centred_squares_*`); the four are apart. With `copy`,
+    /// each value of `x` is also written there (`rows x count`, apart from
+    /// the others): a training pass's cache copy, made by the read the
+    /// squares need anyway.
     @_spi(BLAS) static func centredSquares(
         rows: Int, count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
-        squares: UnsafeMutablePointer<Self>, residual: UnsafeMutablePointer<Self>)
+        squares: UnsafeMutablePointer<Self>, residual: UnsafeMutablePointer<Self>,
+        copy: UnsafeMutablePointer<Self>?)
 
     /// `p[j] = dy[j]·(x[j] - mean[j])` over `count` features
     /// (`normkit_centred_product_columns_*`).
@@ -436,15 +441,17 @@ extension BLASScalar {
         square(count: count, x: x)
     }
 
-    /// The centred squares and residual sums of a block
-    /// (``centredSquares(rows:count:x:mean:squares:residual:)``).
+    /// The centred squares and residual sums of a block, the values also
+    /// copied to `copy` when given
+    /// (``centredSquares(rows:count:x:mean:squares:residual:copy:)``).
     @usableFromInline @inline(__always)
     static func centredSquaresBlock(
         rows: Int, count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
-        squares: UnsafeMutablePointer<Self>, residual: UnsafeMutablePointer<Self>
+        squares: UnsafeMutablePointer<Self>, residual: UnsafeMutablePointer<Self>,
+        copy: UnsafeMutablePointer<Self>? = nil
     ) {
         centredSquares(rows: rows, count: count, x: x, mean: mean, squares: squares,
-                       residual: residual)
+                       residual: residual, copy: copy)
     }
 
     /// `p = dy·(x - mean)` over one row (``centredProductColumns(count:dy:x:mean:p:)``).

@@ -247,9 +247,10 @@ extension Double: BLASScalar {
     @_spi(BLAS)
     public static func centredSquares(
         rows: Int, count: Int, x: UnsafePointer<Double>, mean: UnsafePointer<Double>,
-        squares: UnsafeMutablePointer<Double>, residual: UnsafeMutablePointer<Double>
+        squares: UnsafeMutablePointer<Double>, residual: UnsafeMutablePointer<Double>,
+        copy: UnsafeMutablePointer<Double>?
     ) {
-        normkit_centred_squares_d(x, squares, residual, rows, count, mean)
+        normkit_centred_squares_d(x, squares, residual, rows, count, mean, copy)
     }
 
     /// `normkit_centred_product_columns_d`.

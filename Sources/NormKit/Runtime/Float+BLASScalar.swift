@@ -247,9 +247,10 @@ extension Float: BLASScalar {
     @_spi(BLAS)
     public static func centredSquares(
         rows: Int, count: Int, x: UnsafePointer<Float>, mean: UnsafePointer<Float>,
-        squares: UnsafeMutablePointer<Float>, residual: UnsafeMutablePointer<Float>
+        squares: UnsafeMutablePointer<Float>, residual: UnsafeMutablePointer<Float>,
+        copy: UnsafeMutablePointer<Float>?
     ) {
-        normkit_centred_squares_f(x, squares, residual, rows, count, mean)
+        normkit_centred_squares_f(x, squares, residual, rows, count, mean, copy)
     }
 
     /// `normkit_centred_product_columns_f`.

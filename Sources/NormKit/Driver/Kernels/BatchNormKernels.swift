@@ -11,10 +11,13 @@
 enum BatchNormKernels {
     // MARK: Statistics
 
-    /// Column means and `M2 = Σ(x - mean)²` of `x` (`rows x columns`), blockwise:
-    /// per block, `mean_b = gemv(Trans, X_b, 1) / b`, the centred squares into
-    /// scratch, `M2_b = gemv(Trans, S_b, 1)`, merged by ``Moments/merge``.
-    /// Reads `x` from memory once.
+    /// Column means and `M2 = Σ(x - mean)²` of `x` (`rows x columns`), blockwise,
+    /// merged by ``Moments/merge``; reads `x` from memory once. Per block of
+    /// rows, with rows of at least ``rowMomentsMinimumColumns`` values, one
+    /// row at a time: `mean_b = Σ_i axpy(x_i) / b`, then per row the centred
+    /// square into an L1 row of scratch and `M2_b += axpy(s_i)`; with shorter
+    /// rows, the block at once: `mean_b = gemv(Trans, X_b, 1) / b`, the centred
+    /// squares into scratch, `M2_b = gemv(Trans, S_b, 1)`.
     ///
     /// The centring loop also sums the residuals `r = Σ(x - mean_b)`, which
     /// rounding leaves nonzero when `|mean| ≫ std`: the corrected two-pass
@@ -29,31 +32,53 @@ enum BatchNormKernels {
     ///   - scratch: at least `blockRows·columns + 3·columns` scalars and
     ///     ``ChannelGeometry/placementSlack``: three column vectors, then one
     ///     block placed half a page from the input's offset.
+    ///   - copy: where the centring loop also copies `x` (a training pass's
+    ///     cache), or `nil`.
     @inlinable
     static func columnMomentsBLAS<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, rows: Int, columns: Int, blockRows: Int,
         mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>,
-        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>,
+        copy: UnsafeMutablePointer<Scalar>? = nil
     ) {
         let blockMean = scratch
         let blockM2 = blockMean + columns, residual = blockM2 + columns
         let region = scratch + Workspace<Scalar>.lines(3 * columns)
+        let perRow = columns >= rowMomentsMinimumColumns
         mean.update(repeating: 0, count: columns)
         m2.update(repeating: 0, count: columns)
         var count = 0
         var start = 0
         while start < rows {
             let b = min(blockRows, rows - start)
-            let xb = x + start * columns
+            let xb = x + start * columns, copyb = copy.map { $0 + start * columns }
             let block = Workspace<Scalar>.placed(region, awayFrom: xb, by: 2048)
-            Scalar.gemvTransposed(rows: b, columns: columns, alpha: 1 / Scalar(b),
-                                  a: xb, x: ones, beta: 0, y: blockMean)
-            // The centred squares and the residual sums, four rows at a time
-            // (row-major order keeps the accesses sequential).
-            Scalar.centredSquaresBlock(rows: b, count: columns, x: xb, mean: blockMean,
-                                       squares: block, residual: residual)
-            Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones,
-                                  beta: 0, y: blockM2)
+            residual.update(repeating: 0, count: columns)
+            if perRow {
+                // Each row added from memory into the block's sums (in L1),
+                // then each centred square, in one L1 row, into its M2.
+                blockMean.update(repeating: 0, count: columns)
+                for i in 0..<b {
+                    Scalar.axpy(count: columns, alpha: 1, x: xb + i * columns, y: blockMean)
+                }
+                Scalar.scal(count: columns, alpha: 1 / Scalar(b), x: blockMean)
+                blockM2.update(repeating: 0, count: columns)
+                for i in 0..<b {
+                    Scalar.centredSquaresBlock(rows: 1, count: columns, x: xb + i * columns,
+                                               mean: blockMean, squares: block, residual: residual,
+                                               copy: copyb.map { $0 + i * columns })
+                    Scalar.axpy(count: columns, alpha: 1, x: block, y: blockM2)
+                }
+            } else {
+                Scalar.gemvTransposed(rows: b, columns: columns, alpha: 1 / Scalar(b),
+                                      a: xb, x: ones, beta: 0, y: blockMean)
+                // The centred squares and the residual sums, four rows at a
+                // time (row-major order keeps the accesses sequential).
+                Scalar.centredSquaresBlock(rows: b, count: columns, x: xb, mean: blockMean,
+                                           squares: block, residual: residual, copy: copyb)
+                Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones,
+                                      beta: 0, y: blockM2)
+            }
             let inverseCount = 1 / Scalar(b)
             for j in 0..<columns {
                 let r = residual[j] * inverseCount
@@ -72,6 +97,12 @@ enum BatchNormKernels {
             start += b
         }
     }
+
+    /// The shortest rows ``columnMomentsBLAS(x:rows:columns:blockRows:mean:m2:ones:scratch:copy:)``
+    /// sums one at a time with `axpy`: below it, the per-call cost of `axpy`
+    /// outweighs the block `gemv`'s second pass over the squares in L2 (the
+    /// Architecture article has the measurements).
+    @inlinable static var rowMomentsMinimumColumns: Int { 64 }
 
     /// The textbook, shifted by the first row `k` (see ``Moments``): one pass
     /// of nested loops for the shifted means `m' = Σ(x - k) / N`, a second for
@@ -359,16 +390,21 @@ extension BatchNormKernels {
 
     /// Per-channel mean and `M2` over the geometry, by the backend's kernel.
     /// `scratch` holds `geometry.scratchCount(block:vectors: 3)` scalars.
+    /// `copy` (the BLAS kernel of the matrix geometry only, see
+    /// ``copiesWhileReading(geometry:backend:)``) also receives the values.
     @inlinable
     static func moments<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, geometry g: ChannelGeometry, block: Int, backend: Backend,
         mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>,
-        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>,
+        copy: UnsafeMutablePointer<Scalar>? = nil
     ) {
+        precondition(copy == nil || copiesWhileReading(geometry: g, backend: backend),
+                     "only the BLAS matrix kernel copies its input as it reads it")
         switch (backend, g.inner == 1) {
         case (.blas, true):
             columnMomentsBLAS(x: x, rows: g.outer, columns: g.channels, blockRows: block,
-                              mean: mean, m2: m2, ones: ones, scratch: scratch)
+                              mean: mean, m2: m2, ones: ones, scratch: scratch, copy: copy)
         case (.naive, true):
             columnMomentsNaive(x: x, rows: g.outer, columns: g.channels, mean: mean, m2: m2)
         case (.blas, false):
@@ -377,6 +413,14 @@ extension BatchNormKernels {
         case (.naive, false):
             channelMomentsNaive(x: x, geometry: g, mean: mean, m2: m2)
         }
+    }
+
+    /// Whether ``moments(x:geometry:block:backend:mean:m2:ones:scratch:copy:)``
+    /// can copy its input while it reads it: the BLAS kernel of the matrix
+    /// geometry, whose centring loop reads every value once from L2.
+    @inlinable
+    static func copiesWhileReading(geometry g: ChannelGeometry, backend: Backend) -> Bool {
+        backend == .blas && g.inner == 1
     }
 
     /// `y = act((x - mean_c) * scale_c + shift_c + residual)` over the
