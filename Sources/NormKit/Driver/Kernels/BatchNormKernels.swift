@@ -471,7 +471,10 @@ extension BatchNormKernels {
     /// Pass 1 of the closed-form backward over the geometry: `dbeta = Σ dy` and
     /// `dgammaRaw = Σ dy·(x - mean)` per channel (not yet scaled by `invstd`).
     ///
-    /// BLAS, matrix geometry: per row block `dbeta += gemv(Trans, dY_b, 1)`,
+    /// BLAS, matrix geometry: per row, with rows of at least
+    /// ``rowMomentsMinimumColumns`` channels, `p_i = dy_i ∘ (x_i - mean)` into
+    /// an L1 row of scratch, `dbeta += axpy(dy_i)`, `dgammaRaw += axpy(p_i)`;
+    /// with shorter rows, per row block `dbeta += gemv(Trans, dY_b, 1)`,
     /// `P_b = dY_b ∘ (X_b - mean)` into scratch, `dgammaRaw += gemv(Trans, P_b, 1)`.
     /// BLAS, channel geometry: the same per (sample, channel block) with
     /// `gemv(NoTrans, ·, 1_HW)`. Naive: the textbook's loops.
@@ -504,6 +507,27 @@ extension BatchNormKernels {
         }
         if g.inner == 1 {
             switch backend {
+            case .blas where channels >= rowMomentsMinimumColumns:
+                // One row at a time, as the forward's moments: the product
+                // (and the masked gradient) into an L1 row, then each row
+                // added into the sums with `axpy` (elementwise, so a masked
+                // row gives the plain backward's bits).
+                let row = Workspace<Scalar>.placed(scratch, awayFrom: x, by: 2048)
+                let maskedRow = row + half
+                for i in 0..<g.outer {
+                    let dyi = dy + i * channels, xi = x + i * channels
+                    if let mask {
+                        Scalar.centredProductMaskedRow(
+                            count: channels, dy: dyi, mask: mask + i * channels, x: xi,
+                            mean: mean, g: maskedRow, into: row)
+                    } else {
+                        Scalar.centredProductRow(count: channels, dy: dyi, x: xi, mean: mean,
+                                                 into: row)
+                    }
+                    Scalar.axpy(count: channels, alpha: 1,
+                                x: mask == nil ? dyi : UnsafePointer(maskedRow), y: dbeta)
+                    Scalar.axpy(count: channels, alpha: 1, x: row, y: dgammaRaw)
+                }
             case .blas:
                 let scratch = Workspace<Scalar>.placed(scratch, awayFrom: x, by: 2048)
                 var start = 0
