@@ -55,11 +55,12 @@ func batchReference<S: TestStorage>(
 struct ReducedBatchTests {
     /// One case: a layer and its geometry.
     enum Case: CustomStringConvertible, CaseIterable {
-        case matrix, nchw, nhwc
+        case matrix, wide, nchw, nhwc
 
         var description: String {
             switch self {
             case .matrix: "BatchNorm 37x13"
+            case .wide: "BatchNorm 37x67 (statistics one row at a time)"
             case .nchw: "SpatialBatchNorm NCHW 3x5x7x9"
             case .nhwc: "SpatialBatchNorm NHWC 3x7x9x5"
             }
@@ -67,6 +68,7 @@ struct ReducedBatchTests {
         var shape: [Int] {
             switch self {
             case .matrix: [37, 13]
+            case .wide: [37, 67]
             case .nchw: [3, 5, 7, 9]
             case .nhwc: [3, 7, 9, 5]
             }
@@ -75,6 +77,7 @@ struct ReducedBatchTests {
         var geometry: (Int, Int, Int) {
             switch self {
             case .matrix: (37, 13, 1)
+            case .wide: (37, 67, 1)
             case .nchw: (3, 5, 63)
             case .nhwc: (189, 5, 1)
             }
@@ -93,7 +96,7 @@ struct ReducedBatchTests {
         let activation: FusedActivation = relu ? .relu : .none
         var layer: any ReducedPrecisionLayer
         switch c {
-        case .matrix:
+        case .matrix, .wide:
             var bn = try BatchNorm<Float>(featureCount: channels, activation: activation,
                                           backend: backend)
             bn.gamma = gamma; bn.beta = beta; bn.runningMean = mean; bn.runningVariance = variance
