@@ -60,7 +60,7 @@ struct ReducedBatchTests {
         var description: String {
             switch self {
             case .matrix: "BatchNorm 37x13"
-            case .wide: "BatchNorm 37x67 (statistics one row at a time)"
+            case .wide: "BatchNorm 37x257 (statistics one row at a time)"
             case .nchw: "SpatialBatchNorm NCHW 3x5x7x9"
             case .nhwc: "SpatialBatchNorm NHWC 3x7x9x5"
             }
@@ -68,7 +68,7 @@ struct ReducedBatchTests {
         var shape: [Int] {
             switch self {
             case .matrix: [37, 13]
-            case .wide: [37, 67]
+            case .wide: [37, 257]
             case .nchw: [3, 5, 7, 9]
             case .nhwc: [3, 7, 9, 5]
             }
@@ -77,7 +77,7 @@ struct ReducedBatchTests {
         var geometry: (Int, Int, Int) {
             switch self {
             case .matrix: (37, 13, 1)
-            case .wide: (37, 67, 1)
+            case .wide: (37, 257, 1)
             case .nchw: (3, 5, 63)
             case .nhwc: (189, 5, 1)
             }

@@ -99,10 +99,11 @@ enum BatchNormKernels {
     }
 
     /// The shortest rows ``columnMomentsBLAS(x:rows:columns:blockRows:mean:m2:ones:scratch:copy:)``
-    /// sums one at a time with `axpy`: below it, the per-call cost of `axpy`
+    /// and ``parameterSums(dy:mask:x:geometry:block:backend:mean:dgammaRaw:dbeta:ones:scratch:)``
+    /// sum one at a time with `axpy`: below it, the per-call cost of `axpy`
     /// outweighs the block `gemv`'s second pass over the squares in L2 (the
     /// Architecture article has the measurements).
-    @inlinable static var rowMomentsMinimumColumns: Int { 64 }
+    @inlinable static var rowMomentsMinimumColumns: Int { 256 }
 
     /// The textbook, shifted by the first row `k` (see ``Moments``): one pass
     /// of nested loops for the shifted means `m' = Σ(x - k) / N`, a second for
