@@ -188,18 +188,23 @@ struct BatchNormTests {
         }
     }
 
+    /// 3 features (the BLAS kernel's block form) and 257 (rows one at a time),
+    /// the constant feature 3.25 or 10000.1.
     @Test("a constant feature gives beta, not NaN", arguments: [Backend.blas, .naive])
     func constantFeature(backend: Backend) throws {
-        var scalars: [Float] = randomInput([10, 3], seed: 8).scalars
-        for i in 0..<10 { scalars[i * 3 + 1] = 3.25 }
-        var bn = try BatchNorm<Float>(featureCount: 3, backend: backend)
-        bn.beta = [0.5, -2, 7]
-        let x = try Tensor(shape: [10, 3], scalars: scalars)
-        let (y, cache) = try bn.forward(x, mode: .training)
-        #expect(column(y, 1).allSatisfy { $0 == -2 })
-        #expect(y.scalars.allSatisfy { $0.isFinite })
-        let gradients = try bn.backward(x, cache: cache)
-        #expect(gradients.input.scalars.allSatisfy { $0.isFinite })
+        for (features, value) in [(3, Float(3.25)), (257, 10000.1)] {
+            var scalars: [Float] = randomInput([10, features], seed: 8).scalars
+            for i in 0..<10 { scalars[i * features + 1] = value }
+            var bn = try BatchNorm<Float>(featureCount: features, backend: backend)
+            bn.beta = (0..<features).map { Float($0) * 0.5 - 2.5 }
+            let x = try Tensor(shape: [10, features], scalars: scalars)
+            let (y, cache) = try bn.forward(x, mode: .training)
+            #expect(column(y, 1).allSatisfy { $0 == -2 }, "\(features) features")
+            #expect(cache.mean[1] == value, "\(features) features")
+            #expect(y.scalars.allSatisfy { $0.isFinite })
+            let gradients = try bn.backward(x, cache: cache)
+            #expect(gradients.input.scalars.allSatisfy { $0.isFinite })
+        }
     }
 
     @Test("backward after an inference forward is the gradient of the frozen affine map")
