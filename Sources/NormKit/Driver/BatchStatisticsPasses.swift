@@ -44,20 +44,14 @@ extension BatchStatistics {
                     units: plan.units.pointer(in: scratch, worker), streaming: streaming)
                 return
             }
-            if let source, !streaming,
-               BatchNormKernels.copiesWhileReading(geometry: g, backend: backend) {
-                // The moments from the caller's rows; the centring loop,
-                // which reads each value from L2 after the mean's `gemv`
-                // brought it there, also copies it into the cache.
-                let first = rows.lowerBound * channels
-                BatchNormKernels.moments(
-                    x: source + first,
-                    geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: 1),
-                    block: block, backend: backend, mean: own, m2: own + channels, ones: ones,
-                    scratch: kernelScratch, copy: UnsafeMutablePointer(mutating: x) + first)
-                return
-            }
-            if let source {
+            // A training pass over borrowed memory copies its input into the
+            // cache: in the BLAS matrix kernel's centring loop, which reads
+            // each row from L2 after the mean's pass brought it there (not
+            // with streaming stores); otherwise unit by unit ahead of the
+            // moments.
+            let copiesInKernel = source != nil && !streaming
+                && BatchNormKernels.copiesWhileReading(geometry: g, backend: backend)
+            if let source, !copiesInKernel {
                 // Each unit copied into the cache, its moments from the
                 // caller's (in cache since the copy read it), merged.
                 let target = UnsafeMutablePointer(mutating: x)
@@ -73,11 +67,13 @@ extension BatchStatistics {
                 StreamingStores.fence(streaming)
                 return
             }
+            let first = rows.lowerBound * channels * g.inner
             BatchNormKernels.moments(
-                x: x + rows.lowerBound * channels * g.inner,
+                x: (source ?? x) + first,
                 geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
                 block: block, backend: backend, mean: own, m2: own + channels, ones: ones,
-                scratch: kernelScratch)
+                scratch: kernelScratch,
+                copy: copiesInKernel ? UnsafeMutablePointer(mutating: x) + first : nil)
         }
     }
 
