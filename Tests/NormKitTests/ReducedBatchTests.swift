@@ -508,6 +508,18 @@ struct ReducedBatchTests {
         try reducedForward(&layer, constant, shape: [2, 3, 5, 1], &y, &cache, &workspace)
         let expected = (0..<30).map { BFloat16(layer.beta[($0 / 5) % 3]).bitPattern }
         #expect(y.map(\.bitPattern) == expected)
+        // 257 features (statistics one row at a time, the rows widened
+        // twice): a constant feature among varying ones, recomputed exactly
+        // from its block widened again.
+        var rows = try BatchNorm<Float>(featureCount: 257)
+        rows.beta = randomVector(257, scale: 1, shift: 0.3, seed: 88)
+        var mixed: [BFloat16] = reducedInput(41 * 257, scale: 3, shift: 100.1, seed: 89)
+        for i in 0..<41 { mixed[i * 257 + 200] = BFloat16(10000.1) }
+        var mixedY = mixed
+        try reducedForward(&rows, mixed, shape: [41, 257], &mixedY, &cache, &workspace)
+        #expect((0..<41).allSatisfy { mixedY[$0 * 257 + 200].bitPattern == BFloat16(rows.beta[200]).bitPattern })
+        #expect(cache.mean[200] == BFloat16(10000.1).float)
+        #expect(cache.inverseStandardDeviation.allSatisfy { $0.isFinite })
         var bn = try BatchNorm<Float>(featureCount: 2)
         // Rows alternate near +6e4 and -5.9e4: a variance near 3.6e9.
         let big: [Float16] = (0..<10).map { Float16(($0 / 2) % 2 == 0 ? 6e4 : -5.9e4) + Float16($0 * 40) }

@@ -350,6 +350,11 @@ struct ReducedActivatedTests {
         var plain = bn
         plain.activation = .none
         try check(Float16.self, plain, shape: [37, 13])
+        // 257 features: the kernels that sum one row at a time, each 16-bit
+        // row (dy masked) widened into L1 before each of their passes.
+        let wide = try BatchNorm<Float>(featureCount: 257, activation: .relu, backend: backend)
+        try check(BFloat16.self, wide, shape: [67, 257])
+        try check(Float16.self, wide, shape: [67, 257])
         // The synchronized forms (one process): the same 16-bit residual path.
         try check(Float16.self, SyncBatchNorm(bn, communicator: SingleProcess()), shape: [37, 13])
         try check(BFloat16.self, SyncBatchNorm(bn, communicator: SingleProcess()), shape: [37, 13],

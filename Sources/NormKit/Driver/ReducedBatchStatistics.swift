@@ -166,8 +166,13 @@ extension BatchStatistics {
         }
     }
 
-    /// The per-channel mean and `M2` of rows `rows` of the 16-bit input: per
-    /// unit, widened (and copied to the cache), then ``unitMoments(rows:geometry:block:backend:mean:m2:ones:kernelScratch:sums:load:)``.
+    /// The per-channel mean and `M2` of rows `rows` of the 16-bit input. Rows
+    /// of channels (BLAS): ``BatchNormKernels/columnMomentsBLAS(x:rows:columns:blockRows:mean:m2:ones:scratch:copy:load:)``
+    /// loading its rows widened (copied to the cache in the mean's pass), one
+    /// row into L1 before each of its passes when it sums per row, a block
+    /// into L2 otherwise. Otherwise per unit, widened (and copied), then
+    /// ``unitMoments(rows:geometry:block:backend:mean:m2:ones:kernelScratch:sums:load:)``.
+    /// Either way the bits of the widened rows' moments at once.
     @inlinable
     static func reducedMoments<Scalar: BLASScalar>(
         _ r: ReducedStreams, rows: Range<Int>, geometry g: ChannelGeometry, block: Int,
@@ -177,6 +182,19 @@ extension BatchStatistics {
     ) {
         let u = ReducedUnits(units, geometry: g, block: block)
         let xf = u.first
+        if g.inner == 1 && backend == .blas {
+            let first = rows.lowerBound * g.channels
+            BatchNormKernels.columnMomentsBLAS(
+                x: xf, rows: rows.count, columns: g.channels, blockRows: block, mean: mean, m2: m2,
+                ones: ones, scratch: kernelScratch
+            ) { row, count, copying in
+                r.widen(r.x, offset: first + row * g.channels, into: xf, count: count * g.channels,
+                        copying: copying, streaming: streaming)
+                return UnsafePointer(xf)
+            }
+            StreamingStores.fence(streaming)
+            return
+        }
         unitMoments(rows: rows, geometry: g, block: block, backend: backend, mean: mean, m2: m2,
                     ones: ones, kernelScratch: kernelScratch, sums: u.sums) { offset, count in
             r.widen(r.x, offset: offset, into: xf, count: count, copying: true, streaming: streaming)
@@ -262,7 +280,7 @@ extension BatchStatistics {
 
     /// `dgammaRaw = Σ dy·(x - mean)` and `dbeta = Σ dy` per channel over rows
     /// `rows`: per unit, `dy` and the cached input widened (`dy` through the
-    /// ReLU's `mask` when given), ``BatchNormKernels/parameterSums(dy:mask:x:geometry:block:backend:mean:dgammaRaw:dbeta:ones:scratch:)``,
+    /// ReLU's `mask` when given), ``BatchNormKernels/parameterSums(dy:mask:x:geometry:block:backend:mean:dgammaRaw:dbeta:ones:scratch:load:)``,
     /// added to the chunk's sums in unit order.
     @inlinable
     static func reducedParameterSums<Scalar: BLASScalar>(
@@ -277,12 +295,22 @@ extension BatchStatistics {
         dgammaRaw.update(repeating: 0, count: g.channels)
         dbeta.update(repeating: 0, count: g.channels)
         g.forEachUnit(rows: rows, block: block) { offset, unit, c0, _ in
-            r.widen(r.dy!, offset: offset, into: dyf, count: unit.count)
-            if let mask { Scalar.reluMaskRow(count: unit.count, dy: dyf, mask: mask + offset, into: dyf) }
-            r.widen(r.x, offset: offset, into: xf, count: unit.count)
+            // The unit's rows widened (`dy` masked), each into L1 when the
+            // kernel sums per row, or all at once.
+            func widen(_ first: Int, _ count: Int) {
+                r.widen(r.dy!, offset: first, into: dyf, count: count)
+                if let mask { Scalar.reluMaskRow(count: count, dy: dyf, mask: mask + first, into: dyf) }
+                r.widen(r.x, offset: first, into: xf, count: count)
+            }
+            let perRow = BatchNormKernels.perRow(geometry: unit, backend: backend)
+            if !perRow { widen(offset, unit.count) }
             BatchNormKernels.parameterSums(
                 dy: dyf, x: xf, geometry: unit, block: block, backend: backend, mean: mean + c0,
-                dgammaRaw: own, dbeta: own + unit.channels, ones: ones, scratch: kernelScratch)
+                dgammaRaw: own, dbeta: own + unit.channels, ones: ones, scratch: kernelScratch,
+                load: !perRow ? nil : { i in
+                    widen(offset + i * unit.channels, unit.channels)
+                    return (UnsafePointer(dyf), UnsafePointer(xf))
+                })
             for k in 0..<unit.channels {
                 dgammaRaw[c0 + k] += own[k]
                 dbeta[c0 + k] += own[unit.channels + k]

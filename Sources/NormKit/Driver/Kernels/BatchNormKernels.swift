@@ -34,12 +34,19 @@ enum BatchNormKernels {
     ///     block placed half a page from the input's offset.
     ///   - copy: where the centring loop also copies `x` (a training pass's
     ///     cache), or `nil`.
+    ///   - load: for an input stored in another type (16 bits), makes its
+    ///     rows `row..<row + count` ready as `Scalar`s and returns where they
+    ///     are, copying them to the cache when `first` (the mean's pass);
+    ///     `x` is then not read. Per row it is called twice (once per pass),
+    ///     so the widened row stays in L1; per block once, and again for a
+    ///     degenerate column's exact recomputation.
     @inlinable
     static func columnMomentsBLAS<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, rows: Int, columns: Int, blockRows: Int,
         mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>,
-        copy: UnsafeMutablePointer<Scalar>? = nil
+        copy: UnsafeMutablePointer<Scalar>? = nil,
+        load: ((_ row: Int, _ count: Int, _ first: Bool) -> UnsafePointer<Scalar>)? = nil
     ) {
         let blockMean = scratch
         let blockM2 = blockMean + columns, residual = blockM2 + columns
@@ -51,7 +58,11 @@ enum BatchNormKernels {
         var start = 0
         while start < rows {
             let b = min(blockRows, rows - start)
-            let xb = x + start * columns, copyb = copy.map { $0 + start * columns }
+            let copyb = copy.map { $0 + start * columns }
+            // The block's rows: the caller's, or (`load`) widened, the whole
+            // block at once in the block form.
+            var xb = x + start * columns
+            if let load, !perRow { xb = load(start, b, true) }
             let block = Workspace<Scalar>.placed(region, awayFrom: xb, by: 2048)
             residual.update(repeating: 0, count: columns)
             if perRow {
@@ -59,12 +70,14 @@ enum BatchNormKernels {
                 // then each centred square, in one L1 row, into its M2.
                 blockMean.update(repeating: 0, count: columns)
                 for i in 0..<b {
-                    Scalar.axpy(count: columns, alpha: 1, x: xb + i * columns, y: blockMean)
+                    let row = load?(start + i, 1, true) ?? xb + i * columns
+                    Scalar.axpy(count: columns, alpha: 1, x: row, y: blockMean)
                 }
                 Scalar.scal(count: columns, alpha: 1 / Scalar(b), x: blockMean)
                 blockM2.update(repeating: 0, count: columns)
                 for i in 0..<b {
-                    Scalar.centredSquaresBlock(rows: 1, count: columns, x: xb + i * columns,
+                    let row = load?(start + i, 1, false) ?? xb + i * columns
+                    Scalar.centredSquaresBlock(rows: 1, count: columns, x: row,
                                                mean: blockMean, squares: block, residual: residual,
                                                copy: copyb.map { $0 + i * columns })
                     Scalar.axpy(count: columns, alpha: 1, x: block, y: blockM2)
@@ -85,11 +98,15 @@ enum BatchNormKernels {
                 blockMean[j] += r
                 blockM2[j] -= r * residual[j]
             }
+            var whole = perRow && load != nil ? nil : xb
             for j in 0..<columns
             where Moments.isDegenerate(mean: blockMean[j], m2: blockM2[j], count: b) {
                 // A constant (or nearly constant) column of the block: exactly,
-                // in the squares block, which its gemv has consumed.
-                (blockMean[j], blockM2[j]) = Moments.exact(xb + j, count: b, stride: columns,
+                // in the squares block, which its gemv has consumed (rows
+                // loaded one at a time are loaded again, as a block).
+                let source = whole ?? load!(start, b, false)
+                whole = source
+                (blockMean[j], blockM2[j]) = Moments.exact(source + j, count: b, stride: columns,
                                                            scratch: block, ones: ones)
             }
             count = Moments.merge(count: count, mean: mean, m2: m2, blockCount: b,
@@ -98,12 +115,19 @@ enum BatchNormKernels {
         }
     }
 
-    /// The shortest rows ``columnMomentsBLAS(x:rows:columns:blockRows:mean:m2:ones:scratch:copy:)``
-    /// and ``parameterSums(dy:mask:x:geometry:block:backend:mean:dgammaRaw:dbeta:ones:scratch:)``
+    /// The shortest rows ``columnMomentsBLAS(x:rows:columns:blockRows:mean:m2:ones:scratch:copy:load:)``
+    /// and ``parameterSums(dy:mask:x:geometry:block:backend:mean:dgammaRaw:dbeta:ones:scratch:load:)``
     /// sum one at a time with `axpy`: below it, the per-call cost of `axpy`
     /// outweighs the block `gemv`'s second pass over the squares in L2 (the
     /// Architecture article has the measurements).
     @inlinable static var rowMomentsMinimumColumns: Int { 256 }
+
+    /// Whether the BLAS kernels of this geometry sum one row at a time: rows
+    /// of at least ``rowMomentsMinimumColumns`` channels.
+    @inlinable
+    static func perRow(geometry g: ChannelGeometry, backend: Backend) -> Bool {
+        backend == .blas && g.inner == 1 && g.channels >= rowMomentsMinimumColumns
+    }
 
     /// The textbook, shifted by the first row `k` (see ``Moments``): one pass
     /// of nested loops for the shifted means `m' = Σ(x - k) / N`, a second for
@@ -482,13 +506,21 @@ extension BatchNormKernels {
     /// `scratch` holds `geometry.scratchCount(block:vectors: 0)` scalars and,
     /// for the matrix geometry, a page more: `P_b` goes half a page from `x`'s
     /// offset in a page (``Workspace/placed(_:awayFrom:by:)``).
+    ///
+    /// `load`, for tensors stored in another type (16 bits; the per-row form
+    /// only, ``perRow(geometry:backend:)``): makes row `i`'s `dy` (through
+    /// the ReLU's mask) and `x` ready as `Scalar`s in L1 and returns where
+    /// they are; `dy`, `mask` and `x` are then not read.
     @inlinable
     static func parameterSums<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, mask: UnsafePointer<UInt8>? = nil, x: UnsafePointer<Scalar>,
         geometry g: ChannelGeometry, block: Int, backend: Backend, mean: UnsafePointer<Scalar>,
         dgammaRaw: UnsafeMutablePointer<Scalar>, dbeta: UnsafeMutablePointer<Scalar>,
-        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>,
+        load: ((_ row: Int) -> (dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>))? = nil
     ) {
+        precondition(load == nil || perRow(geometry: g, backend: backend),
+                     "rows are loaded one at a time in the per-row form only")
         assert(mask == nil || g.inner == 1, "a ReLU's mask is applied inside for rows of channels only")
         let channels = g.channels
         dgammaRaw.update(repeating: 0, count: channels)
@@ -516,17 +548,17 @@ extension BatchNormKernels {
                 let row = Workspace<Scalar>.placed(scratch, awayFrom: x, by: 2048)
                 let maskedRow = row + half
                 for i in 0..<g.outer {
-                    let dyi = dy + i * channels, xi = x + i * channels
-                    if let mask {
+                    var (dyi, xi) = load?(i) ?? (dy + i * channels, x + i * channels)
+                    if let mask, load == nil {
                         Scalar.centredProductMaskedRow(
                             count: channels, dy: dyi, mask: mask + i * channels, x: xi,
                             mean: mean, g: maskedRow, into: row)
+                        dyi = UnsafePointer(maskedRow)
                     } else {
                         Scalar.centredProductRow(count: channels, dy: dyi, x: xi, mean: mean,
                                                  into: row)
                     }
-                    Scalar.axpy(count: channels, alpha: 1,
-                                x: mask == nil ? dyi : UnsafePointer(maskedRow), y: dbeta)
+                    Scalar.axpy(count: channels, alpha: 1, x: dyi, y: dbeta)
                     Scalar.axpy(count: channels, alpha: 1, x: row, y: dgammaRaw)
                 }
             case .blas:
