@@ -280,7 +280,8 @@ extension BatchStatistics {
 
     /// `dgammaRaw = Σ dy·(x - mean)` and `dbeta = Σ dy` per channel over rows
     /// `rows`: per unit, `dy` and the cached input widened (`dy` through the
-    /// ReLU's `mask` when given), ``BatchNormKernels/parameterSums(dy:mask:x:geometry:block:backend:mean:dgammaRaw:dbeta:ones:scratch:load:)``,
+    /// ReLU's `mask` when given; a row at a time into L1, as the kernel asks,
+    /// when it sums per row), ``BatchNormKernels/parameterSums(dy:mask:x:geometry:block:backend:mean:dgammaRaw:dbeta:ones:scratch:load:)``,
     /// added to the chunk's sums in unit order.
     @inlinable
     static func reducedParameterSums<Scalar: BLASScalar>(
