@@ -824,6 +824,52 @@ NORMKIT_CLONES void normkit_combine_columns_bf16(const uint16_t *dy, const unsig
     }
 }
 
+// BatchNorm's centred squares over one 16-bit row of n features, widened in
+// registers: d = widen(x[j]) - mean[j], residual[j] += d, squares[j] = d * d,
+// the expressions and order of normkit_centred_squares_f on the widened row
+// (one row; no contraction), so the same bits as widening into Float scratch
+// first, without that scratch's store and reload.
+static inline __attribute__((always_inline)) void normkit_centred_squares_row_loop(
+        const uint16_t *restrict x, float *restrict squares, float *restrict residual, long n,
+        const float *restrict mean, int bfloat) {
+    for (long j = 0; j < n; j++) {
+        float d = (bfloat ? normkit_bf16_to_float(x[j]) : normkit_f16_to_float(x[j])) - mean[j];
+        residual[j] += d;
+        squares[j] = d * d;
+    }
+}
+
+#if defined(NORMKIT_F16C)
+__attribute__((target("avx,f16c")))
+static void normkit_centred_squares_row_f16_vector(const uint16_t *x, float *squares,
+                                                   float *residual, long n, const float *mean) {
+    long j = 0;
+    for (; j + 8 <= n; j += 8) {
+        __m256 d = _mm256_sub_ps(normkit_load_f16x8(x + j), _mm256_loadu_ps(mean + j));
+        _mm256_storeu_ps(residual + j, _mm256_add_ps(_mm256_loadu_ps(residual + j), d));
+        _mm256_storeu_ps(squares + j, _mm256_mul_ps(d, d));
+    }
+    normkit_centred_squares_row_loop(x + j, squares + j, residual + j, n - j, mean + j, 0);
+}
+#endif
+
+void normkit_centred_squares_row_f16(const uint16_t *x, float *squares, float *residual, long n,
+                                     const float *mean) {
+#if defined(NORMKIT_F16C)
+    if (normkit_f16c()) {
+        normkit_centred_squares_row_f16_vector(x, squares, residual, n, mean);
+        return;
+    }
+#endif
+    normkit_centred_squares_row_loop(x, squares, residual, n, mean, 0);
+}
+
+// bfloat16's widening is a shift: the loop vectorizes in each clone.
+NORMKIT_CLONES void normkit_centred_squares_row_bf16(const uint16_t *x, float *squares,
+                                                     float *residual, long n, const float *mean) {
+    normkit_centred_squares_row_loop(x, squares, residual, n, mean, 1);
+}
+
 // The narrowing with a fused epilogue: y[j] = narrow(act(z[j] + widen(r[j]))),
 // the Float epilogue's expressions and order (normkit_epilogue_f) on the
 // Float output z of a layer's kernel, rounded once as it is written. One pass

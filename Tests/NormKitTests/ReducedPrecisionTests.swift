@@ -219,6 +219,37 @@ struct ReducedPrecisionTests {
         #expect(wrong == 0)
     }
 
+    @Test("the 16-bit centred squares widen in registers as widening first does, every pattern")
+    func centredSquaresRow() {
+        // Every 16-bit pattern but the last (an odd count leaves a tail),
+        // against the Float pass on the widened row: the same bits (NaN for NaN).
+        let all = (0..<UInt16.max).map { $0 }
+        let mean = (0..<all.count).map { Float($0 % 977) * 0.37 - 100.1 }
+        let start = (0..<all.count).map { Float($0 % 13) * 0.1 }
+        for bfloat in [false, true] {
+            var widened = [Float](repeating: 0, count: all.count)
+            if bfloat {
+                normkit_widen_bf16(all, &widened, nil, all.count, 0)
+            } else {
+                normkit_widen_f16(all, &widened, nil, all.count, 0)
+            }
+            var squares = widened, residual = start, expectedSquares = widened, expected = start
+            normkit_centred_squares_f(widened, &expectedSquares, &expected, 1, all.count, mean, nil)
+            if bfloat {
+                normkit_centred_squares_row_bf16(all, &squares, &residual, all.count, mean)
+            } else {
+                normkit_centred_squares_row_f16(all, &squares, &residual, all.count, mean)
+            }
+            let same = { (a: Float, b: Float) in a.bitPattern == b.bitPattern || (a.isNaN && b.isNaN) }
+            let wrong = (0..<all.count).filter {
+                !same(squares[$0], expectedSquares[$0]) || !same(residual[$0], expected[$0])
+            }
+            #expect(wrong.isEmpty, "\(bfloat ? "bfloat16" : "Float16"): \(wrong.count) differ")
+            #expect(residual.contains { $0.isNaN } && squares.contains { $0 == .infinity },
+                    "the patterns include NaN and infinity")
+        }
+    }
+
     // MARK: Accuracy
 
     /// LayerNorm/RMSNorm in `S` against the Double reference: outputs and

@@ -193,6 +193,12 @@ void normkit_residual_sum_f16(const uint16_t *x, const uint16_t *r, uint16_t *s,
                               float *f, long n, int streaming);
 void normkit_residual_sum_bf16(const uint16_t *x, const uint16_t *r, uint16_t *s, uint16_t *sum,
                                float *f, long n, int streaming);
+/* BatchNorm's centred squares over one 16-bit row: d = widen(x[j]) - mean[j],
+   residual[j] += d, squares[j] = d * d (normkit_centred_squares_f on the widened row). */
+void normkit_centred_squares_row_f16(const uint16_t *x, float *squares, float *residual, long n,
+                                     const float *mean);
+void normkit_centred_squares_row_bf16(const uint16_t *x, float *squares, float *residual, long n,
+                                      const float *mean);
 void normkit_widen_f16_baseline(const uint16_t *h, float *f, long n);
 void normkit_narrow_f16_baseline(const float *f, uint16_t *h, long n);
 void normkit_narrow_bf16_baseline(const float *f, uint16_t *h, long n);

@@ -68,6 +68,24 @@ struct ReducedStreams {
                         streaming: streaming)
     }
 
+    /// BatchNorm's centred squares of the `count` 16-bit values of ``x`` from
+    /// `offset` (one row of channels), widened in registers
+    /// (``StoragePrecision/centredSquares(_:count:mean:squares:residual:)``):
+    /// the bits of widening the row first.
+    @inlinable
+    func centredSquares<Scalar: BLASScalar>(
+        offset: Int, count: Int, mean: UnsafePointer<Scalar>,
+        squares: UnsafeMutablePointer<Scalar>, residual: UnsafeMutablePointer<Scalar>
+    ) {
+        precondition(Scalar.self == Float.self, "16-bit storage widens to Float only")
+        let f = { (p: UnsafeMutablePointer<Scalar>) in
+            UnsafeMutableRawPointer(p).assumingMemoryBound(to: Float.self)
+        }
+        precision.centredSquares(x + 2 * offset, count: count,
+                                 mean: UnsafeRawPointer(mean).assumingMemoryBound(to: Float.self),
+                                 squares: f(squares), residual: f(residual))
+    }
+
     /// `count` `Float` values at `source` rounded into ``y`` from `offset`;
     /// given a forward's `epilogue` (whose mask starts at the tensor's first
     /// value), through it and the streams' ``residual``: the narrowing is the
@@ -168,9 +186,11 @@ extension BatchStatistics {
 
     /// The per-channel mean and `M2` of rows `rows` of the 16-bit input. Rows
     /// of channels (BLAS): ``BatchNormKernels/columnMomentsBLAS(x:rows:columns:blockRows:mean:m2:ones:scratch:copy:load:)``
-    /// loading its rows widened (copied to the cache in the mean's pass), one
-    /// row into L1 before each of its passes when it sums per row, a block
-    /// into L2 otherwise. Otherwise per unit, widened (and copied), then
+    /// loading its rows widened (copied to the cache in the mean's pass): when
+    /// it sums per row, one row into L1 for the mean's pass and the centred
+    /// squares widened in registers from the 16-bit row
+    /// (``ReducedStreams/centredSquares(offset:count:mean:squares:residual:)``);
+    /// a block into L2 otherwise. Otherwise per unit, widened (and copied), then
     /// ``unitMoments(rows:geometry:block:backend:mean:m2:ones:kernelScratch:sums:load:)``.
     /// Either way the bits of the widened rows' moments at once.
     @inlinable
@@ -186,7 +206,11 @@ extension BatchStatistics {
             let first = rows.lowerBound * g.channels
             BatchNormKernels.columnMomentsBLAS(
                 x: xf, rows: rows.count, columns: g.channels, blockRows: block, mean: mean, m2: m2,
-                ones: ones, scratch: kernelScratch
+                ones: ones, scratch: kernelScratch,
+                centre: { row, mean, squares, residual in
+                    r.centredSquares(offset: first + row * g.channels, count: g.channels,
+                                     mean: mean, squares: squares, residual: residual)
+                }
             ) { row, count, copying in
                 r.widen(r.x, offset: first + row * g.channels, into: xf, count: count * g.channels,
                         copying: copying, streaming: streaming)

@@ -107,6 +107,22 @@ enum StoragePrecision: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// BatchNorm's centred squares over one row of `count` 16-bit values at
+    /// `x`, widened in registers: `d = x[j] - mean[j]`, `residual[j] += d`,
+    /// `squares[j] = d·d`, the `Float` pass's expressions on the widened row
+    /// (the same bits as ``widen(_:into:count:copy:streaming:)`` and then it).
+    @usableFromInline
+    func centredSquares(_ x: UnsafeRawPointer, count: Int, mean: UnsafePointer<Float>,
+                        squares: UnsafeMutablePointer<Float>,
+                        residual: UnsafeMutablePointer<Float>) {
+        let h = x.assumingMemoryBound(to: UInt16.self)
+        switch self {
+        case .float16: normkit_centred_squares_row_f16(h, squares, residual, count, mean)
+        case .bfloat16: normkit_centred_squares_row_bf16(h, squares, residual, count, mean)
+        case .float: preconditionFailure("a Float row has nothing to widen")
+        }
+    }
+
     /// `count` values at `source` rounded to 16 bits (nearest even) into
     /// `target`, with streaming stores when `streaming`; through a fused
     /// epilogue when there is one: `act(source + widen(residual))`, the

@@ -40,12 +40,18 @@ enum BatchNormKernels {
     ///     `x` is then not read. Per row it is called twice (once per pass),
     ///     so the widened row stays in L1; per block once, and again for a
     ///     degenerate column's exact recomputation.
+    ///   - centre: with `load`, when the kernel sums per row: the second
+    ///     pass's centred squares of row `row` from its stored form (widened
+    ///     in registers; ``Scalar/centredSquaresBlock(rows:count:x:mean:squares:residual:copy:)``'s
+    ///     expressions and bits) instead of loading it again.
     @inlinable
     static func columnMomentsBLAS<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, rows: Int, columns: Int, blockRows: Int,
         mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>,
         copy: UnsafeMutablePointer<Scalar>? = nil,
+        centre: ((_ row: Int, _ mean: UnsafePointer<Scalar>, _ squares: UnsafeMutablePointer<Scalar>,
+                  _ residual: UnsafeMutablePointer<Scalar>) -> Void)? = nil,
         load: ((_ row: Int, _ count: Int, _ first: Bool) -> UnsafePointer<Scalar>)? = nil
     ) {
         let blockMean = scratch
@@ -76,10 +82,15 @@ enum BatchNormKernels {
                 Scalar.scal(count: columns, alpha: 1 / Scalar(b), x: blockMean)
                 blockM2.update(repeating: 0, count: columns)
                 for i in 0..<b {
-                    let row = load?(start + i, 1, false) ?? xb + i * columns
-                    Scalar.centredSquaresBlock(rows: 1, count: columns, x: row,
-                                               mean: blockMean, squares: block, residual: residual,
-                                               copy: copyb.map { $0 + i * columns })
+                    if let centre {
+                        centre(start + i, blockMean, block, residual)
+                    } else {
+                        let row = load?(start + i, 1, false) ?? xb + i * columns
+                        Scalar.centredSquaresBlock(rows: 1, count: columns, x: row,
+                                                   mean: blockMean, squares: block,
+                                                   residual: residual,
+                                                   copy: copyb.map { $0 + i * columns })
+                    }
                     Scalar.axpy(count: columns, alpha: 1, x: block, y: blockM2)
                 }
             } else {
