@@ -103,14 +103,10 @@ enum BatchNormKernels {
                 Scalar.gemvTransposed(rows: b, columns: columns, a: block, x: ones,
                                       beta: 0, y: blockM2)
             }
-            let inverseCount = 1 / Scalar(b)
-            for j in 0..<columns {
-                let r = residual[j] * inverseCount
-                blockMean[j] += r
-                blockM2[j] -= r * residual[j]
-            }
+            let suspect = Moments.correct(count: b, mean: blockMean, m2: blockM2,
+                                          residual: residual, length: columns)
             var whole = perRow && load != nil ? nil : xb
-            for j in 0..<columns
+            for j in 0..<(suspect ? columns : 0)
             where Moments.isDegenerate(mean: blockMean[j], m2: blockM2[j], count: b) {
                 // A constant (or nearly constant) column of the block: exactly,
                 // in the squares block, which its gemv has consumed (rows
@@ -757,12 +753,9 @@ extension BatchNormKernels {
                 Scalar.gemvRows(rows: cb, columns: hw, a: block, x: ones, beta: 0, y: residual)
                 Scalar.squareRow(count: cb * hw, block)
                 Scalar.gemvRows(rows: cb, columns: hw, a: block, x: ones, beta: 0, y: blockM2)
-                for k in 0..<cb {
-                    let r = residual[k] * inverseCount
-                    blockMean[k] += r
-                    blockM2[k] -= r * residual[k]
-                }
-                for k in 0..<cb
+                let suspect = Moments.correct(count: hw, mean: blockMean, m2: blockM2,
+                                              residual: residual, length: cb)
+                for k in 0..<(suspect ? cb : 0)
                 where Moments.isDegenerate(mean: blockMean[k], m2: blockM2[k], count: hw) {
                     (blockMean[k], blockM2[k]) = Moments.exact(xb + k * hw, count: hw, stride: 1,
                                                                scratch: block + k * hw, ones: ones)

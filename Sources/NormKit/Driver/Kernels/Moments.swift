@@ -141,6 +141,36 @@ extension Moments {
         return m2 <= Scalar(count) * spread * spread
     }
 
+    /// The corrected two-pass step over `length` parts of `count` values
+    /// each, given their residual sums `Σ(x - mean)`: `r = residual / count`,
+    /// `mean += r`, `m2 -= r·residual`. Returns whether any part may be
+    /// degenerate: each part's ``isDegenerate(mean:m2:count:)`` is true only
+    /// where `m2 > 8·count³·ulpOfOne²·mean²` (twice its bound, as
+    /// `ulp(mean) ≤ |mean|·ulpOfOne`), `m2` above the least normal magnitude
+    /// and finite fails, a test without branches that the loop vectorizes;
+    /// the caller asks ``isDegenerate(mean:m2:count:)`` of each part only
+    /// when this returns `true`.
+    ///
+    /// - Complexity: O(length).
+    @inlinable
+    static func correct(count: Int, mean: UnsafeMutablePointer<Scalar>,
+                        m2: UnsafeMutablePointer<Scalar>, residual: UnsafePointer<Scalar>,
+                        length: Int) -> Bool {
+        let n = Scalar(count), inverseCount = 1 / Scalar(count)
+        let bound = 8 * n * n * n * Scalar.ulpOfOne * Scalar.ulpOfOne
+        var suspects = 0
+        for j in 0..<length {
+            let r = residual[j] * inverseCount
+            let m = mean[j] + r, s = m2[j] - r * residual[j]
+            mean[j] = m
+            m2[j] = s
+            let clear = (s > bound * m * m ? 1 : 0) & (s > Scalar.leastNormalMagnitude ? 1 : 0)
+                & (s < Scalar.infinity ? 1 : 0)
+            suspects &+= 1 &- clear
+        }
+        return suspects > 0
+    }
+
     /// The shifted two-pass moments of `count` values `x[0], x[stride], ...`:
     /// `t = x - x[0]` into `scratch`, `m' = dot(t, 1) / count`, `t -= m'` in
     /// place, `M2 = dot(t, t)`; returns `(x[0] + m', M2)`. Exact for constant
