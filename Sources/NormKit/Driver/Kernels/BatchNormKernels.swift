@@ -547,7 +547,7 @@ extension BatchNormKernels {
         }
         if g.inner == 1 {
             switch backend {
-            case .blas where channels >= rowMomentsMinimumColumns:
+            case .blas where perRow(geometry: g, backend: backend):
                 // One row at a time, as the forward's moments: the product
                 // (and the masked gradient) into an L1 row, then each row
                 // added into the sums with `axpy` (elementwise, so a masked
