@@ -156,6 +156,15 @@ enum LayerNormKernels {
     @inlinable
     static var rowBackwardMinimumColumns: Int { 128 }
 
+    /// The shortest rows whose backward adds each row to the column sums
+    /// `dbeta`, `dgamma` with `axpy` while it is in L1, rather than one
+    /// `gemv(Trans)` per block: ``BatchNormKernels/rowMomentsMinimumColumns``,
+    /// BatchNorm's rule for the same sums. OpenBLAS's Prescott `sgemv(Trans)`
+    /// reads a block from L2 at about a third of the speed of its per-row
+    /// `saxpy` (the Architecture article has the measurements).
+    @inlinable
+    static var rowSumsMinimumColumns: Int { BatchNormKernels.rowMomentsMinimumColumns }
+
     /// ``forwardRowsBLAS`` when a row has at least ``rowKernelMinimumColumns``
     /// columns, ``forwardBlocksBLAS`` otherwise. `scratch` holds
     /// ``forwardScratch(blockRows:columns:rowStatistics:)`` scalars, sized for the path it takes.
@@ -380,8 +389,10 @@ enum LayerNormKernels {
     /// in L2 (``backwardBlock``): for rows of at least
     /// ``rowBackwardMinimumColumns``, one row at a time while it is in L1,
     /// `P_i = dy_i ∘ xhat_i` (C) into scratch, the row terms `dot(dy_i, gamma)`
-    /// and `dot(P_i, gamma)`, `dx_i` (C); then `dbeta += gemv(Trans, dY_b, 1)`,
-    /// `dgamma += gemv(Trans, P_b, 1)`. Shorter rows: `P_b` first (into `dX_b`),
+    /// and `dot(P_i, gamma)`, `dx_i` (C); `dbeta += dy_i`, `dgamma += P_i`
+    /// (`axpy`) per row from ``rowSumsMinimumColumns``, below it
+    /// `dbeta += gemv(Trans, dY_b, 1)`, `dgamma += gemv(Trans, P_b, 1)` per
+    /// block. Shorter rows: `P_b` first (into `dX_b`),
     /// the column sums, the row terms `gemv(NoTrans, dY_b, gamma)` and
     /// `gemv(NoTrans, P_b, gamma)`, then `dx` over the block (two `dot` calls
     /// per row cost more than a `gemv` per block when a row is short).
@@ -433,23 +444,31 @@ enum LayerNormKernels {
         // Shorter rows: P_b into dX_b, the row terms by `gemv` after the
         // column sums, then dx over the block (which overwrites P_b).
         let perRow = columns >= rowBackwardMinimumColumns
+        // From ``rowSumsMinimumColumns``, the column sums too while the row is
+        // in L1 (`axpy`), so `P_i` needs one row of scratch, not a block.
+        let sumsPerRow = columns >= rowSumsMinimumColumns
         let p = perRow ? Workspace<Scalar>.placed(scratch, awayFrom: dyb, by: 2048) : block
         for i in 0..<b {
-            let g = dyb + i * columns, row = xb + i * columns, pi = p + i * columns
+            let g = dyb + i * columns, row = xb + i * columns
+            let pi = sumsPerRow ? p : p + i * columns
             Scalar.productRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
                               into: pi)
             guard perRow else { continue }
             let a = centred ? Scalar.dot(count: columns, x: g, y: gamma) * inverseCount : 0
             let c = Scalar.dot(count: columns, x: pi, y: gamma) * inverseCount
+            if sumsPerRow {
+                if let dbeta { Scalar.axpy(count: columns, alpha: 1, x: g, y: dbeta) }
+                if let dgamma { Scalar.axpy(count: columns, alpha: 1, x: pi, y: dgamma) }
+            }
             Scalar.combineRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
                               a: a, b: c, gamma: gamma, into: block + i * columns,
                               streaming: false)
         }
         // The column sums only for the parameters the caller wants (`Affine`).
-        if let dbeta {
+        if let dbeta, !sumsPerRow {
             Scalar.gemvTransposed(rows: b, columns: columns, a: dyb, x: ones, beta: 1, y: dbeta)
         }
-        if let dgamma {
+        if let dgamma, !sumsPerRow {
             Scalar.gemvTransposed(rows: b, columns: columns, a: p, x: ones, beta: 1, y: dgamma)
         }
         if !perRow {
