@@ -185,7 +185,7 @@ extension BatchStatistics {
     }
 
     /// The per-channel mean and `M2` of rows `rows` of the 16-bit input. Rows
-    /// of channels (BLAS): ``BatchNormKernels/columnMomentsBLAS(x:rows:columns:blockRows:mean:m2:ones:scratch:copy:load:)``
+    /// of channels (BLAS): ``BatchNormKernels/columnMomentsBLAS(x:rows:columns:blockRows:mean:m2:ones:scratch:copy:centre:load:)``
     /// loading its rows widened (copied to the cache in the mean's pass): when
     /// it sums per row, one row into L1 for the mean's pass and the centred
     /// squares widened in registers from the 16-bit row

@@ -37,12 +37,13 @@ enum BatchNormKernels {
     ///   - load: for an input stored in another type (16 bits), makes its
     ///     rows `row..<row + count` ready as `Scalar`s and returns where they
     ///     are, copying them to the cache when `first` (the mean's pass);
-    ///     `x` is then not read. Per row it is called twice (once per pass),
-    ///     so the widened row stays in L1; per block once, and again for a
-    ///     degenerate column's exact recomputation.
-    ///   - centre: with `load`, when the kernel sums per row: the second
-    ///     pass's centred squares of row `row` from its stored form (widened
-    ///     in registers; ``Scalar/centredSquaresBlock(rows:count:x:mean:squares:residual:copy:)``'s
+    ///     `x` is then not read. Per row it is called before each pass that
+    ///     reads the row (once with `centre`), so the widened row stays in
+    ///     L1; per block once, and again for a degenerate column's exact
+    ///     recomputation.
+    ///   - centre: with `load` and no `copy`, when the kernel sums per row:
+    ///     the second pass's centred squares of row `row` from its stored
+    ///     form (widened in registers; ``Scalar/centredSquaresBlock(rows:count:x:mean:squares:residual:copy:)``'s
     ///     expressions and bits) instead of loading it again.
     @inlinable
     static func columnMomentsBLAS<Scalar: BLASScalar>(
@@ -122,7 +123,7 @@ enum BatchNormKernels {
         }
     }
 
-    /// The shortest rows ``columnMomentsBLAS(x:rows:columns:blockRows:mean:m2:ones:scratch:copy:load:)``
+    /// The shortest rows ``columnMomentsBLAS(x:rows:columns:blockRows:mean:m2:ones:scratch:copy:centre:load:)``
     /// and ``parameterSums(dy:mask:x:geometry:block:backend:mean:dgammaRaw:dbeta:ones:scratch:load:)``
     /// sum one at a time with `axpy`: below it, the per-call cost of `axpy`
     /// outweighs the block `gemv`'s second pass over the squares in L2 (the

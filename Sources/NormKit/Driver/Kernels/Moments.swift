@@ -144,12 +144,12 @@ extension Moments {
     /// The corrected two-pass step over `length` parts of `count` values
     /// each, given their residual sums `Σ(x - mean)`: `r = residual / count`,
     /// `mean += r`, `m2 -= r·residual`. Returns whether any part may be
-    /// degenerate: each part's ``isDegenerate(mean:m2:count:)`` is true only
-    /// where `m2 > 8·count³·ulpOfOne²·mean²` (twice its bound, as
-    /// `ulp(mean) ≤ |mean|·ulpOfOne`), `m2` above the least normal magnitude
-    /// and finite fails, a test without branches that the loop vectorizes;
-    /// the caller asks ``isDegenerate(mean:m2:count:)`` of each part only
-    /// when this returns `true`.
+    /// degenerate, by a test without branches that the loop vectorizes:
+    /// `m2 > 8·count³·ulpOfOne²·mean²` (twice the bound of
+    /// ``isDegenerate(mean:m2:count:)``, as `ulp(mean) ≤ |mean|·ulpOfOne`),
+    /// `m2` above the least normal magnitude, and finite. A degenerate part
+    /// fails it, so the caller asks ``isDegenerate(mean:m2:count:)`` of each
+    /// part only when this returns `true`.
     ///
     /// - Complexity: O(length).
     @inlinable
