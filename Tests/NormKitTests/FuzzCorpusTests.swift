@@ -22,8 +22,8 @@ struct FuzzCorpusTests {
         #expect(files.count >= 100, "Fuzz/Corpus holds \(files.count) inputs")
         // Every input in optimized builds (make test); every 16th in the
         // sanitizers' debug builds (each sanitizer run spent about 450 s on
-        // every 8th on a slow day), where CI's make fuzz replays every input
-        // under ASan anyway as the fuzzer starts.
+        // every 8th on a slow day; make sanitize runs this test under ASan
+        // as a process of its own, beside the two suites).
         let stride = optimizedBuild ? 1 : 16
         for (index, name) in files.enumerated() where index % stride == 0 {
             let data = try Data(contentsOf: Self.corpus.appendingPathComponent(name))
