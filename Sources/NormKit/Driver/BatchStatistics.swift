@@ -6,6 +6,22 @@
 /// the batch's: the identity for one process, collectives across ranks.
 @usableFromInline
 enum BatchStatistics {
+    /// How a pass over `g` runs: chunks of the outer dimension (whole rows of
+    /// channels) on ``Threading``'s workers; whether its outputs are streamed
+    /// (``StreamingStores/shouldStream(count:of:)``) and the cache's copy of
+    /// the input (``StreamingStores/streamsCopy(count:of:)``), a 16-bit
+    /// pass's tensors counting as half as many `Scalar`s.
+    @inlinable
+    static func schedule<Scalar: BLASScalar>(
+        _ g: ChannelGeometry, reduced: Bool, backend: Backend, of: Scalar.Type
+    ) -> (split: Threading.Split, streaming: Bool, streamsCopy: Bool) {
+        let count = g.outer * g.channels * g.inner, scalars = reduced ? (count + 1) / 2 : count
+        return (Threading.split(outer: g.outer, scalarsPerRow: g.channels * g.inner, of: Scalar.self,
+                                backend: backend),
+                StreamingStores.shouldStream(count: scalars, of: Scalar.self),
+                StreamingStores.streamsCopy(count: scalars, of: Scalar.self))
+    }
+
     /// The training or inference forward pass over the validated input the
     /// cache holds.
     ///
@@ -37,11 +53,7 @@ enum BatchStatistics {
         cache.record(gamma: gamma, beta: beta, parameters: channels, mode: mode, statisticCount: channels, origin: origin)
         cache.prepareMask(activation: activation, count: g.outer * rowStride)
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
-        let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
-                                    backend: backend)
-        let streaming = StreamingStores.shouldStream(
-            count: reduced == nil ? g.outer * rowStride : (g.outer * rowStride + 1) / 2,
-            of: Scalar.self)
+        let (split, streaming, streamsCopy) = schedule(g, reduced: reduced != nil, backend: backend, of: Scalar.self)
         let plan = ForwardScratch<Scalar>(
             geometry: g, split: split, block: block,
             units: reduced != nil ? reducedScratch(geometry: g, block: block)
@@ -69,9 +81,7 @@ enum BatchStatistics {
                         Threading.run(split, MomentsPass(
                             split: split, geometry: g, x: x, plan: plan, scratch: scratch, ones: ones,
                             block: block, backend: backend, reduced: reduced, source: source,
-                            streaming: StreamingStores.streamsCopy(
-                                count: reduced == nil ? g.outer * rowStride : (g.outer * rowStride + 1) / 2,
-                                of: Scalar.self)))
+                            streaming: streamsCopy))
                     }
                     mean.update(repeating: 0, count: channels)
                     variance.update(repeating: 0, count: channels)
@@ -195,12 +205,8 @@ enum BatchStatistics {
         output y: UnsafeMutablePointer<Scalar>, epilogue: Epilogue<Scalar>,
         workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil
     ) throws(NormError) {
-        let channels = g.channels, rowStride = g.channels * g.inner
-        let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
-                                    backend: backend)
-        let streaming = StreamingStores.shouldStream(
-            count: reduced == nil ? g.outer * rowStride : (g.outer * rowStride + 1) / 2,
-            of: Scalar.self)
+        let channels = g.channels
+        let (split, streaming, _) = schedule(g, reduced: reduced != nil, backend: backend, of: Scalar.self)
         // A 16-bit pass's units per worker, then the vectors.
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
         var layout = ScratchLayout<Scalar>()
@@ -252,7 +258,6 @@ enum BatchStatistics {
         workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil
     ) -> NormError? {
         let forwardMode = cache.mode, frozen = forwardMode == .inference, channels = g.channels
-        let rowStride = g.channels * g.inner
         // A ReLU's mask (when given) is applied in both passes: the first
         // keeps each block's masked gradient in a second scratch block. The
         // blocks stay those of the unmasked pass, whose sums they must give
@@ -263,11 +268,7 @@ enum BatchStatistics {
                                  buffers, workspace: &workspace)
             return nil
         }
-        let split = Threading.split(outer: g.outer, scalarsPerRow: rowStride, of: Scalar.self,
-                                    backend: backend)
-        let streaming = StreamingStores.shouldStream(
-            count: reduced == nil ? g.outer * rowStride : (g.outer * rowStride + 1) / 2,
-            of: Scalar.self)
+        let (split, streaming, _) = schedule(g, reduced: reduced != nil, backend: backend, of: Scalar.self)
         let plan = BackwardScratch<Scalar>(
             geometry: g, split: split, block: block, masked: mask != nil,
             units: reduced == nil ? 0 : reducedScratch(geometry: g, block: block),

@@ -489,9 +489,7 @@ extension BatchStatistics {
         output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
     ) throws(NormError) {
         let precision = try StoragePrecision(Storage.self)
-        let count = try Tensor<Float>.elementCount(of: shape)
-        try Validation.buffer("input", x.count, expected: count)
-        try Validation.buffer("output", output.count, expected: count)
+        let count = try Validation.inferBuffers(x, output, shape: shape)
         let g = try geometry(shape, count)
         let raw = UnsafeRawPointer(x.baseAddress!)
         try infer(raw.assumingMemoryBound(to: Float.self), geometry: g, gamma: gamma, beta: beta,

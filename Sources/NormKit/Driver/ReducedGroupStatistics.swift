@@ -39,10 +39,7 @@ extension GroupStatistics {
                         epilogue: Epilogue(residual: nil, activation: activation, mask: p.mask),
                         workspace: &workspace)
         }
-        if let index = failure {
-            cache.invalidate()
-            throw .nonFiniteStatistics(index: index)
-        }
+        try cache.settle(failure: failure)
     }
 
     /// The 16-bit inference that keeps nothing: the 16-bit forward's output
@@ -57,21 +54,16 @@ extension GroupStatistics {
     ) throws(NormError) {
         try parameters(affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
         let precision = try StoragePrecision(Storage.self)
-        let count = try Tensor<Float>.elementCount(of: shape)
-        try Validation.buffer("input", x.count, expected: count)
-        try Validation.buffer("output", output.count, expected: count)
+        let count = try Validation.inferBuffers(x, output, shape: shape)
         let g = try geometry(shape: shape, count: count, channels: channels, groups: groups,
                              layout: layout)
         try Validation.valuesPerStatistic(g.rowLength)
         let streams = ReducedStreams(precision: precision, x: UnsafeRawPointer(x.baseAddress!),
                                      y: UnsafeMutableRawPointer(output.baseAddress!))
-        if let index = reducedPass(streams, geometry: g, layout: layout, gamma: gamma, beta: beta,
-                                   epsilon: epsilon,
-                                   backend: backend, statistics: nil,
-                                   epilogue: Epilogue(residual: nil, activation: activation),
-                                   workspace: &workspace) {
-            throw .nonFiniteStatistics(index: index)
-        }
+        try Validation.statistics(failure: reducedPass(
+            streams, geometry: g, layout: layout, gamma: gamma, beta: beta, epsilon: epsilon,
+            backend: backend, statistics: nil, epilogue: Epilogue(residual: nil, activation: activation),
+            workspace: &workspace))
     }
 
     /// The statistics and output pass: chunks of samples on ``Threading``'s

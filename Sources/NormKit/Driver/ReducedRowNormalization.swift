@@ -43,10 +43,7 @@ extension RowNormalization {
                         },
                         workspace: &workspace)
         }
-        if let index = failure {
-            cache.invalidate()
-            throw .nonFiniteStatistics(index: index)
-        }
+        try cache.settle(failure: failure)
     }
 
     /// The 16-bit inference that keeps nothing: the 16-bit forward's output
@@ -59,17 +56,13 @@ extension RowNormalization {
     ) throws(NormError) {
         let centred = rowStatistics.centred
         let precision = try StoragePrecision(Storage.self)
-        let count = try Tensor<Float>.elementCount(of: shape)
-        try Validation.buffer("input", x.count, expected: count)
-        try Validation.buffer("output", output.count, expected: count)
+        let count = try Validation.inferBuffers(x, output, shape: shape)
         let rows = try Validation.rows(shape: shape, count: count, trailing: trailing)
         if centred { try Validation.valuesPerStatistic(columns) }
-        if let index = reducedPass(
+        try Validation.statistics(failure: reducedPass(
             UnsafeRawPointer(x.baseAddress!), copy: nil, precision: precision, rows: rows, columns: columns,
             rowStatistics: rowStatistics, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
-            statistics: nil, y: UnsafeMutableRawPointer(output.baseAddress!), workspace: &workspace) {
-            throw .nonFiniteStatistics(index: index)
-        }
+            statistics: nil, y: UnsafeMutableRawPointer(output.baseAddress!), workspace: &workspace))
     }
 
     /// The residual sum ahead of a 16-bit row pass: `s = x + r` computed in

@@ -52,10 +52,7 @@ enum RowNormalization {
                         beta: beta, epsilon: epsilon, backend: backend, statistics: (mean, invstd),
                         y: output.baseAddress!, prologue: prologue, workspace: &workspace)
         }
-        if let index = failure {
-            cache.invalidate()
-            throw .nonFiniteStatistics(index: index)
-        }
+        try cache.settle(failure: failure)
     }
 
     /// Inference that keeps nothing: the forward's output bit for bit, the
@@ -70,11 +67,10 @@ enum RowNormalization {
         let count = try Validation.inferBuffers(x, output, shape: shape)
         let rows = try Validation.rows(shape: shape, count: count, trailing: trailing)
         if centred { try Validation.valuesPerStatistic(columns) }
-        if let index = pass(x.baseAddress!, rows: rows, columns: columns, rowStatistics: rowStatistics,
-                            gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,
-                            statistics: nil, y: output.baseAddress!, workspace: &workspace) {
-            throw .nonFiniteStatistics(index: index)
-        }
+        try Validation.statistics(failure: pass(
+            x.baseAddress!, rows: rows, columns: columns, rowStatistics: rowStatistics, gamma: gamma,
+            beta: beta, epsilon: epsilon, backend: backend, statistics: nil, y: output.baseAddress!,
+            workspace: &workspace))
     }
 
     /// What a row pass writes into the cache ahead of each block's rows:

@@ -202,10 +202,7 @@ enum GroupStatistics {
                  epilogue: Epilogue(residual: residual?.baseAddress, activation: activation, mask: p.mask),
                  workspace: &workspace)
         }
-        if let index = failure {
-            cache.invalidate()
-            throw .nonFiniteStatistics(index: index)
-        }
+        try cache.settle(failure: failure)
     }
 
     /// Inference that keeps nothing: the forward's output, bit for bit, with
@@ -221,12 +218,10 @@ enum GroupStatistics {
         let count = try Validation.inferBuffers(x, output, shape: shape)
         let g = try geometry(shape: shape, count: count, channels: channels, groups: groups, layout: layout)
         try Validation.valuesPerStatistic(g.rowLength)
-        if let index = pass(x.baseAddress, geometry: g, layout: layout, gamma: gamma, beta: beta, epsilon: epsilon,
-                            backend: backend, statistics: nil, y: output.baseAddress,
-                            epilogue: Epilogue(residual: nil, activation: activation),
-                            workspace: &workspace) {
-            throw .nonFiniteStatistics(index: index)
-        }
+        try Validation.statistics(failure: pass(
+            x.baseAddress, geometry: g, layout: layout, gamma: gamma, beta: beta, epsilon: epsilon,
+            backend: backend, statistics: nil, y: output.baseAddress,
+            epilogue: Epilogue(residual: nil, activation: activation), workspace: &workspace))
     }
 
     /// The statistics and output pass over a validated geometry: chunks of

@@ -143,13 +143,20 @@ enum Validation {
     /// The buffers of an `infer` call: `input` and `output` hold `product(shape)` scalars.
     /// - Returns: that count.
     @inlinable
-    static func inferBuffers<Scalar: BLASScalar>(
-        _ x: UnsafeBufferPointer<Scalar>, _ y: UnsafeMutableBufferPointer<Scalar>, shape: [Int]
+    static func inferBuffers<Element>(
+        _ x: UnsafeBufferPointer<Element>, _ y: UnsafeMutableBufferPointer<Element>, shape: [Int]
     ) throws(NormError) -> Int {
-        let count = try Tensor<Scalar>.elementCount(of: shape)
+        let count = try Tensor<Float>.elementCount(of: shape)
         try buffer("input", x.count, expected: count)
         try buffer("output", y.count, expected: count)
         return count
+    }
+
+    /// Throws ``NormError/nonFiniteStatistics(index:)`` when a pass reported
+    /// `failure`: the first row (or channel) whose statistics are not finite.
+    @inlinable
+    static func statistics(failure: Int?) throws(NormError) {
+        if let index = failure { throw .nonFiniteStatistics(index: index) }
     }
 
     /// A residual buffer, when there is one, holds the input's count.

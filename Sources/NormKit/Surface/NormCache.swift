@@ -276,6 +276,16 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
     /// Marks the cache as filled by no forward pass (its statistics are partial).
     @usableFromInline
     mutating func invalidate() { origin = .none }
+
+    /// After a forward pass into the cache: when it reported `failure` (the
+    /// first row or channel whose statistics are not finite), invalidates the
+    /// cache and throws ``NormError/nonFiniteStatistics(index:)``.
+    @inlinable
+    mutating func settle(failure: Int?) throws(NormError) {
+        guard let index = failure else { return }
+        invalidate()
+        throw .nonFiniteStatistics(index: index)
+    }
 }
 
 
