@@ -86,6 +86,19 @@ static int normkit_avx2(void) {
     return value;
 }
 
+// AVX-512 with the subsets the 512-bit forms use (VL, DQ, BW).
+static int normkit_avx512(void) {
+    static int known = -1;
+    int value = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (value < 0) {
+        __builtin_cpu_init();
+        value = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+                && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") ? 1 : 0;
+        __atomic_store_n(&known, value, __ATOMIC_RELAXED);
+    }
+    return value;
+}
+
 // AVX-512 BF16 with the AVX-512 subsets its forms use (VL for 256-bit forms,
 // DQ for vfpclassps).
 static int normkit_avx512bf16(void) {
@@ -659,6 +672,53 @@ NORMKIT_REDUCED_VECTOR_PASSES(f16, f16, "avx,f16c", NORMKIT_F16_WRITE)
 NORMKIT_REDUCED_VECTOR_PASSES(bf16, bf16, "avx2", NORMKIT_BF16_WRITE)
 NORMKIT_REDUCED_VECTOR_PASSES(bf16_512, bf16, NORMKIT_AVX512BF16, NORMKIT_BF16_WRITE_512)
 #undef NORMKIT_REDUCED_VECTOR_PASSES
+
+// The plain normalize pass (no residual, ReLU or copy, stored: BatchNorm's
+// training output and its inference without a cache) sixteen values a vector
+// in 512-bit registers: the 256-bit forms' expressions lane by lane (no
+// contraction), so the same bits, in half the instructions. Measured (C
+// loop, 4096x1024, one thread, Intel Xeon with AVX-512 BF16, in L3, medians of
+// 15 alternated rounds): 0.29 -> 0.21 ns a value for bfloat16, 0.27 -> 0.19 for
+// float16; the widening passes gained nothing this way. Each group of sixteen
+// is read before it is written: x may be y.
+#define NORMKIT_AVX512F16 "avx,avx2,f16c,avx512f,avx512vl,avx512dq,avx512bw"
+__attribute__((target(NORMKIT_AVX512F16)))
+static void normkit_normalize_columns_f16_zmm(const uint16_t *x, uint16_t *y, long n,
+                                              const float *mean, const float *scale,
+                                              const float *shift) {
+    long j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + j)));
+        v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, _mm512_loadu_ps(mean + j)),
+                                        _mm512_loadu_ps(scale + j)),
+                          _mm512_loadu_ps(shift + j));
+        _mm256_storeu_si256((__m256i *)(y + j), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+    }
+    for (; j < n; j++)
+        y[j] = normkit_float_to_f16((normkit_f16_to_float(x[j]) - mean[j]) * scale[j] + shift[j]);
+}
+
+// vcvtneps2bf16 on sixteen values, or the integer rounding of the two halves
+// when one is subnormal (normkit_narrow_bf16x16_512's rule).
+__attribute__((target(NORMKIT_AVX512BF16)))
+static void normkit_normalize_columns_bf16_zmm(const uint16_t *x, uint16_t *y, long n,
+                                               const float *mean, const float *scale,
+                                               const float *shift) {
+    long j = 0;
+    for (; j + 16 <= n; j += 16) {
+        __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(x + j)));
+        __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
+        v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, _mm512_loadu_ps(mean + j)),
+                                        _mm512_loadu_ps(scale + j)),
+                          _mm512_loadu_ps(shift + j));
+        __m256i narrowed = _mm512_fpclass_ps_mask(v, 0x20)
+            ? normkit_narrow_bf16x16(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1))
+            : (__m256i)_mm512_cvtneps_pbh(v);
+        _mm256_storeu_si256((__m256i *)(y + j), narrowed);
+    }
+    for (; j < n; j++)
+        y[j] = normkit_float_to_bf16((normkit_bf16_to_float(x[j]) - mean[j]) * scale[j] + shift[j]);
+}
 #endif
 
 
@@ -668,6 +728,10 @@ void normkit_normalize_columns_f16(const uint16_t *x, uint16_t *y, long n, const
                                    const float *scale, const float *shift, const uint16_t *r,
                                    unsigned char *mask, int relu, uint16_t *copy, int streaming) {
 #if defined(NORMKIT_F16C)
+    if (!r && !relu && !copy && !streaming && normkit_avx512()) {
+        normkit_normalize_columns_f16_zmm(x, y, n, mean, scale, shift);
+        return;
+    }
     if (normkit_f16c()) {
         normkit_normalize_columns_f16_vector(x, y, n, mean, scale, shift, r, mask, relu, copy,
                                            streaming);
@@ -748,8 +812,11 @@ NORMKIT_CLONES void normkit_normalize_columns_bf16(const uint16_t *x, uint16_t *
                                                    uint16_t *copy, int streaming) {
 #if defined(NORMKIT_F16C)
     if (normkit_avx512bf16()) {
-        normkit_normalize_columns_bf16_512_vector(x, y, n, mean, scale, shift, r, mask, relu, copy,
-                                                streaming);
+        if (!r && !relu && !copy && !streaming)
+            normkit_normalize_columns_bf16_zmm(x, y, n, mean, scale, shift);
+        else
+            normkit_normalize_columns_bf16_512_vector(x, y, n, mean, scale, shift, r, mask, relu,
+                                                      copy, streaming);
         return;
     }
     if (normkit_avx2()) {
