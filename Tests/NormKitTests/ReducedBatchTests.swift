@@ -530,6 +530,58 @@ struct ReducedBatchTests {
         #expect(y16.allSatisfy { $0.isFinite })
     }
 
+    /// BatchNorm over `S` inputs of 1,029 features (64 vectors of sixteen and
+    /// a tail of five, so every vector form of the normalize pass runs its
+    /// loop): the training forward, `infer` and the inference forward against
+    /// the `Float` layer on the widened input, rounded once.
+    func wideRows<S: TestStorage>(_: S.Type) throws {
+        // How many of `ours` differ in bits from `reference` rounded to `S`.
+        func differing(_ ours: [S], _ reference: [Float]) -> Int {
+            zip(ours, reference).filter { $0.bits != S($1).bits }.count
+        }
+        let features = 1029, shape = [23, 1029]
+        let x: [S] = reducedInput(23 * features, scale: 3, shift: 100.1, seed: 61)
+        var layer = try BatchNorm<Float>(featureCount: features)
+        layer.gamma = randomVector(features, scale: 0.5, shift: 1.1, seed: 62)
+        layer.beta = randomVector(features, scale: 1, shift: 0.3, seed: 63)
+        // Running statistics of another scale, so that inference differs.
+        layer.runningMean = randomVector(features, scale: 1, shift: 99.7, seed: 64)
+        layer.runningVariance = randomVector(features, scale: 0.5, shift: 8.9, seed: 65)
+        let reference = layer
+        var floatLayer = layer
+        let widened = try Tensor<Float>(shape: shape, scalars: x.map(\.float))
+        let (yTraining, _) = try floatLayer.forward(widened, mode: .training)
+        let yInference = try reference.infer(widened)
+        var y = [S](repeating: S(0), count: x.count)
+        var cache = NormCache<Float>(), workspace = Workspace<Float>()
+        var trained = layer
+        try reducedForward(&trained, x, shape: shape, &y, &cache, &workspace)
+        #expect(differing(y, yTraining.scalars) == 0, "\(S.name) training forward")
+        #expect(trained == floatLayer, "\(S.name) running statistics")
+        var inferred = [S](repeating: S(0), count: x.count)
+        try x.withUnsafeBufferPointer { xb in
+            try inferred.withUnsafeMutableBufferPointer { yb in
+                try layer.infer(xb, shape: shape, into: yb, workspace: &workspace)
+            }
+        }
+        #expect(differing(inferred, yInference.scalars) == 0, "\(S.name) infer")
+        // In place, and through the inference forward (which copies x to the cache).
+        var inPlace = x
+        try inPlace.withUnsafeMutableBufferPointer { buffer in
+            try layer.infer(UnsafeBufferPointer(buffer), shape: shape, into: buffer, workspace: &workspace)
+        }
+        #expect(differing(inPlace, inferred.map(\.float)) == 0, "\(S.name) infer in place")
+        var frozen = layer
+        try reducedForward(&frozen, x, shape: shape, &y, &cache, &workspace, mode: .inference)
+        #expect(differing(y, inferred.map(\.float)) == 0, "\(S.name) inference forward")
+    }
+
+    @Test("BatchNorm over 1,029 features in 16 bits equals the Float layer on the widened input, rounded, bit for bit: training forward, infer (in place too) and inference forward")
+    func wideRowsBothTypes() throws {
+        try wideRows(Float16.self)
+        try wideRows(BFloat16.self)
+    }
+
     @Test("wrong counts, another precision's cache and non-finite input throw, running statistics unchanged")
     func badInput() throws {
         var layer = try BatchNorm<Float>(featureCount: 5)
