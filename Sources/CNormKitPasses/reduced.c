@@ -75,43 +75,25 @@ static inline float normkit_bf16_to_float(uint16_t h) {
 }
 
 #if defined(NORMKIT_F16C)
-static int normkit_avx2(void) {
-    static int known = -1;
-    int value = __atomic_load_n(&known, __ATOMIC_RELAXED);
-    if (value < 0) {
-        __builtin_cpu_init();
-        value = __builtin_cpu_supports("avx2") ? 1 : 0;
-        __atomic_store_n(&known, value, __ATOMIC_RELAXED);
+// Each test of the CPU runs once a process; then its answer is read.
+#define NORMKIT_CPU_TEST(NAME, EXPR)                                                      \
+    static int NAME(void) {                                                               \
+        static int known = -1;                                                            \
+        int value = __atomic_load_n(&known, __ATOMIC_RELAXED);                            \
+        if (value < 0) {                                                                  \
+            __builtin_cpu_init();                                                         \
+            value = (EXPR) ? 1 : 0;                                                       \
+            __atomic_store_n(&known, value, __ATOMIC_RELAXED);                            \
+        }                                                                                 \
+        return value;                                                                     \
     }
-    return value;
-}
-
+NORMKIT_CPU_TEST(normkit_avx2, __builtin_cpu_supports("avx2"))
 // AVX-512 with the subsets the 512-bit forms use (VL, DQ, BW).
-static int normkit_avx512(void) {
-    static int known = -1;
-    int value = __atomic_load_n(&known, __ATOMIC_RELAXED);
-    if (value < 0) {
-        __builtin_cpu_init();
-        value = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
-                && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") ? 1 : 0;
-        __atomic_store_n(&known, value, __ATOMIC_RELAXED);
-    }
-    return value;
-}
-
+NORMKIT_CPU_TEST(normkit_avx512, __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl")
+                 && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
 // AVX-512 BF16 with the AVX-512 subsets its forms use (VL for 256-bit forms,
 // DQ for vfpclassps).
-static int normkit_avx512bf16(void) {
-    static int known = -1;
-    int value = __atomic_load_n(&known, __ATOMIC_RELAXED);
-    if (value < 0) {
-        __builtin_cpu_init();
-        value = __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vl")
-                && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") ? 1 : 0;
-        __atomic_store_n(&known, value, __ATOMIC_RELAXED);
-    }
-    return value;
-}
+NORMKIT_CPU_TEST(normkit_avx512bf16, __builtin_cpu_supports("avx512bf16") && normkit_avx512())
 
 // bfloat16 with AVX2 intrinsics: what the compiler made of the scalar loops
 // below (8 lanes, the NaN test as integer max and compare, a 16-byte store per
@@ -219,16 +201,7 @@ void normkit_narrow_f16_baseline(const float *f, uint16_t *h, long n) {
 }
 
 #if defined(NORMKIT_F16C)
-static int normkit_f16c(void) {
-    static int known = -1;
-    int value = __atomic_load_n(&known, __ATOMIC_RELAXED);
-    if (value < 0) {
-        __builtin_cpu_init();
-        value = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx") ? 1 : 0;
-        __atomic_store_n(&known, value, __ATOMIC_RELAXED);
-    }
-    return value;
-}
+NORMKIT_CPU_TEST(normkit_f16c, __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx"))
 
 // One form per caller below (copy NULL or not), so that the loop tests nothing.
 __attribute__((target("avx,f16c")))
@@ -682,43 +655,40 @@ NORMKIT_REDUCED_VECTOR_PASSES(bf16_512, bf16, NORMKIT_AVX512BF16, NORMKIT_BF16_W
 // float16; the widening passes gained nothing this way. Each group of sixteen
 // is read before it is written: x may be y.
 #define NORMKIT_AVX512F16 "avx,avx2,f16c,avx512f,avx512vl,avx512dq,avx512bw"
-__attribute__((target(NORMKIT_AVX512F16)))
-static void normkit_normalize_columns_f16_zmm(const uint16_t *x, uint16_t *y, long n,
-                                              const float *mean, const float *scale,
-                                              const float *shift) {
-    long j = 0;
-    for (; j + 16 <= n; j += 16) {
-        __m512 v = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + j)));
-        v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, _mm512_loadu_ps(mean + j)),
-                                        _mm512_loadu_ps(scale + j)),
-                          _mm512_loadu_ps(shift + j));
-        _mm256_storeu_si256((__m256i *)(y + j), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
+#define NORMKIT_NORMALIZE_COLUMNS_ZMM(P, TARGET, WIDEN, NARROW)                            \
+    __attribute__((target(TARGET)))                                                       \
+    static void normkit_normalize_columns_##P##_zmm(const uint16_t *x, uint16_t *y, long n, \
+                                                    const float *mean, const float *scale, \
+                                                    const float *shift) {                 \
+        long j = 0;                                                                       \
+        for (; j + 16 <= n; j += 16) {                                                    \
+            __m256i h = _mm256_loadu_si256((const __m256i *)(x + j));                     \
+            __m512 v = _mm512_add_ps(                                                     \
+                _mm512_mul_ps(_mm512_sub_ps(WIDEN, _mm512_loadu_ps(mean + j)),            \
+                              _mm512_loadu_ps(scale + j)),                                \
+                _mm512_loadu_ps(shift + j));                                              \
+            _mm256_storeu_si256((__m256i *)(y + j), NARROW);                              \
+        }                                                                                 \
+        for (; j < n; j++)                                                                \
+            y[j] = normkit_float_to_##P((normkit_##P##_to_float(x[j]) - mean[j]) * scale[j] \
+                                        + shift[j]);                                      \
     }
-    for (; j < n; j++)
-        y[j] = normkit_float_to_f16((normkit_f16_to_float(x[j]) - mean[j]) * scale[j] + shift[j]);
+
+// bfloat16's sixteen values rounded: vcvtneps2bf16, or the integer rounding of
+// the two halves when one is subnormal (normkit_narrow_bf16x16_512's rule).
+__attribute__((target(NORMKIT_AVX512BF16)))
+static inline __m256i normkit_narrow_bf16x16_zmm(__m512 v) {
+    if (_mm512_fpclass_ps_mask(v, 0x20))
+        return normkit_narrow_bf16x16(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    return (__m256i)_mm512_cvtneps_pbh(v);
 }
 
-// vcvtneps2bf16 on sixteen values, or the integer rounding of the two halves
-// when one is subnormal (normkit_narrow_bf16x16_512's rule).
-__attribute__((target(NORMKIT_AVX512BF16)))
-static void normkit_normalize_columns_bf16_zmm(const uint16_t *x, uint16_t *y, long n,
-                                               const float *mean, const float *scale,
-                                               const float *shift) {
-    long j = 0;
-    for (; j + 16 <= n; j += 16) {
-        __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(x + j)));
-        __m512 v = _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
-        v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, _mm512_loadu_ps(mean + j)),
-                                        _mm512_loadu_ps(scale + j)),
-                          _mm512_loadu_ps(shift + j));
-        __m256i narrowed = _mm512_fpclass_ps_mask(v, 0x20)
-            ? normkit_narrow_bf16x16(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1))
-            : (__m256i)_mm512_cvtneps_pbh(v);
-        _mm256_storeu_si256((__m256i *)(y + j), narrowed);
-    }
-    for (; j < n; j++)
-        y[j] = normkit_float_to_bf16((normkit_bf16_to_float(x[j]) - mean[j]) * scale[j] + shift[j]);
-}
+NORMKIT_NORMALIZE_COLUMNS_ZMM(f16, NORMKIT_AVX512F16, _mm512_cvtph_ps(h),
+                              _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT))
+NORMKIT_NORMALIZE_COLUMNS_ZMM(bf16, NORMKIT_AVX512BF16,
+                              _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)),
+                              normkit_narrow_bf16x16_zmm(v))
+#undef NORMKIT_NORMALIZE_COLUMNS_ZMM
 #endif
 
 
