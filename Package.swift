@@ -124,11 +124,18 @@ let package = Package(
         .testTarget(
             name: "NormKitTests",
             dependencies: [
-                "NormKit", "MallocCounter", "NormFuzzHarness",
+                "NormKit", "MallocCounter", "NormFuzzHarness", "NormKitCoreSwitch",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             // Read from the source tree (#filePath); made by make_pytorch_fixture.py.
             exclude: ["Fixtures"]
+        ),
+        // BLASRuntime.useAdvisedCore() changes OpenBLAS's kernels for the whole
+        // process: CoreAdviceTests runs it in this executable of its own.
+        .executableTarget(
+            name: "NormKitCoreSwitch",
+            dependencies: ["NormKit"],
+            path: "Tests/NormKitCoreSwitch"
         ),
         // The synchronized layers under mpirun: NormKitMPITests starts this
         // executable with 1, 2 and 3 ranks.

@@ -1,10 +1,13 @@
 // What NormKit asks of the operating system and the CPU that Swift's Glibc
 // module does not show: sched_getaffinity, CPU_COUNT and pthread_setname_np
 // need _GNU_SOURCE, and
-// the CPU's features come from GCC/Clang's __builtin_cpu_supports.
+// the CPU's features come from GCC/Clang's __builtin_cpu_supports; OpenBLAS's
+// run-time kernel selection is looked up with dlsym (RTLD_DEFAULT).
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdlib.h>
 #include "normkit_support.h"
 
 int normkit_affinity_cpu_count(void) {
@@ -41,3 +44,18 @@ unsigned normkit_floating_point_mode(void) { return 0; }
 void normkit_set_floating_point_mode(unsigned mode) { (void)mode; }
 unsigned normkit_flushing_subnormals(unsigned mode) { return mode; }
 #endif
+
+int normkit_openblas_reselect_core(const char *coretype) {
+    // A DYNAMIC_ARCH OpenBLAS picks its kernel table (`gotoblas`) once, in
+    // gotoblas_dynamic_init, from OPENBLAS_CORETYPE or the CPU's model;
+    // gotoblas_dynamic_quit forgets it. Both are exported functions of its
+    // shared library; a build for one CPU has neither.
+    void (*quit)(void) = (void (*)(void))dlsym(RTLD_DEFAULT, "gotoblas_dynamic_quit");
+    void (*init)(void) = (void (*)(void))dlsym(RTLD_DEFAULT, "gotoblas_dynamic_init");
+    if (quit == NULL || init == NULL) return -1;
+    if (setenv("OPENBLAS_CORETYPE", coretype, 1) != 0) return -2;
+    quit();
+    init();
+    unsetenv("OPENBLAS_CORETYPE");
+    return 0;
+}

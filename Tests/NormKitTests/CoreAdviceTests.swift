@@ -50,4 +50,32 @@ struct CoreAdviceTests {
                 == BLASRuntime.coreAdvice(cpu: BLASRuntime.cpuVectorLevel,
                                           openBLASCore: BLASRuntime.coreName))
     }
+
+    /// `BLASRuntime.useAdvisedCore()` in a process of its own
+    /// (Tests/NormKitCoreSwitch, built beside this test bundle): on a CPU where
+    /// OpenBLAS chose older kernels than it allows, a DYNAMIC_ARCH OpenBLAS
+    /// switches to the advised ones; the layers' outputs stay within a few
+    /// roundings, OPENBLAS_CORETYPE and OpenBLAS's thread count are as before,
+    /// and a second call changes nothing. Elsewhere (no advice, a preset
+    /// `OPENBLAS_CORETYPE`, a build for one CPU) it must say why it did not.
+    @Test("useAdvisedCore switches OpenBLAS's kernels in a running process")
+    func switchInProcess() throws {
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        process.arguments = ["120", exe.deletingLastPathComponent().appendingPathComponent("NormKitCoreSwitch").path]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0 && output.contains("all passed"), "\(output)")
+        if BLASRuntime.coreAdvice != nil, BLASRuntime.configuration.contains("DYNAMIC_ARCH"),
+           ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil {
+            #expect(output.contains("switched from its \(BLASRuntime.coreName) kernels"), "\(output)")
+        } else {
+            #expect(output.contains("keeps its") || output.contains("unchanged:"), "\(output)")
+        }
+    }
 }

@@ -27,4 +27,12 @@ void normkit_set_floating_point_mode(unsigned mode);
 /// bit 6) set: subnormal results and operands become zero.
 unsigned normkit_flushing_subnormals(unsigned mode);
 
+/// Makes a DYNAMIC_ARCH OpenBLAS choose its kernels again, as it does when it
+/// loads, with OPENBLAS_CORETYPE set to `coretype` for that moment
+/// (gotoblas_dynamic_quit, then gotoblas_dynamic_init; the variable is unset
+/// again afterwards, so the caller must have found it unset). No BLAS call may
+/// run on any thread meanwhile. Returns 0, or -1 when the library has no
+/// run-time selection (neither function is exported), -2 when setenv failed.
+int normkit_openblas_reselect_core(const char *coretype);
+
 #endif

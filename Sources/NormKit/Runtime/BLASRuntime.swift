@@ -163,9 +163,10 @@ extension BLASRuntime {
     /// recent Xeon, for a Prescott and runs SSE3 kernels on it); `nil` when its
     /// choice is as good as the CPU allows or its core is not known.
     ///
-    /// `OPENBLAS_CORETYPE` is read when OpenBLAS loads, so it must be set
-    /// before the process starts; ``restartWithAdvisedCoreIfNeeded(tool:)``
-    /// does that for a command-line tool.
+    /// OpenBLAS reads `OPENBLAS_CORETYPE` when it loads: set it before the
+    /// process starts (``restartWithAdvisedCoreIfNeeded(tool:)`` does that
+    /// for a command-line tool), or call ``useAdvisedCore()`` at the start of
+    /// the program.
     public static var coreAdvice: CoreAdvice? {
         coreAdvice(cpu: cpuVectorLevel, openBLASCore: coreName)
     }
@@ -196,6 +197,78 @@ extension BLASRuntime {
         setenv("NORMKIT_CORETYPE_RESTARTED", "1", 1)
         execv("/proc/self/exe", CommandLine.unsafeArgv)
         writeError("\(tool): the restart failed (errno \(errno)); continuing with \(advice.chosen)\n")
+    }
+
+    /// What ``useAdvisedCore()`` did.
+    public enum CoreSelection: Sendable, Equatable, CustomStringConvertible {
+        /// OpenBLAS now runs `to`'s kernels (``coreName``) instead of `from`'s.
+        case switched(from: String, to: String)
+        /// Nothing to change: ``coreAdvice`` is `nil` for `core`, OpenBLAS's
+        /// choice (as good as the CPU allows, or a core this table does not know).
+        case unchanged(core: String)
+        /// Not switched, for `reason`: `OPENBLAS_CORETYPE` is set (whoever
+        /// started the process chose), the OpenBLAS library selects no kernels
+        /// at run time (a build for one CPU, not `DYNAMIC_ARCH`), a NormKit
+        /// kernel is running, or OpenBLAS, asked again, chose the same kernels.
+        case declined(reason: String)
+
+        public var description: String {
+            switch self {
+            case .switched(let from, let to): "OpenBLAS switched from its \(from) kernels to \(to)"
+            case .unchanged(let core): "OpenBLAS keeps its \(core) kernels"
+            case .declined(let reason): "OpenBLAS's kernels unchanged: \(reason)"
+            }
+        }
+    }
+
+    /// Switches OpenBLAS to the kernels ``coreAdvice`` recommends, in this
+    /// process, without a restart: OpenBLAS chooses again exactly as it does
+    /// when it loads with `OPENBLAS_CORETYPE` set to the advice (its
+    /// `DYNAMIC_ARCH` entry points `gotoblas_dynamic_quit` and
+    /// `gotoblas_dynamic_init`, found with `dlsym`; the variable is unset
+    /// again afterwards). Every later BLAS and LAPACK call in the process, yours
+    /// included, runs the new kernels; ``coreName`` names them.
+    ///
+    /// Call it at the start of the program, before any thread calls BLAS:
+    /// while it runs OpenBLAS has no kernels, so a BLAS call on another
+    /// thread at that moment would crash. It declines while a NormKit kernel
+    /// runs, when `OPENBLAS_CORETYPE` is set (that choice stands), and with an
+    /// OpenBLAS built for one CPU (no run-time selection to redo). Results of
+    /// reductions may differ in the last bits between kernel families (their
+    /// sums run in another order), as between two processes started with
+    /// different `OPENBLAS_CORETYPE`s.
+    ///
+    /// ```swift
+    /// // First thing in main, before any thread calls BLAS:
+    /// let selection = BLASRuntime.useAdvisedCore()
+    /// print(selection)   // "OpenBLAS switched from its Prescott kernels to SkylakeX", say
+    /// ```
+    /// - Returns: what it did; ``CoreSelection/switched(from:to:)`` names the
+    ///   kernels OpenBLAS chose (it may fall back from the advice when the
+    ///   operating system does not enable the advised vector registers).
+    /// - Complexity: O(1): OpenBLAS reads the CPU's identity and its cache sizes.
+    @discardableResult
+    public static func useAdvisedCore() -> CoreSelection {
+        let before = coreName
+        guard let advice = coreAdvice(cpu: cpuVectorLevel, openBLASCore: before) else {
+            return .unchanged(core: before)
+        }
+        if let set = getenv("OPENBLAS_CORETYPE") {
+            return .declined(reason: "OPENBLAS_CORETYPE is set (\(String(cString: set)))")
+        }
+        let status: Int32? = scope.withLock { state in
+            state.active > 0 ? nil : normkit_openblas_reselect_core(advice.recommended)
+        }
+        switch status {
+        case nil: return .declined(reason: "a NormKit kernel is running")
+        case 0:
+            let after = coreName
+            return after == before
+                ? .declined(reason: "OpenBLAS chose its \(before) kernels again") : .switched(from: before, to: after)
+        case -1:
+            return .declined(reason: "this OpenBLAS selects no kernels at run time (not a DYNAMIC_ARCH build)")
+        default: return .declined(reason: "setenv failed (errno \(errno))")
+        }
     }
 
     static func writeError(_ text: String) {
