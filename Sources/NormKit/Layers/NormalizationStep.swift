@@ -160,6 +160,23 @@ public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
     /// - Complexity: O(count of the last forward input).
     @inlinable
     public mutating func backward(_ outputGradient: UnsafeBufferPointer<Scalar>) throws(NormError) {
+        try backpropagate(outputGradient) { b, layer, cache, workspace throws(NormError) in
+            try layer.backward(b.dy, cache: cache, inputGradient: b.dx, gammaGradient: b.dgamma,
+                               betaGradient: b.dbeta, workspace: &workspace)
+        }
+    }
+
+    /// The buffer backwards' one path: refuses a cache the layer did not fill
+    /// (`refusingBackward`, which leaves the step as it was), sizes the stored
+    /// gradients for the cached input and parameters, and runs `body` on them
+    /// with the layer, its cache and the workspace.
+    /// - Complexity: O(1) here, and `body`'s.
+    @inlinable
+    mutating func backpropagate(
+        _ outputGradient: UnsafeBufferPointer<Scalar>,
+        _ body: (GradientBuffers<Scalar>, Layer, NormCache<Scalar>, inout Workspace<Scalar>) throws(NormError)
+            -> Void
+    ) throws(NormError) {
         do throws(NormError) {
             try Validation.origin(storedCache, expected: layer.cacheOrigin)
         } catch {
@@ -171,9 +188,7 @@ public struct NormalizationStep<Layer: BufferedNormalizationLayer>: Sendable {
             betaCount: storedCache.affine.shiftCount(storedCache.gamma.count)
         ) { b in
             do throws(NormError) {
-                try layer.backward(b.dy, cache: storedCache, inputGradient: b.dx,
-                                   gammaGradient: b.dgamma, betaGradient: b.dbeta,
-                                   workspace: &workspace)
+                try body(b, layer, storedCache, &workspace)
                 return nil
             } catch { return error }
         }
@@ -244,23 +259,9 @@ extension NormalizationStep where Layer: ResidualNormalizationLayer {
     @inlinable
     public mutating func backward(_ outputGradient: UnsafeBufferPointer<Scalar>,
                                   sumGradient: UnsafeBufferPointer<Scalar>) throws(NormError) {
-        do throws(NormError) {
-            try Validation.origin(storedCache, expected: layer.cacheOrigin)
-        } catch {
-            throw layer.refusingBackward(error, cache: storedCache)
+        try backpropagate(outputGradient) { b, layer, cache, workspace throws(NormError) in
+            try layer.backward(b.dy, sumGradient: sumGradient, cache: cache, inputGradient: b.dx,
+                               gammaGradient: b.dgamma, betaGradient: b.dbeta, workspace: &workspace)
         }
-        let failure = storedGradients.withBuffers(
-            outputGradient: outputGradient, shape: storedCache.input.shape,
-            gammaCount: storedCache.affine.scaleCount(storedCache.gamma.count),
-            betaCount: storedCache.affine.shiftCount(storedCache.gamma.count)
-        ) { b in
-            do throws(NormError) {
-                try layer.backward(b.dy, sumGradient: sumGradient, cache: storedCache,
-                                   inputGradient: b.dx, gammaGradient: b.dgamma,
-                                   betaGradient: b.dbeta, workspace: &workspace)
-                return nil
-            } catch { return error }
-        }
-        if let failure { throw failure }
     }
 }
