@@ -63,6 +63,26 @@ extension BatchStatisticsLayer {
         return ChannelGeometry(outer: outer, channels: channelCount, inner: inner)
     }
 
+    /// Moves the running statistics out of the layer for a forward pass,
+    /// which updates them in place (a protocol's two properties are not known
+    /// to be disjoint, so the pass cannot take both as `inout`); moving keeps
+    /// each array's one reference, so nothing is copied.
+    /// ``restoreRunningStatistics(_:_:)`` puts them back.
+    @inlinable
+    mutating func takeRunningStatistics() -> (mean: [Scalar], variance: [Scalar]) {
+        var mean: [Scalar] = [], variance: [Scalar] = []
+        swap(&mean, &runningMean)
+        swap(&variance, &runningVariance)
+        return (mean, variance)
+    }
+
+    /// Puts back what ``takeRunningStatistics()`` moved out.
+    @inlinable
+    mutating func restoreRunningStatistics(_ mean: inout [Scalar], _ variance: inout [Scalar]) {
+        swap(&mean, &runningMean)
+        swap(&variance, &runningVariance)
+    }
+
     /// A rank's shard's geometry, for the 16-bit drivers' closures (`count`,
     /// the product of `shape`, is the caller's to check).
     @inlinable
@@ -109,16 +129,8 @@ extension BatchStatisticsLayer {
         try Validation.residual(residual, count: input.count)
         let g = try geometry(cache.input.shape)
         if mode == .training { try Validation.valuesPerStatistic(g.valuesPerStatistic) }
-        // The running statistics leave the layer for the pass (a protocol's
-        // two properties are not known to be disjoint); moving them keeps
-        // each array's one reference, so nothing is copied.
-        var mean: [Scalar] = [], variance: [Scalar] = []
-        swap(&mean, &runningMean)
-        swap(&variance, &runningVariance)
-        defer {
-            swap(&mean, &runningMean)
-            swap(&variance, &runningVariance)
-        }
+        var (mean, variance) = takeRunningStatistics()
+        defer { restoreRunningStatistics(&mean, &variance) }
         try BatchStatistics.forward(
             exchange: LocalStatistics(), geometry: g, mode: mode, origin: cacheOrigin, gamma: gamma,
             beta: beta, runningMean: &mean, runningVariance: &variance, epsilon: epsilon,
@@ -235,13 +247,8 @@ extension BatchStatisticsLayer where Scalar == Float {
     ) throws(NormError) {
         let mode = runningStatistics.statisticsMode(mode)
         try validateParameters()
-        var mean: [Float] = [], variance: [Float] = []
-        swap(&mean, &runningMean)
-        swap(&variance, &runningVariance)
-        defer {
-            swap(&mean, &runningMean)
-            swap(&variance, &runningVariance)
-        }
+        var (mean, variance) = takeRunningStatistics()
+        defer { restoreRunningStatistics(&mean, &variance) }
         try BatchStatistics.forward(
             input, shape: shape,
             geometry: { shape, _ throws(NormError) in try geometry(shape) },
