@@ -8,6 +8,15 @@
 
 #include "clones.h"
 
+// How many of the `count` values of type T at `out` come before its first
+// 16-byte boundary (all of them when `out` is not aligned to T): the scalar
+// head of a streaming write.
+#define NORMKIT_STREAM_HEAD(T, out, count) ({                                           \
+        long _head = (long)((16 - ((unsigned long)(out) & 15)) & 15) / (long)sizeof(T);   \
+        if (((unsigned long)(out) & (sizeof(T) - 1)) != 0) _head = (count);               \
+        _head > (count) ? (count) : _head;                                                \
+    })
+
 // Stores `count` values VALUE(j) at `out`, with streaming stores on the
 // 16-byte-aligned middle when `streaming`. VECTOR is a 16-byte vector type of
 // T; VALUE is an expression in j that also works on vectors of T.
@@ -16,9 +25,7 @@
         long j = 0;                                                                       \
         if (streaming) {                                                                  \
             const long lanes = (long)(16 / sizeof(T));                                    \
-            long head = (long)((16 - ((unsigned long)(out) & 15)) & 15) / (long)sizeof(T); \
-            if (((unsigned long)(out) & (sizeof(T) - 1)) != 0) head = count;              \
-            if (head > count) head = count;                                               \
+            const long head = NORMKIT_STREAM_HEAD(T, out, count);                         \
             for (; j < head; j++) { (out)[j] = (VALUE); }                                 \
             for (; j + lanes <= count; j += lanes) {                                      \
                 VECTOR v = LOAD_VALUE;                                                    \
@@ -194,9 +201,7 @@ NORMKIT_COLUMN_PASSES(double, d, normkit_double2)
         long j = 0;                                                                       \
         if (streaming) {                                                                  \
             const long lanes = (long)(16 / sizeof(T));                                    \
-            long head = (long)((16 - ((unsigned long)(out) & 15)) & 15) / (long)sizeof(T); \
-            if (((unsigned long)(out) & (sizeof(T) - 1)) != 0) head = count;              \
-            if (head > count) head = count;                                               \
+            const long head = NORMKIT_STREAM_HEAD(T, out, count);                         \
             for (; j < head; j++) {                                                       \
                 T v = (VALUE);                                                            \
                 if (mask) mask[j] = v > 0;                                                \
