@@ -121,10 +121,16 @@ let package = Package(
             name: "MallocCounter",
             path: "Tests/MallocCounter"
         ),
+        // Running a program of this package in a process of its own, under a
+        // time limit (the core-switch, mpirun and data-parallel tests).
+        .target(
+            name: "ChildProcess",
+            path: "Tests/ChildProcess"
+        ),
         .testTarget(
             name: "NormKitTests",
             dependencies: [
-                "NormKit", "MallocCounter", "NormFuzzHarness", "NormKitCoreSwitch",
+                "NormKit", "MallocCounter", "NormFuzzHarness", "NormKitCoreSwitch", "ChildProcess",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ],
             // Read from the source tree (#filePath); made by make_pytorch_fixture.py.
@@ -146,12 +152,12 @@ let package = Package(
         ),
         .testTarget(
             name: "NormKitMPITests",
-            dependencies: ["NormKitMPIChecks"]
+            dependencies: ["NormKitMPIChecks", "ChildProcess"]
         ),
         .testTarget(
             name: "NormLabTests",
             // NormLabCLI: the data-parallel test runs normlab under mpirun.
-            dependencies: ["NormLab", "NormKit", "NormLabCLI"]
+            dependencies: ["NormLab", "NormKit", "NormLabCLI", "ChildProcess"]
         ),
     ]
 )

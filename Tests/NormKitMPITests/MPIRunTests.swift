@@ -1,3 +1,4 @@
+import ChildProcess
 import Foundation
 import Testing
 
@@ -8,29 +9,16 @@ import Testing
 /// MPI's own allocations are not ours to chase).
 @Suite("mpirun")
 struct MPIRunTests {
-    /// The checks executable, built beside this test bundle.
-    static var checks: URL {
-        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        return exe.deletingLastPathComponent().appendingPathComponent("NormKitMPIChecks")
-    }
-
-    /// Runs the checks under `mpirun -np ranks` with `arguments`, and returns
-    /// mpirun's exit status and output. mpirun's own --timeout aborts every
-    /// rank of a job that outlives it (a rank left waiting); the outer
-    /// timeout is a backstop for mpirun.
+    /// Runs the checks (built beside this test bundle) under `mpirun -np
+    /// ranks` with `arguments`, and returns mpirun's exit status and output.
+    /// mpirun's own --timeout aborts every rank of a job that outlives it (a
+    /// rank left waiting); the outer timeout is a backstop for mpirun.
     static func mpirun(ranks: Int, _ arguments: [String] = []) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
         let limit = Int(ProcessInfo.processInfo.environment["NORMKIT_MPI_TIMEOUT"] ?? "") ?? 180
-        process.arguments = ["--kill-after=10", "\(limit + 30)", "mpirun", "--allow-run-as-root",
-                             "--oversubscribe", "--timeout", "\(limit)", "-np", "\(ranks)", checks.path] + arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return (process.terminationStatus, output)
+        return try ChildProcess.run(
+            seconds: limit + 30,
+            ["mpirun", "--allow-run-as-root", "--oversubscribe", "--timeout", "\(limit)", "-np", "\(ranks)",
+             ChildProcess.built("NormKitMPIChecks")] + arguments)
     }
 
     @Test("SyncBatchNorm and SyncSpatialBatchNorm agree with the single-process layers", arguments: [1, 2, 3])

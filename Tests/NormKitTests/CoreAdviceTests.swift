@@ -1,3 +1,4 @@
+import ChildProcess
 import Foundation
 import NormKit
 import Testing
@@ -60,17 +61,8 @@ struct CoreAdviceTests {
     /// `OPENBLAS_CORETYPE`, a build for one CPU) it must say why it did not.
     @Test("useAdvisedCore switches OpenBLAS's kernels in a running process")
     func switchInProcess() throws {
-        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        process.arguments = ["120", exe.deletingLastPathComponent().appendingPathComponent("NormKitCoreSwitch").path]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0 && output.contains("all passed"), "\(output)")
+        let (status, output) = try ChildProcess.run(seconds: 120, [ChildProcess.built("NormKitCoreSwitch")])
+        #expect(status == 0 && output.contains("all passed"), "\(output)")
         if BLASRuntime.coreAdvice != nil, BLASRuntime.configuration.contains("DYNAMIC_ARCH"),
            ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] == nil {
             #expect(output.contains("switched from its \(BLASRuntime.coreName) kernels"), "\(output)")

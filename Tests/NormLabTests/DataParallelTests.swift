@@ -1,3 +1,4 @@
+import ChildProcess
 import Foundation
 import Testing
 
@@ -11,23 +12,15 @@ struct DataParallelTests {
     @Test("SyncBatchNorm's loss curve is the single-process one; local BatchNorm's is not", arguments: [2, 3])
     func lossCurves(_ ranks: Int) throws {
         if ProcessInfo.processInfo.environment["NORMKIT_SKIP_MPI"] != nil { return }
-        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        let normlab = exe.deletingLastPathComponent().appendingPathComponent("normlab").path
+        let normlab = ChildProcess.built("normlab")
         let output = FileManager.default.temporaryDirectory
             .appendingPathComponent("normlab-data-parallel-\(ranks)-\(getpid())").path
         defer { try? FileManager.default.removeItem(atPath: output) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
-        process.arguments = ["--kill-after=10", "330", "mpirun", "--allow-run-as-root", "--oversubscribe",
-                             "--timeout", "300", "-np", "\(ranks)", normlab, "compare", "--data-parallel",
-                             "--epochs", "2", "--output", output]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let log = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        try #require(process.terminationStatus == 0, "mpirun -np \(ranks) normlab exited \(process.terminationStatus):\n\(log)")
+        let (status, log) = try ChildProcess.run(
+            seconds: 330,
+            ["mpirun", "--allow-run-as-root", "--oversubscribe", "--timeout", "300", "-np", "\(ranks)", normlab,
+             "compare", "--data-parallel", "--epochs", "2", "--output", output])
+        try #require(status == 0, "mpirun -np \(ranks) normlab exited \(status):\n\(log)")
 
         let csv = try String(contentsOfFile: output + "/compare-data-parallel-loss.csv", encoding: .utf8)
         let rows = csv.split(separator: "\n").dropFirst().map { $0.split(separator: ",").map { Double($0)! } }
