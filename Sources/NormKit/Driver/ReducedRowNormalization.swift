@@ -19,18 +19,14 @@ extension RowNormalization {
         residual: (r: UnsafeBufferPointer<Storage>, sum: UnsafeMutableBufferPointer<Storage>?)? = nil,
         cache: inout NormCache<Float>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        let centred = rowStatistics.centred
         let precision = try StoragePrecision(Storage.self)
         if let residual {
-            let count = try Tensor<Float>.elementCount(of: shape)
-            try Validation.buffer("input", x.count, expected: count)
-            try Validation.buffer("residual", residual.r.count, expected: count)
-            if let sum = residual.sum { try Validation.buffer("sum", sum.count, expected: count) }
+            try checkResidual(shape: shape, input: x.count, residual: residual.r.count, sum: residual.sum?.count)
         }
         try cache.adoptReduced(x, shape: shape, precision: precision)
         try Validation.buffer("output", output.count, expected: x.count)
-        let rows = try Validation.rows(shape: shape, count: x.count, trailing: trailing)
-        if centred { try Validation.valuesPerStatistic(columns) }
+        let rows = try checkedRows(shape: shape, count: x.count, trailing: trailing, columns: columns,
+                            rowStatistics: rowStatistics)
         cache.record(gamma: gamma, beta: beta, parameters: columns, mode: mode, statisticCount: rows,
                      origin: origin(columns: columns, rowStatistics: rowStatistics))
         let failure: Int? = cache.withReducedInputAndStatistics { own, mean, invstd in
@@ -54,11 +50,9 @@ extension RowNormalization {
         gamma: [Float], beta: [Float], epsilon: Float, backend: Backend,
         output: UnsafeMutableBufferPointer<Storage>, workspace: inout Workspace<Float>
     ) throws(NormError) {
-        let centred = rowStatistics.centred
         let precision = try StoragePrecision(Storage.self)
-        let count = try Validation.inferBuffers(x, output, shape: shape)
-        let rows = try Validation.rows(shape: shape, count: count, trailing: trailing)
-        if centred { try Validation.valuesPerStatistic(columns) }
+        let rows = try checkedRows(shape: shape, count: Validation.inferBuffers(x, output, shape: shape),
+                            trailing: trailing, columns: columns, rowStatistics: rowStatistics)
         try Validation.statistics(failure: reducedPass(
             UnsafeRawPointer(x.baseAddress!), copy: nil, precision: precision, rows: rows, columns: columns,
             rowStatistics: rowStatistics, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend,

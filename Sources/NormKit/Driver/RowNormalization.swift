@@ -25,21 +25,16 @@ enum RowNormalization {
         residual: (r: UnsafeBufferPointer<Scalar>, sum: UnsafeMutableBufferPointer<Scalar>?)? = nil,
         cache: inout NormCache<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        let centred = rowStatistics.centred
         var copying = false
         if let residual {
-            let count = try Tensor<Scalar>.elementCount(of: shape)
-            try Validation.buffer("input", x.count, expected: count)
-            try Validation.buffer("residual", residual.r.count, expected: count)
-            if let sum = residual.sum { try Validation.buffer("sum", sum.count, expected: count) }
+            try checkResidual(shape: shape, input: x.count, residual: residual.r.count, sum: residual.sum?.count)
             cache.prepareInput(shape: shape)
         } else {
             copying = try cache.adoptLater(x, shape: shape)
         }
         try Validation.buffer("output", output.count, expected: x.count)
-        let rows = try Validation.rows(shape: cache.input.shape, count: cache.input.count, trailing: trailing)
-        // A mean and a variance need two values; a mean square (RMSNorm) needs one.
-        if centred { try Validation.valuesPerStatistic(columns) }
+        let rows = try checkedRows(shape: cache.input.shape, count: cache.input.count, trailing: trailing,
+                            columns: columns, rowStatistics: rowStatistics)
         cache.record(gamma: gamma, beta: beta, parameters: columns, mode: mode, statisticCount: rows,
                      origin: origin(columns: columns, rowStatistics: rowStatistics))
         let failure: Int? = cache.withInputAndStatistics(writable: residual != nil || copying) {
@@ -63,14 +58,35 @@ enum RowNormalization {
         gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
         output: UnsafeMutableBufferPointer<Scalar>, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
-        let centred = rowStatistics.centred
-        let count = try Validation.inferBuffers(x, output, shape: shape)
-        let rows = try Validation.rows(shape: shape, count: count, trailing: trailing)
-        if centred { try Validation.valuesPerStatistic(columns) }
+        let rows = try checkedRows(shape: shape, count: Validation.inferBuffers(x, output, shape: shape),
+                            trailing: trailing, columns: columns, rowStatistics: rowStatistics)
         try Validation.statistics(failure: pass(
             x.baseAddress!, rows: rows, columns: columns, rowStatistics: rowStatistics, gamma: gamma,
             beta: beta, epsilon: epsilon, backend: backend, statistics: nil, y: output.baseAddress!,
             workspace: &workspace))
+    }
+
+    /// The rows of an input of `shape` (`count` scalars) whose rows span
+    /// `trailing` (`columns` values), refusing rows too short for their
+    /// statistics: a mean and a variance need two values, a mean square
+    /// (RMSNorm) one.
+    @inlinable
+    static func checkedRows(
+        shape: [Int], count: Int, trailing: [Int], columns: Int, rowStatistics: RowStatistics
+    ) throws(NormError) -> Int {
+        let rows = try Validation.rows(shape: shape, count: count, trailing: trailing)
+        if rowStatistics.centred { try Validation.valuesPerStatistic(columns) }
+        return rows
+    }
+
+    /// Checks a residual forward's buffer counts against `shape`: the input,
+    /// the residual and `sum` (when given) each hold its scalars.
+    @inlinable
+    static func checkResidual(shape: [Int], input: Int, residual: Int, sum: Int?) throws(NormError) {
+        let count = try Tensor<Float>.elementCount(of: shape)
+        try Validation.buffer("input", input, expected: count)
+        try Validation.buffer("residual", residual, expected: count)
+        if let sum { try Validation.buffer("sum", sum, expected: count) }
     }
 
     /// What a row pass writes into the cache ahead of each block's rows:
