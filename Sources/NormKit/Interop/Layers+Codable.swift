@@ -228,6 +228,33 @@ private func decodeNormalizedShape(_ decoder: any Decoder) throws -> [Int]? {
     try decoder.container(keyedBy: AffineCodingKeys.self).decodeIfPresent([Int].self, forKey: .normalizedShape)
 }
 
+/// A ``LayerNorm``'s or ``RMSNorm``'s fields: the affine layer's, under
+/// `featureCount`, and a `normalizedShape` (when the layer has several
+/// trailing dimensions) that must multiply out to it; `make` builds the layer
+/// from them (`nil` for the shape `[D]`).
+private func decodeRowLayer<Layer: RowNormalizationLayer>(
+    _ decoder: any Decoder, defaultAffine: Affine,
+    _ make: ([Int]?, Int, Layer.Scalar, Affine, Backend) throws(NormError) -> Layer
+) throws -> Layer {
+    let shape = try decodeNormalizedShape(decoder)
+    return try decodeAffineLayer(decoder, countKey: .featureCount, defaultAffine: defaultAffine) {
+        (count, epsilon, affine, backend) throws(NormError) in
+        if let shape { try checkNormalizedShape(shape, count: count) }
+        return try make(shape, count, epsilon, affine, backend)
+    }
+}
+
+/// Encodes a ``LayerNorm``'s or ``RMSNorm``'s `featureCount`,
+/// `normalizedShape` (when it has several dimensions) and affine fields.
+private func encodeRowLayer(_ layer: some RowNormalizationLayer, to encoder: any Encoder,
+                            defaultAffine: Affine) throws {
+    var c = encoder.container(keyedBy: AffineCodingKeys.self)
+    try c.encode(layer.featureCount, forKey: .featureCount)
+    if layer.normalizedShape.count > 1 { try c.encode(layer.normalizedShape, forKey: .normalizedShape) }
+    try encodeAffine(&c, gamma: layer.gamma, beta: layer.beta, epsilon: layer.epsilon, backend: layer.backend,
+                     affine: layer.affine, defaultAffine: defaultAffine)
+}
+
 /// A decoded normalized shape must multiply out to the decoded feature count.
 private func checkNormalizedShape(_ shape: [Int], count: Int) throws(NormError) {
     guard try Validation.normalizedShape(shape) == count else {
@@ -253,24 +280,17 @@ extension LayerNorm: ArchivableLayer {
     /// ``init(featureCount:epsilon:affine:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
-        let shape = try decodeNormalizedShape(decoder)
-        self = try decodeAffineLayer(decoder, countKey: .featureCount) {
-            (count, epsilon, affine, backend) throws(NormError) in
-            guard let shape else {
-                return try LayerNorm(featureCount: count, epsilon: epsilon, affine: affine, backend: backend)
-            }
-            try checkNormalizedShape(shape, count: count)
-            return try LayerNorm(normalizedShape: shape, epsilon: epsilon, affine: affine, backend: backend)
+        self = try decodeRowLayer(decoder, defaultAffine: .scaleAndShift) {
+            (shape, count, epsilon, affine, backend) throws(NormError) in
+            if let shape { return try LayerNorm(normalizedShape: shape, epsilon: epsilon, affine: affine, backend: backend) }
+            return try LayerNorm(featureCount: count, epsilon: epsilon, affine: affine, backend: backend)
         }
     }
 
     /// Encodes `featureCount`, `normalizedShape` (when it has several
     /// dimensions), `gamma`, `beta`, `epsilon` and `backend`.
     public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: AffineCodingKeys.self)
-        try c.encode(featureCount, forKey: .featureCount)
-        if normalizedShape.count > 1 { try c.encode(normalizedShape, forKey: .normalizedShape) }
-        try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend, affine: affine)
+        try encodeRowLayer(self, to: encoder, defaultAffine: .scaleAndShift)
     }
 }
 
@@ -279,25 +299,17 @@ extension RMSNorm: ArchivableLayer {
     /// ``init(featureCount:epsilon:affine:backend:)`` and `forward` do.
     /// - Throws: `DecodingError`; `.dataCorrupted` names the ``NormError``.
     public init(from decoder: any Decoder) throws {
-        let shape = try decodeNormalizedShape(decoder)
-        self = try decodeAffineLayer(decoder, countKey: .featureCount, defaultAffine: .scaleOnly) {
-            (count, epsilon, affine, backend) throws(NormError) in
-            guard let shape else {
-                return try RMSNorm(featureCount: count, epsilon: epsilon, affine: affine, backend: backend)
-            }
-            try checkNormalizedShape(shape, count: count)
-            return try RMSNorm(normalizedShape: shape, epsilon: epsilon, affine: affine, backend: backend)
+        self = try decodeRowLayer(decoder, defaultAffine: .scaleOnly) {
+            (shape, count, epsilon, affine, backend) throws(NormError) in
+            if let shape { return try RMSNorm(normalizedShape: shape, epsilon: epsilon, affine: affine, backend: backend) }
+            return try RMSNorm(featureCount: count, epsilon: epsilon, affine: affine, backend: backend)
         }
     }
 
     /// Encodes `featureCount`, `normalizedShape` (when it has several
     /// dimensions), `gamma`, `beta`, `epsilon` and `backend`.
     public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: AffineCodingKeys.self)
-        try c.encode(featureCount, forKey: .featureCount)
-        if normalizedShape.count > 1 { try c.encode(normalizedShape, forKey: .normalizedShape) }
-        try encodeAffine(&c, gamma: gamma, beta: beta, epsilon: epsilon, backend: backend, affine: affine,
-                         defaultAffine: .scaleOnly)
+        try encodeRowLayer(self, to: encoder, defaultAffine: .scaleOnly)
     }
 }
 

@@ -235,6 +235,21 @@ enum PyTorchState {
         return (weight.shape, weight.scalars, bias.scalars)
     }
 
+    /// A LayerNorm or RMSNorm from a module's ``shapedAffine(_:prefix:module:)``:
+    /// `make` builds it for the normalized shape and ``Affine`` (a shift only
+    /// with a `bias`), then `weight` becomes `gamma` and `bias` `beta`.
+    static func rowLayer<Layer: RowNormalizationLayer>(
+        _ state: NumPyArchive, prefix: String, module: String,
+        _ make: ([Int], Affine) throws(NormError) -> Layer
+    ) throws(NormError) -> Layer {
+        let (shape, weight, bias): ([Int], [Layer.Scalar], [Layer.Scalar]?) =
+            try shapedAffine(state, prefix: prefix, module: module)
+        var layer = try make(shape, Affine(scale: true, shift: bias != nil))
+        layer.gamma = weight
+        if let bias { layer.beta = bias }
+        return layer
+    }
+
     /// `weight` and `bias` under `prefix`, of `shape` (the normalized shape;
     /// one dimension by default), each unless empty (a parameter the layer
     /// does not have, ``Affine``).
@@ -270,12 +285,9 @@ extension LayerNorm {
     /// - Complexity: O(D).
     public init(pytorch state: NumPyArchive, prefix: String = "", epsilon: Scalar = 1e-5,
                 backend: Backend = .blas) throws(NormError) {
-        let (shape, weight, bias): ([Int], [Scalar], [Scalar]?) =
-            try PyTorchState.shapedAffine(state, prefix: prefix, module: "LayerNorm")
-        try self.init(normalizedShape: shape, epsilon: epsilon, affine: Affine(scale: true, shift: bias != nil),
-                      backend: backend)
-        gamma = weight
-        if let bias { beta = bias }
+        self = try PyTorchState.rowLayer(state, prefix: prefix, module: "LayerNorm") { shape, affine throws(NormError) in
+            try LayerNorm(normalizedShape: shape, epsilon: epsilon, affine: affine, backend: backend)
+        }
     }
 
     /// `gamma` and `beta` as an `nn.LayerNorm(normalizedShape)`'s `weight` and `bias`
@@ -301,12 +313,9 @@ extension RMSNorm {
     /// - Complexity: O(D).
     public init(pytorch state: NumPyArchive, prefix: String = "", epsilon: Scalar = 1e-5,
                 backend: Backend = .blas) throws(NormError) {
-        let (shape, weight, bias): ([Int], [Scalar], [Scalar]?) =
-            try PyTorchState.shapedAffine(state, prefix: prefix, module: "RMSNorm")
-        try self.init(normalizedShape: shape, epsilon: epsilon, affine: Affine(scale: true, shift: bias != nil),
-                      backend: backend)
-        gamma = weight
-        if let bias { beta = bias }
+        self = try PyTorchState.rowLayer(state, prefix: prefix, module: "RMSNorm") { shape, affine throws(NormError) in
+            try RMSNorm(normalizedShape: shape, epsilon: epsilon, affine: affine, backend: backend)
+        }
     }
 
     /// `gamma` as an `nn.RMSNorm(D)`'s `weight`, loadable with
