@@ -361,8 +361,16 @@ extension RowNormalization {
             try Validation.buffer("sumGradient", sumGradient.count, expected: count)
         }
         try Validation.parameterGradients(dgamma.count, dbeta.count, cache: cache, parameters: columns)
-        let blockRows = CacheGeometry.blockRows(
-            rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Float>.stride, buffers: 5)
+        // Rows long enough for the kernel's one-row-at-a-time sums go a few at
+        // a time, as in the forward, so that the widened dy, x and dx (and the
+        // sum gradient) stay in L1 (half of 32 KiB) while the row's passes
+        // read them; the kernel's results do not depend on the block then.
+        // Shorter rows in L2 blocks, where the kernel's gemvs sum a block.
+        let buffers = sumGradient == nil ? 3 : 4
+        let blockRows = columns >= LayerNormKernels.rowSumsMinimumColumns
+            ? max(1, min(rows, 16 * 1024 / (columns * buffers * MemoryLayout<Float>.stride)))
+            : CacheGeometry.blockRows(
+                rows: rows, columns: columns, bytesPerScalar: MemoryLayout<Float>.stride, buffers: 5)
         let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Float.self,
                                     backend: backend)
         // Each worker's regions (BLAS: the kernel's scratch, then blocks of dy,
