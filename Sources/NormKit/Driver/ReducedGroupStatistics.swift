@@ -2,7 +2,9 @@
 /// (``ReducedPrecision``): each worker widens one sample at a time into
 /// `Float` scratch (copying it to the cache in the same pass), runs the
 /// `Float` kernels of ``GroupNormKernels`` on that sample, and narrows its
-/// output into the caller's 16-bit buffer. A sample's statistics are its own,
+/// output into the caller's 16-bit buffer; the forward widens one group at a
+/// time where the `Float` kernel goes one group at a time
+/// (``widensGroups(_:layout:backend:)``). A group's statistics are its own,
 /// so the forward gives the `Float` kernels' arithmetic on the widened input;
 /// the backward adds each sample's parameter sums to its chunk's.
 extension GroupStatistics {
@@ -100,9 +102,10 @@ extension GroupStatistics {
         // Per worker: the kernel's scratch, x and y of a sample widened (the
         // residual and the ReLU are the narrowing's); then the statistics
         // when the caller keeps none.
+        let unit = widensGroups(g, layout: layout, backend: backend) ? g.rowLength : sample
         var worker = ScratchLayout<Float>()
-        let kernelPart = worker.region(kernel), inputPart = worker.region(sample)
-        let outputPart = worker.region(sample)
+        let kernelPart = worker.region(kernel), inputPart = worker.region(unit)
+        let outputPart = worker.region(unit)
         let split = Threading.split(outer: g.samples, scalarsPerRow: sample, of: Float.self,
                                     backend: backend)
         var scratchLayout = ScratchLayout<Float>()
@@ -127,10 +130,22 @@ extension GroupStatistics {
         }
     }
 
-    /// The 16-bit forward's phase: each sample of a chunk widened into the
-    /// worker's `Float` regions (the cache's copy made on the way), through
-    /// the channels-first or channels-last `Float` kernel, narrowed through
-    /// the epilogue; returns
+    /// Whether the 16-bit forward widens, normalizes and narrows one group at
+    /// a time rather than a sample: channels first on the BLAS backend, with
+    /// groups long enough for the `Float` kernel's one-group-at-a-time rows
+    /// (``LayerNormKernels/rowKernelMinimumColumns``), whose arithmetic then
+    /// does not depend on what else is widened. A group stays in L2 where a
+    /// sample may not (256 channels of 56x56: 3.2 MB in `Float`).
+    @inlinable
+    static func widensGroups(_ g: GroupNormKernels.Geometry, layout: ChannelLayout, backend: Backend) -> Bool {
+        layout != .nhwc && backend == .blas && g.rowLength >= LayerNormKernels.rowKernelMinimumColumns
+    }
+
+    /// The 16-bit forward's phase: each sample of a chunk (or each group of
+    /// it, ``widensGroups(_:layout:backend:)``) widened into the worker's
+    /// `Float` regions (the cache's copy made on the way), through the
+    /// channels-first or channels-last `Float` kernel, narrowed through the
+    /// epilogue; returns
     /// the first row `n·G + g` whose statistics are not finite.
     @usableFromInline
     struct ReducedForwardPass: Threading.FailablePass {
@@ -182,10 +197,13 @@ extension GroupStatistics {
             let copyStreaming = StreamingStores.streamsCopy(count: (g.rows * g.rowLength + 1) / 2,
                                                             of: Float.self)
             let fencing = streaming || (copyStreaming && r.copy != nil)
+            let perGroup = GroupStatistics.widensGroups(g, layout: layout, backend: backend)
             for n in split.rows(ofChunk: chunk) {
                 let offset = n * sample, firstRow = n * g.groups
-                r.widen(r.x, offset: offset, into: xf, count: sample, copying: true,
-                        streaming: copyStreaming)
+                if !perGroup {
+                    r.widen(r.x, offset: offset, into: xf, count: sample, copying: true,
+                            streaming: copyStreaming)
+                }
                 if layout == .nhwc {
                     let regions = ChannelsLastScratch(kernelPart.pointer(in: region), kernel: columnKernel,
                                                       channels: g.channels, groups: g.groups)
@@ -198,6 +216,28 @@ extension GroupStatistics {
                         StreamingStores.fence(fencing)
                         return firstRow + bad
                     }
+                } else if perGroup {
+                    // One group at a time: widened, normalized and narrowed
+                    // while it is in L2 (a sample may not fit), as the
+                    // `Float` kernel's per-group loop visits it.
+                    let length = g.rowLength, perGroupChannels = g.channelsPerGroup
+                    let group = GroupNormKernels.Geometry(samples: 1, channels: perGroupChannels, groups: 1,
+                                                          spatial: g.spatial)
+                    for k in 0..<g.groups {
+                        let at = offset + k * length, row = firstRow + k
+                        r.widen(r.x, offset: at, into: xf, count: length, copying: true,
+                                streaming: copyStreaming)
+                        if GroupNormKernels.forward(
+                            x: xf, geometry: group, blockRows: 1, epsilon: epsilon, backend: backend,
+                            gamma: gamma + k * perGroupChannels, beta: beta + k * perGroupChannels,
+                            mean: mean + row, invstd: invstd + row, y: yf, streaming: false, ones: ones,
+                            scratch: kernelPart.pointer(in: region)) != nil {
+                            StreamingStores.fence(fencing)
+                            return row
+                        }
+                        r.narrow(yf, offset: at, count: length, streaming: streaming, epilogue: epilogue)
+                    }
+                    continue
                 } else if let bad = GroupNormKernels.forward(
                     x: xf, geometry: one, blockRows: blockRows, epsilon: epsilon,
                     backend: backend, gamma: gamma, beta: beta,
