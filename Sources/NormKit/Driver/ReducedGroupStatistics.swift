@@ -99,8 +99,8 @@ extension GroupStatistics {
             ? Workspace<Float>.lines(LayerNormKernels.forwardScratch(
                 blockRows: blockRows, columns: g.rowLength, rowStatistics: .meanAndVariance, of: Float.self))
             : 0
-        // Per worker: the kernel's scratch, x and y of a sample widened (the
-        // residual and the ReLU are the narrowing's); then the statistics
+        // Per worker: the kernel's scratch, x and y of a sample (or a group)
+        // widened (the residual and the ReLU are the narrowing's); then the statistics
         // when the caller keeps none.
         let unit = widensGroups(g, layout: layout, backend: backend) ? g.rowLength : sample
         var worker = ScratchLayout<Float>()
@@ -200,23 +200,7 @@ extension GroupStatistics {
             let perGroup = GroupStatistics.widensGroups(g, layout: layout, backend: backend)
             for n in split.rows(ofChunk: chunk) {
                 let offset = n * sample, firstRow = n * g.groups
-                if !perGroup {
-                    r.widen(r.x, offset: offset, into: xf, count: sample, copying: true,
-                            streaming: copyStreaming)
-                }
-                if layout == .nhwc {
-                    let regions = ChannelsLastScratch(kernelPart.pointer(in: region), kernel: columnKernel,
-                                                      channels: g.channels, groups: g.groups)
-                    if let bad = GroupStatistics.channelsLastSample(
-                        x: xf, geometry: rowsOfChannels, groups: g.groups,
-                        block: columnBlock, backend: backend, epsilon: epsilon,
-                        gamma: gamma, beta: beta, mean: mean + firstRow,
-                        invstd: invstd + firstRow, y: yf, streaming: false,
-                        epilogue: .identity, ones: ones, scratch: regions) {
-                        StreamingStores.fence(fencing)
-                        return firstRow + bad
-                    }
-                } else if perGroup {
+                if perGroup {
                     // One group at a time: widened, normalized and narrowed
                     // while it is in L2 (a sample may not fit), as the
                     // `Float` kernel's per-group loop visits it.
@@ -238,6 +222,21 @@ extension GroupStatistics {
                         r.narrow(yf, offset: at, count: length, streaming: streaming, epilogue: epilogue)
                     }
                     continue
+                }
+                r.widen(r.x, offset: offset, into: xf, count: sample, copying: true,
+                        streaming: copyStreaming)
+                if layout == .nhwc {
+                    let regions = ChannelsLastScratch(kernelPart.pointer(in: region), kernel: columnKernel,
+                                                      channels: g.channels, groups: g.groups)
+                    if let bad = GroupStatistics.channelsLastSample(
+                        x: xf, geometry: rowsOfChannels, groups: g.groups,
+                        block: columnBlock, backend: backend, epsilon: epsilon,
+                        gamma: gamma, beta: beta, mean: mean + firstRow,
+                        invstd: invstd + firstRow, y: yf, streaming: false,
+                        epilogue: .identity, ones: ones, scratch: regions) {
+                        StreamingStores.fence(fencing)
+                        return firstRow + bad
+                    }
                 } else if let bad = GroupNormKernels.forward(
                     x: xf, geometry: one, blockRows: blockRows, epsilon: epsilon,
                     backend: backend, gamma: gamma, beta: beta,
