@@ -41,8 +41,11 @@ public struct Whitening<Scalar: BLASScalar>: Sendable, Hashable {
     ///   ``NormError/invalidEpsilon(_:)`` for a negative or non-finite
     ///   `epsilon` (0 is allowed); ``NormError/nonFiniteStatistics(index:)``
     ///   when a mean, an eigenvalue, or the inverse square root of a used
-    ///   eigenvalue plus `epsilon` is not finite (a zero eigenvalue with
-    ///   `epsilon` 0: data of lower rank); ``NormError/lapackFailure(routine:info:)``.
+    ///   eigenvalue plus `epsilon` is not finite, or when a used eigenvalue
+    ///   plus `epsilon` is zero within rounding (at most the largest
+    ///   eigenvalue times `D` times `Scalar.ulpOfOne`: data of lower rank with
+    ///   `epsilon` 0, on every CPU, whatever sign rounding gives the zero
+    ///   eigenvalues); ``NormError/lapackFailure(routine:info:)``.
     /// - Complexity: O(N·D² + D³).
     ///
     /// `backend` `.naive` computes the covariance with a triple loop and
@@ -111,8 +114,13 @@ public struct Whitening<Scalar: BLASScalar>: Sendable, Hashable {
         case .pca(let k): used = k
         case .zca: used = d
         }
+        // An eigenvalue within rounding of zero (LAPACK's rank tolerance: the
+        // largest times D times the unit roundoff) is zero, whichever sign
+        // and size the kernels' rounding gave it.
+        let zero = (values.first ?? 0) * Scalar(d) * Scalar.ulpOfOne
         for j in 0..<used {
-            guard values[j].isFinite, (1 / (values[j] + epsilon).squareRoot()).isFinite else {
+            guard values[j].isFinite, values[j] + epsilon > zero,
+                  (1 / (values[j] + epsilon).squareRoot()).isFinite else {
                 throw .nonFiniteStatistics(index: j)
             }
         }
