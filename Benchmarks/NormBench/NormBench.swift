@@ -69,7 +69,7 @@ struct NormBench: ParsableCommand {
     @Option(help: "Threading.minimumBytesPerWorker: the least input per worker thread (default: NormKit's, 128 KiB). 0 gives every chunk a worker, to measure where threads pay.")
     var minBytesPerWorker: Int?
 
-    @Option(help: "StreamingStores.minimumBytes: outputs of more bytes are written with streaming stores (default: NormKit's, the last-level cache). 0 streams every output.")
+    @Option(help: "StreamingStores.minimumBytes: outputs of more bytes are written with streaming stores (default: NormKit's, a quarter of the last-level cache). 0 streams every output.")
     var streamAbove: Int?
 
     @Option(help: "OpenBLAS's threads outside NormKit's kernels (inside them NormKit runs OpenBLAS on one). Default: OpenBLAS's own setting.")

@@ -489,11 +489,11 @@ extension ProcessWideTests {
             }
         }
 
-        @Test("the threshold defaults to the last-level cache and clamps at 0")
+        @Test("the threshold defaults to a quarter of the last-level cache and clamps at 0")
         func threshold() {
             let before = StreamingStores.minimumBytes
             defer { StreamingStores.minimumBytes = before }
-            #expect(before == CacheGeometry.lastLevelBytes)
+            #expect(before == CacheGeometry.lastLevelBytes / 4)
             StreamingStores.minimumBytes = -5
             #expect(StreamingStores.minimumBytes == 0)
         }

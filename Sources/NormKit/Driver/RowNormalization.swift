@@ -166,12 +166,14 @@ enum RowNormalization {
         let onesCount = backend == .blas ? max(blockRows, columns) : 0
         let split = Threading.split(outer: rows, scalarsPerRow: columns, of: Scalar.self,
                                     backend: backend)
-        // Outputs beyond the last-level cache are streamed. The residual form
-        // writes two (s and y) and reads two: it streams both when the four
-        // together exceed it (its own traffic then evicts them), each block of
-        // s going through a scratch block in L2 that the row kernels read.
-        let streaming = StreamingStores.shouldStream(
-            count: (prologue?.r == nil ? 1 : 4) * rows * columns, of: Scalar.self)
+        // Outputs beyond StreamingStores.minimumBytes are streamed. The
+        // residual form writes two (s and y) and reads two: it streams both
+        // when the four together exceed the cache (its own traffic then
+        // evicts them), each block of s going through a scratch block in L2
+        // that the row kernels read.
+        let streaming = prologue?.r == nil
+            ? StreamingStores.shouldStream(count: rows * columns, of: Scalar.self)
+            : StreamingStores.exceedsCache(count: 4 * rows * columns, of: Scalar.self)
         let sumBlock = prologue?.r != nil && streaming && backend == .blas ? blockRows * columns : 0
         // RMSNorm's row blocks keep their squares in the output, unless it is
         // the input (inference in place).

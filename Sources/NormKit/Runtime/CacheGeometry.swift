@@ -14,8 +14,8 @@ public enum CacheGeometry {
     public static let level2Bytes: Int = reportedBytes(level: 2) ?? 512 * 1024
 
     /// The last-level (L3) cache in bytes, or ``level2Bytes`` when nothing
-    /// reports one. An output larger than this is written with streaming
-    /// stores (see `StreamingStores`).
+    /// reports one. An output larger than a quarter of it is written with
+    /// streaming stores (see `StreamingStores`).
     public static let lastLevelBytes: Int = reportedBytes(level: 3) ?? level2Bytes
 
     /// The size of the data (or unified) cache of `level`, from sysfs, else

@@ -6,16 +6,19 @@ import Synchronization
 /// A store to a line that is not in cache first reads the line from memory
 /// (write-allocate), so a pass that reads `x` and writes `y` moves three
 /// lines per output line. A streaming store skips that read and leaves the
-/// caches alone: measured on the development machine (Float, one thread,
-/// 32768x1024), BatchNorm's normalize pass took 5.2 ms instead of 6.8 ms.
-/// It pays only when the output cannot stay in cache for whoever reads it
-/// next, so the layers stream an output of more than ``minimumBytes`` (the
-/// last-level cache unless you set it) and store smaller ones normally; and
-/// only where the output's lines are not in cache already (not where a block
-/// of the output served as scratch first). Both backends share the output
-/// passes, so the choice favours neither, except in GroupNorm's backward, whose
-/// naive intermediate spans the whole batch and so stays in `dx`, unstreamed.
-/// The results are the same bit for bit either way.
+/// caches alone, so the pass's input stays in cache for whoever reads it
+/// again. It pays only when the output cannot stay in cache for whoever reads
+/// it next, so the layers stream an output of more than ``minimumBytes`` (a
+/// quarter of the last-level cache unless you set it: the input and output of
+/// a pass then fill more than half of it, a share the last-level cache of a
+/// shared or virtual machine does not keep for one process) and store smaller
+/// ones normally; and only where the output's lines are not in cache already
+/// (not where a block of the output served as scratch first). What a pass
+/// writes for later, the cache's copy of its input and a residual form's two
+/// outputs, streams by the pass's whole traffic against ``cacheBytes``. Both
+/// backends share the output passes, so the choice favours neither, except in
+/// GroupNorm's backward, whose naive intermediate spans the whole batch and so
+/// stays in `dx`, unstreamed. The results are the same bit for bit either way.
 ///
 /// Swift has no streaming store; the header-only `CStreamingStore` module
 /// provides one (`__builtin_nontemporal_store`) for Swift to inline.
@@ -23,14 +26,24 @@ public enum StreamingStores {
     static let storage = Atomic<Int>(-1)
 
     /// Outputs of more bytes than this are written with streaming stores.
-    /// Process-wide; the default is ``CacheGeometry/lastLevelBytes``. Set
-    /// `Int.max` to never stream, 0 to stream every output.
+    /// Process-wide; the default is a quarter of
+    /// ``CacheGeometry/lastLevelBytes``. Set `Int.max` to never stream, 0 to
+    /// stream every output.
     public static var minimumBytes: Int {
         get {
             let value = storage.load(ordering: .relaxed)
-            return value < 0 ? CacheGeometry.lastLevelBytes : value
+            return value < 0 ? CacheGeometry.lastLevelBytes / 4 : value
         }
         set { storage.store(max(0, newValue), ordering: .relaxed) }
+    }
+
+    /// The traffic of a pass (the bytes of every tensor it reads and writes)
+    /// beyond which what it writes for later streams: four times
+    /// ``minimumBytes``, the last-level cache by default (saturating).
+    @inlinable
+    static var cacheBytes: Int {
+        let (bytes, overflow) = minimumBytes.multipliedReportingOverflow(by: 4)
+        return overflow ? Int.max : bytes
     }
 
     /// Whether a pass that writes `count` scalars of `Scalar` streams them.
@@ -42,12 +55,19 @@ public enum StreamingStores {
     /// Whether a forward pass streams its copy of `count` scalars of input
     /// into the cache (a 16-bit copy counts as half as many `Float`s): when
     /// the pass's traffic (the input, the output and the copy) exceeds
-    /// ``minimumBytes``, so that the copy, which nothing reads before the
+    /// ``cacheBytes``, so that the copy, which nothing reads before the
     /// backward pass, neither reads its lines first nor evicts the output's.
     /// - Complexity: O(1).
     @inlinable
     static func streamsCopy<Scalar: BLASScalar>(count: Int, of _: Scalar.Type) -> Bool {
-        count.multipliedReportingOverflow(by: 3 * MemoryLayout<Scalar>.stride).partialValue > minimumBytes
+        exceedsCache(count: 3 * count, of: Scalar.self)
+    }
+
+    /// Whether `count` scalars of `Scalar` (a pass's tensors together) are
+    /// more than ``cacheBytes``.
+    @inlinable
+    static func exceedsCache<Scalar: BLASScalar>(count: Int, of _: Scalar.Type) -> Bool {
+        count.multipliedReportingOverflow(by: MemoryLayout<Scalar>.stride).partialValue > cacheBytes
     }
 
     /// Four values from `pointer`, which need not be aligned.
