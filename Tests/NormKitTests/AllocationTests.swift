@@ -363,6 +363,10 @@ extension ProcessWideTests {
             try check(LayerNorm<Float>(featureCount: 29, backend: backend), shape: [31, 29])
             try check(LayerNorm<Double>(featureCount: 29, backend: backend), shape: [31, 29])
             try check(RMSNorm<Float>(featureCount: 29, backend: backend), shape: [31, 29])
+            // Rows the row kernels take one at a time (128 values and more; the
+            // column sums per row from 256), whose backward streams each row of dx.
+            try check(LayerNorm<Float>(featureCount: 301, backend: backend), shape: [13, 301])
+            try check(RMSNorm<Double>(featureCount: 133, backend: backend), shape: [11, 133])
             try check(SpatialBatchNorm<Float>(channelCount: 5, backend: backend), shape: [3, 5, 7, 9])
             try check(SpatialBatchNorm<Double>(channelCount: 5, layout: .nhwc, backend: backend),
                       shape: [3, 7, 9, 5])

@@ -340,7 +340,8 @@ enum RowNormalization {
                     Threading.run(split, BackwardPass(
                         split: split, pointers: p, columns: columns, blockRows: blockRows,
                         rowStatistics: rowStatistics, partials: partials, kernel: kernel, scratch: scratch,
-                        ones: ones, sumGradient: ds))
+                        ones: ones, sumGradient: ds,
+                        streaming: StreamingStores.shouldStream(count: rows * columns, of: Scalar.self)))
                     Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
                                           stride: partials.stride, count: columns, dgamma: p.wantedGamma,
                                           dbeta: p.wantedBeta)
@@ -370,15 +371,19 @@ enum RowNormalization {
         @usableFromInline let scratch: UnsafeMutablePointer<Scalar>
         @usableFromInline let ones: UnsafePointer<Scalar>
         @usableFromInline let sumGradient: UnsafePointer<Scalar>?
+        /// Whether `dx` is written with streaming stores (where the kernel
+        /// writes it once).
+        @usableFromInline let streaming: Bool
 
         @inlinable
         init(split: Threading.Split, pointers: BackwardPointers<Scalar>, columns: Int, blockRows: Int,
              rowStatistics: RowStatistics, partials: ScratchRegions<Scalar>, kernel: ScratchRegions<Scalar>,
              scratch: UnsafeMutablePointer<Scalar>, ones: UnsafePointer<Scalar>,
-             sumGradient: UnsafePointer<Scalar>?) {
+             sumGradient: UnsafePointer<Scalar>?, streaming: Bool) {
             self.split = split; self.pointers = pointers; self.columns = columns; self.blockRows = blockRows
             self.rowStatistics = rowStatistics; self.partials = partials; self.kernel = kernel
             self.scratch = scratch; self.ones = ones; self.sumGradient = sumGradient
+            self.streaming = streaming
         }
 
         @inlinable
@@ -391,7 +396,7 @@ enum RowNormalization {
                 blockRows: blockRows, rowStatistics: rowStatistics, mean: p.mean + first,
                 invstd: p.invstd + first, gamma: p.gamma, dx: p.dx + offset,
                 dgamma: p.keepsGamma ? sums : nil, dbeta: p.keepsBeta ? sums + columns : nil,
-                sumGradient: sumGradient.map { $0 + offset },
+                sumGradient: sumGradient.map { $0 + offset }, streaming: streaming,
                 ones: ones, scratch: kernel.pointer(in: scratch, worker))
         }
     }

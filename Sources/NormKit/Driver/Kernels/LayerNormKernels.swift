@@ -396,7 +396,9 @@ enum LayerNormKernels {
     /// the column sums, the row terms `gemv(NoTrans, dY_b, gamma)` and
     /// `gemv(NoTrans, P_b, gamma)`, then `dx` over the block (two `dot` calls
     /// per row cost more than a `gemv` per block when a row is short).
-    /// Reads `dy` and `x` once, writes `dx` once.
+    /// Reads `dy` and `x` once, writes `dx` once (rows written one at a
+    /// time with streaming stores when `streaming` and there is no
+    /// `sumGradient`).
     /// Not `centred` (RMSNorm: `mean = 0`): the `Σ dxhat` term is zero and not
     /// computed. A `nil` `dgamma` or `dbeta` (a layer without that parameter,
     /// ``Affine``) skips its column sums.
@@ -407,7 +409,7 @@ enum LayerNormKernels {
         gamma: UnsafePointer<Scalar>,
         dx: UnsafeMutablePointer<Scalar>, dgamma: UnsafeMutablePointer<Scalar>?,
         dbeta: UnsafeMutablePointer<Scalar>?, sumGradient: UnsafePointer<Scalar>? = nil,
-        ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
+        streaming: Bool = false, ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) {
         dgamma?.update(repeating: 0, count: columns)
         dbeta?.update(repeating: 0, count: columns)
@@ -418,22 +420,25 @@ enum LayerNormKernels {
             backwardBlock(dy: dy + offset, x: x + offset, rows: b, columns: columns,
                           rowStatistics: rowStatistics, mean: mean + start, invstd: invstd + start,
                           gamma: gamma, dx: dx + offset, dgamma: dgamma, dbeta: dbeta,
-                          sumGradient: sumGradient.map { $0 + offset }, ones: ones,
-                          scratch: scratch)
+                          sumGradient: sumGradient.map { $0 + offset }, streaming: streaming,
+                          ones: ones, scratch: scratch)
             start += b
         }
+        StreamingStores.fence(streaming)
     }
 
     /// One block of ``backwardBLAS`` (`rows` at most its `blockRows`): `dx`
     /// of the block, its terms added to `dgamma` and `dbeta`. `scratch` holds
-    /// ``backwardScratch(blockRows:columns:of:)`` scalars.
+    /// ``backwardScratch(blockRows:columns:of:)`` scalars. With `streaming`,
+    /// rows written one at a time (and no `sumGradient` to add to them) are
+    /// written with streaming stores; the caller fences.
     @inlinable
     static func backwardBlock<Scalar: BLASScalar>(
         dy dyb: UnsafePointer<Scalar>, x xb: UnsafePointer<Scalar>, rows b: Int, columns: Int,
         rowStatistics: RowStatistics, mean: UnsafePointer<Scalar>, invstd: UnsafePointer<Scalar>,
         gamma: UnsafePointer<Scalar>, dx block: UnsafeMutablePointer<Scalar>,
         dgamma: UnsafeMutablePointer<Scalar>?, dbeta: UnsafeMutablePointer<Scalar>?,
-        sumGradient: UnsafePointer<Scalar>?, ones: UnsafePointer<Scalar>,
+        sumGradient: UnsafePointer<Scalar>?, streaming: Bool = false, ones: UnsafePointer<Scalar>,
         scratch: UnsafeMutablePointer<Scalar>
     ) {
         let centred = rowStatistics.centred
@@ -460,9 +465,11 @@ enum LayerNormKernels {
                 if let dbeta { Scalar.axpy(count: columns, alpha: 1, x: g, y: dbeta) }
                 if let dgamma { Scalar.axpy(count: columns, alpha: 1, x: pi, y: dgamma) }
             }
+            // A row of dx is written once, here: streamed when the caller
+            // streams dx and adds nothing to it afterwards.
             Scalar.combineRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
                               a: a, b: c, gamma: gamma, into: block + i * columns,
-                              streaming: false)
+                              streaming: streaming && sumGradient == nil)
         }
         // The column sums only for the parameters the caller wants (`Affine`).
         if let dbeta, !sumsPerRow {
