@@ -15,7 +15,8 @@ import Synchronization
 /// ones normally; and only where the output's lines are not in cache already
 /// (not where a block of the output served as scratch first). What a pass
 /// writes for later, the cache's copy of its input and a residual form's two
-/// outputs, streams by the pass's whole traffic against ``cacheBytes``. Both
+/// outputs, streams when the pass's whole traffic exceeds four times
+/// ``minimumBytes`` (the last-level cache by default). Both
 /// backends share the output passes, so the choice favours neither, except in
 /// GroupNorm's backward, whose naive intermediate spans the whole batch and so
 /// stays in `dx`, unstreamed. The results are the same bit for bit either way.
