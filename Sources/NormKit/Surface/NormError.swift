@@ -35,7 +35,9 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
     case insufficientValues(valuesPerStatistic: Int)
     /// A batch statistic (mean or variance) came out NaN or infinite: the input
     /// holds a NaN or an infinity, or overflows. `index` is the feature,
-    /// channel or sample (for per-sample statistics) where it happened.
+    /// channel or sample (for per-sample statistics) where it happened. In
+    /// whitening, also an eigenvalue that `epsilon` 0 cannot invert (zero
+    /// within rounding: data of lower rank); `index` is the eigenvalue's.
     case nonFiniteStatistics(index: Int)
     /// Backward was given a cache that another layer's forward pass filled (or
     /// a layer of another size, layout or group count, or a forward pass that
@@ -120,7 +122,7 @@ public enum NormError: Error, Sendable, Equatable, CustomStringConvertible {
         case let .insufficientValues(count):
             return "training mode needs at least 2 values per statistic, got \(count)"
         case let .nonFiniteStatistics(index):
-            return "the batch statistics at index \(index) are not finite (the input holds NaN or infinity, or overflows)"
+            return "the batch statistics at index \(index) are not finite (the input holds NaN or infinity, or overflows; in whitening with epsilon 0, an eigenvalue is zero: data of lower rank)"
         case let .cacheMismatch(expected, actual):
             return "expected a cache filled by the forward pass of \(expected), got one from \(actual)"
         case let .sizeTooLarge(size):
