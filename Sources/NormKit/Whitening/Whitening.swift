@@ -114,12 +114,12 @@ public struct Whitening<Scalar: BLASScalar>: Sendable, Hashable {
         case .pca(let k): used = k
         case .zca: used = d
         }
-        // An eigenvalue within rounding of zero (LAPACK's rank tolerance: the
-        // largest times D times the unit roundoff) is zero, whichever sign
-        // and size the kernels' rounding gave it.
-        let zero = (values.first ?? 0) * Scalar(d) * Scalar.ulpOfOne
+        // An eigenvalue within round-off of zero is zero, whichever sign and
+        // size the kernels' rounding gave it (DecorrelatedBatchNorm's rule).
+        let largest = values.first ?? 0
         for j in 0..<used {
-            guard values[j].isFinite, values[j] + epsilon > zero,
+            guard values[j].isFinite,
+                  WhiteningKernels.exceedsRoundOff(values[j], epsilon: epsilon, largest: largest, order: d),
                   (1 / (values[j] + epsilon).squareRoot()).isFinite else {
                 throw .nonFiniteStatistics(index: j)
             }

@@ -430,9 +430,19 @@ enum WhiteningKernels {
         func isDifferentiable(epsilon: Scalar) -> Bool {
             guard let smallest = values.min(), let largest = values.max() else { return true }
             let a = (smallest + epsilon).squareRoot()
-            return smallest + epsilon > Scalar(values.count) * Scalar.ulpOfOne * largest
+            return WhiteningKernels.exceedsRoundOff(smallest, epsilon: epsilon, largest: largest,
+                                                    order: values.count)
                 && (1 / (2 * a * a * a)).isFinite
         }
+    }
+
+    /// Whether the eigenvalue `value` plus `epsilon` exceeds the eigensolver's
+    /// accuracy for a matrix of `order` whose largest eigenvalue is `largest`:
+    /// `order · ulp · largest` (LAPACK's rank tolerance). At or below it the
+    /// sign and size of an eigenvalue are round-off, so it counts as zero.
+    static func exceedsRoundOff<Scalar: BLASScalar>(_ value: Scalar, epsilon: Scalar, largest: Scalar,
+                                                    order: Int) -> Bool {
+        value + epsilon > Scalar(order) * Scalar.ulpOfOne * largest
     }
 
     /// The most Newton–Schulz iterations ``WhiteningMethod/newtonSchulz(iterations:)``
