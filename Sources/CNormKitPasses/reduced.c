@@ -1016,12 +1016,15 @@ NORMKIT_CLONES void normkit_narrow_epilogue_bf16(const float *z, const uint16_t 
 
 // A 16-bit residual form's prologue: s[j] = narrow(widen(x[j]) + widen(r[j])),
 // the 16-bit addition (the Float sum of two 16-bit values rounded once), and
-// f[j] = widen(s[j]) for the row kernels; s copied to `sum` when it is not
-// NULL (streaming stores when `streaming`). x and r may be `sum`, not s or f.
+// f[j] = widen(s[j]) for the row kernels; s also to `sum` when it is not NULL:
+// from the same registers, or with streaming stores when `streaming`. x and r
+// may be `sum`, not s or f. The 512-bit forms (sixteen values a step, bfloat16
+// rounded by vcvtneps2bf16 unless a subnormal is among them,
+// normkit_narrow_bf16x16_zmm) give the bits of the others.
 #if defined(NORMKIT_F16C)
 __attribute__((target("avx,f16c")))
 static void normkit_residual_sum_f16_f16c(const uint16_t *x, const uint16_t *r, uint16_t *s,
-                                          float *f, long n) {
+                                          uint16_t *copy, float *f, long n) {
     long j = 0;
     for (; j + 8 <= n; j += 8) {
         if ((j & 31) == 0) {  // the next block's lines, as in normkit_widen_bf16_loop
@@ -1032,33 +1035,77 @@ static void normkit_residual_sum_f16_f16c(const uint16_t *x, const uint16_t *r, 
         __m256 b = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(r + j)));
         __m128i h = _mm256_cvtps_ph(_mm256_add_ps(a, b), _MM_FROUND_TO_NEAREST_INT);
         _mm_storeu_si128((__m128i *)(s + j), h);
+        if (copy) _mm_storeu_si128((__m128i *)(copy + j), h);
         _mm256_storeu_ps(f + j, _mm256_cvtph_ps(h));
     }
     for (; j < n; j++) {
         s[j] = normkit_float_to_f16(normkit_f16_to_float(x[j]) + normkit_f16_to_float(r[j]));
+        if (copy) copy[j] = s[j];
         f[j] = normkit_f16_to_float(s[j]);
     }
 }
+
+#define NORMKIT_RESIDUAL_SUM_ZMM(P, TARGET, WIDEN, NARROW)                                 \
+    __attribute__((target(TARGET)))                                                       \
+    static void normkit_residual_sum_##P##_zmm(const uint16_t *x, const uint16_t *r,      \
+                                               uint16_t *s, uint16_t *copy, float *f,     \
+                                               long n) {                                  \
+        long j = 0;                                                                       \
+        for (; j + 16 <= n; j += 16) {                                                    \
+            if ((j & 31) == 0) {                                                          \
+                __builtin_prefetch(x + j + n, 0, 3);                                      \
+                __builtin_prefetch(r + j + n, 0, 3);                                      \
+            }                                                                             \
+            __m256i hx = _mm256_loadu_si256((const __m256i *)(x + j));                    \
+            __m256i hr = _mm256_loadu_si256((const __m256i *)(r + j));                    \
+            __m256i h = NARROW(_mm512_add_ps(WIDEN(hx), WIDEN(hr)));                      \
+            _mm256_storeu_si256((__m256i *)(s + j), h);                                   \
+            if (copy) _mm256_storeu_si256((__m256i *)(copy + j), h);                      \
+            _mm512_storeu_ps(f + j, WIDEN(h));                                            \
+        }                                                                                 \
+        for (; j < n; j++) {                                                              \
+            s[j] = normkit_float_to_##P(normkit_##P##_to_float(x[j])                      \
+                                        + normkit_##P##_to_float(r[j]));                  \
+            if (copy) copy[j] = s[j];                                                     \
+            f[j] = normkit_##P##_to_float(s[j]);                                          \
+        }                                                                                 \
+    }
+#define NORMKIT_WIDEN_F16_ZMM(h) _mm512_cvtph_ps(h)
+#define NORMKIT_NARROW_F16_ZMM(v) _mm512_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT)
+#define NORMKIT_WIDEN_BF16_ZMM(h) \
+    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+NORMKIT_RESIDUAL_SUM_ZMM(f16, NORMKIT_AVX512F16, NORMKIT_WIDEN_F16_ZMM, NORMKIT_NARROW_F16_ZMM)
+NORMKIT_RESIDUAL_SUM_ZMM(bf16, NORMKIT_AVX512BF16, NORMKIT_WIDEN_BF16_ZMM,
+                         normkit_narrow_bf16x16_zmm)
+#undef NORMKIT_WIDEN_F16_ZMM
+#undef NORMKIT_NARROW_F16_ZMM
+#undef NORMKIT_WIDEN_BF16_ZMM
+#undef NORMKIT_RESIDUAL_SUM_ZMM
 #endif
 
 void normkit_residual_sum_f16(const uint16_t *x, const uint16_t *r, uint16_t *s, uint16_t *sum,
                               float *f, long n, int streaming) {
+    uint16_t *copy = streaming ? 0 : sum;
 #if defined(NORMKIT_F16C)
-    if (normkit_f16c()) {
-        normkit_residual_sum_f16_f16c(x, r, s, f, n);
+    if (normkit_avx512() && normkit_f16c()) {
+        normkit_residual_sum_f16_zmm(x, r, s, copy, f, n);
+    } else if (normkit_f16c()) {
+        normkit_residual_sum_f16_f16c(x, r, s, copy, f, n);
     } else
 #endif
     for (long j = 0; j < n; j++) {
         s[j] = normkit_float_to_f16(normkit_f16_to_float(x[j]) + normkit_f16_to_float(r[j]));
+        if (copy) copy[j] = s[j];
         f[j] = normkit_f16_to_float(s[j]);
     }
-    if (sum) normkit_copy16(s, sum, n, streaming);
+    if (sum && streaming) normkit_copy16(s, sum, n, streaming);
 }
 
-void normkit_residual_sum_bf16_loop(const uint16_t *x, const uint16_t *r, uint16_t *s, float *f,
-                                    long n);
+void normkit_residual_sum_bf16_loop(const uint16_t *x, const uint16_t *r, uint16_t *s,
+                                    uint16_t *copy, float *f, long n);
 NORMKIT_CLONES void normkit_residual_sum_bf16_loop(const uint16_t *x, const uint16_t *r,
-                                                   uint16_t *s, float *f, long n) {
+                                                   uint16_t *s, uint16_t *copy, float *f,
+                                                   long n) {
     uint16_t *restrict out = s;
     uint32_t *restrict wide = (uint32_t *)f;
     long j = 0;
@@ -1070,6 +1117,7 @@ NORMKIT_CLONES void normkit_residual_sum_bf16_loop(const uint16_t *x, const uint
             uint16_t h = normkit_float_to_bf16(normkit_from_bits((uint32_t)x[k] << 16)
                                                + normkit_from_bits((uint32_t)r[k] << 16));
             out[k] = h;
+            if (copy) copy[k] = h;
             wide[k] = (uint32_t)h << 16;
         }
     }
@@ -1077,6 +1125,11 @@ NORMKIT_CLONES void normkit_residual_sum_bf16_loop(const uint16_t *x, const uint
 
 void normkit_residual_sum_bf16(const uint16_t *x, const uint16_t *r, uint16_t *s, uint16_t *sum,
                                float *f, long n, int streaming) {
-    normkit_residual_sum_bf16_loop(x, r, s, f, n);
-    if (sum) normkit_copy16(s, sum, n, streaming);
+    uint16_t *copy = streaming ? 0 : sum;
+#if defined(NORMKIT_F16C)
+    if (normkit_avx512bf16()) normkit_residual_sum_bf16_zmm(x, r, s, copy, f, n);
+    else
+#endif
+    normkit_residual_sum_bf16_loop(x, r, s, copy, f, n);
+    if (sum && streaming) normkit_copy16(s, sum, n, streaming);
 }

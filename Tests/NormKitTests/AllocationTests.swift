@@ -428,6 +428,77 @@ extension ProcessWideTests {
             }
         }
 
+        /// LayerNorm's and RMSNorm's 16-bit residual forward (`y`, `sum`, and
+        /// the cache through the backward's `dx` with a sum gradient), the
+        /// bit patterns of each quantity.
+        func reducedResidualResults<S: TestStorage>(_: S.Type, backend: Backend, columns: Int) throws
+            -> [[UInt16]]
+        {
+            let rows = 37, count = rows * columns, shape = [rows, columns]
+            let x: [S] = reducedInput(count, scale: 3, shift: 100.1, seed: 23)
+            let r: [S] = reducedInput(count, scale: 2, shift: -0.7, seed: 24)
+            let dy: [S] = reducedInput(count, scale: 1, shift: 0.1, seed: 25)
+            let ds: [S] = reducedInput(count, scale: 0.5, shift: 0.01, seed: 26)
+            var out: [[UInt16]] = []
+            for centred in [true, false] {
+                var layer = try ReducedResidualTests.layer(centred: centred, columns: columns, backend: backend)
+                var workspace = Workspace<Float>(), cache = NormCache<Float>()
+                var y = [S](repeating: S(0), count: count), sum = y, dx = y
+                var dg = [Float](repeating: 0, count: columns), db = [Float](repeating: 0, count: layer.beta.count)
+                try x.withUnsafeBufferPointer { xb in
+                    try r.withUnsafeBufferPointer { rb in
+                        try y.withUnsafeMutableBufferPointer { yb in
+                            try sum.withUnsafeMutableBufferPointer { sb in
+                                try layer.forward(xb, residual: rb, shape: shape, mode: .training, into: yb,
+                                                  sum: sb, cache: &cache, workspace: &workspace)
+                            }
+                        }
+                    }
+                }
+                try dy.withUnsafeBufferPointer { g in
+                    try ds.withUnsafeBufferPointer { dsb in
+                        try dx.withUnsafeMutableBufferPointer { d in
+                            try dg.withUnsafeMutableBufferPointer { dgb in
+                                try db.withUnsafeMutableBufferPointer { dbb in
+                                    try layer.backward(g, sumGradient: dsb, cache: cache, inputGradient: d,
+                                                       gammaGradient: dgb, betaGradient: dbb,
+                                                       workspace: &workspace)
+                                }
+                            }
+                        }
+                    }
+                }
+                out += [y.map(\.bits), sum.map(\.bits), dx.map(\.bits)]
+            }
+            return out
+        }
+
+        @Test("16-bit residual forms streamed equal stored bit for bit", arguments: [Backend.blas, .naive])
+        func reducedResidualBitForBit(backend: Backend) throws {
+            let before = StreamingStores.minimumBytes
+            defer { StreamingStores.minimumBytes = before }
+            // Rows of 29 (row blocks) and 1029 (one row at a time, an odd
+            // length: rows start at every 2-byte alignment).
+            for columns in [29, 1029] {
+                for precision in [0, 1] {
+                    func results() throws -> [[UInt16]] {
+                        precision == 0
+                            ? try reducedResidualResults(Float16.self, backend: backend, columns: columns)
+                            : try reducedResidualResults(BFloat16.self, backend: backend, columns: columns)
+                    }
+                    StreamingStores.minimumBytes = .max
+                    let stored = try results()
+                    StreamingStores.minimumBytes = 0
+                    let streamed = try results()
+                    for (index, (a, b)) in zip(streamed, stored).enumerated() {
+                        let differing = zip(a, b).filter { $0 != $1 }.count
+                        #expect(a.count == b.count && differing == 0,
+                                "\(precision == 0 ? "Float16" : "BFloat16") rows of \(columns), quantity \(index): \(differing) of \(b.count) values differ")
+                    }
+                }
+            }
+        }
+
         /// Whether `a` and `b` hold the same bit patterns (NaN payloads too).
         func sameBits<S: BLASScalar>(_ a: [S], _ b: [S]) -> Bool {
             a.count == b.count && a.withUnsafeBytes { x in b.withUnsafeBytes { y in x.elementsEqual(y) } }
