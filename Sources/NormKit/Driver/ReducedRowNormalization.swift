@@ -103,8 +103,14 @@ extension RowNormalization {
         y: UnsafeMutableRawPointer, residual: ReducedPrologue? = nil,
         workspace: inout Workspace<Float>
     ) -> Int? {
-        let count = rows * columns
-        let streaming = StreamingStores.shouldStream(count: (count + 1) / 2, of: Float.self)
+        let count = rows * columns, values = (count + 1) / 2
+        // Outputs beyond StreamingStores.minimumBytes are streamed. The
+        // residual form reads two tensors and writes three (the cache's sum,
+        // `sum` and `y`): it streams `sum` and `y` when the five together
+        // exceed the cache, as the Float form's rule counts its four.
+        let streaming = residual == nil
+            ? StreamingStores.shouldStream(count: values, of: Float.self)
+            : StreamingStores.exceedsCache(count: 5 * values, of: Float.self)
         // Rows long enough for the one-row-at-a-time kernels go a few at a
         // time, so that the widened rows and their output stay in L1 (half of
         // 32 KiB); shorter rows in L2 blocks, the block's 16-bit input and
@@ -141,7 +147,7 @@ extension RowNormalization {
                     split: split, x: x, copy: copy, y: y, precision: precision, g: gamma, b: beta, mean: mean,
                     invstd: invstd, columns: columns, blockRows: blockRows, epsilon: epsilon,
                     rowStatistics: rowStatistics, streaming: streaming,
-                    copyStreaming: StreamingStores.streamsCopy(count: (count + 1) / 2, of: Float.self),
+                    copyStreaming: StreamingStores.streamsCopy(count: values, of: Float.self),
                     ones: ones, scratch: scratch,
                     workers: workers, kernelPart: kernelPart, inputPart: inputPart, outputPart: outputPart,
                     residual: residual))
