@@ -1101,13 +1101,10 @@ void normkit_residual_sum_f16(const uint16_t *x, const uint16_t *r, uint16_t *s,
     if (sum && streaming) normkit_copy16(s, sum, n, streaming);
 }
 
-void normkit_residual_sum_bf16_loop(const uint16_t *x, const uint16_t *r, uint16_t *s,
-                                    uint16_t *copy, float *f, long n);
-NORMKIT_CLONES void normkit_residual_sum_bf16_loop(const uint16_t *x, const uint16_t *r,
-                                                   uint16_t *s, uint16_t *copy, float *f,
-                                                   long n) {
-    uint16_t *restrict out = s;
-    uint32_t *restrict wide = (uint32_t *)f;
+// One form per caller below (copy NULL or not), as normkit_widen_bf16_form.
+static inline __attribute__((always_inline)) void normkit_residual_sum_bf16_form(
+        const uint16_t *restrict x, const uint16_t *restrict r, uint16_t *restrict out,
+        uint16_t *restrict copy, uint32_t *restrict wide, long n, int copying) {
     long j = 0;
     for (; j < n; j += 32) {
         long end = j + 32 < n ? j + 32 : n;
@@ -1117,10 +1114,19 @@ NORMKIT_CLONES void normkit_residual_sum_bf16_loop(const uint16_t *x, const uint
             uint16_t h = normkit_float_to_bf16(normkit_from_bits((uint32_t)x[k] << 16)
                                                + normkit_from_bits((uint32_t)r[k] << 16));
             out[k] = h;
-            if (copy) copy[k] = h;
+            if (copying) copy[k] = h;
             wide[k] = (uint32_t)h << 16;
         }
     }
+}
+
+void normkit_residual_sum_bf16_loop(const uint16_t *x, const uint16_t *r, uint16_t *s,
+                                    uint16_t *copy, float *f, long n);
+NORMKIT_CLONES void normkit_residual_sum_bf16_loop(const uint16_t *x, const uint16_t *r,
+                                                   uint16_t *s, uint16_t *copy, float *f,
+                                                   long n) {
+    if (copy) normkit_residual_sum_bf16_form(x, r, s, copy, (uint32_t *)f, n, 1);
+    else normkit_residual_sum_bf16_form(x, r, s, 0, (uint32_t *)f, n, 0);
 }
 
 void normkit_residual_sum_bf16(const uint16_t *x, const uint16_t *r, uint16_t *s, uint16_t *sum,
