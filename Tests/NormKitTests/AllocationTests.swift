@@ -445,29 +445,9 @@ extension ProcessWideTests {
                 var workspace = Workspace<Float>(), cache = NormCache<Float>()
                 var y = [S](repeating: S(0), count: count), sum = y, dx = y
                 var dg = [Float](repeating: 0, count: columns), db = [Float](repeating: 0, count: layer.beta.count)
-                try x.withUnsafeBufferPointer { xb in
-                    try r.withUnsafeBufferPointer { rb in
-                        try y.withUnsafeMutableBufferPointer { yb in
-                            try sum.withUnsafeMutableBufferPointer { sb in
-                                try layer.forward(xb, residual: rb, shape: shape, mode: .training, into: yb,
-                                                  sum: sb, cache: &cache, workspace: &workspace)
-                            }
-                        }
-                    }
-                }
-                try dy.withUnsafeBufferPointer { g in
-                    try ds.withUnsafeBufferPointer { dsb in
-                        try dx.withUnsafeMutableBufferPointer { d in
-                            try dg.withUnsafeMutableBufferPointer { dgb in
-                                try db.withUnsafeMutableBufferPointer { dbb in
-                                    try layer.backward(g, sumGradient: dsb, cache: cache, inputGradient: d,
-                                                       gammaGradient: dgb, betaGradient: dbb,
-                                                       workspace: &workspace)
-                                }
-                            }
-                        }
-                    }
-                }
+                try ReducedResidualTests.fusedForward(&layer, x, r, shape: shape, &y, &sum, &cache, &workspace)
+                try ReducedResidualTests.fusedBackward(layer, dy, sumGradient: ds, cache, &dx, &dg, &db,
+                                                       &workspace)
                 out += [y.map(\.bits), sum.map(\.bits), dx.map(\.bits)]
             }
             return out

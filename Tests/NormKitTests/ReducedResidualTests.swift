@@ -28,6 +28,44 @@ struct ReducedResidualTests {
         return layer
     }
 
+    /// The fused 16-bit residual forward over buffers: `y` and `sum`.
+    static func fusedForward<S: TestStorage, L: ReducedPrecisionResidualLayer>(
+        _ layer: inout L, _ x: [S], _ r: [S], shape: [Int], _ y: inout [S], _ sum: inout [S],
+        _ cache: inout NormCache<Float>, _ workspace: inout Workspace<Float>
+    ) throws {
+        try x.withUnsafeBufferPointer { xb in
+            try r.withUnsafeBufferPointer { rb in
+                try y.withUnsafeMutableBufferPointer { yb in
+                    try sum.withUnsafeMutableBufferPointer { sb in
+                        try layer.forward(xb, residual: rb, shape: shape, mode: .training, into: yb,
+                                          sum: sb, cache: &cache, workspace: &workspace)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The fused backward over buffers, `ds` the sum's gradient (`nil`: none).
+    static func fusedBackward<S: TestStorage, L: ReducedPrecisionResidualLayer>(
+        _ layer: L, _ dy: [S], sumGradient ds: [S]?, _ cache: NormCache<Float>, _ dx: inout [S],
+        _ dg: inout [Float], _ db: inout [Float], _ workspace: inout Workspace<Float>
+    ) throws {
+        func run(_ dsb: UnsafeBufferPointer<S>?) throws {
+            try dy.withUnsafeBufferPointer { g in
+                try dx.withUnsafeMutableBufferPointer { d in
+                    try dg.withUnsafeMutableBufferPointer { dgb in
+                        try db.withUnsafeMutableBufferPointer { dbb in
+                            try layer.backward(g, sumGradient: dsb, cache: cache, inputGradient: d,
+                                               gammaGradient: dgb, betaGradient: dbb,
+                                               workspace: &workspace)
+                        }
+                    }
+                }
+            }
+        }
+        if let ds { try ds.withUnsafeBufferPointer { try run($0) } } else { try run(nil) }
+    }
+
     func check<S: TestStorage, L: ReducedPrecisionResidualLayer>(
         _: S.Type, _ layer: L, rows: Int, columns: Int, centred: Bool
     ) throws -> UlpCount {
@@ -54,47 +92,17 @@ struct ReducedResidualTests {
         var y = [S](repeating: zero, count: count), sum = y, dx = y, dxNone = y
         var dg = [Float](repeating: 0, count: columns), db = [Float](repeating: 0, count: layer.beta.count)
         var dgNone = dg, dbNone = db
-        try x.withUnsafeBufferPointer { xb in
-            try r.withUnsafeBufferPointer { rb in
-                try y.withUnsafeMutableBufferPointer { yb in
-                    try sum.withUnsafeMutableBufferPointer { sb in
-                        try layer.forward(xb, residual: rb, shape: shape, mode: .training, into: yb,
-                                          sum: sb, cache: &cache, workspace: &workspace)
-                    }
-                }
-            }
-        }
+        try Self.fusedForward(&layer, x, r, shape: shape, &y, &sum, &cache, &workspace)
         #expect(sum.map(\.bits) == s.map(\.bits), "sum = the 16-bit addition")
         #expect(y.map(\.bits) == yPlain.map(\.bits), "y = norm(x + r) bit for bit")
         // Without a sum gradient, and through the plain backward: the plain bits.
         try reducedBackward(layer, dy, cache, &dxNone, &dgNone, &dbNone, &workspace)
         #expect(dxNone.map(\.bits) == dxPlain.map(\.bits) && dgNone == dgPlain && dbNone == dbPlain)
-        try dy.withUnsafeBufferPointer { g in
-            try dx.withUnsafeMutableBufferPointer { d in
-                try dg.withUnsafeMutableBufferPointer { dgb in
-                    try db.withUnsafeMutableBufferPointer { dbb in
-                        try layer.backward(g, sumGradient: nil, cache: cache, inputGradient: d,
-                                           gammaGradient: dgb, betaGradient: dbb, workspace: &workspace)
-                    }
-                }
-            }
-        }
+        try Self.fusedBackward(layer, dy, sumGradient: nil, cache, &dx, &dg, &db, &workspace)
         #expect(dx.map(\.bits) == dxPlain.map(\.bits), "sumGradient nil: the plain backward")
         // With the sum gradient: the parameter gradients unchanged, dx within
         // 1 ulp of the float64 reference plus ds.
-        try dy.withUnsafeBufferPointer { g in
-            try ds.withUnsafeBufferPointer { dsb in
-                try dx.withUnsafeMutableBufferPointer { d in
-                    try dg.withUnsafeMutableBufferPointer { dgb in
-                        try db.withUnsafeMutableBufferPointer { dbb in
-                            try layer.backward(g, sumGradient: dsb, cache: cache, inputGradient: d,
-                                               gammaGradient: dgb, betaGradient: dbb,
-                                               workspace: &workspace)
-                        }
-                    }
-                }
-            }
-        }
+        try Self.fusedBackward(layer, dy, sumGradient: ds, cache, &dx, &dg, &db, &workspace)
         #expect(dg == dgPlain && db == dbPlain, "dgamma and dbeta do not see the sum gradient")
         let reference = rowReference(
             x: s, dy: dy, rows: rows, columns: columns, gamma: layer.gamma,
