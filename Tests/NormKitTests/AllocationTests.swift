@@ -343,17 +343,7 @@ extension ProcessWideTests {
         /// Checks that ten training forwards, inference forwards and backwards
     /// each allocate at most `atMost` times (after a first call of each).
     func check<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int], atMost: Int = 0) throws {
-            let before = StreamingStores.minimumBytes
-            defer { StreamingStores.minimumBytes = before }
-            StreamingStores.minimumBytes = .max
-            let stored = try results(layer, shape: shape)
-            StreamingStores.minimumBytes = 0
-            let streamed = try results(layer, shape: shape)
-            for (index, (a, b)) in zip(streamed, stored).enumerated() {
-                let differing = zip(bits(a), bits(b)).filter { $0 != $1 }.count
-                #expect(a.count == b.count && differing == 0,
-                        "\(L.self) \(shape) quantity \(index): \(differing) of \(b.count) values differ")
-            }
+            try expectStreamedEqualsStored("\(L.self) \(shape)") { try results(layer, shape: shape).map(bits) }
         }
 
         @Test("streamed outputs equal stored ones bit for bit", arguments: [Backend.blas, .naive])
@@ -412,18 +402,10 @@ extension ProcessWideTests {
 
         @Test("fused forms streamed equal stored bit for bit", arguments: [Backend.blas, .naive])
         func fusedBitForBit(backend: Backend) throws {
-            let before = StreamingStores.minimumBytes
-            defer { StreamingStores.minimumBytes = before }
             // Rows of 29 (row blocks) and 1029 (one row at a time).
             for rowLength in [29, 1029] {
-                StreamingStores.minimumBytes = .max
-                let stored = try fusedResults(Float.self, backend: backend, rowLength: rowLength)
-                StreamingStores.minimumBytes = 0
-                let streamed = try fusedResults(Float.self, backend: backend, rowLength: rowLength)
-                for (index, (a, b)) in zip(streamed, stored).enumerated() {
-                    let differing = zip(bits(a), bits(b)).filter { $0 != $1 }.count
-                    #expect(a.count == b.count && differing == 0,
-                            "rows of \(rowLength), quantity \(index): \(differing) of \(b.count) values differ")
+                try expectStreamedEqualsStored("rows of \(rowLength),") {
+                    try fusedResults(Float.self, backend: backend, rowLength: rowLength).map(bits)
                 }
             }
         }
@@ -455,27 +437,32 @@ extension ProcessWideTests {
 
         @Test("16-bit residual forms streamed equal stored bit for bit", arguments: [Backend.blas, .naive])
         func reducedResidualBitForBit(backend: Backend) throws {
-            let before = StreamingStores.minimumBytes
-            defer { StreamingStores.minimumBytes = before }
             // Rows of 29 (row blocks) and 1029 (one row at a time, an odd
             // length: rows start at every 2-byte alignment).
             for columns in [29, 1029] {
-                for precision in [0, 1] {
-                    func results() throws -> [[UInt16]] {
-                        precision == 0
-                            ? try reducedResidualResults(Float16.self, backend: backend, columns: columns)
-                            : try reducedResidualResults(BFloat16.self, backend: backend, columns: columns)
-                    }
-                    StreamingStores.minimumBytes = .max
-                    let stored = try results()
-                    StreamingStores.minimumBytes = 0
-                    let streamed = try results()
-                    for (index, (a, b)) in zip(streamed, stored).enumerated() {
-                        let differing = zip(a, b).filter { $0 != $1 }.count
-                        #expect(a.count == b.count && differing == 0,
-                                "\(precision == 0 ? "Float16" : "BFloat16") rows of \(columns), quantity \(index): \(differing) of \(b.count) values differ")
-                    }
+                try expectStreamedEqualsStored("Float16 rows of \(columns),") {
+                    try reducedResidualResults(Float16.self, backend: backend, columns: columns)
                 }
+                try expectStreamedEqualsStored("BFloat16 rows of \(columns),") {
+                    try reducedResidualResults(BFloat16.self, backend: backend, columns: columns)
+                }
+            }
+        }
+
+        /// `results` (each quantity's bit patterns) with every output stored
+        /// (`StreamingStores.minimumBytes = .max`) and streamed (0): each
+        /// quantity the same; the setting restored after.
+        func expectStreamedEqualsStored<T: Equatable>(_ label: String, _ results: () throws -> [[T]]) throws {
+            let before = StreamingStores.minimumBytes
+            defer { StreamingStores.minimumBytes = before }
+            StreamingStores.minimumBytes = .max
+            let stored = try results()
+            StreamingStores.minimumBytes = 0
+            let streamed = try results()
+            for (index, (a, b)) in zip(streamed, stored).enumerated() {
+                let differing = zip(a, b).filter { $0 != $1 }.count
+                #expect(a.count == b.count && differing == 0,
+                        "\(label) quantity \(index): \(differing) of \(b.count) values differ")
             }
         }
 

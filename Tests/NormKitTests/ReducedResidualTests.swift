@@ -166,14 +166,7 @@ struct ReducedResidualTests {
         let x: [BFloat16] = reducedInput(15, scale: 2, shift: 10000.1, seed: 31)
         var y = [BFloat16](repeating: BFloat16(0), count: 15), sum = y
         // A good forward first: a throwing call must leave its cache usable.
-        try x.withUnsafeBufferPointer { xb in
-            try y.withUnsafeMutableBufferPointer { yb in
-                try sum.withUnsafeMutableBufferPointer { sb in
-                    try layer.forward(xb, residual: xb, shape: [3, 5], mode: .training, into: yb,
-                                      sum: sb, cache: &cache, workspace: &workspace)
-                }
-            }
-        }
+        try Self.fusedForward(&layer, x, x, shape: [3, 5], &y, &sum, &cache, &workspace)
         let good = cache
         var dxBefore = y, dgBefore = [Float](repeating: 0, count: 5), dbBefore = dgBefore
         try reducedBackward(layer, y, cache, &dxBefore, &dgBefore, &dbBefore, &workspace)
@@ -190,32 +183,13 @@ struct ReducedResidualTests {
             }
         }
         #expect(throws: NormError.bufferCountMismatch(name: "sum", expected: 15, actual: 14)) {
-            try x.withUnsafeBufferPointer { xb in
-                try y.withUnsafeMutableBufferPointer { yb in
-                    try shortOut.withUnsafeMutableBufferPointer { sb in
-                        try layer.forward(xb, residual: xb, shape: [3, 5], mode: .training, into: yb,
-                                          sum: sb, cache: &cache, workspace: &workspace)
-                    }
-                }
-            }
+            try Self.fusedForward(&layer, x, x, shape: [3, 5], &y, &shortOut, &cache, &workspace)
         }
         #expect(cache.mean == good.mean
                 && cache.inverseStandardDeviation == good.inverseStandardDeviation)
         var dx = y, dgamma = [Float](repeating: 0, count: 5), dbeta = dgamma
         #expect(throws: NormError.bufferCountMismatch(name: "sumGradient", expected: 15, actual: 14)) {
-            try y.withUnsafeBufferPointer { g in
-                try short.withUnsafeBufferPointer { dsb in
-                    try dx.withUnsafeMutableBufferPointer { d in
-                        try dgamma.withUnsafeMutableBufferPointer { dgb in
-                            try dbeta.withUnsafeMutableBufferPointer { dbb in
-                                try layer.backward(g, sumGradient: dsb, cache: cache, inputGradient: d,
-                                                   gammaGradient: dgb, betaGradient: dbb,
-                                                   workspace: &workspace)
-                            }
-                        }
-                    }
-                }
-            }
+            try Self.fusedBackward(layer, y, sumGradient: short, cache, &dx, &dgamma, &dbeta, &workspace)
         }
         // The cache still gives the same backward after the refusals.
         try reducedBackward(layer, y, cache, &dx, &dgamma, &dbeta, &workspace)
@@ -243,28 +217,10 @@ extension ProcessWideTests {
                 var cache = NormCache<Float>(), workspace = Workspace<Float>()
                 var y = [Float16](repeating: 0, count: count), sum = y, dx = y
                 var dgamma = [Float](repeating: 0, count: columns), dbeta = dgamma
-                try x.withUnsafeBufferPointer { xb in
-                    try r.withUnsafeBufferPointer { rb in
-                        try y.withUnsafeMutableBufferPointer { yb in
-                            try sum.withUnsafeMutableBufferPointer { sb in
-                                try layer.forward(xb, residual: rb, shape: [rows, columns],
-                                                  mode: .training, into: yb, sum: sb, cache: &cache,
-                                                  workspace: &workspace)
-                            }
-                        }
-                    }
-                }
-                try dy.withUnsafeBufferPointer { g in
-                    try dx.withUnsafeMutableBufferPointer { d in
-                        try dgamma.withUnsafeMutableBufferPointer { dgb in
-                            try dbeta.withUnsafeMutableBufferPointer { dbb in
-                                try layer.backward(g, sumGradient: g, cache: cache, inputGradient: d,
-                                                   gammaGradient: dgb, betaGradient: dbb,
-                                                   workspace: &workspace)
-                            }
-                        }
-                    }
-                }
+                try ReducedResidualTests.fusedForward(&layer, x, r, shape: [rows, columns], &y, &sum,
+                                                      &cache, &workspace)
+                try ReducedResidualTests.fusedBackward(layer, dy, sumGradient: dy, cache, &dx, &dgamma,
+                                                       &dbeta, &workspace)
                 results.append(y.map(\.bitPattern) + sum.map(\.bitPattern) + dx.map(\.bitPattern))
                 parameterGradients.append(dgamma + dbeta)
             }
