@@ -78,3 +78,14 @@ func sameBits<Scalar: BLASScalar>(_ a: Scalar, _ b: Scalar) -> Bool {
 func sameBits<Scalar: BLASScalar>(_ a: [Scalar], _ b: [Scalar]) -> Bool {
     a.count == b.count && zip(a, b).allSatisfy { sameBits($0, $1) }
 }
+
+/// Bitwise equality where either value is a number, and NaN where the other
+/// is NaN, whatever its sign and payload: what two different kernels of one
+/// formula owe each other. IEEE 754 leaves open which operand's payload an
+/// operation on two NaNs returns, and the compiler may order a commutative
+/// operation's operands either way, so a fused pass and the unfused sequence
+/// (both C loops, or a C loop and Swift) may return different NaNs when, say,
+/// both gamma and beta are NaN (Conventions, "NaN").
+func sameValues<Scalar: BLASScalar>(_ a: [Scalar], _ b: [Scalar]) -> Bool {
+    a.count == b.count && zip(a, b).allSatisfy { x, y in x.isNaN ? y.isNaN : sameBits(x, y) }
+}

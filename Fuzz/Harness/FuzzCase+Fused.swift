@@ -21,9 +21,10 @@ extension FuzzCase {
     }
 
     /// The layer with ReLU and `residual` (when it has the input's shape)
-    /// against the layer, an add and a ReLU: the same output, state and
-    /// gradients bit for bit, or both throw; a residual of another shape is
-    /// refused without a change of state.
+    /// against the layer, an add and a ReLU: the same output and gradients
+    /// (``sameValues(_:_:)``: bit for bit, a NaN for a NaN) and the same state
+    /// bit for bit, or both throw; a residual of another shape is refused
+    /// without a change of state.
     func checkFused<Layer: ActivatedNormalizationLayer>(
         _ layer: Layer, state: (Layer) -> [[Scalar]], input: Tensor<Scalar>, residual: Tensor<Scalar>?,
         _ report: inout Report
@@ -53,7 +54,7 @@ extension FuzzCase {
                 let s = v + r
                 return s > 0 || s.isNaN ? s : 0
             }
-            if !sameBits(a.output.scalars, expected) || !sameState(state(fused), state(plain)) {
+            if !sameValues(a.output.scalars, expected) || !sameState(state(fused), state(plain)) {
                 report.fail("the fused forward differs from the layer, add and ReLU")
             }
             let masked = zip(residual.scalars, a.output.scalars).map { g, y -> Scalar in y > 0 ? g : 0 }
@@ -62,7 +63,8 @@ extension FuzzCase {
             let h = try? plain.backward(dz, cache: b.cache)
             switch (g, h) {
             case let (.some(g), .some(h)):
-                if !sameBits(g.input.scalars, h.input.scalars) || !sameBits(g.gamma + g.beta, h.gamma + h.beta) {
+                if !sameValues(g.input.scalars, h.input.scalars)
+                    || !sameValues(g.gamma + g.beta, h.gamma + h.beta) {
                     report.fail("the fused backward differs from the masked backward")
                 }
             case (nil, nil): break
@@ -73,7 +75,8 @@ extension FuzzCase {
         }
     }
 
-    /// LayerNorm's or RMSNorm's residual form against add-then-normalize.
+    /// LayerNorm's or RMSNorm's residual form against add-then-normalize
+    /// (``sameValues(_:_:)``: bit for bit, a NaN for a NaN).
     func checkResidual<Layer: ResidualNormalizationLayer>(
         _ layer: Layer, input: Tensor<Scalar>, residual: Tensor<Scalar>?, _ report: inout Report
     ) where Layer.Scalar == Scalar {
@@ -86,7 +89,7 @@ extension FuzzCase {
         let reference = try? plain.forward(sum, mode: header.mode)
         switch (result, reference) {
         case let (.some(a), .some(b)):
-            if !sameBits(a.output.scalars, b.output.scalars) || !sameBits(a.sum.scalars, sum.scalars) {
+            if !sameValues(a.output.scalars, b.output.scalars) || !sameValues(a.sum.scalars, sum.scalars) {
                 report.fail("the residual forward differs from add-then-normalize")
             }
             let g = try? fused.backward(residual, sumGradient: input, cache: a.cache)
@@ -94,7 +97,7 @@ extension FuzzCase {
             switch (g, h) {
             case let (.some(g), .some(h)):
                 let expected = zip(h.input.scalars, input.scalars).map { $0 + $1 }
-                if !sameBits(g.input.scalars, expected) || !sameBits(g.gamma, h.gamma) {
+                if !sameValues(g.input.scalars, expected) || !sameValues(g.gamma, h.gamma) {
                     report.fail("the residual backward differs from the backward plus the sum gradient")
                 }
             case (nil, nil): break

@@ -137,6 +137,21 @@ struct FusedTests {
         let (yNaN, _) = try gn.forward(try Tensor(shape: [1, 2, 1, 2], scalars: [1, 2, 3, 4]),
                                        residual: r, mode: .training)
         #expect(yNaN.scalars[0].isNaN)
+        // gamma and beta both NaN, with other payloads (the fuzzer's case,
+        // Conventions "NaN"): fused and unfused give NaN everywhere, payloads
+        // aside; the fused form run again gives the same NaN bits.
+        var sbn = try SpatialBatchNorm<Double>(channelCount: 3)
+        sbn.gamma = (0..<3).map { Double(nan: 0x7affff + $0, signaling: false) }
+        sbn.beta = (0..<3).map { Double(nan: 0x100000 + $0, signaling: false) }
+        let x3: Tensor<Double> = randomInput([2, 3, 1, 5], scale: 1, shift: 0.37, seed: 3)
+        let r3: Tensor<Double> = randomInput([2, 3, 1, 5], scale: 1, shift: 0.1, seed: 4)
+        var fused = sbn, plain = sbn
+        fused.activation = .relu
+        let (y1, _) = try fused.forward(x3, residual: r3, mode: .training)
+        let (y2, _) = try fused.forward(x3, residual: r3, mode: .training)
+        let (z, _) = try plain.forward(x3, mode: .training)
+        #expect(y1.scalars.allSatisfy(\.isNaN) && z.scalars.allSatisfy(\.isNaN))
+        #expect(sameBits(y1.scalars, y2.scalars))
     }
 
     // MARK: LayerNorm and RMSNorm: residual
