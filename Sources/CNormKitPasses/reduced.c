@@ -394,31 +394,30 @@ void normkit_narrow_bf16_baseline(const float *f, uint16_t *h, long n) {
 // normkit_scale_shift_f, each value rounded once to 16 bits as it is written
 // (LayerNorm's and RMSNorm's 16-bit output, one row at a time).
 #if defined(NORMKIT_F16C)
+// c[k] * s * g[k] + b[k] for k < 8 (vs holds s), normkit_scale_shift_f's
+// expression, rounded to float16.
+__attribute__((target("avx,f16c")))
+static inline __m128i normkit_scale_shift_f16x8(const float *c, const float *g, const float *b,
+                                                __m256 vs) {
+    __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(c), vs),
+                                           _mm256_loadu_ps(g)),
+                             _mm256_loadu_ps(b));
+    return _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
+}
+
 __attribute__((target("avx,f16c")))
 static void normkit_scale_shift_f16_f16c(const float *c, uint16_t *y, long n, float s,
                                          const float *g, const float *b, int streaming) {
     long j = 0, first = 0, last = 0;
     __m256 vs = _mm256_set1_ps(s);
     if (streaming) normkit_stream_span16(y, n, &first, &last);
-    for (; j + 8 <= first; j += 8) {
-        __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(c + j), vs),
-                                               _mm256_loadu_ps(g + j)),
-                                 _mm256_loadu_ps(b + j));
-        _mm_storeu_si128((__m128i *)(y + j), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-    }
+    for (; j + 8 <= first; j += 8)
+        _mm_storeu_si128((__m128i *)(y + j), normkit_scale_shift_f16x8(c + j, g + j, b + j, vs));
     for (; j < first; j++) y[j] = normkit_float_to_f16(c[j] * s * g[j] + b[j]);
-    for (; j < last; j += 8) {
-        __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(c + j), vs),
-                                               _mm256_loadu_ps(g + j)),
-                                 _mm256_loadu_ps(b + j));
-        _mm_stream_si128((__m128i *)(y + j), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-    }
-    for (; j + 8 <= n; j += 8) {
-        __m256 v = _mm256_add_ps(_mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(c + j), vs),
-                                               _mm256_loadu_ps(g + j)),
-                                 _mm256_loadu_ps(b + j));
-        _mm_storeu_si128((__m128i *)(y + j), _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-    }
+    for (; j < last; j += 8)
+        _mm_stream_si128((__m128i *)(y + j), normkit_scale_shift_f16x8(c + j, g + j, b + j, vs));
+    for (; j + 8 <= n; j += 8)
+        _mm_storeu_si128((__m128i *)(y + j), normkit_scale_shift_f16x8(c + j, g + j, b + j, vs));
     for (; j < n; j++) y[j] = normkit_float_to_f16(c[j] * s * g[j] + b[j]);
 }
 #endif
