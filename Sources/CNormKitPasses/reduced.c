@@ -80,7 +80,7 @@ static inline float normkit_bf16_to_float(uint16_t h) {
 // both kinds of store. A line that does (a row's last half line streamed, then
 // the next row's first values stored into the rest of it) leaves the
 // write-combining buffer in pieces: bfloat16 BatchNorm's normalize pass over
-// 4096x1024 rows starting 48 bytes into a line took 3.7-4.1x the time of
+// 4096x1024 rows starting 48 bytes into a line took 3.8-4.9x the time of
 // storing its output when streamed 32-byte-aligned, 1.0-1.3x streamed on
 // whole lines (C loop, one thread, AMD EPYC Zen 4, medians of 21 calls).
 static inline void normkit_stream_span16(const uint16_t *p, long n, long *first, long *last) {
