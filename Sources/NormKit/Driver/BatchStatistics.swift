@@ -9,17 +9,20 @@ enum BatchStatistics {
     /// How a pass over `g` runs: chunks of the outer dimension (whole rows of
     /// channels) on ``Threading``'s workers; whether its outputs are streamed
     /// (``StreamingStores/shouldStream(count:of:)``) and the cache's copy of
-    /// the input (``StreamingStores/streamsCopy(count:of:)``), a 16-bit
-    /// pass's tensors counting as half as many `Scalar`s.
+    /// the input (``StreamingStores/streamsCopy(count:of:)``); a 16-bit
+    /// call's both by ``StreamingStores/shouldStream(reduced:tensors:)``
+    /// over the `tensors` it reads and writes.
     @inlinable
     static func schedule<Scalar: BLASScalar>(
-        _ g: ChannelGeometry, reduced: Bool, backend: Backend, of: Scalar.Type
+        _ g: ChannelGeometry, reduced: Bool, tensors: Int, backend: Backend, of: Scalar.Type
     ) -> (split: Threading.Split, streaming: Bool, streamsCopy: Bool) {
-        let count = g.outer * g.channels * g.inner, scalars = reduced ? (count + 1) / 2 : count
+        let count = g.outer * g.channels * g.inner
         return (Threading.split(outer: g.outer, scalarsPerRow: g.channels * g.inner, of: Scalar.self,
                                 backend: backend),
-                StreamingStores.shouldStream(count: scalars, of: Scalar.self),
-                StreamingStores.streamsCopy(count: scalars, of: Scalar.self))
+                reduced ? StreamingStores.shouldStream(reduced: count, tensors: tensors)
+                    : StreamingStores.shouldStream(count: count, of: Scalar.self),
+                reduced ? StreamingStores.shouldStream(reduced: count, tensors: 3)
+                    : StreamingStores.streamsCopy(count: count, of: Scalar.self))
     }
 
     /// The training or inference forward pass over the validated input the
@@ -53,7 +56,7 @@ enum BatchStatistics {
         cache.record(gamma: gamma, beta: beta, parameters: channels, mode: mode, statisticCount: channels, origin: origin)
         cache.prepareMask(activation: activation, count: g.outer * rowStride)
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
-        let (split, streaming, streamsCopy) = schedule(g, reduced: reduced != nil, backend: backend, of: Scalar.self)
+        let (split, streaming, streamsCopy) = schedule(g, reduced: reduced != nil, tensors: mode == .training ? 3 : 2, backend: backend, of: Scalar.self)
         let plan = ForwardScratch<Scalar>(
             geometry: g, split: split, block: block,
             units: reduced != nil ? reducedScratch(geometry: g, block: block)
@@ -206,7 +209,7 @@ enum BatchStatistics {
         workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil
     ) throws(NormError) {
         let channels = g.channels
-        let (split, streaming, _) = schedule(g, reduced: reduced != nil, backend: backend, of: Scalar.self)
+        let (split, streaming, _) = schedule(g, reduced: reduced != nil, tensors: 2, backend: backend, of: Scalar.self)
         // A 16-bit pass's units per worker, then the vectors.
         let block = g.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
         var layout = ScratchLayout<Scalar>()
@@ -268,7 +271,7 @@ enum BatchStatistics {
                                  buffers, workspace: &workspace)
             return nil
         }
-        let (split, streaming, _) = schedule(g, reduced: reduced != nil, backend: backend, of: Scalar.self)
+        let (split, streaming, _) = schedule(g, reduced: reduced != nil, tensors: 3, backend: backend, of: Scalar.self)
         let plan = BackwardScratch<Scalar>(
             geometry: g, split: split, block: block, masked: mask != nil,
             units: reduced == nil ? 0 : reducedScratch(geometry: g, block: block),

@@ -112,8 +112,8 @@ extension GroupStatistics {
         let workers = scratchLayout.regions(split.workers, of: worker.count)
         let ownMean = scratchLayout.region(statistics == nil ? g.rows : 0)
         let ownInvstd = scratchLayout.region(statistics == nil ? g.rows : 0)
-        let streaming = StreamingStores.shouldStream(count: (g.rows * g.rowLength + 1) / 2,
-                                                     of: Float.self)
+        let streaming = StreamingStores.shouldStream(reduced: g.rows * g.rowLength,
+                                                     tensors: r.copy == nil ? 2 : 3)
         let onesCount = layout == .nhwc ? rowsOfChannels.onesCount(block: columnBlock)
             : backend == .blas ? g.rowLength : 0
         return workspace.withRegions(
@@ -194,8 +194,8 @@ extension GroupStatistics {
             let one = GroupNormKernels.Geometry(samples: 1, channels: g.channels,
                                                 groups: g.groups, spatial: g.spatial)
             // The cache's copy (none in `infer`) streamed by its own rule.
-            let copyStreaming = StreamingStores.streamsCopy(count: (g.rows * g.rowLength + 1) / 2,
-                                                            of: Float.self)
+            let copyStreaming = StreamingStores.shouldStream(reduced: g.rows * g.rowLength,
+                                                             tensors: 3)
             let fencing = streaming || (copyStreaming && r.copy != nil)
             let perGroup = GroupStatistics.widensGroups(g, layout: layout, backend: backend)
             for n in split.rows(ofChunk: chunk) {
@@ -392,7 +392,7 @@ extension GroupStatistics {
         var scratchLayout = ScratchLayout<Float>()
         let workers = scratchLayout.regions(split.workers, of: worker.count)
         let partials = scratchLayout.regions(split.chunks, of: 2 * channels)
-        let streaming = StreamingStores.shouldStream(count: (count + 1) / 2, of: Float.self)
+        let streaming = StreamingStores.shouldStream(reduced: count, tensors: 3)
         workspace.withRegions(ones: onesCount, scratch: scratchLayout.count, parameters: channels) {
             ones, scratch, standIns in
             cache.withReducedBackward(dy, dx, dgamma: dgamma, dbeta: dbeta) { buffers, mask, r in

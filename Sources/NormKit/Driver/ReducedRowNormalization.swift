@@ -109,7 +109,7 @@ extension RowNormalization {
         // `sum` and `y`): it streams `sum` and `y` when the five together
         // exceed the cache, as the Float form's rule counts its four.
         let streaming = residual == nil
-            ? StreamingStores.shouldStream(count: values, of: Float.self)
+            ? StreamingStores.shouldStream(reduced: count, tensors: copy == nil ? 2 : 3)
             : StreamingStores.exceedsCache(count: 5 * values, of: Float.self)
         // Rows long enough for the one-row-at-a-time kernels go a few at a
         // time, so that the widened rows and their output stay in L1 (half of
@@ -147,7 +147,7 @@ extension RowNormalization {
                     split: split, x: x, copy: copy, y: y, precision: precision, g: gamma, b: beta, mean: mean,
                     invstd: invstd, columns: columns, blockRows: blockRows, epsilon: epsilon,
                     rowStatistics: rowStatistics, streaming: streaming,
-                    copyStreaming: StreamingStores.streamsCopy(count: values, of: Float.self),
+                    copyStreaming: StreamingStores.shouldStream(reduced: count, tensors: 3),
                     ones: ones, scratch: scratch,
                     workers: workers, kernelPart: kernelPart, inputPart: inputPart, outputPart: outputPart,
                     residual: residual))
@@ -392,7 +392,7 @@ extension RowNormalization {
         var layout = ScratchLayout<Float>()
         let workers = layout.regions(blas ? split.workers : 1, of: worker.count)
         let partials = layout.regions(blas ? split.chunks : 0, of: 2 * columns)
-        let streaming = StreamingStores.shouldStream(count: (count + 1) / 2, of: Float.self)
+        let streaming = StreamingStores.shouldStream(reduced: count, tensors: sumGradient == nil ? 3 : 4)
         workspace.withRegions(ones: blas ? blockRows : 0, scratch: layout.count) {
             ones, scratch in
             cache.withReducedBackward { x, mean, invstd, gamma in

@@ -16,7 +16,11 @@ import Synchronization
 /// (not where a block of the output served as scratch first). What a pass
 /// writes for later, the cache's copy of its input and a residual form's two
 /// outputs, streams when the pass's whole traffic exceeds four times
-/// ``minimumBytes`` (the last-level cache by default). Both
+/// ``minimumBytes`` (the last-level cache by default). A call over 16-bit
+/// storage streams what it writes when all the tensors it reads and writes
+/// exceed twice ``minimumBytes`` (``shouldStream(reduced:tensors:)``): its
+/// inference passes as the output rule, its training forwards and backwards
+/// from smaller outputs. Both
 /// backends share the output passes, so the choice favours neither, except in
 /// GroupNorm's backward, whose naive intermediate spans the whole batch and so
 /// stays in `dx`, unstreamed. The results are the same bit for bit either way.
@@ -26,8 +30,9 @@ import Synchronization
 public enum StreamingStores {
     static let storage = Atomic<Int>(-1)
 
-    /// Outputs of more bytes than this are written with streaming stores.
-    /// Process-wide; the default is a quarter of
+    /// Outputs of more bytes than this are written with streaming stores
+    /// (a 16-bit training forward or backward: when its tensors together
+    /// exceed twice this). Process-wide; the default is a quarter of
     /// ``CacheGeometry/lastLevelBytes``. Set `Int.max` to never stream, 0 to
     /// stream every output.
     public static var minimumBytes: Int {
@@ -51,6 +56,23 @@ public enum StreamingStores {
     @inlinable
     static func shouldStream<Scalar: BLASScalar>(count: Int, of _: Scalar.Type) -> Bool {
         count * MemoryLayout<Scalar>.stride > minimumBytes
+    }
+
+    /// Whether a call over 16-bit storage streams what it writes (its output
+    /// and, in a training forward, the cache's copy): when the tensors it
+    /// reads and writes, `tensors` of `count` 2-byte values each, exceed
+    /// twice ``minimumBytes`` (half the last-level cache by default). With
+    /// two tensors (inference: the input and the output) this is the output
+    /// rule of ``shouldStream(count:of:)``; a training forward counts three
+    /// (the input, the output and the copy), a backward three (the output
+    /// gradient, the cached input, the input gradient) or four (with a
+    /// residual form's sum gradient). The `Float` passes keep the output
+    /// rule (see the Performance article).
+    /// - Complexity: O(1).
+    @inlinable
+    static func shouldStream(reduced count: Int, tensors: Int) -> Bool {
+        let (bytes, overflow) = count.multipliedReportingOverflow(by: 2 * tensors)
+        return overflow || bytes / 2 > minimumBytes
     }
 
     /// Whether a forward pass streams its copy of `count` scalars of input
