@@ -54,6 +54,34 @@
 NORMKIT_SCALE_SHIFT_NEXT(float, f)
 NORMKIT_SCALE_SHIFT_NEXT(double, d)
 
+// LayerNorm's dx over a row a 64-byte line at a time (streamed from the first
+// 16-byte boundary when `streaming`), asking for a line of the next row's dy
+// and x into L2 per line written: the next row's first pass then finds them
+// there. (Into L1 they evicted the rows in use where a row is 8 KiB, Double.)
+#define NORMKIT_COMBINE_NEXT(T, SUFFIX, VECTOR)                                           \
+    __attribute__((always_inline)) static inline void normkit_combine_next_##SUFFIX(      \
+        const T *restrict dy, const T *restrict x, T *restrict dx, long n, T m, T s, T a, \
+        T b, const T *restrict g, int streaming, const T *next_dy, const T *next_x) {     \
+        const long line = 64 / (long)sizeof(T), lanes = 16 / (long)sizeof(T);            \
+        long j = streaming ? NORMKIT_STREAM_HEAD(T, dx, n) : 0;                           \
+        for (long k = 0; k < j; k++) dx[k] = s * (g[k] * dy[k] - a - (x[k] - m) * s * b); \
+        for (; j + line <= n; j += line) {                                                \
+            __builtin_prefetch(next_dy + j, 0, 2);                                        \
+            __builtin_prefetch(next_x + j, 0, 2);                                         \
+            if (streaming) {                                                              \
+                for (long k = j; k < j + line; k += lanes) {                              \
+                    VECTOR v = s * (NORMKIT_LOAD(VECTOR, g + k) * NORMKIT_LOAD(VECTOR, dy + k) \
+                                    - a - (NORMKIT_LOAD(VECTOR, x + k) - m) * s * b);     \
+                    __builtin_nontemporal_store(v, (VECTOR *)(dx + k));                   \
+                }                                                                         \
+            } else {                                                                      \
+                for (long k = j; k < j + line; k++)                                       \
+                    dx[k] = s * (g[k] * dy[k] - a - (x[k] - m) * s * b);                  \
+            }                                                                             \
+        }                                                                                 \
+        for (; j < n; j++) dx[j] = s * (g[j] * dy[j] - a - (x[j] - m) * s * b);           \
+    }
+
 // The centred squares of a block and the residual sums added to `residual`,
 // each value also copied to `copy` when `copying` (a constant in each inlined
 // use, so both forms vectorize).
@@ -138,7 +166,13 @@ NORMKIT_CENTRED_SQUARES_ROWS(double, d)
     }                                                                                     \
     NORMKIT_CLONES void normkit_combine_##SUFFIX(const T *dy, const T *x, T *dx, long n,  \
                                                  T m, T s, T a, T b, const T *g,          \
-                                                 int streaming) {                         \
+                                                 int streaming, const T *next_dy,         \
+                                                 const T *next_x) {                       \
+        if (next_dy && next_x) {                                                          \
+            normkit_combine_next_##SUFFIX(dy, x, dx, n, m, s, a, b, g, streaming,         \
+                                          next_dy, next_x);                               \
+            return;                                                                       \
+        }                                                                                 \
         NORMKIT_WRITE(T, VECTOR, dx, n, streaming,                                        \
             s * (NORMKIT_LOAD(VECTOR, g + j) * NORMKIT_LOAD(VECTOR, dy + j) - a           \
                  - (NORMKIT_LOAD(VECTOR, x + j) - m) * s * b),                            \
@@ -188,6 +222,8 @@ NORMKIT_CENTRED_SQUARES_ROWS(double, d)
 typedef float normkit_float4 __attribute__((vector_size(16)));
 typedef double normkit_double2 __attribute__((vector_size(16)));
 
+NORMKIT_COMBINE_NEXT(float, f, normkit_float4)
+NORMKIT_COMBINE_NEXT(double, d, normkit_double2)
 NORMKIT_PASSES(float, f, normkit_float4)
 NORMKIT_PASSES(double, d, normkit_double2)
 NORMKIT_COLUMN_PASSES(float, f, normkit_float4)

@@ -137,12 +137,13 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
         gamma: Self, a: Self, c: Self, dx: UnsafeMutablePointer<Self>)
 
     /// `dx[j] = invstd·(gamma[j]·dy[j] - a - (x[j] - mean)·invstd·b)` over
-    /// `count` elements, with streaming stores when `streaming`
-    /// (`normkit_combine_*`).
+    /// `count` elements, with streaming stores when `streaming`; with `next`
+    /// (the next row's `dy` and `x`), a line of each asked for per line of
+    /// `dx` written (`normkit_combine_*`).
     @_spi(BLAS) static func combine(
         count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: Self, invstd: Self,
         a: Self, b: Self, gamma: UnsafePointer<Self>, dx: UnsafeMutablePointer<Self>,
-        streaming: Bool)
+        streaming: Bool, next: (dy: UnsafePointer<Self>, x: UnsafePointer<Self>)?)
 
     /// The fused epilogue `y[j] = act(z[j] + r[j])` (`r` optional; `act` the
     /// identity or ReLU), with streaming stores when `streaming`; with a ReLU
@@ -345,15 +346,15 @@ extension BLASScalar {
     }
 
     /// LayerNorm's `dx` over one row
-    /// (``combine(count:dy:x:mean:invstd:a:b:gamma:dx:streaming:)``).
+    /// (``combine(count:dy:x:mean:invstd:a:b:gamma:dx:streaming:next:)``).
     @usableFromInline @inline(__always)
     static func combineRow(
         count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: Self, invstd: Self,
         a: Self, b: Self, gamma: UnsafePointer<Self>, into dx: UnsafeMutablePointer<Self>,
-        streaming: Bool
+        streaming: Bool, next: (dy: UnsafePointer<Self>, x: UnsafePointer<Self>)? = nil
     ) {
         combine(count: count, dy: dy, x: x, mean: mean, invstd: invstd, a: a, b: b,
-                gamma: gamma, dx: dx, streaming: streaming)
+                gamma: gamma, dx: dx, streaming: streaming, next: next)
     }
 
     /// The fused epilogue over one run

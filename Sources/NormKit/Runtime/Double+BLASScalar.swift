@@ -164,9 +164,10 @@ extension Double: BLASScalar {
     public static func combine(
         count: Int, dy: UnsafePointer<Double>, x: UnsafePointer<Double>, mean: Double, invstd: Double,
         a: Double, b: Double, gamma: UnsafePointer<Double>, dx: UnsafeMutablePointer<Double>,
-        streaming: Bool
+        streaming: Bool, next: (dy: UnsafePointer<Double>, x: UnsafePointer<Double>)?
     ) {
-        normkit_combine_d(dy, x, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0)
+        normkit_combine_d(dy, x, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0,
+                          next?.dy, next?.x)
     }
 
     /// `normkit_epilogue_d`.

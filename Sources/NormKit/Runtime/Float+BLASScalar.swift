@@ -164,9 +164,10 @@ extension Float: BLASScalar {
     public static func combine(
         count: Int, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, mean: Float, invstd: Float,
         a: Float, b: Float, gamma: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
-        streaming: Bool
+        streaming: Bool, next: (dy: UnsafePointer<Float>, x: UnsafePointer<Float>)?
     ) {
-        normkit_combine_f(dy, x, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0)
+        normkit_combine_f(dy, x, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0,
+                          next?.dy, next?.x)
     }
 
     /// `normkit_epilogue_f`.

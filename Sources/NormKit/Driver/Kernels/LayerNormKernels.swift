@@ -398,7 +398,8 @@ enum LayerNormKernels {
     /// per row cost more than a `gemv` per block when a row is short).
     /// Reads `dy` and `x` once, writes `dx` once (rows written one at a
     /// time with streaming stores when `streaming` and there is no
-    /// `sumGradient`).
+    /// `sumGradient`; when `streaming`, each row's `dx` pass asks for the
+    /// next row's `dy` and `x`).
     /// Not `centred` (RMSNorm: `mean = 0`): the `Σ dxhat` term is zero and not
     /// computed. A `nil` `dgamma` or `dbeta` (a layer without that parameter,
     /// ``Affine``) skips its column sums.
@@ -466,10 +467,14 @@ enum LayerNormKernels {
                 if let dgamma { Scalar.axpy(count: columns, alpha: 1, x: pi, y: dgamma) }
             }
             // A row of dx is written once, here: streamed when the caller
-            // streams dx and adds nothing to it afterwards.
+            // streams dx and adds nothing to it afterwards. When dx streams
+            // (the rows come from memory), it asks for the next row's dy and x
+            // into L2 as it goes, which the next row's first pass (the
+            // product) would otherwise wait on.
             Scalar.combineRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
                               a: a, b: c, gamma: gamma, into: block + i * columns,
-                              streaming: streaming && sumGradient == nil)
+                              streaming: streaming && sumGradient == nil,
+                              next: streaming && i + 1 < b ? (g + columns, row + columns) : nil)
         }
         // The column sums only for the parameters the caller wants (`Affine`).
         if let dbeta, !sumsPerRow {
@@ -539,7 +544,7 @@ enum LayerNormKernels {
 
     /// `dx = invstd_i · (gamma_j·dy - mean(dxhat)_i - xhat · mean(dxhat·xhat)_i)`,
     /// with streaming stores when `streaming`: the output pass of both
-    /// backends, in C (``BLASScalar/combine(count:dy:x:mean:invstd:a:b:gamma:dx:streaming:)``).
+    /// backends, in C (``BLASScalar/combine(count:dy:x:mean:invstd:a:b:gamma:dx:streaming:next:)``).
     @inlinable
     static func combine<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, rows: Int, columns: Int,
