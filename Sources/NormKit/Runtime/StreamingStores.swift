@@ -18,7 +18,7 @@ import Synchronization
 /// outputs, streams when the pass's whole traffic exceeds four times
 /// ``minimumBytes`` (the last-level cache by default). A call over 16-bit
 /// storage streams what it writes when all the tensors it reads and writes
-/// exceed twice ``minimumBytes`` (``shouldStream(reduced:tensors:)``): its
+/// exceed twice ``minimumBytes`` (`shouldStream(reduced:tensors:)`): its
 /// inference passes as the output rule, its training forwards and backwards
 /// from smaller outputs. Both
 /// backends share the output passes, so the choice favours neither, except in
