@@ -193,7 +193,8 @@ extension GroupStatistics {
             let xf = inputPart.pointer(in: region), yf = outputPart.pointer(in: region)
             let one = GroupNormKernels.Geometry(samples: 1, channels: g.channels,
                                                 groups: g.groups, spatial: g.spatial)
-            // The cache's copy (none in `infer`) streamed by its own rule.
+            // The cache's copy (none in `infer`) streamed by the 16-bit rule
+            // over the training forward's three tensors.
             let copyStreaming = StreamingStores.shouldStream(reduced: g.rows * g.rowLength,
                                                              tensors: 3)
             let fencing = streaming || (copyStreaming && r.copy != nil)

@@ -104,7 +104,8 @@ extension RowNormalization {
         workspace: inout Workspace<Float>
     ) -> Int? {
         let count = rows * columns, values = (count + 1) / 2
-        // Outputs beyond StreamingStores.minimumBytes are streamed. The
+        // The output (and a training forward's copy) streams when the call's
+        // tensors, two or three, exceed half the cache (the 16-bit rule). The
         // residual form reads two tensors and writes three (the cache's sum,
         // `sum` and `y`): it streams `sum` and `y` when the five together
         // exceed the cache, as the Float form's rule counts its four.
