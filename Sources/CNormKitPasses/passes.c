@@ -37,22 +37,35 @@
 
 #define NORMKIT_LOAD(VECTOR, p) ({ VECTOR _v; __builtin_memcpy(&_v, (p), sizeof _v); _v; })
 
-// y = c·s·g + b a 64-byte line at a time, asking for a line of `next` per
-// line written (`y` apart from the others).
-#define NORMKIT_SCALE_SHIFT_NEXT(T, SUFFIX)                                               \
+// y = c·s·g + b a 64-byte line at a time (streamed from the first 16-byte
+// boundary when `streaming`), asking for a line of `next` per line written
+// (`y` apart from the others): into L1 when the output is stored, into L2 when
+// it streams (the rows come from memory then).
+#define NORMKIT_SCALE_SHIFT_NEXT(T, SUFFIX, VECTOR)                                       \
     __attribute__((always_inline)) static inline void normkit_scale_shift_next_##SUFFIX(  \
         const T *restrict c, T *restrict y, long n, T s, const T *restrict g,             \
-        const T *restrict b, const T *next) {                                             \
-        const long line = 64 / (long)sizeof(T);                                           \
+        const T *restrict b, int streaming, const T *next) {                              \
+        const long line = 64 / (long)sizeof(T), lanes = 16 / (long)sizeof(T);            \
         long j = 0;                                                                       \
-        for (; j + line <= n; j += line) {                                                \
-            __builtin_prefetch(next + j, 0, 3);                                           \
-            for (long k = j; k < j + line; k++) y[k] = c[k] * s * g[k] + b[k];            \
+        if (streaming) {                                                                  \
+            const long head = NORMKIT_STREAM_HEAD(T, y, n);                               \
+            for (; j < head; j++) y[j] = c[j] * s * g[j] + b[j];                          \
+            for (; j + line <= n; j += line) {                                            \
+                __builtin_prefetch(next + j, 0, 2);                                       \
+                for (long k = j; k < j + line; k += lanes) {                              \
+                    VECTOR v = NORMKIT_LOAD(VECTOR, c + k) * s * NORMKIT_LOAD(VECTOR, g + k) \
+                               + NORMKIT_LOAD(VECTOR, b + k);                             \
+                    __builtin_nontemporal_store(v, (VECTOR *)(y + k));                    \
+                }                                                                         \
+            }                                                                             \
+        } else {                                                                          \
+            for (; j + line <= n; j += line) {                                            \
+                __builtin_prefetch(next + j, 0, 3);                                       \
+                for (long k = j; k < j + line; k++) y[k] = c[k] * s * g[k] + b[k];        \
+            }                                                                             \
         }                                                                                 \
         for (; j < n; j++) y[j] = c[j] * s * g[j] + b[j];                                 \
     }
-NORMKIT_SCALE_SHIFT_NEXT(float, f)
-NORMKIT_SCALE_SHIFT_NEXT(double, d)
 
 // LayerNorm's dx over a row a 64-byte line at a time (streamed from the first
 // 16-byte boundary when `streaming`), asking for a line of the next row's dy
@@ -134,9 +147,9 @@ NORMKIT_CENTRED_SQUARES_ROWS(double, d)
     NORMKIT_CLONES void normkit_scale_shift_##SUFFIX(const T *c, T *y, long n, T s,       \
                                                      const T *g, const T *b,              \
                                                      int streaming, const T *next) {      \
-        if (next && !streaming && (const T *)y != c) {                                    \
+        if (next && (const T *)y != c) {                                                  \
             /* A line of `next` asked for per line of `y` written. */                     \
-            normkit_scale_shift_next_##SUFFIX(c, y, n, s, g, b, next);                    \
+            normkit_scale_shift_next_##SUFFIX(c, y, n, s, g, b, streaming, next);         \
             return;                                                                       \
         }                                                                                 \
         NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
@@ -222,6 +235,8 @@ NORMKIT_CENTRED_SQUARES_ROWS(double, d)
 typedef float normkit_float4 __attribute__((vector_size(16)));
 typedef double normkit_double2 __attribute__((vector_size(16)));
 
+NORMKIT_SCALE_SHIFT_NEXT(float, f, normkit_float4)
+NORMKIT_SCALE_SHIFT_NEXT(double, d, normkit_double2)
 NORMKIT_COMBINE_NEXT(float, f, normkit_float4)
 NORMKIT_COMBINE_NEXT(double, d, normkit_double2)
 NORMKIT_PASSES(float, f, normkit_float4)
