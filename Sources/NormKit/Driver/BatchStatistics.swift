@@ -10,19 +10,22 @@ enum BatchStatistics {
     /// channels) on ``Threading``'s workers; whether its outputs are streamed
     /// (``StreamingStores/shouldStream(count:of:)``) and the cache's copy of
     /// the input (``StreamingStores/streamsCopy(count:of:)``); a 16-bit
-    /// call's both by ``StreamingStores/shouldStream(reduced:tensors:)``
-    /// over the `tensors` it reads and writes.
+    /// call streams both or neither, by
+    /// ``StreamingStores/shouldStream(reduced:tensors:)`` over the `tensors`
+    /// it reads and writes.
     @inlinable
     static func schedule<Scalar: BLASScalar>(
         _ g: ChannelGeometry, reduced: Bool, tensors: Int, backend: Backend, of: Scalar.Type
     ) -> (split: Threading.Split, streaming: Bool, streamsCopy: Bool) {
         let count = g.outer * g.channels * g.inner
-        return (Threading.split(outer: g.outer, scalarsPerRow: g.channels * g.inner, of: Scalar.self,
-                                backend: backend),
-                reduced ? StreamingStores.shouldStream(reduced: count, tensors: tensors)
-                    : StreamingStores.shouldStream(count: count, of: Scalar.self),
-                reduced ? StreamingStores.shouldStream(reduced: count, tensors: 3)
-                    : StreamingStores.streamsCopy(count: count, of: Scalar.self))
+        let split = Threading.split(outer: g.outer, scalarsPerRow: g.channels * g.inner,
+                                    of: Scalar.self, backend: backend)
+        if reduced {
+            let streaming = StreamingStores.shouldStream(reduced: count, tensors: tensors)
+            return (split, streaming, streaming)
+        }
+        return (split, StreamingStores.shouldStream(count: count, of: Scalar.self),
+                StreamingStores.streamsCopy(count: count, of: Scalar.self))
     }
 
     /// The training or inference forward pass over the validated input the

@@ -193,11 +193,8 @@ extension GroupStatistics {
             let xf = inputPart.pointer(in: region), yf = outputPart.pointer(in: region)
             let one = GroupNormKernels.Geometry(samples: 1, channels: g.channels,
                                                 groups: g.groups, spatial: g.spatial)
-            // The cache's copy (none in `infer`) streamed by the 16-bit rule
-            // over the training forward's three tensors.
-            let copyStreaming = StreamingStores.shouldStream(reduced: g.rows * g.rowLength,
-                                                             tensors: 3)
-            let fencing = streaming || (copyStreaming && r.copy != nil)
+            // The cache's copy (none in `infer`) streams with the output: the
+            // 16-bit rule streams everything a call writes.
             let perGroup = GroupStatistics.widensGroups(g, layout: layout, backend: backend)
             for n in split.rows(ofChunk: chunk) {
                 let offset = n * sample, firstRow = n * g.groups
@@ -211,13 +208,13 @@ extension GroupStatistics {
                     for k in 0..<g.groups {
                         let at = offset + k * length, row = firstRow + k
                         r.widen(r.x, offset: at, into: xf, count: length, copying: true,
-                                streaming: copyStreaming)
+                                streaming: streaming)
                         if GroupNormKernels.forward(
                             x: xf, geometry: group, blockRows: 1, epsilon: epsilon, backend: backend,
                             gamma: gamma + k * perGroupChannels, beta: beta + k * perGroupChannels,
                             mean: mean + row, invstd: invstd + row, y: yf, streaming: false, ones: ones,
                             scratch: kernelPart.pointer(in: region)) != nil {
-                            StreamingStores.fence(fencing)
+                            StreamingStores.fence(streaming)
                             return row
                         }
                         r.narrow(yf, offset: at, count: length, streaming: streaming, epilogue: epilogue)
@@ -225,7 +222,7 @@ extension GroupStatistics {
                     continue
                 }
                 r.widen(r.x, offset: offset, into: xf, count: sample, copying: true,
-                        streaming: copyStreaming)
+                        streaming: streaming)
                 if layout == .nhwc {
                     let regions = ChannelsLastScratch(kernelPart.pointer(in: region), kernel: columnKernel,
                                                       channels: g.channels, groups: g.groups)
@@ -235,7 +232,7 @@ extension GroupStatistics {
                         gamma: gamma, beta: beta, mean: mean + firstRow,
                         invstd: invstd + firstRow, y: yf, streaming: false,
                         epilogue: .identity, ones: ones, scratch: regions) {
-                        StreamingStores.fence(fencing)
+                        StreamingStores.fence(streaming)
                         return firstRow + bad
                     }
                 } else if let bad = GroupNormKernels.forward(
@@ -243,12 +240,12 @@ extension GroupStatistics {
                     backend: backend, gamma: gamma, beta: beta,
                     mean: mean + firstRow, invstd: invstd + firstRow, y: yf,
                     streaming: false, ones: ones, scratch: kernelPart.pointer(in: region)) {
-                    StreamingStores.fence(fencing)
+                    StreamingStores.fence(streaming)
                     return firstRow + bad
                 }
                 r.narrow(yf, offset: offset, count: sample, streaming: streaming, epilogue: epilogue)
             }
-            StreamingStores.fence(fencing)
+            StreamingStores.fence(streaming)
             return nil
         }
     }

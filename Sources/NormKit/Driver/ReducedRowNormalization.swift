@@ -190,8 +190,9 @@ extension RowNormalization {
         @usableFromInline let epsilon: Float
         @usableFromInline let rowStatistics: RowStatistics
         @usableFromInline let streaming: Bool
-        /// Whether the cache's copy of the input is streamed
-        /// (``StreamingStores/streamsCopy(count:of:)``).
+        /// Whether the cache's copy of the input is streamed (the 16-bit rule
+        /// over a training forward's three tensors,
+        /// ``StreamingStores/shouldStream(reduced:tensors:)``).
         @usableFromInline let copyStreaming: Bool
         @usableFromInline let ones: UnsafePointer<Float>
         @usableFromInline let scratch: UnsafeMutablePointer<Float>
