@@ -250,6 +250,57 @@ struct ReducedPrecisionTests {
         }
     }
 
+    @Test("the 16-bit scale-and-shift pass rounds c·s·gamma + beta as Swift does, stored and streamed, at every offset")
+    func scaleShiftPass() {
+        // Stored, float16 on AVX-512 takes sixteen values a step and the
+        // streamed form eight: both against Swift's rounding of the Float
+        // expression, on odd counts starting at every 2-byte offset in a line,
+        // over values that overflow float16, underflow it and are NaN.
+        var rng = SplitMix64(seed: 97)
+        let n = 1029
+        let c = (0..<n + 40).map { k -> Float in
+            if k % 97 == 5 { return .nan }
+            let r = Float(Int(truncatingIfNeeded: rng.next() % 20001) - 10000) * 0.0137
+            return k % 31 == 7 ? r * 3000.1 : (k % 29 == 3 ? r * 1e-6 : r)
+        }
+        let gamma = (0..<n + 40).map { Float($0 % 17) * 0.31 - 2.1 }
+        let beta = (0..<n + 40).map { Float($0 % 23) * 0.7 - 7.3 }
+        let s: Float = 1.0 / 3.1
+        var wrong = 0
+        for offset in stride(from: 0, to: 32, by: 3) {
+            let count = n - offset
+            for streaming: Int32 in [0, 1] {
+                var f16 = [UInt16](repeating: 0, count: n + 40), bf16 = f16
+                c.withUnsafeBufferPointer { c in
+                    gamma.withUnsafeBufferPointer { g in
+                        beta.withUnsafeBufferPointer { b in
+                            f16.withUnsafeMutableBufferPointer { y in
+                                normkit_scale_shift_f16(c.baseAddress! + offset, y.baseAddress! + offset, count,
+                                                        s, g.baseAddress! + offset, b.baseAddress! + offset,
+                                                        streaming)
+                            }
+                            bf16.withUnsafeMutableBufferPointer { y in
+                                normkit_scale_shift_bf16(c.baseAddress! + offset, y.baseAddress! + offset, count,
+                                                         s, g.baseAddress! + offset, b.baseAddress! + offset,
+                                                         streaming)
+                            }
+                        }
+                    }
+                }
+                for k in offset..<n {
+                    let v = c[k] * s * gamma[k] + beta[k]
+                    let h = Float16(v).bitPattern
+                    if v.isNaN ? !Float16(bitPattern: f16[k]).isNaN : f16[k] != h { wrong += 1 }
+                    if bf16[k] != BFloat16(v).bitPattern { wrong += 1 }
+                }
+                if f16[..<offset].contains(where: { $0 != 0 }) || f16[n...].contains(where: { $0 != 0 }) {
+                    wrong += 1
+                }
+            }
+        }
+        #expect(wrong == 0, "\(wrong) values differ")
+    }
+
     // MARK: Accuracy
 
     /// LayerNorm/RMSNorm in `S` against the Double reference: outputs and

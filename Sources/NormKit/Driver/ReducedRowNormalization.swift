@@ -136,12 +136,24 @@ extension RowNormalization {
         let workers = layout.regions(split.workers, of: worker.count)
         let ownMean = layout.region(statistics == nil ? rows : 0)
         let ownInvstd = layout.region(statistics == nil ? rows : 0)
+        let parameters = layout.region(Workspace<Float>.spreadScratch(2, of: columns))
         let onesCount = blas ? max(blockRows, columns) : 0
         return workspace.withRegions(
             ones: onesCount, scratch: layout.count, parameters: columns, gamma: gamma, beta: beta
-        ) { ones, scratch, gamma, beta in
+        ) { ones, scratch, ownGamma, ownBeta in
             let mean = statistics?.mean ?? ownMean.pointer(in: scratch)
             let invstd = statistics?.invstd ?? ownInvstd.pointer(in: scratch)
+            // Gamma and beta (or their stand-ins), read with every row, copied
+            // onto whole lines spread away from the input's offset in a page
+            // (`Workspace.spread`): the float16 output pass loads sixteen of
+            // each a step, which split a line every time from an array's
+            // storage 16 bytes off one.
+            let vectors = Workspace<Float>.spread(
+                2, of: columns, in: parameters.pointer(in: scratch),
+                awayFrom: x.assumingMemoryBound(to: Float.self))
+            let gamma = UnsafePointer(vectors[0]), beta = UnsafePointer(vectors[1])
+            vectors[0].update(from: ownGamma, count: columns)
+            vectors[1].update(from: ownBeta, count: columns)
             switch backend {
             case .blas:
                 return Threading.firstFailure(split, ReducedForwardPass(
