@@ -159,9 +159,7 @@ extension RowNormalization {
                 return Threading.firstFailure(split, ReducedForwardPass(
                     split: split, x: x, copy: copy, y: y, precision: precision, g: gamma, b: beta, mean: mean,
                     invstd: invstd, columns: columns, blockRows: blockRows, epsilon: epsilon,
-                    rowStatistics: rowStatistics, streaming: streaming,
-                    copyStreaming: StreamingStores.shouldStream(reduced: count, tensors: 3),
-                    ones: ones, scratch: scratch,
+                    rowStatistics: rowStatistics, streaming: streaming, ones: ones, scratch: scratch,
                     workers: workers, kernelPart: kernelPart, inputPart: inputPart, outputPart: outputPart,
                     residual: residual))
             case .naive:
@@ -201,11 +199,9 @@ extension RowNormalization {
         @usableFromInline let columns, blockRows: Int
         @usableFromInline let epsilon: Float
         @usableFromInline let rowStatistics: RowStatistics
+        /// Whether the output, the cache's copy and the residual form's sums
+        /// are streamed (the caller's rule over the call's tensors).
         @usableFromInline let streaming: Bool
-        /// Whether the cache's copy of the input is streamed (the 16-bit rule
-        /// over a training forward's three tensors,
-        /// ``StreamingStores/shouldStream(reduced:tensors:)``).
-        @usableFromInline let copyStreaming: Bool
         @usableFromInline let ones: UnsafePointer<Float>
         @usableFromInline let scratch: UnsafeMutablePointer<Float>
         @usableFromInline let workers: ScratchRegions<Float>
@@ -216,11 +212,10 @@ extension RowNormalization {
         init(split: Threading.Split, x: UnsafeRawPointer, copy: UnsafeMutableRawPointer?, y: UnsafeMutableRawPointer,
              precision: StoragePrecision, g: UnsafePointer<Float>, b: UnsafePointer<Float>,
              mean: UnsafeMutablePointer<Float>, invstd: UnsafeMutablePointer<Float>, columns: Int, blockRows: Int,
-             epsilon: Float, rowStatistics: RowStatistics, streaming: Bool, copyStreaming: Bool,
+             epsilon: Float, rowStatistics: RowStatistics, streaming: Bool,
              ones: UnsafePointer<Float>,
              scratch: UnsafeMutablePointer<Float>, workers: ScratchRegions<Float>, kernelPart: ScratchRegion<Float>,
              inputPart: ScratchRegion<Float>, outputPart: ScratchRegion<Float>, residual: ReducedPrologue?) {
-            self.copyStreaming = copyStreaming
             self.split = split; self.x = x; self.copy = copy; self.y = y; self.precision = precision
             self.g = g; self.b = b; self.mean = mean; self.invstd = invstd; self.columns = columns
             self.blockRows = blockRows; self.epsilon = epsilon; self.rowStatistics = rowStatistics
@@ -243,7 +238,7 @@ extension RowNormalization {
                                  streaming: streaming)
                 } else {
                     precision.widen(x + 2 * offset, into: xf, count: n * columns,
-                                    copy: copy.map { $0 + 2 * offset }, streaming: copyStreaming)
+                                    copy: copy.map { $0 + 2 * offset }, streaming: streaming)
                 }
                 if columns >= LayerNormKernels.rowKernelMinimumColumns {
                     // One row at a time: the Float statistics, then
@@ -254,7 +249,7 @@ extension RowNormalization {
                         guard let (m, s) = LayerNormKernels.statistics(
                             ofRow: xi, columns: columns, epsilon: epsilon,
                             rowStatistics: rowStatistics, ones: ones, row: row) else {
-                            StreamingStores.fence(streaming || copyStreaming)
+                            StreamingStores.fence(streaming)
                             return first + i
                         }
                         mean[first + i] = m
@@ -273,13 +268,13 @@ extension RowNormalization {
                     epsilon: epsilon, rowStatistics: rowStatistics, gamma: g, beta: b,
                     mean: mean + first, invstd: invstd + first, y: yf,
                     streaming: false, ones: ones, scratch: kernelPart.pointer(in: own)) {
-                    StreamingStores.fence(streaming || copyStreaming)
+                    StreamingStores.fence(streaming)
                     return first + bad
                 }
                 precision.narrow(yf, into: y + 2 * offset, count: n * columns, streaming: streaming)
                 first += n
             }
-            StreamingStores.fence(streaming || copyStreaming)
+            StreamingStores.fence(streaming)
             return nil
         }
     }
