@@ -694,32 +694,67 @@ NORMKIT_REDUCED_VECTOR_PASSES(bf16, bf16, "avx2", NORMKIT_BF16_WRITE)
 NORMKIT_REDUCED_VECTOR_PASSES(bf16_512, bf16, NORMKIT_AVX512BF16, NORMKIT_BF16_WRITE_512)
 #undef NORMKIT_REDUCED_VECTOR_PASSES
 
-// The plain normalize pass (no residual, ReLU or copy, stored: BatchNorm's
-// training output and its inference without a cache) sixteen values a vector
-// in 512-bit registers: the 256-bit forms' expressions lane by lane (no
-// contraction), so the same bits, in half the instructions. Measured (C
-// loop, 4096x1024, one thread, Intel Xeon with AVX-512 BF16, in L3, medians of
-// 15 alternated rounds): 0.29 -> 0.21 ns a value for bfloat16, 0.27 -> 0.19 for
-// float16; the widening passes gained nothing this way. Each group of sixteen
-// is read before it is written: x may be y.
+// The plain normalize pass (no residual or ReLU: BatchNorm's training output,
+// its inference forward, which copies the input to the cache, and its
+// inference without a cache) sixteen values a vector in 512-bit registers:
+// the 256-bit forms' expressions lane by lane (no contraction), so the same
+// bits, in half the instructions; streamed on whole lines when `streaming`
+// (normkit_stream_span16). Measured (C loop, 4096x1024, one thread, Intel Xeon
+// with AVX-512 BF16, in L3, medians of 15 alternated rounds): 0.29 -> 0.21 ns
+// a value for bfloat16, 0.27 -> 0.19 for float16; the widening passes gained
+// nothing this way. float16 takes it only stored and without a copy: with
+// either, its 512-bit conversions made BatchNorm's training and inference
+// forwards slower (1.15-1.5x, normbench, AMD EPYC Zen 4), where bfloat16's
+// inference forward gained (0.85). Each group of sixteen is read before it is
+// written: x may be y (copy may not).
 #define NORMKIT_AVX512F16 "avx,avx2,f16c,avx512f,avx512vl,avx512dq,avx512bw"
-#define NORMKIT_NORMALIZE_COLUMNS_ZMM(P, TARGET, WIDEN, NARROW)                            \
+#define NORMKIT_NORMALIZE_COLUMNS_ZMM(P, TARGET, WIDEN, NARROW, EIGHT)                     \
+    __attribute__((target(TARGET)))                                                       \
+    static inline __attribute__((always_inline)) __m256i normkit_normalize_##P##x16(       \
+            const uint16_t *x, uint16_t *copy, long j, const float *mean,                 \
+            const float *scale, const float *shift) {                                     \
+        __m256i h = _mm256_loadu_si256((const __m256i *)(x + j));                         \
+        if (copy) _mm256_storeu_si256((__m256i *)(copy + j), h);                          \
+        __m512 v = _mm512_add_ps(                                                         \
+            _mm512_mul_ps(_mm512_sub_ps(WIDEN, _mm512_loadu_ps(mean + j)),                \
+                          _mm512_loadu_ps(scale + j)),                                    \
+            _mm512_loadu_ps(shift + j));                                                  \
+        return NARROW;                                                                    \
+    }                                                                                     \
+    __attribute__((target(TARGET)))                                                       \
+    static inline __attribute__((always_inline)) long normkit_normalize_##P##_rest(       \
+            const uint16_t *x, uint16_t *y, long j, long end, const float *mean,          \
+            const float *scale, const float *shift, uint16_t *copy) {                     \
+        for (; j + 16 <= end; j += 16)                                                    \
+            _mm256_storeu_si256((__m256i *)(y + j),                                       \
+                                normkit_normalize_##P##x16(x, copy, j, mean, scale, shift)); \
+        EIGHT                                                                             \
+        for (; j < end; j++)                                                              \
+            y[j] = normkit_float_to_##P((normkit_load_copy_##P##_one(x, copy, j) - mean[j]) \
+                                        * scale[j] + shift[j]);                           \
+        return j;                                                                         \
+    }                                                                                     \
+    __attribute__((target(TARGET)))                                                       \
+    static inline __attribute__((always_inline)) void normkit_normalize_columns_##P##_zmm_form( \
+            const uint16_t *x, uint16_t *y, long n, const float *mean, const float *scale, \
+            const float *shift, uint16_t *copy, int streaming) {                          \
+        long j = 0, first = 0, last = 0;                                                  \
+        if (streaming) normkit_stream_span16(y, n, &first, &last);                        \
+        j = normkit_normalize_##P##_rest(x, y, j, first, mean, scale, shift, copy);       \
+        for (; j < last; j += 16)                                                         \
+            _mm256_stream_si256((__m256i *)(y + j),                                       \
+                                normkit_normalize_##P##x16(x, copy, j, mean, scale, shift)); \
+        normkit_normalize_##P##_rest(x, y, j, n, mean, scale, shift, copy);               \
+    }                                                                                     \
     __attribute__((target(TARGET)))                                                       \
     static void normkit_normalize_columns_##P##_zmm(const uint16_t *x, uint16_t *y, long n, \
                                                     const float *mean, const float *scale, \
-                                                    const float *shift) {                 \
-        long j = 0;                                                                       \
-        for (; j + 16 <= n; j += 16) {                                                    \
-            __m256i h = _mm256_loadu_si256((const __m256i *)(x + j));                     \
-            __m512 v = _mm512_add_ps(                                                     \
-                _mm512_mul_ps(_mm512_sub_ps(WIDEN, _mm512_loadu_ps(mean + j)),            \
-                              _mm512_loadu_ps(scale + j)),                                \
-                _mm512_loadu_ps(shift + j));                                              \
-            _mm256_storeu_si256((__m256i *)(y + j), NARROW);                              \
-        }                                                                                 \
-        for (; j < n; j++)                                                                \
-            y[j] = normkit_float_to_##P((normkit_##P##_to_float(x[j]) - mean[j]) * scale[j] \
-                                        + shift[j]);                                      \
+                                                    const float *shift, uint16_t *copy,   \
+                                                    int streaming) {                      \
+        if (copy) normkit_normalize_columns_##P##_zmm_form(x, y, n, mean, scale, shift,   \
+                                                           copy, streaming);              \
+        else normkit_normalize_columns_##P##_zmm_form(x, y, n, mean, scale, shift, 0,     \
+                                                      streaming);                         \
     }
 
 // bfloat16's sixteen values rounded: vcvtneps2bf16, or the integer rounding of
@@ -731,11 +766,21 @@ static inline __m256i normkit_narrow_bf16x16_zmm(__m512 v) {
     return (__m256i)_mm512_cvtneps_pbh(v);
 }
 
+// float16's software rounding is slow: eight values a step (F16C) before the
+// last few.
+#define NORMKIT_F16_EIGHT                                                                 \
+    for (; j + 8 <= end; j += 8)                                                          \
+        _mm_storeu_si128((__m128i *)(y + j), _mm256_cvtps_ph(_mm256_add_ps(               \
+            _mm256_mul_ps(_mm256_sub_ps(normkit_load_copy_f16x8(x + j, copy ? copy + j : 0), \
+                                        _mm256_loadu_ps(mean + j)),                       \
+                          _mm256_loadu_ps(scale + j)),                                    \
+            _mm256_loadu_ps(shift + j)), _MM_FROUND_TO_NEAREST_INT));
 NORMKIT_NORMALIZE_COLUMNS_ZMM(f16, NORMKIT_AVX512F16, _mm512_cvtph_ps(h),
-                              _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT))
+                              _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT), NORMKIT_F16_EIGHT)
+#undef NORMKIT_F16_EIGHT
 NORMKIT_NORMALIZE_COLUMNS_ZMM(bf16, NORMKIT_AVX512BF16,
                               _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)),
-                              normkit_narrow_bf16x16_zmm(v))
+                              normkit_narrow_bf16x16_zmm(v), )
 #undef NORMKIT_NORMALIZE_COLUMNS_ZMM
 #endif
 
@@ -747,7 +792,7 @@ void normkit_normalize_columns_f16(const uint16_t *x, uint16_t *y, long n, const
                                    unsigned char *mask, int relu, uint16_t *copy, int streaming) {
 #if defined(NORMKIT_F16C)
     if (!r && !relu && !copy && !streaming && normkit_avx512()) {
-        normkit_normalize_columns_f16_zmm(x, y, n, mean, scale, shift);
+        normkit_normalize_columns_f16_zmm(x, y, n, mean, scale, shift, 0, 0);
         return;
     }
     if (normkit_f16c()) {
@@ -830,8 +875,8 @@ NORMKIT_CLONES void normkit_normalize_columns_bf16(const uint16_t *x, uint16_t *
                                                    uint16_t *copy, int streaming) {
 #if defined(NORMKIT_F16C)
     if (normkit_avx512bf16()) {
-        if (!r && !relu && !copy && !streaming)
-            normkit_normalize_columns_bf16_zmm(x, y, n, mean, scale, shift);
+        if (!r && !relu)
+            normkit_normalize_columns_bf16_zmm(x, y, n, mean, scale, shift, copy, streaming);
         else
             normkit_normalize_columns_bf16_512_vector(x, y, n, mean, scale, shift, r, mask, relu,
                                                       copy, streaming);

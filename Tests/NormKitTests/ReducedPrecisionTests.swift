@@ -302,6 +302,78 @@ struct ReducedPrecisionTests {
         #expect(wrong == 0, "\(wrong) values differ")
     }
 
+    @Test("BatchNorm's 16-bit normalize pass rounds (x - mean)·scale + shift as Swift does, with and without the copy, stored and streamed, at every offset")
+    func normalizeColumnsPass() {
+        // Without a residual or ReLU, bfloat16 on AVX-512 BF16 takes sixteen
+        // values a step in every form and float16 only stored without a
+        // copy: each against Swift's rounding of the Float expression, on
+        // 998-1029 values starting at each of the 32 2-byte offsets in a
+        // line, over inputs that overflow float16, underflow it and are NaN;
+        // the copy equals the input, and nothing outside the row is written.
+        var rng = SplitMix64(seed: 101)
+        let n = 1029
+        let x = (0..<n + 40).map { k -> Float in
+            if k % 97 == 5 { return .nan }
+            let r = Float(Int(truncatingIfNeeded: rng.next() % 20001) - 10000) * 0.0137
+            return k % 31 == 7 ? r * 3000.1 : (k % 29 == 3 ? r * 1e-6 : r)
+        }
+        let x16 = x.map { Float16($0).bitPattern }, xb = x.map { BFloat16($0).bitPattern }
+        let mean = (0..<n + 40).map { Float($0 % 13) * 0.29 - 1.7 }
+        let scale = (0..<n + 40).map { Float($0 % 17) * 0.31 - 2.1 }
+        let shift = (0..<n + 40).map { Float($0 % 23) * 0.7 - 7.3 }
+        var wrong = 0
+        for offset in 0..<32 {
+            let count = n - offset
+            for streaming: Int32 in [0, 1] {
+                for copying in [false, true] {
+                    var f16 = [UInt16](repeating: 0, count: n + 40), bf16 = f16, c16 = f16, cb = f16
+                    let at = { (p: UnsafeBufferPointer<Float>) in p.baseAddress! + offset }
+                    mean.withUnsafeBufferPointer { m in
+                        scale.withUnsafeBufferPointer { s in
+                            shift.withUnsafeBufferPointer { b in
+                                x16.withUnsafeBufferPointer { x in
+                                    f16.withUnsafeMutableBufferPointer { y in
+                                        c16.withUnsafeMutableBufferPointer { c in
+                                            normkit_normalize_columns_f16(
+                                                x.baseAddress! + offset, y.baseAddress! + offset, count,
+                                                at(m), at(s), at(b), nil, nil, 0,
+                                                copying ? c.baseAddress! + offset : nil, streaming)
+                                        }
+                                    }
+                                }
+                                xb.withUnsafeBufferPointer { x in
+                                    bf16.withUnsafeMutableBufferPointer { y in
+                                        cb.withUnsafeMutableBufferPointer { c in
+                                            normkit_normalize_columns_bf16(
+                                                x.baseAddress! + offset, y.baseAddress! + offset, count,
+                                                at(m), at(s), at(b), nil, nil, 0,
+                                                copying ? c.baseAddress! + offset : nil, streaming)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    for k in offset..<n {
+                        let v16 = (Float(Float16(bitPattern: x16[k])) - mean[k]) * scale[k] + shift[k]
+                        let vb = (Float(BFloat16(bitPattern: xb[k])) - mean[k]) * scale[k] + shift[k]
+                        if v16.isNaN ? !Float16(bitPattern: f16[k]).isNaN : f16[k] != Float16(v16).bitPattern {
+                            wrong += 1
+                        }
+                        if bf16[k] != BFloat16(vb).bitPattern { wrong += 1 }
+                        if copying && (c16[k] != x16[k] || cb[k] != xb[k]) { wrong += 1 }
+                    }
+                    for a in [f16, bf16] + (copying ? [c16, cb] : [])
+                    where a[..<offset].contains(where: { $0 != 0 }) || a[n...].contains(where: { $0 != 0 }) {
+                        wrong += 1
+                    }
+                    if !copying && (c16 + cb).contains(where: { $0 != 0 }) { wrong += 1 }
+                }
+            }
+        }
+        #expect(wrong == 0, "\(wrong) values differ")
+    }
+
     // MARK: Accuracy
 
     /// LayerNorm/RMSNorm in `S` against the Double reference: outputs and
