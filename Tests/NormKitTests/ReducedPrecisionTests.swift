@@ -250,6 +250,18 @@ struct ReducedPrecisionTests {
         }
     }
 
+    /// `count` values for the C passes' tests: about ±137, one in 31 scaled
+    /// by 3000.1 (beyond float16's range), one in 29 by 1e-6 (float16's
+    /// subnormals), one in 97 NaN.
+    func passInput(_ count: Int, seed: UInt64) -> [Float] {
+        var rng = SplitMix64(seed: seed)
+        return (0..<count).map { k -> Float in
+            if k % 97 == 5 { return .nan }
+            let r = Float(Int(truncatingIfNeeded: rng.next() % 20001) - 10000) * 0.0137
+            return k % 31 == 7 ? r * 3000.1 : (k % 29 == 3 ? r * 1e-6 : r)
+        }
+    }
+
     @Test("the 16-bit scale-and-shift pass rounds c·s·gamma + beta as Swift does, stored and streamed, at every offset")
     func scaleShiftPass() {
         // Stored, float16 on AVX-512 takes sixteen values a step and the
@@ -257,13 +269,8 @@ struct ReducedPrecisionTests {
         // expression, on 998-1029 values starting at each of the 32 2-byte
         // offsets in a line, over values that overflow float16, underflow
         // it and are NaN.
-        var rng = SplitMix64(seed: 97)
         let n = 1029
-        let c = (0..<n + 40).map { k -> Float in
-            if k % 97 == 5 { return .nan }
-            let r = Float(Int(truncatingIfNeeded: rng.next() % 20001) - 10000) * 0.0137
-            return k % 31 == 7 ? r * 3000.1 : (k % 29 == 3 ? r * 1e-6 : r)
-        }
+        let c = passInput(n + 40, seed: 97)
         let gamma = (0..<n + 40).map { Float($0 % 17) * 0.31 - 2.1 }
         let beta = (0..<n + 40).map { Float($0 % 23) * 0.7 - 7.3 }
         let s: Float = 1.0 / 3.1
@@ -310,13 +317,8 @@ struct ReducedPrecisionTests {
         // 998-1029 values starting at each of the 32 2-byte offsets in a
         // line, over inputs that overflow float16, underflow it and are NaN;
         // the copy equals the input, and nothing outside the row is written.
-        var rng = SplitMix64(seed: 101)
         let n = 1029
-        let x = (0..<n + 40).map { k -> Float in
-            if k % 97 == 5 { return .nan }
-            let r = Float(Int(truncatingIfNeeded: rng.next() % 20001) - 10000) * 0.0137
-            return k % 31 == 7 ? r * 3000.1 : (k % 29 == 3 ? r * 1e-6 : r)
-        }
+        let x = passInput(n + 40, seed: 101)
         let x16 = x.map { Float16($0).bitPattern }, xb = x.map { BFloat16($0).bitPattern }
         let mean = (0..<n + 40).map { Float($0 % 13) * 0.29 - 1.7 }
         let scale = (0..<n + 40).map { Float($0 % 17) * 0.31 - 2.1 }
@@ -327,33 +329,30 @@ struct ReducedPrecisionTests {
             for streaming: Int32 in [0, 1] {
                 for copying in [false, true] {
                     var f16 = [UInt16](repeating: 0, count: n + 40), bf16 = f16, c16 = f16, cb = f16
-                    let at = { (p: UnsafeBufferPointer<Float>) in p.baseAddress! + offset }
-                    mean.withUnsafeBufferPointer { m in
-                        scale.withUnsafeBufferPointer { s in
-                            shift.withUnsafeBufferPointer { b in
-                                x16.withUnsafeBufferPointer { x in
-                                    f16.withUnsafeMutableBufferPointer { y in
-                                        c16.withUnsafeMutableBufferPointer { c in
-                                            normkit_normalize_columns_f16(
-                                                x.baseAddress! + offset, y.baseAddress! + offset, count,
-                                                at(m), at(s), at(b), nil, nil, 0,
-                                                copying ? c.baseAddress! + offset : nil, streaming)
-                                        }
-                                    }
-                                }
-                                xb.withUnsafeBufferPointer { x in
-                                    bf16.withUnsafeMutableBufferPointer { y in
-                                        cb.withUnsafeMutableBufferPointer { c in
-                                            normkit_normalize_columns_bf16(
-                                                x.baseAddress! + offset, y.baseAddress! + offset, count,
-                                                at(m), at(s), at(b), nil, nil, 0,
-                                                copying ? c.baseAddress! + offset : nil, streaming)
+                    typealias Pass = (UnsafePointer<UInt16>?, UnsafeMutablePointer<UInt16>?, Int,
+                                      UnsafePointer<Float>?, UnsafePointer<Float>?, UnsafePointer<Float>?,
+                                      UnsafePointer<UInt16>?, UnsafeMutablePointer<UInt8>?, Int32,
+                                      UnsafeMutablePointer<UInt16>?, Int32) -> Void
+                    func run(_ pass: Pass, _ x: [UInt16], _ y: inout [UInt16], _ copy: inout [UInt16]) {
+                        let at = { (p: UnsafeBufferPointer<Float>) in p.baseAddress! + offset }
+                        mean.withUnsafeBufferPointer { m in
+                            scale.withUnsafeBufferPointer { s in
+                                shift.withUnsafeBufferPointer { b in
+                                    x.withUnsafeBufferPointer { x in
+                                        y.withUnsafeMutableBufferPointer { y in
+                                            copy.withUnsafeMutableBufferPointer { c in
+                                                pass(x.baseAddress! + offset, y.baseAddress! + offset, count,
+                                                     at(m), at(s), at(b), nil, nil, 0,
+                                                     copying ? c.baseAddress! + offset : nil, streaming)
+                                            }
                                         }
                                     }
                                 }
                             }
                         }
                     }
+                    run(normkit_normalize_columns_f16, x16, &f16, &c16)
+                    run(normkit_normalize_columns_bf16, xb, &bf16, &cb)
                     for k in offset..<n {
                         let v16 = (Float(Float16(bitPattern: x16[k])) - mean[k]) * scale[k] + shift[k]
                         let vb = (Float(BFloat16(bitPattern: xb[k])) - mean[k]) * scale[k] + shift[k]
