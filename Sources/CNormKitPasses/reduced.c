@@ -708,7 +708,7 @@ NORMKIT_REDUCED_VECTOR_PASSES(bf16_512, bf16, NORMKIT_AVX512BF16, NORMKIT_BF16_W
 // a value for bfloat16, 0.27 -> 0.19 for float16; the widening passes gained
 // nothing this way. float16 takes it only stored and without a copy: with
 // either, its 512-bit conversions made BatchNorm's training and inference
-// forwards slower (1.15-1.5x, normbench, AMD EPYC Zen 4), where bfloat16's
+// forwards slower (1.1-1.6x, normbench, AMD EPYC Zen 4), where bfloat16's
 // inference forward gained (0.85). Each group of sixteen is read before it is
 // written: x may be y (copy may not).
 #define NORMKIT_AVX512F16 "avx,avx2,f16c,avx512f,avx512vl,avx512dq,avx512bw"
