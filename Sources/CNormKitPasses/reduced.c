@@ -749,16 +749,6 @@ NORMKIT_REDUCED_VECTOR_PASSES(bf16_512, bf16, NORMKIT_AVX512BF16, NORMKIT_BF16_W
             _mm256_stream_si256((__m256i *)(y + j),                                       \
                                 normkit_normalize_##P##x16(x, copy, j, mean, scale, shift)); \
         normkit_normalize_##P##_rest(x, y, j, n, mean, scale, shift, copy);               \
-    }                                                                                     \
-    __attribute__((target(TARGET)))                                                       \
-    static void normkit_normalize_columns_##P##_zmm(const uint16_t *x, uint16_t *y, long n, \
-                                                    const float *mean, const float *scale, \
-                                                    const float *shift, uint16_t *copy,   \
-                                                    int streaming) {                      \
-        if (copy) normkit_normalize_columns_##P##_zmm_form(x, y, n, mean, scale, shift,   \
-                                                           copy, streaming);              \
-        else normkit_normalize_columns_##P##_zmm_form(x, y, n, mean, scale, shift, 0,     \
-                                                      streaming);                         \
     }
 
 // bfloat16's sixteen values rounded: vcvtneps2bf16, or the integer rounding of
@@ -786,6 +776,25 @@ NORMKIT_NORMALIZE_COLUMNS_ZMM(bf16, NORMKIT_AVX512BF16,
                               _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)),
                               normkit_narrow_bf16x16_zmm(v), )
 #undef NORMKIT_NORMALIZE_COLUMNS_ZMM
+
+// float16 takes the 512-bit form stored and without a copy only (above), so
+// its dispatch calls the form with those constants; bfloat16's every form.
+__attribute__((target(NORMKIT_AVX512F16)))
+static void normkit_normalize_columns_f16_zmm(const uint16_t *x, uint16_t *y, long n,
+                                              const float *mean, const float *scale,
+                                              const float *shift) {
+    normkit_normalize_columns_f16_zmm_form(x, y, n, mean, scale, shift, 0, 0);
+}
+
+__attribute__((target(NORMKIT_AVX512BF16)))
+static void normkit_normalize_columns_bf16_zmm(const uint16_t *x, uint16_t *y, long n,
+                                               const float *mean, const float *scale,
+                                               const float *shift, uint16_t *copy,
+                                               int streaming) {
+    if (copy) normkit_normalize_columns_bf16_zmm_form(x, y, n, mean, scale, shift, copy,
+                                                      streaming);
+    else normkit_normalize_columns_bf16_zmm_form(x, y, n, mean, scale, shift, 0, streaming);
+}
 #endif
 
 
@@ -796,7 +805,7 @@ void normkit_normalize_columns_f16(const uint16_t *x, uint16_t *y, long n, const
                                    unsigned char *mask, int relu, uint16_t *copy, int streaming) {
 #if defined(NORMKIT_F16C)
     if (!r && !relu && !copy && !streaming && normkit_avx512()) {
-        normkit_normalize_columns_f16_zmm(x, y, n, mean, scale, shift, 0, 0);
+        normkit_normalize_columns_f16_zmm(x, y, n, mean, scale, shift);
         return;
     }
     if (normkit_f16c()) {
