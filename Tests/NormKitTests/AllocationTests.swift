@@ -471,15 +471,21 @@ extension ProcessWideTests {
             a.count == b.count && a.withUnsafeBytes { x in b.withUnsafeBytes { y in x.elementsEqual(y) } }
         }
 
-        /// A borrowed-memory training forward, apart and into its own input,
-        /// and the backward after each, against the `Tensor` entry points
-        /// (which share the input): the same bits, the input overwritten
-        /// with NaN after the forward (the cache holds its own copy).
-        func borrowedMatchesTensor<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int]) throws {
+        /// A borrowed-memory forward (training, or inference after a
+        /// training forward), apart and into its own input, and the backward
+        /// after each, against the `Tensor` entry points (which share the
+        /// input): the same bits, the input overwritten with NaN after the
+        /// forward (the cache holds its own copy).
+        func borrowedMatchesTensor<L: BufferedNormalizationLayer>(_ layer: L, shape: [Int],
+                                                                  mode: Mode) throws {
             let x: Tensor<L.Scalar> = randomInput(shape, scale: 3, shift: 10000.1, seed: 5)
             let dy: Tensor<L.Scalar> = randomInput(shape, scale: 1, shift: 0.3, seed: 6)
+            var layer = layer
+            if mode == .inference {   // running statistics other than the initial ones
+                _ = try layer.forward(randomInput(shape, scale: 2, shift: 10000.3, seed: 7), mode: .training)
+            }
             var tensorLayer = layer
-            let (y, cache) = try tensorLayer.forward(x, mode: .training)
+            let (y, cache) = try tensorLayer.forward(x, mode: mode)
             let g = try tensorLayer.backward(dy, cache: cache)
             for inPlace in [false, true] {
                 var borrowed = layer, bufferCache = NormCache<L.Scalar>()
@@ -487,14 +493,14 @@ extension ProcessWideTests {
                 var input = x.scalars, output = [L.Scalar](repeating: .nan, count: x.count)
                 if inPlace {
                     try input.withUnsafeMutableBufferPointer { b in
-                        try borrowed.forward(UnsafeBufferPointer(b), shape: shape, mode: .training,
+                        try borrowed.forward(UnsafeBufferPointer(b), shape: shape, mode: mode,
                                              into: b, cache: &bufferCache, workspace: &workspace)
                     }
                     output = input
                 } else {
                     try input.withUnsafeBufferPointer { xb in
                         try output.withUnsafeMutableBufferPointer { yb in
-                            try borrowed.forward(xb, shape: shape, mode: .training, into: yb,
+                            try borrowed.forward(xb, shape: shape, mode: mode, into: yb,
                                                  cache: &bufferCache, workspace: &workspace)
                         }
                     }
@@ -502,7 +508,7 @@ extension ProcessWideTests {
                 for i in input.indices { input[i] = .nan }
                 let (dx, dgamma, dbeta) = try backwardIntoBuffers(borrowed, dy.scalars, cache: bufferCache,
                                                                   workspace: &workspace)
-                let what = "\(L.self) \(shape) in place: \(inPlace), \(Threading.threadCount) threads, streaming above \(StreamingStores.minimumBytes)"
+                let what = "\(L.self) \(shape) \(mode), in place: \(inPlace), \(Threading.threadCount) threads, streaming above \(StreamingStores.minimumBytes)"
                 #expect(sameBits(output, y.scalars), "\(what): forward")
                 #expect(sameBits(dx, g.input.scalars) && sameBits(dgamma, g.gamma)
                         && sameBits(dbeta, g.beta), "\(what): backward")
@@ -511,7 +517,10 @@ extension ProcessWideTests {
             }
         }
 
-        @Test("a borrowed-memory forward that copies its input as it reads it gives the Tensor forward's bits, over many L2 blocks, stored and streamed, in place, on 1 and 2 threads")
+        /// Training forwards copy in the moments pass (LayerNorm's, RMSNorm's:
+        /// the row pass), inference forwards with running statistics in the
+        /// normalize pass, unit by unit (through the ReLU's mask).
+        @Test("a borrowed-memory forward that copies its input as it reads it gives the Tensor forward's bits, over many L2 blocks, stored and streamed, in place, on 1 and 2 threads, training and inference")
         func copyInThePass() throws {
             let before = (StreamingStores.minimumBytes, Threading.threadCount)
             defer { (StreamingStores.minimumBytes, Threading.threadCount) = before }
@@ -520,14 +529,23 @@ extension ProcessWideTests {
             for (threads, minimum) in settings {
                 Threading.threadCount = threads
                 StreamingStores.minimumBytes = minimum
-                try borrowedMatchesTensor(LayerNorm<Float>(featureCount: 1029), shape: [301, 1029])
-                try borrowedMatchesTensor(LayerNorm<Double>(featureCount: 29), shape: [4001, 29])
-                try borrowedMatchesTensor(RMSNorm<Float>(featureCount: 257), shape: [999, 257])
-                try borrowedMatchesTensor(BatchNorm<Float>(featureCount: 37), shape: [4001, 37])
-                try borrowedMatchesTensor(BatchNorm<Double>(featureCount: 5, backend: .naive), shape: [301, 5])
-                try borrowedMatchesTensor(SpatialBatchNorm<Float>(channelCount: 5), shape: [7, 5, 61, 67])
-                try borrowedMatchesTensor(SpatialBatchNorm<Double>(channelCount: 9, layout: .nhwc),
-                                          shape: [5, 33, 41, 9])
+                for mode in [Mode.training, .inference] {
+                    try borrowedMatchesTensor(LayerNorm<Float>(featureCount: 1029), shape: [301, 1029], mode: mode)
+                    try borrowedMatchesTensor(LayerNorm<Double>(featureCount: 29), shape: [4001, 29], mode: mode)
+                    try borrowedMatchesTensor(RMSNorm<Float>(featureCount: 257), shape: [999, 257], mode: mode)
+                    try borrowedMatchesTensor(BatchNorm<Float>(featureCount: 37), shape: [4001, 37], mode: mode)
+                    try borrowedMatchesTensor(BatchNorm<Double>(featureCount: 301, activation: .relu),
+                                              shape: [1001, 301], mode: mode)
+                    try borrowedMatchesTensor(BatchNorm<Double>(featureCount: 5, backend: .naive), shape: [301, 5],
+                                              mode: mode)
+                    try borrowedMatchesTensor(SpatialBatchNorm<Float>(channelCount: 5, activation: .relu),
+                                              shape: [7, 5, 61, 67], mode: mode)
+                    try borrowedMatchesTensor(SpatialBatchNorm<Double>(channelCount: 9, layout: .nhwc),
+                                              shape: [5, 33, 41, 9], mode: mode)
+                    try borrowedMatchesTensor(InstanceNorm<Float>(channelCount: 6, activation: .relu,
+                                                                  runningStatistics: .exponential),
+                                              shape: [5, 6, 31, 33], mode: mode)
+                }
             }
         }
 

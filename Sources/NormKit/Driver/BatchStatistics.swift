@@ -31,9 +31,10 @@ enum BatchStatistics {
     /// The training or inference forward pass over the validated input the
     /// cache holds.
     ///
-    /// `source`, when given, is the caller's input of a training pass, which
-    /// the moments pass copies into the cache (``NormCache/adoptLater(_:shape:)``)
-    /// unit by unit as it first reads it.
+    /// `source`, when given, is the caller's input, which the pass that first
+    /// reads it copies into the cache (``NormCache/adoptLater(_:shape:)``)
+    /// unit by unit: the moments pass in training, the normalize pass in
+    /// inference.
     ///
     /// Writes `output` (validated to hold the input's count) and `cache`;
     /// updates the running statistics only after every statistic was found
@@ -53,8 +54,8 @@ enum BatchStatistics {
         workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil,
         source: UnsafePointer<Scalar>? = nil
     ) throws(NormError) {
-        precondition(source == nil || (mode == .training && reduced == nil),
-                     "only a Float training pass copies its input as it reads it")
+        precondition(source == nil || reduced == nil,
+                     "only a Float or Double pass copies its input as it reads it")
         let channels = g.channels, rowStride = g.channels * g.inner
         cache.record(gamma: gamma, beta: beta, parameters: channels, mode: mode, statisticCount: channels, origin: origin)
         cache.prepareMask(activation: activation, count: g.outer * rowStride)
@@ -75,7 +76,11 @@ enum BatchStatistics {
                 // is made by the pass that widens it first.
                 let reduced = reduced?.copying(to: p.reduced)
                 let x = p.x ?? UnsafePointer(scratch)
-                let anchor = reduced.map { $0.x.assumingMemoryBound(to: Scalar.self) } ?? x
+                // An inference pass with a `source` normalizes from it (and
+                // copies it into the cache `x` as it goes); a training pass
+                // from the copy its moments made.
+                let read = mode == .inference ? source ?? x : x
+                let anchor = reduced.map { $0.x.assumingMemoryBound(to: Scalar.self) } ?? read
                 let mean = p.mean, invstd = p.invstd, variance = plan.variance.pointer(in: scratch)
                 let vectors = Workspace<Scalar>.spread(
                     3, of: channels, in: plan.vectors.pointer(in: scratch), awayFrom: anchor)
@@ -130,13 +135,16 @@ enum BatchStatistics {
                 // placeholder the reduced branch never reads.
                 let placeholder = reduced == nil ? nil : UnsafeMutablePointer(mutating: x)
                 if g.outer > 0, let y = output.baseAddress ?? placeholder {
-                    normalizePass(split: split, geometry: g, x: x, y: y, vectors: vectors,
+                    normalizePass(split: split, geometry: g, x: read, y: y, vectors: vectors,
                                   streaming: streaming,
                                   epilogue: Epilogue(residual: residual, activation: activation, mask: p.mask),
                                   reduced: reduced.map {
                                       (streams: $0, copying: mode == .inference, block: block,
                                        units: plan.units, scratch: scratch)
-                                  })
+                                  },
+                                  copy: mode == .inference && source != nil
+                                      ? (target: UnsafeMutablePointer(mutating: x), block: block,
+                                         streaming: streamsCopy) : nil)
                 }
                 // Everything succeeded: only now do the running statistics change.
                 if mode == .training, let update {
@@ -191,12 +199,13 @@ enum BatchStatistics {
         y: UnsafeMutablePointer<Scalar>, vectors: SpreadVectors<Scalar>,
         streaming: Bool, epilogue: Epilogue<Scalar>,
         reduced: (streams: ReducedStreams, copying: Bool, block: Int,
-                  units: ScratchRegions<Scalar>, scratch: UnsafeMutablePointer<Scalar>)? = nil
+                  units: ScratchRegions<Scalar>, scratch: UnsafeMutablePointer<Scalar>)? = nil,
+        copy: (target: UnsafeMutablePointer<Scalar>, block: Int, streaming: Bool)? = nil
     ) {
         Threading.run(split, NormalizePass(
             split: split, geometry: g, x: x, y: y, vectors: UnsafePointer(vectors.first),
             stride: vectors.stride,
-            streaming: streaming, epilogue: epilogue, reduced: reduced))
+            streaming: streaming, epilogue: epilogue, reduced: reduced, copy: copy))
     }
 
     /// Inference with the running statistics and nothing kept:

@@ -81,7 +81,9 @@ extension BatchStatistics {
     /// (the epilogue's) over a chunk of rows, with the mean, scale and shift
     /// at `vectors`, `vectors + stride` and `vectors + 2 * stride`; a 16-bit
     /// pass widens, runs the `Float` pass and narrows per unit (each worker
-    /// its units).
+    /// its units). An inference forward over borrowed memory (``copy``)
+    /// copies `x` into the cache unit by unit and normalizes each unit while
+    /// the copy has it in cache.
     @usableFromInline
     struct NormalizePass<Scalar: BLASScalar>: Threading.Pass {
         @usableFromInline let split: Threading.Split
@@ -94,15 +96,22 @@ extension BatchStatistics {
         @usableFromInline let epilogue: Epilogue<Scalar>
         @usableFromInline let reduced: (streams: ReducedStreams, copying: Bool, block: Int,
                                         units: ScratchRegions<Scalar>, scratch: UnsafeMutablePointer<Scalar>)?
+        /// The cache's storage that `x` is copied into (a `Float`/`Double`
+        /// inference forward over borrowed memory), units of `block`
+        /// (``ChannelGeometry/forEachUnit(rows:block:_:)``), the stores
+        /// streamed when `streaming`.
+        @usableFromInline let copy: (target: UnsafeMutablePointer<Scalar>, block: Int, streaming: Bool)?
 
         @inlinable
         init(split: Threading.Split, geometry: ChannelGeometry, x: UnsafePointer<Scalar>,
              y: UnsafeMutablePointer<Scalar>, vectors: UnsafePointer<Scalar>, stride: Int, streaming: Bool,
              epilogue: Epilogue<Scalar>,
              reduced: (streams: ReducedStreams, copying: Bool, block: Int, units: ScratchRegions<Scalar>,
-                       scratch: UnsafeMutablePointer<Scalar>)?) {
+                       scratch: UnsafeMutablePointer<Scalar>)?,
+             copy: (target: UnsafeMutablePointer<Scalar>, block: Int, streaming: Bool)?) {
             self.split = split; self.geometry = geometry; self.x = x; self.y = y; self.vectors = vectors
             self.stride = stride; self.streaming = streaming; self.epilogue = epilogue; self.reduced = reduced
+            self.copy = copy
         }
 
         @inlinable
@@ -113,6 +122,19 @@ extension BatchStatistics {
                     r.streams, rows: rows, geometry: g, block: r.block, vectors: vectors, stride: stride,
                     copying: r.copying, streaming: streaming, epilogue: epilogue,
                     units: r.units.pointer(in: r.scratch, worker))
+                return
+            }
+            if let copy {
+                // Elementwise: the units' outputs are the chunk's bits.
+                g.forEachUnit(rows: rows, block: copy.block) { offset, unit, c0, _ in
+                    StreamingStores.copy(x + offset, count: unit.count, into: copy.target + offset,
+                                         streaming: copy.streaming)
+                    BatchNormKernels.normalize(
+                        x: x + offset, geometry: unit, mean: vectors + c0, scale: vectors + stride + c0,
+                        shift: vectors + 2 * stride + c0, y: y + offset, streaming: streaming,
+                        epilogue: epilogue.advanced(by: offset))
+                }
+                StreamingStores.fence(copy.streaming)
                 return
             }
             let offset = rows.lowerBound * g.channels * g.inner

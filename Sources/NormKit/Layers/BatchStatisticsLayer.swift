@@ -119,10 +119,11 @@ extension BatchStatisticsLayer {
     ) throws(NormError) {
         let mode = runningStatistics.statisticsMode(mode)
         try validateParameters()
-        // A BLAS training pass copies the input into the cache as its
-        // moments first read it, unit by unit (the blocks its kernel reads
-        // anyway); otherwise the copy comes ahead of the pass.
-        let later = mode == .training && backend == .blas
+        // A BLAS pass copies the input into the cache as it first reads it,
+        // unit by unit (the blocks its kernel reads anyway): training's
+        // moments, inference's normalize pass. The naive backend copies
+        // ahead of the pass.
+        let later = backend == .blas
         let copying = later ? try cache.adoptLater(input, shape: shape) : false
         if !later { try cache.adopt(input, shape: shape) }
         try Validation.buffer("output", output.count, expected: input.count)

@@ -163,7 +163,14 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
     ) throws(NormError) {
         try validateParameters()
         guard runningStatistics.statisticsMode(mode) == .training else {
-            try cache.adopt(input, shape: shape)
+            // As SpatialBatchNorm's: a BLAS pass copies the input into the
+            // cache as its normalize pass reads it, the naive one ahead.
+            var copying = false
+            if backend == .blas {
+                copying = try cache.adoptLater(input, shape: shape)
+            } else {
+                try cache.adopt(input, shape: shape)
+            }
             try Validation.buffer("output", output.count, expected: input.count)
             try Validation.residual(residual, count: input.count)
             try BatchStatistics.forward(
@@ -173,7 +180,7 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
                 runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
                 update: nil, estimator: varianceEstimator, backend: backend,
                 output: output, residual: residual?.baseAddress, activation: activation,
-                cache: &cache, workspace: &workspace)
+                cache: &cache, workspace: &workspace, source: copying ? input.baseAddress : nil)
             return
         }
         try GroupStatistics.forward(
