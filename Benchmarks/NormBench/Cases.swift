@@ -14,6 +14,11 @@ struct Case {
     /// `backward(_:cache:)`), which allocates its results on every call; `nil`
     /// for a layer that has only the value API (then `run` is it).
     var runValue: (() throws -> Void)?
+    /// A `Float`/`Double` forward through the entry point over borrowed
+    /// memory (`UnsafeBufferPointer`s), whose cache copies the input where
+    /// `run`'s `Tensor` form shares it: the 16-bit cases' entry point
+    /// (`--apis borrowed`); `nil` for the other passes.
+    var runBorrowed: (() throws -> Void)? = nil
 }
 
 /// The layers normbench knows, by the name `--ops` takes.
@@ -72,16 +77,30 @@ func passes<L: BufferedNormalizationLayer>(
     try layer.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
     let trained = cache
     var cases: [Case] = []
-    var valueLayer = layer
+    var valueLayer = layer, borrowedLayer = layer
+    // The borrowed forwards: the caller's arrays, a cache of their own.
+    let input = x.scalars
+    var borrowedOutput = [L.Scalar](repeating: 0, count: x.count), borrowedCache = NormCache<L.Scalar>()
+    var borrowedWorkspace = Workspace<L.Scalar>()
+    let borrowed = { (mode: Mode) in
+        try input.withUnsafeBufferPointer { xb in
+            try borrowedOutput.withUnsafeMutableBufferPointer { yb in
+                try borrowedLayer.forward(xb, shape: x.shape, mode: mode, into: yb, cache: &borrowedCache,
+                                          workspace: &borrowedWorkspace)
+            }
+        }
+    }
     cases.append(Case(op: op, pass: runningStatistics ? "forward-training" : "forward",
                       bytesPerFloatElement: runningStatistics ? 12 : 8, run: {
         try layer.forward(x, mode: .training, into: &output, cache: &cache, workspace: &workspace)
-    }, runValue: { _ = try valueLayer.forward(x, mode: .training) }))
+    }, runValue: { _ = try valueLayer.forward(x, mode: .training) },
+       runBorrowed: { try borrowed(.training) }))
     if runningStatistics {
         cases.append(Case(op: op, pass: "forward-inference", bytesPerFloatElement: 8, run: {
             try layer.forward(x, mode: .inference, into: &output, cache: &inferenceCache,
                               workspace: &workspace)
-        }, runValue: { _ = try valueLayer.forward(x, mode: .inference) }))
+        }, runValue: { _ = try valueLayer.forward(x, mode: .inference) },
+           runBorrowed: { try borrowed(.inference) }))
     }
     cases.append(Case(op: op, pass: "backward", bytesPerFloatElement: runningStatistics ? 20 : 12, run: {
         try layer.backward(dy, cache: trained, into: &gradients, workspace: &workspace)

@@ -63,7 +63,7 @@ struct NormBench: ParsableCommand {
     @Option(help: "Comma-separated thread counts (Threading.threadCount) for the BLAS paths, timed in alternation with a scaling table when there are several; naive runs on one. Default: 1 and the cores this process may use.")
     var threads = Threading.defaultThreadCount > 1 ? "1,\(Threading.defaultThreadCount)" : "1"
 
-    @Option(help: "Comma-separated APIs to time on the BLAS paths: buffered (the allocation-free entry points), value (forward(_:mode:) and backward(_:cache:), which allocate their results).")
+    @Option(help: "Comma-separated APIs to time on the BLAS paths: buffered (the allocation-free entry points: Tensor buffers, whose cache shares the input; the 16-bit cases' buffers), value (forward(_:mode:) and backward(_:cache:), which allocate their results), borrowed (opt-in: the Float and Double forwards over UnsafeBufferPointers, whose cache copies the input, as the 16-bit cases' does).")
     var apis = "buffered,value"
 
     @Option(help: "Threading.minimumBytesPerWorker: the least input per worker thread (default: NormKit's, 128 KiB). 0 gives every chunk a worker, to measure where threads pay.")
@@ -110,7 +110,7 @@ struct NormBench: ParsableCommand {
             throw ValidationError("thread counts must be at least 1")
         }
         for text in list(apis) where API(rawValue: text) == nil {
-            throw ValidationError("unknown API '\(text)' (buffered, value)")
+            throw ValidationError("unknown API '\(text)' (buffered, value, borrowed)")
         }
         guard apiList.contains(.buffered) else {
             throw ValidationError("--apis must include buffered (the value API is timed against it)")
@@ -202,14 +202,15 @@ struct NormBench: ParsableCommand {
 
     /// The variants timed in alternation for each case: every backend on the
     /// first thread count, then the BLAS backend on the others; each BLAS
-    /// variant through the buffered API and, if asked, the value API.
+    /// variant through the buffered API and, if asked, the value and the
+    /// borrowed API (for the cases that have it).
     var variants: [Variant] {
         var all: [Variant] = []
         for threads in threadList {
             for backend in backendList where backend == .blas || threads == threadList[0] {
                 all.append(Variant(backend: backend, api: .buffered, threads: threads))
-                if backend == .blas, apiList.contains(.value) {
-                    all.append(Variant(backend: backend, api: .value, threads: threads))
+                for api in [API.value, .borrowed] where backend == .blas && apiList.contains(api) {
+                    all.append(Variant(backend: backend, api: api, threads: threads))
                 }
             }
         }
@@ -247,10 +248,10 @@ struct NormBench: ParsableCommand {
         print(pad("op", 17) + pad("pass", 19) + pad("backend", 8) + pad("api", 9) + padLeft("thr", 4)
               + padLeft("median ms", 11) + padLeft("min ms", 10) + padLeft("max ms", 10)
               + padLeft("GB/s", 8) + padLeft("% triad", 9) + padLeft("blas/naive", 12)
-              + padLeft("value/buf", 11))
+              + padLeft("api/buf", 11))
         var records: [Record] = []
         var scaling: [(Case, [Double])] = []
-        let variants = self.variants
+        let allVariants = self.variants
         // Layers with the value API only (the whitening ones) allocate their
         // results on every call, and the first cases of a process ran about
         // 4.4x slower than the same cases later (measured: DecorrelatedBatchNorm
@@ -259,7 +260,7 @@ struct NormBench: ParsableCommand {
         // glibc's heap had grown to the passes' working set (not proved). Two
         // untimed runs of every such case first removed it.
         for index in 0..<caseCount where byBackend.values.contains(where: { $0[index].runValue == nil }) {
-            for variant in variants {
+            for variant in allVariants where variant.api != .borrowed {
                 Threading.threadCount = variant.threads
                 for _ in 0..<2 { try byBackend[variant.backend]![index].run() }
             }
@@ -267,10 +268,18 @@ struct NormBench: ParsableCommand {
         Threading.threadCount = threadList[0]
         for index in 0..<caseCount {
             // Every variant's runs alternate, so that their ratios are measured
-            // under the same conditions.
+            // under the same conditions; the borrowed API only for the cases
+            // that have it.
+            let variants = allVariants.filter {
+                $0.api != .borrowed || byBackend[$0.backend]![index].runBorrowed != nil
+            }
             let items = variants.map { byBackend[$0.backend]![index] }
             let bodies: [() throws -> Void] = zip(variants, items).map { variant, item in
-                let run = variant.api == .value ? item.runValue ?? item.run : item.run
+                let run = switch variant.api {
+                case .buffered: item.run
+                case .value: item.runValue ?? item.run
+                case .borrowed: item.runBorrowed ?? item.run
+                }
                 let threads = variant.threads
                 return {
                     Threading.threadCount = threads
@@ -286,14 +295,16 @@ struct NormBench: ParsableCommand {
                 }?.1.median
             }
             for (variant, (item, timing)) in zip(variants, zip(items, timings)) {
-                let bytes = item.bytesPerFloatElement * elementBytes / 4
+                // The borrowed forwards also write the cache's copy.
+                let copyBytes = variant.api == .borrowed ? 4 : 0
+                let bytes = (item.bytesPerFloatElement + copyBytes) * elementBytes / 4
                 let gbps = Double(bytes * elements) / timing.median / 1e9
                 var speedup: Double?, valueRatio: Double?
                 if variant.backend == .blas, variant.api == .buffered,
                    let naive = median(.naive, .buffered, threadList[0]) {
                     speedup = naive / timing.median
                 }
-                if variant.api == .value, item.runValue != nil,
+                if variant.api != .buffered, item.runValue != nil || variant.api == .borrowed,
                    let buffered = median(variant.backend, .buffered, variant.threads) {
                     valueRatio = timing.median / buffered
                 }
@@ -304,7 +315,7 @@ struct NormBench: ParsableCommand {
                     api: variant.api.rawValue, medianSeconds: timing.median,
                     minSeconds: timing.min, maxSeconds: timing.max, bytesPerElement: bytes,
                     gbps: gbps, bandwidthGBps: triad, speedupVsNaive: speedup,
-                    valueOverBuffered: valueRatio))
+                    valueOverBuffered: variant.api == .value ? valueRatio : nil))
                 print(pad(item.op, 17) + pad(item.pass, 19) + pad("\(variant.backend)", 8)
                       + pad(variant.api.rawValue, 9)
                       + padLeft("\(variant.backend == .naive ? 1 : variant.threads)", 4)
@@ -339,7 +350,7 @@ struct NormBench: ParsableCommand {
 
 /// The API a variant times.
 enum API: String {
-    case buffered, value
+    case buffered, value, borrowed
 }
 
 func list(_ text: String) -> [String] {
