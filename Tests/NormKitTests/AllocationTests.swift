@@ -545,6 +545,11 @@ extension ProcessWideTests {
                     try borrowedMatchesTensor(InstanceNorm<Float>(channelCount: 6, activation: .relu,
                                                                   runningStatistics: .exponential),
                                               shape: [5, 6, 31, 33], mode: mode)
+                    try borrowedMatchesTensor(SyncBatchNorm<Float>(featureCount: 301, communicator: SingleProcess()),
+                                              shape: [1001, 301], mode: mode)
+                    try borrowedMatchesTensor(SyncSpatialBatchNorm<Double>(channelCount: 5,
+                                                                           communicator: SingleProcess()),
+                                              shape: [7, 5, 61, 67], mode: mode)
                 }
             }
         }

@@ -259,7 +259,9 @@ extension RankStatistics {
     /// ``BatchStatistics``; training (the layer's `number`th) computes this
     /// rank's moments, exchanges them with the status word in one all-gather,
     /// merges them, then normalizes and updates the running statistics with
-    /// the batch's. The cache records `number` for backward.
+    /// the batch's. The cache records `number` for backward. `source`, when
+    /// given, is this rank's input, which the pass that first reads it copies
+    /// into the cache (as in ``BatchStatistics``).
     /// - Throws: this rank's error; ``NormError/rankFailed(rank:)``;
     ///   ``NormError/callMismatch(rank:expected:actual:)``;
     ///   ``NormError/insufficientValues(valuesPerStatistic:)`` when the batch
@@ -273,7 +275,8 @@ extension RankStatistics {
         epsilon: Scalar, update: RunningUpdate<Scalar>?, estimator: VarianceEstimator, backend: Backend,
         output: UnsafeMutableBufferPointer<Scalar>, residual: UnsafePointer<Scalar>?,
         activation: FusedActivation, cache: inout NormCache<Scalar>,
-        workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil
+        workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil,
+        source: UnsafePointer<Scalar>? = nil
     ) throws(NormError) {
         let exchange: RankStatistics? = mode == .training
             ? RankStatistics(communicator: communicator, call: .forward, number: number)
@@ -293,14 +296,14 @@ extension RankStatistics {
                     runningMean: &runningMean, runningVariance: &runningVariance, epsilon: epsilon,
                     update: update, estimator: estimator, backend: backend, output: output,
                     residual: residual, activation: activation, cache: &cache, workspace: &workspace,
-                    reduced: reduced)
+                    reduced: reduced, source: source)
             } else {
                 try BatchStatistics.forward(
                     exchange: LocalStatistics(), geometry: g, mode: mode, origin: origin, gamma: gamma,
                     beta: beta, runningMean: &runningMean, runningVariance: &runningVariance,
                     epsilon: epsilon, update: update, estimator: estimator, backend: backend,
                     output: output, residual: residual, activation: activation, cache: &cache,
-                    workspace: &workspace, reduced: reduced)
+                    workspace: &workspace, reduced: reduced, source: source)
             }
         } catch {
             cache.invalidate()

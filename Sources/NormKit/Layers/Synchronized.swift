@@ -142,9 +142,16 @@ public struct Synchronized<Layer: BatchStatisticsLayer>: ActivatedNormalizationL
         cache: inout Cache, workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         let prepared: Result<ChannelGeometry, NormError>
+        // As the layer's own: a BLAS pass copies the input into the cache as
+        // it first reads it, the naive one ahead.
+        var copying = false
         do throws(NormError) {
             try layer.validateParameters()
-            try cache.adopt(input, shape: shape)
+            if layer.backend == .blas {
+                copying = try cache.adoptLater(input, shape: shape)
+            } else {
+                try cache.adopt(input, shape: shape)
+            }
             try Validation.buffer("output", output.count, expected: input.count)
             try Validation.residual(residual, count: input.count)
             prepared = .success(try layer.shard(cache.input.shape, cache.input.count))
@@ -152,17 +159,20 @@ public struct Synchronized<Layer: BatchStatisticsLayer>: ActivatedNormalizationL
             prepared = .failure(error)
         }
         try forward(prepared, mode: mode, output: output, residual: residual?.baseAddress,
-                    cache: &cache, workspace: &workspace)
+                    cache: &cache, workspace: &workspace, source: copying ? input.baseAddress : nil)
     }
 
     /// The synchronized forward of a `prepared` shard (its geometry, or the
     /// error its validation threw), in `Scalar` (`output`, `residual`) or 16
     /// bits (`reduced`); counts the call and the batch when it succeeds.
+    /// `source`: the caller's input, copied into the cache by the pass that
+    /// first reads it.
     @inlinable
     mutating func forward(
         _ prepared: Result<ChannelGeometry, NormError>, mode: Mode,
         output: UnsafeMutableBufferPointer<Scalar>, residual: UnsafePointer<Scalar>?,
-        cache: inout Cache, workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil
+        cache: inout Cache, workspace: inout Workspace<Scalar>, reduced: ReducedStreams? = nil,
+        source: UnsafePointer<Scalar>? = nil
     ) throws(NormError) {
         let mode = layer.runningStatistics.statisticsMode(mode)
         // The running statistics leave the layer for the pass (a protocol's
@@ -181,7 +191,7 @@ public struct Synchronized<Layer: BatchStatisticsLayer>: ActivatedNormalizationL
             runningMean: &runningMean, runningVariance: &runningVariance,
             epsilon: layer.epsilon, update: layer.runningUpdate, estimator: layer.varianceEstimator,
             backend: layer.backend, output: output, residual: residual, activation: layer.activation,
-            cache: &cache, workspace: &workspace, reduced: reduced)
+            cache: &cache, workspace: &workspace, reduced: reduced, source: source)
         // Every rank's call succeeded or every rank's threw: the counts stay in step.
         if mode == .training { trainingCalls += 1 }
         if layer.runningStatistics.counts(mode) { layer.batchesTracked += 1 }
