@@ -79,7 +79,8 @@ enum BatchStatistics {
                 // An inference pass with a `source` normalizes from it (and
                 // copies it into the cache `x` as it goes); a training pass
                 // from the copy its moments made.
-                let read = mode == .inference ? source ?? x : x
+                let inferenceSource = mode == .inference ? source : nil
+                let read = inferenceSource ?? x
                 let anchor = reduced.map { $0.x.assumingMemoryBound(to: Scalar.self) } ?? read
                 let mean = p.mean, invstd = p.invstd, variance = plan.variance.pointer(in: scratch)
                 let vectors = Workspace<Scalar>.spread(
@@ -142,9 +143,10 @@ enum BatchStatistics {
                                       (streams: $0, copying: mode == .inference, block: block,
                                        units: plan.units, scratch: scratch)
                                   },
-                                  copy: mode == .inference && source != nil
-                                      ? (target: UnsafeMutablePointer(mutating: x), block: block,
-                                         streaming: streamsCopy) : nil)
+                                  copy: inferenceSource.map { _ in
+                                      (target: UnsafeMutablePointer(mutating: x), block: block,
+                                       streaming: streamsCopy)
+                                  })
                 }
                 // Everything succeeded: only now do the running statistics change.
                 if mode == .training, let update {

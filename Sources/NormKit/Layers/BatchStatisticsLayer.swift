@@ -123,9 +123,7 @@ extension BatchStatisticsLayer {
         // unit by unit (the blocks its kernel reads anyway): training's
         // moments, inference's normalize pass. The naive backend copies
         // ahead of the pass.
-        let later = backend == .blas
-        let copying = later ? try cache.adoptLater(input, shape: shape) : false
-        if !later { try cache.adopt(input, shape: shape) }
+        let copying = try cache.adopt(input, shape: shape, backend: backend)
         try Validation.buffer("output", output.count, expected: input.count)
         try Validation.residual(residual, count: input.count)
         let g = try geometry(cache.input.shape)

@@ -165,12 +165,7 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
         guard runningStatistics.statisticsMode(mode) == .training else {
             // As SpatialBatchNorm's: a BLAS pass copies the input into the
             // cache as its normalize pass reads it, the naive one ahead.
-            var copying = false
-            if backend == .blas {
-                copying = try cache.adoptLater(input, shape: shape)
-            } else {
-                try cache.adopt(input, shape: shape)
-            }
+            let copying = try cache.adopt(input, shape: shape, backend: backend)
             try Validation.buffer("output", output.count, expected: input.count)
             try Validation.residual(residual, count: input.count)
             try BatchStatistics.forward(

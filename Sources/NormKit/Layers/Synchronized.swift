@@ -147,11 +147,7 @@ public struct Synchronized<Layer: BatchStatisticsLayer>: ActivatedNormalizationL
         var copying = false
         do throws(NormError) {
             try layer.validateParameters()
-            if layer.backend == .blas {
-                copying = try cache.adoptLater(input, shape: shape)
-            } else {
-                try cache.adopt(input, shape: shape)
-            }
+            copying = try cache.adopt(input, shape: shape, backend: layer.backend)
             try Validation.buffer("output", output.count, expected: input.count)
             try Validation.residual(residual, count: input.count)
             prepared = .success(try layer.shard(cache.input.shape, cache.input.count))

@@ -106,6 +106,20 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
         }
     }
 
+    /// ``adopt(_:shape:)`` on the naive backend, ``adoptLater(_:shape:)`` on
+    /// the BLAS one, whose passes copy `x` as they first read it: returns
+    /// whether the pass must copy `x` (to be given as its `source`).
+    /// - Throws: as ``adopt(_:shape:)``.
+    @inlinable
+    mutating func adopt(_ x: UnsafeBufferPointer<Scalar>, shape: [Int],
+                        backend: Backend) throws(NormError) -> Bool {
+        guard backend == .blas else {
+            try adopt(x, shape: shape)
+            return false
+        }
+        return try adoptLater(x, shape: shape)
+    }
+
     /// ``adopt(_:shape:)`` but for the copy, which the forward pass makes as
     /// it first reads each block of `x` (one read of `x` from memory where a
     /// copy ahead of the pass made two): sizes the cache's own storage, and
