@@ -299,14 +299,16 @@ struct NormBench: ParsableCommand {
                 let copyBytes = variant.api == .borrowed ? 4 : 0
                 let bytes = (item.bytesPerFloatElement + copyBytes) * elementBytes / 4
                 let gbps = Double(bytes * elements) / timing.median / 1e9
-                var speedup: Double?, valueRatio: Double?
+                var speedup: Double?, apiRatio: Double?
                 if variant.backend == .blas, variant.api == .buffered,
                    let naive = median(.naive, .buffered, threadList[0]) {
                     speedup = naive / timing.median
                 }
-                if variant.api != .buffered, item.runValue != nil || variant.api == .borrowed,
+                // The value and borrowed forms over the buffered one (not for
+                // a layer with the value API only, whose `run` is it).
+                if variant.api == .borrowed || (variant.api == .value && item.runValue != nil),
                    let buffered = median(variant.backend, .buffered, variant.threads) {
-                    valueRatio = timing.median / buffered
+                    apiRatio = timing.median / buffered
                 }
                 let triad = bandwidth[variant.threads]!
                 records.append(Record(
@@ -315,7 +317,7 @@ struct NormBench: ParsableCommand {
                     api: variant.api.rawValue, medianSeconds: timing.median,
                     minSeconds: timing.min, maxSeconds: timing.max, bytesPerElement: bytes,
                     gbps: gbps, bandwidthGBps: triad, speedupVsNaive: speedup,
-                    valueOverBuffered: variant.api == .value ? valueRatio : nil))
+                    valueOverBuffered: variant.api == .value ? apiRatio : nil))
                 print(pad(item.op, 17) + pad(item.pass, 19) + pad("\(variant.backend)", 8)
                       + pad(variant.api.rawValue, 9)
                       + padLeft("\(variant.backend == .naive ? 1 : variant.threads)", 4)
@@ -325,7 +327,7 @@ struct NormBench: ParsableCommand {
                       + padLeft(format(gbps, 1), 8)
                       + padLeft(format(100 * gbps / triad, 0) + "%", 9)
                       + padLeft(speedup.map { format($0, 2) + "x" } ?? "", 12)
-                      + padLeft(valueRatio.map { format($0, 2) + "x" } ?? "", 11))
+                      + padLeft(apiRatio.map { format($0, 2) + "x" } ?? "", 11))
             }
             if threadList.count > 1 {
                 scaling.append((items[0], threadList.compactMap { median(.blas, .buffered, $0) }))
