@@ -161,11 +161,6 @@ NORMKIT_CENTRED_SQUARES_ROWS(double, d)
                                                  T m, T s) {                              \
         for (long j = 0; j < n; j++) p[j] = dy[j] * ((x[j] - m) * s);                     \
     }                                                                                     \
-    NORMKIT_CLONES void normkit_affine_##SUFFIX(const T *x, T *y, long n, T m, T a, T b,  \
-                                                int streaming) {                          \
-        NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
-            (NORMKIT_LOAD(VECTOR, x + j) - m) * a + b, (x[j] - m) * a + b);               \
-    }                                                                                     \
     NORMKIT_CLONES void normkit_combine_slab_##SUFFIX(const T *dy, const T *x, T *dx,     \
                                                       long n, T m, T a, T b, T c,         \
                                                       int streaming) {                    \
@@ -356,6 +351,17 @@ NORMKIT_COLUMN_PASSES(double, d, normkit_double2)
         } else {                                                                          \
             NORMKIT_EPILOGUE_EXPR(T, SUFFIX, VECTOR, NORMKIT_NORMALIZE_Z(VECTOR, x),      \
                                   (x[j] - mean[j]) * scale[j] + shift[j])                 \
+        }                                                                                 \
+    }                                                                                     \
+    NORMKIT_CLONES void normkit_affine_##SUFFIX(const T *x, T *y, long n, T m, T a, T b,  \
+                                                const T *r, unsigned char *restrict mask, \
+                                                int relu, int streaming) {                \
+        if (x == y) {                                                                     \
+            NORMKIT_EPILOGUE_EXPR(T, SUFFIX, VECTOR, (NORMKIT_LOAD(VECTOR, y + j) - m) * a + b, \
+                                  (y[j] - m) * a + b)                                     \
+        } else {                                                                          \
+            NORMKIT_EPILOGUE_EXPR(T, SUFFIX, VECTOR, (NORMKIT_LOAD(VECTOR, x + j) - m) * a + b, \
+                                  (x[j] - m) * a + b)                                     \
         }                                                                                 \
     }                                                                                     \
     NORMKIT_CLONES void normkit_epilogue_##SUFFIX(const T *z, const T *r, T *y,           \

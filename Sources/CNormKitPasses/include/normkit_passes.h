@@ -32,11 +32,13 @@ void normkit_scale_shift_d(const double *c, double *y, long n, double s,
 void normkit_product_f(const float *dy, const float *x, float *p, long n, float m, float s);
 void normkit_product_d(const double *dy, const double *x, double *p, long n, double m, double s);
 
-/* y[j] = (x[j] - m) * a + b: a slab of one channel (BatchNorm NCHW, GroupNorm) */
+/* y[j] = act((x[j] - m) * a + b + r[j]): a slab of one channel (BatchNorm NCHW,
+   GroupNorm) and the fused epilogue (normkit_epilogue_*) in one loop; r, mask
+   optional (NULL) as there. x may be y. */
 void normkit_affine_f(const float *x, float *y, long n, float m, float a, float b,
-                      int streaming);
+                      const float *r, unsigned char *mask, int relu, int streaming);
 void normkit_affine_d(const double *x, double *y, long n, double m, double a, double b,
-                      int streaming);
+                      const double *r, unsigned char *mask, int relu, int streaming);
 
 /* dx[j] = a * dy[j] + b * (x[j] - m) + c: a slab of one channel (BatchNorm NCHW) */
 void normkit_combine_slab_f(const float *dy, const float *x, float *dx, long n, float m,

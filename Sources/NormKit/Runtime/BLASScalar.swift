@@ -118,11 +118,14 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
         count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: Self, invstd: Self,
         p: UnsafeMutablePointer<Self>)
 
-    /// `y[j] = (x[j] - mean)·scale + shift` over `count` values of one channel,
-    /// with streaming stores when `streaming` (`normkit_affine_*`).
+    /// `y[j] = act((x[j] - mean)·scale + shift + r[j])` over `count` values of
+    /// one channel, with streaming stores when `streaming`: the affine map and
+    /// ``epilogue(count:z:residual:y:mask:relu:streaming:)`` in one loop
+    /// (`normkit_affine_*`). `x` may be `y`.
     @_spi(BLAS) static func affine(
         count: Int, x: UnsafePointer<Self>, mean: Self, scale: Self, shift: Self,
-        y: UnsafeMutablePointer<Self>, streaming: Bool)
+        residual: UnsafePointer<Self>?, y: UnsafeMutablePointer<Self>,
+        mask: UnsafeMutablePointer<UInt8>?, relu: Bool, streaming: Bool)
 
     /// `dx[j] = a·dy[j] + b·(x[j] - mean) + c` over `count` values of one
     /// channel, with streaming stores when `streaming` (`normkit_combine_slab_*`).
@@ -312,15 +315,17 @@ extension BLASScalar {
         product(count: count, dy: dy, x: x, mean: mean, invstd: invstd, p: p)
     }
 
-    /// `y = (x - mean)·scale + shift` over a slab of one channel
-    /// (``affine(count:x:mean:scale:shift:y:streaming:)``).
+    /// `y = act((x - mean)·scale + shift + residual)` over a slab of one
+    /// channel, its ReLU's mask bytes too
+    /// (``affine(count:x:mean:scale:shift:residual:y:mask:relu:streaming:)``).
     @usableFromInline @inline(__always)
     static func affineSlab(
         count: Int, x: UnsafePointer<Self>, mean: Self, scale: Self, shift: Self,
-        into y: UnsafeMutablePointer<Self>, streaming: Bool
+        residual: UnsafePointer<Self>? = nil, into y: UnsafeMutablePointer<Self>,
+        mask: UnsafeMutablePointer<UInt8>? = nil, relu: Bool = false, streaming: Bool
     ) {
-        affine(count: count, x: x, mean: mean, scale: scale, shift: shift, y: y,
-               streaming: streaming)
+        affine(count: count, x: x, mean: mean, scale: scale, shift: shift, residual: residual,
+               y: y, mask: mask, relu: relu, streaming: streaming)
     }
 
     /// BatchNorm's `dx` over a slab of one channel

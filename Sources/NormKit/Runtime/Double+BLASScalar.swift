@@ -127,9 +127,11 @@ extension Double: BLASScalar {
     @_spi(BLAS)
     public static func affine(
         count: Int, x: UnsafePointer<Double>, mean: Double, scale: Double, shift: Double,
-        y: UnsafeMutablePointer<Double>, streaming: Bool
+        residual: UnsafePointer<Double>?, y: UnsafeMutablePointer<Double>,
+        mask: UnsafeMutablePointer<UInt8>?, relu: Bool, streaming: Bool
     ) {
-        normkit_affine_d(x, y, count, mean, scale, shift, streaming ? 1 : 0)
+        normkit_affine_d(x, y, count, mean, scale, shift, residual, mask, relu ? 1 : 0,
+                         streaming ? 1 : 0)
     }
 
     /// `normkit_combine_slab_d`.

@@ -127,9 +127,11 @@ extension Float: BLASScalar {
     @_spi(BLAS)
     public static func affine(
         count: Int, x: UnsafePointer<Float>, mean: Float, scale: Float, shift: Float,
-        y: UnsafeMutablePointer<Float>, streaming: Bool
+        residual: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>,
+        mask: UnsafeMutablePointer<UInt8>?, relu: Bool, streaming: Bool
     ) {
-        normkit_affine_f(x, y, count, mean, scale, shift, streaming ? 1 : 0)
+        normkit_affine_f(x, y, count, mean, scale, shift, residual, mask, relu ? 1 : 0,
+                         streaming ? 1 : 0)
     }
 
     /// `normkit_combine_slab_f`.

@@ -457,8 +457,8 @@ extension BatchNormKernels {
     }
 
     /// `y = act((x - mean_c) * scale_c + shift_c + residual)` over the
-    /// geometry (the `epilogue`'s residual and activation: in the same C loop
-    /// for the matrix geometry, through a piece in L1 for the slabs).
+    /// geometry (the `epilogue`'s residual and activation in the same C loop:
+    /// per row of channels for the matrix geometry, per slab otherwise).
     @inlinable
     static func normalize<Scalar: BLASScalar>(
         x: UnsafePointer<Scalar>, geometry g: ChannelGeometry,
@@ -486,15 +486,10 @@ extension BatchNormKernels {
         for slab in 0..<(g.outer * g.channels) {
             let c = slab % g.channels, offset = slab * g.inner
             let m = mean[c], a = scale[c], b = shift[c]
-            let row = x + offset
-            if epilogue.isIdentity {
-                Scalar.affineSlab(count: g.inner, x: row, mean: m, scale: a, shift: b,
-                                  into: y + offset, streaming: streaming)
-            } else {
-                epilogue.advanced(by: offset).write(
-                    y + offset, count: g.inner, streaming: streaming,
-                    z: { t in (row[t] - m) * a + b })
-            }
+            let e = epilogue.advanced(by: offset)
+            Scalar.affineSlab(count: g.inner, x: x + offset, mean: m, scale: a, shift: b,
+                              residual: e.residual, into: y + offset, mask: e.mask, relu: e.relu,
+                              streaming: streaming)
         }
         S.fence(streaming)
     }

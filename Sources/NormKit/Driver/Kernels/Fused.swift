@@ -64,30 +64,6 @@ struct Epilogue<Scalar: BLASScalar> {
         Scalar.epilogueRow(count: count, z: z, residual: residual, into: y, mask: mask, relu: relu,
                            streaming: streaming)
     }
-
-    /// ``apply(_:count:into:streaming:)`` for a run whose values come from a
-    /// closure (the slab paths' affine maps): `z(t)` is computed into a
-    /// stack piece of 512 values at a time (in L1), which the C pass reads.
-    @inlinable @inline(__always)
-    func write(_ y: UnsafeMutablePointer<Scalar>, count: Int, streaming: Bool,
-               z: (Int) -> Scalar) {
-        if !streaming {
-            // y's lines come into cache anyway: z there, then the C pass in place.
-            for t in 0..<count { y[t] = z(t) }
-            apply(y, count: count, into: y, streaming: false)
-            return
-        }
-        withUnsafeTemporaryAllocation(of: Scalar.self, capacity: 512) { piece in
-            let p = piece.baseAddress!
-            var start = 0
-            while start < count {
-                let n = min(512, count - start)
-                for t in 0..<n { p[t] = z(start + t) }
-                advanced(by: start).apply(p, count: n, into: y + start, streaming: streaming)
-                start += n
-            }
-        }
-    }
 }
 
 /// The passes of the fused forms around a layer's own: the residual sum

@@ -114,15 +114,10 @@ enum GroupNormKernels {
             for k in 0..<perGroup {
                 let c = firstChannel + k, offset = (r * perGroup + k) * hw
                 let a = s * gamma[c], shift = beta[c]
-                let row = x + offset
-                if epilogue.isIdentity {
-                    Scalar.affineSlab(count: hw, x: row, mean: m, scale: a, shift: shift,
-                                      into: y + offset, streaming: streaming)
-                } else {
-                    epilogue.advanced(by: offset).write(
-                        y + offset, count: hw, streaming: streaming,
-                        z: { t in (row[t] - m) * a + shift })
-                }
+                let e = epilogue.advanced(by: offset)
+                Scalar.affineSlab(count: hw, x: x + offset, mean: m, scale: a, shift: shift,
+                                  residual: e.residual, into: y + offset, mask: e.mask,
+                                  relu: e.relu, streaming: streaming)
             }
         }
         S.fence(streaming)
