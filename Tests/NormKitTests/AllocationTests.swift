@@ -518,8 +518,9 @@ extension ProcessWideTests {
         }
 
         /// Training forwards copy in the moments pass (LayerNorm's, RMSNorm's:
-        /// the row pass), inference forwards with running statistics in the
-        /// normalize pass, unit by unit (through the ReLU's mask).
+        /// the row pass; GroupNorm's and InstanceNorm's: the per-group pass),
+        /// inference forwards with running statistics in the normalize pass,
+        /// unit by unit (through the ReLU's mask).
         @Test("a borrowed-memory forward that copies its input as it reads it gives the Tensor forward's bits, over many L2 blocks, stored and streamed, in place, on 1 and 2 threads, training and inference")
         func copyInThePass() throws {
             let before = (StreamingStores.minimumBytes, Threading.threadCount)
@@ -545,6 +546,20 @@ extension ProcessWideTests {
                     try borrowedMatchesTensor(InstanceNorm<Float>(channelCount: 6, activation: .relu,
                                                                   runningStatistics: .exponential),
                                               shape: [5, 6, 31, 33], mode: mode)
+                    // GroupNorm and InstanceNorm without running statistics: per
+                    // row (group), per block of short rows, per channels-last
+                    // sample (in the column kernel, or ahead when streamed).
+                    try borrowedMatchesTensor(GroupNorm<Float>(channelCount: 16, groupCount: 4, activation: .relu),
+                                              shape: [5, 16, 31, 33], mode: mode)
+                    try borrowedMatchesTensor(GroupNorm<Double>(channelCount: 12, groupCount: 6),
+                                              shape: [9, 12, 3, 5], mode: mode)
+                    try borrowedMatchesTensor(GroupNorm<Float>(channelCount: 32, groupCount: 8, layout: .nhwc,
+                                                               activation: .relu),
+                                              shape: [5, 17, 19, 32], mode: mode)
+                    try borrowedMatchesTensor(GroupNorm<Float>(channelCount: 8, groupCount: 2, backend: .naive),
+                                              shape: [3, 8, 9, 11], mode: mode)
+                    try borrowedMatchesTensor(InstanceNorm<Double>(channelCount: 7), shape: [4, 7, 29, 31],
+                                              mode: mode)
                     try borrowedMatchesTensor(SyncBatchNorm<Float>(featureCount: 301, communicator: SingleProcess()),
                                               shape: [1001, 301], mode: mode)
                     try borrowedMatchesTensor(SyncSpatialBatchNorm<Double>(channelCount: 5,

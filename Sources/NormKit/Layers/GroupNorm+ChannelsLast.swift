@@ -64,7 +64,7 @@ extension GroupStatistics {
         beta: [Scalar], epsilon: Scalar, backend: Backend,
         statistics: (mean: UnsafeMutablePointer<Scalar>?, invstd: UnsafeMutablePointer<Scalar>?)?,
         y: UnsafeMutablePointer<Scalar>?, epilogue: Epilogue<Scalar>,
-        workspace: inout Workspace<Scalar>
+        copy: InputCopy<Scalar>? = nil, workspace: inout Workspace<Scalar>
     ) -> Int? {
         let sample = ChannelGeometry(outer: g.spatial, channels: g.channels, inner: 1)
         let block = sample.block(bytesPerScalar: MemoryLayout<Scalar>.stride, buffers: 2)
@@ -87,14 +87,16 @@ extension GroupStatistics {
                 mean: statistics?.mean ?? ownMean.pointer(in: scratch),
                 invstd: statistics?.invstd ?? ownInvstd.pointer(in: scratch),
                 epsilon: epsilon, backend: backend, streaming: streaming, epilogue: epilogue,
-                ones: ones, scratch: scratch, workers: workers, kernel: kernel))
+                copy: copy, ones: ones, scratch: scratch, workers: workers, kernel: kernel))
         }
     }
 
     /// One channels-last sample, an `S x C` matrix: per-channel moments by
     /// the column kernel, merged per group (Chan, channel by channel of every
     /// group at once), the group statistics into `mean` and `invstd`, then
-    /// `y = act((x - mean_g)·gamma_c·invstd_g + beta_c)`.
+    /// `y = act((x - mean_g)·gamma_c·invstd_g + beta_c)`. With a `copy` (the
+    /// cache's storage; BLAS), the sample is copied there first, streamed,
+    /// and the passes read `x` from cache.
     /// - Returns: the first group whose statistics are not finite, or `nil`.
     @inlinable
     static func channelsLastSample<Scalar: BLASScalar>(
@@ -102,9 +104,14 @@ extension GroupStatistics {
         backend: Backend, epsilon: Scalar, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
         y: UnsafeMutablePointer<Scalar>, streaming: Bool, epilogue: Epilogue<Scalar>,
+        copy: InputCopy<Scalar>? = nil,
         ones: UnsafePointer<Scalar>, scratch s: ChannelsLastScratch<Scalar>
     ) -> Int? {
         let channels = g.channels, width = channels / groups
+        if let copy {
+            copy.copy(x, offset: 0, count: g.outer * channels)
+            StreamingStores.fence(true)
+        }
         BatchNormKernels.moments(x: x, geometry: g, block: block, backend: backend,
                                  mean: s.first, m2: s.second, ones: ones, scratch: s.kernel)
         // Merge the k-th channel of every group into the groups' totals.
@@ -235,6 +242,8 @@ extension GroupStatistics {
         @usableFromInline let backend: Backend
         @usableFromInline let streaming: Bool
         @usableFromInline let epilogue: Epilogue<Scalar>
+        /// Where `x` is copied as it is first read (the cache's storage), or `nil`.
+        @usableFromInline let copy: InputCopy<Scalar>?
         @usableFromInline let ones: UnsafePointer<Scalar>
         @usableFromInline let scratch: UnsafeMutablePointer<Scalar>
         @usableFromInline let workers: ScratchRegions<Scalar>
@@ -245,12 +254,13 @@ extension GroupStatistics {
              geometry: GroupNormKernels.Geometry, sample: ChannelGeometry, block: Int,
              gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>, mean: UnsafeMutablePointer<Scalar>,
              invstd: UnsafeMutablePointer<Scalar>, epsilon: Scalar, backend: Backend, streaming: Bool,
-             epilogue: Epilogue<Scalar>, ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>,
-             workers: ScratchRegions<Scalar>, kernel: Int) {
+             epilogue: Epilogue<Scalar>, copy: InputCopy<Scalar>?, ones: UnsafePointer<Scalar>,
+             scratch: UnsafeMutablePointer<Scalar>, workers: ScratchRegions<Scalar>, kernel: Int) {
             self.split = split; self.x = x; self.y = y; self.geometry = geometry; self.sample = sample
             self.block = block; self.gamma = gamma; self.beta = beta; self.mean = mean; self.invstd = invstd
             self.epsilon = epsilon; self.backend = backend; self.streaming = streaming; self.epilogue = epilogue
-            self.ones = ones; self.scratch = scratch; self.workers = workers; self.kernel = kernel
+            self.copy = copy; self.ones = ones; self.scratch = scratch; self.workers = workers
+            self.kernel = kernel
         }
 
         @inlinable
@@ -264,7 +274,7 @@ extension GroupStatistics {
                     x: x! + offset, geometry: sample, groups: g.groups, block: block, backend: backend,
                     epsilon: epsilon, gamma: gamma, beta: beta, mean: mean + row, invstd: invstd + row,
                     y: y! + offset, streaming: streaming, epilogue: epilogue.advanced(by: offset),
-                    ones: ones, scratch: regions) {
+                    copy: copy?.advanced(by: offset), ones: ones, scratch: regions) {
                     return row + failed
                 }
             }

@@ -189,7 +189,16 @@ enum GroupStatistics {
         workspace: inout Workspace<Scalar>
     ) throws(NormError) {
         try parameters(affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
-        try cache.adopt(x, shape: shape)
+        // Over borrowed memory, the BLAS pass copies the input into the cache
+        // as it first reads each unit of rows or sample where the copy
+        // streams (``InputCopy``); otherwise the copy is made here.
+        let copying: Bool
+        if StreamingStores.streamsCopy(count: x.count, of: Scalar.self) {
+            copying = try cache.adopt(x, shape: shape, backend: backend)
+        } else {
+            try cache.adopt(x, shape: shape)
+            copying = false
+        }
         try Validation.buffer("output", output.count, expected: x.count)
         try Validation.residual(residual, count: x.count)
         let g = try geometry(cache.input, channels: channels, groups: groups, layout: layout)
@@ -197,9 +206,10 @@ enum GroupStatistics {
         cache.record(gamma: gamma, beta: beta, parameters: channels, mode: mode, statisticCount: g.rows, origin: origin)
         cache.prepareMask(activation: activation, count: x.count)
         let failure: Int? = cache.withForwardPointers { p in
-            pass(p.x, geometry: g, layout: layout, gamma: gamma, beta: beta, epsilon: epsilon,
-                 backend: backend, statistics: (p.mean, p.invstd), y: output.baseAddress,
+            pass(copying ? x.baseAddress : p.x, geometry: g, layout: layout, gamma: gamma, beta: beta,
+                 epsilon: epsilon, backend: backend, statistics: (p.mean, p.invstd), y: output.baseAddress,
                  epilogue: Epilogue(residual: residual?.baseAddress, activation: activation, mask: p.mask),
+                 copy: copying ? p.x.map { InputCopy(UnsafeMutablePointer(mutating: $0)) } : nil,
                  workspace: &workspace)
         }
         try cache.settle(failure: failure)
@@ -227,7 +237,8 @@ enum GroupStatistics {
     /// The statistics and output pass over a validated geometry: chunks of
     /// samples on ``Threading``'s workers, each through
     /// ``GroupNormKernels/forward``. The statistics go to `statistics` (the
-    /// cache's) or, when `nil`, to the workspace.
+    /// cache's) or, when `nil`, to the workspace. With a `copy` (BLAS), `x`
+    /// is copied there as the kernels first read it.
     /// - Returns: the first row `n·G + g` whose statistics are not finite, or `nil`.
     @inlinable
     static func pass<Scalar: BLASScalar>(
@@ -235,12 +246,12 @@ enum GroupStatistics {
         gamma: [Scalar], beta: [Scalar], epsilon: Scalar, backend: Backend,
         statistics: (mean: UnsafeMutablePointer<Scalar>?, invstd: UnsafeMutablePointer<Scalar>?)?,
         y: UnsafeMutablePointer<Scalar>?, epilogue: Epilogue<Scalar>,
-        workspace: inout Workspace<Scalar>
+        copy: InputCopy<Scalar>? = nil, workspace: inout Workspace<Scalar>
     ) -> Int? {
         guard layout == .nchw else {
             return channelsLastPass(x, geometry: g, gamma: gamma, beta: beta, epsilon: epsilon,
                                     backend: backend, statistics: statistics, y: y, epilogue: epilogue,
-                                    workspace: &workspace)
+                                    copy: copy, workspace: &workspace)
         }
         let channels = g.channels
         let blockRows = backend == .blas
@@ -270,7 +281,7 @@ enum GroupStatistics {
                 mean: statistics?.mean ?? ownMean.pointer(in: scratch),
                 invstd: statistics?.invstd ?? ownInvstd.pointer(in: scratch), geometry: g,
                 blockRows: blockRows, epsilon: epsilon, backend: backend, streaming: streaming,
-                epilogue: epilogue, ones: ones, scratch: scratch, kernel: kernel))
+                epilogue: epilogue, copy: copy, ones: ones, scratch: scratch, kernel: kernel))
         }
     }
 
@@ -346,6 +357,8 @@ enum GroupStatistics {
         @usableFromInline let backend: Backend
         @usableFromInline let streaming: Bool
         @usableFromInline let epilogue: Epilogue<Scalar>
+        /// Where `x` is copied as it is first read (the cache's storage), or `nil`.
+        @usableFromInline let copy: InputCopy<Scalar>?
         @usableFromInline let ones: UnsafePointer<Scalar>
         @usableFromInline let scratch: UnsafeMutablePointer<Scalar>
         @usableFromInline let kernel: ScratchRegions<Scalar>
@@ -355,11 +368,12 @@ enum GroupStatistics {
              gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>, mean: UnsafeMutablePointer<Scalar>,
              invstd: UnsafeMutablePointer<Scalar>, geometry: GroupNormKernels.Geometry, blockRows: Int,
              epsilon: Scalar, backend: Backend, streaming: Bool, epilogue: Epilogue<Scalar>,
-             ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>, kernel: ScratchRegions<Scalar>) {
+             copy: InputCopy<Scalar>?, ones: UnsafePointer<Scalar>,
+             scratch: UnsafeMutablePointer<Scalar>, kernel: ScratchRegions<Scalar>) {
             self.split = split; self.x = x; self.y = y; self.gamma = gamma; self.beta = beta; self.mean = mean
             self.invstd = invstd; self.geometry = geometry; self.blockRows = blockRows; self.epsilon = epsilon
-            self.backend = backend; self.streaming = streaming; self.epilogue = epilogue; self.ones = ones
-            self.scratch = scratch; self.kernel = kernel
+            self.backend = backend; self.streaming = streaming; self.epilogue = epilogue; self.copy = copy
+            self.ones = ones; self.scratch = scratch; self.kernel = kernel
         }
 
         @inlinable
@@ -372,7 +386,8 @@ enum GroupStatistics {
                 geometry: .init(samples: samples.count, channels: g.channels, groups: g.groups, spatial: g.spatial),
                 blockRows: blockRows, epsilon: epsilon, backend: backend, gamma: gamma, beta: beta,
                 mean: mean + firstRow, invstd: invstd + firstRow, y: y! + offset, streaming: streaming,
-                epilogue: epilogue.advanced(by: offset), ones: ones, scratch: kernel.pointer(in: scratch, worker)
+                epilogue: epilogue.advanced(by: offset), copy: copy?.advanced(by: offset), ones: ones,
+                scratch: kernel.pointer(in: scratch, worker)
             ).map { firstRow + $0 }
         }
     }

@@ -157,3 +157,39 @@ public enum StreamingStores {
         if streaming { normkit_stream_fence() }
     }
 }
+
+/// Where a forward pass over borrowed memory copies its input as it first
+/// reads it, with streaming stores: the cache's storage, at the input's
+/// offsets. GroupNorm's and InstanceNorm's passes copy this way where the
+/// copy streams (``StreamingStores/streamsCopy(count:of:)``: the input then
+/// comes from memory, and the copy's read of it serves the passes after it);
+/// a copy that stays in cache is made ahead of them, one long copy.
+@usableFromInline
+struct InputCopy<Scalar: BLASScalar> {
+    /// The copy of the input's first value.
+    @usableFromInline let target: UnsafeMutablePointer<Scalar>
+
+    @inlinable
+    init(_ target: UnsafeMutablePointer<Scalar>) {
+        self.target = target
+    }
+
+    /// The same copy for the input that starts `offset` values later.
+    @inlinable
+    func advanced(by offset: Int) -> InputCopy {
+        InputCopy(target + offset)
+    }
+
+    /// Copies `count` values of `source` from `offset` to the same offset.
+    @inlinable
+    func copy(_ source: UnsafePointer<Scalar>, offset: Int, count: Int) {
+        StreamingStores.copy(source + offset, count: count, into: target + offset, streaming: true)
+    }
+
+    /// How many whole rows of `length` values one copy moves: a quarter of
+    /// L2, at least one row, so that the passes after it find the rows in L2.
+    @inlinable
+    func unitRows(length: Int) -> Int {
+        max(1, CacheGeometry.level2Bytes / 4 / max(1, length * MemoryLayout<Scalar>.stride))
+    }
+}

@@ -46,6 +46,11 @@ enum GroupNormKernels {
     ///   - ones: at least `L` ones (BLAS).
     ///   - scratch: ``LayerNormKernels/forwardScratch(blockRows:columns:rowStatistics:)``
     ///     with `columns = L`, centred (BLAS).
+    ///   - copy: where `x` is copied as it is first read (the cache's storage,
+    ///     for a forward over borrowed memory: ``InputCopy``), or `nil`; a
+    ///     unit of rows at a time (a block of short rows, or as many whole
+    ///     rows as ``InputCopy/unitRows(length:)`` says), which the passes then
+    ///     read from L2. Not on the naive backend.
     /// - Returns: the first row `n·G + g` whose statistics are not finite, or `nil`.
     @inlinable
     static func forward<Scalar: BLASScalar>(
@@ -53,14 +58,20 @@ enum GroupNormKernels {
         backend: Backend, gamma: UnsafePointer<Scalar>, beta: UnsafePointer<Scalar>,
         mean: UnsafeMutablePointer<Scalar>, invstd: UnsafeMutablePointer<Scalar>,
         y: UnsafeMutablePointer<Scalar>, streaming: Bool, epilogue: Epilogue<Scalar> = .identity,
+        copy: InputCopy<Scalar>? = nil,
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) -> Int? {
         let length = g.rowLength
+        precondition(copy == nil || backend == .blas, "the naive backend copies ahead of its passes")
         switch backend {
         case .blas where length >= LayerNormKernels.rowKernelMinimumColumns:
             // One row (group) at a time, as LayerNorm's forward.
             let row = LayerNormKernels.rowScratch(scratch, input: x)
+            let unit = copy?.unitRows(length: length) ?? 1
             for r in 0..<g.rows {
+                if let copy, r % unit == 0 {
+                    copy.copy(x, offset: r * length, count: min(unit, g.rows - r) * length)
+                }
                 guard let (m, s) = LayerNormKernels.statistics(
                     ofRow: x + r * length, columns: length, epsilon: epsilon, rowStatistics: .meanAndVariance,
                     ones: ones, row: row) else { return r }
@@ -74,6 +85,7 @@ enum GroupNormKernels {
             var start = 0
             while start < g.rows {
                 let b = min(blockRows, g.rows - start)
+                copy?.copy(x, offset: start * length, count: b * length)
                 if let bad = LayerNormKernels.rowStatisticsBLAS(
                     x: x + start * length, rows: b, columns: length, epsilon: epsilon,
                     rowStatistics: .meanAndVariance, mean: mean + start, invstd: invstd + start,
