@@ -191,14 +191,8 @@ enum GroupStatistics {
         try parameters(affine: affine, gamma: gamma, beta: beta, epsilon: epsilon, channels: channels)
         // Over borrowed memory, the BLAS pass copies the input into the cache
         // as it first reads each unit of rows or sample where the copy
-        // streams (``InputCopy``); otherwise the copy is made here.
-        let copying: Bool
-        if StreamingStores.streamsCopy(count: x.count, of: Scalar.self) {
-            copying = try cache.adopt(x, shape: shape, backend: backend)
-        } else {
-            try cache.adopt(x, shape: shape)
-            copying = false
-        }
+        // streams (``InputCopy``); otherwise `adopt` makes the copy.
+        let copying = try cache.adopt(x, shape: shape, backend: backend, onlyStreamed: true)
         try Validation.buffer("output", output.count, expected: x.count)
         try Validation.residual(residual, count: x.count)
         let g = try geometry(cache.input, channels: channels, groups: groups, layout: layout)

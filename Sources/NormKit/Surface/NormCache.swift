@@ -108,12 +108,17 @@ public struct NormCache<Scalar: BLASScalar>: Sendable {
 
     /// ``adopt(_:shape:)`` on the naive backend, ``adoptLater(_:shape:)`` on
     /// the BLAS one, whose passes copy `x` as they first read it: returns
-    /// whether the pass must copy `x` (to be given as its `source`).
+    /// whether the pass must copy `x` (to be given as its `source`). With
+    /// `onlyStreamed` (GroupNorm's and InstanceNorm's per-sample passes), the
+    /// pass copies only a copy that streams
+    /// (``StreamingStores/streamsCopy(count:of:)``, ``InputCopy``), and one
+    /// that stays in cache is made here.
     /// - Throws: as ``adopt(_:shape:)``.
     @inlinable
     mutating func adopt(_ x: UnsafeBufferPointer<Scalar>, shape: [Int],
-                        backend: Backend) throws(NormError) -> Bool {
-        guard backend == .blas else {
+                        backend: Backend, onlyStreamed: Bool = false) throws(NormError) -> Bool {
+        guard backend == .blas,
+              !onlyStreamed || StreamingStores.streamsCopy(count: x.count, of: Scalar.self) else {
             try adopt(x, shape: shape)
             return false
         }
