@@ -139,13 +139,13 @@ enum BatchStatistics {
                     normalizePass(split: split, geometry: g, x: read, y: y, vectors: vectors,
                                   streaming: streaming,
                                   epilogue: Epilogue(residual: residual, activation: activation, mask: p.mask),
+                                  block: block,
                                   reduced: reduced.map {
-                                      (streams: $0, copying: mode == .inference, block: block,
-                                       units: plan.units, scratch: scratch)
+                                      (streams: $0, copying: mode == .inference, units: plan.units,
+                                       scratch: scratch)
                                   },
                                   copy: inferenceSource.map { _ in
-                                      (target: UnsafeMutablePointer(mutating: x), block: block,
-                                       streaming: streamsCopy)
+                                      InputCopy(UnsafeMutablePointer(mutating: x), streaming: streamsCopy)
                                   })
                 }
                 // Everything succeeded: only now do the running statistics change.
@@ -199,15 +199,15 @@ enum BatchStatistics {
     static func normalizePass<Scalar: BLASScalar>(
         split: Threading.Split, geometry g: ChannelGeometry, x: UnsafePointer<Scalar>,
         y: UnsafeMutablePointer<Scalar>, vectors: SpreadVectors<Scalar>,
-        streaming: Bool, epilogue: Epilogue<Scalar>,
-        reduced: (streams: ReducedStreams, copying: Bool, block: Int,
+        streaming: Bool, epilogue: Epilogue<Scalar>, block: Int,
+        reduced: (streams: ReducedStreams, copying: Bool,
                   units: ScratchRegions<Scalar>, scratch: UnsafeMutablePointer<Scalar>)? = nil,
-        copy: (target: UnsafeMutablePointer<Scalar>, block: Int, streaming: Bool)? = nil
+        copy: InputCopy<Scalar>? = nil
     ) {
         Threading.run(split, NormalizePass(
             split: split, geometry: g, x: x, y: y, vectors: UnsafePointer(vectors.first),
-            stride: vectors.stride,
-            streaming: streaming, epilogue: epilogue, reduced: reduced, copy: copy))
+            stride: vectors.stride, streaming: streaming, epilogue: epilogue, block: block,
+            reduced: reduced, copy: copy))
     }
 
     /// Inference with the running statistics and nothing kept:
@@ -242,9 +242,9 @@ enum BatchStatistics {
             }
             guard g.outer > 0 else { return nil }
             normalizePass(split: split, geometry: g, x: x, y: y, vectors: spread,
-                          streaming: streaming, epilogue: epilogue,
+                          streaming: streaming, epilogue: epilogue, block: block,
                           reduced: reduced.map {
-                              (streams: $0, copying: false, block: block, units: units, scratch: scratch)
+                              (streams: $0, copying: false, units: units, scratch: scratch)
                           })
             return nil
         }

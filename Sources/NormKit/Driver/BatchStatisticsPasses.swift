@@ -94,24 +94,26 @@ extension BatchStatistics {
         @usableFromInline let stride: Int
         @usableFromInline let streaming: Bool
         @usableFromInline let epilogue: Epilogue<Scalar>
-        @usableFromInline let reduced: (streams: ReducedStreams, copying: Bool, block: Int,
+        /// The geometry's block: a unit's rows (or a sample's channels) where
+        /// the pass widens or copies unit by unit
+        /// (``ChannelGeometry/forEachUnit(rows:block:_:)``).
+        @usableFromInline let block: Int
+        @usableFromInline let reduced: (streams: ReducedStreams, copying: Bool,
                                         units: ScratchRegions<Scalar>, scratch: UnsafeMutablePointer<Scalar>)?
         /// The cache's storage that `x` is copied into (a `Float`/`Double`
-        /// inference forward over borrowed memory), units of `block`
-        /// (``ChannelGeometry/forEachUnit(rows:block:_:)``), the stores
-        /// streamed when `streaming`.
-        @usableFromInline let copy: (target: UnsafeMutablePointer<Scalar>, block: Int, streaming: Bool)?
+        /// inference forward over borrowed memory), unit by unit.
+        @usableFromInline let copy: InputCopy<Scalar>?
 
         @inlinable
         init(split: Threading.Split, geometry: ChannelGeometry, x: UnsafePointer<Scalar>,
              y: UnsafeMutablePointer<Scalar>, vectors: UnsafePointer<Scalar>, stride: Int, streaming: Bool,
-             epilogue: Epilogue<Scalar>,
-             reduced: (streams: ReducedStreams, copying: Bool, block: Int, units: ScratchRegions<Scalar>,
+             epilogue: Epilogue<Scalar>, block: Int,
+             reduced: (streams: ReducedStreams, copying: Bool, units: ScratchRegions<Scalar>,
                        scratch: UnsafeMutablePointer<Scalar>)?,
-             copy: (target: UnsafeMutablePointer<Scalar>, block: Int, streaming: Bool)?) {
+             copy: InputCopy<Scalar>?) {
             self.split = split; self.geometry = geometry; self.x = x; self.y = y; self.vectors = vectors
-            self.stride = stride; self.streaming = streaming; self.epilogue = epilogue; self.reduced = reduced
-            self.copy = copy
+            self.stride = stride; self.streaming = streaming; self.epilogue = epilogue; self.block = block
+            self.reduced = reduced; self.copy = copy
         }
 
         @inlinable
@@ -119,22 +121,21 @@ extension BatchStatistics {
             let g = geometry, rows = split.rows(ofChunk: chunk)
             if let r = reduced {
                 BatchStatistics.reducedNormalize(
-                    r.streams, rows: rows, geometry: g, block: r.block, vectors: vectors, stride: stride,
+                    r.streams, rows: rows, geometry: g, block: block, vectors: vectors, stride: stride,
                     copying: r.copying, streaming: streaming, epilogue: epilogue,
                     units: r.units.pointer(in: r.scratch, worker))
                 return
             }
             if let copy {
                 // Elementwise: the units' outputs are the chunk's bits.
-                g.forEachUnit(rows: rows, block: copy.block) { offset, unit, c0, _ in
-                    StreamingStores.copy(x + offset, count: unit.count, into: copy.target + offset,
-                                         streaming: copy.streaming)
+                g.forEachUnit(rows: rows, block: block) { offset, unit, c0, _ in
+                    copy.copy(x, offset: offset, count: unit.count)
                     BatchNormKernels.normalize(
                         x: x + offset, geometry: unit, mean: vectors + c0, scale: vectors + stride + c0,
                         shift: vectors + 2 * stride + c0, y: y + offset, streaming: streaming,
                         epilogue: epilogue.advanced(by: offset))
                 }
-                StreamingStores.fence(copy.streaming)
+                copy.fence()
                 return
             }
             let offset = rows.lowerBound * g.channels * g.inner

@@ -110,7 +110,7 @@ extension GroupStatistics {
         let channels = g.channels, width = channels / groups
         if let copy {
             copy.copy(x, offset: 0, count: g.outer * channels)
-            StreamingStores.fence(true)
+            copy.fence()
         }
         BatchNormKernels.moments(x: x, geometry: g, block: block, backend: backend,
                                  mean: s.first, m2: s.second, ones: ones, scratch: s.kernel)

@@ -203,7 +203,7 @@ enum GroupStatistics {
             pass(copying ? x.baseAddress : p.x, geometry: g, layout: layout, gamma: gamma, beta: beta,
                  epsilon: epsilon, backend: backend, statistics: (p.mean, p.invstd), y: output.baseAddress,
                  epilogue: Epilogue(residual: residual?.baseAddress, activation: activation, mask: p.mask),
-                 copy: copying ? p.x.map { InputCopy(UnsafeMutablePointer(mutating: $0)) } : nil,
+                 copy: copying ? p.x.map { InputCopy(UnsafeMutablePointer(mutating: $0), streaming: true) } : nil,
                  workspace: &workspace)
         }
         try cache.settle(failure: failure)

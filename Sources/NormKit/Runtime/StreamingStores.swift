@@ -159,31 +159,41 @@ public enum StreamingStores {
 }
 
 /// Where a forward pass over borrowed memory copies its input as it first
-/// reads it, with streaming stores: the cache's storage, at the input's
-/// offsets. GroupNorm's and InstanceNorm's passes copy this way where the
-/// copy streams (``StreamingStores/streamsCopy(count:of:)``: the input then
-/// comes from memory, and the copy's read of it serves the passes after it);
-/// a copy that stays in cache is made ahead of them, one long copy.
+/// reads it: the cache's storage, at the input's offsets, with streaming
+/// stores when ``streaming`` (``StreamingStores/streamsCopy(count:of:)``).
+/// BatchNorm's inference normalize pass copies this way; GroupNorm's and
+/// InstanceNorm's passes only where the copy streams (the input then comes
+/// from memory, and the copy's read of it serves the passes after it), a
+/// copy that stays in cache being made ahead of them, one long copy.
 @usableFromInline
 struct InputCopy<Scalar: BLASScalar> {
     /// The copy of the input's first value.
     @usableFromInline let target: UnsafeMutablePointer<Scalar>
+    /// Whether the copy is written with streaming stores.
+    @usableFromInline let streaming: Bool
 
     @inlinable
-    init(_ target: UnsafeMutablePointer<Scalar>) {
+    init(_ target: UnsafeMutablePointer<Scalar>, streaming: Bool) {
         self.target = target
+        self.streaming = streaming
     }
 
     /// The same copy for the input that starts `offset` values later.
     @inlinable
     func advanced(by offset: Int) -> InputCopy {
-        InputCopy(target + offset)
+        InputCopy(target + offset, streaming: streaming)
     }
 
     /// Copies `count` values of `source` from `offset` to the same offset.
     @inlinable
     func copy(_ source: UnsafePointer<Scalar>, offset: Int, count: Int) {
-        StreamingStores.copy(source + offset, count: count, into: target + offset, streaming: true)
+        StreamingStores.copy(source + offset, count: count, into: target + offset, streaming: streaming)
+    }
+
+    /// Makes the copy's streaming stores visible (``StreamingStores/fence(_:)``).
+    @inlinable
+    func fence() {
+        StreamingStores.fence(streaming)
     }
 
     /// How many whole rows of `length` values one copy moves: a quarter of
