@@ -100,10 +100,10 @@ enum BatchStatistics {
                     var merged = 0
                     for chunk in 0..<split.chunks where g.outer > 0 {
                         let rows = split.rows(ofChunk: chunk)
-                        let own = plan.partials.pointer(in: scratch, chunk)
+                        let own = plan.partials.vectors(2, of: channels, in: scratch, chunk)
                         merged = Moments.merge(count: merged, mean: mean, m2: variance,
-                                               blockCount: rows.count * g.inner, blockMean: own,
-                                               blockM2: own + channels, length: channels)
+                                               blockCount: rows.count * g.inner, blockMean: own[0],
+                                               blockM2: own[1], length: channels)
                     }
                     switch exchange.mergeMoments(local: merged, mean: mean, m2: variance,
                                                  channels: channels,
@@ -136,7 +136,7 @@ enum BatchStatistics {
                 // placeholder the reduced branch never reads.
                 let placeholder = reduced == nil ? nil : UnsafeMutablePointer(mutating: x)
                 if g.outer > 0, let y = output.baseAddress ?? placeholder {
-                    normalizePass(split: split, geometry: g, x: read, y: y, vectors: vectors,
+                    normalizePass(split: split, geometry: g, x: read, y: y, vectors: AffineVectors(vectors),
                                   streaming: streaming,
                                   epilogue: Epilogue(residual: residual, activation: activation, mask: p.mask),
                                   block: block,
@@ -194,19 +194,18 @@ enum BatchStatistics {
 
     /// The normalize pass over the chunks of `split`:
     /// `y = act((x - mean) * scale + shift + residual)` (the epilogue's), with
-    /// the mean, scale and shift `vectors[0]`, `[1]` and `[2]`.
+    /// the mean, scale and shift of `vectors`.
     @inlinable
     static func normalizePass<Scalar: BLASScalar>(
         split: Threading.Split, geometry g: ChannelGeometry, x: UnsafePointer<Scalar>,
-        y: UnsafeMutablePointer<Scalar>, vectors: SpreadVectors<Scalar>,
+        y: UnsafeMutablePointer<Scalar>, vectors: AffineVectors<Scalar>,
         streaming: Bool, epilogue: Epilogue<Scalar>, block: Int,
         reduced: (streams: ReducedStreams, copying: Bool,
                   units: ScratchRegions<Scalar>, scratch: UnsafeMutablePointer<Scalar>)? = nil,
         copy: InputCopy<Scalar>? = nil
     ) {
         Threading.run(split, NormalizePass(
-            split: split, geometry: g, x: x, y: y, vectors: UnsafePointer(vectors.first),
-            stride: vectors.stride, streaming: streaming, epilogue: epilogue, block: block,
+            split: split, geometry: g, x: x, y: y, vectors: vectors, streaming: streaming, epilogue: epilogue, block: block,
             reduced: reduced, copy: copy))
     }
 
@@ -241,7 +240,7 @@ enum BatchStatistics {
                 shift[c] = beta.isEmpty ? 0 : beta[c]
             }
             guard g.outer > 0 else { return nil }
-            normalizePass(split: split, geometry: g, x: x, y: y, vectors: spread,
+            normalizePass(split: split, geometry: g, x: x, y: y, vectors: AffineVectors(spread),
                           streaming: streaming, epilogue: epilogue, block: block,
                           reduced: reduced.map {
                               (streams: $0, copying: false, units: units, scratch: scratch)
@@ -296,9 +295,9 @@ enum BatchStatistics {
         ) { ones, scratch, standIns in
             cache.withBackwardPointers(buffers, standIns: standIns) { p in
                 let anchor = reduced.map { $0.x.assumingMemoryBound(to: Scalar.self) } ?? p.x
-                let vectors = Workspace<Scalar>.spread(
-                    4, of: channels, in: plan.vectors.pointer(in: scratch), awayFrom: anchor)
-                let mean = vectors[3]
+                let coefficients = CombineCoefficients(Workspace<Scalar>.spread(
+                    4, of: channels, in: plan.vectors.pointer(in: scratch), awayFrom: anchor))
+                let mean = coefficients.mean
                 mean.update(from: p.mean, count: channels)
                 if g.outer > 0 {
                     Threading.run(split, ParameterSumsPass(
@@ -307,31 +306,32 @@ enum BatchStatistics {
                         reduced: reduced))
                 }
                 // The batch's sums: this process's, then summed over the
-                // exchange, where chunk 0's partials were (merged already).
-                let sums = plan.partials.pointer(in: scratch, 0)
+                // exchange, where chunk 0's partials were (merged already):
+                // `Σ dy·(x - mean)` and `Σ dy`, back to back (the exchange's
+                // message).
+                let sums = plan.partials.vectors(2, of: channels, in: scratch, 0)
                 if g.outer > 0 {
-                    Threading.sumPartials(chunks: split.chunks, first: sums, stride: plan.partials.stride,
+                    Threading.sumPartials(plan.partials, in: scratch, chunks: split.chunks,
                                           count: channels, dgamma: p.dgamma, dbeta: p.dbeta)
                 } else {
                     p.dgamma.update(repeating: 0, count: channels)
                     p.dbeta.update(repeating: 0, count: channels)
                 }
-                sums.update(from: p.dgamma, count: channels)
-                (sums + channels).update(from: p.dbeta, count: channels)
+                sums[0].update(from: p.dgamma, count: channels)
+                sums[1].update(from: p.dbeta, count: channels)
                 if !frozen {
-                    switch exchange.sumGradients(sums, channels: channels, local: g.valuesPerStatistic,
+                    switch exchange.sumGradients(sums.first, channels: channels, local: g.valuesPerStatistic,
                                                  scratch: plan.exchange.pointer(in: scratch)) {
                     case let .success(total): count = total
                     case let .failure(error): return error
                     }
                 }
                 BatchNormKernels.coefficients(p, sums: sums, channels: channels, count: count,
-                                              forwardMode: forwardMode, coefficients: vectors.first,
-                                              stride: vectors.stride)
+                                              forwardMode: forwardMode, into: coefficients)
                 if g.outer > 0 {
                     Threading.run(split, CombinePass(
-                        split: split, geometry: g, pointers: p, coefficients: UnsafePointer(vectors.first),
-                        stride: vectors.stride, streaming: streaming, mask: mask, block: block, reduced: reduced,
+                        split: split, geometry: g, pointers: p, coefficients: coefficients,
+                        streaming: streaming, mask: mask, block: block, reduced: reduced,
                         units: plan.units, scratch: scratch))
                 }
                 return nil
@@ -396,23 +396,23 @@ enum BatchStatistics {
             ones: backend == .blas ? blockRows : 0, scratch: layout.count, parameters: channels
         ) { ones, scratch, standIns in
             cache.withBackwardPointers(buffers, standIns: standIns) { p in
-                let firstSums = chunkSums.pointer(in: scratch, 0), stride = chunkSums.stride
+                let firstSums = chunkSums.vectors(4, of: channels, in: scratch, 0), stride = chunkSums.stride
                 let batchSum = batchSums.pointer(in: scratch), dvar = variances.pointer(in: scratch)
                 var pass = GraphStagePass(
                     stage: .one, split: split, channels: channels, pointers: p, chunkSums: chunkSums,
                     nodes: nodes, scratch: scratch, ones: ones, blockRows: blockRows, forwardMode: forwardMode,
                     backend: backend, dvar: UnsafePointer(dvar), batchSum: UnsafePointer(batchSum))
                 Threading.run(split, pass)
-                Threading.sumPartials(chunks: split.chunks, first: firstSums, stride: stride,
+                Threading.sumPartials(chunkSums, in: scratch, chunks: split.chunks,
                                       count: channels, dgamma: p.dgamma, dbeta: p.dbeta)
                 if frozen { return }
-                Threading.sumPartials(chunks: split.chunks, first: firstSums + 2 * channels,
+                Threading.sumPartials(chunks: split.chunks, first: firstSums[2],
                                       stride: stride, count: channels, into: batchSum)
                 BatchNormKernels.graphVarianceNode(divar: batchSum, invstd: p.invstd,
                                                    columns: channels, dvar: dvar)
                 pass.stage = .two
                 Threading.run(split, pass)
-                Threading.sumPartials(chunks: split.chunks, first: firstSums + 3 * channels,
+                Threading.sumPartials(chunks: split.chunks, first: firstSums[3],
                                       stride: stride, count: channels, into: batchSum)
                 pass.stage = .three
                 Threading.run(split, pass)

@@ -35,12 +35,12 @@ extension BatchStatistics {
         @inlinable
         func run(chunk: Int, worker: Int) {
             let g = geometry, channels = g.channels, rows = split.rows(ofChunk: chunk)
-            let own = plan.partials.pointer(in: scratch, chunk)
+            let own = plan.partials.vectors(2, of: channels, in: scratch, chunk)
             let kernelScratch = plan.kernel.pointer(in: scratch, worker)
             if let r = reduced {
                 BatchStatistics.reducedMoments(
-                    r, rows: rows, geometry: g, block: block, backend: backend, mean: own,
-                    m2: own + channels, ones: ones, kernelScratch: kernelScratch,
+                    r, rows: rows, geometry: g, block: block, backend: backend, mean: own[0],
+                    m2: own[1], ones: ones, kernelScratch: kernelScratch,
                     units: plan.units.pointer(in: scratch, worker), streaming: streaming)
                 return
             }
@@ -56,9 +56,9 @@ extension BatchStatistics {
                 // caller's (in cache since the copy read it), merged.
                 let target = UnsafeMutablePointer(mutating: x)
                 BatchStatistics.unitMoments(
-                    rows: rows, geometry: g, block: block, backend: backend, mean: own,
-                    m2: own + channels, ones: ones, kernelScratch: kernelScratch,
-                    sums: plan.units.pointer(in: scratch, worker)
+                    rows: rows, geometry: g, block: block, backend: backend, mean: own[0],
+                    m2: own[1], ones: ones, kernelScratch: kernelScratch,
+                    sums: plan.units.vectors(2, of: channels, in: scratch, worker)
                 ) { offset, count in
                     StreamingStores.copy(source + offset, count: count, into: target + offset,
                                          streaming: streaming)
@@ -71,7 +71,7 @@ extension BatchStatistics {
             BatchNormKernels.moments(
                 x: (source ?? x) + first,
                 geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
-                block: block, backend: backend, mean: own, m2: own + channels, ones: ones,
+                block: block, backend: backend, mean: own[0], m2: own[1], ones: ones,
                 scratch: kernelScratch,
                 copy: copiesInKernel ? UnsafeMutablePointer(mutating: x) + first : nil)
         }
@@ -79,7 +79,7 @@ extension BatchStatistics {
 
     /// The normalize phase: `y = act((x - mean) * scale + shift + residual)`
     /// (the epilogue's) over a chunk of rows, with the mean, scale and shift
-    /// at `vectors`, `vectors + stride` and `vectors + 2 * stride`; a 16-bit
+    /// of ``vectors``; a 16-bit
     /// pass widens, runs the `Float` pass and narrows per unit (each worker
     /// its units). An inference forward over borrowed memory (``copy``)
     /// copies `x` into the cache unit by unit and normalizes each unit while
@@ -90,8 +90,7 @@ extension BatchStatistics {
         @usableFromInline let geometry: ChannelGeometry
         @usableFromInline let x: UnsafePointer<Scalar>
         @usableFromInline let y: UnsafeMutablePointer<Scalar>
-        @usableFromInline let vectors: UnsafePointer<Scalar>
-        @usableFromInline let stride: Int
+        @usableFromInline let vectors: AffineVectors<Scalar>
         @usableFromInline let streaming: Bool
         @usableFromInline let epilogue: Epilogue<Scalar>
         /// The geometry's block: a unit's rows (or a sample's channels) where
@@ -106,13 +105,13 @@ extension BatchStatistics {
 
         @inlinable
         init(split: Threading.Split, geometry: ChannelGeometry, x: UnsafePointer<Scalar>,
-             y: UnsafeMutablePointer<Scalar>, vectors: UnsafePointer<Scalar>, stride: Int, streaming: Bool,
+             y: UnsafeMutablePointer<Scalar>, vectors: AffineVectors<Scalar>, streaming: Bool,
              epilogue: Epilogue<Scalar>, block: Int,
              reduced: (streams: ReducedStreams, copying: Bool, units: ScratchRegions<Scalar>,
                        scratch: UnsafeMutablePointer<Scalar>)?,
              copy: InputCopy<Scalar>?) {
             self.split = split; self.geometry = geometry; self.x = x; self.y = y; self.vectors = vectors
-            self.stride = stride; self.streaming = streaming; self.epilogue = epilogue; self.block = block
+            self.streaming = streaming; self.epilogue = epilogue; self.block = block
             self.reduced = reduced; self.copy = copy
         }
 
@@ -121,7 +120,7 @@ extension BatchStatistics {
             let g = geometry, rows = split.rows(ofChunk: chunk)
             if let r = reduced {
                 BatchStatistics.reducedNormalize(
-                    r.streams, rows: rows, geometry: g, block: block, vectors: vectors, stride: stride,
+                    r.streams, rows: rows, geometry: g, block: block, vectors: vectors,
                     copying: r.copying, streaming: streaming, epilogue: epilogue,
                     units: r.units.pointer(in: r.scratch, worker))
                 return
@@ -130,9 +129,10 @@ extension BatchStatistics {
                 // Elementwise: the units' outputs are the chunk's bits.
                 g.forEachUnit(rows: rows, block: block) { offset, unit, c0, _ in
                     copy.copy(x, offset: offset, count: unit.count)
+                    let v = vectors.advanced(by: c0)
                     BatchNormKernels.normalize(
-                        x: x + offset, geometry: unit, mean: vectors + c0, scale: vectors + stride + c0,
-                        shift: vectors + 2 * stride + c0, y: y + offset, streaming: streaming,
+                        x: x + offset, geometry: unit, mean: v.mean, scale: v.scale, shift: v.shift,
+                        y: y + offset, streaming: streaming,
                         epilogue: epilogue.advanced(by: offset))
                 }
                 copy.fence()
@@ -141,7 +141,7 @@ extension BatchStatistics {
             let offset = rows.lowerBound * g.channels * g.inner
             BatchNormKernels.normalize(
                 x: x + offset, geometry: ChannelGeometry(outer: rows.count, channels: g.channels, inner: g.inner),
-                mean: vectors, scale: vectors + stride, shift: vectors + 2 * stride, y: y + offset,
+                mean: vectors.mean, scale: vectors.scale, shift: vectors.shift, y: y + offset,
                 streaming: streaming, epilogue: epilogue.advanced(by: offset))
         }
     }
@@ -176,12 +176,12 @@ extension BatchStatistics {
         @inlinable
         func run(chunk: Int, worker: Int) {
             let g = geometry, p = pointers, channels = g.channels, rows = split.rows(ofChunk: chunk)
-            let partial = plan.partials.pointer(in: scratch, chunk)
+            let partial = plan.partials.vectors(2, of: channels, in: scratch, chunk)
             let kernelScratch = plan.kernel.pointer(in: scratch, worker)
             if let r = reduced {
                 BatchStatistics.reducedParameterSums(
                     r, rows: rows, geometry: g, block: block, backend: backend, mask: mask, mean: mean,
-                    dgammaRaw: partial, dbeta: partial + channels, ones: ones, kernelScratch: kernelScratch,
+                    dgammaRaw: partial[0], dbeta: partial[1], ones: ones, kernelScratch: kernelScratch,
                     units: plan.units.pointer(in: scratch, worker))
                 return
             }
@@ -189,21 +189,20 @@ extension BatchStatistics {
             BatchNormKernels.parameterSums(
                 dy: p.dy + offset, mask: mask.map { $0 + offset }, x: p.x + offset,
                 geometry: ChannelGeometry(outer: rows.count, channels: channels, inner: g.inner),
-                block: block, backend: backend, mean: mean, dgammaRaw: partial, dbeta: partial + channels,
+                block: block, backend: backend, mean: mean, dgammaRaw: partial[0], dbeta: partial[1],
                 ones: ones, scratch: kernelScratch)
         }
     }
 
     /// The second phase of the closed-form backward: `dx = A·dy + B·(x - mean) + C`
-    /// per channel over a chunk of rows, with `A`, `B`, `C` and the mean at
-    /// `coefficients`, `stride` apart (a 16-bit pass per unit).
+    /// per channel over a chunk of rows, with `A`, `B`, `C` and the mean of
+    /// ``coefficients`` (a 16-bit pass per unit).
     @usableFromInline
     struct CombinePass<Scalar: BLASScalar>: Threading.Pass {
         @usableFromInline let split: Threading.Split
         @usableFromInline let geometry: ChannelGeometry
         @usableFromInline let pointers: BackwardPointers<Scalar>
-        @usableFromInline let coefficients: UnsafePointer<Scalar>
-        @usableFromInline let stride: Int
+        @usableFromInline let coefficients: CombineCoefficients<Scalar>
         @usableFromInline let streaming: Bool
         @usableFromInline let mask: UnsafePointer<UInt8>?
         @usableFromInline let block: Int
@@ -213,11 +212,11 @@ extension BatchStatistics {
 
         @inlinable
         init(split: Threading.Split, geometry: ChannelGeometry, pointers: BackwardPointers<Scalar>,
-             coefficients: UnsafePointer<Scalar>, stride: Int, streaming: Bool, mask: UnsafePointer<UInt8>?,
+             coefficients: CombineCoefficients<Scalar>, streaming: Bool, mask: UnsafePointer<UInt8>?,
              block: Int, reduced: ReducedStreams?, units: ScratchRegions<Scalar>,
              scratch: UnsafeMutablePointer<Scalar>) {
             self.split = split; self.geometry = geometry; self.pointers = pointers
-            self.coefficients = coefficients; self.stride = stride; self.streaming = streaming; self.mask = mask
+            self.coefficients = coefficients; self.streaming = streaming; self.mask = mask
             self.block = block; self.reduced = reduced; self.units = units; self.scratch = scratch
         }
 
@@ -226,8 +225,8 @@ extension BatchStatistics {
             let g = geometry, p = pointers, rows = split.rows(ofChunk: chunk)
             if let r = reduced {
                 BatchStatistics.reducedCombine(
-                    r, rows: rows, geometry: g, block: block, mask: mask, mean: coefficients + 3 * stride,
-                    coefficients: coefficients, stride: stride, streaming: streaming,
+                    r, rows: rows, geometry: g, block: block, mask: mask, coefficients: coefficients,
+                    streaming: streaming,
                     units: units.pointer(in: scratch, worker))
                 return
             }
@@ -235,8 +234,7 @@ extension BatchStatistics {
             BatchNormKernels.combine(
                 dy: p.dy + offset, mask: mask.map { $0 + offset }, x: p.x + offset,
                 geometry: ChannelGeometry(outer: rows.count, channels: g.channels, inner: g.inner),
-                mean: coefficients + 3 * stride, coefficients: coefficients, stride: stride,
-                dx: p.dx + offset, streaming: streaming)
+                coefficients: coefficients, dx: p.dx + offset, streaming: streaming)
         }
     }
 
@@ -278,7 +276,7 @@ extension BatchStatistics {
         @inlinable
         func run(chunk: Int, worker: Int) {
             let p = pointers, rows = split.rows(ofChunk: chunk), offset = rows.lowerBound * channels
-            let sums = chunkSums.pointer(in: scratch, chunk)
+            let sums = chunkSums.vectors(4, of: channels, in: scratch, chunk)
             switch stage {
             case .one:
                 BatchNormKernels.graphStageOne(
@@ -286,12 +284,12 @@ extension BatchStatistics {
                     blockRows: blockRows, mean: p.mean, invstd: p.invstd, gamma: p.gamma,
                     forwardMode: forwardMode, backend: backend, dx: p.dx + offset,
                     node: nodes.pointer(in: scratch, worker),
-                    dgamma: sums, dbeta: sums + channels, divar: sums + 2 * channels, ones: ones)
+                    dgamma: sums[0], dbeta: sums[1], divar: sums[2], ones: ones)
             case .two:
                 BatchNormKernels.graphStageTwo(
                     x: p.x + offset, rows: rows.count, columns: channels, blockRows: blockRows,
                     count: split.outer, mean: p.mean, invstd: p.invstd, dvar: dvar, backend: backend,
-                    dx: p.dx + offset, dmu: sums + 3 * channels, ones: ones)
+                    dx: p.dx + offset, dmu: sums[3], ones: ones)
             case .three:
                 BatchNormKernels.graphStageThree(rows: rows.count, columns: channels, count: split.outer,
                                                  sumDxmu: batchSum, dx: p.dx + offset)

@@ -155,7 +155,10 @@ extension BatchStatistics {
     /// each on whole lines.
     @usableFromInline
     struct ReducedUnits<Scalar: BLASScalar> {
-        @usableFromInline let first, second, third, sums: UnsafeMutablePointer<Scalar>
+        @usableFromInline let first, second, third: UnsafeMutablePointer<Scalar>
+        /// A unit's two per-channel sums (its mean and M2, or its
+        /// `Σ dy·(x - mean)` and `Σ dy`).
+        @usableFromInline let sums: VectorSet<Scalar>
 
         /// The plan of the units' regions.
         @usableFromInline
@@ -180,7 +183,7 @@ extension BatchStatistics {
             first = layout.units.pointer(in: base, 0)
             second = layout.units.pointer(in: base, 1)
             third = layout.units.pointer(in: base, 2)
-            sums = layout.sums.pointer(in: base)
+            sums = layout.sums.vectors(2, of: g.channels, in: base)
         }
     }
 
@@ -240,7 +243,7 @@ extension BatchStatistics {
         rows: Range<Int>, geometry g: ChannelGeometry, block: Int, backend: Backend,
         mean: UnsafeMutablePointer<Scalar>, m2: UnsafeMutablePointer<Scalar>,
         ones: UnsafePointer<Scalar>, kernelScratch: UnsafeMutablePointer<Scalar>,
-        sums own: UnsafeMutablePointer<Scalar>,
+        sums own: VectorSet<Scalar>,
         load: (_ offset: Int, _ count: Int) -> UnsafePointer<Scalar>
     ) {
         mean.update(repeating: 0, count: g.channels)
@@ -248,11 +251,11 @@ extension BatchStatistics {
         g.forEachUnit(rows: rows, block: block) { offset, unit, c0, prior in
             let x = load(offset, unit.count)
             BatchNormKernels.moments(x: x, geometry: unit, block: block, backend: backend,
-                                     mean: own, m2: own + unit.channels, ones: ones,
+                                     mean: own[0], m2: own[1], ones: ones,
                                      scratch: kernelScratch)
             _ = Moments.merge(count: prior, mean: mean + c0, m2: m2 + c0,
-                              blockCount: unit.valuesPerStatistic, blockMean: own,
-                              blockM2: own + unit.channels, length: unit.channels)
+                              blockCount: unit.valuesPerStatistic, blockMean: own[0],
+                              blockM2: own[1], length: unit.channels)
         }
     }
 
@@ -266,7 +269,7 @@ extension BatchStatistics {
     @inlinable
     static func reducedNormalize<Scalar: BLASScalar>(
         _ r: ReducedStreams, rows: Range<Int>, geometry g: ChannelGeometry, block: Int,
-        vectors: UnsafePointer<Scalar>, stride: Int, copying: Bool, streaming: Bool,
+        vectors: AffineVectors<Scalar>, copying: Bool, streaming: Bool,
         epilogue: Epilogue<Scalar>, units: UnsafeMutablePointer<Scalar>
     ) {
         if g.inner == 1 {
@@ -280,8 +283,8 @@ extension BatchStatistics {
             for i in rows {
                 let offset = i * g.channels
                 r.precision.normalizeColumns(
-                    count: g.channels, x: r.x + 2 * offset, mean: f(vectors),
-                    scale: f(vectors + stride), shift: f(vectors + 2 * stride),
+                    count: g.channels, x: r.x + 2 * offset, mean: f(vectors.mean),
+                    scale: f(vectors.scale), shift: f(vectors.shift),
                     residual: r.residual.map { $0 + 2 * offset }, mask: epilogue.mask.map { $0 + offset },
                     relu: epilogue.relu, copy: copy.map { $0 + 2 * offset }, into: r.y + 2 * offset,
                     streaming: streaming)
@@ -294,9 +297,9 @@ extension BatchStatistics {
         g.forEachUnit(rows: rows, block: block) { offset, unit, c0, _ in
             r.widen(r.x, offset: offset, into: xf, count: unit.count, copying: copying,
                     streaming: streaming)
+            let v = vectors.advanced(by: c0)
             BatchNormKernels.normalize(
-                x: xf, geometry: unit, mean: vectors + c0, scale: vectors + stride + c0,
-                shift: vectors + 2 * stride + c0, y: yf, streaming: false)
+                x: xf, geometry: unit, mean: v.mean, scale: v.scale, shift: v.shift, y: yf, streaming: false)
             r.narrow(yf, offset: offset, count: unit.count, streaming: streaming, epilogue: epilogue)
         }
         StreamingStores.fence(streaming)
@@ -331,14 +334,14 @@ extension BatchStatistics {
             if !perRow { widen(offset, unit.count) }
             BatchNormKernels.parameterSums(
                 dy: dyf, x: xf, geometry: unit, block: block, backend: backend, mean: mean + c0,
-                dgammaRaw: own, dbeta: own + unit.channels, ones: ones, scratch: kernelScratch,
+                dgammaRaw: own[0], dbeta: own[1], ones: ones, scratch: kernelScratch,
                 load: !perRow ? nil : { i in
                     widen(offset + i * unit.channels, unit.channels)
                     return (UnsafePointer(dyf), UnsafePointer(xf))
                 })
             for k in 0..<unit.channels {
-                dgammaRaw[c0 + k] += own[k]
-                dbeta[c0 + k] += own[unit.channels + k]
+                dgammaRaw[c0 + k] += own[0][k]
+                dbeta[c0 + k] += own[1][k]
             }
         }
     }
@@ -347,13 +350,12 @@ extension BatchStatistics {
     /// through the ReLU's `mask` when given): for rows of channels one C pass
     /// per row over the 16-bit `dy` and input; for slabs, per unit, `dy`
     /// (masked) and the cached input widened,
-    /// ``BatchNormKernels/combine(dy:mask:x:geometry:mean:coefficients:stride:dx:streaming:)``
+    /// ``BatchNormKernels/combine(dy:mask:x:geometry:coefficients:dx:streaming:)``
     /// into `Float` scratch, narrowed into the input gradient.
     @inlinable
     static func reducedCombine<Scalar: BLASScalar>(
         _ r: ReducedStreams, rows: Range<Int>, geometry g: ChannelGeometry, block: Int,
-        mask: UnsafePointer<UInt8>?, mean: UnsafePointer<Scalar>,
-        coefficients: UnsafePointer<Scalar>, stride: Int, streaming: Bool,
+        mask: UnsafePointer<UInt8>?, coefficients: CombineCoefficients<Scalar>, streaming: Bool,
         units: UnsafeMutablePointer<Scalar>
     ) {
         if g.inner == 1 {
@@ -366,8 +368,8 @@ extension BatchStatistics {
                 let offset = i * g.channels
                 r.precision.combineColumns(
                     count: g.channels, dy: r.dy! + 2 * offset, mask: mask.map { $0 + offset },
-                    x: r.x + 2 * offset, mean: f(mean),
-                    a: f(coefficients), b: f(coefficients + stride), c: f(coefficients + 2 * stride),
+                    x: r.x + 2 * offset, mean: f(coefficients.mean),
+                    a: f(coefficients.a), b: f(coefficients.b), c: f(coefficients.c),
                     into: r.y + 2 * offset, streaming: streaming)
             }
             StreamingStores.fence(streaming)
@@ -379,9 +381,8 @@ extension BatchStatistics {
             r.widen(r.dy!, offset: offset, into: dyf, count: unit.count)
             if let mask { Scalar.reluMaskRow(count: unit.count, dy: dyf, mask: mask + offset, into: dyf) }
             r.widen(r.x, offset: offset, into: xf, count: unit.count)
-            BatchNormKernels.combine(dy: dyf, x: xf, geometry: unit, mean: mean + c0,
-                                     coefficients: coefficients + c0, stride: stride, dx: dxf,
-                                     streaming: false)
+            BatchNormKernels.combine(dy: dyf, x: xf, geometry: unit,
+                                     coefficients: coefficients.advanced(by: c0), dx: dxf, streaming: false)
             r.narrow(dxf, offset: offset, count: unit.count, streaming: streaming)
         }
         StreamingStores.fence(streaming)

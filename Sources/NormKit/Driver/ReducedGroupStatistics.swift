@@ -295,9 +295,10 @@ extension GroupStatistics {
             let channels = g.channels
             let own = workers.pointer(in: scratch, worker)
             let dyf = dyPart.pointer(in: own), xf = xPart.pointer(in: own)
-            let dxf = dxPart.pointer(in: own), mine = samplePart.pointer(in: own)
-            let sums = partials.pointer(in: scratch, chunk)
-            sums.update(repeating: 0, count: 2 * channels)
+            let dxf = dxPart.pointer(in: own), mine = samplePart.vectors(2, of: channels, in: own)
+            let sums = partials.vectors(2, of: channels, in: scratch, chunk)
+            sums[0].update(repeating: 0, count: channels)
+            sums[1].update(repeating: 0, count: channels)
             let one = GroupNormKernels.Geometry(samples: 1, channels: channels,
                                                 groups: g.groups, spatial: g.spatial)
             for n in split.rows(ofChunk: chunk) {
@@ -313,8 +314,8 @@ extension GroupStatistics {
                         dy: dyf, mask: nil, x: xf, geometry: rowsOfChannels,
                         groups: g.groups, block: columnBlock, backend: backend,
                         gamma: p.gamma, mean: p.mean + firstRow,
-                        invstd: p.invstd + firstRow, dx: dxf, dgamma: sums,
-                        dbeta: sums + channels, streaming: false, ones: ones,
+                        invstd: p.invstd + firstRow, dx: dxf, dgamma: sums[0],
+                        dbeta: sums[1], streaming: false, ones: ones,
                         scratch: ChannelsLastScratch(kernelPart.pointer(in: own), kernel: columnKernel,
                                                      channels: channels, groups: g.groups))
                     r.narrow(dxf, offset: offset, count: sample, streaming: streaming)
@@ -323,10 +324,13 @@ extension GroupStatistics {
                 GroupNormKernels.backward(
                     BackwardPointers(dy: dyf, x: xf, mean: p.mean + firstRow,
                                      invstd: p.invstd + firstRow, gamma: p.gamma,
-                                     dx: dxf, dgamma: mine, dbeta: mine + channels),
+                                     dx: dxf, dgamma: mine[0], dbeta: mine[1]),
                     geometry: one, blockRows: blockRows, backend: backend,
                     ones: ones, scratch: kernelPart.pointer(in: own))
-                for k in 0..<(2 * channels) { sums[k] += mine[k] }
+                for k in 0..<channels {
+                    sums[0][k] += mine[0][k]
+                    sums[1][k] += mine[1][k]
+                }
                 r.narrow(dxf, offset: offset, count: sample, streaming: streaming)
             }
             StreamingStores.fence(streaming)
@@ -404,8 +408,8 @@ extension GroupStatistics {
                         dxPart: dxPart, samplePart: samplePart, sample: sample, streaming: streaming,
                         layout: layout, rowsOfChannels: rowsOfChannels, columnBlock: columnBlock,
                         columnKernel: columnKernel))
-                    Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
-                                          stride: partials.stride, count: channels, dgamma: p.dgamma,
+                    Threading.sumPartials(partials, in: scratch, chunks: split.chunks,
+                                          count: channels, dgamma: p.dgamma,
                                           dbeta: p.dbeta)
                 }
             }

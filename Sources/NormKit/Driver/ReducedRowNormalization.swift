@@ -319,8 +319,9 @@ extension RowNormalization {
         @inlinable
         func run(chunk: Int, worker: Int) {
             let part = split.rows(ofChunk: chunk)
-            let sums = partials.pointer(in: scratch, chunk)
-            sums.update(repeating: 0, count: 2 * columns)
+            let sums = partials.vectors(2, of: columns, in: scratch, chunk)
+            sums[0].update(repeating: 0, count: columns)
+            sums[1].update(repeating: 0, count: columns)
             let own = workers.pointer(in: scratch, worker)
             let dyf = dyPart.pointer(in: own), xf = xPart.pointer(in: own)
             let dxf = dxPart.pointer(in: own)
@@ -338,8 +339,8 @@ extension RowNormalization {
                 LayerNormKernels.backwardBlock(
                     dy: dyf, x: xf, rows: n, columns: columns, rowStatistics: rowStatistics,
                     mean: mean + first, invstd: invstd + first, gamma: gamma,
-                    dx: dxf, dgamma: keepsGamma ? sums : nil,
-                    dbeta: keepsBeta ? sums + columns : nil,
+                    dx: dxf, dgamma: keepsGamma ? sums[0] : nil,
+                    dbeta: keepsBeta ? sums[1] : nil,
                     sumGradient: dsf.map { UnsafePointer($0) },
                     ones: ones, scratch: kernelPart.pointer(in: own))
                 precision.narrow(dxf, into: dx + 2 * offset, count: values, streaming: streaming)
@@ -417,8 +418,8 @@ extension RowNormalization {
                         scratch: scratch, workers: workers, kernelPart: kernelPart, dyPart: dyPart, xPart: xPart,
                         dxPart: dxPart, sumPart: sumPart, streaming: streaming, keepsGamma: !dgamma.isEmpty,
                         keepsBeta: !dbeta.isEmpty, ds: dsRaw))
-                    Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
-                                          stride: partials.stride, count: columns,
+                    Threading.sumPartials(partials, in: scratch, chunks: split.chunks,
+                                          count: columns,
                                           dgamma: dgamma.isEmpty ? nil : dgamma.baseAddress,
                                           dbeta: dbeta.isEmpty ? nil : dbeta.baseAddress)
                 case .naive:

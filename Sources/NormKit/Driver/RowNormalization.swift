@@ -342,8 +342,8 @@ enum RowNormalization {
                         rowStatistics: rowStatistics, partials: partials, kernel: kernel, scratch: scratch,
                         ones: ones, sumGradient: ds,
                         streaming: StreamingStores.shouldStream(count: rows * columns, of: Scalar.self)))
-                    Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
-                                          stride: partials.stride, count: columns, dgamma: p.wantedGamma,
+                    Threading.sumPartials(partials, in: scratch, chunks: split.chunks,
+                                          count: columns, dgamma: p.wantedGamma,
                                           dbeta: p.wantedBeta)
                 case .naive:
                     LayerNormKernels.backwardNaive(
@@ -390,12 +390,12 @@ enum RowNormalization {
         func run(chunk: Int, worker: Int) {
             let p = pointers, part = split.rows(ofChunk: chunk)
             let first = part.lowerBound, offset = first * columns
-            let sums = partials.pointer(in: scratch, chunk)
+            let sums = partials.vectors(2, of: columns, in: scratch, chunk)
             LayerNormKernels.backwardBLAS(
                 dy: p.dy + offset, x: p.x + offset, rows: part.count, columns: columns,
                 blockRows: blockRows, rowStatistics: rowStatistics, mean: p.mean + first,
                 invstd: p.invstd + first, gamma: p.gamma, dx: p.dx + offset,
-                dgamma: p.keepsGamma ? sums : nil, dbeta: p.keepsBeta ? sums + columns : nil,
+                dgamma: p.keepsGamma ? sums[0] : nil, dbeta: p.keepsBeta ? sums[1] : nil,
                 sumGradient: sumGradient.map { $0 + offset }, streaming: streaming,
                 ones: ones, scratch: kernel.pointer(in: scratch, worker))
         }

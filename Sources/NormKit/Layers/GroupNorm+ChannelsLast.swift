@@ -9,8 +9,8 @@
 // one pass `dx = A_c·dy + B_c·(x - mean_g) + C_c`. Samples go to the workers.
 
 /// Named regions of one worker's scratch for the channels-last passes, laid
-/// out once from a base pointer (the kernel's block first, then channel and
-/// group vectors on whole cache lines).
+/// out once (``Layout``) from a base pointer: the kernel's block first, then
+/// channel and group vectors on whole cache lines.
 @usableFromInline
 struct ChannelsLastScratch<Scalar: BLASScalar> {
     /// The column kernels' scratch (a block of rows, and their vectors).
@@ -21,36 +21,49 @@ struct ChannelsLastScratch<Scalar: BLASScalar> {
     @usableFromInline let second: UnsafeMutablePointer<Scalar>
     /// Per channel: the group's mean broadcast to its channels.
     @usableFromInline let groupMean: UnsafeMutablePointer<Scalar>
-    /// Per channel, three vectors `stride` apart: scale and shift (forward)
-    /// or the coefficients A, B, C (backward).
-    @usableFromInline let vectors: UnsafeMutablePointer<Scalar>
-    /// Per group, two `groups`-long vectors: merged mean and M2 (forward) or
-    /// `Σ gamma·dy` and `Σ gamma·dy·xhat` (backward); a third for the merge.
-    @usableFromInline let groupSums: UnsafeMutablePointer<Scalar>
-    /// The distance between consecutive channel vectors.
-    @usableFromInline let stride: Int
-    /// The distance between consecutive group vectors.
-    @usableFromInline let groupStride: Int
+    /// Three per-channel vectors: scale and shift (forward) or the
+    /// coefficients A, B, C (backward).
+    @usableFromInline let vectors: VectorSet<Scalar>
+    /// Three per-group vectors: the merged M2 in `[1]` and a block's means
+    /// in `[2]` (forward), or `Σ gamma·dy` and `Σ gamma·dy·xhat` in `[0]` and
+    /// `[1]` (backward).
+    @usableFromInline let groupSums: VectorSet<Scalar>
+
+    /// The regions, in order.
+    @usableFromInline
+    struct Layout {
+        @usableFromInline let kernel, first, second, groupMean: ScratchRegion<Scalar>
+        @usableFromInline let vectors, groupSums: ScratchRegions<Scalar>
+        @usableFromInline let count: Int
+
+        @inlinable
+        init(kernel: Int, channels: Int, groups: Int) {
+            var layout = ScratchLayout<Scalar>()
+            self.kernel = layout.region(kernel)
+            first = layout.region(channels)
+            second = layout.region(channels)
+            groupMean = layout.region(channels)
+            vectors = layout.regions(3, of: channels)
+            groupSums = layout.regions(3, of: groups)
+            count = layout.count
+        }
+    }
 
     /// Scalars per worker for `kernel` scalars of kernel scratch, `channels` and `groups`.
     @inlinable
     static func count(kernel: Int, channels: Int, groups: Int) -> Int {
-        typealias W = Workspace<Scalar>
-        return W.lines(kernel) + 6 * W.lines(channels) + 3 * W.lines(groups)
+        Layout(kernel: kernel, channels: channels, groups: groups).count
     }
 
     @inlinable
     init(_ base: UnsafeMutablePointer<Scalar>, kernel: Int, channels: Int, groups: Int) {
-        typealias W = Workspace<Scalar>
-        let line = W.lines(channels)
-        self.kernel = base
-        first = base + W.lines(kernel)
-        second = first + line
-        groupMean = second + line
-        vectors = groupMean + line
-        stride = line
-        groupStride = W.lines(groups)
-        groupSums = vectors + 3 * line
+        let layout = Layout(kernel: kernel, channels: channels, groups: groups)
+        self.kernel = layout.kernel.pointer(in: base)
+        first = layout.first.pointer(in: base)
+        second = layout.second.pointer(in: base)
+        groupMean = layout.groupMean.pointer(in: base)
+        vectors = layout.vectors.vectors(in: base)
+        groupSums = layout.groupSums.vectors(in: base)
     }
 }
 
@@ -115,7 +128,7 @@ extension GroupStatistics {
         BatchNormKernels.moments(x: x, geometry: g, block: block, backend: backend,
                                  mean: s.first, m2: s.second, ones: ones, scratch: s.kernel)
         // Merge the k-th channel of every group into the groups' totals.
-        let groupM2 = s.groupSums + s.groupStride, blockMean = s.groupSums + 2 * s.groupStride
+        let groupM2 = s.groupSums[1], blockMean = s.groupSums[2]
         mean.update(repeating: 0, count: groups)
         groupM2.update(repeating: 0, count: groups)
         var merged = 0
@@ -132,7 +145,7 @@ extension GroupStatistics {
             invstd[j] = 1 / (groupM2[j] / values + epsilon).squareRoot()
             guard mean[j].isFinite, invstd[j].isFinite else { return j }
         }
-        let scale = s.vectors, shift = s.vectors + s.stride
+        let scale = s.vectors[0], shift = s.vectors[1]
         for c in 0..<channels {
             s.groupMean[c] = mean[c / width]
             scale[c] = gamma[c] * invstd[c / width]
@@ -173,8 +186,8 @@ extension GroupStatistics {
                 split: split, pointers: p, mask: mask, geometry: g, sample: sample, block: block,
                 backend: backend, streaming: streaming, ones: ones, scratch: scratch, workers: workers,
                 kernel: kernel, partials: partials))
-            Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
-                                  stride: partials.stride, count: g.channels, dgamma: p.dgamma,
+            Threading.sumPartials(partials, in: scratch, chunks: split.chunks,
+                                  count: g.channels, dgamma: p.dgamma,
                                   dbeta: p.dbeta)
             }
         }
@@ -200,7 +213,7 @@ extension GroupStatistics {
         BatchNormKernels.parameterSums(dy: dy, mask: mask, x: x, geometry: g, block: block,
                                        backend: backend, mean: s.groupMean, dgammaRaw: s.first,
                                        dbeta: s.second, ones: ones, scratch: s.kernel)
-        let sumDy = s.groupSums, sumDyXhat = s.groupSums + s.groupStride
+        let sumDy = s.groupSums[0], sumDyXhat = s.groupSums[1]
         for j in 0..<groups {
             var a: Scalar = 0, b: Scalar = 0
             for c in (j * width)..<((j + 1) * width) {
@@ -211,7 +224,7 @@ extension GroupStatistics {
             sumDyXhat[j] = b * invstd[j]
         }
         let m = Scalar(g.outer * width)
-        let a = s.vectors, b = s.vectors + s.stride, cc = s.vectors + 2 * s.stride
+        let a = s.vectors[0], b = s.vectors[1], cc = s.vectors[2]
         for c in 0..<channels {
             let j = c / width, r = invstd[j]
             a[c] = gamma[c] * r
@@ -220,8 +233,9 @@ extension GroupStatistics {
             dgamma[c] += r * s.first[c]
             dbeta[c] += s.second[c]
         }
-        BatchNormKernels.combine(dy: dy, mask: mask, x: x, geometry: g, mean: s.groupMean,
-                                 coefficients: s.vectors, stride: s.stride, dx: dx, streaming: streaming)
+        BatchNormKernels.combine(dy: dy, mask: mask, x: x, geometry: g,
+                                 coefficients: CombineCoefficients(a: a, b: b, c: cc, mean: s.groupMean),
+                                 dx: dx, streaming: streaming)
     }
 
     /// The channels-last forward's phase: each sample of a chunk through
@@ -317,8 +331,10 @@ extension GroupStatistics {
             let g = geometry, p = pointers
             let regions = ChannelsLastScratch(workers.pointer(in: scratch, worker), kernel: kernel,
                                               channels: g.channels, groups: g.groups)
-            let dgamma = partials.pointer(in: scratch, chunk), dbeta = dgamma + g.channels
-            dgamma.update(repeating: 0, count: 2 * g.channels)
+            let part = partials.vectors(2, of: g.channels, in: scratch, chunk)
+            let dgamma = part[0], dbeta = part[1]
+            dgamma.update(repeating: 0, count: g.channels)
+            dbeta.update(repeating: 0, count: g.channels)
             for n in split.rows(ofChunk: chunk) {
                 let offset = n * g.channels * g.spatial, row = n * g.groups
                 GroupStatistics.channelsLastSampleBackward(

@@ -328,8 +328,8 @@ enum GroupStatistics {
                 Threading.run(split, BackwardPass(
                     split: split, pointers: p, geometry: g, blockRows: blockRows, backend: backend,
                     partials: partials, kernel: kernel, scratch: scratch, ones: ones))
-                Threading.sumPartials(chunks: split.chunks, first: partials.pointer(in: scratch, 0),
-                                      stride: partials.stride, count: channels, dgamma: p.dgamma,
+                Threading.sumPartials(partials, in: scratch, chunks: split.chunks,
+                                      count: channels, dgamma: p.dgamma,
                                       dbeta: p.dbeta)
             }
         }
@@ -414,11 +414,11 @@ enum GroupStatistics {
             let p = pointers, g = geometry, channels = g.channels
             let samples = split.rows(ofChunk: chunk)
             let firstRow = samples.lowerBound * g.groups, offset = samples.lowerBound * channels * g.spatial
-            let sums = partials.pointer(in: scratch, chunk)
+            let sums = partials.vectors(2, of: channels, in: scratch, chunk)
             GroupNormKernels.backward(
                 BackwardPointers(dy: p.dy + offset, x: p.x + offset, mean: p.mean + firstRow,
                                  invstd: p.invstd + firstRow, gamma: p.gamma, dx: p.dx + offset,
-                                 dgamma: sums, dbeta: sums + channels),
+                                 dgamma: sums[0], dbeta: sums[1]),
                 geometry: .init(samples: samples.count, channels: channels, groups: g.groups, spatial: g.spatial),
                 blockRows: blockRows, backend: backend, ones: ones, scratch: kernel.pointer(in: scratch, worker))
         }

@@ -116,7 +116,11 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
         let (epsilon, backend) = (Double(epsilon), backend)
         let varianceWeight = varianceEstimator == .unbiased
             ? update.take * Scalar(spatial) / Scalar(spatial - 1) : update.take
-        workspace.withRegions(ones: 0, scratch: 2 * channels) { _, batch in
+        var layout = ScratchLayout<Scalar>()
+        let batchRegion = layout.region(2 * channels)
+        workspace.withRegions(ones: 0, scratch: layout.count) { _, scratch in
+            // The batch's mean and variance per channel.
+            let batch = batchRegion.vectors(2, of: channels, in: scratch)
             cache.storedMean.withUnsafeBufferPointer { mean in
             cache.storedInverseStandardDeviation.withUnsafeBufferPointer { invstd in
                 for c in 0..<channels {
@@ -126,16 +130,16 @@ public struct InstanceNorm<Scalar: BLASScalar>: ActivatedNormalizationLayer, Equ
                         meanSum += Double(mean[n * channels + c])
                         varianceSum += 1 / (r * r) - epsilon
                     }
-                    batch[c] = Scalar(meanSum / Double(samples))
-                    batch[channels + c] = Scalar(max(varianceSum / Double(samples), 0))
+                    batch[0][c] = Scalar(meanSum / Double(samples))
+                    batch[1][c] = Scalar(max(varianceSum / Double(samples), 0))
                 }
             }}
             runningMean.withUnsafeMutableBufferPointer {
-                BatchNormKernels.updateRunning($0.baseAddress!, momentum: update.keep, batch: batch,
+                BatchNormKernels.updateRunning($0.baseAddress!, momentum: update.keep, batch: batch[0],
                                                weight: update.take, count: channels, backend: backend)
             }
             runningVariance.withUnsafeMutableBufferPointer {
-                BatchNormKernels.updateRunning($0.baseAddress!, momentum: update.keep, batch: batch + channels,
+                BatchNormKernels.updateRunning($0.baseAddress!, momentum: update.keep, batch: batch[1],
                                                weight: varianceWeight, count: channels, backend: backend)
             }
         }

@@ -298,15 +298,17 @@ extension Threading {
         }
     }
 
-    /// Sums the chunks' partial parameter gradients: chunk `k` holds its partial
-    /// `dgamma` at `first + k * stride` and its partial `dbeta` right after it
-    /// (`count` each); a `nil` one is not summed.
+    /// Sums the chunks' partial parameter gradients: chunk `k`'s region of
+    /// `partials` holds its partial `dgamma` and then its partial `dbeta`
+    /// (``ScratchRegions/vectors(_:of:in:_:)``, `count` each); a `nil` one is
+    /// not summed.
     @inlinable
     static func sumPartials<Scalar: BLASScalar>(
-        chunks: Int, first: UnsafePointer<Scalar>, stride: Int, count: Int,
+        _ partials: ScratchRegions<Scalar>, in scratch: UnsafeMutablePointer<Scalar>, chunks: Int, count: Int,
         dgamma: UnsafeMutablePointer<Scalar>?, dbeta: UnsafeMutablePointer<Scalar>?
     ) {
-        if let dgamma { sumPartials(chunks: chunks, first: first, stride: stride, count: count, into: dgamma) }
-        if let dbeta { sumPartials(chunks: chunks, first: first + count, stride: stride, count: count, into: dbeta) }
+        let first = partials.vectors(2, of: count, in: scratch, 0)
+        if let dgamma { sumPartials(chunks: chunks, first: first[0], stride: partials.stride, count: count, into: dgamma) }
+        if let dbeta { sumPartials(chunks: chunks, first: first[1], stride: partials.stride, count: count, into: dbeta) }
     }
 }

@@ -91,9 +91,10 @@ public struct Workspace<Scalar: BLASScalar>: Sendable {
     static func spread(
         _ vectors: Int, of count: Int, in region: UnsafeMutablePointer<Scalar>,
         awayFrom anchor: UnsafePointer<Scalar>
-    ) -> SpreadVectors<Scalar> {
+    ) -> VectorSet<Scalar> {
         let step = 4096 / (vectors + 1) / 64 * 64
-        return SpreadVectors(first: placed(region, awayFrom: anchor, by: step), stride: spreadStride(vectors, of: count))
+        return VectorSet(first: placed(region, awayFrom: anchor, by: step), stride: spreadStride(vectors, of: count),
+                         count: vectors)
     }
 
     /// Calls `body` with at least `ones` ones and a scratch region of at least
@@ -218,6 +219,12 @@ struct ScratchLayout<Scalar: BLASScalar> {
         return ScratchRegion(offset: count, count: scalars)
     }
 
+    /// The scratch after the regions so far (a kernel's block, which it
+    /// places itself in what its caller sized).
+    /// - Complexity: O(1).
+    @inlinable
+    var rest: ScratchRegion<Scalar> { ScratchRegion(offset: count, count: 0) }
+
     /// `copies` regions of `scalars` scalars each (one per worker, or per
     /// chunk), each on whole lines, after the others.
     /// - Complexity: O(1).
@@ -243,6 +250,14 @@ struct ScratchRegion<Scalar: BLASScalar> {
     func pointer(in scratch: UnsafeMutablePointer<Scalar>) -> UnsafeMutablePointer<Scalar> {
         scratch + offset
     }
+
+    /// The region as `vectors` vectors of `length` scalars, back to back.
+    /// - Complexity: O(1).
+    @inlinable
+    func vectors(_ vectors: Int, of length: Int, in scratch: UnsafeMutablePointer<Scalar>) -> VectorSet<Scalar> {
+        assert(vectors * length <= count, "\(vectors) vectors of \(length) in a region of \(count)")
+        return VectorSet(first: scratch + offset, stride: length, count: vectors)
+    }
 }
 
 /// Equal regions of a ``ScratchLayout``, one per worker or chunk, ``stride``
@@ -263,21 +278,54 @@ struct ScratchRegions<Scalar: BLASScalar> {
         assert(index >= 0 && index < copies, "scratch region \(index) of \(copies)")
         return scratch + offset + index * stride
     }
+
+    /// The regions themselves as a vector set, `[k]` region `k` (each of
+    /// at least the scalars the layout asked for).
+    /// - Complexity: O(1).
+    @inlinable
+    func vectors(in scratch: UnsafeMutablePointer<Scalar>) -> VectorSet<Scalar> {
+        VectorSet(first: scratch + offset, stride: stride, count: copies)
+    }
+
+    /// Region `index` as `vectors` vectors of `length` scalars, back to back.
+    /// - Complexity: O(1).
+    @inlinable
+    func vectors(
+        _ vectors: Int, of length: Int, in scratch: UnsafeMutablePointer<Scalar>, _ index: Int
+    ) -> VectorSet<Scalar> {
+        assert(vectors * length <= stride, "\(vectors) vectors of \(length) in a region of \(stride)")
+        return VectorSet(first: pointer(in: scratch, index), stride: length, count: vectors)
+    }
 }
 
-/// Vectors that ``Workspace/spread(_:of:in:awayFrom:)`` placed, `stride`
-/// scalars apart; a kernel that reads them all takes `first` and `stride`.
+/// `count` vectors, `stride` scalars apart from `first`: the named parts of
+/// a scratch region (a chunk's partial mean and M2, a pass's mean, scale
+/// and shift), so that no call site computes where the second one starts.
+/// ``Workspace/spread(_:of:in:awayFrom:)`` places them on lines spread over
+/// a page; ``ScratchRegions/vectors(_:of:in:_:)`` and
+/// ``ScratchRegion/vectors(_:of:in:)`` back to back.
 @usableFromInline
-struct SpreadVectors<Scalar: BLASScalar> {
+struct VectorSet<Scalar: BLASScalar> {
     @usableFromInline let first: UnsafeMutablePointer<Scalar>
-    @usableFromInline let stride: Int
+    @usableFromInline let stride, count: Int
 
     @inlinable
-    init(first: UnsafeMutablePointer<Scalar>, stride: Int) {
-        self.first = first; self.stride = stride
+    init(first: UnsafeMutablePointer<Scalar>, stride: Int, count: Int) {
+        self.first = first; self.stride = stride; self.count = count
     }
 
     /// The `k`th vector.
+    /// - Complexity: O(1).
     @inlinable
-    subscript(_ k: Int) -> UnsafeMutablePointer<Scalar> { first + k * stride }
+    subscript(_ k: Int) -> UnsafeMutablePointer<Scalar> {
+        assert(k >= 0 && k < count, "vector \(k) of \(count)")
+        return first + k * stride
+    }
+
+    /// Every vector advanced to its element `index` (a unit's first channel).
+    /// - Complexity: O(1).
+    @inlinable
+    func advanced(by index: Int) -> VectorSet {
+        VectorSet(first: first + index, stride: stride, count: count)
+    }
 }

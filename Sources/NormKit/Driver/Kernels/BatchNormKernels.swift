@@ -55,9 +55,11 @@ enum BatchNormKernels {
                   _ residual: UnsafeMutablePointer<Scalar>) -> Void)? = nil,
         load: ((_ row: Int, _ count: Int, _ first: Bool) -> UnsafePointer<Scalar>)? = nil
     ) {
-        let blockMean = scratch
-        let blockM2 = blockMean + columns, residual = blockM2 + columns
-        let region = scratch + Workspace<Scalar>.lines(3 * columns)
+        // The block's mean, M2 and residual, then the block's region.
+        var layout = ScratchLayout<Scalar>()
+        let sums = layout.region(3 * columns).vectors(3, of: columns, in: scratch)
+        let blockMean = sums[0], blockM2 = sums[1], residual = sums[2]
+        let region = layout.rest.pointer(in: scratch)
         let perRow = columns >= rowMomentsMinimumColumns
         mean.update(repeating: 0, count: columns)
         m2.update(repeating: 0, count: columns)
@@ -643,23 +645,22 @@ extension BatchNormKernels {
     /// per-channel coefficients of `dx = A∘dy + B∘(x - mean) + C`:
     /// `A = gamma·invstd`, `B = -A·invstd·dgamma/m`, `C = -A·dbeta/m` with `m`
     /// values per statistic in the batch and `dgamma`, `dbeta` the batch's sums
-    /// `sums` (`Σ dy·(x - mean)`, then `Σ dy`: this process's, or all ranks'),
+    /// `sums[0]` (`Σ dy·(x - mean)`) and `sums[1]` (`Σ dy`) (this process's, or all ranks'),
     /// while `p.dgamma` (this process's `Σ dy·(x - mean)`) becomes `Σ dy·xhat`.
     /// With `frozen` statistics, `B = C = 0`. Where `A·invstd` overflows
     /// (a tiny epsilon on a constant channel), `B = -A·(invstd·dgamma)/m`.
-    /// `coefficients` holds A, then B
-    /// at `stride` scalars, then C at `2 * stride` (each `channels` scalars).
     @inlinable
     static func coefficients<Scalar: BLASScalar>(
-        _ p: BackwardPointers<Scalar>, sums: UnsafePointer<Scalar>, channels: Int, count: Int,
-        forwardMode: Mode, coefficients: UnsafeMutablePointer<Scalar>, stride: Int
+        _ p: BackwardPointers<Scalar>, sums: VectorSet<Scalar>, channels: Int, count: Int,
+        forwardMode: Mode, into coefficients: CombineCoefficients<Scalar>
     ) {
         let frozen = forwardMode == .inference
-        let a = coefficients, b = coefficients + stride, c = coefficients + 2 * stride
+        let a = coefficients.a, b = coefficients.b, c = coefficients.c
+        let sumDyXc = sums[0], sumDy = sums[1]
         let m = Scalar(count)
         for j in 0..<channels {
             p.dgamma[j] *= p.invstd[j]
-            let dgamma = sums[j] * p.invstd[j]
+            let dgamma = sumDyXc[j] * p.invstd[j]
             a[j] = p.gamma[j] * p.invstd[j]
             // `A·invstd` overflows when invstd exceeds ~1.8e19 in Float (an
             // epsilon below ~3e-39 on a constant column, whose dgamma is 0):
@@ -667,24 +668,24 @@ extension BatchNormKernels {
             var bj = -a[j] * p.invstd[j] * dgamma / m
             if !bj.isFinite { bj = -a[j] * (p.invstd[j] * dgamma) / m }
             b[j] = frozen ? 0 : bj
-            c[j] = frozen ? 0 : -a[j] * sums[channels + j] / m
+            c[j] = frozen ? 0 : -a[j] * sumDy[j] / m
         }
     }
 
     /// `dx = A∘dy + B∘(x - mean) + C` per channel over the geometry: the closed
     /// form's one pass that writes `dx` (with streaming stores when `streaming`).
-    /// A, B and C are ``coefficients(_:sums:channels:count:forwardMode:coefficients:stride:)``'s.
+    /// A, B, C and the mean are ``coefficients(_:sums:channels:count:forwardMode:into:)``'s.
     @inlinable
     static func combine<Scalar: BLASScalar>(
         dy: UnsafePointer<Scalar>, mask: UnsafePointer<UInt8>? = nil, x: UnsafePointer<Scalar>,
-        geometry g: ChannelGeometry, mean: UnsafePointer<Scalar>,
-        coefficients: UnsafePointer<Scalar>, stride: Int, dx: UnsafeMutablePointer<Scalar>,
-        streaming: Bool
+        geometry g: ChannelGeometry, coefficients: CombineCoefficients<Scalar>,
+        dx: UnsafeMutablePointer<Scalar>, streaming: Bool
     ) {
         assert(mask == nil || g.inner == 1, "a ReLU's mask is applied inside for rows of channels only")
         typealias S = StreamingStores
         let channels = g.channels
-        let a = coefficients, b = coefficients + stride, c = coefficients + 2 * stride
+        let a = coefficients.a, b = coefficients.b, c = coefficients.c
+        let mean = UnsafePointer(coefficients.mean)
         if g.inner == 1 {
             for i in 0..<g.outer {
                 let offset = i * channels
@@ -728,9 +729,11 @@ extension BatchNormKernels {
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) {
         let hw = g.inner, channels = g.channels
-        let blockMean = scratch
-        let blockM2 = blockMean + channels, residual = blockM2 + channels
-        let region = scratch + Workspace<Scalar>.lines(3 * channels)
+        // The block's mean, M2 and residual, then the block's region.
+        var layout = ScratchLayout<Scalar>()
+        let sums = layout.region(3 * channels).vectors(3, of: channels, in: scratch)
+        let blockMean = sums[0], blockM2 = sums[1], residual = sums[2]
+        let region = layout.rest.pointer(in: scratch)
         let inverseCount = 1 / Scalar(hw)
         mean.update(repeating: 0, count: channels)
         m2.update(repeating: 0, count: channels)
@@ -792,5 +795,60 @@ extension BatchNormKernels {
             m2[c] += sum
         }
         for c in 0..<channels { mean[c] += x[c * hw] }
+    }
+}
+
+/// The normalize pass's per-channel vectors, `y = (x - mean)·scale + shift`:
+/// three vectors of a ``VectorSet`` (``Workspace/spread(_:of:in:awayFrom:)``'s,
+/// which the pass reads for every row).
+@usableFromInline
+struct AffineVectors<Scalar: BLASScalar> {
+    @usableFromInline let mean, scale, shift: UnsafePointer<Scalar>
+
+    @inlinable
+    init(mean: UnsafePointer<Scalar>, scale: UnsafePointer<Scalar>, shift: UnsafePointer<Scalar>) {
+        self.mean = mean; self.scale = scale; self.shift = shift
+    }
+
+    /// Vectors 0, 1 and 2 of `set`: the mean, the scale and the shift.
+    @inlinable
+    init(_ set: VectorSet<Scalar>) {
+        self.init(mean: set[0], scale: set[1], shift: set[2])
+    }
+
+    /// Each vector from channel `channel` on (a unit's first channel).
+    /// - Complexity: O(1).
+    @inlinable
+    func advanced(by channel: Int) -> AffineVectors {
+        AffineVectors(mean: mean + channel, scale: scale + channel, shift: shift + channel)
+    }
+}
+
+/// The closed-form backward's per-channel coefficients of
+/// `dx = a·dy + b·(x - mean) + c`, and the mean: four vectors of a
+/// ``VectorSet`` that
+/// ``BatchNormKernels/coefficients(_:sums:channels:count:forwardMode:into:)``
+/// writes and the combine pass reads for every row.
+@usableFromInline
+struct CombineCoefficients<Scalar: BLASScalar> {
+    @usableFromInline let a, b, c, mean: UnsafeMutablePointer<Scalar>
+
+    @inlinable
+    init(a: UnsafeMutablePointer<Scalar>, b: UnsafeMutablePointer<Scalar>, c: UnsafeMutablePointer<Scalar>,
+         mean: UnsafeMutablePointer<Scalar>) {
+        self.a = a; self.b = b; self.c = c; self.mean = mean
+    }
+
+    /// Vectors 0 to 3 of `set`: `a`, `b`, `c` and the mean.
+    @inlinable
+    init(_ set: VectorSet<Scalar>) {
+        self.init(a: set[0], b: set[1], c: set[2], mean: set[3])
+    }
+
+    /// Each vector from channel `channel` on (a unit's first channel).
+    /// - Complexity: O(1).
+    @inlinable
+    func advanced(by channel: Int) -> CombineCoefficients {
+        CombineCoefficients(a: a + channel, b: b + channel, c: c + channel, mean: mean + channel)
     }
 }
