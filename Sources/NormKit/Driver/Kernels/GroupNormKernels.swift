@@ -82,6 +82,8 @@ enum GroupNormKernels {
             }
             return nil
         case .blas:
+            let regions = LayerNormKernels.BlockScratch(scratch, blockRows: blockRows, columns: length,
+                                                        squares: true)
             var start = 0
             while start < g.rows {
                 let b = min(blockRows, g.rows - start)
@@ -89,7 +91,7 @@ enum GroupNormKernels {
                 if let bad = LayerNormKernels.rowStatisticsBLAS(
                     x: x + start * length, rows: b, columns: length, epsilon: epsilon,
                     rowStatistics: .meanAndVariance, mean: mean + start, invstd: invstd + start,
-                    squares: scratch, variance: scratch + blockRows * length, ones: ones) {
+                    squares: regions.squares!, variance: regions.variance, ones: ones) {
                     return start + bad
                 }
                 affine(x: x, geometry: g, rows: start..<(start + b), mean: mean, invstd: invstd,
@@ -144,6 +146,22 @@ enum GroupNormKernels {
         2 * blockRows * g.channelsPerGroup + 2 * blockRows
     }
 
+    /// ``backward``'s scratch (``backwardScratch(geometry:blockRows:)``
+    /// scalars), named from its first scalar: per slab of a block its `Σ dy`
+    /// and `Σ dy·xhat`, then per row its two means.
+    @usableFromInline
+    struct BackwardScratch<Scalar: BLASScalar> {
+        @usableFromInline let slabDy, slabP, rowDxhat, rowDxhatXhat: UnsafeMutablePointer<Scalar>
+
+        @inlinable
+        init(_ scratch: UnsafeMutablePointer<Scalar>, slabs: Int, rows: Int) {
+            let perSlab = VectorSet(first: scratch, stride: slabs, count: 2)
+            let perRow = VectorSet(first: scratch + 2 * slabs, stride: rows, count: 2)
+            slabDy = perSlab[0]; slabP = perSlab[1]
+            rowDxhat = perRow[0]; rowDxhatXhat = perRow[1]
+        }
+    }
+
     /// With `xhat = (x - mean_r)·invstd_r` and `dxhat = gamma_c·dy`, per row:
     /// `dx = invstd_r · (dxhat - mean_L(dxhat) - xhat · mean_L(dxhat·xhat))`;
     /// `dgamma_c = Σ dy·xhat`, `dbeta_c = Σ dy` over samples and space.
@@ -159,8 +177,9 @@ enum GroupNormKernels {
         ones: UnsafePointer<Scalar>, scratch: UnsafeMutablePointer<Scalar>
     ) {
         let perGroup = g.channelsPerGroup, hw = g.spatial, length = g.rowLength
-        let slabDy = scratch, slabP = slabDy + blockRows * perGroup
-        let rowDxhat = slabP + blockRows * perGroup, rowDxhatXhat = rowDxhat + blockRows
+        let regions = BackwardScratch(scratch, slabs: blockRows * perGroup, rows: blockRows)
+        let slabDy = regions.slabDy, slabP = regions.slabP
+        let rowDxhat = regions.rowDxhat, rowDxhatXhat = regions.rowDxhatXhat
         let inverseLength = 1 / Scalar(length)
         p.dgamma.update(repeating: 0, count: g.channels)
         p.dbeta.update(repeating: 0, count: g.channels)

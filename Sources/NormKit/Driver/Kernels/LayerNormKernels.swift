@@ -46,7 +46,32 @@ enum LayerNormKernels {
         if columns >= rowKernelMinimumColumns {
             return centred ? columns + Workspace<Scalar>.pageScalars : 0
         }
-        return blockRows + (centred || separateSquares ? blockRows * columns : 0)
+        return BlockScratch<Scalar>.count(blockRows: blockRows, columns: columns,
+                                          squares: centred || separateSquares)
+    }
+
+    /// The scratch of ``rowStatisticsBLAS``'s row blocks, named from its
+    /// first scalar: the block of squares (when they do not go into the
+    /// output block), then one variance per row.
+    @usableFromInline
+    struct BlockScratch<Scalar: BLASScalar> {
+        /// `blockRows x columns` squares, or `nil` when the caller's output
+        /// block holds them.
+        @usableFromInline let squares: UnsafeMutablePointer<Scalar>?
+        /// One variance per row of a block.
+        @usableFromInline let variance: UnsafeMutablePointer<Scalar>
+
+        /// The scalars the regions take.
+        @inlinable
+        static func count(blockRows: Int, columns: Int, squares: Bool) -> Int {
+            blockRows + (squares ? blockRows * columns : 0)
+        }
+
+        @inlinable
+        init(_ scratch: UnsafeMutablePointer<Scalar>, blockRows: Int, columns: Int, squares: Bool) {
+            self.squares = squares ? scratch : nil
+            variance = scratch + (squares ? blockRows * columns : 0)
+        }
     }
 
     /// The row blocks' working set in blocks: input and output, and the squares
@@ -315,7 +340,7 @@ enum LayerNormKernels {
         let centred = rowStatistics.centred
         // RMSNorm's squares go into Y_b unless `y` is `x` (inference in place).
         let scratchSquares = centred || separateSquares
-        let squaresCount = scratchSquares ? blockRows * columns : 0
+        let regions = BlockScratch(scratch, blockRows: blockRows, columns: columns, squares: scratchSquares)
         var start = 0
         while start < rows {
             let b = min(blockRows, rows - start)
@@ -323,8 +348,8 @@ enum LayerNormKernels {
             if let bad = rowStatisticsBLAS(x: xb, rows: b, columns: columns, epsilon: epsilon,
                                            rowStatistics: rowStatistics, mean: mean + start,
                                            invstd: invstd + start,
-                                           squares: scratchSquares ? scratch : yb,
-                                           variance: scratch + squaresCount, ones: ones) {
+                                           squares: regions.squares ?? yb,
+                                           variance: regions.variance, ones: ones) {
                 return start + bad
             }
             // Y_b's lines are in cache already when it held the squares.
@@ -517,7 +542,8 @@ enum LayerNormKernels {
         scratch: UnsafeMutablePointer<Scalar>
     ) {
         let centred = rowStatistics.centred
-        let meanDxhat = scratch, meanDxhatXhat = scratch + rows
+        let perRow = VectorSet(first: scratch, stride: rows, count: 2)
+        let meanDxhat = perRow[0], meanDxhatXhat = perRow[1]
         let d = Scalar(columns)
         dgamma?.update(repeating: 0, count: columns)
         dbeta?.update(repeating: 0, count: columns)
