@@ -31,6 +31,10 @@ let whiteningOps = ["decorrelated", "whitening-fit"]
 /// The (N, D) layers without affine parameters (`Affine.none`), opt-in: the
 /// time the absent gamma and beta save, next to the default layers'.
 let noAffineOps = ["batchnorm-noaffine", "layernorm-noaffine", "rmsnorm-noaffine"]
+/// The image layers over channels-last input, opt-in: an `NxCxHxW` shape is
+/// timed as the `(N, H, W, C)` tensor of the same values (`layout: .nhwc`),
+/// with the ReLU passes.
+let channelsLastOps = ["spatialbatchnorm-nhwc", "groupnorm-nhwc", "instancenorm-nhwc"]
 
 /// `DecorrelatedBatchNorm`'s passes (``passes(_:_:x:dy:runningStatistics:)``:
 /// buffered and value API, training and inference forwards, backward, infer)
@@ -230,9 +234,9 @@ func cases<S: BLASScalar>(
     } else {
         let channels = shape[1]
         if ops.contains("spatialbatchnorm") {
-            all += try passes("spatialbatchnorm",
-                              SpatialBatchNorm<S>(channelCount: channels, backend: backend),
-                              x: x, dy: dy, runningStatistics: true).cases
+            let sbn = try SpatialBatchNorm<S>(channelCount: channels, backend: backend)
+            all += try passes("spatialbatchnorm", sbn, x: x, dy: dy, runningStatistics: true).cases
+            all += try reluPasses("spatialbatchnorm", sbn, x: x, dy: dy)
         }
         if ops.contains("groupnorm") {
             let groups = channels % 32 == 0 ? 32 : 1
@@ -243,6 +247,28 @@ func cases<S: BLASScalar>(
         if ops.contains("instancenorm") {
             all += try passes("instancenorm", InstanceNorm<S>(channelCount: channels, backend: backend),
                               x: x, dy: dy, runningStatistics: false).cases
+        }
+        if !ops.isDisjoint(with: channelsLastOps) {
+            // The same values as an (N, H, W, C) tensor.
+            let last = [shape[0], shape[2], shape[3], channels]
+            let xl = try Tensor<S>(shape: last, scalars: x.scalars)
+            let dyl = try Tensor<S>(shape: last, scalars: dy.scalars)
+            if ops.contains("spatialbatchnorm-nhwc") {
+                let sbn = try SpatialBatchNorm<S>(channelCount: channels, layout: .nhwc, backend: backend)
+                all += try passes("spatialbatchnorm-nhwc", sbn, x: xl, dy: dyl, runningStatistics: true).cases
+                all += try reluPasses("spatialbatchnorm-nhwc", sbn, x: xl, dy: dyl)
+            }
+            if ops.contains("groupnorm-nhwc") {
+                let gn = try GroupNorm<S>(channelCount: channels, groupCount: channels % 32 == 0 ? 32 : 1,
+                                          layout: .nhwc, backend: backend)
+                all += try passes("groupnorm-nhwc", gn, x: xl, dy: dyl, runningStatistics: false).cases
+                all += try reluPasses("groupnorm-nhwc", gn, x: xl, dy: dyl)
+            }
+            if ops.contains("instancenorm-nhwc") {
+                let inn = try InstanceNorm<S>(channelCount: channels, layout: .nhwc, backend: backend)
+                all += try passes("instancenorm-nhwc", inn, x: xl, dy: dyl, runningStatistics: false).cases
+                all += try reluPasses("instancenorm-nhwc", inn, x: xl, dy: dyl)
+            }
         }
     }
     return all

@@ -42,7 +42,7 @@ struct NormBench: ParsableCommand {
         commandName: "normbench",
         abstract: "Times NormKit's BLAS paths against naive loops and the in-run memory bandwidth.")
 
-    @Option(help: "Comma-separated layers: batchnorm, layernorm, rmsnorm (on (N, D) shapes); spatialbatchnorm, groupnorm (G = 32), instancenorm (on (N, C, H, W) shapes); opt-in, on (N, D) shapes: decorrelated (DecorrelatedBatchNorm, see --methods and --group-sizes), whitening-fit (Whitening.fit, ZCA), batchnorm-noaffine, layernorm-noaffine, rmsnorm-noaffine (affine: .none).")
+    @Option(help: "Comma-separated layers: batchnorm, layernorm, rmsnorm (on (N, D) shapes); spatialbatchnorm, groupnorm (G = 32), instancenorm (on (N, C, H, W) shapes); opt-in, on (N, D) shapes: decorrelated (DecorrelatedBatchNorm, see --methods and --group-sizes), whitening-fit (Whitening.fit, ZCA), batchnorm-noaffine, layernorm-noaffine, rmsnorm-noaffine (affine: .none); on (N, C, H, W) shapes: spatialbatchnorm-nhwc, groupnorm-nhwc, instancenorm-nhwc (layout: .nhwc, the same values as an (N, H, W, C) tensor, with their ReLU passes).")
     var ops = "batchnorm,layernorm,rmsnorm,spatialbatchnorm,groupnorm,instancenorm"
 
     @Option(help: "Comma-separated whitening methods for --ops decorrelated: eigen, cholesky, ns<T> (Newton–Schulz, T iterations).")
@@ -140,7 +140,7 @@ struct NormBench: ParsableCommand {
         Threading.threadCount = threadList[0]
         let machine = MachineInfo.current(libraryThreads: threadList[0])
         let opSet = Set(list(ops))
-        let knownOps = matrixOps + imageOps + whiteningOps + noAffineOps
+        let knownOps = matrixOps + imageOps + whiteningOps + noAffineOps + channelsLastOps
         for op in opSet where !knownOps.contains(op) {
             throw ValidationError("unknown op '\(op)' (\(knownOps.joined(separator: ", ")))")
         }

@@ -48,6 +48,24 @@ func reducedCases<Storage: BenchStorage>(
             all += try reducedPasses("instancenorm", InstanceNorm<Float>(channelCount: features, backend: backend),
                                      x: x, dy: dy, shape: shape)
         }
+        // Channels-last: the same values as an (N, H, W, C) tensor.
+        let last = [shape[0], shape[2], shape[3], features]
+        if ops.contains("spatialbatchnorm-nhwc") {
+            all += try reducedPasses("spatialbatchnorm-nhwc",
+                                     SpatialBatchNorm<Float>(channelCount: features, layout: .nhwc, backend: backend),
+                                     x: x, dy: dy, shape: last, runningStatistics: true)
+        }
+        if ops.contains("groupnorm-nhwc") {
+            all += try reducedPasses("groupnorm-nhwc",
+                                     GroupNorm<Float>(channelCount: features, groupCount: features % 32 == 0 ? 32 : 1,
+                                                      layout: .nhwc, backend: backend),
+                                     x: x, dy: dy, shape: last)
+        }
+        if ops.contains("instancenorm-nhwc") {
+            all += try reducedPasses("instancenorm-nhwc",
+                                     InstanceNorm<Float>(channelCount: features, layout: .nhwc, backend: backend),
+                                     x: x, dy: dy, shape: last)
+        }
         return all
     }
     if ops.contains("batchnorm") {
