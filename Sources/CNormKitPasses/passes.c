@@ -188,14 +188,19 @@ NORMKIT_CENTRED_SQUARES_ROWS(double, d)
     }
 
 #define NORMKIT_COLUMN_PASSES(T, SUFFIX, VECTOR)                                          \
-    NORMKIT_CLONES void normkit_normalize_columns_##SUFFIX(const T *x, T *y, long n,      \
-                                                           const T *mean, const T *scale, \
+    NORMKIT_CLONES void normkit_normalize_columns_##SUFFIX(const T *x, T *y, long rows,   \
+                                                           long n, const T *mean,         \
+                                                           const T *scale,                \
                                                            const T *shift,                \
                                                            int streaming) {               \
-        NORMKIT_WRITE(T, VECTOR, y, n, streaming,                                         \
-            (NORMKIT_LOAD(VECTOR, x + j) - NORMKIT_LOAD(VECTOR, mean + j))                \
-                * NORMKIT_LOAD(VECTOR, scale + j) + NORMKIT_LOAD(VECTOR, shift + j),      \
-            (x[j] - mean[j]) * scale[j] + shift[j]);                                      \
+        for (long i = 0; i < rows; i++) {                                                 \
+            const T *xi = x + i * n;                                                      \
+            T *yi = y + i * n;                                                            \
+            NORMKIT_WRITE(T, VECTOR, yi, n, streaming,                                    \
+                (NORMKIT_LOAD(VECTOR, xi + j) - NORMKIT_LOAD(VECTOR, mean + j))           \
+                    * NORMKIT_LOAD(VECTOR, scale + j) + NORMKIT_LOAD(VECTOR, shift + j),  \
+                (xi[j] - mean[j]) * scale[j] + shift[j]);                                 \
+        }                                                                                 \
     }                                                                                     \
     NORMKIT_CLONES void normkit_square_##SUFFIX(T *x, long n) {                           \
         for (long j = 0; j < n; j++) x[j] = x[j] * x[j];                                  \

@@ -65,10 +65,11 @@ void normkit_combine_d(const double *dy, const double *x, double *dx, long n, do
 /* Batch normalization's passes over one row of n features, with a value per
    feature (column) in each vector argument. */
 
-/* y[j] = (x[j] - mean[j]) * scale[j] + shift[j] */
-void normkit_normalize_columns_f(const float *x, float *y, long n, const float *mean,
+/* y[i n + j] = (x[i n + j] - mean[j]) * scale[j] + shift[j] over `rows` rows of n
+   features, one after another (the row loop in C: short rows pay no call each) */
+void normkit_normalize_columns_f(const float *x, float *y, long rows, long n, const float *mean,
                                  const float *scale, const float *shift, int streaming);
-void normkit_normalize_columns_d(const double *x, double *y, long n, const double *mean,
+void normkit_normalize_columns_d(const double *x, double *y, long rows, long n, const double *mean,
                                  const double *scale, const double *shift, int streaming);
 
 /* x[j] = x[j] * x[j], in place */

@@ -157,7 +157,7 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
         y: UnsafeMutablePointer<Self>, mask: UnsafeMutablePointer<UInt8>?, relu: Bool,
         streaming: Bool)
 
-    /// ``normalizeColumns(count:x:mean:scale:shift:y:streaming:)`` followed by
+    /// ``normalizeColumns(rows:count:x:mean:scale:shift:y:streaming:)`` followed by
     /// ``epilogue(count:z:residual:y:mask:relu:streaming:)`` in one loop
     /// (`normkit_normalize_columns_epilogue_*`). `x` may be `y`.
     @_spi(BLAS) static func normalizeColumnsEpilogue(
@@ -190,10 +190,12 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
         mean: UnsafePointer<Self>, a: UnsafePointer<Self>, b: UnsafePointer<Self>,
         c: UnsafePointer<Self>, dx: UnsafeMutablePointer<Self>, streaming: Bool)
 
-    /// `y[j] = (x[j] - mean[j])·scale[j] + shift[j]` over `count` features,
-    /// with streaming stores when `streaming` (`normkit_normalize_columns_*`).
+    /// `y[j] = (x[j] - mean[j])·scale[j] + shift[j]` over `rows` rows of
+    /// `count` features, one after another, with streaming stores when
+    /// `streaming` (`normkit_normalize_columns_*`, whose loop over the rows
+    /// is in C).
     @_spi(BLAS) static func normalizeColumns(
-        count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
+        rows: Int, count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
         scale: UnsafePointer<Self>, shift: UnsafePointer<Self>, y: UnsafeMutablePointer<Self>,
         streaming: Bool)
 
@@ -429,15 +431,15 @@ extension BLASScalar {
         reluMask(count: count, dy: dy, mask: mask, g: g)
     }
 
-    /// BatchNorm's normalize pass over one row
-    /// (``normalizeColumns(count:x:mean:scale:shift:y:streaming:)``).
+    /// BatchNorm's normalize pass over `rows` rows
+    /// (``normalizeColumns(rows:count:x:mean:scale:shift:y:streaming:)``).
     @usableFromInline @inline(__always)
-    static func normalizeRow(
-        count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
+    static func normalizeRows(
+        _ rows: Int, count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
         scale: UnsafePointer<Self>, shift: UnsafePointer<Self>,
         into y: UnsafeMutablePointer<Self>, streaming: Bool
     ) {
-        normalizeColumns(count: count, x: x, mean: mean, scale: scale, shift: shift, y: y,
+        normalizeColumns(rows: rows, count: count, x: x, mean: mean, scale: scale, shift: shift, y: y,
                          streaming: streaming)
     }
 

@@ -233,11 +233,11 @@ extension Double: BLASScalar {
     /// `normkit_normalize_columns_d`.
     @_spi(BLAS)
     public static func normalizeColumns(
-        count: Int, x: UnsafePointer<Double>, mean: UnsafePointer<Double>,
+        rows: Int, count: Int, x: UnsafePointer<Double>, mean: UnsafePointer<Double>,
         scale: UnsafePointer<Double>, shift: UnsafePointer<Double>, y: UnsafeMutablePointer<Double>,
         streaming: Bool
     ) {
-        normkit_normalize_columns_d(x, y, count, mean, scale, shift, streaming ? 1 : 0)
+        normkit_normalize_columns_d(x, y, rows, count, mean, scale, shift, streaming ? 1 : 0)
     }
 
     /// `normkit_square_d`.

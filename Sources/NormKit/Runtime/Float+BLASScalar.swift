@@ -233,11 +233,11 @@ extension Float: BLASScalar {
     /// `normkit_normalize_columns_f`.
     @_spi(BLAS)
     public static func normalizeColumns(
-        count: Int, x: UnsafePointer<Float>, mean: UnsafePointer<Float>,
+        rows: Int, count: Int, x: UnsafePointer<Float>, mean: UnsafePointer<Float>,
         scale: UnsafePointer<Float>, shift: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
         streaming: Bool
     ) {
-        normkit_normalize_columns_f(x, y, count, mean, scale, shift, streaming ? 1 : 0)
+        normkit_normalize_columns_f(x, y, rows, count, mean, scale, shift, streaming ? 1 : 0)
     }
 
     /// `normkit_square_f`.

@@ -199,10 +199,8 @@ enum BatchNormKernels {
         mean: UnsafePointer<Scalar>, scale: UnsafePointer<Scalar>, shift: UnsafePointer<Scalar>,
         y: UnsafeMutablePointer<Scalar>, streaming: Bool
     ) {
-        for i in 0..<rows {
-            Scalar.normalizeRow(count: columns, x: x + i * columns, mean: mean, scale: scale,
-                                shift: shift, into: y + i * columns, streaming: streaming)
-        }
+        Scalar.normalizeRows(rows, count: columns, x: x, mean: mean, scale: scale, shift: shift,
+                             into: y, streaming: streaming)
         StreamingStores.fence(streaming)
     }
 
