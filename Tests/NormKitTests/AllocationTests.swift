@@ -548,7 +548,8 @@ extension ProcessWideTests {
                                               shape: [5, 6, 31, 33], mode: mode)
                     // GroupNorm and InstanceNorm without running statistics: per
                     // row (group), per block of short rows, per channels-last
-                    // sample (in the column kernel, or ahead when streamed).
+                    // sample (ahead of its column kernel where the copy
+                    // streams; otherwise `adopt` copies ahead of the pass).
                     try borrowedMatchesTensor(GroupNorm<Float>(channelCount: 16, groupCount: 4, activation: .relu),
                                               shape: [5, 16, 31, 33], mode: mode)
                     try borrowedMatchesTensor(GroupNorm<Double>(channelCount: 12, groupCount: 6),

@@ -168,15 +168,15 @@ struct RankStatistics: StatisticsExchange {
         count: Int, scratch: UnsafeMutablePointer<Scalar>
     ) -> Result<(gathered: UnsafePointer<Scalar>, total: Int), NormError> {
         let length = Message<Scalar>.length(channels: channels), size = communicator.size
-        // This rank's message, then every rank's as gathered.
-        let messages = VectorSet(first: scratch, stride: length, count: 2)
-        let own = Message(messages[0], channels: channels)
+        let own = Message(scratch, channels: channels)
         own.refused = status != nil
         own.call = call
         own.number = number
         own.channels = channels
         own.count = count
-        let gathered = messages[1]
+        // After this rank's message, every rank's as gathered
+        // (``scratchCount(channels:)`` sizes both).
+        let gathered = scratch + length
         do throws(NormError) {
             try communicator.allGather(UnsafeBufferPointer(start: scratch, count: length),
                                        into: UnsafeMutableBufferPointer(start: gathered, count: size * length))

@@ -549,7 +549,7 @@ extension BatchNormKernels {
                 // added into the sums with `axpy` (elementwise, so a masked
                 // row gives the plain backward's bits).
                 let row = Workspace<Scalar>.placed(scratch, awayFrom: x, by: 2048)
-                let maskedRow = VectorSet(first: row, stride: half, count: 2)[1]
+                let maskedRow = row + half
                 for i in 0..<g.outer {
                     var (dyi, xi) = load?(i) ?? (dy + i * channels, x + i * channels)
                     if let mask, load == nil {
@@ -572,7 +572,7 @@ extension BatchNormKernels {
                     let dyb = dy + start * channels, xb = x + start * channels
                     // The elementwise pass first: it streams dy and x from memory
                     // together, and leaves dY_b in L2 for its gemv.
-                    let masked = maskedBlock(VectorSet(first: scratch, stride: half, count: 2)[1], like: dyb)
+                    let masked = maskedBlock(scratch + half, like: dyb)
                     if let mask {
                         let mb = mask + start * channels
                         for i in 0..<b {
