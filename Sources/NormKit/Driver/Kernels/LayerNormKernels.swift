@@ -190,6 +190,22 @@ enum LayerNormKernels {
     @inlinable
     static var rowSumsMinimumColumns: Int { BatchNormKernels.rowMomentsMinimumColumns }
 
+    /// How many rows ahead the per-row backward asks for `dy` and `x` when it
+    /// streams: the row about ``prefetchBytesAhead`` on, and at least the
+    /// next. A residual form's backward, which keeps its block of `dx` in L2
+    /// for the sum gradient, asks for the next row only.
+    @inlinable
+    static func prefetchRows<Scalar>(columns: Int, of _: Scalar.Type) -> Int {
+        max(1, prefetchBytesAhead / max(1, columns * MemoryLayout<Scalar>.stride))
+    }
+
+    /// How far ahead, in bytes of one stream, the per-row backward asks for
+    /// its rows: far enough that a row has arrived when its product pass
+    /// starts, near enough that the rows asked for stay in L2 (the
+    /// Performance article has the measurements).
+    @inlinable
+    static var prefetchBytesAhead: Int { 8192 }
+
     /// ``forwardRowsBLAS`` when a row has at least ``rowKernelMinimumColumns``
     /// columns, ``forwardBlocksBLAS`` otherwise. `scratch` holds
     /// ``forwardScratch(blockRows:columns:rowStatistics:)`` scalars, sized for the path it takes.
@@ -479,6 +495,7 @@ enum LayerNormKernels {
         // in L1 (`axpy`), so `P_i` needs one row of scratch, not a block.
         let sumsPerRow = columns >= rowSumsMinimumColumns
         let p = perRow ? Workspace<Scalar>.placed(scratch, awayFrom: dyb, by: 2048) : block
+        let ahead = sumGradient == nil ? prefetchRows(columns: columns, of: Scalar.self) : 1
         for i in 0..<b {
             let g = dyb + i * columns, row = xb + i * columns
             let pi = sumsPerRow ? p : p + i * columns
@@ -493,13 +510,14 @@ enum LayerNormKernels {
             }
             // A row of dx is written once, here: streamed when the caller
             // streams dx and adds nothing to it afterwards. When dx streams
-            // (the rows come from memory), it asks for the next row's dy and x
-            // into L2 as it goes, which the next row's first pass (the
-            // product) would otherwise wait on.
+            // (the rows come from memory), it asks for the dy and x of the
+            // row `ahead` rows on into L2 as it goes, which that row's first
+            // pass (the product) would otherwise wait on.
             Scalar.combineRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
                               a: a, b: c, gamma: gamma, into: block + i * columns,
                               streaming: streaming && sumGradient == nil,
-                              next: streaming && i + 1 < b ? (g + columns, row + columns) : nil)
+                              next: streaming && i + ahead < b
+                                  ? (g + ahead * columns, row + ahead * columns) : nil)
         }
         // The column sums only for the parameters the caller wants (`Affine`).
         if let dbeta, !sumsPerRow {
