@@ -68,31 +68,45 @@
     }
 
 // LayerNorm's dx over a row a 64-byte line at a time (streamed from the first
-// 16-byte boundary when `streaming`), asking for a line of the next row's dy
-// and x into L2 per line written: the next row's first pass then finds them
-// there. (Into L1 they evicted the rows in use where a row is 8 KiB, Double.)
+// 16-byte boundary when `streaming`), plus `sum` (a residual form's sum
+// gradient) after the row's value is rounded when HAS_SUM (a constant in each
+// inlined use, so both forms vectorize), asking for a line of the row ahead's
+// dy, x (and sum) into L2 per line written: that row's first pass then finds
+// them there. (Into L1 they evicted the rows in use where a row is 8 KiB,
+// Double.)
 #define NORMKIT_COMBINE_NEXT(T, SUFFIX, VECTOR)                                           \
     __attribute__((always_inline)) static inline void normkit_combine_next_##SUFFIX(      \
-        const T *restrict dy, const T *restrict x, T *restrict dx, long n, T m, T s, T a, \
-        T b, const T *restrict g, int streaming, const T *next_dy, const T *next_x) {     \
+        const T *restrict dy, const T *restrict x, const T *restrict sum, T *restrict dx, \
+        long n, T m, T s, T a, T b, const T *restrict g, int streaming,                   \
+        const T *next_dy, const T *next_x, const T *next_sum, const int has_sum) {        \
         const long line = 64 / (long)sizeof(T), lanes = 16 / (long)sizeof(T);            \
         long j = streaming ? NORMKIT_STREAM_HEAD(T, dx, n) : 0;                           \
-        for (long k = 0; k < j; k++) dx[k] = s * (g[k] * dy[k] - a - (x[k] - m) * s * b); \
+        for (long k = 0; k < j; k++) {                                                    \
+            T t = s * (g[k] * dy[k] - a - (x[k] - m) * s * b);                            \
+            dx[k] = has_sum ? t + sum[k] : t;                                             \
+        }                                                                                 \
         for (; j + line <= n; j += line) {                                                \
             __builtin_prefetch(next_dy + j, 0, 2);                                        \
             __builtin_prefetch(next_x + j, 0, 2);                                         \
+            if (has_sum) __builtin_prefetch(next_sum + j, 0, 2);                          \
             if (streaming) {                                                              \
                 for (long k = j; k < j + line; k += lanes) {                              \
                     VECTOR v = s * (NORMKIT_LOAD(VECTOR, g + k) * NORMKIT_LOAD(VECTOR, dy + k) \
                                     - a - (NORMKIT_LOAD(VECTOR, x + k) - m) * s * b);     \
+                    if (has_sum) v = v + NORMKIT_LOAD(VECTOR, sum + k);                   \
                     __builtin_nontemporal_store(v, (VECTOR *)(dx + k));                   \
                 }                                                                         \
             } else {                                                                      \
-                for (long k = j; k < j + line; k++)                                       \
-                    dx[k] = s * (g[k] * dy[k] - a - (x[k] - m) * s * b);                  \
+                for (long k = j; k < j + line; k++) {                                     \
+                    T t = s * (g[k] * dy[k] - a - (x[k] - m) * s * b);                    \
+                    dx[k] = has_sum ? t + sum[k] : t;                                     \
+                }                                                                         \
             }                                                                             \
         }                                                                                 \
-        for (; j < n; j++) dx[j] = s * (g[j] * dy[j] - a - (x[j] - m) * s * b);           \
+        for (; j < n; j++) {                                                              \
+            T t = s * (g[j] * dy[j] - a - (x[j] - m) * s * b);                            \
+            dx[j] = has_sum ? t + sum[j] : t;                                             \
+        }                                                                                 \
     }
 
 // The centred squares of a block and the residual sums added to `residual`,
@@ -172,13 +186,26 @@ NORMKIT_CENTRED_SQUARES_ROWS(double, d)
                                                        long n, T m, T s, T g, T a, T c) { \
         for (long j = 0; j < n; j++) dx[j] = s * (g * dy[j] - a - (x[j] - m) * s * c);    \
     }                                                                                     \
-    NORMKIT_CLONES void normkit_combine_##SUFFIX(const T *dy, const T *x, T *dx, long n,  \
-                                                 T m, T s, T a, T b, const T *g,          \
-                                                 int streaming, const T *next_dy,         \
-                                                 const T *next_x) {                       \
-        if (next_dy && next_x) {                                                          \
-            normkit_combine_next_##SUFFIX(dy, x, dx, n, m, s, a, b, g, streaming,         \
-                                          next_dy, next_x);                               \
+    NORMKIT_CLONES void normkit_combine_##SUFFIX(const T *dy, const T *x, const T *sum,    \
+                                                 T *dx, long n, T m, T s, T a, T b,       \
+                                                 const T *g, int streaming,               \
+                                                 const T *next_dy, const T *next_x,       \
+                                                 const T *next_sum) {                     \
+        if (next_dy && next_x && (next_sum || !sum)) {                                    \
+            if (sum)                                                                      \
+                normkit_combine_next_##SUFFIX(dy, x, sum, dx, n, m, s, a, b, g, streaming, \
+                                              next_dy, next_x, next_sum, 1);              \
+            else                                                                          \
+                normkit_combine_next_##SUFFIX(dy, x, sum, dx, n, m, s, a, b, g, streaming, \
+                                              next_dy, next_x, next_sum, 0);              \
+            return;                                                                       \
+        }                                                                                 \
+        if (sum) {                                                                        \
+            NORMKIT_WRITE(T, VECTOR, dx, n, streaming,                                    \
+                s * (NORMKIT_LOAD(VECTOR, g + j) * NORMKIT_LOAD(VECTOR, dy + j) - a       \
+                     - (NORMKIT_LOAD(VECTOR, x + j) - m) * s * b)                         \
+                    + NORMKIT_LOAD(VECTOR, sum + j),                                      \
+                s * (g[j] * dy[j] - a - (x[j] - m) * s * b) + sum[j]);                    \
             return;                                                                       \
         }                                                                                 \
         NORMKIT_WRITE(T, VECTOR, dx, n, streaming,                                        \

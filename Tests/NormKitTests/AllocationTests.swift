@@ -407,6 +407,9 @@ extension ProcessWideTests {
                 try expectStreamedEqualsStored("rows of \(rowLength),") {
                     try fusedResults(Float.self, backend: backend, rowLength: rowLength).map(bits)
                 }
+                try expectStreamedEqualsStored("Double rows of \(rowLength),") {
+                    try fusedResults(Double.self, backend: backend, rowLength: rowLength).map(bits)
+                }
             }
         }
 

@@ -52,15 +52,16 @@ void normkit_group_combine_f(const float *dy, const float *x, float *dx, long n,
 void normkit_group_combine_d(const double *dy, const double *x, double *dx, long n, double m,
                              double s, double g, double a, double c);
 
-/* dx[j] = s * (g[j] * dy[j] - a - (x[j] - m) * s * b); with `next_dy` and
-   `next_x` (the next row's, or NULL), a line of each asked for per line of dx
-   written. */
-void normkit_combine_f(const float *dy, const float *x, float *dx, long n, float m, float s,
-                       float a, float b, const float *g, int streaming, const float *next_dy,
-                       const float *next_x);
-void normkit_combine_d(const double *dy, const double *x, double *dx, long n, double m, double s,
-                       double a, double b, const double *g, int streaming,
-                       const double *next_dy, const double *next_x);
+/* dx[j] = s * (g[j] * dy[j] - a - (x[j] - m) * s * b), plus sum[j] after that
+   value is rounded when `sum` is not NULL (a residual form's sum gradient);
+   with `next_dy` and `next_x` (a row ahead's, or NULL) and `next_sum`, a line
+   of each asked for per line of dx written. */
+void normkit_combine_f(const float *dy, const float *x, const float *sum, float *dx, long n,
+                       float m, float s, float a, float b, const float *g, int streaming,
+                       const float *next_dy, const float *next_x, const float *next_sum);
+void normkit_combine_d(const double *dy, const double *x, const double *sum, double *dx, long n,
+                       double m, double s, double a, double b, const double *g, int streaming,
+                       const double *next_dy, const double *next_x, const double *next_sum);
 
 /* Batch normalization's passes over one row of n features, with a value per
    feature (column) in each vector argument. */

@@ -140,13 +140,15 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
         gamma: Self, a: Self, c: Self, dx: UnsafeMutablePointer<Self>)
 
     /// `dx[j] = invstd·(gamma[j]·dy[j] - a - (x[j] - mean)·invstd·b)` over
-    /// `count` elements, with streaming stores when `streaming`; with `next`
-    /// (the next row's `dy` and `x`), a line of each asked for per line of
-    /// `dx` written (`normkit_combine_*`).
+    /// `count` elements, plus `sum[j]` after that value is rounded when `sum`
+    /// is given (a residual form's sum gradient), with streaming stores when
+    /// `streaming`; with `next` (a row ahead's `dy`, `x` and `sum`), a line
+    /// of each asked for per line of `dx` written (`normkit_combine_*`).
     @_spi(BLAS) static func combine(
-        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: Self, invstd: Self,
-        a: Self, b: Self, gamma: UnsafePointer<Self>, dx: UnsafeMutablePointer<Self>,
-        streaming: Bool, next: (dy: UnsafePointer<Self>, x: UnsafePointer<Self>)?)
+        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, sum: UnsafePointer<Self>?,
+        mean: Self, invstd: Self, a: Self, b: Self, gamma: UnsafePointer<Self>,
+        dx: UnsafeMutablePointer<Self>, streaming: Bool,
+        next: (dy: UnsafePointer<Self>, x: UnsafePointer<Self>, sum: UnsafePointer<Self>?)?)
 
     /// The fused epilogue `y[j] = act(z[j] + r[j])` (`r` optional; `act` the
     /// identity or ReLU), with streaming stores when `streaming`; with a ReLU
@@ -352,15 +354,16 @@ extension BLASScalar {
                      c: c, dx: dx)
     }
 
-    /// LayerNorm's `dx` over one row
-    /// (``combine(count:dy:x:mean:invstd:a:b:gamma:dx:streaming:next:)``).
+    /// LayerNorm's `dx` over one row, plus a residual form's `sum` gradient
+    /// (``combine(count:dy:x:sum:mean:invstd:a:b:gamma:dx:streaming:next:)``).
     @usableFromInline @inline(__always)
     static func combineRow(
-        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, mean: Self, invstd: Self,
-        a: Self, b: Self, gamma: UnsafePointer<Self>, into dx: UnsafeMutablePointer<Self>,
-        streaming: Bool, next: (dy: UnsafePointer<Self>, x: UnsafePointer<Self>)? = nil
+        count: Int, dy: UnsafePointer<Self>, x: UnsafePointer<Self>, sum: UnsafePointer<Self>? = nil,
+        mean: Self, invstd: Self, a: Self, b: Self, gamma: UnsafePointer<Self>,
+        into dx: UnsafeMutablePointer<Self>, streaming: Bool,
+        next: (dy: UnsafePointer<Self>, x: UnsafePointer<Self>, sum: UnsafePointer<Self>?)? = nil
     ) {
-        combine(count: count, dy: dy, x: x, mean: mean, invstd: invstd, a: a, b: b,
+        combine(count: count, dy: dy, x: x, sum: sum, mean: mean, invstd: invstd, a: a, b: b,
                 gamma: gamma, dx: dx, streaming: streaming, next: next)
     }
 

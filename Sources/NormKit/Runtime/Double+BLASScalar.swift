@@ -164,12 +164,13 @@ extension Double: BLASScalar {
     /// `normkit_combine_d`.
     @_spi(BLAS)
     public static func combine(
-        count: Int, dy: UnsafePointer<Double>, x: UnsafePointer<Double>, mean: Double, invstd: Double,
-        a: Double, b: Double, gamma: UnsafePointer<Double>, dx: UnsafeMutablePointer<Double>,
-        streaming: Bool, next: (dy: UnsafePointer<Double>, x: UnsafePointer<Double>)?
+        count: Int, dy: UnsafePointer<Double>, x: UnsafePointer<Double>, sum: UnsafePointer<Double>?,
+        mean: Double, invstd: Double, a: Double, b: Double, gamma: UnsafePointer<Double>,
+        dx: UnsafeMutablePointer<Double>, streaming: Bool,
+        next: (dy: UnsafePointer<Double>, x: UnsafePointer<Double>, sum: UnsafePointer<Double>?)?
     ) {
-        normkit_combine_d(dy, x, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0,
-                          next?.dy, next?.x)
+        normkit_combine_d(dy, x, sum, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0,
+                          next?.dy, next?.x, next?.sum ?? nil)
     }
 
     /// `normkit_epilogue_d`.

@@ -164,12 +164,13 @@ extension Float: BLASScalar {
     /// `normkit_combine_f`.
     @_spi(BLAS)
     public static func combine(
-        count: Int, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, mean: Float, invstd: Float,
-        a: Float, b: Float, gamma: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
-        streaming: Bool, next: (dy: UnsafePointer<Float>, x: UnsafePointer<Float>)?
+        count: Int, dy: UnsafePointer<Float>, x: UnsafePointer<Float>, sum: UnsafePointer<Float>?,
+        mean: Float, invstd: Float, a: Float, b: Float, gamma: UnsafePointer<Float>,
+        dx: UnsafeMutablePointer<Float>, streaming: Bool,
+        next: (dy: UnsafePointer<Float>, x: UnsafePointer<Float>, sum: UnsafePointer<Float>?)?
     ) {
-        normkit_combine_f(dy, x, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0,
-                          next?.dy, next?.x)
+        normkit_combine_f(dy, x, sum, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0,
+                          next?.dy, next?.x, next?.sum ?? nil)
     }
 
     /// `normkit_epilogue_f`.

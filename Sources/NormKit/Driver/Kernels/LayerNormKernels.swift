@@ -190,10 +190,9 @@ enum LayerNormKernels {
     @inlinable
     static var rowSumsMinimumColumns: Int { BatchNormKernels.rowMomentsMinimumColumns }
 
-    /// How many rows ahead the per-row backward asks for `dy` and `x` when it
-    /// streams: the row about ``prefetchBytesAhead`` on, and at least the
-    /// next. A residual form's backward, which keeps its block of `dx` in L2
-    /// for the sum gradient, asks for the next row only.
+    /// How many rows ahead the per-row backward asks for `dy` and `x` (and a
+    /// residual form's sum gradient) when it streams: the row about
+    /// ``prefetchBytesAhead`` on, and at least the next.
     @inlinable
     static func prefetchRows<Scalar>(columns: Int, of _: Scalar.Type) -> Int {
         max(1, prefetchBytesAhead / max(1, columns * MemoryLayout<Scalar>.stride))
@@ -437,10 +436,12 @@ enum LayerNormKernels {
     /// the column sums, the row terms `gemv(NoTrans, dY_b, gamma)` and
     /// `gemv(NoTrans, P_b, gamma)`, then `dx` over the block (two `dot` calls
     /// per row cost more than a `gemv` per block when a row is short).
-    /// Reads `dy` and `x` once, writes `dx` once (rows written one at a
-    /// time with streaming stores when `streaming` and there is no
-    /// `sumGradient`; when `streaming`, each row's `dx` pass asks for the
-    /// next row's `dy` and `x`).
+    /// Reads `dy` and `x` once, writes `dx` once, a residual form's
+    /// `sumGradient` added in the same pass for rows taken one at a time
+    /// (after the block for shorter rows); rows written one at a time with
+    /// streaming stores when `streaming`, each row's `dx` pass then asking
+    /// for the `dy`, `x` (and `sumGradient`) of a row ahead
+    /// (``prefetchRows(columns:of:)``).
     /// Not `centred` (RMSNorm: `mean = 0`): the `Σ dxhat` term is zero and not
     /// computed. A `nil` `dgamma` or `dbeta` (a layer without that parameter,
     /// ``Affine``) skips its column sums.
@@ -472,8 +473,8 @@ enum LayerNormKernels {
     /// One block of ``backwardBLAS`` (`rows` at most its `blockRows`): `dx`
     /// of the block, its terms added to `dgamma` and `dbeta`. `scratch` holds
     /// ``backwardScratch(blockRows:columns:of:)`` scalars. With `streaming`,
-    /// rows written one at a time (and no `sumGradient` to add to them) are
-    /// written with streaming stores; the caller fences.
+    /// rows written one at a time are written with streaming stores; the
+    /// caller fences.
     @inlinable
     static func backwardBlock<Scalar: BLASScalar>(
         dy dyb: UnsafePointer<Scalar>, x xb: UnsafePointer<Scalar>, rows b: Int, columns: Int,
@@ -495,7 +496,7 @@ enum LayerNormKernels {
         // in L1 (`axpy`), so `P_i` needs one row of scratch, not a block.
         let sumsPerRow = columns >= rowSumsMinimumColumns
         let p = perRow ? Workspace<Scalar>.placed(scratch, awayFrom: dyb, by: 2048) : block
-        let ahead = sumGradient == nil ? prefetchRows(columns: columns, of: Scalar.self) : 1
+        let ahead = prefetchRows(columns: columns, of: Scalar.self)
         for i in 0..<b {
             let g = dyb + i * columns, row = xb + i * columns
             let pi = sumsPerRow ? p : p + i * columns
@@ -508,16 +509,18 @@ enum LayerNormKernels {
                 if let dbeta { Scalar.axpy(count: columns, alpha: 1, x: g, y: dbeta) }
                 if let dgamma { Scalar.axpy(count: columns, alpha: 1, x: pi, y: dgamma) }
             }
-            // A row of dx is written once, here: streamed when the caller
-            // streams dx and adds nothing to it afterwards. When dx streams
-            // (the rows come from memory), it asks for the dy and x of the
-            // row `ahead` rows on into L2 as it goes, which that row's first
-            // pass (the product) would otherwise wait on.
-            Scalar.combineRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
-                              a: a, b: c, gamma: gamma, into: block + i * columns,
-                              streaming: streaming && sumGradient == nil,
+            // A row of dx is written once, here, a residual form's sum
+            // gradient added to it: streamed when the caller streams dx.
+            // When dx streams (the rows come from memory), it asks for the
+            // dy, x (and sum gradient) of the row `ahead` rows on into L2 as
+            // it goes, which that row's first pass would otherwise wait on.
+            let ds = sumGradient.map { $0 + i * columns }
+            Scalar.combineRow(count: columns, dy: g, x: row, sum: ds, mean: mean[i],
+                              invstd: invstd[i], a: a, b: c, gamma: gamma,
+                              into: block + i * columns, streaming: streaming,
                               next: streaming && i + ahead < b
-                                  ? (g + ahead * columns, row + ahead * columns) : nil)
+                                  ? (g + ahead * columns, row + ahead * columns,
+                                     ds.map { $0 + ahead * columns }) : nil)
         }
         // The column sums only for the parameters the caller wants (`Affine`).
         if let dbeta, !sumsPerRow {
@@ -541,8 +544,9 @@ enum LayerNormKernels {
                     gamma: gamma, meanDxhat: sumDxhat, meanDxhatXhat: sumDxhatXhat, dx: block,
                     streaming: false)
         }
-        // A residual form's sum gradient, added while dX_b is in L2.
-        if let sumGradient {
+        // The block form's residual sum gradient, added while dX_b is in L2
+        // (the per-row form added it in its `dx` pass).
+        if let sumGradient, !perRow {
             Fused.accumulate(sumGradient, count: b * columns, into: block)
         }
     }
