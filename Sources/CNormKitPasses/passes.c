@@ -69,7 +69,7 @@
 
 // LayerNorm's dx over a row a 64-byte line at a time (streamed from the first
 // 16-byte boundary when `streaming`), plus `sum` (a residual form's sum
-// gradient) after the row's value is rounded when HAS_SUM (a constant in each
+// gradient) after the row's value is rounded when `has_sum` (a constant in each
 // inlined use, so both forms vectorize), asking for a line of the row ahead's
 // dy, x (and sum) into L2 per line written: that row's first pass then finds
 // them there. (Into L1 they evicted the rows in use where a row is 8 KiB,
