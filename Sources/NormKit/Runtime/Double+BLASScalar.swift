@@ -170,7 +170,7 @@ extension Double: BLASScalar {
         next: (dy: UnsafePointer<Double>, x: UnsafePointer<Double>, sum: UnsafePointer<Double>?)?
     ) {
         normkit_combine_d(dy, x, sum, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0,
-                          next?.dy, next?.x, next?.sum ?? nil)
+                          next?.dy, next?.x, next?.sum)
     }
 
     /// `normkit_epilogue_d`.

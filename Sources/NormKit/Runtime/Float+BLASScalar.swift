@@ -170,7 +170,7 @@ extension Float: BLASScalar {
         next: (dy: UnsafePointer<Float>, x: UnsafePointer<Float>, sum: UnsafePointer<Float>?)?
     ) {
         normkit_combine_f(dy, x, sum, dx, count, mean, invstd, a, b, gamma, streaming ? 1 : 0,
-                          next?.dy, next?.x, next?.sum ?? nil)
+                          next?.dy, next?.x, next?.sum)
     }
 
     /// `normkit_epilogue_f`.
