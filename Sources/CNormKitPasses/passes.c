@@ -110,14 +110,15 @@
     }
 
 // The centred squares of a block and the residual sums added to `residual`,
-// each value also copied to `copy` when `copying` (a constant in each inlined
-// use, so both forms vectorize).
+// each value also copied to `copy` when `copying`; with `in_order`, a group
+// of four rows adds its residuals one row after another, the bits of one row
+// at a time (both constants in each inlined use, so every form vectorizes).
 #define NORMKIT_CENTRED_SQUARES_ROWS(T, SUFFIX)                                           \
     __attribute__((always_inline)) static inline void                                     \
         normkit_centred_squares_rows_##SUFFIX(const T *restrict x, T *restrict squares,   \
                                               T *restrict residual, long rows, long n,    \
                                               const T *restrict mean, T *restrict copy,   \
-                                              const int copying) {                        \
+                                              const int copying, const int in_order) {    \
         long i = 0;                                                                       \
         for (; i + 4 <= rows; i += 4) {                                                   \
             const T *x0 = x + i * n, *x1 = x0 + n, *x2 = x1 + n, *x3 = x2 + n;            \
@@ -132,7 +133,10 @@
                     c3[j] = v3;                                                           \
                 }                                                                         \
                 T d0 = v0 - m, d1 = v1 - m, d2 = v2 - m, d3 = v3 - m;                     \
-                residual[j] += (d0 + d1) + (d2 + d3);                                     \
+                if (in_order)                                                             \
+                    residual[j] = (((residual[j] + d0) + d1) + d2) + d3;                  \
+                else                                                                      \
+                    residual[j] += (d0 + d1) + (d2 + d3);                                 \
                 s0[j] = d0 * d0;                                                          \
                 s1[j] = d1 * d1;                                                          \
                 s2[j] = d2 * d2;                                                          \
@@ -234,13 +238,21 @@ NORMKIT_CENTRED_SQUARES_ROWS(double, d)
     }                                                                                     \
     NORMKIT_CLONES void normkit_centred_squares_##SUFFIX(const T *x, T *squares,          \
                                                          T *residual, long rows, long n,  \
-                                                         const T *mean, T *copy) {        \
-        if (copy)                                                                         \
+                                                         const T *mean, T *copy,          \
+                                                         int in_order) {                  \
+        /* copy unused where not copying */                                               \
+        if (copy && in_order)                                                             \
             normkit_centred_squares_rows_##SUFFIX(x, squares, residual, rows, n, mean,    \
-                                                  copy, 1);                               \
+                                                  copy, 1, 1);                            \
+        else if (copy)                                                                    \
+            normkit_centred_squares_rows_##SUFFIX(x, squares, residual, rows, n, mean,    \
+                                                  copy, 1, 0);                            \
+        else if (in_order)                                                                \
+            normkit_centred_squares_rows_##SUFFIX(x, squares, residual, rows, n, mean,    \
+                                                  squares, 0, 1);                         \
         else                                                                              \
             normkit_centred_squares_rows_##SUFFIX(x, squares, residual, rows, n, mean,    \
-                                                  squares, 0); /* copy unused */          \
+                                                  squares, 0, 0);                         \
     }                                                                                     \
     NORMKIT_CLONES void normkit_centred_product_columns_##SUFFIX(const T *dy, const T *x, \
                                                                  T *p, long n,            \

@@ -234,7 +234,7 @@ struct ReducedPrecisionTests {
                 normkit_widen_f16(all, &widened, nil, all.count, 0)
             }
             var squares = widened, residual = start, expectedSquares = widened, expected = start
-            normkit_centred_squares_f(widened, &expectedSquares, &expected, 1, all.count, mean, nil)
+            normkit_centred_squares_f(widened, &expectedSquares, &expected, 1, all.count, mean, nil, 0)
             if bfloat {
                 normkit_centred_squares_row_bf16(all, &squares, &residual, all.count, mean)
             } else {

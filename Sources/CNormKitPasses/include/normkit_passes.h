@@ -80,14 +80,16 @@ void normkit_square_d(double *x, long n);
 /* Over a rows x n row-major block: squares = (x - mean)^2 elementwise and
    residual[j] += sum over rows of (x - mean[j]) (added to what residual
    holds, so a block of one row at a time accumulates), four rows at a time
-   (residual[j] += (d0 + d1) + (d2 + d3)), then the rows left one at a time;
-   the four are apart. When copy is not NULL, each value of x is also written
-   to copy (rows x n, apart from the others): a training pass's cache copy
-   made by the read the statistics need anyway. */
+   (residual[j] += (d0 + d1) + (d2 + d3); with in_order != 0,
+   residual[j] = (((residual[j] + d0) + d1) + d2) + d3, the bits of one row at
+   a time), then the rows left one at a time; the four are apart. When copy
+   is not NULL, each value of x is also written to copy (rows x n, apart from
+   the others): a training pass's cache copy made by the read the statistics
+   need anyway. */
 void normkit_centred_squares_f(const float *x, float *squares, float *residual, long rows,
-                               long n, const float *mean, float *copy);
+                               long n, const float *mean, float *copy, int in_order);
 void normkit_centred_squares_d(const double *x, double *squares, double *residual, long rows,
-                               long n, const double *mean, double *copy);
+                               long n, const double *mean, double *copy, int in_order);
 
 /* p[j] = dy[j] * (x[j] - mean[j]) */
 void normkit_centred_product_columns_f(const float *dy, const float *x, float *p, long n,

@@ -207,15 +207,17 @@ public protocol BLASScalar: BinaryFloatingPoint, SIMDScalar, Codable, Sendable {
     /// `squares = (x - mean)²` elementwise over a `rows x count` row-major
     /// block and `residual[j] += Σ_rows (x - mean[j])` (added to what
     /// `residual` holds), four rows at a time
-    /// (`residual[j] += (d0 + d1) + (d2 + d3)`), then the rows left one at a
-    /// time (`normkit_centred_squares_*`); the four are apart. With `copy`,
+    /// (`residual[j] += (d0 + d1) + (d2 + d3)`; `inOrder`:
+    /// `residual[j] = (((residual[j] + d0) + d1) + d2) + d3`, the bits of one
+    /// row at a time), then the rows left one at a time
+    /// (`normkit_centred_squares_*`); the four are apart. With `copy`,
     /// each value of `x` is also written there (`rows x count`, apart from
     /// the others): a training pass's cache copy, made by the read the
     /// squares need anyway.
     @_spi(BLAS) static func centredSquares(
         rows: Int, count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
         squares: UnsafeMutablePointer<Self>, residual: UnsafeMutablePointer<Self>,
-        copy: UnsafeMutablePointer<Self>?)
+        copy: UnsafeMutablePointer<Self>?, inOrder: Bool)
 
     /// `p[j] = dy[j]·(x[j] - mean[j])` over `count` features
     /// (`normkit_centred_product_columns_*`).
@@ -453,16 +455,17 @@ extension BLASScalar {
     }
 
     /// The centred squares and residual sums of a block, the values also
-    /// copied to `copy` when given
-    /// (``centredSquares(rows:count:x:mean:squares:residual:copy:)``).
+    /// copied to `copy` when given, the residuals of each four rows added in
+    /// order when `inOrder`
+    /// (``centredSquares(rows:count:x:mean:squares:residual:copy:inOrder:)``).
     @usableFromInline @inline(__always)
     static func centredSquaresBlock(
         rows: Int, count: Int, x: UnsafePointer<Self>, mean: UnsafePointer<Self>,
         squares: UnsafeMutablePointer<Self>, residual: UnsafeMutablePointer<Self>,
-        copy: UnsafeMutablePointer<Self>? = nil
+        copy: UnsafeMutablePointer<Self>? = nil, inOrder: Bool = false
     ) {
         centredSquares(rows: rows, count: count, x: x, mean: mean, squares: squares,
-                       residual: residual, copy: copy)
+                       residual: residual, copy: copy, inOrder: inOrder)
     }
 
     /// `p = dy·(x - mean)` over one row (``centredProductColumns(count:dy:x:mean:p:)``).

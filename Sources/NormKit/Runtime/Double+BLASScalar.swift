@@ -252,9 +252,9 @@ extension Double: BLASScalar {
     public static func centredSquares(
         rows: Int, count: Int, x: UnsafePointer<Double>, mean: UnsafePointer<Double>,
         squares: UnsafeMutablePointer<Double>, residual: UnsafeMutablePointer<Double>,
-        copy: UnsafeMutablePointer<Double>?
+        copy: UnsafeMutablePointer<Double>?, inOrder: Bool
     ) {
-        normkit_centred_squares_d(x, squares, residual, rows, count, mean, copy)
+        normkit_centred_squares_d(x, squares, residual, rows, count, mean, copy, inOrder ? 1 : 0)
     }
 
     /// `normkit_centred_product_columns_d`.

@@ -252,9 +252,9 @@ extension Float: BLASScalar {
     public static func centredSquares(
         rows: Int, count: Int, x: UnsafePointer<Float>, mean: UnsafePointer<Float>,
         squares: UnsafeMutablePointer<Float>, residual: UnsafeMutablePointer<Float>,
-        copy: UnsafeMutablePointer<Float>?
+        copy: UnsafeMutablePointer<Float>?, inOrder: Bool
     ) {
-        normkit_centred_squares_f(x, squares, residual, rows, count, mean, copy)
+        normkit_centred_squares_f(x, squares, residual, rows, count, mean, copy, inOrder ? 1 : 0)
     }
 
     /// `normkit_centred_product_columns_f`.

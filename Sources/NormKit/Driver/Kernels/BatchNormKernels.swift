@@ -61,6 +61,9 @@ enum BatchNormKernels {
         let blockMean = sums[0], blockM2 = sums[1], residual = sums[2]
         let region = layout.rest.pointer(in: scratch)
         let perRow = columns >= rowMomentsMinimumColumns
+        // Rows the per-row form centres in one pass (the caller's rows only:
+        // a 16-bit row is centred from its stored form, one at a time).
+        let group = load == nil ? min(blockRows, centringGroupRows(columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride)) : 1
         mean.update(repeating: 0, count: columns)
         m2.update(repeating: 0, count: columns)
         var count = 0
@@ -83,18 +86,25 @@ enum BatchNormKernels {
                     Scalar.axpy(count: columns, alpha: 1, x: row, y: blockMean)
                 }
                 Scalar.scal(count: columns, alpha: 1 / Scalar(b), x: blockMean)
+                // The centred squares of a group of rows into L1 in one pass
+                // (their residuals added in row order: the bits of one row at
+                // a time), then each row's into M2.
                 blockM2.update(repeating: 0, count: columns)
-                for i in 0..<b {
+                for first in stride(from: 0, to: b, by: group) {
+                    let k = min(group, b - first)
                     if let centre {
-                        centre(start + i, blockMean, block, residual)
+                        centre(start + first, blockMean, block, residual)
                     } else {
-                        let row = load?(start + i, 1, false) ?? xb + i * columns
-                        Scalar.centredSquaresBlock(rows: 1, count: columns, x: row,
+                        let rows = load?(start + first, 1, false) ?? xb + first * columns
+                        Scalar.centredSquaresBlock(rows: k, count: columns, x: rows,
                                                    mean: blockMean, squares: block,
                                                    residual: residual,
-                                                   copy: copyb.map { $0 + i * columns })
+                                                   copy: copyb.map { $0 + first * columns },
+                                                   inOrder: true)
                     }
-                    Scalar.axpy(count: columns, alpha: 1, x: block, y: blockM2)
+                    for i in 0..<k {
+                        Scalar.axpy(count: columns, alpha: 1, x: block + i * columns, y: blockM2)
+                    }
                 }
             } else {
                 Scalar.gemvTransposed(rows: b, columns: columns, alpha: 1 / Scalar(b),
@@ -131,6 +141,20 @@ enum BatchNormKernels {
     /// outweighs the block `gemv`'s second pass over the squares in L2 (the
     /// Architecture article has the measurements).
     @inlinable static var rowMomentsMinimumColumns: Int { 256 }
+
+    /// The rows whose centred squares the per-row form of
+    /// ``columnMomentsBLAS(x:rows:columns:blockRows:mean:m2:ones:scratch:copy:centre:load:)``
+    /// writes into L1 in one pass, so that it reads and writes the residual
+    /// sums once per four rows: four when their squares fit in
+    /// ``centringGroupBytes``, else one.
+    @inlinable
+    static func centringGroupRows(columns: Int, bytesPerScalar: Int) -> Int {
+        4 * columns * bytesPerScalar <= centringGroupBytes ? 4 : 1
+    }
+
+    /// 32 KiB: four rows of 1024 `Double`s, two thirds of a 48 KiB L1 (the
+    /// Performance article has the sizes measured).
+    @inlinable static var centringGroupBytes: Int { 32768 }
 
     /// Whether the BLAS kernels of this geometry sum one row at a time: rows
     /// of at least ``rowMomentsMinimumColumns`` channels.
