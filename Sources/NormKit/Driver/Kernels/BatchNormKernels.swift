@@ -152,9 +152,9 @@ enum BatchNormKernels {
         4 * columns * bytesPerScalar <= centringGroupBytes ? 4 : 1
     }
 
-    /// 32 KiB: four rows of 1024 `Double`s, two thirds of a 48 KiB L1 (the
-    /// Performance article has the sizes measured).
-    @inlinable static var centringGroupBytes: Int { 32768 }
+    /// 16 KiB: four rows of 1024 `Float`s or 512 `Double`s, a third of a
+    /// 48 KiB L1 (the Performance article has the sizes measured).
+    @inlinable static var centringGroupBytes: Int { 16384 }
 
     /// Whether the BLAS kernels of this geometry sum one row at a time: rows
     /// of at least ``rowMomentsMinimumColumns`` channels.
