@@ -14,8 +14,9 @@ enum BatchNormKernels {
     /// Column means and `M2 = Σ(x - mean)²` of `x` (`rows x columns`), blockwise,
     /// merged by ``Moments/merge``; reads `x` from memory once. Per block of
     /// rows, with rows of at least ``rowMomentsMinimumColumns`` values, one
-    /// row at a time: `mean_b = Σ_i axpy(x_i) / b`, then per row the centred
-    /// square into an L1 row of scratch and `M2_b += axpy(s_i)`; with shorter
+    /// row at a time: `mean_b = Σ_i axpy(x_i) / b`, then the centred squares
+    /// of up to four rows in one pass (``centringGroupRows(columns:bytesPerScalar:)``)
+    /// into L1 rows of scratch and `M2_b += axpy(s_i)` for each; with shorter
     /// rows, the block at once: `mean_b = gemv(Trans, X_b, 1) / b`, the centred
     /// squares into scratch, `M2_b = gemv(Trans, S_b, 1)`.
     ///
@@ -62,8 +63,10 @@ enum BatchNormKernels {
         let region = layout.rest.pointer(in: scratch)
         let perRow = columns >= rowMomentsMinimumColumns
         // Rows the per-row form centres in one pass (the caller's rows only:
-        // a 16-bit row is centred from its stored form, one at a time).
-        let group = load == nil ? min(blockRows, centringGroupRows(columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride)) : 1
+        // a 16-bit row is loaded, or centred from its stored form, one at a time).
+        let group = load == nil && centre == nil
+            ? min(blockRows, centringGroupRows(columns: columns, bytesPerScalar: MemoryLayout<Scalar>.stride))
+            : 1
         mean.update(repeating: 0, count: columns)
         m2.update(repeating: 0, count: columns)
         var count = 0
