@@ -98,7 +98,7 @@ enum BatchNormKernels {
                     if let centre {
                         centre(start + first, blockMean, block, residual)
                     } else {
-                        let rows = load?(start + first, 1, false) ?? xb + first * columns
+                        let rows = load?(start + first, k, false) ?? xb + first * columns
                         Scalar.centredSquaresBlock(rows: k, count: columns, x: rows,
                                                    mean: blockMean, squares: block,
                                                    residual: residual,
