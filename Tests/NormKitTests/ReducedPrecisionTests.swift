@@ -219,6 +219,51 @@ struct ReducedPrecisionTests {
         #expect(wrong == 0)
     }
 
+    @Test("the centred squares of four rows in row order give the bits of one row at a time, with and without the copy")
+    func centredSquaresInOrder() {
+        // 7 rows (a group of four, then three) of 37 values with full
+        // mantissas, whose residual sums round: in row order they must equal
+        // seven one-row passes.
+        let rows = 7, n = 37
+        let x = (0..<rows * n).map { Float(sin(Double($0) * 1.3) * 3.7) }
+        let mean = (0..<n).map { Float(cos(Double($0)) * 0.5) }
+        let start = (0..<n).map { Float($0) * 0.3331 }
+        var squares = [Float](repeating: 0, count: rows * n), residual = start
+        var copy = [Float](repeating: 0, count: rows * n)
+        normkit_centred_squares_f(x, &squares, &residual, rows, n, mean, &copy, 1)
+        var expectedSquares = squares, expected = start
+        x.withUnsafeBufferPointer { xp in
+            expectedSquares.withUnsafeMutableBufferPointer { sp in
+                for i in 0..<rows {
+                    normkit_centred_squares_f(xp.baseAddress! + i * n, sp.baseAddress! + i * n, &expected, 1, n,
+                                              mean, nil, 0)
+                }
+            }
+        }
+        #expect(residual.map(\.bitPattern) == expected.map(\.bitPattern))
+        #expect(squares.map(\.bitPattern) == expectedSquares.map(\.bitPattern))
+        #expect(copy == x)
+        var paired = start
+        normkit_centred_squares_f(x, &squares, &paired, rows, n, mean, nil, 0)
+        #expect(paired.map(\.bitPattern) != expected.map(\.bitPattern),
+                "the inputs are chosen so that pairing the four rows rounds differently")
+        // Double, without the copy.
+        let xd = x.map { Double($0) * 1.000000001 }, md = mean.map(Double.init)
+        var sd = [Double](repeating: 0, count: rows * n), rd = [Double](repeating: 0.25, count: n)
+        var ed = sd, red = rd
+        normkit_centred_squares_d(xd, &sd, &rd, rows, n, md, nil, 1)
+        xd.withUnsafeBufferPointer { xp in
+            ed.withUnsafeMutableBufferPointer { sp in
+                for i in 0..<rows {
+                    normkit_centred_squares_d(xp.baseAddress! + i * n, sp.baseAddress! + i * n, &red, 1, n, md,
+                                              nil, 0)
+                }
+            }
+        }
+        #expect(rd.map(\.bitPattern) == red.map(\.bitPattern))
+        #expect(sd.map(\.bitPattern) == ed.map(\.bitPattern))
+    }
+
     @Test("the 16-bit centred squares widen in registers as widening first does, every pattern")
     func centredSquaresRow() {
         // Every 16-bit pattern but the last (an odd count leaves a tail),
