@@ -309,15 +309,23 @@ struct ReducedPrecisionTests {
 
     @Test("the 16-bit scale-and-shift pass rounds c·s·gamma + beta as Swift does, stored and streamed, at every offset")
     func scaleShiftPass() {
-        // Stored, float16 on AVX-512 takes sixteen values a step and the
-        // streamed form eight: both against Swift's rounding of the Float
+        // Stored, float16 on AVX-512 and bfloat16 on AVX-512 BF16 take
+        // sixteen values in one register and the streamed forms eight or two
+        // of eight: all against Swift's rounding of the Float
         // expression, on 998-1029 values starting at each of the 32 2-byte
         // offsets in a line, over values that overflow float16, underflow
-        // it and are NaN.
+        // it and are NaN; one in 37 has gamma 0 and a subnormal beta, so the
+        // result is subnormal (bfloat16's 512-bit rounding takes the integer
+        // form for those sixteen).
         let n = 1029
         let c = passInput(n + 40, seed: 97)
-        let gamma = (0..<n + 40).map { Float($0 % 17) * 0.31 - 2.1 }
-        let beta = (0..<n + 40).map { Float($0 % 23) * 0.7 - 7.3 }
+        let gamma = (0..<n + 40).map { (k: Int) -> Float in
+            k % 37 == 11 ? 0 : Float(k % 17) * 0.31 - 2.1
+        }
+        let beta = (0..<n + 40).map { (k: Int) -> Float in
+            if k % 37 == 11 { return Float(bitPattern: 0x000A_BC00 &+ UInt32(k * 37)) }
+            return Float(k % 23) * 0.7 - 7.3
+        }
         let s: Float = 1.0 / 3.1
         var wrong = 0
         for offset in 0..<32 {
@@ -360,14 +368,20 @@ struct ReducedPrecisionTests {
         // values a step in every form and float16 only stored without a
         // copy: each against Swift's rounding of the Float expression, on
         // 998-1029 values starting at each of the 32 2-byte offsets in a
-        // line, over inputs that overflow float16, underflow it and are NaN;
-        // the copy equals the input, and nothing outside the row is written.
+        // line, over inputs that overflow float16, underflow it and are NaN,
+        // and (scale 0, a subnormal shift) results that are subnormal; the
+        // copy equals the input, and nothing outside the row is written.
         let n = 1029
         let x = passInput(n + 40, seed: 101)
         let x16 = x.map { Float16($0).bitPattern }, xb = x.map { BFloat16($0).bitPattern }
         let mean = (0..<n + 40).map { Float($0 % 13) * 0.29 - 1.7 }
-        let scale = (0..<n + 40).map { Float($0 % 17) * 0.31 - 2.1 }
-        let shift = (0..<n + 40).map { Float($0 % 23) * 0.7 - 7.3 }
+        let scale = (0..<n + 40).map { (k: Int) -> Float in
+            k % 37 == 11 ? 0 : Float(k % 17) * 0.31 - 2.1
+        }
+        let shift = (0..<n + 40).map { (k: Int) -> Float in
+            if k % 37 == 11 { return Float(bitPattern: 0x000A_BC00 &+ UInt32(k * 37)) }
+            return Float(k % 23) * 0.7 - 7.3
+        }
         var wrong = 0
         for offset in 0..<32 {
             let count = n - offset
