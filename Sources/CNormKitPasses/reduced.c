@@ -437,17 +437,6 @@ NORMKIT_HOT static void normkit_scale_shift_f16_f16c(const float *c, uint16_t *y
     for (; j < n; j++) y[j] = normkit_float_to_f16(c[j] * s * g[j] + b[j]);
 }
 
-// The stored scale-and-shift sixteen values a step with AVX-512F's
-// conversion, the tail by the F16C form: the same bits (each value the same
-// Float expression, rounded by vcvtps2ph). Its 512-bit loads of gamma and
-// beta want whole lines (the row pass's spread copies): 16 bytes off a line,
-// a C loop over a row of 1024 in L1 took 81 ns against 58 on lines, and 77
-// for the F16C form. Where the output streams the F16C form stays (this one
-// took 1.1-1.6x its time there, normbench at 32768x1024, AMD EPYC Zen 4).
-// NORMKIT_HOT: the three float16 row passes start on a line, so that their
-// loops sit where they were measured whatever the code before them: the same
-// C code, moved 464 bytes by an unrelated change, took 1.10-1.17x its time in
-// RMSNorm's and LayerNorm's float16 infer at 32768x1024.
 // The 512-bit scale-and-shift loop of float16 and bfloat16: sixteen values
 // of c·s·g + b a step, rounded by NARROW (a __m512 to sixteen 16-bit values);
 // leaves j at the first value it did not write.
@@ -462,6 +451,17 @@ NORMKIT_HOT static void normkit_scale_shift_f16_f16c(const float *c, uint16_t *y
     }
 #define NORMKIT_NARROW_F16_ZMM(v) _mm512_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT)
 
+// The stored scale-and-shift sixteen values a step with AVX-512F's
+// conversion, the tail by the F16C form: the same bits (each value the same
+// Float expression, rounded by vcvtps2ph). Its 512-bit loads of gamma and
+// beta want whole lines (the row pass's spread copies): 16 bytes off a line,
+// a C loop over a row of 1024 in L1 took 81 ns against 58 on lines, and 77
+// for the F16C form. Where the output streams the F16C form stays (this one
+// took 1.1-1.6x its time there, normbench at 32768x1024, AMD EPYC Zen 4).
+// NORMKIT_HOT: the three float16 row passes start on a line, so that their
+// loops sit where they were measured whatever the code before them: the same
+// C code, moved 464 bytes by an unrelated change, took 1.10-1.17x its time in
+// RMSNorm's and LayerNorm's float16 infer at 32768x1024.
 __attribute__((target("avx,avx2,f16c,avx512f,avx512vl")))
 NORMKIT_HOT static void normkit_scale_shift_f16_zmm(const float *c, uint16_t *y, long n, float s,
                                         const float *g, const float *b) {
@@ -804,7 +804,8 @@ NORMKIT_NORMALIZE_COLUMNS_ZMM(bf16, NORMKIT_AVX512BF16,
 #undef NORMKIT_NORMALIZE_COLUMNS_ZMM
 
 // float16 takes the 512-bit form stored and without a copy only (above), so
-// its dispatch calls the form with those constants; bfloat16's every form.
+// its dispatch calls the form with those constants; bfloat16's every form but
+// the stored one with a copy (normkit_normalize_columns_bf16_copy8, below).
 __attribute__((target(NORMKIT_AVX512F16)))
 static void normkit_normalize_columns_f16_zmm(const uint16_t *x, uint16_t *y, long n,
                                               const float *mean, const float *scale,
@@ -841,6 +842,9 @@ static inline __m128i normkit_narrow_bf16x8_512(__m256 v) {
 // bfloat16 inference forward into a cache at 4096x1024 over Swift arrays,
 // one thread, Intel Xeon with AVX-512 BF16: 0.75x the sixteen-value form's
 // time (float16's F16C form, eight a step, took the same as this one).
+// Measured on that CPU only: on AMD EPYC Zen 4 the sixteen-value form had
+// gained 0.85 over the 256-bit pairs (normbench, whose buffers are malloc's);
+// remeasure this form there.
 __attribute__((target(NORMKIT_AVX512BF16)))
 static void normkit_normalize_columns_bf16_copy8(const uint16_t *x, uint16_t *y, long n,
                                                  const float *mean, const float *scale,
