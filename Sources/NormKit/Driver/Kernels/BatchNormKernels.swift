@@ -98,8 +98,8 @@ enum BatchNormKernels {
                     if let centre {
                         centre(start + first, blockMean, block, residual)
                     } else {
-                        let rows = load?(start + first, k, false) ?? xb + first * columns
-                        Scalar.centredSquaresBlock(rows: k, count: columns, x: rows,
+                        let xk = load?(start + first, k, false) ?? xb + first * columns
+                        Scalar.centredSquaresBlock(rows: k, count: columns, x: xk,
                                                    mean: blockMean, squares: block,
                                                    residual: residual,
                                                    copy: copyb.map { $0 + first * columns },
