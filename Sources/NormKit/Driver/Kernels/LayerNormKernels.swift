@@ -470,6 +470,37 @@ enum LayerNormKernels {
         StreamingStores.fence(streaming)
     }
 
+    /// The per-row backward's terms of one row while it is in L1:
+    /// `P = dy ∘ xhat` into `p`, `a = dot(dy, gamma)/D` (0 when the row is
+    /// not centred) and `b = dot(P, gamma)/D` (`dot`), then `dbeta += dy` and
+    /// `dgamma += P` (`axpy`) for those given; `dx = invstd·(gamma·dy - a -
+    /// (x - mean)·invstd·b)` follows from them.
+    /// - Complexity: O(`columns`): a product pass, two `dot`, up to two `axpy`.
+    @inlinable @inline(__always)
+    static func rowTerms<Scalar: BLASScalar>(
+        dy: UnsafePointer<Scalar>, x: UnsafePointer<Scalar>, columns: Int, centred: Bool,
+        mean: Scalar, invstd: Scalar, gamma: UnsafePointer<Scalar>, p: UnsafeMutablePointer<Scalar>,
+        dgamma: UnsafeMutablePointer<Scalar>?, dbeta: UnsafeMutablePointer<Scalar>?
+    ) -> (a: Scalar, b: Scalar) {
+        let inverseCount = 1 / Scalar(columns)
+        Scalar.productRow(count: columns, dy: dy, x: x, mean: mean, invstd: invstd, into: p)
+        let a = centred ? Scalar.dot(count: columns, x: dy, y: gamma) * inverseCount : 0
+        let b = Scalar.dot(count: columns, x: p, y: gamma) * inverseCount
+        if let dbeta { Scalar.axpy(count: columns, alpha: 1, x: dy, y: dbeta) }
+        if let dgamma { Scalar.axpy(count: columns, alpha: 1, x: p, y: dgamma) }
+        return (a, b)
+    }
+
+    /// Where the per-row backward keeps a row's `P` in its kernel scratch:
+    /// 2 KiB past `dy`'s offset in a page (``Workspace/placed(_:awayFrom:by:)``),
+    /// so that the product pass's stores do not wait on `dy`'s loads (4K
+    /// aliasing).
+    @inlinable @inline(__always)
+    static func rowProducts<Scalar: BLASScalar>(_ scratch: UnsafeMutablePointer<Scalar>,
+                                    awayFrom dy: UnsafePointer<Scalar>) -> UnsafeMutablePointer<Scalar> {
+        Workspace<Scalar>.placed(scratch, awayFrom: dy, by: 2048)
+    }
+
     /// One block of ``backwardBLAS`` (`rows` at most its `blockRows`): `dx`
     /// of the block, its terms added to `dgamma` and `dbeta`. `scratch` holds
     /// ``backwardScratch(blockRows:columns:of:)`` scalars. With `streaming`,
@@ -487,28 +518,27 @@ enum LayerNormKernels {
         let centred = rowStatistics.centred
         let inverseCount = 1 / Scalar(columns)
         // Rows of at least `rowBackwardMinimumColumns`: one row at a time while
-        // it is in L1, P_i = dy_i ∘ xhat_i into a block of scratch, the row
-        // terms `dot(dy_i, gamma)/D` and `dot(P_i, gamma)/D`, then dx_i.
-        // Shorter rows: P_b into dX_b, the row terms by `gemv` after the
-        // column sums, then dx over the block (which overwrites P_b).
+        // it is in L1 (``rowTerms``), then dx_i. Shorter rows: P_b into dX_b,
+        // the row terms by `gemv` after the column sums, then dx over the
+        // block (which overwrites P_b).
         let perRow = columns >= rowBackwardMinimumColumns
         // From ``rowSumsMinimumColumns``, the column sums too while the row is
         // in L1 (`axpy`), so `P_i` needs one row of scratch, not a block.
         let sumsPerRow = columns >= rowSumsMinimumColumns
-        let p = perRow ? Workspace<Scalar>.placed(scratch, awayFrom: dyb, by: 2048) : block
+        let p = perRow ? rowProducts(scratch, awayFrom: dyb) : block
         let ahead = prefetchRows(columns: columns, of: Scalar.self)
         for i in 0..<b {
             let g = dyb + i * columns, row = xb + i * columns
             let pi = sumsPerRow ? p : p + i * columns
-            Scalar.productRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
-                              into: pi)
-            guard perRow else { continue }
-            let a = centred ? Scalar.dot(count: columns, x: g, y: gamma) * inverseCount : 0
-            let c = Scalar.dot(count: columns, x: pi, y: gamma) * inverseCount
-            if sumsPerRow {
-                if let dbeta { Scalar.axpy(count: columns, alpha: 1, x: g, y: dbeta) }
-                if let dgamma { Scalar.axpy(count: columns, alpha: 1, x: pi, y: dgamma) }
+            guard perRow else {
+                Scalar.productRow(count: columns, dy: g, x: row, mean: mean[i], invstd: invstd[i],
+                                  into: pi)
+                continue
             }
+            let (a, c) = rowTerms(dy: g, x: row, columns: columns, centred: centred,
+                                  mean: mean[i], invstd: invstd[i], gamma: gamma, p: pi,
+                                  dgamma: sumsPerRow ? dgamma : nil,
+                                  dbeta: sumsPerRow ? dbeta : nil)
             // A row of dx is written once, here, a residual form's sum
             // gradient added to it: streamed when the caller streams dx.
             // When dx streams (the rows come from memory), it asks for the
