@@ -585,6 +585,22 @@ static inline float normkit_masked_bf16_one(const uint16_t *dy, const unsigned c
     return (!mask || mask[j]) ? g : 0.0f;
 }
 
+// LayerNorm's dx at j in Float, normkit_combine_f's expression and order:
+// s·(g·dy - a - (x - m)·s·b), plus the residual form's sum gradient.
+static inline float normkit_combine_row_one(const float *dy, const float *x, const float *sum,
+                                            long j, float m, float s, float a, float b,
+                                            const float *g) {
+    float t = s * (g[j] * dy[j] - a - (x[j] - m) * s * b);
+    return sum ? t + sum[j] : t;
+}
+
+#if defined(NORMKIT_F16C)
+__attribute__((target("avx")))
+static inline __m256 normkit_add_sum_x8(__m256 v, const float *sum) {
+    return sum ? _mm256_add_ps(v, _mm256_loadu_ps(sum)) : v;
+}
+#endif
+
 #if defined(NORMKIT_F16C)
 // The vector forms of the passes that read or write 16 bits with a Float
 // expression between, written once for both types: P is f16 (F16C, eight
@@ -726,6 +742,28 @@ static inline float normkit_masked_bf16_one(const uint16_t *dy, const unsigned c
         else if (relu && mask) normkit_narrow_epilogue_##P##_form(z, 0, y, mask, n, 1, streaming); \
         else if (relu) normkit_narrow_epilogue_##P##_form(z, 0, y, 0, n, 1, streaming);   \
         else normkit_narrow_epilogue_##P##_form(z, 0, y, 0, n, 0, streaming);             \
+    }                                                                                     \
+    __attribute__((target(TARGET)))                                                       \
+    static inline __attribute__((always_inline)) void normkit_combine_row_##P##_form(     \
+            const float *dy, const float *x, const float *sum, uint16_t *dx, long n,      \
+            float m, float s, float a, float b, const float *g, int streaming) {          \
+        const __m256 vm = _mm256_set1_ps(m), vs = _mm256_set1_ps(s);                      \
+        const __m256 va = _mm256_set1_ps(a), vb = _mm256_set1_ps(b);                      \
+        WRITE(dx, n, streaming,                                                           \
+            normkit_add_sum_x8(_mm256_mul_ps(vs, _mm256_sub_ps(                           \
+                _mm256_sub_ps(_mm256_mul_ps(_mm256_loadu_ps(g + j), _mm256_loadu_ps(dy + j)), \
+                              va),                                                        \
+                _mm256_mul_ps(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), vm), vs), \
+                              vb))), sum ? sum + j : 0),                                  \
+            normkit_combine_row_one(dy, x, sum, j, m, s, a, b, g))                        \
+    }                                                                                     \
+    __attribute__((target(TARGET)))                                                       \
+    static void normkit_combine_row_##P##_vector(const float *dy, const float *x,         \
+                                                 const float *sum, uint16_t *dx, long n,  \
+                                                 float m, float s, float a, float b,      \
+                                                 const float *g, int streaming) {         \
+        if (sum) normkit_combine_row_##P##_form(dy, x, sum, dx, n, m, s, a, b, g, streaming); \
+        else normkit_combine_row_##P##_form(dy, x, 0, dx, n, m, s, a, b, g, streaming);   \
     }
 
 NORMKIT_REDUCED_VECTOR_PASSES(f16, f16, "avx,f16c", NORMKIT_F16_WRITE)
@@ -1252,7 +1290,6 @@ NORMKIT_RESIDUAL_SUM_ZMM(f16, NORMKIT_AVX512F16, NORMKIT_WIDEN_F16_ZMM, NORMKIT_
 NORMKIT_RESIDUAL_SUM_ZMM(bf16, NORMKIT_AVX512BF16, NORMKIT_WIDEN_BF16_ZMM,
                          normkit_narrow_bf16x16_zmm)
 #undef NORMKIT_WIDEN_F16_ZMM
-#undef NORMKIT_NARROW_F16_ZMM
 #undef NORMKIT_WIDEN_BF16_ZMM
 #undef NORMKIT_RESIDUAL_SUM_ZMM
 #endif
@@ -1312,4 +1349,87 @@ void normkit_residual_sum_bf16(const uint16_t *x, const uint16_t *r, uint16_t *s
 #endif
     normkit_residual_sum_bf16_loop(x, r, s, copy, f, n);
     if (sum && streaming) normkit_copy16(s, sum, n, streaming);
+}
+
+#if defined(NORMKIT_F16C)
+// The stored row pass sixteen values a step in 512-bit registers, the tail by
+// the 256-bit form (P_vector): each lane the same expression and rounding, so
+// the same bits, in half the instructions.
+#define NORMKIT_COMBINE_ROW_ZMM(P, TARGET, NARROW)                                        \
+    __attribute__((target(TARGET)))                                                       \
+    static inline __attribute__((always_inline)) void normkit_combine_row_##P##_zmm_form( \
+            const float *dy, const float *x, const float *sum, uint16_t *dx, long n,      \
+            float m, float s, float a, float b, const float *g) {                         \
+        const __m512 vm = _mm512_set1_ps(m), vs = _mm512_set1_ps(s);                      \
+        const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b);                      \
+        long j = 0;                                                                       \
+        for (; j + 16 <= n; j += 16) {                                                    \
+            __m512 v = _mm512_mul_ps(vs, _mm512_sub_ps(                                   \
+                _mm512_sub_ps(_mm512_mul_ps(_mm512_loadu_ps(g + j), _mm512_loadu_ps(dy + j)), \
+                              va),                                                        \
+                _mm512_mul_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + j), vm), vs), \
+                              vb)));                                                      \
+            if (sum) v = _mm512_add_ps(v, _mm512_loadu_ps(sum + j));                      \
+            _mm256_storeu_si256((__m256i *)(dx + j), NARROW(v));                          \
+        }                                                                                 \
+        normkit_combine_row_##P##_vector(dy + j, x + j, sum ? sum + j : 0, dx + j, n - j, \
+                                         m, s, a, b, g + j, 0);                           \
+    }                                                                                     \
+    __attribute__((target(TARGET)))                                                       \
+    static void normkit_combine_row_##P##_zmm(const float *dy, const float *x,            \
+                                              const float *sum, uint16_t *dx, long n,     \
+                                              float m, float s, float a, float b,         \
+                                              const float *g) {                           \
+        if (sum) normkit_combine_row_##P##_zmm_form(dy, x, sum, dx, n, m, s, a, b, g);    \
+        else normkit_combine_row_##P##_zmm_form(dy, x, 0, dx, n, m, s, a, b, g);          \
+    }
+NORMKIT_COMBINE_ROW_ZMM(f16, NORMKIT_AVX512F16, NORMKIT_NARROW_F16_ZMM)
+NORMKIT_COMBINE_ROW_ZMM(bf16_512, NORMKIT_AVX512BF16, normkit_narrow_bf16x16_zmm)
+#undef NORMKIT_COMBINE_ROW_ZMM
+#undef NORMKIT_NARROW_F16_ZMM
+#endif
+
+// LayerNorm's and RMSNorm's 16-bit dx over one row: normkit_combine_f's
+// Float expression on the widened row (plus the widened sum gradient), each
+// value rounded once as it is written, so the bits of normkit_combine_f and
+// the narrowing, in one pass where those made two (the Float row written to
+// L1 and read back). dx is apart from the Float rows it reads.
+void normkit_combine_row_f16(const float *dy, const float *x, const float *sum, uint16_t *dx,
+                             long n, float m, float s, float a, float b, const float *g,
+                             int streaming) {
+#if defined(NORMKIT_F16C)
+    if (!streaming && normkit_f16c() && normkit_avx512()) {
+        normkit_combine_row_f16_zmm(dy, x, sum, dx, n, m, s, a, b, g);
+        return;
+    }
+    if (normkit_f16c()) {
+        normkit_combine_row_f16_vector(dy, x, sum, dx, n, m, s, a, b, g, streaming);
+        return;
+    }
+#endif
+    (void)streaming;
+    for (long j = 0; j < n; j++)
+        dx[j] = normkit_float_to_f16(normkit_combine_row_one(dy, x, sum, j, m, s, a, b, g));
+}
+
+NORMKIT_CLONES void normkit_combine_row_bf16(const float *dy, const float *x, const float *sum,
+                                             uint16_t *dx, long n, float m, float s, float a,
+                                             float b, const float *g, int streaming) {
+#if defined(NORMKIT_F16C)
+    if (!streaming && normkit_avx512bf16()) {
+        normkit_combine_row_bf16_512_zmm(dy, x, sum, dx, n, m, s, a, b, g);
+        return;
+    }
+    if (normkit_avx512bf16()) {
+        normkit_combine_row_bf16_512_vector(dy, x, sum, dx, n, m, s, a, b, g, streaming);
+        return;
+    }
+    if (normkit_avx2()) {
+        normkit_combine_row_bf16_vector(dy, x, sum, dx, n, m, s, a, b, g, streaming);
+        return;
+    }
+#endif
+    (void)streaming;
+    for (long j = 0; j < n; j++)
+        dx[j] = normkit_float_to_bf16(normkit_combine_row_one(dy, x, sum, j, m, s, a, b, g));
 }

@@ -432,6 +432,71 @@ struct ReducedPrecisionTests {
         #expect(wrong == 0, "\(wrong) values differ")
     }
 
+    @Test("LayerNorm's 16-bit dx row pass rounds s·(gamma·dy - a - (x - m)·s·b) (+ sum) as Swift does, stored and streamed, at every offset")
+    func combineRowPass() {
+        // Stored, float16 on AVX-512 and bfloat16 on AVX-512 BF16 take
+        // sixteen values in one register, the streamed forms eight or two of
+        // eight: all against Swift's rounding of the Float expression, with
+        // and without the sum gradient, on 998-1029 values starting at each
+        // of the 32 2-byte offsets in a line, over values that overflow
+        // float16, underflow it and are NaN. One in 37 has gamma 1, a
+        // subnormal dy and x = m, so with a = 0 the result (and with a sum,
+        // its subnormal sum) is subnormal: bfloat16's 512-bit rounding takes
+        // the integer form for those sixteen.
+        let n = 1029, m: Float = 0.73, s: Float = 1.0 / 3.1, b: Float = -0.61
+        let sub = { (k: Int) in Float(bitPattern: 0x000A_BC00 &+ UInt32(k * 37)) }
+        let dy = passInput(n + 40, seed: 103).enumerated().map { (k, v) -> Float in k % 37 == 11 ? sub(k) : v }
+        let x = passInput(n + 40, seed: 107).enumerated().map { (k, v) -> Float in k % 37 == 11 ? m : v }
+        let gamma = (0..<n + 40).map { (k: Int) -> Float in k % 37 == 11 ? 1 : Float(k % 17) * 0.31 - 2.1 }
+        let sums = (0..<n + 40).map { (k: Int) -> Float in k % 37 == 11 ? sub(k + 5) : Float(k % 23) * 0.7 - 7.3 }
+        var wrong = 0
+        for offset in 0..<32 {
+            let count = n - offset
+            for streaming: Int32 in [0, 1] {
+                for a: Float in [0, 0.37] {
+                    for withSum in [false, true] {
+                        var f16 = [UInt16](repeating: 0, count: n + 40), bf16 = f16
+                        dy.withUnsafeBufferPointer { dy in
+                            x.withUnsafeBufferPointer { x in
+                                gamma.withUnsafeBufferPointer { g in
+                                    sums.withUnsafeBufferPointer { sums in
+                                        let sum = withSum ? sums.baseAddress! + offset : nil
+                                        f16.withUnsafeMutableBufferPointer { out in
+                                            normkit_combine_row_f16(
+                                                dy.baseAddress! + offset, x.baseAddress! + offset, sum,
+                                                out.baseAddress! + offset, count, m, s, a, b,
+                                                g.baseAddress! + offset, streaming)
+                                        }
+                                        bf16.withUnsafeMutableBufferPointer { out in
+                                            normkit_combine_row_bf16(
+                                                dy.baseAddress! + offset, x.baseAddress! + offset, sum,
+                                                out.baseAddress! + offset, count, m, s, a, b,
+                                                g.baseAddress! + offset, streaming)
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                        for k in offset..<n {
+                            let centred: Float = (x[k] - m) * s * b
+                            let t: Float = s * (gamma[k] * dy[k] - a - centred)
+                            let v = withSum ? t + sums[k] : t
+                            if v.isNaN ? !Float16(bitPattern: f16[k]).isNaN : f16[k] != Float16(v).bitPattern {
+                                wrong += 1
+                            }
+                            if bf16[k] != BFloat16(v).bitPattern { wrong += 1 }
+                        }
+                        for out in [f16, bf16]
+                        where out[..<offset].contains(where: { $0 != 0 }) || out[n...].contains(where: { $0 != 0 }) {
+                            wrong += 1
+                        }
+                    }
+                }
+            }
+        }
+        #expect(wrong == 0, "\(wrong) values differ")
+    }
+
     // MARK: Accuracy
 
     /// LayerNorm/RMSNorm in `S` against the Double reference: outputs and

@@ -197,6 +197,15 @@ void normkit_narrow_epilogue_f16(const float *z, const uint16_t *r, uint16_t *y,
                                  unsigned char *mask, long n, int relu, int streaming);
 void normkit_narrow_epilogue_bf16(const float *z, const uint16_t *r, uint16_t *y,
                                   unsigned char *mask, long n, int relu, int streaming);
+/* LayerNorm's dx over one row, normkit_combine_f's Float expression
+   s * (g[j] * dy[j] - a - (x[j] - m) * s * b) (+ sum[j] when sum is not NULL) on Float
+   rows, rounded once to 16 bits as it is written (streaming stores when `streaming`). */
+void normkit_combine_row_f16(const float *dy, const float *x, const float *sum, uint16_t *dx,
+                             long n, float m, float s, float a, float b, const float *g,
+                             int streaming);
+void normkit_combine_row_bf16(const float *dy, const float *x, const float *sum, uint16_t *dx,
+                              long n, float m, float s, float a, float b, const float *g,
+                              int streaming);
 /* A residual form's prologue: s[j] = widen(x[j]) + widen(r[j]) rounded to 16 bits (the
    16-bit addition), f[j] = widen(s[j]); s copied to `sum` when it is not NULL. */
 void normkit_residual_sum_f16(const uint16_t *x, const uint16_t *r, uint16_t *s, uint16_t *sum,
