@@ -281,8 +281,11 @@ extension RowNormalization {
 
     /// The BLAS 16-bit backward's phase: each chunk of rows block by block,
     /// `dy`, the cached input (and a sum gradient) widened into the worker's
-    /// `Float` blocks, ``LayerNormKernels/backwardBlock``, `dx` narrowed; the
-    /// chunk's partial `dgamma` and `dbeta` into its region of `partials`.
+    /// `Float` blocks; rows of at least ``LayerNormKernels/rowSumsMinimumColumns``
+    /// one at a time (``LayerNormKernels/rowTerms``, then `dx` computed and
+    /// narrowed in one pass), shorter ones by ``LayerNormKernels/backwardBlock``
+    /// and `dx` narrowed; the chunk's partial `dgamma` and `dbeta` into its
+    /// region of `partials`.
     @usableFromInline
     struct ReducedBackwardPass: Threading.Pass {
         @usableFromInline let split: Threading.Split
@@ -336,6 +339,25 @@ extension RowNormalization {
                     precision.widen($0 + 2 * offset, into: dsf, count: values)
                     return dsf
                 }
+                if columns >= LayerNormKernels.rowSumsMinimumColumns {
+                    // One row at a time, as the Float kernel's per-row form,
+                    // dx narrowed as it is written.
+                    let p = LayerNormKernels.rowProducts(kernelPart.pointer(in: own), awayFrom: dyf)
+                    for i in 0..<n {
+                        let at = i * columns, row = first + i
+                        let (a, b) = LayerNormKernels.rowTerms(
+                            dy: dyf + at, x: xf + at, columns: columns,
+                            centred: rowStatistics.centred, mean: mean[row], invstd: invstd[row],
+                            gamma: gamma, p: p, dgamma: keepsGamma ? sums[0] : nil,
+                            dbeta: keepsBeta ? sums[1] : nil)
+                        precision.combineRow(
+                            count: columns, dy: dyf + at, x: xf + at, sum: dsf.map { $0 + at },
+                            mean: mean[row], invstd: invstd[row], a: a, b: b, gamma: gamma,
+                            into: dx + 2 * (offset + at), streaming: streaming)
+                    }
+                    first += n
+                    continue
+                }
                 LayerNormKernels.backwardBlock(
                     dy: dyf, x: xf, rows: n, columns: columns, rowStatistics: rowStatistics,
                     mean: mean + first, invstd: invstd + first, gamma: gamma,
@@ -378,9 +400,12 @@ extension RowNormalization {
         }
         try Validation.parameterGradients(dgamma.count, dbeta.count, cache: cache, parameters: columns)
         // Rows long enough for the kernel's one-row-at-a-time sums go a few at
-        // a time, as in the forward, so that the widened dy, x and dx (and the
-        // sum gradient) stay in L1 (half of 32 KiB) while the row's passes
-        // read them; the kernel's results do not depend on the block then.
+        // a time, as in the forward, so that the widened dy and x (and the
+        // sum gradient) stay in L1 while the row's passes read them; the
+        // results do not depend on the block then. The count still allows
+        // for a Float dx, which the per-row form no longer writes: half of
+        // 32 KiB over three rows of 1024, one row a block, took 0.92-0.95x
+        // the time of two rows a block (LayerNorm, 4096x1024, Intel Xeon).
         // Shorter rows in L2 blocks, where the kernel's gemvs sum a block.
         let buffers = sumGradient == nil ? 3 : 4
         let blockRows = columns >= LayerNormKernels.rowSumsMinimumColumns
@@ -396,7 +421,10 @@ extension RowNormalization {
         let blas = backend == .blas, widened = blas ? blockRows * columns : count
         var worker = ScratchLayout<Float>()
         let kernelPart = worker.region(blas ? LayerNormKernels.backwardScratch(blockRows: blockRows, columns: columns, of: Float.self) : 0)
-        let dyPart = worker.region(widened), xPart = worker.region(widened), dxPart = worker.region(widened)
+        // The per-row form narrows dx as it writes it: no Float block of dx.
+        let rowForm = blas && columns >= LayerNormKernels.rowSumsMinimumColumns
+        let dyPart = worker.region(widened), xPart = worker.region(widened)
+        let dxPart = worker.region(rowForm ? 0 : widened)
         let sumPart = worker.region(sumGradient == nil ? 0 : widened)
         let termsPart = worker.region(blas ? 0 : 2 * rows)
         var layout = ScratchLayout<Float>()

@@ -219,6 +219,24 @@ enum StoragePrecision: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// LayerNorm's and RMSNorm's `dx` over one row, the `Float` pass's
+    /// expression `invstd·(gamma·dy - a - (x - mean)·invstd·b)` (plus the
+    /// residual form's `sum` gradient) on `Float` rows, each value rounded
+    /// once to 16 bits at `dx`, with streaming stores when `streaming`.
+    @usableFromInline
+    func combineRow(count: Int, dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
+                    sum: UnsafePointer<Float>?, mean: Float, invstd: Float, a: Float, b: Float,
+                    gamma: UnsafePointer<Float>, into dx: UnsafeMutableRawPointer, streaming: Bool) {
+        let h = dx.assumingMemoryBound(to: UInt16.self), stream: Int32 = streaming ? 1 : 0
+        switch self {
+        case .float16:
+            normkit_combine_row_f16(dy, x, sum, h, count, mean, invstd, a, b, gamma, stream)
+        case .bfloat16:
+            normkit_combine_row_bf16(dy, x, sum, h, count, mean, invstd, a, b, gamma, stream)
+        case .float: preconditionFailure("a Float output has nothing to narrow")
+        }
+    }
+
     /// `y = c · scale · gamma + beta` over one row (the `Float` pass's
     /// expression), each value rounded once to 16 bits at `y`, with streaming
     /// stores when `streaming`.
