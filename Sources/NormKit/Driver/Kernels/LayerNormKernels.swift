@@ -496,8 +496,9 @@ enum LayerNormKernels {
     /// so that the product pass's stores do not wait on `dy`'s loads (4K
     /// aliasing).
     @inlinable @inline(__always)
-    static func rowProducts<Scalar: BLASScalar>(_ scratch: UnsafeMutablePointer<Scalar>,
-                                    awayFrom dy: UnsafePointer<Scalar>) -> UnsafeMutablePointer<Scalar> {
+    static func rowProducts<Scalar: BLASScalar>(
+        _ scratch: UnsafeMutablePointer<Scalar>, awayFrom dy: UnsafePointer<Scalar>
+    ) -> UnsafeMutablePointer<Scalar> {
         Workspace<Scalar>.placed(scratch, awayFrom: dy, by: 2048)
     }
 
